@@ -1,0 +1,42 @@
+// The conversion context: the network under construction, the settings, the node being converted,
+// and helpers that turn constants, scalars and weights into network tensors.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "conversion/registry.h"
+#include "engine/network.h"
+#include "ir/graph.h"
+
+namespace kiln::conversion {
+
+enum class SourceIR : uint8_t { ATEN, PRIM, TORCH, NN, ACC, UNKNOWN };
+const char* to_string(SourceIR s);
+
+class ConversionContext {
+ public:
+  ConversionContext(engine::Network& net, const CompilationSettings& settings, const ir::ExportedProgram* program);
+
+  engine::Network& net;
+  const CompilationSettings& settings;
+  const ir::ExportedProgram* program;      // for weights; may be null in unit tests
+  const ir::Node* current_node = nullptr;  // set while a converter runs
+  bool requires_output_allocator = false;  // set when a converter with that flag ran
+
+  // Weights recorded by name (state-dict name -> network constant), for refit and reuse:
+  // a weight used by several nodes becomes one constant.
+  std::map<std::string, engine::Tensor*> weight_records;
+
+  // Network tensors for constants. Scalars take `like`'s dtype when given (PyTorch's type promotion
+  // for tensor-scalar ops), else f32 for doubles / i64 for ints.
+  engine::Tensor* constant(const engine::Weights& w, const std::string& name);
+  engine::Tensor* scalar(double v, engine::DataType dtype, const std::string& name);
+  engine::Tensor* weight(const std::string& state_dict_name);
+  // A converter argument that may be a tensor or a python scalar, as a tensor of `like`'s dtype.
+  engine::Tensor* to_tensor(const Value& v, const engine::Tensor* like, const std::string& name);
+  // Layer names unique and traceable to their node: "<node>/<suffix>".
+  std::string layer_name(const std::string& suffix) const;
+};
+
+}  // namespace kiln::conversion

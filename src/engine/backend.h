@@ -1,0 +1,66 @@
+// What a backend gives the runtime: memory and one entry to run a layer. The CPU backend is always
+// there; the CUDA backend plugs in behind the same interface.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/network.h"
+
+namespace kiln::engine {
+
+enum class DeviceKind : uint8_t { kCPU, kCUDA };
+const char* to_string(DeviceKind d);
+
+// A dense view of memory. Strides are in elements; the runtime hands kernels contiguous views
+// (it copies strided inputs once at binding).
+struct TensorView {
+  void* data = nullptr;
+  DataType dtype = DataType::kFloat32;
+  std::vector<int64_t> dims;
+  std::vector<int64_t> strides;  // empty = contiguous
+  DeviceKind device = DeviceKind::kCPU;
+
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * element_size(dtype); }
+  bool is_contiguous() const;
+  std::vector<int64_t> contiguous_strides() const;
+  template <class T> T* as() const { return static_cast<T*>(data); }
+};
+
+// For layers whose output sizes depend on data (nonzero, data-dependent plugins): the kernel asks
+// for its output buffer once it knows the shape.
+using OutputAllocator = std::function<TensorView(size_t output_index, const std::vector<int64_t>& dims)>;
+
+struct LayerCall {
+  const Layer& layer;
+  const std::vector<TensorView>& inputs;
+  std::vector<TensorView>& outputs;  // allocated, except data-dependent ones (data == nullptr)
+  const OutputAllocator& allocate_output;
+  void* workspace = nullptr;         // scratch, `workspace_bytes` long
+  size_t workspace_bytes = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* p) = 0;
+  virtual void copy(void* dst, DeviceKind dst_kind, const void* src, DeviceKind src_kind, size_t bytes) = 0;
+  // Scratch a layer needs for these input shapes (im2col, reductions...).
+  virtual size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs) { return 0; }
+  virtual void execute(LayerCall& call) = 0;
+  virtual void synchronize() {}
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+// Throws engine::NetworkError("CUDA backend not available: ...") where kiln was built without CUDA
+// or no GPU is present.
+std::unique_ptr<Backend> make_cuda_backend(void* stream = nullptr);
+bool cuda_available();
+
+}  // namespace kiln::engine

@@ -1,0 +1,45 @@
+// The builder: optimizes a network into a plan. Each pass is a function over a Network, testable
+// alone; build() runs them in order and records what they did (KILN_LOG=debug prints it).
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "engine/network.h"
+#include "engine/plan.h"
+
+namespace kiln::engine {
+
+enum class Precision : uint8_t { kFP32, kFP16, kBF16 };
+const char* to_string(Precision p);
+
+// min/opt/max of one symbol (dynamic input dimension).
+struct SymbolRange {
+  int64_t min = 1;
+  int64_t opt = 1;
+  int64_t max = 1;
+};
+
+struct BuilderConfig {
+  Precision precision = Precision::kFP32;  // fp16/bf16: float math in that type; reductions, norms, accumulation fp32
+  std::map<std::string, SymbolRange> profile;  // by symbol name; every input symbol needs one
+  size_t workspace_limit = size_t{1} << 30;
+  DeviceKind device = DeviceKind::kCPU;
+  bool fuse_pointwise = true;
+  bool fuse_epilogues = true;
+};
+
+namespace passes {
+// Each returns how many changes it made.
+size_t fold_constants(Network& net);       // layers whose inputs are all constants become constants
+size_t eliminate_dead_layers(Network& net);
+size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
+size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise
+size_t apply_precision(Network& net, Precision p);
+}  // namespace passes
+
+// Runs verification, the passes, and memory planning at the profile's `opt` shapes.
+// Consumes the network (the plan takes its layers and weights). Throws NetworkError.
+Plan build(Network&& net, const BuilderConfig& config);
+
+}  // namespace kiln::engine

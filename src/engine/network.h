@@ -1,0 +1,346 @@
+// The network definition: what converters build and the builder optimizes (TensorRT's
+// INetworkDefinition analog). Strongly typed tensors with symbolic shapes, and a closed set of
+// layer kinds, each defined once by its parameter struct in `LayerParams`. Every add_* checks its
+// inputs (rank, dtype, broadcastability) and throws engine::NetworkError naming the layer and what
+// it got. The engine knows nothing of PyTorch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "engine/dim_expr.h"
+
+namespace kiln::engine {
+
+enum class DataType : uint8_t { kFloat32, kFloat16, kBFloat16, kInt64, kInt32, kInt8, kUInt8, kBool };
+const char* to_string(DataType t);  // "f32", "f16", "bf16", "i64", "i32", "i8", "u8", "bool"
+size_t element_size(DataType t);
+bool is_floating(DataType t);
+
+struct NetworkError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct ShapeError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Constant data held by a network or plan, shared rather than copied (weights of a program stay
+// where the program mapped them until a plan is serialized).
+struct Weights {
+  DataType dtype = DataType::kFloat32;
+  std::vector<int64_t> dims;
+  std::shared_ptr<const uint8_t> data;  // aliasing shared_ptr into the owner's storage
+  size_t nbytes() const;
+  int64_t numel() const;
+  // Copies `bytes` into fresh owned storage.
+  static Weights copy_of(DataType dtype, std::vector<int64_t> dims, const void* bytes);
+  template <class T>
+  const T* as() const { return reinterpret_cast<const T*>(data.get()); }
+};
+
+// ---- Layer parameters: one struct per layer kind ------------------------------------------------
+
+enum class BinaryOp : uint8_t {
+  kAdd, kSub, kMul, kDiv, kFloorDiv, kTruncDiv, kRemainder /* python: sign of divisor */, kFmod,
+  kPow, kMin, kMax, kEqual, kNotEqual, kLess, kLessEqual, kGreater, kGreaterEqual,
+  kAnd, kOr, kXor, kBitAnd, kBitOr, kBitXor,
+};
+enum class UnaryOp : uint8_t {
+  kExp, kLog, kLog2, kLog1p, kExpm1, kSqrt, kRsqrt, kAbs, kNeg, kSin, kCos, kTan, kAsin, kAcos,
+  kAtan, kSinh, kCosh, kTanh, kErf, kFloor, kCeil, kRound /* half to even */, kTrunc, kSign,
+  kReciprocal, kNot, kIsNan, kIsInf, kBitNot,
+};
+enum class ActivationOp : uint8_t {
+  kRelu, kSigmoid, kTanh, kGeluErf, kGeluTanh, kSilu, kHardSigmoid, kHardSwish,
+  kLeakyRelu /* alpha = slope */, kElu /* alpha */, kSoftplus /* alpha = beta, beta = threshold */,
+  kClip /* alpha = min, beta = max */, kMish,
+};
+const char* to_string(BinaryOp op);
+const char* to_string(UnaryOp op);
+const char* to_string(ActivationOp op);
+
+struct ConstantParams { Weights weights; };
+struct ElementwiseParams { BinaryOp op; };  // inputs a, b: same dtype, broadcastable; comparisons -> bool
+struct UnaryParams { UnaryOp op; };
+struct ActivationParams {
+  ActivationOp op;
+  double alpha = 0;
+  double beta = 0;
+};
+// y = act(op(A) @ op(B) + bias): inputs A, B[, bias]. Ranks >= 2 (batch dims broadcast).
+// Converters set only the transposes; the builder's epilogue fusion fills bias / activation.
+struct MatMulParams {
+  bool transpose_a = false;
+  bool transpose_b = false;
+  bool has_bias = false;                      // third input, broadcast to the output
+  std::optional<ActivationParams> activation;
+};
+// inputs x [N, C, *spatial], weight, [bias]; 1d/2d/3d. transposed: weight [C_in, C_out/groups, *k].
+struct ConvolutionParams {
+  std::vector<int64_t> stride, padding, dilation, output_padding;
+  int64_t groups = 1;
+  bool transposed = false;
+  bool has_bias = false;
+  std::optional<ActivationParams> activation;  // filled by epilogue fusion
+};
+enum class PoolType : uint8_t { kMax, kAverage };
+// inputs x [N, C, *spatial]; adaptive when `adaptive_output` is set (kernel/stride ignored).
+struct PoolingParams {
+  PoolType type = PoolType::kMax;
+  std::vector<int64_t> kernel, stride, padding, dilation;
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+  std::optional<int64_t> divisor_override;
+  std::vector<int64_t> adaptive_output;
+};
+enum class ReduceOp : uint8_t { kSum, kMean, kMax, kMin, kProd, kAny, kAll, kArgMax, kArgMin, kVar, kNorm2 };
+// argmax/argmin take exactly one axis and output i64; kVar uses `correction`.
+struct ReduceParams {
+  ReduceOp op = ReduceOp::kSum;
+  std::vector<int64_t> axes;  // normalized, non-negative, sorted
+  bool keep_dims = false;
+  double correction = 0;
+};
+struct SoftmaxParams { int64_t axis = -1; bool log = false; };
+enum class NormKind : uint8_t { kLayer, kBatch, kGroup };
+// kLayer: inputs x[, scale][, bias], normalizes over axes [first_axis, rank).
+// kBatch (inference): inputs x, mean, var[, scale][, bias], channel axis 1.
+// kGroup: inputs x[, scale][, bias], `groups` groups of the channel axis 1.
+struct NormalizationParams {
+  NormKind kind = NormKind::kLayer;
+  int64_t first_axis = -1;
+  int64_t groups = 1;
+  double epsilon = 1e-5;
+  bool has_scale = false;
+  bool has_bias = false;
+};
+// TensorRT's shuffle: transpose by first_perm, reshape, transpose by second_perm; each optional.
+// A reshape dim of -1 is inferred (at most one).
+struct ShuffleParams {
+  std::vector<int64_t> first_perm;
+  std::optional<Shape> reshape;
+  std::vector<int64_t> second_perm;
+};
+struct ConcatParams { int64_t axis = 0; };
+// Per dimension: start, size, stride (stride may be negative); all may be symbolic.
+struct SliceParams { Shape start, size, stride; };
+enum class GatherMode : uint8_t {
+  kAxis,      // index_select/embedding: out = data.shape[:axis] + idx.shape + data.shape[axis+1:]
+  kElements,  // torch.gather: idx has data's rank, out = idx.shape
+};
+struct GatherParams { GatherMode mode = GatherMode::kAxis; int64_t axis = 0; };  // inputs data, indices (i64/i32)
+enum class ScatterReduce : uint8_t { kNone, kAdd };
+// torch.scatter along `axis`: inputs data, indices (same rank), updates. kAxis mode (index_put on
+// one axis / index_copy): indices 1-D, updates shaped like data with `axis` replaced by len(indices).
+struct ScatterParams {
+  GatherMode mode = GatherMode::kElements;
+  int64_t axis = 0;
+  ScatterReduce reduce = ScatterReduce::kNone;
+};
+struct SelectParams {};  // inputs condition (bool), then, else; broadcast
+struct CastParams { DataType to = DataType::kFloat32; };
+struct ShapeParams {};   // output: i64 [rank] of the input's shape
+enum class FillOp : uint8_t { kConstant, kArange };
+// No tensor inputs: out[i...] = value, or start + i*step along a 1-D `dims`.
+struct FillParams {
+  FillOp op = FillOp::kConstant;
+  Shape dims;
+  DataType dtype = DataType::kFloat32;
+  double value = 0;
+  double start = 0;
+  double step = 1;
+};
+enum class PadMode : uint8_t { kConstant, kReflect, kReplicate, kCircular };
+struct PadParams {
+  std::vector<int64_t> pre, post;  // per dimension; negative crops
+  PadMode mode = PadMode::kConstant;
+  double value = 0;
+};
+enum class ResizeMode : uint8_t { kNearest /* PyTorch 'nearest' */, kNearestExact, kLinear /* (bi/tri)linear */ };
+// inputs x [N, C, *spatial]; output spatial sizes, and scales when PyTorch was given them
+// (they change the sampling grid for align_corners=False).
+struct ResizeParams {
+  ResizeMode mode = ResizeMode::kNearest;
+  Shape output_spatial;
+  std::vector<double> scales;
+  bool align_corners = false;
+};
+struct CumSumParams { int64_t axis = 0; bool exclusive = false; bool reverse = false; };
+struct TopKParams { int64_t axis = -1; int64_t k = 1; bool largest = true; bool sorted = true; };  // outputs values, indices (i64)
+struct IdentityParams {};
+// Output [count, rank] i64 where `count` is a data-dependent symbol bound at run time.
+struct NonZeroParams { std::string count_symbol; };
+// Scaled dot-product attention: inputs q [.., Lq, E], k [.., Lk, E], v [.., Lk, Ev][, mask]
+// (bool: true = keep; float: added). Softmax in fp32.
+struct AttentionParams {
+  bool causal = false;
+  std::optional<double> scale;  // default 1/sqrt(E)
+  bool has_mask = false;
+};
+
+// A user kernel: resolved by name in the PluginRegistry when the layer is added and when a plan is
+// loaded, so plans stay serializable. `attributes` is an opaque string the plugin parses.
+struct PluginParams {
+  std::string plugin;
+  std::string attributes;
+};
+
+// Builder-made: a chain of elementwise/unary/activation/cast layers as one kernel. Instructions
+// run per output element over registers: inputs first (broadcast to the output shape), then one
+// register per instruction. `outputs` lists the registers written out, in output order.
+struct PointwiseInstr {
+  enum class Kind : uint8_t { kBinary, kUnary, kActivation, kCast, kSelect, kConstant } kind;
+  BinaryOp binary{};
+  UnaryOp unary{};
+  ActivationParams activation{ActivationOp::kRelu};
+  DataType dtype = DataType::kFloat32;  // result dtype of this register
+  double constant = 0;                  // kConstant
+  std::vector<int32_t> operands;        // register indices
+};
+struct FusedPointwiseParams {
+  std::vector<PointwiseInstr> program;
+  std::vector<int32_t> outputs;
+};
+
+using LayerParams =
+    std::variant<ConstantParams, ElementwiseParams, UnaryParams, ActivationParams, MatMulParams,
+                 ConvolutionParams, PoolingParams, ReduceParams, SoftmaxParams, NormalizationParams,
+                 ShuffleParams, ConcatParams, SliceParams, GatherParams, ScatterParams, SelectParams,
+                 CastParams, ShapeParams, FillParams, PadParams, ResizeParams, CumSumParams,
+                 TopKParams, IdentityParams, NonZeroParams, AttentionParams, PluginParams,
+                 FusedPointwiseParams>;
+const char* layer_kind_name(const LayerParams& p);  // "Elementwise", "MatMul", ...
+
+class Layer;
+
+class Tensor {
+ public:
+  int id() const { return id_; }
+  const std::string& name() const { return name_; }
+  DataType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  size_t rank() const { return shape_.size(); }
+  Layer* producer() const { return producer_; }  // null for network inputs
+  bool is_input() const { return producer_ == nullptr; }
+  std::string str() const;  // "%name: f32[s0, 16]"
+
+ private:
+  friend class Network;
+  int id_ = 0;
+  std::string name_;
+  DataType dtype_ = DataType::kFloat32;
+  Shape shape_;
+  Layer* producer_ = nullptr;
+};
+
+class Layer {
+ public:
+  int id() const { return id_; }
+  const std::string& name() const { return name_; }
+  const char* kind() const { return layer_kind_name(params_); }
+  const std::vector<Tensor*>& inputs() const { return inputs_; }
+  const std::vector<Tensor*>& outputs() const { return outputs_; }
+  Tensor* output(size_t i = 0) const { return outputs_.at(i); }
+  const LayerParams& params() const { return params_; }
+  template <class P> const P* as() const { return std::get_if<P>(&params_); }
+  std::string str() const;
+
+ private:
+  friend class Network;
+  int id_ = 0;
+  std::string name_;
+  std::vector<Tensor*> inputs_;
+  std::vector<Tensor*> outputs_;
+  LayerParams params_;
+};
+
+class Network {
+ public:
+  Network();
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // A dynamic dim is a DimExpr::symbol; the builder's profile gives its min/opt/max.
+  Tensor* add_input(const std::string& name, DataType dtype, Shape shape);
+  void mark_output(Tensor* t, const std::string& name);
+
+  // Every add_* names its layer `name` (made unique if taken) and returns it.
+  Layer* add_constant(const std::string& name, Weights w);
+  Layer* add_elementwise(const std::string& name, Tensor* a, Tensor* b, BinaryOp op);
+  Layer* add_unary(const std::string& name, Tensor* x, UnaryOp op);
+  Layer* add_activation(const std::string& name, Tensor* x, ActivationOp op, double alpha = 0, double beta = 0);
+  Layer* add_matmul(const std::string& name, Tensor* a, Tensor* b, bool transpose_a = false, bool transpose_b = false);
+  Layer* add_convolution(const std::string& name, Tensor* x, Tensor* weight, Tensor* bias, ConvolutionParams p);
+  Layer* add_pooling(const std::string& name, Tensor* x, PoolingParams p);
+  Layer* add_reduce(const std::string& name, Tensor* x, ReduceParams p);
+  Layer* add_softmax(const std::string& name, Tensor* x, int64_t axis, bool log = false);
+  Layer* add_normalization(const std::string& name, const std::vector<Tensor*>& inputs, NormalizationParams p);
+  Layer* add_shuffle(const std::string& name, Tensor* x, ShuffleParams p);
+  Layer* add_concat(const std::string& name, const std::vector<Tensor*>& xs, int64_t axis);
+  Layer* add_slice(const std::string& name, Tensor* x, SliceParams p);
+  Layer* add_gather(const std::string& name, Tensor* data, Tensor* indices, GatherMode mode, int64_t axis);
+  Layer* add_scatter(const std::string& name, Tensor* data, Tensor* indices, Tensor* updates, ScatterParams p);
+  Layer* add_select(const std::string& name, Tensor* condition, Tensor* then_value, Tensor* else_value);
+  Layer* add_cast(const std::string& name, Tensor* x, DataType to);
+  Layer* add_shape(const std::string& name, Tensor* x);
+  Layer* add_fill(const std::string& name, FillParams p);
+  Layer* add_pad(const std::string& name, Tensor* x, PadParams p);
+  Layer* add_resize(const std::string& name, Tensor* x, ResizeParams p);
+  Layer* add_cumsum(const std::string& name, Tensor* x, CumSumParams p);
+  Layer* add_topk(const std::string& name, Tensor* x, TopKParams p);
+  Layer* add_identity(const std::string& name, Tensor* x);
+  Layer* add_nonzero(const std::string& name, Tensor* x);
+  Layer* add_attention(const std::string& name, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, AttentionParams p);
+  Layer* add_plugin(const std::string& name, const std::vector<Tensor*>& inputs, PluginParams p);
+  // Generic entry used by the builder and plan loader: infers and checks output types/shapes.
+  Layer* add_layer(const std::string& name, std::vector<Tensor*> inputs, LayerParams params);
+
+  const std::vector<Tensor*>& inputs() const { return inputs_; }
+  const std::vector<std::pair<std::string, Tensor*>>& outputs() const { return outputs_; }
+  std::vector<Layer*> layers() const;  // in insertion (topological) order
+  std::vector<Tensor*> tensors() const;
+  Tensor* find_tensor(const std::string& name) const;
+  // Every symbol the input shapes use, in first-seen order.
+  std::vector<std::string> input_symbols() const;
+
+  // Structural checks: each tensor produced once, before use; outputs marked. Throws NetworkError.
+  void verify() const;
+  std::string str() const;  // one line per layer: `%y: f32[s0, 8] = Activation[kRelu](%x)  # name`
+
+  // Rewrites used by builder passes (keep the network topologically ordered).
+  void replace_all_uses(Tensor* from, Tensor* to);  // includes marked outputs
+  void remove_layer(Layer* l);                       // its outputs must be unused
+  std::vector<Layer*> consumers(const Tensor* t) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<Tensor*> inputs_;
+  std::vector<std::pair<std::string, Tensor*>> outputs_;
+};
+
+// User kernels for PluginParams. A plugin gives output dtypes and shapes from its inputs, and a
+// kernel per backend (nullptr = not available there).
+struct TensorView;
+struct PluginKernel {
+  std::function<std::vector<std::pair<DataType, Shape>>(const std::vector<const Tensor*>& inputs,
+                                                        const std::string& attributes)>
+      infer;
+  std::function<void(const std::vector<TensorView>& in, const std::vector<TensorView>& out,
+                     const std::string& attributes)>
+      cpu;
+  std::function<void(const std::vector<TensorView>& in, const std::vector<TensorView>& out,
+                     const std::string& attributes, void* cuda_stream)>
+      cuda;
+};
+void register_plugin(const std::string& name, PluginKernel kernel);
+const PluginKernel* find_plugin(const std::string& name);
+
+}  // namespace kiln::engine

@@ -1,0 +1,51 @@
+// A plan: the optimized network, ready to run, with its weights inside. Serialized as a versioned
+// binary (header, JSON description, weight blob, checksum); a corrupted plan is refused.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/network.h"
+
+namespace kiln::engine {
+
+struct PlanError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct MemoryReport {
+  size_t peak_activation_bytes = 0;  // arena size at the profile's opt shapes
+  size_t weight_bytes = 0;
+};
+
+class Plan {
+ public:
+  Plan();
+  Plan(Plan&&) noexcept;
+  Plan& operator=(Plan&&) noexcept;
+  ~Plan();
+
+  const Network& network() const;
+  DeviceKind device() const;
+  const MemoryReport& memory() const;
+  bool requires_output_allocator() const;  // has data-dependent output shapes
+  std::vector<std::string> input_names() const;
+  std::vector<std::string> output_names() const;
+  std::string summary() const;              // layers, fusions, memory
+
+  std::vector<uint8_t> serialize() const;
+  // Throws PlanError naming what is wrong (bad magic, version, checksum, truncated, bad layer).
+  static Plan deserialize(const uint8_t* data, size_t size);
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::engine
