@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""kiln beside PyTorch eager and torch.compile on the GPU, in one process, fp16, random weights.
+
+For each model and batch: export with torch.export, compile with kiln, and time kiln, eager,
+torch.compile (default) and torch.compile (mode="reduce-overhead") with CUDA events; report each
+one's compile time, kiln's device memory, and kiln's agreement with eager (cosine similarity).
+Prints one markdown table with ratios (speed-up of kiln over each baseline).
+
+    PYTHONPATH=build/python python3 bench/gpu_compare.py [--models resnet50,bert] [--batches 1,32]
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import kiln
+
+
+def resnet50():
+    import torchvision
+    return torchvision.models.resnet50(), lambda b: (torch.randn(b, 3, 224, 224),)
+
+
+def vit_b16():
+    import torchvision
+    return torchvision.models.vit_b_16(), lambda b: (torch.randn(b, 3, 224, 224),)
+
+
+class HiddenState(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).last_hidden_state
+
+
+def bert_base():
+    from transformers import BertConfig, BertModel
+    model = HiddenState(BertModel(BertConfig(), add_pooling_layer=False))
+    return model, lambda b: (torch.randint(0, 30522, (b, 128)),)
+
+
+def gpt2():
+    from transformers import GPT2Config, GPT2Model
+    model = HiddenState(GPT2Model(GPT2Config()))
+    return model, lambda b: (torch.randint(0, 50257, (b, 512)),)
+
+
+MODELS = {"resnet50": resnet50, "bert-base": bert_base, "vit-b16": vit_b16, "gpt2": gpt2}
+
+
+def cuda_time_ms(fn, iters, warmup=10):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def timed_first_call(make, inputs):
+    """Compile time of a lazily compiling callable: its first call."""
+    t0 = time.perf_counter()
+    fn = make()
+    with torch.no_grad():
+        fn(*inputs)
+    torch.cuda.synchronize()
+    return fn, time.perf_counter() - t0
+
+
+def cosine(a, b):
+    a, b = a.float().flatten(), b.float().flatten()
+    return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
+
+def bench_one(name, batch, iters, modes):
+    torch.manual_seed(0)
+    model, make_inputs = MODELS[name]()
+    model = model.eval().half().cuda()
+    inputs = tuple(t.cuda() if not t.is_floating_point() else t.half().cuda() for t in make_inputs(batch))
+    row = {"model": name, "batch": batch}
+    with torch.no_grad():
+        reference = model(*inputs)
+        row["eager"] = cuda_time_ms(lambda: model(*inputs), iters)
+
+        free_before = torch.cuda.mem_get_info()[0]
+        t0 = time.perf_counter()
+        compiled = kiln.compile(model, arg_inputs=inputs, precision="fp16", device="cuda", min_block_size=1)
+        row["kiln_compile_s"] = time.perf_counter() - t0
+        out = compiled(*inputs)
+        torch.cuda.synchronize()
+        row["kiln_mem_mb"] = (free_before - torch.cuda.mem_get_info()[0]) / 2**20
+        row["cosine"] = cosine(out, reference)
+        row["kiln"] = cuda_time_ms(lambda: compiled(*inputs), iters)
+        del compiled
+
+        for mode in modes:
+            torch._dynamo.reset()
+            kwargs = {} if mode == "default" else {"mode": mode}
+            fn, secs = timed_first_call(lambda: torch.compile(model, **kwargs), inputs)
+            row[f"tc_{mode}"] = cuda_time_ms(lambda: fn(*inputs), iters)
+            row[f"tc_{mode}_compile_s"] = secs
+            del fn
+    return row
+
+
+def print_table(rows, modes):
+    cols = ["model", "batch", "eager", *[f"tc_{m}" for m in modes], "kiln", "kiln/eager",
+            *[f"kiln/tc_{m}" for m in modes], "kiln compile s", *[f"tc_{m} compile s" for m in modes],
+            "kiln mem MB", "cosine"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['batch']} | error: {r['error']} |")
+            continue
+        cells = [r["model"], str(r["batch"]), f"{r['eager']:.2f} ms",
+                 *[f"{r[f'tc_{m}']:.2f} ms" for m in modes], f"{r['kiln']:.2f} ms",
+                 f"{r['eager'] / r['kiln']:.2f}x", *[f"{r[f'tc_{m}'] / r['kiln']:.2f}x" for m in modes],
+                 f"{r['kiln_compile_s']:.1f}", *[f"{r[f'tc_{m}_compile_s']:.1f}" for m in modes],
+                 f"{r['kiln_mem_mb']:.0f}", f"{r['cosine']:.5f}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--modes", default="default,reduce-overhead",
+                    help="torch.compile modes to compare against ('' for none)")
+    args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+          f"date {time.strftime('%Y-%m-%d')}", file=sys.stderr)
+    rows = []
+    for name in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            try:
+                rows.append(bench_one(name, batch, args.iters, modes))
+            except Exception as e:  # one model's failure must not hide the others' numbers
+                rows.append({"model": name, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+            print(rows[-1], file=sys.stderr)
+            torch.cuda.empty_cache()
+    print_table(rows, modes)
+
+
+if __name__ == "__main__":
+    main()
