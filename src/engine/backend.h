@@ -42,6 +42,9 @@ struct LayerCall {
   const OutputAllocator& allocate_output;
   void* workspace = nullptr;         // scratch, `workspace_bytes` long
   size_t workspace_bytes = 0;
+  // Symbol values of the current run: layers whose params hold symbolic expressions beyond the
+  // output dims (a Slice's start/stride) evaluate them here. Null = static params only.
+  const SymbolValues* symbols = nullptr;
 };
 
 class Backend {
