@@ -24,6 +24,8 @@ class DimExpr {
   DimExpr(int v) : DimExpr(int64_t{v}) {}  // NOLINT
   static DimExpr symbol(const std::string& name);
   static DimExpr binary(Op op, const DimExpr& a, const DimExpr& b);  // folds constants
+  // Builds the node as given, without folding or reordering (canonicalization uses it).
+  static DimExpr binary_unsimplified(Op op, const DimExpr& a, const DimExpr& b);
 
   Op op() const;
   bool is_constant() const { return op() == Op::Const; }
@@ -52,6 +54,10 @@ DimExpr ceil_div(const DimExpr& a, const DimExpr& b);
 DimExpr mod(const DimExpr& a, const DimExpr& b);
 DimExpr max(const DimExpr& a, const DimExpr& b);
 DimExpr min(const DimExpr& a, const DimExpr& b);
+
+// a / b when b divides a exactly and structurally ((s0*12) / 4 = s0*3; (s0*s1) / s1 = s0), else
+// nullopt. Reshape's -1 inference uses it.
+std::optional<DimExpr> try_exact_div(const DimExpr& a, const DimExpr& b);
 
 using Shape = std::vector<DimExpr>;
 std::string to_string(const Shape& s);             // "[s0, 16]"

@@ -318,6 +318,14 @@ class Network {
   void replace_all_uses(Tensor* from, Tensor* to);  // includes marked outputs
   void remove_layer(Layer* l);                       // its outputs must be unused
   std::vector<Layer*> consumers(const Tensor* t) const;
+  // Additions for builder passes: re-sort after rewrites that append layers before their users;
+  // replace a layer's parameters (re-checks and re-infers its outputs in place, so later layers
+  // should be re-inferred in order too); rewire one input.
+  void topological_sort();
+  void set_layer_params(Layer* l, LayerParams params);
+  void set_layer_input(Layer* l, size_t index, Tensor* t);
+  // Tensor ids are below this bound (ids of removed tensors are not reused).
+  int tensor_id_bound() const;
 
  private:
   struct Impl;

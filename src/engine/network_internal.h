@@ -1,0 +1,37 @@
+// Engine-internal helpers shared by network.cpp, shape_inference.cpp, the builder passes and the
+// plan loader. Not part of the public interface.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/network.h"
+
+namespace kiln::engine::detail {
+
+struct InferredOutput {
+  DataType dtype;
+  Shape shape;
+};
+
+// Checks a layer's inputs and infers its outputs. May normalize `params` (negative axes, default
+// strides, generated symbol names) so that kernels and plans see one canonical form. Throws
+// NetworkError "layer 'name' (Kind): ...". `fresh_symbol(prefix)` returns an unused symbol name.
+std::vector<InferredOutput> infer_outputs(const std::string& layer_name, const std::vector<Tensor*>& inputs,
+                                          LayerParams& params,
+                                          const std::function<std::string(const std::string&)>& fresh_symbol);
+
+// Broadcast of two shapes (numpy rules, right-aligned). Equal expressions or a constant 1 combine;
+// unequal constants are an error (nullopt); two different symbolic dims: the first is kept and the
+// runtime checks the actual sizes.
+std::optional<Shape> broadcast(const Shape& a, const Shape& b);
+
+// Names of LayerParams alternatives, by variant index.
+const char* layer_kind_name_at(size_t index);
+constexpr size_t kLayerKindCount = std::variant_size_v<LayerParams>;
+
+// Product of a shape's dims as an expression.
+DimExpr numel(const Shape& s);
+
+}  // namespace kiln::engine::detail
