@@ -58,6 +58,17 @@ class Backend {
   virtual size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs) { return 0; }
   virtual void execute(LayerCall& call) = 0;
   virtual void synchronize() {}
+
+  // ---- optional: CUDA graphs (additive; the defaults mean "not supported") ----------------------
+  // The runtime may record a whole execute (every layer) when shapes are static and no layer
+  // needs a host synchronization (no data-dependent output shapes), then replay it. The key names
+  // what the recording depends on: input shapes and every buffer address it touched.
+  virtual bool supports_capture() const { return false; }
+  virtual void begin_capture() {}
+  virtual void end_capture(const std::string& key) {}   // keeps the recording under `key`
+  virtual bool replay(const std::string& key) { return false; }  // false: nothing kept for key
+  // The backend's native queue (cudaStream_t for CUDA), for callers that enqueue their own work.
+  virtual void* native_stream() const { return nullptr; }
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
