@@ -14,6 +14,9 @@ namespace kiln::conversion {
 enum class SourceIR : uint8_t { ATEN, PRIM, TORCH, NN, ACC, UNKNOWN };
 const char* to_string(SourceIR s);
 
+// A scalar as 0-d constant data of `dtype` (f16/bf16 rounded to nearest even).
+engine::Weights scalar_as_weights(double v, engine::DataType dtype);
+
 class ConversionContext {
  public:
   ConversionContext(engine::Network& net, const CompilationSettings& settings, const ir::ExportedProgram* program);

@@ -1,0 +1,168 @@
+// The conversion context: constants, scalars and weights as network tensors.
+#include "conversion/context.h"
+
+#include <cstring>
+
+#include "conversion/convert.h"
+
+namespace kiln::conversion {
+
+const char* to_string(SourceIR s) {
+  switch (s) {
+    case SourceIR::ATEN: return "aten";
+    case SourceIR::PRIM: return "prim";
+    case SourceIR::TORCH: return "torch";
+    case SourceIR::NN: return "nn";
+    case SourceIR::ACC: return "acc";
+    case SourceIR::UNKNOWN: return "unknown";
+  }
+  return "unknown";
+}
+
+ConversionContext::ConversionContext(engine::Network& n, const CompilationSettings& s, const ir::ExportedProgram* p)
+    : net(n), settings(s), program(p) {}
+
+std::string ConversionContext::layer_name(const std::string& suffix) const {
+  if (!current_node) return suffix;
+  const std::string& node = current_node->name;
+  // Already traceable (impl helpers pass the converter's `name`, which is the node's).
+  if (suffix.rfind(node, 0) == 0 && (suffix.size() == node.size() || suffix[node.size()] == '/' ||
+                                     suffix[node.size()] == '_' || suffix[node.size()] == '.'))
+    return suffix;
+  return node + "/" + suffix;
+}
+
+engine::Tensor* ConversionContext::constant(const engine::Weights& w, const std::string& name) {
+  return net.add_constant(layer_name(name), w)->output(0);
+}
+
+namespace {
+template <class T>
+engine::Weights scalar_weights(engine::DataType dt, T v) {
+  return engine::Weights::copy_of(dt, {}, &v);
+}
+uint16_t to_half_bits(float f) {  // round to nearest even
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  int32_t exp = static_cast<int32_t>((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffffu;
+  if (((x >> 23) & 0xff) == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0));
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (exp <= 0) {
+    if (exp < -10) return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    uint32_t shift = static_cast<uint32_t>(14 - exp);
+    uint32_t h = mant >> shift;
+    uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) ++h;
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
+  return static_cast<uint16_t>(h);
+}
+uint16_t to_bf16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);
+  x += 0x7fffu + ((x >> 16) & 1);
+  return static_cast<uint16_t>(x >> 16);
+}
+}  // namespace
+
+engine::Weights scalar_as_weights(double v, engine::DataType dtype) {
+  using engine::DataType;
+  switch (dtype) {
+    case DataType::kFloat32: return scalar_weights<float>(dtype, static_cast<float>(v));
+    case DataType::kFloat16: return scalar_weights<uint16_t>(dtype, to_half_bits(static_cast<float>(v)));
+    case DataType::kBFloat16: return scalar_weights<uint16_t>(dtype, to_bf16_bits(static_cast<float>(v)));
+    case DataType::kInt64: return scalar_weights<int64_t>(dtype, static_cast<int64_t>(v));
+    case DataType::kInt32: return scalar_weights<int32_t>(dtype, static_cast<int32_t>(v));
+    case DataType::kInt8: return scalar_weights<int8_t>(dtype, static_cast<int8_t>(v));
+    case DataType::kUInt8: return scalar_weights<uint8_t>(dtype, static_cast<uint8_t>(v));
+    case DataType::kBool: return scalar_weights<uint8_t>(dtype, v != 0 ? 1 : 0);
+  }
+  throw ConversionError("unsupported scalar dtype");
+}
+
+engine::Tensor* ConversionContext::scalar(double v, engine::DataType dtype, const std::string& name) {
+  return constant(scalar_as_weights(v, dtype), name);
+}
+
+engine::Tensor* ConversionContext::weight(const std::string& state_dict_name) {
+  if (auto it = weight_records.find(state_dict_name); it != weight_records.end()) return it->second;
+  if (!program) throw ConversionError("weight '" + state_dict_name + "' requested without a program");
+  auto it = program->weights.find(state_dict_name);
+  if (it == program->weights.end()) throw ConversionError("unknown weight '" + state_dict_name + "'");
+  const ir::Weight& w = it->second;
+  std::vector<int64_t> dims;
+  for (const auto& s : w.meta.sizes) {
+    if (!s.is_constant()) throw ConversionError("weight '" + state_dict_name + "' has a symbolic size");
+    dims.push_back(s.value);
+  }
+  engine::Weights ew;
+  ew.dims = dims;
+  int64_t numel = 1;
+  for (int64_t d : dims) numel *= d;
+  const bool as_double = w.meta.dtype == ir::ScalarType::Double;
+  ew.dtype = as_double ? engine::DataType::kFloat32 : to_engine_dtype(w.meta.dtype);
+  if (w.is_contiguous() && !as_double) {
+    // Zero-copy: the network constant aliases the program's storage and keeps it alive.
+    ew.data = std::shared_ptr<const uint8_t>(w.storage, w.data());
+  } else {
+    // Strided (e.g. a transposed view stored once) or f64: gather into fresh contiguous memory.
+    const size_t src_es = ir::element_size(w.meta.dtype), dst_es = engine::element_size(ew.dtype);
+    std::vector<int64_t> strides;
+    for (const auto& s : w.meta.strides) strides.push_back(s.value);
+    if (strides.size() != dims.size()) {  // unknown strides: contiguous
+      strides.assign(dims.size(), 1);
+      for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(numel) * dst_es]);
+    std::vector<int64_t> idx(dims.size(), 0);
+    for (int64_t e = 0; e < numel; ++e) {
+      int64_t off = 0;
+      for (size_t d = 0; d < dims.size(); ++d) off += idx[d] * strides[d];
+      const uint8_t* src = w.data() + off * static_cast<int64_t>(src_es);
+      uint8_t* dst = buf.get() + e * static_cast<int64_t>(dst_es);
+      if (as_double) {
+        double x;
+        std::memcpy(&x, src, 8);
+        float f = static_cast<float>(x);
+        std::memcpy(dst, &f, 4);
+      } else {
+        std::memcpy(dst, src, src_es);
+      }
+      for (int d = static_cast<int>(dims.size()) - 1; d >= 0; --d) {
+        if (++idx[d] < dims[d]) break;
+        idx[d] = 0;
+      }
+    }
+    ew.data = std::shared_ptr<const uint8_t>(buf, buf.get());
+  }
+  // Weight constants are named after the state-dict entry (not the node) so refit can find them.
+  engine::Tensor* t = net.add_constant(state_dict_name, std::move(ew))->output(0);
+  weight_records[state_dict_name] = t;
+  return t;
+}
+
+engine::Tensor* ConversionContext::to_tensor(const Value& v, const engine::Tensor* like, const std::string& name) {
+  if (v.is_tensor()) return v.tensor();
+  if (v.is<engine::DimExpr>()) {
+    // A symbolic int used as a tensor: a 0-d i64 fill with a symbolic value is not expressible,
+    // so only constants are accepted here; shape-valued tensors go through impl::shape.
+    const auto& d = std::get<engine::DimExpr>(v.v);
+    if (!d.is_constant()) throw ConversionError("symbolic int " + d.str() + " used as a tensor");
+    return scalar(static_cast<double>(*d.constant()), like ? like->dtype() : engine::DataType::kInt64, name);
+  }
+  engine::DataType dt;
+  if (like) dt = like->dtype();
+  else if (v.is<double>()) dt = engine::DataType::kFloat32;
+  else if (v.is<bool>()) dt = engine::DataType::kBool;
+  else dt = engine::DataType::kInt64;
+  return scalar(v.to_double(), dt, name);
+}
+
+}  // namespace kiln::conversion

@@ -1,0 +1,300 @@
+// Lowering passes over the ATen-level IR.
+#include "lowering/passes.h"
+
+#include <algorithm>
+#include <functional>
+#include <optional>
+#include <set>
+
+#include "ir/schema.h"
+
+namespace kiln::lowering {
+
+namespace {
+
+// An argument of a node by schema name when the table knows the op, else by position.
+const ir::Argument* arg_of(const ir::Node& n, const std::string& name, size_t position) {
+  if (const ir::Argument* k = n.kwarg(name)) return k;
+  if (position < n.args.size()) return &n.args[position];
+  return nullptr;
+}
+
+size_t index_in(const std::vector<ir::Node*>& order, const ir::Node* n) {
+  return static_cast<size_t>(std::find(order.begin(), order.end(), n) - order.begin());
+}
+
+// Replaces every use of `n` in its users' arguments by the constant `v`.
+void replace_with_constant(ir::Graph& g, ir::Node* n, const ir::Argument& v) {
+  std::function<ir::Argument(const ir::Argument&)> sub = [&](const ir::Argument& a) -> ir::Argument {
+    if (a.is_node() && a.node() == n) return v;
+    if (a.is_list()) {
+      ir::Argument::List l;
+      for (const auto& e : a.list()) l.push_back(sub(e));
+      return l;
+    }
+    return a;
+  };
+  std::vector<ir::Node*> users = n->users();
+  for (ir::Node* u : users) {
+    std::vector<ir::Argument> args;
+    for (const auto& a : u->args) args.push_back(sub(a));
+    std::vector<std::pair<std::string, ir::Argument>> kwargs;
+    for (const auto& [k, a] : u->kwargs) kwargs.emplace_back(k, sub(a));
+    g.set_args(u, std::move(args));
+    g.set_kwargs(u, std::move(kwargs));
+  }
+}
+
+const std::set<std::string> kViewOps = {
+    "aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.slice.Tensor",
+    "aten.select.int", "aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.expand.default",
+    "aten.unsqueeze.default", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default", "aten.alias.default",
+    "aten.as_strided.default", "aten.detach.default", "aten.unflatten.int", "aten.flatten.using_ints",
+    "aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int",
+    "aten.diagonal.default", "aten.narrow.default", "aten.view_as.default", "aten.expand_as.default",
+    "aten.unfold.default", "getitem"};
+
+}  // namespace
+
+// ---- no-ops ---------------------------------------------------------------------------------------
+
+size_t remove_noops(ir::ExportedProgram& program) {
+  static const std::set<std::string> kIdentity = {
+      "aten.clone.default", "aten.contiguous.default", "aten.alias.default", "aten.detach.default",
+      "aten.detach_.default", "aten.lift_fresh_copy.default", "aten.lift_fresh.default"};
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  for (ir::Node* n : g.nodes()) {
+    if (n->kind != ir::NodeKind::CallFunction) continue;
+    const std::string& t = n->target;
+    const bool is_assert = t.rfind("aten._assert", 0) == 0 || t.rfind("aten.sym_constrain_range", 0) == 0;
+    if (is_assert) {
+      if (n->users().empty()) {
+        g.erase(n);
+        ++changed;
+      }
+      continue;
+    }
+    bool identity = kIdentity.count(t) > 0;
+    if (t == "aten.dropout.default" || t == "aten.feature_dropout.default" || t == "aten.alpha_dropout.default") {
+      const ir::Argument* train = arg_of(*n, "train", 2);
+      const ir::Argument* p = arg_of(*n, "p", 1);
+      const bool eval = train && train->is<bool>() && !train->as<bool>();
+      const bool p_zero = p && ((p->is<double>() && p->as<double>() == 0.0) || (p->is<int64_t>() && p->as<int64_t>() == 0));
+      identity = eval || p_zero;
+    }
+    if (t == "aten._to_copy.default" && !n->args.empty() && n->args[0].is_node()) {
+      // Same dtype (device moves are the runtime's business): a copy with no effect on values.
+      const ir::Node* in = n->args[0].node();
+      identity = in->meta.is_tensor() && n->meta.is_tensor() && in->meta.tensor.dtype == n->meta.tensor.dtype;
+    }
+    if (!identity || n->args.empty() || !n->args[0].is_node()) continue;
+    g.replace_all_uses_with(n, n->args[0].node());
+    g.erase(n);
+    ++changed;
+  }
+  return changed;
+}
+
+// ---- in-place -> functional ---------------------------------------------------------------------
+
+size_t inplace_to_functional(ir::ExportedProgram& program) {
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  std::vector<ir::Node*> order = g.nodes();
+  for (ir::Node* n : order) {
+    if (n->kind != ir::NodeKind::CallFunction || n->args.empty() || !n->args[0].is_node()) continue;
+    // "aten.add_.Tensor" -> "aten.add.Tensor"
+    const std::string& t = n->target;
+    if (t.rfind("aten.", 0) != 0) continue;
+    const size_t dot = t.find('.', 5);
+    if (dot == std::string::npos || dot < 6 || t[dot - 1] != '_' || t[dot - 2] == '_') continue;
+    const std::string functional = t.substr(0, dot - 1) + t.substr(dot);
+    if (!ir::find_schema(functional)) continue;
+    ir::Node* x = n->args[0].node();
+    // A mutation of a user input, a weight or a view would be visible elsewhere: keep it.
+    if (x->kind != ir::NodeKind::CallFunction || kViewOps.count(x->target)) continue;
+    const size_t at = index_in(order, n);
+    bool safe = true;
+    std::vector<ir::Node*> later;
+    for (ir::Node* u : x->users()) {
+      if (u == n) continue;
+      if (kViewOps.count(u->target)) safe = false;  // an alias of x would see the mutation
+      if (index_in(order, u) > at) later.push_back(u);
+    }
+    if (!safe) continue;
+    // Later readers of x read the mutated value: the functional op's result.
+    for (ir::Node* u : later) {
+      std::function<ir::Argument(const ir::Argument&)> sub = [&](const ir::Argument& a) -> ir::Argument {
+        if (a.is_node() && a.node() == x) return n;
+        if (a.is_list()) {
+          ir::Argument::List l;
+          for (const auto& e : a.list()) l.push_back(sub(e));
+          return l;
+        }
+        return a;
+      };
+      std::vector<ir::Argument> args;
+      for (const auto& a : u->args) args.push_back(sub(a));
+      std::vector<std::pair<std::string, ir::Argument>> kwargs;
+      for (const auto& [k, a] : u->kwargs) kwargs.emplace_back(k, sub(a));
+      g.set_args(u, std::move(args));
+      g.set_kwargs(u, std::move(kwargs));
+    }
+    n->target = functional;
+    ++changed;
+  }
+  return changed;
+}
+
+// ---- weight constant folding --------------------------------------------------------------------
+
+namespace {
+
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> s(sizes.size(), 1);
+  for (int i = static_cast<int>(sizes.size()) - 2; i >= 0; --i) s[i] = s[i + 1] * sizes[i + 1];
+  return s;
+}
+
+std::optional<std::vector<int64_t>> ints_of(const ir::Argument& a) {
+  std::vector<int64_t> out;
+  if (a.is<int64_t>()) return std::vector<int64_t>{a.as<int64_t>()};
+  if (!a.is_list()) return std::nullopt;
+  for (const auto& e : a.list()) {
+    if (!e.is<int64_t>()) return std::nullopt;
+    out.push_back(e.as<int64_t>());
+  }
+  return out;
+}
+
+// The view `n` makes of weight `w`, or nullopt when `n` is not a pure layout op kiln can fold.
+std::optional<ir::Weight> fold_view(const ir::Node& n, const ir::Weight& w) {
+  std::vector<int64_t> sizes, strides;
+  for (const auto& s : w.meta.sizes) {
+    if (!s.is_constant()) return std::nullopt;
+    sizes.push_back(s.value);
+  }
+  for (const auto& s : w.meta.strides) strides.push_back(s.value);
+  if (strides.size() != sizes.size()) strides = contiguous_strides(sizes);
+  const int64_t rank = static_cast<int64_t>(sizes.size());
+  auto norm = [&](int64_t d, int64_t r) { return d < 0 ? d + r : d; };
+  const std::string& t = n.target;
+  std::vector<int64_t> ns, nt;
+  if (t == "aten.t.default" || t == "aten.transpose.int" || t == "aten.permute.default") {
+    std::vector<int64_t> perm(sizes.size());
+    for (int64_t i = 0; i < rank; ++i) perm[i] = i;
+    if (t == "aten.t.default") {
+      if (rank == 2) std::swap(perm[0], perm[1]);
+    } else if (t == "aten.transpose.int") {
+      if (n.args.size() < 3 || !n.args[1].is<int64_t>() || !n.args[2].is<int64_t>()) return std::nullopt;
+      std::swap(perm.at(norm(n.args[1].as<int64_t>(), rank)), perm.at(norm(n.args[2].as<int64_t>(), rank)));
+    } else {
+      auto p = n.args.size() > 1 ? ints_of(n.args[1]) : std::nullopt;
+      if (!p || static_cast<int64_t>(p->size()) != rank) return std::nullopt;
+      for (int64_t i = 0; i < rank; ++i) perm[i] = norm((*p)[i], rank);
+    }
+    for (int64_t i = 0; i < rank; ++i) {
+      ns.push_back(sizes.at(perm[i]));
+      nt.push_back(strides.at(perm[i]));
+    }
+  } else if (t == "aten.view.default" || t == "aten.reshape.default" || t == "aten._unsafe_view.default" ||
+             t == "aten.unsqueeze.default" || t == "aten.squeeze.dim" || t == "aten.squeeze.dims" ||
+             t == "aten.squeeze.default" || t == "aten.flatten.using_ints") {
+    // Reshapes of a contiguous weight: new sizes from the node's (static) metadata.
+    if (!w.is_contiguous() || !n.meta.is_tensor() || !n.meta.tensor.is_static()) return std::nullopt;
+    for (const auto& s : n.meta.tensor.sizes) ns.push_back(s.value);
+    nt = contiguous_strides(ns);
+  } else {
+    return std::nullopt;
+  }
+  ir::Weight out = w;
+  out.kind = ir::Weight::Kind::Constant;
+  out.meta.sizes.assign(ns.begin(), ns.end());
+  out.meta.strides.assign(nt.begin(), nt.end());
+  return out;
+}
+
+}  // namespace
+
+size_t fold_weight_constants(ir::ExportedProgram& program, size_t /*max_bytes: views copy nothing*/) {
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  for (ir::Node* n : g.nodes()) {
+    if (n->kind != ir::NodeKind::CallFunction || n->args.empty() || !n->args[0].is_node()) continue;
+    ir::Node* src = n->args[0].node();
+    if (src->kind != ir::NodeKind::GetAttr) continue;
+    auto it = program.weights.find(src->target);
+    if (it == program.weights.end()) continue;
+    std::optional<ir::Weight> folded = fold_view(*n, it->second);
+    if (!folded) continue;
+    std::string name = "_folded." + n->name;
+    while (program.weights.count(name)) name += "_";
+    folded->name = name;
+    if (n->meta.is_tensor()) folded->meta.dtype = n->meta.tensor.dtype;
+    program.weights[name] = *folded;
+    ir::Node* attr = g.create(ir::NodeKind::GetAttr, n->name + "_folded", name, {}, {}, n);
+    attr->meta = n->meta;
+    g.replace_all_uses_with(n, attr);
+    g.erase(n);
+    if (src->users().empty()) {
+      const std::string old = src->target;
+      g.erase(src);
+      bool used = false;  // drop the original weight when no other get_attr reads it
+      for (ir::Node* m : g.nodes()) used = used || (m->kind == ir::NodeKind::GetAttr && m->target == old);
+      if (!used) program.weights.erase(old);
+    }
+    ++changed;
+  }
+  return changed;
+}
+
+// ---- symbolic ints --------------------------------------------------------------------------------
+
+size_t canonicalize_symbolic(ir::ExportedProgram& program) {
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  for (ir::Node* n : g.nodes()) {
+    if (n->kind != ir::NodeKind::CallFunction || n->meta.kind != ir::ValueMeta::Kind::SymInt) continue;
+    std::optional<int64_t> v;
+    if (n->meta.sym.is_constant()) v = n->meta.sym.value;
+    else {
+      try {
+        if (auto e = n->meta.sym.evaluate({})) v = *e;
+      } catch (const std::exception&) {  // an expression kiln cannot evaluate stays symbolic
+      }
+    }
+    if (!v && n->target == "aten.sym_size.int" && n->args.size() >= 2 && n->args[0].is_node() &&
+        n->args[1].is<int64_t>()) {
+      const ir::Node* in = n->args[0].node();
+      if (in->meta.is_tensor()) {
+        int64_t d = n->args[1].as<int64_t>();
+        const int64_t r = static_cast<int64_t>(in->meta.tensor.rank());
+        if (d < 0) d += r;
+        if (d >= 0 && d < r && in->meta.tensor.sizes[d].is_constant()) v = in->meta.tensor.sizes[d].value;
+      }
+    }
+    if (!v) continue;
+    replace_with_constant(g, n, ir::Argument(*v));
+    if (n->users().empty()) g.erase(n);
+    ++changed;
+  }
+  return changed;
+}
+
+std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
+  std::vector<PassReport> out;
+  auto run = [&](const char* name, size_t (*fn)(ir::ExportedProgram&)) {
+    out.push_back({name, fn(program)});
+    program.graph.verify();
+  };
+  run("remove_noops", remove_noops);
+  run("inplace_to_functional", inplace_to_functional);
+  run("fold_weight_constants", [](ir::ExportedProgram& p) { return fold_weight_constants(p); });
+  run("canonicalize_symbolic", canonicalize_symbolic);
+  out.push_back({"eliminate_dead_code", program.graph.eliminate_dead_code()});
+  program.graph.verify();
+  return out;
+}
+
+}  // namespace kiln::lowering

@@ -1,0 +1,38 @@
+// IR passes run before partitioning. Each is a function over an ExportedProgram, testable alone,
+// returning how many nodes it changed; run_passes() runs them in order.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace kiln::lowering {
+
+// Removes ops that do nothing at inference: eval-mode dropout, clone / contiguous / alias /
+// detach / lift_fresh_copy, _to_copy to the same dtype, and the `_assert_*` checks.
+size_t remove_noops(ir::ExportedProgram& program);
+
+// `add_`, `relu_`, `hardswish_`, ... -> their functional op, when the mutation is invisible: the
+// mutated value is a fresh intermediate (not a user input, weight or view of something else).
+// Later readers of the mutated value then read the functional op's result.
+size_t inplace_to_functional(ir::ExportedProgram& program);
+
+// Layout ops whose input is a weight (`t`, `permute`, `transpose`, `view`, `reshape`,
+// `unsqueeze`, `squeeze`, ...) become new program weights that view the same storage (zero-copy:
+// kiln::ir::Weight carries strides). Copies (none today) would be limited to `max_bytes`.
+size_t fold_weight_constants(ir::ExportedProgram& program, size_t max_bytes = size_t{64} << 20);
+
+// Symbolic-int nodes whose value is a constant (e.g. `sym_size` of a static dim, `_operator.mul`
+// of constants) are replaced by that int in their users.
+size_t canonicalize_symbolic(ir::ExportedProgram& program);
+
+struct PassReport {
+  std::string pass;
+  size_t changes = 0;
+};
+// All of the above, in order, then dead-code elimination; verifies the graph after each.
+std::vector<PassReport> run_passes(ir::ExportedProgram& program);
+
+}  // namespace kiln::lowering
