@@ -1,0 +1,124 @@
+// Scaled dot-product attention: out = softmax(q k^T * scale + mask) v, per batch-head matrix.
+// S = Q K^T and O = P V go through cblas_sgemm (called from one thread; OpenBLAS threads them),
+// the masked softmax over rows runs on OpenMP threads. Bool masks keep where true, float masks
+// add; causal keeps j <= i (top-left aligned, as PyTorch). Rows with nothing kept give zeros
+// (PyTorch 2.5+'s safe softmax). Batch dims of q/k/v/mask broadcast against the output's.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+
+namespace kiln::engine::cpu {
+namespace {
+
+// Offset (in matrices) of batch index b into a tensor with batch dims `in` broadcast to `out`.
+int64_t batch_offset(int64_t b, const std::vector<int64_t>& out, const std::vector<int64_t>& strides) {
+  int64_t off = 0;
+  for (size_t d = out.size(); d-- > 0;) {
+    off += (b % out[d]) * strides[d];
+    b /= out[d];
+  }
+  return off;
+}
+
+std::vector<int64_t> batch_dims(const std::vector<int64_t>& dims) {
+  return std::vector<int64_t>(dims.begin(), dims.end() - 2);
+}
+
+}  // namespace
+
+void run(const AttentionParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& q = call.inputs.at(0);
+  const TensorView& k = call.inputs.at(1);
+  const TensorView& v = call.inputs.at(2);
+  const TensorView& out = call.outputs.at(0);
+  if (q.dims.size() < 2 || k.dims.size() < 2 || v.dims.size() < 2) fail(layer, "attention needs rank >= 2");
+  if (!is_floating(q.dtype)) fail(layer, "attention needs float inputs");
+  const int64_t Lq = q.dims.end()[-2], E = q.dims.back(), Lk = k.dims.end()[-2], Ev = v.dims.back();
+  if (k.dims.back() != E || v.dims.end()[-2] != Lk) fail_shape(layer, "q/k/v shapes disagree");
+  const std::vector<int64_t> ob = batch_dims(out.dims);
+  const int64_t B = product(ob);
+  const auto qs = broadcast_strides(batch_dims(q.dims), ob), ks = broadcast_strides(batch_dims(k.dims), ob),
+             vs = broadcast_strides(batch_dims(v.dims), ob);
+  const TensorView* mask = p.has_mask ? &call.inputs.at(3) : nullptr;
+  // The mask broadcasts to [*batch, Lq, Lk]; view its strides over that full shape.
+  std::vector<int64_t> full = ob, ms;
+  full.push_back(Lq);
+  full.push_back(Lk);
+  FloatInput fmask;
+  if (mask) {
+    ms = broadcast_strides(mask->dims, full);
+    if (mask->dtype != DataType::kBool) fmask = as_float(*mask);
+  }
+  const float scale = float(p.scale ? *p.scale : 1.0 / std::sqrt(double(E)));
+  FloatInput fq = as_float(q), fk = as_float(k), fv = as_float(v);
+  FloatOutput fo = float_output(out);
+  std::vector<float> S(size_t(Lq * Lk));
+  const float ninf = -std::numeric_limits<float>::infinity();
+
+  for (int64_t b = 0; b < B; ++b) {
+    const float* Q = fq.ptr + batch_offset(b, ob, qs) * Lq * E;
+    const float* K = fk.ptr + batch_offset(b, ob, ks) * Lk * E;
+    const float* V = fv.ptr + batch_offset(b, ob, vs) * Lk * Ev;
+    float* O = fo.ptr + b * Lq * Ev;
+    if (Lq == 0 || Ev == 0) continue;
+    if (Lk == 0) {
+      std::fill(O, O + Lq * Ev, 0.0f);
+      continue;
+    }
+    if (E > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(Lq), int(Lk), int(E), scale, Q, int(E), K, int(E),
+                  0.0f, S.data(), int(Lk));
+    else
+      std::fill(S.begin(), S.end(), 0.0f);
+    int64_t mbase = 0;
+    if (mask) {
+      int64_t rem = b;
+      for (size_t d = ob.size(); d-- > 0;) {
+        mbase += (rem % ob[d]) * ms[d];
+        rem /= ob[d];
+      }
+    }
+    const size_t r = full.size();
+#pragma omp parallel for if (Lq * Lk > kParallelGrain / 4)
+    for (int64_t i = 0; i < Lq; ++i) {
+      float* row = S.data() + i * Lk;
+      if (mask) {
+        const int64_t moff = mbase + i * ms[r - 2];
+        for (int64_t j = 0; j < Lk; ++j) {
+          const int64_t m = moff + j * ms[r - 1];
+          if (mask->dtype == DataType::kBool) {
+            if (!mask->as<bool>()[m]) row[j] = ninf;
+          } else {
+            row[j] += fmask.ptr[m];
+          }
+        }
+      }
+      if (p.causal)
+        for (int64_t j = i + 1; j < Lk; ++j) row[j] = ninf;
+      float mx = ninf;
+      for (int64_t j = 0; j < Lk; ++j) mx = std::max(mx, row[j]);
+      if (mx == ninf) {  // nothing kept
+        std::fill(row, row + Lk, 0.0f);
+        continue;
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < Lk; ++j) {
+        row[j] = std::exp(row[j] - mx);
+        sum += row[j];
+      }
+      const float inv = float(1.0 / sum);
+      for (int64_t j = 0; j < Lk; ++j) row[j] *= inv;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Lq), int(Ev), int(Lk), 1.0f, S.data(), int(Lk), V,
+                int(Ev), 0.0f, O, int(Ev));
+  }
+  fo.commit();
+}
+
+}  // namespace kiln::engine::cpu

@@ -1,0 +1,189 @@
+// Shared pieces of the CPU kernels: half/bfloat16 conversion, dtype dispatch, broadcasting
+// iteration, OpenMP helpers and error reporting. Internal to src/engine/cpu/.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/network.h"
+
+namespace kiln::engine::cpu {
+
+// ---- 16-bit floats ----------------------------------------------------------------------------
+// Storage-only types: arithmetic always goes through float. Conversions round to nearest even
+// (what PyTorch and the hardware do), keep NaN a NaN and saturate to infinity.
+inline float f16_bits_to_float(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal half: normalize into a float
+    int e = -1;
+    do { ++e; man <<= 1; } while ((man & 0x400) == 0);
+    bits = sign | uint32_t(112 - e) << 23 | ((man & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t float_to_f16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint16_t sign = uint16_t((x >> 16) & 0x8000);
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0);  // inf / nan
+  if (ax >= 0x477ff000u) return sign | 0x7c00;  // rounds to >= 65520: overflow to inf
+  if (ax < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+    if (ax < 0x33000000u) return sign;  // < 2^-25 rounds to zero
+    uint32_t man = (ax & 0x7fffff) | 0x800000;
+    int shift = 126 - int(ax >> 23);  // 14..24
+    uint32_t r = man >> shift;
+    uint32_t rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return sign | uint16_t(r);
+  }
+  // normal: rebias exponent, round mantissa 23 -> 10 bits to nearest even
+  uint32_t r = ((ax >> 13) - (112u << 10));
+  uint32_t rem = ax & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
+  return sign | uint16_t(r);
+}
+
+inline float bf16_bits_to_float(uint16_t b) {
+  uint32_t bits = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t float_to_bf16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // quiet nan
+  x += 0x7fff + ((x >> 16) & 1);  // round to nearest even
+  return uint16_t(x >> 16);
+}
+
+struct f16 {
+  uint16_t bits = 0;
+  f16() = default;
+  f16(float f) : bits(float_to_f16_bits(f)) {}  // NOLINT
+  operator float() const { return f16_bits_to_float(bits); }  // NOLINT
+};
+struct bf16 {
+  uint16_t bits = 0;
+  bf16() = default;
+  bf16(float f) : bits(float_to_bf16_bits(f)) {}  // NOLINT
+  operator float() const { return bf16_bits_to_float(bits); }  // NOLINT
+};
+
+template <class T> inline constexpr bool is_half_v = std::is_same_v<T, f16> || std::is_same_v<T, bf16>;
+template <class T> inline constexpr bool is_float_v = is_half_v<T> || std::is_same_v<T, float>;
+// The type arithmetic happens in: float for every float storage type, the type itself otherwise.
+template <class T> using compute_t = std::conditional_t<is_half_v<T>, float, T>;
+
+// Calls f(T{}) with T the storage type of `t`.
+template <class F>
+decltype(auto) dispatch_dtype(DataType t, F&& f) {
+  switch (t) {
+    case DataType::kFloat32: return f(float{});
+    case DataType::kFloat16: return f(f16{});
+    case DataType::kBFloat16: return f(bf16{});
+    case DataType::kInt64: return f(int64_t{});
+    case DataType::kInt32: return f(int32_t{});
+    case DataType::kInt8: return f(int8_t{});
+    case DataType::kUInt8: return f(uint8_t{});
+    case DataType::kBool: return f(bool{});
+  }
+  return f(float{});
+}
+
+// Conversion between any two storage types with PyTorch's meaning (bool: != 0; float -> int
+// truncates toward zero; out-of-range floats saturate instead of being undefined behaviour).
+template <class To, class From>
+inline To convert(From v) {
+  if constexpr (std::is_same_v<To, From>) {
+    return v;
+  } else if constexpr (std::is_same_v<To, bool>) {
+    return static_cast<compute_t<From>>(v) != compute_t<From>(0);
+  } else if constexpr (is_float_v<To>) {
+    return To(static_cast<float>(static_cast<compute_t<From>>(v)));
+  } else if constexpr (is_float_v<From> || std::is_floating_point_v<From>) {  // float -> integer
+    double d = static_cast<double>(static_cast<compute_t<From>>(v));
+    if (std::isnan(d)) return To(0);
+    constexpr double lo = double(std::numeric_limits<To>::min());
+    constexpr double hi = double(std::numeric_limits<To>::max());
+    if (d <= lo) return std::numeric_limits<To>::min();
+    if (d >= hi) return std::numeric_limits<To>::max();
+    return static_cast<To>(d);
+  } else {
+    return static_cast<To>(v);  // integer -> integer wraps like PyTorch
+  }
+}
+// double -> storage type; the generic path for kernels that compute in double.
+template <class To>
+inline To from_double(double d) {
+  if constexpr (is_float_v<To>) return To(static_cast<float>(d));
+  else return convert<To, double>(d);
+}
+
+double load_as_double(const TensorView& v, int64_t i);
+void store_double(const TensorView& v, int64_t i, double d);
+
+// ---- float buffers ------------------------------------------------------------------------------
+// A view's data as fp32: the data itself when already f32, else a converted copy.
+struct FloatInput {
+  const float* ptr = nullptr;
+  std::vector<float> storage;
+};
+FloatInput as_float(const TensorView& v);
+void to_float(const TensorView& v, float* dst);  // converts numel() elements
+// An fp32 destination for `out`: its memory when f32, else scratch written back by `commit`.
+struct FloatOutput {
+  float* ptr = nullptr;
+  std::vector<float> storage;
+  const TensorView* view = nullptr;
+  void commit();
+};
+FloatOutput float_output(const TensorView& v);
+
+// ---- shapes ---------------------------------------------------------------------------------
+int64_t product(const std::vector<int64_t>& d, size_t begin = 0, size_t end = SIZE_MAX);
+// Strides of `in` broadcast (NumPy rules, aligned right) against `out`: 0 where broadcast.
+std::vector<int64_t> broadcast_strides(const std::vector<int64_t>& in, const std::vector<int64_t>& out);
+
+// Iterates the output of a broadcasting op in runs: f(out_offset, in_offsets, len, in_inner_strides)
+// where element k of the run is out[out_offset + k] and input j's element in[j][in_offsets[j] +
+// k * in_inner_strides[j]]. Dims are collapsed first so most ops become one or a few long runs;
+// runs are spread over OpenMP threads when the output is large.
+void for_each_broadcast_run(
+    const std::vector<int64_t>& out_dims, const std::vector<std::vector<int64_t>>& in_dims,
+    const std::function<void(int64_t, const int64_t*, int64_t, const int64_t*)>& f);
+
+// ---- threading -------------------------------------------------------------------------------
+// Below this many elements of work a kernel stays on one thread.
+constexpr int64_t kParallelGrain = 32768;
+int max_threads();
+
+// ---- errors ---------------------------------------------------------------------------------
+[[noreturn]] void fail(const Layer& layer, const std::string& what);
+[[noreturn]] void fail_shape(const Layer& layer, const std::string& what);
+
+// Scratch of at least `bytes`: the call's workspace when big enough, else `fallback`.
+void* scratch(LayerCall& call, size_t bytes, std::vector<uint8_t>& fallback);
+
+}  // namespace kiln::engine::cpu

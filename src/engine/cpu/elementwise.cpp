@@ -1,0 +1,46 @@
+// Elementwise binary ops with NumPy broadcasting over the output's dims. Floats compute in fp32
+// (f16/bf16 are converted per element), integers natively; comparisons and logical ops write
+// bool. The op switch sits inside the loop over a run; compilers unswitch it, and runs are long
+// because broadcast dims are collapsed first (common.h).
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/ops.h"
+
+namespace kiln::engine::cpu {
+
+void run(const ElementwiseParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  if (call.inputs.size() != 2) fail(layer, "expects 2 inputs");
+  const TensorView& a = call.inputs[0];
+  const TensorView& b = call.inputs[1];
+  const TensorView& out = call.outputs.at(0);
+  if (a.dtype != b.dtype) fail(layer, std::string("input dtypes differ: ") + to_string(a.dtype) + " vs " + to_string(b.dtype));
+  const bool pred = is_predicate(p.op);
+  if (pred && out.dtype != DataType::kBool) fail(layer, "a comparison must output bool");
+  if (!pred && out.dtype != a.dtype) fail(layer, "output dtype must match the inputs");
+  const bool bitwise = p.op == BinaryOp::kBitAnd || p.op == BinaryOp::kBitOr || p.op == BinaryOp::kBitXor;
+  if (bitwise && is_floating(a.dtype)) fail(layer, "bitwise ops need integer or bool inputs");
+
+  dispatch_dtype(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    const T* pa = a.as<T>();
+    const T* pb = b.as<T>();
+    const BinaryOp op = p.op;
+    for_each_broadcast_run(out.dims, {a.dims, b.dims},
+                           [&](int64_t o, const int64_t* off, int64_t n, const int64_t* st) {
+      const T* x = pa + off[0];
+      const T* y = pb + off[1];
+      const int64_t sx = st[0], sy = st[1];
+      if (pred) {
+        bool* z = out.as<bool>() + o;
+        for (int64_t k = 0; k < n; ++k) z[k] = binary_pred<C>(op, C(x[k * sx]), C(y[k * sy]));
+      } else {
+        T* z = out.as<T>() + o;
+        for (int64_t k = 0; k < n; ++k) z[k] = T(binary_arith<C>(op, C(x[k * sx]), C(y[k * sy])));
+      }
+    });
+  });
+}
+
+}  // namespace kiln::engine::cpu

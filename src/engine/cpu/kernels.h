@@ -1,0 +1,50 @@
+// One `run` overload per layer kind; dispatch.cpp visits LayerParams over these, so a layer kind
+// without a CPU kernel fails to compile. Internal to src/engine/cpu/.
+#pragma once
+
+#include "engine/backend.h"
+#include "engine/network.h"
+
+namespace kiln::engine::cpu {
+
+void run(const ConstantParams& p, LayerCall& call);        // misc.cpp
+void run(const ElementwiseParams& p, LayerCall& call);     // elementwise.cpp
+void run(const UnaryParams& p, LayerCall& call);           // unary_activation.cpp
+void run(const ActivationParams& p, LayerCall& call);      // unary_activation.cpp
+void run(const MatMulParams& p, LayerCall& call);          // matmul.cpp
+void run(const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
+void run(const PoolingParams& p, LayerCall& call);         // pooling.cpp
+void run(const ReduceParams& p, LayerCall& call);          // reduce.cpp
+void run(const SoftmaxParams& p, LayerCall& call);         // softmax_norm.cpp
+void run(const NormalizationParams& p, LayerCall& call);   // softmax_norm.cpp
+void run(const ShuffleParams& p, LayerCall& call);         // shuffle_concat_slice.cpp
+void run(const ConcatParams& p, LayerCall& call);          // shuffle_concat_slice.cpp
+void run(const SliceParams& p, LayerCall& call);           // shuffle_concat_slice.cpp
+void run(const GatherParams& p, LayerCall& call);          // gather_scatter.cpp
+void run(const ScatterParams& p, LayerCall& call);         // gather_scatter.cpp
+void run(const SelectParams& p, LayerCall& call);          // misc.cpp
+void run(const CastParams& p, LayerCall& call);            // misc.cpp
+void run(const ShapeParams& p, LayerCall& call);           // misc.cpp
+void run(const FillParams& p, LayerCall& call);            // misc.cpp
+void run(const PadParams& p, LayerCall& call);             // misc.cpp
+void run(const ResizeParams& p, LayerCall& call);          // misc.cpp
+void run(const CumSumParams& p, LayerCall& call);          // misc.cpp
+void run(const TopKParams& p, LayerCall& call);            // misc.cpp
+void run(const IdentityParams& p, LayerCall& call);        // misc.cpp
+void run(const NonZeroParams& p, LayerCall& call);         // misc.cpp
+void run(const AttentionParams& p, LayerCall& call);       // attention.cpp
+void run(const PluginParams& p, LayerCall& call);          // plugin.cpp
+void run(const FusedPointwiseParams& p, LayerCall& call);  // pointwise_fused.cpp
+
+// Scratch sizes (bytes) of the kernels that need any.
+size_t convolution_workspace(const ConvolutionParams& p, const std::vector<TensorView>& inputs);
+
+// out (contiguous, `dims`) = src[base + sum(i_d * strides_d)], for any element size.
+void strided_copy(const void* src, int64_t base, const std::vector<int64_t>& dims,
+                  const std::vector<int64_t>& strides, void* dst, size_t elem);
+
+// Applies bias (broadcast to `out`'s dims) and an optional activation in place on fp32 data;
+// the epilogue of matmul and convolution.
+void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act);
+
+}  // namespace kiln::engine::cpu

@@ -1,0 +1,190 @@
+// The builder's fused pointwise kernels: a small register program run over blocks of output
+// elements. Registers 0..n_inputs-1 hold the inputs (broadcast to the output's dims), then one
+// register per instruction. A float register computes in fp32 and is rounded to its dtype after
+// every instruction (so f16/bf16 chains give what the unfused layers give); integer and bool
+// registers compute in int64 and wrap to their width. Blocks keep every register in L1.
+#include <algorithm>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/ops.h"
+
+namespace kiln::engine::cpu {
+namespace {
+
+constexpr int64_t kBlock = 256;
+
+// Rounds a register's values to its dtype (float side or integer side).
+void round_float(DataType t, float* r, int64_t n) {
+  if (t == DataType::kFloat16) for (int64_t i = 0; i < n; ++i) r[i] = float(f16(r[i]));
+  else if (t == DataType::kBFloat16) for (int64_t i = 0; i < n; ++i) r[i] = float(bf16(r[i]));
+}
+void wrap_int(DataType t, int64_t* r, int64_t n) {
+  dispatch_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!is_float_v<T> && !std::is_same_v<T, int64_t>)
+      for (int64_t i = 0; i < n; ++i) r[i] = int64_t(T(r[i]));
+  });
+}
+
+struct Registers {
+  std::vector<float> f;
+  std::vector<int64_t> i;
+  float* fr(int32_t r) { return f.data() + r * kBlock; }
+  int64_t* ir(int32_t r) { return i.data() + r * kBlock; }
+};
+
+}  // namespace
+
+void run(const FusedPointwiseParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const size_t n_in = call.inputs.size();
+  const size_t n_regs = n_in + p.program.size();
+  std::vector<DataType> dt(n_regs);
+  for (size_t i = 0; i < n_in; ++i) dt[i] = call.inputs[i].dtype;
+  for (size_t k = 0; k < p.program.size(); ++k) {
+    dt[n_in + k] = p.program[k].dtype;
+    for (int32_t o : p.program[k].operands)
+      if (o < 0 || size_t(o) >= n_in + k) fail(layer, "fused program reads a register before it is written");
+  }
+  if (p.outputs.size() != call.outputs.size()) fail(layer, "fused program outputs disagree with the layer");
+  for (size_t o = 0; o < p.outputs.size(); ++o)
+    if (p.outputs[o] < 0 || size_t(p.outputs[o]) >= n_regs || dt[size_t(p.outputs[o])] != call.outputs[o].dtype)
+      fail(layer, "fused program output " + std::to_string(o) + " has the wrong register or dtype");
+  const std::vector<int64_t>& out_dims = call.outputs.at(0).dims;
+  std::vector<std::vector<int64_t>> in_dims;
+  for (const auto& v : call.inputs) in_dims.push_back(v.dims);
+
+  for_each_broadcast_run(out_dims, in_dims, [&](int64_t o0, const int64_t* off, int64_t len, const int64_t* st) {
+    thread_local Registers regs;
+    regs.f.resize(n_regs * kBlock);
+    regs.i.resize(n_regs * kBlock);
+    for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
+      const int64_t n = std::min(kBlock, len - b0);
+      // Load inputs.
+      for (size_t j = 0; j < n_in; ++j) {
+        const TensorView& v = call.inputs[j];
+        const int64_t base = off[j] + b0 * st[j], s = st[j];
+        dispatch_dtype(v.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          const T* src = v.as<T>() + base;
+          if constexpr (is_float_v<T>) {
+            float* r = regs.fr(int32_t(j));
+            for (int64_t e = 0; e < n; ++e) r[e] = float(src[e * s]);
+          } else {
+            int64_t* r = regs.ir(int32_t(j));
+            for (int64_t e = 0; e < n; ++e) r[e] = int64_t(src[e * s]);
+          }
+        });
+      }
+      // Execute.
+      for (size_t k = 0; k < p.program.size(); ++k) {
+        const PointwiseInstr& in = p.program[k];
+        const int32_t dst = int32_t(n_in + k);
+        const bool dfl = is_floating(in.dtype);
+        auto opf = [&](size_t a) { return regs.fr(in.operands[a]); };
+        auto opi = [&](size_t a) { return regs.ir(in.operands[a]); };
+        auto opfloat = [&](size_t a) { return is_floating(dt[size_t(in.operands[a])]); };
+        float* df = regs.fr(dst);
+        int64_t* di = regs.ir(dst);
+        switch (in.kind) {
+          case PointwiseInstr::Kind::kConstant:
+            if (dfl) std::fill(df, df + n, float(in.constant));
+            else std::fill(di, di + n, int64_t(in.constant));
+            break;
+          case PointwiseInstr::Kind::kBinary: {
+            const bool pred = is_predicate(in.binary);
+            const bool bl = dt[size_t(in.operands[0])] == DataType::kBool;
+            if (opfloat(0)) {
+              const float *a = opf(0), *b = opf(1);
+              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<float>(in.binary, a[e], b[e]);
+              else for (int64_t e = 0; e < n; ++e) df[e] = binary_arith<float>(in.binary, a[e], b[e]);
+            } else {
+              const int64_t *a = opi(0), *b = opi(1);
+              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<int64_t>(in.binary, a[e], b[e]);
+              else if (bl) for (int64_t e = 0; e < n; ++e) di[e] = binary_arith<bool>(in.binary, a[e] != 0, b[e] != 0);
+              else for (int64_t e = 0; e < n; ++e) di[e] = binary_arith<int64_t>(in.binary, a[e], b[e]);
+            }
+            break;
+          }
+          case PointwiseInstr::Kind::kUnary: {
+            const bool pred = is_predicate(in.unary);
+            const DataType at = dt[size_t(in.operands[0])];
+            if (is_floating(at)) {
+              const float* a = opf(0);
+              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = unary_pred<float>(in.unary, a[e]);
+              else if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = unary_arith<float>(in.unary, a[e]);
+              else for (int64_t e = 0; e < n; ++e) di[e] = int64_t(unary_arith<float>(in.unary, a[e]));
+            } else {
+              const int64_t* a = opi(0);
+              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = unary_pred<int64_t>(in.unary, a[e]);
+              else if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = float(unary_arith<double>(in.unary, double(a[e])));
+              else if (at == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = unary_arith<bool>(in.unary, a[e] != 0);
+              else for (int64_t e = 0; e < n; ++e) di[e] = unary_arith<int64_t>(in.unary, a[e]);
+            }
+            break;
+          }
+          case PointwiseInstr::Kind::kActivation:
+            if (opfloat(0)) {
+              const float* a = opf(0);
+              for (int64_t e = 0; e < n; ++e) df[e] = activation<float>(in.activation, a[e]);
+            } else {
+              const int64_t* a = opi(0);
+              for (int64_t e = 0; e < n; ++e)
+                di[e] = int64_t(activation<double>(in.activation, double(a[e])));
+            }
+            break;
+          case PointwiseInstr::Kind::kCast: {
+            const DataType at = dt[size_t(in.operands[0])];
+            if (is_floating(at)) {
+              const float* a = opf(0);
+              if (dfl) std::copy(a, a + n, df);
+              else if (in.dtype == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = a[e] != 0.0f;
+              else dispatch_dtype(in.dtype, [&](auto tag) {
+                using T = decltype(tag);
+                for (int64_t e = 0; e < n; ++e) di[e] = int64_t(convert<T>(a[e]));
+              });
+            } else {
+              const int64_t* a = opi(0);
+              if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = float(a[e]);
+              else if (in.dtype == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = a[e] != 0;
+              else std::copy(a, a + n, di);
+            }
+            break;
+          }
+          case PointwiseInstr::Kind::kSelect: {
+            const int64_t* c = opi(0);
+            if (dfl) {
+              const float *a = opf(1), *b = opf(2);
+              for (int64_t e = 0; e < n; ++e) df[e] = c[e] ? a[e] : b[e];
+            } else {
+              const int64_t *a = opi(1), *b = opi(2);
+              for (int64_t e = 0; e < n; ++e) di[e] = c[e] ? a[e] : b[e];
+            }
+            break;
+          }
+        }
+        if (dfl) round_float(in.dtype, df, n);
+        else wrap_int(in.dtype, di, n);
+      }
+      // Store outputs.
+      for (size_t o = 0; o < p.outputs.size(); ++o) {
+        const TensorView& v = call.outputs[o];
+        const int32_t r = p.outputs[o];
+        dispatch_dtype(v.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          T* d = v.as<T>() + o0 + b0;
+          if constexpr (is_float_v<T>) {
+            const float* s = regs.fr(r);
+            for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
+          } else {
+            const int64_t* s = regs.ir(r);
+            for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
+          }
+        });
+      }
+    }
+  });
+}
+
+}  // namespace kiln::engine::cpu

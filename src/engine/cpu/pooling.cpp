@@ -1,0 +1,120 @@
+// Max / average pooling, 1d/2d/3d (handled as 3-d), and adaptive pooling. PyTorch's rules:
+// max pool pads with -inf, honours dilation and propagates NaN; average pool divides by the
+// window clipped to the padded input (count_include_pad) or to the real input, or by
+// divisor_override; ceil_mode only changes the output size (already resolved) and windows that
+// start in the padding are clipped. Adaptive windows: [floor(i*in/out), ceil((i+1)*in/out)).
+// One OpenMP task per (n, c) plane.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+
+namespace kiln::engine::cpu {
+namespace {
+
+struct Window {
+  int64_t begin, end;  // clipped to the input
+  int64_t padded;      // length counted by count_include_pad
+};
+
+}  // namespace
+
+void run(const PoolingParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& out = call.outputs.at(0);
+  const size_t S = x.dims.size() - 2;
+  if (x.dims.size() < 3 || x.dims.size() > 5) fail(layer, "pooling needs a 1d, 2d or 3d input");
+  if (!is_floating(x.dtype)) fail(layer, "pooling needs a float input");
+  const size_t off = 3 - S;
+  int64_t in[3] = {1, 1, 1}, on[3] = {1, 1, 1}, k[3] = {1, 1, 1}, st[3] = {1, 1, 1}, pd[3] = {0, 0, 0},
+          dl[3] = {1, 1, 1};
+  const bool adaptive = !p.adaptive_output.empty();
+  for (size_t i = 0; i < S; ++i) {
+    in[off + i] = x.dims[2 + i];
+    on[off + i] = out.dims[2 + i];
+    if (!adaptive) {
+      k[off + i] = p.kernel.at(i);
+      st[off + i] = i < p.stride.size() ? p.stride[i] : k[off + i];
+      pd[off + i] = i < p.padding.size() ? p.padding[i] : 0;
+      dl[off + i] = i < p.dilation.size() ? p.dilation[i] : 1;
+    }
+  }
+  // Window of output index o along spatial dim d.
+  auto window = [&](int d, int64_t o) -> Window {
+    if (adaptive) {
+      int64_t b = (o * in[d]) / on[d];
+      int64_t e = ((o + 1) * in[d] + on[d] - 1) / on[d];
+      return {b, e, e - b};
+    }
+    int64_t b = o * st[d] - pd[d];
+    int64_t e = std::min(b + k[d], in[d] + pd[d]);
+    int64_t padded = e - b;
+    return {std::max<int64_t>(b, 0), std::min(e, in[d]), padded};
+  };
+
+  FloatInput fx = as_float(x);
+  FloatOutput fy = float_output(out);
+  const int64_t planes = x.dims[0] * x.dims[1];
+  const int64_t in_vol = in[0] * in[1] * in[2], out_vol = on[0] * on[1] * on[2];
+  const bool is_max = p.type == PoolType::kMax;
+
+#pragma omp parallel for if (planes * out_vol > kParallelGrain / 4)
+  for (int64_t pc = 0; pc < planes; ++pc) {
+    const float* xp = fx.ptr + pc * in_vol;
+    float* yp = fy.ptr + pc * out_vol;
+    for (int64_t od = 0; od < on[0]; ++od)
+      for (int64_t oh = 0; oh < on[1]; ++oh)
+        for (int64_t ow = 0; ow < on[2]; ++ow) {
+          float r;
+          if (is_max && !adaptive) {
+            // Walk the dilated window positions; padding positions are -inf (skipped).
+            r = -std::numeric_limits<float>::infinity();
+            for (int64_t a = 0; a < k[0]; ++a) {
+              int64_t id = od * st[0] - pd[0] + a * dl[0];
+              if (id < 0 || id >= in[0]) continue;
+              for (int64_t b = 0; b < k[1]; ++b) {
+                int64_t ih = oh * st[1] - pd[1] + b * dl[1];
+                if (ih < 0 || ih >= in[1]) continue;
+                for (int64_t c = 0; c < k[2]; ++c) {
+                  int64_t iw = ow * st[2] - pd[2] + c * dl[2];
+                  if (iw < 0 || iw >= in[2]) continue;
+                  float v = xp[(id * in[1] + ih) * in[2] + iw];
+                  if (v > r || std::isnan(v)) r = v;
+                  if (std::isnan(r)) goto done;
+                }
+              }
+            }
+          done:;
+          } else {
+            Window wd = window(0, od), wh = window(1, oh), ww = window(2, ow);
+            double acc = is_max ? -INFINITY : 0.0;
+            for (int64_t id = wd.begin; id < wd.end; ++id)
+              for (int64_t ih = wh.begin; ih < wh.end; ++ih)
+                for (int64_t iw = ww.begin; iw < ww.end; ++iw) {
+                  float v = xp[(id * in[1] + ih) * in[2] + iw];
+                  if (is_max) {
+                    if (v > acc || std::isnan(v)) acc = v;
+                  } else {
+                    acc += v;
+                  }
+                }
+            if (!is_max) {
+              int64_t divisor;
+              if (p.divisor_override) divisor = *p.divisor_override;
+              else if (adaptive || !p.count_include_pad)
+                divisor = (wd.end - wd.begin) * (wh.end - wh.begin) * (ww.end - ww.begin);
+              else divisor = wd.padded * wh.padded * ww.padded;
+              acc = divisor ? acc / double(divisor) : NAN;
+            }
+            r = float(acc);
+          }
+          yp[(od * on[1] + oh) * on[2] + ow] = r;
+        }
+  }
+  fy.commit();
+}
+
+}  // namespace kiln::engine::cpu

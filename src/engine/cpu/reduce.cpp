@@ -1,0 +1,182 @@
+// Reductions over any set of axes. The input is viewed as [outer, R, inner] when the reduced axes
+// are adjacent; any other set is first permuted into [kept..., reduced...] (inner = 1). Floats
+// accumulate in double, integers in int64; max/min propagate NaN; argmax/argmin return the first
+// occurrence (NaN counts as the largest, as in PyTorch); var divides by R - correction.
+// Work is split over OpenMP as (outer, chunk of inner) units.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+
+namespace kiln::engine::cpu {
+namespace {
+
+// Copies `x` permuted so that `axes` come last; returns the new buffer (element-typed bytes).
+std::vector<uint8_t> move_axes_last(const TensorView& x, const std::vector<int64_t>& axes) {
+  const size_t r = x.dims.size(), es = element_size(x.dtype);
+  std::vector<int64_t> perm;
+  for (size_t d = 0; d < r; ++d)
+    if (std::find(axes.begin(), axes.end(), int64_t(d)) == axes.end()) perm.push_back(int64_t(d));
+  for (int64_t a : axes) perm.push_back(a);
+  std::vector<int64_t> pdims(r), src_strides = x.contiguous_strides(), pstr(r);
+  for (size_t d = 0; d < r; ++d) {
+    pdims[d] = x.dims[perm[d]];
+    pstr[d] = src_strides[perm[d]];
+  }
+  const int64_t n = x.numel();
+  std::vector<uint8_t> buf(size_t(n) * es);
+  const uint8_t* src = static_cast<const uint8_t*>(x.data);
+#pragma omp parallel for if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, so = 0;
+    for (size_t d = r; d-- > 0;) {
+      so += (rem % pdims[d]) * pstr[d];
+      rem /= pdims[d];
+    }
+    std::memcpy(buf.data() + i * es, src + so * es, es);
+  }
+  return buf;
+}
+
+template <class T>
+void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, int64_t inner,
+                  const TensorView& out) {
+  using C = compute_t<T>;
+  constexpr bool fl = is_float_v<T>;
+  using Acc = std::conditional_t<fl, double, int64_t>;
+  const int64_t chunk = 256, chunks = (inner + chunk - 1) / chunk;
+  const ReduceOp op = p.op;
+#pragma omp parallel for if (outer * R * inner > kParallelGrain)
+  for (int64_t u = 0; u < outer * chunks; ++u) {
+    const int64_t o = u / chunks, j0 = (u % chunks) * chunk, j1 = std::min(inner, j0 + chunk);
+    for (int64_t j = j0; j < j1; ++j) {
+      const T* base = x + o * R * inner + j;
+      const int64_t oi = o * inner + j;
+      auto at = [&](int64_t r) -> Acc { return Acc(C(base[r * inner])); };
+      double result = 0;
+      int64_t iresult = 0;
+      bool integer_result = !fl;
+      switch (op) {
+        case ReduceOp::kSum: case ReduceOp::kMean: {
+          Acc s = 0;
+          for (int64_t r = 0; r < R; ++r) s += at(r);
+          if (op == ReduceOp::kMean) { result = double(s) / double(R); integer_result = false; }
+          else { result = double(s); iresult = int64_t(s); }
+          break;
+        }
+        case ReduceOp::kProd: {
+          Acc s = 1;
+          for (int64_t r = 0; r < R; ++r) s *= at(r);
+          result = double(s);
+          iresult = int64_t(s);
+          break;
+        }
+        case ReduceOp::kMax: case ReduceOp::kMin: {
+          const bool mx = op == ReduceOp::kMax;
+          Acc s = R ? at(0) : Acc(0);
+          for (int64_t r = 1; r < R; ++r) {
+            Acc v = at(r);
+            if constexpr (fl) if (std::isnan(v)) { s = v; break; }
+            if (mx ? v > s : v < s) s = v;
+          }
+          result = double(s);
+          iresult = int64_t(s);
+          if (R == 0) result = NAN;
+          break;
+        }
+        case ReduceOp::kAny: case ReduceOp::kAll: {
+          bool any = false, all = true;
+          for (int64_t r = 0; r < R; ++r) {
+            bool b = at(r) != Acc(0);
+            any |= b;
+            all &= b;
+          }
+          iresult = op == ReduceOp::kAny ? any : all;
+          integer_result = true;
+          break;
+        }
+        case ReduceOp::kArgMax: case ReduceOp::kArgMin: {
+          const bool mx = op == ReduceOp::kArgMax;
+          int64_t best = 0;
+          Acc bv = R ? at(0) : Acc(0);
+          for (int64_t r = 1; r < R; ++r) {
+            if constexpr (fl) if (std::isnan(bv)) break;
+            Acc v = at(r);
+            bool better = mx ? v > bv : v < bv;
+            if constexpr (fl) better = better || std::isnan(v);
+            if (better) { bv = v; best = r; }
+          }
+          iresult = best;
+          integer_result = true;
+          break;
+        }
+        case ReduceOp::kVar: {
+          double m = 0;
+          for (int64_t r = 0; r < R; ++r) m += double(at(r));
+          m /= double(R);
+          double s = 0;
+          for (int64_t r = 0; r < R; ++r) { double d = double(at(r)) - m; s += d * d; }
+          result = s / std::max(0.0, double(R) - p.correction);
+          integer_result = false;
+          break;
+        }
+        case ReduceOp::kNorm2: {
+          double s = 0;
+          for (int64_t r = 0; r < R; ++r) { double v = double(at(r)); s += v * v; }
+          result = std::sqrt(s);
+          integer_result = false;
+          break;
+        }
+      }
+      if (integer_result && out.dtype == DataType::kInt64) out.as<int64_t>()[oi] = iresult;
+      else store_double(out, oi, integer_result ? double(iresult) : result);
+    }
+  }
+}
+
+}  // namespace
+
+void run(const ReduceParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& out = call.outputs.at(0);
+  const int64_t rank = int64_t(x.dims.size());
+  std::vector<int64_t> axes = p.axes;
+  for (auto& a : axes) {
+    if (a < 0) a += rank;
+    if (a < 0 || a >= rank) fail(layer, "reduce axis out of range");
+  }
+  std::sort(axes.begin(), axes.end());
+  const bool arg = p.op == ReduceOp::kArgMax || p.op == ReduceOp::kArgMin;
+  if (arg && axes.size() != 1) fail(layer, "argmax/argmin take exactly one axis");
+  if (arg && out.dtype != DataType::kInt64) fail(layer, "argmax/argmin output i64");
+  const int64_t R = [&] { int64_t r = 1; for (auto a : axes) r *= x.dims[a]; return r; }();
+  if (R == 0 && out.numel() > 0 && (p.op == ReduceOp::kMax || p.op == ReduceOp::kMin || arg))
+    fail_shape(layer, "max/min/argmax over an empty dimension");
+
+  bool adjacent = true;
+  for (size_t i = 1; i < axes.size(); ++i) adjacent &= axes[i] == axes[i - 1] + 1;
+  int64_t outer, inner;
+  const void* data = x.data;
+  std::vector<uint8_t> permuted;
+  if (axes.empty()) {
+    outer = x.numel();
+    inner = 1;
+  } else if (adjacent) {
+    outer = product(x.dims, 0, size_t(axes.front()));
+    inner = product(x.dims, size_t(axes.back()) + 1);
+  } else {
+    permuted = move_axes_last(x, axes);
+    data = permuted.data();
+    outer = R ? x.numel() / R : product(out.dims);
+    inner = 1;
+  }
+  dispatch_dtype(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    reduce_typed<T>(p, static_cast<const T*>(data), outer, R, inner, out);
+  });
+}
+
+}  // namespace kiln::engine::cpu

@@ -1,0 +1,146 @@
+// Data movement with no arithmetic: shuffle (permute, reshape, permute), concatenation and
+// strided slices. All of them are one "strided copy": out[i...] = in[base + sum(i_d * stride_d)],
+// done by element size (1/2/4/8 bytes) so dtypes do not matter, parallel over output rows.
+#include <algorithm>
+#include <numeric>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+
+namespace kiln::engine::cpu {
+namespace {
+
+template <class E>
+void strided_copy_t(const E* src, int64_t base, const std::vector<int64_t>& dims,
+                    const std::vector<int64_t>& strides, E* dst) {
+  const size_t r = dims.size();
+  const int64_t total = product(dims);
+  if (total == 0) return;
+  if (r == 0) {
+    dst[0] = src[base];
+    return;
+  }
+  const int64_t inner = dims[r - 1], rows = total / inner, is = strides[r - 1];
+#pragma omp parallel for if (total > kParallelGrain)
+  for (int64_t row = 0; row < rows; ++row) {
+    int64_t rem = row, off = base;
+    for (size_t d = r - 1; d-- > 0;) {
+      off += (rem % dims[d]) * strides[d];
+      rem /= dims[d];
+    }
+    E* o = dst + row * inner;
+    const E* s = src + off;
+    if (is == 1) std::copy(s, s + inner, o);
+    else for (int64_t k = 0; k < inner; ++k) o[k] = s[k * is];
+  }
+}
+
+}  // namespace
+
+// out (contiguous, `dims`) gathers from src with element strides `strides` starting at `base`.
+void strided_copy(const void* src, int64_t base, const std::vector<int64_t>& dims,
+                  const std::vector<int64_t>& strides, void* dst, size_t elem) {
+  switch (elem) {
+    case 1: return strided_copy_t(static_cast<const uint8_t*>(src), base, dims, strides, static_cast<uint8_t*>(dst));
+    case 2: return strided_copy_t(static_cast<const uint16_t*>(src), base, dims, strides, static_cast<uint16_t*>(dst));
+    case 4: return strided_copy_t(static_cast<const uint32_t*>(src), base, dims, strides, static_cast<uint32_t*>(dst));
+    default: return strided_copy_t(static_cast<const uint64_t*>(src), base, dims, strides, static_cast<uint64_t*>(dst));
+  }
+}
+
+// Copies `in` (contiguous, in_dims) permuted by perm into `dst`.
+static void permute_copy(const void* in, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& perm,
+                         void* dst, size_t elem) {
+  std::vector<int64_t> cs(in_dims.size()), od(perm.size()), os(perm.size());
+  int64_t s = 1;
+  for (size_t d = in_dims.size(); d-- > 0;) { cs[d] = s; s *= in_dims[d]; }
+  for (size_t i = 0; i < perm.size(); ++i) { od[i] = in_dims[perm[i]]; os[i] = cs[perm[i]]; }
+  strided_copy(in, 0, od, os, dst, elem);
+}
+
+static bool is_identity(const std::vector<int64_t>& perm) {
+  for (size_t i = 0; i < perm.size(); ++i)
+    if (perm[i] != int64_t(i)) return false;
+  return true;
+}
+
+void run(const ShuffleParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& out = call.outputs.at(0);
+  const size_t es = element_size(x.dtype);
+  const bool perm1 = !p.first_perm.empty() && !is_identity(p.first_perm);
+  const bool perm2 = !p.second_perm.empty() && !is_identity(p.second_perm);
+  if (x.numel() == 0) return;
+  // Contiguous data is reshaped for free; only the permutes move bytes.
+  std::vector<uint8_t> tmp;
+  const void* mid = x.data;
+  if (perm1) {
+    if (!perm2) {
+      permute_copy(x.data, x.dims, p.first_perm, out.data, es);
+      return;
+    }
+    tmp.resize(x.nbytes());
+    permute_copy(x.data, x.dims, p.first_perm, tmp.data(), es);
+    mid = tmp.data();
+  }
+  if (perm2) {
+    // The reshaped dims are the output's dims with the second permutation undone.
+    std::vector<int64_t> reshaped(out.dims.size());
+    for (size_t i = 0; i < p.second_perm.size(); ++i) reshaped[p.second_perm[i]] = out.dims[i];
+    permute_copy(mid, reshaped, p.second_perm, out.data, es);
+    return;
+  }
+  if (out.data != x.data) std::memcpy(out.data, x.data, x.nbytes());
+}
+
+void run(const ConcatParams& p, LayerCall& call) {
+  const TensorView& out = call.outputs.at(0);
+  const int64_t rank = int64_t(out.dims.size());
+  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
+  if (axis < 0 || axis >= rank) fail(call.layer, "concat axis out of range");
+  const size_t es = element_size(out.dtype);
+  const int64_t outer = product(out.dims, 0, size_t(axis));
+  const int64_t inner = product(out.dims, size_t(axis) + 1);
+  const int64_t out_row = out.dims[axis] * inner;
+  int64_t at = 0;
+  for (const TensorView& in : call.inputs) {
+    if (in.dtype != out.dtype) fail(call.layer, "concat inputs must share the output dtype");
+    const int64_t row = in.dims[axis] * inner;
+    const uint8_t* src = static_cast<const uint8_t*>(in.data);
+    uint8_t* dst = static_cast<uint8_t*>(out.data);
+#pragma omp parallel for if (outer * row > kParallelGrain)
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(dst + size_t(o * out_row + at) * es, src + size_t(o * row) * es, size_t(row) * es);
+    at += row;
+  }
+}
+
+void run(const SliceParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& out = call.outputs.at(0);
+  const size_t r = x.dims.size();
+  if (p.start.size() != r || p.stride.size() != r || out.dims.size() != r) fail(layer, "slice rank mismatch");
+  static const SymbolValues kNone;
+  const SymbolValues& syms = call.symbols ? *call.symbols : kNone;
+  const auto cs = x.contiguous_strides();
+  std::vector<int64_t> strides(r);
+  int64_t base = 0;
+  for (size_t d = 0; d < r; ++d) {
+    int64_t start = p.start[d].evaluate(syms), step = p.stride[d].evaluate(syms), n = out.dims[d];
+    if (start < 0) start += x.dims[d];
+    if (n > 0) {
+      const int64_t last = start + (n - 1) * step;
+      if (start < 0 || start >= x.dims[d] || last < 0 || last >= x.dims[d])
+        fail_shape(layer, "slice of dim " + std::to_string(d) + " reads outside [0, " + std::to_string(x.dims[d]) +
+                              "): start " + std::to_string(start) + ", size " + std::to_string(n) + ", stride " +
+                              std::to_string(step));
+    }
+    base += start * cs[d];
+    strides[d] = step * cs[d];
+  }
+  if (out.numel() == 0) return;
+  strided_copy(x.data, base, out.dims, strides, out.data, element_size(x.dtype));
+}
+
+}  // namespace kiln::engine::cpu

@@ -1,0 +1,79 @@
+// Unary ops and activations: flat loops over contiguous data, split over OpenMP threads when
+// large. Floats compute in fp32; integer unary ops natively (transcendental ones through double);
+// not/isnan/isinf write bool. Activations accept integers only for clip and relu (clamp), as
+// PyTorch does.
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/ops.h"
+
+namespace kiln::engine::cpu {
+
+void run(const UnaryParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& out = call.outputs.at(0);
+  const int64_t n = x.numel();
+  const bool pred = is_predicate(p.op);
+  if (pred && out.dtype != DataType::kBool) fail(layer, "not/isnan/isinf output bool");
+  dispatch_dtype(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    const T* src = x.as<T>();
+    const UnaryOp op = p.op;
+    if (pred) {
+      bool* dst = out.as<bool>();
+#pragma omp parallel for if (n > kParallelGrain)
+      for (int64_t i = 0; i < n; ++i) dst[i] = unary_pred<C>(op, C(src[i]));
+    } else if (out.dtype == x.dtype) {
+      T* dst = out.as<T>();
+#pragma omp parallel for if (n > kParallelGrain / 8)
+      for (int64_t i = 0; i < n; ++i) dst[i] = T(unary_arith<C>(op, C(src[i])));
+    } else {
+      // Integer input with a float output (PyTorch promotes e.g. sqrt(int) to float).
+      dispatch_dtype(out.dtype, [&](auto otag) {
+        using O = decltype(otag);
+#pragma omp parallel for if (n > kParallelGrain / 8)
+        for (int64_t i = 0; i < n; ++i)
+          out.as<O>()[i] = from_double<O>(unary_arith<double>(op, double(C(src[i]))));
+      });
+    }
+  });
+}
+
+void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
+#pragma omp parallel for if (n > kParallelGrain / 8)
+  for (int64_t i = 0; i < n; ++i) data[i] = activation<float>(act, data[i]);
+}
+
+void run(const ActivationParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& out = call.outputs.at(0);
+  if (out.dtype != x.dtype) fail(layer, "output dtype must match the input");
+  const int64_t n = x.numel();
+  dispatch_dtype(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = x.as<T>();
+    T* dst = out.as<T>();
+    if constexpr (is_float_v<T>) {
+#pragma omp parallel for if (n > kParallelGrain / 8)
+      for (int64_t i = 0; i < n; ++i) dst[i] = T(activation<float>(p, float(src[i])));
+    } else if constexpr (!std::is_same_v<T, bool>) {
+      if (p.op == ActivationOp::kClip) {
+        const double lo = p.alpha, hi = p.beta;
+        for (int64_t i = 0; i < n; ++i) {
+          double v = double(src[i]);
+          dst[i] = v < lo ? convert<T>(std::ceil(lo)) : v > hi ? convert<T>(std::floor(hi)) : src[i];
+        }
+      } else if (p.op == ActivationOp::kRelu) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[i] > 0 ? src[i] : T(0);
+      } else {
+        fail(layer, std::string("activation needs a float input, got ") + to_string(x.dtype));
+      }
+    } else {
+      fail(layer, "activation needs a float input, got bool");
+    }
+  });
+}
+
+}  // namespace kiln::engine::cpu
