@@ -225,6 +225,18 @@ struct Network::Impl {
 
 Network::Network() : impl_(std::make_unique<Impl>()) {}
 Network::~Network() = default;
+Network::Network(Network&&) noexcept = default;
+Network& Network::operator=(Network&&) noexcept = default;
+
+void Network::replace_output(const std::string& name, Tensor* t) {
+  if (!t || !impl_->owns(t)) throw NetworkError("replace_output('" + name + "'): tensor is not part of this network");
+  for (auto& [n, o] : outputs_)
+    if (n == name) {
+      o = t;
+      return;
+    }
+  throw NetworkError("replace_output: no output named '" + name + "'");
+}
 
 Tensor* Network::add_input(const std::string& name, DataType dtype, Shape shape) {
   if (name.empty()) throw NetworkError("network input needs a name");
@@ -264,6 +276,11 @@ Layer* Network::add_layer(const std::string& name, std::vector<Tensor*> inputs, 
   }
   auto outs = detail::infer_outputs(name, inputs, params,
                                     [this](const std::string& p) { return impl_->fresh_symbol(p); });
+  for (auto& o : outs) {  // data-dependent symbols named explicitly (a loaded plan) stay reserved
+    std::vector<std::string> syms;
+    for (const DimExpr& d : o.shape) d.collect_symbols(syms);
+    impl_->symbols.insert(syms.begin(), syms.end());
+  }
   auto layer = std::make_unique<Layer>();
   layer->id_ = impl_->next_layer_id++;
   layer->name_ = impl_->unique(impl_->layer_names, name);

@@ -266,6 +266,8 @@ class Network {
   ~Network();
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
+  Network(Network&&) noexcept;  // tensors and layers keep their addresses
+  Network& operator=(Network&&) noexcept;
 
   // A dynamic dim is a DimExpr::symbol; the builder's profile gives its min/opt/max.
   Tensor* add_input(const std::string& name, DataType dtype, Shape shape);
@@ -324,6 +326,7 @@ class Network {
   void topological_sort();
   void set_layer_params(Layer* l, LayerParams params);
   void set_layer_input(Layer* l, size_t index, Tensor* t);
+  void replace_output(const std::string& name, Tensor* t);  // re-points a marked output
   // Tensor ids are below this bound (ids of removed tensors are not reused).
   int tensor_id_bound() const;
 

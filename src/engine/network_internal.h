@@ -34,4 +34,12 @@ constexpr size_t kLayerKindCount = std::variant_size_v<LayerParams>;
 // Product of a shape's dims as an expression.
 DimExpr numel(const Shape& s);
 
+// Element conversion between any two dtypes (through double; f16/bf16 with round-to-nearest-even).
+void convert_elements(const void* src, DataType from, void* dst, DataType to, int64_t n);
+double element_as_double(const void* data, DataType t, int64_t index);
+
+// KILN_LOG=debug: the builder's passes report what they did on stderr.
+bool debug_logging();
+void log_debug(const std::string& msg);
+
 }  // namespace kiln::engine::detail

@@ -1,0 +1,97 @@
+// build(): verification, the passes in order, lifetimes and the memory report at the profile's
+// opt shapes. Each pass is also callable alone (passes::*).
+#include "engine/builder.h"
+
+#include <algorithm>
+
+#include "engine/memory_planner.h"
+#include "engine/network_internal.h"
+#include "engine/plan_impl.h"
+
+namespace kiln::engine {
+
+const char* to_string(Precision p) {
+  switch (p) {
+    case Precision::kFP32: return "fp32";
+    case Precision::kFP16: return "fp16";
+    case Precision::kBF16: return "bf16";
+  }
+  return "?";
+}
+
+namespace {
+
+void check_profile(const Network& net, const BuilderConfig& config) {
+  for (Tensor* in : net.inputs()) {
+    std::vector<std::string> syms;
+    for (const DimExpr& d : in->shape()) d.collect_symbols(syms);
+    for (const std::string& s : syms) {
+      auto it = config.profile.find(s);
+      if (it == config.profile.end())
+        throw NetworkError("builder: no profile range (min/opt/max) for symbol '" + s + "' of input '" + in->name() + "'");
+      const SymbolRange& r = it->second;
+      if (r.min < 0 || r.min > r.opt || r.opt > r.max)
+        throw NetworkError("builder: profile range of symbol '" + s + "' needs 0 <= min <= opt <= max, got " +
+                           std::to_string(r.min) + "/" + std::to_string(r.opt) + "/" + std::to_string(r.max));
+    }
+  }
+}
+
+}  // namespace
+
+// Arena bytes of `net` at these symbol values (tensors whose shapes these values don't resolve, the
+// data-dependent ones, are left out as they are allocated at run time).
+size_t planned_arena_bytes(const Network& net, const std::map<int, Lifetime>& lifetimes, const SymbolValues& values) {
+  std::vector<BufferRequest> reqs;
+  for (Tensor* t : net.tensors()) {
+    auto it = lifetimes.find(t->id());
+    if (it == lifetimes.end()) continue;
+    int64_t n = 1;
+    for (const DimExpr& d : t->shape()) n *= std::max<int64_t>(d.evaluate(values), 0);
+    reqs.push_back({static_cast<size_t>(n) * element_size(t->dtype()), it->second.first, it->second.last});
+  }
+  return plan_arena(reqs).total_bytes;
+}
+
+Plan build(Network&& input, const BuilderConfig& config) {
+  Network net = std::move(input);
+  net.verify();
+  check_profile(net, config);
+  std::vector<std::string> log;
+  auto run = [&](const char* name, size_t changes) {
+    std::string line = std::string(name) + ": " + std::to_string(changes);
+    detail::log_debug("pass " + line);
+    if (changes) log.push_back(line);
+  };
+  detail::log_debug("build: " + std::to_string(net.layers().size()) + " layers, precision " + to_string(config.precision));
+  if (config.precision != Precision::kFP32) run("apply_precision", passes::apply_precision(net, config.precision));
+  run("fold_constants", passes::fold_constants(net));
+  run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
+  if (config.fuse_epilogues) {
+    run("fuse_epilogues", passes::fuse_epilogues(net));
+    run("fold_constants", passes::fold_constants(net));  // reshaped constant biases
+    run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
+  }
+  if (config.fuse_pointwise) run("fuse_pointwise", passes::fuse_pointwise(net));
+  run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
+  net.verify();
+
+  Plan plan;
+  Plan::Impl& impl = plan.impl();
+  impl.device = config.device;
+  impl.precision = config.precision;
+  impl.profile = config.profile;
+  impl.build_log = std::move(log);
+  impl.lifetimes = compute_lifetimes(net);
+  SymbolValues opt;
+  for (auto& [s, r] : config.profile) opt[s] = r.opt;
+  impl.memory.peak_activation_bytes = planned_arena_bytes(net, impl.lifetimes, opt);
+  for (Layer* l : net.layers())
+    if (auto* c = l->as<ConstantParams>()) impl.memory.weight_bytes += c->weights.nbytes();
+  *impl.network = std::move(net);
+  detail::log_debug("build: done, " + std::to_string(impl.network->layers().size()) + " layers, peak activations " +
+                    std::to_string(impl.memory.peak_activation_bytes) + " bytes");
+  return plan;
+}
+
+}  // namespace kiln::engine

@@ -1,0 +1,85 @@
+#include "engine/memory_planner.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "engine/network_internal.h"
+#include "engine/plan_impl.h"
+
+namespace kiln::engine {
+
+namespace {
+size_t align_up(size_t n) { return (n + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
+}  // namespace
+
+ArenaPlan plan_arena(const std::vector<BufferRequest>& requests) {
+  ArenaPlan plan;
+  plan.offsets.assign(requests.size(), 0);
+  // Largest first: big buffers get placed while the arena is empty, small ones fill the gaps.
+  std::vector<size_t> order(requests.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return requests[a].bytes > requests[b].bytes; });
+  struct Placed {
+    size_t offset, bytes;
+    int first, last;
+  };
+  std::vector<Placed> placed;
+  for (size_t idx : order) {
+    const BufferRequest& r = requests[idx];
+    size_t bytes = align_up(std::max<size_t>(r.bytes, 1));
+    // Buffers alive at the same time as this one, by offset.
+    std::vector<Placed> live;
+    for (const Placed& p : placed)
+      if (p.first <= r.last && r.first <= p.last) live.push_back(p);
+    std::sort(live.begin(), live.end(), [](const Placed& a, const Placed& b) { return a.offset < b.offset; });
+    size_t best = SIZE_MAX, best_gap = SIZE_MAX, cursor = 0;
+    for (const Placed& p : live) {
+      if (p.offset > cursor) {
+        size_t gap = p.offset - cursor;
+        if (gap >= bytes && gap < best_gap) {
+          best = cursor;
+          best_gap = gap;
+        }
+      }
+      cursor = std::max(cursor, p.offset + p.bytes);
+    }
+    if (best == SIZE_MAX) best = cursor;  // no gap fits: after the last live buffer
+    plan.offsets[idx] = best;
+    placed.push_back({best, bytes, r.first, r.last});
+    plan.total_bytes = std::max(plan.total_bytes, best + bytes);
+  }
+  return plan;
+}
+
+std::map<int, Lifetime> compute_lifetimes(const Network& net) {
+  std::vector<std::string> known = net.input_symbols();
+  auto input_bound = [&](const Shape& s) {
+    std::vector<std::string> syms;
+    for (const DimExpr& d : s) d.collect_symbols(syms);
+    for (const std::string& x : syms)
+      if (std::find(known.begin(), known.end(), x) == known.end()) return false;
+    return true;
+  };
+  std::map<int, Lifetime> life;
+  auto layers = net.layers();
+  for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
+    const Layer* l = layers[i];
+    for (const Tensor* t : l->inputs()) {
+      auto it = life.find(t->id());
+      if (it != life.end()) it->second.last = i;
+    }
+    if (l->as<ConstantParams>()) continue;
+    for (const Tensor* t : l->outputs())
+      if (input_bound(t->shape())) life[t->id()] = {i, i};
+  }
+  // Network outputs stay readable after execute: alive to the end.
+  int end = static_cast<int>(layers.size());
+  for (auto& [n, t] : net.outputs()) {
+    auto it = life.find(t->id());
+    if (it != life.end()) it->second.last = end;
+  }
+  return life;
+}
+
+}  // namespace kiln::engine

@@ -1,0 +1,267 @@
+// Fusion passes: matmul/conv epilogues (bias add + activation folded into the producing layer) and
+// pointwise fusion (single-consumer DAGs of elementwise/unary/activation/cast/select layers of one
+// output shape become one FusedPointwise layer running a register program).
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "engine/builder.h"
+#include "engine/network_internal.h"
+
+namespace kiln::engine::passes {
+
+namespace {
+
+bool is_network_output(const Network& net, const Tensor* t) {
+  for (auto& [n, o] : net.outputs())
+    if (o == t) return true;
+  return false;
+}
+
+// The only consumer of `t`, when it has exactly one and is not a network output.
+Layer* sole_consumer(const Network& net, const Tensor* t) {
+  if (is_network_output(net, t)) return nullptr;
+  auto c = net.consumers(t);
+  if (c.size() != 1) return nullptr;
+  // a layer that reads t twice (t + t) is still one consumer, but not a bias pattern
+  return c[0];
+}
+
+bool same_shape(const Shape& a, const Shape& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!a[i].same_as(b[i])) return false;
+  return true;
+}
+
+bool is_one(const DimExpr& d) { return d.constant() && *d.constant() == 1; }
+
+// Whether `b` (right-aligned against `out`) varies only along `axis` of `out`, with that dim equal
+// to out[axis]: the shape of a per-channel / per-column bias.
+bool is_bias_along(const Shape& b, const Shape& out, size_t axis) {
+  if (b.size() > out.size() || b.empty()) return false;
+  size_t offset = out.size() - b.size();
+  if (axis < offset) return false;
+  for (size_t i = 0; i < b.size(); ++i) {
+    size_t o = offset + i;
+    if (o == axis) {
+      if (!b[i].same_as(out[o])) return false;
+    } else if (!is_one(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+size_t fuse_epilogues(Network& net) {
+  size_t fused = 0;
+  std::set<Layer*> removed;
+  for (Layer* l : net.layers()) {
+    if (removed.count(l)) continue;
+    auto* mm = l->as<MatMulParams>();
+    auto* conv = l->as<ConvolutionParams>();
+    if (!mm && !conv) continue;
+    bool has_bias = mm ? mm->has_bias : conv->has_bias;
+    bool has_act = mm ? mm->activation.has_value() : conv->activation.has_value();
+    if (has_act) continue;
+    Tensor* cur = l->output();
+    const Shape& out_shape = cur->shape();
+    std::vector<Layer*> absorbed;
+    Tensor* bias = nullptr;
+    if (!has_bias) {
+      Layer* add = sole_consumer(net, cur);
+      auto* ew = add ? add->as<ElementwiseParams>() : nullptr;
+      if (ew && ew->op == BinaryOp::kAdd && add->inputs()[0] != add->inputs()[1]) {
+        Tensor* other = add->inputs()[0] == cur ? add->inputs()[1] : add->inputs()[0];
+        size_t axis = mm ? out_shape.size() - 1 : 1;
+        if (is_bias_along(other->shape(), out_shape, axis) && same_shape(add->output()->shape(), out_shape)) {
+          bias = other;
+          absorbed.push_back(add);
+          cur = add->output();
+        }
+      }
+    }
+    std::optional<ActivationParams> act;
+    if (Layer* a = sole_consumer(net, cur); a && a->as<ActivationParams>()) {
+      act = *a->as<ActivationParams>();
+      absorbed.push_back(a);
+      cur = a->output();
+    }
+    if (absorbed.empty()) continue;
+
+    std::vector<Tensor*> inputs = l->inputs();
+    if (bias) {
+      // kernels take a 1-D bias: [N] for matmul, [C_out] for convolution
+      Tensor* b1 = bias;
+      if (bias->rank() != 1) {
+        ShuffleParams sp;
+        sp.reshape = Shape{out_shape[mm ? out_shape.size() - 1 : 1]};
+        b1 = net.add_shuffle(bias->name() + "_flat", bias, sp)->output();
+      }
+      inputs.push_back(b1);
+    }
+    LayerParams params = l->params();
+    if (mm) {
+      auto& p = std::get<MatMulParams>(params);
+      p.has_bias = p.has_bias || bias;
+      p.activation = act;
+    } else {
+      auto& p = std::get<ConvolutionParams>(params);
+      p.has_bias = p.has_bias || bias;
+      p.activation = act;
+    }
+    Layer* nl = net.add_layer(l->name(), inputs, params);
+    net.replace_all_uses(cur, nl->output());
+    std::string what = l->name();
+    for (auto it = absorbed.rbegin(); it != absorbed.rend(); ++it) {
+      what += " + " + (*it)->name();
+      net.remove_layer(*it);
+      removed.insert(*it);
+    }
+    net.remove_layer(l);
+    removed.insert(l);
+    detail::log_debug(std::string("fuse_epilogues: ") + what + (bias ? " [bias]" : "") +
+                      (act ? std::string(" [") + to_string(act->op) + "]" : ""));
+    ++fused;
+  }
+  net.topological_sort();
+  return fused;
+}
+
+namespace {
+
+bool is_pointwise(const Layer* l) {
+  return l->as<ElementwiseParams>() || l->as<UnaryParams>() || l->as<ActivationParams>() || l->as<CastParams>() ||
+         l->as<SelectParams>();
+}
+
+PointwiseInstr instr_for(const Layer* l) {
+  PointwiseInstr ins{};
+  ins.dtype = l->output()->dtype();
+  if (auto* e = l->as<ElementwiseParams>()) {
+    ins.kind = PointwiseInstr::Kind::kBinary;
+    ins.binary = e->op;
+  } else if (auto* u = l->as<UnaryParams>()) {
+    ins.kind = PointwiseInstr::Kind::kUnary;
+    ins.unary = u->op;
+  } else if (auto* a = l->as<ActivationParams>()) {
+    ins.kind = PointwiseInstr::Kind::kActivation;
+    ins.activation = *a;
+  } else if (l->as<CastParams>()) {
+    ins.kind = PointwiseInstr::Kind::kCast;
+  } else {
+    ins.kind = PointwiseInstr::Kind::kSelect;
+  }
+  return ins;
+}
+
+// Builds the fused layer's inputs and program for `members` (in network order) producing `sink`.
+// Scalar constants become kConstant instructions when `inline_scalars`.
+void build_program(const std::vector<Layer*>& members, const Tensor* sink, bool inline_scalars,
+                   std::vector<Tensor*>& inputs, FusedPointwiseParams& fp) {
+  std::set<const Tensor*> internal;
+  for (Layer* m : members) internal.insert(m->output());
+  std::map<const Tensor*, int32_t> reg;
+  std::vector<const Tensor*> scalars;
+  for (Layer* m : members)
+    for (Tensor* t : m->inputs()) {
+      if (internal.count(t) || reg.count(t)) continue;
+      bool scalar = inline_scalars && t->producer() && t->producer()->as<ConstantParams>() &&
+                    t->producer()->as<ConstantParams>()->weights.numel() == 1;
+      if (scalar) {
+        if (std::find(scalars.begin(), scalars.end(), t) == scalars.end()) scalars.push_back(t);
+      } else {
+        reg[t] = static_cast<int32_t>(inputs.size());
+        inputs.push_back(t);
+      }
+    }
+  int32_t next = static_cast<int32_t>(inputs.size());
+  for (const Tensor* s : scalars) {
+    const Weights& w = s->producer()->as<ConstantParams>()->weights;
+    PointwiseInstr ins{};
+    ins.kind = PointwiseInstr::Kind::kConstant;
+    ins.dtype = w.dtype;
+    ins.constant = detail::element_as_double(w.data.get(), w.dtype, 0);
+    fp.program.push_back(ins);
+    reg[s] = next++;
+  }
+  for (Layer* m : members) {
+    PointwiseInstr ins = instr_for(m);
+    for (Tensor* t : m->inputs()) ins.operands.push_back(reg.at(t));
+    fp.program.push_back(ins);
+    reg[m->output()] = next++;
+  }
+  fp.outputs = {reg.at(sink)};
+}
+
+}  // namespace
+
+size_t fuse_pointwise(Network& net) {
+  size_t fused = 0;
+  auto layers = net.layers();
+  std::map<const Layer*, size_t> pos;
+  for (size_t i = 0; i < layers.size(); ++i) pos[layers[i]] = i;
+  std::set<const Layer*> taken;
+  for (size_t i = layers.size(); i-- > 0;) {
+    Layer* sink = layers[i];
+    if (!is_pointwise(sink) || taken.count(sink)) continue;
+    const Shape& shape = sink->output()->shape();
+    std::set<Layer*> group{sink};
+    // Grow backwards: absorb a pointwise producer when every use of its output is inside the
+    // group (so the group stays convex) and it computes the group's shape (no recomputation of
+    // a broadcast operand per output element).
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (Layer* m : std::vector<Layer*>(group.begin(), group.end())) {
+        for (Tensor* t : m->inputs()) {
+          Layer* p = t->producer();
+          if (!p || group.count(p) || taken.count(p) || !is_pointwise(p)) continue;
+          if (is_network_output(net, t) || !same_shape(t->shape(), shape)) continue;
+          auto users = net.consumers(t);
+          bool inside = std::all_of(users.begin(), users.end(), [&](Layer* u) { return group.count(u) > 0; });
+          if (!inside) continue;
+          group.insert(p);
+          grew = true;
+        }
+      }
+    }
+    if (group.size() < 2) continue;
+    std::vector<Layer*> members(group.begin(), group.end());
+    std::sort(members.begin(), members.end(), [&](Layer* a, Layer* b) { return pos[a] < pos[b]; });
+
+    // The fused output shape is the broadcast of the fused inputs; it must be the sink's shape.
+    std::vector<Tensor*> inputs;
+    FusedPointwiseParams fp;
+    bool ok = false;
+    for (bool inline_scalars : {true, false}) {
+      inputs.clear();
+      fp = {};
+      build_program(members, sink->output(), inline_scalars, inputs, fp);
+      if (inputs.empty()) continue;
+      std::optional<Shape> b = inputs[0]->shape();
+      for (size_t k = 1; k < inputs.size() && b; ++k) b = detail::broadcast(*b, inputs[k]->shape());
+      if (b && same_shape(*b, shape)) {
+        ok = true;
+        break;
+      }
+    }
+    if (!ok) continue;
+    Layer* nl = net.add_layer("fused_" + sink->name(), inputs, fp);
+    net.replace_all_uses(sink->output(), nl->output());
+    std::string what;
+    for (auto it = members.rbegin(); it != members.rend(); ++it) {
+      what = (*it)->name() + (what.empty() ? "" : ", ") + what;
+      net.remove_layer(*it);
+      taken.insert(*it);
+    }
+    detail::log_debug("fuse_pointwise: [" + what + "] -> " + nl->name() + " (" + std::to_string(fp.program.size()) +
+                      " instrs)");
+    ++fused;
+  }
+  net.topological_sort();
+  return fused;
+}
+
+}  // namespace kiln::engine::passes

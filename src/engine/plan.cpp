@@ -1,0 +1,269 @@
+// Plans and their binary format:
+//
+//   0  "KILNPLAN"               magic
+//   8  u32 version              kPlanVersion
+//  12  u32 header bytes         48
+//  16  u64 json bytes           description of tensors, layers, params, profile
+//  24  u64 blob offset          64-byte aligned, after the JSON
+//  32  u64 blob bytes           weights, each 64-byte aligned inside the blob
+//  40  u64 total bytes          whole file, checksum included
+//  48  JSON, zero padding, blob
+//  total-8  u64 FNV-1a 64 of every byte before it
+//
+// Loading checks magic, version, sizes and checksum before parsing anything, then rebuilds the
+// network through Network::add_layer, which re-checks every layer. Little-endian hosts only.
+#include "engine/plan.h"
+
+#include <cstring>
+#include <map>
+
+#include "engine/network_internal.h"
+#include "engine/plan_impl.h"
+#include "engine/plan_json.h"
+
+namespace kiln::engine {
+
+namespace {
+
+constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
+constexpr uint32_t kPlanVersion = 1;
+constexpr size_t kHeaderBytes = 48;
+
+uint64_t fnv1a64(const uint8_t* p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+template <class T>
+void put(std::vector<uint8_t>& out, size_t at, T v) {
+  std::memcpy(out.data() + at, &v, sizeof(T));
+}
+template <class T>
+T get(const uint8_t* data, size_t at) {
+  T v;
+  std::memcpy(&v, data + at, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+Plan::Plan() : impl_(std::make_unique<Impl>()) {}
+Plan::Plan(Plan&&) noexcept = default;
+Plan& Plan::operator=(Plan&&) noexcept = default;
+Plan::~Plan() = default;
+
+const Network& Plan::network() const { return *impl_->network; }
+DeviceKind Plan::device() const { return impl_->device; }
+const MemoryReport& Plan::memory() const { return impl_->memory; }
+
+bool Plan::requires_output_allocator() const {
+  std::vector<std::string> known = impl_->network->input_symbols();
+  for (Tensor* t : impl_->network->tensors()) {
+    std::vector<std::string> syms;
+    for (const DimExpr& d : t->shape()) d.collect_symbols(syms);
+    for (const std::string& s : syms)
+      if (std::find(known.begin(), known.end(), s) == known.end()) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> Plan::input_names() const {
+  std::vector<std::string> r;
+  for (Tensor* t : impl_->network->inputs()) r.push_back(t->name());
+  return r;
+}
+
+std::vector<std::string> Plan::output_names() const {
+  std::vector<std::string> r;
+  for (auto& [n, t] : impl_->network->outputs()) r.push_back(n);
+  return r;
+}
+
+std::string Plan::summary() const {
+  const Network& net = *impl_->network;
+  std::map<std::string, int> kinds;
+  for (Layer* l : net.layers()) kinds[l->kind()]++;
+  std::string r = "plan: " + std::to_string(net.layers().size()) + " layers on " + to_string(impl_->device) + ", " +
+                  to_string(impl_->precision) + "\n  layers:";
+  for (auto& [k, n] : kinds) r += " " + k + "=" + std::to_string(n);
+  r += "\n  peak activation bytes: " + std::to_string(impl_->memory.peak_activation_bytes) +
+       ", weight bytes: " + std::to_string(impl_->memory.weight_bytes) + "\n";
+  if (!impl_->build_log.empty()) {
+    r += "  passes:";
+    for (const std::string& s : impl_->build_log) r += " [" + s + "]";
+    r += "\n";
+  }
+  return r;
+}
+
+std::vector<uint8_t> Plan::serialize() const {
+  using nlohmann::json;
+  const Network& net = *impl_->network;
+  plan_json::BlobWriter blob;
+  json j;
+  j["device"] = static_cast<int>(impl_->device);
+  j["precision"] = static_cast<int>(impl_->precision);
+  json profile = json::object();
+  for (auto& [s, r] : impl_->profile) profile[s] = {r.min, r.opt, r.max};
+  j["profile"] = profile;
+  j["memory"] = {{"peak_activation_bytes", impl_->memory.peak_activation_bytes},
+                 {"weight_bytes", impl_->memory.weight_bytes}};
+  json inputs = json::array();
+  for (Tensor* t : net.inputs())
+    inputs.push_back({{"id", t->id()}, {"name", t->name()}, {"dtype", static_cast<int>(t->dtype())},
+                      {"shape", plan_json::shape_to_json(t->shape())}});
+  j["inputs"] = inputs;
+  json layers = json::array();
+  for (Layer* l : net.layers()) {
+    json ins = json::array(), outs = json::array();
+    for (Tensor* t : l->inputs()) ins.push_back(t->id());
+    for (Tensor* t : l->outputs()) outs.push_back(t->id());
+    layers.push_back({{"name", l->name()}, {"kind", l->kind()}, {"inputs", ins}, {"outputs", outs},
+                      {"params", plan_json::params_to_json(l->params(), blob)}});
+  }
+  j["layers"] = layers;
+  json outputs = json::array();
+  for (auto& [n, t] : net.outputs()) outputs.push_back({{"name", n}, {"tensor", t->id()}});
+  j["outputs"] = outputs;
+  j["build_log"] = impl_->build_log;
+
+  std::string text = j.dump();
+  size_t blob_offset = (kHeaderBytes + text.size() + 63) / 64 * 64;
+  size_t total = blob_offset + blob.bytes.size() + 8;
+  std::vector<uint8_t> out(total, 0);
+  std::memcpy(out.data(), kMagic, 8);
+  put<uint32_t>(out, 8, kPlanVersion);
+  put<uint32_t>(out, 12, static_cast<uint32_t>(kHeaderBytes));
+  put<uint64_t>(out, 16, text.size());
+  put<uint64_t>(out, 24, blob_offset);
+  put<uint64_t>(out, 32, blob.bytes.size());
+  put<uint64_t>(out, 40, total);
+  std::memcpy(out.data() + kHeaderBytes, text.data(), text.size());
+  if (!blob.bytes.empty()) std::memcpy(out.data() + blob_offset, blob.bytes.data(), blob.bytes.size());
+  put<uint64_t>(out, total - 8, fnv1a64(out.data(), total - 8));
+  return out;
+}
+
+namespace {
+
+struct Header {
+  uint64_t json_bytes, blob_offset, blob_bytes, total;
+};
+
+Header check_container(const uint8_t* data, size_t size) {
+  if (!data && size) throw PlanError("plan: null data");
+  if (size < 8 || std::memcmp(data, kMagic, 8) != 0) {
+    if (size < 8) throw PlanError("plan: truncated (" + std::to_string(size) + " bytes, not even a header)");
+    throw PlanError("plan: bad magic (not a kiln plan)");
+  }
+  if (size < kHeaderBytes + 8)
+    throw PlanError("plan: truncated (" + std::to_string(size) + " bytes; the header alone needs " +
+                    std::to_string(kHeaderBytes + 8) + ")");
+  uint32_t version = get<uint32_t>(data, 8);
+  if (version != kPlanVersion)
+    throw PlanError("plan: unsupported format version " + std::to_string(version) + " (this build reads version " +
+                    std::to_string(kPlanVersion) + ")");
+  if (get<uint32_t>(data, 12) != kHeaderBytes) throw PlanError("plan: corrupt header (header size)");
+  Header h{get<uint64_t>(data, 16), get<uint64_t>(data, 24), get<uint64_t>(data, 32), get<uint64_t>(data, 40)};
+  if (h.total > size)
+    throw PlanError("plan: truncated (the header says " + std::to_string(h.total) + " bytes, got " +
+                    std::to_string(size) + ")");
+  if (h.total < size)
+    throw PlanError("plan: " + std::to_string(size - h.total) + " unexpected bytes after the end of the plan");
+  // sections must lie in order inside the file; written so that no sum can overflow
+  bool ok = h.json_bytes <= h.total - kHeaderBytes - 8 && h.blob_offset >= kHeaderBytes + h.json_bytes &&
+            h.blob_offset % 64 == 0 && h.blob_offset <= h.total - 8 && h.blob_bytes == h.total - 8 - h.blob_offset;
+  if (!ok) throw PlanError("plan: corrupt header (section sizes out of range)");
+  if (fnv1a64(data, h.total - 8) != get<uint64_t>(data, h.total - 8))
+    throw PlanError("plan: checksum mismatch (the plan is corrupted)");
+  return h;
+}
+
+}  // namespace
+
+Plan Plan::deserialize(const uint8_t* data, size_t size) {
+  using nlohmann::json;
+  Header h = check_container(data, size);
+  json j;
+  try {
+    j = json::parse(data + kHeaderBytes, data + kHeaderBytes + h.json_bytes);
+  } catch (const std::exception& e) {
+    throw PlanError(std::string("plan: bad description: ") + e.what());
+  }
+
+  // The weight blob is copied once into aligned storage all constants alias.
+  plan_json::BlobReader blob;
+  {
+    auto* p = static_cast<uint8_t*>(::operator new(std::max<size_t>(h.blob_bytes, 1), std::align_val_t(64)));
+    if (h.blob_bytes) std::memcpy(p, data + h.blob_offset, h.blob_bytes);
+    blob.base = std::shared_ptr<const uint8_t>(p, [](const uint8_t* q) {
+      ::operator delete(const_cast<uint8_t*>(q), std::align_val_t(64));
+    });
+    blob.size = h.blob_bytes;
+  }
+
+  Plan plan;
+  Impl& impl = *plan.impl_;
+  Network& net = *impl.network;
+  std::string where = "description";
+  try {
+    int device = j.at("device").get<int>();
+    if (device != 0 && device != 1) throw PlanError("bad device " + std::to_string(device));
+    impl.device = static_cast<DeviceKind>(device);
+    int precision = j.at("precision").get<int>();
+    if (precision < 0 || precision > 2) throw PlanError("bad precision " + std::to_string(precision));
+    impl.precision = static_cast<Precision>(precision);
+    for (auto& [s, r] : j.at("profile").items()) {
+      SymbolRange range{r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), r.at(2).get<int64_t>()};
+      if (range.min < 0 || range.min > range.opt || range.opt > range.max)
+        throw PlanError("bad profile range for symbol '" + s + "'");
+      impl.profile[s] = range;
+    }
+    impl.memory.peak_activation_bytes = j.at("memory").at("peak_activation_bytes").get<size_t>();
+    impl.memory.weight_bytes = j.at("memory").at("weight_bytes").get<size_t>();
+    std::map<int64_t, Tensor*> by_id;
+    auto tensor = [&](const json& id, const std::string& what) {
+      auto it = by_id.find(id.get<int64_t>());
+      if (it == by_id.end()) throw PlanError(what + " refers to unknown tensor id " + id.dump());
+      return it->second;
+    };
+    for (const json& in : j.at("inputs")) {
+      std::string name = in.at("name").get<std::string>();
+      where = "input '" + name + "'";
+      DataType dt = static_cast<DataType>(in.at("dtype").get<int>());
+      if (in.at("dtype").get<int>() < 0 || in.at("dtype").get<int>() > 7) throw PlanError("bad dtype");
+      Tensor* t = net.add_input(name, dt, plan_json::shape_from_json(in.at("shape")));
+      if (!by_id.emplace(in.at("id").get<int64_t>(), t).second) throw PlanError("duplicate tensor id");
+    }
+    for (const json& l : j.at("layers")) {
+      std::string name = l.at("name").get<std::string>();
+      where = "layer '" + name + "'";
+      std::vector<Tensor*> ins;
+      for (const json& id : l.at("inputs")) ins.push_back(tensor(id, "an input"));
+      LayerParams params = plan_json::params_from_json(l.at("kind").get<std::string>(), l.at("params"), blob);
+      Layer* layer = net.add_layer(name, ins, std::move(params));
+      const json& outs = l.at("outputs");
+      if (outs.size() != layer->outputs().size())
+        throw PlanError("declares " + std::to_string(outs.size()) + " outputs, its parameters give " +
+                        std::to_string(layer->outputs().size()));
+      for (size_t i = 0; i < outs.size(); ++i)
+        if (!by_id.emplace(outs[i].get<int64_t>(), layer->outputs()[i]).second) throw PlanError("duplicate tensor id");
+    }
+    where = "outputs";
+    for (const json& o : j.at("outputs")) net.mark_output(tensor(o.at("tensor"), "an output"), o.at("name").get<std::string>());
+    if (j.contains("build_log")) impl.build_log = j.at("build_log").get<std::vector<std::string>>();
+    net.verify();
+  } catch (const PlanError& e) {
+    throw PlanError("plan: " + where + ": " + e.what());
+  } catch (const std::exception& e) {
+    throw PlanError("plan: " + where + ": " + e.what());
+  }
+  impl.lifetimes = compute_lifetimes(net);
+  return plan;
+}
+
+}  // namespace kiln::engine

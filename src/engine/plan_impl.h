@@ -1,0 +1,38 @@
+// What a Plan holds (engine-internal): the optimized network, device, profile and memory report,
+// and per-tensor lifetimes the runtime's memory planner uses.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/builder.h"
+#include "engine/plan.h"
+
+namespace kiln::engine {
+
+// Index range [first, last] of layers (positions in Network::layers()) during which a tensor's
+// buffer must stay alive. Network inputs and constants are not arena buffers.
+struct Lifetime {
+  int first = 0;
+  int last = 0;
+};
+
+struct Plan::Impl {
+  std::unique_ptr<Network> network = std::make_unique<Network>();
+  DeviceKind device = DeviceKind::kCPU;
+  Precision precision = Precision::kFP32;
+  std::map<std::string, SymbolRange> profile;
+  MemoryReport memory;
+  std::map<int, Lifetime> lifetimes;  // by tensor id: arena-planned tensors only
+  std::vector<std::string> build_log;  // what the passes did, for summary()
+};
+
+// Lifetimes of the tensors that live in the activation arena: produced by a non-constant layer
+// and with a shape over input symbols only (data-dependent shapes are allocated at run time).
+std::map<int, Lifetime> compute_lifetimes(const Network& net);
+
+// Arena size for these symbol values (builder.cpp).
+size_t planned_arena_bytes(const Network& net, const std::map<int, Lifetime>& lifetimes, const SymbolValues& values);
+
+}  // namespace kiln::engine

@@ -1,0 +1,340 @@
+// to_json/from_json for every layer parameter struct. Enums are stored as integers and range
+// checked on load; every read goes through nlohmann's checked accessors so that a malformed
+// description throws (and becomes a PlanError in Plan::deserialize).
+#include "engine/plan_json.h"
+
+#include <cstring>
+
+#include "engine/network_internal.h"
+#include "engine/plan.h"
+
+namespace kiln::engine {
+
+using nlohmann::json;
+
+namespace {
+
+template <class E>
+E enum_from(const json& j, int count, const char* what) {
+  int v = j.get<int>();
+  if (v < 0 || v >= count) throw PlanError(std::string("bad ") + what + " value " + std::to_string(v));
+  return static_cast<E>(v);
+}
+template <class E>
+int enum_to(E e) {
+  return static_cast<int>(e);
+}
+
+constexpr int kDataTypes = 8, kBinaryOps = 23, kUnaryOps = 29, kActivationOps = 13, kReduceOps = 11;
+
+DataType dtype_from(const json& j) { return enum_from<DataType>(j, kDataTypes, "dtype"); }
+
+template <class T>
+json opt_to(const std::optional<T>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+
+}  // namespace
+
+// ---- params structs (found by ADL from json::get / json construction) ----
+
+void to_json(json& j, const ActivationParams& p) { j = {{"op", enum_to(p.op)}, {"alpha", p.alpha}, {"beta", p.beta}}; }
+void from_json(const json& j, ActivationParams& p) {
+  p.op = enum_from<ActivationOp>(j.at("op"), kActivationOps, "activation");
+  p.alpha = j.at("alpha").get<double>();
+  p.beta = j.at("beta").get<double>();
+}
+
+namespace {
+std::optional<ActivationParams> activation_from(const json& j) {
+  if (j.is_null()) return std::nullopt;
+  return j.get<ActivationParams>();
+}
+json activation_to(const std::optional<ActivationParams>& a) { return a ? json(*a) : json(nullptr); }
+}  // namespace
+
+namespace plan_json {
+
+json BlobWriter::add(const Weights& w) {
+  size_t offset = (bytes.size() + 63) / 64 * 64;
+  bytes.resize(offset + w.nbytes());
+  if (w.nbytes()) std::memcpy(bytes.data() + offset, w.data.get(), w.nbytes());
+  return {{"dtype", enum_to(w.dtype)}, {"dims", w.dims}, {"offset", offset}, {"bytes", w.nbytes()}};
+}
+
+Weights BlobReader::get(const json& j) const {
+  Weights w;
+  w.dtype = dtype_from(j.at("dtype"));
+  w.dims = j.at("dims").get<std::vector<int64_t>>();
+  uint64_t offset = j.at("offset").get<uint64_t>(), nbytes = j.at("bytes").get<uint64_t>();
+  // numel without overflow: every dim non-negative and the product bounded by the blob
+  uint64_t n = 1;
+  for (int64_t d : w.dims) {
+    if (d < 0) throw PlanError("weights have a negative dim");
+    if (d != 0 && n > size / static_cast<uint64_t>(d) + 1) throw PlanError("weights larger than the weight blob");
+    n *= static_cast<uint64_t>(d);
+  }
+  if (n * element_size(w.dtype) != nbytes) throw PlanError("weights byte count does not match dtype and dims");
+  if (offset > size || nbytes > size - offset)
+    throw PlanError("weights at offset " + std::to_string(offset) + " (+" + std::to_string(nbytes) +
+                    " bytes) lie outside the weight blob (" + std::to_string(size) + " bytes)");
+  w.data = std::shared_ptr<const uint8_t>(base, base.get() + offset);
+  return w;
+}
+
+json dim_to_json(const DimExpr& d) {
+  if (auto c = d.constant()) return *c;
+  if (d.op() == DimExpr::Op::Sym) return d.symbol_name();
+  return json::array({enum_to(d.op()), dim_to_json(d.lhs()), dim_to_json(d.rhs())});
+}
+
+DimExpr dim_from_json(const json& j, int depth) {
+  if (depth > 64) throw PlanError("dimension expression nested too deeply");
+  if (j.is_number_integer()) return DimExpr(j.get<int64_t>());
+  if (j.is_string()) {
+    auto s = j.get<std::string>();
+    if (s.empty()) throw PlanError("empty symbol name");
+    return DimExpr::symbol(s);
+  }
+  if (!j.is_array() || j.size() != 3) throw PlanError("bad dimension expression");
+  auto op = enum_from<DimExpr::Op>(j[0], 10, "dimension op");
+  if (op == DimExpr::Op::Const || op == DimExpr::Op::Sym) throw PlanError("bad dimension expression");
+  return DimExpr::binary(op, dim_from_json(j[1], depth + 1), dim_from_json(j[2], depth + 1));
+}
+
+json shape_to_json(const Shape& s) {
+  json a = json::array();
+  for (const DimExpr& d : s) a.push_back(dim_to_json(d));
+  return a;
+}
+Shape shape_from_json(const json& j) {
+  if (!j.is_array()) throw PlanError("shape is not an array");
+  Shape s;
+  for (const json& d : j) s.push_back(dim_from_json(d));
+  return s;
+}
+
+namespace {
+
+json instr_to_json(const PointwiseInstr& i) {
+  return {{"kind", enum_to(i.kind)},     {"binary", enum_to(i.binary)}, {"unary", enum_to(i.unary)},
+          {"activation", i.activation}, {"dtype", enum_to(i.dtype)},   {"constant", i.constant},
+          {"operands", i.operands}};
+}
+PointwiseInstr instr_from_json(const json& j) {
+  PointwiseInstr i{};
+  i.kind = enum_from<PointwiseInstr::Kind>(j.at("kind"), 6, "pointwise instruction kind");
+  i.binary = enum_from<BinaryOp>(j.at("binary"), kBinaryOps, "binary op");
+  i.unary = enum_from<UnaryOp>(j.at("unary"), kUnaryOps, "unary op");
+  i.activation = j.at("activation").get<ActivationParams>();
+  i.dtype = dtype_from(j.at("dtype"));
+  i.constant = j.at("constant").get<double>();
+  i.operands = j.at("operands").get<std::vector<int32_t>>();
+  return i;
+}
+
+}  // namespace
+
+json params_to_json(const LayerParams& params, BlobWriter& blob) {
+  return std::visit(
+      [&](const auto& p) -> json {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ConstantParams>) {
+          return {{"weights", blob.add(p.weights)}};
+        } else if constexpr (std::is_same_v<P, ElementwiseParams> || std::is_same_v<P, UnaryParams>) {
+          return {{"op", enum_to(p.op)}};
+        } else if constexpr (std::is_same_v<P, ActivationParams>) {
+          return json(p);
+        } else if constexpr (std::is_same_v<P, MatMulParams>) {
+          return {{"transpose_a", p.transpose_a}, {"transpose_b", p.transpose_b}, {"has_bias", p.has_bias},
+                  {"activation", activation_to(p.activation)}};
+        } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
+          return {{"stride", p.stride},     {"padding", p.padding},   {"dilation", p.dilation},
+                  {"output_padding", p.output_padding}, {"groups", p.groups}, {"transposed", p.transposed},
+                  {"has_bias", p.has_bias}, {"activation", activation_to(p.activation)}};
+        } else if constexpr (std::is_same_v<P, PoolingParams>) {
+          return {{"type", enum_to(p.type)}, {"kernel", p.kernel}, {"stride", p.stride}, {"padding", p.padding},
+                  {"dilation", p.dilation}, {"ceil_mode", p.ceil_mode}, {"count_include_pad", p.count_include_pad},
+                  {"divisor_override", opt_to(p.divisor_override)}, {"adaptive_output", p.adaptive_output}};
+        } else if constexpr (std::is_same_v<P, ReduceParams>) {
+          return {{"op", enum_to(p.op)}, {"axes", p.axes}, {"keep_dims", p.keep_dims}, {"correction", p.correction}};
+        } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
+          return {{"axis", p.axis}, {"log", p.log}};
+        } else if constexpr (std::is_same_v<P, NormalizationParams>) {
+          return {{"kind", enum_to(p.kind)}, {"first_axis", p.first_axis}, {"groups", p.groups},
+                  {"epsilon", p.epsilon}, {"has_scale", p.has_scale}, {"has_bias", p.has_bias}};
+        } else if constexpr (std::is_same_v<P, ShuffleParams>) {
+          return {{"first_perm", p.first_perm},
+                  {"reshape", p.reshape ? shape_to_json(*p.reshape) : json(nullptr)},
+                  {"second_perm", p.second_perm}};
+        } else if constexpr (std::is_same_v<P, ConcatParams>) {
+          return {{"axis", p.axis}};
+        } else if constexpr (std::is_same_v<P, SliceParams>) {
+          return {{"start", shape_to_json(p.start)}, {"size", shape_to_json(p.size)}, {"stride", shape_to_json(p.stride)}};
+        } else if constexpr (std::is_same_v<P, GatherParams>) {
+          return {{"mode", enum_to(p.mode)}, {"axis", p.axis}};
+        } else if constexpr (std::is_same_v<P, ScatterParams>) {
+          return {{"mode", enum_to(p.mode)}, {"axis", p.axis}, {"reduce", enum_to(p.reduce)}};
+        } else if constexpr (std::is_same_v<P, SelectParams> || std::is_same_v<P, ShapeParams> ||
+                             std::is_same_v<P, IdentityParams>) {
+          return json::object();
+        } else if constexpr (std::is_same_v<P, CastParams>) {
+          return {{"to", enum_to(p.to)}};
+        } else if constexpr (std::is_same_v<P, FillParams>) {
+          return {{"op", enum_to(p.op)}, {"dims", shape_to_json(p.dims)}, {"dtype", enum_to(p.dtype)},
+                  {"value", p.value}, {"start", p.start}, {"step", p.step}};
+        } else if constexpr (std::is_same_v<P, PadParams>) {
+          return {{"pre", p.pre}, {"post", p.post}, {"mode", enum_to(p.mode)}, {"value", p.value}};
+        } else if constexpr (std::is_same_v<P, ResizeParams>) {
+          return {{"mode", enum_to(p.mode)}, {"output_spatial", shape_to_json(p.output_spatial)},
+                  {"scales", p.scales}, {"align_corners", p.align_corners}};
+        } else if constexpr (std::is_same_v<P, CumSumParams>) {
+          return {{"axis", p.axis}, {"exclusive", p.exclusive}, {"reverse", p.reverse}};
+        } else if constexpr (std::is_same_v<P, TopKParams>) {
+          return {{"axis", p.axis}, {"k", p.k}, {"largest", p.largest}, {"sorted", p.sorted}};
+        } else if constexpr (std::is_same_v<P, NonZeroParams>) {
+          return {{"count_symbol", p.count_symbol}};
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
+          return {{"causal", p.causal}, {"scale", opt_to(p.scale)}, {"has_mask", p.has_mask}};
+        } else if constexpr (std::is_same_v<P, PluginParams>) {
+          return {{"plugin", p.plugin}, {"attributes", p.attributes}};
+        } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
+          json prog = json::array();
+          for (const PointwiseInstr& i : p.program) prog.push_back(instr_to_json(i));
+          return {{"program", prog}, {"outputs", p.outputs}};
+        }
+      },
+      params);
+}
+
+namespace {
+
+template <size_t I = 0>
+LayerParams default_params_for(const std::string& kind) {
+  if constexpr (I < detail::kLayerKindCount) {
+    if (kind == detail::layer_kind_name_at(I)) return LayerParams(std::in_place_index<I>);
+    return default_params_for<I + 1>(kind);
+  } else {
+    throw PlanError("unknown layer kind '" + kind + "'");
+  }
+}
+
+}  // namespace
+
+LayerParams params_from_json(const std::string& kind, const json& j, const BlobReader& blob) {
+  LayerParams params = default_params_for(kind);
+  std::visit(
+      [&](auto& p) {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ConstantParams>) {
+          p.weights = blob.get(j.at("weights"));
+        } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
+          p.op = enum_from<BinaryOp>(j.at("op"), kBinaryOps, "binary op");
+        } else if constexpr (std::is_same_v<P, UnaryParams>) {
+          p.op = enum_from<UnaryOp>(j.at("op"), kUnaryOps, "unary op");
+        } else if constexpr (std::is_same_v<P, ActivationParams>) {
+          p = j.get<ActivationParams>();
+        } else if constexpr (std::is_same_v<P, MatMulParams>) {
+          p.transpose_a = j.at("transpose_a").get<bool>();
+          p.transpose_b = j.at("transpose_b").get<bool>();
+          p.has_bias = j.at("has_bias").get<bool>();
+          p.activation = activation_from(j.at("activation"));
+        } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
+          j.at("stride").get_to(p.stride);
+          j.at("padding").get_to(p.padding);
+          j.at("dilation").get_to(p.dilation);
+          j.at("output_padding").get_to(p.output_padding);
+          j.at("groups").get_to(p.groups);
+          j.at("transposed").get_to(p.transposed);
+          j.at("has_bias").get_to(p.has_bias);
+          p.activation = activation_from(j.at("activation"));
+        } else if constexpr (std::is_same_v<P, PoolingParams>) {
+          p.type = enum_from<PoolType>(j.at("type"), 2, "pool type");
+          j.at("kernel").get_to(p.kernel);
+          j.at("stride").get_to(p.stride);
+          j.at("padding").get_to(p.padding);
+          j.at("dilation").get_to(p.dilation);
+          j.at("ceil_mode").get_to(p.ceil_mode);
+          j.at("count_include_pad").get_to(p.count_include_pad);
+          if (!j.at("divisor_override").is_null()) p.divisor_override = j.at("divisor_override").get<int64_t>();
+          j.at("adaptive_output").get_to(p.adaptive_output);
+        } else if constexpr (std::is_same_v<P, ReduceParams>) {
+          p.op = enum_from<ReduceOp>(j.at("op"), kReduceOps, "reduce op");
+          j.at("axes").get_to(p.axes);
+          j.at("keep_dims").get_to(p.keep_dims);
+          j.at("correction").get_to(p.correction);
+        } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
+          j.at("axis").get_to(p.axis);
+          j.at("log").get_to(p.log);
+        } else if constexpr (std::is_same_v<P, NormalizationParams>) {
+          p.kind = enum_from<NormKind>(j.at("kind"), 3, "normalization kind");
+          j.at("first_axis").get_to(p.first_axis);
+          j.at("groups").get_to(p.groups);
+          j.at("epsilon").get_to(p.epsilon);
+          j.at("has_scale").get_to(p.has_scale);
+          j.at("has_bias").get_to(p.has_bias);
+        } else if constexpr (std::is_same_v<P, ShuffleParams>) {
+          j.at("first_perm").get_to(p.first_perm);
+          if (!j.at("reshape").is_null()) p.reshape = shape_from_json(j.at("reshape"));
+          j.at("second_perm").get_to(p.second_perm);
+        } else if constexpr (std::is_same_v<P, ConcatParams>) {
+          j.at("axis").get_to(p.axis);
+        } else if constexpr (std::is_same_v<P, SliceParams>) {
+          p.start = shape_from_json(j.at("start"));
+          p.size = shape_from_json(j.at("size"));
+          p.stride = shape_from_json(j.at("stride"));
+        } else if constexpr (std::is_same_v<P, GatherParams>) {
+          p.mode = enum_from<GatherMode>(j.at("mode"), 2, "gather mode");
+          j.at("axis").get_to(p.axis);
+        } else if constexpr (std::is_same_v<P, ScatterParams>) {
+          p.mode = enum_from<GatherMode>(j.at("mode"), 2, "scatter mode");
+          j.at("axis").get_to(p.axis);
+          p.reduce = enum_from<ScatterReduce>(j.at("reduce"), 2, "scatter reduce");
+        } else if constexpr (std::is_same_v<P, CastParams>) {
+          p.to = dtype_from(j.at("to"));
+        } else if constexpr (std::is_same_v<P, FillParams>) {
+          p.op = enum_from<FillOp>(j.at("op"), 2, "fill op");
+          p.dims = shape_from_json(j.at("dims"));
+          p.dtype = dtype_from(j.at("dtype"));
+          j.at("value").get_to(p.value);
+          j.at("start").get_to(p.start);
+          j.at("step").get_to(p.step);
+        } else if constexpr (std::is_same_v<P, PadParams>) {
+          j.at("pre").get_to(p.pre);
+          j.at("post").get_to(p.post);
+          p.mode = enum_from<PadMode>(j.at("mode"), 4, "pad mode");
+          j.at("value").get_to(p.value);
+        } else if constexpr (std::is_same_v<P, ResizeParams>) {
+          p.mode = enum_from<ResizeMode>(j.at("mode"), 3, "resize mode");
+          p.output_spatial = shape_from_json(j.at("output_spatial"));
+          j.at("scales").get_to(p.scales);
+          j.at("align_corners").get_to(p.align_corners);
+        } else if constexpr (std::is_same_v<P, CumSumParams>) {
+          j.at("axis").get_to(p.axis);
+          j.at("exclusive").get_to(p.exclusive);
+          j.at("reverse").get_to(p.reverse);
+        } else if constexpr (std::is_same_v<P, TopKParams>) {
+          j.at("axis").get_to(p.axis);
+          j.at("k").get_to(p.k);
+          j.at("largest").get_to(p.largest);
+          j.at("sorted").get_to(p.sorted);
+        } else if constexpr (std::is_same_v<P, NonZeroParams>) {
+          j.at("count_symbol").get_to(p.count_symbol);
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
+          j.at("causal").get_to(p.causal);
+          if (!j.at("scale").is_null()) p.scale = j.at("scale").get<double>();
+          j.at("has_mask").get_to(p.has_mask);
+        } else if constexpr (std::is_same_v<P, PluginParams>) {
+          j.at("plugin").get_to(p.plugin);
+          j.at("attributes").get_to(p.attributes);
+        } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
+          for (const json& i : j.at("program")) p.program.push_back(instr_from_json(i));
+          j.at("outputs").get_to(p.outputs);
+        }
+      },
+      params);
+  return params;
+}
+
+}  // namespace plan_json
+}  // namespace kiln::engine
