@@ -1,0 +1,139 @@
+// Device-side helpers shared by the hand-written kernels (.cu files only): storage types,
+// conversion to the compute type (fp32 for every float type, as the CPU path does), launch
+// shapes and index decoding for up to kMaxRank dims.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/cuda/internal.h"
+
+namespace kiln::engine::cuda {
+
+constexpr int kMaxRank = 8;
+
+// Dims/strides passed by value to kernels (kernel arguments, so graph capture records them).
+struct Dims {
+  int rank = 0;
+  int64_t d[kMaxRank] = {};
+};
+struct Strides {
+  int64_t s[kMaxRank] = {};
+};
+inline Dims make_dims(const std::vector<int64_t>& v) {
+  Dims r;
+  r.rank = static_cast<int>(v.size());
+  for (size_t i = 0; i < v.size() && i < size_t(kMaxRank); ++i) r.d[i] = v[i];
+  return r;
+}
+inline Strides make_strides(const std::vector<int64_t>& v) {
+  Strides r;
+  for (size_t i = 0; i < v.size() && i < size_t(kMaxRank); ++i) r.s[i] = v[i];
+  return r;
+}
+
+// Offset into a strided tensor of the element at linear (row-major) index `i` of `dims`.
+__device__ __forceinline__ int64_t strided_offset(int64_t i, const Dims& dims, const Strides& st) {
+  int64_t off = 0;
+  for (int d = dims.rank - 1; d >= 0; --d) {
+    int64_t c = i % dims.d[d];
+    i /= dims.d[d];
+    off += c * st.s[d];
+  }
+  return off;
+}
+
+// ---- compute-type conversion --------------------------------------------------------------------
+template <class T> struct Compute { using type = T; };
+template <> struct Compute<__half> { using type = float; };
+template <> struct Compute<__nv_bfloat16> { using type = float; };
+template <class T> using compute_t = typename Compute<T>::type;
+
+template <class T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float to_float<bool>(bool v) { return v ? 1.f : 0.f; }
+
+template <class T> __device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ bool from_float<bool>(float v) { return v != 0.f; }
+
+// Float-like storage type T <-> double (the generic path of integer-capable kernels).
+template <class T> __device__ __forceinline__ double to_double(T v) { return static_cast<double>(to_float(v)); }
+template <> __device__ __forceinline__ double to_double<double>(double v) { return v; }
+template <> __device__ __forceinline__ double to_double<int64_t>(int64_t v) { return static_cast<double>(v); }
+template <> __device__ __forceinline__ double to_double<int32_t>(int32_t v) { return static_cast<double>(v); }
+
+template <class T> constexpr bool is_float_storage() {
+  return std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+}
+
+// Calls f(T{}) for the float storage types; throws for others.
+template <class F>
+void dispatch_float(DataType t, const Layer& layer, F&& f) {
+  switch (t) {
+    case DataType::kFloat32: f(float{}); return;
+    case DataType::kFloat16: f(__half{}); return;
+    case DataType::kBFloat16: f(__nv_bfloat16{}); return;
+    default: fail(layer, std::string("CUDA kernel needs a float dtype, got ") + to_string(t));
+  }
+}
+// Every storage type.
+template <class F>
+void dispatch_all(DataType t, F&& f) {
+  switch (t) {
+    case DataType::kFloat32: f(float{}); return;
+    case DataType::kFloat16: f(__half{}); return;
+    case DataType::kBFloat16: f(__nv_bfloat16{}); return;
+    case DataType::kInt64: f(int64_t{}); return;
+    case DataType::kInt32: f(int32_t{}); return;
+    case DataType::kInt8: f(int8_t{}); return;
+    case DataType::kUInt8: f(uint8_t{}); return;
+    case DataType::kBool: f(bool{}); return;
+  }
+}
+// By element size only (data movement): f(U{}) with U an unsigned type of that size.
+template <class F>
+void dispatch_size(size_t bytes, F&& f) {
+  switch (bytes) {
+    case 1: f(uint8_t{}); return;
+    case 2: f(uint16_t{}); return;
+    case 4: f(uint32_t{}); return;
+    default: f(uint64_t{}); return;
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over a block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+__device__ __forceinline__ float block_sum(float v, float* smem32) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) smem32[warp] = v;
+  __syncthreads();
+  v = lane < nw ? smem32[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* smem32) {
+  v = warp_max(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) smem32[warp] = v;
+  __syncthreads();
+  v = lane < nw ? smem32[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+}  // namespace kiln::engine::cuda

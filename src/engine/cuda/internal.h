@@ -1,0 +1,103 @@
+// Internal to src/engine/cuda/: the state the CUDA kernels share (stream, library handles,
+// caches), error checks, and one `run_*` entry per kernel family. backend.cpp dispatches a
+// LayerCall to these; each family lives in its own file.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/network.h"
+
+namespace kiln::engine::cuda {
+
+[[noreturn]] void throw_cuda(const char* what, const char* file, int line, const std::string& detail);
+
+#define KILN_CUDA_CHECK(expr)                                                        \
+  do {                                                                               \
+    cudaError_t kiln_err_ = (expr);                                                  \
+    if (kiln_err_ != cudaSuccess)                                                    \
+      ::kiln::engine::cuda::throw_cuda(#expr, __FILE__, __LINE__, cudaGetErrorString(kiln_err_)); \
+  } while (0)
+// After a kernel launch: launch-configuration errors surface here, not at the next sync.
+#define KILN_CUDA_LAUNCH_CHECK() KILN_CUDA_CHECK(cudaGetLastError())
+
+struct MatmulCache;      // matmul.cpp
+struct ConvCache;        // convolution.cpp
+struct PointwiseCache;   // pointwise.cpp
+
+// Everything a kernel needs besides its LayerCall. One per backend (per stream).
+struct Context {
+  cudaStream_t stream = nullptr;
+  int device = 0;
+  int sm_count = 0;
+  int cc_major = 9, cc_minor = 0;
+  size_t max_smem_optin = 0;
+
+  void* lt_handle = nullptr;       // cublasLtHandle_t
+  void* lt_workspace = nullptr;    // cuBLASLt scratch, allocated once (graph capture safe)
+  size_t lt_workspace_bytes = 0;
+  void* cudnn_handle = nullptr;    // cudnnHandle_t, created on first convolution
+
+  std::shared_ptr<MatmulCache> matmul;  // shared_ptr: deleter bound where the type is complete
+  std::shared_ptr<ConvCache> conv;
+  // Weights uploaded once for Constant layers the runtime asks us to run: host pointer -> device.
+  std::map<const void*, void*> constants;
+
+  bool capturing() const;
+  ~Context();
+};
+
+// ---- kernel families (one file each) -----------------------------------------------------------
+// pointwise.cpp: FusedPointwise and the one-op layers (Elementwise, Unary, Activation, Cast,
+// Select) all go through one NVRTC code generator.
+void run_pointwise(Context& ctx, const Layer& layer, LayerCall& call);
+// A pointwise program over explicit views: the epilogues of matmul/convolution use it.
+void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::vector<TensorView>& inputs,
+                    const std::vector<TensorView>& outputs);
+// out = act(out + bias) with bias broadcast to out (either part optional).
+void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
+                    const std::optional<ActivationParams>& act);
+
+void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call);               // matmul.cpp
+void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
+size_t convolution_workspace(Context& ctx, const ConvolutionParams& p, const std::vector<TensorView>& in,
+                             const std::vector<int64_t>& out_dims);
+void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call);               // reduce.cu
+void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call);             // norm.cu
+void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& call); // norm.cu
+void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call);         // attention.cu
+void run_pooling(Context& ctx, const PoolingParams& p, LayerCall& call);             // pool_resize.cu
+void run_resize(Context& ctx, const ResizeParams& p, LayerCall& call);               // pool_resize.cu
+void run_cumsum(Context& ctx, const CumSumParams& p, LayerCall& call);               // scan_topk.cu
+void run_topk(Context& ctx, const TopKParams& p, LayerCall& call);                   // scan_topk.cu
+void run_nonzero(Context& ctx, const NonZeroParams& p, LayerCall& call);             // scan_topk.cu
+// movement.cu: data movement, no arithmetic.
+void run_shuffle(Context& ctx, const ShuffleParams& p, LayerCall& call);
+size_t shuffle_workspace(const ShuffleParams& p, const std::vector<TensorView>& in);
+void run_concat(Context& ctx, const ConcatParams& p, LayerCall& call);
+void run_slice(Context& ctx, const SliceParams& p, LayerCall& call);
+void run_pad(Context& ctx, const PadParams& p, LayerCall& call);
+void run_gather(Context& ctx, const GatherParams& p, LayerCall& call);
+void run_scatter(Context& ctx, const ScatterParams& p, LayerCall& call);
+void run_fill(Context& ctx, const FillParams& p, LayerCall& call);
+void run_shape(Context& ctx, LayerCall& call);
+void run_copy(Context& ctx, const TensorView& dst, const TensorView& src);  // same dtype, same numel
+
+// ---- small host helpers ------------------------------------------------------------------------
+[[noreturn]] void fail(const Layer& layer, const std::string& what);
+int64_t product(const std::vector<int64_t>& d, size_t begin = 0, size_t end = SIZE_MAX);
+// Strides (elements) of `in` broadcast against `out` (right-aligned): 0 on broadcast dims.
+std::vector<int64_t> broadcast_strides(const std::vector<int64_t>& in, const std::vector<int64_t>& out);
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Grid size for a grid-stride loop over n items.
+unsigned grid_for(const Context& ctx, int64_t n, int threads);
+
+}  // namespace kiln::engine::cuda

@@ -1,0 +1,213 @@
+// MatMul through cuBLASLt: y = act(op(A) @ op(B) + bias), fp32 accumulation for every dtype
+// (fp16/bf16 on the tensor cores; fp32 in true fp32, no TF32, so results track the CPU path).
+//
+// Row-major to column-major: row-major C[M,N] = A·B is column-major C^T = B^T·A^T, so cuBLASLt is
+// called with its "A" = our B and its "B" = our A, m = N, n = M. A bias vector over N is then
+// cuBLASLt's per-row bias, which its BIAS epilogues add (with RELU or GELU-tanh fused); any other
+// bias shape or activation runs as one fused pointwise pass after the GEMM.
+//
+// Batches: when B has no batch (a Linear layer), A's batch folds into M: one big GEMM. Otherwise a
+// strided-batched GEMM, with stride 0 for an operand broadcast over every batch dim; other
+// broadcast patterns loop over the output's batch.
+#include <cublasLt.h>
+
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "engine/cuda/internal.h"
+
+namespace kiln::engine::cuda {
+
+namespace {
+void lt_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw NetworkError(std::string("cuBLASLt: ") + what + " failed (status " + std::to_string(int(s)) + ")");
+}
+
+cudaDataType_t cuda_type(DataType t) {
+  switch (t) {
+    case DataType::kFloat32: return CUDA_R_32F;
+    case DataType::kFloat16: return CUDA_R_16F;
+    case DataType::kBFloat16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+struct GemmKey {
+  DataType dtype;
+  bool ta, tb;
+  int64_t m, n, k, batch, stride_a, stride_b, stride_c;
+  int epilogue;
+  bool operator==(const GemmKey& o) const { return std::memcmp(this, &o, sizeof(GemmKey)) == 0; }
+};
+struct GemmKeyHash {
+  size_t operator()(const GemmKey& k) const {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(&k);
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(GemmKey); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+  }
+};
+
+// Descriptors and the heuristic's algorithm for one GEMM configuration, made once.
+struct Gemm {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool has_algo = false;
+  ~Gemm() {
+    if (op) cublasLtMatmulDescDestroy(op);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+  }
+};
+}  // namespace
+
+struct MatmulCache {
+  std::mutex mutex;
+  std::unordered_map<GemmKey, std::unique_ptr<Gemm>, GemmKeyHash> gemms;
+};
+
+namespace {
+
+// Our operands in cuBLASLt's column-major terms (see the file comment). Pointers per batch are
+// base + i * stride.
+void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch,
+          const void* A, int64_t stride_a, const void* B, int64_t stride_b, void* C, int64_t stride_c,
+          cublasLtEpilogue_t epi, const void* bias) {
+  if (!ctx.matmul) ctx.matmul = std::make_shared<MatmulCache>();
+  GemmKey key{};
+  std::memset(&key, 0, sizeof key);
+  key.dtype = dt; key.ta = ta; key.tb = tb; key.m = M; key.n = N; key.k = K; key.batch = batch;
+  key.stride_a = stride_a; key.stride_b = stride_b; key.stride_c = stride_c; key.epilogue = int(epi);
+  Gemm* g = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(ctx.matmul->mutex);
+    auto& slot = ctx.matmul->gemms[key];
+    if (!slot) {
+      auto ng = std::make_unique<Gemm>();
+      const cudaDataType_t ct = cuda_type(dt);
+      lt_check(cublasLtMatmulDescCreate(&ng->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+      cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // lt "A" = our B
+      cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // lt "B" = our A
+      lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "transa");
+      lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "transb");
+      lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "epilogue");
+      if (epi != CUBLASLT_EPILOGUE_DEFAULT && epi != CUBLASLT_EPILOGUE_RELU && epi != CUBLASLT_EPILOGUE_GELU) {
+        cudaDataType_t bt = ct;
+        lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), "bias type");
+      }
+      // Stored shapes (column-major rows x cols, leading dim = rows).
+      const uint64_t a_rows = tb ? K : N, a_cols = tb ? N : K;  // our B: row-major [K,N] or [N,K]
+      const uint64_t b_rows = ta ? M : K, b_cols = ta ? K : M;  // our A: row-major [M,K] or [K,M]
+      lt_check(cublasLtMatrixLayoutCreate(&ng->a, ct, a_rows, a_cols, a_rows), "layout a");
+      lt_check(cublasLtMatrixLayoutCreate(&ng->b, ct, b_rows, b_cols, b_rows), "layout b");
+      lt_check(cublasLtMatrixLayoutCreate(&ng->c, ct, N, M, N), "layout c");
+      if (batch > 1) {
+        int32_t bc = static_cast<int32_t>(batch);
+        for (auto [l, s] : {std::pair{ng->a, stride_b}, std::pair{ng->b, stride_a}, std::pair{ng->c, stride_c}}) {
+          lt_check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc), "batch");
+          int64_t st = s;
+          lt_check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof st), "stride");
+        }
+      }
+      cublasLtMatmulPreference_t pref;
+      lt_check(cublasLtMatmulPreferenceCreate(&pref), "pref");
+      uint64_t ws = ctx.lt_workspace_bytes;
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+      cublasLtMatmulHeuristicResult_t res[1];
+      int found = 0;
+      cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, ng->a,
+                                                         ng->b, ng->c, ng->c, pref, 1, res, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+        ng->algo = res[0].algo;
+        ng->has_algo = true;
+      }
+      slot = std::move(ng);
+    }
+    g = slot.get();
+  }
+  if (!g->has_algo) throw NetworkError("cuBLASLt: no algorithm for this matmul");
+  if (bias) lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "bias");
+  const float alpha = 1.f, beta = 0.f;
+  lt_check(cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), g->op, &alpha, B, g->a, A, g->b, &beta, C,
+                          g->c, C, g->c, &g->algo, ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream),
+           "cublasLtMatmul");
+}
+
+}  // namespace
+
+void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
+  const Layer& layer = call.layer;
+  const TensorView& A = call.inputs.at(0);
+  const TensorView& B = call.inputs.at(1);
+  const TensorView& Y = call.outputs.at(0);
+  const DataType dt = Y.dtype;
+  if (dt != DataType::kFloat32 && dt != DataType::kFloat16 && dt != DataType::kBFloat16)
+    fail(layer, std::string("matmul of ") + to_string(dt) + " is not supported");
+  if (A.dtype != dt || B.dtype != dt) fail(layer, "matmul operands must share the output dtype");
+  const size_t ra = A.dims.size(), rb = B.dims.size(), ry = Y.dims.size();
+  if (ra < 2 || rb < 2 || ry < 2) fail(layer, "matmul operands need rank >= 2");
+  const int64_t M = Y.dims[ry - 2], N = Y.dims[ry - 1];
+  const int64_t K = p.transpose_a ? A.dims[ra - 2] : A.dims[ra - 1];
+  if (Y.numel() == 0) return;
+  const size_t es = element_size(dt);
+
+  // Bias: fused when it is a vector over N.
+  const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
+  bool bias_vector = bias && bias->dims.size() >= 1 && bias->dims.back() == N && bias->numel() == N && bias->dtype == dt;
+  bool act_fused = false;
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  if (p.activation && (p.activation->op == ActivationOp::kRelu || p.activation->op == ActivationOp::kGeluTanh) &&
+      (!bias || bias_vector)) {
+    act_fused = true;
+    const bool relu = p.activation->op == ActivationOp::kRelu;
+    epi = bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS)
+               : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_GELU);
+  } else if (bias_vector) {
+    epi = CUBLASLT_EPILOGUE_BIAS;
+  }
+  const bool bias_fused = bias_vector;
+  const void* bias_ptr = bias_fused ? bias->data : nullptr;
+  if (K == 0) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), ctx.stream));
+    apply_epilogue(ctx, Y, bias, p.activation);
+    return;
+  }
+
+  // Batch dims, each operand's right-aligned against the output's.
+  std::vector<int64_t> yb(Y.dims.begin(), Y.dims.end() - 2);
+  std::vector<int64_t> ab(A.dims.begin(), A.dims.end() - 2), bb(B.dims.begin(), B.dims.end() - 2);
+  const int64_t batch = product(yb), a_batch = product(ab), b_batch = product(bb);
+  const int64_t a_mat = A.dims[ra - 1] * A.dims[ra - 2], b_mat = B.dims[rb - 1] * B.dims[rb - 2];
+  const int64_t y_mat = M * N;
+
+  if (b_batch == 1 && !p.transpose_a) {
+    // A's batch folds into M (covers plain 2-D too).
+    gemm(ctx, dt, false, p.transpose_b, M * batch, N, K, 1, A.data, 0, B.data, 0, Y.data, 0, epi, bias_ptr);
+  } else if ((a_batch == batch || a_batch == 1) && (b_batch == batch || b_batch == 1)) {
+    gemm(ctx, dt, p.transpose_a, p.transpose_b, M, N, K, batch, A.data, a_batch == 1 ? 0 : a_mat, B.data,
+         b_batch == 1 ? 0 : b_mat, Y.data, y_mat, epi, bias_ptr);
+  } else {
+    // Partial broadcast (e.g. [2,1,M,K] x [1,3,K,N]): one GEMM per output batch.
+    std::vector<int64_t> sa = broadcast_strides(ab, yb), sb = broadcast_strides(bb, yb);
+    for (int64_t i = 0; i < batch; ++i) {
+      int64_t rem = i, oa = 0, ob = 0;
+      for (size_t d = yb.size(); d-- > 0;) {
+        int64_t c = rem % yb[d];
+        rem /= yb[d];
+        oa += c * sa[d];
+        ob += c * sb[d];
+      }
+      gemm(ctx, dt, p.transpose_a, p.transpose_b, M, N, K, 1, static_cast<const char*>(A.data) + oa * a_mat * es, 0,
+           static_cast<const char*>(B.data) + ob * b_mat * es, 0, static_cast<char*>(Y.data) + i * y_mat * es, 0, epi,
+           bias_ptr);
+    }
+  }
+  apply_epilogue(ctx, Y, bias_fused ? nullptr : bias, act_fused ? std::nullopt : p.activation);
+}
+
+}  // namespace kiln::engine::cuda
