@@ -1,0 +1,61 @@
+// TensorView helpers and the CPU backend (host memory, kernels in src/engine/cpu/).
+#include "engine/backend.h"
+
+#include <cstring>
+#include <new>
+
+#include "engine/cpu/cpu_kernels.h"
+
+namespace kiln::engine {
+
+const char* to_string(DeviceKind d) { return d == DeviceKind::kCPU ? "cpu" : "cuda"; }
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+std::vector<int64_t> TensorView::contiguous_strides() const {
+  std::vector<int64_t> s(dims.size(), 1);
+  for (size_t i = dims.size(); i-- > 1;) s[i - 1] = s[i] * std::max<int64_t>(dims[i], 1);
+  return s;
+}
+
+bool TensorView::is_contiguous() const {
+  if (strides.empty()) return true;
+  if (strides.size() != dims.size()) return false;
+  // a dim of size 1 may carry any stride
+  int64_t expect = 1;
+  for (size_t i = dims.size(); i-- > 0;) {
+    if (dims[i] != 1 && strides[i] != expect) return numel() == 0;
+    expect *= dims[i];
+  }
+  return true;
+}
+
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  DeviceKind kind() const override { return DeviceKind::kCPU; }
+  void* allocate(size_t bytes) override { return ::operator new(std::max<size_t>(bytes, 64), std::align_val_t(64)); }
+  void deallocate(void* p) override {
+    if (p) ::operator delete(p, std::align_val_t(64));
+  }
+  void copy(void* dst, DeviceKind dst_kind, const void* src, DeviceKind src_kind, size_t bytes) override {
+    if (dst_kind != DeviceKind::kCPU || src_kind != DeviceKind::kCPU)
+      throw NetworkError("the CPU backend cannot copy to or from CUDA memory");
+    if (bytes) std::memmove(dst, src, bytes);
+  }
+  size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs) override {
+    return cpu::workspace_bytes(layer, inputs);
+  }
+  void execute(LayerCall& call) override { cpu::execute(call); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace kiln::engine
