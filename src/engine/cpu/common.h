@@ -124,12 +124,11 @@ inline To convert(From v) {
     return To(static_cast<float>(static_cast<compute_t<From>>(v)));
   } else if constexpr (is_float_v<From> || std::is_floating_point_v<From>) {  // float -> integer
     double d = static_cast<double>(static_cast<compute_t<From>>(v));
+    // Through int64 (saturating), then wrapped to the width: -3.75 -> u8 gives 253 as in PyTorch.
     if (std::isnan(d)) return To(0);
-    constexpr double lo = double(std::numeric_limits<To>::min());
-    constexpr double hi = double(std::numeric_limits<To>::max());
-    if (d <= lo) return std::numeric_limits<To>::min();
-    if (d >= hi) return std::numeric_limits<To>::max();
-    return static_cast<To>(d);
+    if (d <= -9223372036854775808.0) return To(std::numeric_limits<int64_t>::min());
+    if (d >= 9223372036854775807.0) return To(std::numeric_limits<int64_t>::max());
+    return static_cast<To>(static_cast<int64_t>(d));
   } else {
     return static_cast<To>(v);  // integer -> integer wraps like PyTorch
   }
