@@ -69,9 +69,9 @@ template <> __device__ __forceinline__ double to_double<double>(double v) { retu
 template <> __device__ __forceinline__ double to_double<int64_t>(int64_t v) { return static_cast<double>(v); }
 template <> __device__ __forceinline__ double to_double<int32_t>(int32_t v) { return static_cast<double>(v); }
 
-template <class T> constexpr bool is_float_storage() {
-  return std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
-}
+template <class T>
+inline constexpr bool is_float_storage_v =
+    std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
 // Calls f(T{}) for the float storage types; throws for others.
 template <class F>

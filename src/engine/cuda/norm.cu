@@ -1,0 +1,166 @@
+// Softmax / log-softmax and the normalizations (layer, batch for inference, group), all with
+// fp32 statistics whatever the storage type. Row kernels give one block per row: the row is read
+// once for each statistic and once more to write (rows are small enough to stay in L2), and the
+// variance is taken around the mean (two passes) rather than from E[x^2] - E[x]^2.
+#include "engine/cuda/device.cuh"
+
+namespace kiln::engine::cuda {
+namespace {
+
+// Scale/bias/mean/var may have their own float dtype: loaded through a run-time switch.
+__device__ __forceinline__ float load_any(const void* p, int dt, int64_t i) {
+  switch (dt) {
+    case 1: return __half2float(static_cast<const __half*>(p)[i]);
+    case 2: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+int dt_code(DataType t) { return t == DataType::kFloat16 ? 1 : t == DataType::kBFloat16 ? 2 : 0; }
+
+int row_threads(int64_t L) { return L >= 1024 ? 512 : L >= 256 ? 256 : L >= 64 ? 64 : 32; }
+
+// ---- softmax ------------------------------------------------------------------------------------
+template <class T>
+__global__ void softmax_rows(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t L, bool log) {
+  __shared__ float red[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * L;
+    T* yr = y + r * L;
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) m = fmaxf(m, to_float(xr[j]));
+    m = block_max(m, red);
+    float s = 0.f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += __expf(to_float(xr[j]) - m);
+    s = block_sum(s, red);
+    const float inv = 1.f / s, ls = logf(s);
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      float v = to_float(xr[j]) - m;
+      yr[j] = from_float<T>(log ? v - ls : __expf(v) * inv);
+    }
+  }
+}
+
+// Softmax over a non-innermost axis: one thread per (outer, inner) column.
+template <class T>
+__global__ void softmax_cols(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t L, int64_t inner, bool log) {
+  const int64_t n = outer * inner;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < n; c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = c / inner, i = c % inner;
+    const T* xc = x + o * L * inner + i;
+    T* yc = y + o * L * inner + i;
+    float m = -INFINITY, s = 0.f;
+    for (int64_t j = 0; j < L; ++j) m = fmaxf(m, to_float(xc[j * inner]));
+    for (int64_t j = 0; j < L; ++j) s += __expf(to_float(xc[j * inner]) - m);
+    const float inv = 1.f / s, ls = logf(s);
+    for (int64_t j = 0; j < L; ++j) {
+      float v = to_float(xc[j * inner]) - m;
+      yc[j * inner] = from_float<T>(log ? v - ls : __expf(v) * inv);
+    }
+  }
+}
+
+// ---- layer norm / group norm: one block per normalized row ----------------------------------------
+// Row r covers `L` contiguous elements. Affine parameter index of element j of row r:
+//   layer norm: j;  group norm: channel = (r % groups) * (C / groups) + j / inner.
+template <class T>
+__global__ void norm_rows(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t L, float eps,
+                          const void* scale, const void* bias, int sdt, int bdt, int64_t groups, int64_t cpg, int64_t inner) {
+  __shared__ float red[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * L;
+    T* yr = y + r * L;
+    float s = 0.f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += to_float(xr[j]);
+    const float mean = block_sum(s, red) / float(L);
+    float q = 0.f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      float d = to_float(xr[j]) - mean;
+      q += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(q, red) / float(L) + eps);
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      float v = (to_float(xr[j]) - mean) * rstd;
+      int64_t k = groups > 0 ? (r % groups) * cpg + j / inner : j;
+      if (scale) v *= load_any(scale, sdt, k);
+      if (bias) v += load_any(bias, bdt, k);
+      yr[j] = from_float<T>(v);
+    }
+  }
+}
+
+// ---- batch norm (inference): per-channel affine ---------------------------------------------------
+template <class T>
+__global__ void batchnorm_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, int64_t C, int64_t inner, float eps,
+                                 const void* mean, const void* var, const void* scale, const void* bias, int mdt, int vdt,
+                                 int sdt, int bdt) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = (i / inner) % C;
+    float v = (to_float(x[i]) - load_any(mean, mdt, c)) * rsqrtf(load_any(var, vdt, c) + eps);
+    if (scale) v *= load_any(scale, sdt, c);
+    if (bias) v += load_any(bias, bdt, c);
+    y[i] = from_float<T>(v);
+  }
+}
+
+}  // namespace
+
+void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& y = call.outputs.at(0);
+  if (x.numel() == 0) return;
+  const int64_t rank = int64_t(x.dims.size());
+  const int64_t axis = rank == 0 ? 0 : (p.axis < 0 ? p.axis + rank : p.axis);
+  const int64_t outer = product(x.dims, 0, axis), L = rank == 0 ? 1 : x.dims[axis], inner = product(x.dims, axis + 1);
+  dispatch_float(x.dtype, call.layer, [&](auto t) {
+    using T = decltype(t);
+    if (inner == 1) {
+      unsigned grid = static_cast<unsigned>(std::min<int64_t>(outer, int64_t(ctx.sm_count) * 32));
+      softmax_rows<T><<<grid, row_threads(L), 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<T*>(y.data),
+                                                                outer, L, p.log);
+    } else {
+      softmax_cols<T><<<grid_for(ctx, outer * inner, 128), 128, 0, ctx.stream>>>(
+          static_cast<const T*>(x.data), static_cast<T*>(y.data), outer, L, inner, p.log);
+    }
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& y = call.outputs.at(0);
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  const int64_t rank = int64_t(x.dims.size());
+  size_t next = p.kind == NormKind::kBatch ? 3 : 1;
+  const TensorView* scale = p.has_scale ? &call.inputs.at(next++) : nullptr;
+  const TensorView* bias = p.has_bias ? &call.inputs.at(next++) : nullptr;
+  const void* sp = scale ? scale->data : nullptr;
+  const void* bp = bias ? bias->data : nullptr;
+  const int sdt = scale ? dt_code(scale->dtype) : 0, bdt = bias ? dt_code(bias->dtype) : 0;
+  const float eps = static_cast<float>(p.epsilon);
+  dispatch_float(x.dtype, call.layer, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = static_cast<const T*>(x.data);
+    T* yp = static_cast<T*>(y.data);
+    if (p.kind == NormKind::kBatch) {
+      const TensorView& mean = call.inputs.at(1);
+      const TensorView& var = call.inputs.at(2);
+      const int64_t C = rank > 1 ? x.dims[1] : 1;
+      batchnorm_kernel<T><<<grid_for(ctx, n, 256), 256, 0, ctx.stream>>>(
+          xp, yp, n, C, product(x.dims, 2), eps, mean.data, var.data, sp, bp, dt_code(mean.dtype), dt_code(var.dtype), sdt, bdt);
+    } else if (p.kind == NormKind::kLayer) {
+      const int64_t first = p.first_axis < 0 ? p.first_axis + rank : p.first_axis;
+      const int64_t rows = product(x.dims, 0, first), L = product(x.dims, first);
+      unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t(ctx.sm_count) * 32));
+      norm_rows<T><<<grid, row_threads(L), 0, ctx.stream>>>(xp, yp, rows, L, eps, sp, bp, sdt, bdt, 0, 0, 1);
+    } else {
+      const int64_t N = x.dims.at(0), C = rank > 1 ? x.dims[1] : 1, G = p.groups;
+      const int64_t inner = product(x.dims, 2), rows = N * G, L = (C / G) * inner;
+      unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t(ctx.sm_count) * 32));
+      norm_rows<T><<<grid, row_threads(L), 0, ctx.stream>>>(xp, yp, rows, L, eps, sp, bp, sdt, bdt, G, C / G, inner);
+    }
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kiln::engine::cuda
