@@ -1,0 +1,77 @@
+// What every built-in converter file uses: named access to converter arguments, validator helpers,
+// and registration. Built-ins support dynamic shapes (plans are shape-generic) unless a validator
+// or the flag says otherwise.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "conversion/context.h"
+#include "conversion/convert.h"
+#include "conversion/impl/impl.h"
+#include "conversion/registry.h"
+#include "ir/schema.h"
+
+namespace kiln::conversion::converters {
+
+using engine::DataType;
+using engine::DimExpr;
+using engine::Tensor;
+using impl::Target;
+
+// A converter's (args, kwargs), read by schema name: args hold the non-kwarg-only parameters in
+// schema order (defaults filled), kwargs the kwarg-only ones.
+class Args {
+ public:
+  Args(const std::string& target, const std::vector<Value>& args, const Kwargs& kwargs);
+  const Value& operator[](const std::string& name) const;  // None when absent
+  Tensor* tensor(const std::string& name) const { return (*this)[name].tensor(); }
+  Tensor* opt_tensor(const std::string& name) const;       // nullptr for None
+  int64_t i(const std::string& name) const { return (*this)[name].to_int(); }
+  double d(const std::string& name) const { return (*this)[name].to_double(); }
+  bool b(const std::string& name) const { return (*this)[name].to_bool(); }
+  std::vector<int64_t> ints(const std::string& name) const;  // None -> {}
+  std::vector<DimExpr> dims(const std::string& name) const { return (*this)[name].to_dims(); }
+  std::vector<Tensor*> tensors(const std::string& name) const;
+  bool none(const std::string& name) const { return (*this)[name].is_none(); }
+
+ private:
+  const ir::OpSchema* schema_;
+  const std::vector<Value>& args_;
+  const Kwargs& kwargs_;
+};
+
+// A node's argument by schema name, for validators (defaults filled). Throws when unknown.
+ir::Argument node_arg(const ir::Node& node, const std::string& name);
+// Every tensor the node reads or makes has an engine dtype (no f64 / complex).
+bool dtypes_supported(const ir::Node& node);
+// Only element 0 of a tuple-returning node is read (through getitem).
+bool only_output0_used(const ir::Node& node);
+// The node's own output dtype / shape, from its metadata.
+DataType node_dtype(const ConversionContext& ctx);
+std::vector<DimExpr> node_shape(const ConversionContext& ctx);
+
+using Fn = ConverterFn;
+struct Reg {
+  CapabilityValidator validator;
+  std::string validator_name;
+  bool dynamic = true;
+  bool output_allocator = false;
+};
+// Registers a built-in STANDARD converter for each target; every validator also requires
+// dtypes_supported.
+void add(const std::vector<std::string>& targets, Fn fn, Reg reg = {});
+
+#define KILN_CONVERTER                                                                               \
+  [](::kiln::conversion::ConversionContext & ctx, const std::string& target,                        \
+     const std::vector<::kiln::conversion::Value>& args, const ::kiln::conversion::Kwargs& kwargs, \
+     const std::string& name) -> ::kiln::conversion::Value
+
+constexpr SourceIR kAten = SourceIR::ATEN;
+
+void register_pointwise();
+void register_nn();
+void register_reduce();
+void register_tensor();
+
+}  // namespace kiln::conversion::converters

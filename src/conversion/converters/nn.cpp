@@ -1,0 +1,270 @@
+// matmul / linear, convolution, normalization, softmax, pooling, attention, upsampling, padding.
+#include <set>
+
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace {
+
+bool is_false(const ir::Node& n, const std::string& arg) {
+  ir::Argument a = node_arg(n, arg);
+  return a.is<bool>() && !a.as<bool>();
+}
+bool is_none(const ir::Node& n, const std::string& arg) { return node_arg(n, arg).is_none(); }
+bool is_int_list(const ir::Node& n, const std::string& arg) {
+  ir::Argument a = node_arg(n, arg);
+  if (a.is<int64_t>()) return true;
+  if (!a.is_list()) return false;
+  for (const auto& e : a.list())
+    if (!e.is<int64_t>()) return false;
+  return true;
+}
+// Static output sizes of the node's spatial dims (for adaptive pooling).
+std::vector<int64_t> static_tail(const ConversionContext& ctx, size_t n) {
+  std::vector<int64_t> out;
+  const auto& sizes = ctx.current_node->meta.is_tensor() ? ctx.current_node->meta.tensor.sizes
+                                                         : ctx.current_node->meta.tuple.at(0)->sizes;
+  for (size_t i = sizes.size() - n; i < sizes.size(); ++i) {
+    if (!sizes[i].is_constant()) throw ConversionError("adaptive pooling to a symbolic size");
+    out.push_back(sizes[i].value);
+  }
+  return out;
+}
+std::vector<DimExpr> spatial_out(const ConversionContext& ctx, size_t n) {
+  std::vector<DimExpr> s = node_shape(ctx);
+  return std::vector<DimExpr>(s.end() - static_cast<std::ptrdiff_t>(n), s.end());
+}
+Value tuple_first(Tensor* t, size_t n) {
+  Value::List l{t};
+  for (size_t i = 1; i < n; ++i) l.push_back(Value());
+  return l;
+}
+CapabilityValidator output0_only() {
+  return [](const ir::Node& n, const CompilationSettings&) { return only_output0_used(n); };
+}
+
+}  // namespace
+
+void register_nn() {
+  namespace mm = impl::matmul;
+  // ---- matmul ----
+  add({"aten.mm.default", "aten.bmm.default", "aten.matmul.default"}, KILN_CONVERTER {
+    return mm::matrix_multiply(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).tensor());
+  });
+  add({"aten.addmm.default", "aten.baddbmm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const bool bmm = target == "aten.baddbmm.default";
+    return mm::addmm(ctx, target, kAten, name, a.tensor("self"), a.tensor(bmm ? "batch1" : "mat1"),
+                     a.tensor(bmm ? "batch2" : "mat2"), a["beta"], a["alpha"]);
+  });
+  add({"aten.linear.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return mm::linear(ctx, target, kAten, name, a.tensor("input"), a.tensor("weight"), a.opt_tensor("bias"));
+  });
+
+  // ---- convolution ----
+  add({"aten.convolution.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::conv::convNd(ctx, target, kAten, name, a.tensor("input"), a.tensor("weight"), a.opt_tensor("bias"),
+                              a.ints("stride"), a["padding"], a.ints("dilation"), a.i("groups"), a.b("transposed"),
+                              a.ints("output_padding"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument w = node_arg(n, "weight");
+        return w.is_node() && w.node()->meta.is_tensor() && w.node()->meta.tensor.rank() >= 3 &&
+               w.node()->meta.tensor.rank() <= 5;
+      }, "1d/2d/3d"});
+  add({"aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.conv1d.padding",
+       "aten.conv2d.padding", "aten.conv3d.padding"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::conv::convNd(ctx, target, kAten, name, a.tensor("input"), a.tensor("weight"), a.opt_tensor("bias"),
+                              a.ints("stride"), a["padding"], a.ints("dilation"), a.i("groups"));
+  });
+  add({"aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::conv::convNd(ctx, target, kAten, name, a.tensor("input"), a.tensor("weight"), a.opt_tensor("bias"),
+                              a.ints("stride"), a["padding"], a.ints("dilation"), a.i("groups"), true,
+                              a.ints("output_padding"));
+  });
+
+  // ---- normalization ----
+  namespace norm = impl::normalization;
+  add({"aten.layer_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return norm::layer_norm(ctx, target, kAten, name, a.tensor("input"), a.ints("normalized_shape"),
+                            a.opt_tensor("weight"), a.opt_tensor("bias"), a.d("eps"));
+  });
+  add({"aten.native_layer_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return tuple_first(norm::layer_norm(ctx, target, kAten, name, a.tensor("input"), a.ints("normalized_shape"),
+                                        a.opt_tensor("weight"), a.opt_tensor("bias"), a.d("eps")), 3);
+  }, {output0_only(), "mean/rstd outputs unused"});
+  add({"aten.batch_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return norm::batch_norm(ctx, target, kAten, name, a.tensor("input"), a.opt_tensor("weight"), a.opt_tensor("bias"),
+                            a.opt_tensor("running_mean"), a.opt_tensor("running_var"), a.d("eps"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        return is_false(n, "training") && !is_none(n, "running_mean") && !is_none(n, "running_var");
+      }, "inference with running stats"});
+  add({"aten._native_batch_norm_legit_no_training.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return tuple_first(norm::batch_norm(ctx, target, kAten, name, a.tensor("input"), a.opt_tensor("weight"),
+                                        a.opt_tensor("bias"), a.tensor("running_mean"), a.tensor("running_var"),
+                                        a.d("eps")), 3);
+  }, {output0_only(), "saved mean/invstd unused"});
+  add({"aten.native_batch_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return tuple_first(norm::batch_norm(ctx, target, kAten, name, a.tensor("input"), a.opt_tensor("weight"),
+                                        a.opt_tensor("bias"), a.tensor("running_mean"), a.tensor("running_var"),
+                                        a.d("eps")), 3);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        return only_output0_used(n) && is_false(n, "training") && !is_none(n, "running_mean");
+      }, "inference, output 0 only"});
+  add({"aten.group_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return norm::group_norm(ctx, target, kAten, name, a.tensor("input"), a.i("num_groups"), a.opt_tensor("weight"),
+                            a.opt_tensor("bias"), a.d("eps"));
+  });
+  add({"aten.native_group_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return tuple_first(norm::group_norm(ctx, target, kAten, name, a.tensor("input"), a.i("group"),
+                                        a.opt_tensor("weight"), a.opt_tensor("bias"), a.d("eps")), 3);
+  }, {output0_only(), "mean/rstd outputs unused"});
+
+  // ---- softmax ----
+  auto softmax = [](bool log) {
+    return [log](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                 const Kwargs& kwargs, const std::string& name) -> Value {
+      Args a(target, args, kwargs);
+      Tensor* x = a.tensor("self");
+      // softmax.int's dtype / _softmax's half_to_float: compute in the node's output dtype.
+      x = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", x, node_dtype(ctx));
+      return norm::softmax(ctx, target, kAten, name, x, a.i("dim"), log);
+    };
+  };
+  add({"aten.softmax.int", "aten._softmax.default"}, softmax(false));
+  add({"aten.log_softmax.int", "aten._log_softmax.default"}, softmax(true));
+
+  // ---- pooling ----
+  namespace pool = impl::pool;
+  auto max_pool = KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* out = pool::max_poolNd(ctx, target, kAten, name, a.tensor("self"), a.ints("kernel_size"), a.ints("stride"),
+                                   a.ints("padding"), a.ints("dilation"), a.b("ceil_mode"));
+    if (target.find("with_indices") != std::string::npos) return tuple_first(out, 2);
+    return out;
+  };
+  add({"aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default"}, max_pool);
+  add({"aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default"}, max_pool,
+      {output0_only(), "indices unused"});
+  add({"aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value& div = a["divisor_override"];
+    return pool::avg_poolNd(ctx, target, kAten, name, a.tensor("self"), a.ints("kernel_size"), a.ints("stride"),
+                            a.ints("padding"), a.b("ceil_mode"), a.b("count_include_pad"),
+                            div.is_none() ? std::nullopt : std::optional<int64_t>(div.to_int()));
+  });
+  auto adaptive = [](engine::PoolType type, size_t n, bool tuple) {
+    return [type, n, tuple](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                            const Kwargs& kwargs, const std::string& name) -> Value {
+      // Output sizes from the node's metadata: output_size may hold None (keep the input's size).
+      Tensor* out = pool::adaptive_poolNd(ctx, target, kAten, name, args.at(0).tensor(), static_tail(ctx, n), type);
+      return tuple ? tuple_first(out, 2) : Value(out);
+    };
+  };
+  auto static_spatial = [](size_t n) {
+    return [n](const ir::Node& node, const CompilationSettings&) {
+      const ir::TensorMeta* m = node.meta.is_tensor() ? &node.meta.tensor
+                                : (!node.meta.tuple.empty() && node.meta.tuple[0]) ? &*node.meta.tuple[0] : nullptr;
+      if (!m || m->rank() < n) return false;
+      for (size_t i = m->rank() - n; i < m->rank(); ++i)
+        if (!m->sizes[i].is_constant()) return false;
+      return only_output0_used(node);
+    };
+  };
+  using engine::PoolType;
+  add({"aten.adaptive_avg_pool1d.default"}, adaptive(PoolType::kAverage, 1, false), {static_spatial(1), "static output size"});
+  add({"aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default"}, adaptive(PoolType::kAverage, 2, false),
+      {static_spatial(2), "static output size"});
+  add({"aten.adaptive_avg_pool3d.default", "aten._adaptive_avg_pool3d.default"}, adaptive(PoolType::kAverage, 3, false),
+      {static_spatial(3), "static output size"});
+  add({"aten.adaptive_max_pool1d.default"}, adaptive(PoolType::kMax, 1, true), {static_spatial(1), "static output size, indices unused"});
+  add({"aten.adaptive_max_pool2d.default"}, adaptive(PoolType::kMax, 2, true), {static_spatial(2), "static output size, indices unused"});
+
+  // ---- attention ----
+  add({"aten.scaled_dot_product_attention.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value& scale = a["scale"];
+    return impl::attention::scaled_dot_product_attention(
+        ctx, target, kAten, name, a.tensor("query"), a.tensor("key"), a.tensor("value"), a.opt_tensor("attn_mask"),
+        a.b("is_causal"), scale.is_none() ? std::nullopt : std::optional<double>(scale.to_double()));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument p = node_arg(n, "dropout_p");
+        const bool no_dropout = (p.is<double>() && p.as<double>() == 0.0) || (p.is<int64_t>() && p.as<int64_t>() == 0);
+        const ir::OpSchema* s = ir::find_schema(n.target);
+        const bool gqa = s && s->find("enable_gqa") && node_arg(n, "enable_gqa").is<bool>() &&
+                         node_arg(n, "enable_gqa").as<bool>();
+        return no_dropout && !gqa;
+      }, "dropout_p == 0, no enable_gqa"});
+
+  // ---- upsampling: output sizes from the node's metadata (symbolic when the input is) ----
+  using engine::ResizeMode;
+  auto resize = [](ResizeMode mode, size_t n) {
+    return [mode, n](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                     const Kwargs& kwargs, const std::string& name) -> Value {
+      Args a(target, args, kwargs);
+      std::vector<double> scales;
+      if (!a.none("scale_factors")) {
+        for (const Value& s : a["scale_factors"].list()) scales.push_back(s.to_double());
+      } else {
+        for (const char* k : {"scales_d", "scales_h", "scales_w", "scales"})
+          if (!a[k].is_none()) scales.push_back(a.d(k));
+        if (scales.size() != n) scales.clear();  // partial scales: sizes decide
+      }
+      const bool align = mode == ResizeMode::kLinear && a.b("align_corners");
+      return impl::upsample::resize(ctx, target, kAten, name, a.tensor(a.none("input") ? "self" : "input"),
+                                    spatial_out(ctx, n), scales, mode, align);
+    };
+  };
+  add({"aten.upsample_nearest1d.vec", "aten.upsample_nearest1d.default"}, resize(ResizeMode::kNearest, 1));
+  add({"aten.upsample_nearest2d.vec", "aten.upsample_nearest2d.default"}, resize(ResizeMode::kNearest, 2));
+  add({"aten.upsample_nearest3d.vec", "aten.upsample_nearest3d.default"}, resize(ResizeMode::kNearest, 3));
+  add({"aten._upsample_nearest_exact2d.vec", "aten._upsample_nearest_exact2d.default"},
+      resize(ResizeMode::kNearestExact, 2));
+  add({"aten.upsample_linear1d.vec", "aten.upsample_linear1d.default"}, resize(ResizeMode::kLinear, 1));
+  add({"aten.upsample_bilinear2d.vec", "aten.upsample_bilinear2d.default"}, resize(ResizeMode::kLinear, 2));
+  add({"aten.upsample_trilinear3d.vec", "aten.upsample_trilinear3d.default"}, resize(ResizeMode::kLinear, 3));
+
+  // ---- padding ----
+  add({"aten.constant_pad_nd.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::pad::pad(ctx, target, kAten, name, a.tensor("self"), a.ints("pad"), engine::PadMode::kConstant,
+                          a.d("value"));
+  }, {[](const ir::Node& n, const CompilationSettings&) { return is_int_list(n, "pad"); }, "static pad"});
+  add({"aten.pad.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const std::string& m = a["mode"].str();
+    const engine::PadMode mode = m == "reflect"     ? engine::PadMode::kReflect
+                                 : m == "replicate" ? engine::PadMode::kReplicate
+                                 : m == "circular"  ? engine::PadMode::kCircular
+                                                    : engine::PadMode::kConstant;
+    return impl::pad::pad(ctx, target, kAten, name, a.tensor("self"), a.ints("pad"), mode,
+                          a.none("value") ? 0.0 : a.d("value"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument m = node_arg(n, "mode");
+        static const std::set<std::string> modes = {"constant", "reflect", "replicate", "circular"};
+        return is_int_list(n, "pad") && m.is<std::string>() && modes.count(m.as<std::string>());
+      }, "static pad, known mode"});
+  auto mode_pad = [](engine::PadMode mode) {
+    return [mode](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                  const Kwargs& kwargs, const std::string& name) -> Value {
+      return impl::pad::pad(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_ints(), mode, 0.0);
+    };
+  };
+  add({"aten.reflection_pad1d.default", "aten.reflection_pad2d.default", "aten.reflection_pad3d.default"},
+      mode_pad(engine::PadMode::kReflect));
+  add({"aten.replication_pad1d.default", "aten.replication_pad2d.default", "aten.replication_pad3d.default"},
+      mode_pad(engine::PadMode::kReplicate));
+}
+
+}  // namespace kiln::conversion::converters

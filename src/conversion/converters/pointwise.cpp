@@ -1,0 +1,185 @@
+// Elementwise math, comparisons, unary math, activations, where / masked_fill.
+#include <cmath>
+
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace ew = impl::elementwise;
+namespace act = impl::activation;
+using engine::ActivationOp;
+using engine::BinaryOp;
+using engine::UnaryOp;
+
+namespace {
+
+// aten.<op>.Tensor / .Scalar with (self, other).
+void binary(const std::string& op, BinaryOp bop, const std::vector<std::string>& overloads = {"Tensor", "Scalar"}) {
+  std::vector<std::string> targets;
+  for (const auto& o : overloads) targets.push_back("aten." + op + "." + o);
+  add(targets, [bop](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                     const Kwargs& kwargs, const std::string& name) -> Value {
+    return ew::binary(ctx, target, kAten, name, bop, args.at(0), args.at(1));
+  });
+}
+
+void unary(const std::string& op, UnaryOp uop) {
+  add({"aten." + op + ".default"}, [uop](ConversionContext& ctx, const std::string& target,
+                                         const std::vector<Value>& args, const Kwargs&, const std::string& name) -> Value {
+    return impl::unary::unary(ctx, target, kAten, name, uop, args.at(0).tensor());
+  });
+}
+
+void activation(const std::string& op, ActivationOp aop) {
+  add({"aten." + op + ".default"}, [aop](ConversionContext& ctx, const std::string& target,
+                                         const std::vector<Value>& args, const Kwargs&, const std::string& name) -> Value {
+    return act::act(ctx, target, kAten, name, aop, args.at(0).tensor());
+  });
+}
+
+bool scalar_is(const ir::Node& n, const std::string& arg, double v) {
+  ir::Argument a = node_arg(n, arg);
+  if (a.is<double>()) return a.as<double>() == v;
+  if (a.is<int64_t>()) return static_cast<double>(a.as<int64_t>()) == v;
+  return false;
+}
+
+}  // namespace
+
+void register_pointwise() {
+  // ---- arithmetic with alpha ----
+  add({"aten.add.Tensor", "aten.add.Scalar"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return ew::add_alpha(ctx, target, kAten, name, a["self"], a["other"], a["alpha"]);
+  });
+  add({"aten.sub.Tensor", "aten.sub.Scalar"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return ew::sub_alpha(ctx, target, kAten, name, a["self"], a["other"], a["alpha"]);
+  });
+  add({"aten.rsub.Tensor", "aten.rsub.Scalar"}, KILN_CONVERTER {  // other - alpha * self
+    Args a(target, args, kwargs);
+    return ew::sub_alpha(ctx, target, kAten, name, a["other"], a["self"], a["alpha"]);
+  });
+  binary("mul", BinaryOp::kMul);
+  binary("div", BinaryOp::kDiv);
+  add({"aten.div.Tensor_mode", "aten.div.Scalar_mode"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value& mode = a["rounding_mode"];
+    if (mode.is_none()) return ew::div(ctx, target, kAten, name, a["self"], a["other"]);
+    const BinaryOp op = mode.str() == "floor" ? BinaryOp::kFloorDiv : BinaryOp::kTruncDiv;
+    return ew::binary(ctx, target, kAten, name, op, a["self"], a["other"]);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument m = node_arg(n, "rounding_mode");
+        return m.is_none() || (m.is<std::string>() && (m.as<std::string>() == "floor" || m.as<std::string>() == "trunc"));
+      }, "rounding_mode in {None, floor, trunc}"});
+  binary("floor_divide", BinaryOp::kFloorDiv, {"default", "Scalar"});
+  binary("remainder", BinaryOp::kRemainder);
+  binary("fmod", BinaryOp::kFmod);
+  add({"aten.pow.Tensor_Tensor", "aten.pow.Tensor_Scalar"}, KILN_CONVERTER {
+    const Value& e = args.at(1);
+    // x**2 is common (variance, GELU-tanh); a multiply is exact and fuses well.
+    if (!e.is_tensor() && !e.is_none() && e.to_double() == 2.0 && engine::is_floating(args[0].tensor()->dtype()))
+      return ew::mul(ctx, target, kAten, name, args[0], args[0]);
+    return ew::pow(ctx, target, kAten, name, args.at(0), e);
+  });
+  add({"aten.pow.Scalar"}, KILN_CONVERTER { return ew::pow(ctx, target, kAten, name, args.at(0), args.at(1)); });
+  binary("minimum", BinaryOp::kMin, {"default"});
+  binary("maximum", BinaryOp::kMax, {"default"});
+  binary("eq", BinaryOp::kEqual);
+  binary("ne", BinaryOp::kNotEqual);
+  binary("lt", BinaryOp::kLess);
+  binary("le", BinaryOp::kLessEqual);
+  binary("gt", BinaryOp::kGreater);
+  binary("ge", BinaryOp::kGreaterEqual);
+  binary("logical_and", BinaryOp::kAnd, {"default"});
+  binary("logical_or", BinaryOp::kOr, {"default"});
+  binary("logical_xor", BinaryOp::kXor, {"default"});
+  binary("bitwise_and", BinaryOp::kBitAnd);
+  binary("bitwise_or", BinaryOp::kBitOr);
+  binary("bitwise_xor", BinaryOp::kBitXor);
+
+  // ---- unary math ----
+  const std::pair<const char*, UnaryOp> unaries[] = {
+      {"exp", UnaryOp::kExp},     {"log", UnaryOp::kLog},         {"log2", UnaryOp::kLog2},
+      {"log1p", UnaryOp::kLog1p}, {"expm1", UnaryOp::kExpm1},     {"sqrt", UnaryOp::kSqrt},
+      {"rsqrt", UnaryOp::kRsqrt}, {"abs", UnaryOp::kAbs},         {"neg", UnaryOp::kNeg},
+      {"sin", UnaryOp::kSin},     {"cos", UnaryOp::kCos},         {"tan", UnaryOp::kTan},
+      {"asin", UnaryOp::kAsin},   {"acos", UnaryOp::kAcos},       {"atan", UnaryOp::kAtan},
+      {"sinh", UnaryOp::kSinh},   {"cosh", UnaryOp::kCosh},       {"erf", UnaryOp::kErf},
+      {"floor", UnaryOp::kFloor}, {"ceil", UnaryOp::kCeil},       {"round", UnaryOp::kRound},
+      {"trunc", UnaryOp::kTrunc}, {"sign", UnaryOp::kSign},       {"reciprocal", UnaryOp::kReciprocal},
+      {"logical_not", UnaryOp::kNot}, {"isnan", UnaryOp::kIsNan}, {"isinf", UnaryOp::kIsInf},
+      {"bitwise_not", UnaryOp::kBitNot},
+  };
+  for (const auto& [op, u] : unaries) unary(op, u);
+  add({"aten.log10.default"}, KILN_CONVERTER {
+    Tensor* l = impl::unary::unary(ctx, target, kAten, name + "/log", UnaryOp::kLog, args.at(0).tensor());
+    return ew::div(ctx, target, kAten, name, l, std::log(10.0));
+  });
+  add({"aten.square.default"}, KILN_CONVERTER { return ew::mul(ctx, target, kAten, name, args.at(0), args.at(0)); });
+
+  // ---- activations ----
+  add({"aten.relu.default"}, KILN_CONVERTER { return act::relu(ctx, target, kAten, name, args.at(0).tensor()); });
+  activation("sigmoid", ActivationOp::kSigmoid);
+  activation("tanh", ActivationOp::kTanh);
+  activation("silu", ActivationOp::kSilu);
+  activation("hardsigmoid", ActivationOp::kHardSigmoid);
+  activation("hardswish", ActivationOp::kHardSwish);
+  activation("mish", ActivationOp::kMish);
+  add({"aten.gelu.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value& mode = a["approximate"];
+    return act::gelu(ctx, target, kAten, name, a.tensor("self"), mode.is_none() ? "none" : mode.str());
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument m = node_arg(n, "approximate");
+        return m.is<std::string>() && (m.as<std::string>() == "none" || m.as<std::string>() == "tanh");
+      }, "approximate in {none, tanh}"});
+  add({"aten.leaky_relu.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return act::leaky_relu(ctx, target, kAten, name, a.tensor("self"), a.d("negative_slope"));
+  });
+  add({"aten.elu.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return act::elu(ctx, target, kAten, name, a.tensor("self"), a.d("alpha"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        return scalar_is(n, "scale", 1.0) && scalar_is(n, "input_scale", 1.0);
+      }, "scale == input_scale == 1"});
+  add({"aten.softplus.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return act::softplus(ctx, target, kAten, name, a.tensor("self"), a.d("beta"), a.d("threshold"));
+  });
+  add({"aten.hardtanh.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return act::clamp(ctx, target, kAten, name, a.tensor("self"), a["min_val"], a["max_val"]);
+  });
+  add({"aten.relu6.default"}, KILN_CONVERTER {
+    return act::clamp(ctx, target, kAten, name, args.at(0).tensor(), 0.0, 6.0);
+  });
+  add({"aten.clamp.default", "aten.clamp.Tensor"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return act::clamp(ctx, target, kAten, name, a.tensor("self"), a["min"], a["max"]);
+  });
+  add({"aten.clamp_min.default", "aten.clamp_min.Tensor"}, KILN_CONVERTER {
+    return act::clamp(ctx, target, kAten, name, args.at(0).tensor(), args.at(1), Value());
+  });
+  add({"aten.clamp_max.default", "aten.clamp_max.Tensor"}, KILN_CONVERTER {
+    return act::clamp(ctx, target, kAten, name, args.at(0).tensor(), Value(), args.at(1));
+  });
+
+  // ---- selection ----
+  add({"aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::select::where(ctx, target, kAten, name, a.tensor("condition"), a["self"], a["other"]);
+  });
+  add({"aten.masked_fill.Scalar", "aten.masked_fill.Tensor"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    Value value = a["value"];
+    // The fill value takes self's dtype (masked_fill never promotes).
+    if (value.is_tensor()) value = impl::cast::to_dtype(ctx, target, kAten, name + "/value", value.tensor(), self->dtype());
+    else value = impl::get_tensor(ctx, value, self->dtype(), 0, name + "/value");
+    return impl::select::where(ctx, target, kAten, name, a.tensor("mask"), value, self);
+  });
+}
+
+}  // namespace kiln::conversion::converters

@@ -1,0 +1,124 @@
+// Reductions, arg-reductions, cumsum, topk, nonzero.
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace {
+namespace red = impl::reduce;
+using engine::ReduceOp;
+
+// `dtype=` of sum/mean/prod/cumsum: cast the input first (PyTorch accumulates in that dtype).
+Tensor* with_dtype(ConversionContext& ctx, const Args& a, const std::string& target, const std::string& name,
+                   Tensor* x) {
+  const Value& dt = a["dtype"];
+  if (dt.is_none()) return x;
+  return impl::cast::to_dtype(ctx, target, kAten, name + "/dtype", x, to_engine_dtype(std::get<ir::ScalarType>(dt.v)));
+}
+
+// dim=None or dim=[] (amax / amin) mean every axis.
+std::vector<int64_t> dims_of(const Args& a) { return a.ints("dim"); }
+
+Fn reduction(ReduceOp op) {
+  return [op](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args, const Kwargs& kwargs,
+              const std::string& name) -> Value {
+    Args a(target, args, kwargs);
+    Tensor* x = with_dtype(ctx, a, target, name, a.tensor("self"));
+    const bool keep = a["keepdim"].is_none() ? false : a.b("keepdim");
+    return red::reduce(ctx, target, kAten, name, op, x, dims_of(a), keep);
+  };
+}
+
+// max.dim / min.dim: (values, indices).
+Fn value_and_index(ReduceOp value_op, ReduceOp index_op) {
+  return [=](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args, const Kwargs& kwargs,
+             const std::string& name) -> Value {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t dim = a.i("dim");
+    const bool keep = a.b("keepdim");
+    Tensor* v = red::reduce(ctx, target, kAten, name + "/values", value_op, x, {dim}, keep);
+    Tensor* i = red::arg(ctx, target, kAten, name + "/indices", index_op, x, dim, keep);
+    return Value::List{v, i};
+  };
+}
+
+bool correction_ok(const ir::Node& n) {
+  const ir::OpSchema* s = ir::find_schema(n.target);
+  return s != nullptr;
+}
+
+double correction_of(const Args& a) {
+  if (!a["correction"].is_none()) return a.d("correction");
+  if (!a["unbiased"].is_none()) return a.b("unbiased") ? 1.0 : 0.0;
+  return 1.0;  // var.correction with correction=None: Bessel's correction
+}
+
+}  // namespace
+
+void register_reduce() {
+  add({"aten.sum.dim_IntList", "aten.sum.default"}, reduction(ReduceOp::kSum));
+  add({"aten.mean.dim", "aten.mean.default"}, reduction(ReduceOp::kMean));
+  add({"aten.amax.default"}, reduction(ReduceOp::kMax));
+  add({"aten.amin.default"}, reduction(ReduceOp::kMin));
+  add({"aten.max.default"}, reduction(ReduceOp::kMax));
+  add({"aten.min.default"}, reduction(ReduceOp::kMin));
+  add({"aten.prod.default", "aten.prod.dim_int"}, reduction(ReduceOp::kProd));
+  add({"aten.any.default", "aten.any.dim", "aten.any.dims"}, reduction(ReduceOp::kAny));
+  add({"aten.all.default", "aten.all.dim", "aten.all.dims"}, reduction(ReduceOp::kAll));
+  add({"aten.max.dim"}, value_and_index(ReduceOp::kMax, ReduceOp::kArgMax));
+  add({"aten.min.dim"}, value_and_index(ReduceOp::kMin, ReduceOp::kArgMin));
+  auto arg = [](ReduceOp op) {
+    return [op](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                const Kwargs& kwargs, const std::string& name) -> Value {
+      Args a(target, args, kwargs);
+      const Value& d = a["dim"];
+      return red::arg(ctx, target, kAten, name, op, a.tensor("self"),
+                      d.is_none() ? std::nullopt : std::optional<int64_t>(d.to_int()), a.b("keepdim"));
+    };
+  };
+  add({"aten.argmax.default"}, arg(ReduceOp::kArgMax));
+  add({"aten.argmin.default"}, arg(ReduceOp::kArgMin));
+  auto var = [](bool std_dev) {
+    return [std_dev](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                     const Kwargs& kwargs, const std::string& name) -> Value {
+      Args a(target, args, kwargs);
+      const bool keep = a["keepdim"].is_none() ? false : a.b("keepdim");
+      Tensor* v = red::reduce(ctx, target, kAten, std_dev ? name + "/var" : name, ReduceOp::kVar, a.tensor("self"),
+                              a.ints("dim"), keep, correction_of(a));
+      if (!std_dev) return v;
+      return impl::unary::unary(ctx, target, kAten, name, engine::UnaryOp::kSqrt, v);
+    };
+  };
+  add({"aten.var.correction", "aten.var.dim", "aten.var.default"}, var(false),
+      {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
+  add({"aten.std.correction", "aten.std.dim", "aten.std.default"}, var(true),
+      {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
+  add({"aten.linalg_vector_norm.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = with_dtype(ctx, a, target, name, a.tensor("self"));
+    return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, x, a.ints("dim"), a.b("keepdim"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument o = node_arg(n, "ord");
+        return (o.is<double>() && o.as<double>() == 2.0) || (o.is<int64_t>() && o.as<int64_t>() == 2);
+      }, "ord == 2"});
+  add({"aten.cumsum.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return red::cumsum(ctx, target, kAten, name, with_dtype(ctx, a, target, name, a.tensor("self")), a.i("dim"));
+  });
+  add({"aten.topk.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    engine::TopKParams p;
+    p.axis = impl::normalize_axis(a.i("dim"), x->rank());
+    p.k = a.i("k");
+    p.largest = a.b("largest");
+    p.sorted = a.b("sorted");
+    engine::Layer* l = ctx.net.add_topk(ctx.layer_name(name), x, p);
+    return Value::List{l->output(0), l->output(1)};
+  }, {[](const ir::Node& n, const CompilationSettings&) { return node_arg(n, "k").is<int64_t>(); }, "static k"});
+  add({"aten.nonzero.default"}, KILN_CONVERTER {
+    return ctx.net.add_nonzero(ctx.layer_name(name), args.at(0).tensor())->output(0);
+  }, {{}, "", true, /*output_allocator=*/true});
+}
+
+}  // namespace kiln::conversion::converters

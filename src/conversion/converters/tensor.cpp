@@ -1,0 +1,278 @@
+// Views and reshapes, slicing, indexing, concatenation, creation, casts, no-ops, getitem and
+// symbolic-int arithmetic.
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace {
+namespace sh = impl::shuffle;
+namespace sl = impl::slice;
+namespace se = impl::select;
+
+Value list_of(const std::vector<Tensor*>& ts) {
+  Value::List l;
+  for (Tensor* t : ts) l.push_back(t);
+  return l;
+}
+
+// The i-th element sizes of a tuple-returning node (split): from its metadata, which torch.export
+// computed (static along the split dim whenever the split sizes are static).
+std::vector<int64_t> split_sizes_from_meta(const ConversionContext& ctx, int64_t dim, size_t rank) {
+  std::vector<int64_t> out;
+  const int64_t axis = impl::normalize_axis(dim, rank);
+  for (const auto& m : ctx.current_node->meta.tuple) {
+    if (!m || !m->sizes.at(axis).is_constant()) throw ConversionError("split into symbolic sizes");
+    out.push_back(m->sizes[axis].value);
+  }
+  return out;
+}
+
+bool tuple_sizes_static(const ir::Node& n, const std::string& dim_arg) {
+  ir::Argument d = node_arg(n, dim_arg);
+  if (!d.is<int64_t>() || n.meta.tuple.empty()) return false;
+  for (const auto& m : n.meta.tuple) {
+    if (!m) return false;
+    int64_t a = d.as<int64_t>();
+    if (a < 0) a += static_cast<int64_t>(m->rank());
+    if (a < 0 || a >= static_cast<int64_t>(m->rank()) || !m->sizes[a].is_constant()) return false;
+  }
+  return true;
+}
+
+Fn identity() {
+  return KILN_CONVERTER { return args.at(0); };
+}
+
+Fn sym_binary(DimExpr (*f)(const DimExpr&, const DimExpr&)) {
+  return [f](ConversionContext&, const std::string&, const std::vector<Value>& args, const Kwargs&,
+             const std::string&) -> Value { return f(args.at(0).to_dim(), args.at(1).to_dim()); };
+}
+
+}  // namespace
+
+void register_tensor() {
+  // ---- reshapes and views ----
+  add({"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}, KILN_CONVERTER {
+    return sh::reshape(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_dims());
+  });
+  add({"aten.view_as.default", "aten.reshape_as.default"}, KILN_CONVERTER {
+    return sh::reshape(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).tensor()->shape());
+  });
+  add({"aten.permute.default"}, KILN_CONVERTER {
+    return sh::permute(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_ints());
+  });
+  add({"aten.transpose.int"}, KILN_CONVERTER {
+    return sh::transpose(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_int(), args.at(2).to_int());
+  });
+  add({"aten.t.default"}, KILN_CONVERTER {
+    return sh::transpose(ctx, target, kAten, name, args.at(0).tensor(), 0, 1);
+  });
+  add({"aten.expand.default"}, KILN_CONVERTER {
+    return sh::expand(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_dims());
+  });
+  add({"aten.expand_as.default"}, KILN_CONVERTER {
+    return sh::expand(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).tensor()->shape());
+  });
+  add({"aten.unsqueeze.default"}, KILN_CONVERTER {
+    return sh::unsqueeze(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_int());
+  });
+  add({"aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    return sh::squeeze(ctx, target, kAten, name, x, args.size() > 1 ? args[1].to_ints() : std::vector<int64_t>{});
+  });
+  add({"aten.flatten.using_ints"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return sh::flatten(ctx, target, kAten, name, a.tensor("self"), a.i("start_dim"), a.i("end_dim"));
+  });
+  add({"aten.unflatten.int"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t d = impl::normalize_axis(a.i("dim"), x->rank());
+    std::vector<DimExpr> s = x->shape(), sizes = a.dims("sizes");
+    s.erase(s.begin() + d);
+    s.insert(s.begin() + d, sizes.begin(), sizes.end());
+    return sh::reshape(ctx, target, kAten, name, x, s);
+  });
+  // Ops with no effect on values (lowering removes most; converters cover unlowered graphs).
+  add({"aten.contiguous.default", "aten.clone.default", "aten.alias.default", "aten.detach.default",
+       "aten.lift_fresh_copy.default", "aten.lift_fresh.default"}, identity());
+  add({"aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default"}, identity(),
+      {[](const ir::Node& n, const CompilationSettings&) {
+         ir::Argument t = node_arg(n, "train");
+         return t.is<bool>() && !t.as<bool>();
+       }, "train == False"});
+  add({"aten._assert_tensor_metadata.default", "aten._assert_async.msg", "aten._assert_scalar.default",
+       "aten.sym_constrain_range_for_size.default"}, KILN_CONVERTER { return Value(); });
+
+  // ---- slicing ----
+  add({"aten.slice.Tensor"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return sl::slice_op(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a["start"], a["end"], a.i("step"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument s = node_arg(n, "step");
+        return s.is<int64_t>() && s.as<int64_t>() > 0;
+      }, "static positive step"});
+  add({"aten.narrow.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value& start = a["start"];
+    Value end = start.is_tensor() ? Value() : Value(start.to_dim() + a["length"].to_dim());
+    return sl::slice_op(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), start, end, 1);
+  });
+  add({"aten.select.int"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return se::select(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a["index"]);
+  });
+  add({"aten.split.Tensor", "aten.split_with_sizes.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    return list_of(sl::split(ctx, target, kAten, name, x, split_sizes_from_meta(ctx, a.i("dim"), x->rank()), a.i("dim")));
+  }, {[](const ir::Node& n, const CompilationSettings&) { return tuple_sizes_static(n, "dim"); }, "static split sizes"});
+  add({"aten.chunk.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    return list_of(sl::split(ctx, target, kAten, name, x, split_sizes_from_meta(ctx, a.i("dim"), x->rank()), a.i("dim")));
+  }, {[](const ir::Node& n, const CompilationSettings&) { return tuple_sizes_static(n, "dim"); }, "static chunk sizes"});
+  add({"aten.unbind.int"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t d = impl::normalize_axis(a.i("dim"), x->rank());
+    auto n = x->shape()[d].constant();
+    if (!n) throw ConversionError("unbind of a symbolic dim");
+    std::vector<Tensor*> out;
+    for (int64_t i = 0; i < *n; ++i)
+      out.push_back(se::select(ctx, target, kAten, name + "/" + std::to_string(i), x, d, i));
+    return list_of(out);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self"), dim = node_arg(n, "dim");
+        if (!self.is_node() || !self.node()->meta.is_tensor() || !dim.is<int64_t>()) return false;
+        const auto& m = self.node()->meta.tensor;
+        int64_t d = dim.as<int64_t>();
+        if (d < 0) d += static_cast<int64_t>(m.rank());
+        return d >= 0 && d < static_cast<int64_t>(m.rank()) && m.sizes[d].is_constant();
+      }, "static unbind dim"});
+  add({"aten.cat.default", "aten.concat.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::cat::cat(ctx, target, kAten, name, a.tensors("tensors"), a.i("dim"));
+  });
+  add({"aten.stack.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::cat::stack(ctx, target, kAten, name, a.tensors("tensors"), a.i("dim"));
+  });
+
+  // ---- indexing ----
+  add({"aten.index.Tensor"}, KILN_CONVERTER {
+    const Value::List& idx = args.at(1).list();
+    for (size_t i = 0; i < idx.size(); ++i)
+      if (!idx[i].is_none()) return se::index_select(ctx, target, kAten, name, args[0].tensor(), i, idx[i].tensor());
+    throw ConversionError("index with no tensor index");
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        // One integer index tensor (x[:, idx]); several, or boolean masks, need PyTorch.
+        ir::Argument l = node_arg(n, "indices");
+        if (!l.is_list()) return false;
+        int tensors = 0;
+        for (const auto& e : l.list()) {
+          if (e.is_none()) continue;
+          if (!e.is_node() || !e.node()->meta.is_tensor()) return false;
+          const ir::ScalarType t = e.node()->meta.tensor.dtype;
+          if (t != ir::ScalarType::Long && t != ir::ScalarType::Int) return false;
+          ++tensors;
+        }
+        return tensors == 1;
+      }, "one integer index tensor"});
+  add({"aten.index_select.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return se::index_select(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"));
+  });
+  add({"aten.gather.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return se::gather(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"));
+  });
+  add({"aten.embedding.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return impl::embedding::embedding(ctx, target, kAten, name, a.tensor("indices"), a.tensor("weight"));
+  });
+  add({"aten.scatter.src", "aten.scatter.value"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value& src = a["src"].is_none() ? a["value"] : a["src"];
+    return se::scatter(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"), src,
+                       engine::ScatterReduce::kNone);
+  });
+  add({"aten.scatter_add.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return se::scatter(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"), a["src"],
+                       engine::ScatterReduce::kAdd);
+  });
+
+  // ---- creation: dtype and shape from the node's metadata (torch.export resolved the defaults) ----
+  namespace cr = impl::creation;
+  add({"aten.full.default", "aten.new_full.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return cr::full(ctx, target, kAten, name, node_shape(ctx), a.d("fill_value"), node_dtype(ctx));
+  });
+  add({"aten.zeros.default", "aten.new_zeros.default", "aten.zeros_like.default", "aten.empty.memory_format",
+       "aten.new_empty.default", "aten.empty_like.default", "aten.empty_strided.default"}, KILN_CONVERTER {
+    // Empty tensors are zero-filled: deterministic, and a converted program never reads them anyway.
+    return cr::full(ctx, target, kAten, name, node_shape(ctx), 0.0, node_dtype(ctx));
+  });
+  add({"aten.ones.default", "aten.new_ones.default", "aten.ones_like.default"}, KILN_CONVERTER {
+    return cr::full(ctx, target, kAten, name, node_shape(ctx), 1.0, node_dtype(ctx));
+  });
+  add({"aten.full_like.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return cr::full(ctx, target, kAten, name, a.tensor("self")->shape(), a.d("fill_value"), node_dtype(ctx));
+  });
+  add({"aten.scalar_tensor.default"}, KILN_CONVERTER {
+    return ctx.constant(impl::scalar_weights(args.at(0).to_double(), node_dtype(ctx), 0), name);
+  });
+  add({"aten.arange.default", "aten.arange.start", "aten.arange.start_step"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const Value start = a.none("start") ? Value(int64_t{0}) : a["start"];
+    const Value step = a.none("step") ? Value(int64_t{1}) : a["step"];
+    return cr::arange(ctx, target, kAten, name, start, a["end"], step, node_dtype(ctx));
+  });
+
+  // ---- dtype conversions: the node's metadata says the result dtype ----
+  add({"aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten.to.other",
+       "aten.type_as.default", "aten._to_dim_order_copy.default"}, KILN_CONVERTER {
+    return impl::cast::to_dtype(ctx, target, kAten, name, args.at(0).tensor(), node_dtype(ctx));
+  });
+
+  // ---- tuples and symbolic ints ----
+  add({"getitem", "_operator.getitem"}, KILN_CONVERTER {
+    const Value::List& l = args.at(0).list();
+    int64_t i = args.at(1).to_int();
+    if (i < 0) i += static_cast<int64_t>(l.size());
+    if (i < 0 || i >= static_cast<int64_t>(l.size()) || l[i].is_none())
+      throw ConversionError("getitem " + std::to_string(args[1].to_int()) + " of a " + std::to_string(l.size()) +
+                            "-tuple whose element was not produced");
+    return l[i];
+  }, {[](const ir::Node& n, const CompilationSettings& s) {
+        // A tuple element is convertible when the op that made the tuple is.
+        if (n.args.empty() || !n.args[0].is_node()) return false;
+        const ir::Node* p = n.args[0].node();
+        if (p->kind != ir::NodeKind::CallFunction) return true;
+        return ConverterRegistry::global().lookup(*p, s).verdict == Verdict::kConvertible;
+      }, "producer convertible"});
+  add({"aten.sym_size.int"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    return x->shape().at(impl::normalize_axis(args.at(1).to_int(), x->rank()));
+  });
+  add({"aten.sym_numel.default"}, KILN_CONVERTER { return impl::shape::numel(args.at(0).tensor()); });
+  add({"_operator.add"}, sym_binary([](const DimExpr& a, const DimExpr& b) { return a + b; }));
+  add({"_operator.sub"}, sym_binary([](const DimExpr& a, const DimExpr& b) { return a - b; }));
+  add({"_operator.mul"}, sym_binary([](const DimExpr& a, const DimExpr& b) { return a * b; }));
+  add({"_operator.floordiv"}, sym_binary(&engine::floor_div));
+  add({"_operator.mod"}, sym_binary(&engine::mod));
+  add({"torch.sym_max"}, sym_binary(&engine::max));
+  add({"torch.sym_min"}, sym_binary(&engine::min));
+  add({"_operator.neg"}, KILN_CONVERTER { return DimExpr(int64_t{0}) - args.at(0).to_dim(); });
+  add({"torch.sym_int", "math.trunc", "math.floor"}, KILN_CONVERTER {
+    // Only integral values are modelled: a SymInt passes through.
+    return args.at(0).to_dim();
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        return !n.args.empty() && (n.args[0].is<int64_t>() ||
+                                   (n.args[0].is_node() && n.args[0].node()->meta.kind == ir::ValueMeta::Kind::SymInt));
+      }, "integral argument"});
+}
+
+}  // namespace kiln::conversion::converters
