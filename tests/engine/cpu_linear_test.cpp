@@ -1,0 +1,385 @@
+// CPU kernels of the linear-algebra family against float64 references: matmul (transposes, batch
+// broadcasting, fused bias + activation, empty dims), convolution and transposed convolution
+// (1d/2d/3d, groups, depthwise, stride, padding, dilation), pooling (max with dilation and
+// ceil_mode, average with count_include_pad and divisor_override, adaptive) and attention
+// (masks, causal, scale). Runs through run_both: the direct kernels and the built pipeline.
+#include "cpu_test_util.h"
+
+namespace kiln::engine::cputest {
+namespace {
+
+struct MM { std::vector<int64_t> a, b; bool ta, tb; };
+
+TEST(CpuMatMul, BatchedTransposedBroadcast) {
+  const std::vector<MM> cases = {
+      {{3, 4}, {4, 5}, false, false}, {{4, 3}, {4, 5}, true, false}, {{3, 4}, {5, 4}, false, true},
+      {{2, 3, 4}, {4, 5}, false, false}, {{2, 1, 3, 4}, {3, 4, 5}, false, false}, {{2, 4, 3}, {2, 5, 4}, true, true},
+      {{0, 4}, {4, 5}, false, false}, {{3, 0}, {0, 5}, false, false}, {{2, 37, 64}, {64, 48}, false, false},
+  };
+  for (DataType t : float_types())
+    for (const auto& c : cases) {
+      Host a = random_host(t, c.a, 1), b = random_host(t, c.b, 2);
+      auto make = [&](Network& net) {
+        auto* x = net.add_input("a", t, shape_of(c.a));
+        auto* y = net.add_input("b", t, shape_of(c.b));
+        net.mark_output(net.add_matmul("mm", x, y, c.ta, c.tb)->output(), "out");
+      };
+      auto out = run_both(make, {a, b});
+      const size_t ra = c.a.size(), rb = c.b.size();
+      const int64_t M = c.ta ? c.a[ra - 1] : c.a[ra - 2], K = c.ta ? c.a[ra - 2] : c.a[ra - 1];
+      const int64_t N = c.tb ? c.b[rb - 2] : c.b[rb - 1];
+      auto batch = bcast_dims({c.a.begin(), c.a.end() - 2}, {c.b.begin(), c.b.end() - 2});
+      auto od = batch;
+      od.push_back(M);
+      od.push_back(N);
+      ASSERT_EQ(out[0].dims, od);
+      std::vector<int64_t> ab(c.a.begin(), c.a.end() - 2), bb(c.b.begin(), c.b.end() - 2);
+      std::vector<double> want;
+      for (int64_t i = 0; i < out[0].numel(); ++i) {
+        auto idx = unravel(i, od);
+        std::vector<int64_t> bi(idx.begin(), idx.end() - 2);
+        int64_t m = idx[idx.size() - 2], n = idx.back();
+        int64_t ao = (ab.empty() ? 0 : bcast_index(bi, ab)) * M * K, bo = (bb.empty() ? 0 : bcast_index(bi, bb)) * K * N;
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k)
+          s += a.get(ao + (c.ta ? k * M + m : m * K + k)) * b.get(bo + (c.tb ? n * K + k : k * N + n));
+        want.push_back(s);
+      }
+      double tol = tolerance(t) * 4;
+      expect_close(out[0], want, tol, tol * 4, std::string("matmul ") + to_string(t));
+    }
+}
+
+TEST(CpuMatMul, FusedBiasAndActivation) {
+  for (DataType t : {DataType::kFloat32, DataType::kBFloat16}) {
+    Host a = random_host(t, {2, 3, 8}, 1), b = random_host(t, {8, 6}, 2), bias = random_host(t, {6}, 3);
+    Network net;
+    auto* x = net.add_input("a", t, {2, 3, 8});
+    auto* y = net.add_input("b", t, {8, 6});
+    auto* z = net.add_input("bias", t, {6});
+    MatMulParams p;
+    p.has_bias = true;
+    p.activation = ActivationParams{ActivationOp::kRelu};
+    net.mark_output(net.add_layer("mm", {x, y, z}, p)->output(), "out");
+    auto out = run_direct(net, {a, b, bias});
+    std::vector<double> want;
+    for (int64_t r = 0; r < 6; ++r)
+      for (int64_t n = 0; n < 6; ++n) {
+        double s = bias.get(n);
+        for (int64_t k = 0; k < 8; ++k) s += a.get(r * 8 + k) * b.get(k * 6 + n);
+        want.push_back(std::max(s, 0.0));
+      }
+    expect_close(out[0], want, tolerance(t) * 4, tolerance(t) * 8, std::string("mm+bias+relu ") + to_string(t));
+  }
+}
+
+struct Conv {
+  std::vector<int64_t> x, w;
+  std::vector<int64_t> stride, pad, dil, out_pad;
+  int64_t groups;
+  bool transposed, bias;
+};
+
+// Reference convolution over any spatial rank.
+std::vector<double> ref_conv(const Conv& c, const Host& x, const Host& w, const Host* b, const std::vector<int64_t>& od) {
+  const size_t S = c.x.size() - 2;
+  const int64_t G = c.groups;
+  std::vector<double> y(size_t(std::max<int64_t>(1, [&] { int64_t n = 1; for (auto d : od) n *= d; return n; }())), 0.0);
+  const int64_t total = [&] { int64_t n = 1; for (auto d : od) n *= d; return n; }();
+  y.resize(size_t(total));
+  if (!c.transposed) {
+    const int64_t cg = c.x[1] / G, og = c.w[0] / G;
+    std::vector<int64_t> kd(c.w.begin() + 2, c.w.end());
+    int64_t kvol = 1;
+    for (auto k : kd) kvol *= k;
+    for (int64_t i = 0; i < total; ++i) {
+      auto idx = unravel(i, od);
+      int64_t n = idx[0], oc = idx[1], g = oc / og;
+      double s = b ? b->get(oc) : 0;
+      for (int64_t ci = 0; ci < cg; ++ci)
+        for (int64_t kk = 0; kk < kvol; ++kk) {
+          auto kidx = unravel(kk, kd);
+          std::vector<int64_t> xi{n, g * cg + ci};
+          bool inside = true;
+          for (size_t d = 0; d < S; ++d) {
+            int64_t p = idx[2 + d] * c.stride[d] - c.pad[d] + kidx[d] * c.dil[d];
+            inside &= p >= 0 && p < c.x[2 + d];
+            xi.push_back(p);
+          }
+          if (!inside) continue;
+          std::vector<int64_t> wi{oc, ci};
+          wi.insert(wi.end(), kidx.begin(), kidx.end());
+          s += x.get(ravel(xi, c.x)) * w.get(ravel(wi, c.w));
+        }
+      y[size_t(i)] = s;
+    }
+  } else {
+    // scatter form: every input element adds weight * x to the outputs it touches
+    const int64_t cg = c.x[1] / G, og = c.w[1];
+    std::vector<int64_t> kd(c.w.begin() + 2, c.w.end());
+    int64_t kvol = 1;
+    for (auto k : kd) kvol *= k;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      auto xi = unravel(i, c.x);
+      int64_t n = xi[0], ci = xi[1], g = ci / cg;
+      for (int64_t o = 0; o < og; ++o)
+        for (int64_t kk = 0; kk < kvol; ++kk) {
+          auto kidx = unravel(kk, kd);
+          std::vector<int64_t> yi{n, g * og + o};
+          bool inside = true;
+          for (size_t d = 0; d < S; ++d) {
+            int64_t p = xi[2 + d] * c.stride[d] - c.pad[d] + kidx[d] * c.dil[d];
+            inside &= p >= 0 && p < od[2 + d];
+            yi.push_back(p);
+          }
+          if (!inside) continue;
+          std::vector<int64_t> wi{ci, o};
+          wi.insert(wi.end(), kidx.begin(), kidx.end());
+          y[size_t(ravel(yi, od))] += x.get(i) * w.get(ravel(wi, c.w));
+        }
+    }
+    if (b)
+      for (int64_t i = 0; i < total; ++i) y[size_t(i)] += b->get(unravel(i, od)[1]);
+  }
+  return y;
+}
+
+TEST(CpuConvolution, ForwardAndTransposed) {
+  const std::vector<Conv> cases = {
+      {{2, 3, 9, 8}, {4, 3, 3, 3}, {1, 1}, {1, 1}, {1, 1}, {}, 1, false, true},
+      {{1, 4, 10, 7}, {6, 2, 3, 2}, {2, 1}, {1, 0}, {2, 1}, {}, 2, false, true},
+      {{2, 6, 7, 7}, {6, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, {}, 6, false, false},     // depthwise
+      {{2, 3, 5, 5}, {12, 1, 3, 3}, {1, 1}, {0, 0}, {1, 1}, {}, 3, false, true},    // channel multiplier
+      {{1, 8, 6, 5}, {5, 8, 1, 1}, {1, 1}, {0, 0}, {1, 1}, {}, 1, false, true},     // 1x1
+      {{2, 3, 11}, {4, 3, 4}, {2}, {1}, {2}, {}, 1, false, true},                   // 1d
+      {{1, 2, 4, 5, 6}, {3, 2, 2, 3, 2}, {1, 2, 1}, {1, 0, 1}, {1, 1, 2}, {}, 1, false, true},  // 3d
+      {{2, 4, 5, 4}, {4, 3, 3, 3}, {2, 2}, {1, 0}, {1, 1}, {1, 0}, 1, true, true},  // transposed
+      {{1, 4, 3, 3}, {4, 2, 2, 3}, {1, 2}, {0, 1}, {2, 1}, {0, 1}, 2, true, false}, // grouped transposed
+      {{1, 2, 6}, {2, 3, 3}, {3}, {1}, {1}, {2}, 1, true, true},                     // 1d transposed
+      {{0, 3, 5, 5}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {1, 1}, {}, 1, false, true},     // empty batch
+  };
+  for (DataType t : float_types())
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      const Conv& c = cases[ci];
+      const int64_t oc = c.transposed ? c.w[1] * c.groups : c.w[0];
+      Host x = random_host(t, c.x, 1 + uint32_t(ci)), w = random_host(t, c.w, 50 + uint32_t(ci), -1, 1);
+      Host b = random_host(t, {oc}, 99);
+      auto make = [&](Network& net) {
+        auto* in = net.add_input("x", t, shape_of(c.x));
+        ConvolutionParams p;
+        p.stride = c.stride;
+        p.padding = c.pad;
+        p.dilation = c.dil;
+        p.output_padding = c.out_pad;
+        p.groups = c.groups;
+        p.transposed = c.transposed;
+        net.mark_output(net.add_convolution("conv", in, constant(net, w, "w"), c.bias ? constant(net, b, "b") : nullptr, p)->output(), "y");
+      };
+      auto out = run_both(make, {x});
+      auto want = ref_conv(c, x, w, c.bias ? &b : nullptr, out[0].dims);
+      double tol = tolerance(t) * 4;
+      expect_close(out[0], want, tol, tol * 8, "conv case " + std::to_string(ci) + " " + to_string(t));
+    }
+}
+
+TEST(CpuConvolution, FusedReluAndWorkspace) {
+  Conv c{{1, 3, 8, 8}, {4, 3, 3, 3}, {1, 1}, {1, 1}, {1, 1}, {}, 1, false, true};
+  Host x = random_host(DataType::kFloat32, c.x, 1), w = random_host(DataType::kFloat32, c.w, 2), b = random_host(DataType::kFloat32, {4}, 3);
+  Network net;
+  auto* in = net.add_input("x", DataType::kFloat32, shape_of(c.x));
+  ConvolutionParams p;
+  p.stride = c.stride; p.padding = c.pad; p.dilation = c.dil;
+  p.activation = ActivationParams{ActivationOp::kRelu};
+  Layer* l = net.add_convolution("conv", in, constant(net, w, "w"), constant(net, b, "b"), p);
+  net.mark_output(l->output(), "y");
+  EXPECT_EQ(cpu::workspace_bytes(*l, {x.view(), w.view(), b.view()}), size_t(3 * 9 * 64 * 4));  // im2col
+  auto out = run_direct(net, {x});
+  auto want = ref_conv(c, x, w, &b, out[0].dims);
+  for (auto& v : want) v = std::max(v, 0.0);
+  expect_close(out[0], want, 1e-4, 1e-4, "conv+relu");
+}
+
+struct Pool {
+  PoolType type;
+  std::vector<int64_t> x, k, s, p, d;
+  bool ceil, include_pad;
+  std::optional<int64_t> divisor;
+  std::vector<int64_t> adaptive;
+};
+
+TEST(CpuPooling, MaxAverageAdaptive) {
+  const std::vector<Pool> cases = {
+      {PoolType::kMax, {2, 3, 9, 8}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false, true, {}, {}},
+      {PoolType::kMax, {1, 2, 10, 9}, {3, 2}, {2, 2}, {1, 0}, {2, 2}, true, true, {}, {}},
+      {PoolType::kMax, {1, 2, 7}, {3}, {2}, {0}, {1}, true, true, {}, {}},
+      {PoolType::kAverage, {2, 3, 9, 8}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false, true, {}, {}},
+      {PoolType::kAverage, {2, 3, 9, 8}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true, false, {}, {}},
+      {PoolType::kAverage, {1, 2, 6, 7}, {2, 3}, {2, 2}, {1, 1}, {1, 1}, true, true, {}, {}},
+      {PoolType::kAverage, {1, 2, 6, 6}, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false, true, 3, {}},
+      {PoolType::kAverage, {1, 2, 4, 5, 6}, {2, 2, 3}, {2, 1, 2}, {1, 0, 1}, {1, 1, 1}, true, false, {}, {}},
+      {PoolType::kAverage, {2, 3, 10, 7}, {}, {}, {}, {}, false, true, {}, {3, 4}},
+      {PoolType::kMax, {2, 3, 10, 7}, {}, {}, {}, {}, false, true, {}, {4, 3}},
+      {PoolType::kAverage, {1, 2, 5}, {}, {}, {}, {}, false, true, {}, {1}},
+  };
+  for (DataType t : float_types())
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      const Pool& c = cases[ci];
+      Host x = random_host(t, c.x, 7 + uint32_t(ci));
+      auto make = [&](Network& net) {
+        auto* in = net.add_input("x", t, shape_of(c.x));
+        PoolingParams p;
+        p.type = c.type; p.kernel = c.k; p.stride = c.s; p.padding = c.p; p.dilation = c.d;
+        p.ceil_mode = c.ceil; p.count_include_pad = c.include_pad; p.divisor_override = c.divisor;
+        p.adaptive_output = c.adaptive;
+        net.mark_output(net.add_pooling("pool", in, p)->output(), "y");
+      };
+      auto out = run_both(make, {x});
+      const auto& od = out[0].dims;
+      const size_t S = c.x.size() - 2;
+      // Expected output size (PyTorch's formula, with the ceil_mode rule that the last window
+      // must start inside the input or left padding).
+      for (size_t d = 0; d < S; ++d) {
+        int64_t want;
+        if (!c.adaptive.empty()) want = c.adaptive[d];
+        else {
+          int64_t num = c.x[2 + d] + 2 * c.p[d] - c.d[d] * (c.k[d] - 1) - 1;
+          want = (c.ceil ? (num + c.s[d] - 1) / c.s[d] : num / c.s[d]) + 1;
+          if (c.ceil && (want - 1) * c.s[d] >= c.x[2 + d] + c.p[d]) --want;
+        }
+        ASSERT_EQ(od[2 + d], want) << "pool case " << ci << " dim " << d;
+      }
+      std::vector<double> ref;
+      for (int64_t i = 0; i < out[0].numel(); ++i) {
+        auto idx = unravel(i, od);
+        double mx = -INFINITY, sum = 0;
+        int64_t cnt = 1, padded = 1;
+        std::vector<int64_t> lo(S), hi(S);
+        for (size_t d = 0; d < S; ++d) {
+          const int64_t in = c.x[2 + d], o = idx[2 + d];
+          if (!c.adaptive.empty()) {
+            int64_t out_n = c.adaptive[d];
+            lo[d] = int64_t(std::floor(double(o * in) / out_n));
+            hi[d] = int64_t(std::ceil(double((o + 1) * in) / out_n));
+            padded *= hi[d] - lo[d];
+          } else if (c.type == PoolType::kAverage) {
+            int64_t st = o * c.s[d] - c.p[d], en = std::min(st + c.k[d], in + c.p[d]);
+            padded *= en - st;
+            lo[d] = std::max<int64_t>(st, 0);
+            hi[d] = std::min(en, in);
+          }
+        }
+        if (c.type == PoolType::kMax && c.adaptive.empty()) {
+          int64_t kv = 1;
+          for (auto k : c.k) kv *= k;
+          for (int64_t kk = 0; kk < kv; ++kk) {
+            auto kidx = unravel(kk, c.k);
+            std::vector<int64_t> xi{idx[0], idx[1]};
+            bool inside = true;
+            for (size_t d = 0; d < S; ++d) {
+              int64_t p = idx[2 + d] * c.s[d] - c.p[d] + kidx[d] * c.d[d];
+              inside &= p >= 0 && p < c.x[2 + d];
+              xi.push_back(p);
+            }
+            if (inside) mx = std::max(mx, x.get(ravel(xi, c.x)));
+          }
+          ref.push_back(mx);
+          continue;
+        }
+        std::vector<int64_t> ext(S);
+        cnt = 1;
+        for (size_t d = 0; d < S; ++d) { ext[d] = hi[d] - lo[d]; cnt *= ext[d]; }
+        for (int64_t w = 0; w < cnt; ++w) {
+          auto wi = unravel(w, ext);
+          std::vector<int64_t> xi{idx[0], idx[1]};
+          for (size_t d = 0; d < S; ++d) xi.push_back(lo[d] + wi[d]);
+          double v = x.get(ravel(xi, c.x));
+          mx = std::max(mx, v);
+          sum += v;
+        }
+        if (c.type == PoolType::kMax) ref.push_back(mx);
+        else if (c.divisor) ref.push_back(sum / double(*c.divisor));
+        else if (!c.adaptive.empty() || !c.include_pad) ref.push_back(sum / double(cnt));
+        else ref.push_back(sum / double(padded));
+      }
+      expect_close(out[0], ref, 2 * tolerance(t), 2 * tolerance(t), "pool case " + std::to_string(ci) + " " + to_string(t));
+    }
+}
+
+struct Attn {
+  std::vector<int64_t> q, k, v;
+  int mask;  // 0 none, 1 bool, 2 float
+  std::vector<int64_t> mask_dims;
+  bool causal;
+  std::optional<double> scale;
+};
+
+TEST(CpuAttention, MaskCausalScale) {
+  const std::vector<Attn> cases = {
+      {{2, 3, 5, 8}, {2, 3, 7, 8}, {2, 3, 7, 6}, 0, {}, false, {}},
+      {{2, 3, 5, 8}, {2, 3, 5, 8}, {2, 3, 5, 8}, 0, {}, true, 0.3},
+      {{1, 2, 4, 8}, {1, 2, 6, 8}, {1, 2, 6, 4}, 1, {4, 6}, false, {}},
+      {{1, 2, 4, 8}, {1, 2, 6, 8}, {1, 2, 6, 4}, 2, {1, 2, 1, 6}, false, {}},
+      {{3, 6, 4}, {3, 9, 4}, {3, 9, 5}, 1, {3, 6, 9}, true, {}},
+      {{1, 0, 4}, {1, 3, 4}, {1, 3, 4}, 0, {}, false, {}},
+  };
+  for (DataType t : float_types())
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      const Attn& c = cases[ci];
+      Host q = random_host(t, c.q, 1), k = random_host(t, c.k, 2), v = random_host(t, c.v, 3);
+      Host m = c.mask == 1 ? random_host(DataType::kBool, c.mask_dims, 4) : random_host(t, c.mask_dims, 5);
+      if (c.mask == 1)  // PyTorch: keep at least the first key of each row so no row is fully masked
+        for (int64_t i = 0; i < m.numel(); i += c.mask_dims.back()) m.set(i, 1);
+      std::vector<Host> ins{q, k, v};
+      if (c.mask) ins.push_back(m);
+      auto make = [&](Network& net) {
+        auto* iq = net.add_input("q", t, shape_of(c.q));
+        auto* ik = net.add_input("k", t, shape_of(c.k));
+        auto* iv = net.add_input("v", t, shape_of(c.v));
+        Tensor* im = c.mask ? net.add_input("m", m.dtype, shape_of(c.mask_dims)) : nullptr;
+        AttentionParams p;
+        p.causal = c.causal;
+        p.scale = c.scale;
+        p.has_mask = c.mask != 0;
+        net.mark_output(net.add_attention("sdpa", iq, ik, iv, im, p)->output(), "o");
+      };
+      auto out = run_both(make, ins);
+      const size_t r = c.q.size();
+      const int64_t Lq = c.q[r - 2], E = c.q[r - 1], Lk = c.k[r - 2], Ev = c.v[r - 1];
+      const double scale = c.scale ? *c.scale : 1 / std::sqrt(double(E));
+      std::vector<double> want(static_cast<size_t>(out[0].numel()));
+      const int64_t B = Lq * Ev ? out[0].numel() / (Lq * Ev) : 0;
+      std::vector<int64_t> full(c.q.begin(), c.q.end() - 2);
+      full.push_back(Lq);
+      full.push_back(Lk);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < Lq; ++i) {
+          std::vector<double> s(static_cast<size_t>(Lk));
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < Lk; ++j) {
+            double d = 0;
+            for (int64_t e = 0; e < E; ++e) d += q.get((b * Lq + i) * E + e) * k.get((b * Lk + j) * E + e);
+            d *= scale;
+            if (c.mask) {
+              int64_t mi = bcast_index(unravel((b * Lq + i) * Lk + j, full), c.mask_dims);
+              if (c.mask == 1 && !m.get(mi)) d = -INFINITY;
+              if (c.mask == 2) d += m.get(mi);
+            }
+            if (c.causal && j > i) d = -INFINITY;
+            s[size_t(j)] = d;
+            mx = std::max(mx, d);
+          }
+          double z = 0;
+          for (double& e : s) { e = std::exp(e - mx); z += e; }
+          for (int64_t e = 0; e < Ev; ++e) {
+            double o = 0;
+            for (int64_t j = 0; j < Lk; ++j) o += s[size_t(j)] / z * v.get((b * Lk + j) * Ev + e);
+            want[size_t((b * Lq + i) * Ev + e)] = o;
+          }
+        }
+      double tol = 4 * tolerance(t);
+      expect_close(out[0], want, tol, tol, "attention case " + std::to_string(ci) + " " + to_string(t));
+    }
+}
+
+}  // namespace
+}  // namespace kiln::engine::cputest
