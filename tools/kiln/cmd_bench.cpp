@@ -1,0 +1,61 @@
+// `kiln bench MODEL --input ... [--iters N]`: median and p90 latency of whole-program runs.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+
+#include "engine/backend.h"
+#include "program/load.h"
+
+namespace {
+
+struct BenchArgs {
+  std::string model, device = "cpu";
+  std::vector<std::string> inputs;
+  int iters = 50, warmup = 5;
+};
+
+void run_bench(const BenchArgs& a) {
+  using namespace kiln;
+  program::CompileOptions o;
+  o.log = &std::cerr;
+  program::RunOptions ro;
+  if (a.device == "cuda") {
+    if (!engine::cuda_available()) throw program::InputError("--device cuda: no CUDA device is available here");
+    o.settings.device = engine::DeviceKind::kCUDA;
+    ro.device = engine::DeviceKind::kCUDA;
+  }
+  std::vector<program::HostTensor> inputs = program::read_inputs(a.inputs);
+  program::CompiledProgram prog = program::open_model(a.model, o);
+  for (int i = 0; i < a.warmup; ++i) prog.run(inputs, ro);
+  std::vector<double> ms;
+  for (int i = 0; i < a.iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    prog.run(inputs, ro);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  auto pct = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * (ms.size() - 1) + 0.5))]; };
+  std::cout << std::fixed << std::setprecision(3) << a.model << ": median " << pct(0.5) << " ms, p90 " << pct(0.9)
+            << " ms, min " << ms.front() << " ms (" << a.iters << " iters, device " << a.device << ")\n";
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure run latency (median, p90)");
+  cmd->add_option("model", args->model, ".pt2 or .kiln")->required();
+  cmd->add_option("--input", args->inputs, "input .npy, one per program input")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--iters", args->iters, "timed runs (default 50)")->check(CLI::Range(1, 1000000));
+  cmd->add_option("--warmup", args->warmup, "untimed runs first (default 5)")->check(CLI::Range(0, 1000000));
+  cmd->add_option("--device", args->device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->callback([args] {
+    run_bench(*args);
+  });
+}

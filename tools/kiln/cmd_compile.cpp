@@ -1,0 +1,89 @@
+// `kiln compile MODEL.pt2 -o OUT.kiln [options]`: partition, convert, build, save; or --dryrun.
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "engine/backend.h"
+#include "frontend/pt2.h"
+#include "program/load.h"
+#include "program/program.h"
+
+namespace {
+
+struct CompileArgs {
+  std::string model, output, precision = "fp32", device = "cpu";
+  int64_t min_block_size = 5;
+  std::vector<std::string> torch_executed_ops, dynamic;
+  bool require_full = false, dryrun = false;
+};
+
+kiln::program::CompileOptions options_from(const CompileArgs& a) {
+  using namespace kiln;
+  program::CompileOptions o;
+  o.log = &std::cerr;
+  o.settings.min_block_size = a.min_block_size;
+  for (const auto& list : a.torch_executed_ops)
+    for (const auto& op : program::parse_op_list(list)) o.settings.torch_executed_ops.insert(op);
+  o.settings.require_full_compilation = a.require_full;
+  o.settings.precision = a.precision == "fp16" ? engine::Precision::kFP16
+                         : a.precision == "bf16" ? engine::Precision::kBF16 : engine::Precision::kFP32;
+  o.settings.device = a.device == "cuda" ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
+  if (o.settings.device == engine::DeviceKind::kCUDA && !engine::cuda_available())
+    throw program::InputError("--device cuda: no CUDA device is available here (this kiln " +
+                              std::string("was built ") + "without CUDA, or no GPU is present)");
+  o.settings.dryrun = a.dryrun;
+  for (const auto& d : a.dynamic) o.dynamic.push_back(program::DynamicSpec::parse(d));
+  return o;
+}
+
+void run_compile(const CompileArgs& a) {
+  using namespace kiln;
+  program::CompileOptions o = options_from(a);
+  if (!a.dryrun && a.output.empty()) throw program::InputError("-o OUT.kiln is required (or --dryrun)");
+  if (!std::ifstream(a.model)) throw program::InputError(a.model + ": no such file");
+  ir::ExportedProgram ep;
+  {
+    program::StageTimer t(o.log, "load " + a.model);
+    ep = frontend::load_pt2(a.model);
+  }
+  if (a.dryrun) {
+    std::cout << program::dry_run(ep, o);
+    return;
+  }
+  program::CompiledProgram prog = program::compile(ep, o);
+  std::cout << prog.str() << prog.summary();
+  {
+    program::StageTimer t(o.log, "save " + a.output);
+    prog.save(a.output);
+  }
+  std::cout << "wrote " << a.output << "\n";
+}
+
+}  // namespace
+
+void add_compile_command(CLI::App& app) {
+  auto args = std::make_shared<CompileArgs>();
+  CLI::App* cmd = app.add_subcommand("compile", "Compile a .pt2 program into a .kiln file");
+  cmd->add_option("model", args->model, "torch.export program (.pt2)")->required();
+  cmd->add_option("-o,--output", args->output, "output .kiln file");
+  cmd->add_option("--min-block-size", args->min_block_size,
+                  "fewest compute ops a segment must have to be accelerated (default 5)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--torch-executed-ops", args->torch_executed_ops,
+                  "ops forced to run in PyTorch, comma separated (aten.relu.default)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_flag("--require-full-compilation", args->require_full, "fail unless every op converts");
+  cmd->add_option("--precision", args->precision, "fp32|fp16|bf16")->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  cmd->add_option("--device", args->device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dynamic", args->dynamic, "NAME:DIM:MIN:OPT:MAX range of an input dimension")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_flag("--dryrun", args->dryrun, "report the partition and build nothing");
+  cmd->callback([args] {
+    // main.cpp reports errors; the partitioner's own error type is bad input to the CLI.
+    try {
+      run_compile(*args);
+    } catch (const kiln::partition::PartitionError& e) {
+      throw kiln::program::InputError(e.what());
+    }
+  });
+}
