@@ -108,6 +108,10 @@ void dispatch_size(size_t bytes, F&& f) {
   }
 }
 
+// Integer min/max for device code (the engine's DimExpr min/max would otherwise be found first).
+__host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

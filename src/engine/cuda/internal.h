@@ -68,8 +68,6 @@ void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
 
 void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call);               // matmul.cpp
 void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
-size_t convolution_workspace(Context& ctx, const ConvolutionParams& p, const std::vector<TensorView>& in,
-                             const std::vector<int64_t>& out_dims);
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call);               // reduce.cu
 void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call);             // norm.cu
 void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& call); // norm.cu

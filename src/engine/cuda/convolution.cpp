@@ -1,0 +1,208 @@
+// Convolution and transposed convolution (1d/2d/3d, groups, dilation) through cuDNN's legacy API:
+// descriptors and the algorithm are chosen once per shape (cudnnFind* benchmarks the candidates on
+// the first run of a shape, which is never inside a graph capture) and cached. Transposed
+// convolution is cuDNN's backward-data of the forward convolution it inverts. Bias and activation
+// follow as one fused pointwise pass. fp32 runs in true fp32 (FMA math, no TF32); fp16/bf16 use
+// the tensor cores with fp32 accumulation. 1-d convolutions run as 2-d with a unit height.
+#include "engine/cuda/internal.h"
+
+#ifdef KILN_HAS_CUDNN
+#include <cudnn.h>
+#endif
+
+#include <sstream>
+#include <unordered_map>
+
+namespace kiln::engine::cuda {
+
+#ifdef KILN_HAS_CUDNN
+
+namespace {
+void dnn_check(cudnnStatus_t s, const char* what) {
+  if (s != CUDNN_STATUS_SUCCESS) throw NetworkError(std::string("cuDNN: ") + what + ": " + cudnnGetErrorString(s));
+}
+
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  int algo = 0;
+  size_t workspace = 0;
+  ~ConvPlan() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+cudnnDataType_t dnn_type(DataType t) {
+  switch (t) {
+    case DataType::kFloat16: return CUDNN_DATA_HALF;
+    case DataType::kBFloat16: return CUDNN_DATA_BFLOAT16;
+    default: return CUDNN_DATA_FLOAT;
+  }
+}
+
+void set_tensor(cudnnTensorDescriptor_t d, cudnnDataType_t t, const std::vector<int>& dims) {
+  std::vector<int> st(dims.size(), 1);
+  for (size_t i = dims.size() - 1; i-- > 0;) st[i] = st[i + 1] * dims[i + 1];
+  dnn_check(cudnnSetTensorNdDescriptor(d, t, int(dims.size()), dims.data(), st.data()), "tensor descriptor");
+}
+
+std::vector<int> to_int(const std::vector<int64_t>& v, size_t min_rank) {
+  std::vector<int> r(v.begin(), v.end());
+  while (r.size() < min_rank) r.push_back(1);  // 1-d as 2-d: a trailing unit dim
+  return r;
+}
+}  // namespace
+
+struct ConvCache {
+  cudnnHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  std::unordered_map<std::string, std::unique_ptr<ConvPlan>> plans;
+  ~ConvCache() {
+    plans.clear();
+    if (workspace) cudaFree(workspace);
+    if (handle) cudnnDestroy(handle);
+  }
+};
+
+namespace {
+
+ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x, const TensorView& w,
+                   const TensorView& y) {
+  ConvCache& cc = *ctx.conv;
+  std::ostringstream key;
+  key << int(x.dtype) << (p.transposed ? 'T' : 'F') << p.groups;
+  for (auto* v : {&x.dims, &w.dims, &y.dims, &p.stride, &p.padding, &p.dilation}) {
+    key << '|';
+    for (int64_t d : *v) key << d << ',';
+  }
+  auto& slot = cc.plans[key.str()];
+  if (slot) return *slot;
+
+  auto cp = std::make_unique<ConvPlan>();
+  const size_t ns = x.dims.size() - 2;
+  const size_t nsp = std::max<size_t>(ns, 2);
+  const cudnnDataType_t dt = dnn_type(x.dtype);
+  dnn_check(cudnnCreateTensorDescriptor(&cp->x), "create");
+  dnn_check(cudnnCreateTensorDescriptor(&cp->y), "create");
+  dnn_check(cudnnCreateFilterDescriptor(&cp->w), "create");
+  dnn_check(cudnnCreateConvolutionDescriptor(&cp->conv), "create");
+  set_tensor(cp->x, dt, to_int(x.dims, nsp + 2));
+  set_tensor(cp->y, dt, to_int(y.dims, nsp + 2));
+  std::vector<int> wd = to_int(w.dims, nsp + 2);
+  dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()), "filter descriptor");
+  std::vector<int> pad(nsp, 0), str(nsp, 1), dil(nsp, 1);
+  for (size_t i = 0; i < ns; ++i) {
+    if (i < p.padding.size()) pad[i] = int(p.padding[i]);
+    if (i < p.stride.size()) str[i] = int(p.stride[i]);
+    if (i < p.dilation.size()) dil[i] = int(p.dilation[i]);
+  }
+  dnn_check(cudnnSetConvolutionNdDescriptor(cp->conv, int(nsp), pad.data(), str.data(), dil.data(),
+                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+            "convolution descriptor");
+  dnn_check(cudnnSetConvolutionGroupCount(cp->conv, int(p.groups)), "groups");
+  dnn_check(cudnnSetConvolutionMathType(cp->conv, x.dtype == DataType::kFloat32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
+            "math type");
+
+  // Benchmark the candidates once, on scratch outputs sized like the real one.
+  if (ctx.capturing()) throw NetworkError("cuDNN: a new convolution shape appeared during graph capture");
+  const size_t search_ws = size_t{256} << 20;
+  void* ws = nullptr;
+  KILN_CUDA_CHECK(cudaMalloc(&ws, search_ws));
+  void* scratch_out = nullptr;
+  KILN_CUDA_CHECK(cudaMalloc(&scratch_out, std::max<size_t>(y.nbytes(), 16)));
+  int returned = 0;
+  cudnnStatus_t st;
+  if (!p.transposed) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    st = cudnnFindConvolutionForwardAlgorithmEx(cc.handle, cp->x, x.data, cp->w, w.data, cp->conv, cp->y, scratch_out,
+                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws, search_ws);
+    int best = -1;
+    for (int i = 0; i < returned && st == CUDNN_STATUS_SUCCESS; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS) { best = i; break; }
+    if (best >= 0) { cp->algo = perf[best].algo; cp->workspace = perf[best].memory; }
+    else st = CUDNN_STATUS_NOT_SUPPORTED;
+  } else {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    st = cudnnFindConvolutionBackwardDataAlgorithmEx(cc.handle, cp->w, w.data, cp->x, x.data, cp->conv, cp->y,
+                                                     scratch_out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf,
+                                                     ws, search_ws);
+    int best = -1;
+    for (int i = 0; i < returned && st == CUDNN_STATUS_SUCCESS; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS) { best = i; break; }
+    if (best >= 0) { cp->algo = perf[best].algo; cp->workspace = perf[best].memory; }
+    else st = CUDNN_STATUS_NOT_SUPPORTED;
+  }
+  cudaFree(ws);
+  cudaFree(scratch_out);
+  dnn_check(st, "no algorithm for this convolution");
+  if (cp->workspace > cc.workspace_bytes) {
+    if (cc.workspace) KILN_CUDA_CHECK(cudaFree(cc.workspace));
+    KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, cp->workspace));
+    cc.workspace_bytes = cp->workspace;
+  }
+  slot = std::move(cp);
+  return *slot;
+}
+
+}  // namespace
+
+void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& w = call.inputs.at(1);
+  const TensorView& y = call.outputs.at(0);
+  if (y.numel() == 0) return;
+  if (!is_floating(x.dtype) || w.dtype != x.dtype) fail(call.layer, "convolution needs float input and weight of one dtype");
+  const size_t ns = x.dims.size() - 2;
+  if (ns < 1 || ns > 3) fail(call.layer, "convolution needs 1 to 3 spatial dims");
+  if (!ctx.conv) {
+    auto cc = std::make_shared<ConvCache>();
+    dnn_check(cudnnCreate(&cc->handle), "cudnnCreate");
+    ctx.conv = cc;
+  }
+  dnn_check(cudnnSetStream(ctx.conv->handle, ctx.stream), "set stream");
+  if (x.numel() == 0) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
+  } else {
+    ConvPlan& cp = plan_for(ctx, p, x, w, y);
+    const float alpha = 1.f, beta = 0.f;
+    if (!p.transposed) {
+      dnn_check(cudnnConvolutionForward(ctx.conv->handle, &alpha, cp.x, x.data, cp.w, w.data, cp.conv,
+                                        cudnnConvolutionFwdAlgo_t(cp.algo), ctx.conv->workspace, cp.workspace, &beta,
+                                        cp.y, y.data),
+                "convolution forward");
+    } else {
+      dnn_check(cudnnConvolutionBackwardData(ctx.conv->handle, &alpha, cp.w, w.data, cp.x, x.data, cp.conv,
+                                             cudnnConvolutionBwdDataAlgo_t(cp.algo), ctx.conv->workspace, cp.workspace,
+                                             &beta, cp.y, y.data),
+                "transposed convolution");
+    }
+  }
+  if (p.has_bias || p.activation) {
+    TensorView bias;
+    if (p.has_bias) {
+      bias = call.inputs.at(2);
+      std::vector<int64_t> bd(y.dims.size(), 1);
+      bd[1] = y.dims[1];
+      bias.dims = bd;  // [1, C, 1, ...]: broadcast over batch and space
+      bias.strides.clear();
+    }
+    apply_epilogue(ctx, y, p.has_bias ? &bias : nullptr, p.activation);
+  }
+}
+
+#else  // no cuDNN at build time
+
+struct ConvCache {};
+
+void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) {
+  fail(call.layer, "kiln was built without cuDNN; the CUDA convolution needs it");
+}
+
+#endif
+
+}  // namespace kiln::engine::cuda

@@ -1,0 +1,175 @@
+// Pooling (max / average, plain and adaptive) and resize (nearest, nearest-exact, linear), 1 to 3
+// spatial dims, one thread per output element. Fewer spatial dims are padded to three with size-1
+// dims in front, so one kernel serves 1d/2d/3d. Index arithmetic follows PyTorch's kernels
+// (average divisor with count_include_pad and clipping; adaptive windows floor/ceil; resize source
+// coordinates computed in fp32 as PyTorch does).
+#include "engine/cuda/device.cuh"
+
+namespace kiln::engine::cuda {
+namespace {
+
+struct Spatial3 {
+  int64_t in[3], out[3], k[3], s[3], pad[3], dil[3];
+  float scale[3];  // resize: input/output ratio (or 1/scale factor)
+};
+
+// Pads the trailing `n` values of v into three, the missing leading ones set to `fill`.
+void put3(int64_t* dst, const std::vector<int64_t>& v, size_t n, int64_t fill) {
+  for (int i = 0; i < 3; ++i) dst[i] = fill;
+  for (size_t i = 0; i < n && i < v.size(); ++i) dst[3 - n + i] = v[i];
+}
+
+template <class T>
+__global__ void pool_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, Spatial3 g, bool is_max, bool adaptive,
+                            bool count_include_pad, int64_t divisor) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t o[3], rem = i;
+    for (int d = 2; d >= 0; --d) {
+      o[d] = rem % g.out[d];
+      rem /= g.out[d];
+    }
+    const int64_t nc = rem;  // fused batch * channel
+    int64_t lo[3], hi[3], step[3];
+    int64_t pool_size = 1;
+    for (int d = 0; d < 3; ++d) {
+      if (adaptive) {
+        lo[d] = (o[d] * g.in[d]) / g.out[d];
+        hi[d] = ((o[d] + 1) * g.in[d] + g.out[d] - 1) / g.out[d];
+        step[d] = 1;
+      } else if (is_max) {
+        lo[d] = o[d] * g.s[d] - g.pad[d];
+        hi[d] = lo[d] + (g.k[d] - 1) * g.dil[d] + 1;
+        step[d] = g.dil[d];
+      } else {
+        lo[d] = o[d] * g.s[d] - g.pad[d];
+        hi[d] = imin(lo[d] + g.k[d], g.in[d] + g.pad[d]);
+        pool_size *= hi[d] - lo[d];
+        step[d] = 1;
+      }
+    }
+    const T* xs = x + nc * g.in[0] * g.in[1] * g.in[2];
+    float best = -INFINITY, sum = 0.f;
+    int64_t count = 0;
+    for (int64_t a = lo[0]; a < hi[0]; a += step[0]) {
+      if (a < 0 || a >= g.in[0]) continue;
+      for (int64_t b = lo[1]; b < hi[1]; b += step[1]) {
+        if (b < 0 || b >= g.in[1]) continue;
+        for (int64_t c = lo[2]; c < hi[2]; c += step[2]) {
+          if (c < 0 || c >= g.in[2]) continue;
+          float v = to_float(xs[(a * g.in[1] + b) * g.in[2] + c]);
+          if (isnan(v) || v > best) best = isnan(best) ? best : v;
+          sum += v;
+          ++count;
+        }
+      }
+    }
+    float r;
+    if (is_max) r = best;
+    else if (divisor > 0) r = sum / float(divisor);
+    else if (adaptive || !count_include_pad) r = sum / float(count);
+    else r = sum / float(pool_size);
+    y[i] = from_float<T>(r);
+  }
+}
+
+// mode 0 nearest, 1 nearest-exact, 2 linear (align_corners separately)
+template <class T>
+__global__ void resize_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, Spatial3 g, int mode, bool align) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t o[3], rem = i;
+    for (int d = 2; d >= 0; --d) {
+      o[d] = rem % g.out[d];
+      rem /= g.out[d];
+    }
+    const T* xs = x + rem * g.in[0] * g.in[1] * g.in[2];
+    int64_t i0[3], i1[3];
+    float w1[3];
+    for (int d = 0; d < 3; ++d) {
+      const int64_t in = g.in[d];
+      if (mode == 0 || mode == 1) {
+        float src = mode == 0 ? floorf(float(o[d]) * g.scale[d]) : floorf((float(o[d]) + 0.5f) * g.scale[d]);
+        int64_t k = imin(static_cast<int64_t>(src), in - 1);
+        i0[d] = i1[d] = k;
+        w1[d] = 0.f;
+      } else {
+        float src;
+        if (align) src = g.out[d] > 1 ? float(o[d]) * (float(in - 1) / float(g.out[d] - 1)) : 0.f;
+        else src = fmaxf(g.scale[d] * (float(o[d]) + 0.5f) - 0.5f, 0.f);
+        int64_t k = imin(static_cast<int64_t>(src), in - 1);
+        i0[d] = k;
+        i1[d] = k + (k < in - 1 ? 1 : 0);
+        w1[d] = src - float(k);
+      }
+    }
+    float r = 0.f;
+    for (int c = 0; c < 8; ++c) {
+      float w = 1.f;
+      int64_t off = 0;
+      for (int d = 0; d < 3; ++d) {
+        const bool hi = (c >> (2 - d)) & 1;
+        w *= hi ? w1[d] : 1.f - w1[d];
+        off = off * g.in[d] + (hi ? i1[d] : i0[d]);
+      }
+      if (w != 0.f) r += w * to_float(xs[off]);
+    }
+    y[i] = from_float<T>(r);
+  }
+}
+
+}  // namespace
+
+void run_pooling(Context& ctx, const PoolingParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& y = call.outputs.at(0);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  const size_t ns = x.dims.size() - 2;
+  if (ns < 1 || ns > 3) fail(call.layer, "pooling needs 1 to 3 spatial dims");
+  Spatial3 g{};
+  put3(g.in, std::vector<int64_t>(x.dims.begin() + 2, x.dims.end()), ns, 1);
+  put3(g.out, std::vector<int64_t>(y.dims.begin() + 2, y.dims.end()), ns, 1);
+  put3(g.k, p.kernel, ns, 1);
+  put3(g.s, p.stride.empty() ? p.kernel : p.stride, ns, 1);
+  put3(g.pad, p.padding, ns, 0);
+  put3(g.dil, p.dilation, ns, 1);
+  for (int d = 0; d < 3; ++d) {
+    if (g.s[d] <= 0) g.s[d] = 1;
+    if (g.dil[d] <= 0) g.dil[d] = 1;
+  }
+  const bool adaptive = !p.adaptive_output.empty();
+  dispatch_float(x.dtype, call.layer, [&](auto t) {
+    using T = decltype(t);
+    pool_kernel<T><<<grid_for(ctx, n, 256), 256, 0, ctx.stream>>>(
+        static_cast<const T*>(x.data), static_cast<T*>(y.data), n, g, p.type == PoolType::kMax, adaptive,
+        p.count_include_pad, p.divisor_override.value_or(0));
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void run_resize(Context& ctx, const ResizeParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& y = call.outputs.at(0);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  const size_t ns = x.dims.size() - 2;
+  if (ns < 1 || ns > 3) fail(call.layer, "resize needs 1 to 3 spatial dims");
+  Spatial3 g{};
+  put3(g.in, std::vector<int64_t>(x.dims.begin() + 2, x.dims.end()), ns, 1);
+  put3(g.out, std::vector<int64_t>(y.dims.begin() + 2, y.dims.end()), ns, 1);
+  for (int d = 0; d < 3; ++d) {
+    g.scale[d] = 1.f;
+    int sd = d - int(3 - ns);  // index among the real spatial dims
+    if (sd < 0) continue;
+    if (size_t(sd) < p.scales.size() && p.scales[sd] > 0) g.scale[d] = static_cast<float>(1.0 / p.scales[sd]);
+    else g.scale[d] = static_cast<float>(double(g.in[d]) / double(g.out[d]));
+  }
+  const int mode = p.mode == ResizeMode::kNearest ? 0 : p.mode == ResizeMode::kNearestExact ? 1 : 2;
+  dispatch_float(x.dtype, call.layer, [&](auto t) {
+    using T = decltype(t);
+    resize_kernel<T><<<grid_for(ctx, n, 256), 256, 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<T*>(y.data),
+                                                                     n, g, mode, p.align_corners);
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kiln::engine::cuda
