@@ -229,11 +229,13 @@ void Graph::erase(Node* n) {
 size_t Graph::eliminate_dead_code() {
   size_t removed = 0;
   // Backwards, so a chain of dead nodes goes in one pass.
-  for (auto it = nodes_.rbegin(); it != nodes_.rend();) {
+  for (auto it = nodes_.end(); it != nodes_.begin();) {
+    --it;
     Node* n = it->get();
-    ++it;
     if (n->kind == NodeKind::CallFunction && n->users_.empty() && !is_impure(*n)) {
-      erase(n);  // erasing the element before the (reverse) iterator leaves the iterator valid
+      unlink(n);
+      by_name_.erase(n->name);
+      it = nodes_.erase(it);  // the next node, already visited; --it moves on to the previous one
       ++removed;
     }
   }

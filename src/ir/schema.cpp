@@ -193,8 +193,10 @@ class Parser {
     return b == std::string::npos ? "" : r.substr(b);
   }
 
-  Argument scalar_default(const std::string& v, const std::string& base) {
-    if (v.empty()) fail("empty default value");
+  Argument scalar_default(const std::string& text, const std::string& base) {
+    if (text.empty()) fail("empty default value");
+    // OpSchema::str() prints enum defaults as Argument::str() does ("torch.contiguous_format").
+    const std::string v = text.rfind("torch.", 0) == 0 ? text.substr(6) : text;
     if (v == "None") return None{};
     if (v == "True") return true;
     if (v == "False") return false;
@@ -222,6 +224,7 @@ class Parser {
     if (v == "contiguous_format") return MemoryFormat::Contiguous;
     if (v == "channels_last") return MemoryFormat::ChannelsLast;
     if (v == "preserve_format") return MemoryFormat::Preserve;
+    if (v == "channels_last_3d") return MemoryFormat::ChannelsLast3d;
     if (v == "strided") return Layout::Strided;
     if (v == "Mean") return int64_t{1};  // at::Reduction
     if (v == "Sum") return int64_t{2};
