@@ -115,8 +115,8 @@ size_t fuse_epilogues(Network& net) {
     Layer* nl = net.add_layer(l->name(), inputs, params);
     net.replace_all_uses(cur, nl->output());
     std::string what = l->name();
+    for (Layer* a : absorbed) what += " + " + a->name();
     for (auto it = absorbed.rbegin(); it != absorbed.rend(); ++it) {
-      what += " + " + (*it)->name();
       net.remove_layer(*it);
       removed.insert(*it);
     }

@@ -27,7 +27,7 @@ std::optional<Shape> broadcast(const Shape& a, const Shape& b) {
     if (x->same_as(*y) || (cy && *cy == 1)) out[i] = *x;
     else if (cx && *cx == 1) out[i] = *y;
     else if (cx && cy) return std::nullopt;
-    else out[i] = cx ? *x : *y;  // a constant is the more informative pick; the runtime checks
+    else out[i] = (cy && !cx) ? *y : *x;  // prefer a constant, else the first; the runtime checks
   }
   return out;
 }
@@ -94,7 +94,7 @@ struct Checker {
   void same_dtype(size_t i, size_t j) const {
     if (in[i]->dtype() != in[j]->dtype())
       fail("input " + std::to_string(j) + " has dtype " + to_string(in[j]->dtype()) + ", expected " +
-           to_string(in[i]->dtype()) + " (the dtype of input " + std::to_string(i) + ")");
+           to_string(in[i]->dtype()));
   }
 };
 

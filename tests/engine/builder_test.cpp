@@ -1,0 +1,253 @@
+// Builder passes, each alone, and "the optimized plan computes what the unoptimized one does".
+#include <gtest/gtest.h>
+
+#include "runtime_test_util.h"
+
+namespace kiln::engine {
+namespace {
+
+using namespace kiln::engine::testing;
+
+BuilderConfig no_opt() {
+  BuilderConfig c;
+  c.fuse_pointwise = false;
+  c.fuse_epilogues = false;
+  return c;
+}
+
+TEST(BuilderPasses, FoldConstantsEvaluatesConstantSubgraphs) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4});
+  Tensor* a = net.add_constant("a", weights({4}, {1, 2, 3, 4}))->output();
+  Tensor* b = net.add_constant("b", weights({4}, {10, 20, 30, 40}))->output();
+  Tensor* ab = net.add_elementwise("ab", a, b, BinaryOp::kAdd)->output();
+  Tensor* sh = net.add_shape("shape", x)->output();  // static shape: folds without data
+  Tensor* y = net.add_elementwise("y", x, ab, BinaryOp::kMul)->output();
+  net.mark_output(y, "y");
+  net.mark_output(sh, "shape");
+  EXPECT_EQ(passes::fold_constants(net), 2u);
+  EXPECT_EQ(count_kind(net, "Shape"), 0u);
+  Tensor* folded = y->producer()->inputs()[1];
+  ASSERT_TRUE(folded->producer()->as<ConstantParams>());
+  const float* v = folded->producer()->as<ConstantParams>()->weights.as<float>();
+  EXPECT_EQ(v[0], 11);
+  EXPECT_EQ(v[3], 44);
+  EXPECT_EQ(passes::eliminate_dead_layers(net), 2u);  // a and b
+  net.verify();
+}
+
+TEST(BuilderPasses, DeadLayerElimination) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4});
+  Tensor* dead = net.add_unary("exp", x, UnaryOp::kExp)->output();
+  net.add_activation("dead2", dead, ActivationOp::kRelu);
+  net.mark_output(net.add_unary("neg", x, UnaryOp::kNeg)->output(), "y");
+  EXPECT_EQ(passes::eliminate_dead_layers(net), 2u);
+  EXPECT_EQ(net.layers().size(), 1u);
+}
+
+// y = relu(x @ W + b) as converters emit it
+Network matmul_bias_relu(bool fuse_shape_1d) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("batch"), 16});
+  Tensor* w = net.add_constant("w", weights({16, 8}, random_floats(128, 1)))->output();
+  Tensor* b = net.add_constant("b", weights(fuse_shape_1d ? std::vector<int64_t>{8} : std::vector<int64_t>{1, 8},
+                                            random_floats(8, 2)))->output();
+  Tensor* mm = net.add_matmul("mm", x, w)->output();
+  Tensor* add = net.add_elementwise("bias", mm, b, BinaryOp::kAdd)->output();
+  Tensor* y = net.add_activation("relu", add, ActivationOp::kRelu)->output();
+  net.mark_output(y, "y");
+  return net;
+}
+
+TEST(BuilderPasses, MatMulEpilogueFusion) {
+  for (bool one_d : {true, false}) {
+    Network net = matmul_bias_relu(one_d);
+    EXPECT_EQ(passes::fuse_epilogues(net), 1u);
+    passes::fold_constants(net);
+    passes::eliminate_dead_layers(net);
+    ASSERT_EQ(count_kind(net, "MatMul"), 1u);
+    EXPECT_EQ(count_kind(net, "Elementwise") + count_kind(net, "Activation"), 0u);
+    for (Layer* l : net.layers())
+      if (auto* p = l->as<MatMulParams>()) {
+        EXPECT_TRUE(p->has_bias);
+        ASSERT_TRUE(p->activation);
+        EXPECT_EQ(p->activation->op, ActivationOp::kRelu);
+        EXPECT_EQ(l->inputs()[2]->rank(), 1u);
+      }
+  }
+  // a bias that varies along rows is not an epilogue
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4, 16});
+  Tensor* w = net.add_constant("w", weights({16, 8}, random_floats(128, 1)))->output();
+  Tensor* b = net.add_constant("b", weights({4, 1}, random_floats(4, 2)))->output();
+  Tensor* y = net.add_elementwise("add", net.add_matmul("mm", x, w)->output(), b, BinaryOp::kAdd)->output();
+  net.mark_output(y, "y");
+  EXPECT_EQ(passes::fuse_epilogues(net), 0u);
+}
+
+TEST(BuilderPasses, FusedMatMulPlanMatchesUnfused) {
+  BuilderConfig cfg;
+  cfg.profile["batch"] = {1, 4, 16};
+  BuilderConfig cfg_ref = no_opt();
+  cfg_ref.profile = cfg.profile;
+  Plan ref = build(matmul_bias_relu(false), cfg_ref);
+  Plan opt = build(matmul_bias_relu(false), cfg);
+  EXPECT_EQ(count_kind(opt.network(), "MatMul"), 1u);
+  EXPECT_EQ(opt.network().layers().size(), 3u);  // w, b, matmul
+  HostTensor x{{5, 16}, random_floats(80, 3)};
+  expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0]);
+}
+
+TEST(BuilderPasses, ConvEpilogueFusion) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {2, 3, 8, 8});
+    Tensor* w = net.add_constant("w", weights({4, 3, 3, 3}, random_floats(108, 4)))->output();
+    Tensor* b = net.add_constant("b", weights({1, 4, 1, 1}, random_floats(4, 5)))->output();
+    ConvolutionParams cp;
+    cp.padding = {1};
+    Tensor* c = net.add_convolution("conv", x, w, nullptr, cp)->output();
+    Tensor* y = net.add_elementwise("bias", b, c, BinaryOp::kAdd)->output();
+    net.mark_output(net.add_activation("silu", y, ActivationOp::kSilu)->output(), "y");
+    return net;
+  };
+  Network net = make();
+  EXPECT_EQ(passes::fuse_epilogues(net), 1u);
+  Plan opt = build(make(), {});
+  Plan ref = build(make(), no_opt());
+  EXPECT_EQ(count_kind(opt.network(), "Convolution"), 1u);
+  EXPECT_EQ(count_kind(opt.network(), "Elementwise"), 0u);
+  HostTensor x{{2, 3, 8, 8}, random_floats(384, 6)};
+  expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 1e-4f);
+}
+
+// gelu-tanh written out as converters emit it, plus a broadcast operand
+Network pointwise_graph() {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("n"), 6});
+  Tensor* s = net.add_input("s", DataType::kFloat32, {6});
+  Tensor* half = net.add_constant("half", weights({}, {0.5f}))->output();
+  Tensor* c = net.add_constant("c", weights({1}, {0.7978845608f}))->output();
+  Tensor* k = net.add_constant("k", weights({1}, {0.044715f}))->output();
+  Tensor* one = net.add_constant("one", weights({1}, {1.f}))->output();
+  Tensor* x3 = net.add_elementwise("x2", x, x, BinaryOp::kMul)->output();
+  x3 = net.add_elementwise("x3", x3, x, BinaryOp::kMul)->output();
+  Tensor* inner = net.add_elementwise("kx3", x3, k, BinaryOp::kMul)->output();
+  inner = net.add_elementwise("sum", x, inner, BinaryOp::kAdd)->output();
+  inner = net.add_elementwise("scale", inner, c, BinaryOp::kMul)->output();
+  Tensor* t = net.add_unary("tanh", inner, UnaryOp::kTanh)->output();
+  t = net.add_elementwise("onep", t, one, BinaryOp::kAdd)->output();
+  Tensor* g = net.add_elementwise("xh", x, half, BinaryOp::kMul)->output();
+  g = net.add_elementwise("gelu", g, t, BinaryOp::kMul)->output();
+  Tensor* y = net.add_elementwise("shift", g, s, BinaryOp::kSub)->output();
+  Tensor* mask = net.add_elementwise("pos", y, net.add_constant("zero", weights({}, {0.f}))->output(),
+                                     BinaryOp::kGreater)->output();
+  y = net.add_select("where", mask, y, net.add_unary("neg", y, UnaryOp::kNeg)->output())->output();
+  net.mark_output(y, "y");
+  return net;
+}
+
+TEST(BuilderPasses, PointwiseFusionOfADag) {
+  Network net = pointwise_graph();
+  EXPECT_EQ(passes::fuse_pointwise(net), 1u);
+  passes::eliminate_dead_layers(net);
+  EXPECT_EQ(count_kind(net, "FusedPointwise"), 1u);
+  EXPECT_EQ(count_kind(net, "Elementwise") + count_kind(net, "Unary") + count_kind(net, "Select"), 0u);
+  for (Layer* l : net.layers())
+    if (auto* fp = l->as<FusedPointwiseParams>()) {
+      EXPECT_EQ(l->inputs().size(), 2u);  // x and s; the scalar constants are inlined
+      EXPECT_EQ(to_string(l->output()->shape()), "[n, 6]");
+      EXPECT_GE(fp->program.size(), 14u);
+    }
+  BuilderConfig cfg;
+  cfg.profile["n"] = {1, 3, 8};
+  BuilderConfig ref_cfg = no_opt();
+  ref_cfg.profile = cfg.profile;
+  Plan opt = build(pointwise_graph(), cfg);
+  Plan ref = build(pointwise_graph(), ref_cfg);
+  HostTensor x{{5, 6}, random_floats(30, 7, -3, 3)}, s{{6}, random_floats(6, 8)};
+  expect_close(run_plan(opt, {{"x", x}, {"s", s}})[0], run_plan(ref, {{"x", x}, {"s", s}})[0]);
+}
+
+TEST(BuilderPasses, PointwiseFusionRespectsBroadcastAndOutsideUses) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4, 1});
+  Tensor* z = net.add_input("z", DataType::kFloat32, {4, 5});
+  Tensor* e = net.add_unary("exp", x, UnaryOp::kExp)->output();       // [4,1]: computed once per row
+  Tensor* m = net.add_elementwise("mul", e, z, BinaryOp::kMul)->output();
+  Tensor* r = net.add_activation("relu", m, ActivationOp::kRelu)->output();
+  Tensor* q = net.add_unary("neg", z, UnaryOp::kNeg)->output();      // used twice outside
+  net.mark_output(r, "r");
+  net.mark_output(q, "q");
+  net.mark_output(net.add_elementwise("qq", q, r, BinaryOp::kAdd)->output(), "qq");
+  passes::fuse_pointwise(net);
+  // exp stays (shape [4,1]); mul+relu fuse; neg stays (network output); qq alone stays
+  EXPECT_EQ(count_kind(net, "Unary"), 2u);
+  EXPECT_EQ(count_kind(net, "FusedPointwise"), 1u);
+  net.verify();
+}
+
+TEST(BuilderPrecision, Fp16PlanKeepsF32InterfaceAndIsClose) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {4, 32});
+    Tensor* w = net.add_constant("w", weights({32, 16}, random_floats(512, 9)))->output();
+    Tensor* y = net.add_matmul("mm", x, w)->output();
+    y = net.add_softmax("sm", y, -1)->output();
+    net.mark_output(y, "y");
+    return net;
+  };
+  for (Precision p : {Precision::kFP16, Precision::kBF16}) {
+    Network net = make();
+    EXPECT_GT(passes::apply_precision(net, p), 0u);
+    DataType low = p == Precision::kFP16 ? DataType::kFloat16 : DataType::kBFloat16;
+    for (Layer* l : net.layers())
+      if (l->as<MatMulParams>()) EXPECT_EQ(l->output()->dtype(), low);
+    EXPECT_EQ(net.outputs()[0].second->dtype(), DataType::kFloat32);
+    BuilderConfig cfg;
+    cfg.precision = p;
+    Plan low_plan = build(make(), cfg);
+    Plan ref = build(make(), {});
+    HostTensor x{{4, 32}, random_floats(128, 10)};
+    expect_close(run_plan(low_plan, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 3e-2f);
+  }
+}
+
+TEST(BuilderMemory, PlannerReusesBuffers) {
+  Network net;
+  Tensor* t = net.add_input("x", DataType::kFloat32, {256, 256});
+  for (int i = 0; i < 8; ++i) {
+    t = net.add_unary("exp" + std::to_string(i), t, UnaryOp::kSin)->output();
+    ShuffleParams sp;
+    sp.first_perm = {1, 0};
+    t = net.add_shuffle("t" + std::to_string(i), t, sp)->output();  // keeps fusion from merging all
+  }
+  net.mark_output(t, "y");
+  Plan plan = build(std::move(net), {});
+  size_t one = 256 * 256 * 4;
+  EXPECT_GE(plan.memory().peak_activation_bytes, 2 * one);
+  EXPECT_LE(plan.memory().peak_activation_bytes, 3 * one);  // vs 16 buffers without reuse
+  ExecutionContext ctx(plan);
+  HostTensor x{{256, 256}, random_floats(65536, 11)};
+  ctx.set_input("x", view_of(x));
+  ctx.execute();
+  EXPECT_LE(ctx.arena_bytes(), 3 * one + 4096);
+  EXPECT_NE(plan.summary().find("peak activation bytes"), std::string::npos);
+}
+
+TEST(BuilderProfile, RefusesMissingOrBadRanges) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("b"), 4});
+    net.mark_output(net.add_unary("neg", x, UnaryOp::kNeg)->output(), "y");
+    return net;
+  };
+  EXPECT_THROW(build(make(), {}), NetworkError);
+  BuilderConfig cfg;
+  cfg.profile["b"] = {4, 2, 8};
+  EXPECT_THROW(build(make(), cfg), NetworkError);
+}
+
+}  // namespace
+}  // namespace kiln::engine

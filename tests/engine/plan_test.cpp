@@ -1,0 +1,132 @@
+// Plan serialization: round trip gives identical results; corrupted plans are refused with a
+// PlanError naming the problem.
+#include <gtest/gtest.h>
+
+#include "runtime_test_util.h"
+
+namespace kiln::engine {
+namespace {
+
+using namespace kiln::engine::testing;
+
+Plan small_plan() {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("b"), 3, 8, 8});
+  Tensor* w = net.add_constant("w", weights({4, 3, 3, 3}, random_floats(108, 1)))->output();
+  Tensor* bias = net.add_constant("bias", weights({4}, random_floats(4, 2)))->output();
+  ConvolutionParams cp;
+  cp.padding = {1};
+  Tensor* y = net.add_convolution("conv", x, w, bias, cp)->output();
+  y = net.add_activation("relu", y, ActivationOp::kRelu)->output();
+  PoolingParams pp;
+  pp.kernel = {2};
+  pp.ceil_mode = true;
+  y = net.add_pooling("pool", y, pp)->output();
+  ShuffleParams sp;
+  sp.reshape = Shape{DimExpr::symbol("b"), -1};
+  y = net.add_shuffle("flat", y, sp)->output();
+  Tensor* fc = net.add_constant("fc", weights({64, 5}, random_floats(320, 3)))->output();
+  y = net.add_matmul("mm", y, fc)->output();
+  Tensor* e = net.add_unary("exp", y, UnaryOp::kExp)->output();
+  e = net.add_elementwise("mul", e, y, BinaryOp::kMul)->output();
+  net.mark_output(net.add_softmax("sm", e, 1)->output(), "probs");
+  net.mark_output(y, "logits");
+  BuilderConfig cfg;
+  cfg.profile["b"] = {1, 2, 8};
+  return build(std::move(net), cfg);
+}
+
+TEST(PlanFormat, RoundTripGivesIdenticalResults) {
+  Plan plan = small_plan();
+  std::vector<uint8_t> bytes = plan.serialize();
+  ASSERT_EQ(std::string(bytes.begin(), bytes.begin() + 8), "KILNPLAN");
+  Plan loaded = Plan::deserialize(bytes.data(), bytes.size());
+  EXPECT_EQ(loaded.network().layers().size(), plan.network().layers().size());
+  EXPECT_EQ(loaded.output_names(), plan.output_names());
+  EXPECT_EQ(loaded.memory().peak_activation_bytes, plan.memory().peak_activation_bytes);
+  EXPECT_EQ(loaded.network().str(), plan.network().str());
+  // ids are renumbered on load; from then on the bytes are stable
+  std::vector<uint8_t> again = loaded.serialize();
+  EXPECT_EQ(Plan::deserialize(again.data(), again.size()).serialize(), again);
+  HostTensor x{{3, 3, 8, 8}, random_floats(3 * 192, 4)};
+  auto a = run_plan(plan, {{"x", x}});
+  auto b = run_plan(loaded, {{"x", x}});
+  ASSERT_EQ(a.size(), 2u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].dims, b[i].dims);
+    EXPECT_EQ(a[i].data, b[i].data);  // bit-identical
+  }
+}
+
+std::string load_error(const std::vector<uint8_t>& bytes) {
+  try {
+    Plan::deserialize(bytes.data(), bytes.size());
+  } catch (const PlanError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(PlanFormat, CorruptedPlansAreRefused) {
+  std::vector<uint8_t> good = small_plan().serialize();
+  // every byte flipped in the middle region, a sample of positions
+  for (size_t pos = 8; pos < good.size(); pos += good.size() / 97 + 1) {
+    std::vector<uint8_t> bad = good;
+    bad[pos] ^= 0x5a;
+    EXPECT_NE(load_error(bad), "") << "flipped byte " << pos << " was accepted";
+  }
+  std::vector<uint8_t> mid = good;
+  mid[mid.size() / 2] ^= 0xff;
+  EXPECT_NE(load_error(mid).find("checksum"), std::string::npos) << load_error(mid);
+
+  std::vector<uint8_t> truncated(good.begin(), good.begin() + good.size() - 100);
+  EXPECT_NE(load_error(truncated).find("truncated"), std::string::npos) << load_error(truncated);
+  std::vector<uint8_t> tiny(good.begin(), good.begin() + 20);
+  EXPECT_NE(load_error(tiny).find("truncated"), std::string::npos);
+  EXPECT_NE(load_error({}), "");
+
+  std::vector<uint8_t> magic = good;
+  magic[0] = 'X';
+  EXPECT_NE(load_error(magic).find("magic"), std::string::npos) << load_error(magic);
+  std::vector<uint8_t> version = good;
+  version[8] = 99;
+  EXPECT_NE(load_error(version).find("version"), std::string::npos) << load_error(version);
+  std::vector<uint8_t> trailing = good;
+  trailing.push_back(0);
+  EXPECT_NE(load_error(trailing), "");
+}
+
+TEST(PlanFormat, ValidChecksumButBadContentIsRefused) {
+  // A hand-made plan whose description refers to a tensor id that doesn't exist: the checksum is
+  // right, so the loader's structural checks must catch it.
+  std::vector<uint8_t> good = small_plan().serialize();
+  uint64_t json_bytes;
+  std::memcpy(&json_bytes, good.data() + 16, 8);
+  std::string text(good.begin() + 48, good.begin() + 48 + json_bytes);
+  auto pos = text.find("\"inputs\":[0,");
+  ASSERT_NE(pos, std::string::npos) << text.substr(0, 300);
+  text.replace(pos, 12, "\"inputs\":[12345,");
+  // repack: header, new JSON, blob at the next 64-byte boundary, fresh checksum
+  uint64_t blob_offset, blob_bytes;
+  std::memcpy(&blob_offset, good.data() + 24, 8);
+  std::memcpy(&blob_bytes, good.data() + 32, 8);
+  uint64_t new_offset = (48 + text.size() + 63) / 64 * 64, total = new_offset + blob_bytes + 8, n = text.size();
+  std::vector<uint8_t> bad(total, 0);
+  std::memcpy(bad.data(), good.data(), 48);
+  std::memcpy(bad.data() + 16, &n, 8);
+  std::memcpy(bad.data() + 24, &new_offset, 8);
+  std::memcpy(bad.data() + 40, &total, 8);
+  std::memcpy(bad.data() + 48, text.data(), text.size());
+  std::memcpy(bad.data() + new_offset, good.data() + blob_offset, blob_bytes);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i + 8 < bad.size(); ++i) {
+    h ^= bad[i];
+    h *= 0x100000001b3ull;
+  }
+  std::memcpy(bad.data() + bad.size() - 8, &h, 8);
+  std::string err = load_error(bad);
+  EXPECT_NE(err.find("unknown tensor id"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace kiln::engine
