@@ -31,14 +31,23 @@ void run(const ElementwiseParams& p, LayerCall& call) {
                            [&](int64_t o, const int64_t* off, int64_t n, const int64_t* st) {
       const T* x = pa + off[0];
       const T* y = pb + off[1];
-      const int64_t sx = st[0], sy = st[1];
-      if (pred) {
-        bool* z = out.as<bool>() + o;
-        for (int64_t k = 0; k < n; ++k) z[k] = binary_pred<C>(op, C(x[k * sx]), C(y[k * sy]));
-      } else {
-        T* z = out.as<T>() + o;
-        for (int64_t k = 0; k < n; ++k) z[k] = T(binary_arith<C>(op, C(x[k * sx]), C(y[k * sy])));
-      }
+      // Strides as compile-time constants for the common cases (same shape, scalar operand) so
+      // the compiler vectorizes those loops.
+      auto loop = [&](auto sx, auto sy) {
+        if (pred) {
+          bool* z = out.as<bool>() + o;
+          for (int64_t k = 0; k < n; ++k) z[k] = binary_pred<C>(op, C(x[k * sx]), C(y[k * sy]));
+        } else {
+          T* z = out.as<T>() + o;
+          for (int64_t k = 0; k < n; ++k) z[k] = T(binary_arith<C>(op, C(x[k * sx]), C(y[k * sy])));
+        }
+      };
+      using One = std::integral_constant<int64_t, 1>;
+      using Zero = std::integral_constant<int64_t, 0>;
+      if (st[0] == 1 && st[1] == 1) loop(One{}, One{});
+      else if (st[0] == 1 && st[1] == 0) loop(One{}, Zero{});
+      else if (st[0] == 0 && st[1] == 1) loop(Zero{}, One{});
+      else loop(st[0], st[1]);
     });
   });
 }
