@@ -24,8 +24,7 @@ namespace kiln::program {
 StageTimer::StageTimer(std::ostream* log, std::string stage)
     : log_(log), stage_(std::move(stage)), start_(std::chrono::steady_clock::now()) {}
 StageTimer::~StageTimer() {
-  if (log_) *log_ << "kiln: " << std::left << std::setw(36) << stage_ << std::right << std::fixed
-                  << std::setprecision(1) << elapsed_ms() << " ms\n" << std::flush;
+  if (log_) *log_ << "kiln: " << stage_ << " " << std::fixed << std::setprecision(1) << elapsed_ms() << " ms\n" << std::flush;
 }
 double StageTimer::elapsed_ms() const {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();

@@ -11,6 +11,9 @@
 
 #include "engine/backend.h"
 #include "program/load.h"
+#ifdef KILN_HAS_TORCH
+#include "torch_bridge/torch_bridge.h"
+#endif
 
 namespace {
 
@@ -22,6 +25,9 @@ struct BenchArgs {
 
 void run_bench(const BenchArgs& a) {
   using namespace kiln;
+#ifdef KILN_HAS_TORCH
+  torch_bridge::install();  // PyTorch runs the ops no converter takes
+#endif
   program::CompileOptions o;
   o.log = &std::cerr;
   program::RunOptions ro;

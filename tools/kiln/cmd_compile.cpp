@@ -9,6 +9,9 @@
 #include "engine/backend.h"
 #include "frontend/pt2.h"
 #include "program/load.h"
+#ifdef KILN_HAS_TORCH
+#include "torch_bridge/torch_bridge.h"
+#endif
 #include "program/program.h"
 
 namespace {
@@ -22,6 +25,9 @@ struct CompileArgs {
 
 kiln::program::CompileOptions options_from(const CompileArgs& a) {
   using namespace kiln;
+#ifdef KILN_HAS_TORCH
+  torch_bridge::install();  // PyTorch runs the ops no converter takes
+#endif
   program::CompileOptions o;
   o.log = &std::cerr;
   o.settings.min_block_size = a.min_block_size;

@@ -9,6 +9,9 @@
 
 #include "engine/backend.h"
 #include "program/load.h"
+#ifdef KILN_HAS_TORCH
+#include "torch_bridge/torch_bridge.h"
+#endif
 #include "program/npy.h"
 
 namespace {
@@ -20,6 +23,9 @@ struct RunArgs {
 
 void run_run(const RunArgs& a) {
   using namespace kiln;
+#ifdef KILN_HAS_TORCH
+  torch_bridge::install();  // PyTorch runs the ops no converter takes
+#endif
   program::CompileOptions o;
   o.log = &std::cerr;
   program::RunOptions ro;

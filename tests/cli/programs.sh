@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End to end through the CLI, for every fixture in tests/data, both forms (export.pt2 and
+# core_aten.pt2): `kiln run` on the .pt2 with default settings, and compile -> .kiln -> run with
+# relu/gelu forced to PyTorch and min_block_size 1; every output within 1e-4 relative error of
+# PyTorch's. Usage: programs.sh KILN DATA_DIR
+set -u
+kiln=$1
+data=$2
+py=/usr/bin/python3
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail=0
+
+check_outputs() {  # check_outputs OUT_DIR FIXTURE_DIR LABEL
+  local n=0
+  for want in "$2"/output_*.npy; do
+    local got="$1/$(basename "$want")"
+    if ! msg=$($py "$here/npy_close.py" "$got" "$want" 2>&1); then
+      echo "FAIL $3 $(basename "$want"): $msg"
+      fail=1
+    fi
+    n=$((n + 1))
+  done
+  echo "ok   $3 ($n output(s))"
+}
+
+for dir in "$data"/*/; do
+  name=$(basename "$dir")
+  [ -f "$dir/input_0.npy" ] || continue
+  inputs=()
+  for f in "$dir"/input_*.npy; do inputs+=(--input "$f"); done
+  for form in export core_aten; do
+    model="$dir/$form.pt2"
+    [ -f "$model" ] || continue
+    out="$work/$name.$form.default"
+    if ! "$kiln" run "$model" "${inputs[@]}" --output-dir "$out" >/dev/null 2>"$work/err"; then
+      echo "FAIL $name/$form run: $(tail -1 "$work/err")"; fail=1; continue
+    fi
+    check_outputs "$out" "$dir" "$name/$form default"
+
+    k="$work/$name.$form.kiln"
+    if ! "$kiln" compile "$model" -o "$k" --min-block-size 1 \
+        --torch-executed-ops aten.relu.default,aten.gelu.default >/dev/null 2>"$work/err"; then
+      echo "FAIL $name/$form compile (forced ops): $(tail -1 "$work/err")"; fail=1; continue
+    fi
+    out="$work/$name.$form.forced"
+    if ! "$kiln" run "$k" "${inputs[@]}" --output-dir "$out" >/dev/null 2>"$work/err"; then
+      echo "FAIL $name/$form run .kiln (forced ops): $(tail -1 "$work/err")"; fail=1; continue
+    fi
+    check_outputs "$out" "$dir" "$name/$form forced relu/gelu, min_block_size 1, via .kiln"
+  done
+done
+exit $fail
