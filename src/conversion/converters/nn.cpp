@@ -179,7 +179,7 @@ void register_nn() {
       if (!m || m->rank() < n) return false;
       for (size_t i = m->rank() - n; i < m->rank(); ++i)
         if (!m->sizes[i].is_constant()) return false;
-      return only_output0_used(node);
+      return node.meta.is_tensor() || only_output0_used(node);  // tuple (max): indices unused
     };
   };
   using engine::PoolType;
