@@ -144,14 +144,8 @@ std::string convert_expr(const std::string& v, DataType from, DataType to) {
   if (to == DataType::kBool) return "(" + v + " != 0)";
   if (is_float_reg(to)) return "((float)(" + v + "))";
   if (is_float_reg(from)) {
-    const char* lohi = "";
-    switch (to) {
-      case DataType::kInt64: lohi = "-9223372036854775808.0, 9223372036854775807.0"; break;
-      case DataType::kInt32: lohi = "-2147483648.0, 2147483647.0"; break;
-      case DataType::kInt8: lohi = "-128.0, 127.0"; break;
-      default: lohi = "0.0, 255.0"; break;
-    }
-    return "kf2i<" + ctype(to) + ">(" + v + ", " + lohi + ")";
+    // Through int64 (saturating), then wrapped to the width: -3.75 -> u8 is 253, as PyTorch.
+    return "((" + ctype(to) + ")kf2i<long long>(" + v + ", -9223372036854775808.0, 9223372036854775807.0))";
   }
   return "((" + ctype(to) + ")(" + v + "))";
 }

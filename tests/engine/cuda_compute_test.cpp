@@ -1,0 +1,213 @@
+// CUDA backend vs CPU backend: matmul, convolution, pooling, reduce, softmax, normalization,
+// attention (the layers with arithmetic beyond one element).
+#include "cuda_test_util.h"
+
+namespace kiln::engine::cputest {
+namespace {
+
+Layer* matmul(Network& n, Tensor* a, Tensor* b, Tensor* bias, bool ta, bool tb, std::optional<ActivationParams> act) {
+  MatMulParams p;
+  p.transpose_a = ta;
+  p.transpose_b = tb;
+  p.has_bias = bias != nullptr;
+  p.activation = act;
+  std::vector<Tensor*> ins{a, b};
+  if (bias) ins.push_back(bias);
+  return n.add_layer("mm", ins, p);
+}
+
+TEST(CudaCompute, MatMul) {
+  REQUIRE_GPU();
+  struct Case { std::vector<int64_t> a, b; bool ta, tb; };
+  const Case cases[] = {
+      {{16, 32}, {32, 24}, false, false}, {{32, 16}, {32, 24}, true, false}, {{16, 32}, {24, 32}, false, true},
+      {{3, 16, 32}, {32, 8}, false, false}, {{3, 16, 32}, {3, 32, 8}, false, false}, {{16, 32}, {3, 32, 8}, false, false},
+      {{2, 1, 5, 7}, {1, 3, 7, 4}, false, false}, {{2, 3, 7, 5}, {2, 3, 4, 7}, true, true}, {{1, 64}, {64, 1}, false, false}};
+  for (DataType t : kFloats)
+    for (const Case& c : cases) {
+      Host a = random_host(t, c.a, 21), b = random_host(t, c.b, 22);
+      check("matmul " + std::string(to_string(t)), [&](Network& n) {
+        Tensor* x0 = input(n, a, "a");
+        Tensor* x1 = input(n, b, "b");
+        n.mark_output(matmul(n, x0, x1, nullptr, c.ta, c.tb, std::nullopt)->output(), "y");
+      }, {a, b}, 2);
+    }
+  // Epilogues: vector bias + relu / gelu-tanh (cuBLASLt), gelu-erf and a full bias (pointwise pass).
+  for (DataType t : kFloats)
+    for (ActivationOp op : {ActivationOp::kRelu, ActivationOp::kGeluTanh, ActivationOp::kGeluErf, ActivationOp::kSilu}) {
+      Host a = random_host(t, {4, 8, 32}, 23), b = random_host(t, {32, 48}, 24), bias = random_host(t, {48}, 25),
+           bias2 = random_host(t, {8, 48}, 26);
+      check("matmul epilogue " + std::string(to_string(op)) + " " + to_string(t), [&](Network& n) {
+        ActivationParams ap{op};
+        std::vector<Tensor*> x{input(n, a, "a"), input(n, b, "b"), input(n, bias, "c"), input(n, a, "a2"),
+                               input(n, b, "b2"), input(n, bias2, "c2")};
+        n.mark_output(matmul(n, x[0], x[1], x[2], false, false, ap)->output(), "y");
+        n.mark_output(matmul(n, x[3], x[4], x[5], false, false, ap)->output(), "z");
+      }, {a, b, bias, a, b, bias2}, 2);
+    }
+}
+
+TEST(CudaCompute, Convolution) {
+  REQUIRE_GPU();
+  struct Case { std::vector<int64_t> x, w; ConvolutionParams p; };
+  auto cp = [](std::vector<int64_t> s, std::vector<int64_t> pad, std::vector<int64_t> d, int64_t g, bool tr = false,
+               std::vector<int64_t> op = {}) {
+    ConvolutionParams p;
+    p.stride = s; p.padding = pad; p.dilation = d; p.groups = g; p.transposed = tr;
+    p.output_padding = op.empty() ? std::vector<int64_t>(s.size(), 0) : op;
+    return p;
+  };
+  const Case cases[] = {
+      {{2, 8, 12, 12}, {16, 8, 3, 3}, cp({1, 1}, {1, 1}, {1, 1}, 1)},
+      {{1, 8, 13, 11}, {8, 2, 3, 3}, cp({2, 2}, {1, 0}, {2, 1}, 4)},
+      {{2, 6, 20}, {4, 6, 5}, cp({2}, {2}, {1}, 1)},
+      {{1, 4, 6, 6, 6}, {8, 4, 3, 3, 3}, cp({1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1)},
+      {{1, 8, 7, 7}, {8, 4, 3, 3}, cp({2, 2}, {1, 1}, {1, 1}, 1, true, {1, 1})},
+      {{2, 32, 8, 8}, {32, 1, 3, 3}, cp({1, 1}, {1, 1}, {1, 1}, 32)}};
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16})
+    for (const Case& c : cases)
+      for (bool bias_act : {false, true}) {
+        Host x = random_host(t, c.x, 31), w = random_host(t, c.w, 32, -0.5, 0.5);
+        int64_t cout = c.p.transposed ? c.w[1] * c.p.groups : c.w[0];
+        Host b = random_host(t, {cout}, 33);
+        check("conv " + std::string(to_string(t)), [&](Network& n) {
+          ConvolutionParams p = c.p;
+          p.has_bias = bias_act;
+          if (bias_act) p.activation = ActivationParams{ActivationOp::kRelu};
+          std::vector<Tensor*> ins{input(n, x, "x"), input(n, w, "w")};
+          if (bias_act) ins.push_back(input(n, b, "b"));
+          n.mark_output(n.add_layer("conv", ins, p)->output(), "y");
+        }, bias_act ? std::vector<Host>{x, w, b} : std::vector<Host>{x, w}, 3);
+      }
+}
+
+TEST(CudaCompute, Pooling) {
+  REQUIRE_GPU();
+  auto pp = [](PoolType t, std::vector<int64_t> k, std::vector<int64_t> s, std::vector<int64_t> pad, bool ceil,
+               bool cip = true) {
+    PoolingParams p;
+    p.type = t; p.kernel = k; p.stride = s; p.padding = pad; p.ceil_mode = ceil; p.count_include_pad = cip;
+    p.dilation = std::vector<int64_t>(k.size(), 1);
+    return p;
+  };
+  std::vector<std::pair<std::vector<int64_t>, PoolingParams>> cases = {
+      {{2, 3, 9, 9}, pp(PoolType::kMax, {3, 3}, {2, 2}, {1, 1}, false)},
+      {{2, 3, 10, 9}, pp(PoolType::kMax, {3, 2}, {2, 2}, {0, 1}, true)},
+      {{2, 3, 9, 9}, pp(PoolType::kAverage, {3, 3}, {2, 2}, {1, 1}, false, true)},
+      {{2, 3, 9, 9}, pp(PoolType::kAverage, {3, 3}, {2, 2}, {1, 1}, true, false)},
+      {{2, 4, 11}, pp(PoolType::kMax, {3}, {2}, {1}, false)},
+      {{1, 2, 5, 6, 7}, pp(PoolType::kAverage, {2, 2, 2}, {2, 2, 2}, {0, 0, 0}, false)}};
+  PoolingParams dil = pp(PoolType::kMax, {3, 3}, {1, 1}, {2, 2}, false);
+  dil.dilation = {2, 2};
+  cases.push_back({{1, 2, 9, 9}, dil});
+  PoolingParams div = pp(PoolType::kAverage, {2, 2}, {2, 2}, {0, 0}, false);
+  div.divisor_override = 3;
+  cases.push_back({{1, 2, 8, 8}, div});
+  PoolingParams ad;
+  ad.type = PoolType::kAverage;
+  ad.adaptive_output = {3, 5};
+  cases.push_back({{2, 3, 10, 11}, ad});
+  PoolingParams adm = ad;
+  adm.type = PoolType::kMax;
+  adm.adaptive_output = {1, 1};
+  cases.push_back({{2, 3, 7, 7}, adm});
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16})
+    for (auto& [dims, p] : cases) {
+      Host x = random_host(t, dims, 41);
+      check("pool " + std::string(to_string(t)),
+            [&](Network& n) { n.mark_output(n.add_pooling("p", input(n, x, "x"), p)->output(), "y"); }, {x});
+    }
+}
+
+TEST(CudaCompute, Reduce) {
+  REQUIRE_GPU();
+  std::vector<std::vector<int64_t>> axes = {{2}, {0}, {1, 2}, {0, 2}, {0, 1, 2}, {1}};
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kInt32})
+    for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op)
+      for (auto& ax : axes)
+        for (bool keep : {false, true}) {
+          ReduceOp rop = ReduceOp(op);
+          if ((rop == ReduceOp::kArgMax || rop == ReduceOp::kArgMin) && ax.size() != 1) continue;
+          if (!is_floating(t) && (rop == ReduceOp::kMean || rop == ReduceOp::kVar || rop == ReduceOp::kNorm2)) continue;
+          Host x = random_host(t, {5, 6, 70}, 51, rop == ReduceOp::kProd ? 0.5 : -2, rop == ReduceOp::kProd ? 1.5 : 2);
+          ReduceParams p;
+          p.op = rop;
+          p.axes = ax;
+          p.keep_dims = keep;
+          p.correction = 1;
+          Network probe;
+          try {
+            probe.add_reduce("r", input(probe, x, "x"), p);
+          } catch (const NetworkError&) {
+            continue;  // combination refused by the network (e.g. var of ints)
+          }
+          check("reduce " + std::string(to_string(t)) + " op " + std::to_string(op),
+                [&](Network& n) { n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y"); }, {x}, 3);
+        }
+}
+
+TEST(CudaCompute, SoftmaxAndNorms) {
+  REQUIRE_GPU();
+  for (DataType t : kFloats) {
+    Host x = random_host(t, {3, 10, 33}, 61, -4, 4);
+    for (int64_t axis : {2, 1, 0})
+      for (bool log : {false, true})
+        check("softmax", [&](Network& n) { n.mark_output(n.add_softmax("s", input(n, x, "x"), axis, log)->output(), "y"); },
+              {x}, 2);
+    Host big = random_host(t, {4, 3000}, 62, -4, 4);
+    check("softmax long", [&](Network& n) { n.mark_output(n.add_softmax("s", input(n, big, "x"), 1)->output(), "y"); }, {big}, 2);
+    // layer norm over the last one or two dims
+    for (int64_t first : {2, 1}) {
+      std::vector<int64_t> nd(x.dims.begin() + first, x.dims.end());
+      Host g = random_host(t, nd, 63), b = random_host(t, nd, 64);
+      check("layernorm", [&](Network& n) {
+        NormalizationParams p;
+        p.kind = NormKind::kLayer; p.first_axis = first; p.has_scale = p.has_bias = true; p.epsilon = 1e-5;
+        n.mark_output(n.add_normalization("ln", {input(n, x, "x"), input(n, g, "g"), input(n, b, "b")}, p)->output(), "y");
+      }, {x, g, b}, 2);
+    }
+    Host img = random_host(t, {2, 6, 5, 4}, 65);
+    Host mean = random_host(t, {6}, 66), var = random_host(t, {6}, 67, 0.5, 2), sc = random_host(t, {6}, 68),
+         bi = random_host(t, {6}, 69);
+    check("batchnorm", [&](Network& n) {
+      NormalizationParams p;
+      p.kind = NormKind::kBatch; p.has_scale = p.has_bias = true; p.epsilon = 1e-5;
+      n.mark_output(n.add_normalization("bn", {input(n, img, "x"), input(n, mean, "m"), input(n, var, "v"),
+                                               input(n, sc, "s"), input(n, bi, "b")}, p)->output(), "y");
+    }, {img, mean, var, sc, bi}, 2);
+    check("groupnorm", [&](Network& n) {
+      NormalizationParams p;
+      p.kind = NormKind::kGroup; p.groups = 3; p.has_scale = p.has_bias = true; p.epsilon = 1e-5;
+      n.mark_output(n.add_normalization("gn", {input(n, img, "x"), input(n, sc, "s"), input(n, bi, "b")}, p)->output(), "y");
+    }, {img, sc, bi}, 2);
+  }
+}
+
+TEST(CudaCompute, Attention) {
+  REQUIRE_GPU();
+  struct Case { std::vector<int64_t> q, k, v; bool causal; int mask; };  // mask: 0 none, 1 bool, 2 float
+  const Case cases[] = {{{2, 3, 17, 16}, {2, 3, 17, 16}, {2, 3, 17, 16}, false, 0},
+                        {{2, 3, 40, 64}, {2, 3, 40, 64}, {2, 3, 40, 64}, true, 0},
+                        {{1, 2, 9, 32}, {1, 2, 70, 32}, {1, 2, 70, 48}, false, 1},
+                        {{2, 4, 33, 64}, {2, 4, 33, 64}, {2, 4, 33, 64}, false, 2},
+                        {{3, 20, 128}, {3, 20, 128}, {3, 20, 128}, true, 0}};
+  for (DataType t : kFloats)
+    for (const Case& c : cases) {
+      Host q = random_host(t, c.q, 71), k = random_host(t, c.k, 72), v = random_host(t, c.v, 73);
+      std::vector<int64_t> md{c.q[c.q.size() - 2], c.k[c.k.size() - 2]};
+      Host m = c.mask == 1 ? random_host(DataType::kBool, md, 74) : random_host(t, md, 75);
+      if (c.mask == 1)  // keep the diagonal so no row is fully masked
+        for (int64_t i = 0; i < md[0]; ++i) m.set(i * md[1] + (i % md[1]), 1);
+      check("attention " + std::string(to_string(t)), [&](Network& n) {
+        AttentionParams p;
+        p.causal = c.causal;
+        p.has_mask = c.mask != 0;
+        std::vector<Tensor*> x{input(n, q, "q"), input(n, k, "k"), input(n, v, "v")};
+        Tensor* mt = c.mask ? input(n, m, "m") : nullptr;
+        n.mark_output(n.add_attention("sdpa", x[0], x[1], x[2], mt, p)->output(), "y");
+      }, c.mask ? std::vector<Host>{q, k, v, m} : std::vector<Host>{q, k, v}, 3);
+    }
+}
+
+}  // namespace
+}  // namespace kiln::engine::cputest

@@ -1,0 +1,237 @@
+// CUDA backend vs CPU backend: data movement and order-dependent layers (shuffle, concat, slice,
+// gather, scatter, pad, resize, fill, shape, cumsum, top-k, nonzero, identity, plugin), and the
+// whole pipeline on CUDA with graph capture / replay.
+#include "cuda_test_util.h"
+
+#include "engine/builder.h"
+#include "engine/runtime.h"
+
+namespace kiln::engine::cputest {
+namespace {
+
+TEST(CudaData, ShuffleConcatSlice) {
+  REQUIRE_GPU();
+  Host x = random_host(DataType::kFloat16, {2, 3, 4, 5}, 81);
+  check("permute", [&](Network& n) {
+    ShuffleParams p;
+    p.first_perm = {0, 2, 3, 1};
+    n.mark_output(n.add_shuffle("s", input(n, x, "x"), p)->output(), "y");
+  }, {x});
+  check("permute reshape permute", [&](Network& n) {
+    ShuffleParams p;
+    p.first_perm = {1, 0, 2, 3};
+    p.reshape = Shape{3, 2, 20};
+    p.second_perm = {2, 0, 1};
+    n.mark_output(n.add_shuffle("s", input(n, x, "x"), p)->output(), "y");
+  }, {x});
+  check("reshape", [&](Network& n) {
+    ShuffleParams p;
+    p.reshape = Shape{6, -1};
+    n.mark_output(n.add_shuffle("s", input(n, x, "x"), p)->output(), "y");
+  }, {x});
+  Host a = random_host(DataType::kInt64, {2, 3, 4}, 82), b = random_host(DataType::kInt64, {2, 1, 4}, 83);
+  for (int64_t axis : {1, -2})
+    check("concat", [&](Network& n) {
+      std::vector<Tensor*> xs{input(n, a, "a"), input(n, b, "b"), input(n, a, "c")};
+      n.mark_output(n.add_concat("c", xs, axis)->output(), "y");
+    }, {a, b, a});
+  Host y = random_host(DataType::kFloat32, {7, 9, 6}, 84);
+  check("slice", [&](Network& n) {
+    SliceParams p;
+    p.start = Shape{1, 8, 0};
+    p.size = Shape{3, 4, 6};
+    p.stride = Shape{2, -2, 1};
+    n.mark_output(n.add_slice("s", input(n, y, "x"), p)->output(), "y");
+  }, {y});
+  check("identity", [&](Network& n) { n.mark_output(n.add_identity("i", input(n, y, "x"))->output(), "y"); }, {y});
+}
+
+TEST(CudaData, GatherScatter) {
+  REQUIRE_GPU();
+  Host emb = random_host(DataType::kFloat16, {10, 8}, 91);
+  Host ids = host_of(DataType::kInt64, {2, 3}, {0, 9, -1, 4, 4, 2});
+  check("embedding", [&](Network& n) {
+    std::vector<Tensor*> x{input(n, emb, "w"), input(n, ids, "i")};
+    n.mark_output(n.add_gather("g", x[0], x[1], GatherMode::kAxis, 0)->output(), "y");
+  }, {emb, ids});
+  Host data = random_host(DataType::kFloat32, {3, 5}, 92);
+  Host eidx = host_of(DataType::kInt32, {3, 2}, {0, 4, 1, 1, 3, 2});
+  check("gather elements", [&](Network& n) {
+    std::vector<Tensor*> x{input(n, data, "d"), input(n, eidx, "i")};
+    n.mark_output(n.add_gather("g", x[0], x[1], GatherMode::kElements, 1)->output(), "y");
+  }, {data, eidx});
+  Host sidx = host_of(DataType::kInt64, {2, 5}, {0, 1, 2, 0, 1, 2, 0, 1, 2, 0});
+  Host upd = random_host(DataType::kFloat32, {2, 5}, 93);
+  for (ScatterReduce r : {ScatterReduce::kNone, ScatterReduce::kAdd}) {
+    Host idx = r == ScatterReduce::kNone ? host_of(DataType::kInt64, {2, 5}, {0, 1, 2, 0, 1, 1, 2, 0, 1, 2}) : sidx;
+    check("scatter elements", [&](Network& n) {
+      ScatterParams p;
+      p.mode = GatherMode::kElements; p.axis = 0; p.reduce = r;
+      std::vector<Tensor*> x{input(n, data, "d"), input(n, idx, "i"), input(n, upd, "u")};
+      n.mark_output(n.add_scatter("s", x[0], x[1], x[2], p)->output(), "y");
+    }, {data, idx, upd});
+  }
+  Host rows = host_of(DataType::kInt64, {2}, {2, 0});
+  Host upd2 = random_host(DataType::kFloat32, {2, 5}, 94);
+  check("scatter axis", [&](Network& n) {
+    ScatterParams p;
+    p.mode = GatherMode::kAxis; p.axis = 0;
+    std::vector<Tensor*> x{input(n, data, "d"), input(n, rows, "i"), input(n, upd2, "u")};
+    n.mark_output(n.add_scatter("s", x[0], x[1], x[2], p)->output(), "y");
+  }, {data, rows, upd2});
+}
+
+TEST(CudaData, PadResizeFillShape) {
+  REQUIRE_GPU();
+  Host x = random_host(DataType::kFloat32, {2, 3, 5, 6}, 101);
+  for (PadMode m : {PadMode::kConstant, PadMode::kReflect, PadMode::kReplicate, PadMode::kCircular})
+    check("pad", [&](Network& n) {
+      PadParams p;
+      p.pre = {0, 0, 2, 1};
+      p.post = {0, 0, 1, -1};
+      p.mode = m;
+      p.value = 1.5;
+      n.mark_output(n.add_pad("p", input(n, x, "x"), p)->output(), "y");
+    }, {x});
+  for (ResizeMode m : {ResizeMode::kNearest, ResizeMode::kNearestExact, ResizeMode::kLinear})
+    for (bool align : {false, true})
+      for (bool scales : {false, true}) {
+        if (align && m != ResizeMode::kLinear) continue;
+        check("resize", [&](Network& n) {
+          ResizeParams p;
+          p.mode = m;
+          p.align_corners = align;
+          p.output_spatial = Shape{11, 9};
+          if (scales) p.scales = {2.2, 1.5};
+          n.mark_output(n.add_resize("r", input(n, x, "x"), p)->output(), "y");
+        }, {x});
+      }
+  check("fill + arange + shape", [&](Network& n) {
+    FillParams f;
+    f.op = FillOp::kConstant; f.dims = Shape{3, 4}; f.dtype = DataType::kFloat16; f.value = 2.5;
+    n.mark_output(n.add_fill("f", f)->output(), "a");
+    FillParams r;
+    r.op = FillOp::kArange; r.dims = Shape{7}; r.dtype = DataType::kInt64; r.start = 3; r.step = 2;
+    n.mark_output(n.add_fill("r", r)->output(), "b");
+    FillParams q = r;
+    q.dtype = DataType::kFloat32; q.start = -1; q.step = 0.25;
+    n.mark_output(n.add_fill("q", q)->output(), "c");
+    n.mark_output(n.add_shape("s", input(n, x, "x"))->output(), "d");
+  }, {x});
+}
+
+TEST(CudaData, CumsumTopkNonzero) {
+  REQUIRE_GPU();
+  for (DataType t : {DataType::kFloat32, DataType::kInt64}) {
+    Host x = random_host(t, {4, 37, 3}, 111);
+    for (int64_t axis : {1, 2})
+      for (bool ex : {false, true})
+        for (bool rev : {false, true})
+          check("cumsum", [&](Network& n) {
+            CumSumParams p{axis, ex, rev};
+            n.mark_output(n.add_cumsum("c", input(n, x, "x"), p)->output(), "y");
+          }, {x});
+  }
+  for (int64_t L : {37, 5000}) {
+    Host x = random_host(DataType::kFloat32, {3, L}, 112);
+    for (bool largest : {true, false})
+      check("topk", [&](Network& n) {
+        TopKParams p;
+        p.axis = 1; p.k = 5; p.largest = largest;
+        Layer* l = n.add_topk("t", input(n, x, "x"), p);
+        n.mark_output(l->output(0), "v");
+        n.mark_output(l->output(1), "i");
+      }, {x});
+  }
+  Host z = random_host(DataType::kFloat32, {3, 4, 5}, 113);
+  for (int64_t i = 0; i < z.numel(); i += 3) z.set(i, 0);
+  check("topk middle axis", [&](Network& n) {
+    TopKParams p;
+    p.axis = 1; p.k = 2;
+    Layer* l = n.add_topk("t", input(n, z, "x"), p);
+    n.mark_output(l->output(0), "v");
+    n.mark_output(l->output(1), "i");
+  }, {z});
+  Host big = random_host(DataType::kInt32, {3, 5000}, 114);
+  check("nonzero", [&](Network& n) {
+    n.mark_output(n.add_nonzero("nz", input(n, z, "x"))->output(), "y");
+    n.mark_output(n.add_nonzero("nz2", input(n, big, "b"))->output(), "z");
+  }, {z, big});
+}
+
+TEST(CudaData, Plugin) {
+  REQUIRE_GPU();
+  PluginKernel k;
+  k.infer = [](const std::vector<const Tensor*>& in, const std::string&) {
+    return std::vector<std::pair<DataType, Shape>>{{in[0]->dtype(), in[0]->shape()}};
+  };
+  k.cpu = [](const std::vector<TensorView>& in, const std::vector<TensorView>& out, const std::string&) {
+    std::memcpy(out[0].data, in[0].data, in[0].nbytes());
+  };
+  k.cuda = [](const std::vector<TensorView>& in, const std::vector<TensorView>& out, const std::string&, void* stream) {
+    EXPECT_EQ(stream, gpu().native_stream());
+    gpu().copy(out[0].data, DeviceKind::kCUDA, in[0].data, DeviceKind::kCUDA, in[0].nbytes());
+  };
+  register_plugin("cuda_test_copy", k);
+  Host x = random_host(DataType::kFloat32, {4, 4}, 121);
+  check("plugin", [&](Network& n) {
+    n.mark_output(n.add_plugin("p", {input(n, x, "x")}, PluginParams{"cuda_test_copy", ""})->output(), "y");
+  }, {x});
+}
+
+// Build -> plan -> ExecutionContext on CUDA, executed repeatedly: run 1 plain, run 2 recorded as a
+// CUDA graph, runs 3+ replayed. Every run must match the CPU pipeline, also after new input data.
+TEST(CudaPipeline, GraphCaptureAndReplay) {
+  REQUIRE_GPU();
+  for (Precision prec : {Precision::kFP32, Precision::kFP16}) {
+    auto make = [](Network& n) {
+      Tensor* x = n.add_input("x", DataType::kFloat32, Shape{4, 16, 64});
+      Tensor* w = constant(n, random_host(DataType::kFloat32, {64, 64}, 131, -0.2, 0.2), "w");
+      Tensor* b = constant(n, random_host(DataType::kFloat32, {64}, 132), "b");
+      Tensor* h = n.add_matmul("fc", x, w)->output();
+      h = n.add_elementwise("bias", h, b, BinaryOp::kAdd)->output();
+      h = n.add_activation("act", h, ActivationOp::kGeluErf)->output();
+      ShuffleParams sp;
+      sp.reshape = Shape{4, 16, 4, 16};
+      sp.second_perm = {0, 2, 1, 3};
+      Tensor* heads = n.add_shuffle("heads", h, sp)->output();
+      AttentionParams ap;
+      ap.causal = true;
+      Tensor* att = n.add_attention("sdpa", heads, heads, heads, nullptr, ap)->output();
+      Tensor* s = n.add_softmax("sm", att, -1)->output();
+      ReduceParams rp;
+      rp.op = ReduceOp::kMean;
+      rp.axes = {1};
+      n.mark_output(n.add_reduce("mean", s, rp)->output(), "y");
+    };
+    BuilderConfig cpu_cfg;
+    cpu_cfg.precision = prec;
+    BuilderConfig gpu_cfg = cpu_cfg;
+    gpu_cfg.device = DeviceKind::kCUDA;
+    Network a, b;
+    make(a);
+    make(b);
+    Plan cpu_plan = build(std::move(a), cpu_cfg);
+    Plan gpu_plan = build(std::move(b), gpu_cfg);
+    ExecutionContext cpu_ctx(cpu_plan);
+    ExecutionContext gpu_ctx(gpu_plan, std::shared_ptr<Backend>(make_cuda_backend()));
+    for (int run = 0; run < 5; ++run) {
+      Host x = random_host(DataType::kFloat32, {4, 16, 64}, 140 + (run % 3));
+      cpu_ctx.set_input("x", x.view());
+      gpu_ctx.set_input("x", x.view());
+      cpu_ctx.execute();
+      gpu_ctx.execute();
+      const TensorView& want = cpu_ctx.output(0);
+      const TensorView& got = gpu_ctx.output(0);
+      ASSERT_EQ(want.dims, got.dims);
+      Host g(got.dtype, got.dims), w(want.dtype, want.dims);
+      gpu_ctx.backend().copy(g.bytes.data(), DeviceKind::kCPU, got.data, got.device, got.nbytes());
+      std::memcpy(w.bytes.data(), want.data, want.nbytes());
+      double tol = prec == Precision::kFP32 ? 1e-4 : 2e-2;
+      expect_close(g, w.values(), tol, tol, "pipeline run " + std::to_string(run));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln::engine::cputest
