@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "harness.h"
+#include "lowering/passes.h"
 
 namespace kiln::conversion {
 namespace {
@@ -616,6 +617,26 @@ TEST_F(ConverterTest, SymbolicSizesFlowIntoViews) {
   auto out = c.run({r});
   EXPECT_EQ(out[0].first, (std::vector<int64_t>{8, 3}));
   expect_close(out[0].second, map(x.values, [](double t) { return std::max(t, 0.0); }));
+}
+
+TEST_F(ConverterTest, FoldedTransposedWeightConvertsCorrectly) {
+  // lowering turns t(weight) into a strided weight view; ctx.weight() must gather it.
+  Case c;
+  HostArray x = random_array(F, {2, 3}, 151), w = random_array(F, {4, 3}, 152), b = random_array(F, {4}, 153);
+  ir::Node* ix = c.input("x", x);
+  ir::Node* iw = c.weight("fc.weight", w);
+  ir::Node* ib = c.weight("fc.bias", b);
+  ir::Node* t = c.call("aten.t.default", {iw}, {}, F, {3, 4});
+  ir::Node* mm = c.call("aten.addmm.default", {ib, ix, t}, {}, F, {2, 4});
+  c.program.graph.create(ir::NodeKind::Output, "output", "output", {ir::Argument(L{mm})});
+  ASSERT_EQ(lowering::fold_weight_constants(c.program), 1u);
+  c.nodes.clear();
+  for (ir::Node* n : c.program.graph.nodes())
+    if (n->kind == ir::NodeKind::GetAttr || n->kind == ir::NodeKind::CallFunction) c.nodes.push_back(n);
+  auto out = c.run({mm});
+  auto want = matmul_ref(x.values, w.values, 1, 2, 3, 4, true);
+  for (int i = 0; i < 8; ++i) want[i] += b.values[i % 4];
+  expect_close(out[0].second, want, 1e-5);
 }
 
 TEST_F(ConverterTest, ValidatorsRejectUnsupportedArguments) {

@@ -1,0 +1,173 @@
+// Each lowering pass alone, on small hand-built graphs: what it changed, and that the graph still
+// verifies.
+#include <gtest/gtest.h>
+
+#include "ir/schema.h"
+#include "lowering/passes.h"
+
+namespace kiln::lowering {
+namespace {
+
+using ir::Argument;
+using ir::Node;
+using ir::NodeKind;
+
+ir::ValueMeta tensor(std::vector<ir::SymInt> sizes, ir::ScalarType dt = ir::ScalarType::Float) {
+  ir::TensorMeta m;
+  m.dtype = dt;
+  m.sizes = std::move(sizes);
+  return ir::ValueMeta::of_tensor(m);
+}
+
+struct G {
+  ir::ExportedProgram p;
+  Node* input(const std::string& name, std::vector<ir::SymInt> sizes) {
+    Node* n = p.graph.create(NodeKind::Placeholder, name, name);
+    n->meta = tensor(std::move(sizes));
+    return n;
+  }
+  Node* call(const std::string& name, const std::string& target, std::vector<Argument> args,
+             ir::ValueMeta meta, std::vector<std::pair<std::string, Argument>> kwargs = {}) {
+    Node* n = p.graph.create(NodeKind::CallFunction, name, target, std::move(args), std::move(kwargs));
+    n->meta = std::move(meta);
+    return n;
+  }
+  Node* weight(const std::string& name, std::vector<int64_t> dims) {
+    auto buf = std::make_shared<std::vector<float>>();
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    for (int64_t i = 0; i < n; ++i) buf->push_back(static_cast<float>(i));
+    auto st = std::make_shared<ir::Storage>();
+    st->data = reinterpret_cast<const uint8_t*>(buf->data());
+    st->size = buf->size() * 4;
+    st->owner = buf;
+    ir::Weight w;
+    w.name = name;
+    w.meta = tensor({dims.begin(), dims.end()}).tensor;
+    std::vector<ir::SymInt> strides(dims.size(), 1);
+    for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1].value * dims[i + 1];
+    w.meta.strides = strides;
+    w.storage = st;
+    p.weights[name] = w;
+    Node* g = p.graph.create(NodeKind::GetAttr, name, name);
+    g->meta = ir::ValueMeta::of_tensor(w.meta);
+    return g;
+  }
+  void output(std::vector<Node*> outs) {
+    Argument::List l;
+    for (Node* o : outs) l.push_back(o);
+    p.graph.create(NodeKind::Output, "output", "output", {Argument(l)});
+    p.graph.verify();
+  }
+};
+
+TEST(RemoveNoops, DropsIdentitiesAndAsserts) {
+  G g;
+  Node* x = g.input("x", {2, 3});
+  Node* cl = g.call("clone", "aten.clone.default", {x}, tensor({2, 3}));
+  Node* dr = g.call("dropout", "aten.dropout.default", {cl, 0.1, false}, tensor({2, 3}));
+  Node* dt = g.call("dropout_1", "aten.dropout.default", {dr, 0.1, true}, tensor({2, 3}));  // training: kept
+  Node* r = g.call("relu", "aten.relu.default", {dt}, tensor({2, 3}));
+  g.call("assert", "aten._assert_tensor_metadata.default", {r}, ir::ValueMeta{});
+  g.output({r});
+  EXPECT_EQ(remove_noops(g.p), 3u);
+  g.p.graph.verify();
+  EXPECT_EQ(dt->args[0].node(), x);  // clone and eval dropout gone; training dropout stays
+  EXPECT_EQ(g.p.graph.find("assert"), nullptr);
+  EXPECT_EQ(g.p.graph.find("clone"), nullptr);
+}
+
+TEST(InplaceToFunctional, FreshIntermediateBecomesFunctional) {
+  G g;
+  Node* x = g.input("x", {4});
+  Node* r = g.call("relu", "aten.relu.default", {x}, tensor({4}));
+  Node* a = g.call("add_", "aten.add_.Tensor", {r, x}, tensor({4}));
+  Node* m = g.call("mul", "aten.mul.Tensor", {r, 2.0}, tensor({4}));  // reads the mutated r
+  Node* h = g.call("hardswish_", "aten.hardswish_.default", {x}, tensor({4}));  // mutates a user input: kept
+  g.output({a, m, h});
+  EXPECT_EQ(inplace_to_functional(g.p), 1u);
+  g.p.graph.verify();
+  EXPECT_EQ(a->target, "aten.add.Tensor");
+  EXPECT_EQ(m->args[0].node(), a);  // later readers see the add's result
+  EXPECT_EQ(h->target, "aten.hardswish_.default");
+}
+
+TEST(InplaceToFunctional, MutationThroughAViewIsKept) {
+  G g;
+  Node* x = g.input("x", {4});
+  Node* r = g.call("relu", "aten.relu.default", {x}, tensor({4}));
+  Node* v = g.call("view", "aten.view.default", {r, Argument::List{2, 2}}, tensor({2, 2}));
+  Node* a = g.call("relu_", "aten.relu_.default", {r}, tensor({4}));
+  g.output({a, v});
+  EXPECT_EQ(inplace_to_functional(g.p), 0u);
+}
+
+TEST(FoldWeightConstants, TransposeOfWeightBecomesAStridedWeight) {
+  G g;
+  Node* x = g.input("x", {2, 3});
+  Node* w = g.weight("fc.weight", {4, 3});
+  Node* b = g.weight("fc.bias", {4});
+  Node* t = g.call("t", "aten.t.default", {w}, tensor({3, 4}));
+  Node* mm = g.call("addmm", "aten.addmm.default", {b, x, t}, tensor({2, 4}));
+  g.output({mm});
+  const auto original_storage = g.p.weights.at("fc.weight").storage;
+  EXPECT_EQ(fold_weight_constants(g.p), 1u);
+  g.p.graph.verify();
+  Node* folded = mm->args[2].node();
+  ASSERT_EQ(folded->kind, NodeKind::GetAttr);
+  const ir::Weight& fw = g.p.weights.at(folded->target);
+  EXPECT_EQ(fw.meta.sizes, (std::vector<ir::SymInt>{3, 4}));
+  EXPECT_EQ(fw.meta.strides, (std::vector<ir::SymInt>{1, 3}));
+  EXPECT_FALSE(fw.is_contiguous());
+  EXPECT_EQ(fw.storage, original_storage);  // a view: shares the original bytes
+  EXPECT_EQ(g.p.weights.count("fc.weight"), 0u);  // no longer read
+  // Element [i][j] of the transposed view is w[j][i] = j*3 + i.
+  const float* d = reinterpret_cast<const float*>(fw.data());
+  EXPECT_EQ(d[2 * 1 + 1 * 3], 1 * 3 + 2);  // [i=2][j=1] -> w[1][2]
+}
+
+TEST(FoldWeightConstants, OpsOnActivationsAreLeftAlone) {
+  G g;
+  Node* x = g.input("x", {2, 3});
+  Node* t = g.call("t", "aten.t.default", {x}, tensor({3, 2}));
+  g.output({t});
+  EXPECT_EQ(fold_weight_constants(g.p), 0u);
+}
+
+TEST(CanonicalizeSymbolic, ConstantSizesBecomeInts) {
+  G g;
+  ir::SymInt s0(ir::SymExpr::symbol("s0"));
+  Node* x = g.input("x", {s0, 6});
+  ir::ValueMeta sym6;
+  sym6.kind = ir::ValueMeta::Kind::SymInt;
+  sym6.sym = ir::SymInt(int64_t{6});
+  ir::ValueMeta syms0;
+  syms0.kind = ir::ValueMeta::Kind::SymInt;
+  syms0.sym = s0;
+  Node* d1 = g.call("sym_size_1", "aten.sym_size.int", {x, 1}, sym6);
+  Node* d0 = g.call("sym_size", "aten.sym_size.int", {x, 0}, syms0);
+  Node* v = g.call("view", "aten.view.default", {x, Argument::List{d0, d1}}, tensor({s0, 6}));
+  g.output({v});
+  EXPECT_EQ(canonicalize_symbolic(g.p), 1u);
+  g.p.graph.verify();
+  const auto& size = v->args[1].list();
+  EXPECT_TRUE(size[0].is_node());
+  ASSERT_TRUE(size[1].is<int64_t>());
+  EXPECT_EQ(size[1].as<int64_t>(), 6);
+  EXPECT_EQ(g.p.graph.find("sym_size_1"), nullptr);
+}
+
+TEST(RunPasses, ReportsEveryPass) {
+  G g;
+  Node* x = g.input("x", {2});
+  Node* c = g.call("contiguous", "aten.contiguous.default", {x}, tensor({2}));
+  Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
+  g.output({r});
+  auto report = run_passes(g.p);
+  ASSERT_EQ(report.size(), 5u);
+  EXPECT_EQ(report[0].pass, "remove_noops");
+  EXPECT_EQ(report[0].changes, 1u);
+}
+
+}  // namespace
+}  // namespace kiln::lowering
