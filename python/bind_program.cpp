@@ -1,0 +1,235 @@
+// The program side of the bindings: compile an IR program into a CompiledProgram, save / load it,
+// read its steps, and run one accelerated segment on torch tensors' memory (no copies in; the
+// Python module runs the fallback ops itself, in PyTorch).
+#include <iostream>
+#include <mutex>
+
+#include "bind_common.h"
+#include "engine/runtime.h"
+#include "program/fallback.h"
+#include "program/program.h"
+
+namespace kiln::py_bind {
+
+using program::CompiledProgram;
+
+namespace {
+
+// compile() refuses programs whose fallback ops no executor can run. From Python, PyTorch runs them
+// (the returned module calls the torch ops itself), so this executor vouches for every op torch has.
+class PythonFallback : public program::FallbackExecutor {
+ public:
+  std::string name() const override { return "pytorch (python)"; }
+  bool has_op(const std::string& target) const override {
+    py::gil_scoped_acquire gil;
+    try {
+      return py::module_::import("kiln._values").attr("resolve_target")(target).is_none() == false;
+    } catch (py::error_already_set&) {
+      return false;
+    }
+  }
+  program::RtValue run(const ir::Node& node, const std::vector<program::RtValue>&) override {
+    throw std::runtime_error("%" + node.name + " (" + node.target +
+                             "): from Python, fallback ops run in the module kiln.compile returns");
+  }
+};
+
+// One segment's execution state. The plan belongs to the CompiledProgram, kept alive here.
+class SegmentRunner {
+ public:
+  SegmentRunner(std::shared_ptr<CompiledProgram> prog, size_t index) : prog_(std::move(prog)), index_(index) {
+    if (index_ >= prog_->segments().size()) throw py::index_error("no segment " + std::to_string(index));
+  }
+
+  const program::AccSegment& segment() const { return prog_->segments()[index_]; }
+
+  // inputs: (data_ptr, DataType, dims, strides, is_cuda) per network input, in input_values order.
+  // alloc(i, dims, DataType) -> (torch tensor, data_ptr) for output i. Returns the torch tensors.
+  py::list run(const std::vector<std::tuple<uintptr_t, engine::DataType, std::vector<int64_t>, std::vector<int64_t>, bool>>& inputs,
+               uintptr_t cuda_stream, const py::function& alloc) {
+    const auto& seg = segment();
+    if (inputs.size() != seg.input_values.size())
+      throw py::value_error(seg.name + ": expected " + std::to_string(seg.input_values.size()) + " inputs, got " +
+                            std::to_string(inputs.size()));
+    std::lock_guard<std::mutex> lock(mutex_);  // an execution context runs one call at a time
+    const bool cuda = seg.plan.device() == engine::DeviceKind::kCUDA;
+    {
+      py::gil_scoped_release nogil;
+      ensure_context(cuda, cuda_stream);
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        const auto& [ptr, dtype, dims, strides, on_cuda] = inputs[i];
+        if (on_cuda != cuda)
+          throw engine::ShapeError(seg.name + ": input '" + seg.input_values[i] + "' is on the " +
+                                   (on_cuda ? "GPU" : "CPU") + " but the segment was built for the " +
+                                   (cuda ? "GPU" : "CPU"));
+        engine::TensorView v;
+        v.data = reinterpret_cast<void*>(ptr);
+        v.dtype = dtype;
+        v.dims = dims;
+        v.strides = strides;
+        v.device = cuda ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
+        ctx_->set_input(seg.input_values[i], v);
+      }
+      ctx_->execute();
+    }
+    // Outputs live in the context's arena until the next execute: each goes into a fresh torch
+    // tensor (on the same stream, so no synchronization is needed on CUDA).
+    py::list outs;
+    for (size_t i = 0; i < seg.output_values.size(); ++i) {
+      const engine::TensorView& out = ctx_->output(i);
+      py::tuple r = alloc(i, out.dims, out.dtype);
+      auto dst = reinterpret_cast<void*>(r[1].cast<uintptr_t>());
+      if (out.nbytes()) {
+        py::gil_scoped_release nogil;
+        backend_->copy(dst, out.device, out.data, out.device, out.nbytes());
+      }
+      outs.append(r[0]);
+    }
+    return outs;
+  }
+
+ private:
+  void ensure_context(bool cuda, uintptr_t stream) {
+    if (ctx_ && (!cuda || stream == stream_)) return;
+    ctx_.reset();
+    backend_ = cuda ? std::shared_ptr<engine::Backend>(engine::make_cuda_backend(reinterpret_cast<void*>(stream)))
+                    : std::shared_ptr<engine::Backend>(engine::make_cpu_backend());
+    stream_ = stream;
+    ctx_ = std::make_unique<engine::ExecutionContext>(segment().plan, backend_);
+  }
+
+  std::shared_ptr<CompiledProgram> prog_;
+  size_t index_;
+  std::mutex mutex_;
+  std::shared_ptr<engine::Backend> backend_;
+  std::unique_ptr<engine::ExecutionContext> ctx_;
+  uintptr_t stream_ = 0;
+};
+
+program::CompileOptions options_from(const conversion::CompilationSettings& s, py::handle dynamic, bool verbose) {
+  program::CompileOptions o;
+  o.settings = s;
+  for (auto d : dynamic) {
+    auto t = d.cast<py::tuple>();
+    program::DynamicSpec spec;
+    spec.input = t[0].cast<std::string>();
+    spec.dim = t[1].cast<int64_t>();
+    spec.min = t[2].cast<int64_t>();
+    spec.opt = t[3].cast<int64_t>();
+    spec.max = t[4].cast<int64_t>();
+    o.dynamic.push_back(spec);
+  }
+  if (verbose) o.log = &std::cerr;
+  return o;
+}
+
+}  // namespace
+
+void bind_program(py::module_& m) {
+  static PyObject* input_error = PyErr_NewException("kiln._kiln.InputError", m.attr("KilnError").ptr(), nullptr);
+  static PyObject* format_error = PyErr_NewException("kiln._kiln.FormatError", m.attr("KilnError").ptr(), nullptr);
+  static PyObject* partition_error =
+      PyErr_NewException("kiln._kiln.PartitionError", m.attr("KilnError").ptr(), nullptr);
+  m.attr("InputError") = py::handle(input_error);
+  m.attr("FormatError") = py::handle(format_error);
+  m.attr("PartitionError") = py::handle(partition_error);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const program::InputError& e) {
+      PyErr_SetString(input_error, e.what());
+    } catch (const program::FormatError& e) {
+      PyErr_SetString(format_error, e.what());
+    } catch (const partition::PartitionError& e) {
+      PyErr_SetString(partition_error, e.what());
+    }
+  });
+
+  program::set_fallback_executor(std::make_shared<PythonFallback>());
+
+  py::class_<CompiledProgram, std::shared_ptr<CompiledProgram>>(m, "CompiledProgram")
+      .def("__str__", &CompiledProgram::str)
+      .def("summary", &CompiledProgram::summary)
+      .def("save", &CompiledProgram::save, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+      .def("serialize", [](const CompiledProgram& p) {
+        std::vector<uint8_t> bytes;
+        {
+          py::gil_scoped_release nogil;
+          bytes = p.serialize();
+        }
+        return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      })
+      .def_static("load", [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        return std::make_shared<CompiledProgram>(CompiledProgram::load(path));
+      }, py::arg("path"))
+      .def_static("deserialize", [](py::bytes data) {
+        std::string s = data;
+        py::gil_scoped_release nogil;
+        return std::make_shared<CompiledProgram>(
+            CompiledProgram::deserialize(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+      })
+      .def_property_readonly("inputs", [](const CompiledProgram& p) {
+        py::list l;
+        for (const auto& in : p.inputs()) l.append(py::make_tuple(in.name, tensor_meta_to_py(in.meta)));
+        return l;
+      })
+      .def_property_readonly("ranges", [](const CompiledProgram& p) {
+        py::dict d;
+        for (const auto& [k, r] : p.ranges()) d[py::str(k)] = py::make_tuple(r.min, r.opt, r.max);
+        return d;
+      })
+      .def_property_readonly("segments", [](const CompiledProgram& p) {
+        py::list l;
+        for (const auto& s : p.segments()) {
+          py::dict d;
+          d["name"] = s.name;
+          d["inputs"] = s.input_values;
+          d["outputs"] = s.output_values;
+          d["ops"] = s.ops;
+          d["compute_ops"] = s.compute_ops;
+          d["device"] = s.plan.device();
+          d["requires_output_allocator"] = s.plan.requires_output_allocator();
+          d["summary"] = s.plan.summary();
+          l.append(d);
+        }
+        return l;
+      })
+      // ("segment", index) or ("node", IRNode of the program graph), in run order.
+      .def_property_readonly("steps", [](py::object self) {
+        const auto& p = self.cast<const CompiledProgram&>();
+        py::list l;
+        for (const auto& s : p.steps()) {
+          if (s.kind == program::Step::Kind::kAccelerated) l.append(py::make_tuple("segment", s.segment));
+          else l.append(py::make_tuple("node", py::cast(s.node, py::return_value_policy::reference_internal, self)));
+        }
+        return l;
+      })
+      .def("graph_nodes", [](const CompiledProgram& p) { return p.graph().nodes(); },
+           py::return_value_policy::reference_internal)
+      .def("find", [](const CompiledProgram& p, const std::string& n) { return p.graph().find(n); },
+           py::return_value_policy::reference_internal)
+      .def("fallback_ops", &CompiledProgram::fallback_ops);
+
+  py::class_<SegmentRunner>(m, "SegmentRunner")
+      .def(py::init<std::shared_ptr<CompiledProgram>, size_t>(), py::arg("program"), py::arg("index"))
+      .def("run", &SegmentRunner::run, py::arg("inputs"), py::arg("cuda_stream"), py::arg("alloc"))
+      .def_property_readonly("name", [](const SegmentRunner& r) { return r.segment().name; })
+      .def_property_readonly("input_names", [](const SegmentRunner& r) { return r.segment().input_values; })
+      .def_property_readonly("output_names", [](const SegmentRunner& r) { return r.segment().output_values; });
+
+  m.def("compile_program", [](ir::ExportedProgram& ep, const conversion::CompilationSettings& s, py::object dynamic,
+                              bool verbose) {
+    auto o = options_from(s, dynamic, verbose);
+    py::gil_scoped_release nogil;  // converters and validators written in Python re-take it
+    return std::make_shared<CompiledProgram>(program::compile(ep, o));
+  }, py::arg("program"), py::arg("settings"), py::arg("dynamic") = py::list(), py::arg("verbose") = false);
+  m.def("dry_run", [](ir::ExportedProgram& ep, const conversion::CompilationSettings& s, py::object dynamic) {
+    auto o = options_from(s, dynamic, false);
+    py::gil_scoped_release nogil;
+    return program::dry_run(ep, o);
+  }, py::arg("program"), py::arg("settings"), py::arg("dynamic") = py::list());
+  m.def("cuda_available", &engine::cuda_available);
+}
+
+}  // namespace kiln::py_bind

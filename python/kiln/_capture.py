@@ -1,0 +1,390 @@
+"""Capture: a torch.nn.Module and example inputs -> an ATen-level FX graph -> kiln's IR.
+
+torch.export where it exists (PyTorch >= 2.1), make_fx on older PyTorch (Debian's 1.13). Either
+way the FX graph is translated node by node through `_kiln.ProgramBuilder`; weights are handed
+over as pointers into torch tensors that the IR keeps alive (no copies, no files).
+"""
+import inspect
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.utils._pytree as pytree
+
+from . import _kiln
+from ._values import scalar_type, sympy_to_kiln, target_name, to_kiln
+
+
+class Input:
+    """An input's shape range, as Torch-TensorRT's `Input`: a dim is dynamic where min != max.
+
+    `kiln.Input(min_shape=(1, 3, 224, 224), opt_shape=(8, 3, 224, 224), max_shape=(32, 3, 224, 224))`
+    or `kiln.Input(shape=(1, 3, 224, 224))` for a static one.
+    """
+
+    def __init__(self, shape=None, min_shape=None, opt_shape=None, max_shape=None, dtype=torch.float32,
+                 name=None):
+        if shape is not None:
+            min_shape = opt_shape = max_shape = shape
+        if min_shape is None or max_shape is None:
+            raise ValueError("kiln.Input needs shape=, or min_shape= and max_shape= (opt_shape= optional)")
+        if opt_shape is None:
+            opt_shape = min_shape
+        self.min_shape, self.opt_shape, self.max_shape = tuple(min_shape), tuple(opt_shape), tuple(max_shape)
+        if not (len(self.min_shape) == len(self.opt_shape) == len(self.max_shape)):
+            raise ValueError("kiln.Input: min_shape, opt_shape and max_shape need the same rank")
+        for lo, opt, hi in zip(self.min_shape, self.opt_shape, self.max_shape):
+            if not (0 <= lo <= opt <= hi):
+                raise ValueError(f"kiln.Input: needs 0 <= min <= opt <= max per dim, got {lo}, {opt}, {hi}")
+        self.dtype = dtype
+        self.name = name
+
+    def dynamic_dims(self):
+        return [d for d, (lo, hi) in enumerate(zip(self.min_shape, self.max_shape)) if lo != hi]
+
+    def example(self, device, taken=()):
+        """A tensor to trace with. Dynamic dims take a value that no other dim has (tracers that
+        share symbols between equal sizes would otherwise tie them) and that is not 0 or 1
+        (tracers specialize those)."""
+        shape = []
+        for d, (lo, opt, hi) in enumerate(zip(self.min_shape, self.opt_shape, self.max_shape)):
+            if lo == hi:
+                shape.append(lo)
+                continue
+            candidates = [opt] + list(range(opt + 1, hi + 1)) + list(range(opt - 1, lo - 1, -1))
+            shape.append(next((v for v in candidates if v >= 2 and v not in taken), max(opt, 2)))
+        if self.dtype.is_floating_point:
+            return torch.randn(shape, dtype=self.dtype, device=device)
+        return torch.zeros(shape, dtype=self.dtype, device=device)  # safe as indices
+
+    def __repr__(self):
+        if self.min_shape == self.max_shape:
+            return f"Input(shape={self.min_shape}, dtype={self.dtype})"
+        return (f"Input(min_shape={self.min_shape}, opt_shape={self.opt_shape}, max_shape={self.max_shape}, "
+                f"dtype={self.dtype})")
+
+
+@dataclass
+class Captured:
+    """What capture() produces for compile(): the IR program plus what the returned module needs."""
+    program: Any                          # _kiln.IRProgram
+    input_names: List[str]                # IR placeholder names of the flattened tensor inputs
+    in_spec: Any                          # pytree spec of (args, kwargs)
+    tensor_leaf: List[bool]               # per flattened leaf: a tensor input (else a constant)
+    out_spec: Any                         # pytree spec of the module's output
+    weights: Dict[str, torch.Tensor]      # state-dict name -> tensor (the module's own, any device)
+    dynamic: List[Tuple[str, int, int, int, int]] = field(default_factory=list)  # (input, dim, min, opt, max)
+
+
+# ---- tracing -------------------------------------------------------------------------------------
+
+def _has_export():
+    return hasattr(torch, "export") and hasattr(torch.export, "export")
+
+
+def _forward_names(module, count):
+    try:
+        params = [p for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        names = [p.name for p in params]
+    except (TypeError, ValueError):
+        names = []
+    return [names[i] if i < len(names) else f"arg{i}" for i in range(count)]
+
+
+class _Symbols:
+    """Names and ranges of the symbolic sizes a trace produced.
+
+    Symbols at the dims the user declared dynamic stay symbols (renamed s0, s1, ...); every other
+    symbol (make_fx on 1.13 makes every size symbolic) is replaced by its traced value."""
+
+    def __init__(self, keep, values):
+        self.keep = keep        # sympy symbol -> (min, max)
+        self.values = values    # sympy symbol -> traced int, for the others
+        self.names = {}
+        self.ranges = {}
+
+    def rename(self, sym):
+        if sym not in self.keep:
+            raise KeyError(sym)
+        if sym not in self.names:
+            name = str(sym) if str(sym).isidentifier() else f"s{len(self.names)}"
+            self.names[sym] = name
+            self.ranges[name] = self.keep[sym]
+        return self.names[sym]
+
+    def size(self, s):
+        """int | SymInt -> the bindings' form (int, symbol name or expression tuple)."""
+        if isinstance(s, int):
+            return s
+        expr = _sym_expr(s)
+        if expr is None:
+            return int(s)
+        if self.values:
+            expr = expr.xreplace({k: v for k, v in self.values.items() if k in expr.free_symbols})
+        return sympy_to_kiln(expr, self.rename)
+
+
+def _sym_expr(s):
+    node = getattr(s, "node", None)          # PyTorch 2.x SymInt
+    if node is not None and hasattr(node, "expr"):
+        return node.expr
+    get = getattr(s, "get_pyobj", None)      # PyTorch 1.13 SymIntNode
+    if get is not None:
+        return get().expr
+    return None
+
+
+def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
+    """PyTorch 1.13: make_fx over a function that takes the weights as inputs (so they become
+    placeholders we can name), in symbolic mode only when some dim is dynamic."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.nn.utils import stateless
+
+    state = dict(module.named_parameters())
+    state.update(module.named_buffers())
+    names = list(state)
+    constants = [None if t else v for v, t in zip(flat, tensor_leaf)]
+    out_spec = []
+
+    def fn(weights, inputs):
+        it = iter(inputs)
+        leaves = [next(it) if t else c for c, t in zip(constants, tensor_leaf)]
+        args, kwargs = pytree.tree_unflatten(leaves, in_spec)
+        out = stateless.functional_call(module, dict(zip(names, weights)), tuple(args), kwargs)
+        flat_out, spec = pytree.tree_flatten(out)
+        out_spec.append(spec)
+        return flat_out
+
+    dynamic = any(s is not None and s.dynamic_dims() for s in specs)
+    examples = [v for v, t in zip(flat, tensor_leaf) if t]
+    with torch.no_grad():
+        gm = make_fx(fn, tracing_mode="symbolic" if dynamic else "real")(list(state.values()), examples)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    weight_of = {placeholders[i].name: names[i] for i in range(len(names))}
+    user = placeholders[len(names):]
+
+    keep, values = {}, {}
+    if dynamic:
+        for ph in placeholders:
+            val = ph.meta.get("val")
+            sizes = [s for s in (val.shape if isinstance(val, torch.Tensor) else ()) if _sym_expr(s) is not None]
+            if sizes:
+                values = dict(_shape_env(sizes[0]).var_to_val)
+                break
+        for ph, spec in zip(user, specs):
+            if spec is None:
+                continue
+            for d in spec.dynamic_dims():
+                e = _sym_expr(ph.meta["val"].shape[d])
+                if e is not None and getattr(e, "is_Symbol", False):
+                    keep[e] = (spec.min_shape[d], spec.max_shape[d])
+                    values.pop(e, None)
+    return gm, user, weight_of, out_spec[0], _Symbols(keep, values), state
+
+
+def _shape_env(s):
+    return s.get_pyobj().shape_env if hasattr(s, "get_pyobj") else s.node.shape_env
+
+
+def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
+    """PyTorch >= 2.1: torch.export, with torch.export.Dim for the dims kiln.Input marks dynamic,
+    decomposed to core ATen."""
+    dims_of = []
+    k = 0
+    for leaf, is_t in zip(flat, tensor_leaf):
+        spec = specs[k] if is_t else None
+        k += is_t
+        if spec is None or not spec.dynamic_dims():
+            dims_of.append(None)
+            continue
+        dims_of.append({d: torch.export.Dim(f"kiln_{k - 1}_{d}", min=max(spec.min_shape[d], 2) if spec.max_shape[d] > 2
+                                            else spec.min_shape[d], max=spec.max_shape[d])
+                        for d in spec.dynamic_dims()})
+    dynamic_shapes = None
+    if any(d is not None for d in dims_of):
+        dynamic_shapes = pytree.tree_unflatten(dims_of, pytree.tree_flatten((tuple(args), kwargs))[1])
+        if not kwargs:
+            dynamic_shapes = dynamic_shapes[0]
+    ep = torch.export.export(module, tuple(args), kwargs or None, dynamic_shapes=dynamic_shapes)
+    ep = ep.run_decompositions()
+    gm = ep.graph_module
+    sig = ep.graph_signature
+    by_name = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
+    weight_of, user, state = {}, [], {}
+    for spec in sig.input_specs:
+        kind = spec.kind.name
+        if kind == "USER_INPUT":
+            user.append(by_name[spec.arg.name])
+        elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+            weight_of[spec.arg.name] = spec.target
+            tensor = ep.state_dict.get(spec.target)
+            if tensor is None:
+                tensor = ep.constants[spec.target]
+            state[spec.target] = tensor
+        else:
+            raise NotImplementedError(f"kiln: exported input of kind {kind} ({spec.arg.name})")
+    keep = {}
+    user_dims = []
+    for ph, spec in zip(user, specs):
+        if spec is None:
+            continue
+        for d in spec.dynamic_dims():
+            e = _sym_expr(ph.meta["val"].shape[d])
+            if e is not None and getattr(e, "is_Symbol", False):
+                keep[e] = (spec.min_shape[d], spec.max_shape[d])
+                user_dims.append(e)
+    for sym, vr in ep.range_constraints.items():  # symbols export derived itself
+        if sym not in keep and getattr(sym, "is_Symbol", False):
+            hi = vr.upper
+            keep[sym] = (int(vr.lower), int(hi) if getattr(hi, "is_finite", True) and hi != float("inf") else None)
+    try:
+        out_spec = ep.call_spec.out_spec
+    except AttributeError:
+        out_spec = ep.module_call_graph[0].signature.out_spec
+    user_outputs = [i for i, s in enumerate(sig.output_specs) if s.kind.name == "USER_OUTPUT"]
+    return gm, user, weight_of, out_spec, _Symbols(keep, {}), state, user_outputs
+
+
+# ---- FX -> IR ------------------------------------------------------------------------------------
+
+def _tensor_meta(t, sym, device=None):
+    try:
+        strides = [sym.size(s) for s in t.stride()]
+    except Exception:  # noqa: BLE001 - strides are optional in the IR
+        strides = []
+    return (scalar_type(t.dtype), [sym.size(s) for s in t.shape], strides, device or str(t.device))
+
+
+def _meta_of(node, sym):
+    val = node.meta.get("val")
+    if val is None and "tensor_meta" in node.meta:
+        tm = node.meta["tensor_meta"]
+        if hasattr(tm, "shape"):
+            return ("tensor", (scalar_type(tm.dtype), [int(s) for s in tm.shape],
+                               [int(s) for s in getattr(tm, "stride", ())], "cpu"))
+    if isinstance(val, torch.Tensor):
+        return ("tensor", _tensor_meta(val, sym))
+    if isinstance(val, (list, tuple)):
+        return ("tuple", [_tensor_meta(v, sym) if isinstance(v, torch.Tensor) else None for v in val])
+    if isinstance(val, bool):
+        return ("symbool", None)
+    if isinstance(val, int) or type(val).__name__ in ("SymInt", "SymIntNode", "PySymInt"):
+        if type(val).__name__ == "PySymInt":  # 1.13's raw symbolic int
+            return ("sym", sympy_to_kiln(_subst(val.expr, sym), sym.rename))
+        return ("sym", sym.size(val))
+    if isinstance(val, float) or type(val).__name__ in ("SymFloat", "SymFloatNode"):
+        return ("symfloat", None)
+    if val is None:
+        # Ops whose tuple result has no recorded meta (1.13's native_batch_norm): from the getitems.
+        items = {u.args[1]: u for u in node.users if u.target is operator.getitem}
+        if items:
+            n = max(items) + 1
+            return ("tuple", [(_meta_of(items[i], sym) or (None, None))[1] if i in items else None
+                              for i in range(n)])
+    return None
+
+
+def _subst(expr, sym):
+    return expr.xreplace({k: v for k, v in sym.values.items() if k in expr.free_symbols}) if sym.values else expr
+
+
+def _arg(a, names):
+    if isinstance(a, torch.fx.Node):
+        return _kiln.NodeRef(names[a.name])
+    if isinstance(a, (list, tuple)):
+        return [_arg(x, names) for x in a]
+    if isinstance(a, (bool, int, float, str)) or a is None:
+        return a
+    mapped = to_kiln(a)
+    if mapped is a:
+        raise TypeError(f"kiln cannot take the graph argument {a!r} ({type(a).__name__})")
+    return mapped
+
+
+def capture(module, arg_inputs, kwarg_inputs, device):
+    """Traces `module` on its example inputs (tensors or kiln.Input) and builds the IR program."""
+    kwarg_inputs = dict(kwarg_inputs or {})
+    flat_specs, in_spec = pytree.tree_flatten((tuple(arg_inputs), kwarg_inputs))
+    tensor_leaf = [isinstance(v, (torch.Tensor, Input)) for v in flat_specs]
+    specs = [v if isinstance(v, Input) else None for v, t in zip(flat_specs, tensor_leaf) if t]
+    taken = {s for v in flat_specs if isinstance(v, torch.Tensor) for s in v.shape}
+    taken |= {s for p in module.parameters() for s in p.shape}
+    for v in flat_specs:
+        if isinstance(v, Input):
+            taken |= {lo for lo, hi in zip(v.min_shape, v.max_shape) if lo == hi}
+    flat = [v.example(device, taken) if isinstance(v, Input) else v for v in flat_specs]
+    args, kwargs = pytree.tree_unflatten(flat, in_spec)
+
+    user_outputs = None
+    if _has_export():
+        gm, user, weight_of, out_spec, sym, state, user_outputs = _trace_export(
+            module, args, kwargs, flat, tensor_leaf, specs)
+    else:
+        gm, user, weight_of, out_spec, sym, state = _trace_make_fx(
+            module, flat, tensor_leaf, in_spec, specs, device)
+
+    b = _kiln.ProgramBuilder()
+    names = {}
+    forward_names = _forward_names(module, len(user)) if not kwargs else [None] * len(user)
+    user_index = {ph.name: i for i, ph in enumerate(user)}
+    input_names = [None] * len(user)
+    weights = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if node.name in weight_of:
+                names[node.name] = _add_weight(b, node.name, weight_of[node.name], state[weight_of[node.name]],
+                                               "parameter", weights)
+            else:
+                i = user_index[node.name]
+                wanted = forward_names[i] or node.name
+                names[node.name] = b.placeholder(wanted, _meta_of(node, sym))
+                input_names[i] = names[node.name]
+        elif node.op == "get_attr":
+            tensor = _get_attr(gm, node.target)
+            names[node.name] = _add_weight(b, node.name, node.target, tensor, "constant", weights)
+        elif node.op == "call_function":
+            meta = _meta_of(node, sym)
+            md = {}
+            if node.meta.get("stack_trace"):
+                md["stack_trace"] = str(node.meta["stack_trace"])
+            names[node.name] = b.call(node.name, target_name(node.target), _arg(tuple(node.args), names),
+                                      {k: _arg(v, names) for k, v in node.kwargs.items()}, meta, md)
+        elif node.op == "output":
+            outs = node.args[0]
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            if user_outputs is not None:
+                outs = [outs[i] for i in user_outputs]
+            b.output([_arg(o, names) for o in outs])
+        else:
+            raise NotImplementedError(f"kiln: FX node {node.op} {node.target} in the traced graph")
+    program = b.finish(torch.__version__)
+    for name, (lo, hi) in sym.ranges.items():
+        program.set_range(name, lo, hi)
+
+    dynamic = []
+    for name, spec in zip(input_names, specs):
+        if spec is not None:
+            dynamic += [(name, d, spec.min_shape[d], spec.opt_shape[d], spec.max_shape[d])
+                        for d in spec.dynamic_dims()]
+    return Captured(program, input_names, in_spec, tensor_leaf, out_spec, weights, dynamic)
+
+
+def _get_attr(gm, target):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _add_weight(builder, node_name, state_name, tensor, kind, weights):
+    """A weight viewing the torch tensor's memory (a CPU copy when it lives elsewhere, made once)."""
+    t = tensor.detach()
+    weights[state_name] = t
+    host = t if t.device.type == "cpu" else t.cpu()
+    if not host.is_contiguous():
+        host = host.contiguous()
+    meta = (scalar_type(host.dtype), list(host.shape), list(host.stride()), "cpu")
+    return builder.weight(node_name, state_name, kind, meta, host.data_ptr(),
+                          host.numel() * host.element_size(), host)

@@ -1,0 +1,188 @@
+"""The module kiln.compile returns: a torch.fx graph whose `_run_on_acc_N` submodules run engine
+plans and whose other nodes are the fallback ops, called in PyTorch itself.
+
+Built from a CompiledProgram's steps (the order the program layer decided), so a program loaded
+from a .kiln file gives the same module as the one just compiled.
+"""
+import operator
+
+import torch
+import torch.utils._pytree as pytree
+
+from . import _kiln
+from ._values import FROM_ENGINE, TO_ENGINE, _dim, resolve_target, sym_expr, to_torch
+
+
+class AcceleratedSegment(torch.nn.Module):
+    """One engine plan. Inputs cross as data pointers (no copies) on torch's current CUDA stream;
+    outputs are written into fresh torch tensors."""
+
+    def __init__(self, program, index, info):
+        super().__init__()
+        self._runner = _kiln.SegmentRunner(program, index)
+        self._info = info
+        self._cuda = info["device"] == _kiln.DeviceKind.CUDA
+
+    def extra_repr(self):
+        ops = ", ".join(dict.fromkeys(self._info["ops"]))
+        return f"{self._info['name']}: {self._info['compute_ops']} compute ops ({ops})"
+
+    def forward(self, *inputs):
+        views = []
+        for t in inputs:
+            try:
+                dtype = TO_ENGINE[t.dtype]
+            except (KeyError, AttributeError):
+                raise TypeError(f"{self._info['name']}: input of type {type(t).__name__} "
+                                f"{getattr(t, 'dtype', '')} is not an engine tensor") from None
+            views.append((t.data_ptr(), dtype, tuple(t.shape), tuple(t.stride()), t.is_cuda))
+        if self._cuda:
+            device = inputs[0].device if inputs else torch.device("cuda", torch.cuda.current_device())
+            stream = torch.cuda.current_stream(device).cuda_stream
+        else:
+            device, stream = torch.device("cpu"), 0
+
+        def alloc(i, dims, dtype):
+            out = torch.empty(tuple(dims), dtype=FROM_ENGINE[dtype], device=device)
+            return out, out.data_ptr()
+
+        outs = self._runner.run(views, stream, alloc)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class CompiledModule(torch.nn.Module):
+    """What kiln.compile returns. Callable like the original module; `.graph` is the fx graph
+    (`_run_on_acc_N` calls and fallback ops), `.program` the C++ CompiledProgram."""
+
+    def __init__(self, gm, program, in_spec=None, tensor_leaf=None, out_spec=None):
+        super().__init__()
+        self.module = gm
+        self.program = program
+        self._in_spec = in_spec
+        self._tensor_leaf = tensor_leaf
+        self._out_spec = out_spec
+
+    @property
+    def graph(self):
+        return self.module.graph
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["module"], name)  # _run_on_acc_N, weights
+
+    def forward(self, *args, **kwargs):
+        if self._in_spec is None:
+            tensors = list(args) + list(kwargs.values())
+        else:
+            flat, _ = pytree.tree_flatten((args, kwargs))
+            tensors = [v for v, t in zip(flat, self._tensor_leaf) if t]
+        outs = self.module(*tensors)
+        if self._out_spec is None:
+            return outs[0] if len(outs) == 1 else outs
+        return pytree.tree_unflatten(list(outs), self._out_spec)
+
+
+def _attr_name(state_name):
+    return "_w_" + "".join(c if c.isalnum() else "_" for c in state_name)
+
+
+def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None):
+    """CompiledProgram -> CompiledModule. `weights`: state-dict name -> tensor, for the get_attr
+    nodes of fallback ops."""
+    g = torch.fx.Graph()
+    root = torch.nn.Module()
+    env = {}
+    nodes = {n.name: n for n in program.graph_nodes()}
+    sym_source = {}  # symbol -> (input name, dim): where a run finds its value
+    for name, meta in program.inputs:
+        env[name] = g.placeholder(name)
+        for d, size in enumerate(meta[1]):
+            if isinstance(size, str):
+                sym_source.setdefault(size, (name, d))
+
+    def symbolic(expr, name):
+        if isinstance(expr, int):
+            return expr
+        syms = []
+
+        def collect(e):
+            if isinstance(e, str):
+                syms.append(e)
+            elif isinstance(e, tuple):
+                for a in e[1:]:
+                    collect(a)
+        collect(expr)
+        dims = []
+        for s in dict.fromkeys(syms):
+            if s not in sym_source:
+                raise RuntimeError(f"kiln: symbol {s} of %{name} is bound by no input")
+            key = f"{s}_size"
+            if key not in env:
+                inp, d = sym_source[s]
+                env[key] = g.create_node("call_function", _dim, (env[inp], d), name=key)
+            dims.append(env[key])
+        if isinstance(expr, str):
+            return dims[0]
+        return g.create_node("call_function", sym_expr, (expr, tuple(dict.fromkeys(syms)), *dims), name=name)
+
+    def arg(a):
+        if isinstance(a, _kiln.IRNode):
+            return value(a.name)
+        if isinstance(a, list):
+            return [arg(x) for x in a]
+        return to_torch(a)
+
+    def emit(node):
+        meta = node.meta
+        if node.kind == "call_function" and not node.args and meta is not None and meta[0] == "sym":
+            return symbolic(meta[1], node.name)  # its value follows from the input shapes
+        fn = resolve_target(node.target)
+        if fn is None:
+            raise RuntimeError(f"kiln: PyTorch has no op {node.target} (node %{node.name})")
+        return g.create_node("call_function", fn, tuple(arg(a) for a in node.args),
+                             {k: arg(v) for k, v in node.kwargs.items()}, name=node.name)
+
+    def value(name):
+        if name in env:
+            return env[name]
+        node = nodes.get(name)
+        if node is not None and node.kind == "get_attr":
+            attr = _attr_name(node.target)
+            if not hasattr(root, attr):
+                if node.target not in weights:
+                    raise RuntimeError(f"kiln: weight {node.target} of %{name} is not available")
+                root.register_buffer(attr, weights[node.target])
+            env[name] = g.get_attr(attr)
+        elif node is not None and node.kind == "call_function":
+            env[name] = emit(node)
+        elif node is not None and node.meta is not None and node.meta[0] in ("tuple", "list"):
+            env[name] = [env.get(f"{name}.{i}") for i in range(len(node.meta[1]))]
+        elif "." in name and name.rsplit(".", 1)[0] in nodes:
+            whole, i = name.rsplit(".", 1)
+            env[name] = value(whole)[int(i)]
+        else:
+            raise RuntimeError(f"kiln: value %{name} is used before it is computed")
+        return env[name]
+
+    segments = program.segments
+    for kind, x in program.steps:
+        if kind == "segment":
+            info = segments[x]
+            root.add_module(info["name"], AcceleratedSegment(program, x, info))
+            call = g.call_module(info["name"], tuple(value(n) for n in info["inputs"]))
+            outs = info["outputs"]
+            if len(outs) == 1:
+                env[outs[0]] = call
+            else:
+                for i, o in enumerate(outs):
+                    env[o] = g.create_node("call_function", operator.getitem, (call, i), name=o)
+        else:
+            env[x.name] = emit(x)
+    out = next(n for n in program.graph_nodes() if n.kind == "output")
+    results = out.args[0] if out.args and isinstance(out.args[0], list) else list(out.args)
+    g.output(tuple(arg(r) for r in results))
+    g.lint()
+    gm = torch.fx.GraphModule(root, g, class_name="KilnGraphModule")
+    return CompiledModule(gm, program, in_spec, tensor_leaf, out_spec)
