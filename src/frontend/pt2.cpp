@@ -525,8 +525,9 @@ class Loader {
   // ---- nodes --------------------------------------------------------------------------------
 
   Argument parse_argument(const json& j, const std::string& where) {
-    auto [tag, v_ptr] = tagged(j, where);
-    const json& v = *v_ptr;
+    const auto tagged_arg = tagged(j, where);
+    const std::string& tag = tagged_arg.first;  // (not a structured binding: lambdas capture it)
+    const json& v = *tagged_arg.second;
     auto list_of = [&](auto&& each) {
       if (!v.is_array()) fail(where, tag + " should be a list");
       Argument::List out;

@@ -1,0 +1,30 @@
+// libFuzzer target for the .pt2 reader: any input must either load (and then print and read its
+// weights without touching memory outside them) or fail with frontend::Pt2Error. Any other
+// exception, a crash, a sanitizer report, a hang or a huge allocation is a bug.
+//
+// Build: cmake -DKILN_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang ... && ninja pt2_fuzz
+// Run:   build/bin/pt2_fuzz -max_total_time=60 -malloc_limit_mb=1024 CORPUS_DIR (seed: tests/data/*/*.pt2)
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+
+#include "frontend/pt2.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  try {
+    kiln::ir::ExportedProgram p = kiln::frontend::load_pt2_from_memory(data, size, "fuzz.pt2");
+    volatile size_t sink = p.graph.str().size();
+    for (const auto& [name, w] : p.weights) {
+      const size_t n = w.nbytes();
+      if (n) sink = sink + w.data()[0] + w.data()[n - 1];
+    }
+    (void)sink;
+  } catch (const kiln::frontend::Pt2Error&) {
+    // Expected for malformed input.
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pt2_fuzz: unexpected exception (must be Pt2Error): %s\n", e.what());
+    std::abort();
+  }
+  return 0;
+}
