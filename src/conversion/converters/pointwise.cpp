@@ -85,6 +85,8 @@ void register_pointwise() {
   add({"aten.pow.Scalar"}, KILN_CONVERTER { return ew::pow(ctx, target, kAten, name, args.at(0), args.at(1)); });
   binary("minimum", BinaryOp::kMin, {"default"});
   binary("maximum", BinaryOp::kMax, {"default"});
+  binary("min", BinaryOp::kMin, {"other"});  // torch.min(a, b): elementwise
+  binary("max", BinaryOp::kMax, {"other"});
   binary("eq", BinaryOp::kEqual);
   binary("ne", BinaryOp::kNotEqual);
   binary("lt", BinaryOp::kLess);
