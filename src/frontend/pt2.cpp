@@ -773,7 +773,8 @@ class Loader {
       if (tag != "user_output") fail(where, "unknown output spec '" + tag + "'");
       results.push_back(parse_argument(outs[i], "graph outputs[" + std::to_string(i) + "]"));
     }
-    prog_.graph.create(NodeKind::Output, "output", "output", std::move(results));
+    // As torch.fx: one argument, the tuple (here a list) of outputs.
+    prog_.graph.create(NodeKind::Output, "output", "output", {Argument(Argument::List(std::move(results)))});
   }
 
   void read_ranges(const json& model) {

@@ -132,10 +132,11 @@ std::string Node::str() const {
       return "%" + name + " : [num_users=" + std::to_string(users_.size()) + "] = " + to_string(kind) +
              "[target=" + target + "]";
     case NodeKind::Output: {
-      // Exported programs return a tuple: `return (%a, %b)`; args are the outputs in order.
+      // Exported programs return a tuple: `return (%a, %b)`.
+      const std::vector<Argument>& outs = args.size() == 1 && args[0].is_list() ? args[0].list() : args;
       std::string s = "return (";
-      for (size_t i = 0; i < args.size(); ++i) s += (i ? ", " : "") + args[i].str();
-      return s + (args.size() == 1 ? ",)" : ")");
+      for (size_t i = 0; i < outs.size(); ++i) s += (i ? ", " : "") + outs[i].str();
+      return s + (outs.size() == 1 ? ",)" : ")");
     }
     case NodeKind::CallFunction: break;
   }
@@ -260,6 +261,13 @@ Node* Graph::output() const {
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it)
     if ((*it)->kind == NodeKind::Output) return it->get();
   return nullptr;
+}
+
+std::vector<Argument> Graph::output_values() const {
+  const Node* out = output();
+  if (!out) return {};
+  if (out->args.size() == 1 && out->args[0].is_list()) return out->args[0].list();
+  return out->args;
 }
 
 Node* Graph::find(const std::string& name) const {

@@ -106,7 +106,10 @@ class Graph {
 
   std::vector<Node*> nodes() const;           // in order
   std::vector<Node*> placeholders() const;
+  // The output node has one argument, the list of program outputs in order (torch.fx's
+  // `output((a, b))`); a lone non-list argument is read as a single output.
   Node* output() const;                       // nullptr before one exists
+  std::vector<Argument> output_values() const;  // the outputs in order, whichever form
   Node* find(const std::string& name) const;
   size_t size() const { return nodes_.size(); }
 

@@ -37,7 +37,9 @@ TEST(Pt2, EveryFixtureLoadsVerifiesAndPrints) {
     EXPECT_NO_THROW(p.graph.verify());
     EXPECT_FALSE(p.inputs().empty());
     ASSERT_NE(p.graph.output(), nullptr);
-    EXPECT_FALSE(p.graph.output()->args.empty());
+    ASSERT_EQ(p.graph.output()->args.size(), 1u);
+    EXPECT_TRUE(p.graph.output()->args[0].is_list());
+    EXPECT_FALSE(p.graph.output_values().empty());
     EXPECT_EQ(p.schema_version.first, 8);
     EXPECT_EQ(p.verifier, f.find("core_aten") != std::string::npos ? "ATEN" : "TRAINING");
     const std::string text = p.graph.str();
@@ -104,7 +106,7 @@ TEST(Pt2, MlpDynSymbolsAndRanges) {
     EXPECT_EQ(p.ranges.at(sym).min, 1);
     EXPECT_EQ(p.ranges.at(sym).max, 256);
     // The output carries the same symbol.
-    const ir::Node* out = p.graph.output()->args.at(0).node();
+    const ir::Node* out = p.graph.output_values().at(0).node();
     EXPECT_EQ(out->meta.tensor.sizes[0], m.sizes[0]);
     EXPECT_EQ(out->meta.tensor.str(), "f32[" + sym + ", 32]");
   }

@@ -97,3 +97,14 @@ TEST(Weight, ExtentAndContiguity) {
   EXPECT_FALSE(w.is_contiguous());
   EXPECT_EQ(w.nbytes(), (1 + 1 + 2 * 2) * 4u);
 }
+
+TEST(Graph, OutputTupleForm) {
+  Graph g;
+  Node* x = g.create(NodeKind::Placeholder, "x", "x");
+  x->meta = ValueMeta::of_tensor(f32({1}));
+  Node* out = g.create(NodeKind::Output, "output", "output", {Argument(Argument::List{x, x})});
+  EXPECT_EQ(out->str(), "return (%x, %x)");
+  EXPECT_EQ(g.output_values().size(), 2u);
+  EXPECT_EQ(x->users(), std::vector<Node*>{out});
+  EXPECT_NO_THROW(g.verify());
+}

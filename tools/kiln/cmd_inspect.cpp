@@ -80,10 +80,9 @@ void print_pt2(const std::string& path, std::ostream& os) {
     }
   }
 
-  const ir::Node* out = p.graph.output();
-  os << "outputs (" << (out ? out->args.size() : 0) << "):\n";
-  if (out)
-    for (const auto& a : out->args) os << "  " << a.str() << (a.is_node() ? ": " + value_str(a.node()) : "") << "\n";
+  const auto outs = p.graph.output_values();
+  os << "outputs (" << outs.size() << "):\n";
+  for (const auto& a : outs) os << "  " << a.str() << (a.is_node() ? ": " + value_str(a.node()) : "") << "\n";
 
   size_t params = 0, buffers = 0, constants = 0;
   for (const auto& [name, w] : p.weights) {
