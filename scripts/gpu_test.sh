@@ -2,6 +2,7 @@
 # On the GPU machine (`make gpu-test`): configure a build with CUDA (+ cuDNN) and PyTorch's libtorch,
 # build it with ninja and run the whole test suite, GPU tests included.
 #   BUILD=build-gpu  build folder     JOBS=$(nproc)  parallel jobs     CTEST_ARGS=...  extra ctest args
+#   TARGETS="a b"    build only these  CMAKE_FLAGS=... extra configure flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -35,6 +36,6 @@ done
 
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_WITH_CUDA=ON "${extra[@]}" ${CMAKE_FLAGS:-}
 grep -E "KILN_HAS_CUDA|CUDNN_LIBRARY" "$BUILD/CMakeCache.txt" || true
-cmake --build "$BUILD" -j "$JOBS"
+if [[ -n "${TARGETS:-}" ]]; then cmake --build "$BUILD" -j "$JOBS" --target $TARGETS; else cmake --build "$BUILD" -j "$JOBS"; fi
 cd "$BUILD"
 ctest --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}

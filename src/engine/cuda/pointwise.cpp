@@ -8,7 +8,7 @@
 // input is broadcast; offset = index) and `kiln_bcast` (per-input strides over collapsed dims).
 // Compiled cubins are cached per process by source text. (The Plan API has no slot for backend
 // blobs, so they are not stored in the plan; a plan's first run on a process compiles them.)
-#include <cuda.h>
+#include <cuda_runtime.h>
 #include <nvrtc.h>
 
 #include <cmath>
@@ -191,6 +191,12 @@ std::string binary_expr(BinaryOp op, const std::string& a, const std::string& b,
     case BinaryOp::kPow: return f ? call("powf", a, b) : call("kipow", a, b);
     case BinaryOp::kMin: return call("kmin", a, b);
     case BinaryOp::kMax: return call("kmax", a, b);
+    case BinaryOp::kBitAnd: case BinaryOp::kBitOr: case BinaryOp::kBitXor:
+      if (f) return "0.f";  // refused for floats by the network; keep the source compilable
+      break;
+    default: break;
+  }
+  switch (op) {
     case BinaryOp::kBitAnd: return "(" + T + ")(" + a + " & " + b + ")";
     case BinaryOp::kBitOr: return "(" + T + ")(" + a + " | " + b + ")";
     case BinaryOp::kBitXor: return "(" + T + ")(" + a + " ^ " + b + ")";
@@ -347,10 +353,12 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
   return src.str();
 }
 
+// Loaded through the runtime's library API (not the driver API), so kiln links no libcuda and
+// its binaries load on machines without a GPU driver (CI).
 struct Compiled {
-  CUmodule module = nullptr;
-  CUfunction flat = nullptr;
-  CUfunction bcast = nullptr;
+  cudaLibrary_t library = nullptr;
+  cudaKernel_t flat = nullptr;
+  cudaKernel_t bcast = nullptr;
 };
 
 std::mutex g_mutex;
@@ -362,12 +370,8 @@ std::unordered_map<std::string, Compiled>& cache() {
 void nvrtc_check(nvrtcResult r, const char* what) {
   if (r != NVRTC_SUCCESS) throw NetworkError(std::string("NVRTC: ") + what + ": " + nvrtcGetErrorString(r));
 }
-void cu_check(CUresult r, const char* what) {
-  if (r != CUDA_SUCCESS) {
-    const char* s = nullptr;
-    cuGetErrorString(r, &s);
-    throw NetworkError(std::string("CUDA driver: ") + what + ": " + (s ? s : "?"));
-  }
+void cu_check(cudaError_t r, const char* what) {
+  if (r != cudaSuccess) throw NetworkError(std::string("CUDA: ") + what + ": " + cudaGetErrorString(r));
 }
 
 const Compiled& compile(const Context& ctx, const std::string& source) {
@@ -396,9 +400,9 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
   nvrtcDestroyProgram(&prog);
 
   Compiled c;
-  cu_check(cuModuleLoadData(&c.module, cubin.data()), "cuModuleLoadData");
-  cu_check(cuModuleGetFunction(&c.flat, c.module, "kiln_flat"), "kiln_flat");
-  cu_check(cuModuleGetFunction(&c.bcast, c.module, "kiln_bcast"), "kiln_bcast");
+  cu_check(cudaLibraryLoadData(&c.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0), "cudaLibraryLoadData");
+  cu_check(cudaLibraryGetKernel(&c.flat, c.library, "kiln_flat"), "kiln_flat");
+  cu_check(cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast"), "kiln_bcast");
   return cache().emplace(key, c).first->second;
 }
 
@@ -482,8 +486,9 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
   void* params[] = {&a};
   const unsigned threads = 256;
   const unsigned grid = grid_for(ctx, n, threads);
-  cu_check(cuLaunchKernel(flat ? c.flat : c.bcast, grid, 1, 1, threads, 1, 1, 0, ctx.stream, params, nullptr),
-           "cuLaunchKernel");
+  cu_check(cudaLaunchKernel(reinterpret_cast<const void*>(flat ? c.flat : c.bcast), dim3(grid), dim3(threads), params, 0,
+                            ctx.stream),
+           "launch of a pointwise kernel");
 }
 
 void run_pointwise(Context& ctx, const Layer& layer, LayerCall& call) {
