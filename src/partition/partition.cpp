@@ -27,6 +27,9 @@ const std::set<std::string>& view_ops() {
   return ops;
 }
 
+// The category, then the registry's detail when it says more than the category.
+std::string verdict_text(const NodeVerdict& v);
+
 std::string verdict_label(const NodeVerdict& v) {
   switch (v.verdict) {
     case Verdict::kNoConverter: return "no converter";
@@ -37,6 +40,12 @@ std::string verdict_label(const NodeVerdict& v) {
     case Verdict::kNotAnOp: return "not an op";
   }
   return "?";
+}
+
+std::string verdict_text(const NodeVerdict& v) {
+  std::string s = verdict_label(v);
+  if (!v.reason.empty() && v.verdict != Verdict::kTorchExecuted) s += " (" + v.reason + ")";
+  return s;
 }
 
 std::string value_str(const ir::Node* n) {
@@ -138,8 +147,7 @@ Partition partition_graph(const ir::Graph& graph, const conversion::CompilationS
     for (const auto& v : part.verdicts) {
       if (v.verdict == Verdict::kConvertible || v.node->target == "getitem") continue;
       ++count;
-      list += (count > 1 ? "; %" : " %") + v.node->name + " (" + v.node->target + "): " + verdict_label(v) +
-              (v.reason.empty() ? "" : " — " + v.reason);
+      list += (count > 1 ? "; %" : " %") + v.node->name + " (" + v.node->target + "): " + verdict_text(v);
     }
     if (count)
       throw PartitionError("require_full_compilation: " + std::to_string(count) + " op(s) cannot be converted:" + list);
@@ -244,9 +252,7 @@ std::string Partition::report() const {
     if (v.accelerated || v.node->target == "getitem") continue;
     if (!any) os << "unsupported ops (run by PyTorch):\n";
     any = true;
-    os << "  %" << v.node->name << " (" << v.node->target << "): " << verdict_label(v);
-    if (!v.reason.empty()) os << " — " << v.reason;
-    os << "\n";
+    os << "  %" << v.node->name << " (" << v.node->target << "): " << verdict_text(v) << "\n";
   }
   if (!any) os << "unsupported ops: none\n";
   for (const auto& s : segments) {

@@ -1,6 +1,7 @@
 #include "program/npy.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -44,7 +45,7 @@ std::string header_field(const std::string& h, const std::string& key) {
 
 HostTensor read_npy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw NpyError(path + ": cannot open file");
+  if (!in) throw NpyError(path + (std::filesystem::exists(path) ? ": cannot open file" : ": no such file"));
   in.seekg(0, std::ios::end);
   const auto file_size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);

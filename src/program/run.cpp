@@ -366,7 +366,16 @@ std::string CompiledProgram::str() const {
   }
   if (const ir::Node* out = graph_.output()) {
     os << "    return ";
-    os << (out->args.empty() ? std::string("None") : print_arg(out->args[0], display)) << "\n";
+    if (out->args.empty()) {
+      os << "None\n";
+    } else if (out->args[0].is_list()) {  // fx prints the output tuple as `(a, b)` / `(a,)`
+      const auto& l = out->args[0].list();
+      os << "(";
+      for (size_t i = 0; i < l.size(); ++i) os << (i ? ", " : "") << print_arg(l[i], display);
+      os << (l.size() == 1 ? ",)\n" : ")\n");
+    } else {
+      os << print_arg(out->args[0], display) << "\n";
+    }
   }
   return os.str();
 }

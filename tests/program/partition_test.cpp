@@ -19,6 +19,17 @@ ir::TensorMeta f32(std::vector<int64_t> dims) {
   return m;
 }
 
+// A converter that is never called: the partitioner only reads verdicts.
+ConverterSpec spec(const std::string& target, conversion::CapabilityValidator validator = {}, std::string vname = "") {
+  ConverterSpec c;
+  c.target = target;
+  c.fn = [](conversion::ConversionContext&, const std::string&, const std::vector<conversion::Value>&,
+            const conversion::Kwargs&, const std::string&) -> conversion::Value { return {}; };
+  c.validator = std::move(validator);
+  c.validator_name = std::move(vname);
+  return c;
+}
+
 struct Fixture {
   ir::Graph g;
   ConverterRegistry reg;
@@ -27,7 +38,7 @@ struct Fixture {
   Fixture() {
     for (const char* op : {"aten.relu.default", "aten.add.Tensor", "aten.mul.Tensor", "aten.view.default",
                            "aten.permute.default", "aten.sigmoid.default"})
-      reg.add(ConverterSpec{.target = op, .fn = {}});
+      reg.add(spec(op));
     x = g.create(NodeKind::Placeholder, "x", "x");
     x->meta = ir::ValueMeta::of_tensor(f32({2, 3}));
   }
@@ -158,15 +169,15 @@ TEST(Partition, RequireFullCompilationListsEveryOp) {
 
 TEST(Partition, ValidatorAndDynamicShapeVerdicts) {
   Fixture f;
-  f.reg.add(ConverterSpec{.target = "aten.gelu.default", .fn = {},
-                          .validator = [](const Node& n, const CompilationSettings&) { return n.kwarg("approximate") != nullptr; },
-                          .validator_name = "needs_approximate"});
+  f.reg.add(spec("aten.gelu.default",
+                 [](const Node& n, const CompilationSettings&) { return n.kwarg("approximate") != nullptr; },
+                 "needs_approximate"));
   Node* a = f.op("a", "aten.gelu.default", {f.x});
   Node* y = f.g.create(NodeKind::Placeholder, "y", "y");
   ir::TensorMeta dyn;
   dyn.sizes = {ir::SymInt(ir::SymExpr::symbol("s0")), 3};
   y->meta = ir::ValueMeta::of_tensor(dyn);
-  f.reg.add(ConverterSpec{.target = "aten.tanh.default", .fn = {}});  // static shapes only
+  f.reg.add(spec("aten.tanh.default"));  // static shapes only
   Node* t = f.g.create(NodeKind::CallFunction, "t", "aten.tanh.default", {y});
   t->meta = ir::ValueMeta::of_tensor(dyn);
   f.output({a, t});
