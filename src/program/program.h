@@ -89,6 +89,8 @@ class CompiledProgram {
   // weights fallback nodes read, the fallback and symbolic nodes, and the output node.
   const ir::Graph& graph() const { return graph_; }
   std::vector<std::string> fallback_ops() const;  // distinct targets run by the fallback executor
+  engine::DeviceKind device() const { return device_; }  // what the plans were built for
+  engine::Precision precision() const { return precision_; }
   // Weights the fallback nodes read, by state-dict name (the get_attr targets of graph()).
   const std::map<std::string, HostTensor>& weights() const { return weights_; }
 

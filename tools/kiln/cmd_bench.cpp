@@ -18,7 +18,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, device = "cpu";
+  std::string model, device;
   std::vector<std::string> inputs;
   int iters = 50, warmup = 5;
 };
@@ -38,6 +38,7 @@ void run_bench(const BenchArgs& a) {
   }
   std::vector<program::HostTensor> inputs = program::read_inputs(a.inputs);
   program::CompiledProgram prog = program::open_model(a.model, o);
+  if (a.device.empty()) ro.device = prog.device();  // a .kiln runs where it was built for
   for (int i = 0; i < a.warmup; ++i) prog.run(inputs, ro);
   std::vector<double> ms;
   for (int i = 0; i < a.iters; ++i) {
@@ -48,7 +49,7 @@ void run_bench(const BenchArgs& a) {
   std::sort(ms.begin(), ms.end());
   auto pct = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * (ms.size() - 1) + 0.5))]; };
   std::cout << std::fixed << std::setprecision(3) << a.model << ": median " << pct(0.5) << " ms, p90 " << pct(0.9)
-            << " ms, min " << ms.front() << " ms (" << a.iters << " iters, device " << a.device << ")\n";
+            << " ms, min " << ms.front() << " ms (" << a.iters << " iters, device " << engine::to_string(ro.device) << ")\n";
 }
 
 }  // namespace
@@ -60,7 +61,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--input", args->inputs, "input .npy, one per program input")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--iters", args->iters, "timed runs (default 50)")->check(CLI::Range(1, 1000000));
   cmd->add_option("--warmup", args->warmup, "untimed runs first (default 5)")->check(CLI::Range(0, 1000000));
-  cmd->add_option("--device", args->device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--device", args->device, "cpu|cuda (default: the device the program was compiled for)")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->callback([args] {
     run_bench(*args);
   });

@@ -17,7 +17,7 @@
 namespace {
 
 struct RunArgs {
-  std::string model, output_dir, device = "cpu";
+  std::string model, output_dir, device;
   std::vector<std::string> inputs;
 };
 
@@ -36,6 +36,7 @@ void run_run(const RunArgs& a) {
   }
   std::vector<program::HostTensor> inputs = program::read_inputs(a.inputs);
   program::CompiledProgram prog = program::open_model(a.model, o);
+  if (a.device.empty()) ro.device = prog.device();  // a .kiln runs where it was built for
   std::vector<program::HostTensor> outs;
   {
     program::StageTimer t(o.log, "run");
@@ -59,7 +60,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("model", args->model, ".pt2 or .kiln")->required();
   cmd->add_option("--input", args->inputs, "input .npy, one per program input, in order")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--output-dir", args->output_dir, "where output_<i>.npy are written")->required();
-  cmd->add_option("--device", args->device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--device", args->device, "cpu|cuda (default: the device the program was compiled for)")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->callback([args] {
     run_run(*args);
   });
