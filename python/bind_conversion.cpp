@@ -111,7 +111,7 @@ void register_exceptions(py::module_& m) {
   m.attr("NetworkError") = py::handle(net);
   m.attr("ShapeError") = py::handle(shape);
   m.attr("VerifyError") = py::handle(verify);
-  py::register_exception_translator([](std::exception_ptr p) {
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const py::error_already_set&) {

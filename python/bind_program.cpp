@@ -4,6 +4,8 @@
 #include <iostream>
 #include <mutex>
 
+#include <pybind11/numpy.h>
+
 #include "bind_common.h"
 #include "engine/runtime.h"
 #include "program/fallback.h"
@@ -133,7 +135,7 @@ void bind_program(py::module_& m) {
   m.attr("InputError") = py::handle(input_error);
   m.attr("FormatError") = py::handle(format_error);
   m.attr("PartitionError") = py::handle(partition_error);
-  py::register_exception_translator([](std::exception_ptr p) {
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const program::InputError& e) {
@@ -209,7 +211,27 @@ void bind_program(py::module_& m) {
            py::return_value_policy::reference_internal)
       .def("find", [](const CompiledProgram& p, const std::string& n) { return p.graph().find(n); },
            py::return_value_policy::reference_internal)
-      .def("fallback_ops", &CompiledProgram::fallback_ops);
+      .def("fallback_ops", &CompiledProgram::fallback_ops)
+      // name -> (NumPy view of the bytes, ScalarType): zero-copy, the array keeps the program's
+      // buffer alive. bf16 and other types NumPy lacks come as raw unsigned ints of their width.
+      .def("weights", [](const CompiledProgram& p) {
+        py::dict out;
+        for (const auto& [name, t] : p.weights()) {
+          const size_t es = ir::element_size(t.dtype);
+          py::dtype dt = t.dtype == ir::ScalarType::Float    ? py::dtype::of<float>()
+                         : t.dtype == ir::ScalarType::Double ? py::dtype::of<double>()
+                         : t.dtype == ir::ScalarType::Long   ? py::dtype::of<int64_t>()
+                         : t.dtype == ir::ScalarType::Int    ? py::dtype::of<int32_t>()
+                         : t.dtype == ir::ScalarType::Char   ? py::dtype::of<int8_t>()
+                         : t.dtype == ir::ScalarType::Bool   ? py::dtype::of<bool>()
+                         : es == 2 ? py::dtype::of<uint16_t>() : py::dtype::of<uint8_t>();
+          std::vector<py::ssize_t> shape(t.dims.begin(), t.dims.end());
+          auto* keep = new std::shared_ptr<void>(t.owner);
+          py::capsule base(keep, [](void* q) { delete static_cast<std::shared_ptr<void>*>(q); });
+          out[py::str(name)] = py::make_tuple(py::array(dt, shape, t.data, base), t.dtype);
+        }
+        return out;
+      });
 
   py::class_<SegmentRunner>(m, "SegmentRunner")
       .def(py::init<std::shared_ptr<CompiledProgram>, size_t>(), py::arg("program"), py::arg("index"))

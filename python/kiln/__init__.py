@@ -109,7 +109,8 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
         print(_kiln.dry_run(cap.program, settings, cap.dynamic))
         return module
     program = _kiln.compile_program(cap.program, settings, cap.dynamic, verbose)
-    return build_module(program, cap.weights, cap.in_spec, cap.tensor_leaf, cap.out_spec)
+    weights = _program_weights(program, dev, cap.weights)
+    return build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec)
 
 
 def save(compiled, path):
@@ -121,7 +122,7 @@ def save(compiled, path):
 def load(path, device=None):
     """Loads a .kiln file as a CompiledModule (inputs positional, outputs a tensor or a tuple)."""
     program = _kiln.CompiledProgram.load(str(path))
-    return build_module(program, _program_weights(program, device))
+    return build_module(program, _program_weights(program, device or _program_device(program)))
 
 
 def load_pt2(path, arg_inputs=None, **options):
@@ -141,13 +142,24 @@ def load_pt2(path, arg_inputs=None, **options):
     return build_module(compiled, _program_weights(compiled, dev))
 
 
-def _program_weights(program, device):
-    """Weights that fallback ops read, as torch tensors (a .kiln / .pt2 carries them itself)."""
-    getter = getattr(program, "weights", None)
-    if getter is None:
-        return {}
+def _program_device(program):
+    segments = program.segments
+    cuda = any(s["device"] == _kiln.DeviceKind.CUDA for s in segments)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def _program_weights(program, device, own=None):
+    """Weights that fallback ops read, as torch tensors on `device`: the module's own where given
+    (`own`, by state-dict name), else views of the program's (lowering may have made new ones)."""
+    from ._values import FROM_SCALAR_TYPE
     out = {}
-    for name, array in getter().items():
+    for name, (array, scalar_type) in program.weights().items():
+        if own is not None and name in own:
+            out[name] = own[name]
+            continue
+        dtype = FROM_SCALAR_TYPE[scalar_type]
         t = torch.from_numpy(array)
+        if t.dtype != dtype:
+            t = t.view(dtype)
         out[name] = t.to(device) if device is not None else t
     return out

@@ -159,8 +159,17 @@ def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
 
     dynamic = any(s is not None and s.dynamic_dims() for s in specs)
     examples = [v for v, t in zip(flat, tensor_leaf) if t]
+    traced_fn = fn
+    if not dynamic:  # a functional graph (relu, not relu_), as torch.export gives on 2.x
+        try:         # (1.13's functionalize does not compose with symbolic tracing: see below)
+            from functorch import functionalize
+            traced_fn = functionalize(fn)
+        except ImportError:
+            pass
     with torch.no_grad():
-        gm = make_fx(fn, tracing_mode="symbolic" if dynamic else "real")(list(state.values()), examples)
+        gm = make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(list(state.values()), examples)
+    _functional_inplace(gm.graph)
+    gm.graph.eliminate_dead_code()
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     weight_of = {placeholders[i].name: names[i] for i in range(len(names))}
     user = placeholders[len(names):]
@@ -182,6 +191,39 @@ def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
                     keep[e] = (spec.min_shape[d], spec.max_shape[d])
                     values.pop(e, None)
     return gm, user, weight_of, out_spec[0], _Symbols(keep, values), state
+
+
+_VIEW_OPS = {"view", "_reshape_alias", "reshape", "slice", "select", "transpose", "t", "permute", "expand",
+             "unsqueeze", "squeeze", "as_strided", "alias", "detach", "narrow", "unfold", "diagonal", "split",
+             "chunk", "unbind"}
+
+
+def _functional_inplace(graph):
+    """`y = relu_(x)` -> `y = relu(x)`, later readers of x reading y: exact when x is an
+    intermediate that views nothing else (no other tensor sees the mutation)."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        schema = target._schema
+        op = schema.name.split("::")[-1]
+        if not op.endswith("_") or op.endswith("__") or not schema.arguments:
+            continue
+        alias = schema.arguments[0].alias_info
+        if alias is None or not alias.is_write or not node.args or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        base = node.args[0]
+        base_op = getattr(base.target, "_schema", None)
+        if base.op != "call_function" or (base_op is not None and base_op.name.split("::")[-1] in _VIEW_OPS):
+            continue
+        functional = getattr(getattr(torch.ops.aten, op[:-1], None), target._overloadname, None)
+        if functional is None:
+            continue
+        node.target = functional
+        for user in list(base.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(base, node)
 
 
 def _shape_env(s):
@@ -346,10 +388,14 @@ def capture(module, arg_inputs, kwarg_inputs, device):
             names[node.name] = _add_weight(b, node.name, node.target, tensor, "constant", weights)
         elif node.op == "call_function":
             meta = _meta_of(node, sym)
+            target, args = node.target, tuple(node.args)
+            if target is getattr(torch.ops.aten, "_reshape_alias").default:
+                # 1.13's make_fx records reshape of a contiguous tensor as _reshape_alias(x, size, stride).
+                target, args = torch.ops.aten.view.default, args[:2]
             md = {}
             if node.meta.get("stack_trace"):
                 md["stack_trace"] = str(node.meta["stack_trace"])
-            names[node.name] = b.call(node.name, target_name(node.target), _arg(tuple(node.args), names),
+            names[node.name] = b.call(node.name, target_name(target), _arg(args, names),
                                       {k: _arg(v, names) for k, v in node.kwargs.items()}, meta, md)
         elif node.op == "output":
             outs = node.args[0]
