@@ -752,6 +752,12 @@ extern const SchemaEntry kSchemaTable[] = {
      "upsample_trilinear3d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor"},
     {"aten.upsample_trilinear3d.default",
      "upsample_trilinear3d(Tensor self, SymInt[3] output_size, bool align_corners, float? scales_d=None, float? scales_h=None, float? scales_w=None) -> Tensor"},
+    {"aten.fill.Tensor",
+     "fill.Tensor(Tensor self, Tensor value) -> Tensor"},
+    {"aten.fill_.Tensor",
+     "fill_.Tensor(Tensor(a!) self, Tensor value) -> Tensor(a!)"},
+    {"aten.feature_dropout_.default",
+     "feature_dropout_(Tensor(a!) self, float p, bool train) -> Tensor(a!)"},
 };
 
 extern const size_t kSchemaTableSize = sizeof(kSchemaTable) / sizeof(kSchemaTable[0]);

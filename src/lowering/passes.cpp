@@ -76,7 +76,9 @@ size_t remove_noops(ir::ExportedProgram& program) {
       continue;
     }
     bool identity = kIdentity.count(t) > 0;
-    if (t == "aten.dropout.default" || t == "aten.feature_dropout.default" || t == "aten.alpha_dropout.default") {
+    // In-place dropout in eval mode leaves its input unchanged too: readers of either see the input.
+    if (t == "aten.dropout.default" || t == "aten.feature_dropout.default" || t == "aten.alpha_dropout.default" ||
+        t == "aten.dropout_.default" || t == "aten.feature_dropout_.default") {
       const ir::Argument* train = arg_of(*n, "train", 2);
       const ir::Argument* p = arg_of(*n, "p", 1);
       const bool eval = train && train->is<bool>() && !train->as<bool>();

@@ -639,6 +639,36 @@ TEST_F(ConverterTest, FoldedTransposedWeightConvertsCorrectly) {
   expect_close(out[0].second, want, 1e-5);
 }
 
+TEST_F(ConverterTest, FunctionalizedMutationsAndRoll) {
+  Case c;
+  HostArray x = random_array(F, {3, 4}, 161), src = random_array(F, {3, 2}, 162), row = random_array(F, {4}, 163);
+  ir::Node* ix = c.input("x", x);
+  ir::Node* is = c.input("src", src);
+  ir::Node* ir_ = c.input("row", row);
+  ir::Node* ss = c.call("aten.slice_scatter.default", {ix, is, 1, 1, 3}, {}, F, {3, 4});
+  ir::Node* se = c.call("aten.select_scatter.default", {ix, ir_, 0, -1}, {}, F, {3, 4});
+  ir::Node* cp = c.call("aten.copy.default", {ix, ir_}, {}, F, {3, 4});
+  ir::Node* fl = c.call("aten.fill.Scalar", {ix, 2.5}, {}, F, {3, 4});
+  ir::Node* ro = c.call("aten.roll.default", {ix, L{1, -1}, L{0, 1}}, {}, F, {3, 4});
+  ir::Node* rf = c.call("aten.roll.default", {ix, L{5}}, {}, F, {3, 4});
+  auto out = c.run({ss, se, cp, fl, ro, rf});
+  std::vector<double> wss = x.values, wse = x.values, wcp, wro(12), wrf(12);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 4; ++j) {
+      if (j >= 1 && j < 3) wss[i * 4 + j] = src.values[i * 2 + j - 1];
+      if (i == 2) wse[i * 4 + j] = row.values[j];
+      wcp.push_back(row.values[j]);
+      wro[((i + 1) % 3) * 4 + (j + 3) % 4] = x.values[i * 4 + j];
+    }
+  for (int k = 0; k < 12; ++k) wrf[(k + 5) % 12] = x.values[k];
+  expect_close(out[0].second, wss);
+  expect_close(out[1].second, wse);
+  expect_close(out[2].second, wcp);
+  expect_close(out[3].second, std::vector<double>(12, 2.5));
+  expect_close(out[4].second, wro);
+  expect_close(out[5].second, wrf);
+}
+
 TEST_F(ConverterTest, ValidatorsRejectUnsupportedArguments) {
   Case c;
   ir::Node* ix = c.input("x", random_array(F, {2, 3}, 1));

@@ -67,7 +67,8 @@ def models():
     from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, T5Config, T5EncoderModel
     img = lambda n=224: (torch.randn(1, 3, n, n),)
     return {
-        "resnet50": (lambda: tv.resnet50(), img, lambda: ({0: torch.export.Dim("batch", min=1, max=64)},)),
+        "resnet50": (lambda: tv.resnet50(), lambda: (torch.randn(2, 3, 224, 224),),
+                     lambda: ({0: torch.export.Dim("batch", min=1, max=64)},)),
         "mobilenet_v3": (lambda: tv.mobilenet_v3_large(), img, None),
         "efficientnet_b0": (lambda: tv.efficientnet_b0(), img, None),
         "convnext_tiny": (lambda: tv.convnext_tiny(), img, None),

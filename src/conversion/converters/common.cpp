@@ -116,6 +116,7 @@ void register_builtin_converters() {
     converters::register_nn();
     converters::register_reduce();
     converters::register_tensor();
+    converters::register_functional();
   });
 }
 

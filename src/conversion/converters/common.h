@@ -73,5 +73,6 @@ void register_pointwise();
 void register_nn();
 void register_reduce();
 void register_tensor();
+void register_functional();
 
 }  // namespace kiln::conversion::converters

@@ -96,7 +96,8 @@ void register_tensor() {
   // Ops with no effect on values (lowering removes most; converters cover unlowered graphs).
   add({"aten.contiguous.default", "aten.clone.default", "aten.alias.default", "aten.detach.default",
        "aten.lift_fresh_copy.default", "aten.lift_fresh.default"}, identity());
-  add({"aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default"}, identity(),
+  add({"aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default", "aten.dropout_.default",
+       "aten.feature_dropout_.default"}, identity(),
       {[](const ir::Node& n, const CompilationSettings&) {
          ir::Argument t = node_arg(n, "train");
          return t.is<bool>() && !t.as<bool>();

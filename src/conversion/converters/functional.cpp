@@ -1,0 +1,166 @@
+// What functionalization leaves of in-place and view mutations (slice_scatter, select_scatter,
+// copy, fill), plus roll and reshape-like as_strided. Each rebuilds the result from slices and
+// concatenation, so it needs static sizes along the axis it touches (validators check).
+#include <algorithm>
+#include <optional>
+
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace {
+namespace sh = impl::shuffle;
+namespace sl = impl::slice;
+
+std::optional<int64_t> static_int(const ir::Argument& a) {
+  if (a.is<int64_t>()) return a.as<int64_t>();
+  return std::nullopt;
+}
+
+// The input's size along `dim_arg`, when static.
+std::optional<int64_t> static_dim(const ir::Node& n, const std::string& self_arg, int64_t dim) {
+  ir::Argument self = node_arg(n, self_arg);
+  if (!self.is_node() || !self.node()->meta.is_tensor()) return std::nullopt;
+  const auto& m = self.node()->meta.tensor;
+  const int64_t r = static_cast<int64_t>(m.rank());
+  if (dim < 0) dim += r;
+  if (dim < 0 || dim >= r || !m.sizes[dim].is_constant()) return std::nullopt;
+  return m.sizes[dim].value;
+}
+
+// PyTorch's clamp of a slice bound into [0, n].
+int64_t clamp_bound(const Value& v, int64_t n, int64_t fallback) {
+  if (v.is_none()) return fallback;
+  int64_t b = v.to_int();
+  if (b < 0) b += n;
+  return std::clamp<int64_t>(b, 0, n);
+}
+
+// self with [start, end) along dim replaced by src.
+Tensor* replace_range(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* self,
+                      Tensor* src, int64_t dim, int64_t start, int64_t end) {
+  const int64_t axis = impl::normalize_axis(dim, self->rank());
+  const int64_t n = *self->shape()[axis].constant();
+  src = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", src, self->dtype());
+  std::vector<Tensor*> parts;
+  if (start > 0) parts.push_back(sl::slice_op(ctx, target, kAten, name + "/before", self, axis, int64_t{0}, start, 1));
+  parts.push_back(src);
+  if (end < n) parts.push_back(sl::slice_op(ctx, target, kAten, name + "/after", self, axis, end, Value(), 1));
+  return impl::cat::cat(ctx, target, kAten, name, parts, axis);
+}
+
+Tensor* broadcast_to(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* value,
+                     Tensor* like) {
+  value = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", value, like->dtype());
+  value = impl::broadcast_rank(ctx, value, like->rank(), name);
+  return sh::expand(ctx, target, kAten, name, value, like->shape());
+}
+
+bool contiguous_strides(const ir::TensorMeta& m) {
+  if (m.strides.empty()) return true;
+  int64_t expected = 1;
+  for (size_t d = m.sizes.size(); d-- > 0;) {
+    if (!m.sizes[d].is_constant() || !m.strides[d].is_constant()) return false;
+    if (m.sizes[d].value != 1 && m.strides[d].value != expected) return false;
+    expected *= m.sizes[d].value;
+  }
+  return true;
+}
+
+}  // namespace
+
+void register_functional() {
+  add({"aten.slice_scatter.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    const int64_t dim = impl::normalize_axis(a.i("dim"), self->rank());
+    const int64_t n = *self->shape()[dim].constant();
+    const int64_t s = clamp_bound(a["start"], n, 0), e = std::max(s, clamp_bound(a["end"], n, n));
+    return replace_range(ctx, target, name, self, a.tensor("src"), dim, s, e);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        auto dim = static_int(node_arg(n, "dim"));
+        auto step = static_int(node_arg(n, "step"));
+        ir::Argument s = node_arg(n, "start"), e = node_arg(n, "end");
+        return dim && step == std::optional<int64_t>(1) && static_dim(n, "self", *dim) &&
+               (s.is_none() || s.is<int64_t>()) && (e.is_none() || e.is<int64_t>());
+      }, "step 1, static bounds and dim size"});
+  add({"aten.select_scatter.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    const int64_t dim = impl::normalize_axis(a.i("dim"), self->rank());
+    const int64_t n = *self->shape()[dim].constant();
+    int64_t i = a.i("index");
+    if (i < 0) i += n;
+    Tensor* src = sh::unsqueeze(ctx, target, kAten, name + "/unsqueeze", a.tensor("src"), dim);
+    return replace_range(ctx, target, name, self, src, dim, i, i + 1);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        auto dim = static_int(node_arg(n, "dim"));
+        return dim && static_int(node_arg(n, "index")) && static_dim(n, "self", *dim);
+      }, "static index and dim size"});
+  add({"aten.copy.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return broadcast_to(ctx, target, name, a.tensor("src"), a.tensor("self"));
+  });
+  add({"aten.fill.Scalar"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    return impl::creation::full(ctx, target, kAten, name, self->shape(), a.d("value"), self->dtype());
+  });
+  add({"aten.fill.Tensor"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return broadcast_to(ctx, target, name, a.tensor("value"), a.tensor("self"));
+  });
+  add({"aten.roll.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    std::vector<int64_t> shifts = a.ints("shifts"), dims = a.ints("dims");
+    const std::vector<DimExpr> original = x->shape();
+    if (dims.empty()) {  // roll of the flattened tensor
+      x = sh::reshape(ctx, target, kAten, name + "/flatten", x, {DimExpr(int64_t{-1})});
+      dims = {0};
+    }
+    for (size_t k = 0; k < dims.size(); ++k) {
+      const int64_t d = impl::normalize_axis(dims[k], x->rank());
+      auto n = x->shape()[d].constant();
+      if (!n) throw ConversionError("roll along a symbolic dim");
+      const int64_t s = *n ? ((shifts.at(k) % *n) + *n) % *n : 0;
+      if (s == 0) continue;
+      const std::string part = name + "/" + std::to_string(k);
+      Tensor* tail = sl::slice_op(ctx, target, kAten, part + "/tail", x, d, *n - s, Value(), 1);
+      Tensor* head = sl::slice_op(ctx, target, kAten, part + "/head", x, d, int64_t{0}, *n - s, 1);
+      x = impl::cat::cat(ctx, target, kAten, part, {tail, head}, d);
+    }
+    return sh::reshape(ctx, target, kAten, name, x, original);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self");
+        ir::Argument shifts = node_arg(n, "shifts");
+        if (!self.is_node() || !self.node()->meta.is_tensor() || !self.node()->meta.tensor.is_static()) return false;
+        if (shifts.is<int64_t>()) return true;
+        if (!shifts.is_list()) return false;
+        for (const auto& e : shifts.list())
+          if (!e.is<int64_t>()) return false;
+        return true;
+      }, "static shape and shifts"});
+  // as_strided that only re-states a contiguous layout (what decompositions of views leave): a reshape.
+  add({"aten.as_strided.default"}, KILN_CONVERTER {
+    return sh::reshape(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_dims());
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self"), off = node_arg(n, "storage_offset");
+        if (!self.is_node() || !self.node()->meta.is_tensor() || !n.meta.is_tensor()) return false;
+        const auto& in = self.node()->meta.tensor;
+        ir::TensorMeta out = n.meta.tensor;
+        out.strides.clear();
+        ir::Argument size = node_arg(n, "size"), stride = node_arg(n, "stride");
+        if (!size.is_list() || !stride.is_list() || size.list().size() != stride.list().size()) return false;
+        for (size_t i = 0; i < size.list().size(); ++i) {
+          if (!size.list()[i].is<int64_t>() || !stride.list()[i].is<int64_t>()) return false;
+          out.strides.push_back(stride.list()[i].as<int64_t>());
+        }
+        const bool zero_offset = off.is_none() || (off.is<int64_t>() && off.as<int64_t>() == 0);
+        return zero_offset && in.is_static() && out.is_static() && contiguous_strides(in) &&
+               contiguous_strides(out) && in.static_numel() == out.static_numel() &&
+               in.storage_offset.is_constant() && in.storage_offset.value == 0;
+      }, "contiguous re-layout, offset 0"});
+}
+
+}  // namespace kiln::conversion::converters
