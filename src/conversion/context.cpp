@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "conversion/convert.h"
+#include "conversion/impl/impl.h"
 
 namespace kiln::conversion {
 
@@ -151,10 +152,12 @@ engine::Tensor* ConversionContext::weight(const std::string& state_dict_name) {
 engine::Tensor* ConversionContext::to_tensor(const Value& v, const engine::Tensor* like, const std::string& name) {
   if (v.is_tensor()) return v.tensor();
   if (v.is<engine::DimExpr>()) {
-    // A symbolic int used as a tensor: a 0-d i64 fill with a symbolic value is not expressible,
-    // so only constants are accepted here; shape-valued tensors go through impl::shape.
     const auto& d = std::get<engine::DimExpr>(v.v);
-    if (!d.is_constant()) throw ConversionError("symbolic int " + d.str() + " used as a tensor");
+    if (!d.is_constant()) {
+      engine::Tensor* t = impl::symbolic_scalar(*this, d, name);
+      if (like && like->dtype() != t->dtype()) t = net.add_cast(layer_name(name + "/cast"), t, like->dtype())->output(0);
+      return t;
+    }
     return scalar(static_cast<double>(*d.constant()), like ? like->dtype() : engine::DataType::kInt64, name);
   }
   engine::DataType dt;

@@ -669,6 +669,20 @@ TEST_F(ConverterTest, FunctionalizedMutationsAndRoll) {
   expect_close(out[5].second, wrf);
 }
 
+TEST_F(ConverterTest, SymbolicIntAsTensorOperand) {
+  // x * x.size(0): the SymInt becomes a run-time scalar tensor.
+  Case c;
+  ir::SymInt s0(ir::SymExpr::symbol("s0"));
+  HostArray x = random_array(F, {5, 2}, 171);
+  ir::Node* ix = c.input("x", x, {s0, 2});
+  ir::Node* n0 = c.call("aten.sym_size.int", {ix, 0}, {}, ir::ValueMeta{});
+  n0->meta.kind = ir::ValueMeta::Kind::SymInt;
+  n0->meta.sym = s0;
+  ir::Node* m = c.call("aten.mul.Tensor", {ix, n0}, {}, F, {s0, 2});
+  auto out = c.run({m});
+  expect_close(out[0].second, map(x.values, [](double v) { return v * 5; }));
+}
+
 TEST_F(ConverterTest, ValidatorsRejectUnsupportedArguments) {
   Case c;
   ir::Node* ix = c.input("x", random_array(F, {2, 3}, 1));

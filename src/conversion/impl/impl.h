@@ -34,6 +34,8 @@ Tensor* get_tensor(ConversionContext& ctx, const Value& v, DataType dtype, size_
 // Leading 1s so both operands have the same rank (the engine broadcasts equal ranks).
 Tensor* broadcast_rank(ConversionContext& ctx, Tensor* t, size_t rank, const std::string& name);
 std::vector<int64_t> static_dims(const Tensor* t, const std::string& what);  // throws when symbolic
+// A symbolic int (a size, >= 0) as a 0-d i64 tensor computed at run time.
+Tensor* symbolic_scalar(ConversionContext& ctx, const DimExpr& n, const std::string& name);
 
 namespace cast {
 Tensor* to_dtype(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name, Tensor* input,

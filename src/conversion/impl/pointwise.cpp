@@ -76,14 +76,32 @@ Tensor* broadcast_rank(ConversionContext& ctx, Tensor* t, size_t rank, const std
   return ctx.net.add_shuffle(ctx.layer_name(name + "/broadcast_rank"), t, p)->output(0);
 }
 
+Tensor* symbolic_scalar(ConversionContext& ctx, const DimExpr& n, const std::string& name) {
+  // The engine has no "tensor from a dimension" layer, but a fill can take a symbolic length:
+  // sum(ones(n)) == n, evaluated at run time like every other symbolic size. Sizes are >= 0.
+  engine::FillParams fill;
+  fill.op = engine::FillOp::kConstant;
+  fill.dims = {n};
+  fill.dtype = DataType::kInt64;
+  fill.value = 1;
+  Tensor* ones = ctx.net.add_fill(ctx.layer_name(name + "/ones"), fill)->output(0);
+  engine::ReduceParams sum;
+  sum.op = engine::ReduceOp::kSum;
+  sum.axes = {0};
+  return ctx.net.add_reduce(ctx.layer_name(name), ones, sum)->output(0);
+}
+
 Tensor* get_tensor(ConversionContext& ctx, const Value& v, DataType dtype, size_t rank, const std::string& name) {
   if (v.is_tensor()) {
     Tensor* t = v.tensor();
     if (t->dtype() != dtype) t = ctx.net.add_cast(ctx.layer_name(name + "/cast"), t, dtype)->output(0);
     return broadcast_rank(ctx, t, rank, name);
   }
-  if (v.is<DimExpr>() && !std::get<DimExpr>(v.v).is_constant())
-    throw ConversionError("symbolic int " + v.debug() + " used as a tensor operand");
+  if (v.is<DimExpr>() && !std::get<DimExpr>(v.v).is_constant()) {
+    Tensor* t = symbolic_scalar(ctx, std::get<DimExpr>(v.v), name + "/symint");
+    if (t->dtype() != dtype) t = ctx.net.add_cast(ctx.layer_name(name + "/symint_cast"), t, dtype)->output(0);
+    return broadcast_rank(ctx, t, rank, name + "/symint");
+  }
   return ctx.constant(scalar_weights(v.is<DimExpr>() ? static_cast<double>(v.to_int()) : v.to_double(), dtype, rank),
                       name + "/scalar");
 }
