@@ -181,7 +181,7 @@ void register_python_converter(const std::string& target, py::function fn, py::o
       py::gil_scoped_acquire gil;
       try {
         return py::bool_((*v)(py::cast(&node, py::return_value_policy::reference),
-                              py::cast(&s, py::return_value_policy::reference)))
+                              py::cast(s, py::return_value_policy::copy)))
             .cast<bool>();
       } catch (py::error_already_set& e) {
         throw conversion::ConversionError("validator " + validator_name + " raised " + describe(e));

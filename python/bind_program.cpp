@@ -8,6 +8,7 @@
 
 #include "bind_common.h"
 #include "engine/runtime.h"
+#include "frontend/pt2.h"
 #include "program/fallback.h"
 #include "program/program.h"
 
@@ -252,6 +253,10 @@ void bind_program(py::module_& m) {
     return program::dry_run(ep, o);
   }, py::arg("program"), py::arg("settings"), py::arg("dynamic") = py::list());
   m.def("cuda_available", &engine::cuda_available);
+  m.def("load_pt2", [](const std::string& path) {
+    py::gil_scoped_release nogil;
+    return std::make_shared<ir::ExportedProgram>(frontend::load_pt2(path));
+  }, py::arg("path"));
 }
 
 }  // namespace kiln::py_bind
