@@ -134,3 +134,18 @@ def test_dryrun_reports_coverage(capsys):
     out = kiln.compile(m, arg_inputs=(torch.randn(3, 8),), dryrun=True, torch_executed_ops={"aten.relu.default"})
     assert out is m
     assert "coverage:" in capsys.readouterr().out
+
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+@pytest.mark.parametrize("fixture", ["gelu_tanh", "mlp_dyn", "convnet_small"])
+@pytest.mark.parametrize("form", ["export", "core_aten"])
+def test_load_pt2_matches_stored_output(fixture, form):
+    np = pytest.importorskip("numpy")
+    compiled = kiln.load_pt2(os.path.join(DATA, fixture, f"{form}.pt2"), min_block_size=1)
+    x = torch.from_numpy(np.load(os.path.join(DATA, fixture, "input_0.npy")))
+    want = torch.from_numpy(np.load(os.path.join(DATA, fixture, "output_0.npy")))
+    got = compiled(x)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    assert _close(got, want)
