@@ -3,7 +3,9 @@
 // description throws (and becomes a PlanError in Plan::deserialize).
 #include "engine/plan_json.h"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "engine/network_internal.h"
 #include "engine/plan.h"
@@ -34,15 +36,43 @@ json opt_to(const std::optional<T>& v) {
   return v ? json(*v) : json(nullptr);
 }
 
+// JSON has no NaN or infinity (nlohmann writes them as null), yet constants such as a
+// masked_fill's -inf must survive a round trip: non-finite values are written as strings.
+json real_to(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return v;
+}
+double real_from(const json& j) {
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
+    if (s == "Infinity") return std::numeric_limits<double>::infinity();
+    if (s == "-Infinity") return -std::numeric_limits<double>::infinity();
+    throw PlanError("bad number '" + s + "'");
+  }
+  return j.get<double>();
+}
+json reals_to(const std::vector<double>& v) {
+  json a = json::array();
+  for (double x : v) a.push_back(real_to(x));
+  return a;
+}
+std::vector<double> reals_from(const json& j) {
+  std::vector<double> v;
+  for (const json& x : j) v.push_back(real_from(x));
+  return v;
+}
+
 }  // namespace
 
 // ---- params structs (found by ADL from json::get / json construction) ----
 
-void to_json(json& j, const ActivationParams& p) { j = {{"op", enum_to(p.op)}, {"alpha", p.alpha}, {"beta", p.beta}}; }
+void to_json(json& j, const ActivationParams& p) { j = {{"op", enum_to(p.op)}, {"alpha", real_to(p.alpha)}, {"beta", real_to(p.beta)}}; }
 void from_json(const json& j, ActivationParams& p) {
   p.op = enum_from<ActivationOp>(j.at("op"), kActivationOps, "activation");
-  p.alpha = j.at("alpha").get<double>();
-  p.beta = j.at("beta").get<double>();
+  p.alpha = real_from(j.at("alpha"));
+  p.beta = real_from(j.at("beta"));
 }
 
 namespace {
@@ -118,7 +148,7 @@ namespace {
 
 json instr_to_json(const PointwiseInstr& i) {
   return {{"kind", enum_to(i.kind)},     {"binary", enum_to(i.binary)}, {"unary", enum_to(i.unary)},
-          {"activation", i.activation}, {"dtype", enum_to(i.dtype)},   {"constant", i.constant},
+          {"activation", i.activation}, {"dtype", enum_to(i.dtype)},   {"constant", real_to(i.constant)},
           {"operands", i.operands}};
 }
 PointwiseInstr instr_from_json(const json& j) {
@@ -128,7 +158,7 @@ PointwiseInstr instr_from_json(const json& j) {
   i.unary = enum_from<UnaryOp>(j.at("unary"), kUnaryOps, "unary op");
   i.activation = j.at("activation").get<ActivationParams>();
   i.dtype = dtype_from(j.at("dtype"));
-  i.constant = j.at("constant").get<double>();
+  i.constant = real_from(j.at("constant"));
   i.operands = j.at("operands").get<std::vector<int32_t>>();
   return i;
 }
@@ -157,12 +187,12 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
                   {"dilation", p.dilation}, {"ceil_mode", p.ceil_mode}, {"count_include_pad", p.count_include_pad},
                   {"divisor_override", opt_to(p.divisor_override)}, {"adaptive_output", p.adaptive_output}};
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
-          return {{"op", enum_to(p.op)}, {"axes", p.axes}, {"keep_dims", p.keep_dims}, {"correction", p.correction}};
+          return {{"op", enum_to(p.op)}, {"axes", p.axes}, {"keep_dims", p.keep_dims}, {"correction", real_to(p.correction)}};
         } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
           return {{"axis", p.axis}, {"log", p.log}};
         } else if constexpr (std::is_same_v<P, NormalizationParams>) {
           return {{"kind", enum_to(p.kind)}, {"first_axis", p.first_axis}, {"groups", p.groups},
-                  {"epsilon", p.epsilon}, {"has_scale", p.has_scale}, {"has_bias", p.has_bias}};
+                  {"epsilon", real_to(p.epsilon)}, {"has_scale", p.has_scale}, {"has_bias", p.has_bias}};
         } else if constexpr (std::is_same_v<P, ShuffleParams>) {
           return {{"first_perm", p.first_perm},
                   {"reshape", p.reshape ? shape_to_json(*p.reshape) : json(nullptr)},
@@ -182,12 +212,12 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
           return {{"to", enum_to(p.to)}};
         } else if constexpr (std::is_same_v<P, FillParams>) {
           return {{"op", enum_to(p.op)}, {"dims", shape_to_json(p.dims)}, {"dtype", enum_to(p.dtype)},
-                  {"value", p.value}, {"start", p.start}, {"step", p.step}};
+                  {"value", real_to(p.value)}, {"start", real_to(p.start)}, {"step", real_to(p.step)}};
         } else if constexpr (std::is_same_v<P, PadParams>) {
-          return {{"pre", p.pre}, {"post", p.post}, {"mode", enum_to(p.mode)}, {"value", p.value}};
+          return {{"pre", p.pre}, {"post", p.post}, {"mode", enum_to(p.mode)}, {"value", real_to(p.value)}};
         } else if constexpr (std::is_same_v<P, ResizeParams>) {
           return {{"mode", enum_to(p.mode)}, {"output_spatial", shape_to_json(p.output_spatial)},
-                  {"scales", p.scales}, {"align_corners", p.align_corners}};
+                  {"scales", reals_to(p.scales)}, {"align_corners", p.align_corners}};
         } else if constexpr (std::is_same_v<P, CumSumParams>) {
           return {{"axis", p.axis}, {"exclusive", p.exclusive}, {"reverse", p.reverse}};
         } else if constexpr (std::is_same_v<P, TopKParams>) {
@@ -262,7 +292,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           p.op = enum_from<ReduceOp>(j.at("op"), kReduceOps, "reduce op");
           j.at("axes").get_to(p.axes);
           j.at("keep_dims").get_to(p.keep_dims);
-          j.at("correction").get_to(p.correction);
+          p.correction = real_from(j.at("correction"));
         } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
           j.at("axis").get_to(p.axis);
           j.at("log").get_to(p.log);
@@ -270,7 +300,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           p.kind = enum_from<NormKind>(j.at("kind"), 3, "normalization kind");
           j.at("first_axis").get_to(p.first_axis);
           j.at("groups").get_to(p.groups);
-          j.at("epsilon").get_to(p.epsilon);
+          p.epsilon = real_from(j.at("epsilon"));
           j.at("has_scale").get_to(p.has_scale);
           j.at("has_bias").get_to(p.has_bias);
         } else if constexpr (std::is_same_v<P, ShuffleParams>) {
@@ -296,18 +326,18 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           p.op = enum_from<FillOp>(j.at("op"), 2, "fill op");
           p.dims = shape_from_json(j.at("dims"));
           p.dtype = dtype_from(j.at("dtype"));
-          j.at("value").get_to(p.value);
-          j.at("start").get_to(p.start);
-          j.at("step").get_to(p.step);
+          p.value = real_from(j.at("value"));
+          p.start = real_from(j.at("start"));
+          p.step = real_from(j.at("step"));
         } else if constexpr (std::is_same_v<P, PadParams>) {
           j.at("pre").get_to(p.pre);
           j.at("post").get_to(p.post);
           p.mode = enum_from<PadMode>(j.at("mode"), 4, "pad mode");
-          j.at("value").get_to(p.value);
+          p.value = real_from(j.at("value"));
         } else if constexpr (std::is_same_v<P, ResizeParams>) {
           p.mode = enum_from<ResizeMode>(j.at("mode"), 3, "resize mode");
           p.output_spatial = shape_from_json(j.at("output_spatial"));
-          j.at("scales").get_to(p.scales);
+          p.scales = reals_from(j.at("scales"));
           j.at("align_corners").get_to(p.align_corners);
         } else if constexpr (std::is_same_v<P, CumSumParams>) {
           j.at("axis").get_to(p.axis);
@@ -322,7 +352,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("count_symbol").get_to(p.count_symbol);
         } else if constexpr (std::is_same_v<P, AttentionParams>) {
           j.at("causal").get_to(p.causal);
-          if (!j.at("scale").is_null()) p.scale = j.at("scale").get<double>();
+          if (!j.at("scale").is_null()) p.scale = real_from(j.at("scale"));
           j.at("has_mask").get_to(p.has_mask);
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           j.at("plugin").get_to(p.plugin);

@@ -2,6 +2,8 @@
 // PlanError naming the problem.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -65,6 +67,27 @@ std::string load_error(const std::vector<uint8_t>& bytes) {
     return e.what();
   }
   return "";
+}
+
+// masked_fill(-inf) and friends put non-finite constants into fused programs; JSON has no such
+// numbers, so the plan must carry them another way and load them back exactly.
+TEST(PlanFormat, NonFiniteConstantsSurviveRoundTrip) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4});
+  const float inf = std::numeric_limits<float>::infinity();
+  Tensor* lo = net.add_constant("lo", weights({1}, {-inf}))->output();
+  Tensor* hi = net.add_constant("hi", weights({1}, {inf}))->output();
+  Tensor* y = net.add_elementwise("max", x, lo, BinaryOp::kMax)->output();
+  y = net.add_elementwise("min", y, hi, BinaryOp::kMin)->output();
+  net.mark_output(net.add_activation("relu", y, ActivationOp::kRelu)->output(), "y");
+  Plan plan = build(std::move(net), BuilderConfig{});
+  std::vector<uint8_t> bytes = plan.serialize();
+  Plan loaded = Plan::deserialize(bytes.data(), bytes.size());
+  HostTensor in{{4}, {-1.5f, 0.f, 2.f, 7.f}};
+  auto a = run_plan(plan, {{"x", in}});
+  auto b = run_plan(loaded, {{"x", in}});
+  EXPECT_EQ(a[0].data, b[0].data);
+  EXPECT_EQ(b[0].data, (std::vector<float>{0.f, 0.f, 2.f, 7.f}));
 }
 
 TEST(PlanFormat, CorruptedPlansAreRefused) {
