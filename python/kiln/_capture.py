@@ -369,7 +369,12 @@ def capture(module, arg_inputs, kwarg_inputs, device):
 
     b = _kiln.ProgramBuilder()
     names = {}
-    forward_names = _forward_names(module, len(user)) if not kwargs else [None] * len(user)
+    # Placeholders take the forward's parameter names (and kwarg keys) when inputs are flat.
+    leaves = [v for v in list(args) + list(kwargs.values())]
+    if len(leaves) == len(user) and all(isinstance(v, torch.Tensor) for v in leaves):
+        forward_names = _forward_names(module, len(args)) + list(kwargs)
+    else:
+        forward_names = [None] * len(user)
     user_index = {ph.name: i for i, ph in enumerate(user)}
     input_names = [None] * len(user)
     weights = {}
