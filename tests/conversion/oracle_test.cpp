@@ -1,0 +1,194 @@
+// Converters against PyTorch itself: each case builds one node, runs it through libtorch's
+// dispatcher (the torch bridge) to get the reference and the output metadata, then converts it
+// (it must convert: nothing falls back) and runs the plan on the CPU backend.
+// Built with the bridge only (KILN_HAS_TORCH); otherwise the suite reports itself skipped.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "harness.h"
+
+#ifdef KILN_HAS_TORCH
+#include "torch_bridge/torch_bridge.h"
+#endif
+
+namespace kiln::conversion {
+namespace {
+
+#ifndef KILN_HAS_TORCH
+TEST(Oracle, NeedsTheTorchBridge) { GTEST_SKIP() << "built without libtorch: the PyTorch oracle is not available"; }
+#else
+
+using ir::ScalarType;
+using testing::Case;
+using testing::HostArray;
+using testing::random_array;
+using Arg = ir::Argument;
+using L = ir::Argument::List;
+using Nodes = std::vector<ir::Node*>;
+constexpr auto F = ScalarType::Float;
+constexpr auto I64 = ScalarType::Long;
+constexpr auto I32 = ScalarType::Int;
+constexpr auto B = ScalarType::Bool;
+
+struct OracleCase {
+  std::string target;
+  std::vector<std::pair<ScalarType, std::vector<int64_t>>> inputs;
+  std::function<std::vector<Arg>(const Nodes&)> args;
+  std::vector<std::pair<std::string, Arg>> kwargs = {};
+  double lo = -3, hi = 3;  // input value range (integer inputs are floored)
+  double tol = 1e-5;
+};
+
+program::HostTensor to_host(const HostArray& a) {
+  auto bytes = std::make_shared<std::vector<uint8_t>>(testing::pack(a));
+  return program::HostTensor::view(a.dtype, a.dims, bytes->data(), bytes);
+}
+
+std::vector<double> host_values(const program::HostTensor& t) {
+  engine::TensorView v;
+  v.data = t.data;
+  v.dtype = program::engine_dtype(t.dtype);
+  v.dims = t.dims;
+  return testing::unpack(v);
+}
+
+void run_case(const OracleCase& oc, uint32_t seed) {
+  SCOPED_TRACE(oc.target + " seed " + std::to_string(seed));
+  Case c;
+  Nodes ins;
+  std::vector<program::RtValue> rt;
+  for (size_t i = 0; i < oc.inputs.size(); ++i) {
+    HostArray a = random_array(oc.inputs[i].first, oc.inputs[i].second, seed + static_cast<uint32_t>(i), oc.lo, oc.hi);
+    ins.push_back(c.input("in" + std::to_string(i), a));
+    rt.push_back(to_host(a));
+  }
+  ir::Node* n = c.call(oc.target, oc.args(ins), oc.kwargs, ir::ValueMeta{});
+  std::vector<program::RtValue> used;  // the bridge takes the values of node.inputs(), in order
+  for (const ir::Node* u : n->inputs())
+    used.push_back(rt.at(static_cast<size_t>(std::find(ins.begin(), ins.end(), u) - ins.begin())));
+  std::vector<program::HostTensor> want = torch_bridge::run_node(*n, used);
+  ASSERT_EQ(want.size(), 1u);
+  ir::TensorMeta m;
+  m.dtype = want[0].dtype;
+  m.sizes.assign(want[0].dims.begin(), want[0].dims.end());
+  n->meta = ir::ValueMeta::of_tensor(m);
+  ASSERT_EQ(ConverterRegistry::global().lookup(*n, c.settings).verdict, Verdict::kConvertible);
+  auto got = c.run({n});
+  EXPECT_EQ(got[0].first, want[0].dims);
+  testing::expect_close(got[0].second, host_values(want[0]), oc.tol, oc.tol, oc.target);
+}
+
+Arg in(const Nodes& n, size_t i) { return n.at(i); }
+
+std::vector<OracleCase> cases() {
+  auto one = [](std::vector<Arg> extra = {}) {
+    return [extra](const Nodes& n) {
+      std::vector<Arg> a{n[0]};
+      a.insert(a.end(), extra.begin(), extra.end());
+      return a;
+    };
+  };
+  auto two = [](std::vector<Arg> extra = {}) {
+    return [extra](const Nodes& n) {
+      std::vector<Arg> a{n[0], n[1]};
+      a.insert(a.end(), extra.begin(), extra.end());
+      return a;
+    };
+  };
+  std::vector<OracleCase> cs;
+  // Binary ops over dtype pairs and broadcasts.
+  for (const char* op : {"aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor", "aten.maximum.default",
+                         "aten.minimum.default", "aten.eq.Tensor", "aten.lt.Tensor", "aten.ge.Tensor",
+                         "aten.remainder.Tensor", "aten.floor_divide.default"}) {
+    const bool divlike = std::string(op).find("div") != std::string::npos || std::string(op).find("remainder") != std::string::npos;
+    const double lo = divlike ? 1 : -3;
+    cs.push_back({op, {{F, {2, 3, 4}}, {F, {3, 1}}}, two(), {}, lo, 4});
+    cs.push_back({op, {{I64, {4, 5}}, {I64, {5}}}, two(), {}, lo, 9});
+    cs.push_back({op, {{I64, {6}}, {F, {6}}}, two(), {}, lo, 9});
+    cs.push_back({op, {{I32, {2, 2}}, {I64, {2, 2}}}, two(), {}, lo, 9});
+  }
+  for (const char* op : {"aten.add.Scalar", "aten.mul.Scalar", "aten.div.Scalar", "aten.sub.Scalar", "aten.pow.Tensor_Scalar"}) {
+    cs.push_back({op, {{F, {3, 4}}}, one({2.5}), {}, 0.5, 3});
+    cs.push_back({op, {{I64, {3, 4}}}, one({3}), {}, 1, 5});
+    cs.push_back({op, {{I64, {5}}}, one({0.5}), {}, 1, 5});
+  }
+  cs.push_back({"aten.add.Tensor", {{F, {4}}, {F, {4}}}, two(), {{"alpha", 3}}});
+  cs.push_back({"aten.rsub.Scalar", {{F, {4}}}, one({1.0, 2.0})});
+  cs.push_back({"aten.div.Tensor_mode", {{F, {8}}, {F, {8}}}, two(), {{"rounding_mode", "trunc"}}, -6, 6, 1e-4});
+  cs.push_back({"aten.logical_and.default", {{B, {6}}, {B, {6}}}, two()});
+  cs.push_back({"aten.where.self", {{B, {3, 1}}, {F, {3, 4}}, {I64, {4}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; }});
+  // Unary / activations on floats and ints.
+  for (const char* op : {"aten.exp.default", "aten.sigmoid.default", "aten.tanh.default", "aten.sqrt.default",
+                         "aten.abs.default", "aten.neg.default", "aten.relu.default", "aten.sign.default",
+                         "aten.log.default", "aten.rsqrt.default", "aten.sin.default", "aten.ceil.default"}) {
+    const bool pos = std::string(op).find("sqrt") != std::string::npos || std::string(op).find("log") != std::string::npos;
+    cs.push_back({op, {{F, {2, 7}}}, one(), {}, pos ? 0.1 : -3, 3, 1e-5});
+    cs.push_back({op, {{I64, {5}}}, one(), {}, pos ? 1 : -3, 4, 1e-5});
+  }
+  cs.push_back({"aten.gelu.default", {{F, {3, 5}}}, one()});
+  cs.push_back({"aten.gelu.default", {{F, {3, 5}}}, one(), {{"approximate", "tanh"}}});
+  cs.push_back({"aten.hardswish.default", {{F, {16}}}, one(), {}, -5, 5});
+  cs.push_back({"aten.hardsigmoid.default", {{F, {16}}}, one(), {}, -5, 5});
+  cs.push_back({"aten.silu.default", {{F, {16}}}, one()});
+  cs.push_back({"aten.leaky_relu.default", {{F, {16}}}, one({0.1})});
+  cs.push_back({"aten.clamp.default", {{I64, {9}}}, one({-1, 2}), {}, -5, 5});
+  cs.push_back({"aten.clamp.default", {{F, {9}}}, one({Arg(), 0.3})});
+  cs.push_back({"aten.softplus.default", {{F, {9}}}, one({2.0, 1.0})});
+  // Reductions, softmax, norms.
+  cs.push_back({"aten.sum.dim_IntList", {{F, {3, 4, 5}}}, one({L{0, 2}, true})});
+  cs.push_back({"aten.sum.dim_IntList", {{I32, {3, 4}}}, one({L{1}})});
+  cs.push_back({"aten.sum.dim_IntList", {{B, {3, 4}}}, one({L{1}})});
+  cs.push_back({"aten.mean.dim", {{F, {2, 3, 4}}}, one({L{-1}})});
+  cs.push_back({"aten.amax.default", {{F, {2, 3, 4}}}, one({L{1}, true})});
+  cs.push_back({"aten.argmax.default", {{F, {2, 3, 4}}}, one({})});
+  cs.push_back({"aten.argmin.default", {{F, {2, 3, 4}}}, one({2, true})});
+  cs.push_back({"aten.prod.dim_int", {{F, {3, 4}}}, one({1})});
+  cs.push_back({"aten.var.correction", {{F, {4, 6}}}, one({L{1}}), {{"correction", 0}}});
+  cs.push_back({"aten.cumsum.default", {{I32, {3, 4}}}, one({1})});
+  cs.push_back({"aten._softmax.default", {{F, {2, 9}}}, one({-1, false})});
+  cs.push_back({"aten._log_softmax.default", {{F, {4, 3}}}, one({0, false})});
+  cs.push_back({"aten.group_norm.default", {{F, {2, 4, 3, 3}}, {F, {4}}, {F, {4}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], 2, n[1], n[2], 1e-5}; }, {}, -3, 3, 1e-4});
+  // Shapes and indexing.
+  cs.push_back({"aten.expand.default", {{I64, {3, 1}}}, one({L{2, 3, 4}})});
+  cs.push_back({"aten.permute.default", {{F, {2, 3, 4}}}, one({L{1, 2, 0}})});
+  cs.push_back({"aten.slice.Tensor", {{F, {5, 6}}}, one({1, -5, -1, 2})});
+  cs.push_back({"aten.select.int", {{F, {5, 6}}}, one({0, -2})});
+  cs.push_back({"aten.squeeze.dim", {{F, {1, 3, 1, 2}}}, one({2})});
+  cs.push_back({"aten.cat.default", {{F, {2, 3}}, {I64, {1, 3}}},
+                [](const Nodes& n) { return std::vector<Arg>{L{n[0], n[1]}, 0}; }});
+  cs.push_back({"aten.gather.default", {{F, {4, 5}}, {I64, {4, 2}}}, two({}), {}, 0, 4});
+  cs.back().args = [](const Nodes& n) { return std::vector<Arg>{n[0], 1, n[1]}; };
+  cs.push_back({"aten.constant_pad_nd.default", {{F, {2, 3, 3}}}, one({L{1, 2, 0, 1}, 0.5})});
+  cs.push_back({"aten.upsample_bilinear2d.vec", {{F, {1, 2, 3, 4}}}, one({L{6, 7}, false, Arg()})});
+  cs.push_back({"aten.upsample_bilinear2d.vec", {{F, {1, 2, 3, 4}}}, one({Arg(), true, L{2.0, 2.0}})});
+  cs.push_back({"aten.upsample_nearest2d.vec", {{F, {1, 2, 3, 4}}}, one({L{5, 9}, Arg()})});
+  cs.push_back({"aten.avg_pool2d.default", {{F, {1, 2, 5, 5}}}, one({L{3, 3}, L{2, 2}, L{1, 1}, true, false})});
+  cs.push_back({"aten.max_pool2d.default", {{F, {1, 2, 5, 5}}}, one({L{3, 3}, L{2, 2}, L{1, 1}, L{1, 1}, true})});
+  cs.push_back({"aten.adaptive_avg_pool2d.default", {{F, {1, 2, 7, 5}}}, one({L{3, 2}})});
+  cs.push_back({"aten.convolution.default", {{F, {1, 4, 5, 5}}, {F, {4, 2, 3, 3}}},
+                [](const Nodes& n) {
+                  return std::vector<Arg>{n[0], n[1], Arg(), L{1, 1}, L{1, 1}, L{1, 1}, true, L{0, 0}, 2};
+                }, {}, -1, 1, 1e-4});
+  cs.push_back({"aten._to_copy.default", {{F, {7}}}, one(), {{"dtype", ScalarType::Int}}, -9, 9});
+  cs.push_back({"aten.arange.start_step", {}, [](const Nodes&) { return std::vector<Arg>{0.5, 3.0, 0.25}; }});
+  return cs;
+}
+
+TEST(Oracle, ConvertersMatchPyTorch) {
+  register_builtin_converters();
+  for (const OracleCase& oc : cases())
+    for (uint32_t seed : {1u, 2u}) {
+      try {
+        run_case(oc, seed);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << oc.target << ": " << e.what();
+      }
+    }
+}
+#endif
+
+}  // namespace
+}  // namespace kiln::conversion
