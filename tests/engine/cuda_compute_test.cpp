@@ -97,7 +97,7 @@ TEST(CudaCompute, Pooling) {
       {{2, 3, 9, 9}, pp(PoolType::kAverage, {3, 3}, {2, 2}, {1, 1}, true, false)},
       {{2, 4, 11}, pp(PoolType::kMax, {3}, {2}, {1}, false)},
       {{1, 2, 5, 6, 7}, pp(PoolType::kAverage, {2, 2, 2}, {2, 2, 2}, {0, 0, 0}, false)}};
-  PoolingParams dil = pp(PoolType::kMax, {3, 3}, {1, 1}, {2, 2}, false);
+  PoolingParams dil = pp(PoolType::kMax, {3, 3}, {1, 1}, {1, 1}, false);
   dil.dilation = {2, 2};
   cases.push_back({{1, 2, 9, 9}, dil});
   PoolingParams div = pp(PoolType::kAverage, {2, 2}, {2, 2}, {0, 0}, false);

@@ -57,7 +57,8 @@ __device__ __forceinline__ void combine(int op, State& a, const State& b) {
       if (better(op, b.s, b.i, a.s, a.i)) a = b;
       break;
     case int(ReduceOp::kVar): a.s += b.s; a.q += b.q; break;
-    default: accumulate(op, a, b.s, 0); break;  // every other op folds a partial like an element
+    case int(ReduceOp::kSum): case int(ReduceOp::kMean): case int(ReduceOp::kNorm2): a.s += b.s; break;
+    default: accumulate(op, a, b.s, 0); break;  // prod, max, min, any, all fold a partial like an element
   }
 }
 
