@@ -40,6 +40,8 @@ double Value::to_double() const {
   if (auto* d = std::get_if<double>(&v)) return *d;
   if (auto* i = std::get_if<int64_t>(&v)) return static_cast<double>(*i);
   if (auto* b = std::get_if<bool>(&v)) return *b ? 1.0 : 0.0;
+  if (auto* d = std::get_if<engine::DimExpr>(&v))
+    if (auto c = d->constant()) return static_cast<double>(*c);
   wrong(*this, "a number");
 }
 

@@ -42,7 +42,7 @@ struct Value {
   template <class T> bool is() const { return std::holds_alternative<T>(v); }
   engine::Tensor* tensor() const;    // throws ConversionError naming what it holds otherwise
   int64_t to_int() const;            // int, bool, or a constant DimExpr
-  double to_double() const;          // int, double or bool
+  double to_double() const;          // int, double, bool or a constant DimExpr
   engine::DimExpr to_dim() const;    // int or DimExpr
   bool to_bool() const;
   const std::string& str() const;

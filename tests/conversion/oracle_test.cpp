@@ -174,6 +174,17 @@ std::vector<OracleCase> cases() {
                 }, {}, -1, 1, 1e-4});
   cs.push_back({"aten._to_copy.default", {{F, {7}}}, one(), {{"dtype", ScalarType::Int}}, -9, 9});
   cs.push_back({"aten.arange.start_step", {}, [](const Nodes&) { return std::vector<Arg>{0.5, 3.0, 0.25}; }});
+  // Composite ops.
+  cs.push_back({"aten.repeat.default", {{F, {2, 3}}}, one({L{2, 1, 2}})});
+  cs.push_back({"aten.flip.default", {{F, {3, 4, 2}}}, one({L{0, -1}})});
+  cs.push_back({"aten.triu.default", {{F, {2, 4, 5}}}, one({1})});
+  cs.push_back({"aten.tril.default", {{I64, {5, 3}}}, one({-1})});
+  cs.push_back({"aten.pixel_shuffle.default", {{F, {1, 8, 2, 3}}}, one({2})});
+  cs.push_back({"aten.addcmul.default", {{F, {4}}, {F, {4}}, {F, {4}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; }, {{"value", 0.5}}});
+  cs.push_back({"aten.lerp.Scalar", {{F, {4}}, {F, {4}}}, two({0.3})});
+  cs.push_back({"aten.logsumexp.default", {{F, {3, 5}}}, one({L{1}})});
+  cs.push_back({"aten.glu.default", {{F, {3, 6}}}, one({-1})});
   return cs;
 }
 

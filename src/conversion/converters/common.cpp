@@ -117,6 +117,7 @@ void register_builtin_converters() {
     converters::register_reduce();
     converters::register_tensor();
     converters::register_functional();
+    converters::register_composite();
   });
 }
 

@@ -74,5 +74,6 @@ void register_nn();
 void register_reduce();
 void register_tensor();
 void register_functional();
+void register_composite();
 
 }  // namespace kiln::conversion::converters
