@@ -100,11 +100,46 @@ size_t remove_noops(ir::ExportedProgram& program) {
 
 // ---- in-place -> functional ---------------------------------------------------------------------
 
+namespace {
+
+// Points `users`' arguments that read `from` at `to`.
+void redirect(ir::Graph& g, ir::Node* from, ir::Node* to, const std::vector<ir::Node*>& users) {
+  std::function<ir::Argument(const ir::Argument&)> sub = [&](const ir::Argument& a) -> ir::Argument {
+    if (a.is_node() && a.node() == from) return to;
+    if (a.is_list()) {
+      ir::Argument::List l;
+      for (const auto& e : a.list()) l.push_back(sub(e));
+      return l;
+    }
+    return a;
+  };
+  for (ir::Node* u : users) {
+    std::vector<ir::Argument> args;
+    for (const auto& a : u->args) args.push_back(sub(a));
+    std::vector<std::pair<std::string, ir::Argument>> kwargs;
+    for (const auto& [k, a] : u->kwargs) kwargs.emplace_back(k, sub(a));
+    g.set_args(u, std::move(args));
+    g.set_kwargs(u, std::move(kwargs));
+  }
+}
+
+bool is_scatterable_view(const ir::Node* v) {
+  return v->kind == ir::NodeKind::CallFunction && (v->target == "aten.slice.Tensor" || v->target == "aten.select.int") &&
+         !v->args.empty() && v->args[0].is_node();
+}
+
+// The argument of a view node, by name or position, else `fallback`.
+ir::Argument view_arg(const ir::Node& v, const std::string& name, size_t pos, ir::Argument fallback) {
+  const ir::Argument* a = arg_of(v, name, pos);
+  return a ? *a : fallback;
+}
+
+}  // namespace
+
 size_t inplace_to_functional(ir::ExportedProgram& program) {
   ir::Graph& g = program.graph;
   size_t changed = 0;
-  std::vector<ir::Node*> order = g.nodes();
-  for (ir::Node* n : order) {
+  for (ir::Node* n : g.nodes()) {
     if (n->kind != ir::NodeKind::CallFunction || n->args.empty() || !n->args[0].is_node()) continue;
     // "aten.add_.Tensor" -> "aten.add.Tensor"
     const std::string& t = n->target;
@@ -113,37 +148,55 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
     if (dot == std::string::npos || dot < 6 || t[dot - 1] != '_' || t[dot - 2] == '_') continue;
     const std::string functional = t.substr(0, dot - 1) + t.substr(dot);
     if (!ir::find_schema(functional)) continue;
-    ir::Node* x = n->args[0].node();
-    // A mutation of a user input, a weight or a view would be visible elsewhere: keep it.
-    if (x->kind != ir::NodeKind::CallFunction || kViewOps.count(x->target)) continue;
+
+    // The mutated value, and the chain of slice/select views it may be of: chain[0] is the base.
+    std::vector<ir::Node*> chain{n->args[0].node()};
+    while (is_scatterable_view(chain.front())) chain.insert(chain.begin(), chain.front()->args[0].node());
+    ir::Node* base = chain.front();
+    // A mutation of a user input, a weight or another kind of view would be visible elsewhere.
+    if (base->kind != ir::NodeKind::CallFunction || kViewOps.count(base->target)) continue;
+
+    const std::vector<ir::Node*> order = g.nodes();
     const size_t at = index_in(order, n);
+    // Readers after the mutation, per chain value; views outside the chain that outlive the
+    // mutation would alias it: keep the in-place op then.
     bool safe = true;
-    std::vector<ir::Node*> later;
-    for (ir::Node* u : x->users()) {
-      if (u == n) continue;
-      if (kViewOps.count(u->target)) safe = false;  // an alias of x would see the mutation
-      if (index_in(order, u) > at) later.push_back(u);
+    std::vector<std::vector<ir::Node*>> later(chain.size());
+    for (size_t i = 0; i < chain.size() && safe; ++i) {
+      for (ir::Node* u : chain[i]->users()) {
+        if (u == n || (i + 1 < chain.size() && u == chain[i + 1])) continue;
+        const bool after = index_in(order, u) > at;
+        if (after) later[i].push_back(u);
+        else if (kViewOps.count(u->target)) {
+          for (ir::Node* uu : u->users()) safe = safe && index_in(order, uu) < at;
+        }
+      }
     }
     if (!safe) continue;
-    // Later readers of x read the mutated value: the functional op's result.
-    for (ir::Node* u : later) {
-      std::function<ir::Argument(const ir::Argument&)> sub = [&](const ir::Argument& a) -> ir::Argument {
-        if (a.is_node() && a.node() == x) return n;
-        if (a.is_list()) {
-          ir::Argument::List l;
-          for (const auto& e : a.list()) l.push_back(sub(e));
-          return l;
-        }
-        return a;
-      };
-      std::vector<ir::Argument> args;
-      for (const auto& a : u->args) args.push_back(sub(a));
-      std::vector<std::pair<std::string, ir::Argument>> kwargs;
-      for (const auto& [k, a] : u->kwargs) kwargs.emplace_back(k, sub(a));
-      g.set_args(u, std::move(args));
-      g.set_kwargs(u, std::move(kwargs));
+
+    n->target = functional;  // n now computes the new value of chain.back()
+    redirect(g, chain.back(), n, later.back());
+    // Write the new value back through the views: base' = slice_scatter(base, ..., view') ...
+    ir::Node* next = at + 1 < order.size() ? order[at + 1] : nullptr;
+    ir::Node* updated = n;
+    for (size_t i = chain.size() - 1; i > 0; --i) {
+      ir::Node* view = chain[i];
+      ir::Node* parent = chain[i - 1];
+      ir::Node* scatter;
+      if (view->target == "aten.slice.Tensor") {
+        scatter = g.create(ir::NodeKind::CallFunction, view->name + "_scatter", "aten.slice_scatter.default",
+                           {parent, updated, view_arg(*view, "dim", 1, int64_t{0}), view_arg(*view, "start", 2, ir::None{}),
+                            view_arg(*view, "end", 3, ir::None{}), view_arg(*view, "step", 4, int64_t{1})},
+                           {}, next);
+      } else {
+        scatter = g.create(ir::NodeKind::CallFunction, view->name + "_scatter", "aten.select_scatter.default",
+                           {parent, updated, view_arg(*view, "dim", 1, int64_t{0}), view_arg(*view, "index", 2, int64_t{0})},
+                           {}, next);
+      }
+      scatter->meta = parent->meta;
+      redirect(g, parent, scatter, later[i - 1]);
+      updated = scatter;
     }
-    n->target = functional;
     ++changed;
   }
   return changed;

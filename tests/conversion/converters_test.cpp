@@ -683,6 +683,27 @@ TEST_F(ConverterTest, SymbolicIntAsTensorOperand) {
   expect_close(out[0].second, map(x.values, [](double v) { return v * 5; }));
 }
 
+TEST_F(ConverterTest, FunctionalizedViewMutationConvertsCorrectly) {
+  // m = x * 1; m[:, 1:3][0].fill_(5); out = m + 1  -> lowering writes the fill back with scatters.
+  Case c;
+  HostArray x = random_array(F, {3, 4}, 181);
+  ir::Node* ix = c.input("x", x);
+  ir::Node* m = c.call("aten.mul.Tensor", {ix, 1.0}, {}, F, {3, 4});
+  ir::Node* v1 = c.call("aten.slice.Tensor", {m, 1, 1, 3}, {}, F, {3, 2});
+  ir::Node* v2 = c.call("aten.select.int", {v1, 0, 0}, {}, F, {2});
+  c.call("aten.fill_.Scalar", {v2, 5.0}, {}, F, {2});
+  ir::Node* out = c.call("aten.add.Tensor", {m, 1.0}, {}, F, {3, 4});
+  c.program.graph.create(ir::NodeKind::Output, "output", "output", {ir::Argument(L{out})});
+  ASSERT_EQ(lowering::inplace_to_functional(c.program), 1u);
+  c.nodes.clear();
+  for (ir::Node* n : c.program.graph.nodes())
+    if (n->kind == ir::NodeKind::CallFunction) c.nodes.push_back(n);
+  auto got = c.run({out});
+  std::vector<double> want = map(x.values, [](double v) { return f32(v) + 1; });
+  want[1] = want[2] = 6.0;
+  expect_close(got[0].second, want);
+}
+
 TEST_F(ConverterTest, ValidatorsRejectUnsupportedArguments) {
   Case c;
   ir::Node* ix = c.input("x", random_array(F, {2, 3}, 1));

@@ -102,6 +102,28 @@ TEST(InplaceToFunctional, MutationThroughAViewIsKept) {
   EXPECT_EQ(inplace_to_functional(g.p), 0u);
 }
 
+TEST(InplaceToFunctional, MutationThroughSliceChainBecomesScatters) {
+  // m = zeros(3, 4); m[:, 1:3][0].fill_(5); relu(m)   (what TRAINING exports of masks look like)
+  G g;
+  Node* x = g.input("x", {3, 4});
+  Node* z = g.call("zeros_like", "aten.zeros_like.default", {x}, tensor({3, 4}));
+  Node* v1 = g.call("slice", "aten.slice.Tensor", {z, 1, 1, 3}, tensor({3, 2}));
+  Node* v2 = g.call("select", "aten.select.int", {v1, 0, 0}, tensor({2}));
+  Node* f = g.call("fill_", "aten.fill_.Scalar", {v2, 5.0}, tensor({2}));
+  Node* r = g.call("relu", "aten.relu.default", {z}, tensor({3, 4}));
+  g.output({r, f});
+  EXPECT_EQ(inplace_to_functional(g.p), 1u);
+  g.p.graph.verify();
+  EXPECT_EQ(f->target, "aten.fill.Scalar");
+  Node* outer = r->args[0].node();
+  ASSERT_EQ(outer->target, "aten.slice_scatter.default");
+  EXPECT_EQ(outer->args[0].node(), z);
+  Node* inner = outer->args[1].node();
+  ASSERT_EQ(inner->target, "aten.select_scatter.default");
+  EXPECT_EQ(inner->args[0].node(), v1);
+  EXPECT_EQ(inner->args[1].node(), f);
+}
+
 TEST(FoldWeightConstants, TransposeOfWeightBecomesAStridedWeight) {
   G g;
   Node* x = g.input("x", {2, 3});
