@@ -1,6 +1,8 @@
 // The program side of the bindings: compile an IR program into a CompiledProgram, save / load it,
 // read its steps, and run one accelerated segment on torch tensors' memory (no copies in; the
 // Python module runs the fallback ops itself, in PyTorch).
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 
@@ -55,10 +57,14 @@ class SegmentRunner {
       throw py::value_error(seg.name + ": expected " + std::to_string(seg.input_values.size()) + " inputs, got " +
                             std::to_string(inputs.size()));
     std::lock_guard<std::mutex> lock(mutex_);  // an execution context runs one call at a time
+    static const bool trace = std::getenv("KILN_PY_TRACE") != nullptr;  // step-by-step, for crash hunts
+    auto step = [&](const char* what) { if (trace) std::fprintf(stderr, "kiln[%s]: %s\n", seg.name.c_str(), what); };
     const bool cuda = seg.plan.device() == engine::DeviceKind::kCUDA;
     {
       py::gil_scoped_release nogil;
+      step("context");
       ensure_context(cuda, cuda_stream);
+      step("inputs");
       for (size_t i = 0; i < inputs.size(); ++i) {
         const auto& [ptr, dtype, dims, strides, on_cuda] = inputs[i];
         if (on_cuda != cuda)
@@ -73,7 +79,9 @@ class SegmentRunner {
         v.device = cuda ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
         ctx_->set_input(seg.input_values[i], v);
       }
+      step("execute");
       ctx_->execute();
+      step("executed");
     }
     // Outputs live in the context's arena until the next execute: each goes into a fresh torch
     // tensor (on the same stream, so no synchronization is needed on CUDA).

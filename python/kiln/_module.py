@@ -35,7 +35,9 @@ class AcceleratedSegment(torch.nn.Module):
             except (KeyError, AttributeError):
                 raise TypeError(f"{self._info['name']}: input of type {type(t).__name__} "
                                 f"{getattr(t, 'dtype', '')} is not an engine tensor") from None
-            views.append((t.data_ptr(), dtype, tuple(t.shape), tuple(t.stride()), t.is_cuda))
+            # Strides only for non-contiguous views (the engine copies those once at binding).
+            strides = () if t.is_contiguous() else tuple(t.stride())
+            views.append((t.data_ptr(), dtype, tuple(t.shape), strides, t.is_cuda))
         if self._cuda:
             device = inputs[0].device if inputs else torch.device("cuda", torch.cuda.current_device())
             stream = torch.cuda.current_stream(device).cuda_stream
