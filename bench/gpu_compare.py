@@ -9,13 +9,21 @@ Prints one markdown table with ratios (speed-up of kiln over each baseline).
     PYTHONPATH=build/python python3 bench/gpu_compare.py [--models resnet50,bert] [--batches 1,32]
 """
 import argparse
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
+import numpy as np
 import torch
 
-import kiln
+try:
+    import kiln
+except ImportError:  # --cli needs only the kiln binary
+    kiln = None
 
 
 def resnet50():
@@ -113,6 +121,50 @@ def bench_one(name, batch, iters, modes):
     return row
 
 
+def bench_one_cli(name, batch, iters, modes, kiln_bin):
+    """kiln through its CLI: export (fp32) to .pt2, `kiln compile --precision fp16 --device cuda`,
+    `kiln bench`. Its latency includes copying inputs to the GPU and outputs back each run, which
+    the in-process path does not pay; eager is timed here in fp16 with tensors already on the GPU."""
+    torch.manual_seed(0)
+    model, make_inputs = MODELS[name]()
+    model = model.eval()
+    host_inputs = make_inputs(batch)
+    row = {"model": name, "batch": batch}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        ep = torch.export.export(model, host_inputs)
+        pt2 = os.path.join(tmp, "model.pt2")
+        torch.export.save(ep, pt2)
+        del ep
+        paths = []
+        for i, t in enumerate(host_inputs):
+            paths.append(os.path.join(tmp, f"input_{i}.npy"))
+            np.save(paths[-1], t.numpy())
+        args = [a for p in paths for a in ("--input", p)]
+        t0 = time.perf_counter()
+        subprocess.run([kiln_bin, "compile", pt2, "-o", os.path.join(tmp, "m.kiln"), "--precision", "fp16",
+                        "--device", "cuda", "--min-block-size", "1"], check=True, capture_output=True, text=True)
+        row["kiln_compile_s"] = time.perf_counter() - t0
+        subprocess.run([kiln_bin, "run", os.path.join(tmp, "m.kiln"), *args, "--output-dir", tmp],
+                       check=True, capture_output=True, text=True)
+        kiln_out = torch.from_numpy(np.load(os.path.join(tmp, "output_0.npy")))
+        bench = subprocess.run([kiln_bin, "bench", os.path.join(tmp, "m.kiln"), *args, "--iters", str(iters)],
+                               check=True, capture_output=True, text=True).stdout
+        row["kiln"] = float(re.search(r"median ([0-9.]+) ms", bench).group(1))
+        row["kiln_mem_mb"] = float("nan")
+        model = model.half().cuda()
+        inputs = tuple(t.cuda() if not t.is_floating_point() else t.half().cuda() for t in host_inputs)
+        reference = model(*inputs)
+        row["cosine"] = cosine(kiln_out, reference.cpu())
+        row["eager"] = cuda_time_ms(lambda: model(*inputs), iters)
+        for mode in modes:
+            torch._dynamo.reset()
+            kwargs = {} if mode == "default" else {"mode": mode}
+            fn, secs = timed_first_call(lambda: torch.compile(model, **kwargs), inputs)
+            row[f"tc_{mode}"] = cuda_time_ms(lambda: fn(*inputs), iters)
+            row[f"tc_{mode}_compile_s"] = secs
+    return row
+
+
 def print_table(rows, modes):
     cols = ["model", "batch", "eager", *[f"tc_{m}" for m in modes], "kiln", "kiln/eager",
             *[f"kiln/tc_{m}" for m in modes], "kiln compile s", *[f"tc_{m} compile s" for m in modes],
@@ -138,6 +190,7 @@ def main():
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--modes", default="default,reduce-overhead",
                     help="torch.compile modes to compare against ('' for none)")
+    ap.add_argument("--cli", default="", help="path of the kiln binary: measure kiln through its CLI")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
@@ -146,7 +199,10 @@ def main():
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             try:
-                rows.append(bench_one(name, batch, args.iters, modes))
+                if args.cli:
+                    rows.append(bench_one_cli(name, batch, args.iters, modes, args.cli))
+                else:
+                    rows.append(bench_one(name, batch, args.iters, modes))
             except Exception as e:  # one model's failure must not hide the others' numbers
                 rows.append({"model": name, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:200]}"})
             print(rows[-1], file=sys.stderr)
