@@ -14,5 +14,5 @@ for pkg in cudnn cublas cuda_nvrtc cuda_runtime; do
   d=$(python3 -c "import nvidia.$pkg; print(list(nvidia.$pkg.__path__)[0])" 2>/dev/null || true)
   [[ -n "$d" && -d "$d/lib" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$d/lib"
 done
-PYTHONPATH=${BUILD:-build-gpu}/python python3 bench/gpu_compare.py ${BENCH_ARGS:-} 2> "$out/bench.err" | tee "$out/bench.md"
+PYTHONPATH=${BUILD:-build-gpu}/python eval python3 bench/gpu_compare.py ${BENCH_ARGS:-} 2> "$out/bench.err" | tee "$out/bench.md"
 tail -20 "$out/bench.err"
