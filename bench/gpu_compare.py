@@ -33,7 +33,11 @@ def resnet50():
 
 def vit_b16():
     import torchvision
-    return torchvision.models.vit_b_16(), lambda b: (torch.randn(b, 3, 224, 224),)
+    model = torchvision.models.vit_b_16()
+    # torchvision zero-initializes the classifier head: every output would be 0 and agreement
+    # with eager would say nothing.
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model, lambda b: (torch.randn(b, 3, 224, 224),)
 
 
 class HiddenState(torch.nn.Module):

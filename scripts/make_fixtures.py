@@ -70,8 +70,11 @@ class Ops(nn.Module):
 
 def vit_small():
     from torchvision.models.vision_transformer import VisionTransformer
-    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=4,
-                             hidden_dim=64, mlp_dim=128, num_classes=10)
+    model = VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=4,
+                              hidden_dim=64, mlp_dim=128, num_classes=10)
+    # torchvision zero-initializes the head, which would make every expected output 0.
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model
 
 
 def mobilenet():
