@@ -5,6 +5,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "conversion/convert.h"
 #include "program/fallback.h"
 #include "program/program.h"
 
@@ -255,7 +256,7 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     std::vector<std::shared_ptr<void>> device_buffers;  // inputs copied to the device for this call
     auto device_copy = [&](const HostTensor& t) -> engine::TensorView {
       engine::TensorView v;
-      v.dtype = engine_dtype(t.dtype);
+      v.dtype = conversion::to_engine_dtype(t.dtype);
       v.dims = t.dims;
       v.device = rt.backend->kind();
       if (on_host) {
@@ -275,7 +276,7 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
       rt.backend->synchronize();
       for (size_t i = 0; i < seg.output_values.size(); ++i) {
         const engine::TensorView& out = ctx->output(seg.output_values[i]);
-        HostTensor t = HostTensor::empty(ir_dtype(out.dtype), out.dims);
+        HostTensor t = HostTensor::empty(conversion::to_ir_dtype(out.dtype), out.dims);
         if (!out.is_contiguous()) throw std::runtime_error("segment output " + seg.output_values[i] + " is not contiguous");
         rt.backend->copy(t.data, engine::DeviceKind::kCPU, out.data, out.device, t.nbytes());
         env[seg.output_values[i]] = std::move(t);

@@ -100,38 +100,6 @@ std::string RtValue::debug() const {
       v);
 }
 
-engine::DataType engine_dtype(ir::ScalarType t) {
-  using S = ir::ScalarType;
-  using D = engine::DataType;
-  switch (t) {
-    case S::Float: return D::kFloat32;
-    case S::Half: return D::kFloat16;
-    case S::BFloat16: return D::kBFloat16;
-    case S::Long: return D::kInt64;
-    case S::Int: return D::kInt32;
-    case S::Char: return D::kInt8;
-    case S::Byte: return D::kUInt8;
-    case S::Bool: return D::kBool;
-    default: throw std::invalid_argument(std::string("dtype ") + ir::to_string(t) + " has no engine equivalent");
-  }
-}
-
-ir::ScalarType ir_dtype(engine::DataType t) {
-  using S = ir::ScalarType;
-  using D = engine::DataType;
-  switch (t) {
-    case D::kFloat32: return S::Float;
-    case D::kFloat16: return S::Half;
-    case D::kBFloat16: return S::BFloat16;
-    case D::kInt64: return S::Long;
-    case D::kInt32: return S::Int;
-    case D::kInt8: return S::Char;
-    case D::kUInt8: return S::Byte;
-    case D::kBool: return S::Bool;
-  }
-  throw std::invalid_argument("unknown engine dtype");
-}
-
 const char* short_name(ir::ScalarType t) {
   using S = ir::ScalarType;
   switch (t) {

@@ -57,9 +57,6 @@ struct RtValue {
   std::string debug() const;
 };
 
-// ir <-> engine dtypes for the types both know; throws std::invalid_argument naming the dtype.
-engine::DataType engine_dtype(ir::ScalarType t);
-ir::ScalarType ir_dtype(engine::DataType t);
 const char* short_name(ir::ScalarType t);  // "f32", "i64", ... as in IR printouts
 
 // Relative error of `got` against `want`: max|got-want| / max(max|want|, tiny). Both converted to

@@ -8,10 +8,8 @@
 #include <memory>
 
 #include "engine/backend.h"
+#include "open_model.h"
 #include "program/load.h"
-#ifdef KILN_HAS_TORCH
-#include "torch_bridge/torch_bridge.h"
-#endif
 #include "program/npy.h"
 
 namespace {
@@ -23,23 +21,13 @@ struct RunArgs {
 
 void run_run(const RunArgs& a) {
   using namespace kiln;
-#ifdef KILN_HAS_TORCH
-  torch_bridge::install();  // PyTorch runs the ops no converter takes
-#endif
-  program::CompileOptions o;
-  o.log = &std::cerr;
-  program::RunOptions ro;
-  if (a.device == "cuda") {
-    if (!engine::cuda_available()) throw program::InputError("--device cuda: no CUDA device is available here");
-    o.settings.device = engine::DeviceKind::kCUDA;
-    ro.device = engine::DeviceKind::kCUDA;
-  }
-  std::vector<program::HostTensor> inputs = program::read_inputs(a.inputs);
-  program::CompiledProgram prog = program::open_model(a.model, o);
-  if (a.device.empty()) ro.device = prog.device();  // a .kiln runs where it was built for
+  cli::OpenedModel m = cli::open_model_for_run(a.model, a.inputs, a.device, &std::cerr);
+  program::CompiledProgram& prog = m.program;
+  const program::RunOptions& ro = m.run_options;
+  const std::vector<program::HostTensor>& inputs = m.inputs;
   std::vector<program::HostTensor> outs;
   {
-    program::StageTimer t(o.log, "run");
+    program::StageTimer t(&std::cerr, "run");
     outs = prog.run(inputs, ro);
   }
   std::error_code ec;
