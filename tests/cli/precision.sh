@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Reduced precision end to end through the CLI (issue 6 item 3, on the CPU backend): every fixture
+# in tests/data compiled with --precision fp16 and with bf16, run from the .kiln, and each output
+# within cosine similarity 0.999 of PyTorch's fp32 output_<i>.npy. Usage: precision.sh KILN DATA_DIR
+#
+# Skipped: outputs whose reference is all zeros (cosine is undefined). The vit_small fixture is one
+# until it is re-exported: torchvision zero-initializes its classification head, so every stored
+# output is 0 (scripts/make_fixtures.py now randomizes that head; the new fixture will be checked).
+#
+# One fixture cannot reach 0.999 in fp16, for a reason outside the engine: mobilenet_v2. Its random
+# torchvision init (kaiming fan_out on the depthwise convolutions, identity batch-norm statistics)
+# shrinks the activations block after block to ~1e-6, and the ten logits are ~1e-7, below fp16's
+# smallest normal number (6.1e-5) and only 1 to 4 steps of its smallest subnormal (6e-8). The
+# reference output rounded to fp16 by itself has cosine 0.99416 to the reference; kiln's fp16
+# output is exactly that rounding, element for element. PyTorch 1.13 has no fp16 convolution on the
+# CPU; emulating fp16 storage with fp32 arithmetic (weights and every layer's output rounded to
+# fp16) also gives 0.99416, and 0.99812 even with the last layer's output kept fp32. bf16 keeps
+# fp32's exponent range, so there it reaches 0.99994 (PyTorch's own bf16 CPU run: 0.99994).
+# npy_cosine.py lowers the bound to that representability limit (less 1e-3) only where the
+# reference rounded to the target format already falls short of 0.999, so this exception is
+# computed from the data, not listed by name.
+set -u
+kiln=$1
+data=$2
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+py=""
+for p in /usr/bin/python3 python3; do
+  if "$p" -c "import numpy" 2>/dev/null; then py=$p; break; fi
+done
+[ -n "$py" ] || { echo "SKIP: no python3 with numpy"; exit 0; }
+trap 'rm -rf "$work"' EXIT
+fail=0
+
+for dir in "$data"/*/; do
+  name=$(basename "$dir")
+  [ -f "$dir/input_0.npy" ] || continue
+  model="$dir/core_aten.pt2"
+  [ -f "$model" ] || model="$dir/export.pt2"
+  [ -f "$model" ] || continue
+  inputs=()
+  for f in "$dir"/input_*.npy; do inputs+=(--input "$f"); done
+  for precision in fp16 bf16; do
+    k="$work/$name.$precision.kiln"
+    if ! "$kiln" compile "$model" -o "$k" --precision $precision >/dev/null 2>"$work/err"; then
+      echo "FAIL $name $precision compile: $(tail -1 "$work/err")"; fail=1; continue
+    fi
+    out="$work/$name.$precision"
+    if ! "$kiln" run "$k" "${inputs[@]}" --output-dir "$out" >/dev/null 2>"$work/err"; then
+      echo "FAIL $name $precision run: $(tail -1 "$work/err")"; fail=1; continue
+    fi
+    for want in "$dir"/output_*.npy; do
+      o=$(basename "$want")
+      msg=$($py "$here/npy_cosine.py" "$out/$o" "$want" $precision 2>&1)
+      case $? in
+        0) echo "ok   $name $precision $o: $msg" ;;
+        2) echo "skip $name $precision $o: $msg" ;;
+        *) echo "FAIL $name $precision $o: $msg"; fail=1 ;;
+      esac
+    done
+  done
+done
+exit $fail
