@@ -53,5 +53,6 @@ void bind_engine(py::module_& m);
 void bind_conversion(py::module_& m);
 void bind_impl(py::module_& m);
 void bind_program(py::module_& m);
+void install_crash_trace();  // KILN_CRASH_TRACE=1: native stack on a fatal signal (crash_trace.cpp)
 
 }  // namespace kiln::py_bind

@@ -5,6 +5,7 @@
 PYBIND11_MODULE(_kiln, m) {
   using namespace kiln::py_bind;
   m.doc() = "kiln's C++ core: IR construction, converter registry, engine plans and compiled programs";
+  install_crash_trace();
   register_exceptions(m);
   bind_ir(m);
   bind_engine(m);
