@@ -65,7 +65,8 @@ HostTensor read_npy(const std::string& path) {
   } else {
     throw NpyError(path + ": unsupported .npy version " + std::to_string(major));
   }
-  if (header_len > (1 << 20) || header_len > file_size) throw NpyError(path + ": header too large");
+  if (header_len > (1 << 20)) throw NpyError(path + ": header too large (" + std::to_string(header_len) + " bytes)");
+  if (header_len > file_size) throw NpyError(path + ": truncated header (file is " + std::to_string(file_size) + " bytes)");
   std::string h(header_len, '\0');
   if (!in.read(h.data(), static_cast<std::streamsize>(header_len))) throw NpyError(path + ": truncated header");
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "conversion/convert.h"
 #include "harness.h"
 
 #ifdef KILN_HAS_TORCH
@@ -48,7 +49,7 @@ program::HostTensor to_host(const HostArray& a) {
 std::vector<double> host_values(const program::HostTensor& t) {
   engine::TensorView v;
   v.data = t.data;
-  v.dtype = program::engine_dtype(t.dtype);
+  v.dtype = conversion::to_engine_dtype(t.dtype);
   v.dims = t.dims;
   return testing::unpack(v);
 }
