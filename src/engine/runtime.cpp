@@ -7,9 +7,12 @@
 #include "engine/runtime.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <iostream>
 #include <set>
 
+#include "engine/layer_profile.h"
 #include "engine/memory_planner.h"
 #include "engine/network_internal.h"
 #include "engine/plan_impl.h"
@@ -113,6 +116,7 @@ struct ExecutionContext::Impl {
   std::vector<TensorView> views;
   std::map<std::string, TensorView> user_outputs;
   std::map<std::string, int> capture_runs;
+  std::unique_ptr<detail::LayerProfile> profile;  // KILN_PROFILE=1 only
 
   Impl(const Plan& p, std::shared_ptr<Backend> b) : plan(p), net(p.network()), backend(std::move(b)) {
     layers = net.layers();
@@ -120,9 +124,12 @@ struct ExecutionContext::Impl {
     id_bound = net.tensor_id_bound();
     bound.resize(net.inputs().size());
     views.resize(id_bound);
+    if (detail::LayerProfile::enabled()) profile = std::make_unique<detail::LayerProfile>();
   }
 
   ~Impl() {
+    if (profile && !profile->empty())
+      profile->print(std::cerr, std::string("plan on ") + to_string(backend->kind()));
     free_dynamic();
     if (arena) backend->deallocate(arena);
     for (auto& b : bound)
@@ -373,7 +380,16 @@ struct ExecutionContext::Impl {
         if (ws_bytes) ws = allocate_dynamic(ws_bytes);
       }
       LayerCall call{l, ins, outs, allocate, ws, ws_bytes, &symbols};
-      backend->execute(call);
+      if (profile) {
+        backend->synchronize();  // time this layer alone, not the queue before it
+        const auto t0 = std::chrono::steady_clock::now();
+        backend->execute(call);
+        backend->synchronize();
+        profile->add(l.name(), l.kind(),
+                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      } else {
+        backend->execute(call);
+      }
       for (size_t i = 0; i < outs.size(); ++i) {
         if (pending[i])
           throw ShapeError("layer '" + l.name() + "' (" + l.kind() + ") did not allocate its data-dependent output " +
@@ -445,10 +461,11 @@ void ExecutionContext::execute() {
   }
   m.free_dynamic();
   m.upload_inputs();
+  if (m.profile) m.profile->count_execute();
   SymbolValues symbols = m.state->symbols;
 
   // Static shapes on a backend that records: run once, record the second run, replay afterwards.
-  bool capture = m.backend->supports_capture() && m.state->fully_static;
+  bool capture = m.backend->supports_capture() && m.state->fully_static && !m.profile;
   std::string ckey;
   if (capture) {
     ckey = "arena=" + std::to_string(reinterpret_cast<uintptr_t>(m.arena));

@@ -1,0 +1,55 @@
+#include "engine/layer_profile.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <iomanip>
+
+namespace kiln::engine::detail {
+
+bool LayerProfile::enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_PROFILE");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+void LayerProfile::add(const std::string& layer, const std::string& kind, double ms) {
+  Entry& e = by_layer_[layer];
+  e.kind = kind;
+  e.total_ms += ms;
+  ++e.calls;
+}
+
+void LayerProfile::print(std::ostream& os, const std::string& title, size_t rows) const {
+  std::vector<std::pair<std::string, const Entry*>> layers;
+  std::map<std::string, std::pair<double, int64_t>> kinds;  // kind -> (ms, layer calls)
+  double total = 0;
+  for (const auto& [name, e] : by_layer_) {
+    layers.emplace_back(name, &e);
+    kinds[e.kind].first += e.total_ms;
+    kinds[e.kind].second += e.calls;
+    total += e.total_ms;
+  }
+  std::sort(layers.begin(), layers.end(), [](auto& a, auto& b) { return a.second->total_ms > b.second->total_ms; });
+  const double runs = std::max<int64_t>(executes_, 1);
+  os << "kiln profile: " << title << ": " << executes_ << " executes, " << std::fixed << std::setprecision(3)
+     << total / runs << " ms per execute in " << by_layer_.size() << " layers\n";
+  os << "  ms/execute   share  kind              layer\n";
+  for (size_t i = 0; i < std::min(rows, layers.size()); ++i) {
+    const Entry& e = *layers[i].second;
+    os << "  " << std::setw(10) << e.total_ms / runs << "  " << std::setw(5) << std::setprecision(1)
+       << 100 * e.total_ms / std::max(total, 1e-12) << "%  " << std::left << std::setw(16) << e.kind << "  "
+       << layers[i].first << std::right << std::setprecision(3) << "\n";
+  }
+  std::vector<std::pair<std::string, std::pair<double, int64_t>>> by_kind(kinds.begin(), kinds.end());
+  std::sort(by_kind.begin(), by_kind.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+  os << "  by kind:\n";
+  for (const auto& [kind, v] : by_kind)
+    os << "  " << std::setw(10) << v.first / runs << "  " << std::setw(5) << std::setprecision(1)
+       << 100 * v.first / std::max(total, 1e-12) << "%  " << kind << " (" << v.second / static_cast<int64_t>(runs)
+       << " per execute)" << std::setprecision(3) << "\n";
+}
+
+}  // namespace kiln::engine::detail

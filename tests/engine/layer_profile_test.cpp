@@ -1,0 +1,32 @@
+// The KILN_PROFILE report: per-layer totals averaged over executes, slowest first, then per kind.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "engine/layer_profile.h"
+
+namespace kiln::engine::detail {
+namespace {
+
+TEST(LayerProfile, ReportsSlowestLayersFirstAndTotalsPerKind) {
+  LayerProfile p;
+  for (int run = 0; run < 2; ++run) {
+    p.count_execute();
+    p.add("mm", "MatMul", 3.0);
+    p.add("relu", "Activation", 1.0);
+    p.add("mm2", "MatMul", 5.0);
+  }
+  std::ostringstream os;
+  p.print(os, "test");
+  const std::string s = os.str();
+  EXPECT_NE(s.find("2 executes, 9.000 ms per execute in 3 layers"), std::string::npos) << s;
+  const size_t mm2 = s.find("mm2"), mm = s.find(" mm\n"), relu = s.find("relu");
+  ASSERT_NE(mm2, std::string::npos);
+  ASSERT_NE(mm, std::string::npos);
+  EXPECT_LT(mm2, mm);   // 5 ms before 3 ms
+  EXPECT_LT(mm, relu);  // 3 ms before 1 ms
+  EXPECT_NE(s.find("8.000   88.9%  MatMul (2 per execute)"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace kiln::engine::detail
