@@ -7,14 +7,7 @@ set -u
 kiln=$1
 data=$2
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-# A Python with numpy: Debian's here, the PyTorch one on the GPU machine.
-py=""
-for p in /usr/bin/python3 python3; do
-  if "$p" -c "import numpy" 2>/dev/null; then py=$p; break; fi
-done
-[ -n "$py" ] || { echo "SKIP: no python3 with numpy"; exit 0; }
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/common.bash"
 fail=0
 
 check_outputs() {  # check_outputs OUT_DIR FIXTURE_DIR LABEL

@@ -35,6 +35,23 @@ inline Strides make_strides(const std::vector<int64_t>& v) {
   for (size_t i = 0; i < v.size() && i < size_t(kMaxRank); ++i) r.s[i] = v[i];
   return r;
 }
+// Drops size-1 dims and merges neighbours whose strides chain (stride[d-1] == stride[d]*dims[d]),
+// so strided kernels index over as few dims as possible.
+inline void collapse(std::vector<int64_t>& dims, std::vector<int64_t>& st) {
+  std::vector<int64_t> d2, s2;
+  for (size_t d = 0; d < dims.size(); ++d) {
+    if (dims[d] == 1) continue;
+    if (!d2.empty() && s2.back() == st[d] * dims[d]) {
+      d2.back() *= dims[d];
+      s2.back() = st[d];
+    } else {
+      d2.push_back(dims[d]);
+      s2.push_back(st[d]);
+    }
+  }
+  dims.swap(d2);
+  st.swap(s2);
+}
 
 // Offset into a strided tensor of the element at linear (row-major) index `i` of `dims`.
 __device__ __forceinline__ int64_t strided_offset(int64_t i, const Dims& dims, const Strides& st) {

@@ -19,23 +19,6 @@ __global__ void strided_gather_kernel(U* __restrict__ out, const U* __restrict__
     out[i] = in[base + strided_offset(i, dims, st)];
 }
 
-// Drops size-1 dims and merges neighbours whose strides chain (stride[d-1] == stride[d]*dims[d]).
-void collapse(std::vector<int64_t>& dims, std::vector<int64_t>& st) {
-  std::vector<int64_t> d2, s2;
-  for (size_t d = 0; d < dims.size(); ++d) {
-    if (dims[d] == 1) continue;
-    if (!d2.empty() && s2.back() == st[d] * dims[d]) {
-      d2.back() *= dims[d];
-      s2.back() = st[d];
-    } else {
-      d2.push_back(dims[d]);
-      s2.push_back(st[d]);
-    }
-  }
-  dims.swap(d2);
-  st.swap(s2);
-}
-
 void strided_gather(Context& ctx, void* out, const void* in, size_t elem, std::vector<int64_t> dims,
                     std::vector<int64_t> st, int64_t base) {
   const int64_t n = product(dims);

@@ -113,22 +113,6 @@ __global__ void reduce_cols(const T* __restrict__ in, O* __restrict__ out, int64
   }
 }
 
-void collapse(std::vector<int64_t>& dims, std::vector<int64_t>& st) {
-  std::vector<int64_t> d2, s2;
-  for (size_t d = 0; d < dims.size(); ++d) {
-    if (dims[d] == 1) continue;
-    if (!d2.empty() && s2.back() == st[d] * dims[d]) {
-      d2.back() *= dims[d];
-      s2.back() = st[d];
-    } else {
-      d2.push_back(dims[d]);
-      s2.push_back(st[d]);
-    }
-  }
-  dims.swap(d2);
-  st.swap(s2);
-}
-
 }  // namespace
 
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call) {
