@@ -22,36 +22,16 @@
 set -u
 kiln=$1
 data=$2
-here=$(cd "$(dirname "$0")" && pwd)
 source "$(dirname "$0")/common.bash"
 fail=0
 
 for dir in "$data"/*/; do
-  name=$(basename "$dir")
   [ -f "$dir/input_0.npy" ] || continue
   model="$dir/core_aten.pt2"
   [ -f "$model" ] || model="$dir/export.pt2"
   [ -f "$model" ] || continue
-  inputs=()
-  for f in "$dir"/input_*.npy; do inputs+=(--input "$f"); done
   for precision in fp16 bf16; do
-    k="$work/$name.$precision.kiln"
-    if ! "$kiln" compile "$model" -o "$k" --precision $precision >/dev/null 2>"$work/err"; then
-      echo "FAIL $name $precision compile: $(tail -1 "$work/err")"; fail=1; continue
-    fi
-    out="$work/$name.$precision"
-    if ! "$kiln" run "$k" "${inputs[@]}" --output-dir "$out" >/dev/null 2>"$work/err"; then
-      echo "FAIL $name $precision run: $(tail -1 "$work/err")"; fail=1; continue
-    fi
-    for want in "$dir"/output_*.npy; do
-      o=$(basename "$want")
-      msg=$($py "$here/npy_cosine.py" "$out/$o" "$want" $precision 2>&1)
-      case $? in
-        0) echo "ok   $name $precision $o: $msg" ;;
-        2) echo "skip $name $precision $o: $msg" ;;
-        *) echo "FAIL $name $precision $o: $msg"; fail=1 ;;
-      esac
-    done
+    check_fixture "$kiln" "$dir" "$model" $precision cpu || fail=1
   done
 done
 exit $fail
