@@ -27,6 +27,11 @@ Layer* sole_consumer(const Network& net, const Tensor* t) {
   return c[0];
 }
 
+bool is_pure_reshape(const Layer* l) {
+  const auto* p = l->as<ShuffleParams>();
+  return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
+}
+
 bool same_shape(const Shape& a, const Shape& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
@@ -84,8 +89,16 @@ size_t fuse_epilogues(Network& net) {
       }
     }
     std::optional<ActivationParams> act;
-    if (Layer* a = sole_consumer(net, cur); a && a->as<ActivationParams>()) {
+    // An activation commutes with a pure reshape, and converters put one between a 2-D matmul
+    // (addmm) and the activation of a [batch, seq, features] model: look through it, and put the
+    // reshape back after the fused layer.
+    Layer* reshape = nullptr;
+    if (Layer* s = sole_consumer(net, cur); s && is_pure_reshape(s)) {
+      if (Layer* a = sole_consumer(net, s->output()); a && a->as<ActivationParams>()) reshape = s;
+    }
+    if (Layer* a = sole_consumer(net, reshape ? reshape->output() : cur); a && a->as<ActivationParams>()) {
       act = *a->as<ActivationParams>();
+      if (reshape) absorbed.push_back(reshape);
       absorbed.push_back(a);
       cur = a->output();
     }
@@ -113,7 +126,9 @@ size_t fuse_epilogues(Network& net) {
       p.activation = act;
     }
     Layer* nl = net.add_layer(l->name(), inputs, params);
-    net.replace_all_uses(cur, nl->output());
+    Tensor* result = nl->output();
+    if (reshape) result = net.add_shuffle(reshape->name(), result, *reshape->as<ShuffleParams>())->output();
+    net.replace_all_uses(cur, result);
     std::string what = l->name();
     for (Layer* a : absorbed) what += " + " + a->name();
     for (auto it = absorbed.rbegin(); it != absorbed.rend(); ++it) {

@@ -99,6 +99,46 @@ TEST(BuilderPasses, FusedMatMulPlanMatchesUnfused) {
   expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0]);
 }
 
+// gelu(reshape(x2d @ W + b)) as the addmm + view converters emit a [batch, seq, features] MLP:
+// the activation moves into the matmul and the reshape follows the fused layer.
+Network addmm_view_gelu() {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("batch"), 3, 16});
+  ShuffleParams flat;
+  flat.reshape = Shape{-1, 16};
+  Tensor* x2 = net.add_shuffle("flat", x, flat)->output();
+  Tensor* w = net.add_constant("w", weights({16, 8}, random_floats(128, 1)))->output();
+  Tensor* b = net.add_constant("b", weights({8}, random_floats(8, 2)))->output();
+  Tensor* add = net.add_elementwise("bias", net.add_matmul("mm", x2, w)->output(), b, BinaryOp::kAdd)->output();
+  ShuffleParams back;
+  back.reshape = Shape{DimExpr::symbol("batch"), 3, 8};
+  Tensor* y3 = net.add_shuffle("view", add, back)->output();
+  net.mark_output(net.add_activation("gelu", y3, ActivationOp::kGeluErf)->output(), "y");
+  return net;
+}
+
+TEST(BuilderPasses, EpilogueActivationSeesThroughAReshape) {
+  Network net = addmm_view_gelu();
+  EXPECT_EQ(passes::fuse_epilogues(net), 1u);
+  net.verify();
+  EXPECT_EQ(count_kind(net, "Activation"), 0u);
+  for (Layer* l : net.layers())
+    if (auto* p = l->as<MatMulParams>()) {
+      ASSERT_TRUE(p->activation);
+      EXPECT_EQ(p->activation->op, ActivationOp::kGeluErf);
+      EXPECT_TRUE(p->has_bias);
+    }
+  EXPECT_EQ(net.outputs()[0].second->shape().size(), 3u);
+
+  BuilderConfig cfg;
+  cfg.profile["batch"] = {1, 2, 8};
+  BuilderConfig cfg_ref = no_opt();
+  cfg_ref.profile = cfg.profile;
+  Plan opt = build(addmm_view_gelu(), cfg), ref = build(addmm_view_gelu(), cfg_ref);
+  HostTensor x{{2, 3, 16}, random_floats(96, 3)};
+  expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0]);
+}
+
 TEST(BuilderPasses, ConvEpilogueFusion) {
   auto make = [] {
     Network net;
