@@ -127,8 +127,8 @@ def bench_one(name, batch, iters, modes):
 
 def bench_one_cli(name, batch, iters, modes, kiln_bin):
     """kiln through its CLI: export (fp32) to .pt2, `kiln compile --precision fp16 --device cuda`,
-    `kiln bench`. Its latency includes copying inputs to the GPU and outputs back each run, which
-    the in-process path does not pay; eager is timed here in fp16 with tensors already on the GPU."""
+    `kiln bench`, which (since 2026-11-27's measurements) keeps inputs and outputs on the GPU as
+    eager's tensors are (`--with-copies` gives the old numbers, host copies included)."""
     torch.manual_seed(0)
     model, make_inputs = MODELS[name]()
     model = model.eval()

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <sstream>
 
 #include "conversion/convert.h"
@@ -31,6 +32,8 @@ struct CompiledProgram::Runtime {
   engine::DeviceKind device = engine::DeviceKind::kCPU;
   std::shared_ptr<engine::Backend> backend;
   std::vector<std::unique_ptr<engine::ExecutionContext>> contexts;
+  // RunOptions::device_resident_io: program inputs kept on the device, by name, with their size.
+  std::map<std::string, std::pair<std::shared_ptr<void>, size_t>> resident_inputs;
 };
 
 CompiledProgram::CompiledProgram() : runtime_(std::make_unique<Runtime>()) {}
@@ -191,6 +194,7 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
   Runtime& rt = *runtime_;
   if (!rt.backend || rt.device != options.device) {
     rt.contexts.clear();
+    rt.resident_inputs.clear();
     rt.device = options.device;
     rt.backend = options.device == engine::DeviceKind::kCUDA ? std::shared_ptr<engine::Backend>(engine::make_cuda_backend())
                                                               : std::shared_ptr<engine::Backend>(engine::make_cpu_backend());
@@ -235,6 +239,19 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     throw std::runtime_error("value %" + name + " was not computed before its use");
   };
 
+  // device_resident_io: which values later steps read (those must still reach the host).
+  std::set<std::string> program_inputs, read_by_steps;
+  if (options.device_resident_io) {
+    for (const InputSpec& in : inputs_) program_inputs.insert(in.name);
+    for (const Step& step : steps_) {
+      if (step.kind == Step::Kind::kFallback)
+        for (const ir::Node* p : step.node->inputs()) read_by_steps.insert(p->name);
+      else
+        for (const std::string& name : segments_[step.segment].input_values)
+          read_by_steps.insert(name.substr(0, name.rfind('.')));  // "<tuple>.<i>" -> "<tuple>"
+    }
+  }
+
   for (const Step& step : steps_) {
     if (step.kind == Step::Kind::kFallback) {
       const ir::Node& n = *step.node;
@@ -254,7 +271,7 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     if (!ctx) ctx = std::make_unique<engine::ExecutionContext>(seg.plan, rt.backend);
     const bool on_host = rt.backend->kind() == engine::DeviceKind::kCPU;
     std::vector<std::shared_ptr<void>> device_buffers;  // inputs copied to the device for this call
-    auto device_copy = [&](const HostTensor& t) -> engine::TensorView {
+    auto device_copy = [&](const std::string& name, const HostTensor& t) -> engine::TensorView {
       engine::TensorView v;
       v.dtype = conversion::to_engine_dtype(t.dtype);
       v.dims = t.dims;
@@ -263,22 +280,35 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
         v.data = t.data;
         return v;
       }
+      const bool resident = options.device_resident_io && program_inputs.count(name);
+      if (resident) {
+        auto it = rt.resident_inputs.find(name);
+        if (it != rt.resident_inputs.end() && it->second.second == t.nbytes()) {
+          v.data = it->second.first.get();
+          return v;
+        }
+      }
       void* p = rt.backend->allocate(std::max<size_t>(t.nbytes(), 1));
       auto backend = rt.backend;
-      device_buffers.emplace_back(p, [backend](void* q) { backend->deallocate(q); });
+      std::shared_ptr<void> buffer(p, [backend](void* q) { backend->deallocate(q); });
+      if (resident) rt.resident_inputs[name] = {buffer, t.nbytes()};
+      else device_buffers.push_back(buffer);
       rt.backend->copy(p, v.device, t.data, engine::DeviceKind::kCPU, t.nbytes());
       v.data = p;
       return v;
     };
     try {
-      for (const std::string& name : seg.input_values) ctx->set_input(name, device_copy(lookup_name(name).tensor()));
+      for (const std::string& name : seg.input_values) ctx->set_input(name, device_copy(name, lookup_name(name).tensor()));
       ctx->execute();
       rt.backend->synchronize();
       for (size_t i = 0; i < seg.output_values.size(); ++i) {
         const engine::TensorView& out = ctx->output(seg.output_values[i]);
         HostTensor t = HostTensor::empty(conversion::to_ir_dtype(out.dtype), out.dims);
         if (!out.is_contiguous()) throw std::runtime_error("segment output " + seg.output_values[i] + " is not contiguous");
-        rt.backend->copy(t.data, engine::DeviceKind::kCPU, out.data, out.device, t.nbytes());
+        const std::string& name = seg.output_values[i];
+        const bool stays_on_device = options.device_resident_io && !on_host &&
+                                     !read_by_steps.count(name.substr(0, name.rfind('.')));
+        if (!stays_on_device) rt.backend->copy(t.data, engine::DeviceKind::kCPU, out.data, out.device, t.nbytes());
         env[seg.output_values[i]] = std::move(t);
       }
     } catch (const engine::ShapeError& e) {
