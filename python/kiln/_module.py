@@ -13,6 +13,18 @@ from . import _kiln
 from ._values import FROM_ENGINE, TO_ENGINE, _dim, resolve_target, sym_expr, to_torch
 
 
+_side_streams = {}
+
+
+def _side_stream(device):
+    """One kiln stream per device, kept for the process: a stable stream keeps each segment's
+    execution context (and its recorded CUDA graphs) alive across calls."""
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    if key not in _side_streams:
+        _side_streams[key] = torch.cuda.Stream(device=torch.device("cuda", key))
+    return _side_streams[key]
+
+
 class AcceleratedSegment(torch.nn.Module):
     """One engine plan. Inputs cross as data pointers (no copies) on torch's current CUDA stream;
     outputs are written into fresh torch tensors."""
@@ -38,9 +50,19 @@ class AcceleratedSegment(torch.nn.Module):
             # Strides only for non-contiguous views (the engine copies those once at binding).
             strides = () if t.is_contiguous() else tuple(t.stride())
             views.append((t.data_ptr(), dtype, tuple(t.shape), strides, t.is_cuda))
+        side = None
         if self._cuda:
             device = inputs[0].device if inputs else torch.device("cuda", torch.cuda.current_device())
-            stream = torch.cuda.current_stream(device).cuda_stream
+            current = torch.cuda.current_stream(device)
+            if current.cuda_stream == 0:
+                # The legacy default stream can be neither shared by kiln's own stream (no implicit
+                # ordering with non-blocking streams) nor captured into a CUDA graph: run on a side
+                # stream that starts after the caller's queued work and that the caller waits for.
+                side = _side_stream(device)
+                side.wait_stream(current)
+                stream = side.cuda_stream
+            else:
+                stream = current.cuda_stream
         else:
             device, stream = torch.device("cpu"), 0
 
@@ -49,6 +71,8 @@ class AcceleratedSegment(torch.nn.Module):
             return out, out.data_ptr()
 
         outs = self._runner.run(views, stream, alloc)
+        if side is not None:
+            current.wait_stream(side)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
