@@ -125,7 +125,7 @@ def bench_one(name, batch, iters, modes):
     return row
 
 
-def bench_one_cli(name, batch, iters, modes, kiln_bin):
+def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False):
     """kiln through its CLI: export (fp32) to .pt2, `kiln compile --precision fp16 --device cuda`,
     `kiln bench`, which (since 2026-11-27's measurements) keeps inputs and outputs on the GPU as
     eager's tensors are (`--with-copies` gives the old numbers, host copies included)."""
@@ -154,6 +154,12 @@ def bench_one_cli(name, batch, iters, modes, kiln_bin):
         bench = subprocess.run([kiln_bin, "bench", os.path.join(tmp, "m.kiln"), *args, "--iters", str(iters)],
                                check=True, capture_output=True, text=True).stdout
         row["kiln"] = float(re.search(r"median ([0-9.]+) ms", bench).group(1))
+        if profile:  # where kiln's time goes, layer by layer (KILN_PROFILE; kernels synchronized)
+            prof = subprocess.run([kiln_bin, "bench", os.path.join(tmp, "m.kiln"), *args, "--iters", "5",
+                                   "--warmup", "1"], capture_output=True, text=True,
+                                  env={**os.environ, "KILN_PROFILE": "1"}).stderr
+            print(f"--- {name} batch {batch}\n" + "\n".join(
+                l for l in prof.splitlines() if not l.startswith("kiln: ")), file=sys.stderr)
         row["kiln_mem_mb"] = float("nan")
         model = model.half().cuda()
         inputs = tuple(t.cuda() if not t.is_floating_point() else t.half().cuda() for t in host_inputs)
@@ -195,6 +201,7 @@ def main():
     ap.add_argument("--modes", default="default,reduce-overhead",
                     help="torch.compile modes to compare against ('' for none)")
     ap.add_argument("--cli", default="", help="path of the kiln binary: measure kiln through its CLI")
+    ap.add_argument("--profile", action="store_true", help="with --cli: print kiln's per-layer profile too")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
@@ -204,7 +211,7 @@ def main():
         for batch in (int(b) for b in args.batches.split(",")):
             try:
                 if args.cli:
-                    rows.append(bench_one_cli(name, batch, args.iters, modes, args.cli))
+                    rows.append(bench_one_cli(name, batch, args.iters, modes, args.cli, args.profile))
                 else:
                     rows.append(bench_one(name, batch, args.iters, modes))
             except Exception as e:  # one model's failure must not hide the others' numbers
