@@ -83,6 +83,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
   impl.profile = config.profile;
   impl.build_log = std::move(log);
   impl.lifetimes = compute_lifetimes(net);
+  impl.aliases = compute_aliases(net);
   SymbolValues opt;
   for (auto& [s, r] : config.profile) opt[s] = r.opt;
   impl.memory.peak_activation_bytes = planned_arena_bytes(net, impl.lifetimes, opt);

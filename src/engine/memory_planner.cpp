@@ -52,34 +52,69 @@ ArenaPlan plan_arena(const std::vector<BufferRequest>& requests) {
   return plan;
 }
 
-std::map<int, Lifetime> compute_lifetimes(const Network& net) {
-  std::vector<std::string> known = net.input_symbols();
-  auto input_bound = [&](const Shape& s) {
-    std::vector<std::string> syms;
-    for (const DimExpr& d : s) d.collect_symbols(syms);
-    for (const std::string& x : syms)
-      if (std::find(known.begin(), known.end(), x) == known.end()) return false;
-    return true;
+namespace {
+
+bool input_bound(const Network& net, const Shape& s) {
+  const std::vector<std::string> known = net.input_symbols();
+  std::vector<std::string> syms;
+  for (const DimExpr& d : s) d.collect_symbols(syms);
+  for (const std::string& x : syms)
+    if (std::find(known.begin(), known.end(), x) == known.end()) return false;
+  return true;
+}
+
+bool moves_no_data(const Layer& l) {
+  if (l.as<IdentityParams>()) return true;
+  const auto* p = l.as<ShuffleParams>();
+  return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
+}
+
+// One pass over the layers: lifetimes of arena tensors and the aliases onto them.
+void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<int, int>* alias) {
+  auto root = [&](int id) {
+    auto it = alias->find(id);
+    return it == alias->end() ? id : it->second;
   };
-  std::map<int, Lifetime> life;
   auto layers = net.layers();
   for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
     const Layer* l = layers[i];
     for (const Tensor* t : l->inputs()) {
-      auto it = life.find(t->id());
-      if (it != life.end()) it->second.last = i;
+      auto it = life->find(root(t->id()));
+      if (it != life->end()) it->second.last = i;
     }
     if (l->as<ConstantParams>()) continue;
-    for (const Tensor* t : l->outputs())
-      if (input_bound(t->shape())) life[t->id()] = {i, i};
+    for (const Tensor* t : l->outputs()) {
+      if (!input_bound(net, t->shape())) continue;
+      if (moves_no_data(*l) && life->count(root(l->inputs()[0]->id())) &&
+          t->dtype() == l->inputs()[0]->dtype()) {
+        (*alias)[t->id()] = root(l->inputs()[0]->id());
+        continue;
+      }
+      (*life)[t->id()] = {i, i};
+    }
   }
   // Network outputs stay readable after execute: alive to the end.
   int end = static_cast<int>(layers.size());
   for (auto& [n, t] : net.outputs()) {
-    auto it = life.find(t->id());
-    if (it != life.end()) it->second.last = end;
+    auto it = life->find(root(t->id()));
+    if (it != life->end()) it->second.last = end;
   }
+}
+
+}  // namespace
+
+std::map<int, Lifetime> compute_lifetimes(const Network& net) {
+  std::map<int, Lifetime> life;
+  std::map<int, int> alias;
+  plan_buffers(net, &life, &alias);
   return life;
+}
+
+std::map<int, int> compute_aliases(const Network& net) {
+  std::map<int, Lifetime> life;
+  std::map<int, int> alias;
+  plan_buffers(net, &life, &alias);
+  return alias;
 }
 
 }  // namespace kiln::engine

@@ -263,6 +263,7 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
     throw PlanError("plan: " + where + ": " + e.what());
   }
   impl.lifetimes = compute_lifetimes(net);
+  impl.aliases = compute_aliases(net);
   return plan;
 }
 

@@ -25,12 +25,19 @@ struct Plan::Impl {
   std::map<std::string, SymbolRange> profile;
   MemoryReport memory;
   std::map<int, Lifetime> lifetimes;  // by tensor id: arena-planned tensors only
+  std::map<int, int> aliases;          // tensor id -> the arena tensor whose bytes it reuses
   std::vector<std::string> build_log;  // what the passes did, for summary()
 };
 
 // Lifetimes of the tensors that live in the activation arena: produced by a non-constant layer
 // and with a shape over input symbols only (data-dependent shapes are allocated at run time).
 std::map<int, Lifetime> compute_lifetimes(const Network& net);
+
+// Outputs of layers that move no data: a pure reshape (Shuffle without permutations) or an
+// Identity of an arena tensor is that tensor's buffer seen with other dims. Maps each such output
+// to the arena tensor it aliases (chains resolved); compute_lifetimes gives them no buffer of their
+// own and keeps the aliased buffer alive through their uses, and the runtime skips those layers.
+std::map<int, int> compute_aliases(const Network& net);
 
 // Arena size for these symbol values (builder.cpp).
 size_t planned_arena_bytes(const Network& net, const std::map<int, Lifetime>& lifetimes, const SymbolValues& values);

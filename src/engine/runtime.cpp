@@ -247,6 +247,8 @@ struct ExecutionContext::Impl {
       if (req_tensor[r] >= 0) st.offsets[req_tensor[r]] = ap.offsets[r];
       else st.ws_offsets[-req_tensor[r] - 1] = ap.offsets[r];
     }
+    for (const auto& [id, root] : plan.impl().aliases)
+      if (st.dims[id] && st.offsets[root] != kNoOffset) st.offsets[id] = st.offsets[root];
     st.arena_bytes = ap.total_bytes;
     return cache.emplace(key, std::move(st)).first->second;
   }
@@ -296,6 +298,14 @@ struct ExecutionContext::Impl {
       v.data = p;
     }
     return v;
+  }
+
+  // True when the layer's output was given its input's buffer (compute_aliases), so running the
+  // layer would only copy the bytes onto themselves.
+  bool aliases_input(const Layer& l) const {
+    const auto& aliases = plan.impl().aliases;
+    if (l.outputs().size() != 1 || l.inputs().empty() || !aliases.count(l.output()->id())) return false;
+    return views[l.output()->id()].data == views[l.inputs()[0]->id()].data;
   }
 
   void run_layers(SymbolValues& symbols) {
@@ -369,6 +379,7 @@ struct ExecutionContext::Impl {
       };
       for (size_t i = 0; i < outs.size(); ++i) views[l.outputs()[i]->id()] = outs[i];
       if (all_empty) continue;  // nothing to compute; kernels need not handle empty outputs
+      if (aliases_input(l)) continue;  // a reshape/identity whose output already is its input's bytes
       void* ws = nullptr;
       size_t ws_bytes = 0;
       if (st.ws_offsets[li] != kNoOffset) {

@@ -190,3 +190,48 @@ TEST(RuntimeBackend, EmptyBatch) {
 
 }  // namespace
 }  // namespace kiln::engine
+
+namespace kiln::engine {
+namespace {
+
+using namespace kiln::engine::testing;
+
+// Pure reshapes and identities move no data: their outputs alias the input's arena buffer (the
+// runtime skips them), including chains of them and one that is a network output.
+TEST(RuntimeAliases, ReshapesShareTheirInputsBuffer) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("b"), 16});
+  Tensor* w = net.add_constant("w", weights({16, 8}, random_floats(128, 1)))->output();
+  Tensor* mm = net.add_matmul("mm", x, w)->output();
+  ShuffleParams flat;
+  flat.reshape = Shape{-1};
+  Tensor* r1 = net.add_shuffle("flat", mm, flat)->output();
+  Tensor* r2 = net.add_identity("same", r1)->output();
+  ShuffleParams back;
+  back.reshape = Shape{DimExpr::symbol("b"), 2, 4};
+  Tensor* r3 = net.add_shuffle("back", r2, back)->output();
+  net.mark_output(net.add_unary("exp", r3, UnaryOp::kExp)->output(), "e");
+  net.mark_output(r3, "r");
+  net.mark_output(mm, "mm");  // without aliasing, mm, r2 and r3 would be alive together
+  BuilderConfig cfg;
+  cfg.profile["b"] = {1, 3, 8};
+  Plan plan = build(std::move(net), cfg);
+  // mm's buffer and exp's: the three views add nothing (2 x 3*8 floats, each rounded to 64 bytes)
+  EXPECT_EQ(plan.memory().peak_activation_bytes, 2 * 128u);
+
+  HostTensor in{{3, 16}, random_floats(48, 2)};
+  auto outs = run_plan(plan, {{"x", in}});
+  ASSERT_EQ(outs.size(), 3u);
+  EXPECT_EQ(outs[2].data, outs[1].data);
+  EXPECT_EQ(outs[1].dims, (std::vector<int64_t>{3, 2, 4}));
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 8; ++j) {
+      double ref = 0;
+      for (int k = 0; k < 16; ++k) ref += double(in.data[i * 16 + k]) * random_floats(128, 1)[k * 8 + j];
+      EXPECT_NEAR(outs[1].data[i * 8 + j], ref, 1e-4);
+      EXPECT_NEAR(outs[0].data[i * 8 + j], std::exp(ref), 1e-3 * std::exp(ref));
+    }
+}
+
+}  // namespace
+}  // namespace kiln::engine
