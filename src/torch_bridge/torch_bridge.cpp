@@ -157,6 +157,18 @@ class StackBuilder {
         if (a.is<int64_t>()) return a.as<int64_t>();
         if (a.is<std::string>()) return a.as<std::string>();
         break;
+      case c10::TypeKind::TensorType:
+        // A number where the schema wants a Tensor (torch.export writes `mul.Tensor(x, 0.1)`):
+        // PyTorch's own Python binding passes it as a 0-dim "wrapped number" tensor, which type
+        // promotion treats like a Python scalar (x stays float16, an int stays int).
+        if (a.is<double>() || a.is<int64_t>() || a.is<bool>()) {
+          at::Tensor t = a.is<double>()    ? at::scalar_tensor(a.as<double>(), at::kDouble)
+                         : a.is<int64_t>() ? at::scalar_tensor(a.as<int64_t>(), at::kLong)
+                                           : at::scalar_tensor(a.as<bool>(), at::kBool);
+          t.unsafeGetTensorImpl()->set_wrapped_number(true);
+          return t;
+        }
+        break;
       case c10::TypeKind::GeneratorType:
         return c10::IValue();
       default:
