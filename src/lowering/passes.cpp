@@ -23,10 +23,11 @@ size_t index_in(const std::vector<ir::Node*>& order, const ir::Node* n) {
   return static_cast<size_t>(std::find(order.begin(), order.end(), n) - order.begin());
 }
 
-// Replaces every use of `n` in its users' arguments by the constant `v`.
-void replace_with_constant(ir::Graph& g, ir::Node* n, const ir::Argument& v) {
+// In `users`' arguments (lists included), every reference to `from` becomes `to`: another node,
+// or a constant once a symbolic int is known.
+void substitute(ir::Graph& g, ir::Node* from, const ir::Argument& to, const std::vector<ir::Node*>& users) {
   std::function<ir::Argument(const ir::Argument&)> sub = [&](const ir::Argument& a) -> ir::Argument {
-    if (a.is_node() && a.node() == n) return v;
+    if (a.is_node() && a.node() == from) return to;
     if (a.is_list()) {
       ir::Argument::List l;
       for (const auto& e : a.list()) l.push_back(sub(e));
@@ -34,7 +35,6 @@ void replace_with_constant(ir::Graph& g, ir::Node* n, const ir::Argument& v) {
     }
     return a;
   };
-  std::vector<ir::Node*> users = n->users();
   for (ir::Node* u : users) {
     std::vector<ir::Argument> args;
     for (const auto& a : u->args) args.push_back(sub(a));
@@ -102,27 +102,6 @@ size_t remove_noops(ir::ExportedProgram& program) {
 
 namespace {
 
-// Points `users`' arguments that read `from` at `to`.
-void redirect(ir::Graph& g, ir::Node* from, ir::Node* to, const std::vector<ir::Node*>& users) {
-  std::function<ir::Argument(const ir::Argument&)> sub = [&](const ir::Argument& a) -> ir::Argument {
-    if (a.is_node() && a.node() == from) return to;
-    if (a.is_list()) {
-      ir::Argument::List l;
-      for (const auto& e : a.list()) l.push_back(sub(e));
-      return l;
-    }
-    return a;
-  };
-  for (ir::Node* u : users) {
-    std::vector<ir::Argument> args;
-    for (const auto& a : u->args) args.push_back(sub(a));
-    std::vector<std::pair<std::string, ir::Argument>> kwargs;
-    for (const auto& [k, a] : u->kwargs) kwargs.emplace_back(k, sub(a));
-    g.set_args(u, std::move(args));
-    g.set_kwargs(u, std::move(kwargs));
-  }
-}
-
 bool is_scatterable_view(const ir::Node* v) {
   return v->kind == ir::NodeKind::CallFunction && (v->target == "aten.slice.Tensor" || v->target == "aten.select.int") &&
          !v->args.empty() && v->args[0].is_node();
@@ -175,7 +154,7 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
     if (!safe) continue;
 
     n->target = functional;  // n now computes the new value of chain.back()
-    redirect(g, chain.back(), n, later.back());
+    substitute(g, chain.back(), n, later.back());
     // Write the new value back through the views: base' = slice_scatter(base, ..., view') ...
     ir::Node* next = at + 1 < order.size() ? order[at + 1] : nullptr;
     ir::Node* updated = n;
@@ -194,7 +173,7 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
                            {}, next);
       }
       scatter->meta = parent->meta;
-      redirect(g, parent, scatter, later[i - 1]);
+      substitute(g, parent, scatter, later[i - 1]);
       updated = scatter;
     }
     ++changed;
@@ -330,7 +309,7 @@ size_t canonicalize_symbolic(ir::ExportedProgram& program) {
       }
     }
     if (!v) continue;
-    replace_with_constant(g, n, ir::Argument(*v));
+    substitute(g, n, ir::Argument(*v), std::vector<ir::Node*>(n->users()));  // a copy: substituting edits users()
     if (n->users().empty()) g.erase(n);
     ++changed;
   }
