@@ -89,6 +89,17 @@ def timed_first_call(make, inputs):
     return fn, time.perf_counter() - t0
 
 
+def time_torch_compile(row, model, inputs, iters, modes):
+    """Each torch.compile mode's latency and compile time (its first call) into `row`."""
+    for mode in modes:
+        torch._dynamo.reset()
+        kwargs = {} if mode == "default" else {"mode": mode}
+        fn, secs = timed_first_call(lambda: torch.compile(model, **kwargs), inputs)
+        row[f"tc_{mode}"] = cuda_time_ms(lambda: fn(*inputs), iters)
+        row[f"tc_{mode}_compile_s"] = secs
+        del fn
+
+
 def cosine(a, b):
     a, b = a.float().flatten(), b.float().flatten()
     return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
@@ -115,13 +126,7 @@ def bench_one(name, batch, iters, modes):
         row["kiln"] = cuda_time_ms(lambda: compiled(*inputs), iters)
         del compiled
 
-        for mode in modes:
-            torch._dynamo.reset()
-            kwargs = {} if mode == "default" else {"mode": mode}
-            fn, secs = timed_first_call(lambda: torch.compile(model, **kwargs), inputs)
-            row[f"tc_{mode}"] = cuda_time_ms(lambda: fn(*inputs), iters)
-            row[f"tc_{mode}_compile_s"] = secs
-            del fn
+        time_torch_compile(row, model, inputs, iters, modes)
     return row
 
 
@@ -166,12 +171,7 @@ def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False):
         reference = model(*inputs)
         row["cosine"] = cosine(kiln_out, reference.cpu())
         row["eager"] = cuda_time_ms(lambda: model(*inputs), iters)
-        for mode in modes:
-            torch._dynamo.reset()
-            kwargs = {} if mode == "default" else {"mode": mode}
-            fn, secs = timed_first_call(lambda: torch.compile(model, **kwargs), inputs)
-            row[f"tc_{mode}"] = cuda_time_ms(lambda: fn(*inputs), iters)
-            row[f"tc_{mode}_compile_s"] = secs
+        time_torch_compile(row, model, inputs, iters, modes)
     return row
 
 
