@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# On the GPU machine, one call that does a whole round of work, each stage time-boxed so a
+# limited run still reports: build (RelWithDebInfo: native stacks resolve), the test suite, the
+# Python tests with native crash traces, a per-layer profile of chosen models, and (FIXTURES=1)
+# a re-export of tests/data packed as $OUT/fixtures.tar.gz.
+#   PROFILE_ARGS="--models gpt2 --batches 32"   what to profile ('' skips)   STAGES="build test py profile"
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp}
+STAGES=${STAGES:-build test py profile}
+PROFILE_ARGS=${PROFILE_ARGS-"--models gpt2,resnet50 --batches 32"}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+stamp() { echo "[$(date +%T)] $*"; }
+for pkg in cudnn cublas cuda_nvrtc cuda_runtime; do
+  d=$(python3 -c "import nvidia.$pkg; print(list(nvidia.$pkg.__path__)[0])" 2>/dev/null || true)
+  [[ -n "$d" && -d "$d/lib" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$d/lib"
+done
+export CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} -Dpybind11_DIR=$(python3 -m pybind11 --cmakedir) -DPython3_EXECUTABLE=$(command -v python3) ${CMAKE_FLAGS:-}"
+if [[ "${FIXTURES:-}" == 1 ]]; then
+  stamp fixtures; (timeout 300 python3 scripts/make_fixtures.py --out "$out/data" > "$out/fixtures.log" 2>&1;
+    tar -C "$out" -czf "$out/fixtures.tar.gz" data && rm -rf "$out/data") &
+fi
+if has build; then
+  stamp build; CTEST_ARGS="-R NONE_SELECTED" timeout 330 bash scripts/gpu_test.sh > "$out/build.log" 2>&1
+  echo "build exit $?"; grep -E "error|FAILED" "$out/build.log" | head -20
+fi
+if has test; then
+  stamp test; (cd build-gpu && timeout ${TEST_TIMEOUT:-200} ctest -j 8 -E python_pytest --output-on-failure > "$out/ctest.log" 2>&1)
+  grep -E "tests passed|tests failed|\(Failed\)|\(SEGFAULT\)|Timeout|Not Run" "$out/ctest.log" | tail -25
+fi
+resolve() {  # frames inside _kiln -> function and source line
+  while IFS= read -r line; do
+    echo "$line"
+    if [[ "$line" =~ ^(.*_kiln[^\(]*\.so)\(\+(0x[0-9a-f]+)\) ]]; then
+      addr2line -Cfpe "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" | sed 's/^/    -> /'
+    fi
+  done
+}
+if has py; then
+  stamp pytest
+  PYTHONPATH=build-gpu/python KILN_CRASH_TRACE=1 timeout 200 python3 -X faulthandler -m pytest -q ${PYTEST_ARGS:-} tests/python 2>&1 | resolve > "$out/pytest.log"
+  tail -40 "$out/pytest.log"
+fi
+if has profile && [[ -n "$PROFILE_ARGS" ]]; then
+  stamp profile
+  PYTHONPATH=build-gpu/python timeout ${PROFILE_TIMEOUT:-240} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln --profile --modes "" --iters 20 $PROFILE_ARGS > "$out/profile.log" 2>&1
+  grep -vE "^\s*$" "$out/profile.log" | tail -120
+fi
+wait
+stamp done
