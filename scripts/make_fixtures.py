@@ -157,6 +157,14 @@ def export_one(name, out_dir):
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)
     ep = torch.export.export(model, inputs, dynamic_shapes=dynamic() if dynamic else None)
     torch.export.save(ep, os.path.join(out_dir, name, "export.pt2"))
+    # The archive must reproduce the eager result it is stored with: reload it and run it.
+    reloaded = torch.export.load(os.path.join(out_dir, name, "export.pt2")).module()
+    with torch.no_grad():
+        again = reloaded(*inputs)
+    for want, got in zip(*(o if isinstance(o, (tuple, list)) else (o,) for o in (expected, again))):
+        err = ((want - got).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+        if err > 1e-4:
+            raise RuntimeError(f"reloaded export.pt2 disagrees with eager: relative error {err:.3g}")
     core = ep.run_decompositions()
     torch.export.save(core, os.path.join(out_dir, name, "core_aten.pt2"))
     for i, t in enumerate(inputs):
