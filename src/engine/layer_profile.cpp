@@ -16,6 +16,10 @@ bool LayerProfile::enabled() {
 }
 
 void LayerProfile::add(const std::string& layer, const std::string& kind, double ms) {
+  if (executes_ <= 1) {
+    first_execute_[layer] += ms;
+    return;
+  }
   Entry& e = by_layer_[layer];
   e.kind = kind;
   e.total_ms += ms;
@@ -33,9 +37,21 @@ void LayerProfile::print(std::ostream& os, const std::string& title, size_t rows
     total += e.total_ms;
   }
   std::sort(layers.begin(), layers.end(), [](auto& a, auto& b) { return a.second->total_ms > b.second->total_ms; });
-  const double runs = std::max<int64_t>(executes_, 1);
-  os << "kiln profile: " << title << ": " << executes_ << " executes, " << std::fixed << std::setprecision(3)
-     << total / runs << " ms per execute in " << by_layer_.size() << " layers\n";
+  const int64_t steady = std::max<int64_t>(executes_ - 1, 0);
+  const double runs = std::max<int64_t>(steady, 1);
+  std::vector<std::pair<double, std::string>> first;
+  double first_total = 0;
+  for (const auto& [name, ms] : first_execute_) {
+    first.emplace_back(ms, name);
+    first_total += ms;
+  }
+  std::sort(first.rbegin(), first.rend());
+  os << "kiln profile: " << title << ": first execute " << std::fixed << std::setprecision(3) << first_total
+     << " ms (one-time setup included; slowest:";
+  for (size_t i = 0; i < std::min<size_t>(3, first.size()); ++i) os << " " << first[i].second << " " << first[i].first;
+  os << ")\n";
+  os << "kiln profile: " << title << ": " << steady << " executes after it, " << total / runs << " ms per execute in "
+     << by_layer_.size() << " layers\n";
   os << "  ms/execute   share  kind              layer\n";
   for (size_t i = 0; i < std::min(rows, layers.size()); ++i) {
     const Entry& e = *layers[i].second;

@@ -50,4 +50,18 @@ for dir in "$data"/*/; do
     check_outputs "$out" "$dir" "$name/$form forced relu/gelu, min_block_size 1, via .kiln"
   done
 done
+
+# KILN_PROFILE=1: per-layer times, the first execute (one-time setup) apart from the steady state.
+d="$data/bert_tiny"
+if KILN_PROFILE=1 "$kiln" bench "$d/export.pt2" --input "$d/input_0.npy" --iters 4 --warmup 1 >/dev/null 2>"$work/prof"; then
+  if grep -q "first execute .* ms (one-time setup included" "$work/prof" &&
+     grep -q ": 4 executes after it, .* ms per execute in [0-9]* layers" "$work/prof" &&
+     grep -qE "^ +[0-9.]+ +[0-9.]+% +Attention +scaled_dot_product_attention" "$work/prof"; then
+    echo "ok   KILN_PROFILE=1 bench"
+  else
+    echo "FAIL KILN_PROFILE=1 bench printed:"; cat "$work/prof"; fail=1
+  fi
+else
+  echo "FAIL KILN_PROFILE=1 bench: $(tail -1 "$work/prof")"; fail=1
+fi
 exit $fail
