@@ -190,7 +190,14 @@ TEST(CudaCompute, Attention) {
                         {{2, 3, 40, 64}, {2, 3, 40, 64}, {2, 3, 40, 64}, true, 0},
                         {{1, 2, 9, 32}, {1, 2, 70, 32}, {1, 2, 70, 48}, false, 1},
                         {{2, 4, 33, 64}, {2, 4, 33, 64}, {2, 4, 33, 64}, false, 2},
-                        {{3, 20, 128}, {3, 20, 128}, {3, 20, 128}, true, 0}};
+                        {{3, 20, 128}, {3, 20, 128}, {3, 20, 128}, true, 0},
+                        // Longer than one 64-key tile, ragged edges, padded head sizes (40, 96 -> 64,
+                        // 128), Lq != Lk: in fp16/bf16 these take the tensor-core kernel.
+                        {{2, 3, 130, 64}, {2, 3, 130, 64}, {2, 3, 130, 64}, true, 0},
+                        {{1, 2, 50, 64}, {1, 2, 150, 64}, {1, 2, 150, 64}, true, 0},
+                        {{2, 2, 77, 40}, {2, 2, 77, 40}, {2, 2, 77, 40}, false, 2},
+                        {{1, 2, 100, 96}, {1, 2, 200, 96}, {1, 2, 200, 64}, false, 1},
+                        {{1, 1, 65, 128}, {1, 1, 129, 128}, {1, 1, 129, 128}, false, 0}};
   for (DataType t : kFloats)
     for (const Case& c : cases) {
       Host q = random_host(t, c.q, 71), k = random_host(t, c.k, 72), v = random_host(t, c.v, 73);

@@ -5,8 +5,9 @@
 // owning Ev/32 output dims. Causal masking is top-left aligned (key j visible to query i iff
 // j <= i), as PyTorch's is_causal; a bool mask keeps where true, a float mask is added.
 //
-// This is the CUDA-core version: correct for any E, Ev <= 256 and any lengths; a tensor-core
-// (wgmma/mma) version is the next step for long sequences.
+// Two kernels: attention_mma (fp16/bf16, head sizes up to 128 in multiples of 8: the common
+// case) runs both products on tensor cores; attention_kernel (the CUDA-core version) covers the
+// rest: fp32, any E, Ev <= 256, any alignment.
 #include "engine/cuda/device.cuh"
 
 namespace kiln::engine::cuda {
@@ -117,6 +118,205 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
   }
 }
 
+// ---- tensor-core flash attention -----------------------------------------------------------
+// FlashAttention-2's scheme with mma.sync m16n8k16 (fp16/bf16 in, fp32 accumulate): a block of
+// 4 warps owns 64 query rows, 16 per warp, kept as A fragments in registers; it walks the keys in
+// tiles of 64 staged in shared memory (K row-major, V transposed, so every B fragment is one 32-bit
+// load). Scores stay in the mma accumulators; the online softmax works on them in place (each
+// row's 64 scores are spread over the 4 lanes of a quad: two shuffles reduce them), and their fp32
+// accumulator layout is exactly the A-fragment layout the P·V product needs, so P never leaves
+// registers. Head sizes are padded to DP (32, 64 or 128) with zeros, which changes no dot product.
+constexpr int kMmaRows = 64, kMmaKeys = 64, kMmaWarps = 4;
+
+template <class T> struct MmaType;
+template <> struct MmaType<__half> {
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <> struct MmaType<__nv_bfloat16> {
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+template <class T>
+__device__ __forceinline__ uint32_t lds32(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// Rows [r0, r0 + 64) of a [rows, cols] row-major matrix into a [64][DP + 8] tile, zero-filled past
+// `rows` and `cols` (cols % 8 == 0, so 16-byte vectors never straddle the edge).
+template <class T, int DP>
+__device__ __forceinline__ void stage_rows(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols) {
+  constexpr int kVecs = DP / 8, ld = DP + 8;
+  for (int x = threadIdx.x; x < 64 * kVecs; x += kMmaWarps * 32) {
+    const int r = x / kVecs, c = (x % kVecs) * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * cols + c);
+    *reinterpret_cast<uint4*>(tile + r * ld + c) = v;
+  }
+}
+
+// The same rows, transposed: tile[c][r] for c < DP, r < 64 (row stride 64 + 8).
+template <class T, int DP>
+__device__ __forceinline__ void stage_rows_transposed(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols) {
+  constexpr int kVecs = DP / 8, ld = kMmaKeys + 8;
+  for (int x = threadIdx.x; x < 64 * kVecs; x += kMmaWarps * 32) {
+    const int r = x % 64, c = (x / 64) * 8;  // neighbouring lanes: neighbouring rows, fewer bank conflicts
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * cols + c);
+    const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) tile[(c + i) * ld + r] = e[i];
+  }
+}
+
+template <class T, int DP>
+__global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a) {
+  constexpr int ldk = DP + 8, ldv = kMmaKeys + 8;  // +8 halves: fragment loads hit 32 different banks
+  __shared__ alignas(16) T ks[kMmaKeys * ldk];   // K tile (Q's tile first)
+  __shared__ alignas(16) T vt[DP * ldv];         // V tile, transposed
+  constexpr float kLog2e = 1.4426950408889634f;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t b = blockIdx.y, q0 = int64_t(blockIdx.x) * kMmaRows;
+  const T* q = static_cast<const T*>(a.q) + strided_offset(b, a.batch, a.qb);
+  const T* k = static_cast<const T*>(a.k) + strided_offset(b, a.batch, a.kb);
+  const T* v = static_cast<const T*>(a.v) + strided_offset(b, a.batch, a.vb);
+  const int64_t mbase = a.mask_kind ? strided_offset(b, a.batch, a.mb) : 0;
+
+  // This warp's 16 query rows as A fragments (rows g and g + 8 of the warp's slice).
+  stage_rows<T, DP>(ks, q, q0, a.Lq, a.E);
+  __syncthreads();
+  uint32_t qf[DP / 16][4];
+  const int wr = warp * 16 + g;
+#pragma unroll
+  for (int kc = 0; kc < DP / 16; ++kc) {
+    qf[kc][0] = lds32(ks + wr * ldk + kc * 16 + 2 * t4);
+    qf[kc][1] = lds32(ks + (wr + 8) * ldk + kc * 16 + 2 * t4);
+    qf[kc][2] = lds32(ks + wr * ldk + kc * 16 + 8 + 2 * t4);
+    qf[kc][3] = lds32(ks + (wr + 8) * ldk + kc * 16 + 8 + 2 * t4);
+  }
+  const int64_t rows[2] = {q0 + wr, q0 + wr + 8};
+  float o[DP / 8][4];
+#pragma unroll
+  for (int d = 0; d < DP / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float scale = a.scale * kLog2e;  // scores in log2 units: exp2f is one instruction
+
+  const int64_t k_end = a.causal ? imin(a.Lk, q0 + kMmaRows) : a.Lk;
+  for (int64_t k0 = 0; k0 < k_end; k0 += kMmaKeys) {
+    __syncthreads();  // the previous tile (or Q's) fully read
+    stage_rows<T, DP>(ks, k, k0, a.Lk, a.E);
+    stage_rows_transposed<T, DP>(vt, v, k0, a.Lk, a.Ev);
+    __syncthreads();
+
+    float s[kMmaKeys / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kMmaKeys / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+      const T* kr = ks + (nt * 8 + g) * ldk + 2 * t4;
+#pragma unroll
+      for (int kc = 0; kc < DP / 16; ++kc) MmaType<T>::mma(s[nt], qf[kc], lds32(kr + kc * 16), lds32(kr + kc * 16 + 8));
+    }
+    // Scale and mask: element e of tile nt is row rows[e / 2], key k0 + nt*8 + 2*t4 + e%2.
+#pragma unroll
+    for (int nt = 0; nt < kMmaKeys / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t row = rows[e >> 1], kj = k0 + nt * 8 + 2 * t4 + (e & 1);
+        float x = s[nt][e] * scale;
+        if (kj >= a.Lk || (a.causal && kj > row)) {
+          x = -INFINITY;
+        } else if (a.mask_kind && row < a.Lq) {
+          const int64_t off = mbase + row * a.mask_sq + kj * a.mask_sk;
+          if (a.mask_kind == 1) {
+            if (!static_cast<const bool*>(a.mask)[off]) x = -INFINITY;
+          } else {
+            x += mask_value(a, off) * kLog2e;
+          }
+        }
+        s[nt][e] = x;
+      }
+    // Online softmax per row; a quad's 4 lanes hold one row's 64 scores.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kMmaKeys / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      const float base = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: every p is 0
+      const float corr = exp2f(m[r] - base);
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kMmaKeys / 8; ++nt) {
+        s[nt][2 * r] = exp2f(s[nt][2 * r] - base);
+        s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - base);
+        sum += s[nt][2 * r] + s[nt][2 * r + 1];
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      l[r] = l[r] * corr + sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int d = 0; d < DP / 8; ++d) {
+        o[d][2 * r] *= corr;
+        o[d][2 * r + 1] *= corr;
+      }
+    }
+    // O += P·V: the score accumulators of key tiles 2j and 2j+1 are the A fragment of keys 16j..16j+15.
+#pragma unroll
+    for (int j = 0; j < kMmaKeys / 16; ++j) {
+      const uint32_t pf[4] = {MmaType<T>::pack(s[2 * j][0], s[2 * j][1]), MmaType<T>::pack(s[2 * j][2], s[2 * j][3]),
+                              MmaType<T>::pack(s[2 * j + 1][0], s[2 * j + 1][1]),
+                              MmaType<T>::pack(s[2 * j + 1][2], s[2 * j + 1][3])};
+#pragma unroll
+      for (int d = 0; d < DP / 8; ++d) {
+        const T* vr = vt + (d * 8 + g) * ldv + j * 16 + 2 * t4;
+        MmaType<T>::mma(o[d], pf, lds32(vr), lds32(vr + 8));
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.out) + b * a.Lq * a.Ev;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (rows[r] >= a.Lq) continue;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : NAN;  // a fully masked row gives NaN, as PyTorch's math path
+#pragma unroll
+    for (int d = 0; d < DP / 8; ++d) {
+      const int64_t col = d * 8 + 2 * t4;
+      if (col < a.Ev) out[rows[r] * a.Ev + col] = from_float<T>(o[d][2 * r] * inv);
+      if (col + 1 < a.Ev) out[rows[r] * a.Ev + col + 1] = from_float<T>(o[d][2 * r + 1] * inv);
+    }
+  }
+}
+
+// The tensor-core kernel's conditions: fp16/bf16, head sizes <= 128 in multiples of 8, and every
+// row start 16-byte aligned (contiguous rows, 8-element batch strides, aligned bases).
+bool mma_applicable(DataType dt, const AttnArgs& a, size_t batch_rank) {
+  if (dt != DataType::kFloat16 && dt != DataType::kBFloat16) return false;
+  if (a.E % 8 || a.Ev % 8 || a.E > 128 || a.Ev > 128) return false;
+  for (const void* p : {a.q, a.k, a.v})
+    if (reinterpret_cast<uintptr_t>(p) % 16) return false;
+  for (size_t i = 0; i < batch_rank; ++i)
+    if (a.qb.s[i] % 8 || a.kb.s[i] % 8 || a.vb.s[i] % 8) return false;
+  return true;
+}
+
 // Batch strides (in elements) of a tensor whose last two dims are one matrix of `mat` elements,
 // broadcast against the output batch dims.
 std::vector<int64_t> batch_strides(const std::vector<int64_t>& dims, const std::vector<int64_t>& out_batch) {
@@ -170,8 +370,24 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   }
   const size_t smem = sizeof(float) * (kTile * (a.E + 1) + kTile * a.Ev + kRows * a.E);
   if (smem > ctx.max_smem_optin) fail(call.layer, "head size too large for shared memory");
-  dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kRows)), static_cast<unsigned>(batch));
   if (batch > 65535) fail(call.layer, "batch above 65535");
+  if (mma_applicable(q.dtype, a, ob.size())) {
+    dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kMmaRows)), static_cast<unsigned>(batch));
+    const int64_t head = std::max(a.E, a.Ev);
+    auto launch = [&](auto kernel) { kernel<<<grid, kMmaWarps * 32, 0, ctx.stream>>>(a); };
+    if (q.dtype == DataType::kFloat16) {
+      if (head <= 32) launch(attention_mma<__half, 32>);
+      else if (head <= 64) launch(attention_mma<__half, 64>);
+      else launch(attention_mma<__half, 128>);
+    } else {
+      if (head <= 32) launch(attention_mma<__nv_bfloat16, 32>);
+      else if (head <= 64) launch(attention_mma<__nv_bfloat16, 64>);
+      else launch(attention_mma<__nv_bfloat16, 128>);
+    }
+    KILN_CUDA_LAUNCH_CHECK();
+    return;
+  }
+  dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kRows)), static_cast<unsigned>(batch));
   dispatch_float(q.dtype, call.layer, [&](auto t) {
     using T = decltype(t);
     auto launch = [&](auto kernel) {
