@@ -44,6 +44,34 @@ TEST(CudaData, ShuffleConcatSlice) {
     n.mark_output(n.add_slice("s", input(n, y, "x"), p)->output(), "y");
   }, {y});
   check("identity", [&](Network& n) { n.mark_output(n.add_identity("i", input(n, y, "x"))->output(), "y"); }, {y});
+
+  // Copies whose rows stay contiguous move in 16/8/4-byte units: attention's head permute (16 B:
+  // 64 halves per row), a column-range slice as a fused qkv split (16 B), rows of 4 and of 2 floats
+  // (16 B, 8 B) and a slice starting at an odd column (units fall back to elements).
+  Host heads = random_host(DataType::kFloat16, {2, 7, 3, 64}, 85);
+  check("permute heads", [&](Network& n) {
+    ShuffleParams p;
+    p.first_perm = {0, 2, 1, 3};
+    n.mark_output(n.add_shuffle("s", input(n, heads, "x"), p)->output(), "y");
+  }, {heads});
+  Host qkv = random_host(DataType::kFloat16, {2, 5, 3 * 24}, 86);
+  for (int64_t start : {24, 8, 3}) {
+    check("column slice at " + std::to_string(start), [&](Network& n) {
+      SliceParams p;
+      p.start = Shape{0, 0, start};
+      p.size = Shape{2, 5, 24};
+      p.stride = Shape{1, 1, 1};
+      n.mark_output(n.add_slice("s", input(n, qkv, "x"), p)->output(), "y");
+    }, {qkv});
+  }
+  for (int64_t inner : {4, 2}) {
+    Host r = random_host(DataType::kFloat32, {3, 5, inner}, 87);
+    check("permute rows of " + std::to_string(inner), [&](Network& n) {
+      ShuffleParams p;
+      p.first_perm = {1, 0, 2};
+      n.mark_output(n.add_shuffle("s", input(n, r, "x"), p)->output(), "y");
+    }, {r});
+  }
 }
 
 TEST(CudaData, GatherScatter) {
