@@ -64,6 +64,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
     if (changes) log.push_back(line);
   };
   detail::log_debug("build: " + std::to_string(net.layers().size()) + " layers, precision " + to_string(config.precision));
+  if (config.fuse_epilogues) run("fold_batch_norms", passes::fold_batch_norms(net));
   if (config.precision != Precision::kFP32) run("apply_precision", passes::apply_precision(net, config.precision));
   run("fold_constants", passes::fold_constants(net));
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));

@@ -32,6 +32,7 @@ struct BuilderConfig {
 namespace passes {
 // Each returns how many changes it made.
 size_t fold_constants(Network& net);       // layers whose inputs are all constants become constants
+size_t fold_batch_norms(Network& net);     // inference batch norm after a convolution -> its weights
 size_t eliminate_dead_layers(Network& net);
 size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
 size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise

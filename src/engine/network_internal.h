@@ -42,4 +42,17 @@ double element_as_double(const void* data, DataType t, int64_t index);
 bool debug_logging();
 void log_debug(const std::string& msg);
 
+// For the passes: whether `t` is marked as a network output, and its only consumer when it has
+// exactly one and is not an output (a layer reading t twice, t + t, still counts as one).
+inline bool is_network_output(const Network& net, const Tensor* t) {
+  for (auto& [n, o] : net.outputs())
+    if (o == t) return true;
+  return false;
+}
+inline Layer* sole_consumer(const Network& net, const Tensor* t) {
+  if (is_network_output(net, t)) return nullptr;
+  auto c = net.consumers(t);
+  return c.size() == 1 ? c[0] : nullptr;
+}
+
 }  // namespace kiln::engine::detail

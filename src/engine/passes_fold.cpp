@@ -1,5 +1,7 @@
 // Constant folding (layers whose inputs are all constants are evaluated once, by the CPU kernels,
 // into new constants) and dead-layer elimination.
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -8,6 +10,9 @@
 #include "engine/network_internal.h"
 
 namespace kiln::engine::passes {
+
+using detail::is_network_output;
+using detail::sole_consumer;
 
 namespace {
 
@@ -128,6 +133,72 @@ size_t eliminate_dead_layers(Network& net) {
     ++removed;
   }
   return removed;
+}
+
+}  // namespace kiln::engine::passes
+
+namespace kiln::engine::passes {
+
+// Inference batch norm after a convolution is an affine map per output channel, so it folds into
+// the convolution's weights and bias: s = gamma / sqrt(var + eps), W' = W * s[c], b' = (b - mean) * s
+// + beta. Runs before precision lowering (the arithmetic is done in double on fp32 constants) and
+// before epilogue fusion, which can then fuse the activation that follows into the convolution.
+size_t fold_batch_norms(Network& net) {
+  size_t folded = 0;
+  for (Layer* bn : net.layers()) {
+    auto* np = bn->as<NormalizationParams>();
+    if (!np || np->kind != NormKind::kBatch) continue;
+    Tensor* x = bn->inputs()[0];
+    Layer* conv = x->producer();
+    auto* cp = conv ? conv->as<ConvolutionParams>() : nullptr;
+    if (!cp || cp->transposed || cp->activation || sole_consumer(net, x) != bn) continue;
+    bool all_f32_constants = true;
+    for (size_t i = 1; i < conv->inputs().size(); ++i)
+      all_f32_constants = all_f32_constants && is_constant(conv->inputs()[i]);
+    for (size_t i = 1; i < bn->inputs().size(); ++i)
+      all_f32_constants = all_f32_constants && is_constant(bn->inputs()[i]);
+    if (!all_f32_constants) continue;
+    std::vector<const Weights*> ws;
+    for (size_t i = 1; i < conv->inputs().size(); ++i) ws.push_back(&weights_of(conv->inputs()[i]));
+    for (size_t i = 1; i < bn->inputs().size(); ++i) ws.push_back(&weights_of(bn->inputs()[i]));
+    if (std::any_of(ws.begin(), ws.end(), [](const Weights* w) { return w->dtype != DataType::kFloat32; })) continue;
+
+    const Weights& w = weights_of(conv->inputs()[1]);
+    const int64_t channels = w.dims.at(0), per_channel = channels ? w.numel() / channels : 0;
+    size_t next = 1;
+    const Weights& mean = weights_of(bn->inputs()[next++]);
+    const Weights& var = weights_of(bn->inputs()[next++]);
+    const Weights* gamma = np->has_scale ? &weights_of(bn->inputs()[next++]) : nullptr;
+    const Weights* beta = np->has_bias ? &weights_of(bn->inputs()[next++]) : nullptr;
+    const Weights* bias = cp->has_bias ? &weights_of(conv->inputs()[2]) : nullptr;
+    auto per_channel_ok = [&](const Weights* v) { return !v || v->numel() == channels; };
+    if (!per_channel_ok(&mean) || !per_channel_ok(&var) || !per_channel_ok(gamma) || !per_channel_ok(beta) ||
+        !per_channel_ok(bias))
+      continue;
+
+    std::vector<float> new_w(static_cast<size_t>(w.numel())), new_b(static_cast<size_t>(channels));
+    for (int64_t c = 0; c < channels; ++c) {
+      const double s = (gamma ? gamma->as<float>()[c] : 1.0) / std::sqrt(double(var.as<float>()[c]) + np->epsilon);
+      for (int64_t i = 0; i < per_channel; ++i)
+        new_w[c * per_channel + i] = static_cast<float>(w.as<float>()[c * per_channel + i] * s);
+      new_b[c] = static_cast<float>(((bias ? bias->as<float>()[c] : 0.0) - mean.as<float>()[c]) * s +
+                                    (beta ? beta->as<float>()[c] : 0.0));
+    }
+    Tensor* wt = net.add_constant(conv->name() + "_w_bn", Weights::copy_of(DataType::kFloat32, w.dims, new_w.data()))
+                     ->output();
+    Tensor* bt = net.add_constant(conv->name() + "_b_bn", Weights::copy_of(DataType::kFloat32, {channels}, new_b.data()))
+                     ->output();
+    ConvolutionParams p = *cp;
+    p.has_bias = true;
+    Layer* merged = net.add_convolution(conv->name(), conv->inputs()[0], wt, bt, p);
+    net.replace_all_uses(bn->output(), merged->output());
+    detail::log_debug("fold_batch_norms: " + bn->name() + " into " + conv->name());
+    net.remove_layer(bn);
+    net.remove_layer(conv);
+    ++folded;
+  }
+  net.topological_sort();
+  return folded;
 }
 
 }  // namespace kiln::engine::passes

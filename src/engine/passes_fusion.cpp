@@ -10,22 +10,10 @@
 
 namespace kiln::engine::passes {
 
+using detail::is_network_output;
+using detail::sole_consumer;
+
 namespace {
-
-bool is_network_output(const Network& net, const Tensor* t) {
-  for (auto& [n, o] : net.outputs())
-    if (o == t) return true;
-  return false;
-}
-
-// The only consumer of `t`, when it has exactly one and is not a network output.
-Layer* sole_consumer(const Network& net, const Tensor* t) {
-  if (is_network_output(net, t)) return nullptr;
-  auto c = net.consumers(t);
-  if (c.size() != 1) return nullptr;
-  // a layer that reads t twice (t + t) is still one consumer, but not a bias pattern
-  return c[0];
-}
 
 bool is_pure_reshape(const Layer* l) {
   const auto* p = l->as<ShuffleParams>();

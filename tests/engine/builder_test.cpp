@@ -162,6 +162,50 @@ TEST(BuilderPasses, ConvEpilogueFusion) {
   expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 1e-4f);
 }
 
+// conv (with and without bias, grouped) -> inference batch norm -> relu: the norm folds into the
+// conv's weights, the relu then becomes its epilogue; a conv whose output is also used elsewhere
+// keeps its norm.
+TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
+  for (int64_t groups : {1, 4})
+    for (bool conv_bias : {false, true}) {
+      auto make = [&](bool second_use) {
+        Network net;
+        Tensor* x = net.add_input("x", DataType::kFloat32, {2, 4, 6, 6});
+        Tensor* w = net.add_constant("w", weights({8, 4 / groups, 3, 3}, random_floats(8 * 4 / groups * 9, 20)))->output();
+        Tensor* b = conv_bias ? net.add_constant("b", weights({8}, random_floats(8, 21)))->output() : nullptr;
+        ConvolutionParams cp;
+        cp.padding = {1};
+        cp.groups = groups;
+        Tensor* c = net.add_convolution("conv", x, w, b, cp)->output();
+        std::vector<float> var = random_floats(8, 22);
+        for (float& v : var) v = 0.1f + std::abs(v);
+        std::vector<Tensor*> in{c, net.add_constant("mean", weights({8}, random_floats(8, 23)))->output(),
+                                net.add_constant("var", weights({8}, var))->output(),
+                                net.add_constant("gamma", weights({8}, random_floats(8, 24)))->output(),
+                                net.add_constant("beta", weights({8}, random_floats(8, 25)))->output()};
+        NormalizationParams np;
+        np.kind = NormKind::kBatch;
+        np.has_scale = np.has_bias = true;
+        np.epsilon = 1e-3;
+        Tensor* y = net.add_normalization("bn", in, np)->output();
+        net.mark_output(net.add_activation("relu", y, ActivationOp::kRelu)->output(), "y");
+        if (second_use) net.mark_output(c, "conv_out");
+        return net;
+      };
+      Network net = make(false);
+      EXPECT_EQ(passes::fold_batch_norms(net), 1u);
+      Network shared = make(true);
+      EXPECT_EQ(passes::fold_batch_norms(shared), 0u);
+      Plan opt = build(make(false), {});
+      Plan ref = build(make(false), no_opt());
+      EXPECT_EQ(count_kind(opt.network(), "Normalization"), 0u);
+      EXPECT_EQ(count_kind(opt.network(), "Activation"), 0u);
+      EXPECT_EQ(count_kind(ref.network(), "Normalization"), 1u);
+      HostTensor x{{2, 4, 6, 6}, random_floats(288, 26)};
+      expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 1e-4f);
+    }
+}
+
 // gelu-tanh written out as converters emit it, plus a broadcast operand
 Network pointwise_graph() {
   Network net;
