@@ -150,9 +150,12 @@ def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False):
             np.save(paths[-1], t.numpy())
         args = [a for p in paths for a in ("--input", p)]
         t0 = time.perf_counter()
-        subprocess.run([kiln_bin, "compile", pt2, "-o", os.path.join(tmp, "m.kiln"), "--precision", "fp16",
-                        "--device", "cuda", "--min-block-size", "1"], check=True, capture_output=True, text=True)
+        built = subprocess.run([kiln_bin, "compile", pt2, "-o", os.path.join(tmp, "m.kiln"), "--precision", "fp16",
+                                "--device", "cuda", "--min-block-size", "1"], check=True, capture_output=True, text=True)
         row["kiln_compile_s"] = time.perf_counter() - t0
+        summary = [l for l in built.stdout.splitlines() + built.stderr.splitlines()
+                   if l.startswith(("segments:", "  run by PyTorch", "  _run_on_acc"))]
+        print(f"--- {name} batch {batch} partition:\n" + "\n".join(summary), file=sys.stderr)
         subprocess.run([kiln_bin, "run", os.path.join(tmp, "m.kiln"), *args, "--output-dir", tmp],
                        check=True, capture_output=True, text=True)
         kiln_out = torch.from_numpy(np.load(os.path.join(tmp, "output_0.npy")))

@@ -671,6 +671,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "alias(Tensor(a) self) -> Tensor(a)"},
     {"aten.detach.default",
      "detach(Tensor(a) self) -> Tensor(a)"},
+    {"aten.detach_.default",
+     "detach_(Tensor(a!) self) -> Tensor(a!)"},
     // asserts and symbolic sizes
     {"aten._assert_tensor_metadata.default",
      "_assert_tensor_metadata(Tensor a, SymInt[]? size=None, SymInt[]? stride=None, ScalarType? dtype=None, *, Device? device=None, Layout? layout=None) -> ()"},

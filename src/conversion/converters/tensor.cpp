@@ -94,7 +94,7 @@ void register_tensor() {
     return sh::reshape(ctx, target, kAten, name, x, s);
   });
   // Ops with no effect on values (lowering removes most; converters cover unlowered graphs).
-  add({"aten.contiguous.default", "aten.clone.default", "aten.alias.default", "aten.detach.default",
+  add({"aten.contiguous.default", "aten.clone.default", "aten.alias.default", "aten.detach.default", "aten.detach_.default",
        "aten.lift_fresh_copy.default", "aten.lift_fresh.default"}, identity());
   add({"aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default", "aten.dropout_.default",
        "aten.feature_dropout_.default"}, identity(),
