@@ -130,7 +130,7 @@ def bench_one(name, batch, iters, modes):
     return row
 
 
-def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False):
+def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False, keep=""):
     """kiln through its CLI: export (fp32) to .pt2, `kiln compile --precision fp16 --device cuda`,
     `kiln bench`, which (since 2026-11-27's measurements) keeps inputs and outputs on the GPU as
     eager's tensors are (`--with-copies` gives the old numbers, host copies included)."""
@@ -140,6 +140,9 @@ def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False):
     host_inputs = make_inputs(batch)
     row = {"model": name, "batch": batch}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        if keep:  # the exported program, inputs and .kiln stay for a closer look
+            tmp = os.path.join(keep, f"{name}_b{batch}")
+            os.makedirs(tmp, exist_ok=True)
         ep = torch.export.export(model, host_inputs)
         pt2 = os.path.join(tmp, "model.pt2")
         torch.export.save(ep, pt2)
@@ -205,6 +208,7 @@ def main():
                     help="torch.compile modes to compare against ('' for none)")
     ap.add_argument("--cli", default="", help="path of the kiln binary: measure kiln through its CLI")
     ap.add_argument("--profile", action="store_true", help="with --cli: print kiln's per-layer profile too")
+    ap.add_argument("--keep", default="", help="with --cli: keep each model's .pt2, inputs and .kiln under this folder")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
@@ -214,7 +218,7 @@ def main():
         for batch in (int(b) for b in args.batches.split(",")):
             try:
                 if args.cli:
-                    rows.append(bench_one_cli(name, batch, args.iters, modes, args.cli, args.profile))
+                    rows.append(bench_one_cli(name, batch, args.iters, modes, args.cli, args.profile, args.keep))
                 else:
                     rows.append(bench_one(name, batch, args.iters, modes))
             except Exception as e:  # one model's failure must not hide the others' numbers

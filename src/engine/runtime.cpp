@@ -143,6 +143,7 @@ struct ExecutionContext::Impl {
   }
 
   void* allocate_dynamic(size_t bytes) {
+    if (detail::debug_logging()) detail::log_debug("execute: " + std::to_string(bytes) + " bytes allocated outside the arena");
     void* p = backend->allocate(std::max<size_t>(bytes, 1));
     dynamic.push_back(p);
     return p;
@@ -487,6 +488,11 @@ void ExecutionContext::execute() {
     capture = m.capture_runs.count(ckey) || m.capture_runs.size() < 64;
   }
   int run = capture ? ++m.capture_runs[ckey] : 0;
+  if (detail::debug_logging()) {
+    const char* mode = !capture ? "layer by layer" : run == 2 ? "recording a graph" : run >= 3 ? "graph replay" : "first run";
+    detail::log_debug(std::string("execute: ") + mode + (m.state->fully_static ? "" : " (shapes not all static)") +
+                      ", " + std::to_string(m.capture_runs.size()) + " recorded key(s)");
+  }
   if (run >= 3 && m.backend->replay(ckey)) {
     // the views of the recorded run still hold: same shapes, same addresses
   } else if (run == 2) {

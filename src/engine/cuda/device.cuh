@@ -64,6 +64,18 @@ __device__ __forceinline__ int64_t strided_offset(int64_t i, const Dims& dims, c
   return off;
 }
 
+// The same with 32-bit division, for tensors of fewer than 2^31 elements (64-bit division is
+// emulated in dozens of instructions: it would dominate a copy kernel).
+__device__ __forceinline__ int64_t strided_offset32(uint32_t i, const Dims& dims, const Strides& st) {
+  int64_t off = 0;
+  for (int d = dims.rank - 1; d >= 0; --d) {
+    const uint32_t n = static_cast<uint32_t>(dims.d[d]), c = i % n;
+    i /= n;
+    off += int64_t(c) * st.s[d];
+  }
+  return off;
+}
+
 // ---- compute-type conversion --------------------------------------------------------------------
 template <class T> struct Compute { using type = T; };
 template <> struct Compute<__half> { using type = float; };

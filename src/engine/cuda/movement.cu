@@ -15,6 +15,11 @@ constexpr int kThreads = 256;
 template <class U>
 __global__ void strided_gather_kernel(U* __restrict__ out, const U* __restrict__ in, int64_t n, int64_t base,
                                       Dims dims, Strides st) {
+  if (n <= INT32_MAX) {
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+      out[i] = in[base + strided_offset32(i, dims, st)];
+    return;
+  }
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = in[base + strided_offset(i, dims, st)];
 }

@@ -339,11 +339,20 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
         << "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += step) {\n";
     if (bcast) {
       for (size_t j = 0; j < nin; ++j) src << "    long long o" << j << " = 0;\n";
-      src << "    long long rem = i;\n"
-          << "    for (int d = a.rank - 1; d >= 0; --d) {\n"
-          << "      const long long c = rem % a.dims[d]; rem /= a.dims[d];\n";
-      for (size_t j = 0; j < nin; ++j) src << "      o" << j << " += c * a.st[" << j << "][d];\n";
-      src << "    }\n";
+      // 32-bit division where the index fits: 64-bit division is emulated in many instructions
+      // and would dominate a memory-bound kernel.
+      src << "    if (a.n <= 0x7fffffffLL) {\n"
+          << "      unsigned rem = (unsigned)i;\n"
+          << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+          << "        const unsigned dd = (unsigned)a.dims[d], c = rem % dd; rem /= dd;\n";
+      for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += (long long)c * a.st[" << j << "][d];\n";
+      src << "      }\n"
+          << "    } else {\n"
+          << "      long long rem = i;\n"
+          << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+          << "        const long long c = rem % a.dims[d]; rem /= a.dims[d];\n";
+      for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += c * a.st[" << j << "][d];\n";
+      src << "      }\n    }\n";
     }
     for (size_t j = 0; j < nin; ++j)
       src << "    const " << ctype(in_types[j]) << " r" << j << " = "
