@@ -74,6 +74,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
     run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
   }
   if (config.fuse_pointwise) run("fuse_pointwise", passes::fuse_pointwise(net));
+  if (config.attention_views) run("absorb_attention_views", passes::absorb_attention_views(net));
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
   net.verify();
 

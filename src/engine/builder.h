@@ -27,6 +27,7 @@ struct BuilderConfig {
   DeviceKind device = DeviceKind::kCPU;
   bool fuse_pointwise = true;
   bool fuse_epilogues = true;
+  bool attention_views = true;  // attention reads permuted / sliced q, k, v in place
 };
 
 namespace passes {
@@ -36,6 +37,7 @@ size_t fold_batch_norms(Network& net);     // inference batch norm after a convo
 size_t eliminate_dead_layers(Network& net);
 size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
 size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise
+size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
 size_t apply_precision(Network& net, Precision p);
 }  // namespace passes
 

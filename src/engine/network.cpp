@@ -168,6 +168,8 @@ std::string describe(const LayerParams& params) {
           o << p.count_symbol;
         } else if constexpr (std::is_same_v<P, AttentionParams>) {
           o << (p.causal ? "causal" : "") << (p.has_mask ? " mask" : "");
+          for (size_t i = 0; i < p.views.size(); ++i)
+            if (p.views[i]) o << " " << "qkv"[i] << "-view";
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           o << p.plugin;
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {

@@ -178,10 +178,20 @@ struct IdentityParams {};
 struct NonZeroParams { std::string count_symbol; };
 // Scaled dot-product attention: inputs q [.., Lq, E], k [.., Lk, E], v [.., Lk, Ev][, mask]
 // (bool: true = keep; float: added). Softmax in fp32.
+// A strided window on a tensor's elements: element (i0, ..., in) of a `dims`-shaped value is at
+// offset + sum(i_d * strides[d]) (in elements) of the tensor.
+struct StridedView {
+  int64_t offset = 0;
+  std::vector<int64_t> dims, strides;
+};
 struct AttentionParams {
   bool causal = false;
   std::optional<double> scale;  // default 1/sqrt(E)
   bool has_mask = false;
+  // Set by the builder (absorb_attention_views): q, k or v read through a strided view of the
+  // layer's input, so the permutes and slices that made them are never copied. Empty, or one
+  // entry per q, k, v; each view's last stride is 1.
+  std::vector<std::optional<StridedView>> views;
 };
 
 // A user kernel: resolved by name in the PluginRegistry when the layer is added and when a plan is

@@ -225,7 +225,10 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
         } else if constexpr (std::is_same_v<P, NonZeroParams>) {
           return {{"count_symbol", p.count_symbol}};
         } else if constexpr (std::is_same_v<P, AttentionParams>) {
-          return {{"causal", p.causal}, {"scale", opt_to(p.scale)}, {"has_mask", p.has_mask}};
+          json views = json::array();
+          for (const auto& w : p.views)
+            views.push_back(w ? json{{"offset", w->offset}, {"dims", w->dims}, {"strides", w->strides}} : json());
+          return {{"causal", p.causal}, {"scale", opt_to(p.scale)}, {"has_mask", p.has_mask}, {"views", views}};
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           return {{"plugin", p.plugin}, {"attributes", p.attributes}};
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
@@ -354,6 +357,18 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("causal").get_to(p.causal);
           if (!j.at("scale").is_null()) p.scale = real_from(j.at("scale"));
           j.at("has_mask").get_to(p.has_mask);
+          if (j.contains("views"))
+            for (const json& w : j.at("views")) {
+              if (w.is_null()) {
+                p.views.emplace_back();
+                continue;
+              }
+              StridedView sv;
+              w.at("offset").get_to(sv.offset);
+              w.at("dims").get_to(sv.dims);
+              w.at("strides").get_to(sv.strides);
+              p.views.emplace_back(std::move(sv));
+            }
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           j.at("plugin").get_to(p.plugin);
           j.at("attributes").get_to(p.attributes);

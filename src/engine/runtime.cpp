@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <set>
@@ -477,7 +478,12 @@ void ExecutionContext::execute() {
   SymbolValues symbols = m.state->symbols;
 
   // Static shapes on a backend that records: run once, record the second run, replay afterwards.
-  bool capture = m.backend->supports_capture() && m.state->fully_static && !m.profile;
+  // KILN_CUDA_GRAPHS=0 runs layer by layer always (to tell a graph's effect apart).
+  static const bool graphs_enabled = [] {
+    const char* v = std::getenv("KILN_CUDA_GRAPHS");
+    return !(v && std::string(v) == "0");
+  }();
+  bool capture = graphs_enabled && m.backend->supports_capture() && m.state->fully_static && !m.profile;
   std::string ckey;
   if (capture) {
     ckey = "arena=" + std::to_string(reinterpret_cast<uintptr_t>(m.arena));

@@ -424,7 +424,22 @@ Out infer_attention(const Checker& c, AttentionParams& p) {
   c.same_dtype(0, 1);
   c.same_dtype(0, 2);
   for (size_t i = 0; i < 3; ++i) c.rank_between(i, 2, 8);
-  const Shape &q = c.in[0]->shape(), &k = c.in[1]->shape(), &v = c.in[2]->shape();
+  if (!p.views.empty() && p.views.size() != 3) c.fail("input views: expected one per q, k, v");
+  Shape viewed[3];
+  for (size_t i = 0; i < 3; ++i) {
+    viewed[i] = c.in[i]->shape();
+    if (p.views.empty() || !p.views[i]) continue;
+    const StridedView& w = *p.views[i];
+    if (w.dims.size() != w.strides.size() || w.dims.size() < 2 || w.strides.back() != 1)
+      c.fail("input view " + std::to_string(i) + ": needs matching dims and strides, rank >= 2, last stride 1");
+    if (!is_static(c.in[i]->shape())) c.fail("input view " + std::to_string(i) + " over a dynamic shape");
+    int64_t last = w.offset, numel = 1;
+    for (size_t d = 0; d < w.dims.size(); ++d) last += (w.dims[d] - 1) * w.strides[d];
+    for (int64_t d : evaluate(c.in[i]->shape(), {})) numel *= d;
+    if (w.offset < 0 || last >= numel) c.fail("input view " + std::to_string(i) + " reaches outside its tensor");
+    viewed[i].assign(w.dims.begin(), w.dims.end());
+  }
+  const Shape &q = viewed[0], &k = viewed[1], &v = viewed[2];
   size_t r = q.size();
   if (k.size() != r || v.size() != r) c.fail("q, k and v must have the same rank");
   c.same_dim(q[r - 1], k[r - 1], "q and k embedding dims");

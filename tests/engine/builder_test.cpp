@@ -12,6 +12,7 @@ BuilderConfig no_opt() {
   BuilderConfig c;
   c.fuse_pointwise = false;
   c.fuse_epilogues = false;
+  c.attention_views = false;
   return c;
 }
 
@@ -204,6 +205,46 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
       HostTensor x{{2, 4, 6, 6}, random_floats(288, 26)};
       expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 1e-4f);
     }
+}
+
+// A fused qkv projection split in three, each [B, L, H*D] -> [B, L, H, D] -> [B, H, L, D]: the
+// attention layer reads all three through strided views of the projection; the copies go.
+Network qkv_attention(int64_t heads, int64_t head) {
+  Network net;
+  const int64_t width = heads * head;
+  Tensor* x = net.add_input("qkv", DataType::kFloat32, {2, 10, 3 * width});
+  std::vector<Tensor*> parts;
+  for (int64_t i = 0; i < 3; ++i) {
+    SliceParams sp;
+    sp.start = Shape{0, 0, i * width};
+    sp.size = Shape{2, 10, width};
+    sp.stride = Shape{1, 1, 1};
+    Tensor* t = net.add_slice("split" + std::to_string(i), x, sp)->output();
+    ShuffleParams heads_first;
+    heads_first.reshape = Shape{2, 10, heads, head};
+    heads_first.second_perm = {0, 2, 1, 3};
+    parts.push_back(net.add_shuffle("heads" + std::to_string(i), t, heads_first)->output());
+  }
+  AttentionParams ap;
+  ap.causal = true;
+  net.mark_output(net.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, ap)->output(), "y");
+  return net;
+}
+
+TEST(BuilderPasses, AttentionReadsPermutedSlicesInPlace) {
+  Network net = qkv_attention(2, 16);
+  EXPECT_EQ(passes::absorb_attention_views(net), 1u);
+  Plan opt = build(qkv_attention(2, 16), {});
+  Plan ref = build(qkv_attention(2, 16), no_opt());
+  EXPECT_EQ(count_kind(opt.network(), "Slice"), 0u);
+  EXPECT_EQ(count_kind(opt.network(), "Shuffle"), 0u);
+  EXPECT_EQ(count_kind(ref.network(), "Shuffle"), 3u);
+  HostTensor x{{2, 10, 96}, random_floats(1920, 30)};
+  expect_close(run_plan(opt, {{"qkv", x}})[0], run_plan(ref, {{"qkv", x}})[0], 1e-5f);
+  // a view survives the plan's serialization
+  const std::vector<uint8_t> bytes = opt.serialize();
+  Plan loaded = Plan::deserialize(bytes.data(), bytes.size());
+  expect_close(run_plan(loaded, {{"qkv", x}})[0], run_plan(ref, {{"qkv", x}})[0], 1e-5f);
 }
 
 // gelu-tanh written out as converters emit it, plus a broadcast operand

@@ -216,5 +216,34 @@ TEST(CudaCompute, Attention) {
     }
 }
 
+// q, k, v cut from one fused projection by slices and head permutes, read in place by the
+// attention layer (builder views): head 16 takes the tensor-core kernel in fp16/bf16 (row stride
+// 96, offsets 32 and 64 elements), head 12 the CUDA-core one (offsets not 16-byte aligned).
+TEST(CudaCompute, AttentionThroughViews) {
+  REQUIRE_GPU();
+  for (DataType t : kFloats)
+    for (int64_t head : {16, 12}) {
+      const int64_t heads = 2, width = heads * head;
+      Host qkv = random_host(t, {2, 70, 3 * width}, 76);
+      check("attention through views " + std::string(to_string(t)) + " head " + std::to_string(head), [&](Network& n) {
+        Tensor* x = input(n, qkv, "qkv");
+        std::vector<Tensor*> parts;
+        for (int64_t i = 0; i < 3; ++i) {
+          SliceParams sp;
+          sp.start = Shape{0, 0, i * width};
+          sp.size = Shape{2, 70, width};
+          sp.stride = Shape{1, 1, 1};
+          ShuffleParams hp;
+          hp.reshape = Shape{2, 70, heads, head};
+          hp.second_perm = {0, 2, 1, 3};
+          parts.push_back(n.add_shuffle("h" + std::to_string(i), n.add_slice("s" + std::to_string(i), x, sp)->output(), hp)->output());
+        }
+        AttentionParams p;
+        p.causal = true;
+        n.mark_output(n.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, p)->output(), "y");
+      }, {qkv}, 3);
+    }
+}
+
 }  // namespace
 }  // namespace kiln::engine::cputest

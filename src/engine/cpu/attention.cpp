@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "engine/cpu/common.h"
@@ -29,13 +30,42 @@ std::vector<int64_t> batch_dims(const std::vector<int64_t>& dims) {
   return std::vector<int64_t>(dims.begin(), dims.end() - 2);
 }
 
+// A contiguous copy of the elements `view` selects from `t` (input views set by the builder).
+TensorView gather_view(const TensorView& t, const StridedView& view, std::vector<uint8_t>& storage) {
+  TensorView r;
+  r.dtype = t.dtype;
+  r.dims = view.dims;
+  r.device = t.device;
+  const size_t es = element_size(t.dtype);
+  storage.resize(static_cast<size_t>(r.numel()) * es);
+  r.data = storage.data();
+  const auto* src = static_cast<const uint8_t*>(t.data);
+  const size_t rank = view.dims.size();
+  std::vector<int64_t> idx(rank, 0);
+  for (int64_t i = 0, n = r.numel(); i < n; ++i) {
+    int64_t off = view.offset;
+    for (size_t d = 0; d < rank; ++d) off += idx[d] * view.strides[d];
+    std::memcpy(storage.data() + size_t(i) * es, src + size_t(off) * es, es);
+    for (size_t d = rank; d-- > 0;) {  // odometer
+      if (++idx[d] < view.dims[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return r;
+}
+
 }  // namespace
 
 void run(const AttentionParams& p, LayerCall& call) {
   const Layer& layer = call.layer;
-  const TensorView& q = call.inputs.at(0);
-  const TensorView& k = call.inputs.at(1);
-  const TensorView& v = call.inputs.at(2);
+  TensorView viewed[3];
+  std::vector<uint8_t> storage[3];
+  for (size_t i = 0; i < 3; ++i)
+    viewed[i] = i < p.views.size() && p.views[i] ? gather_view(call.inputs.at(i), *p.views[i], storage[i])
+                                                  : call.inputs.at(i);
+  const TensorView& q = viewed[0];
+  const TensorView& k = viewed[1];
+  const TensorView& v = viewed[2];
   const TensorView& out = call.outputs.at(0);
   if (q.dims.size() < 2 || k.dims.size() < 2 || v.dims.size() < 2) fail(layer, "attention needs rank >= 2");
   if (!is_floating(q.dtype)) fail(layer, "attention needs float inputs");

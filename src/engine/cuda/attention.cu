@@ -19,6 +19,7 @@ constexpr int kTile = 32;  // keys per tile
 struct AttnArgs {
   const void* q; const void* k; const void* v; const void* mask; void* out;
   int64_t Lq, Lk, E, Ev;
+  int64_t q_rs, k_rs, v_rs;                     // row strides (elements) of q, k, v
   Dims batch;                                   // output batch dims
   Strides qb, kb, vb, mb;                       // batch strides (elements) of q, k, v, mask
   int64_t mask_sq, mask_sk;                     // mask strides along Lq, Lk (0 = broadcast)
@@ -54,7 +55,7 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
   const int64_t mbase = a.mask_kind ? strided_offset(b, a.batch, a.mb) : 0;
 
   if (active)
-    for (int64_t e = lane; e < E; e += 32) qs[warp * E + e] = to_float(q[qi * E + e]) * a.scale;
+    for (int64_t e = lane; e < E; e += 32) qs[warp * E + e] = to_float(q[qi * a.q_rs + e]) * a.scale;
 
   float m = -INFINITY, l = 0.f;
   float acc[VPL];
@@ -69,9 +70,9 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
     __syncthreads();  // previous tile fully consumed (and qs written, first time)
     for (int64_t x = threadIdx.x; x < nk * E; x += blockDim.x) {
       int64_t j = x / E, e = x % E;
-      ks[j * ldk + e] = to_float(k[(k0 + j) * E + e]);
+      ks[j * ldk + e] = to_float(k[(k0 + j) * a.k_rs + e]);
     }
-    for (int64_t x = threadIdx.x; x < nk * Ev; x += blockDim.x) vs[x] = to_float(v[k0 * Ev + x]);
+    for (int64_t x = threadIdx.x; x < nk * Ev; x += blockDim.x) vs[x] = to_float(v[(k0 + x / Ev) * a.v_rs + x % Ev]);
     __syncthreads();
     if (!active) continue;
 
@@ -157,27 +158,29 @@ template <> struct MmaType<__nv_bfloat16> {
 template <class T>
 __device__ __forceinline__ uint32_t lds32(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// Rows [r0, r0 + 64) of a [rows, cols] row-major matrix into a [64][DP + 8] tile, zero-filled past
-// `rows` and `cols` (cols % 8 == 0, so 16-byte vectors never straddle the edge).
+// Rows [r0, r0 + 64) of a [rows, cols] matrix (row stride `ld`) into a [64][DP + 8] tile,
+// zero-filled past `rows` and `cols` (cols % 8 == 0, so 16-byte vectors never straddle the edge).
 template <class T, int DP>
-__device__ __forceinline__ void stage_rows(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols) {
+__device__ __forceinline__ void stage_rows(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols,
+                                           int64_t ld_src) {
   constexpr int kVecs = DP / 8, ld = DP + 8;
   for (int x = threadIdx.x; x < 64 * kVecs; x += kMmaWarps * 32) {
     const int r = x / kVecs, c = (x % kVecs) * 8;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * cols + c);
+    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * ld_src + c);
     *reinterpret_cast<uint4*>(tile + r * ld + c) = v;
   }
 }
 
 // The same rows, transposed: tile[c][r] for c < DP, r < 64 (row stride 64 + 8).
 template <class T, int DP>
-__device__ __forceinline__ void stage_rows_transposed(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols) {
+__device__ __forceinline__ void stage_rows_transposed(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols,
+                                                      int64_t ld_src) {
   constexpr int kVecs = DP / 8, ld = kMmaKeys + 8;
   for (int x = threadIdx.x; x < 64 * kVecs; x += kMmaWarps * 32) {
     const int r = x % 64, c = (x / 64) * 8;  // neighbouring lanes: neighbouring rows, fewer bank conflicts
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * cols + c);
+    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * ld_src + c);
     const T* e = reinterpret_cast<const T*>(&v);
 #pragma unroll
     for (int i = 0; i < 8; ++i) tile[(c + i) * ld + r] = e[i];
@@ -198,7 +201,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
   const int64_t mbase = a.mask_kind ? strided_offset(b, a.batch, a.mb) : 0;
 
   // This warp's 16 query rows as A fragments (rows g and g + 8 of the warp's slice).
-  stage_rows<T, DP>(ks, q, q0, a.Lq, a.E);
+  stage_rows<T, DP>(ks, q, q0, a.Lq, a.E, a.q_rs);
   __syncthreads();
   uint32_t qf[DP / 16][4];
   const int wr = warp * 16 + g;
@@ -219,8 +222,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
   const int64_t k_end = a.causal ? imin(a.Lk, q0 + kMmaRows) : a.Lk;
   for (int64_t k0 = 0; k0 < k_end; k0 += kMmaKeys) {
     __syncthreads();  // the previous tile (or Q's) fully read
-    stage_rows<T, DP>(ks, k, k0, a.Lk, a.E);
-    stage_rows_transposed<T, DP>(vt, v, k0, a.Lk, a.Ev);
+    stage_rows<T, DP>(ks, k, k0, a.Lk, a.E, a.k_rs);
+    stage_rows_transposed<T, DP>(vt, v, k0, a.Lk, a.Ev, a.v_rs);
     __syncthreads();
 
     float s[kMmaKeys / 8][4];
@@ -312,45 +315,73 @@ bool mma_applicable(DataType dt, const AttnArgs& a, size_t batch_rank) {
   if (a.E % 8 || a.Ev % 8 || a.E > 128 || a.Ev > 128) return false;
   for (const void* p : {a.q, a.k, a.v})
     if (reinterpret_cast<uintptr_t>(p) % 16) return false;
+  if (a.q_rs % 8 || a.k_rs % 8 || a.v_rs % 8) return false;
   for (size_t i = 0; i < batch_rank; ++i)
     if (a.qb.s[i] % 8 || a.kb.s[i] % 8 || a.vb.s[i] % 8) return false;
   return true;
 }
 
-// Batch strides (in elements) of a tensor whose last two dims are one matrix of `mat` elements,
-// broadcast against the output batch dims.
-std::vector<int64_t> batch_strides(const std::vector<int64_t>& dims, const std::vector<int64_t>& out_batch) {
-  std::vector<int64_t> bd(dims.begin(), dims.end() - 2);
-  std::vector<int64_t> st = broadcast_strides(bd, out_batch);
-  const int64_t mat = dims[dims.size() - 1] * dims[dims.size() - 2];
-  for (auto& s : st) s *= mat;
-  return st;
+// Where q, k or v lives: its first element, logical dims, batch strides broadcast against the
+// output batch dims, and row stride, all in elements. A builder view picks elements of the
+// layer's input; without one the input is a dense [*batch, L, E].
+struct Operand {
+  const void* data;
+  std::vector<int64_t> dims, batch_strides;
+  int64_t row_stride;
+};
+Operand operand(const TensorView& t, const std::optional<StridedView>& view, const std::vector<int64_t>& out_batch) {
+  Operand o;
+  std::vector<int64_t> st;
+  if (view) {
+    o.data = static_cast<const char*>(t.data) + view->offset * int64_t(element_size(t.dtype));
+    o.dims = view->dims;
+    st = view->strides;
+  } else {
+    o.data = t.data;
+    o.dims = t.dims;
+    st = t.contiguous_strides();
+  }
+  const size_t r = o.dims.size();
+  o.row_stride = st[r - 2];
+  std::vector<int64_t> bd(o.dims.begin(), o.dims.end() - 2), bs(st.begin(), st.end() - 2);
+  // broadcast: batch dims right-aligned to the output's, size-1 dims step 0
+  o.batch_strides.assign(out_batch.size(), 0);
+  for (size_t i = 0; i < bd.size(); ++i) {
+    const size_t od = out_batch.size() - bd.size() + i;
+    o.batch_strides[od] = bd[i] == 1 ? 0 : bs[i];
+  }
+  return o;
 }
 
 }  // namespace
 
 void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
-  const TensorView& q = call.inputs.at(0);
-  const TensorView& k = call.inputs.at(1);
-  const TensorView& v = call.inputs.at(2);
   const TensorView& y = call.outputs.at(0);
+  const DataType dtype = call.inputs.at(0).dtype;
+  if (call.inputs.at(1).dtype != dtype || call.inputs.at(2).dtype != dtype) fail(call.layer, "q, k, v must share a dtype");
+  if (y.dims.size() < 2) fail(call.layer, "q, k, v must share a rank >= 2");
+  std::vector<int64_t> ob(y.dims.begin(), y.dims.end() - 2);
+  auto view_of = [&](size_t i) { return i < p.views.size() ? p.views[i] : std::nullopt; };
+  const Operand q = operand(call.inputs.at(0), view_of(0), ob), k = operand(call.inputs.at(1), view_of(1), ob),
+                v = operand(call.inputs.at(2), view_of(2), ob);
   const size_t rank = q.dims.size();
   if (rank < 2 || k.dims.size() != rank || v.dims.size() != rank) fail(call.layer, "q, k, v must share a rank >= 2");
-  if (k.dtype != q.dtype || v.dtype != q.dtype) fail(call.layer, "q, k, v must share a dtype");
   AttnArgs a{};
   a.Lq = q.dims[rank - 2];
   a.E = q.dims[rank - 1];
   a.Lk = k.dims[rank - 2];
   a.Ev = v.dims[rank - 1];
+  a.q_rs = q.row_stride;
+  a.k_rs = k.row_stride;
+  a.v_rs = v.row_stride;
   if (y.numel() == 0) return;
   if (a.Ev > 256) fail(call.layer, "value head size above 256 is not supported on CUDA");
-  std::vector<int64_t> ob(y.dims.begin(), y.dims.end() - 2);
   if (ob.size() > size_t(kMaxRank)) fail(call.layer, "rank above 10");
   const int64_t batch = product(ob);
   a.batch = make_dims(ob);
-  a.qb = make_strides(batch_strides(q.dims, ob));
-  a.kb = make_strides(batch_strides(k.dims, ob));
-  a.vb = make_strides(batch_strides(v.dims, ob));
+  a.qb = make_strides(q.batch_strides);
+  a.kb = make_strides(k.batch_strides);
+  a.vb = make_strides(v.batch_strides);
   a.q = q.data; a.k = k.data; a.v = v.data; a.out = y.data;
   a.scale = static_cast<float>(p.scale ? *p.scale : 1.0 / std::sqrt(double(a.E)));
   a.causal = p.causal;
@@ -371,11 +402,11 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   const size_t smem = sizeof(float) * (kTile * (a.E + 1) + kTile * a.Ev + kRows * a.E);
   if (smem > ctx.max_smem_optin) fail(call.layer, "head size too large for shared memory");
   if (batch > 65535) fail(call.layer, "batch above 65535");
-  if (mma_applicable(q.dtype, a, ob.size())) {
+  if (mma_applicable(dtype, a, ob.size())) {
     dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kMmaRows)), static_cast<unsigned>(batch));
     const int64_t head = std::max(a.E, a.Ev);
     auto launch = [&](auto kernel) { kernel<<<grid, kMmaWarps * 32, 0, ctx.stream>>>(a); };
-    if (q.dtype == DataType::kFloat16) {
+    if (dtype == DataType::kFloat16) {
       if (head <= 32) launch(attention_mma<__half, 32>);
       else if (head <= 64) launch(attention_mma<__half, 64>);
       else launch(attention_mma<__half, 128>);
@@ -388,7 +419,7 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
     return;
   }
   dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kRows)), static_cast<unsigned>(batch));
-  dispatch_float(q.dtype, call.layer, [&](auto t) {
+  dispatch_float(dtype, call.layer, [&](auto t) {
     using T = decltype(t);
     auto launch = [&](auto kernel) {
       if (smem > 48 * 1024) KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
