@@ -303,12 +303,17 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
       rt.backend->synchronize();
       for (size_t i = 0; i < seg.output_values.size(); ++i) {
         const engine::TensorView& out = ctx->output(seg.output_values[i]);
-        HostTensor t = HostTensor::empty(conversion::to_ir_dtype(out.dtype), out.dims);
         if (!out.is_contiguous()) throw std::runtime_error("segment output " + seg.output_values[i] + " is not contiguous");
         const std::string& name = seg.output_values[i];
         const bool stays_on_device = options.device_resident_io && !on_host &&
                                      !read_by_steps.count(name.substr(0, name.rfind('.')));
-        if (!stays_on_device) rt.backend->copy(t.data, engine::DeviceKind::kCPU, out.data, out.device, t.nbytes());
+        HostTensor t;
+        t.dtype = conversion::to_ir_dtype(out.dtype);
+        t.dims = out.dims;
+        if (!stays_on_device) {  // (a fresh zero-filled host buffer per run would cost more than the GPU work)
+          t = HostTensor::empty(t.dtype, t.dims);
+          rt.backend->copy(t.data, engine::DeviceKind::kCPU, out.data, out.device, t.nbytes());
+        }
         env[seg.output_values[i]] = std::move(t);
       }
     } catch (const engine::ShapeError& e) {
