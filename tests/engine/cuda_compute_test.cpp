@@ -166,6 +166,15 @@ TEST(CudaCompute, SoftmaxAndNorms) {
         n.mark_output(n.add_normalization("ln", {input(n, x, "x"), input(n, g, "g"), input(n, b, "b")}, p)->output(), "y");
       }, {x, g, b}, 2);
     }
+    // rows of a transformer (warp-per-row kernel, 24 values per lane) and wider than 1024 (block per row)
+    for (int64_t width : {768, 200, 1500}) {
+      Host rowsx = random_host(t, {37, width}, 160, -4, 4), g = random_host(t, {width}, 161), b = random_host(t, {width}, 162);
+      check("layernorm width " + std::to_string(width), [&](Network& n) {
+        NormalizationParams p;
+        p.kind = NormKind::kLayer; p.first_axis = 1; p.has_scale = p.has_bias = true; p.epsilon = 1e-5;
+        n.mark_output(n.add_normalization("ln", {input(n, rowsx, "x"), input(n, g, "g"), input(n, b, "b")}, p)->output(), "y");
+      }, {rowsx, g, b}, 2);
+    }
     Host img = random_host(t, {2, 6, 5, 4}, 65);
     Host mean = random_host(t, {6}, 66), var = random_host(t, {6}, 67, 0.5, 2), sc = random_host(t, {6}, 68),
          bi = random_host(t, {6}, 69);

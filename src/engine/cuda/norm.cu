@@ -88,6 +88,44 @@ __global__ void norm_rows(const T* __restrict__ x, T* __restrict__ y, int64_t ro
   }
 }
 
+// Layer norm of rows up to 32 * VPL elements: one warp per row, the row held in registers (read
+// once from memory), warp shuffles for the two sums. A transformer's rows (768 .. 1024 wide) are
+// too short to keep a block of threads and its barriers busy.
+template <class T, int VPL>
+__global__ void layernorm_warp_rows(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int L, float eps,
+                                    const void* scale, const void* bias, int sdt, int bdt) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const T* xr = x + r * L;
+  T* yr = y + r * L;
+  float v[VPL];
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < VPL; ++i) {
+    const int j = lane + 32 * i;
+    v[i] = j < L ? to_float(xr[j]) : 0.f;
+    s += v[i];
+  }
+  const float mean = warp_sum(s) / float(L);
+  float q = 0.f;
+#pragma unroll
+  for (int i = 0; i < VPL; ++i) {
+    const float d = lane + 32 * i < L ? v[i] - mean : 0.f;
+    q += d * d;
+  }
+  const float rstd = rsqrtf(warp_sum(q) / float(L) + eps);
+#pragma unroll
+  for (int i = 0; i < VPL; ++i) {
+    const int j = lane + 32 * i;
+    if (j >= L) break;
+    float o = (v[i] - mean) * rstd;
+    if (scale) o *= load_any(scale, sdt, j);
+    if (bias) o += load_any(bias, bdt, j);
+    yr[j] = from_float<T>(o);
+  }
+}
+
 // ---- batch norm (inference): per-channel affine ---------------------------------------------------
 template <class T>
 __global__ void batchnorm_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, int64_t C, int64_t inner, float eps,
@@ -151,8 +189,20 @@ void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& ca
     } else if (p.kind == NormKind::kLayer) {
       const int64_t first = p.first_axis < 0 ? p.first_axis + rank : p.first_axis;
       const int64_t rows = product(x.dims, 0, first), L = product(x.dims, first);
-      unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t(ctx.sm_count) * 32));
-      norm_rows<T><<<grid, row_threads(L), 0, ctx.stream>>>(xp, yp, rows, L, eps, sp, bp, sdt, bdt, 0, 0, 1);
+      if (L <= 1024) {
+        constexpr int kWarps = 4;
+        const unsigned grid = static_cast<unsigned>(ceil_div(rows, kWarps));
+        auto launch = [&](auto kernel) {
+          kernel<<<grid, kWarps * 32, 0, ctx.stream>>>(xp, yp, rows, int(L), eps, sp, bp, sdt, bdt);
+        };
+        if (L <= 128) launch(layernorm_warp_rows<T, 4>);
+        else if (L <= 256) launch(layernorm_warp_rows<T, 8>);
+        else if (L <= 512) launch(layernorm_warp_rows<T, 16>);
+        else launch(layernorm_warp_rows<T, 32>);
+      } else {
+        unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t(ctx.sm_count) * 32));
+        norm_rows<T><<<grid, row_threads(L), 0, ctx.stream>>>(xp, yp, rows, L, eps, sp, bp, sdt, bdt, 0, 0, 1);
+      }
     } else {
       const int64_t N = x.dims.at(0), C = rank > 1 ? x.dims[1] : 1, G = p.groups;
       const int64_t inner = product(x.dims, 2), rows = N * G, L = (C / G) * inner;
