@@ -28,6 +28,7 @@ struct BuilderConfig {
   bool fuse_pointwise = true;
   bool fuse_epilogues = true;
   bool attention_views = true;  // attention reads permuted / sliced q, k, v in place
+  bool channels_last = true;    // CUDA fp16/bf16: 2-d convolutions in NHWC
 };
 
 namespace passes {
@@ -38,6 +39,7 @@ size_t eliminate_dead_layers(Network& net);
 size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
 size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
+size_t to_channels_last(Network& net);     // 2-d fp16/bf16 convolutions -> NHWC, transposes cancelled
 size_t apply_precision(Network& net, Precision p);
 }  // namespace passes
 

@@ -130,7 +130,8 @@ std::string describe(const LayerParams& params) {
           if (p.activation) o << " " << to_string(p.activation->op);
         } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
           o << (p.transposed ? "transposed " : "") << "stride=" << join_ints(p.stride) << " pad="
-            << join_ints(p.padding) << " dil=" << join_ints(p.dilation) << " groups=" << p.groups;
+            << join_ints(p.padding) << " dil=" << join_ints(p.dilation) << " groups=" << p.groups
+            << (p.channels_last ? " NHWC" : "");
           if (p.has_bias) o << " +bias";
           if (p.activation) o << " " << to_string(p.activation->op);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {

@@ -88,6 +88,9 @@ struct ConvolutionParams {
   bool transposed = false;
   bool has_bias = false;
   std::optional<ActivationParams> activation;  // filled by epilogue fusion
+  // Set by the builder (to_channels_last, CUDA): 2-d only; x and y are [N, H, W, C], the weight
+  // [C_out, kh, kw, C_in / groups] (cuDNN's fast tensor-core kernels work in this layout).
+  bool channels_last = false;
 };
 enum class PoolType : uint8_t { kMax, kAverage };
 // inputs x [N, C, *spatial]; adaptive when `adaptive_output` is set (kernel/stride ignored).

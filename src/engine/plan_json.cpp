@@ -181,7 +181,8 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
         } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
           return {{"stride", p.stride},     {"padding", p.padding},   {"dilation", p.dilation},
                   {"output_padding", p.output_padding}, {"groups", p.groups}, {"transposed", p.transposed},
-                  {"has_bias", p.has_bias}, {"activation", activation_to(p.activation)}};
+                  {"has_bias", p.has_bias}, {"activation", activation_to(p.activation)},
+                  {"channels_last", p.channels_last}};
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           return {{"type", enum_to(p.type)}, {"kernel", p.kernel}, {"stride", p.stride}, {"padding", p.padding},
                   {"dilation", p.dilation}, {"ceil_mode", p.ceil_mode}, {"count_include_pad", p.count_include_pad},
@@ -281,6 +282,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("transposed").get_to(p.transposed);
           j.at("has_bias").get_to(p.has_bias);
           p.activation = activation_from(j.at("activation"));
+          p.channels_last = j.value("channels_last", false);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           p.type = enum_from<PoolType>(j.at("type"), 2, "pool type");
           j.at("kernel").get_to(p.kernel);

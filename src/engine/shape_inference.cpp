@@ -118,8 +118,11 @@ Out infer_conv(const Checker& c, ConvolutionParams& p) {
   c.rank_between(0, 3, 5);
   c.floating(0);
   c.same_dtype(0, 1);
-  const Shape& x = c.in[0]->shape();
-  const Shape& w = c.in[1]->shape();
+  // channels_last: x [N, H, W, C] and w [K, kh, kw, C/g] are read as their NCHW / KCRS equivalents.
+  auto as_nchw = [&](const Shape& s) { return s.size() == 4 ? Shape{s[0], s[3], s[1], s[2]} : s; };
+  if (p.channels_last && (c.in[0]->rank() != 4 || p.transposed)) c.fail("channels_last needs a 2-d, non-transposed convolution");
+  const Shape x = p.channels_last ? as_nchw(c.in[0]->shape()) : c.in[0]->shape();
+  const Shape w = p.channels_last ? as_nchw(c.in[1]->shape()) : c.in[1]->shape();
   if (w.size() != x.size())
     c.fail("weight has rank " + std::to_string(w.size()) + ", expected " + std::to_string(x.size()));
   size_t nd = x.size() - 2;
@@ -159,6 +162,7 @@ Out infer_conv(const Checker& c, ConvolutionParams& p) {
     if (auto co = o.constant(); co && *co < 0) c.fail("output spatial size would be " + std::to_string(*co));
     out.push_back(o);
   }
+  if (p.channels_last) out = Shape{out[0], out[2], out[3], out[1]};
   return {{c.in[0]->dtype(), out}};
 }
 

@@ -13,6 +13,7 @@ BuilderConfig no_opt() {
   c.fuse_pointwise = false;
   c.fuse_epilogues = false;
   c.attention_views = false;
+  c.channels_last = false;
   return c;
 }
 
@@ -245,6 +246,41 @@ TEST(BuilderPasses, AttentionReadsPermutedSlicesInPlace) {
   const std::vector<uint8_t> bytes = opt.serialize();
   Plan loaded = Plan::deserialize(bytes.data(), bytes.size());
   expect_close(run_plan(loaded, {{"qkv", x}})[0], run_plan(ref, {{"qkv", x}})[0], 1e-5f);
+}
+
+// A residual block in fp16: conv -> relu -> conv (+bias, grouped) -> + shortcut -> relu -> conv.
+Network residual_convs() {
+  Network net;
+  Tensor* x = net.add_cast("x16", net.add_input("x", DataType::kFloat32, {2, 8, 6, 6}), DataType::kFloat16)->output();
+  auto conv = [&](const std::string& name, Tensor* in, int64_t groups, bool bias, uint32_t seed) {
+    Tensor* w = net.add_constant(name + "_w", weights({8, 8 / groups, 3, 3}, random_floats(8 * 8 / groups * 9, seed)))->output();
+    w = net.add_cast(name + "_w16", w, DataType::kFloat16)->output();
+    Tensor* b = nullptr;
+    if (bias) b = net.add_cast(name + "_b16", net.add_constant(name + "_b", weights({8}, random_floats(8, seed + 1)))->output(),
+                               DataType::kFloat16)->output();
+    ConvolutionParams cp;
+    cp.padding = {1};
+    cp.groups = groups;
+    return net.add_convolution(name, in, w, b, cp)->output();
+  };
+  Tensor* a = net.add_activation("relu1", conv("c1", x, 1, false, 40), ActivationOp::kRelu)->output();
+  Tensor* s = net.add_elementwise("residual", conv("c2", a, 4, true, 42), a, BinaryOp::kAdd)->output();
+  Tensor* r = net.add_activation("relu2", s, ActivationOp::kRelu)->output();
+  net.mark_output(net.add_cast("y32", conv("c3", r, 1, true, 44), DataType::kFloat32)->output(), "y");
+  return net;
+}
+
+TEST(BuilderPasses, ChannelsLastConvolutionsCancelTheirTransposes) {
+  Network net = residual_convs();
+  passes::fold_constants(net);
+  EXPECT_GT(passes::to_channels_last(net), 3u);
+  passes::fold_constants(net);
+  passes::eliminate_dead_layers(net);
+  EXPECT_EQ(count_kind(net, "Shuffle"), 2u);  // into NHWC at the input, back at the output
+  Plan opt = build(std::move(net), no_opt());
+  Plan ref = build(residual_convs(), no_opt());
+  HostTensor x{{2, 8, 6, 6}, random_floats(576, 46)};
+  expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 2e-3f);
 }
 
 // gelu-tanh written out as converters emit it, plus a broadcast operand

@@ -1,6 +1,7 @@
 // CUDA backend vs CPU backend: matmul, convolution, pooling, reduce, softmax, normalization,
 // attention (the layers with arithmetic beyond one element).
 #include "cuda_test_util.h"
+#include "engine/builder.h"
 
 namespace kiln::engine::cputest {
 namespace {
@@ -252,6 +253,41 @@ TEST(CudaCompute, AttentionThroughViews) {
         n.mark_output(n.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, p)->output(), "y");
       }, {qkv}, 3);
     }
+}
+
+// The builder's channels-last rewrite (cuDNN NHWC convolutions, transposes cancelled through the
+// residual add) on a residual block, fp16 and bf16: strided, grouped and 1x1 convolutions, fused
+// bias + relu epilogues on NHWC outputs.
+TEST(CudaCompute, ChannelsLastConvolutions) {
+  REQUIRE_GPU();
+  for (DataType t : {DataType::kFloat16, DataType::kBFloat16}) {
+    Host x = random_host(t, {2, 16, 9, 9}, 170);
+    std::vector<Host> ws{random_host(t, {16, 16, 3, 3}, 171, -0.3, 0.3), random_host(t, {16, 4, 3, 3}, 172, -0.3, 0.3),
+                         random_host(t, {32, 16, 1, 1}, 173, -0.3, 0.3)};
+    Host bias = random_host(t, {16}, 174);
+    check("channels last " + std::string(to_string(t)), [&](Network& n) {
+      auto constant = [&](const Host& h, const std::string& name) {
+        return n.add_constant(name, Weights::copy_of(h.dtype, h.dims, h.bytes.data()))->output();
+      };
+      Tensor* in = input(n, x, "x");
+      ConvolutionParams p3;
+      p3.padding = {1};
+      p3.activation = ActivationParams{ActivationOp::kRelu};
+      Tensor* a = n.add_convolution("c1", in, constant(ws[0], "w1"), nullptr, p3)->output();
+      ConvolutionParams grouped = p3;
+      grouped.groups = 4;
+      grouped.has_bias = true;
+      grouped.activation.reset();
+      Tensor* b = n.add_convolution("c2", a, constant(ws[1], "w2"), constant(bias, "b2"), grouped)->output();
+      Tensor* r = n.add_activation("relu", n.add_elementwise("add", b, a, BinaryOp::kAdd)->output(), ActivationOp::kRelu)->output();
+      ConvolutionParams strided;
+      strided.stride = {2, 2};
+      n.mark_output(n.add_convolution("c3", r, constant(ws[2], "w3"), nullptr, strided)->output(), "y");
+      passes::to_channels_last(n);
+      passes::fold_constants(n);
+      passes::eliminate_dead_layers(n);
+    }, {x}, 3);
+  }
 }
 
 }  // namespace

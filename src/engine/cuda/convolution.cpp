@@ -50,6 +50,13 @@ void set_tensor(cudnnTensorDescriptor_t d, cudnnDataType_t t, const std::vector<
   dnn_check(cudnnSetTensorNdDescriptor(d, t, int(dims.size()), dims.data(), st.data()), "tensor descriptor");
 }
 
+// A [N, H, W, C] tensor described to cuDNN as NCHW with channels-last strides.
+void set_tensor_nhwc(cudnnTensorDescriptor_t d, cudnnDataType_t t, const std::vector<int64_t>& nhwc) {
+  const int n = int(nhwc[0]), h = int(nhwc[1]), w = int(nhwc[2]), c = int(nhwc[3]);
+  const int dims[4] = {n, c, h, w}, st[4] = {h * w * c, 1, w * c, c};
+  dnn_check(cudnnSetTensorNdDescriptor(d, t, 4, dims, st), "tensor descriptor (channels last)");
+}
+
 std::vector<int> to_int(const std::vector<int64_t>& v, size_t min_rank) {
   std::vector<int> r(v.begin(), v.end());
   while (r.size() < min_rank) r.push_back(1);  // 1-d as 2-d: a trailing unit dim
@@ -75,7 +82,7 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
                    const TensorView& y) {
   ConvCache& cc = *ctx.conv;
   std::ostringstream key;
-  key << int(x.dtype) << (p.transposed ? 'T' : 'F') << p.groups;
+  key << int(x.dtype) << (p.transposed ? 'T' : 'F') << p.groups << (p.channels_last ? "L" : "");
   for (auto* v : {&x.dims, &w.dims, &y.dims, &p.stride, &p.padding, &p.dilation}) {
     key << '|';
     for (int64_t d : *v) key << d << ',';
@@ -91,10 +98,17 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
   dnn_check(cudnnCreateTensorDescriptor(&cp->y), "create");
   dnn_check(cudnnCreateFilterDescriptor(&cp->w), "create");
   dnn_check(cudnnCreateConvolutionDescriptor(&cp->conv), "create");
-  set_tensor(cp->x, dt, to_int(x.dims, nsp + 2));
-  set_tensor(cp->y, dt, to_int(y.dims, nsp + 2));
-  std::vector<int> wd = to_int(w.dims, nsp + 2);
-  dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()), "filter descriptor");
+  if (p.channels_last) {  // logical NCHW dims, NHWC strides; the filter in KRSC
+    set_tensor_nhwc(cp->x, dt, x.dims);
+    set_tensor_nhwc(cp->y, dt, y.dims);
+    const int wd[4] = {int(w.dims[0]), int(w.dims[3]), int(w.dims[1]), int(w.dims[2])};
+    dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NHWC, 4, wd), "filter descriptor");
+  } else {
+    set_tensor(cp->x, dt, to_int(x.dims, nsp + 2));
+    set_tensor(cp->y, dt, to_int(y.dims, nsp + 2));
+    std::vector<int> wd = to_int(w.dims, nsp + 2);
+    dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()), "filter descriptor");
+  }
   std::vector<int> pad(nsp, 0), str(nsp, 1), dil(nsp, 1);
   for (size_t i = 0; i < ns; ++i) {
     if (i < p.padding.size()) pad[i] = int(p.padding[i]);
@@ -187,8 +201,9 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
     if (p.has_bias) {
       bias = call.inputs.at(2);
       std::vector<int64_t> bd(y.dims.size(), 1);
-      bd[1] = y.dims[1];
-      bias.dims = bd;  // [1, C, 1, ...]: broadcast over batch and space
+      const size_t channel_axis = p.channels_last ? y.dims.size() - 1 : 1;
+      bd[channel_axis] = y.dims[channel_axis];
+      bias.dims = bd;  // [1, C, 1, ...] (or [1, 1, 1, C]): broadcast over batch and space
       bias.strides.clear();
     }
     apply_epilogue(ctx, y, p.has_bias ? &bias : nullptr, p.activation);

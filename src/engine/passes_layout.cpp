@@ -1,0 +1,144 @@
+// to_channels_last: cuDNN's fast fp16/bf16 convolution kernels work on [N, H, W, C] data; fed
+// NCHW they transpose internally or fall back to slower kernels. Each 2-d convolution becomes a
+// channels-last one between two transposes (NCHW -> NHWC before, back after); then transposes
+// are moved down through pointwise layers (bias, residual add, activation all work in either
+// layout) and cancelled where an NHWC->NCHW meets the next NCHW->NHWC. What remains are the
+// copies at the network's edges and around layers that need NCHW (pooling, reshapes).
+#include <cstring>
+
+#include "engine/builder.h"
+#include "engine/network_internal.h"
+
+namespace kiln::engine::passes {
+
+namespace {
+
+const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
+
+bool is_constant(const Tensor* t) { return t->producer() && t->producer()->as<ConstantParams>(); }
+
+// A shuffle that is one permutation and nothing else.
+const std::vector<int64_t>* pure_permutation(const Layer* l) {
+  auto* s = l ? l->as<ShuffleParams>() : nullptr;
+  if (!s || s->reshape || !s->second_perm.empty() || s->first_perm.empty()) return nullptr;
+  return &s->first_perm;
+}
+
+Tensor* permute(Network& net, const std::string& name, Tensor* x, const std::vector<int64_t>& perm) {
+  ShuffleParams p;
+  p.first_perm = perm;
+  return net.add_shuffle(name, x, p)->output();
+}
+
+// KCRS weights rearranged to KRSC.
+Weights to_krsc(const Weights& w) {
+  const size_t es = element_size(w.dtype);
+  const int64_t K = w.dims[0], C = w.dims[1], R = w.dims[2], S = w.dims[3];
+  std::vector<uint8_t> out(w.nbytes());
+  const uint8_t* src = w.data.get();
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s)
+          std::memcpy(out.data() + size_t(((k * R + r) * S + s) * C + c) * es,
+                      src + size_t(((k * C + c) * R + r) * S + s) * es, es);
+  return Weights::copy_of(w.dtype, {K, R, S, C}, out.data());
+}
+
+size_t convert_convolutions(Network& net) {
+  size_t n = 0;
+  for (Layer* l : net.layers()) {
+    auto* cp = l->as<ConvolutionParams>();
+    if (!cp || cp->channels_last || cp->transposed || l->inputs()[0]->rank() != 4) continue;
+    const DataType dt = l->inputs()[0]->dtype();
+    if (dt != DataType::kFloat16 && dt != DataType::kBFloat16) continue;  // fp32 stays exact FMA math
+    if (!is_constant(l->inputs()[1])) continue;
+    const Weights& w = l->inputs()[1]->producer()->as<ConstantParams>()->weights;
+    if (w.dims.size() != 4) continue;
+    std::vector<Tensor*> inputs = l->inputs();
+    inputs[0] = permute(net, l->name() + "_nhwc", inputs[0], kToNhwc);
+    inputs[1] = net.add_constant(l->name() + "_krsc", to_krsc(w))->output();
+    ConvolutionParams p = *cp;
+    p.channels_last = true;
+    Layer* nl = net.add_layer(l->name(), inputs, p);
+    net.replace_all_uses(l->output(), permute(net, l->name() + "_nchw", nl->output(), kToNchw));
+    net.remove_layer(l);
+    ++n;
+  }
+  return n;
+}
+
+bool is_pointwise(const Layer* l) {
+  return l->as<ElementwiseParams>() || l->as<UnaryParams>() || l->as<ActivationParams>() || l->as<CastParams>() ||
+         l->as<SelectParams>() || l->as<FusedPointwiseParams>();
+}
+
+int64_t static_numel(const Tensor* t) {
+  int64_t n = 1;
+  for (const DimExpr& d : t->shape()) {
+    auto c = d.constant();
+    if (!c) return -1;
+    n *= *c;
+  }
+  return n;
+}
+
+// One step: a shuffle of a shuffle becomes one (or nothing), a pointwise layer whose rank-4
+// operands all arrive through the same permutation runs before it instead. True if it changed.
+bool sink_and_cancel(Network& net) {
+  for (Layer* l : net.layers()) {
+    if (const auto* outer = pure_permutation(l)) {
+      Layer* below = l->inputs()[0]->producer();
+      const auto* inner = pure_permutation(below);
+      if (!inner || inner->size() != outer->size()) continue;
+      std::vector<int64_t> composed(outer->size());
+      bool identity = true;
+      for (size_t d = 0; d < outer->size(); ++d) {
+        composed[d] = (*inner)[(*outer)[d]];
+        identity = identity && composed[d] == int64_t(d);
+      }
+      Tensor* source = below->inputs()[0];
+      net.replace_all_uses(l->output(), identity ? source : permute(net, l->name(), source, composed));
+      net.remove_layer(l);
+      return true;
+    }
+    if (!is_pointwise(l) || l->outputs().size() != 1 || l->output()->rank() != 4) continue;
+    const std::vector<int64_t>* perm = nullptr;
+    bool ok = true;
+    for (const Tensor* t : l->inputs()) {
+      const auto* p = pure_permutation(t->producer());
+      if (p && t->rank() == 4 && (!perm || *p == *perm) && to_string(t->shape()) == to_string(l->output()->shape())) perm = p;
+      else if (!(static_numel(t) == 1 || (t->rank() == 4 && is_constant(t)))) ok = false;
+    }
+    if (!ok || !perm) continue;
+    std::vector<int64_t> inverse(4);
+    for (size_t d = 0; d < 4; ++d) inverse[(*perm)[d]] = int64_t(d);
+    const std::vector<int64_t> forward = *perm;
+    std::vector<Tensor*> inputs;
+    for (Tensor* t : l->inputs()) {
+      const auto* p = pure_permutation(t->producer());
+      if (p && t->rank() == 4 && *p == forward && to_string(t->shape()) == to_string(l->output()->shape()))
+        inputs.push_back(t->producer()->inputs()[0]);
+      else if (t->rank() == 4) inputs.push_back(permute(net, t->name() + "_relaid", t, inverse));  // a constant: folds
+      else inputs.push_back(t);
+    }
+    Layer* nl = net.add_layer(l->name(), inputs, l->params());
+    net.replace_all_uses(l->output(), permute(net, l->name() + "_out", nl->output(), forward));
+    net.remove_layer(l);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+size_t to_channels_last(Network& net) {
+  size_t changes = convert_convolutions(net);
+  if (!changes) return 0;
+  for (size_t guard = 0; guard < 100000 && sink_and_cancel(net); ++guard) ++changes;
+  net.topological_sort();
+  detail::log_debug("to_channels_last: " + std::to_string(changes) + " rewrites");
+  return changes;
+}
+
+}  // namespace kiln::engine::passes
