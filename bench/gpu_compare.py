@@ -171,7 +171,9 @@ def bench_one_cli(name, batch, iters, modes, kiln_bin, profile=False, keep=""):
                                   env={**os.environ, "KILN_PROFILE": "1"}).stderr
             print(f"--- {name} batch {batch}\n" + "\n".join(
                 l for l in prof.splitlines() if not l.startswith("kiln: ")), file=sys.stderr)
-        row["kiln_mem_mb"] = float("nan")
+        # device memory the plan holds: weights plus its planned activation arena
+        planned = [int(w) + int(a) for w, a in re.findall(r"weights (\d+) B, activations (\d+) B", "\n".join(summary))]
+        row["kiln_mem_mb"] = sum(planned) / 2**20 if planned else float("nan")
         model = model.half().cuda()
         inputs = tuple(t.cuda() if not t.is_floating_point() else t.half().cuda() for t in host_inputs)
         reference = model(*inputs)
