@@ -2,6 +2,7 @@
 #include "lowering/passes.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <optional>
 #include <set>
@@ -283,6 +284,82 @@ size_t fold_weight_constants(ir::ExportedProgram& program, size_t /*max_bytes: v
   return changed;
 }
 
+// ---- gelu (tanh) written out ------------------------------------------------------------------
+
+namespace {
+
+std::optional<double> number(const ir::Argument& a) {
+  if (a.is<double>()) return a.as<double>();
+  if (a.is<int64_t>()) return double(a.as<int64_t>());
+  return std::nullopt;
+}
+
+bool near(double v, double want) { return std::abs(v - want) <= 1e-6 * std::abs(want); }
+
+// `n` is a binary op `target` (mul/add .Tensor or .Scalar) of a node and the number `c` (either
+// order, add without alpha): the node operand, else null.
+ir::Node* with_number(const ir::Node* n, const char* op, double c) {
+  if (!n || n->kind != ir::NodeKind::CallFunction || n->args.size() != 2 || !n->kwargs.empty()) return nullptr;
+  if (n->target != std::string("aten.") + op + ".Tensor" && n->target != std::string("aten.") + op + ".Scalar")
+    return nullptr;
+  for (int i = 0; i < 2; ++i) {
+    const ir::Argument &a = n->args[i], &b = n->args[1 - i];
+    if (a.is_node() && number(b) && near(*number(b), c)) return a.node();
+  }
+  return nullptr;
+}
+
+ir::Node* only_node_arg(const ir::Node* n, const char* target) {
+  return n && n->is_op(target) && !n->args.empty() && n->args[0].is_node() ? n->args[0].node() : nullptr;
+}
+
+bool single_use(const ir::Node* n) { return n && n->users().size() == 1; }
+
+// x when `outer` is 0.5*x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), its intermediates used
+// nowhere else.
+ir::Node* gelu_tanh_input(ir::Node* outer) {
+  if (!outer->is_op("aten.mul.Tensor") || outer->args.size() != 2 || !outer->args[0].is_node() || !outer->args[1].is_node())
+    return nullptr;
+  for (int i = 0; i < 2; ++i) {
+    ir::Node* half = outer->args[i].node();
+    ir::Node* one_plus = outer->args[1 - i].node();
+    ir::Node* x = with_number(half, "mul", 0.5);
+    ir::Node* tanh = with_number(one_plus, "add", 1.0);
+    ir::Node* scaled = only_node_arg(tanh, "aten.tanh.default");
+    ir::Node* inner = with_number(scaled, "mul", 0.7978845608028654);
+    if (!x || !inner || !inner->is_op("aten.add.Tensor") || inner->args.size() != 2 || !inner->kwargs.empty()) continue;
+    for (int j = 0; j < 2; ++j) {
+      const ir::Argument &a = inner->args[j], &b = inner->args[1 - j];
+      if (!a.is_node() || a.node() != x || !b.is_node()) continue;
+      ir::Node* power = with_number(b.node(), "mul", 0.044715);  // 0.044715 * x^3
+      if (!power || !power->is_op("aten.pow.Tensor_Scalar") || power->args.size() != 2 || !power->args[0].is_node() ||
+          power->args[0].node() != x || !number(power->args[1]) || *number(power->args[1]) != 3.0)
+        continue;
+      for (const ir::Node* t : {half, one_plus, tanh, scaled, inner, b.node(), power})
+        if (!single_use(t)) return nullptr;
+      return x;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+size_t fuse_gelu_tanh(ir::ExportedProgram& program) {
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  for (ir::Node* n : g.nodes()) {
+    ir::Node* x = n->kind == ir::NodeKind::CallFunction ? gelu_tanh_input(n) : nullptr;
+    if (!x) continue;
+    n->target = "aten.gelu.default";
+    g.set_args(n, {ir::Argument(x)});
+    g.set_kwargs(n, {{"approximate", ir::Argument(std::string("tanh"))}});
+    ++changed;
+  }
+  if (changed) g.eliminate_dead_code();
+  return changed;
+}
+
 // ---- symbolic ints --------------------------------------------------------------------------------
 
 size_t canonicalize_symbolic(ir::ExportedProgram& program) {
@@ -326,6 +403,7 @@ std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
   run("inplace_to_functional", inplace_to_functional);
   run("fold_weight_constants", [](ir::ExportedProgram& p) { return fold_weight_constants(p); });
   run("canonicalize_symbolic", canonicalize_symbolic);
+  run("fuse_gelu_tanh", fuse_gelu_tanh);
   out.push_back({"eliminate_dead_code", program.graph.eliminate_dead_code()});
   program.graph.verify();
   return out;

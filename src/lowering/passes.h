@@ -28,6 +28,11 @@ size_t fold_weight_constants(ir::ExportedProgram& program, size_t max_bytes = si
 // of constants) are replaced by that int in their users.
 size_t canonicalize_symbolic(ir::ExportedProgram& program);
 
+// GELU written out with tanh, as GPT-2's `gelu_new` and many Hugging Face models do:
+// 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))) -> aten.gelu(x, approximate="tanh"), one
+// op that converters map to one activation (and the builder then fuses into the matmul before it).
+size_t fuse_gelu_tanh(ir::ExportedProgram& program);
+
 struct PassReport {
   std::string pass;
   size_t changes = 0;

@@ -179,6 +179,45 @@ TEST(CanonicalizeSymbolic, ConstantSizesBecomeInts) {
   EXPECT_EQ(g.p.graph.find("sym_size_1"), nullptr);
 }
 
+// GPT-2's gelu_new as exported: 0.5*x * (1 + tanh(0.79788 * (x + 0.044715 * x^3))), operands in
+// either order; with an intermediate used elsewhere it stays written out.
+Node* gelu_new(G& g, Node* x, bool swap, const std::string& p) {
+  auto t = [] { return tensor({4, 8}); };
+  Node* half = g.call(p + "half", "aten.mul.Tensor", swap ? std::vector<Argument>{0.5, x} : std::vector<Argument>{x, 0.5}, t());
+  Node* cube = g.call(p + "pow", "aten.pow.Tensor_Scalar", {x, 3.0}, t());
+  Node* k = g.call(p + "k", "aten.mul.Tensor", {cube, 0.044715}, t());
+  Node* inner = g.call(p + "inner", "aten.add.Tensor", swap ? std::vector<Argument>{k, x} : std::vector<Argument>{x, k}, t());
+  Node* scaled = g.call(p + "scaled", "aten.mul.Tensor", {inner, 0.7978845608028654}, t());
+  Node* th = g.call(p + "tanh", "aten.tanh.default", {scaled}, t());
+  Node* one = g.call(p + "one", "aten.add.Tensor", {th, 1.0}, t());
+  return g.call(p + "gelu", "aten.mul.Tensor", swap ? std::vector<Argument>{one, half} : std::vector<Argument>{half, one}, t());
+}
+
+TEST(FuseGeluTanh, WrittenOutGeluBecomesOneOp) {
+  for (bool swap : {false, true}) {
+    G g;
+    Node* x = g.input("x", {4, 8});
+    Node* y = gelu_new(g, x, swap, "");
+    g.output({y});
+    EXPECT_EQ(fuse_gelu_tanh(g.p), 1u);
+    g.p.graph.verify();
+    EXPECT_EQ(y->target, "aten.gelu.default");
+    ASSERT_EQ(y->args.size(), 1u);
+    EXPECT_EQ(y->args[0].node(), x);
+    ASSERT_NE(y->kwarg("approximate"), nullptr);
+    EXPECT_EQ(y->kwarg("approximate")->as<std::string>(), "tanh");
+    EXPECT_EQ(g.p.graph.nodes().size(), 3u);  // x, gelu, output
+  }
+  G g;  // the tanh is also an output: nothing changes
+  Node* x = g.input("x", {4, 8});
+  Node* y = gelu_new(g, x, false, "");
+  Node* th = nullptr;
+  for (Node* n : g.p.graph.nodes())
+    if (n->target == "aten.tanh.default") th = n;
+  g.output({y, th});
+  EXPECT_EQ(fuse_gelu_tanh(g.p), 0u);
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});
@@ -186,7 +225,7 @@ TEST(RunPasses, ReportsEveryPass) {
   Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
   g.output({r});
   auto report = run_passes(g.p);
-  ASSERT_EQ(report.size(), 5u);
+  ASSERT_EQ(report.size(), 6u);
   EXPECT_EQ(report[0].pass, "remove_noops");
   EXPECT_EQ(report[0].changes, 1u);
 }
