@@ -149,3 +149,22 @@ def test_load_pt2_matches_stored_output(fixture, form):
     got = compiled(x)
     got = got[0] if isinstance(got, (tuple, list)) else got
     assert _close(got, want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_segments_and_fallback_stay_on_the_gpu_in_stream_order():
+    """On CUDA: inputs and outputs are CUDA tensors (no host copies), a fallback op between two
+    segments runs on the GPU, and work queued on a non-default torch stream is ordered with kiln's."""
+    m = Mixed().eval().cuda()
+    x = torch.randn(64, 8, device="cuda")
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1, device="cuda",
+                            torch_executed_ops={torch.ops.aten.relu.default})
+    stream = torch.cuda.Stream()
+    with torch.no_grad(), torch.cuda.stream(stream):
+        x2 = x * 3  # queued on `stream`; kiln must see its result
+        got = compiled(x2)
+        want = m(x2)
+    stream.synchronize()
+    out = got[0] if isinstance(got, (tuple, list)) else got
+    assert out.is_cuda
+    assert torch.allclose(out, want, atol=1e-5)
