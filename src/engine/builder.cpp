@@ -3,6 +3,7 @@
 #include "engine/builder.h"
 
 #include <algorithm>
+#include <iostream>
 
 #include "engine/memory_planner.h"
 #include "engine/network_internal.h"
@@ -81,6 +82,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
   }
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
   net.verify();
+  if (detail::debug_logging()) std::cerr << "[kiln engine] built network:\n" << net.str();
 
   Plan plan;
   Plan::Impl& impl = plan.impl();

@@ -437,10 +437,13 @@ Out infer_attention(const Checker& c, AttentionParams& p) {
     if (w.dims.size() != w.strides.size() || w.dims.size() < 2 || w.strides.back() != 1)
       c.fail("input view " + std::to_string(i) + ": needs matching dims and strides, rank >= 2, last stride 1");
     if (!is_static(c.in[i]->shape())) c.fail("input view " + std::to_string(i) + " over a dynamic shape");
-    int64_t last = w.offset, numel = 1;
-    for (size_t d = 0; d < w.dims.size(); ++d) last += (w.dims[d] - 1) * w.strides[d];
+    int64_t lowest = w.offset, highest = w.offset, numel = 1;  // strides may be negative (flips)
+    for (size_t d = 0; d < w.dims.size(); ++d) {
+      if (w.dims[d] <= 0) continue;
+      (w.strides[d] < 0 ? lowest : highest) += (w.dims[d] - 1) * w.strides[d];
+    }
     for (int64_t d : evaluate(c.in[i]->shape(), {})) numel *= d;
-    if (w.offset < 0 || last >= numel) c.fail("input view " + std::to_string(i) + " reaches outside its tensor");
+    if (lowest < 0 || highest >= numel) c.fail("input view " + std::to_string(i) + " reaches outside its tensor");
     viewed[i].assign(w.dims.begin(), w.dims.end());
   }
   const Shape &q = viewed[0], &k = viewed[1], &v = viewed[2];

@@ -248,6 +248,22 @@ TEST(BuilderPasses, AttentionReadsPermutedSlicesInPlace) {
   expect_close(run_plan(loaded, {{"qkv", x}})[0], run_plan(ref, {{"qkv", x}})[0], 1e-5f);
 }
 
+TEST(BuilderPasses, AttentionViewsAreChecked) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {2, 10, 96});
+  AttentionParams ap;
+  ap.views.assign(3, StridedView{0, {2, 2, 10, 16}, {960, 16, 96, 1}});
+  EXPECT_NO_THROW(net.add_attention("ok", x, x, x, nullptr, ap));
+  ap.views[1] = StridedView{70, {2, 2, 10, 16}, {960, 16, 96, 1}};  // past the end
+  EXPECT_THROW(net.add_attention("past", x, x, x, nullptr, ap), NetworkError);
+  ap.views[1] = StridedView{0, {2, 2, 10, 16}, {960, -16, 96, 1}};  // before the start
+  EXPECT_THROW(net.add_attention("before", x, x, x, nullptr, ap), NetworkError);
+  ap.views[1] = StridedView{0, {2, 2, 10, 16}, {960, 16, 1, 96}};  // last stride not 1
+  EXPECT_THROW(net.add_attention("strided", x, x, x, nullptr, ap), NetworkError);
+  ap.views.resize(2);
+  EXPECT_THROW(net.add_attention("two", x, x, x, nullptr, ap), NetworkError);
+}
+
 // A residual block in fp16: conv -> relu -> conv (+bias, grouped) -> + shortcut -> relu -> conv.
 Network residual_convs() {
   Network net;
