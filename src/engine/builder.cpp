@@ -75,7 +75,10 @@ Plan build(Network&& input, const BuilderConfig& config) {
     run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
   }
   if (config.fuse_pointwise) run("fuse_pointwise", passes::fuse_pointwise(net));
-  if (config.attention_views) run("absorb_attention_views", passes::absorb_attention_views(net));
+  if (config.attention_views) {
+    run("move_permutes_across_matmuls", passes::move_permutes_across_matmuls(net));
+    run("absorb_attention_views", passes::absorb_attention_views(net));
+  }
   if (config.channels_last && config.device == DeviceKind::kCUDA) {
     run("to_channels_last", passes::to_channels_last(net));
     run("fold_constants", passes::fold_constants(net));  // re-laid constant operands

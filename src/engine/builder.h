@@ -41,6 +41,7 @@ size_t fold_batch_norms(Network& net);     // inference batch norm after a convo
 size_t eliminate_dead_layers(Network& net);
 size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
 size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise
+size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] transposes moved next to attention
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
 size_t to_channels_last(Network& net);     // 2-d fp16/bf16 convolutions -> NHWC, transposes cancelled
 size_t apply_precision(Network& net, Precision p);

@@ -49,6 +49,19 @@ inline bool is_network_output(const Network& net, const Tensor* t) {
     if (o == t) return true;
   return false;
 }
+inline bool is_pure_reshape(const Layer* l) {
+  const auto* p = l ? l->as<ShuffleParams>() : nullptr;
+  return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
+}
+// The permutation of a shuffle that is one permutation and nothing else (else null).
+inline const std::vector<int64_t>* pure_permutation(const Layer* l) {
+  const auto* s = l ? l->as<ShuffleParams>() : nullptr;
+  if (!s || s->reshape || !s->second_perm.empty() || s->first_perm.empty()) return nullptr;
+  return &s->first_perm;
+}
+// When `l` is a pure permutation of another pure permutation's output: the two become one
+// permutation of the first one's input (or none, when they cancel). True if it rewrote.
+bool merge_permute_pair(Network& net, Layer* l);
 inline Layer* sole_consumer(const Network& net, const Tensor* t) {
   if (is_network_output(net, t)) return nullptr;
   auto c = net.consumers(t);

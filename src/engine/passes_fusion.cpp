@@ -11,14 +11,10 @@
 namespace kiln::engine::passes {
 
 using detail::is_network_output;
+using detail::is_pure_reshape;
 using detail::sole_consumer;
 
 namespace {
-
-bool is_pure_reshape(const Layer* l) {
-  const auto* p = l->as<ShuffleParams>();
-  return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
-}
 
 bool same_shape(const Shape& a, const Shape& b) {
   if (a.size() != b.size()) return false;

@@ -11,18 +11,13 @@
 
 namespace kiln::engine::passes {
 
+using detail::pure_permutation;
+
 namespace {
 
 const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
 
 bool is_constant(const Tensor* t) { return t->producer() && t->producer()->as<ConstantParams>(); }
-
-// A shuffle that is one permutation and nothing else.
-const std::vector<int64_t>* pure_permutation(const Layer* l) {
-  auto* s = l ? l->as<ShuffleParams>() : nullptr;
-  if (!s || s->reshape || !s->second_perm.empty() || s->first_perm.empty()) return nullptr;
-  return &s->first_perm;
-}
 
 Tensor* permute(Network& net, const std::string& name, Tensor* x, const std::vector<int64_t>& perm) {
   ShuffleParams p;
@@ -87,21 +82,7 @@ int64_t static_numel(const Tensor* t) {
 // operands all arrive through the same permutation runs before it instead. True if it changed.
 bool sink_and_cancel(Network& net) {
   for (Layer* l : net.layers()) {
-    if (const auto* outer = pure_permutation(l)) {
-      Layer* below = l->inputs()[0]->producer();
-      const auto* inner = pure_permutation(below);
-      if (!inner || inner->size() != outer->size()) continue;
-      std::vector<int64_t> composed(outer->size());
-      bool identity = true;
-      for (size_t d = 0; d < outer->size(); ++d) {
-        composed[d] = (*inner)[(*outer)[d]];
-        identity = identity && composed[d] == int64_t(d);
-      }
-      Tensor* source = below->inputs()[0];
-      net.replace_all_uses(l->output(), identity ? source : permute(net, l->name(), source, composed));
-      net.remove_layer(l);
-      return true;
-    }
+    if (detail::merge_permute_pair(net, l)) return true;
     if (!is_pointwise(l) || l->outputs().size() != 1 || l->output()->rank() != 4) continue;
     const std::vector<int64_t>* perm = nullptr;
     bool ok = true;

@@ -13,49 +13,89 @@ namespace kiln::engine::passes {
 
 namespace {
 
-std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& dims) {
-  std::vector<int64_t> s(dims.size(), 1);
-  for (size_t d = dims.size(); d-- > 1;) s[d - 1] = s[d] * dims[d];
-  return s;
-}
+// A view being composed: each logical dim is a row-major group of (size, stride) atoms. Grouping
+// lets a chain pass through intermediate shapes that are no strided view themselves (torchvision
+// reshapes [L, B, E] to [L, B*H, D] on the way to [B, H, L, D]): only the final dims must each be
+// one atom.
+struct Atom {
+  int64_t size, stride;
+};
+struct GroupedView {
+  int64_t offset = 0;
+  std::vector<std::vector<Atom>> dims;
+};
 
-void permute(StridedView& v, const std::vector<int64_t>& perm) {
-  StridedView r = v;
-  for (size_t d = 0; d < perm.size(); ++d) {
-    r.dims[d] = v.dims.at(perm[d]);
-    r.strides[d] = v.strides.at(perm[d]);
-  }
-  v = r;
-}
-
-// New strides for viewing `v` as `dims` without moving elements, when they exist: each run of
-// old dims that is contiguous among itself may be split or merged freely (as torch's view()).
-bool reshape(StridedView& v, const std::vector<int64_t>& dims) {
-  int64_t numel = 1;
-  for (int64_t d : v.dims) numel *= d;
-  if (numel == 0) return false;
-  std::vector<int64_t> st(dims.size(), 0);
-  int64_t view_d = int64_t(dims.size()) - 1;
-  int64_t chunk_stride = v.strides.empty() ? 1 : v.strides.back(), chunk_numel = 1, view_numel = 1;
-  for (int64_t d = int64_t(v.dims.size()) - 1; d >= 0; --d) {
-    chunk_numel *= v.dims[d];
-    const bool chunk_ends = d == 0 || (v.dims[d - 1] != 1 && v.strides[d - 1] != chunk_numel * chunk_stride);
-    if (!chunk_ends) continue;
-    while (view_d >= 0 && (view_numel < chunk_numel || dims[view_d] == 1)) {
-      st[view_d] = view_numel * chunk_stride;
-      view_numel *= dims[view_d];
-      --view_d;
-    }
-    if (view_numel != chunk_numel) return false;
-    if (d > 0) {
-      chunk_stride = v.strides[d - 1];
-      chunk_numel = view_numel = 1;
+// Neighbouring atoms that step contiguously become one; size-1 atoms go.
+std::vector<Atom> merged(const std::vector<Atom>& group) {
+  std::vector<Atom> out;
+  for (const Atom& a : group) {
+    if (a.size == 1) continue;
+    if (!out.empty() && out.back().stride == a.size * a.stride) {
+      out.back() = {out.back().size * a.size, a.stride};
+    } else {
+      out.push_back(a);
     }
   }
-  if (view_d != -1) return false;
-  v.dims = dims;
-  v.strides = st;
+  return out;
+}
+
+GroupedView contiguous(const std::vector<int64_t>& dims) {
+  GroupedView v;
+  int64_t stride = 1;
+  v.dims.resize(dims.size());
+  for (size_t d = dims.size(); d-- > 0;) {
+    v.dims[d] = {{dims[d], stride}};
+    stride *= dims[d];
+  }
+  return v;
+}
+
+void permute(GroupedView& v, const std::vector<int64_t>& perm) {
+  std::vector<std::vector<Atom>> r(perm.size());
+  for (size_t d = 0; d < perm.size(); ++d) r[d] = v.dims.at(perm[d]);
+  v.dims = std::move(r);
+}
+
+// Regroups the atoms (in order) into `dims`, splitting an atom where a new dim ends inside it.
+bool reshape(GroupedView& v, const std::vector<int64_t>& dims) {
+  std::vector<Atom> atoms;
+  for (const auto& g : v.dims)
+    for (const Atom& a : merged(g)) atoms.push_back(a);
+  size_t next = 0;
+  std::vector<std::vector<Atom>> out(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) {
+    if (dims[d] == 0) return false;
+    int64_t need = dims[d];
+    while (need > 1) {
+      if (next >= atoms.size()) return false;
+      Atom& a = atoms[next];
+      if (need % a.size == 0) {
+        out[d].push_back(a);
+        need /= a.size;
+        ++next;
+      } else if (a.size % need == 0) {  // the outer part of the atom: (need, stride * rest)
+        const int64_t rest = a.size / need;
+        out[d].push_back({need, a.stride * rest});
+        a = {rest, a.stride};
+        need = 1;
+      } else {
+        return false;
+      }
+    }
+  }
+  if (next != atoms.size()) return false;
+  v.dims = std::move(out);
   return true;
+}
+
+std::vector<int64_t> sizes(const GroupedView& v) {
+  std::vector<int64_t> r;
+  for (const auto& g : v.dims) {
+    int64_t n = 1;
+    for (const Atom& a : g) n *= a.size;
+    r.push_back(n);
+  }
+  return r;
 }
 
 std::optional<std::vector<int64_t>> static_dims(const Tensor* t) {
@@ -63,8 +103,8 @@ std::optional<std::vector<int64_t>> static_dims(const Tensor* t) {
   return evaluate(t->shape(), {});
 }
 
-// Applies one copy layer to the view of its input; false when the result is not a strided view.
-bool apply(StridedView& v, const Layer* l) {
+// Applies one copy layer to the view of its input; false when the result is not a view.
+bool apply(GroupedView& v, const Layer* l) {
   auto out = static_dims(l->output());
   if (!out) return false;
   if (l->as<IdentityParams>()) return true;
@@ -73,25 +113,43 @@ bool apply(StridedView& v, const Layer* l) {
     std::vector<int64_t> before_second = *out;  // output dims un-permuted by second_perm
     if (!s->second_perm.empty())
       for (size_t d = 0; d < s->second_perm.size(); ++d) before_second.at(s->second_perm[d]) = (*out)[d];
-    if (before_second != v.dims && !reshape(v, before_second)) return false;
+    if (before_second != sizes(v) && !reshape(v, before_second)) return false;
     if (!s->second_perm.empty()) permute(v, s->second_perm);
-    return v.dims == *out;
+    return sizes(v) == *out;
   }
   if (auto* s = l->as<SliceParams>()) {
     if (out->size() != v.dims.size()) return false;
     for (size_t d = 0; d < v.dims.size(); ++d) {
       auto start = d < s->start.size() ? s->start[d].constant() : std::optional<int64_t>(0);
       auto step = d < s->stride.size() ? s->stride[d].constant() : std::optional<int64_t>(1);
-      if (!start || !step) return false;
-      int64_t first = *start < 0 ? *start + v.dims[d] : *start;
-      if ((*out)[d] == 0) return false;
-      v.offset += first * v.strides[d];
-      v.strides[d] *= *step;
-      v.dims[d] = (*out)[d];
+      if (!start || !step || (*out)[d] == 0) return false;
+      std::vector<Atom> g = merged(v.dims[d]);
+      const int64_t size = g.empty() ? 1 : g[0].size;
+      if (g.size() > 1) return false;  // a slice across a merged dim is no strided view
+      const int64_t first = *start < 0 ? *start + size : *start;
+      if (g.empty()) {
+        if (first != 0 || (*out)[d] != 1) return false;
+        continue;
+      }
+      v.offset += first * g[0].stride;
+      v.dims[d] = {{(*out)[d], g[0].stride * *step}};
     }
     return true;
   }
   return false;
+}
+
+// The strided view a composed view amounts to, when each dim is one atom.
+std::optional<StridedView> finish(const GroupedView& v) {
+  StridedView r;
+  r.offset = v.offset;
+  for (const auto& g : v.dims) {
+    std::vector<Atom> m = merged(g);
+    if (m.size() > 1) return std::nullopt;
+    r.dims.push_back(m.empty() ? 1 : m[0].size);
+    r.strides.push_back(m.empty() ? 0 : m[0].stride);
+  }
+  return r;
 }
 
 bool is_copy(const Layer* l) { return l->as<ShuffleParams>() || l->as<SliceParams>() || l->as<IdentityParams>(); }
@@ -108,10 +166,11 @@ std::optional<std::pair<Tensor*, StridedView>> view_through_copies(Tensor* t) {
     Tensor* source = chain[first]->inputs()[0];
     auto dims = static_dims(source);
     if (!dims) continue;
-    StridedView v{0, *dims, contiguous_strides(*dims)};
+    GroupedView v = contiguous(*dims);
     bool ok = true;
     for (size_t i = first; ok && i < chain.size(); ++i) ok = apply(v, chain[i]);
-    if (ok && !v.strides.empty() && v.strides.back() == 1) return std::make_pair(source, v);
+    std::optional<StridedView> sv = ok ? finish(v) : std::nullopt;
+    if (sv && !sv->strides.empty() && sv->strides.back() == 1) return std::make_pair(source, *sv);
   }
   return std::nullopt;
 }

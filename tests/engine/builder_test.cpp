@@ -248,6 +248,64 @@ TEST(BuilderPasses, AttentionReadsPermutedSlicesInPlace) {
   expect_close(run_plan(loaded, {{"qkv", x}})[0], run_plan(ref, {{"qkv", x}})[0], 1e-5f);
 }
 
+// [L, B, E] <-> [B, L, E] transposes around projections (torchvision's MultiheadAttention): one
+// before a matmul moves after it; one after reshape-matmul-reshape moves before and merges with
+// the head permute already there.
+TEST(BuilderPasses, PermutesMoveAcrossRowWiseMatMuls) {
+  auto before = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {2, 5, 16});
+    ShuffleParams t;
+    t.first_perm = {1, 0, 2};
+    Tensor* lbe = net.add_shuffle("transpose", x, t)->output();
+    Tensor* w = net.add_constant("w", weights({16, 24}, random_floats(384, 50)))->output();
+    Tensor* b = net.add_constant("b", weights({24}, random_floats(24, 51)))->output();
+    MatMulParams mp;
+    mp.has_bias = true;
+    net.mark_output(net.add_layer("proj", {lbe, w, b}, mp)->output(), "y");
+    return net;
+  };
+  Network a = before();
+  EXPECT_EQ(passes::move_permutes_across_matmuls(a), 1u);
+  EXPECT_EQ(count_kind(a, "Shuffle"), 1u);
+  for (Layer* l : a.layers())
+    if (l->as<MatMulParams>()) EXPECT_EQ(l->inputs()[0]->name(), "x");
+  HostTensor x{{2, 5, 16}, random_floats(160, 52)};
+  expect_close(run_plan(build(std::move(a), no_opt()), {{"x", x}})[0], run_plan(build(before(), no_opt()), {{"x", x}})[0], 1e-5f);
+
+  auto after = [] {
+    Network net;
+    Tensor* heads = net.add_input("o", DataType::kFloat32, {2, 3, 5, 4});  // attention out [B, H, L, D]
+    ShuffleParams p1;
+    p1.first_perm = {2, 0, 1, 3};  // [L, B, H, D]
+    Tensor* t = net.add_shuffle("permute_1", heads, p1)->output();
+    ShuffleParams rows;
+    rows.reshape = Shape{10, 12};
+    t = net.add_shuffle("view_6", t, rows)->output();
+    MatMulParams mp;
+    t = net.add_layer("out_proj", {t, net.add_constant("w", weights({12, 12}, random_floats(144, 53)))->output()}, mp)->output();
+    ShuffleParams lbe;
+    lbe.reshape = Shape{5, 2, 12};
+    t = net.add_shuffle("view_7", t, lbe)->output();
+    ShuffleParams back;
+    back.first_perm = {1, 0, 2};
+    net.mark_output(net.add_shuffle("transpose_5", t, back)->output(), "y");
+    return net;
+  };
+  Network c = after();
+  EXPECT_GE(passes::move_permutes_across_matmuls(c), 2u);
+  passes::eliminate_dead_layers(c);
+  size_t permutes = 0;
+  for (Layer* l : c.layers())
+    if (auto* s = l->as<ShuffleParams>(); s && !s->first_perm.empty()) {
+      ++permutes;
+      EXPECT_EQ(s->first_perm, (std::vector<int64_t>{0, 2, 1, 3}));
+    }
+  EXPECT_EQ(permutes, 1u);
+  HostTensor o{{2, 3, 5, 4}, random_floats(120, 54)};
+  expect_close(run_plan(build(std::move(c), no_opt()), {{"o", o}})[0], run_plan(build(after(), no_opt()), {{"o", o}})[0], 1e-5f);
+}
+
 TEST(BuilderPasses, AttentionViewsAreChecked) {
   Network net;
   Tensor* x = net.add_input("x", DataType::kFloat32, {2, 10, 96});
