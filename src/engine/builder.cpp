@@ -3,6 +3,7 @@
 #include "engine/builder.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include "engine/memory_planner.h"
@@ -79,7 +80,10 @@ Plan build(Network&& input, const BuilderConfig& config) {
     run("move_permutes_across_matmuls", passes::move_permutes_across_matmuls(net));
     run("absorb_attention_views", passes::absorb_attention_views(net));
   }
-  if (config.channels_last && config.device == DeviceKind::kCUDA) {
+  // KILN_CHANNELS_LAST=1 turns the (measured slower, so off) NHWC rewrite on, for measuring it.
+  const char* nhwc_env = std::getenv("KILN_CHANNELS_LAST");
+  const bool channels_last = config.channels_last || (nhwc_env && std::string(nhwc_env) == "1");
+  if (channels_last && config.device == DeviceKind::kCUDA) {
     run("to_channels_last", passes::to_channels_last(net));
     run("fold_constants", passes::fold_constants(net));  // re-laid constant operands
   }
