@@ -10,6 +10,8 @@
 // rest: fp32, any E, Ev <= 256, any alignment.
 #include "engine/cuda/device.cuh"
 
+#include <type_traits>
+
 namespace kiln::engine::cuda {
 namespace {
 
@@ -129,31 +131,31 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
 // registers. Head sizes are padded to DP (32, 64 or 128) with zeros, which changes no dot product.
 constexpr int kMmaRows = 64, kMmaKeys = 64, kMmaWarps = 4;
 
-template <class T> struct MmaType;
-template <> struct MmaType<__half> {
+// D += A·B for one m16n8k16 tile, fp32 accumulation (PTX names the input type in the opcode).
+#define KILN_MMA_16816(type)                                                                              \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." type "." type ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                                 \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                           \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+
+template <class T>
+struct MmaType {
   static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    if constexpr (std::is_same_v<T, __half>) KILN_MMA_16816("f16");
+    else KILN_MMA_16816("bf16");
   }
+  // Two floats as the register of two 16-bit values (lo in the low half), as fragments hold them.
   static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&h);
+    if constexpr (std::is_same_v<T, __half>) {
+      __half2 h = __floats2half2_rn(lo, hi);
+      return *reinterpret_cast<uint32_t*>(&h);
+    } else {
+      __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+      return *reinterpret_cast<uint32_t*>(&h);
+    }
   }
 };
-template <> struct MmaType<__nv_bfloat16> {
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-};
+#undef KILN_MMA_16816
 
 template <class T>
 __device__ __forceinline__ uint32_t lds32(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
