@@ -171,6 +171,7 @@ std::string describe(const LayerParams& params) {
           o << (p.causal ? "causal" : "") << (p.has_mask ? " mask" : "");
           for (size_t i = 0; i < p.views.size(); ++i)
             if (p.views[i]) o << " " << "qkv"[i] << "-view";
+          if (!p.output_perm.empty()) o << " out-perm=" << join_ints(p.output_perm);
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           o << p.plugin;
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {

@@ -195,6 +195,10 @@ struct AttentionParams {
   // layer's input, so the permutes and slices that made them are never copied. Empty, or one
   // entry per q, k, v; each view's last stride is 1.
   std::vector<std::optional<StridedView>> views;
+  // Also set by absorb_attention_views: the output is written permuted (out dim j is logical dim
+  // output_perm[j] of [*batch, Lq, Ev]; the last dim stays last), so a following head-merge
+  // permute ([B, H, L, D] -> [B, L, H, D]) costs no copy. Empty: not permuted.
+  std::vector<int64_t> output_perm;
 };
 
 // A user kernel: resolved by name in the PluginRegistry when the layer is added and when a plan is

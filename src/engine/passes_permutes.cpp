@@ -28,6 +28,8 @@ bool merge_permute_pair(Network& net, Layer* l) {
   }
   net.replace_all_uses(l->output(), result);
   net.remove_layer(l);
+  // the inner one, now unread, would otherwise still count as a consumer of its input
+  if (net.consumers(below->output()).empty() && !is_network_output(net, below->output())) net.remove_layer(below);
   return true;
 }
 

@@ -193,9 +193,26 @@ size_t absorb_attention_views(Network& net) {
       inputs[i] = found->first;
       p.views[i] = found->second;
     }
+    // The head-merge permute after it ([B, H, L, D] -> [B, L, H, D], maybe with the reshape to
+    // [B, L, H*D]) becomes the way it writes; a reshape that was part of it stays, as an alias.
+    Layer* after = detail::sole_consumer(net, l->output());
+    const auto* sp = after ? after->as<ShuffleParams>() : nullptr;
+    const bool permuted_out = sp && sp->second_perm.empty() && !sp->first_perm.empty() &&
+                              sp->first_perm.back() == int64_t(sp->first_perm.size()) - 1;
+    if (permuted_out) {
+      p.output_perm = sp->first_perm;
+      what += " out -> " + after->name();
+    }
     if (what.empty()) continue;
     Layer* nl = net.add_layer(l->name(), inputs, p);
-    net.replace_all_uses(l->output(), nl->output());
+    Tensor* result = nl->output();
+    if (permuted_out && sp->reshape) {
+      ShuffleParams reshape;
+      reshape.reshape = sp->reshape;
+      result = net.add_shuffle(after->name(), result, reshape)->output();
+    }
+    net.replace_all_uses(permuted_out ? after->output() : l->output(), result);
+    if (permuted_out) net.remove_layer(after);
     net.remove_layer(l);
     detail::log_debug("absorb_attention_views: " + nl->name() + what);
     ++changed;

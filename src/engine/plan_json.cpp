@@ -229,7 +229,8 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
           json views = json::array();
           for (const auto& w : p.views)
             views.push_back(w ? json{{"offset", w->offset}, {"dims", w->dims}, {"strides", w->strides}} : json());
-          return {{"causal", p.causal}, {"scale", opt_to(p.scale)}, {"has_mask", p.has_mask}, {"views", views}};
+          return {{"causal", p.causal}, {"scale", opt_to(p.scale)}, {"has_mask", p.has_mask}, {"views", views},
+                  {"output_perm", p.output_perm}};
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           return {{"plugin", p.plugin}, {"attributes", p.attributes}};
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
@@ -371,6 +372,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
               w.at("strides").get_to(sv.strides);
               p.views.emplace_back(std::move(sv));
             }
+          if (j.contains("output_perm")) j.at("output_perm").get_to(p.output_perm);
         } else if constexpr (std::is_same_v<P, PluginParams>) {
           j.at("plugin").get_to(p.plugin);
           j.at("attributes").get_to(p.attributes);

@@ -468,6 +468,15 @@ Out infer_attention(const Checker& c, AttentionParams& p) {
       c.fail("mask shape " + to_string(c.in[3]->shape()) + " does not broadcast to the scores " + to_string(scores));
   }
   if (p.scale && !(*p.scale > 0 || *p.scale < 0)) c.fail("scale must be a non-zero number");
+  if (!p.output_perm.empty()) {
+    std::vector<int64_t> seen(out.size(), 0);
+    bool ok = p.output_perm.size() == out.size() && p.output_perm.back() == int64_t(out.size()) - 1;
+    for (int64_t d : p.output_perm) ok = ok && d >= 0 && d < int64_t(out.size()) && !seen[d]++;
+    if (!ok) c.fail("output_perm must permute the output's dims and keep the last one last");
+    Shape permuted;
+    for (int64_t d : p.output_perm) permuted.push_back(out[d]);
+    out = permuted;
+  }
   return {{c.in[0]->dtype(), out}};
 }
 

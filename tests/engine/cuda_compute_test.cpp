@@ -227,8 +227,10 @@ TEST(CudaCompute, Attention) {
 }
 
 // q, k, v cut from one fused projection by slices and head permutes, read in place by the
-// attention layer (builder views): head 16 takes the tensor-core kernel in fp16/bf16 (row stride
-// 96, offsets 32 and 64 elements), head 12 the CUDA-core one (offsets not 16-byte aligned).
+// attention layer (builder views), its output written in the head-merged layout: head 16 takes
+// the tensor-core kernel in fp16/bf16 (row stride 96, offsets 32 and 64 elements), head 12 the
+// CUDA-core one (offsets not 16-byte aligned). The CPU reference runs the same rewritten network
+// (builder_test checks that one against the unrewritten network).
 TEST(CudaCompute, AttentionThroughViews) {
   REQUIRE_GPU();
   for (DataType t : kFloats)
@@ -250,7 +252,14 @@ TEST(CudaCompute, AttentionThroughViews) {
         }
         AttentionParams p;
         p.causal = true;
-        n.mark_output(n.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, p)->output(), "y");
+        ShuffleParams merge;
+        merge.first_perm = {0, 2, 1, 3};
+        merge.reshape = Shape{2, 70, width};
+        n.mark_output(n.add_shuffle("merge", n.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, p)->output(),
+                                    merge)->output(), "y");
+        ASSERT_EQ(passes::absorb_attention_views(n), 1u);
+        passes::eliminate_dead_layers(n);
+        for (Layer* l : n.layers()) ASSERT_FALSE(l->as<SliceParams>()) << "slice " << l->name() << " left";
       }, {qkv}, 3);
     }
 }

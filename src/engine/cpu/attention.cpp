@@ -57,6 +57,33 @@ TensorView gather_view(const TensorView& t, const StridedView& view, std::vector
 }  // namespace
 
 void run(const AttentionParams& p, LayerCall& call) {
+  if (!p.output_perm.empty()) {  // into a [*batch, Lq, Ev] buffer, then permuted into the output
+    const TensorView& out = call.outputs.at(0);
+    const size_t rank = out.dims.size(), es = element_size(out.dtype);
+    std::vector<int64_t> logical(rank);
+    for (size_t j = 0; j < rank; ++j) logical.at(p.output_perm[j]) = out.dims[j];
+    std::vector<uint8_t> storage(out.nbytes());
+    std::vector<TensorView> outs{out};
+    outs[0].dims = logical;
+    outs[0].data = storage.data();
+    AttentionParams plain = p;
+    plain.output_perm.clear();
+    LayerCall inner{call.layer, call.inputs, outs, call.allocate_output, call.workspace, call.workspace_bytes, call.symbols};
+    run(plain, inner);
+    std::vector<int64_t> lst(rank, 1), idx(rank, 0);
+    for (size_t d = rank; d-- > 1;) lst[d - 1] = lst[d] * logical[d];
+    auto* dst = static_cast<uint8_t*>(out.data);
+    for (int64_t i = 0, n = out.numel(); i < n; ++i) {
+      int64_t src = 0;
+      for (size_t j = 0; j < rank; ++j) src += idx[j] * lst[p.output_perm[j]];
+      std::memcpy(dst + size_t(i) * es, storage.data() + size_t(src) * es, es);
+      for (size_t j = rank; j-- > 0;) {  // odometer over the output's dims
+        if (++idx[j] < out.dims[j]) break;
+        idx[j] = 0;
+      }
+    }
+    return;
+  }
   const Layer& layer = call.layer;
   TensorView viewed[3];
   std::vector<uint8_t> storage[3];

@@ -21,9 +21,9 @@ constexpr int kTile = 32;  // keys per tile
 struct AttnArgs {
   const void* q; const void* k; const void* v; const void* mask; void* out;
   int64_t Lq, Lk, E, Ev;
-  int64_t q_rs, k_rs, v_rs;                     // row strides (elements) of q, k, v
-  Dims batch;                                   // output batch dims
-  Strides qb, kb, vb, mb;                       // batch strides (elements) of q, k, v, mask
+  int64_t q_rs, k_rs, v_rs, o_rs;               // row strides (elements) of q, k, v, out
+  Dims batch;                                   // output batch dims (logical: before output_perm)
+  Strides qb, kb, vb, mb, ob;                   // batch strides (elements) of q, k, v, mask, out
   int64_t mask_sq, mask_sk;                     // mask strides along Lq, Lk (0 = broadcast)
   int mask_kind;                                // 0 none, 1 bool keep, 2 additive (mask_dt)
   int mask_dt;                                  // float mask dtype code (0 f32, 1 f16, 2 bf16)
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
     }
   }
   if (!active) return;
-  T* out = static_cast<T*>(a.out) + (b * a.Lq + qi) * Ev;
+  T* out = static_cast<T*>(a.out) + strided_offset(b, a.batch, a.ob) + qi * a.o_rs;
   const float inv = 1.f / l;  // a fully masked row gives NaN, as PyTorch's math path
 #pragma unroll
   for (int t = 0; t < VPL; ++t) {
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
       }
     }
   }
-  T* out = static_cast<T*>(a.out) + b * a.Lq * a.Ev;
+  T* out = static_cast<T*>(a.out) + strided_offset(b, a.batch, a.ob);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (rows[r] >= a.Lq) continue;
@@ -304,8 +304,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
 #pragma unroll
     for (int d = 0; d < DP / 8; ++d) {
       const int64_t col = d * 8 + 2 * t4;
-      if (col < a.Ev) out[rows[r] * a.Ev + col] = from_float<T>(o[d][2 * r] * inv);
-      if (col + 1 < a.Ev) out[rows[r] * a.Ev + col + 1] = from_float<T>(o[d][2 * r + 1] * inv);
+      if (col < a.Ev) out[rows[r] * a.o_rs + col] = from_float<T>(o[d][2 * r] * inv);
+      if (col + 1 < a.Ev) out[rows[r] * a.o_rs + col + 1] = from_float<T>(o[d][2 * r + 1] * inv);
     }
   }
 }
@@ -362,7 +362,18 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   const DataType dtype = call.inputs.at(0).dtype;
   if (call.inputs.at(1).dtype != dtype || call.inputs.at(2).dtype != dtype) fail(call.layer, "q, k, v must share a dtype");
   if (y.dims.size() < 2) fail(call.layer, "q, k, v must share a rank >= 2");
-  std::vector<int64_t> ob(y.dims.begin(), y.dims.end() - 2);
+  // The output's logical dims [*batch, Lq, Ev] and their strides in the (maybe permuted) buffer.
+  const size_t out_rank = y.dims.size();
+  std::vector<int64_t> logical = y.dims, out_strides = y.contiguous_strides();
+  if (!p.output_perm.empty()) {
+    if (p.output_perm.size() != out_rank) fail(call.layer, "output_perm does not match the output's rank");
+    std::vector<int64_t> physical = out_strides;
+    for (size_t j = 0; j < out_rank; ++j) {
+      logical.at(p.output_perm[j]) = y.dims[j];
+      out_strides.at(p.output_perm[j]) = physical[j];
+    }
+  }
+  std::vector<int64_t> ob(logical.begin(), logical.end() - 2);
   auto view_of = [&](size_t i) { return i < p.views.size() ? p.views[i] : std::nullopt; };
   const Operand q = operand(call.inputs.at(0), view_of(0), ob), k = operand(call.inputs.at(1), view_of(1), ob),
                 v = operand(call.inputs.at(2), view_of(2), ob);
@@ -384,6 +395,9 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   a.qb = make_strides(q.batch_strides);
   a.kb = make_strides(k.batch_strides);
   a.vb = make_strides(v.batch_strides);
+  a.ob = make_strides(std::vector<int64_t>(out_strides.begin(), out_strides.end() - 2));
+  a.o_rs = out_strides[out_rank - 2];
+  if (out_strides[out_rank - 1] != 1) fail(call.layer, "the output's last dim must stay last");
   a.q = q.data; a.k = k.data; a.v = v.data; a.out = y.data;
   a.scale = static_cast<float>(p.scale ? *p.scale : 1.0 / std::sqrt(double(a.E)));
   a.causal = p.causal;
