@@ -99,12 +99,19 @@ bool pull_up(Network& net, Layer* s) {
   if (!is_row_wise(m) || sole_consumer(net, m->output()) != r2 || m->inputs()[0]->rank() != 2) return false;
   Layer* r1 = m->inputs()[0]->producer();
   if (!is_pure_reshape(r1) || sole_consumer(net, r1->output()) != m) return false;
-  auto out = static_dims(s->inputs()[0]), x = static_dims(r1->inputs()[0]);
-  if (!out || !x) return false;
+  for (size_t i = 1; i < m->inputs().size(); ++i)
+    if (m->inputs()[i] == r1->output()) return false;
+  auto out = static_dims(s->inputs()[0]), x = static_dims(r1->inputs()[0]), a = static_dims(m->inputs()[0]);
+  if (!out || !x || !a) return false;
   const size_t lead = out->size() - 1;  // the row dims D
   if (x->size() < lead + 1) return false;
-  for (size_t d = 0; d < lead; ++d)
+  int64_t row_count = 1;
+  for (size_t d = 0; d < lead; ++d) {
     if ((*x)[d] != (*out)[d]) return false;
+    row_count *= (*out)[d];
+  }
+  // D must be exactly the matmul's rows: a reshape that folds some of them into K mixes samples.
+  if ((*a)[0] != row_count) return false;
   std::vector<int64_t> x_perm(x->size());
   for (size_t d = 0; d < x->size(); ++d) x_perm[d] = d < lead ? (*perm)[d] : int64_t(d);
   Tensor* moved = shuffle(net, s->name(), r1->inputs()[0], x_perm);

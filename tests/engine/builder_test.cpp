@@ -313,6 +313,31 @@ TEST(BuilderPasses, PermutesMoveAcrossRowWiseMatMuls) {
   expect_close(run_plan(build(std::move(c), no_opt()), {{"o", o}})[0], run_plan(build(after(), no_opt()), {{"o", o}})[0], 1e-5f);
 }
 
+// A matmul over rows that a reshape made from only part of the leading dims (a per-sample linear
+// over flattened heads) must keep its permute after it: moving it would mix samples.
+TEST(BuilderPasses, PermutesStayWhenRowsAreNotTheLeadingDims) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {2, 3, 4});
+    ShuffleParams flat;
+    flat.reshape = Shape{2, 12};
+    Tensor* t = net.add_shuffle("flat", x, flat)->output();
+    MatMulParams mp;
+    t = net.add_layer("mm", {t, net.add_constant("w", weights({12, 6}, random_floats(72, 55)))->output()}, mp)->output();
+    ShuffleParams split;
+    split.reshape = Shape{2, 3, 2};
+    t = net.add_shuffle("split", t, split)->output();
+    ShuffleParams swap;
+    swap.first_perm = {1, 0, 2};
+    net.mark_output(net.add_shuffle("swap", t, swap)->output(), "y");
+    return net;
+  };
+  Network net = make();
+  EXPECT_EQ(passes::move_permutes_across_matmuls(net), 0u);
+  HostTensor x{{2, 3, 4}, random_floats(24, 56)};
+  expect_close(run_plan(build(make(), {}), {{"x", x}})[0], run_plan(build(make(), no_opt()), {{"x", x}})[0], 1e-5f);
+}
+
 TEST(BuilderPasses, AttentionViewsAreChecked) {
   Network net;
   Tensor* x = net.add_input("x", DataType::kFloat32, {2, 10, 96});

@@ -226,6 +226,29 @@ TEST(CudaCompute, Attention) {
     }
 }
 
+// Rows with no key kept (a bool mask all false: zeros, as the CPU) and rows masked with a float
+// mask's lowest finite value (Hugging Face's padding mask; in bf16 that is -3.39e38: a uniform
+// average, not an overflow to -inf), on both kernels (head 64: tensor cores in fp16/bf16).
+TEST(CudaCompute, AttentionFullyMaskedRows) {
+  REQUIRE_GPU();
+  for (DataType t : kFloats) {
+    Host q = random_host(t, {1, 2, 70, 64}, 180), k = random_host(t, {1, 2, 70, 64}, 181),
+         v = random_host(t, {1, 2, 70, 64}, 182);
+    Host keep = random_host(DataType::kBool, {70, 70}, 183);
+    for (int64_t j = 0; j < 70; ++j) keep.set(3 * 70 + j, 0);  // row 3 keeps nothing
+    const double lowest = t == DataType::kBFloat16 ? -3.38953139e38 : t == DataType::kFloat16 ? -65504.0 : -3.4028e38;
+    Host add = random_host(t, {70, 70}, 184);
+    for (int64_t j = 0; j < 70; ++j) add.set(5 * 70 + j, lowest);  // row 5: every key at the lowest value
+    for (const Host* m : {&keep, &add})
+      check("fully masked rows " + std::string(to_string(t)), [&](Network& n) {
+        AttentionParams p;
+        p.has_mask = true;
+        n.mark_output(n.add_attention("sdpa", input(n, q, "q"), input(n, k, "k"), input(n, v, "v"), input(n, *m, "m"), p)
+                          ->output(), "y");
+      }, {q, k, v, *m}, 3);
+  }
+}
+
 // q, k, v cut from one fused projection by slices and head permutes, read in place by the
 // attention layer (builder views), its output written in the head-merged layout: head 16 takes
 // the tensor-core kernel in fp16/bf16 (row stride 96, offsets 32 and 64 elements), head 12 the

@@ -3,13 +3,15 @@
 // staged in shared memory as fp32. Per tile, lane j scores key j (a full dot product, no shuffles),
 // the warp updates the running max / sum (online softmax, fp32) and accumulates P·V with each lane
 // owning Ev/32 output dims. Causal masking is top-left aligned (key j visible to query i iff
-// j <= i), as PyTorch's is_causal; a bool mask keeps where true, a float mask is added.
+// j <= i), as PyTorch's is_causal; a bool mask keeps where true, a float mask is added. A row
+// with no key kept gives zeros (PyTorch 2.5+'s safe softmax, as the CPU backend).
 //
 // Two kernels: attention_mma (fp16/bf16, head sizes up to 128 in multiples of 8: the common
 // case) runs both products on tensor cores; attention_kernel (the CUDA-core version) covers the
 // rest: fp32, any E, Ev <= 256, any alignment.
 #include "engine/cuda/device.cuh"
 
+#include <cfloat>
 #include <type_traits>
 
 namespace kiln::engine::cuda {
@@ -113,11 +115,11 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
   }
   if (!active) return;
   T* out = static_cast<T*>(a.out) + strided_offset(b, a.batch, a.ob) + qi * a.o_rs;
-  const float inv = 1.f / l;  // a fully masked row gives NaN, as PyTorch's math path
+  const float inv = l > 0.f ? 1.f / l : 0.f;  // nothing kept: zeros, as PyTorch's safe softmax (and the CPU)
 #pragma unroll
   for (int t = 0; t < VPL; ++t) {
     const int64_t d = lane + 32 * t;
-    if (d < Ev) out[d] = from_float<T>(l > 0.f ? acc[t] * inv : NAN);
+    if (d < Ev) out[d] = from_float<T>(acc[t] * inv);
   }
 }
 
@@ -250,7 +252,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
           if (a.mask_kind == 1) {
             if (!static_cast<const bool*>(a.mask)[off]) x = -INFINITY;
           } else {
-            x += mask_value(a, off) * kLog2e;
+            // bf16 masks use its lowest finite value (-3.4e38): in log2 units that would overflow
+            // to -inf and a row with every key masked so would give zeros, not PyTorch's average.
+            const float mv = mask_value(a, off);
+            x += isinf(mv) ? mv : fmaxf(mv * kLog2e, -FLT_MAX);
           }
         }
         s[nt][e] = x;
@@ -300,7 +305,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (rows[r] >= a.Lq) continue;
-    const float inv = l[r] > 0.f ? 1.f / l[r] : NAN;  // a fully masked row gives NaN, as PyTorch's math path
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // nothing kept: zeros, as PyTorch's safe softmax (and the CPU)
 #pragma unroll
     for (int d = 0; d < DP / 8; ++d) {
       const int64_t col = d * 8 + 2 * t4;
@@ -314,7 +319,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
 // row start 16-byte aligned (contiguous rows, 8-element batch strides, aligned bases).
 bool mma_applicable(DataType dt, const AttnArgs& a, size_t batch_rank) {
   if (dt != DataType::kFloat16 && dt != DataType::kBFloat16) return false;
-  if (a.E % 8 || a.Ev % 8 || a.E > 128 || a.Ev > 128) return false;
+  if (a.E <= 0 || a.E % 8 || a.Ev % 8 || a.E > 128 || a.Ev > 128) return false;
   for (const void* p : {a.q, a.k, a.v})
     if (reinterpret_cast<uintptr_t>(p) % 16) return false;
   if (a.q_rs % 8 || a.k_rs % 8 || a.v_rs % 8) return false;
