@@ -5,9 +5,11 @@
 Exit 0 when it is, 1 when not, 2 when the reference is all zeros (cosine undefined: the caller
 skips). The requirement is lowered only where the reference itself does not fit the format: if
 WANT rounded to PRECISION is already further than MIN from WANT, no engine that hands back a
-PRECISION-typed output can reach MIN, so the bound becomes that representability limit less 1e-3
-(room for the rounding of intermediate values that lie in the same range). This is what catches
-mobilenet_v2 in fp16 (see precision.sh)."""
+PRECISION-typed output can reach MIN, so the bound becomes that representability limit less 1e-2:
+the intermediate values lie in the same (subnormal) range, where one rounding step is a large part
+of a value, and the summation order of the machine's BLAS decides which way they round (1e-3 held
+on this machine, not on the GPU machine's CPU: 0.9908 against a limit of 0.9942). A wrong kernel
+lands far below. This is what catches mobilenet_v2 in fp16 (see precision.sh)."""
 import sys
 
 import numpy as np
@@ -47,7 +49,7 @@ if not np.all(np.isfinite(g)):
     sys.exit(1)
 limit = cosine(round_to(w, precision), w)
 if limit < need:
-    need = limit - 1e-3
+    need = limit - 1e-2
 c = cosine(g, w) if np.any(g) else 0.0
 note = f" (reference itself rounded to {precision}: {limit:.6f})" if limit < 0.9999 else ""
 print(f"cosine {c:.6f}, need >= {need:.6f}{note}")
