@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
 #include "engine/cpu/common.h"
@@ -36,21 +35,9 @@ TensorView gather_view(const TensorView& t, const StridedView& view, std::vector
   r.dtype = t.dtype;
   r.dims = view.dims;
   r.device = t.device;
-  const size_t es = element_size(t.dtype);
-  storage.resize(static_cast<size_t>(r.numel()) * es);
+  storage.resize(static_cast<size_t>(r.numel()) * element_size(t.dtype));
   r.data = storage.data();
-  const auto* src = static_cast<const uint8_t*>(t.data);
-  const size_t rank = view.dims.size();
-  std::vector<int64_t> idx(rank, 0);
-  for (int64_t i = 0, n = r.numel(); i < n; ++i) {
-    int64_t off = view.offset;
-    for (size_t d = 0; d < rank; ++d) off += idx[d] * view.strides[d];
-    std::memcpy(storage.data() + size_t(i) * es, src + size_t(off) * es, es);
-    for (size_t d = rank; d-- > 0;) {  // odometer
-      if (++idx[d] < view.dims[d]) break;
-      idx[d] = 0;
-    }
-  }
+  strided_copy(t.data, view.offset, view.dims, view.strides, r.data, element_size(t.dtype));
   return r;
 }
 
@@ -70,18 +57,7 @@ void run(const AttentionParams& p, LayerCall& call) {
     plain.output_perm.clear();
     LayerCall inner{call.layer, call.inputs, outs, call.allocate_output, call.workspace, call.workspace_bytes, call.symbols};
     run(plain, inner);
-    std::vector<int64_t> lst(rank, 1), idx(rank, 0);
-    for (size_t d = rank; d-- > 1;) lst[d - 1] = lst[d] * logical[d];
-    auto* dst = static_cast<uint8_t*>(out.data);
-    for (int64_t i = 0, n = out.numel(); i < n; ++i) {
-      int64_t src = 0;
-      for (size_t j = 0; j < rank; ++j) src += idx[j] * lst[p.output_perm[j]];
-      std::memcpy(dst + size_t(i) * es, storage.data() + size_t(src) * es, es);
-      for (size_t j = rank; j-- > 0;) {  // odometer over the output's dims
-        if (++idx[j] < out.dims[j]) break;
-        idx[j] = 0;
-      }
-    }
+    permute_copy(storage.data(), logical, p.output_perm, out.data, es);
     return;
   }
   const Layer& layer = call.layer;

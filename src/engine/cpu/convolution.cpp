@@ -170,30 +170,18 @@ size_t col_floats(const ConvolutionParams& p, const Geometry& g) {
   return size_t((g.C_in / g.groups) * g.k_vol() * g.out_vol());
 }
 
-// 4-d tensor `src` with dims `d` into `dst` with its dims reordered by `perm` (dst dim i = src dim perm[i]).
-void permute4(const uint8_t* src, uint8_t* dst, const std::vector<int64_t>& d, const int64_t (&perm)[4], size_t es) {
-  const int64_t st[4] = {d[1] * d[2] * d[3], d[2] * d[3], d[3], 1};
-  const int64_t od[4] = {d[perm[0]], d[perm[1]], d[perm[2]], d[perm[3]]};
-  size_t o = 0;
-  for (int64_t a = 0; a < od[0]; ++a)
-    for (int64_t b = 0; b < od[1]; ++b)
-      for (int64_t c = 0; c < od[2]; ++c)
-        for (int64_t e = 0; e < od[3]; ++e, o += es)
-          std::memcpy(dst + o, src + size_t(a * st[perm[0]] + b * st[perm[1]] + c * st[perm[2]] + e * st[perm[3]]) * es, es);
-}
+const std::vector<int64_t> kToNchw{0, 3, 1, 2}, kToNhwc{0, 2, 3, 1};
 
-constexpr int64_t kToNchw[4] = {0, 3, 1, 2}, kToNhwc[4] = {0, 2, 3, 1};
-
-std::vector<int64_t> reorder(const std::vector<int64_t>& d, const int64_t (&perm)[4]) {
+std::vector<int64_t> reorder(const std::vector<int64_t>& d, const std::vector<int64_t>& perm) {
   return {d.at(perm[0]), d.at(perm[1]), d.at(perm[2]), d.at(perm[3])};
 }
 
-TensorView permuted(const TensorView& t, const int64_t (&perm)[4], std::vector<uint8_t>& storage) {
+TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::vector<uint8_t>& storage) {
   TensorView r = t;
   r.dims = reorder(t.dims, perm);
   r.strides.clear();
   storage.resize(t.nbytes());
-  permute4(static_cast<const uint8_t*>(t.data), storage.data(), t.dims, perm, element_size(t.dtype));
+  permute_copy(t.data, t.dims, perm, storage.data(), element_size(t.dtype));
   r.data = storage.data();
   return r;
 }
@@ -221,7 +209,7 @@ void run(const ConvolutionParams& p, LayerCall& call) {
     nchw.channels_last = false;
     LayerCall inner{call.layer, ins, outs, call.allocate_output, call.workspace, call.workspace_bytes, call.symbols};
     run(nchw, inner);
-    permute4(ys.data(), static_cast<uint8_t*>(out.data), outs[0].dims, kToNhwc, element_size(out.dtype));
+    permute_copy(ys.data(), outs[0].dims, kToNhwc, out.data, element_size(out.dtype));
     return;
   }
   const Layer& layer = call.layer;

@@ -42,6 +42,9 @@ size_t convolution_workspace(const ConvolutionParams& p, const std::vector<Tenso
 // out (contiguous, `dims`) = src[base + sum(i_d * strides_d)], for any element size.
 void strided_copy(const void* src, int64_t base, const std::vector<int64_t>& dims,
                   const std::vector<int64_t>& strides, void* dst, size_t elem);
+// dst = `in` (contiguous, in_dims) permuted: dst dim i is in dim perm[i].
+void permute_copy(const void* in, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& perm, void* dst,
+                  size_t elem);
 
 // Applies bias (broadcast to `out`'s dims) and an optional activation in place on fp32 data;
 // the epilogue of matmul and convolution.

@@ -48,9 +48,8 @@ void strided_copy(const void* src, int64_t base, const std::vector<int64_t>& dim
   }
 }
 
-// Copies `in` (contiguous, in_dims) permuted by perm into `dst`.
-static void permute_copy(const void* in, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& perm,
-                         void* dst, size_t elem) {
+void permute_copy(const void* in, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& perm, void* dst,
+                  size_t elem) {
   std::vector<int64_t> cs(in_dims.size()), od(perm.size()), os(perm.size());
   int64_t s = 1;
   for (size_t d = in_dims.size(); d-- > 0;) { cs[d] = s; s *= in_dims[d]; }
