@@ -3,7 +3,6 @@
 #include "engine/builder.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <iostream>
 
 #include "engine/memory_planner.h"
@@ -81,8 +80,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
     run("absorb_attention_views", passes::absorb_attention_views(net));
   }
   // KILN_CHANNELS_LAST=1 turns the (measured slower, so off) NHWC rewrite on, for measuring it.
-  const char* nhwc_env = std::getenv("KILN_CHANNELS_LAST");
-  const bool channels_last = config.channels_last || (nhwc_env && std::string(nhwc_env) == "1");
+  const bool channels_last = config.channels_last || detail::env_flag("KILN_CHANNELS_LAST", false);
   if (channels_last && config.device == DeviceKind::kCUDA) {
     run("to_channels_last", passes::to_channels_last(net));
     run("fold_constants", passes::fold_constants(net));  // re-laid constant operands

@@ -1,17 +1,14 @@
 #include "engine/layer_profile.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <iomanip>
+
+#include "engine/network_internal.h"
 
 namespace kiln::engine::detail {
 
 bool LayerProfile::enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("KILN_PROFILE");
-    return v && *v && std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_flag("KILN_PROFILE", false);
   return on;
 }
 

@@ -2,7 +2,9 @@
 // plan loader. Not part of the public interface.
 #pragma once
 
+#include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,14 @@ DimExpr numel(const Shape& s);
 void convert_elements(const void* src, DataType from, void* dst, DataType to, int64_t n);
 double element_as_double(const void* data, DataType t, int64_t index);
 
+// An on/off environment switch (KILN_PROFILE, KILN_CUDA_GRAPHS, ...): `fallback` when unset or
+// empty, off when "0", on otherwise.
+inline bool env_flag(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  return std::string(v) != "0";
+}
+
 // KILN_LOG=debug: the builder's passes report what they did on stderr.
 bool debug_logging();
 void log_debug(const std::string& msg);
@@ -58,6 +68,20 @@ inline const std::vector<int64_t>* pure_permutation(const Layer* l) {
   const auto* s = l ? l->as<ShuffleParams>() : nullptr;
   if (!s || s->reshape || !s->second_perm.empty() || s->first_perm.empty()) return nullptr;
   return &s->first_perm;
+}
+// Whether `t` is a Constant layer's output, and its weights when it is.
+inline bool is_constant(const Tensor* t) { return t->producer() && t->producer()->as<ConstantParams>(); }
+inline const Weights& weights_of(const Tensor* t) { return t->producer()->as<ConstantParams>()->weights; }
+// `t`'s dims when they are all known numbers.
+inline std::optional<std::vector<int64_t>> static_dims(const Tensor* t) {
+  if (!is_static(t->shape())) return std::nullopt;
+  return evaluate(t->shape(), {});
+}
+// A shuffle layer that only permutes `x` (out dim i = x dim perm[i]); its output.
+inline Tensor* add_permute(Network& net, const std::string& name, Tensor* x, std::vector<int64_t> perm) {
+  ShuffleParams p;
+  p.first_perm = std::move(perm);
+  return net.add_shuffle(name, x, p)->output();
 }
 // When `l` is a pure permutation of another pure permutation's output: the two become one
 // permutation of the first one's input (or none, when they cancel). True if it rewrote.

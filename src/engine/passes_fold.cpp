@@ -11,7 +11,9 @@
 
 namespace kiln::engine::passes {
 
+using detail::is_constant;
 using detail::is_network_output;
+using detail::weights_of;
 using detail::sole_consumer;
 
 namespace {
@@ -19,9 +21,6 @@ namespace {
 constexpr size_t kMaxFoldedBytes = size_t{64} << 20;  // don't bloat plans with huge broadcasts
 constexpr int64_t kMaxFoldedFillElements = 1 << 16;   // a large fill is cheaper to run than to store
 
-bool is_constant(const Tensor* t) { return t->producer() && t->producer()->as<ConstantParams>(); }
-
-const Weights& weights_of(const Tensor* t) { return t->producer()->as<ConstantParams>()->weights; }
 
 // Evaluates `l` on its constant inputs; nullopt when a kernel refuses.
 std::optional<std::vector<Weights>> evaluate_on_cpu(const Layer& l) {

@@ -11,19 +11,15 @@
 
 namespace kiln::engine::passes {
 
+using detail::add_permute;
+using detail::is_constant;
 using detail::pure_permutation;
+using detail::static_dims;
+using detail::weights_of;
 
 namespace {
 
 const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
-
-bool is_constant(const Tensor* t) { return t->producer() && t->producer()->as<ConstantParams>(); }
-
-Tensor* permute(Network& net, const std::string& name, Tensor* x, const std::vector<int64_t>& perm) {
-  ShuffleParams p;
-  p.first_perm = perm;
-  return net.add_shuffle(name, x, p)->output();
-}
 
 // KCRS weights rearranged to KRSC.
 Weights to_krsc(const Weights& w) {
@@ -48,15 +44,15 @@ size_t convert_convolutions(Network& net) {
     const DataType dt = l->inputs()[0]->dtype();
     if (dt != DataType::kFloat16 && dt != DataType::kBFloat16) continue;  // fp32 stays exact FMA math
     if (!is_constant(l->inputs()[1])) continue;
-    const Weights& w = l->inputs()[1]->producer()->as<ConstantParams>()->weights;
+    const Weights& w = weights_of(l->inputs()[1]);
     if (w.dims.size() != 4) continue;
     std::vector<Tensor*> inputs = l->inputs();
-    inputs[0] = permute(net, l->name() + "_nhwc", inputs[0], kToNhwc);
+    inputs[0] = add_permute(net, l->name() + "_nhwc", inputs[0], kToNhwc);
     inputs[1] = net.add_constant(l->name() + "_krsc", to_krsc(w))->output();
     ConvolutionParams p = *cp;
     p.channels_last = true;
     Layer* nl = net.add_layer(l->name(), inputs, p);
-    net.replace_all_uses(l->output(), permute(net, l->name() + "_nchw", nl->output(), kToNchw));
+    net.replace_all_uses(l->output(), add_permute(net, l->name() + "_nchw", nl->output(), kToNchw));
     net.remove_layer(l);
     ++n;
   }
@@ -68,14 +64,12 @@ bool is_pointwise(const Layer* l) {
          l->as<SelectParams>() || l->as<FusedPointwiseParams>();
 }
 
-int64_t static_numel(const Tensor* t) {
+bool is_single_element(const Tensor* t) {
+  auto dims = static_dims(t);
+  if (!dims) return false;
   int64_t n = 1;
-  for (const DimExpr& d : t->shape()) {
-    auto c = d.constant();
-    if (!c) return -1;
-    n *= *c;
-  }
-  return n;
+  for (int64_t d : *dims) n *= d;
+  return n == 1;
 }
 
 // One step: a shuffle of a shuffle becomes one (or nothing), a pointwise layer whose rank-4
@@ -84,27 +78,32 @@ bool sink_and_cancel(Network& net) {
   for (Layer* l : net.layers()) {
     if (detail::merge_permute_pair(net, l)) return true;
     if (!is_pointwise(l) || l->outputs().size() != 1 || l->output()->rank() != 4) continue;
+    // Each operand: arrives through the permutation (full output shape), or is a scalar, or a
+    // rank-4 constant (re-laid below; constant folding does the work).
     const std::vector<int64_t>* perm = nullptr;
+    std::vector<bool> through(l->inputs().size(), false);
     bool ok = true;
-    for (const Tensor* t : l->inputs()) {
+    const std::string out_shape = to_string(l->output()->shape());
+    for (size_t i = 0; i < l->inputs().size() && ok; ++i) {
+      const Tensor* t = l->inputs()[i];
       const auto* p = pure_permutation(t->producer());
-      if (p && t->rank() == 4 && (!perm || *p == *perm) && to_string(t->shape()) == to_string(l->output()->shape())) perm = p;
-      else if (!(static_numel(t) == 1 || (t->rank() == 4 && is_constant(t)))) ok = false;
+      through[i] = p && t->rank() == 4 && (!perm || *p == *perm) && to_string(t->shape()) == out_shape;
+      if (through[i]) perm = p;
+      else ok = is_single_element(t) || (t->rank() == 4 && is_constant(t));
     }
     if (!ok || !perm) continue;
-    std::vector<int64_t> inverse(4);
-    for (size_t d = 0; d < 4; ++d) inverse[(*perm)[d]] = int64_t(d);
     const std::vector<int64_t> forward = *perm;
+    std::vector<int64_t> inverse(4);
+    for (size_t d = 0; d < 4; ++d) inverse[forward[d]] = int64_t(d);
     std::vector<Tensor*> inputs;
-    for (Tensor* t : l->inputs()) {
-      const auto* p = pure_permutation(t->producer());
-      if (p && t->rank() == 4 && *p == forward && to_string(t->shape()) == to_string(l->output()->shape()))
-        inputs.push_back(t->producer()->inputs()[0]);
-      else if (t->rank() == 4) inputs.push_back(permute(net, t->name() + "_relaid", t, inverse));  // a constant: folds
+    for (size_t i = 0; i < l->inputs().size(); ++i) {
+      Tensor* t = l->inputs()[i];
+      if (through[i]) inputs.push_back(t->producer()->inputs()[0]);
+      else if (t->rank() == 4) inputs.push_back(add_permute(net, t->name() + "_relaid", t, inverse));
       else inputs.push_back(t);
     }
     Layer* nl = net.add_layer(l->name(), inputs, l->params());
-    net.replace_all_uses(l->output(), permute(net, l->name() + "_out", nl->output(), forward));
+    net.replace_all_uses(l->output(), add_permute(net, l->name() + "_out", nl->output(), forward));
     net.remove_layer(l);
     return true;
   }

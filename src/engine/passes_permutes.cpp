@@ -20,13 +20,7 @@ bool merge_permute_pair(Network& net, Layer* l) {
     identity = identity && composed[d] == int64_t(d);
   }
   Tensor* source = below->inputs()[0];
-  Tensor* result = source;
-  if (!identity) {
-    ShuffleParams p;
-    p.first_perm = composed;
-    result = net.add_shuffle(l->name(), source, p)->output();
-  }
-  net.replace_all_uses(l->output(), result);
+  net.replace_all_uses(l->output(), identity ? source : add_permute(net, l->name(), source, composed));
   net.remove_layer(l);
   // the inner one, now unread, would otherwise still count as a consumer of its input
   if (net.consumers(below->output()).empty() && !is_network_output(net, below->output())) net.remove_layer(below);
@@ -37,24 +31,13 @@ bool merge_permute_pair(Network& net, Layer* l) {
 
 namespace kiln::engine::passes {
 
+using detail::add_permute;
 using detail::is_pure_reshape;
 using detail::pure_permutation;
 using detail::sole_consumer;
+using detail::static_dims;
 
 namespace {
-
-std::optional<std::vector<int64_t>> static_dims(const Tensor* t) {
-  if (!is_static(t->shape())) return std::nullopt;
-  return evaluate(t->shape(), {});
-}
-
-Tensor* shuffle(Network& net, const std::string& name, Tensor* x, std::vector<int64_t> perm,
-                std::optional<Shape> reshape = std::nullopt) {
-  ShuffleParams p;
-  p.first_perm = std::move(perm);
-  p.reshape = std::move(reshape);
-  return net.add_shuffle(name, x, p)->output();
-}
 
 // A matmul that maps each row of its first input to one row of its output: no transposed first
 // input, one matrix as the second (no batch dims beyond 1s: converters broadcast a linear's
@@ -82,7 +65,7 @@ bool push_down(Network& net, Layer* s) {
   std::vector<Tensor*> inputs = m->inputs();
   inputs[0] = s->inputs()[0];
   Layer* nm = net.add_layer(m->name(), inputs, m->params());
-  net.replace_all_uses(m->output(), shuffle(net, s->name(), nm->output(), *perm));
+  net.replace_all_uses(m->output(), add_permute(net, s->name(), nm->output(), *perm));
   net.remove_layer(m);
   net.remove_layer(s);
   return true;
@@ -114,7 +97,7 @@ bool pull_up(Network& net, Layer* s) {
   if ((*a)[0] != row_count) return false;
   std::vector<int64_t> x_perm(x->size());
   for (size_t d = 0; d < x->size(); ++d) x_perm[d] = d < lead ? (*perm)[d] : int64_t(d);
-  Tensor* moved = shuffle(net, s->name(), r1->inputs()[0], x_perm);
+  Tensor* moved = add_permute(net, s->name(), r1->inputs()[0], x_perm);
   Tensor* rows = net.add_shuffle(r1->name(), moved, *r1->as<ShuffleParams>())->output();
   std::vector<Tensor*> inputs = m->inputs();
   inputs[0] = rows;

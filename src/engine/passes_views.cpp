@@ -11,6 +11,8 @@
 
 namespace kiln::engine::passes {
 
+using detail::static_dims;
+
 namespace {
 
 // A view being composed: each logical dim is a row-major group of (size, stride) atoms. Grouping
@@ -96,11 +98,6 @@ std::vector<int64_t> sizes(const GroupedView& v) {
     r.push_back(n);
   }
   return r;
-}
-
-std::optional<std::vector<int64_t>> static_dims(const Tensor* t) {
-  if (!is_static(t->shape())) return std::nullopt;
-  return evaluate(t->shape(), {});
 }
 
 // Applies one copy layer to the view of its input; false when the result is not a view.

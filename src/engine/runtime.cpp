@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <set>
@@ -479,10 +478,7 @@ void ExecutionContext::execute() {
 
   // Static shapes on a backend that records: run once, record the second run, replay afterwards.
   // KILN_CUDA_GRAPHS=0 runs layer by layer always (to tell a graph's effect apart).
-  static const bool graphs_enabled = [] {
-    const char* v = std::getenv("KILN_CUDA_GRAPHS");
-    return !(v && std::string(v) == "0");
-  }();
+  static const bool graphs_enabled = detail::env_flag("KILN_CUDA_GRAPHS", true);
   bool capture = graphs_enabled && m.backend->supports_capture() && m.state->fully_static && !m.profile;
   std::string ckey;
   if (capture) {
