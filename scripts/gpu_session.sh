@@ -2,7 +2,7 @@
 # On the GPU machine, one call that does a whole round of work, each stage time-boxed so a
 # limited run still reports: build (RelWithDebInfo: native stacks resolve), the test suite, the
 # Python tests with native crash traces, a per-layer profile of chosen models, and (FIXTURES=1)
-# a re-export of tests/data packed as $OUT/fixtures.tar.gz.
+# a re-export of tests/data packed as $OUT/fixtures.tar.gz (FIXTURES_ONLY=a,b: those alone).
 #   PROFILE_ARGS="--models gpt2 --batches 32"   what to profile ('' skips)   STAGES="build test py profile"
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ for pkg in cudnn cublas cuda_nvrtc cuda_runtime; do
 done
 export CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} -Dpybind11_DIR=$(python3 -m pybind11 --cmakedir) -DPython3_EXECUTABLE=$(command -v python3) ${CMAKE_FLAGS:-}"
 if [[ "${FIXTURES:-}" == 1 ]]; then
-  stamp fixtures; (timeout 300 python3 scripts/make_fixtures.py --out "$out/data" > "$out/fixtures.log" 2>&1;
+  stamp fixtures; (timeout 300 python3 scripts/make_fixtures.py --out "$out/data" ${FIXTURES_ONLY:+--only "$FIXTURES_ONLY"} > "$out/fixtures.log" 2>&1;
     tar -C "$out" -czf "$out/fixtures.tar.gz" data && rm -rf "$out/data") &
 fi
 if has build; then

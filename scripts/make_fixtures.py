@@ -109,6 +109,15 @@ def gpt2_tiny():
     return _hidden_state(GPT2Model(cfg))
 
 
+def gpt2_sdpa():
+    """GPT-2 as transformers runs it by default: scaled_dot_product_attention with the causal mask
+    built from aranges (kiln's builder folds it and recognises it as the causal flag)."""
+    from transformers import GPT2Config, GPT2Model
+    cfg = GPT2Config(vocab_size=512, n_embd=64, n_layer=1, n_head=4, n_positions=64,
+                     bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    return _hidden_state(GPT2Model(cfg))
+
+
 def t5_tiny():
     from transformers import T5Config, T5EncoderModel
     cfg = T5Config(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
@@ -142,6 +151,7 @@ MODELS = {
     "mobilenet_v2": (mobilenet, lambda: (torch.randn(1, 3, 64, 64),), None),
     "bert_tiny": (bert_tiny, lambda: (tokens(2, 16),), None),
     "gpt2_tiny": (gpt2_tiny, lambda: (tokens(2, 16),), None),
+    "gpt2_sdpa": (gpt2_sdpa, lambda: (tokens(2, 16),), None),
     "t5_tiny": (t5_tiny, lambda: (tokens(2, 16),), None),
 }
 

@@ -68,6 +68,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
   if (config.fuse_epilogues) run("fold_batch_norms", passes::fold_batch_norms(net));
   if (config.precision != Precision::kFP32) run("apply_precision", passes::apply_precision(net, config.precision));
   run("fold_constants", passes::fold_constants(net));
+  if (config.attention_views) run("simplify_attention_masks", passes::simplify_attention_masks(net));
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
   if (config.fuse_epilogues) {
     run("fuse_epilogues", passes::fuse_epilogues(net));

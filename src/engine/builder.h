@@ -27,7 +27,7 @@ struct BuilderConfig {
   DeviceKind device = DeviceKind::kCPU;
   bool fuse_pointwise = true;
   bool fuse_epilogues = true;
-  bool attention_views = true;  // attention reads permuted / sliced q, k, v in place
+  bool attention_views = true;  // attention reads permuted / sliced q, k, v in place; constant masks become flags
   // CUDA fp16/bf16: 2-d convolutions in NHWC. Off by default: through cuDNN's legacy API it
   // measured slower than NCHW on resnet50 (docs/PERFORMANCE.md); kept, tested, for the move to
   // cuDNN's graph API, whose fused NHWC kernels are where channels-last pays.
@@ -42,6 +42,7 @@ size_t eliminate_dead_layers(Network& net);
 size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
 size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise
 size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] transposes moved next to attention
+size_t simplify_attention_masks(Network& net);  // constant causal / keep-all masks -> the causal flag / none
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
 size_t to_channels_last(Network& net);     // 2-d fp16/bf16 convolutions -> NHWC, transposes cancelled
 size_t apply_precision(Network& net, Precision p);

@@ -255,6 +255,58 @@ TEST(BuilderPasses, AttentionReadsPermutedSlicesInPlace) {
   expect_close(run_plan(loaded, {{"qkv", x}})[0], run_plan(ref, {{"qkv", x}})[0], 1e-5f);
 }
 
+// q, k, v inputs [2, 3, 6, 8] and a constant mask of `mask_dims` with `value(i, j)` everywhere.
+Network masked_attention(DataType mask_type, std::vector<int64_t> mask_dims, const std::function<float(int64_t, int64_t)>& value) {
+  Network net;
+  Tensor* q = net.add_input("q", DataType::kFloat32, {2, 3, 6, 8});
+  Tensor* k = net.add_input("k", DataType::kFloat32, {2, 3, 6, 8});
+  Tensor* v = net.add_input("v", DataType::kFloat32, {2, 3, 6, 8});
+  std::vector<float> vals;
+  int64_t n = 1;
+  for (int64_t d : mask_dims) n *= d;
+  for (int64_t x = 0; x < n; ++x) vals.push_back(value(x / 6 % 6, x % 6));
+  Weights w = weights(mask_dims, vals);
+  if (mask_type == DataType::kBool) {
+    std::vector<uint8_t> b(vals.begin(), vals.end());
+    w = Weights::copy_of(DataType::kBool, mask_dims, b.data());
+  }
+  Tensor* m = net.add_constant("mask", std::move(w))->output();
+  net.mark_output(net.add_attention("sdpa", q, k, v, m, {})->output(), "y");
+  return net;
+}
+
+// A constant causal mask (GPT-2's where(k <= q, 0, lowest), folded) becomes the causal flag; a
+// mask that keeps everything is dropped; any other mask stays. Results agree with the mask read
+// as data.
+TEST(BuilderPasses, ConstantCausalMasksBecomeTheFlag) {
+  const float lowest = -3.4028234663852886e38f;
+  auto causal = [&](int64_t i, int64_t j) { return j <= i ? 0.f : lowest; };
+  auto causal_keep = [](int64_t i, int64_t j) { return j <= i ? 1.f : 0.f; };
+  auto shifted = [&](int64_t i, int64_t j) { return j <= i + 1 ? 0.f : lowest; };
+  auto small = [](int64_t i, int64_t j) { return j <= i ? 0.f : -100.f; };  // not far enough down to hide
+  auto keep_all = [](int64_t, int64_t) { return 0.f; };
+  struct Case { DataType type; std::vector<int64_t> dims; std::function<float(int64_t, int64_t)> value; bool changed, causal; };
+  const Case cases[] = {{DataType::kFloat32, {2, 1, 6, 6}, causal, true, true},
+                        {DataType::kBool, {6, 6}, causal_keep, true, true},
+                        {DataType::kFloat32, {1, 6, 6}, keep_all, true, false},
+                        {DataType::kFloat32, {6, 6}, shifted, false, false},
+                        {DataType::kFloat32, {6, 6}, small, false, false}};
+  std::map<std::string, HostTensor> in;
+  for (const char* name : {"q", "k", "v"}) in[name] = HostTensor{{2, 3, 6, 8}, random_floats(288, uint32_t(name[0]))};
+  for (const Case& c : cases) {
+    Network net = masked_attention(c.type, c.dims, c.value);
+    EXPECT_EQ(passes::simplify_attention_masks(net), c.changed ? 1u : 0u);
+    Plan opt = build(masked_attention(c.type, c.dims, c.value), {});
+    Plan ref = build(masked_attention(c.type, c.dims, c.value), no_opt());
+    for (Layer* l : opt.network().layers())
+      if (auto* p = l->as<AttentionParams>()) {
+        EXPECT_EQ(p->has_mask, !c.changed);
+        EXPECT_EQ(p->causal, c.causal);
+      }
+    expect_close(run_plan(opt, in)[0], run_plan(ref, in)[0], 1e-5f);
+  }
+}
+
 // x [-> permute perm_in] -> reshape to rows -> @ w -> reshape to out -> permute perm_out: a
 // projection between reshapes, as converters emit an [L, B, E] linear.
 Network projection_between_reshapes(std::vector<int64_t> x_dims, std::vector<int64_t> perm_in, Shape rows,

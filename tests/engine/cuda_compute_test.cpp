@@ -243,8 +243,12 @@ TEST(CudaCompute, AttentionFullyMaskedRows) {
       check("fully masked rows " + std::string(to_string(t)), [&](Network& n) {
         AttentionParams p;
         p.has_mask = true;
-        n.mark_output(n.add_attention("sdpa", input(n, q, "q"), input(n, k, "k"), input(n, v, "v"), input(n, *m, "m"), p)
-                          ->output(), "y");
+        // Inputs in statements: argument evaluation order is unspecified, and inputs bind by order.
+        Tensor* xq = input(n, q, "q");
+        Tensor* xk = input(n, k, "k");
+        Tensor* xv = input(n, v, "v");
+        Tensor* xm = input(n, *m, "m");
+        n.mark_output(n.add_attention("sdpa", xq, xk, xv, xm, p)->output(), "y");
       }, {q, k, v, *m}, 3);
   }
 }
