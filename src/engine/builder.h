@@ -36,6 +36,10 @@ struct BuilderConfig {
 
 namespace passes {
 // Each returns how many changes it made.
+// The value of `t` when it depends on constants alone (no network input, no data-dependent
+// shape), computed by the CPU kernels with at most `max_bytes` of intermediates; else nullopt.
+// For passes that need to look at a value fold_constants leaves unfolded (a large broadcast).
+std::optional<Weights> evaluate_at_build_time(const Tensor* t, size_t max_bytes);
 size_t fold_constants(Network& net);       // layers whose inputs are all constants become constants
 size_t fold_batch_norms(Network& net);     // inference batch norm after a convolution -> its weights
 size_t eliminate_dead_layers(Network& net);

@@ -22,11 +22,11 @@ constexpr size_t kMaxFoldedBytes = size_t{64} << 20;  // don't bloat plans with 
 constexpr int64_t kMaxFoldedFillElements = 1 << 16;   // a large fill is cheaper to run than to store
 
 
-// Evaluates `l` on its constant inputs; nullopt when a kernel refuses.
-std::optional<std::vector<Weights>> evaluate_on_cpu(const Layer& l) {
+// Evaluates `l` on the given values of its inputs; nullopt when a kernel refuses.
+std::optional<std::vector<Weights>> evaluate_on_cpu(const Layer& l, const std::vector<const Weights*>& inputs) {
   std::vector<TensorView> ins;
-  for (const Tensor* t : l.inputs()) {
-    const Weights& w = weights_of(t);
+  for (const Weights* in : inputs) {
+    const Weights& w = *in;
     TensorView v;
     v.data = const_cast<uint8_t*>(w.data.get());
     v.dtype = w.dtype;
@@ -98,7 +98,9 @@ size_t fold_constants(Network& net) {
       bool all_const = true;
       for (const Tensor* t : l->inputs()) all_const = all_const && is_constant(t);
       if (!all_const) continue;
-      auto r = evaluate_on_cpu(*l);
+      std::vector<const Weights*> values;
+      for (const Tensor* t : l->inputs()) values.push_back(&weights_of(t));
+      auto r = evaluate_on_cpu(*l, values);
       if (!r) continue;
       folded = std::move(*r);
     }
@@ -112,6 +114,38 @@ size_t fold_constants(Network& net) {
   }
   net.topological_sort();
   return changes;
+}
+
+namespace {
+std::optional<Weights> evaluate_rec(const Tensor* t, size_t& budget, std::map<const Tensor*, Weights>& memo) {
+  if (auto it = memo.find(t); it != memo.end()) return it->second;
+  if (is_constant(t)) return weights_of(t);
+  const Layer* l = t->producer();
+  if (!l || l->as<NonZeroParams>() || l->as<PluginParams>() || l->as<ShapeParams>()) return std::nullopt;
+  for (const Tensor* o : l->outputs()) {
+    const auto n = detail::numel(o->shape()).constant();
+    if (!n || size_t(*n) * element_size(o->dtype()) > budget) return std::nullopt;
+    budget -= size_t(*n) * element_size(o->dtype());
+  }
+  std::vector<Weights> ins;
+  for (const Tensor* in : l->inputs()) {
+    auto v = evaluate_rec(in, budget, memo);
+    if (!v) return std::nullopt;
+    ins.push_back(std::move(*v));
+  }
+  std::vector<const Weights*> ptrs;
+  for (const Weights& w : ins) ptrs.push_back(&w);
+  auto r = evaluate_on_cpu(*l, ptrs);
+  if (!r) return std::nullopt;
+  for (size_t i = 0; i < r->size(); ++i) memo[l->output(i)] = (*r)[i];
+  return memo.at(t);
+}
+}  // namespace
+
+std::optional<Weights> evaluate_at_build_time(const Tensor* t, size_t max_bytes) {
+  std::map<const Tensor*, Weights> memo;
+  size_t budget = max_bytes;
+  return evaluate_rec(t, budget, memo);
 }
 
 size_t eliminate_dead_layers(Network& net) {
@@ -140,7 +174,7 @@ namespace kiln::engine::passes {
 
 // Inference batch norm after a convolution is an affine map per output channel, so it folds into
 // the convolution's weights and bias: s = gamma / sqrt(var + eps), W' = W * s[c], b' = (b - mean) * s
-// + beta. Runs before precision lowering (the arithmetic is done in double on fp32 constants) and
+// + beta. Runs before precision lowering (the arithmetic is done in double, whatever the weights' dtype) and
 // before epilogue fusion, which can then fuse the activation that follows into the convolution.
 size_t fold_batch_norms(Network& net) {
   size_t folded = 0;
@@ -151,16 +185,14 @@ size_t fold_batch_norms(Network& net) {
     Layer* conv = x->producer();
     auto* cp = conv ? conv->as<ConvolutionParams>() : nullptr;
     if (!cp || cp->transposed || cp->activation || sole_consumer(net, x) != bn) continue;
-    bool all_f32_constants = true;
-    for (size_t i = 1; i < conv->inputs().size(); ++i)
-      all_f32_constants = all_f32_constants && is_constant(conv->inputs()[i]);
-    for (size_t i = 1; i < bn->inputs().size(); ++i)
-      all_f32_constants = all_f32_constants && is_constant(bn->inputs()[i]);
-    if (!all_f32_constants) continue;
+    bool all_constants = true;
+    for (size_t i = 1; i < conv->inputs().size(); ++i) all_constants = all_constants && is_constant(conv->inputs()[i]);
+    for (size_t i = 1; i < bn->inputs().size(); ++i) all_constants = all_constants && is_constant(bn->inputs()[i]);
+    if (!all_constants) continue;
     std::vector<const Weights*> ws;
     for (size_t i = 1; i < conv->inputs().size(); ++i) ws.push_back(&weights_of(conv->inputs()[i]));
     for (size_t i = 1; i < bn->inputs().size(); ++i) ws.push_back(&weights_of(bn->inputs()[i]));
-    if (std::any_of(ws.begin(), ws.end(), [](const Weights* w) { return w->dtype != DataType::kFloat32; })) continue;
+    if (std::any_of(ws.begin(), ws.end(), [](const Weights* w) { return !is_floating(w->dtype); })) continue;
 
     const Weights& w = weights_of(conv->inputs()[1]);
     const int64_t channels = w.dims.at(0), per_channel = channels ? w.numel() / channels : 0;
@@ -175,18 +207,25 @@ size_t fold_batch_norms(Network& net) {
         !per_channel_ok(bias))
       continue;
 
-    std::vector<float> new_w(static_cast<size_t>(w.numel())), new_b(static_cast<size_t>(channels));
+    // In double whatever the weights' dtype (a model cast to fp16 keeps fp16 statistics); the
+    // folded weights keep the convolution weight's dtype.
+    auto at = [](const Weights* v, int64_t i, double absent) {
+      return v ? detail::element_as_double(v->data.get(), v->dtype, i) : absent;
+    };
+    std::vector<double> new_w(static_cast<size_t>(w.numel())), new_b(static_cast<size_t>(channels));
     for (int64_t c = 0; c < channels; ++c) {
-      const double s = (gamma ? gamma->as<float>()[c] : 1.0) / std::sqrt(double(var.as<float>()[c]) + np->epsilon);
-      for (int64_t i = 0; i < per_channel; ++i)
-        new_w[c * per_channel + i] = static_cast<float>(w.as<float>()[c * per_channel + i] * s);
-      new_b[c] = static_cast<float>(((bias ? bias->as<float>()[c] : 0.0) - mean.as<float>()[c]) * s +
-                                    (beta ? beta->as<float>()[c] : 0.0));
+      const double s = at(gamma, c, 1.0) / std::sqrt(at(&var, c, 0) + np->epsilon);
+      for (int64_t i = 0; i < per_channel; ++i) new_w[c * per_channel + i] = at(&w, c * per_channel + i, 0) * s;
+      new_b[c] = (at(bias, c, 0) - at(&mean, c, 0)) * s + at(beta, c, 0);
     }
-    Tensor* wt = net.add_constant(conv->name() + "_w_bn", Weights::copy_of(DataType::kFloat32, w.dims, new_w.data()))
-                     ->output();
-    Tensor* bt = net.add_constant(conv->name() + "_b_bn", Weights::copy_of(DataType::kFloat32, {channels}, new_b.data()))
-                     ->output();
+    auto as_weights = [&](std::vector<int64_t> dims, const std::vector<double>& v) {
+      const std::vector<float> f(v.begin(), v.end());
+      std::vector<uint8_t> bytes(v.size() * element_size(w.dtype));
+      detail::convert_elements(f.data(), DataType::kFloat32, bytes.data(), w.dtype, int64_t(v.size()));
+      return Weights::copy_of(w.dtype, std::move(dims), bytes.data());
+    };
+    Tensor* wt = net.add_constant(conv->name() + "_w_bn", as_weights(w.dims, new_w))->output();
+    Tensor* bt = net.add_constant(conv->name() + "_b_bn", as_weights({channels}, new_b))->output();
     ConvolutionParams p = *cp;
     p.has_bias = true;
     Layer* merged = net.add_convolution(conv->name(), conv->inputs()[0], wt, bt, p);

@@ -1,6 +1,6 @@
 // Attention masks that are constants of a known form become flags. Exported decoders build their
 // causal mask from aranges (GPT-2: where(k_pos <= q_pos, 0, lowest)), which fold_constants turns
-// into a constant [B, 1, L, L] tensor; read as data, the attention kernel must load it per score
+// into a constant [B, 1, L, L] tensor (or leaves as a broadcast of constants); read as data, the attention kernel must load it per score
 // and cannot skip the key tiles it hides. As the causal flag the kernel skips them (half the work
 // at L = 512) and reads nothing. A mask that keeps everything (an all-ones attention_mask made
 // additive) is dropped.
@@ -10,6 +10,8 @@
 namespace kiln::engine::passes {
 
 namespace {
+
+constexpr size_t kMaxMaskBytes = size_t{256} << 20;
 
 enum class MaskForm { kOther, kKeepAll, kCausal };
 
@@ -41,12 +43,15 @@ size_t simplify_attention_masks(Network& net) {
   size_t changes = 0;
   for (Layer* l : net.layers()) {
     const auto* p = l->as<AttentionParams>();
-    if (!p || !p->has_mask || l->inputs().size() < 4 || !detail::is_constant(l->inputs()[3])) continue;
+    if (!p || !p->has_mask || l->inputs().size() < 4) continue;
     const auto q = detail::static_dims(l->inputs()[0]), k = detail::static_dims(l->inputs()[1]);
     if (!q || !k || q->size() < 2 || k->size() < 2) continue;
     const int64_t lq = q->end()[-2], lk = k->end()[-2];
     if (lq == 0 || lk == 0) continue;
-    const MaskForm form = classify(detail::weights_of(l->inputs()[3]), lq, lk);
+    // fold_constants leaves large broadcasts (the mask expanded over the batch) unfolded.
+    const std::optional<Weights> mask = evaluate_at_build_time(l->inputs()[3], kMaxMaskBytes);
+    if (!mask) continue;
+    const MaskForm form = classify(*mask, lq, lk);
     if (form == MaskForm::kOther) continue;
     AttentionParams np = *p;
     np.causal = np.causal || form == MaskForm::kCausal;

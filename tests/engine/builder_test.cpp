@@ -1,6 +1,7 @@
 // Builder passes, each alone, and "the optimized plan computes what the unoptimized one does".
 #include <gtest/gtest.h>
 
+#include "engine/network_internal.h"
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -36,6 +37,27 @@ TEST(BuilderPasses, FoldConstantsEvaluatesConstantSubgraphs) {
   EXPECT_EQ(v[3], 44);
   EXPECT_EQ(passes::eliminate_dead_layers(net), 2u);  // a and b
   net.verify();
+}
+
+// A broadcast too large for fold_constants (a fill of 2^17 zeros) still has a value at build
+// time; anything reading a network input has none, nor does a value over the byte limit.
+TEST(BuilderPasses, EvaluateAtBuildTimeSeesThroughUnfoldedBroadcasts) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4});
+  Tensor* a = net.add_constant("a", weights({4}, {1, 2, 3, 4}))->output();
+  FillParams f;
+  f.dims = {32768, 4};
+  Tensor* zeros = net.add_fill("zeros", f)->output();
+  Tensor* wide = net.add_elementwise("wide", zeros, a, BinaryOp::kAdd)->output();
+  Tensor* y = net.add_elementwise("y", wide, x, BinaryOp::kMul)->output();
+  net.mark_output(y, "y");
+  EXPECT_EQ(passes::fold_constants(net), 0u);
+  const auto v = passes::evaluate_at_build_time(wide, size_t{1} << 20);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->dims, (std::vector<int64_t>{32768, 4}));
+  EXPECT_EQ(v->as<float>()[4 * 32767 + 3], 4.f);
+  EXPECT_FALSE(passes::evaluate_at_build_time(y, size_t{1} << 20));
+  EXPECT_FALSE(passes::evaluate_at_build_time(wide, size_t{1} << 16));
 }
 
 TEST(BuilderPasses, DeadLayerElimination) {
@@ -170,9 +192,15 @@ TEST(BuilderPasses, ConvEpilogueFusion) {
 TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
   for (int64_t groups : {1, 4})
     for (bool conv_bias : {false, true}) {
-      auto make = [&](bool second_use) {
+      auto make = [&](bool second_use, DataType t = DataType::kFloat32) {
         Network net;
-        Tensor* x = net.add_input("x", DataType::kFloat32, {2, 4, 6, 6});
+        auto weights = [&](std::vector<int64_t> dims, const std::vector<float>& v) {
+          std::vector<uint16_t> h(v.size());
+          if (t == DataType::kFloat32) return testing::weights(dims, v);
+          detail::convert_elements(v.data(), DataType::kFloat32, h.data(), t, int64_t(v.size()));
+          return Weights::copy_of(t, dims, h.data());
+        };
+        Tensor* x = net.add_input("x", t, {2, 4, 6, 6});
         Tensor* w = net.add_constant("w", weights({8, 4 / groups, 3, 3}, random_floats(8 * 4 / groups * 9, 20)))->output();
         Tensor* b = conv_bias ? net.add_constant("b", weights({8}, random_floats(8, 21)))->output() : nullptr;
         ConvolutionParams cp;
@@ -205,6 +233,15 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
       EXPECT_EQ(count_kind(ref.network(), "Normalization"), 1u);
       HostTensor x{{2, 4, 6, 6}, random_floats(288, 26)};
       expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 1e-4f);
+      // A model cast to fp16 before compiling has fp16 weights and statistics: they fold too,
+      // into fp16 weights (the arithmetic is the same, in double).
+      Network half = make(false, DataType::kFloat16);
+      EXPECT_EQ(passes::fold_batch_norms(half), 1u);
+      for (Layer* l : half.layers())
+        if (auto* c = l->as<ConvolutionParams>()) {
+          EXPECT_TRUE(c->has_bias);
+          EXPECT_EQ(l->inputs()[1]->dtype(), DataType::kFloat16);
+        }
     }
 }
 
