@@ -292,15 +292,16 @@ TEST(CudaCompute, AttentionThroughViews) {
 }
 
 // The builder's channels-last rewrite (cuDNN NHWC convolutions, transposes cancelled through the
-// residual add) on a residual block, fp16 and bf16: strided, grouped and 1x1 convolutions, fused
+// residual add) on a residual block, fp16 and bf16: strided, grouped and 1x1 (cuBLASLt) convolutions, fused
 // bias + relu epilogues on NHWC outputs.
 TEST(CudaCompute, ChannelsLastConvolutions) {
   REQUIRE_GPU();
   for (DataType t : {DataType::kFloat16, DataType::kBFloat16}) {
     Host x = random_host(t, {2, 16, 9, 9}, 170);
     std::vector<Host> ws{random_host(t, {16, 16, 3, 3}, 171, -0.3, 0.3), random_host(t, {16, 4, 3, 3}, 172, -0.3, 0.3),
-                         random_host(t, {32, 16, 1, 1}, 173, -0.3, 0.3)};
-    Host bias = random_host(t, {16}, 174);
+                         random_host(t, {32, 16, 1, 1}, 173, -0.3, 0.3), random_host(t, {24, 32, 1, 1}, 175, -0.3, 0.3),
+                         random_host(t, {8, 24, 1, 1}, 176, -0.3, 0.3)};
+    Host bias = random_host(t, {16}, 174), bias24 = random_host(t, {24}, 177);
     check("channels last " + std::string(to_string(t)), [&](Network& n) {
       auto constant = [&](const Host& h, const std::string& name) {
         return n.add_constant(name, Weights::copy_of(h.dtype, h.dims, h.bytes.data()))->output();
@@ -318,7 +319,15 @@ TEST(CudaCompute, ChannelsLastConvolutions) {
       Tensor* r = n.add_activation("relu", n.add_elementwise("add", b, a, BinaryOp::kAdd)->output(), ActivationOp::kRelu)->output();
       ConvolutionParams strided;
       strided.stride = {2, 2};
-      n.mark_output(n.add_convolution("c3", r, constant(ws[2], "w3"), nullptr, strided)->output(), "y");
+      Tensor* c = n.add_convolution("c3", r, constant(ws[2], "w3"), nullptr, strided)->output();
+      // 1x1 with unit stride: cuBLASLt over rows of channels, bias + relu in its epilogue, silu after
+      ConvolutionParams pointwise;
+      pointwise.has_bias = true;
+      pointwise.activation = ActivationParams{ActivationOp::kRelu};
+      Tensor* d = n.add_convolution("c4", c, constant(ws[3], "w4"), constant(bias24, "b4"), pointwise)->output();
+      pointwise.has_bias = false;
+      pointwise.activation = ActivationParams{ActivationOp::kSilu};
+      n.mark_output(n.add_convolution("c5", d, constant(ws[4], "w5"), nullptr, pointwise)->output(), "y");
       passes::to_channels_last(n);
       passes::fold_constants(n);
       passes::eliminate_dead_layers(n);

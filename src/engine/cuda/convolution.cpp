@@ -4,7 +4,10 @@
 // convolution is cuDNN's backward-data of the forward convolution it inverts. Bias and activation
 // follow as one fused pointwise pass. fp32 runs in true fp32 (FMA math, no TF32); fp16/bf16 use
 // the tensor cores with fp32 accumulation. 1-d convolutions run as 2-d with a unit height.
+// 1x1 convolutions in NHWC (channels-last builds) skip cuDNN: they are matmuls over rows of
+// channels, and cuBLASLt fuses their bias and relu.
 #include "engine/cuda/internal.h"
+#include "engine/network_internal.h"
 
 #ifdef KILN_HAS_CUDNN
 #include <cudnn.h>
@@ -129,31 +132,46 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
   KILN_CUDA_CHECK(cudaMalloc(&ws, search_ws));
   void* scratch_out = nullptr;
   KILN_CUDA_CHECK(cudaMalloc(&scratch_out, std::max<size_t>(y.nbytes(), 16)));
+  // Find twice: the first pass also loads each candidate's kernels (CUDA loads modules lazily),
+  // which made slow CUDA-core algorithms win against tensor-core ones that were timed cold.
   int returned = 0;
-  cudnnStatus_t st;
-  if (!p.transposed) {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    st = cudnnFindConvolutionForwardAlgorithmEx(cc.handle, cp->x, x.data, cp->w, w.data, cp->conv, cp->y, scratch_out,
-                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws, search_ws);
-    int best = -1;
-    for (int i = 0; i < returned && st == CUDNN_STATUS_SUCCESS; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS) { best = i; break; }
-    if (best >= 0) { cp->algo = perf[best].algo; cp->workspace = perf[best].memory; }
-    else st = CUDNN_STATUS_NOT_SUPPORTED;
-  } else {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    st = cudnnFindConvolutionBackwardDataAlgorithmEx(cc.handle, cp->w, w.data, cp->x, x.data, cp->conv, cp->y,
-                                                     scratch_out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf,
-                                                     ws, search_ws);
-    int best = -1;
-    for (int i = 0; i < returned && st == CUDNN_STATUS_SUCCESS; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS) { best = i; break; }
-    if (best >= 0) { cp->algo = perf[best].algo; cp->workspace = perf[best].memory; }
-    else st = CUDNN_STATUS_NOT_SUPPORTED;
+  cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  float ms = 0;
+  auto pick = [&](const auto* perf) {
+    for (int i = 0; i < returned; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS) {
+        cp->algo = int(perf[i].algo);
+        cp->workspace = perf[i].memory;
+        math = perf[i].mathType;
+        ms = perf[i].time;
+        return;
+      }
+    st = CUDNN_STATUS_NOT_SUPPORTED;
+  };
+  for (int round = 0; round < 2 && st == CUDNN_STATUS_SUCCESS; ++round) {
+    if (!p.transposed) {
+      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+      st = cudnnFindConvolutionForwardAlgorithmEx(cc.handle, cp->x, x.data, cp->w, w.data, cp->conv, cp->y, scratch_out,
+                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws, search_ws);
+      if (st == CUDNN_STATUS_SUCCESS) pick(perf);
+    } else {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+      st = cudnnFindConvolutionBackwardDataAlgorithmEx(cc.handle, cp->w, w.data, cp->x, x.data, cp->conv, cp->y,
+                                                       scratch_out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
+                                                       perf, ws, search_ws);
+      if (st == CUDNN_STATUS_SUCCESS) pick(perf);
+    }
   }
   cudaFree(ws);
   cudaFree(scratch_out);
   dnn_check(st, "no algorithm for this convolution");
+  // The algorithm was timed with this math type (it may differ from the one asked for).
+  dnn_check(cudnnSetConvolutionMathType(cp->conv, math), "math type");
+  if (detail::debug_logging())
+    detail::log_debug("cuDNN convolution " + key.str() + ": algo " + std::to_string(cp->algo) + ", math " +
+                      std::to_string(int(math)) + ", " + std::to_string(ms) + " ms, workspace " +
+                      std::to_string(cp->workspace));
   if (cp->workspace > cc.workspace_bytes) {
     if (cc.workspace) KILN_CUDA_CHECK(cudaFree(cc.workspace));
     KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, cp->workspace));
@@ -161,6 +179,18 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
   }
   slot = std::move(cp);
   return *slot;
+}
+
+// A 2-d 1x1 convolution in NHWC with unit strides, no padding, one group (weights KRSC [K,1,1,C]).
+bool is_pointwise_nhwc(const ConvolutionParams& p, const TensorView& w) {
+  if (!p.channels_last || p.transposed || p.groups != 1 || w.dims.size() != 4 || w.dims[1] != 1 || w.dims[2] != 1)
+    return false;
+  auto all = [](const std::vector<int64_t>& v, int64_t x) {
+    for (int64_t e : v)
+      if (e != x) return false;
+    return true;
+  };
+  return all(p.stride, 1) && all(p.padding, 0);
 }
 
 }  // namespace
@@ -179,6 +209,13 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
     ctx.conv = cc;
   }
   dnn_check(cudnnSetStream(ctx.conv->handle, ctx.stream), "set stream");
+  const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
+  if (is_pointwise_nhwc(p, w) && x.numel() > 0) {
+    // A 1x1 convolution in NHWC is a matmul over rows of channels: cuBLASLt, bias and relu fused.
+    const int64_t rows = x.dims[0] * x.dims[1] * x.dims[2], channels = x.dims[3], filters = w.dims[0];
+    run_linear_rows(ctx, rows, filters, channels, x, w, bias, p.activation, y);
+    return;
+  }
   if (x.numel() == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
   } else {
@@ -197,16 +234,16 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
     }
   }
   if (p.has_bias || p.activation) {
-    TensorView bias;
-    if (p.has_bias) {
-      bias = call.inputs.at(2);
+    TensorView channel_bias;
+    if (bias) {
+      channel_bias = *bias;
       std::vector<int64_t> bd(y.dims.size(), 1);
       const size_t channel_axis = p.channels_last ? y.dims.size() - 1 : 1;
       bd[channel_axis] = y.dims[channel_axis];
-      bias.dims = bd;  // [1, C, 1, ...] (or [1, 1, 1, C]): broadcast over batch and space
-      bias.strides.clear();
+      channel_bias.dims = bd;  // [1, C, 1, ...] (or [1, 1, 1, C]): broadcast over batch and space
+      channel_bias.strides.clear();
     }
-    apply_epilogue(ctx, y, p.has_bias ? &bias : nullptr, p.activation);
+    apply_epilogue(ctx, y, bias ? &channel_bias : nullptr, p.activation);
   }
 }
 

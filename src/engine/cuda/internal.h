@@ -67,6 +67,10 @@ void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
                     const std::optional<ActivationParams>& act);
 
 void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call);               // matmul.cpp
+// y[M, N] = act(x[M, K] · w[N, K]ᵀ + bias[N]), row-major, bias and act optional (matmul.cpp): a
+// 1x1 convolution in NHWC is exactly this, with cuBLASLt's fused bias/relu epilogue.
+void run_linear_rows(Context& ctx, int64_t M, int64_t N, int64_t K, const TensorView& x, const TensorView& w,
+                     const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y);
 void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call);               // reduce.cu
 void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call);             // norm.cu

@@ -140,6 +140,37 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
 
 }  // namespace
 
+namespace {
+// Which part of bias + activation cuBLASLt's epilogue takes: a bias vector over N, relu or
+// tanh-gelu. The rest is left to apply_epilogue.
+struct EpilogueSplit {
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  bool bias_fused = false, act_fused = false;
+};
+EpilogueSplit split_epilogue(const TensorView* bias, int64_t N, DataType dt, const std::optional<ActivationParams>& act) {
+  EpilogueSplit e;
+  const bool bias_vector =
+      bias && bias->dims.size() >= 1 && bias->dims.back() == N && bias->numel() == N && bias->dtype == dt;
+  if (act && (act->op == ActivationOp::kRelu || act->op == ActivationOp::kGeluTanh) && (!bias || bias_vector)) {
+    e.act_fused = true;
+    const bool relu = act->op == ActivationOp::kRelu;
+    e.epi = bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS)
+                 : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_GELU);
+  } else if (bias_vector) {
+    e.epi = CUBLASLT_EPILOGUE_BIAS;
+  }
+  e.bias_fused = bias_vector;
+  return e;
+}
+}  // namespace
+
+void run_linear_rows(Context& ctx, int64_t M, int64_t N, int64_t K, const TensorView& x, const TensorView& w,
+                     const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y) {
+  const EpilogueSplit e = split_epilogue(bias, N, y.dtype, act);
+  gemm(ctx, y.dtype, false, true, M, N, K, 1, x.data, 0, w.data, 0, y.data, 0, e.epi, e.bias_fused ? bias->data : nullptr);
+  apply_epilogue(ctx, y, e.bias_fused ? nullptr : bias, e.act_fused ? std::nullopt : act);
+}
+
 void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
   const Layer& layer = call.layer;
   const TensorView& A = call.inputs.at(0);
@@ -158,19 +189,9 @@ void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
 
   // Bias: fused when it is a vector over N.
   const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
-  bool bias_vector = bias && bias->dims.size() >= 1 && bias->dims.back() == N && bias->numel() == N && bias->dtype == dt;
-  bool act_fused = false;
-  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
-  if (p.activation && (p.activation->op == ActivationOp::kRelu || p.activation->op == ActivationOp::kGeluTanh) &&
-      (!bias || bias_vector)) {
-    act_fused = true;
-    const bool relu = p.activation->op == ActivationOp::kRelu;
-    epi = bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS)
-               : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_GELU);
-  } else if (bias_vector) {
-    epi = CUBLASLT_EPILOGUE_BIAS;
-  }
-  const bool bias_fused = bias_vector;
+  const EpilogueSplit split = split_epilogue(bias, N, dt, p.activation);
+  const cublasLtEpilogue_t epi = split.epi;
+  const bool bias_fused = split.bias_fused, act_fused = split.act_fused;
   const void* bias_ptr = bias_fused ? bias->data : nullptr;
   if (K == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), ctx.stream));
