@@ -4,7 +4,7 @@ torch.profiler trace each: kiln's kernels show up because the Python path runs i
 CUDA graphs are turned off for kiln (KILN_CUDA_GRAPHS=0) so each kernel is seen on its own.
 
     PYTHONPATH=build-gpu/python python3 bench/kernel_trace.py --models resnet50 --batch 32
-    KILN_CHANNELS_LAST=1 ... (the environment reaches kiln's builder as usual)
+    KILN_CHANNELS_LAST=0 ... (the environment reaches kiln's builder as usual)
 """
 import argparse
 import os

@@ -80,8 +80,8 @@ Plan build(Network&& input, const BuilderConfig& config) {
     run("move_permutes_across_matmuls", passes::move_permutes_across_matmuls(net));
     run("absorb_attention_views", passes::absorb_attention_views(net));
   }
-  // KILN_CHANNELS_LAST=1 turns the (measured slower, so off) NHWC rewrite on, for measuring it.
-  const bool channels_last = config.channels_last || detail::env_flag("KILN_CHANNELS_LAST", false);
+  // KILN_CHANNELS_LAST=0 turns the NHWC rewrite off (to measure against it).
+  const bool channels_last = detail::env_flag("KILN_CHANNELS_LAST", config.channels_last);
   if (channels_last && config.device == DeviceKind::kCUDA) {
     run("to_channels_last", passes::to_channels_last(net));
     run("fold_constants", passes::fold_constants(net));  // re-laid constant operands

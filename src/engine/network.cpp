@@ -139,6 +139,7 @@ std::string describe(const LayerParams& params) {
           if (!p.adaptive_output.empty()) o << " adaptive=" << join_ints(p.adaptive_output);
           else o << " k=" << join_ints(p.kernel) << " s=" << join_ints(p.stride) << " p=" << join_ints(p.padding);
           if (p.ceil_mode) o << " ceil";
+          if (p.channels_last) o << " NHWC";
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
           static const char* ops[] = {"sum", "mean", "max", "min", "prod", "any", "all", "argmax", "argmin",
                                       "var", "norm2"};

@@ -101,6 +101,7 @@ struct PoolingParams {
   bool count_include_pad = true;
   std::optional<int64_t> divisor_override;
   std::vector<int64_t> adaptive_output;
+  bool channels_last = false;  // 2-d only: x and the output are [N, H, W, C] (set by to_channels_last)
 };
 enum class ReduceOp : uint8_t { kSum, kMean, kMax, kMin, kProd, kAny, kAll, kArgMax, kArgMin, kVar, kNorm2 };
 // argmax/argmin take exactly one axis and output i64; kVar uses `correction`.

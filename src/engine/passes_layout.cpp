@@ -2,8 +2,9 @@
 // NCHW they transpose internally or fall back to slower kernels. Each 2-d convolution becomes a
 // channels-last one between two transposes (NCHW -> NHWC before, back after); then transposes
 // are moved down through pointwise layers (bias, residual add, activation all work in either
-// layout) and cancelled where an NHWC->NCHW meets the next NCHW->NHWC. What remains are the
-// copies at the network's edges and around layers that need NCHW (pooling, reshapes).
+// layout) and cancelled where an NHWC->NCHW meets the next NCHW->NHWC; 2-d pooling runs in NHWC
+// and reductions reduce the NHWC data over the matching axes. What remains are the copies at the
+// network's edges and around layers that need NCHW (reshapes, for one).
 #include <cstring>
 
 #include "engine/builder.h"
@@ -72,11 +73,63 @@ bool is_single_element(const Tensor* t) {
   return n == 1;
 }
 
-// One step: a shuffle of a shuffle becomes one (or nothing), a pointwise layer whose rank-4
+// A 2-d pooling of NHWC data brought back to NCHW pools it in place, channels last, and the
+// transpose moves to its output.
+bool sink_through_pooling(Network& net, Layer* l) {
+  const auto* pp = l->as<PoolingParams>();
+  if (!pp || pp->channels_last || l->inputs()[0]->rank() != 4) return false;
+  const auto* perm = pure_permutation(l->inputs()[0]->producer());
+  if (!perm || *perm != kToNchw) return false;
+  PoolingParams p = *pp;
+  p.channels_last = true;
+  Layer* nl = net.add_pooling(l->name(), l->inputs()[0]->producer()->inputs()[0], p);
+  net.replace_all_uses(l->output(), add_permute(net, l->name() + "_nchw", nl->output(), kToNchw));
+  net.remove_layer(l);
+  return true;
+}
+
+// A reduction of permuted data reduces the data itself over the matching axes; what is left of
+// the permutation (often nothing: NHWC averaged over H, W gives [N, C] directly) follows it.
+bool sink_through_reduce(Network& net, Layer* l) {
+  const auto* rp = l->as<ReduceParams>();
+  if (!rp) return false;
+  const auto* perm_p = pure_permutation(l->inputs()[0]->producer());
+  if (!perm_p) return false;
+  const std::vector<int64_t> perm = *perm_p;
+  Tensor* source = l->inputs()[0]->producer()->inputs()[0];
+  ReduceParams p = *rp;
+  std::vector<bool> reduced(perm.size(), false);  // by source dim
+  p.axes.clear();
+  for (int64_t a : rp->axes) reduced.at(size_t(perm.at(size_t(a)))) = true;
+  for (size_t d = 0; d < perm.size(); ++d)
+    if (reduced[d]) p.axes.push_back(int64_t(d));
+  // The output's dims in terms of the new reduction's output: kept dims keep their places; without
+  // keep_dims, a kept source dim's place is its rank among the source dims that survive.
+  std::vector<int64_t> rest;
+  if (p.keep_dims) {
+    rest = perm;
+  } else {
+    std::vector<int64_t> place(perm.size(), -1);
+    int64_t next = 0;
+    for (size_t d = 0; d < perm.size(); ++d)
+      if (!reduced[d]) place[d] = next++;
+    for (int64_t x : perm)
+      if (!reduced[size_t(x)]) rest.push_back(place[size_t(x)]);
+  }
+  Layer* nl = net.add_layer(l->name(), {source}, p);
+  bool identity = true;
+  for (size_t i = 0; i < rest.size(); ++i) identity = identity && rest[i] == int64_t(i);
+  net.replace_all_uses(l->output(), identity ? nl->output() : add_permute(net, l->name() + "_out", nl->output(), rest));
+  net.remove_layer(l);
+  return true;
+}
+
+// One step: a shuffle of a shuffle becomes one (or nothing), a pooling or reduction moves before
+// a transpose, a pointwise layer whose rank-4
 // operands all arrive through the same permutation runs before it instead. True if it changed.
 bool sink_and_cancel(Network& net) {
   for (Layer* l : net.layers()) {
-    if (detail::merge_permute_pair(net, l)) return true;
+    if (detail::merge_permute_pair(net, l) || sink_through_pooling(net, l) || sink_through_reduce(net, l)) return true;
     if (!is_pointwise(l) || l->outputs().size() != 1 || l->output()->rank() != 4) continue;
     // Each operand: arrives through the permutation (full output shape), or is a scalar, or a
     // rank-4 constant (re-laid below; constant folding does the work).

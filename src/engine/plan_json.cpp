@@ -186,7 +186,8 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           return {{"type", enum_to(p.type)}, {"kernel", p.kernel}, {"stride", p.stride}, {"padding", p.padding},
                   {"dilation", p.dilation}, {"ceil_mode", p.ceil_mode}, {"count_include_pad", p.count_include_pad},
-                  {"divisor_override", opt_to(p.divisor_override)}, {"adaptive_output", p.adaptive_output}};
+                  {"divisor_override", opt_to(p.divisor_override)}, {"adaptive_output", p.adaptive_output},
+                  {"channels_last", p.channels_last}};
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
           return {{"op", enum_to(p.op)}, {"axes", p.axes}, {"keep_dims", p.keep_dims}, {"correction", real_to(p.correction)}};
         } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
@@ -294,6 +295,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("count_include_pad").get_to(p.count_include_pad);
           if (!j.at("divisor_override").is_null()) p.divisor_override = j.at("divisor_override").get<int64_t>();
           j.at("adaptive_output").get_to(p.adaptive_output);
+          p.channels_last = j.value("channels_last", false);
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
           p.op = enum_from<ReduceOp>(j.at("op"), kReduceOps, "reduce op");
           j.at("axes").get_to(p.axes);

@@ -170,7 +170,10 @@ Out infer_pool(const Checker& c, PoolingParams& p) {
   c.count(1, 1);
   c.rank_between(0, 3, 5);
   c.numeric(0);
-  const Shape& x = c.in[0]->shape();
+  if (p.channels_last && c.in[0]->rank() != 4) c.fail("channels_last needs a 2-d pooling");
+  const Shape& given = c.in[0]->shape();
+  const Shape x = p.channels_last ? Shape{given[0], given[3], given[1], given[2]} : given;
+  auto laid_out = [&](const Shape& s) { return p.channels_last ? Shape{s[0], s[2], s[3], s[1]} : s; };
   size_t nd = x.size() - 2;
   Shape out{x[0], x[1]};
   if (!p.adaptive_output.empty()) {
@@ -179,7 +182,7 @@ Out infer_pool(const Checker& c, PoolingParams& p) {
       if (o < 1) c.fail("adaptive output size must be >= 1");
       out.push_back(o);
     }
-    return {{c.in[0]->dtype(), out}};
+    return {{c.in[0]->dtype(), laid_out(out)}};
   }
   if (p.kernel.empty()) c.fail("kernel size is missing");
   fill_default(p.kernel, nd, 1, c, "kernel");
@@ -205,7 +208,7 @@ Out infer_pool(const Checker& c, PoolingParams& p) {
     if (auto co = o.constant(); co && *co < 1) c.fail("output spatial size would be " + std::to_string(*co));
     out.push_back(o);
   }
-  return {{c.in[0]->dtype(), out}};
+  return {{c.in[0]->dtype(), laid_out(out)}};
 }
 
 Out infer_reduce(const Checker& c, ReduceParams& p) {

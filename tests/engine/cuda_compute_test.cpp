@@ -293,7 +293,7 @@ TEST(CudaCompute, AttentionThroughViews) {
 
 // The builder's channels-last rewrite (cuDNN NHWC convolutions, transposes cancelled through the
 // residual add) on a residual block, fp16 and bf16: strided, grouped and 1x1 (cuBLASLt) convolutions, fused
-// bias + relu epilogues on NHWC outputs.
+// bias + relu epilogues on NHWC outputs, max and average pooling in NHWC.
 TEST(CudaCompute, ChannelsLastConvolutions) {
   REQUIRE_GPU();
   for (DataType t : {DataType::kFloat16, DataType::kBFloat16}) {
@@ -317,6 +317,15 @@ TEST(CudaCompute, ChannelsLastConvolutions) {
       grouped.activation.reset();
       Tensor* b = n.add_convolution("c2", a, constant(ws[1], "w2"), constant(bias, "b2"), grouped)->output();
       Tensor* r = n.add_activation("relu", n.add_elementwise("add", b, a, BinaryOp::kAdd)->output(), ActivationOp::kRelu)->output();
+      // pooling runs channels last too (max, then average without the padding counted)
+      PoolingParams pool;
+      pool.kernel = {3, 3};
+      pool.stride = {1, 1};
+      pool.padding = {1, 1};
+      r = n.add_pooling("maxpool", r, pool)->output();
+      pool.type = PoolType::kAverage;
+      pool.count_include_pad = false;
+      r = n.add_pooling("avgpool", r, pool)->output();
       ConvolutionParams strided;
       strided.stride = {2, 2};
       Tensor* c = n.add_convolution("c3", r, constant(ws[2], "w3"), nullptr, strided)->output();

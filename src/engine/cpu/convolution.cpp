@@ -170,10 +170,14 @@ size_t col_floats(const ConvolutionParams& p, const Geometry& g) {
   return size_t((g.C_in / g.groups) * g.k_vol() * g.out_vol());
 }
 
+}  // namespace
+
 const std::vector<int64_t> kToNchw{0, 3, 1, 2}, kToNhwc{0, 2, 3, 1};
 
 std::vector<int64_t> reorder(const std::vector<int64_t>& d, const std::vector<int64_t>& perm) {
-  return {d.at(perm[0]), d.at(perm[1]), d.at(perm[2]), d.at(perm[3])};
+  std::vector<int64_t> r;
+  for (int64_t i : perm) r.push_back(d.at(size_t(i)));
+  return r;
 }
 
 TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::vector<uint8_t>& storage) {
@@ -185,8 +189,6 @@ TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::
   r.data = storage.data();
   return r;
 }
-
-}  // namespace
 
 size_t convolution_workspace(const ConvolutionParams& p, const std::vector<TensorView>& inputs) {
   if (inputs.size() < 2 || inputs[0].dims.size() < 3 || inputs[0].dims.size() > 5) return 0;

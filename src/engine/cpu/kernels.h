@@ -46,6 +46,12 @@ void strided_copy(const void* src, int64_t base, const std::vector<int64_t>& dim
 void permute_copy(const void* in, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& perm, void* dst,
                   size_t elem);
 
+// Channels-last layers (CUDA's layout) run here through their NCHW kernels between permutes.
+extern const std::vector<int64_t> kToNchw, kToNhwc;
+std::vector<int64_t> reorder(const std::vector<int64_t>& dims, const std::vector<int64_t>& perm);
+// `t` permuted into `storage`, as a contiguous view.
+TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::vector<uint8_t>& storage);
+
 // Applies bias (broadcast to `out`'s dims) and an optional activation in place on fp32 data;
 // the epilogue of matmul and convolution.
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act);

@@ -21,14 +21,21 @@ void put3(int64_t* dst, const std::vector<int64_t>& v, size_t n, int64_t fill) {
 
 template <class T>
 __global__ void pool_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, Spatial3 g, bool is_max, bool adaptive,
-                            bool count_include_pad, int64_t divisor) {
+                            bool count_include_pad, int64_t divisor, int64_t channels_last) {
+  // channels_last = C for [N, H, W, C] data (neighbouring threads: neighbouring channels, so
+  // reads coalesce), else 0 for [N, C, *spatial].
+  const int64_t step_sp = channels_last ? channels_last : 1;  // elements between spatial neighbours
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t o[3], rem = i;
+    int64_t o[3], rem = i, ch = 0;
+    if (channels_last) {
+      ch = rem % channels_last;
+      rem /= channels_last;
+    }
     for (int d = 2; d >= 0; --d) {
       o[d] = rem % g.out[d];
       rem /= g.out[d];
     }
-    const int64_t nc = rem;  // fused batch * channel
+    const int64_t nc = rem;  // fused batch * channel (NCHW), batch (NHWC)
     int64_t lo[3], hi[3], step[3];
     int64_t pool_size = 1;
     for (int d = 0; d < 3; ++d) {
@@ -47,7 +54,7 @@ __global__ void pool_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
         step[d] = 1;
       }
     }
-    const T* xs = x + nc * g.in[0] * g.in[1] * g.in[2];
+    const T* xs = x + nc * g.in[0] * g.in[1] * g.in[2] * step_sp + ch;
     float best = -INFINITY, sum = 0.f;
     int64_t count = 0;
     for (int64_t a = lo[0]; a < hi[0]; a += step[0]) {
@@ -56,7 +63,7 @@ __global__ void pool_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
         if (b < 0 || b >= g.in[1]) continue;
         for (int64_t c = lo[2]; c < hi[2]; c += step[2]) {
           if (c < 0 || c >= g.in[2]) continue;
-          float v = to_float(xs[(a * g.in[1] + b) * g.in[2] + c]);
+          float v = to_float(xs[((a * g.in[1] + b) * g.in[2] + c) * step_sp]);
           if (isnan(v) || v > best) best = isnan(best) ? best : v;
           sum += v;
           ++count;
@@ -125,9 +132,14 @@ void run_pooling(Context& ctx, const PoolingParams& p, LayerCall& call) {
   if (n == 0) return;
   const size_t ns = x.dims.size() - 2;
   if (ns < 1 || ns > 3) fail(call.layer, "pooling needs 1 to 3 spatial dims");
+  if (p.channels_last && ns != 2) fail(call.layer, "channels-last pooling needs a 2-d input");
+  // Spatial dims: after [N, C] (NCHW) or between N and C (NHWC).
+  auto spatial = [&](const std::vector<int64_t>& d) {
+    return p.channels_last ? std::vector<int64_t>(d.begin() + 1, d.end() - 1) : std::vector<int64_t>(d.begin() + 2, d.end());
+  };
   Spatial3 g{};
-  put3(g.in, std::vector<int64_t>(x.dims.begin() + 2, x.dims.end()), ns, 1);
-  put3(g.out, std::vector<int64_t>(y.dims.begin() + 2, y.dims.end()), ns, 1);
+  put3(g.in, spatial(x.dims), ns, 1);
+  put3(g.out, spatial(y.dims), ns, 1);
   put3(g.k, p.kernel, ns, 1);
   put3(g.s, p.stride.empty() ? p.kernel : p.stride, ns, 1);
   put3(g.pad, p.padding, ns, 0);
@@ -141,7 +153,7 @@ void run_pooling(Context& ctx, const PoolingParams& p, LayerCall& call) {
     using T = decltype(t);
     pool_kernel<T><<<grid_for(ctx, n, 256), 256, 0, ctx.stream>>>(
         static_cast<const T*>(x.data), static_cast<T*>(y.data), n, g, p.type == PoolType::kMax, adaptive,
-        p.count_include_pad, p.divisor_override.value_or(0));
+        p.count_include_pad, p.divisor_override.value_or(0), p.channels_last ? x.dims.back() : 0);
   });
   KILN_CUDA_LAUNCH_CHECK();
 }
