@@ -64,4 +64,13 @@ if KILN_PROFILE=1 "$kiln" bench "$d/export.pt2" --input "$d/input_0.npy" --iters
 else
   echo "FAIL KILN_PROFILE=1 bench: $(tail -1 "$work/prof")"; fail=1
 fi
+# The causal mask an exported decoder builds from aranges reaches the attention kernel as its
+# causal flag, not as data (the output check above says the result is unchanged).
+d="$data/causal_sdpa"
+if KILN_LOG=debug "$kiln" run "$d/export.pt2" --input "$d/input_0.npy" --output-dir "$work/causal" >/dev/null 2>"$work/log" &&
+   grep -q "mask is causal -> flag" "$work/log" && grep -q "Attention\[causal" "$work/log"; then
+  echo "ok   causal_sdpa: constant causal mask -> the causal flag"
+else
+  echo "FAIL causal_sdpa: the mask was not recognised as causal:"; grep -E "simplify|Attention" "$work/log"; fail=1
+fi
 exit $fail
