@@ -33,7 +33,7 @@ class PythonFallback : public program::FallbackExecutor {
       return false;
     }
   }
-  program::RtValue run(const ir::Node& node, const std::vector<program::RtValue>&) override {
+  program::RtValue run(const ir::Node& node, const std::vector<program::RtValue>&, engine::DeviceKind) override {
     throw std::runtime_error("%" + node.name + " (" + node.target +
                              "): from Python, fallback ops run in the module kiln.compile returns");
   }

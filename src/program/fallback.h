@@ -18,10 +18,15 @@ class FallbackExecutor {
   virtual std::string name() const = 0;  // "libtorch 2.11.0"
   // Whether it can run this op at all (checked when a program is compiled or loaded).
   virtual bool has_op(const std::string& target) const = 0;
-  // Runs one call_function node. `inputs` are the values of node.inputs(), in that order; the
-  // node's literal arguments come from the node. Returns the node's value: a tensor, or a list
-  // for ops returning tuples or tensor lists. Throws std::runtime_error naming the node.
-  virtual RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs) = 0;
+  // Whether run() can work on `device`'s memory (the CPU always; CUDA with a CUDA-enabled libtorch
+  // and a GPU).
+  virtual bool runs_on(engine::DeviceKind device) const { return device == engine::DeviceKind::kCPU; }
+  // Runs one call_function node on `device`. `inputs` are the values of node.inputs(), in that
+  // order (tensors on another device are copied over); the node's literal arguments come from the
+  // node (a `device=` argument becomes `device`). Returns the node's value, its tensors on `device`
+  // and finished (the device synchronized): a tensor, or a list for ops returning tuples or tensor
+  // lists. Throws std::runtime_error naming the node.
+  virtual RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs, engine::DeviceKind device) = 0;
 };
 
 // The process-wide executor (null when none is registered).

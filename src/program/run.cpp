@@ -34,6 +34,8 @@ struct CompiledProgram::Runtime {
   std::vector<std::unique_ptr<engine::ExecutionContext>> contexts;
   // RunOptions::device_resident_io: program inputs kept on the device, by name, with their size.
   std::map<std::string, std::pair<std::shared_ptr<void>, size_t>> resident_inputs;
+  // Weights that fallback ops read on the GPU, uploaded once, by weight name.
+  std::map<std::string, HostTensor> device_weights;
 };
 
 CompiledProgram::CompiledProgram() : runtime_(std::make_unique<Runtime>()) {}
@@ -185,6 +187,33 @@ bool host_op(const ir::Node& n) {
   return partition::is_symbolic(n) || n.target == "getitem" || n.target.rfind("_operator.", 0) == 0;
 }
 
+// `t` copied to (or already in) `device` memory through the backend; the copy owns its buffer.
+HostTensor on_device(const HostTensor& t, engine::DeviceKind device, const std::shared_ptr<engine::Backend>& backend) {
+  if (t.device == device || !t.defined()) return t;
+  HostTensor r;
+  if (device == engine::DeviceKind::kCPU) {
+    r = HostTensor::empty(t.dtype, t.dims);
+  } else {
+    r.dtype = t.dtype;
+    r.dims = t.dims;
+    r.device = device;
+    void* p = backend->allocate(std::max<size_t>(t.nbytes(), 1));
+    r.owner = std::shared_ptr<void>(p, [backend](void* q) { backend->deallocate(q); });
+    r.data = static_cast<uint8_t*>(p);
+  }
+  backend->copy(r.data, device, t.data, t.device, t.nbytes());
+  return r;
+}
+
+// Every tensor in `v` (lists included) in host memory.
+RtValue to_host(const RtValue& v, const std::shared_ptr<engine::Backend>& backend) {
+  if (v.is_tensor()) return on_device(v.tensor(), engine::DeviceKind::kCPU, backend);
+  if (!v.is_list()) return v;
+  RtValue::List l;
+  for (const RtValue& e : v.list()) l.push_back(to_host(e, backend));
+  return l;
+}
+
 }  // namespace
 
 std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inputs, const RunOptions& options) const {
@@ -204,13 +233,26 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
   Env env;
   for (size_t i = 0; i < inputs.size(); ++i) env[inputs_[i].name] = inputs[i];
   std::shared_ptr<FallbackExecutor> exec = fallback_executor();
+  // On the GPU, values stay in device memory between steps: segment outputs are read in place by
+  // the segments after them, and fallback ops run on PyTorch's CUDA kernels when the executor has
+  // them (a CUDA libtorch), else on its CPU kernels with their inputs brought to the host.
+  const bool on_gpu = rt.backend->kind() == engine::DeviceKind::kCUDA;
+  const engine::DeviceKind fallback_device =
+      on_gpu && exec && exec->runs_on(engine::DeviceKind::kCUDA) ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
+  std::vector<std::shared_ptr<void>> device_buffers;  // uploads for this run (segment outputs may alias them)
 
   // Values by node: computed, a weight, a host op evaluated on demand, or a tuple reassembled from
   // its elements ("<name>.<i>", as segments return them).
   std::function<RtValue(const ir::Node*)> value_of = [&](const ir::Node* n) -> RtValue {
     auto it = env.find(n->name);
     if (it != env.end()) return it->second;
-    if (n->kind == ir::NodeKind::GetAttr) return env[n->name] = weights_.at(n->target);
+    if (n->kind == ir::NodeKind::GetAttr) {
+      if (fallback_device == engine::DeviceKind::kCPU) return env[n->name] = weights_.at(n->target);
+      auto cached = rt.device_weights.find(n->target);
+      if (cached == rt.device_weights.end())
+        cached = rt.device_weights.emplace(n->target, on_device(weights_.at(n->target), fallback_device, rt.backend)).first;
+      return env[n->name] = cached->second;
+    }
     if (n->kind == ir::NodeKind::CallFunction && partition::is_symbolic(*n)) {
       std::vector<RtValue> in;
       for (const ir::Node* p : n->inputs()) in.push_back(value_of(p));
@@ -256,9 +298,12 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     if (step.kind == Step::Kind::kFallback) {
       const ir::Node& n = *step.node;
       std::vector<RtValue> in;
-      for (const ir::Node* p : n.inputs()) in.push_back(value_of(p));
+      for (const ir::Node* p : n.inputs()) {
+        in.push_back(value_of(p));
+        if (!host_op(n) && fallback_device == engine::DeviceKind::kCPU) in.back() = to_host(in.back(), rt.backend);
+      }
       try {
-        env[n.name] = host_op(n) ? eval_host(n, in, sym) : exec->run(n, in);
+        env[n.name] = host_op(n) ? eval_host(n, in, sym) : exec->run(n, in, fallback_device);
       } catch (const InputError&) {
         throw;
       } catch (const std::exception& e) {
@@ -269,14 +314,13 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     const AccSegment& seg = segments_[step.segment];
     auto& ctx = rt.contexts[step.segment];
     if (!ctx) ctx = std::make_unique<engine::ExecutionContext>(seg.plan, rt.backend);
-    const bool on_host = rt.backend->kind() == engine::DeviceKind::kCPU;
-    std::vector<std::shared_ptr<void>> device_buffers;  // inputs copied to the device for this call
+    const bool on_host = !on_gpu;
     auto device_copy = [&](const std::string& name, const HostTensor& t) -> engine::TensorView {
       engine::TensorView v;
       v.dtype = conversion::to_engine_dtype(t.dtype);
       v.dims = t.dims;
       v.device = rt.backend->kind();
-      if (on_host) {
+      if (t.device == v.device) {  // host data on the CPU; an earlier step's result on the GPU
         v.data = t.data;
         return v;
       }
@@ -305,14 +349,19 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
         const engine::TensorView& out = ctx->output(seg.output_values[i]);
         if (!out.is_contiguous()) throw std::runtime_error("segment output " + seg.output_values[i] + " is not contiguous");
         const std::string& name = seg.output_values[i];
-        const bool stays_on_device = options.device_resident_io && !on_host &&
-                                     !read_by_steps.count(name.substr(0, name.rfind('.')));
         HostTensor t;
         t.dtype = conversion::to_ir_dtype(out.dtype);
         t.dims = out.dims;
-        if (!stays_on_device) {  // (a fresh zero-filled host buffer per run would cost more than the GPU work)
+        if (on_host) {
           t = HostTensor::empty(t.dtype, t.dims);
-          rt.backend->copy(t.data, engine::DeviceKind::kCPU, out.data, out.device, t.nbytes());
+          std::memcpy(t.data, out.data, t.nbytes());
+        } else if (options.device_resident_io && !read_by_steps.count(name.substr(0, name.rfind('.')))) {
+          // a result nobody reads: dims only (a host buffer per run would cost more than the GPU work)
+        } else {
+          // Read in place by later steps: the context's memory holds it until this segment runs
+          // again, which is not before the next run; what the run returns is copied out below.
+          t.data = static_cast<uint8_t*>(out.data);
+          t.device = out.device;
         }
         env[seg.output_values[i]] = std::move(t);
       }
@@ -330,8 +379,14 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
   std::vector<ir::Argument> items = a.is_list() ? a.list() : std::vector<ir::Argument>{a};
   for (const ir::Argument& item : items) {
     if (!item.is_node()) throw std::runtime_error("program output " + item.str() + " is not a tensor");
-    outs.push_back(value_of(item.node()).tensor());
+    HostTensor t = value_of(item.node()).tensor();
+    if (t.device != engine::DeviceKind::kCPU) {
+      if (options.device_resident_io) t = HostTensor{t.dtype, t.dims};  // stays on the device: dims only
+      else t = on_device(t, engine::DeviceKind::kCPU, rt.backend);
+    }
+    outs.push_back(std::move(t));
   }
+  if (on_gpu) rt.backend->synchronize();
   return outs;
 }
 

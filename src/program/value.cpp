@@ -49,6 +49,7 @@ HostTensor HostTensor::view(ir::ScalarType dtype, std::vector<int64_t> dims, con
 int64_t HostTensor::numel() const { return checked_numel(dims); }
 
 HostTensor HostTensor::clone() const {
+  if (device != engine::DeviceKind::kCPU) throw std::logic_error("clone() of a tensor in device memory");
   HostTensor t = empty(dtype, dims);
   if (nbytes()) std::memcpy(t.data, data, nbytes());
   return t;

@@ -10,18 +10,22 @@
 #include <variant>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/network.h"
 #include "ir/types.h"
 
 namespace kiln::program {
 
-// A dense, contiguous tensor in host memory. Copies share the bytes (like at::Tensor); `owner`
-// keeps whatever holds them alive (a fresh buffer, a weight mapping, a libtorch tensor).
+// A dense, contiguous tensor, in host memory unless `device` says otherwise. Copies share the
+// bytes (like at::Tensor); `owner` keeps whatever holds them alive (a fresh buffer, a weight
+// mapping, a libtorch tensor). Device tensors exist only inside a program run on the GPU (values
+// between its steps stay there); what a run returns is in host memory.
 struct HostTensor {
   ir::ScalarType dtype = ir::ScalarType::Float;
   std::vector<int64_t> dims;
   uint8_t* data = nullptr;
   std::shared_ptr<void> owner;
+  engine::DeviceKind device = engine::DeviceKind::kCPU;
 
   // Zero-filled fresh buffer. Throws std::length_error on negative or overflowing sizes.
   static HostTensor empty(ir::ScalarType dtype, std::vector<int64_t> dims);
@@ -32,7 +36,7 @@ struct HostTensor {
   size_t nbytes() const { return static_cast<size_t>(numel()) * ir::element_size(dtype); }
   bool defined() const { return data != nullptr || numel() == 0; }
   template <class T> T* as() const { return reinterpret_cast<T*>(data); }
-  HostTensor clone() const;
+  HostTensor clone() const;  // host tensors only
   std::string str() const;  // "float32[2, 5]"
 };
 

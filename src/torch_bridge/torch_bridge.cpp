@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/cuda.h>
 #include <torch/version.h>
 
 #include <algorithm>
@@ -79,41 +80,52 @@ int64_t memory_format_to_c10(ir::MemoryFormat f) {
   return 0;
 }
 
-// Host tensor -> at::Tensor without a copy; the at::Tensor keeps the host tensor's bytes alive.
-at::Tensor to_at(const HostTensor& t) {
-  const auto opts = at::TensorOptions().dtype(to_c10(t.dtype)).device(at::kCPU);
-  if (t.numel() == 0) return at::empty(t.dims, opts);
-  std::shared_ptr<void> owner = t.owner;
-  return at::from_blob(t.data, t.dims, [owner](void*) mutable { owner.reset(); }, opts);
+c10::DeviceType device_type(engine::DeviceKind d) { return d == engine::DeviceKind::kCUDA ? at::kCUDA : at::kCPU; }
+
+// A kiln tensor -> at::Tensor on `target`: no copy where it already is (the at::Tensor keeps its
+// bytes alive; a CUDA pointer's device is read from the pointer), else copied there.
+at::Tensor to_at(const HostTensor& t, c10::DeviceType target) {
+  const auto opts = at::TensorOptions().dtype(to_c10(t.dtype)).device(device_type(t.device));
+  at::Tensor a;
+  if (t.numel() == 0) {
+    a = at::empty(t.dims, opts);
+  } else {
+    std::shared_ptr<void> owner = t.owner;
+    a = at::from_blob(t.data, t.dims, [owner](void*) mutable { owner.reset(); }, opts);
+  }
+  return a.device().type() == target ? a : a.to(target);
 }
 
-// at::Tensor -> host tensor without a copy when it is already dense and on the CPU.
-HostTensor from_at(at::Tensor t) {
-  t = t.to(at::kCPU).contiguous();
+// at::Tensor -> kiln tensor on `target`, dense; no copy when it already is.
+HostTensor from_at(at::Tensor t, c10::DeviceType target) {
+  if (t.device().type() != target) t = t.to(target);
+  t = t.contiguous();
   std::vector<int64_t> dims(t.sizes().begin(), t.sizes().end());
   auto holder = std::make_shared<at::Tensor>(t);
-  return HostTensor::view(from_c10(t.scalar_type()), std::move(dims), t.data_ptr(), holder);
+  HostTensor r = HostTensor::view(from_c10(t.scalar_type()), std::move(dims), t.data_ptr(), holder);
+  r.device = target == at::kCUDA ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
+  return r;
 }
 
-RtValue from_ivalue(const c10::IValue& v) {
-  if (v.isTensor()) return from_at(v.toTensor());
+RtValue from_ivalue(const c10::IValue& v, c10::DeviceType target) {
+  if (v.isTensor()) return from_at(v.toTensor(), target);
   if (v.isNone()) return RtValue();
   if (v.isBool()) return v.toBool();
   if (v.isInt()) return v.toInt();
   if (v.isDouble()) return v.toDouble();
   if (v.isTensorList()) {
     RtValue::List l;
-    for (const at::Tensor& t : v.toTensorVector()) l.push_back(from_at(t));
+    for (const at::Tensor& t : v.toTensorVector()) l.push_back(from_at(t, target));
     return l;
   }
   if (v.isTuple()) {
     RtValue::List l;
-    for (const auto& e : v.toTupleRef().elements()) l.push_back(from_ivalue(e));
+    for (const auto& e : v.toTupleRef().elements()) l.push_back(from_ivalue(e, target));
     return l;
   }
   if (v.isList()) {
     RtValue::List l;
-    for (const c10::IValue& e : v.toListRef()) l.push_back(from_ivalue(e));
+    for (const c10::IValue& e : v.toListRef()) l.push_back(from_ivalue(e, target));
     return l;
   }
   throw std::runtime_error("PyTorch returned a " + v.tagKind() + ", which kiln does not handle");
@@ -122,7 +134,8 @@ RtValue from_ivalue(const c10::IValue& v) {
 // Builds the stack for one node. `resolve` gives the run-time value of an argument node.
 class StackBuilder {
  public:
-  StackBuilder(const ir::Node& node, const std::vector<RtValue>& inputs) : node_(node), inputs_(inputs), refs_(node.inputs()) {}
+  StackBuilder(const ir::Node& node, const std::vector<RtValue>& inputs, c10::DeviceType device)
+      : node_(node), inputs_(inputs), refs_(node.inputs()), device_(device) {}
 
   c10::IValue arg(const ir::Argument& a, const c10::TypePtr& type) const {
     const c10::TypeKind k = type->kind();
@@ -149,7 +162,7 @@ class StackBuilder {
       case c10::TypeKind::StringType:
         return a.as<std::string>();
       case c10::TypeKind::DeviceObjType:
-        return c10::Device(c10::kCPU);  // fallback tensors live in host memory, whatever the export said
+        return c10::Device(device_);  // where this run keeps its values, whatever the export said
       case c10::TypeKind::NumberType:
       case c10::TypeKind::AnyType:
         if (a.is<double>()) return a.as<double>();
@@ -192,9 +205,9 @@ class StackBuilder {
     const c10::TypeKind k = type->kind();
     if (v.is_none()) return c10::IValue();
     if (v.is_tensor()) {
-      if (k == c10::TypeKind::TensorType || k == c10::TypeKind::AnyType) return to_at(v.tensor());
+      if (k == c10::TypeKind::TensorType || k == c10::TypeKind::AnyType) return to_at(v.tensor(), device_);
       // A 0-d tensor where a number is expected (Scalar from a tensor value).
-      return to_at(v.tensor()).item().toDouble();
+      return to_at(v.tensor(), at::kCPU).item().toDouble();
     }
     if (v.is_list()) {
       if (k == c10::TypeKind::ListType) return list_of(v.list(), type->castRaw<c10::ListType>()->getElementType());
@@ -264,6 +277,7 @@ class StackBuilder {
   const ir::Node& node_;
   const std::vector<RtValue>& inputs_;
   std::vector<ir::Node*> refs_;
+  c10::DeviceType device_;
 };
 
 // "aten.add.Tensor" -> {"aten::add", "Tensor"}; ".default" is the empty overload.
@@ -276,11 +290,11 @@ c10::OperatorName op_name(const std::string& target) {
   return c10::OperatorName(target.substr(0, first) + "::" + target.substr(first + 1, last - first - 1), overload);
 }
 
-RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs) {
+RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs, c10::DeviceType device) {
   auto handle = c10::Dispatcher::singleton().findSchema(op_name(node.target));
   if (!handle) throw std::runtime_error("libtorch " + torch_version() + " has no op " + node.target);
   const c10::FunctionSchema& schema = handle->schema();
-  StackBuilder builder(node, inputs);
+  StackBuilder builder(node, inputs, device);
   torch::jit::Stack stack;
   size_t positional = 0;
   for (const c10::Argument& a : schema.arguments()) {
@@ -302,10 +316,17 @@ RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs) {
                              std::to_string(positional));
   c10::InferenceMode guard;
   handle->callBoxed(&stack);
-  if (stack.size() == 1) return from_ivalue(stack[0]);
-  RtValue::List out;
-  for (const auto& v : stack) out.push_back(from_ivalue(v));
-  return out;
+  RtValue result;
+  if (stack.size() == 1) {
+    result = from_ivalue(stack[0], device);
+  } else {
+    RtValue::List out;
+    for (const auto& v : stack) out.push_back(from_ivalue(v, device));
+    result = std::move(out);
+  }
+  // PyTorch queued the work on its current stream; kiln's next step runs on its own.
+  if (device == at::kCUDA) torch::cuda::synchronize();
+  return result;
 }
 
 class TorchExecutor final : public program::FallbackExecutor {
@@ -318,9 +339,13 @@ class TorchExecutor final : public program::FallbackExecutor {
       return false;
     }
   }
-  RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs) override {
+  bool runs_on(engine::DeviceKind device) const override {
+    return device == engine::DeviceKind::kCPU || at::globalContext().hasCUDA();
+  }
+  RtValue run(const ir::Node& node, const std::vector<RtValue>& inputs, engine::DeviceKind device) override {
+    if (!runs_on(device)) throw std::runtime_error("libtorch " + torch_version() + " cannot run ops on the GPU here");
     try {
-      return torch_bridge::run(node, inputs);
+      return torch_bridge::run(node, inputs, device_type(device));
     } catch (const c10::Error& e) {  // PyTorch's own message without its C++ backtrace
       throw std::runtime_error(e.msg());
     }
@@ -343,7 +368,7 @@ void install() {
 
 std::vector<HostTensor> run_node(const ir::Node& node, const std::vector<RtValue>& inputs) {
   TorchExecutor exec;
-  RtValue v = exec.run(node, inputs);
+  RtValue v = exec.run(node, inputs, engine::DeviceKind::kCPU);
   std::vector<HostTensor> out;
   if (v.is_tensor()) out.push_back(v.tensor());
   else if (v.is_list())

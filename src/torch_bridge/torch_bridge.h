@@ -14,7 +14,8 @@
 
 namespace kiln::torch_bridge {
 
-// A FallbackExecutor backed by libtorch (CPU kernels; tensors stay in host memory).
+// A FallbackExecutor backed by libtorch: its CPU kernels, and its CUDA kernels on GPU memory when
+// this libtorch has CUDA (PyTorch's wheel) and a GPU is present.
 std::shared_ptr<program::FallbackExecutor> make_executor();
 // Registers make_executor() as the process's fallback executor (idempotent).
 void install();
