@@ -360,6 +360,132 @@ size_t fuse_gelu_tanh(ir::ExportedProgram& program) {
   return changed;
 }
 
+// ---- attention written out --------------------------------------------------------------------
+
+namespace {
+
+bool same_sizes(const ir::Node* a, const ir::Node* b) {
+  return a->meta.is_tensor() && b->meta.is_tensor() && a->meta.tensor.str() == b->meta.tensor.str();
+}
+
+// Normalized axis `a` of a rank-`r` tensor, or -1 when out of range.
+int64_t axis_of(const ir::Argument& a, int64_t r) {
+  if (!a.is<int64_t>()) return -1;
+  const int64_t x = a.as<int64_t>() < 0 ? a.as<int64_t>() + r : a.as<int64_t>();
+  return x >= 0 && x < r ? x : -1;
+}
+
+// k when `kt` is k with its last two dims swapped (transpose.int or a permute doing only that).
+ir::Node* untransposed(const ir::Node* kt) {
+  if (!kt || kt->kind != ir::NodeKind::CallFunction || kt->args.empty() || !kt->args[0].is_node() ||
+      !kt->meta.is_tensor())
+    return nullptr;
+  const int64_t r = int64_t(kt->meta.tensor.rank());
+  if (r < 2) return nullptr;
+  if (kt->is_op("aten.transpose.int") && kt->args.size() == 3) {
+    const int64_t a = axis_of(kt->args[1], r), b = axis_of(kt->args[2], r);
+    if (std::min(a, b) == r - 2 && std::max(a, b) == r - 1) return kt->args[0].node();
+  }
+  if (kt->is_op("aten.permute.default") && kt->args.size() == 2 && kt->args[1].is_list()) {
+    const auto& perm = kt->args[1].list();
+    if (int64_t(perm.size()) != r) return nullptr;
+    for (int64_t i = 0; i < r; ++i) {
+      const int64_t want = i == r - 2 ? r - 1 : i == r - 1 ? r - 2 : i;
+      if (axis_of(perm[size_t(i)], r) != want) return nullptr;
+    }
+    return kt->args[0].node();
+  }
+  return nullptr;
+}
+
+// The softmax over the last dim that `p` is (softmax.int, _softmax, _safe_softmax), its input.
+ir::Node* softmax_input(const ir::Node* p) {
+  if (!p || p->kind != ir::NodeKind::CallFunction || p->args.size() < 2 || !p->args[0].is_node() || !p->meta.is_tensor())
+    return nullptr;
+  const bool softmax = p->is_op("aten.softmax.int") || p->is_op("aten._softmax.default") || p->is_op("aten._safe_softmax.default");
+  if (!softmax || axis_of(p->args[1], int64_t(p->meta.tensor.rank())) != int64_t(p->meta.tensor.rank()) - 1) return nullptr;
+  if (p->is_op("aten._softmax.default") && p->args.size() > 2 && p->args[2].is<bool>() && p->args[2].as<bool>())
+    return nullptr;  // half_to_float
+  ir::Node* x = p->args[0].node();
+  if (!x->meta.is_tensor() || x->meta.tensor.dtype != p->meta.tensor.dtype) return nullptr;  // softmax(dtype=...)
+  return x;
+}
+
+struct EagerAttention {
+  ir::Node *q = nullptr, *k = nullptr, *mask = nullptr;
+  double scale = 1.0;
+};
+
+// `s` = [matmul(q, kᵀ) (* c | / c)], each used once: q, k and the scale.
+std::optional<EagerAttention> scores(ir::Node* s) {
+  EagerAttention a;
+  ir::Node* m = s;
+  if (s && s->kind == ir::NodeKind::CallFunction && s->args.size() == 2 && s->kwargs.empty() &&
+      (s->is_op("aten.mul.Tensor") || s->is_op("aten.mul.Scalar") || s->is_op("aten.div.Tensor") ||
+       s->is_op("aten.div.Scalar"))) {
+    const bool div = s->target.rfind("aten.div", 0) == 0;
+    const int node_at = s->args[0].is_node() ? 0 : 1;
+    if (div && node_at != 0) return std::nullopt;  // c / scores is no scaling
+    const auto c = number(s->args[1 - node_at]);
+    if (!c || !s->args[node_at].is_node() || *c == 0) return std::nullopt;
+    a.scale = div ? 1.0 / *c : *c;
+    if (!single_use(s)) return std::nullopt;
+    m = s->args[node_at].node();
+  }
+  if (!m || !m->is_op("aten.matmul.default") || m->args.size() != 2 || !m->args[0].is_node() || !m->args[1].is_node() ||
+      !single_use(m))
+    return std::nullopt;
+  a.q = m->args[0].node();
+  a.k = untransposed(m->args[1].node());
+  if (!a.k) return std::nullopt;
+  return a;
+}
+
+}  // namespace
+
+size_t fuse_eager_attention(ir::ExportedProgram& program) {
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  for (ir::Node* out : g.nodes()) {
+    if (!out->is_op("aten.matmul.default") || out->args.size() != 2 || !out->args[0].is_node() || !out->args[1].is_node())
+      continue;
+    ir::Node* p = out->args[0].node();
+    ir::Node* v = out->args[1].node();
+    // softmax(...).to(its own dtype) is the softmax
+    if (p->is_op("aten.to.dtype") && single_use(p) && p->args.size() >= 2 && p->args[0].is_node() &&
+        same_sizes(p, p->args[0].node()) && p->meta.tensor.dtype == p->args[0].node()->meta.tensor.dtype)
+      p = p->args[0].node();
+    ir::Node* x = single_use(p) ? softmax_input(p) : nullptr;
+    if (!x || !single_use(x)) continue;
+    std::optional<EagerAttention> a = scores(x);
+    if (!a && x->is_op("aten.add.Tensor") && x->args.size() == 2 && x->kwargs.empty() && x->args[0].is_node() &&
+        x->args[1].is_node()) {
+      for (int i = 0; i < 2 && !a; ++i) {
+        ir::Node* s = x->args[i].node();
+        ir::Node* mask = x->args[1 - i].node();
+        // the mask must not broadcast the scores up, nor change their dtype
+        if (!same_sizes(s, x) || !mask->meta.is_tensor() || mask->meta.tensor.dtype != x->meta.tensor.dtype ||
+            mask->meta.tensor.rank() > x->meta.tensor.rank())
+          continue;
+        a = scores(s);
+        if (a) a->mask = mask;
+      }
+    }
+    if (!a) continue;
+    const size_t rank = out->meta.is_tensor() ? out->meta.tensor.rank() : 0;
+    bool ranks_agree = rank >= 2;
+    for (const ir::Node* t : {a->q, a->k, v}) ranks_agree = ranks_agree && t->meta.is_tensor() && t->meta.tensor.rank() == rank;
+    if (!ranks_agree) continue;
+    out->target = "aten.scaled_dot_product_attention.default";
+    g.set_args(out, {ir::Argument(a->q), ir::Argument(a->k), ir::Argument(v),
+                     a->mask ? ir::Argument(a->mask) : ir::Argument()});
+    g.set_kwargs(out, {{"scale", ir::Argument(a->scale)}});
+    ++changed;
+  }
+  if (changed) g.eliminate_dead_code();
+  return changed;
+}
+
 // ---- symbolic ints --------------------------------------------------------------------------------
 
 size_t canonicalize_symbolic(ir::ExportedProgram& program) {
@@ -404,6 +530,7 @@ std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
   run("fold_weight_constants", [](ir::ExportedProgram& p) { return fold_weight_constants(p); });
   run("canonicalize_symbolic", canonicalize_symbolic);
   run("fuse_gelu_tanh", fuse_gelu_tanh);
+  run("fuse_eager_attention", fuse_eager_attention);
   out.push_back({"eliminate_dead_code", program.graph.eliminate_dead_code()});
   program.graph.verify();
   return out;

@@ -33,6 +33,15 @@ size_t canonicalize_symbolic(ir::ExportedProgram& program);
 // op that converters map to one activation (and the builder then fuses into the matmul before it).
 size_t fuse_gelu_tanh(ir::ExportedProgram& program);
 
+// Attention written out, as models exported with eager attention carry it (GPT-2 and BERT with
+// attn_implementation="eager", many others): matmul(q, k.transpose(-2, -1)) [* c | / c] [+ mask]
+// -> softmax(-1) [-> to(same dtype)] -> matmul(·, v) becomes one
+// aten.scaled_dot_product_attention(q, k, v, mask, scale=c | 1/c | 1), which converts to kiln's
+// fused attention (scores never stored). Only when every intermediate is used once and the mask
+// does not broadcast the scores to a larger shape. Rows whose every score is -inf differ: PyTorch's
+// softmax gives NaN there, the fused attention zeros (as PyTorch's own sdpa does since 2.5).
+size_t fuse_eager_attention(ir::ExportedProgram& program);
+
 struct PassReport {
   std::string pass;
   size_t changes = 0;

@@ -65,12 +65,16 @@ else
   echo "FAIL KILN_PROFILE=1 bench: $(tail -1 "$work/prof")"; fail=1
 fi
 # The causal mask an exported decoder builds from aranges reaches the attention kernel as its
-# causal flag, not as data (the output check above says the result is unchanged).
-d="$data/causal_sdpa"
-if KILN_LOG=debug "$kiln" run "$d/export.pt2" --input "$d/input_0.npy" --output-dir "$work/causal" >/dev/null 2>"$work/log" &&
-   grep -q "mask is causal -> flag" "$work/log" && grep -q "Attention\[causal" "$work/log"; then
-  echo "ok   causal_sdpa: constant causal mask -> the causal flag"
-else
-  echo "FAIL causal_sdpa: the mask was not recognised as causal:"; grep -E "simplify|Attention" "$work/log"; fail=1
-fi
+# causal flag, not as data; GPT-2's eager attention (matmul, scale, mask, softmax, matmul) becomes
+# that one attention layer too (the output checks above say the results are unchanged).
+for name in causal_sdpa gpt2_tiny; do
+  d="$data/$name"
+  if KILN_LOG=debug "$kiln" run "$d/export.pt2" --input "$d/input_0.npy" --output-dir "$work/causal" >/dev/null 2>"$work/log" &&
+     grep -q "mask is causal -> flag" "$work/log" && grep -q "Attention\[causal" "$work/log" &&
+     ! grep -q "= Softmax" "$work/log"; then
+    echo "ok   $name: one fused attention layer per block, its constant causal mask as the causal flag"
+  else
+    echo "FAIL $name: attention not fused or its mask not recognised as causal:"; grep -E "simplify|Attention|Softmax" "$work/log"; fail=1
+  fi
+done
 exit $fail

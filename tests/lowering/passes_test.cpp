@@ -218,6 +218,48 @@ TEST(FuseGeluTanh, WrittenOutGeluBecomesOneOp) {
   EXPECT_EQ(fuse_gelu_tanh(g.p), 0u);
 }
 
+// softmax(q @ kᵀ * c + mask) @ v, as eager attention exports: one sdpa node with the scale and
+// the mask; without a mask and scaled by a division too. Not when the scores are used elsewhere,
+// the softmax is over another dim, or the mask broadcasts the scores up.
+TEST(FuseEagerAttention, WrittenOutAttentionBecomesSdpa) {
+  struct Case { bool mask, divide, shared_scores, other_dim, wide_mask; size_t fused; };
+  for (const Case& c : {Case{true, false, false, false, false, 1}, Case{false, true, false, false, false, 1},
+                        Case{true, false, true, false, false, 0}, Case{false, false, false, true, false, 0},
+                        Case{true, false, false, false, true, 0}}) {
+    G g;
+    const int64_t h = c.wide_mask ? 1 : 4;
+    Node* q = g.input("q", {2, h, 8, 16});
+    Node* k = g.input("k", {2, h, 8, 16});
+    Node* v = g.input("v", {2, h, 8, 16});
+    Node* kt = g.call("kt", "aten.transpose.int", {k, int64_t(-1), int64_t(-2)}, tensor({2, h, 16, 8}));
+    Node* s = g.call("qk", "aten.matmul.default", {q, kt}, tensor({2, h, 8, 8}));
+    Node* scaled = g.call("scaled", c.divide ? "aten.div.Tensor" : "aten.mul.Tensor", {s, 4.0}, tensor({2, h, 8, 8}));
+    Node* x = scaled;
+    if (c.mask) {
+      Node* m = g.input("m", {2, c.wide_mask ? int64_t(4) : int64_t(1), 8, 8});
+      x = g.call("masked", "aten.add.Tensor", {scaled, m}, tensor({2, 4, 8, 8}));
+    }
+    Node* p = g.call("p", "aten.softmax.int", {x, c.other_dim ? int64_t(-2) : int64_t(-1)},
+                     tensor({2, c.wide_mask ? int64_t(4) : h, 8, 8}));
+    Node* y = g.call("y", "aten.matmul.default", {p, v}, tensor({2, h, 8, 16}));
+    std::vector<Node*> outs{y};
+    if (c.shared_scores) outs.push_back(s);
+    g.output(outs);
+    EXPECT_EQ(fuse_eager_attention(g.p), c.fused);
+    g.p.graph.verify();
+    if (!c.fused) continue;
+    EXPECT_EQ(y->target, "aten.scaled_dot_product_attention.default");
+    ASSERT_EQ(y->args.size(), 4u);
+    EXPECT_EQ(y->args[0].node(), q);
+    EXPECT_EQ(y->args[1].node(), k);
+    EXPECT_EQ(y->args[2].node(), v);
+    EXPECT_EQ(y->args[3].is_none(), !c.mask);
+    ASSERT_NE(y->kwarg("scale"), nullptr);
+    EXPECT_DOUBLE_EQ(y->kwarg("scale")->as<double>(), c.divide ? 0.25 : 4.0);
+    for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten.softmax.int");
+  }
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});
@@ -225,7 +267,7 @@ TEST(RunPasses, ReportsEveryPass) {
   Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
   g.output({r});
   auto report = run_passes(g.p);
-  ASSERT_EQ(report.size(), 6u);
+  ASSERT_EQ(report.size(), 7u);
   EXPECT_EQ(report[0].pass, "remove_noops");
   EXPECT_EQ(report[0].changes, 1u);
 }
