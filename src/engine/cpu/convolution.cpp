@@ -196,22 +196,25 @@ size_t convolution_workspace(const ConvolutionParams& p, const std::vector<Tenso
                                       : geometry(p, inputs[0].dims, inputs[1].dims, nullptr)) * sizeof(float);
 }
 
+void run_via_nchw(const LayerCall& call, size_t permuted_inputs, const std::function<void(LayerCall&)>& nchw) {
+  std::vector<std::vector<uint8_t>> storage(permuted_inputs + 1);
+  std::vector<TensorView> ins = call.inputs;
+  for (size_t i = 0; i < permuted_inputs; ++i) ins.at(i) = permuted(call.inputs.at(i), kToNchw, storage[i]);
+  const TensorView& out = call.outputs.at(0);
+  std::vector<TensorView> outs{out};
+  outs[0].dims = reorder(out.dims, kToNchw);
+  storage.back().resize(out.nbytes());
+  outs[0].data = storage.back().data();
+  LayerCall inner{call.layer, ins, outs, call.allocate_output, call.workspace, call.workspace_bytes, call.symbols};
+  nchw(inner);
+  permute_copy(outs[0].data, outs[0].dims, kToNhwc, out.data, element_size(out.dtype));
+}
+
 void run(const ConvolutionParams& p, LayerCall& call) {
-  if (p.channels_last) {  // (CUDA's layout; here through the NCHW kernel and three permutes)
-    std::vector<uint8_t> xs, ws, ys;
-    std::vector<TensorView> ins = call.inputs;
-    ins.at(0) = permuted(call.inputs.at(0), kToNchw, xs);
-    ins.at(1) = permuted(call.inputs.at(1), kToNchw, ws);
-    const TensorView& out = call.outputs.at(0);
-    std::vector<TensorView> outs{out};
-    outs[0].dims = reorder(out.dims, kToNchw);
-    ys.resize(out.nbytes());
-    outs[0].data = ys.data();
+  if (p.channels_last) {  // (CUDA's layout; here through the NCHW kernel: input and weights permuted)
     ConvolutionParams nchw = p;
     nchw.channels_last = false;
-    LayerCall inner{call.layer, ins, outs, call.allocate_output, call.workspace, call.workspace_bytes, call.symbols};
-    run(nchw, inner);
-    permute_copy(ys.data(), outs[0].dims, kToNhwc, out.data, element_size(out.dtype));
+    run_via_nchw(call, 2, [&](LayerCall& inner) { run(nchw, inner); });
     return;
   }
   const Layer& layer = call.layer;

@@ -2,6 +2,8 @@
 // without a CPU kernel fails to compile. Internal to src/engine/cpu/.
 #pragma once
 
+#include <functional>
+
 #include "engine/backend.h"
 #include "engine/network.h"
 
@@ -51,6 +53,9 @@ extern const std::vector<int64_t> kToNchw, kToNhwc;
 std::vector<int64_t> reorder(const std::vector<int64_t>& dims, const std::vector<int64_t>& perm);
 // `t` permuted into `storage`, as a contiguous view.
 TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::vector<uint8_t>& storage);
+// A channels-last call run by `nchw` (the layer's NCHW kernel): its first `permuted_inputs`
+// inputs permuted to NCHW, the output written back in NHWC.
+void run_via_nchw(const LayerCall& call, size_t permuted_inputs, const std::function<void(LayerCall&)>& nchw);
 
 // Applies bias (broadcast to `out`'s dims) and an optional activation in place on fp32 data;
 // the epilogue of matmul and convolution.

@@ -24,18 +24,9 @@ struct Window {
 void run(const PoolingParams& p, LayerCall& call) {
   if (p.channels_last) {
     if (call.inputs.at(0).dims.size() != 4) fail(call.layer, "channels-last pooling needs a 2-d input");
-    std::vector<uint8_t> xs, ys;
-    std::vector<TensorView> ins{permuted(call.inputs.at(0), kToNchw, xs)};
-    const TensorView& out = call.outputs.at(0);
-    std::vector<TensorView> outs{out};
-    outs[0].dims = reorder(out.dims, kToNchw);
-    ys.resize(out.nbytes());
-    outs[0].data = ys.data();
     PoolingParams nchw = p;
     nchw.channels_last = false;
-    LayerCall inner{call.layer, ins, outs, call.allocate_output, call.workspace, call.workspace_bytes, call.symbols};
-    run(nchw, inner);
-    permute_copy(ys.data(), outs[0].dims, kToNhwc, out.data, element_size(out.dtype));
+    run_via_nchw(call, 1, [&](LayerCall& inner) { run(nchw, inner); });
     return;
   }
   const Layer& layer = call.layer;
