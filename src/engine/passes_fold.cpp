@@ -218,6 +218,15 @@ size_t fold_batch_norms(Network& net) {
       for (int64_t i = 0; i < per_channel; ++i) new_w[c * per_channel + i] = at(&w, c * per_channel + i, 0) * s;
       new_b[c] = (at(bias, c, 0) - at(&mean, c, 0)) * s + at(beta, c, 0);
     }
+    // A tiny variance scales fp16 weights past its range: inf, then NaN on a zero input. Keep the norm.
+    const double limit = w.dtype == DataType::kFloat16 ? 65504.0 : 3.38e38;
+    auto in_range = [&](const std::vector<double>& v) {
+      return std::all_of(v.begin(), v.end(), [&](double x) { return std::abs(x) <= limit; });
+    };
+    if (!in_range(new_w) || !in_range(new_b)) {
+      detail::log_debug("fold_batch_norms: " + bn->name() + " left: folded weights would overflow " + to_string(w.dtype));
+      continue;
+    }
     auto as_weights = [&](std::vector<int64_t> dims, const std::vector<double>& v) {
       const std::vector<float> f(v.begin(), v.end());
       std::vector<uint8_t> bytes(v.size() * element_size(w.dtype));

@@ -74,7 +74,8 @@ struct RunOptions {
   engine::DeviceKind device = engine::DeviceKind::kCPU;
   // For timing the engine alone (`kiln bench`), as eager PyTorch is timed with its tensors already
   // on the GPU: program inputs are uploaded once and reused while their sizes stay the same, and
-  // program outputs that no later step reads are not copied back (run() returns them unfilled).
+  // program outputs that no later step reads are not copied back (run() returns them unfilled:
+  // dims, no data).
   bool device_resident_io = false;
 };
 

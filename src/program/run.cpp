@@ -224,6 +224,7 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
   if (!rt.backend || rt.device != options.device) {
     rt.contexts.clear();
     rt.resident_inputs.clear();
+    rt.device_weights.clear();
     rt.device = options.device;
     rt.backend = options.device == engine::DeviceKind::kCUDA ? std::shared_ptr<engine::Backend>(engine::make_cuda_backend())
                                                               : std::shared_ptr<engine::Backend>(engine::make_cpu_backend());
@@ -381,8 +382,10 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     if (!item.is_node()) throw std::runtime_error("program output " + item.str() + " is not a tensor");
     HostTensor t = value_of(item.node()).tensor();
     if (t.device != engine::DeviceKind::kCPU) {
-      if (options.device_resident_io) t = HostTensor{t.dtype, t.dims};  // stays on the device: dims only
-      else t = on_device(t, engine::DeviceKind::kCPU, rt.backend);
+      if (options.device_resident_io && !read_by_steps.count(item.node()->name))
+        t = HostTensor{t.dtype, t.dims};  // stays on the device: dims only
+      else
+        t = on_device(t, engine::DeviceKind::kCPU, rt.backend);
     }
     outs.push_back(std::move(t));
   }

@@ -326,12 +326,16 @@ struct ProgramSerializer {
         s.compute_ops = js.at("compute_ops").get<size_t>();
         p.segments_.push_back(std::move(s));
       }
+      std::vector<bool> scheduled(p.segments_.size(), false);
       for (const auto& js : j.at("steps")) {
         Step s;
         if (js.contains("segment")) {
           s.kind = Step::Kind::kAccelerated;
           s.segment = js.at("segment").get<int>();
           if (s.segment < 0 || s.segment >= static_cast<int>(p.segments_.size())) throw bad("step names no segment");
+          // A run reads segment outputs in place until the segment runs again: once per run.
+          if (scheduled[size_t(s.segment)]) throw bad("segment " + std::to_string(s.segment) + " is scheduled twice");
+          scheduled[size_t(s.segment)] = true;
         } else {
           s.node = p.graph_.find(js.at("node").get<std::string>());
           if (!s.node || s.node->kind != ir::NodeKind::CallFunction) throw bad("step names no fallback node");

@@ -245,6 +245,30 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
     }
 }
 
+// A dead channel (variance 0) with a large scale: folded into fp16 weights it would be inf (and a
+// zero input then NaN), so the norm stays; in fp32 it folds.
+TEST(BuilderPasses, BatchNormStaysWhenFoldedWeightsWouldOverflow) {
+  for (DataType t : {DataType::kFloat16, DataType::kFloat32}) {
+    Network net;
+    auto constant = [&](const std::string& name, float v, std::vector<int64_t> dims = {1}) {
+      std::vector<uint16_t> h(1);
+      detail::convert_elements(&v, DataType::kFloat32, h.data(), t, 1);
+      Weights w = t == DataType::kFloat32 ? testing::weights(dims, {v}) : Weights::copy_of(t, dims, h.data());
+      return net.add_constant(name, std::move(w))->output();
+    };
+    Tensor* x = net.add_input("x", t, {1, 1, 2, 2});
+    Tensor* w = constant("w", 1.f, {1, 1, 1, 1});
+    Tensor* c = net.add_convolution("conv", x, w, nullptr, {})->output();
+    NormalizationParams np;
+    np.kind = NormKind::kBatch;
+    np.has_scale = np.has_bias = true;
+    np.epsilon = 1e-5;
+    net.mark_output(net.add_normalization("bn", {c, constant("mean", 0), constant("var", 0), constant("gamma", 300),
+                                                  constant("beta", 0)}, np)->output(), "y");
+    EXPECT_EQ(passes::fold_batch_norms(net), t == DataType::kFloat32 ? 1u : 0u) << to_string(t);
+  }
+}
+
 // A fused qkv projection split in three, each [B, L, H*D] -> [B, L, H, D] -> [B, H, L, D]: the
 // attention layer reads all three through strided views of the projection; the copies go.
 Network qkv_attention(int64_t heads, int64_t head) {

@@ -149,6 +149,7 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
       }
     st = CUDNN_STATUS_NOT_SUPPORTED;
   };
+  bool picked = false;
   for (int round = 0; round < 2 && st == CUDNN_STATUS_SUCCESS; ++round) {
     if (!p.transposed) {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -162,6 +163,8 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
                                                        perf, ws, search_ws);
       if (st == CUDNN_STATUS_SUCCESS) pick(perf);
     }
+    if (st == CUDNN_STATUS_SUCCESS) picked = true;
+    else if (picked) st = CUDNN_STATUS_SUCCESS;  // the second search failed: keep the first one's choice
   }
   cudaFree(ws);
   cudaFree(scratch_out);
