@@ -411,6 +411,52 @@ ir::Node* softmax_input(const ir::Node* p) {
   return x;
 }
 
+// X when `n` is X, or X expanded to its own sizes (a no-op expand, as matmul's decomposition adds).
+ir::Node* through_noop_expand(ir::Node* n) {
+  if (n && n->is_op("aten.expand.default") && !n->args.empty() && n->args[0].is_node() && single_use(n) &&
+      same_sizes(n, n->args[0].node()))
+    return n->args[0].node();
+  return n;
+}
+
+// a, b when `n` is a matmul of them over matching batch dims: aten.matmul itself, or the form
+// core ATen decomposes it into, view(bmm(view(expand(a)), view(expand(b)))) back to the batch dims.
+bool as_matmul(ir::Node* n, ir::Node*& a, ir::Node*& b) {
+  if (!n || n->kind != ir::NodeKind::CallFunction || n->args.size() < 2 || !n->args[0].is_node()) return false;
+  if (n->is_op("aten.matmul.default")) {
+    if (!n->args[1].is_node()) return false;
+    a = n->args[0].node();
+    b = n->args[1].node();
+    return true;
+  }
+  if (!n->is_op("aten.view.default") && !n->is_op("aten._unsafe_view.default") && !n->is_op("aten.reshape.default"))
+    return false;
+  ir::Node* bmm = n->args[0].node();
+  if (!bmm->is_op("aten.bmm.default") || bmm->args.size() != 2 || !single_use(bmm) || !n->meta.is_tensor()) return false;
+  ir::Node* operands[2];
+  for (int i = 0; i < 2; ++i) {
+    ir::Node* v = bmm->args[i].is_node() ? bmm->args[i].node() : nullptr;
+    if (!v || !(v->is_op("aten.view.default") || v->is_op("aten._unsafe_view.default") || v->is_op("aten.reshape.default")) ||
+        !single_use(v) || v->args.empty() || !v->args[0].is_node())
+      return false;
+    operands[i] = through_noop_expand(v->args[0].node());
+  }
+  // Same rank and batch dims as the result, and [M, K] x [K, N] -> [M, N] in the last two.
+  const auto& out = n->meta.tensor.sizes;
+  const size_t r = out.size();
+  for (ir::Node* o : operands)
+    if (!o->meta.is_tensor() || o->meta.tensor.rank() != r) return false;
+  const auto &sa = operands[0]->meta.tensor.sizes, &sb = operands[1]->meta.tensor.sizes;
+  if (r < 3) return false;
+  for (size_t d = 0; d + 2 < r; ++d)
+    if (sa[d].str() != out[d].str() || sb[d].str() != out[d].str()) return false;
+  if (sa[r - 2].str() != out[r - 2].str() || sb[r - 1].str() != out[r - 1].str() || sa[r - 1].str() != sb[r - 2].str())
+    return false;
+  a = operands[0];
+  b = operands[1];
+  return true;
+}
+
 struct EagerAttention {
   ir::Node *q = nullptr, *k = nullptr, *mask = nullptr;
   double scale = 1.0;
@@ -432,11 +478,9 @@ std::optional<EagerAttention> scores(ir::Node* s) {
     if (!single_use(s)) return std::nullopt;
     m = s->args[node_at].node();
   }
-  if (!m || !m->is_op("aten.matmul.default") || m->args.size() != 2 || !m->args[0].is_node() || !m->args[1].is_node() ||
-      !single_use(m))
-    return std::nullopt;
-  a.q = m->args[0].node();
-  a.k = untransposed(m->args[1].node());
+  ir::Node* kt = nullptr;
+  if (!single_use(m) || !as_matmul(m, a.q, kt)) return std::nullopt;
+  a.k = untransposed(kt);
   if (!a.k) return std::nullopt;
   return a;
 }
@@ -447,14 +491,13 @@ size_t fuse_eager_attention(ir::ExportedProgram& program) {
   ir::Graph& g = program.graph;
   size_t changed = 0;
   for (ir::Node* out : g.nodes()) {
-    if (!out->is_op("aten.matmul.default") || out->args.size() != 2 || !out->args[0].is_node() || !out->args[1].is_node())
-      continue;
-    ir::Node* p = out->args[0].node();
-    ir::Node* v = out->args[1].node();
+    ir::Node *p = nullptr, *v = nullptr;
+    if (!as_matmul(out, p, v)) continue;
     // softmax(...).to(its own dtype) is the softmax
     if (p->is_op("aten.to.dtype") && single_use(p) && p->args.size() >= 2 && p->args[0].is_node() &&
         same_sizes(p, p->args[0].node()) && p->meta.tensor.dtype == p->args[0].node()->meta.tensor.dtype)
       p = p->args[0].node();
+    p = through_noop_expand(p);
     ir::Node* x = single_use(p) ? softmax_input(p) : nullptr;
     if (!x || !single_use(x)) continue;
     std::optional<EagerAttention> a = scores(x);

@@ -260,6 +260,41 @@ TEST(FuseEagerAttention, WrittenOutAttentionBecomesSdpa) {
   }
 }
 
+// The same in core ATen's spelling: each matmul is view(bmm(view(expand(a)), view(expand(b))))
+// back to the batch dims, the softmax `_softmax(x, -1, False)`.
+TEST(FuseEagerAttention, DecomposedMatmulsToo) {
+  G g;
+  auto bmm_of = [&](const std::string& n, Node* a, Node* b, std::vector<ir::SymInt> out) {
+    auto flat = [&](Node* x, const std::string& tag) {
+      std::vector<ir::SymInt> s = x->meta.tensor.sizes;
+      Node* e = g.call(n + "_e" + tag, "aten.expand.default",
+                       {x, Argument::List{s[0].value, s[1].value, s[2].value, s[3].value}}, tensor(s));
+      return g.call(n + "_v" + tag, "aten.view.default", {e, Argument::List{int64_t(8), s[2].value, s[3].value}},
+                    tensor({8, s[2], s[3]}));
+    };
+    Node* m = g.call(n + "_bmm", "aten.bmm.default", {flat(a, "a"), flat(b, "b")}, tensor({8, out[2], out[3]}));
+    return g.call(n, "aten.view.default", {m, Argument::List{out[0].value, out[1].value, out[2].value, out[3].value}},
+                  tensor(out));
+  };
+  Node* q = g.input("q", {2, 4, 8, 16});
+  Node* k = g.input("k", {2, 4, 8, 16});
+  Node* v = g.input("v", {2, 4, 8, 16});
+  Node* kt = g.call("kt", "aten.permute.default", {k, Argument::List{int64_t(0), int64_t(1), int64_t(3), int64_t(2)}},
+                    tensor({2, 4, 16, 8}));
+  Node* s = bmm_of("qk", q, kt, {2, 4, 8, 8});
+  Node* scaled = g.call("scaled", "aten.mul.Tensor", {s, 0.25}, tensor({2, 4, 8, 8}));
+  Node* p = g.call("p", "aten._softmax.default", {scaled, int64_t(-1), false}, tensor({2, 4, 8, 8}));
+  Node* y = bmm_of("pv", p, v, {2, 4, 8, 16});
+  g.output({y});
+  EXPECT_EQ(fuse_eager_attention(g.p), 1u);
+  g.p.graph.verify();
+  EXPECT_EQ(y->target, "aten.scaled_dot_product_attention.default");
+  EXPECT_EQ(y->args[0].node(), q);
+  EXPECT_EQ(y->args[1].node(), k);
+  EXPECT_EQ(y->args[2].node(), v);
+  for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten.bmm.default");
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});
