@@ -79,6 +79,8 @@ Plan build(Network&& input, const BuilderConfig& config) {
   if (config.attention_views) {
     run("move_permutes_across_matmuls", passes::move_permutes_across_matmuls(net));
     run("absorb_attention_views", passes::absorb_attention_views(net));
+    // Residual adds that sat behind the transposes moved above (vit's attention projection).
+    if (config.fuse_epilogues) run("fuse_epilogues", passes::fuse_epilogues(net));
   }
   // KILN_CHANNELS_LAST=0 turns the NHWC rewrite off (to measure against it).
   const bool channels_last = detail::env_flag("KILN_CHANNELS_LAST", config.channels_last);

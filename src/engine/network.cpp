@@ -127,12 +127,14 @@ std::string describe(const LayerParams& params) {
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           o << (p.transpose_a ? "aT" : "a") << (p.transpose_b ? " bT" : " b");
           if (p.has_bias) o << " +bias";
+          if (p.has_residual) o << " +residual";
           if (p.activation) o << " " << to_string(p.activation->op);
         } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
           o << (p.transposed ? "transposed " : "") << "stride=" << join_ints(p.stride) << " pad="
             << join_ints(p.padding) << " dil=" << join_ints(p.dilation) << " groups=" << p.groups
             << (p.channels_last ? " NHWC" : "");
           if (p.has_bias) o << " +bias";
+          if (p.has_residual) o << " +residual";
           if (p.activation) o << " " << to_string(p.activation->op);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           o << (p.type == PoolType::kMax ? "max" : "avg");

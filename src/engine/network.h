@@ -79,6 +79,9 @@ struct MatMulParams {
   bool transpose_a = false;
   bool transpose_b = false;
   bool has_bias = false;                      // third input, broadcast to the output
+  // Set by epilogue fusion: a last input of the output's shape added after the bias, before the
+  // activation (a residual connection: y = act(a·b + bias + r)).
+  bool has_residual = false;
   std::optional<ActivationParams> activation;
 };
 // inputs x [N, C, *spatial], weight, [bias]; 1d/2d/3d. transposed: weight [C_in, C_out/groups, *k].
@@ -87,6 +90,7 @@ struct ConvolutionParams {
   int64_t groups = 1;
   bool transposed = false;
   bool has_bias = false;
+  bool has_residual = false;  // as MatMulParams: a last input of the output's shape, added before the activation
   std::optional<ActivationParams> activation;  // filled by epilogue fusion
   // Set by the builder (to_channels_last, CUDA): 2-d only; x and y are [N, H, W, C], the weight
   // [C_out, kh, kw, C_in / groups] (cuDNN's fast tensor-core kernels work in this layout).

@@ -1,4 +1,4 @@
-// Fusion passes: matmul/conv epilogues (bias add + activation folded into the producing layer) and
+// Fusion passes: matmul/conv epilogues (bias add, residual add, activation folded into the producing layer) and
 // pointwise fusion (single-consumer DAGs of elementwise/unary/activation/cast/select layers of one
 // output shape become one FusedPointwise layer running a register program).
 #include <algorithm>
@@ -72,12 +72,37 @@ size_t fuse_epilogues(Network& net) {
         }
       }
     }
+    // A residual: an add of a tensor of exactly the output's shape (a skip connection), maybe
+    // behind a pure reshape (GPT-2's addmm viewed back to [batch, seq, features]); the tensor is
+    // reshaped to the layer's own output shape instead and the reshape moves after the fused layer.
+    Tensor* residual = nullptr;
+    Layer* residual_reshape = nullptr;
+    if (!(mm ? mm->has_residual : conv->has_residual)) {
+      Layer* add = sole_consumer(net, cur);
+      if (add && is_pure_reshape(add)) {
+        residual_reshape = add;
+        add = sole_consumer(net, add->output());
+      }
+      Tensor* via = residual_reshape ? residual_reshape->output() : cur;
+      auto* ew = add ? add->as<ElementwiseParams>() : nullptr;
+      if (ew && ew->op == BinaryOp::kAdd && add->inputs()[0] != add->inputs()[1]) {
+        Tensor* other = add->inputs()[0] == via ? add->inputs()[1] : add->inputs()[0];
+        if (other->dtype() == cur->dtype() && same_shape(other->shape(), via->shape()) &&
+            same_shape(add->output()->shape(), via->shape())) {
+          residual = other;
+          if (residual_reshape) absorbed.push_back(residual_reshape);
+          absorbed.push_back(add);
+          cur = add->output();
+        }
+      }
+      if (!residual) residual_reshape = nullptr;
+    }
     std::optional<ActivationParams> act;
     // An activation commutes with a pure reshape, and converters put one between a 2-D matmul
     // (addmm) and the activation of a [batch, seq, features] model: look through it, and put the
     // reshape back after the fused layer.
     Layer* reshape = nullptr;
-    if (Layer* s = sole_consumer(net, cur); s && is_pure_reshape(s)) {
+    if (Layer* s = sole_consumer(net, cur); s && is_pure_reshape(s) && !residual_reshape) {
       if (Layer* a = sole_consumer(net, s->output()); a && a->as<ActivationParams>()) reshape = s;
     }
     if (Layer* a = sole_consumer(net, reshape ? reshape->output() : cur); a && a->as<ActivationParams>()) {
@@ -99,18 +124,31 @@ size_t fuse_epilogues(Network& net) {
       }
       inputs.push_back(b1);
     }
+    if (residual) {  // the last input, in the layer's own output shape
+      Tensor* r = residual;
+      if (residual_reshape) {
+        ShuffleParams sp;
+        sp.reshape = out_shape;
+        r = net.add_shuffle(residual->name() + "_as_" + l->name(), residual, sp)->output();
+      }
+      inputs.push_back(r);
+    }
     LayerParams params = l->params();
     if (mm) {
       auto& p = std::get<MatMulParams>(params);
       p.has_bias = p.has_bias || bias;
+      p.has_residual = residual != nullptr;
       p.activation = act;
     } else {
       auto& p = std::get<ConvolutionParams>(params);
       p.has_bias = p.has_bias || bias;
+      p.has_residual = residual != nullptr;
       p.activation = act;
     }
     Layer* nl = net.add_layer(l->name(), inputs, params);
     Tensor* result = nl->output();
+    if (residual_reshape)
+      result = net.add_shuffle(residual_reshape->name(), result, *residual_reshape->as<ShuffleParams>())->output();
     if (reshape) result = net.add_shuffle(reshape->name(), result, *reshape->as<ShuffleParams>())->output();
     net.replace_all_uses(cur, result);
     std::string what = l->name();
@@ -121,7 +159,7 @@ size_t fuse_epilogues(Network& net) {
     }
     net.remove_layer(l);
     removed.insert(l);
-    detail::log_debug(std::string("fuse_epilogues: ") + what + (bias ? " [bias]" : "") +
+    detail::log_debug(std::string("fuse_epilogues: ") + what + (bias ? " [bias]" : "") + (residual ? " [residual]" : "") +
                       (act ? std::string(" [") + to_string(act->op) + "]" : ""));
     ++fused;
   }

@@ -50,6 +50,7 @@ size_t convert_convolutions(Network& net) {
     std::vector<Tensor*> inputs = l->inputs();
     inputs[0] = add_permute(net, l->name() + "_nhwc", inputs[0], kToNhwc);
     inputs[1] = net.add_constant(l->name() + "_krsc", to_krsc(w))->output();
+    if (cp->has_residual) inputs.back() = add_permute(net, l->name() + "_residual_nhwc", inputs.back(), kToNhwc);
     ConvolutionParams p = *cp;
     p.channels_last = true;
     Layer* nl = net.add_layer(l->name(), inputs, p);

@@ -44,7 +44,7 @@ namespace {
 // weight to the input's rank), a bias (if any) along the columns only.
 bool is_row_wise(const Layer* m) {
   auto* p = m ? m->as<MatMulParams>() : nullptr;
-  if (!p || p->transpose_a || m->inputs()[0]->rank() < 2) return false;
+  if (!p || p->transpose_a || p->has_residual || m->inputs()[0]->rank() < 2) return false;
   const Shape& b = m->inputs()[1]->shape();
   for (size_t d = 0; d + 2 < b.size(); ++d)
     if (b[d].constant() != std::optional<int64_t>(1)) return false;

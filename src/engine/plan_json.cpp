@@ -177,11 +177,11 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
           return json(p);
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           return {{"transpose_a", p.transpose_a}, {"transpose_b", p.transpose_b}, {"has_bias", p.has_bias},
-                  {"activation", activation_to(p.activation)}};
+                  {"has_residual", p.has_residual}, {"activation", activation_to(p.activation)}};
         } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
           return {{"stride", p.stride},     {"padding", p.padding},   {"dilation", p.dilation},
                   {"output_padding", p.output_padding}, {"groups", p.groups}, {"transposed", p.transposed},
-                  {"has_bias", p.has_bias}, {"activation", activation_to(p.activation)},
+                  {"has_bias", p.has_bias}, {"has_residual", p.has_residual}, {"activation", activation_to(p.activation)},
                   {"channels_last", p.channels_last}};
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           return {{"type", enum_to(p.type)}, {"kernel", p.kernel}, {"stride", p.stride}, {"padding", p.padding},
@@ -274,6 +274,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           p.transpose_a = j.at("transpose_a").get<bool>();
           p.transpose_b = j.at("transpose_b").get<bool>();
           p.has_bias = j.at("has_bias").get<bool>();
+          p.has_residual = j.value("has_residual", false);
           p.activation = activation_from(j.at("activation"));
         } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
           j.at("stride").get_to(p.stride);
@@ -285,6 +286,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("has_bias").get_to(p.has_bias);
           p.activation = activation_from(j.at("activation"));
           p.channels_last = j.value("channels_last", false);
+          p.has_residual = j.value("has_residual", false);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           p.type = enum_from<PoolType>(j.at("type"), 2, "pool type");
           j.at("kernel").get_to(p.kernel);

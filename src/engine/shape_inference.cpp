@@ -39,6 +39,14 @@ struct Checker {
   const char* kind;
   const std::vector<Tensor*>& in;
 
+  // The residual input (the last) must have the output's dtype and shape exactly.
+  void residual(const DataType& dt, const Shape& out) const {
+    const Tensor* r = in.back();
+    if (r->dtype() != dt) fail(std::string("residual has dtype ") + to_string(r->dtype()) + ", expected " + to_string(dt));
+    if (r->rank() != out.size()) fail("residual shape " + to_string(r->shape()) + " is not the output's " + to_string(out));
+    for (size_t i = 0; i < out.size(); ++i) same_dim(r->shape()[i], out[i], "residual shape " + to_string(r->shape()) + " is not the output's " + to_string(out));
+  }
+
   [[noreturn]] void fail(const std::string& msg) const {
     throw NetworkError("layer '" + name + "' (" + kind + "): " + msg);
   }
@@ -114,7 +122,7 @@ void fill_default(std::vector<int64_t>& v, size_t n, int64_t value, const Checke
 }
 
 Out infer_conv(const Checker& c, ConvolutionParams& p) {
-  c.count(2 + p.has_bias, 2 + p.has_bias);
+  c.count(2 + p.has_bias + p.has_residual, 2 + p.has_bias + p.has_residual);
   c.rank_between(0, 3, 5);
   c.floating(0);
   c.same_dtype(0, 1);
@@ -163,6 +171,7 @@ Out infer_conv(const Checker& c, ConvolutionParams& p) {
     out.push_back(o);
   }
   if (p.channels_last) out = Shape{out[0], out[2], out[3], out[1]};
+  if (p.has_residual) c.residual(c.in[0]->dtype(), out);
   return {{c.in[0]->dtype(), out}};
 }
 
@@ -582,7 +591,7 @@ std::vector<InferredOutput> infer_outputs(const std::string& layer_name, const s
           c.floating(0);
           return one(inputs[0]->dtype(), inputs[0]->shape());
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
-          c.count(2 + p.has_bias, 2 + p.has_bias);
+          c.count(2 + p.has_bias + p.has_residual, 2 + p.has_bias + p.has_residual);
           c.floating(0);
           c.same_dtype(0, 1);
           c.rank_between(0, 2, 16);
@@ -603,6 +612,7 @@ std::vector<InferredOutput> infer_outputs(const std::string& layer_name, const s
             if (!bs || bs->size() != out.size())
               c.fail("bias shape " + to_string(inputs[2]->shape()) + " does not broadcast to " + to_string(out));
           }
+          if (p.has_residual) c.residual(inputs[0]->dtype(), out);
           return one(inputs[0]->dtype(), out);
         } else if constexpr (std::is_same_v<P, ConvolutionParams>) {
           return infer_conv(c, p);

@@ -163,6 +163,78 @@ TEST(BuilderPasses, EpilogueActivationSeesThroughAReshape) {
   expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0]);
 }
 
+// Residual connections fold into the layer before them: x @ w (+ b) viewed [B, L, N] + r -> relu
+// (the add behind a reshape, as GPT-2's addmm), and conv + b + r -> relu (a ResNet block end, also
+// in the channels-last rewrite, which then re-lays the residual). Only an add of exactly the
+// output's shape counts: a broadcast operand stays an add.
+TEST(BuilderPasses, ResidualAddsFoldIntoMatMulAndConvolution) {
+  auto mm_net = [](bool broadcast_residual) {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {6, 16});
+    Tensor* r = net.add_input("r", DataType::kFloat32, {2, broadcast_residual ? int64_t(1) : int64_t(3), 8});
+    Tensor* w = net.add_constant("w", weights({16, 8}, random_floats(128, 60)))->output();
+    Tensor* b = net.add_constant("b", weights({8}, random_floats(8, 61)))->output();
+    MatMulParams mp;
+    mp.has_bias = true;
+    Tensor* y = net.add_layer("mm", {x, w, b}, mp)->output();
+    ShuffleParams view;
+    view.reshape = Shape{2, 3, 8};
+    y = net.add_shuffle("view", y, view)->output();
+    y = net.add_elementwise("residual", y, r, BinaryOp::kAdd)->output();
+    net.mark_output(net.add_activation("relu", y, ActivationOp::kRelu)->output(), "y");
+    return net;
+  };
+  Network fused = mm_net(false);
+  EXPECT_EQ(passes::fuse_epilogues(fused), 1u);
+  fused.verify();
+  EXPECT_EQ(count_kind(fused, "Elementwise"), 0u);
+  EXPECT_EQ(count_kind(fused, "Activation"), 0u);
+  Network kept = mm_net(true);
+  passes::fuse_epilogues(kept);
+  EXPECT_EQ(count_kind(kept, "Elementwise"), 1u);
+  std::map<std::string, HostTensor> in{{"x", HostTensor{{6, 16}, random_floats(96, 62)}},
+                                       {"r", HostTensor{{2, 3, 8}, random_floats(48, 63)}}};
+  expect_close(run_plan(build(mm_net(false), {}), in)[0], run_plan(build(mm_net(false), no_opt()), in)[0], 1e-5f);
+
+  auto conv_net = [](bool half = false) {  // half: fp16 inside (what channels-last takes)
+    Network net;
+    auto in = [&](Tensor* t) { return half ? net.add_cast(t->name() + "16", t, DataType::kFloat16)->output() : t; };
+    Tensor* x = in(net.add_input("x", DataType::kFloat32, {2, 4, 5, 5}));
+    Tensor* r = in(net.add_input("r", DataType::kFloat32, {2, 8, 5, 5}));
+    Tensor* w = in(net.add_constant("w", weights({8, 4, 3, 3}, random_floats(288, 64)))->output());
+    Tensor* b = in(net.add_constant("b", weights({8}, random_floats(8, 65)))->output());
+    ConvolutionParams cp;
+    cp.padding = {1};
+    cp.has_bias = true;
+    Tensor* y = net.add_convolution("conv", x, w, b, cp)->output();
+    y = net.add_elementwise("residual", r, y, BinaryOp::kAdd)->output();
+    y = net.add_activation("relu", y, ActivationOp::kRelu)->output();
+    net.mark_output(half ? net.add_cast("y32", y, DataType::kFloat32)->output() : y, "y");
+    return net;
+  };
+  Network conv = conv_net();
+  EXPECT_EQ(passes::fuse_epilogues(conv), 1u);
+  for (Layer* l : conv.layers())
+    if (auto* p = l->as<ConvolutionParams>()) {
+      EXPECT_TRUE(p->has_residual);
+      EXPECT_TRUE(p->activation);
+    }
+  std::map<std::string, HostTensor> cin{{"x", HostTensor{{2, 4, 5, 5}, random_floats(200, 66)}},
+                                        {"r", HostTensor{{2, 8, 5, 5}, random_floats(400, 67)}}};
+  const HostTensor want = run_plan(build(conv_net(), no_opt()), cin)[0];
+  expect_close(run_plan(build(conv_net(), {}), cin)[0], want, 1e-5f);
+  // channels last (the CUDA layout; the CPU runs it through permutes): the residual is re-laid too
+  Network nhwc = conv_net(true);
+  passes::fold_constants(nhwc);
+  EXPECT_EQ(passes::fuse_epilogues(nhwc), 1u);
+  EXPECT_GT(passes::to_channels_last(nhwc), 0u);
+  passes::fold_constants(nhwc);
+  passes::eliminate_dead_layers(nhwc);
+  for (Layer* l : nhwc.layers())
+    if (auto* p = l->as<ConvolutionParams>()) EXPECT_TRUE(p->channels_last && p->has_residual);
+  expect_close(run_plan(build(std::move(nhwc), no_opt()), cin)[0], run_plan(build(conv_net(true), no_opt()), cin)[0], 2e-3f);
+}
+
 TEST(BuilderPasses, ConvEpilogueFusion) {
   auto make = [] {
     Network net;

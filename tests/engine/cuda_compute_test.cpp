@@ -48,6 +48,30 @@ TEST(CudaCompute, MatMul) {
     }
 }
 
+// A residual (same shape as the output) added after the bias, before the activation: cuBLASLt's
+// C operand. Relu fused by cuBLASLt, silu after it; one tall GEMM, a strided batch of GEMMs.
+TEST(CudaCompute, MatMulResidual) {
+  REQUIRE_GPU();
+  struct Case { std::vector<int64_t> a, b, y; };
+  for (DataType t : kFloats)
+    for (const Case& c : {Case{{4, 8, 32}, {32, 48}, {4, 8, 48}}, Case{{3, 16, 32}, {3, 32, 8}, {3, 16, 8}}})
+      for (ActivationOp op : {ActivationOp::kRelu, ActivationOp::kSilu}) {
+        Host a = random_host(t, c.a, 27), b = random_host(t, c.b, 28), bias = random_host(t, {c.y.back()}, 29),
+             r = random_host(t, c.y, 30);
+        check("matmul residual " + std::string(to_string(op)) + " " + to_string(t), [&](Network& n) {
+          MatMulParams p;
+          p.has_bias = true;
+          p.has_residual = true;
+          p.activation = ActivationParams{op};
+          Tensor* xa = input(n, a, "a");
+          Tensor* xb = input(n, b, "b");
+          Tensor* xc = input(n, bias, "c");
+          Tensor* xr = input(n, r, "r");
+          n.mark_output(n.add_layer("mm", {xa, xb, xc, xr}, p)->output(), "y");
+        }, {a, b, bias, r}, 2);
+      }
+}
+
 TEST(CudaCompute, Convolution) {
   REQUIRE_GPU();
   struct Case { std::vector<int64_t> x, w; ConvolutionParams p; };
@@ -293,7 +317,7 @@ TEST(CudaCompute, AttentionThroughViews) {
 
 // The builder's channels-last rewrite (cuDNN NHWC convolutions, transposes cancelled through the
 // residual add) on a residual block, fp16 and bf16: strided, grouped and 1x1 (cuBLASLt) convolutions, fused
-// bias + relu epilogues on NHWC outputs, max and average pooling in NHWC.
+// bias + residual + relu epilogues on NHWC outputs, max and average pooling in NHWC.
 TEST(CudaCompute, ChannelsLastConvolutions) {
   REQUIRE_GPU();
   for (DataType t : {DataType::kFloat16, DataType::kBFloat16}) {
@@ -301,16 +325,20 @@ TEST(CudaCompute, ChannelsLastConvolutions) {
     std::vector<Host> ws{random_host(t, {16, 16, 3, 3}, 171, -0.3, 0.3), random_host(t, {16, 4, 3, 3}, 172, -0.3, 0.3),
                          random_host(t, {32, 16, 1, 1}, 173, -0.3, 0.3), random_host(t, {24, 32, 1, 1}, 175, -0.3, 0.3),
                          random_host(t, {8, 24, 1, 1}, 176, -0.3, 0.3)};
-    Host bias = random_host(t, {16}, 174), bias24 = random_host(t, {24}, 177);
+    Host bias = random_host(t, {16}, 174), bias24 = random_host(t, {24}, 177), res24 = random_host(t, {2, 24, 5, 5}, 178);
     check("channels last " + std::string(to_string(t)), [&](Network& n) {
       auto constant = [&](const Host& h, const std::string& name) {
         return n.add_constant(name, Weights::copy_of(h.dtype, h.dims, h.bytes.data()))->output();
       };
       Tensor* in = input(n, x, "x");
+      Tensor* res = input(n, res24, "res");
+      // 3x3 + residual (the input itself) + relu: cuDNN, then one epilogue pass
       ConvolutionParams p3;
       p3.padding = {1};
       p3.activation = ActivationParams{ActivationOp::kRelu};
-      Tensor* a = n.add_convolution("c1", in, constant(ws[0], "w1"), nullptr, p3)->output();
+      p3.has_residual = true;
+      Tensor* a = n.add_layer("c1", {in, constant(ws[0], "w1"), in}, p3)->output();
+      p3.has_residual = false;
       ConvolutionParams grouped = p3;
       grouped.groups = 4;
       grouped.has_bias = true;
@@ -329,18 +357,21 @@ TEST(CudaCompute, ChannelsLastConvolutions) {
       ConvolutionParams strided;
       strided.stride = {2, 2};
       Tensor* c = n.add_convolution("c3", r, constant(ws[2], "w3"), nullptr, strided)->output();
-      // 1x1 with unit stride: cuBLASLt over rows of channels, bias + relu in its epilogue, silu after
+      // 1x1 with unit stride: cuBLASLt over rows of channels, bias + residual + relu in its
+      // epilogue, silu after
       ConvolutionParams pointwise;
       pointwise.has_bias = true;
+      pointwise.has_residual = true;
       pointwise.activation = ActivationParams{ActivationOp::kRelu};
-      Tensor* d = n.add_convolution("c4", c, constant(ws[3], "w4"), constant(bias24, "b4"), pointwise)->output();
+      Tensor* d = n.add_layer("c4", {c, constant(ws[3], "w4"), constant(bias24, "b4"), res}, pointwise)->output();
       pointwise.has_bias = false;
+      pointwise.has_residual = false;
       pointwise.activation = ActivationParams{ActivationOp::kSilu};
       n.mark_output(n.add_convolution("c5", d, constant(ws[4], "w5"), nullptr, pointwise)->output(), "y");
       passes::to_channels_last(n);
       passes::fold_constants(n);
       passes::eliminate_dead_layers(n);
-    }, {x}, 3);
+    }, {x, res24}, 3);
   }
 }
 

@@ -196,10 +196,12 @@ size_t convolution_workspace(const ConvolutionParams& p, const std::vector<Tenso
                                       : geometry(p, inputs[0].dims, inputs[1].dims, nullptr)) * sizeof(float);
 }
 
-void run_via_nchw(const LayerCall& call, size_t permuted_inputs, const std::function<void(LayerCall&)>& nchw) {
-  std::vector<std::vector<uint8_t>> storage(permuted_inputs + 1);
+void run_via_nchw(const LayerCall& call, const std::vector<size_t>& permuted_inputs,
+                  const std::function<void(LayerCall&)>& nchw) {
+  std::vector<std::vector<uint8_t>> storage(permuted_inputs.size() + 1);
   std::vector<TensorView> ins = call.inputs;
-  for (size_t i = 0; i < permuted_inputs; ++i) ins.at(i) = permuted(call.inputs.at(i), kToNchw, storage[i]);
+  for (size_t i = 0; i < permuted_inputs.size(); ++i)
+    ins.at(permuted_inputs[i]) = permuted(call.inputs.at(permuted_inputs[i]), kToNchw, storage[i]);
   const TensorView& out = call.outputs.at(0);
   std::vector<TensorView> outs{out};
   outs[0].dims = reorder(out.dims, kToNchw);
@@ -211,10 +213,12 @@ void run_via_nchw(const LayerCall& call, size_t permuted_inputs, const std::func
 }
 
 void run(const ConvolutionParams& p, LayerCall& call) {
-  if (p.channels_last) {  // (CUDA's layout; here through the NCHW kernel: input and weights permuted)
+  if (p.channels_last) {  // (CUDA's layout; here through the NCHW kernel: input, weights, residual permuted)
     ConvolutionParams nchw = p;
     nchw.channels_last = false;
-    run_via_nchw(call, 2, [&](LayerCall& inner) { run(nchw, inner); });
+    std::vector<size_t> nhwc_inputs{0, 1};
+    if (p.has_residual) nhwc_inputs.push_back(call.inputs.size() - 1);
+    run_via_nchw(call, nhwc_inputs, [&](LayerCall& inner) { run(nchw, inner); });
     return;
   }
   const Layer& layer = call.layer;
@@ -259,7 +263,7 @@ void run(const ConvolutionParams& p, LayerCall& call) {
       }
   }
 
-  // Epilogue: per-channel bias, then activation.
+  // Epilogue: per-channel bias, residual, then activation.
   const int64_t L = g.out_vol(), planes = g.N * g.C_out;
   if (p.has_bias) {
     FloatInput fb = as_float(call.inputs.at(2));
@@ -270,6 +274,7 @@ void run(const ConvolutionParams& p, LayerCall& call) {
       for (int64_t i = 0; i < L; ++i) y[i] += b;
     }
   }
+  if (p.has_residual) add_residual(fy.ptr, call.inputs.back(), out.numel());
   if (p.activation) apply_activation_inplace(fy.ptr, out.numel(), *p.activation);
   fy.commit();
 }

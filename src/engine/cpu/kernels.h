@@ -53,12 +53,15 @@ extern const std::vector<int64_t> kToNchw, kToNhwc;
 std::vector<int64_t> reorder(const std::vector<int64_t>& dims, const std::vector<int64_t>& perm);
 // `t` permuted into `storage`, as a contiguous view.
 TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::vector<uint8_t>& storage);
-// A channels-last call run by `nchw` (the layer's NCHW kernel): its first `permuted_inputs`
-// inputs permuted to NCHW, the output written back in NHWC.
-void run_via_nchw(const LayerCall& call, size_t permuted_inputs, const std::function<void(LayerCall&)>& nchw);
+// A channels-last call run by `nchw` (the layer's NCHW kernel): the inputs listed permuted to
+// NCHW, the output written back in NHWC.
+void run_via_nchw(const LayerCall& call, const std::vector<size_t>& permuted_inputs,
+                  const std::function<void(LayerCall&)>& nchw);
 
 // Applies bias (broadcast to `out`'s dims) and an optional activation in place on fp32 data;
 // the epilogue of matmul and convolution.
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act);
+// data[i] += residual[i] for the n elements of a residual of the output's shape (fp32 data).
+void add_residual(float* data, const TensorView& residual, int64_t n);
 
 }  // namespace kiln::engine::cpu

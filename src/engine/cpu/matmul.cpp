@@ -82,6 +82,7 @@ void run(const MatMulParams& p, LayerCall& call) {
     }
   }
   if (p.has_bias) add_bias(fo.ptr, out.dims, call.inputs.at(2));
+  if (p.has_residual) add_residual(fo.ptr, call.inputs.back(), out.numel());
   if (p.activation) apply_activation_inplace(fo.ptr, out.numel(), *p.activation);
   fo.commit();
 }

@@ -26,7 +26,7 @@ void run(const PoolingParams& p, LayerCall& call) {
     if (call.inputs.at(0).dims.size() != 4) fail(call.layer, "channels-last pooling needs a 2-d input");
     PoolingParams nchw = p;
     nchw.channels_last = false;
-    run_via_nchw(call, 1, [&](LayerCall& inner) { run(nchw, inner); });
+    run_via_nchw(call, {0}, [&](LayerCall& inner) { run(nchw, inner); });
     return;
   }
   const Layer& layer = call.layer;

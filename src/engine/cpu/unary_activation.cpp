@@ -45,6 +45,13 @@ void apply_activation_inplace(float* data, int64_t n, const ActivationParams& ac
   for (int64_t i = 0; i < n; ++i) data[i] = activation<float>(act, data[i]);
 }
 
+void add_residual(float* data, const TensorView& residual, int64_t n) {
+  if (residual.numel() != n) throw NetworkError("residual has " + std::to_string(residual.numel()) + " elements, the output " + std::to_string(n));
+  FloatInput r = as_float(residual);
+#pragma omp parallel for if (n > kParallelGrain / 8)
+  for (int64_t i = 0; i < n; ++i) data[i] += r.ptr[i];
+}
+
 void run(const ActivationParams& p, LayerCall& call) {
   const Layer& layer = call.layer;
   const TensorView& x = call.inputs.at(0);

@@ -213,10 +213,13 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
   }
   dnn_check(cudnnSetStream(ctx.conv->handle, ctx.stream), "set stream");
   const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
+  const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
+  if (residual && (residual->dtype != y.dtype || residual->numel() != y.numel() || !residual->is_contiguous()))
+    fail(call.layer, "the residual must be a contiguous tensor of the output's dtype and shape");
   if (is_pointwise_nhwc(p, w) && x.numel() > 0) {
-    // A 1x1 convolution in NHWC is a matmul over rows of channels: cuBLASLt, bias and relu fused.
+    // A 1x1 convolution in NHWC is a matmul over rows of channels: cuBLASLt, bias, residual and relu fused.
     const int64_t rows = x.dims[0] * x.dims[1] * x.dims[2], channels = x.dims[3], filters = w.dims[0];
-    run_linear_rows(ctx, rows, filters, channels, x, w, bias, p.activation, y);
+    run_linear_rows(ctx, rows, filters, channels, x, w, bias, p.activation, y, residual);
     return;
   }
   if (x.numel() == 0) {
@@ -236,7 +239,7 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
                 "transposed convolution");
     }
   }
-  if (p.has_bias || p.activation) {
+  if (bias || residual || p.activation) {
     TensorView channel_bias;
     if (bias) {
       channel_bias = *bias;
@@ -246,7 +249,7 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
       channel_bias.dims = bd;  // [1, C, 1, ...] (or [1, 1, 1, C]): broadcast over batch and space
       channel_bias.strides.clear();
     }
-    apply_epilogue(ctx, y, bias ? &channel_bias : nullptr, p.activation);
+    apply_epilogue(ctx, y, bias ? &channel_bias : nullptr, p.activation, residual);
   }
 }
 

@@ -62,15 +62,18 @@ void run_pointwise(Context& ctx, const Layer& layer, LayerCall& call);
 // A pointwise program over explicit views: the epilogues of matmul/convolution use it.
 void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::vector<TensorView>& inputs,
                     const std::vector<TensorView>& outputs);
-// out = act(out + bias) with bias broadcast to out (either part optional).
+// out = act(out + bias + residual) with bias broadcast to out, residual of out's shape (each part
+// optional).
 void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
-                    const std::optional<ActivationParams>& act);
+                    const std::optional<ActivationParams>& act, const TensorView* residual = nullptr);
 
 void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call);               // matmul.cpp
-// y[M, N] = act(x[M, K] · w[N, K]ᵀ + bias[N]), row-major, bias and act optional (matmul.cpp): a
-// 1x1 convolution in NHWC is exactly this, with cuBLASLt's fused bias/relu epilogue.
+// y[M, N] = act(x[M, K] · w[N, K]ᵀ + bias[N] + residual[M, N]), row-major, bias, residual and act
+// optional (matmul.cpp): a 1x1 convolution in NHWC is exactly this, cuBLASLt adding the residual
+// (its C operand) and fusing the bias and relu.
 void run_linear_rows(Context& ctx, int64_t M, int64_t N, int64_t K, const TensorView& x, const TensorView& w,
-                     const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y);
+                     const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y,
+                     const TensorView* residual = nullptr);
 void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call);               // reduce.cu
 void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call);             // norm.cu

@@ -76,7 +76,7 @@ namespace {
 // base + i * stride.
 void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch,
           const void* A, int64_t stride_a, const void* B, int64_t stride_b, void* C, int64_t stride_c,
-          cublasLtEpilogue_t epi, const void* bias) {
+          cublasLtEpilogue_t epi, const void* bias, const void* residual) {
   if (!ctx.matmul) ctx.matmul = std::make_shared<MatmulCache>();
   GemmKey key{};
   std::memset(&key, 0, sizeof key);
@@ -132,9 +132,11 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
   }
   if (!g->has_algo) throw NetworkError("cuBLASLt: no algorithm for this matmul");
   if (bias) lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "bias");
-  const float alpha = 1.f, beta = 0.f;
-  lt_check(cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), g->op, &alpha, B, g->a, A, g->b, &beta, C,
-                          g->c, C, g->c, &g->algo, ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream),
+  // A residual is cuBLASLt's C operand (same layout as the output D): D = act(A·B + 1·C + bias).
+  const float alpha = 1.f, beta = residual ? 1.f : 0.f;
+  lt_check(cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), g->op, &alpha, B, g->a, A, g->b, &beta,
+                          residual ? residual : C, g->c, C, g->c, &g->algo, ctx.lt_workspace, ctx.lt_workspace_bytes,
+                          ctx.stream),
            "cublasLtMatmul");
 }
 
@@ -165,9 +167,11 @@ EpilogueSplit split_epilogue(const TensorView* bias, int64_t N, DataType dt, con
 }  // namespace
 
 void run_linear_rows(Context& ctx, int64_t M, int64_t N, int64_t K, const TensorView& x, const TensorView& w,
-                     const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y) {
+                     const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y,
+                     const TensorView* residual) {
   const EpilogueSplit e = split_epilogue(bias, N, y.dtype, act);
-  gemm(ctx, y.dtype, false, true, M, N, K, 1, x.data, 0, w.data, 0, y.data, 0, e.epi, e.bias_fused ? bias->data : nullptr);
+  gemm(ctx, y.dtype, false, true, M, N, K, 1, x.data, 0, w.data, 0, y.data, 0, e.epi, e.bias_fused ? bias->data : nullptr,
+       residual ? residual->data : nullptr);
   apply_epilogue(ctx, y, e.bias_fused ? nullptr : bias, e.act_fused ? std::nullopt : act);
 }
 
@@ -193,9 +197,13 @@ void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
   const cublasLtEpilogue_t epi = split.epi;
   const bool bias_fused = split.bias_fused, act_fused = split.act_fused;
   const void* bias_ptr = bias_fused ? bias->data : nullptr;
+  const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
+  if (residual && (residual->dtype != dt || residual->numel() != Y.numel() || !residual->is_contiguous()))
+    fail(layer, "the residual must be a contiguous tensor of the output's dtype and shape");
+  const char* res = residual ? static_cast<const char*>(residual->data) : nullptr;
   if (K == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), ctx.stream));
-    apply_epilogue(ctx, Y, bias, p.activation);
+    apply_epilogue(ctx, Y, bias, p.activation, residual);
     return;
   }
 
@@ -208,10 +216,10 @@ void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
 
   if (b_batch == 1 && !p.transpose_a) {
     // A's batch folds into M (covers plain 2-D too).
-    gemm(ctx, dt, false, p.transpose_b, M * batch, N, K, 1, A.data, 0, B.data, 0, Y.data, 0, epi, bias_ptr);
+    gemm(ctx, dt, false, p.transpose_b, M * batch, N, K, 1, A.data, 0, B.data, 0, Y.data, 0, epi, bias_ptr, res);
   } else if ((a_batch == batch || a_batch == 1) && (b_batch == batch || b_batch == 1)) {
     gemm(ctx, dt, p.transpose_a, p.transpose_b, M, N, K, batch, A.data, a_batch == 1 ? 0 : a_mat, B.data,
-         b_batch == 1 ? 0 : b_mat, Y.data, y_mat, epi, bias_ptr);
+         b_batch == 1 ? 0 : b_mat, Y.data, y_mat, epi, bias_ptr, res);
   } else {
     // Partial broadcast (e.g. [2,1,M,K] x [1,3,K,N]): one GEMM per output batch.
     std::vector<int64_t> sa = broadcast_strides(ab, yb), sb = broadcast_strides(bb, yb);
@@ -225,7 +233,7 @@ void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
       }
       gemm(ctx, dt, p.transpose_a, p.transpose_b, M, N, K, 1, static_cast<const char*>(A.data) + oa * a_mat * es, 0,
            static_cast<const char*>(B.data) + ob * b_mat * es, 0, static_cast<char*>(Y.data) + i * y_mat * es, 0, epi,
-           bias_ptr);
+           bias_ptr, res ? res + i * y_mat * es : nullptr);
     }
   }
   apply_epilogue(ctx, Y, bias_fused ? nullptr : bias, act_fused ? std::nullopt : p.activation);

@@ -506,20 +506,29 @@ void run_pointwise(Context& ctx, const Layer& layer, LayerCall& call) {
 }
 
 void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
-                    const std::optional<ActivationParams>& act) {
-  if (!bias && !act) return;
+                    const std::optional<ActivationParams>& act, const TensorView* residual) {
+  if (!bias && !act && !residual) return;
+  // Registers: the inputs first (out, then each addend), then one per instruction.
   FusedPointwiseParams prog;
   std::vector<TensorView> ins{out};
+  std::vector<int32_t> addends;
+  for (const TensorView* t : {bias, residual})
+    if (t) {
+      addends.push_back(static_cast<int32_t>(ins.size()));
+      ins.push_back(*t);
+    }
+  auto emit = [&](const PointwiseInstr& i) {
+    prog.program.push_back(i);
+    return static_cast<int32_t>(ins.size() + prog.program.size() - 1);
+  };
   int32_t cur = 0;
-  if (bias) {
-    ins.push_back(*bias);
+  for (int32_t addend : addends) {
     PointwiseInstr add{};
     add.kind = PointwiseInstr::Kind::kBinary;
     add.binary = BinaryOp::kAdd;
     add.dtype = out.dtype;
-    add.operands = {0, 1};
-    prog.program.push_back(add);
-    cur = 2;
+    add.operands = {cur, addend};
+    cur = emit(add);
   }
   if (act) {
     PointwiseInstr a{};
@@ -527,8 +536,7 @@ void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
     a.activation = *act;
     a.dtype = out.dtype;
     a.operands = {cur};
-    prog.program.push_back(a);
-    cur = static_cast<int32_t>(ins.size() + prog.program.size() - 1);
+    cur = emit(a);
   }
   prog.outputs = {cur};
   launch_program(ctx, prog, ins, {out});
