@@ -122,7 +122,9 @@ size_t fuse_epilogues(Network& net) {
         sp.reshape = Shape{out_shape[mm ? out_shape.size() - 1 : 1]};
         b1 = net.add_shuffle(bias->name() + "_flat", bias, sp)->output();
       }
-      inputs.push_back(b1);
+      // the bias goes third: before a residual the layer already has (which stays last)
+      const bool had_residual = mm ? mm->has_residual : conv->has_residual;
+      inputs.insert(had_residual ? inputs.end() - 1 : inputs.end(), b1);
     }
     if (residual) {  // the last input, in the layer's own output shape
       Tensor* r = residual;
@@ -137,12 +139,12 @@ size_t fuse_epilogues(Network& net) {
     if (mm) {
       auto& p = std::get<MatMulParams>(params);
       p.has_bias = p.has_bias || bias;
-      p.has_residual = residual != nullptr;
+      p.has_residual = p.has_residual || residual;
       p.activation = act;
     } else {
       auto& p = std::get<ConvolutionParams>(params);
       p.has_bias = p.has_bias || bias;
-      p.has_residual = residual != nullptr;
+      p.has_residual = p.has_residual || residual;
       p.activation = act;
     }
     Layer* nl = net.add_layer(l->name(), inputs, params);

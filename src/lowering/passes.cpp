@@ -434,11 +434,13 @@ bool as_matmul(ir::Node* n, ir::Node*& a, ir::Node*& b) {
   ir::Node* bmm = n->args[0].node();
   if (!bmm->is_op("aten.bmm.default") || bmm->args.size() != 2 || !single_use(bmm) || !n->meta.is_tensor()) return false;
   ir::Node* operands[2];
+  ir::Node* flat[2];
   for (int i = 0; i < 2; ++i) {
     ir::Node* v = bmm->args[i].is_node() ? bmm->args[i].node() : nullptr;
     if (!v || !(v->is_op("aten.view.default") || v->is_op("aten._unsafe_view.default") || v->is_op("aten.reshape.default")) ||
-        !single_use(v) || v->args.empty() || !v->args[0].is_node())
+        !single_use(v) || v->args.empty() || !v->args[0].is_node() || !v->meta.is_tensor() || v->meta.tensor.rank() != 3)
       return false;
+    flat[i] = v;
     operands[i] = through_noop_expand(v->args[0].node());
   }
   // Same rank and batch dims as the result, and [M, K] x [K, N] -> [M, N] in the last two.
@@ -451,6 +453,14 @@ bool as_matmul(ir::Node* n, ir::Node*& a, ir::Node*& b) {
   for (size_t d = 0; d + 2 < r; ++d)
     if (sa[d].str() != out[d].str() || sb[d].str() != out[d].str()) return false;
   if (sa[r - 2].str() != out[r - 2].str() || sb[r - 1].str() != out[r - 1].str() || sa[r - 1].str() != sb[r - 2].str())
+    return false;
+  // The views only merge the batch dims: each keeps its operand's matrix dims, and so does the
+  // bmm's result (equal element counts then make dim 0 the batch product).
+  const auto &fa = flat[0]->meta.tensor.sizes, &fb = flat[1]->meta.tensor.sizes;
+  if (!bmm->meta.is_tensor() || bmm->meta.tensor.rank() != 3) return false;
+  const auto& fo = bmm->meta.tensor.sizes;
+  if (fa[1].str() != sa[r - 2].str() || fa[2].str() != sa[r - 1].str() || fb[1].str() != sb[r - 2].str() ||
+      fb[2].str() != sb[r - 1].str() || fo[1].str() != out[r - 2].str() || fo[2].str() != out[r - 1].str())
     return false;
   a = operands[0];
   b = operands[1];

@@ -235,6 +235,50 @@ TEST(BuilderPasses, ResidualAddsFoldIntoMatMulAndConvolution) {
   expect_close(run_plan(build(std::move(nhwc), no_opt()), cin)[0], run_plan(build(conv_net(true), no_opt()), cin)[0], 2e-3f);
 }
 
+// The second epilogue pass (after the transpose motion) meets layers that already have a
+// residual: an activation that a cancelled transpose pair hid, then a bias, still fold in, and the
+// residual stays the last input.
+TEST(BuilderPasses, SecondEpiloguePassKeepsTheResidual) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {4, 8});
+    Tensor* r = net.add_input("r", DataType::kFloat32, {4, 8});
+    Tensor* w = net.add_constant("w", weights({8, 8}, random_floats(64, 70)))->output();
+    Tensor* y = net.add_elementwise("res", net.add_layer("mm", {x, w}, MatMulParams{})->output(), r, BinaryOp::kAdd)->output();
+    ShuffleParams t;
+    t.first_perm = {1, 0};
+    y = net.add_shuffle("t2", net.add_shuffle("t1", y, t)->output(), t)->output();
+    net.mark_output(net.add_activation("relu", y, ActivationOp::kRelu)->output(), "y");
+    return net;
+  };
+  std::map<std::string, HostTensor> in{{"x", HostTensor{{4, 8}, random_floats(32, 71)}},
+                                       {"r", HostTensor{{4, 8}, random_floats(32, 72)}}};
+  Plan opt = build(make(), {});
+  for (Layer* l : opt.network().layers())
+    if (auto* p = l->as<MatMulParams>()) {
+      EXPECT_TRUE(p->has_residual);
+      EXPECT_TRUE(p->activation);
+    }
+  expect_close(run_plan(opt, in)[0], run_plan(build(make(), no_opt()), in)[0], 1e-5f);
+  // a bias found after the residual goes before it
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {4, 8});
+  Tensor* r = net.add_input("r", DataType::kFloat32, {4, 8});
+  Tensor* w = net.add_constant("w", weights({8, 8}, random_floats(64, 70)))->output();
+  Tensor* b = net.add_constant("b", weights({8}, random_floats(8, 73)))->output();
+  MatMulParams with_residual;
+  with_residual.has_residual = true;
+  Tensor* y = net.add_layer("mm", {x, w, r}, with_residual)->output();
+  net.mark_output(net.add_elementwise("bias", y, b, BinaryOp::kAdd)->output(), "y");
+  EXPECT_EQ(passes::fuse_epilogues(net), 1u);
+  net.verify();
+  for (Layer* l : net.layers())
+    if (auto* p = l->as<MatMulParams>()) {
+      EXPECT_TRUE(p->has_bias && p->has_residual);
+      EXPECT_EQ(l->inputs().back(), r);
+    }
+}
+
 TEST(BuilderPasses, ConvEpilogueFusion) {
   auto make = [] {
     Network net;

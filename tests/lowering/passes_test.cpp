@@ -295,6 +295,25 @@ TEST(FuseEagerAttention, DecomposedMatmulsToo) {
   for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten.bmm.default");
 }
 
+// bmm views that do not just merge the batch dims ([1,1,2,2] viewed [4,1,1]: an elementwise
+// product) are no matmul: nothing fuses.
+TEST(FuseEagerAttention, ViewsThatReshapeTheMatricesAreNoMatmul) {
+  G g;
+  Node* q = g.input("q", {1, 1, 2, 2});
+  Node* k = g.input("k", {1, 1, 2, 2});
+  Node* v = g.input("v", {1, 1, 2, 2});
+  Node* kt = g.call("kt", "aten.transpose.int", {k, int64_t(-1), int64_t(-2)}, tensor({1, 1, 2, 2}));
+  Node* vq = g.call("vq", "aten.view.default", {q, Argument::List{int64_t(4), int64_t(1), int64_t(1)}}, tensor({4, 1, 1}));
+  Node* vk = g.call("vk", "aten.view.default", {kt, Argument::List{int64_t(4), int64_t(1), int64_t(1)}}, tensor({4, 1, 1}));
+  Node* m = g.call("m", "aten.bmm.default", {vq, vk}, tensor({4, 1, 1}));
+  Node* s = g.call("s", "aten.view.default", {m, Argument::List{int64_t(1), int64_t(1), int64_t(2), int64_t(2)}},
+                   tensor({1, 1, 2, 2}));
+  Node* p = g.call("p", "aten._softmax.default", {s, int64_t(-1), false}, tensor({1, 1, 2, 2}));
+  Node* y = g.call("y", "aten.matmul.default", {p, v}, tensor({1, 1, 2, 2}));
+  g.output({y});
+  EXPECT_EQ(fuse_eager_attention(g.p), 0u);
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});
