@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,5 +77,13 @@ std::unique_ptr<Backend> make_cpu_backend();
 // or no GPU is present.
 std::unique_ptr<Backend> make_cuda_backend(void* stream = nullptr);
 bool cuda_available();
+
+// Device code a CUDA plan carries: the NVRTC-compiled kernels its layers launch, by key
+// ("sm_<arch>:<hash of the kernel source>"). For sm_<arch>, or the current GPU's when arch is 0
+// (no GPU and no arch: empty, and the kernels compile on the plan's first run instead).
+std::map<std::string, std::string> compile_device_code(const Network& net, int arch);
+// Makes a loaded plan's device code available to the CUDA backend, which then loads it instead of
+// compiling the same source again (process-wide; a no-op without CUDA).
+void register_device_code(const std::map<std::string, std::string>& code);
 
 }  // namespace kiln::engine

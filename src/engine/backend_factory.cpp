@@ -1,5 +1,5 @@
-// Without CUDA, the CUDA backend factory refuses. Builds with KILN_HAS_CUDA get these two
-// functions from src/engine/cuda/ instead.
+// Without CUDA, the CUDA backend factory refuses and there is no device code. Builds with
+// KILN_HAS_CUDA get these functions from src/engine/cuda/ instead.
 #ifndef KILN_HAS_CUDA
 #include "engine/backend.h"
 
@@ -8,6 +8,9 @@ namespace kiln::engine {
 bool cuda_available() { return false; }
 
 std::unique_ptr<Backend> make_cuda_backend(void*) { throw NetworkError("kiln was built without CUDA"); }
+
+std::map<std::string, std::string> compile_device_code(const Network&, int) { return {}; }
+void register_device_code(const std::map<std::string, std::string>&) {}
 
 }  // namespace kiln::engine
 #endif

@@ -3,6 +3,7 @@
 #include "engine/builder.h"
 
 #include <algorithm>
+#include <chrono>
 #include <iostream>
 
 #include "engine/memory_planner.h"
@@ -105,6 +106,13 @@ Plan build(Network&& input, const BuilderConfig& config) {
   impl.memory.peak_activation_bytes = planned_arena_bytes(net, impl.lifetimes, opt);
   for (Layer* l : net.layers())
     if (auto* c = l->as<ConstantParams>()) impl.memory.weight_bytes += c->weights.nbytes();
+  if (config.device == DeviceKind::kCUDA) {
+    const auto t0 = std::chrono::steady_clock::now();
+    impl.device_code = compile_device_code(net, config.cuda_arch);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    detail::log_debug("build: " + std::to_string(impl.device_code.size()) + " kernels compiled for the plan in " +
+                      std::to_string(ms) + " ms");
+  }
   *impl.network = std::move(net);
   detail::log_debug("build: done, " + std::to_string(impl.network->layers().size()) + " layers, peak activations " +
                     std::to_string(impl.memory.peak_activation_bytes) + " bytes");

@@ -32,6 +32,9 @@ struct BuilderConfig {
   // tensor-core kernels need no internal transposes and 1x1 convolutions are plain matmuls
   // (resnet50 on an H100: 5.6 -> 2.9 ms at batch 32; docs/PERFORMANCE.md).
   bool channels_last = true;
+  // CUDA: the architecture the plan's generated kernels are compiled for at build time (90 for
+  // sm_90); 0: the current GPU's (none: they compile on the plan's first run instead).
+  int cuda_arch = 0;
 };
 
 namespace passes {

@@ -97,6 +97,13 @@ std::string Plan::summary() const {
     for (const std::string& s : impl_->build_log) r += " [" + s + "]";
     r += "\n";
   }
+  if (!impl_->device_code.empty()) {
+    size_t bytes = 0;
+    for (const auto& [key, code] : impl_->device_code) bytes += code.size();
+    const std::string& first = impl_->device_code.begin()->first;
+    r += "  device code: " + std::to_string(impl_->device_code.size()) + " kernels for " + first.substr(0, first.find(':')) +
+         ", " + std::to_string(bytes) + " bytes\n";
+  }
   return r;
 }
 
@@ -130,6 +137,10 @@ std::vector<uint8_t> Plan::serialize() const {
   for (auto& [n, t] : net.outputs()) outputs.push_back({{"name", n}, {"tensor", t->id()}});
   j["outputs"] = outputs;
   j["build_log"] = impl_->build_log;
+  json code = json::array();
+  for (const auto& [key, bytes] : impl_->device_code)
+    code.push_back({{"key", key}, {"bytes", blob.add(Weights::copy_of(DataType::kUInt8, {int64_t(bytes.size())}, bytes.data()))}});
+  j["device_code"] = code;
 
   std::string text = j.dump();
   size_t blob_offset = (kHeaderBytes + text.size() + 63) / 64 * 64;
@@ -256,6 +267,12 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
     where = "outputs";
     for (const json& o : j.at("outputs")) net.mark_output(tensor(o.at("tensor"), "an output"), o.at("name").get<std::string>());
     if (j.contains("build_log")) impl.build_log = j.at("build_log").get<std::vector<std::string>>();
+    where = "device code";
+    if (j.contains("device_code"))
+      for (const json& k : j.at("device_code")) {
+        const Weights w = blob.get(k.at("bytes"));
+        impl.device_code[k.at("key").get<std::string>()] = std::string(reinterpret_cast<const char*>(w.data.get()), w.nbytes());
+      }
     net.verify();
   } catch (const PlanError& e) {
     throw PlanError("plan: " + where + ": " + e.what());

@@ -414,6 +414,7 @@ struct ExecutionContext::Impl {
 
 ExecutionContext::ExecutionContext(const Plan& plan, std::shared_ptr<Backend> backend) {
   if (!backend) backend = plan.device() == DeviceKind::kCPU ? make_cpu_backend() : make_cuda_backend();
+  if (backend->kind() == DeviceKind::kCUDA) register_device_code(plan.impl().device_code);
   impl_ = std::make_unique<Impl>(plan, std::move(backend));
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/network_internal.h"
+#include "engine/plan_impl.h"
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -719,6 +720,42 @@ TEST(BuilderPrecision, Fp16PlanKeepsF32InterfaceAndIsClose) {
     HostTensor x{{4, 32}, random_floats(128, 10)};
     expect_close(run_plan(low_plan, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 3e-2f);
   }
+}
+
+// A CUDA plan carries its generated kernels, compiled at build time for the architecture asked
+// (NVRTC needs no GPU): one per distinct pointwise program and matmul epilogue, machine code
+// (ELF), kept through serialization. Without CUDA in this build there is none to carry.
+TEST(BuilderDeviceCode, CudaPlansCarryTheirCompiledKernels) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {4, 8});
+    Tensor* w = net.add_constant("w", weights({8, 8}, random_floats(64, 80)))->output();
+    Tensor* b = net.add_constant("b", weights({4, 8}, random_floats(32, 81)))->output();  // not a vector: an epilogue pass
+    Tensor* y = net.add_elementwise("bias", net.add_layer("mm", {x, w}, MatMulParams{})->output(), b, BinaryOp::kAdd)->output();
+    y = net.add_activation("silu", y, ActivationOp::kSilu)->output();
+    y = net.add_unary("exp", net.add_elementwise("sq", y, y, BinaryOp::kMul)->output(), UnaryOp::kExp)->output();
+    net.mark_output(y, "y");
+    return net;
+  };
+  BuilderConfig cfg;
+  cfg.device = DeviceKind::kCUDA;
+  cfg.cuda_arch = 90;
+  Plan plan = build(make(), cfg);
+#ifdef KILN_HAS_CUDA
+  const auto& code = plan.impl().device_code;
+  ASSERT_FALSE(code.empty());
+  for (const auto& [key, cubin] : code) {
+    EXPECT_EQ(key.rfind("sm_90:", 0), 0u) << key;
+    ASSERT_GT(cubin.size(), 4u);
+    EXPECT_EQ(cubin.substr(0, 4), std::string("\x7f" "ELF"));
+  }
+  EXPECT_NE(plan.summary().find("device code: " + std::to_string(code.size()) + " kernels for sm_90"), std::string::npos);
+  const std::vector<uint8_t> bytes = plan.serialize();
+  Plan loaded = Plan::deserialize(bytes.data(), bytes.size());
+  EXPECT_EQ(loaded.impl().device_code, code);
+#else
+  EXPECT_TRUE(plan.impl().device_code.empty());
+#endif
 }
 
 TEST(BuilderMemory, PlannerReusesBuffers) {

@@ -6,8 +6,10 @@
 // A program's source depends only on its instructions and register dtypes, never on shapes:
 // shapes and strides travel as kernel arguments. Each module has two kernels: `kiln_flat` (no
 // input is broadcast; offset = index) and `kiln_bcast` (per-input strides over collapsed dims).
-// Compiled cubins are cached per process by source text. (The Plan API has no slot for backend
-// blobs, so they are not stored in the plan; a plan's first run on a process compiles them.)
+// Compiled cubins are cached per process by source text. The builder compiles every program a CUDA
+// plan will launch (compile_device_code) and the plan carries the cubins, keyed by architecture and
+// a hash of the source; a loaded plan registers them (register_device_code), so its first run
+// loads machine code instead of running NVRTC (which stays the fallback, e.g. on another GPU).
 #include <cuda_runtime.h>
 #include <nvrtc.h>
 
@@ -375,6 +377,20 @@ std::unordered_map<std::string, Compiled>& cache() {
   static auto* c = new std::unordered_map<std::string, Compiled>();  // lives as long as the process
   return *c;
 }
+// Cubins plans brought along, by device_code_key (guarded by g_mutex).
+std::unordered_map<std::string, std::string>& registered() {
+  static auto* r = new std::unordered_map<std::string, std::string>();
+  return *r;
+}
+
+// "sm_90:<64-bit FNV-1a of the source, hex>": what a plan's device code is looked up by.
+std::string device_code_key(int arch, const std::string& source) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : source) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return "sm_" + std::to_string(arch) + ":" + hex;
+}
 
 void nvrtc_check(nvrtcResult r, const char* what) {
   if (r != NVRTC_SUCCESS) throw NetworkError(std::string("NVRTC: ") + what + ": " + nvrtcGetErrorString(r));
@@ -383,15 +399,11 @@ void cu_check(cudaError_t r, const char* what) {
   if (r != cudaSuccess) throw NetworkError(std::string("CUDA: ") + what + ": " + cudaGetErrorString(r));
 }
 
-const Compiled& compile(const Context& ctx, const std::string& source) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  const std::string key = std::to_string(ctx.device) + "\n" + source;
-  auto it = cache().find(key);
-  if (it != cache().end()) return it->second;
-
+// NVRTC: CUDA C++ -> machine code for sm_<arch> (needs no GPU).
+std::string nvrtc_cubin(const std::string& source, int arch_number) {
   nvrtcProgram prog;
   nvrtc_check(nvrtcCreateProgram(&prog, source.c_str(), "kiln_pointwise.cu", 0, nullptr, nullptr), "create");
-  const std::string arch = "--gpu-architecture=sm_" + std::to_string(ctx.cc_major * 10 + ctx.cc_minor);
+  const std::string arch = "--gpu-architecture=sm_" + std::to_string(arch_number);
   const char* opts[] = {arch.c_str(), "--std=c++17", "--device-as-default-execution-space"};
   nvrtcResult res = nvrtcCompileProgram(prog, 3, opts);
   if (res != NVRTC_SUCCESS) {
@@ -407,6 +419,17 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
   std::string cubin(n, '\0');
   nvrtc_check(nvrtcGetCUBIN(prog, cubin.data()), "cubin");
   nvrtcDestroyProgram(&prog);
+  return cubin;
+}
+
+const Compiled& compile(const Context& ctx, const std::string& source) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const std::string key = std::to_string(ctx.device) + "\n" + source;
+  auto it = cache().find(key);
+  if (it != cache().end()) return it->second;
+  const int arch = ctx.cc_major * 10 + ctx.cc_minor;
+  auto stored = registered().find(device_code_key(arch, source));
+  const std::string cubin = stored != registered().end() ? stored->second : nvrtc_cubin(source, arch);
 
   Compiled c;
   cu_check(cudaLibraryLoadData(&c.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0), "cudaLibraryLoadData");
@@ -505,28 +528,22 @@ void run_pointwise(Context& ctx, const Layer& layer, LayerCall& call) {
   launch_program(ctx, prog, call.inputs, call.outputs);
 }
 
-void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
-                    const std::optional<ActivationParams>& act, const TensorView* residual) {
-  if (!bias && !act && !residual) return;
-  // Registers: the inputs first (out, then each addend), then one per instruction.
+namespace {
+// out = act(out + bias + residual) as a program over inputs (out[, bias][, residual]): registers
+// are the inputs first, then one per instruction.
+FusedPointwiseParams epilogue_program(DataType dt, bool bias, const std::optional<ActivationParams>& act, bool residual) {
   FusedPointwiseParams prog;
-  std::vector<TensorView> ins{out};
-  std::vector<int32_t> addends;
-  for (const TensorView* t : {bias, residual})
-    if (t) {
-      addends.push_back(static_cast<int32_t>(ins.size()));
-      ins.push_back(*t);
-    }
+  const int32_t inputs = 1 + bias + residual;
   auto emit = [&](const PointwiseInstr& i) {
     prog.program.push_back(i);
-    return static_cast<int32_t>(ins.size() + prog.program.size() - 1);
+    return static_cast<int32_t>(inputs + prog.program.size() - 1);
   };
   int32_t cur = 0;
-  for (int32_t addend : addends) {
+  for (int32_t addend = 1; addend < inputs; ++addend) {
     PointwiseInstr add{};
     add.kind = PointwiseInstr::Kind::kBinary;
     add.binary = BinaryOp::kAdd;
-    add.dtype = out.dtype;
+    add.dtype = dt;
     add.operands = {cur, addend};
     cur = emit(add);
   }
@@ -534,12 +551,85 @@ void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
     PointwiseInstr a{};
     a.kind = PointwiseInstr::Kind::kActivation;
     a.activation = *act;
-    a.dtype = out.dtype;
+    a.dtype = dt;
     a.operands = {cur};
     cur = emit(a);
   }
   prog.outputs = {cur};
-  launch_program(ctx, prog, ins, {out});
+  return prog;
+}
+}  // namespace
+
+void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
+                    const std::optional<ActivationParams>& act, const TensorView* residual) {
+  if (!bias && !act && !residual) return;
+  std::vector<TensorView> ins{out};
+  for (const TensorView* t : {bias, residual})
+    if (t) ins.push_back(*t);
+  launch_program(ctx, epilogue_program(out.dtype, bias, act, residual), ins, {out});
 }
 
 }  // namespace kiln::engine::cuda
+
+namespace kiln::engine {
+
+std::map<std::string, std::string> compile_device_code(const Network& net, int arch) {
+  using namespace cuda;
+  if (arch == 0) {
+    int device = 0;
+    cudaDeviceProp prop{};
+    if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+      cudaGetLastError();  // no GPU here: plans compile their kernels on their first run instead
+      return {};
+    }
+    arch = prop.major * 10 + prop.minor;
+  }
+  // Every program the plan's layers can launch: the pointwise layers', and the epilogues of
+  // matmuls and convolutions with each part that may be left to them (cuBLASLt fuses some parts
+  // depending on shapes, so every subset of bias / activation / residual the layer has).
+  std::map<std::string, std::string> sources;  // key -> source
+  auto add = [&](const FusedPointwiseParams& prog, const std::vector<DataType>& in_types) {
+    std::string source = generate(prog, in_types);
+    sources.emplace(device_code_key(arch, source), std::move(source));
+  };
+  for (const Layer* l : net.layers()) {
+    if (l->as<FusedPointwiseParams>() || l->as<ElementwiseParams>() || l->as<UnaryParams>() ||
+        l->as<ActivationParams>() || l->as<CastParams>() || l->as<SelectParams>()) {
+      std::vector<DataType> in_types;
+      for (const Tensor* t : l->inputs()) in_types.push_back(t->dtype());
+      add(program_of(*l), in_types);
+      continue;
+    }
+    bool bias = false, residual = false;
+    std::optional<ActivationParams> act;
+    if (auto* m = l->as<MatMulParams>()) {
+      bias = m->has_bias, residual = m->has_residual, act = m->activation;
+    } else if (auto* c = l->as<ConvolutionParams>()) {
+      bias = c->has_bias, residual = c->has_residual, act = c->activation;
+    } else {
+      continue;
+    }
+    const DataType dt = l->output()->dtype();
+    for (int subset = 1; subset < 8; ++subset) {
+      const bool b = bias && (subset & 1), r = residual && (subset & 4);
+      const std::optional<ActivationParams> a = (subset & 2) ? act : std::nullopt;
+      if ((subset & 1) && !b) continue;
+      if ((subset & 2) && !a) continue;
+      if ((subset & 4) && !r) continue;
+      std::vector<DataType> in_types{dt};
+      if (b) in_types.push_back(dt);
+      if (r) in_types.push_back(dt);
+      add(epilogue_program(dt, b, a, r), in_types);
+    }
+  }
+  std::map<std::string, std::string> code;
+  for (const auto& [key, source] : sources) code[key] = nvrtc_cubin(source, arch);
+  return code;
+}
+
+void register_device_code(const std::map<std::string, std::string>& code) {
+  std::lock_guard<std::mutex> lock(cuda::g_mutex);
+  for (const auto& [key, cubin] : code) cuda::registered().emplace(key, cubin);
+}
+
+}  // namespace kiln::engine
