@@ -16,6 +16,7 @@ struct CompilationSettings {
   bool require_full_compilation = false;
   engine::Precision precision = engine::Precision::kFP32;
   engine::DeviceKind device = engine::DeviceKind::kCPU;
+  int cuda_arch = 0;  // CUDA: compile the plans' kernels for sm_<arch> (0: the GPU at hand)
   bool assume_dynamic_shape_support = false;
   bool dryrun = false;
   size_t workspace_limit = size_t{1} << 30;

@@ -97,14 +97,21 @@ std::string Plan::summary() const {
     for (const std::string& s : impl_->build_log) r += " [" + s + "]";
     r += "\n";
   }
-  if (!impl_->device_code.empty()) {
-    size_t bytes = 0;
-    for (const auto& [key, code] : impl_->device_code) bytes += code.size();
-    const std::string& first = impl_->device_code.begin()->first;
-    r += "  device code: " + std::to_string(impl_->device_code.size()) + " kernels for " + first.substr(0, first.find(':')) +
-         ", " + std::to_string(bytes) + " bytes\n";
-  }
+  if (!impl_->device_code.empty()) r += "  device code: " + device_code_summary() + "\n";
   return r;
+}
+
+std::string Plan::device_code_summary() const {
+  if (impl_->device_code.empty()) return "";
+  std::map<std::string, size_t> kernels;  // by architecture
+  size_t bytes = 0;
+  for (const auto& [key, code] : impl_->device_code) {
+    ++kernels[key.substr(0, key.find(':'))];
+    bytes += code.size();
+  }
+  std::string r;
+  for (const auto& [arch, n] : kernels) r += (r.empty() ? "" : ", ") + std::to_string(n) + " kernels for " + arch;
+  return r + ", " + std::to_string((bytes + 1023) / 1024) + " KiB";
 }
 
 std::vector<uint8_t> Plan::serialize() const {

@@ -35,6 +35,8 @@ class Plan {
   std::vector<std::string> input_names() const;
   std::vector<std::string> output_names() const;
   std::string summary() const;              // layers, fusions, memory
+  // CUDA plans: the compiled kernels they carry ("sm_90: 12 kernels, 180 KiB"; empty when none).
+  std::string device_code_summary() const;
 
   std::vector<uint8_t> serialize() const;
   // Throws PlanError naming what is wrong (bad magic, version, checksum, truncated, bad layer).

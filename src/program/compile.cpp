@@ -305,6 +305,7 @@ class Compiler {
     engine::BuilderConfig cfg;
     cfg.precision = opts_.settings.precision;
     cfg.device = opts_.settings.device;
+    cfg.cuda_arch = opts_.settings.cuda_arch;
     cfg.workspace_limit = opts_.settings.workspace_limit;
     for (const std::string& sym : cs.network->input_symbols()) {
       auto it = prog.ranges_.find(sym);

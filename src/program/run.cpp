@@ -482,9 +482,12 @@ std::string CompiledProgram::summary() const {
   for (const auto& in : inputs_) os << " " << in.str();
   os << "\nsegments: " << segments_.size() << ", fallback ops: " << fallback << ", precision "
      << engine::to_string(precision_) << ", device " << engine::to_string(device_) << "\n";
-  for (const AccSegment& s : segments_)
+  for (const AccSegment& s : segments_) {
     os << "  " << s.name << ": " << s.compute_ops << " compute ops, " << s.ops.size() << " nodes, weights "
-       << s.plan.memory().weight_bytes << " B, activations " << s.plan.memory().peak_activation_bytes << " B\n";
+       << s.plan.memory().weight_bytes << " B, activations " << s.plan.memory().peak_activation_bytes << " B";
+    if (const std::string code = s.plan.device_code_summary(); !code.empty()) os << ", device code " << code;
+    os << "\n";
+  }
   const auto ops = fallback_ops();
   if (!ops.empty()) {
     os << "  run by PyTorch:";

@@ -19,6 +19,7 @@ namespace {
 struct CompileArgs {
   std::string model, output, precision = "fp32", device = "cpu";
   int64_t min_block_size = 5;
+  int cuda_arch = 0;
   std::vector<std::string> torch_executed_ops, dynamic;
   bool require_full = false, dryrun = false;
 };
@@ -37,9 +38,17 @@ kiln::program::CompileOptions options_from(const CompileArgs& a) {
   o.settings.precision = a.precision == "fp16" ? engine::Precision::kFP16
                          : a.precision == "bf16" ? engine::Precision::kBF16 : engine::Precision::kFP32;
   o.settings.device = a.device == "cuda" ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
-  if (o.settings.device == engine::DeviceKind::kCUDA && !engine::cuda_available())
-    throw program::InputError("--device cuda: no CUDA device is available here (this kiln " +
-                              std::string("was built ") + "without CUDA, or no GPU is present)");
+  o.settings.cuda_arch = a.cuda_arch;
+  if (a.cuda_arch && o.settings.device != engine::DeviceKind::kCUDA)
+    throw program::InputError("--cuda-arch needs --device cuda");
+#ifndef KILN_HAS_CUDA
+  if (o.settings.device == engine::DeviceKind::kCUDA)
+    throw program::InputError("--device cuda: this kiln was built without CUDA");
+#endif
+  // A build machine without a GPU can still compile for one it names (--cuda-arch).
+  if (o.settings.device == engine::DeviceKind::kCUDA && !a.cuda_arch && !engine::cuda_available())
+    throw program::InputError("--device cuda: no GPU is present here (name the target with --cuda-arch, e.g. 90 "
+                              "for an H100, to compile for it anyway)");
   o.settings.dryrun = a.dryrun;
   for (const auto& d : a.dynamic) o.dynamic.push_back(program::DynamicSpec::parse(d));
   return o;
@@ -82,6 +91,10 @@ void add_compile_command(CLI::App& app) {
   cmd->add_flag("--require-full-compilation", args->require_full, "fail unless every op converts");
   cmd->add_option("--precision", args->precision, "fp32|fp16|bf16")->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   cmd->add_option("--device", args->device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--cuda-arch", args->cuda_arch,
+                  "compile the plan's CUDA kernels for sm_ARCH (90: H100/H200; default: the GPU at hand; "
+                  "lets a machine without a GPU compile for one)")
+      ->check(CLI::Range(50, 200));
   cmd->add_option("--dynamic", args->dynamic, "NAME:DIM:MIN:OPT:MAX range of an input dimension")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_flag("--dryrun", args->dryrun, "report the partition and build nothing");
   cmd->callback([args] {

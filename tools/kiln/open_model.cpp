@@ -23,6 +23,8 @@ OpenedModel open_model_for_run(const std::string& model, const std::vector<std::
   std::vector<program::HostTensor> inputs = program::read_inputs(input_paths);
   program::CompiledProgram prog = program::open_model(model, o);
   if (device.empty()) ro.device = prog.device();  // a .kiln runs where it was built for
+  if (ro.device == engine::DeviceKind::kCUDA && !engine::cuda_available())
+    throw program::InputError(model + " was compiled for CUDA and no GPU is present here (run it with --device cpu)");
   return {std::move(prog), ro, std::move(inputs)};
 }
 
