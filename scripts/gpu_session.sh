@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, one call that does a whole round of work, each stage time-boxed so a
 # limited run still reports: build (RelWithDebInfo: native stacks resolve), the test suite, the
-# Python tests with native crash traces, a per-layer profile of chosen models, and (FIXTURES=1)
+# Python tests with native crash traces, a per-layer profile of chosen models, the benchmark table
+# (stage `bench`: bench/gpu_compare.py through the CLI, BENCH_ARGS passed on), and (FIXTURES=1)
 # a re-export of tests/data packed as $OUT/fixtures.tar.gz (FIXTURES_ONLY=a,b: those alone).
 #   PROFILE_ARGS="--models gpt2 --batches 32"   what to profile ('' skips)   STAGES="build test py profile"
 set -uo pipefail
@@ -45,6 +46,11 @@ if has profile && [[ -n "$PROFILE_ARGS" ]]; then
   stamp profile
   PYTHONPATH=build-gpu/python timeout ${PROFILE_TIMEOUT:-240} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln --profile --modes "" --iters 20 $PROFILE_ARGS > "$out/profile.log" 2>&1
   grep -vE "^\s*$" "$out/profile.log" | tail -120
+fi
+if has bench; then
+  stamp bench
+  PYTHONPATH=build-gpu/python timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln --iters 30 ${BENCH_ARGS:-} > "$out/bench.md" 2> "$out/bench.err"
+  grep -E "^\|" "$out/bench.md"; tail -3 "$out/bench.err"
 fi
 wait
 stamp done
