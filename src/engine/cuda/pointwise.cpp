@@ -13,7 +13,11 @@
 #include <cuda_runtime.h>
 #include <nvrtc.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <future>
+#include <thread>
 #include <cstdio>
 #include <mutex>
 #include <sstream>
@@ -622,8 +626,20 @@ std::map<std::string, std::string> compile_device_code(const Network& net, int a
       add(epilogue_program(dt, b, a, r), in_types);
     }
   }
+  // NVRTC compiles independent programs concurrently: a few workers share the list.
+  std::vector<std::pair<std::string, std::string>> work(sources.begin(), sources.end());
+  std::vector<std::string> cubins(work.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < work.size();) cubins[i] = nvrtc_cubin(work[i].second, arch);
+  };
+  const size_t threads = std::min<size_t>(work.size(), std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
+  std::vector<std::future<void>> running;
+  for (size_t t = 1; t < threads; ++t) running.push_back(std::async(std::launch::async, worker));
+  worker();
+  for (auto& f : running) f.get();  // rethrows a worker's NVRTC error
   std::map<std::string, std::string> code;
-  for (const auto& [key, source] : sources) code[key] = nvrtc_cubin(source, arch);
+  for (size_t i = 0; i < work.size(); ++i) code[work[i].first] = std::move(cubins[i]);
   return code;
 }
 
