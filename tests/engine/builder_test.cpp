@@ -485,6 +485,64 @@ TEST(BuilderPasses, ConstantCausalMasksBecomeTheFlag) {
   }
 }
 
+// A decoder exported with a dynamic length S builds its mask from aranges: keep = arange(S)[None, :]
+// <= arange(S)[:, None], broadcast over the batch, then where(keep, 0, lowest) (or the bool keep
+// itself). Nothing has a value at build time, yet the construction says causal: the flag. A
+// shifted comparison (k <= q + 1) is no causal mask and stays. Checked against the mask read as
+// data at two lengths.
+TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
+  auto make = [](bool bool_mask, double shift) {
+    Network net;
+    const DimExpr s = DimExpr::symbol("S");
+    Tensor* q = net.add_input("q", DataType::kFloat32, {2, 3, s, 8});
+    Tensor* k = net.add_input("k", DataType::kFloat32, {2, 3, s, 8});
+    Tensor* v = net.add_input("v", DataType::kFloat32, {2, 3, s, 8});
+    FillParams ar;
+    ar.op = FillOp::kArange;
+    ar.dims = {s};
+    ar.dtype = DataType::kInt64;
+    Tensor* pos = net.add_fill("arange", ar)->output();
+    auto view = [&](const std::string& name, Tensor* t, Shape to) {
+      ShuffleParams p;
+      p.reshape = std::move(to);
+      return net.add_shuffle(name, t, p)->output();
+    };
+    Tensor* key = view("k_pos", pos, {1, s});
+    Tensor* query = view("q_pos", pos, {s, 1});
+    if (shift != 0)
+      query = net.add_elementwise("shift", query, net.add_constant("one", Weights::copy_of(DataType::kInt64, {}, std::vector<int64_t>{int64_t(shift)}.data()))->output(), BinaryOp::kAdd)->output();
+    Tensor* keep = view("rank4", net.add_elementwise("le", key, query, BinaryOp::kLessEqual)->output(), {1, 1, s, s});
+    FillParams zeros;
+    zeros.dims = {2, 1, s, s};
+    zeros.dtype = DataType::kBool;
+    keep = net.add_elementwise("expand", keep, net.add_fill("zeros", zeros)->output(), BinaryOp::kOr)->output();
+    Tensor* mask = keep;
+    if (!bool_mask)
+      mask = net.add_select("where", keep, net.add_constant("zero", weights({}, {0.f}))->output(),
+                            net.add_constant("lowest", weights({}, {-3.4028234663852886e38f}))->output())->output();
+    net.mark_output(net.add_attention("sdpa", q, k, v, mask, {})->output(), "y");
+    return net;
+  };
+  for (bool bool_mask : {false, true})
+    for (double shift : {0.0, 1.0}) {
+      Network net = make(bool_mask, shift);
+      EXPECT_EQ(passes::simplify_attention_masks(net), shift == 0 ? 1u : 0u);
+      BuilderConfig cfg;
+      cfg.profile["S"] = {1, 6, 8};
+      BuilderConfig ref_cfg = no_opt();
+      ref_cfg.profile = cfg.profile;
+      Plan opt = build(make(bool_mask, shift), cfg), ref = build(make(bool_mask, shift), ref_cfg);
+      for (Layer* l : opt.network().layers())
+        if (auto* p = l->as<AttentionParams>()) EXPECT_EQ(p->causal, shift == 0);
+      for (int64_t len : {5, 7}) {
+        std::map<std::string, HostTensor> in;
+        for (const char* name : {"q", "k", "v"})
+          in[name] = HostTensor{{2, 3, len, 8}, random_floats(size_t(48 * len), uint32_t(name[0] + len))};
+        expect_close(run_plan(opt, in)[0], run_plan(ref, in)[0], 1e-5f);
+      }
+    }
+}
+
 // x [-> permute perm_in] -> reshape to rows -> @ w -> reshape to out -> permute perm_out: a
 // projection between reshapes, as converters emit an [L, B, E] linear.
 Network projection_between_reshapes(std::vector<int64_t> x_dims, std::vector<int64_t> perm_in, Shape rows,
