@@ -85,5 +85,7 @@ std::map<std::string, std::string> compile_device_code(const Network& net, int a
 // Makes a loaded plan's device code available to the CUDA backend, which then loads it instead of
 // compiling the same source again (process-wide; a no-op without CUDA).
 void register_device_code(const std::map<std::string, std::string>& code);
+// The architectures compile_device_code can target (NVRTC's list; empty without CUDA).
+std::vector<int> cuda_supported_archs();
 
 }  // namespace kiln::engine

@@ -68,11 +68,9 @@ bool is_zero_fill(const Tensor* t) {
   return c && *c == 0;
 }
 
-// Positions are exact integers in these types (fp16 is not past 2048: a cast there could merge
-// neighbouring positions, and the comparison would no longer be the causal one).
-bool exact_positions(DataType t) {
-  return t == DataType::kInt64 || t == DataType::kInt32 || t == DataType::kFloat32;
-}
+// Positions as exports build them: integers (float positions round at large values and a float
+// cast truncates, either of which can merge neighbouring positions).
+bool exact_positions(DataType t) { return t == DataType::kInt64 || t == DataType::kInt32; }
 
 std::optional<Ramp> ramp_of(const Tensor* t, int depth = 0) {
   const Layer* l = t->producer();
@@ -81,7 +79,7 @@ std::optional<Ramp> ramp_of(const Tensor* t, int depth = 0) {
     if (f->op != FillOp::kArange || f->step != 1 || f->dims.size() != 1) return std::nullopt;
     return Ramp{0, f->start, f->dims[0]};
   }
-  if (l->as<CastParams>()) return ramp_of(l->inputs()[0], depth + 1);
+  if (l->as<CastParams>()) return ramp_of(l->inputs()[0], depth + 1);  // int <-> int: both ends checked
   if (const auto* e = l->as<ElementwiseParams>()) {
     const Tensor *a = l->inputs()[0], *b = l->inputs()[1];
     if (e->op == BinaryOp::kAdd || e->op == BinaryOp::kOr) {
@@ -91,7 +89,7 @@ std::optional<Ramp> ramp_of(const Tensor* t, int depth = 0) {
         if (auto c = scalar_constant(y); c && e->op == BinaryOp::kAdd) {
           auto r = ramp_of(x, depth + 1);
           if (r) r->offset += *c;
-          return r;
+          return r;  // (offsets must come to 0: see is_causal_condition)
         }
       }
     }
@@ -164,7 +162,8 @@ bool is_causal_condition(const Tensor* keep, const DimExpr& lq, const DimExpr& l
   const Tensor* query = keep->producer()->inputs()[e->op == BinaryOp::kLessEqual ? 1 : 0];
   const auto j = ramp_of(key), i = ramp_of(query);
   auto is_unit = [](const DimExpr& d) { return d.constant() && *d.constant() == 1; };
-  return j && i && j->from_end == 0 && i->from_end == 1 && j->offset == i->offset && j->length.same_as(lk) &&
+  // Both ramps start at 0 (as exports build them; then no integer type can wrap below 2^31 keys).
+  return j && i && j->from_end == 0 && i->from_end == 1 && j->offset == 0 && i->offset == 0 && j->length.same_as(lk) &&
          i->length.same_as(lq) && !is_unit(lk) && !is_unit(lq);
 }
 
@@ -178,7 +177,7 @@ MaskForm classify_by_construction(const Tensor* mask, const DimExpr& lq, const D
   const Layer* where = m->producer();
   if (!where || !where->as<SelectParams>()) return MaskForm::kOther;
   const auto kept = scalar_constant(where->inputs()[1]), hidden = scalar_constant(where->inputs()[2]);
-  if (!kept || !hidden || *kept != 0 || *hidden > -65504.0) return MaskForm::kOther;
+  if (!kept || !hidden || *kept != 0 || !(*hidden <= -65504.0)) return MaskForm::kOther;  // (NaN is no hiding)
   return is_causal_condition(where->inputs()[0], lq, lk) ? MaskForm::kCausal : MaskForm::kOther;
 }
 

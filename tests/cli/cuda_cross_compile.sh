@@ -37,9 +37,13 @@ if "$kiln" run "$work/v.kiln" --device cpu --input "$d/input_0.npy" --output-dir
 else
   echo "FAIL --device cpu: $(tail -1 "$work/err")"; fail=1
 fi
-# the options are checked
-if "$kiln" compile "$d/export.pt2" -o "$work/x.kiln" --cuda-arch 90 >/dev/null 2>"$work/err" ||
-   ! grep -q "cuda-arch needs --device cuda" "$work/err"; then
+# the options are checked: exit code 2 and what is wrong
+"$kiln" compile "$d/export.pt2" -o "$work/x.kiln" --cuda-arch 90 >/dev/null 2>"$work/err"
+if [ $? != 2 ] || ! grep -q "cuda-arch needs --device cuda" "$work/err"; then
   echo "FAIL --cuda-arch without --device cuda: $(tail -1 "$work/err")"; fail=1
+fi
+"$kiln" compile "$d/export.pt2" -o "$work/x.kiln" --device cuda --cuda-arch 91 >/dev/null 2>"$work/err"
+if [ $? != 2 ] || ! grep -q "cuda-arch 91: this kiln's NVRTC compiles for .*90" "$work/err"; then
+  echo "FAIL --cuda-arch 91: $(tail -1 "$work/err")"; fail=1
 fi
 exit $fail

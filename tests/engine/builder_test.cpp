@@ -491,7 +491,8 @@ TEST(BuilderPasses, ConstantCausalMasksBecomeTheFlag) {
 // shifted comparison (k <= q + 1) is no causal mask and stays. Checked against the mask read as
 // data at two lengths.
 TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
-  auto make = [](bool bool_mask, double shift) {
+  auto make = [](bool bool_mask, double shift, float hidden = -3.4028234663852886e38f,
+                 DataType positions = DataType::kInt64) {
     Network net;
     const DimExpr s = DimExpr::symbol("S");
     Tensor* q = net.add_input("q", DataType::kFloat32, {2, 3, s, 8});
@@ -500,7 +501,7 @@ TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
     FillParams ar;
     ar.op = FillOp::kArange;
     ar.dims = {s};
-    ar.dtype = DataType::kInt64;
+    ar.dtype = positions;
     Tensor* pos = net.add_fill("arange", ar)->output();
     auto view = [&](const std::string& name, Tensor* t, Shape to) {
       ShuffleParams p;
@@ -509,8 +510,11 @@ TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
     };
     Tensor* key = view("k_pos", pos, {1, s});
     Tensor* query = view("q_pos", pos, {s, 1});
-    if (shift != 0)
-      query = net.add_elementwise("shift", query, net.add_constant("one", Weights::copy_of(DataType::kInt64, {}, std::vector<int64_t>{int64_t(shift)}.data()))->output(), BinaryOp::kAdd)->output();
+    if (shift != 0) {
+      Weights c = positions == DataType::kInt64 ? Weights::copy_of(DataType::kInt64, {}, std::vector<int64_t>{int64_t(shift)}.data())
+                                                : weights({}, {float(shift)});
+      query = net.add_elementwise("shift", query, net.add_constant("one", std::move(c))->output(), BinaryOp::kAdd)->output();
+    }
     Tensor* keep = view("rank4", net.add_elementwise("le", key, query, BinaryOp::kLessEqual)->output(), {1, 1, s, s});
     FillParams zeros;
     zeros.dims = {2, 1, s, s};
@@ -519,7 +523,7 @@ TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
     Tensor* mask = keep;
     if (!bool_mask)
       mask = net.add_select("where", keep, net.add_constant("zero", weights({}, {0.f}))->output(),
-                            net.add_constant("lowest", weights({}, {-3.4028234663852886e38f}))->output())->output();
+                            net.add_constant("lowest", weights({}, {hidden}))->output())->output();
     net.mark_output(net.add_attention("sdpa", q, k, v, mask, {})->output(), "y");
     return net;
   };
@@ -541,6 +545,12 @@ TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
         expect_close(run_plan(opt, in)[0], run_plan(ref, in)[0], 1e-5f);
       }
     }
+  // Not recognised: NaN as the hidden value (PyTorch gives NaN rows), float positions (they round
+  // at large values).
+  Network nan_hidden = make(false, 0, std::nanf(""));
+  EXPECT_EQ(passes::simplify_attention_masks(nan_hidden), 0u);
+  Network float_positions = make(false, 0, -3.4028234663852886e38f, DataType::kFloat32);
+  EXPECT_EQ(passes::simplify_attention_masks(float_positions), 0u);
 }
 
 // x [-> permute perm_in] -> reshape to rows -> @ w -> reshape to out -> permute perm_out: a

@@ -1,6 +1,7 @@
 // `kiln compile MODEL.pt2 -o OUT.kiln [options]`: partition, convert, build, save; or --dryrun.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -45,6 +46,14 @@ kiln::program::CompileOptions options_from(const CompileArgs& a) {
   if (o.settings.device == engine::DeviceKind::kCUDA)
     throw program::InputError("--device cuda: this kiln was built without CUDA");
 #endif
+  if (a.cuda_arch) {
+    const std::vector<int> archs = engine::cuda_supported_archs();
+    if (std::find(archs.begin(), archs.end(), a.cuda_arch) == archs.end()) {
+      std::string list;
+      for (int x : archs) list += (list.empty() ? "" : " ") + std::to_string(x);
+      throw program::InputError("--cuda-arch " + std::to_string(a.cuda_arch) + ": this kiln's NVRTC compiles for " + list);
+    }
+  }
   // A build machine without a GPU can still compile for one it names (--cuda-arch).
   if (o.settings.device == engine::DeviceKind::kCUDA && !a.cuda_arch && !engine::cuda_available())
     throw program::InputError("--device cuda: no GPU is present here (name the target with --cuda-arch, e.g. 90 "

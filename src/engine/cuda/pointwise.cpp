@@ -387,13 +387,19 @@ std::unordered_map<std::string, std::string>& registered() {
   return *r;
 }
 
-// "sm_90:<64-bit FNV-1a of the source, hex>": what a plan's device code is looked up by.
+// "sm_90:nvrtc13.0:<two 64-bit FNV-1a hashes of the source, hex>": what a plan's device code is
+// looked up by (another NVRTC, or another source, compiles afresh).
 std::string device_code_key(int arch, const std::string& source) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : source) h = (h ^ c) * 1099511628211ull;
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return "sm_" + std::to_string(arch) + ":" + hex;
+  uint64_t h1 = 1469598103934665603ull, h2 = 0x9e3779b97f4a7c15ull;
+  for (unsigned char c : source) {
+    h1 = (h1 ^ c) * 1099511628211ull;
+    h2 = (h2 ^ c) * 0x100000001b3ull + 0x5851f42d4c957f2dull;
+  }
+  int major = 0, minor = 0;
+  nvrtcVersion(&major, &minor);
+  char hex[40];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h1), static_cast<unsigned long long>(h2));
+  return "sm_" + std::to_string(arch) + ":nvrtc" + std::to_string(major) + "." + std::to_string(minor) + ":" + hex;
 }
 
 void nvrtc_check(nvrtcResult r, const char* what) {
@@ -432,13 +438,30 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
   auto it = cache().find(key);
   if (it != cache().end()) return it->second;
   const int arch = ctx.cc_major * 10 + ctx.cc_minor;
-  auto stored = registered().find(device_code_key(arch, source));
-  const std::string cubin = stored != registered().end() ? stored->second : nvrtc_cubin(source, arch);
-
+  auto load = [](const std::string& cubin, Compiled& c) {
+    if (cudaLibraryLoadData(&c.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    if (cudaLibraryGetKernel(&c.flat, c.library, "kiln_flat") != cudaSuccess ||
+        cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast") != cudaSuccess) {
+      cudaGetLastError();
+      cudaLibraryUnload(c.library);
+      return false;
+    }
+    return true;
+  };
   Compiled c;
-  cu_check(cudaLibraryLoadData(&c.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0), "cudaLibraryLoadData");
-  cu_check(cudaLibraryGetKernel(&c.flat, c.library, "kiln_flat"), "kiln_flat");
-  cu_check(cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast"), "kiln_bcast");
+  const std::string stored_key = device_code_key(arch, source);
+  auto stored = registered().find(stored_key);
+  if (stored != registered().end() && !load(stored->second, c)) {
+    registered().erase(stored);  // a plan's code this driver will not load: compile it here instead
+    stored = registered().end();
+  }
+  if (stored == registered().end()) {
+    const std::string cubin = nvrtc_cubin(source, arch);
+    if (!load(cubin, c)) throw NetworkError("CUDA: cannot load a pointwise kernel NVRTC compiled for sm_" + std::to_string(arch));
+  }
   return cache().emplace(key, c).first->second;
 }
 
@@ -641,6 +664,14 @@ std::map<std::string, std::string> compile_device_code(const Network& net, int a
   std::map<std::string, std::string> code;
   for (size_t i = 0; i < work.size(); ++i) code[work[i].first] = std::move(cubins[i]);
   return code;
+}
+
+std::vector<int> cuda_supported_archs() {
+  int n = 0;
+  if (nvrtcGetNumSupportedArchs(&n) != NVRTC_SUCCESS || n <= 0) return {};
+  std::vector<int> archs(static_cast<size_t>(n));
+  if (nvrtcGetSupportedArchs(archs.data()) != NVRTC_SUCCESS) return {};
+  return archs;
 }
 
 void register_device_code(const std::map<std::string, std::string>& code) {
