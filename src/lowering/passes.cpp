@@ -467,13 +467,42 @@ bool as_matmul(ir::Node* n, ir::Node*& a, ir::Node*& b) {
   return true;
 }
 
+// x when `p` is PyTorch's safe softmax written out (core ATen's decomposition of _safe_softmax,
+// which sdpa's decomposition uses): where(not(any(not(x == -inf), -1, keepdim)),
+// full_like(softmax(x, -1), 0), softmax(x, -1)): rows with nothing kept give zeros, exactly what
+// the fused attention gives.
+ir::Node* safe_softmax_input(ir::Node* p) {
+  if (!p->is_op("aten.where.self") || p->args.size() != 3 || !p->args[0].is_node() || !p->args[1].is_node() ||
+      !p->args[2].is_node())
+    return nullptr;
+  ir::Node *cond = p->args[0].node(), *zeros = p->args[1].node(), *sm = p->args[2].node();
+  ir::Node* x = softmax_input(sm);
+  if (!x || !x->meta.is_tensor()) return nullptr;
+  const auto zero = zeros->args.size() >= 2 ? number(zeros->args[1]) : std::nullopt;
+  if (!zeros->is_op("aten.full_like.default") || !zeros->args[0].is_node() || zeros->args[0].node() != sm || !zero ||
+      *zero != 0)
+    return nullptr;
+  ir::Node* any = only_node_arg(cond, "aten.logical_not.default");
+  const int64_t r = int64_t(x->meta.tensor.rank());
+  if (!any || !any->is_op("aten.any.dim") || any->args.size() < 3 || axis_of(any->args[1], r) != r - 1 ||
+      !any->args[2].is<bool>() || !any->args[2].as<bool>() || !any->args[0].is_node())
+    return nullptr;
+  ir::Node* eq = only_node_arg(any->args[0].node(), "aten.logical_not.default");
+  const auto inf = eq && eq->args.size() == 2 ? number(eq->args[1]) : std::nullopt;
+  if (!eq || !eq->is_op("aten.eq.Scalar") || !eq->args[0].is_node() || eq->args[0].node() != x || !inf ||
+      !(std::isinf(*inf) && *inf < 0))
+    return nullptr;
+  return x;
+}
+
 struct EagerAttention {
   ir::Node *q = nullptr, *k = nullptr, *mask = nullptr;
   double scale = 1.0;
 };
 
 // `s` = [matmul(q, kᵀ) (* c | / c)], each used once: q, k and the scale.
-std::optional<EagerAttention> scores(ir::Node* s) {
+// `top_users`: how many users `s` itself may have (2 when the safe softmax's -inf test reads it too).
+std::optional<EagerAttention> scores(ir::Node* s, size_t top_users = 1) {
   EagerAttention a;
   ir::Node* m = s;
   if (s && s->kind == ir::NodeKind::CallFunction && s->args.size() == 2 && s->kwargs.empty() &&
@@ -485,11 +514,23 @@ std::optional<EagerAttention> scores(ir::Node* s) {
     const auto c = number(s->args[1 - node_at]);
     if (!c || !s->args[node_at].is_node() || *c == 0) return std::nullopt;
     a.scale = div ? 1.0 / *c : *c;
-    if (!single_use(s)) return std::nullopt;
+    if (s->users().size() > top_users) return std::nullopt;
     m = s->args[node_at].node();
+    top_users = 1;
   }
   ir::Node* kt = nullptr;
-  if (!single_use(m) || !as_matmul(m, a.q, kt)) return std::nullopt;
+  if (m->users().size() > top_users || !as_matmul(m, a.q, kt)) return std::nullopt;
+  // sdpa's decomposition scales q and kᵀ by sqrt(scale) each: the product is the scale
+  for (ir::Node** operand : {&a.q, &kt}) {
+    ir::Node* n = *operand;
+    if ((n->is_op("aten.mul.Tensor") || n->is_op("aten.mul.Scalar")) && n->args.size() == 2 && n->kwargs.empty())
+      for (int i = 0; i < 2; ++i)
+        if (n->args[i].is_node() && number(n->args[1 - i])) {
+          a.scale *= *number(n->args[1 - i]);
+          *operand = n->args[i].node();
+          break;
+        }
+  }
   a.k = untransposed(kt);
   if (!a.k) return std::nullopt;
   return a;
@@ -509,8 +550,11 @@ size_t fuse_eager_attention(ir::ExportedProgram& program) {
       p = p->args[0].node();
     p = through_noop_expand(p);
     ir::Node* x = single_use(p) ? softmax_input(p) : nullptr;
-    if (!x || !single_use(x)) continue;
-    std::optional<EagerAttention> a = scores(x);
+    if (x && !single_use(x)) continue;
+    const bool safe = !x;
+    if (!x) x = single_use(p) ? safe_softmax_input(p) : nullptr;  // (x then also feeds its -inf test)
+    if (!x || (safe && x->users().size() != 2)) continue;
+    std::optional<EagerAttention> a = scores(x, safe ? 2 : 1);
     if (!a && x->is_op("aten.add.Tensor") && x->args.size() == 2 && x->kwargs.empty() && x->args[0].is_node() &&
         x->args[1].is_node()) {
       for (int i = 0; i < 2 && !a; ++i) {

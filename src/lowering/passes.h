@@ -38,8 +38,10 @@ size_t fuse_gelu_tanh(ir::ExportedProgram& program);
 // -> softmax(-1) [-> to(same dtype)] -> matmul(·, v) becomes one
 // aten.scaled_dot_product_attention(q, k, v, mask, scale=c | 1/c | 1), which converts to kiln's
 // fused attention (scores never stored). Only when every intermediate is used once and the mask
-// does not broadcast the scores to a larger shape. Rows whose every score is -inf differ: PyTorch's
-// softmax gives NaN there, the fused attention zeros (as PyTorch's own sdpa does since 2.5).
+// does not broadcast the scores to a larger shape. Also core ATen's decomposition of sdpa itself
+// (q and kᵀ each scaled by sqrt(scale), the safe softmax written out). Rows whose every score is
+// -inf differ after a plain softmax: it gives NaN there, the fused attention zeros (as PyTorch's
+// own sdpa and its safe softmax do since 2.5).
 size_t fuse_eager_attention(ir::ExportedProgram& program);
 
 struct PassReport {

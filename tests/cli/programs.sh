@@ -51,6 +51,18 @@ for dir in "$data"/*/; do
   done
 done
 
+# sdpa as core ATen decomposes it (scale split over q and kᵀ, the safe softmax written out) is one
+# attention layer again.
+for model in bert_tiny/core_aten vit_small/core_aten t5_tiny/core_aten; do
+  d="$data/$(dirname "$model")"
+  if KILN_LOG=debug "$kiln" run "$data/$model.pt2" --input "$d/input_0.npy" --output-dir "$work/attn" >/dev/null 2>"$work/log" &&
+     grep -q "= Attention\[" "$work/log" && ! grep -q "= Softmax" "$work/log"; then
+    echo "ok   $model: decomposed attention fused again"
+  else
+    echo "FAIL $model: decomposed attention not fused:"; grep -E "Attention|Softmax" "$work/log" | head -5; fail=1
+  fi
+done
+
 # KILN_PROFILE=1: per-layer times, the first execute (one-time setup) apart from the steady state.
 d="$data/bert_tiny"
 if KILN_PROFILE=1 "$kiln" bench "$d/export.pt2" --input "$d/input_0.npy" --iters 4 --warmup 1 >/dev/null 2>"$work/prof"; then
@@ -68,7 +80,7 @@ fi
 # causal flag, not as data; GPT-2's eager attention (matmul, scale, mask, softmax, matmul) becomes
 # that one attention layer too (the output checks above say the results are unchanged).
 # (core ATen writes matmul as view(bmm(view(expand(a)), ...)): recognised as well.)
-for model in causal_sdpa/export gpt2_tiny/export gpt2_tiny/core_aten; do
+for model in causal_sdpa/export causal_sdpa/core_aten gpt2_tiny/export gpt2_tiny/core_aten; do
   d="$data/$(dirname "$model")"
   name=$model
   if KILN_LOG=debug "$kiln" run "$data/$model.pt2" --input "$d/input_0.npy" --output-dir "$work/causal" >/dev/null 2>"$work/log" &&

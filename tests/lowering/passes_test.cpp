@@ -2,6 +2,8 @@
 // verifies.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "ir/schema.h"
 #include "lowering/passes.h"
 
@@ -260,21 +262,27 @@ TEST(FuseEagerAttention, WrittenOutAttentionBecomesSdpa) {
   }
 }
 
+// a @ b for rank-4 [2, 4, ., .] operands as core ATen writes it:
+// view(bmm(view(expand(a), [8, ...]), view(expand(b), [8, ...])), out).
+Node* decomposed_matmul(G& g, const std::string& n, Node* a, Node* b, std::vector<ir::SymInt> out) {
+  auto flat = [&](Node* x, const std::string& tag) {
+    std::vector<ir::SymInt> s = x->meta.tensor.sizes;
+    Node* e = g.call(n + "_e" + tag, "aten.expand.default",
+                     {x, Argument::List{s[0].value, s[1].value, s[2].value, s[3].value}}, tensor(s));
+    return g.call(n + "_v" + tag, "aten.view.default", {e, Argument::List{int64_t(8), s[2].value, s[3].value}},
+                  tensor({8, s[2], s[3]}));
+  };
+  Node* m = g.call(n + "_bmm", "aten.bmm.default", {flat(a, "a"), flat(b, "b")}, tensor({8, out[2], out[3]}));
+  return g.call(n, "aten.view.default", {m, Argument::List{out[0].value, out[1].value, out[2].value, out[3].value}},
+                tensor(out));
+}
+
 // The same in core ATen's spelling: each matmul is view(bmm(view(expand(a)), view(expand(b))))
 // back to the batch dims, the softmax `_softmax(x, -1, False)`.
 TEST(FuseEagerAttention, DecomposedMatmulsToo) {
   G g;
   auto bmm_of = [&](const std::string& n, Node* a, Node* b, std::vector<ir::SymInt> out) {
-    auto flat = [&](Node* x, const std::string& tag) {
-      std::vector<ir::SymInt> s = x->meta.tensor.sizes;
-      Node* e = g.call(n + "_e" + tag, "aten.expand.default",
-                       {x, Argument::List{s[0].value, s[1].value, s[2].value, s[3].value}}, tensor(s));
-      return g.call(n + "_v" + tag, "aten.view.default", {e, Argument::List{int64_t(8), s[2].value, s[3].value}},
-                    tensor({8, s[2], s[3]}));
-    };
-    Node* m = g.call(n + "_bmm", "aten.bmm.default", {flat(a, "a"), flat(b, "b")}, tensor({8, out[2], out[3]}));
-    return g.call(n, "aten.view.default", {m, Argument::List{out[0].value, out[1].value, out[2].value, out[3].value}},
-                  tensor(out));
+    return decomposed_matmul(g, n, a, b, std::move(out));
   };
   Node* q = g.input("q", {2, 4, 8, 16});
   Node* k = g.input("k", {2, 4, 8, 16});
@@ -312,6 +320,39 @@ TEST(FuseEagerAttention, ViewsThatReshapeTheMatricesAreNoMatmul) {
   Node* y = g.call("y", "aten.matmul.default", {p, v}, tensor({1, 1, 2, 2}));
   g.output({y});
   EXPECT_EQ(fuse_eager_attention(g.p), 0u);
+}
+
+// sdpa as core ATen decomposes it (PyTorch 2.11): q and kᵀ each scaled by sqrt(scale), the safe
+// softmax written out (rows of -inf give zeros, as the fused kernel does), the scores read by both
+// the softmax and its -inf test: back to one sdpa with the product of the two scales.
+TEST(FuseEagerAttention, DecomposedSdpaWithItsSafeSoftmax) {
+  G g;
+  Node* q = g.input("q", {2, 4, 8, 16});
+  Node* k = g.input("k", {2, 4, 8, 16});
+  Node* v = g.input("v", {2, 4, 8, 16});
+  Node* qs = g.call("qs", "aten.mul.Scalar", {q, 0.5}, tensor({2, 4, 8, 16}));
+  Node* kt = g.call("kt", "aten.permute.default", {k, Argument::List{int64_t(0), int64_t(1), int64_t(3), int64_t(2)}},
+                    tensor({2, 4, 16, 8}));
+  Node* kts = g.call("kts", "aten.mul.Scalar", {kt, 0.5}, tensor({2, 4, 16, 8}));
+  Node* s = decomposed_matmul(g, "qk", qs, kts, {2, 4, 8, 8});
+  Node* sm = g.call("sm", "aten._softmax.default", {s, int64_t(-1), false}, tensor({2, 4, 8, 8}));
+  Node* eq = g.call("eq", "aten.eq.Scalar", {s, -std::numeric_limits<double>::infinity()}, tensor({2, 4, 8, 8}, ir::ScalarType::Bool));
+  Node* kept = g.call("kept", "aten.logical_not.default", {eq}, tensor({2, 4, 8, 8}, ir::ScalarType::Bool));
+  Node* any = g.call("any", "aten.any.dim", {kept, int64_t(-1), true}, tensor({2, 4, 8, 1}, ir::ScalarType::Bool));
+  Node* none = g.call("none", "aten.logical_not.default", {any}, tensor({2, 4, 8, 1}, ir::ScalarType::Bool));
+  Node* zeros = g.call("zeros", "aten.full_like.default", {sm, int64_t(0)}, tensor({2, 4, 8, 8}));
+  Node* p = g.call("p", "aten.where.self", {none, zeros, sm}, tensor({2, 4, 8, 8}));
+  Node* y = decomposed_matmul(g, "pv", p, v, {2, 4, 8, 16});
+  g.output({y});
+  EXPECT_EQ(fuse_eager_attention(g.p), 1u);
+  g.p.graph.verify();
+  EXPECT_EQ(y->target, "aten.scaled_dot_product_attention.default");
+  EXPECT_EQ(y->args[0].node(), q);
+  EXPECT_EQ(y->args[1].node(), k);
+  EXPECT_EQ(y->args[2].node(), v);
+  EXPECT_TRUE(y->args[3].is_none());
+  EXPECT_DOUBLE_EQ(y->kwarg("scale")->as<double>(), 0.25);
+  for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten._softmax.default");
 }
 
 TEST(RunPasses, ReportsEveryPass) {
