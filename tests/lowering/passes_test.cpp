@@ -277,29 +277,32 @@ Node* decomposed_matmul(G& g, const std::string& n, Node* a, Node* b, std::vecto
                 tensor(out));
 }
 
+// fuse_eager_attention made `y` one sdpa of q, k, v, and the graph still verifies.
+void expect_fused_sdpa(G& g, Node* y, Node* q, Node* k, Node* v) {
+  EXPECT_EQ(fuse_eager_attention(g.p), 1u);
+  g.p.graph.verify();
+  EXPECT_EQ(y->target, "aten.scaled_dot_product_attention.default");
+  ASSERT_GE(y->args.size(), 3u);
+  EXPECT_EQ(y->args[0].node(), q);
+  EXPECT_EQ(y->args[1].node(), k);
+  EXPECT_EQ(y->args[2].node(), v);
+}
+
 // The same in core ATen's spelling: each matmul is view(bmm(view(expand(a)), view(expand(b))))
 // back to the batch dims, the softmax `_softmax(x, -1, False)`.
 TEST(FuseEagerAttention, DecomposedMatmulsToo) {
   G g;
-  auto bmm_of = [&](const std::string& n, Node* a, Node* b, std::vector<ir::SymInt> out) {
-    return decomposed_matmul(g, n, a, b, std::move(out));
-  };
   Node* q = g.input("q", {2, 4, 8, 16});
   Node* k = g.input("k", {2, 4, 8, 16});
   Node* v = g.input("v", {2, 4, 8, 16});
   Node* kt = g.call("kt", "aten.permute.default", {k, Argument::List{int64_t(0), int64_t(1), int64_t(3), int64_t(2)}},
                     tensor({2, 4, 16, 8}));
-  Node* s = bmm_of("qk", q, kt, {2, 4, 8, 8});
+  Node* s = decomposed_matmul(g, "qk", q, kt, {2, 4, 8, 8});
   Node* scaled = g.call("scaled", "aten.mul.Tensor", {s, 0.25}, tensor({2, 4, 8, 8}));
   Node* p = g.call("p", "aten._softmax.default", {scaled, int64_t(-1), false}, tensor({2, 4, 8, 8}));
-  Node* y = bmm_of("pv", p, v, {2, 4, 8, 16});
+  Node* y = decomposed_matmul(g, "pv", p, v, {2, 4, 8, 16});
   g.output({y});
-  EXPECT_EQ(fuse_eager_attention(g.p), 1u);
-  g.p.graph.verify();
-  EXPECT_EQ(y->target, "aten.scaled_dot_product_attention.default");
-  EXPECT_EQ(y->args[0].node(), q);
-  EXPECT_EQ(y->args[1].node(), k);
-  EXPECT_EQ(y->args[2].node(), v);
+  expect_fused_sdpa(g, y, q, k, v);
   for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten.bmm.default");
 }
 
@@ -344,12 +347,7 @@ TEST(FuseEagerAttention, DecomposedSdpaWithItsSafeSoftmax) {
   Node* p = g.call("p", "aten.where.self", {none, zeros, sm}, tensor({2, 4, 8, 8}));
   Node* y = decomposed_matmul(g, "pv", p, v, {2, 4, 8, 16});
   g.output({y});
-  EXPECT_EQ(fuse_eager_attention(g.p), 1u);
-  g.p.graph.verify();
-  EXPECT_EQ(y->target, "aten.scaled_dot_product_attention.default");
-  EXPECT_EQ(y->args[0].node(), q);
-  EXPECT_EQ(y->args[1].node(), k);
-  EXPECT_EQ(y->args[2].node(), v);
+  expect_fused_sdpa(g, y, q, k, v);
   EXPECT_TRUE(y->args[3].is_none());
   EXPECT_DOUBLE_EQ(y->kwarg("scale")->as<double>(), 0.25);
   for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten._softmax.default");
