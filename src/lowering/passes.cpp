@@ -296,17 +296,25 @@ std::optional<double> number(const ir::Argument& a) {
 
 bool near(double v, double want) { return std::abs(v - want) <= 1e-6 * std::abs(want); }
 
-// `n` is a binary op `target` (mul/add .Tensor or .Scalar) of a node and the number `c` (either
-// order, add without alpha): the node operand, else null.
-ir::Node* with_number(const ir::Node* n, const char* op, double c) {
-  if (!n || n->kind != ir::NodeKind::CallFunction || n->args.size() != 2 || !n->kwargs.empty()) return nullptr;
+// The node operand and the number when `n` is the binary op `op` (mul, add, div: its .Tensor or
+// .Scalar overload, no alpha) of a node and a literal number; either order for mul and add, the
+// node first for div.
+std::optional<std::pair<ir::Node*, double>> node_and_number(const ir::Node* n, const char* op) {
+  if (!n || n->kind != ir::NodeKind::CallFunction || n->args.size() != 2 || !n->kwargs.empty()) return std::nullopt;
   if (n->target != std::string("aten.") + op + ".Tensor" && n->target != std::string("aten.") + op + ".Scalar")
-    return nullptr;
-  for (int i = 0; i < 2; ++i) {
+    return std::nullopt;
+  const bool commutes = std::string(op) != "div";
+  for (int i = 0; i < (commutes ? 2 : 1); ++i) {
     const ir::Argument &a = n->args[i], &b = n->args[1 - i];
-    if (a.is_node() && number(b) && near(*number(b), c)) return a.node();
+    if (a.is_node() && number(b)) return std::pair{a.node(), *number(b)};
   }
-  return nullptr;
+  return std::nullopt;
+}
+
+// The node operand when `n` is `op` of a node and (about) the number `c`, else null.
+ir::Node* with_number(const ir::Node* n, const char* op, double c) {
+  const auto m = node_and_number(n, op);
+  return m && near(m->second, c) ? m->first : nullptr;
 }
 
 ir::Node* only_node_arg(const ir::Node* n, const char* target) {
@@ -343,21 +351,36 @@ ir::Node* gelu_tanh_input(ir::Node* outer) {
   return nullptr;
 }
 
-}  // namespace
+// A node turned into another op in place: its name, meta and users stay.
+struct Rewrite {
+  std::string target;
+  std::vector<ir::Argument> args;
+  std::vector<std::pair<std::string, ir::Argument>> kwargs;
+};
 
-size_t fuse_gelu_tanh(ir::ExportedProgram& program) {
-  ir::Graph& g = program.graph;
+// Applies `match`'s rewrite to every node it gives one for, then drops what only the old forms used.
+size_t rewrite_in_place(ir::Graph& g, const std::function<std::optional<Rewrite>(ir::Node*)>& match) {
   size_t changed = 0;
   for (ir::Node* n : g.nodes()) {
-    ir::Node* x = n->kind == ir::NodeKind::CallFunction ? gelu_tanh_input(n) : nullptr;
-    if (!x) continue;
-    n->target = "aten.gelu.default";
-    g.set_args(n, {ir::Argument(x)});
-    g.set_kwargs(n, {{"approximate", ir::Argument(std::string("tanh"))}});
+    std::optional<Rewrite> r = match(n);
+    if (!r) continue;
+    n->target = std::move(r->target);
+    g.set_args(n, std::move(r->args));
+    g.set_kwargs(n, std::move(r->kwargs));
     ++changed;
   }
   if (changed) g.eliminate_dead_code();
   return changed;
+}
+
+}  // namespace
+
+size_t fuse_gelu_tanh(ir::ExportedProgram& program) {
+  return rewrite_in_place(program.graph, [](ir::Node* n) -> std::optional<Rewrite> {
+    ir::Node* x = n->kind == ir::NodeKind::CallFunction ? gelu_tanh_input(n) : nullptr;
+    if (!x) return std::nullopt;
+    return Rewrite{"aten.gelu.default", {ir::Argument(x)}, {{"approximate", ir::Argument(std::string("tanh"))}}};
+  });
 }
 
 // ---- attention written out --------------------------------------------------------------------
@@ -505,83 +528,69 @@ struct EagerAttention {
 std::optional<EagerAttention> scores(ir::Node* s, size_t top_users = 1) {
   EagerAttention a;
   ir::Node* m = s;
-  if (s && s->kind == ir::NodeKind::CallFunction && s->args.size() == 2 && s->kwargs.empty() &&
-      (s->is_op("aten.mul.Tensor") || s->is_op("aten.mul.Scalar") || s->is_op("aten.div.Tensor") ||
-       s->is_op("aten.div.Scalar"))) {
-    const bool div = s->target.rfind("aten.div", 0) == 0;
-    const int node_at = s->args[0].is_node() ? 0 : 1;
-    if (div && node_at != 0) return std::nullopt;  // c / scores is no scaling
-    const auto c = number(s->args[1 - node_at]);
-    if (!c || !s->args[node_at].is_node() || *c == 0) return std::nullopt;
-    a.scale = div ? 1.0 / *c : *c;
-    if (s->users().size() > top_users) return std::nullopt;
-    m = s->args[node_at].node();
+  const auto mul = node_and_number(s, "mul"), div = node_and_number(s, "div");  // (c / scores is no scaling)
+  if (mul || div) {
+    const double c = mul ? mul->second : div->second;
+    if (c == 0 || s->users().size() > top_users) return std::nullopt;
+    a.scale = mul ? c : 1.0 / c;
+    m = mul ? mul->first : div->first;
     top_users = 1;
   }
   ir::Node* kt = nullptr;
   if (m->users().size() > top_users || !as_matmul(m, a.q, kt)) return std::nullopt;
   // sdpa's decomposition scales q and kᵀ by sqrt(scale) each: the product is the scale
-  for (ir::Node** operand : {&a.q, &kt}) {
-    ir::Node* n = *operand;
-    if ((n->is_op("aten.mul.Tensor") || n->is_op("aten.mul.Scalar")) && n->args.size() == 2 && n->kwargs.empty())
-      for (int i = 0; i < 2; ++i)
-        if (n->args[i].is_node() && number(n->args[1 - i])) {
-          a.scale *= *number(n->args[1 - i]);
-          *operand = n->args[i].node();
-          break;
-        }
-  }
+  for (ir::Node** operand : {&a.q, &kt})
+    if (const auto scaled = node_and_number(*operand, "mul")) {
+      a.scale *= scaled->second;
+      *operand = scaled->first;
+    }
   a.k = untransposed(kt);
   if (!a.k) return std::nullopt;
   return a;
 }
 
+// The sdpa `out` is, when it ends attention written out (see the header).
+std::optional<Rewrite> eager_attention(ir::Node* out) {
+  ir::Node *p = nullptr, *v = nullptr;
+  if (!as_matmul(out, p, v)) return std::nullopt;
+  // softmax(...).to(its own dtype) is the softmax
+  if (p->is_op("aten.to.dtype") && single_use(p) && p->args.size() >= 2 && p->args[0].is_node() &&
+      same_sizes(p, p->args[0].node()) && p->meta.tensor.dtype == p->args[0].node()->meta.tensor.dtype)
+    p = p->args[0].node();
+  p = through_noop_expand(p);
+  ir::Node* x = single_use(p) ? softmax_input(p) : nullptr;
+  if (x && !single_use(x)) return std::nullopt;
+  const bool safe = !x;
+  if (!x) x = single_use(p) ? safe_softmax_input(p) : nullptr;  // (x then also feeds its -inf test)
+  if (!x || (safe && x->users().size() != 2)) return std::nullopt;
+  std::optional<EagerAttention> a = scores(x, safe ? 2 : 1);
+  if (!a && x->is_op("aten.add.Tensor") && x->args.size() == 2 && x->kwargs.empty() && x->args[0].is_node() &&
+      x->args[1].is_node()) {
+    for (int i = 0; i < 2 && !a; ++i) {
+      ir::Node* s = x->args[i].node();
+      ir::Node* mask = x->args[1 - i].node();
+      // the mask must not broadcast the scores up, nor change their dtype
+      if (!same_sizes(s, x) || !mask->meta.is_tensor() || mask->meta.tensor.dtype != x->meta.tensor.dtype ||
+          mask->meta.tensor.rank() > x->meta.tensor.rank())
+        continue;
+      a = scores(s);
+      if (a) a->mask = mask;
+    }
+  }
+  if (!a) return std::nullopt;
+  const size_t rank = out->meta.is_tensor() ? out->meta.tensor.rank() : 0;
+  bool ranks_agree = rank >= 2;
+  for (const ir::Node* t : {a->q, a->k, v}) ranks_agree = ranks_agree && t->meta.is_tensor() && t->meta.tensor.rank() == rank;
+  if (!ranks_agree) return std::nullopt;
+  const ir::Argument mask = a->mask ? ir::Argument(a->mask) : ir::Argument();
+  return Rewrite{"aten.scaled_dot_product_attention.default",
+                 {ir::Argument(a->q), ir::Argument(a->k), ir::Argument(v), mask},
+                 {{"scale", ir::Argument(a->scale)}}};
+}
+
 }  // namespace
 
-size_t fuse_eager_attention(ir::ExportedProgram& program) {
-  ir::Graph& g = program.graph;
-  size_t changed = 0;
-  for (ir::Node* out : g.nodes()) {
-    ir::Node *p = nullptr, *v = nullptr;
-    if (!as_matmul(out, p, v)) continue;
-    // softmax(...).to(its own dtype) is the softmax
-    if (p->is_op("aten.to.dtype") && single_use(p) && p->args.size() >= 2 && p->args[0].is_node() &&
-        same_sizes(p, p->args[0].node()) && p->meta.tensor.dtype == p->args[0].node()->meta.tensor.dtype)
-      p = p->args[0].node();
-    p = through_noop_expand(p);
-    ir::Node* x = single_use(p) ? softmax_input(p) : nullptr;
-    if (x && !single_use(x)) continue;
-    const bool safe = !x;
-    if (!x) x = single_use(p) ? safe_softmax_input(p) : nullptr;  // (x then also feeds its -inf test)
-    if (!x || (safe && x->users().size() != 2)) continue;
-    std::optional<EagerAttention> a = scores(x, safe ? 2 : 1);
-    if (!a && x->is_op("aten.add.Tensor") && x->args.size() == 2 && x->kwargs.empty() && x->args[0].is_node() &&
-        x->args[1].is_node()) {
-      for (int i = 0; i < 2 && !a; ++i) {
-        ir::Node* s = x->args[i].node();
-        ir::Node* mask = x->args[1 - i].node();
-        // the mask must not broadcast the scores up, nor change their dtype
-        if (!same_sizes(s, x) || !mask->meta.is_tensor() || mask->meta.tensor.dtype != x->meta.tensor.dtype ||
-            mask->meta.tensor.rank() > x->meta.tensor.rank())
-          continue;
-        a = scores(s);
-        if (a) a->mask = mask;
-      }
-    }
-    if (!a) continue;
-    const size_t rank = out->meta.is_tensor() ? out->meta.tensor.rank() : 0;
-    bool ranks_agree = rank >= 2;
-    for (const ir::Node* t : {a->q, a->k, v}) ranks_agree = ranks_agree && t->meta.is_tensor() && t->meta.tensor.rank() == rank;
-    if (!ranks_agree) continue;
-    out->target = "aten.scaled_dot_product_attention.default";
-    g.set_args(out, {ir::Argument(a->q), ir::Argument(a->k), ir::Argument(v),
-                     a->mask ? ir::Argument(a->mask) : ir::Argument()});
-    g.set_kwargs(out, {{"scale", ir::Argument(a->scale)}});
-    ++changed;
-  }
-  if (changed) g.eliminate_dead_code();
-  return changed;
-}
+size_t fuse_eager_attention(ir::ExportedProgram& program) { return rewrite_in_place(program.graph, eager_attention); }
 
 // ---- symbolic ints --------------------------------------------------------------------------------
 
