@@ -63,6 +63,15 @@ inline bool is_pure_reshape(const Layer* l) {
   const auto* p = l ? l->as<ShuffleParams>() : nullptr;
   return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
 }
+// A one-op pointwise layer (each is one instruction of a FusedPointwise program), and any
+// pointwise layer: one of those or a fused program of them.
+inline bool is_single_pointwise(const Layer* l) {
+  return l->as<ElementwiseParams>() || l->as<UnaryParams>() || l->as<ActivationParams>() || l->as<CastParams>() ||
+         l->as<SelectParams>();
+}
+inline bool is_pointwise(const Layer* l) { return is_single_pointwise(l) || l->as<FusedPointwiseParams>(); }
+// The permutations between NCHW and NHWC (channels-last layers).
+inline const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
 // The permutation of a shuffle that is one permutation and nothing else (else null).
 inline const std::vector<int64_t>* pure_permutation(const Layer* l) {
   const auto* s = l ? l->as<ShuffleParams>() : nullptr;

@@ -12,6 +12,7 @@ namespace kiln::engine::passes {
 
 using detail::is_network_output;
 using detail::is_pure_reshape;
+using detail::is_single_pointwise;
 using detail::sole_consumer;
 
 namespace {
@@ -54,6 +55,7 @@ size_t fuse_epilogues(Network& net) {
     if (!mm && !conv) continue;
     bool has_bias = mm ? mm->has_bias : conv->has_bias;
     bool has_act = mm ? mm->activation.has_value() : conv->activation.has_value();
+    const bool had_residual = mm ? mm->has_residual : conv->has_residual;
     if (has_act) continue;
     Tensor* cur = l->output();
     const Shape& out_shape = cur->shape();
@@ -77,7 +79,7 @@ size_t fuse_epilogues(Network& net) {
     // reshaped to the layer's own output shape instead and the reshape moves after the fused layer.
     Tensor* residual = nullptr;
     Layer* residual_reshape = nullptr;
-    if (!(mm ? mm->has_residual : conv->has_residual)) {
+    if (!had_residual) {
       Layer* add = sole_consumer(net, cur);
       if (add && is_pure_reshape(add)) {
         residual_reshape = add;
@@ -123,7 +125,6 @@ size_t fuse_epilogues(Network& net) {
         b1 = net.add_shuffle(bias->name() + "_flat", bias, sp)->output();
       }
       // the bias goes third: before a residual the layer already has (which stays last)
-      const bool had_residual = mm ? mm->has_residual : conv->has_residual;
       inputs.insert(had_residual ? inputs.end() - 1 : inputs.end(), b1);
     }
     if (residual) {  // the last input, in the layer's own output shape
@@ -171,10 +172,6 @@ size_t fuse_epilogues(Network& net) {
 
 namespace {
 
-bool is_pointwise(const Layer* l) {
-  return l->as<ElementwiseParams>() || l->as<UnaryParams>() || l->as<ActivationParams>() || l->as<CastParams>() ||
-         l->as<SelectParams>();
-}
 
 PointwiseInstr instr_for(const Layer* l) {
   PointwiseInstr ins{};
@@ -245,7 +242,7 @@ size_t fuse_pointwise(Network& net) {
   std::set<const Layer*> taken;
   for (size_t i = layers.size(); i-- > 0;) {
     Layer* sink = layers[i];
-    if (!is_pointwise(sink) || taken.count(sink)) continue;
+    if (!is_single_pointwise(sink) || taken.count(sink)) continue;
     const Shape& shape = sink->output()->shape();
     std::set<Layer*> group{sink};
     // Grow backwards: absorb a pointwise producer when every use of its output is inside the
@@ -256,7 +253,7 @@ size_t fuse_pointwise(Network& net) {
       for (Layer* m : std::vector<Layer*>(group.begin(), group.end())) {
         for (Tensor* t : m->inputs()) {
           Layer* p = t->producer();
-          if (!p || group.count(p) || taken.count(p) || !is_pointwise(p)) continue;
+          if (!p || group.count(p) || taken.count(p) || !is_single_pointwise(p)) continue;
           if (is_network_output(net, t) || !same_shape(t->shape(), shape)) continue;
           auto users = net.consumers(t);
           bool inside = std::all_of(users.begin(), users.end(), [&](Layer* u) { return group.count(u) > 0; });

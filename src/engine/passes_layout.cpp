@@ -14,13 +14,14 @@ namespace kiln::engine::passes {
 
 using detail::add_permute;
 using detail::is_constant;
+using detail::is_pointwise;
+using detail::kToNchw;
+using detail::kToNhwc;
 using detail::pure_permutation;
 using detail::static_dims;
 using detail::weights_of;
 
 namespace {
-
-const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
 
 // KCRS weights rearranged to KRSC.
 Weights to_krsc(const Weights& w) {
@@ -61,18 +62,7 @@ size_t convert_convolutions(Network& net) {
   return n;
 }
 
-bool is_pointwise(const Layer* l) {
-  return l->as<ElementwiseParams>() || l->as<UnaryParams>() || l->as<ActivationParams>() || l->as<CastParams>() ||
-         l->as<SelectParams>() || l->as<FusedPointwiseParams>();
-}
-
-bool is_single_element(const Tensor* t) {
-  auto dims = static_dims(t);
-  if (!dims) return false;
-  int64_t n = 1;
-  for (int64_t d : *dims) n *= d;
-  return n == 1;
-}
+bool is_single_element(const Tensor* t) { return detail::numel(t->shape()).constant() == std::optional<int64_t>(1); }
 
 // A 2-d pooling of NHWC data brought back to NCHW pools it in place, channels last, and the
 // transpose moves to its output.
@@ -126,8 +116,8 @@ bool sink_through_reduce(Network& net, Layer* l) {
 }
 
 // One step: a shuffle of a shuffle becomes one (or nothing), a pooling or reduction moves before
-// a transpose, a pointwise layer whose rank-4
-// operands all arrive through the same permutation runs before it instead. True if it changed.
+// a transpose, a pointwise layer whose rank-4 operands all arrive through the same permutation
+// runs before it instead. True if it changed.
 bool sink_and_cancel(Network& net) {
   for (Layer* l : net.layers()) {
     if (detail::merge_permute_pair(net, l) || sink_through_pooling(net, l) || sink_through_reduce(net, l)) return true;

@@ -1,8 +1,8 @@
 // Attention masks that are constants of a known form become flags (and, for symbolic sizes, masks
-// built the way decoders build their causal mask). Exported decoders build their
-// causal mask from aranges (GPT-2: where(k_pos <= q_pos, 0, lowest)), which fold_constants turns
-// into a constant [B, 1, L, L] tensor (or leaves as a broadcast of constants); read as data, the attention kernel must load it per score
-// and cannot skip the key tiles it hides. As the causal flag the kernel skips them (half the work
+// built the way decoders build their causal mask). Exported decoders build their causal mask from
+// aranges (GPT-2: where(k_pos <= q_pos, 0, lowest)), which fold_constants turns into a constant
+// [B, 1, L, L] tensor (or leaves as a broadcast of constants); read as data, the attention kernel
+// must load it per score and cannot skip the key tiles it hides. As the causal flag the kernel skips them (half the work
 // at L = 512) and reads nothing. A mask that keeps everything (an all-ones attention_mask made
 // additive) is dropped.
 #include <algorithm>

@@ -172,8 +172,6 @@ size_t col_floats(const ConvolutionParams& p, const Geometry& g) {
 
 }  // namespace
 
-const std::vector<int64_t> kToNchw{0, 3, 1, 2}, kToNhwc{0, 2, 3, 1};
-
 std::vector<int64_t> reorder(const std::vector<int64_t>& d, const std::vector<int64_t>& perm) {
   std::vector<int64_t> r;
   for (int64_t i : perm) r.push_back(d.at(size_t(i)));

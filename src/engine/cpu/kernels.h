@@ -6,6 +6,7 @@
 
 #include "engine/backend.h"
 #include "engine/network.h"
+#include "engine/network_internal.h"
 
 namespace kiln::engine::cpu {
 
@@ -49,7 +50,8 @@ void permute_copy(const void* in, const std::vector<int64_t>& in_dims, const std
                   size_t elem);
 
 // Channels-last layers (CUDA's layout) run here through their NCHW kernels between permutes.
-extern const std::vector<int64_t> kToNchw, kToNhwc;
+using detail::kToNchw;
+using detail::kToNhwc;
 std::vector<int64_t> reorder(const std::vector<int64_t>& dims, const std::vector<int64_t>& perm);
 // `t` permuted into `storage`, as a contiguous view.
 TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::vector<uint8_t>& storage);

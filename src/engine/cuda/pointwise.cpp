@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "engine/cuda/internal.h"
+#include "engine/network_internal.h"
 
 namespace kiln::engine::cuda {
 namespace {
@@ -620,8 +621,7 @@ std::map<std::string, std::string> compile_device_code(const Network& net, int a
     sources.emplace(device_code_key(arch, source), std::move(source));
   };
   for (const Layer* l : net.layers()) {
-    if (l->as<FusedPointwiseParams>() || l->as<ElementwiseParams>() || l->as<UnaryParams>() ||
-        l->as<ActivationParams>() || l->as<CastParams>() || l->as<SelectParams>()) {
+    if (detail::is_pointwise(l)) {
       std::vector<DataType> in_types;
       for (const Tensor* t : l->inputs()) in_types.push_back(t->dtype());
       add(program_of(*l), in_types);
