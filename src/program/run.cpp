@@ -315,7 +315,6 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
     const AccSegment& seg = segments_[step.segment];
     auto& ctx = rt.contexts[step.segment];
     if (!ctx) ctx = std::make_unique<engine::ExecutionContext>(seg.plan, rt.backend);
-    const bool on_host = !on_gpu;
     auto device_copy = [&](const std::string& name, const HostTensor& t) -> engine::TensorView {
       engine::TensorView v;
       v.dtype = conversion::to_engine_dtype(t.dtype);
@@ -333,13 +332,10 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
           return v;
         }
       }
-      void* p = rt.backend->allocate(std::max<size_t>(t.nbytes(), 1));
-      auto backend = rt.backend;
-      std::shared_ptr<void> buffer(p, [backend](void* q) { backend->deallocate(q); });
-      if (resident) rt.resident_inputs[name] = {buffer, t.nbytes()};
-      else device_buffers.push_back(buffer);
-      rt.backend->copy(p, v.device, t.data, engine::DeviceKind::kCPU, t.nbytes());
-      v.data = p;
+      const HostTensor uploaded = on_device(t, v.device, rt.backend);
+      if (resident) rt.resident_inputs[name] = {uploaded.owner, t.nbytes()};
+      else device_buffers.push_back(uploaded.owner);
+      v.data = uploaded.data;
       return v;
     };
     try {
@@ -353,7 +349,7 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
         HostTensor t;
         t.dtype = conversion::to_ir_dtype(out.dtype);
         t.dims = out.dims;
-        if (on_host) {
+        if (!on_gpu) {
           t = HostTensor::empty(t.dtype, t.dims);
           std::memcpy(t.data, out.data, t.nbytes());
         } else if (options.device_resident_io && !read_by_steps.count(name.substr(0, name.rfind('.')))) {

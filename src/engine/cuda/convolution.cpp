@@ -213,9 +213,7 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
   }
   dnn_check(cudnnSetStream(ctx.conv->handle, ctx.stream), "set stream");
   const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
-  const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
-  if (residual && (residual->dtype != y.dtype || residual->numel() != y.numel() || !residual->is_contiguous()))
-    fail(call.layer, "the residual must be a contiguous tensor of the output's dtype and shape");
+  const TensorView* residual = residual_of(call, p.has_residual, y);
   if (is_pointwise_nhwc(p, w) && x.numel() > 0) {
     // A 1x1 convolution in NHWC is a matmul over rows of channels: cuBLASLt, bias, residual and relu fused.
     const int64_t rows = x.dims[0] * x.dims[1] * x.dims[2], channels = x.dims[3], filters = w.dims[0];

@@ -104,5 +104,14 @@ std::vector<int64_t> broadcast_strides(const std::vector<int64_t>& in, const std
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Grid size for a grid-stride loop over n items.
 unsigned grid_for(const Context& ctx, int64_t n, int threads);
+// A matmul's or convolution's residual input (its last) when it has one, checked against its
+// output `y`: the epilogues read it as a dense tensor of y's dtype and shape.
+inline const TensorView* residual_of(const LayerCall& call, bool has_residual, const TensorView& y) {
+  if (!has_residual) return nullptr;
+  const TensorView& r = call.inputs.back();
+  if (r.dtype != y.dtype || r.numel() != y.numel() || !r.is_contiguous())
+    fail(call.layer, "the residual must be a contiguous tensor of the output's dtype and shape");
+  return &r;
+}
 
 }  // namespace kiln::engine::cuda

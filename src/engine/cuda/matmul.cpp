@@ -197,9 +197,7 @@ void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
   const cublasLtEpilogue_t epi = split.epi;
   const bool bias_fused = split.bias_fused, act_fused = split.act_fused;
   const void* bias_ptr = bias_fused ? bias->data : nullptr;
-  const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
-  if (residual && (residual->dtype != dt || residual->numel() != Y.numel() || !residual->is_contiguous()))
-    fail(layer, "the residual must be a contiguous tensor of the output's dtype and shape");
+  const TensorView* residual = residual_of(call, p.has_residual, Y);
   const char* res = residual ? static_cast<const char*>(residual->data) : nullptr;
   if (K == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), ctx.stream));
