@@ -4,6 +4,7 @@
 #include "engine/network_internal.h"
 #include "engine/plan_impl.h"
 #include "runtime_test_util.h"
+#include "test_networks.h"
 
 namespace kiln::engine {
 namespace {
@@ -386,31 +387,10 @@ TEST(BuilderPasses, BatchNormStaysWhenFoldedWeightsWouldOverflow) {
   }
 }
 
-// A fused qkv projection split in three, each [B, L, H*D] -> [B, L, H, D] -> [B, H, L, D]: the
-// attention layer reads all three through strided views of the projection; the copies go.
+// A fused qkv projection split in three, read by causal attention (test_networks.h).
 Network qkv_attention(int64_t heads, int64_t head) {
   Network net;
-  const int64_t width = heads * head;
-  Tensor* x = net.add_input("qkv", DataType::kFloat32, {2, 10, 3 * width});
-  std::vector<Tensor*> parts;
-  for (int64_t i = 0; i < 3; ++i) {
-    SliceParams sp;
-    sp.start = Shape{0, 0, i * width};
-    sp.size = Shape{2, 10, width};
-    sp.stride = Shape{1, 1, 1};
-    Tensor* t = net.add_slice("split" + std::to_string(i), x, sp)->output();
-    ShuffleParams heads_first;
-    heads_first.reshape = Shape{2, 10, heads, head};
-    heads_first.second_perm = {0, 2, 1, 3};
-    parts.push_back(net.add_shuffle("heads" + std::to_string(i), t, heads_first)->output());
-  }
-  AttentionParams ap;
-  ap.causal = true;
-  Tensor* o = net.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, ap)->output();
-  ShuffleParams merge;  // [B, H, L, D] -> [B, L, H, D] -> [B, L, H*D]
-  merge.first_perm = {0, 2, 1, 3};
-  merge.reshape = Shape{2, 10, width};
-  net.mark_output(net.add_shuffle("merge_heads", o, merge)->output(), "y");
+  add_qkv_attention(net, net.add_input("qkv", DataType::kFloat32, {2, 10, 3 * heads * head}), heads, head);
   return net;
 }
 

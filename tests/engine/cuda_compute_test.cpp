@@ -2,6 +2,7 @@
 // attention (the layers with arithmetic beyond one element).
 #include "cuda_test_util.h"
 #include "engine/builder.h"
+#include "test_networks.h"
 
 namespace kiln::engine::cputest {
 namespace {
@@ -289,25 +290,7 @@ TEST(CudaCompute, AttentionThroughViews) {
       const int64_t heads = 2, width = heads * head;
       Host qkv = random_host(t, {2, 70, 3 * width}, 76);
       check("attention through views " + std::string(to_string(t)) + " head " + std::to_string(head), [&](Network& n) {
-        Tensor* x = input(n, qkv, "qkv");
-        std::vector<Tensor*> parts;
-        for (int64_t i = 0; i < 3; ++i) {
-          SliceParams sp;
-          sp.start = Shape{0, 0, i * width};
-          sp.size = Shape{2, 70, width};
-          sp.stride = Shape{1, 1, 1};
-          ShuffleParams hp;
-          hp.reshape = Shape{2, 70, heads, head};
-          hp.second_perm = {0, 2, 1, 3};
-          parts.push_back(n.add_shuffle("h" + std::to_string(i), n.add_slice("s" + std::to_string(i), x, sp)->output(), hp)->output());
-        }
-        AttentionParams p;
-        p.causal = true;
-        ShuffleParams merge;
-        merge.first_perm = {0, 2, 1, 3};
-        merge.reshape = Shape{2, 70, width};
-        n.mark_output(n.add_shuffle("merge", n.add_attention("sdpa", parts[0], parts[1], parts[2], nullptr, p)->output(),
-                                    merge)->output(), "y");
+        add_qkv_attention(n, input(n, qkv, "qkv"), heads, head);
         ASSERT_EQ(passes::absorb_attention_views(n), 1u);
         passes::eliminate_dead_layers(n);
         for (Layer* l : n.layers()) ASSERT_FALSE(l->as<SliceParams>()) << "slice " << l->name() << " left";
