@@ -676,7 +676,7 @@ std::vector<int> cuda_supported_archs() {
 
 void register_device_code(const std::map<std::string, std::string>& code) {
   std::lock_guard<std::mutex> lock(cuda::g_mutex);
-  for (const auto& [key, cubin] : code) cuda::registered().emplace(key, cubin);
+  for (const auto& [key, cubin] : code) cuda::registered().try_emplace(key, cubin);  // (no copy when known)
 }
 
 }  // namespace kiln::engine
