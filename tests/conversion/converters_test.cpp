@@ -597,6 +597,49 @@ TEST_F(ConverterTest, ScaledDotProductAttention) {
   expect_close(out[0].second, want, 1e-5);
 }
 
+// The backend kernels a CUDA or CPU decomposition leaves in place of scaled_dot_product_attention
+// convert to the same layer: each agrees with the public op, masked (their mask argument has
+// another name) and causal, and is refused when an output other than the first is used.
+TEST_F(ConverterTest, BackendAttentionKernelsAreScaledDotProductAttention) {
+  {
+    const ScalarType dt = F;
+    Case c;
+    HostArray q = random_array(dt, {2, 2, 3, 8}, 134), k = random_array(dt, {2, 2, 5, 8}, 135),
+              v = random_array(dt, {2, 2, 5, 8}, 136), m = random_array(dt, {2, 1, 3, 5}, 137);
+    ir::Node *iq = c.input("q", q), *ik = c.input("k", k), *iv = c.input("v", v), *im = c.input("mask", m);
+    const std::vector<ir::SymInt> out_sizes{2, 2, 3, 8};
+    auto tuple_of = [&](size_t n) {
+      ir::ValueMeta t;
+      t.kind = ir::ValueMeta::Kind::Tuple;
+      t.tuple.push_back(testing::meta(dt, out_sizes));
+      for (size_t i = 1; i < n; ++i) t.tuple.push_back(testing::meta(F, {2, 2, 3}));
+      return t;
+    };
+    auto first = [&](ir::Node* n) {
+      EXPECT_EQ(ConverterRegistry::global().lookup(*n, c.settings).verdict, Verdict::kConvertible) << n->target;
+      return c.call("getitem", {n, 0}, {}, dt, out_sizes);
+    };
+    ir::Node* masked = c.call("aten.scaled_dot_product_attention.default", {iq, ik, iv, im}, {}, dt, out_sizes);
+    ir::Node* causal = c.call("aten.scaled_dot_product_attention.default", {iq, ik, iv}, {{"is_causal", true}}, dt, out_sizes);
+    ir::Node* cudnn = first(c.call("aten._scaled_dot_product_cudnn_attention.default", {iq, ik, iv, im, false}, {}, tuple_of(9)));
+    ir::Node* efficient = first(
+        c.call("aten._scaled_dot_product_efficient_attention.default", {iq, ik, iv, Arg(), false, 0.0, true}, {}, tuple_of(4)));
+    ir::Node* flash = first(c.call("aten._scaled_dot_product_flash_attention.default", {iq, ik, iv, 0.0, true}, {}, tuple_of(9)));
+    ir::Node* cpu = first(c.call("aten._scaled_dot_product_flash_attention_for_cpu.default", {iq, ik, iv},
+                                 {{"attn_mask", im}}, tuple_of(2)));
+    auto out = c.run({masked, causal, cudnn, efficient, flash, cpu});
+    expect_close(out[2].second, out[0].second, 1e-6);
+    expect_close(out[5].second, out[0].second, 1e-6);
+    expect_close(out[3].second, out[1].second, 1e-6);
+    expect_close(out[4].second, out[1].second, 1e-6);
+    EXPECT_GT(std::abs(out[0].second[0] - out[1].second[0]), 1e-6);  // the two references differ
+
+    ir::Node* lse_used = c.call("aten._scaled_dot_product_cudnn_attention.default", {iq, ik, iv, im, true}, {}, tuple_of(9));
+    c.call("getitem", {lse_used, 1}, {}, F, {2, 2, 3});
+    EXPECT_EQ(ConverterRegistry::global().lookup(*lse_used, c.settings).verdict, Verdict::kValidatorRejected);
+  }
+}
+
 // ---- symbolic shapes ---------------------------------------------------------------------------------
 
 TEST_F(ConverterTest, SymbolicSizesFlowIntoViews) {

@@ -137,6 +137,13 @@ TEST(CudaCompute, Pooling) {
   adm.type = PoolType::kMax;
   adm.adaptive_output = {1, 1};
   cases.push_back({{2, 3, 7, 7}, adm});
+  // channels-last 2-d windows: 16 channels take the 8-channel vector kernel, 3 the general one
+  for (const PoolingParams& base : {cases[0].second, cases[1].second, cases[2].second, cases[3].second, dil, div})
+    for (int64_t channels : {16, 3}) {
+      PoolingParams nhwc = base;
+      nhwc.channels_last = true;
+      cases.push_back({{2, 10, 9, channels}, nhwc});
+    }
   for (DataType t : {DataType::kFloat32, DataType::kFloat16})
     for (auto& [dims, p] : cases) {
       Host x = random_host(t, dims, 41);
@@ -193,7 +200,7 @@ TEST(CudaCompute, SoftmaxAndNorms) {
       }, {x, g, b}, 2);
     }
     // rows of a transformer (warp-per-row kernel, 24 values per lane) and wider than 1024 (block per row)
-    for (int64_t width : {768, 200, 1500}) {
+    for (int64_t width : {768, 200, 1500, 1024, 40, 36}) {
       Host rowsx = random_host(t, {37, width}, 160, -4, 4), g = random_host(t, {width}, 161), b = random_host(t, {width}, 162);
       check("layernorm width " + std::to_string(width), [&](Network& n) {
         NormalizationParams p;

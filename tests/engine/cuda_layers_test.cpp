@@ -50,6 +50,35 @@ TEST(CudaLayers, ElementwiseBinary) {
           {p, q});
 }
 
+// Pointwise kernels move 8 neighbouring elements per thread when every innermost row holds whole
+// groups of 8 and each input is contiguous or broadcast along it, element by element otherwise:
+// both paths, each with inputs broadcast along inner and outer dims, for 1- to 8-byte types.
+TEST(CudaLayers, PointwiseVectorAndElementPaths) {
+  REQUIRE_GPU();
+  struct Case { std::vector<int64_t> a, b; };
+  const std::vector<Case> cases = {
+      {{4, 64}, {4, 64}},        // flat, groups of 8
+      {{5, 7}, {5, 7}},          // flat, 35 elements
+      {{6, 16}, {16}},           // bias along the innermost dim
+      {{6, 16}, {6, 1}},         // broadcast along the innermost dim
+      {{3, 8, 24}, {3, 1, 24}},  // broadcast along a middle dim
+      {{6, 12}, {12}},           // rows of 12: element path
+      {{2, 3, 40}, {1, 3, 1}},   // per-channel over rows of 40
+  };
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16, DataType::kInt64, DataType::kInt8})
+    for (const Case& c : cases) {
+      Host a = random_host(t, c.a, 11), b = random_host(t, c.b, 12);
+      check("pointwise paths " + std::string(to_string(t)),
+            [&](Network& n) {
+              Tensor* s = n.add_elementwise("sum", input(n, a, "a"), input(n, b, "b"), BinaryOp::kAdd)->output();
+              Tensor* m = n.add_elementwise("max", s, input(n, b, "b2"), BinaryOp::kMax)->output();
+              n.mark_output(m, "y");
+              n.mark_output(n.add_elementwise("less", m, s, BinaryOp::kLess)->output(), "mask");
+            },
+            {a, b, b});
+    }
+}
+
 TEST(CudaLayers, UnaryAndActivation) {
   REQUIRE_GPU();
   for (DataType t : kFloats) {

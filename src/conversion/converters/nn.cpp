@@ -192,20 +192,40 @@ void register_nn() {
   add({"aten.adaptive_max_pool2d.default"}, adaptive(PoolType::kMax, 2, true), {static_spatial(2), "static output size, indices unused"});
 
   // ---- attention ----
-  add({"aten.scaled_dot_product_attention.default"}, KILN_CONVERTER {
-    Args a(target, args, kwargs);
-    const Value& scale = a["scale"];
-    return impl::attention::scaled_dot_product_attention(
-        ctx, target, kAten, name, a.tensor("query"), a.tensor("key"), a.tensor("value"), a.opt_tensor("attn_mask"),
-        a.b("is_causal"), scale.is_none() ? std::nullopt : std::optional<double>(scale.to_double()));
-  }, {[](const ir::Node& n, const CompilationSettings&) {
-        ir::Argument p = node_arg(n, "dropout_p");
-        const bool no_dropout = (p.is<double>() && p.as<double>() == 0.0) || (p.is<int64_t>() && p.as<int64_t>() == 0);
-        const ir::OpSchema* s = ir::find_schema(n.target);
-        const bool gqa = s && s->find("enable_gqa") && node_arg(n, "enable_gqa").is<bool>() &&
-                         node_arg(n, "enable_gqa").as<bool>();
-        return no_dropout && !gqa;
-      }, "dropout_p == 0, no enable_gqa"});
+  // The public op, and the backend kernels PyTorch dispatches it to, which a program decomposed on
+  // a CUDA (or CPU) machine holds instead: the same computation, under another name for the mask
+  // and with extra outputs (log-sum-exp, RNG state) that inference leaves unused.
+  auto no_dropout = [](const ir::Node& n) {
+    ir::Argument p = node_arg(n, "dropout_p");
+    return (p.is<double>() && p.as<double>() == 0.0) || (p.is<int64_t>() && p.as<int64_t>() == 0);
+  };
+  auto attention = [](const char* mask_arg, size_t outputs) {
+    return [mask_arg, outputs](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                               const Kwargs& kwargs, const std::string& name) -> Value {
+      Args a(target, args, kwargs);
+      const Value& scale = a["scale"];
+      Tensor* out = impl::attention::scaled_dot_product_attention(
+          ctx, target, kAten, name, a.tensor("query"), a.tensor("key"), a.tensor("value"),
+          mask_arg ? a.opt_tensor(mask_arg) : nullptr, a.b("is_causal"),
+          scale.is_none() ? std::nullopt : std::optional<double>(scale.to_double()));
+      return outputs == 1 ? Value(out) : tuple_first(out, outputs);
+    };
+  };
+  add({"aten.scaled_dot_product_attention.default"}, attention("attn_mask", 1),
+      {[no_dropout](const ir::Node& n, const CompilationSettings&) {
+         const ir::OpSchema* s = ir::find_schema(n.target);
+         const bool gqa = s && s->find("enable_gqa") && node_arg(n, "enable_gqa").is<bool>() &&
+                          node_arg(n, "enable_gqa").as<bool>();
+         return no_dropout(n) && !gqa;
+       }, "dropout_p == 0, no enable_gqa"});
+  const CapabilityValidator backend_ok = [no_dropout](const ir::Node& n, const CompilationSettings&) {
+    return no_dropout(n) && only_output0_used(n);
+  };
+  const std::string backend_why = "dropout_p == 0, only the output used";
+  add({"aten._scaled_dot_product_flash_attention.default"}, attention(nullptr, 9), {backend_ok, backend_why});
+  add({"aten._scaled_dot_product_flash_attention_for_cpu.default"}, attention("attn_mask", 2), {backend_ok, backend_why});
+  add({"aten._scaled_dot_product_efficient_attention.default"}, attention("attn_bias", 4), {backend_ok, backend_why});
+  add({"aten._scaled_dot_product_cudnn_attention.default"}, attention("attn_bias", 9), {backend_ok, backend_why});
 
   // ---- upsampling: output sizes from the node's metadata (symbolic when the input is) ----
   using engine::ResizeMode;

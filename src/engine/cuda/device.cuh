@@ -137,6 +137,25 @@ void dispatch_size(size_t bytes, F&& f) {
   }
 }
 
+// Eight neighbouring elements as fp32, moved with 16-byte accesses (p 16-byte aligned).
+template <class T>
+__device__ __forceinline__ void load8(const T* __restrict__ p, float (&v)[8]) {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- and 32-bit float storage");
+  alignas(16) T t[8];
+#pragma unroll
+  for (int k = 0; k < int(sizeof(T)) / 2; ++k) reinterpret_cast<uint4*>(t)[k] = reinterpret_cast<const uint4*>(p)[k];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = to_float(t[k]);
+}
+template <class T>
+__device__ __forceinline__ void store8(T* __restrict__ p, const float (&v)[8]) {
+  alignas(16) T t[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) t[k] = from_float<T>(v[k]);
+#pragma unroll
+  for (int k = 0; k < int(sizeof(T)) / 2; ++k) reinterpret_cast<uint4*>(p)[k] = reinterpret_cast<const uint4*>(t)[k];
+}
+
 // Integer min/max for device code (the engine's DimExpr min/max would otherwise be found first).
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }

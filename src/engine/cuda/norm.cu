@@ -126,6 +126,52 @@ __global__ void layernorm_warp_rows(const T* __restrict__ x, T* __restrict__ y, 
   }
 }
 
+// The same for rows of whole 16-byte groups (L % 8 == 0, aligned rows, scale and bias of one
+// type G): each lane moves NV groups of 8 with vector accesses, and loads its scale and bias
+// before the reductions, so their latency hides behind the sums instead of following them.
+template <class T, class G, int NV>
+__global__ void layernorm_warp_vec(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int L, float eps,
+                                   const G* __restrict__ scale, const G* __restrict__ bias) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const T* xr = x + r * L;
+  T* yr = y + r * L;
+  const int groups = L / 8;
+  float v[NV][8], g[NV][8], b[NV][8];
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = lane + 32 * i;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[i][k] = 0.f, g[i][k] = 1.f, b[i][k] = 0.f;
+    if (c < groups) {
+      load8(xr + 8 * c, v[i]);
+      if (scale) load8(scale + 8 * c, g[i]);
+      if (bias) load8(bias + 8 * c, b[i]);
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) s += v[i][k];
+  }
+  const float mean = warp_sum(s) / float(L);
+  float q = 0.f;
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < groups)
+#pragma unroll
+      for (int k = 0; k < 8; ++k) q += (v[i][k] - mean) * (v[i][k] - mean);
+  const float rstd = rsqrtf(warp_sum(q) / float(L) + eps);
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = lane + 32 * i;
+    if (c >= groups) break;
+    float o[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) o[k] = (v[i][k] - mean) * rstd * g[i][k] + b[i][k];
+    store8(yr + 8 * c, o);
+  }
+}
+
 // ---- batch norm (inference): per-channel affine ---------------------------------------------------
 template <class T>
 __global__ void batchnorm_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, int64_t C, int64_t inner, float eps,
@@ -189,11 +235,26 @@ void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& ca
     } else if (p.kind == NormKind::kLayer) {
       const int64_t first = p.first_axis < 0 ? p.first_axis + rank : p.first_axis;
       const int64_t rows = product(x.dims, 0, first), L = product(x.dims, first);
-      if (L <= 1024) {
-        constexpr int kWarps = 4;
-        const unsigned grid = static_cast<unsigned>(ceil_div(rows, kWarps));
+      // Few rows (a transformer at batch 1): fewer warps per block spread them over more SMs.
+      const int warps = rows >= 4 * int64_t(ctx.sm_count) ? 4 : rows >= 2 * int64_t(ctx.sm_count) ? 2 : 1;
+      const unsigned grid = static_cast<unsigned>(ceil_div(rows, warps));
+      auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+      const bool same_param_type = (!scale || !bias || scale->dtype == bias->dtype);
+      const DataType param_type = scale ? scale->dtype : bias ? bias->dtype : x.dtype;
+      if (L <= 1024 && L % 8 == 0 && aligned(xp) && aligned(yp) && (!sp || aligned(sp)) && (!bp || aligned(bp)) &&
+          same_param_type && (param_type == x.dtype || param_type == DataType::kFloat32)) {
+        auto launch = [&](auto g) {
+          using G = decltype(g);
+          auto kernel = L <= 256 ? layernorm_warp_vec<T, G, 1> : L <= 512 ? layernorm_warp_vec<T, G, 2>
+                        : L <= 768 ? layernorm_warp_vec<T, G, 3> : layernorm_warp_vec<T, G, 4>;
+          kernel<<<grid, warps * 32, 0, ctx.stream>>>(xp, yp, rows, int(L), eps, static_cast<const G*>(sp),
+                                                      static_cast<const G*>(bp));
+        };
+        if (param_type == DataType::kFloat32) launch(float{});
+        else launch(T{});
+      } else if (L <= 1024) {
         auto launch = [&](auto kernel) {
-          kernel<<<grid, kWarps * 32, 0, ctx.stream>>>(xp, yp, rows, int(L), eps, sp, bp, sdt, bdt);
+          kernel<<<grid, warps * 32, 0, ctx.stream>>>(xp, yp, rows, int(L), eps, sp, bp, sdt, bdt);
         };
         if (L <= 128) launch(layernorm_warp_rows<T, 4>);
         else if (L <= 256) launch(layernorm_warp_rows<T, 8>);

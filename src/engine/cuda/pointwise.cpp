@@ -98,6 +98,30 @@ template <class T> __device__ __forceinline__ T kf2i(float x, double lo, double 
   return T(d);
 }
 template <class T> __device__ __forceinline__ T ksign(T x) { return T((T(0) < x) - (x < T(0))); }
+// kiln_vec's 8 neighbouring elements: one to four 16-byte accesses (8 bytes for 1-byte types),
+// or one element repeated where the input is broadcast along the innermost dim.
+struct alignas(16) KVec16 { unsigned int x, y, z, w; };
+struct alignas(8) KVec8 { unsigned int x, y; };
+template <class S> __device__ __forceinline__ void kload8(S (&d)[8], const S* p, bool contiguous) {
+  if (!contiguous) {
+    const S s = *p;
+#pragma unroll
+    for (int v = 0; v < 8; ++v) d[v] = s;
+  } else if constexpr (sizeof(S) == 1) {
+    *reinterpret_cast<KVec8*>(d) = *reinterpret_cast<const KVec8*>(p);
+  } else {
+#pragma unroll
+    for (int k = 0; k < int(sizeof(S)) / 2; ++k) reinterpret_cast<KVec16*>(d)[k] = reinterpret_cast<const KVec16*>(p)[k];
+  }
+}
+template <class S> __device__ __forceinline__ void kstore8(S* p, const S (&d)[8]) {
+  if constexpr (sizeof(S) == 1) {
+    *reinterpret_cast<KVec8*>(p) = *reinterpret_cast<const KVec8*>(d);
+  } else {
+#pragma unroll
+    for (int k = 0; k < int(sizeof(S)) / 2; ++k) reinterpret_cast<KVec16*>(p)[k] = reinterpret_cast<const KVec16*>(d)[k];
+  }
+}
 )";
 
 std::string ctype(DataType t) {
@@ -127,6 +151,17 @@ std::string ilit(double v, DataType t) {
   std::ostringstream os;
   os << "((" << ctype(t) << ")" << static_cast<long long>(v) << "LL)";
   return os.str();
+}
+
+// How a register of dtype t is kept in memory, and the conversions between the two.
+std::string storage_type(DataType t) {
+  return t == DataType::kFloat16 || t == DataType::kBFloat16 ? "unsigned short" : ctype(t);
+}
+std::string from_storage(DataType t, const std::string& x) {
+  return t == DataType::kFloat16 ? "h2f(" + x + ")" : t == DataType::kBFloat16 ? "b2f(" + x + ")" : x;
+}
+std::string to_storage(DataType t, const std::string& x) {
+  return t == DataType::kFloat16 ? "f2h(" + x + ")" : t == DataType::kBFloat16 ? "f2b(" + x + ")" : x;
 }
 
 std::string load_expr(DataType t, const std::string& ptr, const std::string& off) {
@@ -336,6 +371,25 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
     stores << "    " << store_stmt(reg.at(o), "a.out[" + std::to_string(k) + "]", "i", "r" + std::to_string(o)) << "\n";
   }
 
+  // Each input's offset o<j> of the element at linear index i, from the collapsed dims/strides.
+  auto offsets = [&](std::ostringstream& src) {
+    for (size_t j = 0; j < nin; ++j) src << "    long long o" << j << " = 0;\n";
+    // 32-bit division where the index fits: 64-bit division is emulated in many instructions
+    // and would dominate a memory-bound kernel.
+    src << "    if (a.n <= 0x7fffffffLL) {\n"
+        << "      unsigned rem = (unsigned)i;\n"
+        << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+        << "        const unsigned dd = (unsigned)a.dims[d], c = rem % dd; rem /= dd;\n";
+    for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += (long long)c * a.st[" << j << "][d];\n";
+    src << "      }\n"
+        << "    } else {\n"
+        << "      long long rem = i;\n"
+        << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+        << "        const long long c = rem % a.dims[d]; rem /= a.dims[d];\n";
+    for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += c * a.st[" << j << "][d];\n";
+    src << "      }\n    }\n";
+  };
+
   std::ostringstream src;
   src << kPrelude;
   for (int variant = 0; variant < 2; ++variant) {
@@ -344,28 +398,40 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
         << "(const KArgs a) {\n"
         << "  const long long step = (long long)gridDim.x * blockDim.x;\n"
         << "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += step) {\n";
-    if (bcast) {
-      for (size_t j = 0; j < nin; ++j) src << "    long long o" << j << " = 0;\n";
-      // 32-bit division where the index fits: 64-bit division is emulated in many instructions
-      // and would dominate a memory-bound kernel.
-      src << "    if (a.n <= 0x7fffffffLL) {\n"
-          << "      unsigned rem = (unsigned)i;\n"
-          << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
-          << "        const unsigned dd = (unsigned)a.dims[d], c = rem % dd; rem /= dd;\n";
-      for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += (long long)c * a.st[" << j << "][d];\n";
-      src << "      }\n"
-          << "    } else {\n"
-          << "      long long rem = i;\n"
-          << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
-          << "        const long long c = rem % a.dims[d]; rem /= a.dims[d];\n";
-      for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += c * a.st[" << j << "][d];\n";
-      src << "      }\n    }\n";
-    }
+    if (bcast) offsets(src);
     for (size_t j = 0; j < nin; ++j)
       src << "    const " << ctype(in_types[j]) << " r" << j << " = "
           << load_expr(in_types[j], "a.in[" + std::to_string(j) + "]", bcast ? "o" + std::to_string(j) : "i") << ";\n";
     src << body.str() << stores.str() << "  }\n}\n";
   }
+  // kiln_vec: 8 neighbouring elements of one innermost row per thread, moved as 16-byte accesses
+  // (launch_program checks the innermost dim, strides and alignment allow it). Per-element loads
+  // of 2-byte values leave a memory-bound kernel at a fraction of the bandwidth.
+  src << "extern \"C\" __global__ void __launch_bounds__(256) kiln_vec(const KArgs a) {\n"
+      << "  const long long step = (long long)gridDim.x * blockDim.x, groups = a.n / 8;\n"
+      << "  for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += step) {\n"
+      << "    const long long i = g * 8;\n";
+  offsets(src);
+  for (size_t j = 0; j < nin; ++j) {
+    const std::string S = storage_type(in_types[j]), J = std::to_string(j);
+    src << "    alignas(16) " << S << " b" << J << "[8];\n"
+        << "    kload8(b" << J << ", (const " << S << "*)a.in[" << J << "] + o" << J << ", a.st[" << J << "][a.rank - 1] != 0);\n";
+  }
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    src << "    alignas(16) " << storage_type(reg.at(prog.outputs[k])) << " ob" << k << "[8];\n";
+  src << "#pragma unroll\n    for (int v = 0; v < 8; ++v) {\n";
+  for (size_t j = 0; j < nin; ++j)
+    src << "    const " << ctype(in_types[j]) << " r" << j << " = " << from_storage(in_types[j], "b" + std::to_string(j) + "[v]")
+        << ";\n";
+  src << body.str();
+  for (size_t k = 0; k < prog.outputs.size(); ++k) {
+    const DataType t = reg.at(prog.outputs[k]);
+    src << "    ob" << k << "[v] = " << to_storage(t, "r" + std::to_string(prog.outputs[k])) << ";\n";
+  }
+  src << "    }\n";
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    src << "    kstore8((" << storage_type(reg.at(prog.outputs[k])) << "*)a.out[" << k << "] + i, ob" << k << ");\n";
+  src << "  }\n}\n";
   return src.str();
 }
 
@@ -375,6 +441,7 @@ struct Compiled {
   cudaLibrary_t library = nullptr;
   cudaKernel_t flat = nullptr;
   cudaKernel_t bcast = nullptr;
+  cudaKernel_t vec = nullptr;
 };
 
 std::mutex g_mutex;
@@ -445,7 +512,8 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
       return false;
     }
     if (cudaLibraryGetKernel(&c.flat, c.library, "kiln_flat") != cudaSuccess ||
-        cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast") != cudaSuccess) {
+        cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast") != cudaSuccess ||
+        cudaLibraryGetKernel(&c.vec, c.library, "kiln_vec") != cudaSuccess) {
       cudaGetLastError();
       cudaLibraryUnload(c.library);
       return false;
@@ -543,11 +611,30 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
       for (size_t j = 0; j < inputs.size(); ++j) a.st[j][d] = cst[j][d];
     }
   }
+  if (flat) {  // as one contiguous dim, for kiln_vec
+    a.rank = 1;
+    a.dims[0] = n;
+    for (size_t j = 0; j < inputs.size(); ++j) a.st[j][0] = 1;
+  }
+  // kiln_vec needs whole groups of 8 in every innermost row, and each input either contiguous
+  // along it (groups aligned for 16-byte access) or broadcast along it.
+  const int last = a.rank - 1;
+  auto aligned = [](const void* p, DataType t) {
+    return reinterpret_cast<uintptr_t>(p) % std::min<size_t>(16, 8 * element_size(t)) == 0;
+  };
+  bool vec = a.rank >= 1 && a.dims[last] % 8 == 0;
+  for (size_t j = 0; j < inputs.size() && vec; ++j) {
+    if (a.st[j][last] == 0) continue;
+    vec = a.st[j][last] == 1 && aligned(inputs[j].data, inputs[j].dtype);
+    for (int d = 0; d < last && vec; ++d) vec = a.st[j][d] % 8 == 0;
+  }
+  for (size_t k = 0; k < outputs.size() && vec; ++k) vec = aligned(outputs[k].data, outputs[k].dtype);
+
   void* params[] = {&a};
   const unsigned threads = 256;
-  const unsigned grid = grid_for(ctx, n, threads);
-  cu_check(cudaLaunchKernel(reinterpret_cast<const void*>(flat ? c.flat : c.bcast), dim3(grid), dim3(threads), params, 0,
-                            ctx.stream),
+  const unsigned grid = grid_for(ctx, vec ? n / 8 : n, threads);
+  const cudaKernel_t kernel = vec ? c.vec : flat ? c.flat : c.bcast;
+  cu_check(cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(grid), dim3(threads), params, 0, ctx.stream),
            "launch of a pointwise kernel");
 }
 

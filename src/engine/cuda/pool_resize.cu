@@ -79,6 +79,56 @@ __global__ void pool_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
   }
 }
 
+// 2-d pooling of [N, H, W, C] data with C % 8 == 0, the window fixed (not adaptive): each thread
+// pools 8 neighbouring channels of one output pixel with 16-byte loads, indices in 32 bits.
+// The same arithmetic as pool_kernel (NaN wins a max; average divisors alike).
+struct Pool2d {
+  int H, W, OH, OW, C8, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+template <class T>
+__global__ void pool2d_nhwc_vec(const T* __restrict__ x, T* __restrict__ y, uint32_t groups, Pool2d g, bool is_max,
+                                bool count_include_pad, int divisor) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < groups; i += gridDim.x * blockDim.x) {
+    uint32_t rem = i;
+    const uint32_t cg = rem % g.C8;
+    rem /= g.C8;
+    const int ow = int(rem % g.OW);
+    rem /= g.OW;
+    const int oh = int(rem % g.OH);
+    const uint32_t nb = rem / g.OH;
+    const int h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+    const int step_h = is_max ? g.dh : 1, step_w = is_max ? g.dw : 1;
+    const T* xs = x + int64_t(nb) * g.H * g.W * g.C8 * 8 + int64_t(cg) * 8;
+    float best[8], sum[8], v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) best[k] = -INFINITY, sum[k] = 0.f;
+    int count = 0;
+    for (int a = 0; a < g.kh; ++a) {
+      const int h = h0 + a * step_h;
+      if (h < 0 || h >= g.H) continue;
+      for (int b = 0; b < g.kw; ++b) {
+        const int w = w0 + b * step_w;
+        if (w < 0 || w >= g.W) continue;
+        load8(xs + (int64_t(h) * g.W + w) * g.C8 * 8, v);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          if (isnan(v[k]) || v[k] > best[k]) best[k] = isnan(best[k]) ? best[k] : v[k];
+          sum[k] += v[k];
+        }
+        ++count;
+      }
+    }
+    float div = float(count);
+    if (!is_max && divisor > 0) div = float(divisor);
+    else if (!is_max && count_include_pad)
+      div = float((imin(h0 + g.kh, g.H + g.ph) - h0) * (imin(w0 + g.kw, g.W + g.pw) - w0));
+    float o[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) o[k] = is_max ? best[k] : sum[k] / div;
+    store8(y + int64_t(i) * 8, o);
+  }
+}
+
 // mode 0 nearest, 1 nearest-exact, 2 linear (align_corners separately)
 template <class T>
 __global__ void resize_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, Spatial3 g, int mode, bool align) {
@@ -149,6 +199,21 @@ void run_pooling(Context& ctx, const PoolingParams& p, LayerCall& call) {
     if (g.dil[d] <= 0) g.dil[d] = 1;
   }
   const bool adaptive = !p.adaptive_output.empty();
+  const int64_t C = x.dims.back();
+  if (p.channels_last && !adaptive && C % 8 == 0 && x.numel() <= INT32_MAX && y.numel() <= INT32_MAX &&
+      reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && reinterpret_cast<uintptr_t>(y.data) % 16 == 0) {
+    const Pool2d g2{int(g.in[1]), int(g.in[2]), int(g.out[1]), int(g.out[2]), int(C / 8), int(g.k[1]), int(g.k[2]),
+                    int(g.s[1]), int(g.s[2]), int(g.pad[1]), int(g.pad[2]), int(g.dil[1]), int(g.dil[2])};
+    const uint32_t groups = static_cast<uint32_t>(n / 8);
+    dispatch_float(x.dtype, call.layer, [&](auto t) {
+      using T = decltype(t);
+      pool2d_nhwc_vec<T><<<grid_for(ctx, groups, 256), 256, 0, ctx.stream>>>(
+          static_cast<const T*>(x.data), static_cast<T*>(y.data), groups, g2, p.type == PoolType::kMax,
+          p.count_include_pad, int(p.divisor_override.value_or(0)));
+    });
+    KILN_CUDA_LAUNCH_CHECK();
+    return;
+  }
   dispatch_float(x.dtype, call.layer, [&](auto t) {
     using T = decltype(t);
     pool_kernel<T><<<grid_for(ctx, n, 256), 256, 0, ctx.stream>>>(
