@@ -5,6 +5,8 @@ CUDA graphs are turned off for kiln (KILN_CUDA_GRAPHS=0) so each kernel is seen 
 
     PYTHONPATH=build-gpu/python python3 bench/kernel_trace.py --models resnet50 --batch 32
     KILN_CHANNELS_LAST=0 ... (the environment reaches kiln's builder as usual)
+    --layers: kiln's own per-layer table too (KILN_PROFILE=1, printed on stderr when each compiled
+    model goes away), to name the layer behind a kernel.
 """
 import argparse
 import os
@@ -45,7 +47,10 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--compare", default="eager", help="comma-separated: eager, tc (torch.compile default); '' for kiln alone")
+    ap.add_argument("--layers", action="store_true", help="print kiln's per-layer profile (KILN_PROFILE=1) too")
     args = ap.parse_args()
+    if args.layers:
+        os.environ["KILN_PROFILE"] = "1"
     for name in args.models.split(","):
         torch.manual_seed(0)
         model, make_inputs = MODELS[name]()
@@ -56,6 +61,7 @@ def main():
             print(f"--- {name} batch {args.batch}: kiln")
             kernel_table(lambda: compiled(*inputs), args.iters, args.rows)
             del compiled
+            sys.stderr.flush()
             for other in args.compare.split(","):
                 if other == "eager":
                     print(f"--- {name} batch {args.batch}: eager")

@@ -592,6 +592,28 @@ std::optional<Rewrite> eager_attention(ir::Node* out) {
 
 size_t fuse_eager_attention(ir::ExportedProgram& program) { return rewrite_in_place(program.graph, eager_attention); }
 
+size_t unbroadcast_matmul_weights(ir::ExportedProgram& program) {
+  return rewrite_in_place(program.graph, [](ir::Node* n) -> std::optional<Rewrite> {
+    if (!n->is_op("aten.bmm.default") || n->args.size() != 2 || !n->args[0].is_node() || !n->args[1].is_node())
+      return std::nullopt;
+    ir::Node* flat = n->args[1].node();
+    if (!(flat->is_op("aten.view.default") || flat->is_op("aten._unsafe_view.default") ||
+          flat->is_op("aten.reshape.default")) ||
+        !single_use(flat) || flat->args.empty() || !flat->args[0].is_node() || !same_sizes(flat, flat->args[0].node()))
+      return std::nullopt;
+    ir::Node* expand = flat->args[0].node();
+    if (!expand->is_op("aten.expand.default") || !single_use(expand) || expand->args.empty() ||
+        !expand->args[0].is_node() || !expand->meta.is_tensor())
+      return std::nullopt;
+    ir::Node* w = expand->args[0].node();
+    if (!w->meta.is_tensor() || w->meta.tensor.rank() != 2 || expand->meta.tensor.rank() != 3) return std::nullopt;
+    const auto& ws = w->meta.tensor.sizes;
+    const auto& es = expand->meta.tensor.sizes;
+    if (!(ws[0] == es[1]) || !(ws[1] == es[2])) return std::nullopt;
+    return Rewrite{"aten.matmul.default", {n->args[0], ir::Argument(w)}, {}};
+  });
+}
+
 // ---- symbolic ints --------------------------------------------------------------------------------
 
 size_t canonicalize_symbolic(ir::ExportedProgram& program) {
@@ -633,6 +655,7 @@ std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
   };
   run("remove_noops", remove_noops);
   run("inplace_to_functional", inplace_to_functional);
+  run("unbroadcast_matmul_weights", unbroadcast_matmul_weights);
   run("fold_weight_constants", [](ir::ExportedProgram& p) { return fold_weight_constants(p); });
   run("canonicalize_symbolic", canonicalize_symbolic);
   run("fuse_gelu_tanh", fuse_gelu_tanh);

@@ -44,6 +44,12 @@ size_t fuse_gelu_tanh(ir::ExportedProgram& program);
 // own sdpa and its safe softmax do since 2.5).
 size_t fuse_eager_attention(ir::ExportedProgram& program);
 
+// A matrix applied to every batch of a bmm, as core ATen writes x @ W when x (rank 3) cannot be
+// flattened to rows (a transposed activation, as nn.MultiheadAttention's packed projection has):
+// bmm(x, view(expand(W, [n, K, N]))) becomes matmul(x, W). The expanded copy of W (n times its
+// size) is never made, and the product is one matrix multiply with a broadcast right operand.
+size_t unbroadcast_matmul_weights(ir::ExportedProgram& program);
+
 struct PassReport {
   std::string pass;
   size_t changes = 0;

@@ -353,6 +353,44 @@ TEST(FuseEagerAttention, DecomposedSdpaWithItsSafeSoftmax) {
   for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten._softmax.default");
 }
 
+// nn.MultiheadAttention's packed projection in core ATen (PyTorch 2.11): the activation is
+// transposed to [L, B, E], so x @ Wᵀ became a bmm over L copies of Wᵀ. It turns back into one
+// matmul with Wᵀ; a right operand that is really batched, or a broadcast of a smaller matrix, stays.
+TEST(UnbroadcastMatmulWeights, ExpandedMatrixBecomesABroadcastOperand) {
+  G g;
+  Node* x = g.input("x", {2, 17, 64});
+  Node* w = g.weight("w", {192, 64});
+  Node* row = g.weight("row", {1, 192});
+  Node* batched = g.input("batched", {17, 64, 192});
+  Node* xt = g.call("xt", "aten.permute.default", {x, Argument::List{int64_t(1), int64_t(0), int64_t(2)}}, tensor({17, 2, 64}));
+  Node* wt = g.call("wt", "aten.permute.default", {w, Argument::List{int64_t(1), int64_t(0)}}, tensor({64, 192}));
+  auto bmm_with = [&](const std::string& name, Node* right_source, bool expand) {
+    Node* xe = g.call(name + "_xe", "aten.expand.default", {xt, Argument::List{int64_t(17), int64_t(2), int64_t(64)}},
+                      tensor({17, 2, 64}));
+    Node* xv = g.call(name + "_xv", "aten.view.default", {xe, Argument::List{int64_t(17), int64_t(2), int64_t(64)}},
+                      tensor({17, 2, 64}));
+    Node* re = expand ? g.call(name + "_re", "aten.expand.default",
+                               {right_source, Argument::List{int64_t(17), int64_t(64), int64_t(192)}}, tensor({17, 64, 192}))
+                      : right_source;
+    Node* rv = g.call(name + "_rv", "aten.view.default", {re, Argument::List{int64_t(17), int64_t(64), int64_t(192)}},
+                      tensor({17, 64, 192}));
+    return g.call(name, "aten.bmm.default", {xv, rv}, tensor({17, 2, 192}));
+  };
+  Node* proj = bmm_with("proj", wt, true);
+  Node* really_batched = bmm_with("really_batched", batched, false);
+  Node* row_ex = g.call("row_ex", "aten.expand.default", {row, Argument::List{int64_t(64), int64_t(192)}}, tensor({64, 192}));
+  Node* broadcast_row = bmm_with("broadcast_row", row_ex, true);
+  g.output({proj, really_batched, broadcast_row});
+  EXPECT_EQ(unbroadcast_matmul_weights(g.p), 2u);  // proj, and broadcast_row's [64, 192] row_ex
+  g.p.graph.verify();
+  EXPECT_EQ(proj->target, "aten.matmul.default");
+  ASSERT_TRUE(proj->args[1].is_node());
+  EXPECT_EQ(proj->args[1].node(), wt);
+  EXPECT_EQ(really_batched->target, "aten.bmm.default");
+  EXPECT_EQ(broadcast_row->args[1].node(), row_ex);  // its own [1, 192] -> [64, 192] expand stays
+  for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->name, "proj_re");  // the expanded copy is gone
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});
@@ -360,7 +398,7 @@ TEST(RunPasses, ReportsEveryPass) {
   Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
   g.output({r});
   auto report = run_passes(g.p);
-  ASSERT_EQ(report.size(), 7u);
+  ASSERT_EQ(report.size(), 8u);
   EXPECT_EQ(report[0].pass, "remove_noops");
   EXPECT_EQ(report[0].changes, 1u);
 }

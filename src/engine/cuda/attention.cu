@@ -126,11 +126,13 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
 // ---- tensor-core flash attention -----------------------------------------------------------
 // FlashAttention-2's scheme with mma.sync m16n8k16 (fp16/bf16 in, fp32 accumulate): a block of
 // 4 warps owns 64 query rows, 16 per warp, kept as A fragments in registers; it walks the keys in
-// tiles of 64 staged in shared memory (K row-major, V transposed, so every B fragment is one 32-bit
-// load). Scores stay in the mma accumulators; the online softmax works on them in place (each
-// row's 64 scores are spread over the 4 lanes of a quad: two shuffles reduce them), and their fp32
-// accumulator layout is exactly the A-fragment layout the P·V product needs, so P never leaves
-// registers. Head sizes are padded to DP (32, 64 or 128) with zeros, which changes no dot product.
+// tiles of 64 staged in shared memory, row-major, by cp.async: with head sizes up to 64 two tiles
+// are in flight, the next one loading while the current one is multiplied. K's B fragments are
+// 32-bit loads; V's come transposed out of ldmatrix.trans. Scores stay in the mma accumulators; the
+// online softmax works on them in place (each row's 64 scores are spread over the 4 lanes of a
+// quad: two shuffles reduce them), and their fp32 accumulator layout is exactly the A-fragment
+// layout the P·V product needs, so P never leaves registers. Head sizes are padded to DP (32, 64
+// or 128) with zeros, which changes no dot product.
 constexpr int kMmaRows = 64, kMmaKeys = 64, kMmaWarps = 4;
 
 // D += A·B for one m16n8k16 tile, fp32 accumulation (PTX names the input type in the opcode).
@@ -162,60 +164,66 @@ struct MmaType {
 template <class T>
 __device__ __forceinline__ uint32_t lds32(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// Rows [r0, r0 + 64) of a [rows, cols] matrix (row stride `ld`) into a [64][DP + 8] tile,
-// zero-filled past `rows` and `cols` (cols % 8 == 0, so 16-byte vectors never straddle the edge).
+__device__ __forceinline__ unsigned smem_address(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+// Four 8x8 matrices of 16-bit values, each transposed on the way: lane l names row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p))
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory"); }
+
+// Rows [r0, r0 + 64) of a [rows, cols] matrix (row stride `ld_src`) into a [64][DP + 8] tile,
+// zero-filled past `rows` and `cols` (cols % 8 == 0, so 16-byte vectors never straddle the edge),
+// as asynchronous copies the caller commits and waits for.
 template <class T, int DP>
-__device__ __forceinline__ void stage_rows(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols,
-                                           int64_t ld_src) {
+__device__ __forceinline__ void stage_rows_async(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols,
+                                                 int64_t ld_src) {
   constexpr int kVecs = DP / 8, ld = DP + 8;
   for (int x = threadIdx.x; x < 64 * kVecs; x += kMmaWarps * 32) {
     const int r = x / kVecs, c = (x % kVecs) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * ld_src + c);
-    *reinterpret_cast<uint4*>(tile + r * ld + c) = v;
-  }
-}
-
-// The same rows, transposed: tile[c][r] for c < DP, r < 64 (row stride 64 + 8).
-template <class T, int DP>
-__device__ __forceinline__ void stage_rows_transposed(T* tile, const T* src, int64_t r0, int64_t rows, int64_t cols,
-                                                      int64_t ld_src) {
-  constexpr int kVecs = DP / 8, ld = kMmaKeys + 8;
-  for (int x = threadIdx.x; x < 64 * kVecs; x += kMmaWarps * 32) {
-    const int r = x % 64, c = (x / 64) * 8;  // neighbouring lanes: neighbouring rows, fewer bank conflicts
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r0 + r < rows && c < cols) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * ld_src + c);
-    const T* e = reinterpret_cast<const T*>(&v);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) tile[(c + i) * ld + r] = e[i];
+    const bool inside = r0 + r < rows && c < cols;
+    const T* from = inside ? src + (r0 + r) * ld_src + c : src;  // zero-filled: no byte is read
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(tile + r * ld + c)), "l"(from),
+                 "r"(inside ? 16 : 0)
+                 : "memory");
   }
 }
 
 template <class T, int DP>
 __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a) {
-  constexpr int ldk = DP + 8, ldv = kMmaKeys + 8;  // +8 halves: fragment loads hit 32 different banks
-  __shared__ alignas(16) T ks[kMmaKeys * ldk];   // K tile (Q's tile first)
-  __shared__ alignas(16) T vt[DP * ldv];         // V tile, transposed
+  constexpr int ld = DP + 8;  // +8 halves: fragment and ldmatrix reads of 8 rows hit 32 different banks
+  constexpr int kStages = DP <= 64 ? 2 : 1;  // (two stages of 128-wide tiles would pass 48 KB)
+  __shared__ alignas(16) T ks[kStages][kMmaKeys * ld];  // K tiles (Q's tile first)
+  __shared__ alignas(16) T vs[kStages][kMmaKeys * ld];  // V tiles
   constexpr float kLog2e = 1.4426950408889634f;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int64_t b = blockIdx.y, q0 = int64_t(blockIdx.x) * kMmaRows;
+  // Causal: the last query tiles see the most keys; they start first, so no long one runs alone at the end.
+  const int64_t b = blockIdx.y, tile = a.causal ? int64_t(gridDim.x) - 1 - blockIdx.x : int64_t(blockIdx.x);
+  const int64_t q0 = tile * kMmaRows;
   const T* q = static_cast<const T*>(a.q) + strided_offset(b, a.batch, a.qb);
   const T* k = static_cast<const T*>(a.k) + strided_offset(b, a.batch, a.kb);
   const T* v = static_cast<const T*>(a.v) + strided_offset(b, a.batch, a.vb);
   const int64_t mbase = a.mask_kind ? strided_offset(b, a.batch, a.mb) : 0;
 
   // This warp's 16 query rows as A fragments (rows g and g + 8 of the warp's slice).
-  stage_rows<T, DP>(ks, q, q0, a.Lq, a.E, a.q_rs);
+  stage_rows_async<T, DP>(ks[0], q, q0, a.Lq, a.E, a.q_rs);
+  cp_async_commit();
+  cp_async_wait<0>();
   __syncthreads();
   uint32_t qf[DP / 16][4];
   const int wr = warp * 16 + g;
 #pragma unroll
   for (int kc = 0; kc < DP / 16; ++kc) {
-    qf[kc][0] = lds32(ks + wr * ldk + kc * 16 + 2 * t4);
-    qf[kc][1] = lds32(ks + (wr + 8) * ldk + kc * 16 + 2 * t4);
-    qf[kc][2] = lds32(ks + wr * ldk + kc * 16 + 8 + 2 * t4);
-    qf[kc][3] = lds32(ks + (wr + 8) * ldk + kc * 16 + 8 + 2 * t4);
+    qf[kc][0] = lds32(ks[0] + wr * ld + kc * 16 + 2 * t4);
+    qf[kc][1] = lds32(ks[0] + (wr + 8) * ld + kc * 16 + 2 * t4);
+    qf[kc][2] = lds32(ks[0] + wr * ld + kc * 16 + 8 + 2 * t4);
+    qf[kc][3] = lds32(ks[0] + (wr + 8) * ld + kc * 16 + 8 + 2 * t4);
   }
+  __syncthreads();  // every warp has its Q before the first K tile lands on it
   const int64_t rows[2] = {q0 + wr, q0 + wr + 8};
   float o[DP / 8][4];
 #pragma unroll
@@ -224,17 +232,30 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
   const float scale = a.scale * kLog2e;  // scores in log2 units: exp2f is one instruction
 
   const int64_t k_end = a.causal ? imin(a.Lk, q0 + kMmaRows) : a.Lk;
-  for (int64_t k0 = 0; k0 < k_end; k0 += kMmaKeys) {
-    __syncthreads();  // the previous tile (or Q's) fully read
-    stage_rows<T, DP>(ks, k, k0, a.Lk, a.E, a.k_rs);
-    stage_rows_transposed<T, DP>(vt, v, k0, a.Lk, a.Ev, a.v_rs);
+  const int64_t tiles = (k_end + kMmaKeys - 1) / kMmaKeys;
+  auto issue = [&](int64_t it) {
+    stage_rows_async<T, DP>(ks[it % kStages], k, it * kMmaKeys, a.Lk, a.E, a.k_rs);
+    stage_rows_async<T, DP>(vs[it % kStages], v, it * kMmaKeys, a.Lk, a.Ev, a.v_rs);
+    cp_async_commit();
+  };
+  if (tiles > 0) issue(0);
+  for (int64_t it = 0; it < tiles; ++it) {
+    const int64_t k0 = it * kMmaKeys;
+    if (kStages == 2 && it + 1 < tiles) {
+      issue(it + 1);  // into the buffer tile it - 1 used: every warp left it at the last barrier
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
+    const T* kt = ks[it % kStages];
+    const T* vt = vs[it % kStages];
 
     float s[kMmaKeys / 8][4];
 #pragma unroll
     for (int nt = 0; nt < kMmaKeys / 8; ++nt) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-      const T* kr = ks + (nt * 8 + g) * ldk + 2 * t4;
+      const T* kr = kt + (nt * 8 + g) * ld + 2 * t4;
 #pragma unroll
       for (int kc = 0; kc < DP / 16; ++kc) MmaType<T>::mma(s[nt], qf[kc], lds32(kr + kc * 16), lds32(kr + kc * 16 + 8));
     }
@@ -288,18 +309,24 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
         o[d][2 * r + 1] *= corr;
       }
     }
-    // O += P·V: the score accumulators of key tiles 2j and 2j+1 are the A fragment of keys 16j..16j+15.
+    // O += P·V: the score accumulators of key tiles 2j and 2j+1 are the A fragment of keys
+    // 16j..16j+15; one ldmatrix.trans gives the B fragments of two 8-wide column tiles of V.
+    const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
 #pragma unroll
     for (int j = 0; j < kMmaKeys / 16; ++j) {
       const uint32_t pf[4] = {MmaType<T>::pack(s[2 * j][0], s[2 * j][1]), MmaType<T>::pack(s[2 * j][2], s[2 * j][3]),
                               MmaType<T>::pack(s[2 * j + 1][0], s[2 * j + 1][1]),
                               MmaType<T>::pack(s[2 * j + 1][2], s[2 * j + 1][3])};
 #pragma unroll
-      for (int d = 0; d < DP / 8; ++d) {
-        const T* vr = vt + (d * 8 + g) * ldv + j * 16 + 2 * t4;
-        MmaType<T>::mma(o[d], pf, lds32(vr), lds32(vr + 8));
+      for (int dd = 0; dd < DP / 16; ++dd) {
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, vt + (j * 16 + v_row) * ld + dd * 16 + v_col);
+        MmaType<T>::mma(o[2 * dd], pf, vf[0], vf[1]);
+        MmaType<T>::mma(o[2 * dd + 1], pf, vf[2], vf[3]);
       }
     }
+    __syncthreads();  // this tile's buffers are free for the copies issued next
+    if (kStages == 1 && it + 1 < tiles) issue(it + 1);
   }
   T* out = static_cast<T*>(a.out) + strided_offset(b, a.batch, a.ob);
 #pragma unroll
