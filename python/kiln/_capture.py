@@ -230,6 +230,23 @@ def _shape_env(s):
     return s.get_pyobj().shape_env if hasattr(s, "get_pyobj") else s.node.shape_env
 
 
+def _decomposition_table():
+    """Core ATen's table less the ops kiln converts whole. Decomposed on a CUDA machine,
+    scaled_dot_product_attention becomes a backend kernel or, for fp16 with a mask, attention
+    written out in fp32 (casts around every step, no fused attention); linear over a transposed
+    activation (nn.MultiheadAttention's packed projection) becomes a bmm over copies of its weight.
+    None where PyTorch has no editable table (< 2.6): everything is decomposed."""
+    if not hasattr(torch.export, "default_decompositions"):
+        return None
+    table = torch.export.default_decompositions()
+    for op in (torch.ops.aten.scaled_dot_product_attention.default, torch.ops.aten.linear.default):
+        try:
+            del table[op]
+        except KeyError:
+            pass
+    return table
+
+
 def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
     """PyTorch >= 2.1: torch.export, with torch.export.Dim for the dims kiln.Input marks dynamic,
     decomposed to core ATen."""
@@ -250,7 +267,8 @@ def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
         if not kwargs:
             dynamic_shapes = dynamic_shapes[0]
     ep = torch.export.export(module, tuple(args), kwargs or None, dynamic_shapes=dynamic_shapes)
-    ep = ep.run_decompositions()
+    table = _decomposition_table()
+    ep = ep.run_decompositions(table) if table is not None else ep.run_decompositions()
     gm = ep.graph_module
     sig = ep.graph_signature
     by_name = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
