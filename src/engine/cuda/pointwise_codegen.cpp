@@ -1,0 +1,468 @@
+// Source generation for the pointwise kernels (see pointwise_codegen.h): expressions written to
+// match the CPU's scalar semantics (src/engine/cpu/ops.h), fp16/bf16 registers rounded to their
+// width after every instruction as the unfused layers' tensors are.
+#include "engine/cuda/pointwise_codegen.h"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "engine/cuda/internal.h"
+
+namespace kiln::engine::cuda {
+namespace {
+
+const char* kPrelude = R"(
+struct KArgs {
+  const void* in[16]; void* out[8]; long long n; int rank; long long dims[8]; long long st[16][8];
+};
+__device__ __forceinline__ float h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ unsigned short f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float b2f(unsigned short b) { return __uint_as_float(((unsigned)b) << 16); }
+__device__ __forceinline__ unsigned short f2b(float f) { unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float rnd_f16(float f) { return h2f(f2h(f)); }
+__device__ __forceinline__ float rnd_bf16(float f) { return b2f(f2b(f)); }
+__device__ __forceinline__ float kfloordiv(float a, float b) {
+  if (b == 0.f) return a / b;
+  float m = fmodf(a, b);
+  float d = (a - m) / b;
+  if (m != 0.f && ((b < 0.f) != (m < 0.f))) d -= 1.f;
+  if (d == 0.f) return copysignf(0.f, a / b);
+  float f = floorf(d);
+  if (d - f > 0.5f) f += 1.f;
+  return f;
+}
+template <class T> __device__ __forceinline__ T kfloordiv(T a, T b) {
+  if (b == 0) return 0;
+  T q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+__device__ __forceinline__ float kremainder(float a, float b) {
+  float m = fmodf(a, b);
+  if (m != 0.f && ((b < 0.f) != (m < 0.f))) m += b;
+  return m;
+}
+template <class T> __device__ __forceinline__ T kremainder(T a, T b) {
+  if (b == 0) return 0;
+  T m = a % b;
+  if (m != 0 && ((b < 0) != (m < 0))) m += b;
+  return m;
+}
+template <class T> __device__ __forceinline__ T kipow(T base, T e) {
+  if (e < 0) return base == 1 ? T(1) : (base == T(-1) ? ((e & 1) ? T(-1) : T(1)) : T(0));
+  T r = 1;
+  while (e) { if (e & 1) r = T(r * base); base = T(base * base); e >>= 1; }
+  return r;
+}
+__device__ __forceinline__ float kmin(float a, float b) { return (isnan(a) || isnan(b)) ? a + b : (a < b ? a : b); }
+__device__ __forceinline__ float kmax(float a, float b) { return (isnan(a) || isnan(b)) ? a + b : (a > b ? a : b); }
+template <class T> __device__ __forceinline__ T kmin(T a, T b) { return a < b ? a : b; }
+template <class T> __device__ __forceinline__ T kmax(T a, T b) { return a > b ? a : b; }
+template <class T> __device__ __forceinline__ T kf2i(float x, double lo, double hi) {
+  double d = x;
+  if (d != d) return T(0);
+  if (d <= lo) return T(lo);
+  if (d >= hi) return T(hi);
+  return T(d);
+}
+template <class T> __device__ __forceinline__ T ksign(T x) { return T((T(0) < x) - (x < T(0))); }
+// kiln_vec's 8 neighbouring elements: one to four 16-byte accesses (8 bytes for 1-byte types),
+// or one element repeated where the input is broadcast along the innermost dim.
+struct alignas(16) KVec16 { unsigned int x, y, z, w; };
+struct alignas(8) KVec8 { unsigned int x, y; };
+template <class S> __device__ __forceinline__ void kload8(S (&d)[8], const S* p, bool contiguous) {
+  if (!contiguous) {
+    const S s = *p;
+#pragma unroll
+    for (int v = 0; v < 8; ++v) d[v] = s;
+  } else if constexpr (sizeof(S) == 1) {
+    *reinterpret_cast<KVec8*>(d) = *reinterpret_cast<const KVec8*>(p);
+  } else {
+#pragma unroll
+    for (int k = 0; k < int(sizeof(S)) / 2; ++k) reinterpret_cast<KVec16*>(d)[k] = reinterpret_cast<const KVec16*>(p)[k];
+  }
+}
+template <class S> __device__ __forceinline__ void kstore8(S* p, const S (&d)[8]) {
+  if constexpr (sizeof(S) == 1) {
+    *reinterpret_cast<KVec8*>(p) = *reinterpret_cast<const KVec8*>(d);
+  } else {
+#pragma unroll
+    for (int k = 0; k < int(sizeof(S)) / 2; ++k) reinterpret_cast<KVec16*>(p)[k] = reinterpret_cast<const KVec16*>(d)[k];
+  }
+}
+)";
+
+std::string ctype(DataType t) {
+  switch (t) {
+    case DataType::kFloat32: case DataType::kFloat16: case DataType::kBFloat16: return "float";
+    case DataType::kInt64: return "long long";
+    case DataType::kInt32: return "int";
+    case DataType::kInt8: return "signed char";
+    case DataType::kUInt8: return "unsigned char";
+    case DataType::kBool: return "bool";
+  }
+  return "float";
+}
+bool is_float_reg(DataType t) { return is_floating(t); }
+
+std::string flit(double v) {
+  if (std::isnan(v)) return "__int_as_float(0x7fc00000)";
+  if (std::isinf(v)) return v > 0 ? "__int_as_float(0x7f800000)" : "__int_as_float(0xff800000)";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  std::string s = buf;
+  if (s.find_first_of(".eE") == std::string::npos) s += ".0";
+  return "(" + s + "f)";
+}
+std::string ilit(double v, DataType t) {
+  if (t == DataType::kBool) return v != 0 ? "true" : "false";
+  std::ostringstream os;
+  os << "((" << ctype(t) << ")" << static_cast<long long>(v) << "LL)";
+  return os.str();
+}
+
+// How a register of dtype t is kept in memory, and the conversions between the two.
+std::string storage_type(DataType t) {
+  return t == DataType::kFloat16 || t == DataType::kBFloat16 ? "unsigned short" : ctype(t);
+}
+std::string from_storage(DataType t, const std::string& x) {
+  return t == DataType::kFloat16 ? "h2f(" + x + ")" : t == DataType::kBFloat16 ? "b2f(" + x + ")" : x;
+}
+std::string to_storage(DataType t, const std::string& x) {
+  return t == DataType::kFloat16 ? "f2h(" + x + ")" : t == DataType::kBFloat16 ? "f2b(" + x + ")" : x;
+}
+
+std::string load_expr(DataType t, const std::string& ptr, const std::string& off) {
+  switch (t) {
+    case DataType::kFloat16: return "h2f(((const unsigned short*)" + ptr + ")[" + off + "])";
+    case DataType::kBFloat16: return "b2f(((const unsigned short*)" + ptr + ")[" + off + "])";
+    default: return "((const " + ctype(t) + "*)" + ptr + ")[" + off + "]";
+  }
+}
+std::string store_stmt(DataType t, const std::string& ptr, const std::string& off, const std::string& v) {
+  switch (t) {
+    case DataType::kFloat16: return "((unsigned short*)" + ptr + ")[" + off + "] = f2h(" + v + ");";
+    case DataType::kBFloat16: return "((unsigned short*)" + ptr + ")[" + off + "] = f2b(" + v + ");";
+    default: return "((" + ctype(t) + "*)" + ptr + ")[" + off + "] = " + v + ";";
+  }
+}
+
+// Conversion of register value `v` of dtype `from` to a register of dtype `to` (PyTorch's meaning,
+// as cpu::convert: bool is != 0, float -> int truncates and saturates, NaN -> 0).
+std::string convert_expr(const std::string& v, DataType from, DataType to) {
+  if (from == to) return v;
+  if (to == DataType::kBool) return "(" + v + " != 0)";
+  if (is_float_reg(to)) return "((float)(" + v + "))";
+  if (is_float_reg(from)) {
+    // Through int64 (saturating), then wrapped to the width: -3.75 -> u8 is 253, as PyTorch.
+    return "((" + ctype(to) + ")kf2i<long long>(" + v + ", -9223372036854775808.0, 9223372036854775807.0))";
+  }
+  return "((" + ctype(to) + ")(" + v + "))";
+}
+
+std::string binary_expr(BinaryOp op, const std::string& a, const std::string& b, DataType t) {
+  const bool f = is_float_reg(t), bl = t == DataType::kBool;
+  auto call = [](const char* fn, const std::string& x, const std::string& y) { return std::string(fn) + "(" + x + ", " + y + ")"; };
+  switch (op) {
+    case BinaryOp::kEqual: return "(" + a + " == " + b + ")";
+    case BinaryOp::kNotEqual: return "(" + a + " != " + b + ")";
+    case BinaryOp::kLess: return "(" + a + " < " + b + ")";
+    case BinaryOp::kLessEqual: return "(" + a + " <= " + b + ")";
+    case BinaryOp::kGreater: return "(" + a + " > " + b + ")";
+    case BinaryOp::kGreaterEqual: return "(" + a + " >= " + b + ")";
+    case BinaryOp::kAnd: return "((" + a + " != 0) && (" + b + " != 0))";
+    case BinaryOp::kOr: return "((" + a + " != 0) || (" + b + " != 0))";
+    case BinaryOp::kXor: return "((" + a + " != 0) != (" + b + " != 0))";
+    default: break;
+  }
+  if (bl) {
+    switch (op) {
+      case BinaryOp::kAdd: case BinaryOp::kMax: case BinaryOp::kBitOr: return "(" + a + " || " + b + ")";
+      case BinaryOp::kMul: case BinaryOp::kMin: case BinaryOp::kBitAnd: return "(" + a + " && " + b + ")";
+      case BinaryOp::kSub: case BinaryOp::kBitXor: return "(" + a + " != " + b + ")";
+      case BinaryOp::kPow: return "(" + a + " || !" + b + ")";
+      case BinaryOp::kRemainder: return "(" + b + " ? false : " + a + ")";
+      default: return "(" + b + " ? " + a + " : false)";
+    }
+  }
+  const std::string T = ctype(t);
+  switch (op) {
+    case BinaryOp::kAdd: return "(" + T + ")(" + a + " + " + b + ")";
+    case BinaryOp::kSub: return "(" + T + ")(" + a + " - " + b + ")";
+    case BinaryOp::kMul: return "(" + T + ")(" + a + " * " + b + ")";
+    case BinaryOp::kDiv:
+      return f ? "(" + a + " / " + b + ")" : "(" + b + " == 0 ? (" + T + ")0 : (" + T + ")(" + a + " / " + b + "))";
+    case BinaryOp::kFloorDiv: return call("kfloordiv", a, b);
+    case BinaryOp::kTruncDiv:
+      return f ? "truncf(" + a + " / " + b + ")" : "(" + b + " == 0 ? (" + T + ")0 : (" + T + ")(" + a + " / " + b + "))";
+    case BinaryOp::kRemainder: return call("kremainder", a, b);
+    case BinaryOp::kFmod:
+      return f ? call("fmodf", a, b) : "(" + b + " == 0 ? (" + T + ")0 : (" + T + ")(" + a + " % " + b + "))";
+    case BinaryOp::kPow: return f ? call("powf", a, b) : call("kipow", a, b);
+    case BinaryOp::kMin: return call("kmin", a, b);
+    case BinaryOp::kMax: return call("kmax", a, b);
+    case BinaryOp::kBitAnd: case BinaryOp::kBitOr: case BinaryOp::kBitXor:
+      if (f) return "0.f";  // refused for floats by the network; keep the source compilable
+      break;
+    default: break;
+  }
+  switch (op) {
+    case BinaryOp::kBitAnd: return "(" + T + ")(" + a + " & " + b + ")";
+    case BinaryOp::kBitOr: return "(" + T + ")(" + a + " | " + b + ")";
+    case BinaryOp::kBitXor: return "(" + T + ")(" + a + " ^ " + b + ")";
+    default: return "0";
+  }
+}
+
+std::string unary_expr(UnaryOp op, const std::string& x, DataType t) {
+  switch (op) {
+    case UnaryOp::kNot: return "(!(" + x + " != 0))";
+    case UnaryOp::kIsNan: return is_float_reg(t) ? "isnan(" + x + ")" : "false";
+    case UnaryOp::kIsInf: return is_float_reg(t) ? "isinf(" + x + ")" : "false";
+    default: break;
+  }
+  if (t == DataType::kBool) return op == UnaryOp::kBitNot ? "(!" + x + ")" : x;
+  const bool f = is_float_reg(t);
+  const std::string T = ctype(t);
+  auto fn = [&](const char* ff, const char* dd) {
+    return f ? std::string(ff) + "(" + x + ")" : "(" + T + ")" + dd + "((double)" + x + ")";
+  };
+  switch (op) {
+    case UnaryOp::kExp: return fn("expf", "exp");
+    case UnaryOp::kLog: return fn("logf", "log");
+    case UnaryOp::kLog2: return fn("log2f", "log2");
+    case UnaryOp::kLog1p: return fn("log1pf", "log1p");
+    case UnaryOp::kExpm1: return fn("expm1f", "expm1");
+    case UnaryOp::kSqrt: return fn("sqrtf", "sqrt");
+    case UnaryOp::kRsqrt: return f ? "(1.0f / sqrtf(" + x + "))" : "(" + T + ")(1.0 / sqrt((double)" + x + "))";
+    case UnaryOp::kAbs: return f ? "fabsf(" + x + ")" : "(" + x + " < 0 ? (" + T + ")(-" + x + ") : " + x + ")";
+    case UnaryOp::kNeg: return "(" + T + ")(-" + x + ")";
+    case UnaryOp::kSin: return fn("sinf", "sin");
+    case UnaryOp::kCos: return fn("cosf", "cos");
+    case UnaryOp::kTan: return fn("tanf", "tan");
+    case UnaryOp::kAsin: return fn("asinf", "asin");
+    case UnaryOp::kAcos: return fn("acosf", "acos");
+    case UnaryOp::kAtan: return fn("atanf", "atan");
+    case UnaryOp::kSinh: return fn("sinhf", "sinh");
+    case UnaryOp::kCosh: return fn("coshf", "cosh");
+    case UnaryOp::kTanh: return fn("tanhf", "tanh");
+    case UnaryOp::kErf: return fn("erff", "erf");
+    case UnaryOp::kFloor: return f ? "floorf(" + x + ")" : x;
+    case UnaryOp::kCeil: return f ? "ceilf(" + x + ")" : x;
+    case UnaryOp::kRound: return f ? "rintf(" + x + ")" : x;
+    case UnaryOp::kTrunc: return f ? "truncf(" + x + ")" : x;
+    case UnaryOp::kSign: return "ksign<" + T + ">(" + x + ")";
+    case UnaryOp::kReciprocal: return f ? "(1.0f / " + x + ")" : "(" + T + ")(1.0 / (double)" + x + ")";
+    case UnaryOp::kBitNot: return f ? x : "(" + T + ")(~" + x + ")";
+    default: return x;
+  }
+}
+
+std::string activation_expr(const ActivationParams& p, const std::string& x) {
+  const std::string al = flit(p.alpha), be = flit(p.beta);
+  switch (p.op) {
+    case ActivationOp::kRelu: return "(isnan(" + x + ") ? " + x + " : (" + x + " > 0.f ? " + x + " : 0.f))";
+    case ActivationOp::kSigmoid: return "(1.f / (1.f + expf(-" + x + ")))";
+    case ActivationOp::kTanh: return "tanhf(" + x + ")";
+    case ActivationOp::kGeluErf: return "(0.5f * " + x + " * (1.f + erff(" + x + " * 0.7071067811865476f)))";
+    case ActivationOp::kGeluTanh:
+      return "(0.5f * " + x + " * (1.f + tanhf(0.7978845608028654f * (" + x + " + 0.044715f * " + x + " * " + x + " * " + x + "))))";
+    case ActivationOp::kSilu: return "(" + x + " / (1.f + expf(-" + x + ")))";
+    case ActivationOp::kHardSigmoid: return "(fminf(fmaxf(" + x + " + 3.f, 0.f), 6.f) / 6.f)";
+    case ActivationOp::kHardSwish: return "(" + x + " * fminf(fmaxf(" + x + " + 3.f, 0.f), 6.f) / 6.f)";
+    case ActivationOp::kLeakyRelu: return "(" + x + " > 0.f ? " + x + " : " + x + " * " + al + ")";
+    case ActivationOp::kElu: return "(" + x + " > 0.f ? " + x + " : " + al + " * expm1f(" + x + "))";
+    case ActivationOp::kSoftplus: {
+      const std::string b = p.alpha == 0 ? "1.f" : al;
+      return "(" + x + " * " + b + " > " + be + " ? " + x + " : log1pf(expf(" + x + " * " + b + ")) / " + b + ")";
+    }
+    case ActivationOp::kClip:
+      return "(isnan(" + x + ") ? " + x + " : fminf(fmaxf(" + x + ", " + al + "), " + be + "))";
+    case ActivationOp::kMish: return "(" + x + " * tanhf(" + x + " > 20.f ? " + x + " : log1pf(expf(" + x + "))))";
+  }
+  return x;
+}
+
+}  // namespace
+
+// The generated module for a program whose inputs have `in_types` and outputs registers `outputs`.
+std::string generate(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types) {
+  const size_t nin = in_types.size();
+  std::vector<DataType> reg(in_types);
+  for (const auto& ins : prog.program) reg.push_back(ins.dtype);
+
+  std::ostringstream body;
+  for (size_t i = 0; i < prog.program.size(); ++i) {
+    const PointwiseInstr& ins = prog.program[i];
+    const size_t r = nin + i;
+    auto opnd = [&](size_t k) {
+      int32_t o = ins.operands.at(k);
+      if (o < 0 || size_t(o) >= r) throw NetworkError("FusedPointwise: operand register out of range");
+      return "r" + std::to_string(o);
+    };
+    auto odt = [&](size_t k) { return reg.at(ins.operands.at(k)); };
+    std::string e;
+    switch (ins.kind) {
+      case PointwiseInstr::Kind::kBinary: {
+        // Operands are computed in their own type, then converted to the result (comparisons: bool).
+        DataType ct = odt(0);
+        std::string b = convert_expr(opnd(1), odt(1), ct);
+        e = convert_expr(binary_expr(ins.binary, opnd(0), b, ct),
+                         (ins.binary >= BinaryOp::kEqual && ins.binary <= BinaryOp::kXor) ? DataType::kBool : ct, ins.dtype);
+        break;
+      }
+      case PointwiseInstr::Kind::kUnary: {
+        DataType ct = odt(0);
+        bool pred = ins.unary == UnaryOp::kNot || ins.unary == UnaryOp::kIsNan || ins.unary == UnaryOp::kIsInf;
+        e = convert_expr(unary_expr(ins.unary, opnd(0), ct), pred ? DataType::kBool : ct, ins.dtype);
+        break;
+      }
+      case PointwiseInstr::Kind::kActivation:
+        e = activation_expr(ins.activation, convert_expr(opnd(0), odt(0), DataType::kFloat32));
+        e = convert_expr(e, DataType::kFloat32, ins.dtype);
+        break;
+      case PointwiseInstr::Kind::kCast: e = convert_expr(opnd(0), odt(0), ins.dtype); break;
+      case PointwiseInstr::Kind::kSelect:
+        e = "((" + opnd(0) + " != 0) ? " + convert_expr(opnd(1), odt(1), ins.dtype) + " : " +
+            convert_expr(opnd(2), odt(2), ins.dtype) + ")";
+        break;
+      case PointwiseInstr::Kind::kConstant:
+        e = is_float_reg(ins.dtype) ? flit(ins.constant) : ilit(ins.constant, ins.dtype);
+        break;
+    }
+    // A 16-bit float register holds a 16-bit value, as the unfused layers' tensors do.
+    if (ins.dtype == DataType::kFloat16) e = "rnd_f16(" + e + ")";
+    if (ins.dtype == DataType::kBFloat16) e = "rnd_bf16(" + e + ")";
+    body << "    const " << ctype(ins.dtype) << " r" << r << " = " << e << ";\n";
+  }
+  std::ostringstream stores;
+  for (size_t k = 0; k < prog.outputs.size(); ++k) {
+    int32_t o = prog.outputs[k];
+    stores << "    " << store_stmt(reg.at(o), "a.out[" + std::to_string(k) + "]", "i", "r" + std::to_string(o)) << "\n";
+  }
+
+  // Each input's offset o<j> of the element at linear index i, from the collapsed dims/strides.
+  auto offsets = [&](std::ostringstream& src) {
+    for (size_t j = 0; j < nin; ++j) src << "    long long o" << j << " = 0;\n";
+    // 32-bit division where the index fits: 64-bit division is emulated in many instructions
+    // and would dominate a memory-bound kernel.
+    src << "    if (a.n <= 0x7fffffffLL) {\n"
+        << "      unsigned rem = (unsigned)i;\n"
+        << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+        << "        const unsigned dd = (unsigned)a.dims[d], c = rem % dd; rem /= dd;\n";
+    for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += (long long)c * a.st[" << j << "][d];\n";
+    src << "      }\n"
+        << "    } else {\n"
+        << "      long long rem = i;\n"
+        << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+        << "        const long long c = rem % a.dims[d]; rem /= a.dims[d];\n";
+    for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += c * a.st[" << j << "][d];\n";
+    src << "      }\n    }\n";
+  };
+
+  std::ostringstream src;
+  src << kPrelude;
+  for (int variant = 0; variant < 2; ++variant) {
+    const bool bcast = variant == 1;
+    src << "extern \"C\" __global__ void __launch_bounds__(256) " << (bcast ? "kiln_bcast" : "kiln_flat")
+        << "(const KArgs a) {\n"
+        << "  const long long step = (long long)gridDim.x * blockDim.x;\n"
+        << "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += step) {\n";
+    if (bcast) offsets(src);
+    for (size_t j = 0; j < nin; ++j)
+      src << "    const " << ctype(in_types[j]) << " r" << j << " = "
+          << load_expr(in_types[j], "a.in[" + std::to_string(j) + "]", bcast ? "o" + std::to_string(j) : "i") << ";\n";
+    src << body.str() << stores.str() << "  }\n}\n";
+  }
+  // kiln_vec: 8 neighbouring elements of one innermost row per thread, moved as 16-byte accesses
+  // (launch_program checks the innermost dim, strides and alignment allow it). Per-element loads
+  // of 2-byte values leave a memory-bound kernel at a fraction of the bandwidth.
+  src << "extern \"C\" __global__ void __launch_bounds__(256) kiln_vec(const KArgs a) {\n"
+      << "  const long long step = (long long)gridDim.x * blockDim.x, groups = a.n / 8;\n"
+      << "  for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += step) {\n"
+      << "    const long long i = g * 8;\n";
+  offsets(src);
+  for (size_t j = 0; j < nin; ++j) {
+    const std::string S = storage_type(in_types[j]), J = std::to_string(j);
+    src << "    alignas(16) " << S << " b" << J << "[8];\n"
+        << "    kload8(b" << J << ", (const " << S << "*)a.in[" << J << "] + o" << J << ", a.st[" << J << "][a.rank - 1] != 0);\n";
+  }
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    src << "    alignas(16) " << storage_type(reg.at(prog.outputs[k])) << " ob" << k << "[8];\n";
+  src << "#pragma unroll\n    for (int v = 0; v < 8; ++v) {\n";
+  for (size_t j = 0; j < nin; ++j)
+    src << "    const " << ctype(in_types[j]) << " r" << j << " = " << from_storage(in_types[j], "b" + std::to_string(j) + "[v]")
+        << ";\n";
+  src << body.str();
+  for (size_t k = 0; k < prog.outputs.size(); ++k) {
+    const DataType t = reg.at(prog.outputs[k]);
+    src << "    ob" << k << "[v] = " << to_storage(t, "r" + std::to_string(prog.outputs[k])) << ";\n";
+  }
+  src << "    }\n";
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    src << "    kstore8((" << storage_type(reg.at(prog.outputs[k])) << "*)a.out[" << k << "] + i, ob" << k << ");\n";
+  src << "  }\n}\n";
+  return src.str();
+}
+
+// The one-instruction program of a one-op layer (or the FusedPointwise params themselves).
+FusedPointwiseParams program_of(const Layer& layer) {
+  FusedPointwiseParams p;
+  if (auto* f = layer.as<FusedPointwiseParams>()) return *f;
+  PointwiseInstr ins{};
+  ins.dtype = layer.output(0)->dtype();
+  const int n = static_cast<int>(layer.inputs().size());
+  for (int i = 0; i < n; ++i) ins.operands.push_back(i);
+  if (auto* e = layer.as<ElementwiseParams>()) {
+    ins.kind = PointwiseInstr::Kind::kBinary;
+    ins.binary = e->op;
+  } else if (auto* u = layer.as<UnaryParams>()) {
+    ins.kind = PointwiseInstr::Kind::kUnary;
+    ins.unary = u->op;
+  } else if (auto* a = layer.as<ActivationParams>()) {
+    ins.kind = PointwiseInstr::Kind::kActivation;
+    ins.activation = *a;
+  } else if (layer.as<CastParams>()) {
+    ins.kind = PointwiseInstr::Kind::kCast;
+  } else if (layer.as<SelectParams>()) {
+    ins.kind = PointwiseInstr::Kind::kSelect;
+  } else {
+    fail(layer, "not a pointwise layer");
+  }
+  p.program.push_back(ins);
+  p.outputs.push_back(n);
+  return p;
+}
+
+// out = act(out + bias + residual) as a program over inputs (out[, bias][, residual]): registers
+// are the inputs first, then one per instruction.
+FusedPointwiseParams epilogue_program(DataType dt, bool bias, const std::optional<ActivationParams>& act, bool residual) {
+  FusedPointwiseParams prog;
+  const int32_t inputs = 1 + bias + residual;
+  auto emit = [&](const PointwiseInstr& i) {
+    prog.program.push_back(i);
+    return static_cast<int32_t>(inputs + prog.program.size() - 1);
+  };
+  int32_t cur = 0;
+  for (int32_t addend = 1; addend < inputs; ++addend) {
+    PointwiseInstr add{};
+    add.kind = PointwiseInstr::Kind::kBinary;
+    add.binary = BinaryOp::kAdd;
+    add.dtype = dt;
+    add.operands = {cur, addend};
+    cur = emit(add);
+  }
+  if (act) {
+    PointwiseInstr a{};
+    a.kind = PointwiseInstr::Kind::kActivation;
+    a.activation = *act;
+    a.dtype = dt;
+    a.operands = {cur};
+    cur = emit(a);
+  }
+  prog.outputs = {cur};
+  return prog;
+}
+
+}  // namespace kiln::engine::cuda
