@@ -640,6 +640,36 @@ TEST_F(ConverterTest, BackendAttentionKernelsAreScaledDotProductAttention) {
   }
 }
 
+// nn.MultiheadAttention's fast path op. Self-attention (one packed projection, checked against
+// PyTorch by tests/python) and the same values given as distinct key/value tensors (three
+// projections) agree; a mask or used attention weights are left to PyTorch.
+TEST_F(ConverterTest, NativeMultiHeadAttention) {
+  Case c;
+  const int64_t E = 8, H = 2;
+  HostArray x = random_array(F, {2, 5, E}, 151), w = random_array(F, {3 * E, E}, 152), b = random_array(F, {3 * E}, 153),
+            pw = random_array(F, {E, E}, 154), pb = random_array(F, {E}, 155);
+  ir::Node* ix = c.input("x", x);
+  ir::Node* copy = c.call("aten.mul.Tensor", {ix, 1.0}, {}, F, {2, 5, E});
+  ir::Node *iw = c.weight("w", w), *ib = c.weight("b", b), *ipw = c.weight("pw", pw), *ipb = c.weight("pb", pb);
+  ir::ValueMeta pair;
+  pair.kind = ir::ValueMeta::Kind::Tuple;
+  pair.tuple = {testing::meta(F, {2, 5, E}), testing::meta(F, {0})};
+  auto mha = [&](ir::Node* k, ir::Node* v) {
+    ir::Node* n = c.call("aten._native_multi_head_attention.default", {ix, k, v, E, H, iw, ib, ipw, ipb, Arg(), false},
+                         {}, pair);
+    EXPECT_EQ(ConverterRegistry::global().lookup(*n, c.settings).verdict, Verdict::kConvertible);
+    return c.call("getitem", {n, 0}, {}, F, {2, 5, E});
+  };
+  ir::Node* self = mha(ix, ix);
+  ir::Node* separate = mha(copy, copy);
+  auto out = c.run({self, separate});
+  expect_close(out[1].second, out[0].second, 1e-6);
+
+  ir::Node* masked = c.call("aten._native_multi_head_attention.default",
+                            {ix, ix, ix, E, H, iw, ib, ipw, ipb, c.input("mask", random_array(B, {5, 5}, 156))}, {}, pair);
+  EXPECT_EQ(ConverterRegistry::global().lookup(*masked, c.settings).verdict, Verdict::kValidatorRejected);
+}
+
 // ---- symbolic shapes ---------------------------------------------------------------------------------
 
 TEST_F(ConverterTest, SymbolicSizesFlowIntoViews) {

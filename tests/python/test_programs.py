@@ -168,3 +168,43 @@ def test_cuda_segments_and_fallback_stay_on_the_gpu_in_stream_order():
     out = got[0] if isinstance(got, (tuple, list)) else got
     assert out.is_cuda
     assert torch.allclose(out, want, atol=1e-5)
+
+
+class Attention(torch.nn.Module):
+    """nn.MultiheadAttention, batch first (its packed projection reads a transposed activation),
+    then scaled_dot_product_attention with a float mask where PyTorch has it (>= 2.0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+        self.proj = torch.nn.Linear(32, 32)
+
+    def forward(self, x, mask):
+        y, _ = self.mha(x, x, x, need_weights=False)
+        if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+            b, t, _ = y.shape
+            q = self.proj(y).view(b, t, 4, 8).transpose(1, 2)
+            y = y + torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask).transpose(1, 2).reshape(b, t, 32)
+        return y
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_attention_converts_whole(device):
+    """Attention leaves nothing to PyTorch, on the CPU and (fp16) on CUDA, where exporting used to
+    turn sdpa into a cuDNN kernel call kiln ran as fallback."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    m = Attention().eval().to(device=device, dtype=dtype)
+    x = torch.randn(2, 10, 32, device=device, dtype=dtype)
+    mask = torch.randn(2, 1, 10, 10, device=device, dtype=dtype)
+    compiled = kiln.compile(m, arg_inputs=(x, mask), min_block_size=1, device=device,
+                            precision="fp16" if device == "cuda" else None)
+    fallback = [n.target for n in compiled.graph.nodes if n.op == "call_function"]
+    assert fallback == [], fallback
+    with torch.no_grad():
+        got, want = compiled(x, mask), m(x, mask)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    tol = 2e-2 if device == "cuda" else 1e-5
+    assert torch.allclose(got.float(), want.float(), atol=tol, rtol=tol), (got - want).abs().max()
