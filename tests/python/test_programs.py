@@ -208,3 +208,20 @@ def test_attention_converts_whole(device):
     got = got[0] if isinstance(got, (tuple, list)) else got
     tol = 2e-2 if device == "cuda" else 1e-5
     assert torch.allclose(got.float(), want.float(), atol=tol, rtol=tol), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
+def test_transformer_encoder_converts_whole(norm_first, activation):
+    """nn.TransformerEncoderLayer (whose inference fast path is one fused op on some PyTorch
+    versions) leaves nothing to PyTorch and agrees with eager."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=norm_first, activation=activation)
+    m = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 10, 32)
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1)
+    fallback = [n.target for n in compiled.graph.nodes if n.op == "call_function"]
+    assert fallback == [], fallback
+    with torch.no_grad():
+        got, want = compiled(x), m(x)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()

@@ -44,6 +44,42 @@ CapabilityValidator output0_only() {
   return [](const ir::Node& n, const CompilationSettings&) { return only_output0_used(n); };
 }
 
+// nn.MultiheadAttention's computation on [batch, length, embed] inputs: the q/k/v projections
+// (one packed matmul for self-attention), heads split, fused attention, heads merged, the output
+// projection.
+Tensor* multi_head_attention(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* query,
+                             Tensor* key, Tensor* value, int64_t embed, int64_t heads, Tensor* weight, Tensor* bias,
+                             Tensor* proj_weight, Tensor* proj_bias) {
+  namespace mm = impl::matmul;
+  namespace sh = impl::shuffle;
+  if (heads <= 0 || embed % heads) throw ConversionError("embed_dim must be a multiple of num_head");
+  std::vector<Tensor*> qkv;
+  if (query == key && key == value) {  // self-attention: one matmul, split after
+    qkv = impl::slice::chunk(ctx, target, kAten, name + "/qkv_split",
+                             mm::linear(ctx, target, kAten, name + "/qkv", query, weight, bias), 3, -1);
+  } else {
+    std::vector<Tensor*> w = impl::slice::chunk(ctx, target, kAten, name + "/w_split", weight, 3, 0);
+    std::vector<Tensor*> b = impl::slice::chunk(ctx, target, kAten, name + "/b_split", bias, 3, 0);
+    const char* part[] = {"/q", "/k", "/v"};
+    Tensor* in[] = {query, key, value};
+    for (int i = 0; i < 3; ++i) qkv.push_back(mm::linear(ctx, target, kAten, name + part[i], in[i], w[i], b[i]));
+  }
+  auto split_heads = [&](Tensor* t, const std::string& part) {  // [B, L, E] -> [B, H, L, E / H]
+    std::vector<DimExpr> d = impl::shape::dims(t);
+    if (d.size() != 3) throw ConversionError("multi-head attention inputs must be [batch, length, embed]");
+    Tensor* r = sh::reshape(ctx, target, kAten, name + part + "_heads", t, {d[0], d[1], DimExpr(heads), DimExpr(embed / heads)});
+    return sh::permute(ctx, target, kAten, name + part + "_bhld", r, {0, 2, 1, 3});
+  };
+  Tensor* att = impl::attention::scaled_dot_product_attention(
+      ctx, target, kAten, name + "/attention", split_heads(qkv[0], "/q"), split_heads(qkv[1], "/k"),
+      split_heads(qkv[2], "/v"), nullptr, false, std::nullopt);
+  std::vector<DimExpr> qd = impl::shape::dims(query);
+  Tensor* merged = sh::reshape(ctx, target, kAten, name + "/merge_heads",
+                               sh::permute(ctx, target, kAten, name + "/blhd", att, {0, 2, 1, 3}),
+                               {qd[0], qd[1], DimExpr(embed)});
+  return mm::linear(ctx, target, kAten, name + "/out", merged, proj_weight, proj_bias);
+}
+
 }  // namespace
 
 void register_nn() {
@@ -226,46 +262,46 @@ void register_nn() {
   add({"aten._scaled_dot_product_flash_attention_for_cpu.default"}, attention("attn_mask", 2), {backend_ok, backend_why});
   add({"aten._scaled_dot_product_efficient_attention.default"}, attention("attn_bias", 4), {backend_ok, backend_why});
   add({"aten._scaled_dot_product_cudnn_attention.default"}, attention("attn_bias", 9), {backend_ok, backend_why});
-  // nn.MultiheadAttention's fast path (inference, batch first): the packed q/k/v projection, heads
-  // split, attention, heads merged, the output projection, as the layers they are.
+  // nn.MultiheadAttention's and nn.TransformerEncoderLayer's inference fast paths, as the layers
+  // they are made of (so the builder fuses them as it does the written-out forms).
   add({"aten._native_multi_head_attention.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
-    Tensor* query = a.tensor("query");
-    Tensor* key = a.tensor("key");
-    Tensor* value = a.tensor("value");
-    const int64_t embed = a.i("embed_dim"), heads = a.i("num_head");
-    if (heads <= 0 || embed % heads) throw ConversionError("embed_dim must be a multiple of num_head");
-    Tensor* weight = a.tensor("qkv_weight");
-    Tensor* bias = a.tensor("qkv_bias");
-    std::vector<Tensor*> qkv;
-    if (query == key && key == value) {  // self-attention: one matmul, split after
-      qkv = impl::slice::chunk(ctx, target, kAten, name + "/qkv_split",
-                               mm::linear(ctx, target, kAten, name + "/qkv", query, weight, bias), 3, -1);
-    } else {
-      std::vector<Tensor*> w = impl::slice::chunk(ctx, target, kAten, name + "/w_split", weight, 3, 0);
-      std::vector<Tensor*> b = impl::slice::chunk(ctx, target, kAten, name + "/b_split", bias, 3, 0);
-      const char* part[] = {"/q", "/k", "/v"};
-      Tensor* in[] = {query, key, value};
-      for (int i = 0; i < 3; ++i) qkv.push_back(mm::linear(ctx, target, kAten, name + part[i], in[i], w[i], b[i]));
-    }
-    namespace sh = impl::shuffle;
-    auto split_heads = [&](Tensor* t, const std::string& part) {  // [B, L, E] -> [B, H, L, E / H]
-      std::vector<DimExpr> d = impl::shape::dims(t);
-      if (d.size() != 3) throw ConversionError("multi-head attention inputs must be [batch, length, embed]");
-      Tensor* r = sh::reshape(ctx, target, kAten, name + part + "_heads", t, {d[0], d[1], DimExpr(heads), DimExpr(embed / heads)});
-      return sh::permute(ctx, target, kAten, name + part + "_bhld", r, {0, 2, 1, 3});
-    };
-    Tensor* att = impl::attention::scaled_dot_product_attention(
-        ctx, target, kAten, name + "/attention", split_heads(qkv[0], "/q"), split_heads(qkv[1], "/k"),
-        split_heads(qkv[2], "/v"), nullptr, false, std::nullopt);
-    std::vector<DimExpr> qd = impl::shape::dims(query);
-    Tensor* merged = sh::reshape(ctx, target, kAten, name + "/merge_heads",
-                                 sh::permute(ctx, target, kAten, name + "/blhd", att, {0, 2, 1, 3}),
-                                 {qd[0], qd[1], DimExpr(embed)});
-    return tuple_first(mm::linear(ctx, target, kAten, name + "/out", merged, a.tensor("proj_weight"),
-                                  a.tensor("proj_bias")), 2);
+    return tuple_first(multi_head_attention(ctx, target, name, a.tensor("query"), a.tensor("key"), a.tensor("value"),
+                                            a.i("embed_dim"), a.i("num_head"), a.tensor("qkv_weight"),
+                                            a.tensor("qkv_bias"), a.tensor("proj_weight"), a.tensor("proj_bias")),
+                       2);
   }, {[](const ir::Node& n, const CompilationSettings&) { return is_none(n, "mask") && only_output0_used(n); },
       "no mask, attention weights unused"});
+  add({"aten._transformer_encoder_layer_fwd.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("src");
+    const int64_t embed = a.i("embed_dim");
+    auto norm = [&](Tensor* t, const char* which) {
+      return norm::layer_norm(ctx, target, kAten, name + "/norm" + which, t, {embed},
+                              a.tensor(std::string("norm_weight_") + which), a.tensor(std::string("norm_bias_") + which),
+                              a.d("eps"));
+    };
+    auto attention = [&](Tensor* t) {
+      return multi_head_attention(ctx, target, name + "/self_attn", t, t, t, embed, a.i("num_heads"),
+                                  a.tensor("qkv_weight"), a.tensor("qkv_bias"), a.tensor("proj_weight"),
+                                  a.tensor("proj_bias"));
+    };
+    auto feed_forward = [&](Tensor* t) {
+      Tensor* h = mm::linear(ctx, target, kAten, name + "/linear1", t, a.tensor("ffn_weight_1"), a.tensor("ffn_bias_1"));
+      h = a.b("use_gelu") ? impl::activation::gelu(ctx, target, kAten, name + "/gelu", h)
+                          : impl::activation::relu(ctx, target, kAten, name + "/relu", h);
+      return mm::linear(ctx, target, kAten, name + "/linear2", h, a.tensor("ffn_weight_2"), a.tensor("ffn_bias_2"));
+    };
+    auto add = [&](Tensor* lhs, Tensor* rhs, const char* what) {
+      return impl::elementwise::add(ctx, target, kAten, name + what, lhs, rhs);
+    };
+    if (a.b("norm_first")) {
+      x = add(x, attention(norm(x, "1")), "/residual1");
+      return add(x, feed_forward(norm(x, "2")), "/residual2");
+    }
+    x = norm(add(x, attention(x), "/residual1"), "1");
+    return norm(add(x, feed_forward(x), "/residual2"), "2");
+  }, {[](const ir::Node& n, const CompilationSettings&) { return is_none(n, "mask"); }, "no mask"});
 
   // ---- upsampling: output sizes from the node's metadata (symbolic when the input is) ----
   using engine::ResizeMode;
