@@ -1,6 +1,6 @@
 // Scaled dot-product attention: out = softmax(q k^T * scale + mask) v, per batch-head matrix.
 // S = Q K^T and O = P V go through cblas_sgemm (called from one thread; OpenBLAS threads them),
-// the masked softmax over rows runs on OpenMP threads. Bool masks keep where true, float masks
+// the masked softmax over rows runs on the worker threads. Bool masks keep where true, float masks
 // add; causal keeps j <= i (top-left aligned, as PyTorch). Rows with nothing kept give zeros
 // (PyTorch 2.5+'s safe softmax). Batch dims of q/k/v/mask broadcast against the output's.
 #include <cblas.h>
@@ -91,38 +91,44 @@ void run(const AttentionParams& p, LayerCall& call) {
   const float scale = float(p.scale ? *p.scale : 1.0 / std::sqrt(double(E)));
   FloatInput fq = as_float(q), fk = as_float(k), fv = as_float(v);
   FloatOutput fo = float_output(out);
-  std::vector<float> S(size_t(Lq * Lk));
   const float ninf = -std::numeric_limits<float>::infinity();
-
-  for (int64_t b = 0; b < B; ++b) {
-    const float* Q = fq.ptr + batch_offset(b, ob, qs) * Lq * E;
-    const float* K = fk.ptr + batch_offset(b, ob, ks) * Lk * E;
-    const float* V = fv.ptr + batch_offset(b, ob, vs) * Lk * Ev;
-    float* O = fo.ptr + b * Lq * Ev;
-    if (Lq == 0 || Ev == 0) continue;
-    if (Lk == 0) {
-      std::fill(O, O + Lq * Ev, 0.0f);
-      continue;
+  if (Lq == 0 || Ev == 0 || B == 0) {
+    fo.commit();
+    return;
+  }
+  if (Lk == 0) {  // nothing to attend to: zeros
+    std::fill(fo.ptr, fo.ptr + B * Lq * Ev, 0.0f);
+    fo.commit();
+    return;
+  }
+  // Matrices are handled in chunks (scores of at most ~32 MB): the chunk's Q·Kᵀ products back to
+  // back, one pass of masked softmax over all its rows on the worker threads, then its P·V products,
+  // so OpenBLAS's threads and kiln's take turns once per chunk, not twice per matrix.
+  const int64_t per_matrix = Lq * Lk;
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{8} << 20) / per_matrix));
+  std::vector<float> S(size_t(chunk * per_matrix));
+  const size_t r = full.size();
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    const int64_t nb = std::min(chunk, B - b0);
+    for (int64_t c = 0; c < nb; ++c) {
+      float* Sc = S.data() + c * per_matrix;
+      const int64_t b = b0 + c;
+      if (E > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(Lq), int(Lk), int(E), scale,
+                    fq.ptr + batch_offset(b, ob, qs) * Lq * E, int(E), fk.ptr + batch_offset(b, ob, ks) * Lk * E, int(E),
+                    0.0f, Sc, int(Lk));
+      else
+        std::fill(Sc, Sc + per_matrix, 0.0f);
     }
-    if (E > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(Lq), int(Lk), int(E), scale, Q, int(E), K, int(E),
-                  0.0f, S.data(), int(Lk));
-    else
-      std::fill(S.begin(), S.end(), 0.0f);
-    int64_t mbase = 0;
-    if (mask) {
-      int64_t rem = b;
-      for (size_t d = ob.size(); d-- > 0;) {
-        mbase += (rem % ob[d]) * ms[d];
-        rem /= ob[d];
-      }
-    }
-    const size_t r = full.size();
-#pragma omp parallel for if (Lq * Lk > kParallelGrain / 4)
-    for (int64_t i = 0; i < Lq; ++i) {
-      float* row = S.data() + i * Lk;
+    parallel_for(nb * Lq, nb * per_matrix > kParallelGrain / 4, [&](int64_t u) {
+      const int64_t c = u / Lq, i = u % Lq;
+      float* row = S.data() + c * per_matrix + i * Lk;
       if (mask) {
-        const int64_t moff = mbase + i * ms[r - 2];
+        int64_t moff = i * ms[r - 2];
+        for (int64_t d = int64_t(ob.size()) - 1, rem = b0 + c; d >= 0; --d) {
+          moff += (rem % ob[size_t(d)]) * ms[size_t(d)];
+          rem /= ob[size_t(d)];
+        }
         for (int64_t j = 0; j < Lk; ++j) {
           const int64_t m = moff + j * ms[r - 1];
           if (mask->dtype == DataType::kBool) {
@@ -138,7 +144,7 @@ void run(const AttentionParams& p, LayerCall& call) {
       for (int64_t j = 0; j < Lk; ++j) mx = std::max(mx, row[j]);
       if (mx == ninf) {  // nothing kept
         std::fill(row, row + Lk, 0.0f);
-        continue;
+        return;
       }
       double sum = 0;
       for (int64_t j = 0; j < Lk; ++j) {
@@ -147,9 +153,12 @@ void run(const AttentionParams& p, LayerCall& call) {
       }
       const float inv = float(1.0 / sum);
       for (int64_t j = 0; j < Lk; ++j) row[j] *= inv;
+    });
+    for (int64_t c = 0; c < nb; ++c) {
+      const int64_t b = b0 + c;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Lq), int(Ev), int(Lk), 1.0f, S.data() + c * per_matrix,
+                  int(Lk), fv.ptr + batch_offset(b, ob, vs) * Lk * Ev, int(Ev), 0.0f, fo.ptr + b * Lq * Ev, int(Ev));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Lq), int(Ev), int(Lk), 1.0f, S.data(), int(Lk), V,
-                int(Ev), 0.0f, O, int(Ev));
   }
   fo.commit();
 }

@@ -3,10 +3,6 @@
 
 #include <algorithm>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace kiln::engine::cpu {
 
 double load_as_double(const TensorView& v, int64_t i) {
@@ -28,8 +24,7 @@ void to_float(const TensorView& v, float* dst) {
   dispatch_dtype(v.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* src = v.as<T>();
-#pragma omp parallel for if (n > kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) dst[i] = convert<float>(src[i]);
+    parallel_for(n, n > kParallelGrain, [&](int64_t i) { dst[i] = convert<float>(src[i]); });
   });
 }
 
@@ -64,8 +59,7 @@ void FloatOutput::commit() {
     using T = decltype(tag);
     T* dst = view->as<T>();
     const float* src = storage.data();
-#pragma omp parallel for if (n > kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) dst[i] = convert<T>(src[i]);
+    parallel_for(n, n > kParallelGrain, [&](int64_t i) { dst[i] = convert<T>(src[i]); });
   });
 }
 
@@ -122,8 +116,7 @@ void for_each_broadcast_run(
   const int64_t units = rows * chunks_per_row;
   std::vector<int64_t> inner_strides(n_in);
   for (size_t j = 0; j < n_in; ++j) inner_strides[j] = cs[j][r - 1];
-#pragma omp parallel for schedule(static) if (total > kParallelGrain && units > 1)
-  for (int64_t u = 0; u < units; ++u) {
+  parallel_for(units, total > kParallelGrain && units > 1, [&](int64_t u) {
     int64_t row = u / chunks_per_row, c = u % chunks_per_row;
     int64_t offs[16];
     std::vector<int64_t> big;
@@ -139,16 +132,9 @@ void for_each_broadcast_run(
     int64_t start = c * chunk, len = std::min(chunk, inner - start);
     for (size_t j = 0; j < n_in; ++j) o[j] += start * inner_strides[j];
     f(row * inner + start, o, len, inner_strides.data());
-  }
+  });
 }
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 static std::string where(const Layer& layer) {
   return "layer '" + layer.name() + "' (" + layer.kind() + "): ";

@@ -1,5 +1,5 @@
 // Shared pieces of the CPU kernels: half/bfloat16 conversion, dtype dispatch, broadcasting
-// iteration, OpenMP helpers and error reporting. Internal to src/engine/cpu/.
+// iteration, threading and error reporting. Internal to src/engine/cpu/.
 #pragma once
 
 #include <cmath>
@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "engine/cpu/parallel.h"
 #include "engine/backend.h"
 #include "engine/network.h"
 
@@ -168,15 +169,14 @@ std::vector<int64_t> broadcast_strides(const std::vector<int64_t>& in, const std
 // Iterates the output of a broadcasting op in runs: f(out_offset, in_offsets, len, in_inner_strides)
 // where element k of the run is out[out_offset + k] and input j's element in[j][in_offsets[j] +
 // k * in_inner_strides[j]]. Dims are collapsed first so most ops become one or a few long runs;
-// runs are spread over OpenMP threads when the output is large.
+// runs are spread over the worker threads when the output is large.
 void for_each_broadcast_run(
     const std::vector<int64_t>& out_dims, const std::vector<std::vector<int64_t>>& in_dims,
     const std::function<void(int64_t, const int64_t*, int64_t, const int64_t*)>& f);
 
-// ---- threading -------------------------------------------------------------------------------
+// ---- threading (parallel_for: parallel.h) ---------------------------------------------------------
 // Below this many elements of work a kernel stays on one thread.
 constexpr int64_t kParallelGrain = 32768;
-int max_threads();
 
 // ---- errors ---------------------------------------------------------------------------------
 [[noreturn]] void fail(const Layer& layer, const std::string& what);

@@ -2,7 +2,7 @@
 // fused epilogue (per-channel bias, activation). Every case is handled as 3-d (missing leading
 // spatial dims have size 1). Forward: im2col into the workspace + one sgemm per (sample, group);
 // 1x1 stride-1 convolutions skip im2col; depthwise ones (one input channel per group) run a
-// direct loop over OpenMP threads. Transposed: sgemm into columns, then col2im (scatter-add).
+// direct loop over the worker threads. Transposed: sgemm into columns, then col2im (scatter-add).
 #include <cblas.h>
 
 #include <algorithm>
@@ -63,8 +63,7 @@ bool is_pointwise(const Geometry& g) {
 void im2col(const Geometry& g, const float* x, int64_t channels, float* col) {
   const int64_t kv = g.k_vol(), L = g.out_vol();
   const int64_t rows = channels * kv;
-#pragma omp parallel for if (rows * L > kParallelGrain)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * L > kParallelGrain, [&](int64_t r) {
     const int64_t c = r / kv, kk = r % kv;
     const int64_t kd = kk / (g.k[1] * g.k[2]), kh = (kk / g.k[2]) % g.k[1], kw = kk % g.k[2];
     const float* xc = x + c * g.in_vol();
@@ -86,7 +85,7 @@ void im2col(const Geometry& g, const float* x, int64_t channels, float* col) {
         }
       }
     }
-  }
+  });
 }
 
 // The inverse walk of im2col for transposed convolution: y[c, i*s - p + k*d] += col[(c, k), i].
@@ -94,8 +93,7 @@ void im2col(const Geometry& g, const float* x, int64_t channels, float* col) {
 void col2im_add(const Geometry& g, const float* col, int64_t channels, float* y) {
   // Here g.in is the transposed conv's input (the columns' spatial extent) and g.out its output.
   const int64_t kv = g.k_vol(), L = g.in_vol();
-#pragma omp parallel for if (channels * kv * L > kParallelGrain)
-  for (int64_t c = 0; c < channels; ++c) {
+  parallel_for(channels, channels * kv * L > kParallelGrain, [&](int64_t c) {
     float* yc = y + c * g.out_vol();
     for (int64_t kk = 0; kk < kv; ++kk) {
       const int64_t kd = kk / (g.k[1] * g.k[2]), kh = (kk / g.k[2]) % g.k[1], kw = kk % g.k[2];
@@ -115,14 +113,13 @@ void col2im_add(const Geometry& g, const float* col, int64_t channels, float* y)
         }
       }
     }
-  }
+  });
 }
 
 // One input channel per group (depthwise and channel multipliers): a direct loop.
 void depthwise(const Geometry& g, const float* x, const float* w, float* y) {
   const int64_t per_group = g.C_out / g.groups, kv = g.k_vol();
-#pragma omp parallel for if (g.N * g.C_out * g.out_vol() * kv > kParallelGrain)
-  for (int64_t nc = 0; nc < g.N * g.C_out; ++nc) {
+  parallel_for(g.N * g.C_out, g.N * g.C_out * g.out_vol() * kv > kParallelGrain, [&](int64_t nc) {
     const int64_t n = nc / g.C_out, oc = nc % g.C_out;
     const float* xc = x + (n * g.C_in + oc / per_group) * g.in_vol();
     const float* wc = w + oc * kv;
@@ -147,7 +144,7 @@ void depthwise(const Geometry& g, const float* x, const float* w, float* y) {
           }
           yc[(od * g.out[1] + oh) * g.out[2] + ow] = acc;
         }
-  }
+  });
 }
 
 void gemm(bool ta, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, float* C) {
@@ -265,12 +262,11 @@ void run(const ConvolutionParams& p, LayerCall& call) {
   const int64_t L = g.out_vol(), planes = g.N * g.C_out;
   if (p.has_bias) {
     FloatInput fb = as_float(call.inputs.at(2));
-#pragma omp parallel for if (planes * L > kParallelGrain)
-    for (int64_t pc = 0; pc < planes; ++pc) {
+    parallel_for(planes, planes * L > kParallelGrain, [&](int64_t pc) {
       const float b = fb.ptr[pc % g.C_out];
       float* y = fy.ptr + pc * L;
       for (int64_t i = 0; i < L; ++i) y[i] += b;
-    }
+    });
   }
   if (p.has_residual) add_residual(fy.ptr, call.inputs.back(), out.numel());
   if (p.activation) apply_activation_inplace(fy.ptr, out.numel(), *p.activation);

@@ -2,6 +2,7 @@
 // (torch.scatter / scatter_add element-wise, and index_copy / index_put along one axis).
 // Indices are i64 or i32; negative ones count from the end; out-of-range ones are an error
 // naming the layer. Rows of the trailing dims move with memcpy where the layout allows.
+#include <atomic>
 #include <cstring>
 
 #include "engine/cpu/common.h"
@@ -57,24 +58,22 @@ void run(const GatherParams& p, LayerCall& call) {
   const int64_t D = data.dims[axis];
   const uint8_t* src = static_cast<const uint8_t*>(data.data);
   uint8_t* dst = static_cast<uint8_t*>(out.data);
-  bool bad = false;
+  std::atomic<bool> bad{false};  // set by any worker thread
 
   if (p.mode == GatherMode::kAxis) {
     const int64_t pre = product(data.dims, 0, size_t(axis)), post = product(data.dims, size_t(axis) + 1);
     const int64_t I = idx.numel();
-#pragma omp parallel for if (pre * I * post > kParallelGrain)
-    for (int64_t u = 0; u < pre * I; ++u) {
+    parallel_for(pre * I, pre * I * post > kParallelGrain, [&](int64_t u) {
       const int64_t pi = u / I, i = u % I;
       const int64_t j = index_at(idx, i, D);
-      if (j < 0) { bad = true; continue; }
+      if (j < 0) { bad = true; return; }
       std::memcpy(dst + size_t(u * post) * es, src + size_t((pi * D + j) * post) * es, size_t(post) * es);
-    }
+    });
   } else {
     if (int64_t(idx.dims.size()) != rank) fail(layer, "element gather needs indices of the data's rank");
     const auto ds = data.contiguous_strides();
     const int64_t n = idx.numel();
-#pragma omp parallel for if (n > kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
+    parallel_for(n, n > kParallelGrain, [&](int64_t i) {
       int64_t rem = i, off = 0;
       for (int64_t d = rank; d-- > 0;) {
         const int64_t c = rem % idx.dims[d];
@@ -82,9 +81,9 @@ void run(const GatherParams& p, LayerCall& call) {
         if (d != axis) off += c * ds[d];
       }
       const int64_t j = index_at(idx, i, D);
-      if (j < 0) { bad = true; continue; }
+      if (j < 0) { bad = true; return; }
       std::memcpy(dst + size_t(i) * es, src + size_t(off + j * ds[axis]) * es, es);
-    }
+    });
   }
   if (bad) out_of_range(layer, D);
 }

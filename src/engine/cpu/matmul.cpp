@@ -1,7 +1,7 @@
 // Batched matrix multiply with NumPy batch broadcasting, transposes and a fused epilogue
 // (bias broadcast to the output, then activation). GEMMs go to OpenBLAS's cblas_sgemm, always
-// called from one thread so its own thread pool is the only one working (no oversubscription
-// with OpenMP). f16/bf16 operands are converted to fp32 around the call.
+// called from one thread so its own thread pool is the only one working (kiln's worker threads
+// sleep meanwhile). f16/bf16 operands are converted to fp32 around the call.
 #include <cblas.h>
 
 #include <algorithm>
@@ -33,9 +33,8 @@ static void add_bias(float* out, const std::vector<int64_t>& out_dims, const Ten
   const int64_t last = out_dims.empty() ? 1 : out_dims.back();
   if (bias.numel() == last && (bias.dims.empty() || bias.dims.back() == last)) {
     const int64_t rows = last ? n / last : 0;
-#pragma omp parallel for if (n > kParallelGrain)
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < last; ++j) out[r * last + j] += b.ptr[j];
+    parallel_for(rows, n > kParallelGrain, [&](int64_t r) { 
+      for (int64_t j = 0; j < last; ++j) out[r * last + j] += b.ptr[j]; });
     return;
   }
   for_each_broadcast_run(out_dims, {bias.dims}, [&](int64_t o, const int64_t* off, int64_t len, const int64_t* st) {

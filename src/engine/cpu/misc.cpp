@@ -55,8 +55,7 @@ void run(const CastParams& p, LayerCall& call) {
       using T = decltype(ttag);
       const F* s = x.as<F>();
       T* d = out.as<T>();
-#pragma omp parallel for if (n > kParallelGrain)
-      for (int64_t i = 0; i < n; ++i) d[i] = convert<T>(s[i]);
+      parallel_for(n, n > kParallelGrain, [&](int64_t i) { d[i] = convert<T>(s[i]); });
     });
   });
 }
@@ -126,8 +125,7 @@ void run(const PadParams& p, LayerCall& call) {
   const int64_t inner = r ? out.dims[r - 1] : 1, rows = total / inner;
   const uint8_t* src = static_cast<const uint8_t*>(x.data);
   uint8_t* dst = static_cast<uint8_t*>(out.data);
-#pragma omp parallel for if (total > kParallelGrain)
-  for (int64_t row = 0; row < rows; ++row) {
+  parallel_for(rows, total > kParallelGrain, [&](int64_t row) {
     int64_t rem = row, off = 0;
     bool outside = false;
     for (size_t d = r - 1; r && d-- > 0;) {
@@ -141,7 +139,7 @@ void run(const PadParams& p, LayerCall& call) {
       const int64_t s = r ? map[r - 1][size_t(k)] : 0;
       std::memcpy(o + k * es, (outside || s < 0) ? value : src + size_t(off + s) * es, es);
     }
-  }
+  });
 }
 
 namespace {
@@ -207,8 +205,7 @@ void run(const ResizeParams& p, LayerCall& call) {
   FloatInput fx = as_float(x);
   FloatOutput fy = float_output(out);
   const int64_t planes = x.dims[0] * x.dims[1], iv = in[0] * in[1] * in[2], ov = on[0] * on[1] * on[2];
-#pragma omp parallel for if (planes * ov > kParallelGrain / 4)
-  for (int64_t pc = 0; pc < planes; ++pc) {
+  parallel_for(planes, planes * ov > kParallelGrain / 4, [&](int64_t pc) {
     const float* xp = fx.ptr + pc * iv;
     float* yp = fy.ptr + pc * ov;
     for (int64_t a = 0; a < on[0]; ++a) {
@@ -232,7 +229,7 @@ void run(const ResizeParams& p, LayerCall& call) {
         }
       }
     }
-  }
+  });
   fy.commit();
 }
 
@@ -253,8 +250,7 @@ void run(const CumSumParams& p, LayerCall& call) {
       using Acc = std::conditional_t<is_float_v<I>, double, int64_t>;
       const I* src = x.as<I>();
       O* dst = out.as<O>();
-#pragma omp parallel for if (outer * inner * L > kParallelGrain)
-      for (int64_t u = 0; u < outer * inner; ++u) {
+      parallel_for(outer * inner, outer * inner * L > kParallelGrain, [&](int64_t u) {
         const int64_t base = (u / inner) * L * inner + u % inner;
         Acc acc = 0;
         for (int64_t s = 0; s < L; ++s) {
@@ -265,7 +261,7 @@ void run(const CumSumParams& p, LayerCall& call) {
           dst[at] = convert<O>(acc);
           if (p.exclusive) acc += v;
         }
-      }
+      });
     });
   });
 }
@@ -297,8 +293,7 @@ void run(const TopKParams& p, LayerCall& call) {
       }
       return a > b;
     };
-#pragma omp parallel for if (outer * inner * L > kParallelGrain)
-    for (int64_t u = 0; u < outer * inner; ++u) {
+    parallel_for(outer * inner, outer * inner * L > kParallelGrain, [&](int64_t u) {
       const int64_t base = (u / inner) * L * inner + u % inner;
       const int64_t obase = (u / inner) * k * inner + u % inner;
       std::vector<int64_t> order(static_cast<size_t>(L));
@@ -314,7 +309,7 @@ void run(const TopKParams& p, LayerCall& call) {
         vout[obase + r * inner] = src[base + order[size_t(r)] * inner];
         iout[obase + r * inner] = order[size_t(r)];
       }
-    }
+    });
   });
 }
 

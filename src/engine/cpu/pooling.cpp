@@ -3,7 +3,7 @@
 // window clipped to the padded input (count_include_pad) or to the real input, or by
 // divisor_override; ceil_mode only changes the output size (already resolved) and windows that
 // start in the padding are clipped. Adaptive windows: [floor(i*in/out), ceil((i+1)*in/out)).
-// One OpenMP task per (n, c) plane.
+// One parallel_for item per (n, c) plane.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -68,8 +68,7 @@ void run(const PoolingParams& p, LayerCall& call) {
   const int64_t in_vol = in[0] * in[1] * in[2], out_vol = on[0] * on[1] * on[2];
   const bool is_max = p.type == PoolType::kMax;
 
-#pragma omp parallel for if (planes * out_vol > kParallelGrain / 4)
-  for (int64_t pc = 0; pc < planes; ++pc) {
+  parallel_for(planes, planes * out_vol > kParallelGrain / 4, [&](int64_t pc) {
     const float* xp = fx.ptr + pc * in_vol;
     float* yp = fy.ptr + pc * out_vol;
     for (int64_t od = 0; od < on[0]; ++od)
@@ -120,7 +119,7 @@ void run(const PoolingParams& p, LayerCall& call) {
           }
           yp[(od * on[1] + oh) * on[2] + ow] = r;
         }
-  }
+  });
   fy.commit();
 }
 

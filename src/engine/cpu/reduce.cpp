@@ -2,7 +2,7 @@
 // are adjacent; any other set is first permuted into [kept..., reduced...] (inner = 1). Floats
 // accumulate in double, integers in int64; max/min propagate NaN; argmax/argmin return the first
 // occurrence (NaN counts as the largest, as in PyTorch); var divides by R - correction.
-// Work is split over OpenMP as (outer, chunk of inner) units.
+// Work is split over the worker threads as (outer, chunk of inner) units.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -28,15 +28,14 @@ std::vector<uint8_t> move_axes_last(const TensorView& x, const std::vector<int64
   const int64_t n = x.numel();
   std::vector<uint8_t> buf(size_t(n) * es);
   const uint8_t* src = static_cast<const uint8_t*>(x.data);
-#pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, n > kParallelGrain, [&](int64_t i) {
     int64_t rem = i, so = 0;
     for (size_t d = r; d-- > 0;) {
       so += (rem % pdims[d]) * pstr[d];
       rem /= pdims[d];
     }
     std::memcpy(buf.data() + i * es, src + so * es, es);
-  }
+  });
   return buf;
 }
 
@@ -48,8 +47,7 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
   using Acc = std::conditional_t<fl, double, int64_t>;
   const int64_t chunk = 256, chunks = (inner + chunk - 1) / chunk;
   const ReduceOp op = p.op;
-#pragma omp parallel for if (outer * R * inner > kParallelGrain)
-  for (int64_t u = 0; u < outer * chunks; ++u) {
+  parallel_for(outer * chunks, outer * R * inner > kParallelGrain, [&](int64_t u) {
     const int64_t o = u / chunks, j0 = (u % chunks) * chunk, j1 = std::min(inner, j0 + chunk);
     for (int64_t j = j0; j < j1; ++j) {
       const T* base = x + o * R * inner + j;
@@ -133,7 +131,7 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
       if (integer_result && out.dtype == DataType::kInt64) out.as<int64_t>()[oi] = iresult;
       else store_double(out, oi, integer_result ? double(iresult) : result);
     }
-  }
+  });
 }
 
 }  // namespace

@@ -21,8 +21,7 @@ void strided_copy_t(const E* src, int64_t base, const std::vector<int64_t>& dims
     return;
   }
   const int64_t inner = dims[r - 1], rows = total / inner, is = strides[r - 1];
-#pragma omp parallel for if (total > kParallelGrain)
-  for (int64_t row = 0; row < rows; ++row) {
+  parallel_for(rows, total > kParallelGrain, [&](int64_t row) {
     int64_t rem = row, off = base;
     for (size_t d = r - 1; d-- > 0;) {
       off += (rem % dims[d]) * strides[d];
@@ -32,7 +31,7 @@ void strided_copy_t(const E* src, int64_t base, const std::vector<int64_t>& dims
     const E* s = src + off;
     if (is == 1) std::copy(s, s + inner, o);
     else for (int64_t k = 0; k < inner; ++k) o[k] = s[k * is];
-  }
+  });
 }
 
 }  // namespace
@@ -107,9 +106,8 @@ void run(const ConcatParams& p, LayerCall& call) {
     const int64_t row = in.dims[axis] * inner;
     const uint8_t* src = static_cast<const uint8_t*>(in.data);
     uint8_t* dst = static_cast<uint8_t*>(out.data);
-#pragma omp parallel for if (outer * row > kParallelGrain)
-    for (int64_t o = 0; o < outer; ++o)
-      std::memcpy(dst + size_t(o * out_row + at) * es, src + size_t(o * row) * es, size_t(row) * es);
+    parallel_for(outer, outer * row > kParallelGrain, [&](int64_t o) { 
+      std::memcpy(dst + size_t(o * out_row + at) * es, src + size_t(o * row) * es, size_t(row) * es); });
     at += row;
   }
 }

@@ -1,6 +1,6 @@
 // Softmax / log-softmax along one axis and the normalizations (layer, batch for inference,
 // group), all computed in fp32 with double accumulators for the statistics, in PyTorch's form:
-// biased variance, y = (x - mean) / sqrt(var + eps) * scale + bias. Rows are spread over OpenMP.
+// biased variance, y = (x - mean) / sqrt(var + eps) * scale + bias. Rows are spread over the worker threads.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -24,8 +24,7 @@ void run(const SoftmaxParams& p, LayerCall& call) {
   const int64_t inner = rank ? product(x.dims, size_t(axis) + 1) : 1;
   FloatInput fx = as_float(x);
   FloatOutput fy = float_output(out);
-#pragma omp parallel for if (outer * inner * L > kParallelGrain / 4)
-  for (int64_t u = 0; u < outer * inner; ++u) {
+  parallel_for(outer * inner, outer * inner * L > kParallelGrain / 4, [&](int64_t u) {
     const int64_t o = u / inner, j = u % inner;
     const float* xs = fx.ptr + o * L * inner + j;
     float* ys = fy.ptr + o * L * inner + j;
@@ -41,7 +40,7 @@ void run(const SoftmaxParams& p, LayerCall& call) {
       const double inv = 1.0 / s;
       for (int64_t i = 0; i < L; ++i) ys[i * inner] = float(std::exp(double(xs[i * inner] - m)) * inv);
     }
-  }
+  });
   fy.commit();
 }
 
@@ -68,8 +67,7 @@ void run(const NormalizationParams& p, LayerCall& call) {
   if (p.kind == NormKind::kBatch) {
     if (rank < 2) fail(layer, "batch norm needs [N, C, ...]");
     const int64_t N = x.dims[0], C = x.dims[1], S = product(x.dims, 2);
-#pragma omp parallel for if (N * C * S > kParallelGrain)
-    for (int64_t nc = 0; nc < N * C; ++nc) {
+    parallel_for(N * C, N * C * S > kParallelGrain, [&](int64_t nc) {
       const int64_t c = nc % C;
       const double inv = 1.0 / std::sqrt(double(var_in.ptr[c]) + eps);
       const double a = inv * (scale.ptr ? scale.ptr[c] : 1.0f);
@@ -77,7 +75,7 @@ void run(const NormalizationParams& p, LayerCall& call) {
       const float* xs = fx.ptr + nc * S;
       float* ys = fy.ptr + nc * S;
       for (int64_t i = 0; i < S; ++i) ys[i] = float(xs[i] * a + b);
-    }
+    });
     fy.commit();
     return;
   }
@@ -98,8 +96,7 @@ void run(const NormalizationParams& p, LayerCall& call) {
     rows = x.dims[0] * p.groups;
     len = (channels / p.groups) * per_channel;
   }
-#pragma omp parallel for if (rows * len > kParallelGrain / 4)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * len > kParallelGrain / 4, [&](int64_t r) {
     const float* xs = fx.ptr + r * len;
     float* ys = fy.ptr + r * len;
     double s = 0;
@@ -125,7 +122,7 @@ void run(const NormalizationParams& p, LayerCall& call) {
         ys[i] = float(y);
       }
     }
-  }
+  });
   fy.commit();
 }
 

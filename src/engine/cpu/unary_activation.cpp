@@ -1,4 +1,4 @@
-// Unary ops and activations: flat loops over contiguous data, split over OpenMP threads when
+// Unary ops and activations: flat loops over contiguous data, split over the worker threads when
 // large. Floats compute in fp32; integer unary ops natively (transcendental ones through double);
 // not/isnan/isinf write bool. Activations accept integers only for clip and relu (clamp), as
 // PyTorch does.
@@ -22,34 +22,29 @@ void run(const UnaryParams& p, LayerCall& call) {
     const UnaryOp op = p.op;
     if (pred) {
       bool* dst = out.as<bool>();
-#pragma omp parallel for if (n > kParallelGrain)
-      for (int64_t i = 0; i < n; ++i) dst[i] = unary_pred<C>(op, C(src[i]));
+      parallel_for(n, n > kParallelGrain, [&](int64_t i) { dst[i] = unary_pred<C>(op, C(src[i])); });
     } else if (out.dtype == x.dtype) {
       T* dst = out.as<T>();
-#pragma omp parallel for if (n > kParallelGrain / 8)
-      for (int64_t i = 0; i < n; ++i) dst[i] = T(unary_arith<C>(op, C(src[i])));
+      parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { dst[i] = T(unary_arith<C>(op, C(src[i]))); });
     } else {
       // Integer input with a float output (PyTorch promotes e.g. sqrt(int) to float).
       dispatch_dtype(out.dtype, [&](auto otag) {
         using O = decltype(otag);
-#pragma omp parallel for if (n > kParallelGrain / 8)
-        for (int64_t i = 0; i < n; ++i)
-          out.as<O>()[i] = from_double<O>(unary_arith<double>(op, double(C(src[i]))));
+        parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { 
+          out.as<O>()[i] = from_double<O>(unary_arith<double>(op, double(C(src[i])))); });
       });
     }
   });
 }
 
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
-#pragma omp parallel for if (n > kParallelGrain / 8)
-  for (int64_t i = 0; i < n; ++i) data[i] = activation<float>(act, data[i]);
+  parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { data[i] = activation<float>(act, data[i]); });
 }
 
 void add_residual(float* data, const TensorView& residual, int64_t n) {
   if (residual.numel() != n) throw NetworkError("residual has " + std::to_string(residual.numel()) + " elements, the output " + std::to_string(n));
   FloatInput r = as_float(residual);
-#pragma omp parallel for if (n > kParallelGrain / 8)
-  for (int64_t i = 0; i < n; ++i) data[i] += r.ptr[i];
+  parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { data[i] += r.ptr[i]; });
 }
 
 void run(const ActivationParams& p, LayerCall& call) {
@@ -63,8 +58,7 @@ void run(const ActivationParams& p, LayerCall& call) {
     const T* src = x.as<T>();
     T* dst = out.as<T>();
     if constexpr (is_float_v<T>) {
-#pragma omp parallel for if (n > kParallelGrain / 8)
-      for (int64_t i = 0; i < n; ++i) dst[i] = T(activation<float>(p, float(src[i])));
+      parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { dst[i] = T(activation<float>(p, float(src[i]))); });
     } else if constexpr (!std::is_same_v<T, bool>) {
       if (p.op == ActivationOp::kClip) {
         const double lo = p.alpha, hi = p.beta;
