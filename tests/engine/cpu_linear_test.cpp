@@ -157,6 +157,8 @@ TEST(CpuConvolution, ForwardAndTransposed) {
       {{1, 4, 3, 3}, {4, 2, 2, 3}, {1, 2}, {0, 1}, {2, 1}, {0, 1}, 2, true, false}, // grouped transposed
       {{1, 2, 6}, {2, 3, 3}, {3}, {1}, {1}, {2}, 1, true, true},                     // 1d transposed
       {{0, 3, 5, 5}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {1, 1}, {}, 1, false, true},     // empty batch
+      {{1, 2, 5, 6}, {3, 2, 3, 3}, {2, 3}, {3, 4}, {1, 2}, {}, 1, false, true},     // padding wider than the kernel
+      {{2, 3, 7, 9}, {4, 3, 3, 3}, {1, 2}, {1, 1}, {1, 1}, {}, 1, false, true},     // stride 2 along the row
   };
   for (DataType t : float_types())
     for (size_t ci = 0; ci < cases.size(); ++ci) {

@@ -78,11 +78,18 @@ void im2col(const Geometry& g, const float* x, int64_t channels, float* col) {
           continue;
         }
         const float* src = xc + (id * g.in[1] + ih) * g.in[2];
-        const int64_t s = g.stride[2], base = kw * g.dil[2] - g.pad[2];
-        for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-          const int64_t iw = ow * s + base;
-          d[ow] = (iw >= 0 && iw < g.in[2]) ? src[iw] : 0.0f;
+        // Output columns [lo, hi) read inside the row (iw = ow * s + base); the rest are padding.
+        // Split so the middle is a plain (or strided) copy without a test per element.
+        const int64_t s = g.stride[2], base = kw * g.dil[2] - g.pad[2], W = g.out[2];
+        const int64_t lo = std::min(W, base >= 0 ? 0 : (-base + s - 1) / s);
+        const int64_t hi = std::max(lo, std::min(W, base >= g.in[2] ? 0 : (g.in[2] - 1 - base) / s + 1));
+        std::fill(d, d + lo, 0.0f);
+        if (s == 1) {
+          std::memcpy(d + lo, src + lo + base, size_t(hi - lo) * sizeof(float));
+        } else {
+          for (int64_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * s + base];
         }
+        std::fill(d + hi, d + W, 0.0f);
       }
     }
   });
@@ -258,18 +265,25 @@ void run(const ConvolutionParams& p, LayerCall& call) {
       }
   }
 
-  // Epilogue: per-channel bias, residual, then activation.
+  // Epilogue y = act(y + bias + residual), one pass per output plane while it is in cache.
   const int64_t L = g.out_vol(), planes = g.N * g.C_out;
-  if (p.has_bias) {
-    FloatInput fb = as_float(call.inputs.at(2));
+  if (p.has_bias || p.has_residual || p.activation) {
+    FloatInput fb = p.has_bias ? as_float(call.inputs.at(2)) : FloatInput{};
+    FloatInput fr = p.has_residual ? as_float(call.inputs.back()) : FloatInput{};
+    if (p.has_residual && call.inputs.back().numel() != out.numel()) fail_shape(layer, "residual dims disagree with the output");
     parallel_for(planes, planes * L > kParallelGrain, [&](int64_t pc) {
-      const float b = fb.ptr[pc % g.C_out];
       float* y = fy.ptr + pc * L;
-      for (int64_t i = 0; i < L; ++i) y[i] += b;
+      if (p.has_bias) {
+        const float b = fb.ptr[pc % g.C_out];
+        for (int64_t i = 0; i < L; ++i) y[i] += b;
+      }
+      if (p.has_residual) {
+        const float* r = fr.ptr + pc * L;
+        for (int64_t i = 0; i < L; ++i) y[i] += r[i];
+      }
+      if (p.activation) apply_activation_inplace(y, L, *p.activation);
     });
   }
-  if (p.has_residual) add_residual(fy.ptr, call.inputs.back(), out.numel());
-  if (p.activation) apply_activation_inplace(fy.ptr, out.numel(), *p.activation);
   fy.commit();
 }
 
