@@ -209,6 +209,22 @@ struct Pool {
   std::vector<int64_t> adaptive;
 };
 
+// A NaN in a max-pooling window wins it, wherever it sits in the window (PyTorch propagates NaN).
+TEST(CpuPooling, MaxPoolPropagatesNaN) {
+  Host x = random_host(DataType::kFloat32, {1, 1, 4, 4}, 3);
+  x.set(5, std::nan(""));  // row 1, column 1: inside the top-left 2x2 window only
+  auto out = run_both(
+      [&](Network& net) {
+        PoolingParams p;
+        p.type = PoolType::kMax; p.kernel = {2, 2}; p.stride = {2, 2}; p.padding = {0, 0}; p.dilation = {1, 1};
+        net.mark_output(net.add_pooling("pool", net.add_input("x", DataType::kFloat32, shape_of(x.dims)), p)->output(), "y");
+      },
+      {x});
+  ASSERT_EQ(out[0].numel(), 4);
+  EXPECT_TRUE(std::isnan(out[0].get(0)));
+  for (int64_t i = 1; i < 4; ++i) EXPECT_FALSE(std::isnan(out[0].get(i))) << i;
+}
+
 TEST(CpuPooling, MaxAverageAdaptive) {
   const std::vector<Pool> cases = {
       {PoolType::kMax, {2, 3, 9, 8}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false, true, {}, {}},

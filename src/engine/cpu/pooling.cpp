@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
@@ -68,6 +70,19 @@ void run(const PoolingParams& p, LayerCall& call) {
   const int64_t in_vol = in[0] * in[1] * in[2], out_vol = on[0] * on[1] * on[2];
   const bool is_max = p.type == PoolType::kMax;
 
+  // Max pooling: the kernel offsets [first, second) whose input position along dim d lies inside
+  // the input, for every output index o (so the inner loops test nothing).
+  std::vector<std::pair<int64_t, int64_t>> kr[3];
+  if (is_max && !adaptive)
+    for (int d = 0; d < 3; ++d)
+      for (int64_t o = 0; o < on[d]; ++o) {
+        const int64_t start = o * st[d] - pd[d];
+        int64_t lo = 0, hi = k[d];
+        while (lo < hi && start + lo * dl[d] < 0) ++lo;
+        while (hi > lo && start + (hi - 1) * dl[d] >= in[d]) --hi;
+        kr[d].push_back({lo, hi});
+      }
+
   parallel_for(planes, planes * out_vol > kParallelGrain / 4, [&](int64_t pc) {
     const float* xp = fx.ptr + pc * in_vol;
     float* yp = fy.ptr + pc * out_vol;
@@ -76,24 +91,18 @@ void run(const PoolingParams& p, LayerCall& call) {
         for (int64_t ow = 0; ow < on[2]; ++ow) {
           float r;
           if (is_max && !adaptive) {
-            // Walk the dilated window positions; padding positions are -inf (skipped).
+            // Only the window positions inside the input (padding is -inf); a NaN, once met, stays.
             r = -std::numeric_limits<float>::infinity();
-            for (int64_t a = 0; a < k[0]; ++a) {
-              int64_t id = od * st[0] - pd[0] + a * dl[0];
-              if (id < 0 || id >= in[0]) continue;
-              for (int64_t b = 0; b < k[1]; ++b) {
-                int64_t ih = oh * st[1] - pd[1] + b * dl[1];
-                if (ih < 0 || ih >= in[1]) continue;
-                for (int64_t c = 0; c < k[2]; ++c) {
-                  int64_t iw = ow * st[2] - pd[2] + c * dl[2];
-                  if (iw < 0 || iw >= in[2]) continue;
-                  float v = xp[(id * in[1] + ih) * in[2] + iw];
-                  if (v > r || std::isnan(v)) r = v;
-                  if (std::isnan(r)) goto done;
+            for (int64_t a = kr[0][od].first; a < kr[0][od].second; ++a) {
+              const int64_t id = od * st[0] - pd[0] + a * dl[0];
+              for (int64_t b = kr[1][oh].first; b < kr[1][oh].second; ++b) {
+                const float* row = xp + (id * in[1] + oh * st[1] - pd[1] + b * dl[1]) * in[2] + ow * st[2] - pd[2];
+                for (int64_t c = kr[2][ow].first; c < kr[2][ow].second; ++c) {
+                  const float v = row[c * dl[2]];
+                  r = (v > r || std::isnan(v)) && !std::isnan(r) ? v : r;
                 }
               }
             }
-          done:;
           } else {
             Window wd = window(0, od), wh = window(1, oh), ww = window(2, ow);
             double acc = is_max ? -INFINITY : 0.0;
