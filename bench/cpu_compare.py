@@ -17,6 +17,7 @@ import time
 import torch
 
 import kiln
+from table import print_markdown
 
 
 def resnet18():
@@ -101,18 +102,10 @@ def main():
             print(rows[-1], file=sys.stderr)
     cols = ["model", "batch", "eager", "kiln", "kiln/eager"] + (["tc", "kiln/tc"] if with_tc else []) + \
            ["kiln build s", "fallback ops", "max |kiln - eager|"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['model']} | {r['batch']} | error: {r['error']} |")
-            continue
-        cells = [r["model"], str(r["batch"]), f"{r['eager']:.2f} ms", f"{r['kiln']:.2f} ms", f"{r['eager'] / r['kiln']:.2f}x"]
-        if with_tc:
-            cells += [f"{r['tc']:.2f} ms", f"{r['tc'] / r['kiln']:.2f}x"]
-        cells += [f"{r['kiln_build_s']:.1f}", str(r["fallback_ops"]), f"{r['max_abs_diff']:.1e}"]
-        print("| " + " | ".join(cells) + " |")
-
+    print_markdown(cols, rows, lambda r: [
+        r["model"], str(r["batch"]), f"{r['eager']:.2f} ms", f"{r['kiln']:.2f} ms", f"{r['eager'] / r['kiln']:.2f}x",
+        *([f"{r['tc']:.2f} ms", f"{r['tc'] / r['kiln']:.2f}x"] if with_tc else []),
+        f"{r['kiln_build_s']:.1f}", str(r["fallback_ops"]), f"{r['max_abs_diff']:.1e}"])
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,8 @@ import time
 import numpy as np
 import torch
 
+from table import print_markdown
+
 try:
     import kiln
 except ImportError:  # --cli needs only the kiln binary
@@ -187,19 +189,11 @@ def print_table(rows, modes):
     cols = ["model", "batch", "eager", *[f"tc_{m}" for m in modes], "kiln", "kiln/eager",
             *[f"kiln/tc_{m}" for m in modes], "kiln compile s", *[f"tc_{m} compile s" for m in modes],
             "kiln mem MB", "cosine"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['model']} | {r['batch']} | error: {r['error']} |")
-            continue
-        cells = [r["model"], str(r["batch"]), f"{r['eager']:.2f} ms",
-                 *[f"{r[f'tc_{m}']:.2f} ms" for m in modes], f"{r['kiln']:.2f} ms",
-                 f"{r['eager'] / r['kiln']:.2f}x", *[f"{r[f'tc_{m}'] / r['kiln']:.2f}x" for m in modes],
-                 f"{r['kiln_compile_s']:.1f}", *[f"{r[f'tc_{m}_compile_s']:.1f}" for m in modes],
-                 f"{r['kiln_mem_mb']:.0f}", f"{r['cosine']:.5f}"]
-        print("| " + " | ".join(cells) + " |")
-
+    print_markdown(cols, rows, lambda r: [
+        r["model"], str(r["batch"]), f"{r['eager']:.2f} ms", *[f"{r[f'tc_{m}']:.2f} ms" for m in modes],
+        f"{r['kiln']:.2f} ms", f"{r['eager'] / r['kiln']:.2f}x", *[f"{r[f'tc_{m}'] / r['kiln']:.2f}x" for m in modes],
+        f"{r['kiln_compile_s']:.1f}", *[f"{r[f'tc_{m}_compile_s']:.1f}" for m in modes],
+        f"{r['kiln_mem_mb']:.0f}", f"{r['cosine']:.5f}"])
 
 def main():
     ap = argparse.ArgumentParser()
