@@ -4,6 +4,7 @@
 // ceil_mode, average with count_include_pad and divisor_override, adaptive) and attention
 // (masks, causal, scale). Runs through run_both: the direct kernels and the built pipeline.
 #include "cpu_test_util.h"
+#include "engine/cpu/winograd.h"
 
 namespace kiln::engine::cputest {
 namespace {
@@ -182,6 +183,60 @@ TEST(CpuConvolution, ForwardAndTransposed) {
       double tol = tolerance(t) * 4;
       expect_close(out[0], want, tol, tol * 8, "conv case " + std::to_string(ci) + " " + to_string(t));
     }
+}
+
+// 3x3 convolutions with 128+ channels and enough tiles take Winograd F(2x2, 3x3): against a direct
+// float convolution, odd output sizes (a last row/column of tiles hanging over) and paddings 0-2,
+// called directly and through a convolution layer (with bias).
+TEST(CpuConvolution, Winograd3x3) {
+  auto direct = [](const std::vector<double>& x, const std::vector<double>& w, int64_t N, int64_t C, int64_t K,
+                   int64_t H, int64_t W, int64_t pad) {
+    const int64_t OH = H + 2 * pad - 2, OW = W + 2 * pad - 2;
+    std::vector<double> y(size_t(N * K * OH * OW), 0.0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t a = 0; a < 3; ++a)
+            for (int64_t b = 0; b < 3; ++b) {
+              const double wv = w[size_t(((k * C + c) * 3 + a) * 3 + b)];
+              for (int64_t i = 0; i < OH; ++i) {
+                const int64_t r = i - pad + a;
+                if (r < 0 || r >= H) continue;
+                for (int64_t j = 0; j < OW; ++j) {
+                  const int64_t col = j - pad + b;
+                  if (col >= 0 && col < W)
+                    y[size_t(((n * K + k) * OH + i) * OW + j)] += wv * x[size_t(((n * C + c) * H + r) * W + col)];
+                }
+              }
+            }
+    return y;
+  };
+  struct Case { int64_t N, C, K, H, W, pad; };
+  for (const Case& c : {Case{3, 128, 136, 17, 15, 1}, Case{2, 128, 128, 22, 21, 0}, Case{1, 160, 128, 27, 26, 2}}) {
+    const int64_t OH = c.H + 2 * c.pad - 2, OW = c.W + 2 * c.pad - 2;
+    const cpu::winograd::Shape shape{c.N, c.C, c.K, c.H, c.W, c.pad, c.pad, OH, OW};
+    ASSERT_TRUE(cpu::winograd::worthwhile(shape)) << c.C << " " << c.H;
+    Host x = random_host(DataType::kFloat32, {c.N, c.C, c.H, c.W}, 5), w = random_host(DataType::kFloat32, {c.K, c.C, 3, 3}, 6, -0.1, 0.1);
+    const std::vector<double> xv = x.values(), wv = w.values();
+    const std::vector<double> want = direct(xv, wv, c.N, c.C, c.K, c.H, c.W, c.pad);
+    std::vector<float> xf(xv.begin(), xv.end()), wf(wv.begin(), wv.end());
+    std::vector<float> y(size_t(c.N * c.K * OH * OW)), scratch(cpu::winograd::workspace_floats(shape));
+    cpu::winograd::convolve(shape, xf.data(), wf.data(), y.data(), scratch.data());
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << "case C " << c.C << " at " << i;
+
+    Host b = random_host(DataType::kFloat32, {c.K}, 7);
+    auto out = run_both(
+        [&](Network& net) {
+          ConvolutionParams p;
+          p.stride = {1, 1}; p.padding = {c.pad, c.pad}; p.dilation = {1, 1};
+          net.mark_output(net.add_convolution("conv", net.add_input("x", DataType::kFloat32, shape_of(x.dims)),
+                                              constant(net, w, "w"), constant(net, b, "b"), p)->output(), "y");
+        },
+        {x});
+    std::vector<double> with_bias = want;
+    for (size_t i = 0; i < with_bias.size(); ++i) with_bias[i] += b.get(int64_t(i / size_t(OH * OW)) % c.K);
+    expect_close(out[0], with_bias, 1e-4, 1e-4, "winograd layer");
+  }
 }
 
 TEST(CpuConvolution, FusedReluAndWorkspace) {

@@ -1,6 +1,7 @@
 // Convolution and transposed convolution, 1d/2d/3d, with groups, stride, padding, dilation and a
 // fused epilogue (per-channel bias, activation). Every case is handled as 3-d (missing leading
 // spatial dims have size 1). Forward: im2col into the workspace + one sgemm per (sample, group);
+// 3x3 stride-1 ones with 128+ channels go through Winograd F(2x2, 3x3) (winograd.h) instead;
 // 1x1 stride-1 convolutions skip im2col; depthwise ones (one input channel per group) run a
 // direct loop over the worker threads. Transposed: sgemm into columns, then col2im (scatter-add).
 #include <cblas.h>
@@ -10,6 +11,7 @@
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/winograd.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -168,8 +170,19 @@ bool depthwise_case(const ConvolutionParams& p, const Geometry& g) {
   return !p.transposed && g.groups > 1 && g.C_in == g.groups;
 }
 
+winograd::Shape winograd_shape(const Geometry& g) {
+  return {g.N, g.C_in, g.C_out, g.in[1], g.in[2], g.pad[1], g.pad[2], g.out[1], g.out[2]};
+}
+// A 2-d, stride-1, undilated, ungrouped 3x3 convolution with enough channels: Winograd F(2x2, 3x3).
+bool winograd_case(const ConvolutionParams& p, const Geometry& g) {
+  return !p.transposed && g.groups == 1 && g.k[0] == 1 && g.k[1] == 3 && g.k[2] == 3 && g.in[0] == 1 &&
+         g.pad[0] == 0 && g.stride[1] == 1 && g.stride[2] == 1 && g.dil[1] == 1 && g.dil[2] == 1 &&
+         winograd::worthwhile(winograd_shape(g));
+}
+
 size_t col_floats(const ConvolutionParams& p, const Geometry& g) {
   if (p.transposed) return size_t((g.C_out / g.groups) * g.k_vol() * g.in_vol());
+  if (winograd_case(p, g)) return winograd::workspace_floats(winograd_shape(g));
   if (depthwise_case(p, g) || is_pointwise(g)) return 0;
   return size_t((g.C_in / g.groups) * g.k_vol() * g.out_vol());
 }
@@ -251,6 +264,8 @@ void run(const ConvolutionParams& p, LayerCall& call) {
       }
   } else if (depthwise_case(p, g)) {
     depthwise(g, fx.ptr, fw.ptr, fy.ptr);
+  } else if (winograd_case(p, g)) {
+    winograd::convolve(winograd_shape(g), fx.ptr, fw.ptr, fy.ptr, col);
   } else {
     const int64_t cg = g.C_in / G, og = g.C_out / G, kk = cg * g.k_vol(), L = g.out_vol();
     for (int64_t n = 0; n < g.N; ++n)
