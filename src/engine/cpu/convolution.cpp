@@ -1,7 +1,7 @@
 // Convolution and transposed convolution, 1d/2d/3d, with groups, stride, padding, dilation and a
 // fused epilogue (per-channel bias, activation). Every case is handled as 3-d (missing leading
 // spatial dims have size 1). Forward: im2col into the workspace + one sgemm per (sample, group);
-// 3x3 stride-1 ones with 128+ channels go through Winograd F(2x2, 3x3) (winograd.h) instead;
+// 3x3 stride-1 ones with 32+ channels and enough tiles go through Winograd F(2x2, 3x3) (winograd.h) instead;
 // 1x1 stride-1 convolutions skip im2col; depthwise ones (one input channel per group) run a
 // direct loop over the worker threads. Transposed: sgemm into columns, then col2im (scatter-add).
 #include <cblas.h>
