@@ -471,6 +471,39 @@ TEST_F(ConverterTest, ViewsAndPermutes) {
   expect_close(out[5].second, we);
 }
 
+// split by a piece size (the last piece shorter) and chunk, where a trace recorded metadata only
+// for the pieces in use: the sizes come from the input and the op's arguments. A split along a
+// symbolic dim is left to PyTorch.
+TEST_F(ConverterTest, SplitAndChunkSizesFromTheInput) {
+  Case c;
+  HostArray x = random_array(F, {3, 7}, 93);
+  ir::Node* ix = c.input("x", x);
+  ir::ValueMeta partial;
+  partial.kind = ir::ValueMeta::Kind::TensorList;
+  partial.tuple = {std::nullopt, std::nullopt, testing::meta(F, {3, 1})};  // only the last piece was used
+  ir::Node* sp = c.call("aten.split.Tensor", {ix, 3, -1}, {}, partial);
+  ir::Node* last = c.call("getitem", {sp, 2}, {}, F, {3, 1});
+  ir::Node* ch = c.call("aten.chunk.default", {ix, 3, 1}, {}, partial);
+  ir::Node* mid = c.call("getitem", {ch, 1}, {}, F, {3, 3});  // 7 in 3 chunks: 3, 3, 1
+  for (ir::Node* n : {sp, ch}) EXPECT_EQ(ConverterRegistry::global().lookup(*n, c.settings).verdict, Verdict::kConvertible);
+  auto out = c.run({last, mid});
+  std::vector<double> want_last, want_mid;
+  for (int i = 0; i < 3; ++i) {
+    want_last.push_back(x.values[i * 7 + 6]);
+    for (int j = 3; j < 6; ++j) want_mid.push_back(x.values[i * 7 + j]);
+  }
+  expect_close(out[0].second, want_last);
+  expect_close(out[1].second, want_mid);
+
+  Case d;
+  ir::SymInt s0(ir::SymExpr::symbol("s0"));
+  ir::Node* dyn = d.input("x", random_array(F, {4, 6}, 94), {s0, 6});
+  ir::Node* by_rows = d.call("aten.split.Tensor", {dyn, 2, 0}, {}, partial);
+  ir::Node* by_cols = d.call("aten.split.Tensor", {dyn, 2, 1}, {}, partial);
+  EXPECT_EQ(ConverterRegistry::global().lookup(*by_rows, d.settings).verdict, Verdict::kValidatorRejected);
+  EXPECT_EQ(ConverterRegistry::global().lookup(*by_cols, d.settings).verdict, Verdict::kConvertible);
+}
+
 TEST_F(ConverterTest, SliceSelectCatSplit) {
   Case c;
   HostArray x = random_array(F, {4, 6}, 91);

@@ -1,5 +1,7 @@
 // Views and reshapes, slicing, indexing, concatenation, creation, casts, no-ops, getitem and
 // symbolic-int arithmetic.
+#include <optional>
+
 #include "conversion/converters/common.h"
 
 namespace kiln::conversion::converters {
@@ -17,26 +19,44 @@ Value list_of(const std::vector<Tensor*>& ts) {
 
 // The i-th element sizes of a tuple-returning node (split): from its metadata, which torch.export
 // computed (static along the split dim whenever the split sizes are static).
-std::vector<int64_t> split_sizes_from_meta(const ConversionContext& ctx, int64_t dim, size_t rank) {
+// The pieces split / split_with_sizes / chunk cut along `dim`, from the op's own arguments and the
+// input's size there (static), as PyTorch computes them; nullopt when they depend on a symbol. (The
+// node's tuple metadata cannot serve: a trace records it only for the pieces that are used.)
+std::optional<std::vector<int64_t>> split_sizes(const ir::Node& n) {
+  if (n.args.empty() || !n.args[0].is_node() || !n.args[0].node()->meta.is_tensor()) return std::nullopt;
+  const auto& in = n.args[0].node()->meta.tensor;
+  ir::Argument d = node_arg(n, "dim");
+  if (!d.is<int64_t>() || in.rank() == 0) return std::nullopt;
+  int64_t axis = d.as<int64_t>();
+  if (axis < 0) axis += static_cast<int64_t>(in.rank());
+  if (axis < 0 || axis >= static_cast<int64_t>(in.rank()) || !in.sizes[size_t(axis)].is_constant()) return std::nullopt;
+  const int64_t D = in.sizes[size_t(axis)].value;
   std::vector<int64_t> out;
-  const int64_t axis = impl::normalize_axis(dim, rank);
-  for (const auto& m : ctx.current_node->meta.tuple) {
-    if (!m || !m->sizes.at(axis).is_constant()) throw ConversionError("split into symbolic sizes");
-    out.push_back(m->sizes[axis].value);
+  if (n.is_op("aten.split_with_sizes.default") || n.is_op("aten.split.sizes")) {
+    ir::Argument l = node_arg(n, n.is_op("aten.split.sizes") ? "split_size" : "split_sizes");
+    if (!l.is_list()) return std::nullopt;
+    int64_t total = 0;
+    for (const auto& e : l.list()) {
+      if (!e.is<int64_t>() || e.as<int64_t>() < 0) return std::nullopt;
+      out.push_back(e.as<int64_t>());
+      total += e.as<int64_t>();
+    }
+    if (total != D) return std::nullopt;
+    return out;
   }
+  int64_t piece = 0;
+  if (n.is_op("aten.chunk.default")) {
+    ir::Argument c = node_arg(n, "chunks");
+    if (!c.is<int64_t>() || c.as<int64_t>() <= 0) return std::nullopt;
+    piece = (D + c.as<int64_t>() - 1) / c.as<int64_t>();
+  } else {
+    ir::Argument sz = node_arg(n, "split_size");
+    if (!sz.is<int64_t>() || sz.as<int64_t>() <= 0) return std::nullopt;
+    piece = sz.as<int64_t>();
+  }
+  if (D == 0) return std::vector<int64_t>{0};  // one empty piece, as PyTorch gives
+  for (int64_t at = 0; at < D; at += piece) out.push_back(std::min(piece, D - at));
   return out;
-}
-
-bool tuple_sizes_static(const ir::Node& n, const std::string& dim_arg) {
-  ir::Argument d = node_arg(n, dim_arg);
-  if (!d.is<int64_t>() || n.meta.tuple.empty()) return false;
-  for (const auto& m : n.meta.tuple) {
-    if (!m) return false;
-    int64_t a = d.as<int64_t>();
-    if (a < 0) a += static_cast<int64_t>(m->rank());
-    if (a < 0 || a >= static_cast<int64_t>(m->rank()) || !m->sizes[a].is_constant()) return false;
-  }
-  return true;
 }
 
 Fn identity() {
@@ -123,16 +143,13 @@ void register_tensor() {
     Args a(target, args, kwargs);
     return se::select(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a["index"]);
   });
-  add({"aten.split.Tensor", "aten.split_with_sizes.default"}, KILN_CONVERTER {
+  add({"aten.split.Tensor", "aten.split.sizes", "aten.split_with_sizes.default", "aten.chunk.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
-    Tensor* x = a.tensor("self");
-    return list_of(sl::split(ctx, target, kAten, name, x, split_sizes_from_meta(ctx, a.i("dim"), x->rank()), a.i("dim")));
-  }, {[](const ir::Node& n, const CompilationSettings&) { return tuple_sizes_static(n, "dim"); }, "static split sizes"});
-  add({"aten.chunk.default"}, KILN_CONVERTER {
-    Args a(target, args, kwargs);
-    Tensor* x = a.tensor("self");
-    return list_of(sl::split(ctx, target, kAten, name, x, split_sizes_from_meta(ctx, a.i("dim"), x->rank()), a.i("dim")));
-  }, {[](const ir::Node& n, const CompilationSettings&) { return tuple_sizes_static(n, "dim"); }, "static chunk sizes"});
+    std::optional<std::vector<int64_t>> sizes = split_sizes(*ctx.current_node);
+    if (!sizes) throw ConversionError("split sizes that are not static");
+    return list_of(sl::split(ctx, target, kAten, name, a.tensor("self"), *sizes, a.i("dim")));
+  }, {[](const ir::Node& n, const CompilationSettings&) { return split_sizes(n).has_value(); },
+      "static size along the split dim"});
   add({"aten.unbind.int"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = a.tensor("self");
