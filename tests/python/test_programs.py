@@ -64,6 +64,24 @@ def _close(a, b, rtol=1e-4):
     return ((a - b).abs().max() / b.abs().max()).item() < rtol
 
 
+@pytest.mark.parametrize("name", ["maxvit_t", "swin_t", "convnext_tiny", "efficientnet_b0"])
+def test_torchvision_converts_whole(name):
+    """Architectures with splits of which a trace records only the used pieces (maxvit), window
+    attention (swin), layer norm over channels-last (convnext), squeeze-excite (efficientnet):
+    nothing left to PyTorch, outputs as eager's."""
+    torchvision = pytest.importorskip("torchvision")
+    if not hasattr(torchvision.models, name):
+        pytest.skip(f"torchvision {torchvision.__version__} has no {name}")
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, name)().eval()
+    x = torch.randn(1, 3, 224, 224)
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1)
+    fallback = sorted({str(n.target) for n in compiled.graph.nodes if n.op == "call_function"})
+    assert fallback == [], fallback
+    with torch.no_grad():
+        assert _close(compiled(x), m(x))
+
+
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_torchvision_against_eager(name):
     torchvision = pytest.importorskip("torchvision")
