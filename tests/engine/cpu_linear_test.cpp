@@ -150,6 +150,7 @@ TEST(CpuConvolution, ForwardAndTransposed) {
       {{2, 3, 9, 8}, {4, 3, 3, 3}, {1, 1}, {1, 1}, {1, 1}, {}, 1, false, true},
       {{1, 4, 10, 7}, {6, 2, 3, 2}, {2, 1}, {1, 0}, {2, 1}, {}, 2, false, true},
       {{2, 6, 7, 7}, {6, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, {}, 6, false, false},     // depthwise
+      {{1, 4, 9, 8}, {4, 1, 3, 3}, {1, 1}, {2, 3}, {2, 2}, {}, 4, false, true},      // depthwise, dilated, wide padding
       {{2, 3, 5, 5}, {12, 1, 3, 3}, {1, 1}, {0, 0}, {1, 1}, {}, 3, false, true},    // channel multiplier
       {{1, 8, 6, 5}, {5, 8, 1, 1}, {1, 1}, {0, 0}, {1, 1}, {}, 1, false, true},     // 1x1
       {{2, 3, 11}, {4, 3, 4}, {2}, {1}, {2}, {}, 1, false, true},                   // 1d

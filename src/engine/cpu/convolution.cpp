@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
@@ -61,6 +62,14 @@ bool is_pointwise(const Geometry& g) {
   return true;
 }
 
+// The output columns [first, second) whose input column ow * stride + base lies inside [0, in_w):
+// the rest read padding.
+std::pair<int64_t, int64_t> inside_columns(int64_t stride, int64_t base, int64_t in_w, int64_t out_w) {
+  const int64_t lo = std::min(out_w, base >= 0 ? 0 : (-base + stride - 1) / stride);
+  const int64_t hi = std::max(lo, std::min(out_w, base >= in_w ? 0 : (in_w - 1 - base) / stride + 1));
+  return {lo, hi};
+}
+
 // col[(c, kd, kh, kw), (od, oh, ow)] = x[c, od*s - p + kd*d, ...] (0 outside).
 void im2col(const Geometry& g, const float* x, int64_t channels, float* col) {
   const int64_t kv = g.k_vol(), L = g.out_vol();
@@ -80,11 +89,9 @@ void im2col(const Geometry& g, const float* x, int64_t channels, float* col) {
           continue;
         }
         const float* src = xc + (id * g.in[1] + ih) * g.in[2];
-        // Output columns [lo, hi) read inside the row (iw = ow * s + base); the rest are padding.
         // Split so the middle is a plain (or strided) copy without a test per element.
         const int64_t s = g.stride[2], base = kw * g.dil[2] - g.pad[2], W = g.out[2];
-        const int64_t lo = std::min(W, base >= 0 ? 0 : (-base + s - 1) / s);
-        const int64_t hi = std::max(lo, std::min(W, base >= g.in[2] ? 0 : (g.in[2] - 1 - base) / s + 1));
+        const auto [lo, hi] = inside_columns(s, base, g.in[2], W);
         std::fill(d, d + lo, 0.0f);
         if (s == 1) {
           std::memcpy(d + lo, src + lo + base, size_t(hi - lo) * sizeof(float));
@@ -127,32 +134,39 @@ void col2im_add(const Geometry& g, const float* col, int64_t channels, float* y)
 
 // One input channel per group (depthwise and channel multipliers): a direct loop.
 void depthwise(const Geometry& g, const float* x, const float* w, float* y) {
-  const int64_t per_group = g.C_out / g.groups, kv = g.k_vol();
+  const int64_t per_group = g.C_out / g.groups, kv = g.k_vol(), OW = g.out[2];
   parallel_for(g.N * g.C_out, g.N * g.C_out * g.out_vol() * kv > kParallelGrain, [&](int64_t nc) {
     const int64_t n = nc / g.C_out, oc = nc % g.C_out;
     const float* xc = x + (n * g.C_in + oc / per_group) * g.in_vol();
     const float* wc = w + oc * kv;
     float* yc = y + nc * g.out_vol();
+    // Output row by output row, one kernel tap at a time over the columns it reaches (the same
+    // order of additions per output as tap-by-tap, without a test per element).
     for (int64_t od = 0; od < g.out[0]; ++od)
-      for (int64_t oh = 0; oh < g.out[1]; ++oh)
-        for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-          float acc = 0;
-          for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-            const int64_t id = od * g.stride[0] - g.pad[0] + kd * g.dil[0];
-            if (id < 0 || id >= g.in[0]) continue;
-            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-              const int64_t ih = oh * g.stride[1] - g.pad[1] + kh * g.dil[1];
-              if (ih < 0 || ih >= g.in[1]) continue;
-              const float* row = xc + (id * g.in[1] + ih) * g.in[2];
-              const float* wr = wc + (kd * g.k[1] + kh) * g.k[2];
-              for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                const int64_t iw = ow * g.stride[2] - g.pad[2] + kw * g.dil[2];
-                if (iw >= 0 && iw < g.in[2]) acc += row[iw] * wr[kw];
+      for (int64_t oh = 0; oh < g.out[1]; ++oh) {
+        float* yrow = yc + (od * g.out[1] + oh) * OW;
+        std::fill(yrow, yrow + OW, 0.0f);
+        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+          const int64_t id = od * g.stride[0] - g.pad[0] + kd * g.dil[0];
+          if (id < 0 || id >= g.in[0]) continue;
+          for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+            const int64_t ih = oh * g.stride[1] - g.pad[1] + kh * g.dil[1];
+            if (ih < 0 || ih >= g.in[1]) continue;
+            const float* row = xc + (id * g.in[1] + ih) * g.in[2];
+            const float* wr = wc + (kd * g.k[1] + kh) * g.k[2];
+            for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+              const int64_t s = g.stride[2], base = kw * g.dil[2] - g.pad[2];
+              const auto [lo, hi] = inside_columns(s, base, g.in[2], OW);
+              const float wv = wr[kw];
+              if (s == 1) {
+                for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * row[ow + base];
+              } else {
+                for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * row[ow * s + base];
               }
             }
           }
-          yc[(od * g.out[1] + oh) * g.out[2] + ow] = acc;
         }
+      }
   });
 }
 
