@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -14,6 +15,20 @@
 
 namespace kiln::engine::cpu {
 namespace {
+
+// More threads than cores and jobs smaller than the pool, back to back: workers left out of one
+// job must not take a part of the next before it is set up. (CTest runs each test in its own
+// process, so the thread count set here is the pool's.)
+TEST(CpuParallel, SmallJobsOnAWidePool) {
+  setenv("KILN_NUM_THREADS", "8", 1);
+  if (max_threads() != 8) GTEST_SKIP() << "the pool was made before this test (run alone to use 8 threads)";
+  for (int rep = 0; rep < 300; ++rep) {
+    const int64_t n = 2 + rep % 9;  // 2..10 items over 8 threads
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    parallel_for(n, true, [&](int64_t i) { hits[static_cast<size_t>(i)]++; });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "rep " << rep << " n " << n;
+  }
+}
 
 TEST(CpuParallel, EveryIndexOnceAcrossSizes) {
   for (int64_t n : {0, 1, 2, 3, 7, 64, 1000, 100003}) {

@@ -55,13 +55,16 @@ class Pool {
     std::unique_lock<std::mutex> job(job_, std::try_to_lock);
     if (!job.owns_lock()) return false;
     const int parts = static_cast<int>(std::min<int64_t>(n, threads_));
-    body_ = &body;
-    n_ = n;
-    parts_ = parts;
-    error_ = nullptr;
-    pending_.store(parts - 1, std::memory_order_relaxed);
     {
-      std::lock_guard<std::mutex> lock(m_);  // a worker between its check and its sleep sees this
+      // Under the lock: a worker not in the previous job may still be reading its part count
+      // (work() reads it with the generation, under this lock), and one between its check and its
+      // sleep must see the new generation.
+      std::lock_guard<std::mutex> lock(m_);
+      body_ = &body;
+      n_ = n;
+      parts_ = parts;
+      error_ = nullptr;
+      pending_.store(parts - 1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
@@ -96,8 +99,14 @@ class Pool {
         std::unique_lock<std::mutex> lock(m_);
         wake_.wait(lock, fresh);
       }
-      seen = generation_.load(std::memory_order_acquire);
-      if (index >= parts_) continue;  // a job with fewer parts than threads
+      int parts;
+      {
+        std::lock_guard<std::mutex> lock(m_);  // the generation and its part count, together
+        seen = generation_.load(std::memory_order_acquire);
+        parts = parts_;
+      }
+      if (index >= parts) continue;  // a job with fewer parts than threads
+      // A part of job `seen`: the caller waits for it, so the job's fields stay put meanwhile.
       run_part(index);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lock(m_);  // the caller is spinning, or asleep on done_
@@ -111,7 +120,7 @@ class Pool {
   std::mutex job_;  // one job at a time
   std::mutex m_;
   std::condition_variable wake_, done_;
-  // Written by the caller before generation_ moves, read by workers after they see it move.
+  // Written by the caller under m_ with the generation; read by the workers of that job.
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t n_ = 0;
   int parts_ = 0;
