@@ -7,12 +7,11 @@ difference from PyTorch. Markdown on stdout.
     PYTHONPATH=build/python /usr/bin/python3 bench/cpu_conv_layers.py [--iters 15]
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 import kiln
+from cpu_compare import median_ms
 from table import print_markdown
 
 
@@ -29,14 +28,7 @@ def main():
             compiled = kiln.compile(conv, arg_inputs=(x,), min_block_size=1)
             with torch.no_grad():
                 diff = (compiled(x) - conv(x)).abs().max().item()
-                for _ in range(3):
-                    compiled(x)
-                times = []
-                for _ in range(args.iters):
-                    t0 = time.perf_counter()
-                    compiled(x)
-                    times.append((time.perf_counter() - t0) * 1e3)
-            ms = statistics.median(times)
+                ms = median_ms(lambda: compiled(x), args.iters)
             rows.append({"model": f"{channels}ch {size}x{size}", "batch": batch, "ms": ms,
                          "gflops": 2 * batch * channels * channels * 9 * size * size / ms / 1e6, "diff": diff})
     print_markdown(["layer", "batch", "kiln", "GFLOP/s (direct-conv count)", "max |kiln - torch|"], rows,

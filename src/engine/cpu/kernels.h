@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "engine/backend.h"
+#include "engine/cpu/common.h"
 #include "engine/network.h"
 #include "engine/network_internal.h"
 
@@ -63,6 +64,8 @@ void run_via_nchw(const LayerCall& call, const std::vector<size_t>& permuted_inp
 // Applies bias (broadcast to `out`'s dims) and an optional activation in place on fp32 data;
 // the epilogue of matmul and convolution.
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act);
+// The residual of an n-element output as fp32 (its element count checked).
+FloatInput residual_as_float(const TensorView& residual, int64_t n);
 // data[i] += residual[i] for the n elements of a residual of the output's shape (fp32 data).
 void add_residual(float* data, const TensorView& residual, int64_t n);
 

@@ -33,8 +33,9 @@ static void add_bias(float* out, const std::vector<int64_t>& out_dims, const Ten
   const int64_t last = out_dims.empty() ? 1 : out_dims.back();
   if (bias.numel() == last && (bias.dims.empty() || bias.dims.back() == last)) {
     const int64_t rows = last ? n / last : 0;
-    parallel_for(rows, n > kParallelGrain, [&](int64_t r) { 
-      for (int64_t j = 0; j < last; ++j) out[r * last + j] += b.ptr[j]; });
+    parallel_for(rows, n > kParallelGrain, [&](int64_t r) {
+      for (int64_t j = 0; j < last; ++j) out[r * last + j] += b.ptr[j];
+    });
     return;
   }
   for_each_broadcast_run(out_dims, {bias.dims}, [&](int64_t o, const int64_t* off, int64_t len, const int64_t* st) {

@@ -106,8 +106,9 @@ void run(const ConcatParams& p, LayerCall& call) {
     const int64_t row = in.dims[axis] * inner;
     const uint8_t* src = static_cast<const uint8_t*>(in.data);
     uint8_t* dst = static_cast<uint8_t*>(out.data);
-    parallel_for(outer, outer * row > kParallelGrain, [&](int64_t o) { 
-      std::memcpy(dst + size_t(o * out_row + at) * es, src + size_t(o * row) * es, size_t(row) * es); });
+    parallel_for(outer, outer * row > kParallelGrain, [&](int64_t o) {
+      std::memcpy(dst + size_t(o * out_row + at) * es, src + size_t(o * row) * es, size_t(row) * es);
+    });
     at += row;
   }
 }

@@ -30,8 +30,9 @@ void run(const UnaryParams& p, LayerCall& call) {
       // Integer input with a float output (PyTorch promotes e.g. sqrt(int) to float).
       dispatch_dtype(out.dtype, [&](auto otag) {
         using O = decltype(otag);
-        parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { 
-          out.as<O>()[i] = from_double<O>(unary_arith<double>(op, double(C(src[i])))); });
+        parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) {
+          out.as<O>()[i] = from_double<O>(unary_arith<double>(op, double(C(src[i]))));
+        });
       });
     }
   });
@@ -41,9 +42,14 @@ void apply_activation_inplace(float* data, int64_t n, const ActivationParams& ac
   parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { data[i] = activation<float>(act, data[i]); });
 }
 
+FloatInput residual_as_float(const TensorView& residual, int64_t n) {
+  if (residual.numel() != n)
+    throw NetworkError("residual has " + std::to_string(residual.numel()) + " elements, the output " + std::to_string(n));
+  return as_float(residual);
+}
+
 void add_residual(float* data, const TensorView& residual, int64_t n) {
-  if (residual.numel() != n) throw NetworkError("residual has " + std::to_string(residual.numel()) + " elements, the output " + std::to_string(n));
-  FloatInput r = as_float(residual);
+  FloatInput r = residual_as_float(residual, n);
   parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { data[i] += r.ptr[i]; });
 }
 

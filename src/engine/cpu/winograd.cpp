@@ -10,24 +10,13 @@
 #include <algorithm>
 #include <vector>
 
-#include "engine/cpu/parallel.h"
+#include "engine/cpu/common.h"
 
 namespace kiln::engine::cpu::winograd {
 namespace {
 
-constexpr int64_t kGrain = 32768;
-
 int64_t tiles_h(const Shape& s) { return (s.OH + 1) / 2; }
 int64_t tiles_w(const Shape& s) { return (s.OW + 1) / 2; }
-
-// Bᵀ v for one column (or row) of 4.
-inline void input_1d(const float* v, int64_t step, float* out, int64_t out_step) {
-  const float a = v[0], b = v[step], c = v[2 * step], d = v[3 * step];
-  out[0] = a - c;
-  out[out_step] = b + c;
-  out[2 * out_step] = c - b;
-  out[3 * out_step] = b - d;
-}
 
 }  // namespace
 
@@ -50,7 +39,7 @@ void convolve(const Shape& s, const float* x, const float* w, float* y, float* w
   float* M = V + 16 * Ci * T;     // [16][Co][T]:  their products
 
   // U = G g Gᵀ for every (output, input) channel pair.
-  parallel_for(Co * Ci, Co * Ci * 16 > kGrain, [&](int64_t kc) {
+  parallel_for(Co * Ci, Co * Ci * 16 > kParallelGrain, [&](int64_t kc) {
     const float* g = w + kc * 9;
     float t[4][3];  // G g
     for (int j = 0; j < 3; ++j) {
@@ -74,7 +63,7 @@ void convolve(const Shape& s, const float* x, const float* w, float* y, float* w
     // along the row (vectorizable): the tiles' 4 input rows, zero-padded, combined (Bᵀ), then each
     // tile's 4 columns of the result combined (B).
     const int64_t Wp = 2 * TW + 2;  // the padded width a row of tiles reads
-    parallel_for(Ci * TH, Ci * T * 16 > kGrain, [&](int64_t ct) {
+    parallel_for(Ci * TH, Ci * T * 16 > kParallelGrain, [&](int64_t ct) {
       const int64_t c = ct / TH, ty = ct % TH;
       const float* xc = xn + c * s.H * s.W;
       thread_local std::vector<float> buf;
@@ -116,7 +105,7 @@ void convolve(const Shape& s, const float* x, const float* w, float* y, float* w
     // y = Aᵀ m A for every output channel and tile, a row of tiles at a time: the 16 transformed
     // rows combined (Aᵀ) into 2 x 4, then each tile's 4 columns into 2 (A); the last row/column of
     // tiles may hang over the output.
-    parallel_for(Co * TH, Co * T * 16 > kGrain, [&](int64_t kt) {
+    parallel_for(Co * TH, Co * T * 16 > kParallelGrain, [&](int64_t kt) {
       const int64_t k = kt / TH, ty = kt % TH;
       thread_local std::vector<float> buf;
       buf.resize(size_t(8 * TW + 4 * TW));
