@@ -122,16 +122,17 @@ bool sink_and_cancel(Network& net) {
   for (Layer* l : net.layers()) {
     if (detail::merge_permute_pair(net, l) || sink_through_pooling(net, l) || sink_through_reduce(net, l)) return true;
     if (!is_pointwise(l) || l->outputs().size() != 1 || l->output()->rank() != 4) continue;
-    // Each operand: arrives through the permutation (full output shape), or is a scalar, or a
-    // rank-4 constant (re-laid below; constant folding does the work).
+    // Each operand: arrives through the permutation, or is a scalar, or a rank-4 constant (re-laid
+    // below; constant folding does the work). Operands through the permutation may broadcast
+    // (squeeze-and-excite's [N, C, 1, 1] scale times [N, C, H, W]): permuting every rank-4 operand
+    // the same way permutes the broadcast result the same way.
     const std::vector<int64_t>* perm = nullptr;
     std::vector<bool> through(l->inputs().size(), false);
     bool ok = true;
-    const std::string out_shape = to_string(l->output()->shape());
     for (size_t i = 0; i < l->inputs().size() && ok; ++i) {
       const Tensor* t = l->inputs()[i];
       const auto* p = pure_permutation(t->producer());
-      through[i] = p && t->rank() == 4 && (!perm || *p == *perm) && to_string(t->shape()) == out_shape;
+      through[i] = p && t->rank() == 4 && (!perm || *p == *perm);
       if (through[i]) perm = p;
       else ok = is_single_element(t) || (t->rank() == 4 && is_constant(t));
     }

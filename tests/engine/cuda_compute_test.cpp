@@ -1,5 +1,8 @@
 // CUDA backend vs CPU backend: matmul, convolution, pooling, reduce, softmax, normalization,
 // attention (the layers with arithmetic beyond one element).
+#include <cstdlib>
+#include <optional>
+
 #include "cuda_test_util.h"
 #include "engine/builder.h"
 #include "test_networks.h"
@@ -362,6 +365,101 @@ TEST(CudaCompute, ChannelsLastConvolutions) {
       passes::fold_constants(n);
       passes::eliminate_dead_layers(n);
     }, {x, res24}, 3);
+  }
+}
+
+// kiln's NHWC depthwise kernel (KILN_CONV_TACTIC=kiln makes any other choice an error, so each case
+// proves it ran): 8-channel vectors and single channels, unit and wider strides, dilation, odd sizes,
+// bias + residual + activation fused in its store; fp32 (direct NHWC layers), fp16 and bf16.
+TEST(CudaCompute, DepthwiseNhwcKernel) {
+  REQUIRE_GPU();
+  struct Case { int64_t n, c, h, w, k, stride, pad, dil; bool bias, residual; std::optional<ActivationOp> act; };
+  const Case cases[] = {
+      {2, 16, 9, 11, 3, 1, 1, 1, true, false, ActivationOp::kSilu},
+      {1, 24, 14, 14, 7, 1, 3, 1, true, true, std::nullopt},
+      {2, 8, 13, 10, 5, 2, 2, 1, true, false, ActivationOp::kHardSwish},
+      {1, 12, 8, 9, 3, 2, 1, 1, false, false, ActivationOp::kRelu},   // 12 % 8 != 0: single channels
+      {1, 3, 10, 10, 3, 1, 2, 2, true, true, ActivationOp::kGeluErf},  // dilation 2
+      {3, 40, 5, 7, 3, 1, 0, 1, false, true, std::nullopt},            // no padding
+      {1, 16, 3, 3, 7, 1, 3, 1, true, false, std::nullopt},            // window wider than the image
+  };
+  ::setenv("KILN_CONV_TACTIC", "kiln", 1);
+  for (DataType t : kFloats)
+    for (const Case& c : cases) {
+      const int64_t oh = (c.h + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
+      const int64_t ow = (c.w + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
+      Host x = random_host(t, {c.n, c.h, c.w, c.c}, 61), w = random_host(t, {c.c, c.k, c.k, 1}, 62, -0.5, 0.5);
+      Host b = random_host(t, {c.c}, 63), r = random_host(t, {c.n, oh, ow, c.c}, 64);
+      std::vector<Host> ins{x, w};
+      if (c.bias) ins.push_back(b);
+      if (c.residual) ins.push_back(r);
+      check("depthwise " + std::string(to_string(t)) + " c" + std::to_string(c.c) + " k" + std::to_string(c.k),
+            [&](Network& n) {
+              ConvolutionParams p;
+              p.stride = {c.stride, c.stride};
+              p.padding = {c.pad, c.pad};
+              p.dilation = {c.dil, c.dil};
+              p.groups = c.c;
+              p.channels_last = true;
+              p.has_bias = c.bias;
+              p.has_residual = c.residual;
+              if (c.act) p.activation = ActivationParams{*c.act};
+              std::vector<Tensor*> in{input(n, x, "x"), input(n, w, "w")};
+              if (c.bias) in.push_back(input(n, b, "b"));
+              if (c.residual) in.push_back(input(n, r, "r"));
+              n.mark_output(n.add_layer("dw", in, p)->output(), "y");
+            },
+            ins, 3);
+    }
+  // A convolution the kernel cannot run is refused while the tactic is forced.
+  Host x = random_host(DataType::kFloat16, {1, 8, 8, 8}, 65), w = random_host(DataType::kFloat16, {8, 3, 3, 8}, 66);
+  ConvolutionParams dense;
+  dense.padding = {1, 1};
+  dense.channels_last = true;
+  EXPECT_THROW(check("dense forced", [&](Network& n) {
+    n.mark_output(n.add_layer("conv", {input(n, x, "x"), input(n, w, "w")}, dense)->output(), "y");
+  }, {x, w}), std::exception);
+  ::unsetenv("KILN_CONV_TACTIC");
+}
+
+// Global pooling (adaptive to 1x1, or a window covering the plane) and long reductions over a
+// non-innermost axis run as tiled column reductions, split across blocks when there are few outputs:
+// batch 1 and 32, NHWC and NCHW, mean and max, planes up to 112x112.
+TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
+  REQUIRE_GPU();
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16})
+    for (int64_t batch : {1, 4})
+      for (int64_t side : {7, 56, 112})
+        for (bool nhwc : {true, false})
+          for (PoolType type : {PoolType::kAverage, PoolType::kMax}) {
+            const int64_t c = 24;
+            Host x = random_host(t, nhwc ? std::vector<int64_t>{batch, side, side, c} : std::vector<int64_t>{batch, c, side, side}, 71);
+            PoolingParams p;
+            p.type = type;
+            p.adaptive_output = {1, 1};
+            p.channels_last = nhwc;
+            check("global pool " + std::to_string(side),
+                  [&](Network& n) { n.mark_output(n.add_pooling("p", input(n, x, "x"), p)->output(), "y"); }, {x}, 3);
+            PoolingParams window;
+            window.type = type;
+            window.kernel = {side, side};
+            window.stride = {side, side};
+            window.padding = {0, 0};
+            window.dilation = {1, 1};
+            window.channels_last = nhwc;
+            check("full-window pool " + std::to_string(side),
+                  [&](Network& n) { n.mark_output(n.add_pooling("p", input(n, x, "x"), window)->output(), "y"); }, {x}, 3);
+          }
+  // Reductions over a middle axis with few outputs, every op: the split path and its combine.
+  for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op) {
+    ReduceParams p;
+    p.op = ReduceOp(op);
+    p.axes = {1};
+    p.correction = 1;
+    Host x = random_host(DataType::kFloat32, {2, 5000, 3}, 72, p.op == ReduceOp::kProd ? 0.999 : -2,
+                         p.op == ReduceOp::kProd ? 1.001 : 2);
+    check("long column reduce op " + std::to_string(op),
+          [&](Network& n) { n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y"); }, {x}, 3);
   }
 }
 

@@ -129,6 +129,8 @@ class CudaBackend final : public Backend {
 
   size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs) override {
     if (auto* p = layer.as<ShuffleParams>()) return cuda::shuffle_workspace(*p, inputs);
+    if (auto* p = layer.as<ReduceParams>()) return cuda::reduce_workspace(ctx_, *p, inputs);
+    if (auto* p = layer.as<PoolingParams>()) return cuda::pooling_workspace(ctx_, *p, inputs);
     return 0;
   }
 

@@ -6,6 +6,9 @@
 // the tensor cores with fp32 accumulation. 1-d convolutions run as 2-d with a unit height.
 // 1x1 convolutions in NHWC (channels-last builds) skip cuDNN: they are matmuls over rows of
 // channels, and cuBLASLt fuses their bias and relu.
+// Depthwise convolutions in NHWC have a kernel of kiln's (depthwise.cu): for each shape, the first
+// run times it against cuDNN's best algorithm and keeps the faster (TensorRT's tactic selection).
+// KILN_CONV_TACTIC=kiln or =cudnn forces one side (tests, and users comparing them).
 #include "engine/cuda/internal.h"
 #include "engine/network_internal.h"
 
@@ -13,6 +16,8 @@
 #include <cudnn.h>
 #endif
 
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <unordered_map>
 
@@ -31,6 +36,7 @@ struct ConvPlan {
   cudnnConvolutionDescriptor_t conv = nullptr;
   int algo = 0;
   size_t workspace = 0;
+  bool kiln_depthwise = false;  // the tactic timed fastest: kiln's depthwise kernel, not cuDNN
   ~ConvPlan() {
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
@@ -81,8 +87,39 @@ struct ConvCache {
 
 namespace {
 
-ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x, const TensorView& w,
-                   const TensorView& y) {
+enum class Tactic { kAuto, kKiln, kCudnn };
+
+Tactic tactic_override() {
+  const char* v = std::getenv("KILN_CONV_TACTIC");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return Tactic::kAuto;
+  if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
+  if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
+  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln or cudnn, not '") + v + "'");
+}
+
+// Mean time of `launch` on the context's stream over a few runs, after warm-up runs (the first
+// launch of a kernel also loads its module).
+template <class F>
+float time_ms(Context& ctx, F&& launch) {
+  cudaEvent_t start, stop;
+  KILN_CUDA_CHECK(cudaEventCreate(&start));
+  KILN_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) launch();
+  KILN_CUDA_CHECK(cudaEventRecord(start, ctx.stream));
+  constexpr int kRuns = 10;
+  for (int i = 0; i < kRuns; ++i) launch();
+  KILN_CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
+  KILN_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms / kRuns;
+}
+
+// `kiln_candidate`: kiln's depthwise kernel can run this convolution and competes with cuDNN.
+ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
+                   const TensorView& w, const TensorView& y, bool kiln_candidate, Tactic tactic) {
   ConvCache& cc = *ctx.conv;
   std::ostringstream key;
   key << int(x.dtype) << (p.transposed ? 'T' : 'F') << p.groups << (p.channels_last ? "L" : "");
@@ -90,10 +127,17 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
     key << '|';
     for (int64_t d : *v) key << d << ',';
   }
+  if (kiln_candidate) key << "|dw" << int(tactic);
   auto& slot = cc.plans[key.str()];
   if (slot) return *slot;
 
   auto cp = std::make_unique<ConvPlan>();
+  if (ctx.capturing()) throw NetworkError("cuDNN: a new convolution shape appeared during graph capture");
+  if (kiln_candidate && tactic == Tactic::kKiln) {  // forced: no cuDNN descriptors needed
+    cp->kiln_depthwise = true;
+    slot = std::move(cp);
+    return *slot;
+  }
   const size_t ns = x.dims.size() - 2;
   const size_t nsp = std::max<size_t>(ns, 2);
   const cudnnDataType_t dt = dnn_type(x.dtype);
@@ -126,7 +170,6 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
             "math type");
 
   // Benchmark the candidates once, on scratch outputs sized like the real one.
-  if (ctx.capturing()) throw NetworkError("cuDNN: a new convolution shape appeared during graph capture");
   const size_t search_ws = size_t{256} << 20;
   void* ws = nullptr;
   KILN_CUDA_CHECK(cudaMalloc(&ws, search_ws));
@@ -167,7 +210,21 @@ ConvPlan& plan_for(Context& ctx, const ConvolutionParams& p, const TensorView& x
     else if (picked) st = CUDNN_STATUS_SUCCESS;  // the second search failed: keep the first one's choice
   }
   cudaFree(ws);
+  if (kiln_candidate) {
+    // cuDNN's time covers the convolution alone; kiln's kernel is timed the same way (no epilogue).
+    const TensorView out{scratch_out, y.dtype, y.dims, {}, DeviceKind::kCUDA};
+    const float kiln_ms = time_ms(ctx, [&] { run_depthwise(ctx, layer, p, x, w, nullptr, nullptr, out); });
+    cp->kiln_depthwise = st != CUDNN_STATUS_SUCCESS || kiln_ms < ms;
+    if (detail::debug_logging())
+      detail::log_debug("convolution " + layer.name() + ": kiln depthwise " + std::to_string(kiln_ms) + " ms, cuDNN " +
+                        (st == CUDNN_STATUS_SUCCESS ? std::to_string(ms) + " ms" : std::string("none")) + " -> " +
+                        (cp->kiln_depthwise ? "kiln" : "cuDNN"));
+  }
   cudaFree(scratch_out);
+  if (cp->kiln_depthwise) {
+    slot = std::move(cp);
+    return *slot;
+  }
   dnn_check(st, "no algorithm for this convolution");
   // The algorithm was timed with this math type (it may differ from the one asked for).
   dnn_check(cudnnSetConvolutionMathType(cp->conv, math), "math type");
@@ -220,10 +277,18 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
     run_linear_rows(ctx, rows, filters, channels, x, w, bias, p.activation, y, residual);
     return;
   }
+  const Tactic tactic = tactic_override();
+  const bool kiln_candidate = x.numel() > 0 && tactic != Tactic::kCudnn && depthwise_supported(p, x, w, y);
+  if (tactic == Tactic::kKiln && !kiln_candidate && !is_pointwise_nhwc(p, w))
+    fail(call.layer, "KILN_CONV_TACTIC=kiln: kiln has no kernel of its own for this convolution");
   if (x.numel() == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
   } else {
-    ConvPlan& cp = plan_for(ctx, p, x, w, y);
+    ConvPlan& cp = plan_for(ctx, call.layer, p, x, w, y, kiln_candidate, tactic);
+    if (cp.kiln_depthwise) {  // bias, residual and activation fused in its store
+      run_depthwise(ctx, call.layer, p, x, w, bias, residual, y);
+      return;
+    }
     const float alpha = 1.f, beta = 0.f;
     if (!p.transposed) {
       dnn_check(cudnnConvolutionForward(ctx.conv->handle, &alpha, cp.x, x.data, cp.w, w.data, cp.conv,

@@ -160,6 +160,30 @@ __device__ __forceinline__ void store8(T* __restrict__ p, const float (&v)[8]) {
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// An ActivationOp (by value; -1 for none) on an fp32 value, for hand-written kernels that fuse
+// their epilogue. The same formulas as the pointwise code generator's (pointwise_codegen.cpp).
+__device__ __forceinline__ float activate(int op, float x, float alpha, float beta) {
+  switch (op) {
+    case int(ActivationOp::kRelu): return isnan(x) ? x : (x > 0.f ? x : 0.f);
+    case int(ActivationOp::kSigmoid): return 1.f / (1.f + expf(-x));
+    case int(ActivationOp::kTanh): return tanhf(x);
+    case int(ActivationOp::kGeluErf): return 0.5f * x * (1.f + erff(x * 0.7071067811865476f));
+    case int(ActivationOp::kGeluTanh): return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case int(ActivationOp::kSilu): return x / (1.f + expf(-x));
+    case int(ActivationOp::kHardSigmoid): return fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f;
+    case int(ActivationOp::kHardSwish): return x * fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f;
+    case int(ActivationOp::kLeakyRelu): return x > 0.f ? x : x * alpha;
+    case int(ActivationOp::kElu): return x > 0.f ? x : alpha * expm1f(x);
+    case int(ActivationOp::kSoftplus): {
+      const float b = alpha == 0.f ? 1.f : alpha;
+      return x * b > beta ? x : log1pf(expf(x * b)) / b;
+    }
+    case int(ActivationOp::kClip): return isnan(x) ? x : fminf(fmaxf(x, alpha), beta);
+    case int(ActivationOp::kMish): return x * tanhf(x > 20.f ? x : log1pf(expf(x)));
+    default: return x;
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

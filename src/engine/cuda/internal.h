@@ -75,7 +75,19 @@ void run_linear_rows(Context& ctx, int64_t M, int64_t N, int64_t K, const Tensor
                      const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y,
                      const TensorView* residual = nullptr);
 void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
+// depthwise.cu: kiln's NHWC depthwise convolution (bias, residual, activation fused), and whether
+// it can run a given convolution.
+bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y);
+void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
+                   const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y);
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call);               // reduce.cu
+size_t reduce_workspace(const Context& ctx, const ReduceParams& p, const std::vector<TensorView>& in);
+// The reduction of call.inputs[0] over the axes marked in `reduced` into call.outputs[0] (kept dims
+// in order; size-1 dims anywhere), with call.workspace as planned by reduce_over_workspace.
+// Global pooling runs through it too.
+void reduce_over(Context& ctx, LayerCall& call, ReduceOp op, const std::vector<bool>& reduced, double correction = 0);
+size_t reduce_over_workspace(const Context& ctx, const TensorView& x, const std::vector<bool>& reduced);
+size_t pooling_workspace(const Context& ctx, const PoolingParams& p, const std::vector<TensorView>& in);
 void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call);             // norm.cu
 void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& call); // norm.cu
 void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call);         // attention.cu

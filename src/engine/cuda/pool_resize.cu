@@ -173,13 +173,51 @@ __global__ void resize_kernel(const T* __restrict__ x, T* __restrict__ y, int64_
   }
 }
 
+// Pooling that takes each channel's whole plane to one value (adaptive pooling to 1x1 — the
+// squeeze-and-excite and classifier heads — or a window covering the unpadded input) is a
+// reduction: it runs as one, in parallel over the plane, not one thread walking it.
+bool is_global(const PoolingParams& p, const TensorView& x, const TensorView& y) {
+  const size_t rank = x.dims.size();
+  if (rank < 3) return false;
+  const size_t first = p.channels_last ? 1 : 2, last = p.channels_last ? rank - 1 : rank;
+  for (size_t d = first; d < last; ++d)
+    if (y.dims[d] != 1) return false;
+  if (!p.adaptive_output.empty()) return true;
+  if (p.divisor_override || p.ceil_mode) return false;
+  for (size_t d = first, i = 0; d < last; ++d, ++i) {
+    const int64_t k = i < p.kernel.size() ? p.kernel[i] : 1;
+    const int64_t pad = i < p.padding.size() ? p.padding[i] : 0;
+    const int64_t dil = i < p.dilation.size() ? p.dilation[i] : 1;
+    if (k != x.dims[d] || pad != 0 || dil != 1) return false;
+  }
+  return true;
+}
+
+std::vector<bool> spatial_axes(const PoolingParams& p, size_t rank) {
+  std::vector<bool> mask(rank, false);
+  for (size_t d = p.channels_last ? 1 : 2; d < (p.channels_last ? rank - 1 : rank); ++d) mask[d] = true;
+  return mask;
+}
+
 }  // namespace
+
+size_t pooling_workspace(const Context& ctx, const PoolingParams& p, const std::vector<TensorView>& in) {
+  if (in.empty() || in[0].dims.size() < 3) return 0;
+  // The output's spatial dims are all 1 exactly when is_global holds for adaptive pooling; for a
+  // fixed window the workspace of a reduction is asked for whenever it could be one (it is small).
+  return reduce_over_workspace(ctx, in[0], spatial_axes(p, in[0].dims.size()));
+}
 
 void run_pooling(Context& ctx, const PoolingParams& p, LayerCall& call) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& y = call.outputs.at(0);
   const int64_t n = y.numel();
   if (n == 0) return;
+  if (x.is_contiguous() && y.is_contiguous() && is_global(p, x, y)) {
+    reduce_over(ctx, call, p.type == PoolType::kMax ? ReduceOp::kMax : ReduceOp::kMean,
+                spatial_axes(p, x.dims.size()));
+    return;
+  }
   const size_t ns = x.dims.size() - 2;
   if (ns < 1 || ns > 3) fail(call.layer, "pooling needs 1 to 3 spatial dims");
   if (p.channels_last && ns != 2) fail(call.layer, "channels-last pooling needs a 2-d input");

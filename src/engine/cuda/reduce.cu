@@ -113,16 +113,103 @@ __global__ void reduce_cols(const T* __restrict__ in, O* __restrict__ out, int64
   }
 }
 
+// Long reductions of kept-innermost data with few outputs (NHWC global pooling, a mean over H and
+// W) starve reduce_cols: a few thousand threads each walk thousands of elements one after another.
+// Here a block of 32 x 8 threads takes 32 neighbouring outputs (coalesced loads) and splits the
+// reduction over its 8 rows of threads, and the grid splits it further into `blockIdx.y` chunks
+// so that small batches still fill the GPU. With one chunk the block stores the result; with
+// several it stores partial states for reduce_finish to combine.
+constexpr int kTileOutputs = 32, kTileRows = 8;
+
+template <class T, class O>
+__global__ void reduce_cols_tiled(const T* __restrict__ in, O* __restrict__ out, State* __restrict__ partial,
+                                  int64_t n_out, int64_t R, int64_t chunk, Dims kd, Strides ks, Dims rd, Strides rs,
+                                  int op, double correction) {
+  __shared__ State sm[kTileRows][kTileOutputs + 1];
+  const int64_t o = int64_t(blockIdx.x) * kTileOutputs + threadIdx.x;
+  const int64_t r_begin = int64_t(blockIdx.y) * chunk, r_end = imin(R, r_begin + chunk);
+  State st = init_state(op);
+  if (o < n_out) {
+    const int64_t base = strided_offset(o, kd, ks);
+    for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kTileRows)
+      accumulate(op, st, load(in, base + strided_offset(r, rd, rs)), r);
+  }
+  sm[threadIdx.y][threadIdx.x] = st;
+  __syncthreads();
+  if (threadIdx.y != 0 || o >= n_out) return;
+  for (int k = 1; k < kTileRows; ++k) combine(op, st, sm[k][threadIdx.x]);
+  if (partial) partial[int64_t(blockIdx.y) * n_out + o] = st;
+  else store(out, o, op, st, R, correction);
+}
+
+template <class O>
+__global__ void reduce_finish(const State* __restrict__ partial, O* __restrict__ out, int64_t n_out, int splits,
+                              int64_t R, int op, double correction) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < n_out; o += int64_t(gridDim.x) * blockDim.x) {
+    State st = partial[o];
+    for (int s = 1; s < splits; ++s) combine(op, st, partial[int64_t(s) * n_out + o]);
+    store(out, o, op, st, R, correction);
+  }
+}
+
+// How a reduction of `n_out` outputs over `R` elements each runs: rows (innermost dim reduced),
+// the tiled column kernel in `splits` chunks, or one thread per output.
+struct ReducePlan {
+  bool rows = false, tiled = false;
+  int64_t splits = 1, chunk = 0;
+};
+
+ReducePlan plan_reduce(const Context& ctx, bool rows, int64_t n_out, int64_t R) {
+  ReducePlan rp;
+  rp.rows = rows;
+  if (rows || R < 64) return rp;
+  rp.tiled = true;
+  const int64_t blocks = ceil_div(n_out, kTileOutputs);
+  const int64_t target = 2 * int64_t(ctx.sm_count);
+  // Each chunk keeps at least 32 elements per thread row, so the partial states stay few.
+  if (blocks < target) rp.splits = std::max<int64_t>(1, std::min(ceil_div(target, blocks), R / (kTileRows * 32)));
+  rp.chunk = ceil_div(R, rp.splits);
+  rp.splits = ceil_div(R, rp.chunk);
+  return rp;
+}
+
+std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, size_t rank) {
+  std::vector<bool> reduced(rank, false);
+  for (int64_t a : axes) reduced.at(a < 0 ? a + int64_t(rank) : a) = true;
+  return reduced;
+}
+
+size_t workspace_for(const Context& ctx, const TensorView& x, const std::vector<bool>& reduced) {
+  int64_t n_out = 1, R = 1;
+  for (size_t d = 0; d < x.dims.size(); ++d) (reduced[d] ? R : n_out) *= x.dims[d];
+  const bool rows = !x.dims.empty() && reduced.back();
+  const ReducePlan rp = plan_reduce(ctx, rows, n_out, R);
+  return rp.splits > 1 ? size_t(rp.splits * n_out) * sizeof(State) : 0;
+}
+
 }  // namespace
 
+size_t reduce_workspace(const Context& ctx, const ReduceParams& p, const std::vector<TensorView>& in) {
+  if (in.empty()) return 0;
+  return workspace_for(ctx, in[0], reduced_axes(p.axes, in[0].dims.size()));
+}
+
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  reduce_over(ctx, call, p.op, reduced_axes(p.axes, x.dims.size()), p.correction);
+}
+
+size_t reduce_over_workspace(const Context& ctx, const TensorView& x, const std::vector<bool>& reduced) {
+  return workspace_for(ctx, x, reduced);
+}
+
+void reduce_over(Context& ctx, LayerCall& call, ReduceOp reduce_op, const std::vector<bool>& reduced,
+                 double correction) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& y = call.outputs.at(0);
   const int64_t n_out = y.numel();
   if (n_out == 0) return;
   const size_t rank = x.dims.size();
-  std::vector<bool> reduced(rank, false);
-  for (int64_t a : p.axes) reduced.at(a < 0 ? a + int64_t(rank) : a) = true;
   std::vector<int64_t> kd, ks, rd, rs;
   int64_t stride = 1;
   std::vector<int64_t> cs(rank);
@@ -140,7 +227,10 @@ void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call) {
   collapse(rd, rs);
   if (kd.size() > size_t(kMaxRank) || rd.size() > size_t(kMaxRank)) fail(call.layer, "rank above 8");
   const bool rows = rank > 0 && reduced[rank - 1];
-  const int op = int(p.op);
+  const int op = int(reduce_op);
+  const ReducePlan rp = plan_reduce(ctx, rows, n_out, R);
+  const size_t ws_needed = rp.splits > 1 ? size_t(rp.splits * n_out) * sizeof(State) : 0;
+  if (ws_needed > call.workspace_bytes) fail(call.layer, "reduction workspace smaller than planned");
   dispatch_all(x.dtype, [&](auto t) {
     using T = decltype(t);
     // Outputs are the input's dtype, i64 (arg-reductions), bool (any/all) or f32: only these.
@@ -158,11 +248,22 @@ void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call) {
         unsigned grid = static_cast<unsigned>(std::min<int64_t>(n_out, int64_t(ctx.sm_count) * 16));
         reduce_rows<T, O><<<grid, threads, 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<O*>(y.data), n_out,
                                                             R, make_dims(kd), make_strides(ks), make_dims(rd),
-                                                            make_strides(rs), op, p.correction);
+                                                            make_strides(rs), op, correction);
+      } else if (rp.tiled) {
+        State* partial = rp.splits > 1 ? static_cast<State*>(call.workspace) : nullptr;
+        const dim3 grid{unsigned(ceil_div(n_out, kTileOutputs)), unsigned(rp.splits)};
+        const dim3 block{unsigned(kTileOutputs), unsigned(kTileRows)};
+        reduce_cols_tiled<T, O><<<grid, block, 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<O*>(y.data),
+                                                              partial, n_out, R, rp.chunk, make_dims(kd),
+                                                              make_strides(ks), make_dims(rd), make_strides(rs), op,
+                                                              correction);
+        if (partial)
+          reduce_finish<O><<<grid_for(ctx, n_out, 128), 128, 0, ctx.stream>>>(partial, static_cast<O*>(y.data), n_out,
+                                                                             int(rp.splits), R, op, correction);
       } else {
         reduce_cols<T, O><<<grid_for(ctx, n_out, 128), 128, 0, ctx.stream>>>(
             static_cast<const T*>(x.data), static_cast<O*>(y.data), n_out, R, make_dims(kd), make_strides(ks),
-            make_dims(rd), make_strides(rs), op, p.correction);
+            make_dims(rd), make_strides(rs), op, correction);
       }
     });
   });

@@ -1,0 +1,195 @@
+// Depthwise 2-d convolution of channels-last data ([N, H, W, C] in and out, one filter per channel,
+// weights [C, kh, kw, 1]) with bias, residual and activation applied before the single store.
+//
+// Why kiln has its own: cuDNN's legacy API runs depthwise convolutions (ConvNeXt's 7x7,
+// MobileNet's and EfficientNet's 3x3/5x5) through generic grouped kernels that, measured on the
+// H200, spend 10-50x the time the data movement needs. A depthwise convolution is memory-bound
+// (kh*kw multiply-adds per element loaded), so the kernel is built around loads:
+//  - each thread owns VEC neighbouring channels (16-byte loads when C % 8 == 0) of TW
+//    neighbouring output pixels along a row, so a warp reads whole 16-byte-aligned channel rows;
+//  - with unit dilation the TW outputs share input columns: each input vector of a filter row is
+//    loaded once and feeds every output it touches (TW + kw - 1 loads per row instead of TW*kw);
+//  - the block's filters (fp32) sit in shared memory, read as broadcasts.
+// Which of this kernel and cuDNN runs is decided per shape by timing both (convolution.cpp).
+#include "engine/cuda/device.cuh"
+
+namespace kiln::engine::cuda {
+namespace {
+
+struct DwGeom {
+  int N, H, W, C, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW;
+  int tiles_w;  // ceil(OW / TW)
+};
+
+template <class T, int VEC>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[VEC]) {
+  if constexpr (VEC == 8) {
+    load8(p, v);
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) v[k] = to_float(p[k]);
+  }
+}
+
+template <class T, int VEC>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[VEC]) {
+  if constexpr (VEC == 8) {
+    store8(p, v);
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) p[k] = from_float<T>(v[k]);
+  }
+}
+
+// blockDim = (channel groups per block, pixel tiles per block); blockIdx.y picks the channel
+// groups; pixel tiles stride over blockIdx.x. Shared memory: the block's filters as
+// [kh * kw][groups * VEC] floats, then its bias.
+template <class T, int VEC, int TW>
+__global__ void depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                               const T* __restrict__ residual, T* __restrict__ y, DwGeom g, int act, float alpha,
+                               float beta) {
+  extern __shared__ float smem[];
+  const int groups_per_block = blockDim.x;
+  const int lanes = groups_per_block * VEC;  // channels this block covers
+  const int c_block = blockIdx.y * lanes;
+  const int taps = g.KH * g.KW;
+  float* wsm = smem;
+  float* bsm = smem + taps * lanes;
+  for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < taps * lanes; i += blockDim.x * blockDim.y) {
+    const int lane = i % lanes, tap = i / lanes, c = c_block + lane;
+    wsm[i] = c < g.C ? to_float(w[int64_t(c) * taps + tap]) : 0.f;
+  }
+  for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < lanes; i += blockDim.x * blockDim.y) {
+    const int c = c_block + i;
+    bsm[i] = bias && c < g.C ? to_float(bias[c]) : 0.f;
+  }
+  __syncthreads();
+
+  const int c0 = c_block + threadIdx.x * VEC;
+  if (c0 >= g.C) return;  // after the only barrier: idle lanes of a partial channel block
+  const int lane0 = threadIdx.x * VEC;
+  const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; t < tiles; t += int64_t(gridDim.x) * blockDim.y) {
+    const int tw = int(t % g.tiles_w);
+    const int64_t rest = t / g.tiles_w;
+    const int oh = int(rest % g.OH);
+    const int n = int(rest / g.OH);
+    const int ow0 = tw * TW;
+    float acc[TW][VEC];
+#pragma unroll
+    for (int j = 0; j < TW; ++j)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) acc[j][k] = 0.f;
+    const T* xn = x + int64_t(n) * g.H * g.W * g.C + c0;
+    for (int kh = 0; kh < g.KH; ++kh) {
+      const int ih = oh * g.SH - g.PH + kh * g.DH;
+      if (ih < 0 || ih >= g.H) continue;
+      const T* xrow = xn + int64_t(ih) * g.W * g.C;
+      const float* wrow = wsm + kh * g.KW * lanes + lane0;
+      if (g.DW == 1) {
+        // Input column u (relative to the tile's first) feeds output j through filter tap u - j*SW.
+        const int iw0 = ow0 * g.SW - g.PW;
+        const int span = (TW - 1) * g.SW + g.KW;
+        for (int u = 0; u < span; ++u) {
+          const int iw = iw0 + u;
+          if (iw < 0 || iw >= g.W) continue;
+          float v[VEC];
+          load_vec<T, VEC>(xrow + int64_t(iw) * g.C, v);
+#pragma unroll
+          for (int j = 0; j < TW; ++j) {
+            const int kw = u - j * g.SW;
+            if (kw < 0 || kw >= g.KW) continue;
+            const float* wk = wrow + kw * lanes;
+#pragma unroll
+            for (int k = 0; k < VEC; ++k) acc[j][k] = fmaf(v[k], wk[k], acc[j][k]);
+          }
+        }
+      } else {
+        for (int kw = 0; kw < g.KW; ++kw) {
+          const float* wk = wrow + kw * lanes;
+#pragma unroll
+          for (int j = 0; j < TW; ++j) {
+            const int iw = (ow0 + j) * g.SW - g.PW + kw * g.DW;
+            if (iw < 0 || iw >= g.W) continue;
+            float v[VEC];
+            load_vec<T, VEC>(xrow + int64_t(iw) * g.C, v);
+#pragma unroll
+            for (int k = 0; k < VEC; ++k) acc[j][k] = fmaf(v[k], wk[k], acc[j][k]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < TW; ++j) {
+      const int ow = ow0 + j;
+      if (ow >= g.OW) break;
+      const int64_t off = ((int64_t(n) * g.OH + oh) * g.OW + ow) * g.C + c0;
+      float r[VEC];
+      if (residual) load_vec<T, VEC>(residual + off, r);
+      float o[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        float s = acc[j][k] + bsm[lane0 + k];
+        if (residual) s += r[k];
+        o[k] = activate(act, s, alpha, beta);
+      }
+      store_vec<T, VEC>(y + off, o);
+    }
+  }
+}
+
+constexpr int kTileW = 4;
+
+}  // namespace
+
+bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y) {
+  if (!p.channels_last || p.transposed || x.dims.size() != 4 || w.dims.size() != 4 || !is_floating(x.dtype))
+    return false;
+  const int64_t C = x.dims[3];
+  if (p.groups != C || w.dims[0] != C || w.dims[3] != 1 || y.dims[3] != C) return false;
+  if (!x.is_contiguous() || !y.is_contiguous()) return false;
+  // 32-bit pixel indices and the filters of one block in 48 KiB of shared memory.
+  if (x.numel() >= (int64_t(1) << 31) || y.numel() >= (int64_t(1) << 31)) return false;
+  return w.dims[1] * w.dims[2] <= 81;
+}
+
+void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
+                   const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y) {
+  DwGeom g{};
+  g.N = int(x.dims[0]), g.H = int(x.dims[1]), g.W = int(x.dims[2]), g.C = int(x.dims[3]);
+  g.OH = int(y.dims[1]), g.OW = int(y.dims[2]);
+  g.KH = int(w.dims[1]), g.KW = int(w.dims[2]);
+  auto at = [](const std::vector<int64_t>& v, size_t i, int64_t dflt) { return int(i < v.size() ? v[i] : dflt); };
+  g.SH = at(p.stride, 0, 1), g.SW = at(p.stride, p.stride.size() > 1 ? 1 : 0, 1);
+  g.PH = at(p.padding, 0, 0), g.PW = at(p.padding, p.padding.size() > 1 ? 1 : 0, 0);
+  g.DH = at(p.dilation, 0, 1), g.DW = at(p.dilation, p.dilation.size() > 1 ? 1 : 0, 1);
+  g.tiles_w = int(ceil_div(g.OW, kTileW));
+  const int act = p.activation ? int(p.activation->op) : -1;
+  const float alpha = p.activation ? float(p.activation->alpha) : 0.f;
+  const float beta = p.activation ? float(p.activation->beta) : 0.f;
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  const bool vec8 = g.C % 8 == 0 && aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
+  const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
+  dispatch_float(x.dtype, layer, [&](auto t) {
+    using T = decltype(t);
+    auto launch = [&](auto vec_tag) {
+      constexpr int VEC = decltype(vec_tag)::value;
+      const int groups = int(ceil_div(g.C, VEC));
+      const int gx = std::min(groups, VEC == 8 ? 16 : 32);  // channel groups per block
+      const int gy = std::max(1, 256 / gx);                  // pixel tiles per block
+      const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * VEC * sizeof(float);
+      const dim3 block{unsigned(gx), unsigned(gy)};
+      const int64_t want = ceil_div(tiles, gy);
+      const dim3 grid{unsigned(std::min<int64_t>(want, int64_t(ctx.sm_count) * 32)), unsigned(ceil_div(groups, gx))};
+      depthwise_nhwc<T, VEC, kTileW><<<grid, block, smem, ctx.stream>>>(
+          static_cast<const T*>(x.data), static_cast<const T*>(w.data),
+          bias ? static_cast<const T*>(bias->data) : nullptr,
+          residual ? static_cast<const T*>(residual->data) : nullptr, static_cast<T*>(y.data), g, act, alpha, beta);
+    };
+    if (vec8) launch(std::integral_constant<int, 8>{});
+    else launch(std::integral_constant<int, 1>{});
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kiln::engine::cuda
