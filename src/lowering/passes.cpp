@@ -125,8 +125,16 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
     const std::string& t = n->target;
     if (t.rfind("aten.", 0) != 0) continue;
     const size_t dot = t.find('.', 5);
-    if (dot == std::string::npos || dot < 6 || t[dot - 1] != '_' || t[dot - 2] == '_') continue;
-    const std::string functional = t.substr(0, dot - 1) + t.substr(dot);
+    if (dot == std::string::npos || dot < 6 || t[dot - 1] != '_') continue;
+    std::string functional;
+    if (t[dot - 2] != '_') {
+      functional = t.substr(0, dot - 1) + t.substr(dot);
+    } else if (t.compare(5, 3, "__i") == 0 && dot > 10) {
+      // Python's augmented operators: "aten.__iand__.Tensor" (mask &= m) -> "aten.__and__.Tensor".
+      functional = "aten.__" + t.substr(8);
+    } else {
+      continue;
+    }
     if (!ir::find_schema(functional)) continue;
 
     // The mutated value, and the chain of slice/select views it may be of: chain[0] is the base.

@@ -1,5 +1,5 @@
 // Ops PyTorch keeps whole in export graphs that the engine builds from simpler layers: repeat,
-// flip, triu/tril, pixel_shuffle, addcmul/addcdiv, lerp, logsumexp, glu.
+// flip, triu/tril, pixel_shuffle, addcmul/addcdiv, lerp, logsumexp, glu, diff.
 #include "conversion/converters/common.h"
 
 namespace kiln::conversion::converters {
@@ -127,6 +127,32 @@ void register_composite() {
     return ew::mul(ctx, target, kAten, name, parts[0],
                    impl::activation::sigmoid(ctx, target, kAten, name + "/gate", parts[1]));
   }, {[](const ir::Node& n, const CompilationSettings&) { return static_along(n, "self", "dim"); }, "static dim"});
+  add({"aten.diff.default"}, KILN_CONVERTER {
+    // torch.diff: cat(prepend, self, append) along dim, then n times x[1:] - x[:-1] (logical_xor
+    // for bool, as PyTorch does). transformers' packed-sequence detection diffs position ids.
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t n = a.i("n");
+    if (x->rank() == 0) throw ConversionError("diff of a 0-d tensor");
+    const int64_t d = impl::normalize_axis(a.i("dim"), x->rank());
+    std::vector<Tensor*> parts;
+    if (Tensor* p = a.opt_tensor("prepend")) parts.push_back(p);
+    parts.push_back(x);
+    if (Tensor* p = a.opt_tensor("append")) parts.push_back(p);
+    if (parts.size() > 1) x = impl::cat::cat(ctx, target, kAten, name + "/cat", parts, d);
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string step = i + 1 == n ? name : name + "/" + std::to_string(i);
+      Tensor* hi = impl::slice::slice_op(ctx, target, kAten, step + "/hi", x, d, int64_t{1}, Value(), 1);
+      Tensor* lo = impl::slice::slice_op(ctx, target, kAten, step + "/lo", x, d, int64_t{0}, int64_t{-1}, 1);
+      x = x->dtype() == DataType::kBool ? ew::logical_xor(ctx, target, kAten, step, hi, lo)
+                                        : ew::sub(ctx, target, kAten, step, hi, lo);
+    }
+    return x;
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        // prepend/append must be tensors (PyTorch also takes them only as tensors) and n >= 0.
+        ir::Argument k = node_arg(n, "n");
+        return k.is<int64_t>() && k.as<int64_t>() >= 0 && node_arg(n, "dim").is<int64_t>();
+      }, "static n >= 0 and dim"});
 }
 
 }  // namespace kiln::conversion::converters

@@ -99,6 +99,11 @@ void register_pointwise() {
   binary("bitwise_and", BinaryOp::kBitAnd);
   binary("bitwise_or", BinaryOp::kBitOr);
   binary("bitwise_xor", BinaryOp::kBitXor);
+  // Python's `a & b`, `a | b`, `a ^ b` as torch.export records them (bool masks in transformers'
+  // and_masks / or_masks): bitwise ops, which on bool are the logical ones.
+  binary("__and__", BinaryOp::kBitAnd);
+  binary("__or__", BinaryOp::kBitOr);
+  binary("__xor__", BinaryOp::kBitXor);
 
   // ---- unary math ----
   const std::pair<const char*, UnaryOp> unaries[] = {

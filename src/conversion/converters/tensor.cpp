@@ -178,15 +178,18 @@ void register_tensor() {
   });
 
   // ---- indexing ----
-  add({"aten.index.Tensor"}, KILN_CONVERTER {
+  // Advanced indexing with integer index tensors, one or several (broadcast together), with
+  // Nones for whole dims: transformers' mask functions index attention_mask[batch_idx, kv_idx]
+  // with [B,1,1,1] and [1,1,1,KV] index tensors. Boolean masks have data-dependent shapes: PyTorch.
+  add({"aten.index.Tensor", "aten._unsafe_index.Tensor"}, KILN_CONVERTER {
     const Value::List& idx = args.at(1).list();
-    for (size_t i = 0; i < idx.size(); ++i)
-      if (!idx[i].is_none()) return se::index_select(ctx, target, kAten, name, args[0].tensor(), i, idx[i].tensor());
-    throw ConversionError("index with no tensor index");
+    std::vector<Tensor*> indices;
+    for (const Value& v : idx) indices.push_back(v.is_none() ? nullptr : v.tensor());
+    return se::index(ctx, target, kAten, name, args.at(0).tensor(), indices);
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        // One integer index tensor (x[:, idx]); several, or boolean masks, need PyTorch.
-        ir::Argument l = node_arg(n, "indices");
-        if (!l.is_list()) return false;
+        ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
+        if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;
+        if (l.list().size() > self.node()->meta.tensor.rank()) return false;
         int tensors = 0;
         for (const auto& e : l.list()) {
           if (e.is_none()) continue;
@@ -195,8 +198,8 @@ void register_tensor() {
           if (t != ir::ScalarType::Long && t != ir::ScalarType::Int) return false;
           ++tensors;
         }
-        return tensors == 1;
-      }, "one integer index tensor"});
+        return tensors >= 1;
+      }, "integer index tensors"});
   add({"aten.index_select.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return se::index_select(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"));

@@ -188,6 +188,11 @@ Tensor* index_select(ConversionContext& ctx, const Target& target, SourceIR sour
                      Tensor* input, int64_t dim, Tensor* index);
 Tensor* gather(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
                Tensor* input, int64_t dim, Tensor* index);
+// PyTorch advanced indexing (aten.index.Tensor): `indices[d]` indexes dim d, nullptr = the whole
+// dim (a None / `:`); integer index tensors broadcast together. Several index tensors gather
+// through one linear index into the indexed dims; out-of-range indices are an error at run time.
+Tensor* index(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
+              Tensor* input, const std::vector<Tensor*>& indices);
 // where(condition, x, y) with promotion of x and y (tensors or scalars).
 Tensor* where(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
               Tensor* condition, const Value& x, const Value& y);

@@ -239,6 +239,71 @@ Tensor* gather(ConversionContext& ctx, const Target&, SourceIR, const std::strin
                             normalize_axis(dim, input->rank()))->output(0);
 }
 
+Tensor* index(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
+              Tensor* input, const std::vector<Tensor*>& indices) {
+  namespace ew = elementwise;
+  const size_t rank = input->rank();
+  if (indices.size() > rank)
+    throw ConversionError("index of " + input->str() + " with " + std::to_string(indices.size()) + " indices");
+  std::vector<int64_t> dims;  // the indexed dims, ascending
+  for (size_t i = 0; i < indices.size(); ++i)
+    if (indices[i]) dims.push_back(static_cast<int64_t>(i));
+  if (dims.empty()) return input;  // x[:, :]
+  if (dims.size() == 1) return index_select(ctx, target, source_ir, name, input, dims[0], indices[dims[0]]);
+
+  // One linear index into the indexed dims (row-major over them): sum_k wrap(i_k) * stride_k.
+  // A component out of its own range could still land inside the merged dim, so every component
+  // is checked and a bad one turns the linear index into one the gather rejects, as PyTorch would.
+  Tensor* linear = nullptr;
+  Tensor* valid = nullptr;
+  for (size_t k = 0; k < dims.size(); ++k) {
+    const std::string nk = name + "/i" + std::to_string(k);
+    const DimExpr& n = input->shape()[static_cast<size_t>(dims[k])];
+    const Value len = n.is_constant() ? Value(*n.constant()) : Value(n);
+    Tensor* j = cast::to_dtype(ctx, target, source_ir, nk + "/i64", indices[static_cast<size_t>(dims[k])],
+                               DataType::kInt64);
+    Tensor* neg = ew::lt(ctx, target, source_ir, nk + "/neg", j, int64_t{0});
+    Tensor* in_range = ew::logical_and(ctx, target, source_ir, nk + "/in_range",
+                                       ew::lt(ctx, target, source_ir, nk + "/below", j, len),
+                                       ew::ge(ctx, target, source_ir, nk + "/above",
+                                              ew::add(ctx, target, source_ir, nk + "/plus_len", j, len), int64_t{0}));
+    Tensor* wrapped = where(ctx, target, source_ir, nk + "/wrap", neg,
+                            ew::add(ctx, target, source_ir, nk + "/from_end", j, len), j);
+    linear = linear ? ew::add(ctx, target, source_ir, nk + "/linear", ew::mul(ctx, target, source_ir, nk + "/stride",
+                                                                              linear, len), wrapped)
+                    : wrapped;
+    valid = valid ? ew::logical_and(ctx, target, source_ir, nk + "/valid", valid, in_range) : in_range;
+  }
+  // Far below -(any dim size): the gather's own wrap of negatives cannot bring it into range.
+  constexpr double kOutOfRange = -4611686018427387904.0;  // -2^62, exact in a double
+  Tensor* bad = ctx.constant(scalar_weights(kOutOfRange, DataType::kInt64), name + "/out_of_range");
+  linear = where(ctx, target, source_ir, name + "/checked", valid, linear, bad);
+
+  const auto& s = input->shape();
+  DimExpr merged(int64_t{1});
+  for (int64_t d : dims) merged = merged * s[static_cast<size_t>(d)];
+  const bool adjacent = dims.back() - dims.front() + 1 == static_cast<int64_t>(dims.size());
+  if (adjacent) {
+    // x[:, i, j] keeps the indexed dims' place: [*before, *broadcast(i, j), *after].
+    std::vector<DimExpr> shape(s.begin(), s.begin() + dims.front());
+    shape.push_back(merged);
+    shape.insert(shape.end(), s.begin() + dims.back() + 1, s.end());
+    Tensor* flat = shuffle::reshape(ctx, target, source_ir, name + "/merge", input, shape);
+    return index_select(ctx, target, source_ir, name, flat, dims.front(), linear);
+  }
+  // Indexed dims apart (x[i, :, j]): PyTorch puts the broadcast dims first, then the rest in order.
+  std::vector<int64_t> perm = dims;
+  std::vector<DimExpr> shape{merged};
+  for (size_t d = 0; d < rank; ++d)
+    if (std::find(dims.begin(), dims.end(), static_cast<int64_t>(d)) == dims.end()) {
+      perm.push_back(static_cast<int64_t>(d));
+      shape.push_back(s[d]);
+    }
+  Tensor* moved = shuffle::permute(ctx, target, source_ir, name + "/front", input, perm);
+  Tensor* flat = shuffle::reshape(ctx, target, source_ir, name + "/merge", moved, shape);
+  return index_select(ctx, target, source_ir, name, flat, 0, linear);
+}
+
 Tensor* where(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
               Tensor* condition, const Value& x, const Value& y) {
   DataType dt;
