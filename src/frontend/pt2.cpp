@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -648,8 +649,7 @@ class Loader {
     if (auto it = j.find("name"); it != j.end() && it->is_string()) json_name = it->get<std::string>();
     where = "node '" + (json_name.empty() ? std::to_string(index) : json_name) + "' (" + target + ")";
     if (target.empty()) fail(where, "empty target");
-    if (target.rfind("higher_order.", 0) == 0)
-      fail(where, "higher-order ops (control flow, wrapped subgraphs) are not supported");
+    if (target.rfind("higher_order.", 0) == 0) return inline_hop(j, target.substr(13), where);
 
     // Arguments: positional ones in schema order, the rest by keyword.
     const ir::OpSchema* schema = ir::find_schema(target);
@@ -714,6 +714,13 @@ class Loader {
       }
     }
 
+    if (autocast_) {  // inside an enabled autocast region: make its casts explicit
+      for (const auto& m : metas)
+        if (m && m->is_tensor()) {
+          autocast_inputs(n, m->tensor.dtype);
+          break;
+        }
+    }
     if (!tuple) {
       if (!metas.empty() && metas[0]) {
         n->meta = *metas[0];
@@ -731,6 +738,161 @@ class Loader {
       define(names[i], g, where);
       getitems_.push_back(g);
     }
+  }
+
+  // ---- higher-order ops ------------------------------------------------------------------------
+  //
+  // torch.export keeps `torch.no_grad()` / `torch.autocast(...)` regions of a TRAINING-form program
+  // as higher-order ops over a subgraph (transformers' Llama rotary embedding holds both). For an
+  // inference program both are transparent, so their subgraphs are inlined: the subgraph's nodes
+  // join the graph with its placeholders bound to the op's operands, and the op's outputs name the
+  // subgraph's results. An enabled autocast region keeps its meaning through explicit casts (see
+  // autocast_inputs). Control flow (cond, while_loop, map, ...) has no such reading: an error names it.
+
+  static bool is_float(ir::ScalarType t) {
+    using S = ir::ScalarType;
+    return t == S::Float || t == S::Half || t == S::BFloat16 || t == S::Double;
+  }
+
+  // Autocast runs an op on its floating inputs cast to one dtype (lower precision for matmuls and
+  // convolutions, fp32 for reductions and norms, the widest for promoting ops); the exported
+  // subgraph records each op's result dtype but not those casts. Casting every floating input
+  // whose dtype differs from the op's floating result dtype to that dtype reproduces each case.
+  void autocast_inputs(Node* n, ir::ScalarType out) {
+    if (!is_float(out)) return;
+    bool changed = false;
+    std::function<Argument(const Argument&)> cast = [&](const Argument& a) -> Argument {
+      if (a.is_list()) {
+        Argument::List l;
+        for (const auto& e : a.list()) l.push_back(cast(e));
+        return Argument(std::move(l));
+      }
+      if (!a.is_node() || !a.node()->meta.is_tensor()) return a;
+      Node* in = a.node();
+      const ir::ScalarType t = in->meta.tensor.dtype;
+      if (!is_float(t) || t == out) return a;
+      TensorMeta m = in->meta.tensor;
+      m.dtype = out;
+      m.strides.clear();
+      Node* c = prog_.graph.create(NodeKind::CallFunction, in->name + "_autocast", "aten._to_copy.default", {a},
+                                   {{"dtype", Argument(out)}}, n);
+      c->meta = ValueMeta::of_tensor(m);
+      changed = true;
+      return Argument(c);
+    };
+    std::vector<Argument> args;
+    for (const auto& a : n->args) args.push_back(cast(a));
+    std::vector<std::pair<std::string, Argument>> kwargs;
+    for (const auto& [k, a] : n->kwargs) kwargs.emplace_back(k, cast(a));
+    if (!changed) return;
+    prog_.graph.set_args(n, std::move(args));
+    prog_.graph.set_kwargs(n, std::move(kwargs));
+  }
+
+  void inline_hop(const json& j, const std::string& op, const std::string& where) {
+    const bool grad = op == "wrap_with_set_grad_enabled";
+    const bool autocast = op == "wrap_with_autocast";
+    if (!grad && !autocast) {
+      const bool control = op == "cond" || op == "while_loop" || op == "map_impl" || op == "map" || op == "scan" ||
+                           op == "associative_scan";
+      fail(where, "higher-order op '" + op + "' is not supported" +
+                      (control ? std::string(" (data-dependent control flow cannot be compiled ahead of time: export "
+                                             "with the branch or loop count fixed, e.g. a Python condition on a "
+                                             "static value)")
+                               : std::string()) +
+                      "; kiln inlines wrap_with_set_grad_enabled and wrap_with_autocast");
+    }
+    if (++hop_depth_ > kMaxHopDepth) fail(where, "higher-order ops nested deeper than " + std::to_string(kMaxHopDepth));
+
+    // Positional arguments: (enabled, graph, *operands) or (device, dtype, enabled, cache, graph, *operands).
+    const json& inputs = array_field(j, "inputs", where);
+    size_t graph_at = inputs.size();
+    for (size_t i = 0; i < inputs.size() && graph_at == inputs.size(); ++i) {
+      auto [tag, v] = tagged(field(inputs[i], "arg", where + " input #" + std::to_string(i)),
+                             where + " input #" + std::to_string(i));
+      if (tag == "as_graph") graph_at = i;
+    }
+    if (graph_at == inputs.size()) fail(where, "no subgraph argument");
+    const size_t enabled_at = grad ? 0 : 2;
+    if (graph_at <= enabled_at) fail(where, "expected the enabled flag before the subgraph");
+    bool enabled = true;
+    {
+      const std::string ew = where + " argument #" + std::to_string(enabled_at);
+      auto [tag, v] = tagged(field(inputs[enabled_at], "arg", ew), ew);
+      if (tag != "as_bool") fail(ew, "expected the 'enabled' bool, got '" + tag + "'");
+      enabled = as_bool(*v, ew);
+    }
+    std::vector<Argument> operands;
+    for (size_t i = graph_at + 1; i < inputs.size(); ++i) {
+      const std::string aw = where + " operand #" + std::to_string(i - graph_at - 1);
+      operands.push_back(parse_argument(field(inputs[i], "arg", aw), aw));
+    }
+    const std::string gw = where + " subgraph";
+    const json& graph = object_field(field(inputs[graph_at], "arg", gw), "as_graph", gw);
+    const json& sub = object_field(graph, "graph", gw);
+
+    // The subgraph has its own names and metas; only its placeholders see the outer values.
+    auto saved_values = std::move(values_);
+    auto saved_metas = std::move(tensor_values_);
+    auto saved_syms = std::move(sym_ints_);
+    const bool saved_autocast = autocast_;
+    values_.clear();
+    tensor_values_.clear();
+    sym_ints_.clear();
+    if (autocast) autocast_ = enabled;
+    read_value_metas(sub);
+    const json& sub_inputs = array_field(sub, "inputs", gw);
+    if (sub_inputs.size() != operands.size())
+      fail(gw, std::to_string(sub_inputs.size()) + " placeholders for " + std::to_string(operands.size()) + " operands");
+    for (size_t i = 0; i < sub_inputs.size(); ++i) {
+      const std::string iw = gw + " input #" + std::to_string(i);
+      auto [tag, v] = tagged(sub_inputs[i], iw);
+      std::string name;
+      if (tag == "as_tensor") name = tensor_name(*v, iw);
+      else if (tag == "as_sym_int") name = as_string(field(*v, "as_name", iw), iw);
+      else fail(iw, "placeholder of kind '" + tag + "' is not supported");
+      if (!operands[i].is_node()) fail(iw, "operand is not a value of the program");
+      define(name, operands[i].node(), iw);
+    }
+    const json& nodes = array_field(sub, "nodes", gw);
+    for (size_t i = 0; i < nodes.size(); ++i) read_node(nodes[i], i);
+    std::vector<Node*> results;
+    const json& outs = array_field(sub, "outputs", gw);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const std::string ow = gw + " output #" + std::to_string(i);
+      Argument a = parse_argument(outs[i], ow);
+      if (!a.is_node()) fail(ow, "a subgraph result that is not a value is not supported");
+      results.push_back(a.node());
+    }
+    values_ = std::move(saved_values);
+    tensor_values_ = std::move(saved_metas);
+    sym_ints_ = std::move(saved_syms);
+    autocast_ = saved_autocast;
+    --hop_depth_;
+
+    // The op's outputs: one Argument per result (a singleton tuple may come as `as_tensors`).
+    std::vector<std::string> names;
+    const json& outputs = array_field(j, "outputs", where);
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const std::string ow = where + " output #" + std::to_string(i);
+      auto [tag, v] = tagged(outputs[i], ow);
+      if (tag == "as_tensors") {
+        if (!v->is_array()) fail(ow, "as_tensors should be a list");
+        for (size_t k = 0; k < v->size(); ++k) names.push_back(tensor_name((*v)[k], ow));
+      } else if (tag == "as_tensor") {
+        names.push_back(tensor_name(*v, ow));
+      } else if (tag == "as_sym_int") {
+        names.push_back(as_string(field(*v, "as_name", ow), ow));
+      } else if (tag == "as_none") {
+        names.emplace_back();
+      } else {
+        fail(ow, "unsupported output '" + tag + "'");
+      }
+    }
+    if (names.size() != results.size())
+      fail(where, std::to_string(names.size()) + " outputs for a subgraph returning " + std::to_string(results.size()));
+    for (size_t i = 0; i < names.size(); ++i)
+      if (!names[i].empty()) define(names[i], results[i], where);
   }
 
   void copy_metadata(const json& j, Node* n) const {
@@ -821,6 +983,9 @@ class Loader {
   std::map<std::string, std::shared_ptr<const ir::Storage>> storages_;
   std::vector<Node*> getitems_;
   json weights_config_, constants_config_;
+  static constexpr int kMaxHopDepth = 16;  // nested no_grad / autocast regions
+  int hop_depth_ = 0;
+  bool autocast_ = false;  // reading the subgraph of an enabled autocast region
 };
 
 }  // namespace
