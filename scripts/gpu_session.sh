@@ -2,9 +2,17 @@
 # On the GPU machine, one call that does a whole round of work, each stage time-boxed so a
 # limited run still reports: build (RelWithDebInfo: native stacks resolve), the test suite, the
 # Python tests with native crash traces, a per-layer profile of chosen models, the benchmark table
-# (stage `bench`: bench/gpu_compare.py through the CLI, BENCH_ARGS passed on), and (FIXTURES=1)
-# a re-export of tests/data packed as $OUT/fixtures.tar.gz (FIXTURES_ONLY=a,b: those alone).
+# (stage `bench`: bench/gpu_compare.py through the CLI, BENCH_ARGS passed on), the GPU suite (stage
+# `suite`, below), and (FIXTURES=1) a re-export of tests/data packed as $OUT/fixtures.tar.gz
+# (FIXTURES_ONLY=a,b: those alone).
 #   PROFILE_ARGS="--models gpt2 --batches 32"   what to profile ('' skips)   STAGES="build test py profile"
+# Stage `suite`: bench/gpu_compare.py's 16 models, both kiln entry paths, in parts that fit one device
+# call (10 min): SUITE_PART="K/N" (default 1/6; "1/6,2/6" runs two in turn), SUITE_ARGS passed on
+# (e.g. "--batches large", "--paths py", "--max-autotune"). It stops starting models when the call's
+# time (CALL_LIMIT, default 585 s, counted from this script's start) runs short, and says which to rerun.
+# Writes $OUT/suite_KofN.json (raw results; bench/merge_results.py makes one table of all parts) and
+# suite_KofN.err (progress); the part's table goes to stdout. Build first, in a call of its own:
+#   STAGES=build bash scripts/gpu_session.sh;  then per call: STAGES=suite SUITE_PART=1/6 bash scripts/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp}
@@ -44,13 +52,29 @@ if has py; then
 fi
 if has profile && [[ -n "$PROFILE_ARGS" ]]; then
   stamp profile
-  PYTHONPATH=build-gpu/python timeout ${PROFILE_TIMEOUT:-240} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln --profile --modes "" --iters 20 $PROFILE_ARGS > "$out/profile.log" 2>&1
+  PYTHONPATH=build-gpu/python timeout ${PROFILE_TIMEOUT:-240} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln --profile --modes "" --iters 20 --rounds 1 --cli-rounds 1 $PROFILE_ARGS > "$out/profile.log" 2>&1
   grep -vE "^\s*$" "$out/profile.log" | tail -120
 fi
 if has bench; then
   stamp bench
-  PYTHONPATH=build-gpu/python timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln --iters 30 ${BENCH_ARGS:-} > "$out/bench.md" 2> "$out/bench.err"
+  PYTHONPATH=build-gpu/python timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln \
+    --deadline $(( ${BENCH_TIMEOUT:-420} - 20 )) ${BENCH_ARGS:---models resnet50,bert-base,vit-b16,gpt2} > "$out/bench.md" 2> "$out/bench.err"
   grep -E "^\|" "$out/bench.md"; tail -3 "$out/bench.err"
+fi
+if has suite; then
+  export KILN_COMMIT=${KILN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || true)}
+  SUITE_PART=${SUITE_PART:-1/6}
+  for part in ${SUITE_PART//,/ }; do
+    tag=${part//\//of}
+    left=$(( ${CALL_LIMIT:-585} - SECONDS - 15 ))
+    if (( left < 90 )); then echo "suite part $part: ${left}s left in this call, not started"; continue; fi
+    stamp "suite part $part (${left}s)"
+    PYTHONPATH=build-gpu/python timeout $(( left + 10 )) python3 bench/gpu_compare.py --kiln-bin build-gpu/bin/kiln \
+      --part "$part" --deadline "$left" --json "$out/suite_$tag.json" ${SUITE_ARGS:-} > "$out/suite_$tag.md" 2> "$out/suite_$tag.err"
+    echo "suite part $part exit $?"
+    grep -E "^\||^- " "$out/suite_$tag.md"; grep -E "^\[suite\]|FAILED" "$out/suite_$tag.err" | tail -30
+    rm -f "$out/suite_$tag.md"  # the table is above and in the JSON; keeps $OUT under the 8 files the device tool returns
+  done
 fi
 wait
 stamp done
