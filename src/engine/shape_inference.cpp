@@ -649,7 +649,7 @@ std::vector<InferredOutput> infer_outputs(const std::string& layer_name, const s
           return one(p.to, inputs[0]->shape());
         } else if constexpr (std::is_same_v<P, ShapeParams>) {
           c.count(1, 1);
-          return one(DataType::kInt64, Shape{static_cast<int64_t>(inputs[0]->rank())});
+          return one(DataType::kInt64, Shape{DimExpr(static_cast<int64_t>(inputs[0]->rank()))});
         } else if constexpr (std::is_same_v<P, FillParams>) {
           c.count(0, 0);
           if (p.op == FillOp::kArange && p.dims.size() != 1) c.fail("arange needs 1-D dims, got " + to_string(p.dims));
