@@ -25,11 +25,15 @@ namespace {
 class PythonFallback : public program::FallbackExecutor {
  public:
   std::string name() const override { return "pytorch (python)"; }
+  // Called by compile() without the GIL. A name resolve_target refuses (not an operator at all:
+  // `torch.os.system` in a hostile .pt2) is a FormatError naming it, not merely a missing kernel.
   bool has_op(const std::string& target) const override {
     py::gil_scoped_acquire gil;
     try {
       return py::module_::import("kiln._values").attr("resolve_target")(target).is_none() == false;
-    } catch (py::error_already_set&) {
+    } catch (py::error_already_set& e) {
+      if (e.matches(py::module_::import("kiln._kiln").attr("FormatError")))
+        throw program::FormatError(py::str(e.value()).cast<std::string>());
       return false;
     }
   }

@@ -3,7 +3,9 @@
 The C++ side calls `to_kiln`, `engine_dtype` and `resolve_target` from here when it meets a torch
 object it cannot name itself (the extension does not link libtorch).
 """
+import math
 import operator
+import re
 
 import torch
 
@@ -132,32 +134,78 @@ _HOST_OPS = {
     "aten.sym_numel.default": _numel, "aten.sym_storage_offset.default": _storage_offset,
 }
 
+# Targets come from files (.kiln, .pt2) as text, and resolving one must never reach anything but an
+# operator: following attributes from `torch` let a file name `torch.os.system` and have the module
+# call it with the file's arguments (issue 17). So a target is either a registered operator overload
+# of an operator namespace, reached only through torch.ops and checked to be an OpOverload, or one of
+# the closed lists below; every other name is a FormatError.
+_OP_NAMESPACES = frozenset({"aten", "prims"})  # ATen and its primitives: all kiln's IR, schemas and fixtures use
+
+# The Python operators FX graphs contain for symbolic sizes (kiln's own runtime evaluates the same
+# set in src/program/run.cpp), by the names target_name() gives them.
+_PY_OPERATORS = {"_operator." + n: getattr(operator, n) for n in (
+    "getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "neg", "pos", "abs",
+    "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_")}
+# Integer power, factorial and friends are left out on purpose: from a file they compute without bound.
+_PY_OPERATORS.update({"math." + n: getattr(math, n) for n in (
+    "floor", "ceil", "trunc", "sqrt", "exp", "log", "log2", "log10", "fabs")})
+# torch's symbolic-size helpers (torch.export writes them as "torch.sym_float"...), where this
+# PyTorch has them (1.13 has none).
+_PY_OPERATORS.update({"torch." + n: getattr(torch, n) for n in (
+    "sym_int", "sym_float", "sym_max", "sym_min", "sym_not", "sym_ite", "sym_sqrt", "_sym_sqrt")
+    if callable(getattr(torch, n, None))})
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _format_error(name, why):
+    namespaces = " or ".join(f"{ns}.<op>.<overload>" for ns in sorted(_OP_NAMESPACES))
+    return _kiln.FormatError(f"op target {name!r} {why}: kiln runs only registered operator overloads "
+                             f"({namespaces}) and a fixed list of Python operators (operator.getitem, "
+                             "arithmetic and comparisons on sizes)")
+
 
 def resolve_target(name):
-    """The Python callable for a kiln target name, or None when torch has no such op."""
-    if name in _HOST_OPS:
-        return _HOST_OPS[name]
-    if name.startswith("_operator."):
-        return getattr(operator, name[len("_operator."):], None)
-    if name.startswith("math."):
-        import math
-        return getattr(math, name[len("math."):], None)
-    if name.startswith("torch.") and not name.startswith("torch.ops."):
-        obj = torch
-        for part in name.split(".")[1:]:
-            obj = getattr(obj, part, None)
-            if obj is None:
-                return None
-        return obj
+    """The Python callable for a kiln target name (as a .kiln or .pt2 file names it): a registered
+    operator overload such as "aten.gelu.default", "getitem", a Python operator on sizes
+    ("_operator.mul", "math.ceil") or one of kiln's own size helpers.
+
+    Returns None for a well-formed ATen / prims overload name that this PyTorch does not have.
+    Raises kiln.FormatError for any other name: nothing outside those lists is ever looked up.
+    """
+    if not isinstance(name, str):
+        raise _format_error(name, "is not a name")
+    given = name  # errors name the target as the file gave it
+    if name.startswith("torch.ops."):
+        name = name[len("torch.ops."):]
+    name = _SYM_OVERLOADS.get(name, name)
+    fn = _HOST_OPS.get(name) or _PY_OPERATORS.get(name) or _KILN_HELPERS.get(name)
+    if fn is not None:
+        return fn
     parts = name.split(".")
     if len(parts) != 3:
-        return None
+        raise _format_error(given, "is not an operator overload")
     ns, op, overload = parts
+    if ns not in _OP_NAMESPACES:
+        raise _format_error(given, "is outside the operator namespaces")
+    # Identifiers only, and no dunders: getattr on torch.ops namespaces and packets must not reach
+    # their Python attributes (__class__, __init__...).
+    for part in (op, overload):
+        if not _IDENTIFIER.match(part) or part.startswith("__"):
+            raise _format_error(given, "is not an operator overload")
     try:
         packet = getattr(getattr(torch.ops, ns), op)
-        return getattr(packet, overload)
     except (AttributeError, RuntimeError):
-        return None
+        return None  # no such operator in this PyTorch
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        raise _format_error(given, "is not an operator overload")  # e.g. the namespace's own attributes
+    try:
+        overload_fn = getattr(packet, overload)
+    except (AttributeError, RuntimeError):
+        return None  # the operator exists but has no such overload here
+    if not isinstance(overload_fn, torch._ops.OpOverload):
+        raise _format_error(given, "is not an operator overload")
+    return overload_fn
 
 
 # ---- symbolic sizes ------------------------------------------------------------------------------
@@ -195,7 +243,12 @@ def eval_sym(expr, bindings):
             out *= v
         return out
     if op == "Pow":
-        return vals[0] ** vals[1]
+        base, exp = vals
+        # Sizes fit in 64 bits: a larger integer power is no size, and from a file it would compute
+        # without bound.
+        if isinstance(exp, int) and abs(base) > 1 and not 0 <= exp <= 64:
+            raise ValueError(f"symbolic size {base} ** {exp} is out of range")
+        return base ** exp
     if op == "FloorDiv":
         return vals[0] // vals[1]
     if op == "CeilDiv":
@@ -215,3 +268,7 @@ def sym_expr(expr, names, *values):
 
 
 sym_expr.__module__ = "kiln._values"
+
+# kiln's own size helpers, by the names target_name() gives them: a compiled module's graph calls them,
+# so a module compiled again from it (or its program saved) names them as targets.
+_KILN_HELPERS = {"kiln._values." + f.__name__: f for f in (_dim, _stride, _numel, _storage_offset, sym_expr)}

@@ -123,8 +123,13 @@ class NodeView:
 
 
 def _torch_target(name):
+    """The torch op for a converter's target name, or the name itself where torch has none (a
+    converter may be registered, by name, for an op resolve_target does not accept)."""
     from .._values import resolve_target
-    return resolve_target(name) or name
+    try:
+        return resolve_target(name) or name
+    except _kiln.FormatError:
+        return name
 
 
 def _to_python(v):
