@@ -43,13 +43,21 @@ class PythonFallback : public program::FallbackExecutor {
   }
 };
 
-// One segment's execution state. The plan belongs to the CompiledProgram, kept alive here.
+// Runs one segment from Python, from any number of threads at once.
+//
+// An execution context serves one call at a time (bound inputs, the arena that holds the outputs
+// until they are copied out, recorded CUDA graphs), while the plan it executes is read-only. So each
+// call checks a context out of a small pool, runs it without the GIL, copies the outputs into torch
+// tensors, and gives the context back. The pool's mutex is held only to pop or push, never while
+// the GIL is wanted or a plan runs, so there is no lock-order cycle with the GIL. (It used to be one
+// context behind a mutex taken while holding the GIL: a second thread waited for the mutex with the
+// GIL held while the first, holding the mutex, waited to re-take the GIL to allocate its outputs --
+// a deadlock as soon as two threads called the same module.)
 class SegmentRunner {
  public:
   SegmentRunner(std::shared_ptr<CompiledProgram> prog, size_t index) : prog_(std::move(prog)), index_(index) {
     if (index_ >= prog_->segments().size()) throw py::index_error("no segment " + std::to_string(index));
   }
-
   const program::AccSegment& segment() const { return prog_->segments()[index_]; }
 
   // inputs: (data_ptr, DataType, dims, strides, is_cuda) per network input, in input_values order.
@@ -60,14 +68,18 @@ class SegmentRunner {
     if (inputs.size() != seg.input_values.size())
       throw py::value_error(seg.name + ": expected " + std::to_string(seg.input_values.size()) + " inputs, got " +
                             std::to_string(inputs.size()));
-    std::lock_guard<std::mutex> lock(mutex_);  // an execution context runs one call at a time
     static const bool trace = std::getenv("KILN_PY_TRACE") != nullptr;  // step-by-step, for crash hunts
     auto step = [&](const char* what) { if (trace) std::fprintf(stderr, "kiln[%s]: %s\n", seg.name.c_str(), what); };
     const bool cuda = seg.plan.device() == engine::DeviceKind::kCUDA;
+    const uintptr_t stream = cuda ? cuda_stream : 0;
+    // The context is this call's alone until the lease gives it back (also when the call throws: a
+    // ShapeError from set_input leaves it reusable, as it did before).
+    Lease lease(*this, stream);
     {
       py::gil_scoped_release nogil;
       step("context");
-      ensure_context(cuda, cuda_stream);
+      lease.acquire(cuda);
+      engine::ExecutionContext& ctx = *lease.entry->ctx;
       step("inputs");
       for (size_t i = 0; i < inputs.size(); ++i) {
         const auto& [ptr, dtype, dims, strides, on_cuda] = inputs[i];
@@ -81,22 +93,24 @@ class SegmentRunner {
         v.dims = dims;
         v.strides = strides;
         v.device = cuda ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
-        ctx_->set_input(seg.input_values[i], v);
+        ctx.set_input(seg.input_values[i], v);
       }
       step("execute");
-      ctx_->execute();
+      ctx.execute();
       step("executed");
     }
-    // Outputs live in the context's arena until the next execute: each goes into a fresh torch
-    // tensor (on the same stream, so no synchronization is needed on CUDA).
+    // Outputs live in the context's arena until its next execute, which cannot come before the
+    // lease ends: each goes into a fresh torch tensor (on the same stream, so no synchronization is
+    // needed on CUDA). alloc runs Python, with the GIL and no kiln lock held.
+    Entry& e = *lease.entry;
     py::list outs;
     for (size_t i = 0; i < seg.output_values.size(); ++i) {
-      const engine::TensorView& out = ctx_->output(i);
+      const engine::TensorView& out = e.ctx->output(i);
       py::tuple r = alloc(i, out.dims, out.dtype);
       auto dst = reinterpret_cast<void*>(r[1].cast<uintptr_t>());
       if (out.nbytes()) {
         py::gil_scoped_release nogil;
-        backend_->copy(dst, out.device, out.data, out.device, out.nbytes());
+        e.backend->copy(dst, out.device, out.data, out.device, out.nbytes());
       }
       outs.append(r[0]);
     }
@@ -104,21 +118,67 @@ class SegmentRunner {
   }
 
  private:
-  void ensure_context(bool cuda, uintptr_t stream) {
-    if (ctx_ && (!cuda || stream == stream_)) return;
-    ctx_.reset();
-    backend_ = cuda ? std::shared_ptr<engine::Backend>(engine::make_cuda_backend(reinterpret_cast<void*>(stream)))
-                    : std::shared_ptr<engine::Backend>(engine::make_cpu_backend());
-    stream_ = stream;
-    ctx_ = std::make_unique<engine::ExecutionContext>(segment().plan, backend_);
-  }
+  // A context and the backend it runs on (on CUDA, bound to the caller's stream).
+  struct Entry {
+    uintptr_t stream = 0;
+    std::shared_ptr<engine::Backend> backend;
+    std::unique_ptr<engine::ExecutionContext> ctx;
+  };
+
+  // Contexts kept for reuse (each holds an activation arena); more concurrent calls than this still
+  // run, and the least recently used contexts are dropped as they come back.
+  static constexpr size_t kMaxIdle = 16;
+
+  class Lease {
+   public:
+    Lease(SegmentRunner& r, uintptr_t stream) : runner_(r), stream_(stream) {}
+    // Without the GIL: building a context may allocate and upload weights.
+    void acquire(bool cuda) {
+      {
+        std::lock_guard<std::mutex> lock(runner_.mutex_);
+        auto& idle = runner_.idle_;
+        for (size_t i = idle.size(); i-- > 0;)  // the most recently used first: its caches are warm
+          if (idle[i]->stream == stream_) {
+            entry = std::move(idle[i]);
+            idle.erase(idle.begin() + static_cast<std::ptrdiff_t>(i));
+            return;
+          }
+      }
+      auto e = std::make_unique<Entry>();
+      e->stream = stream_;
+      e->backend = cuda ? std::shared_ptr<engine::Backend>(engine::make_cuda_backend(reinterpret_cast<void*>(stream_)))
+                        : std::shared_ptr<engine::Backend>(engine::make_cpu_backend());
+      e->ctx = std::make_unique<engine::ExecutionContext>(runner_.segment().plan, e->backend);
+      entry = std::move(e);
+    }
+    ~Lease() {
+      if (!entry) return;
+      std::unique_ptr<Entry> drop;
+      {
+        std::lock_guard<std::mutex> lock(runner_.mutex_);
+        auto& idle = runner_.idle_;
+        if (idle.size() >= kMaxIdle) {  // drop the least recently used (on CUDA: maybe a stream gone by)
+          drop = std::move(idle.front());
+          idle.erase(idle.begin());
+        }
+        idle.push_back(std::move(entry));
+      }
+      if (drop) {
+        py::gil_scoped_release nogil;  // freeing device memory may synchronize
+        drop.reset();
+      }
+    }
+    std::unique_ptr<Entry> entry;
+
+   private:
+    SegmentRunner& runner_;
+    uintptr_t stream_;
+  };
 
   std::shared_ptr<CompiledProgram> prog_;
   size_t index_;
-  std::mutex mutex_;
-  std::shared_ptr<engine::Backend> backend_;
-  std::unique_ptr<engine::ExecutionContext> ctx_;
-  uintptr_t stream_ = 0;
+  std::mutex mutex_;  // guards idle_ only; held for a pop or a push, never while waiting for anything
+  std::vector<std::unique_ptr<Entry>> idle_;
 };
 
 program::CompileOptions options_from(const conversion::CompilationSettings& s, py::handle dynamic, bool verbose) {

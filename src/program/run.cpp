@@ -26,9 +26,11 @@ std::shared_ptr<FallbackExecutor> fallback_executor() {
   return g_exec;
 }
 
-// Execution contexts (one per segment, created on first use, per device) and the backend they share.
-struct CompiledProgram::Runtime {
-  std::mutex mutex;
+// What one run needs to itself: an execution context per segment (created on first use), the
+// backend they share, and the device-side caches. Contexts are stateful (bound inputs, the arena that
+// holds segment outputs until later steps read them, CUDA graphs), so a workspace serves one run at
+// a time; the plans they execute are read-only and shared.
+struct RunWorkspace {
   engine::DeviceKind device = engine::DeviceKind::kCPU;
   std::shared_ptr<engine::Backend> backend;
   std::vector<std::unique_ptr<engine::ExecutionContext>> contexts;
@@ -36,6 +38,39 @@ struct CompiledProgram::Runtime {
   std::map<std::string, std::pair<std::shared_ptr<void>, size_t>> resident_inputs;
   // Weights that fallback ops read on the GPU, uploaded once, by weight name.
   std::map<std::string, HostTensor> device_weights;
+};
+
+// A pool of workspaces, so that runs from several threads go on at the same time, each in its own.
+// The mutex guards only the idle list and is never held while a run executes (nor while anything
+// else is waited for), so it cannot take part in a lock-order cycle. A serial caller gets the same
+// workspace back every time (last in, first out), so its contexts' per-shape caches, resident inputs
+// and recorded CUDA graphs carry over from run to run as they did with one workspace.
+struct CompiledProgram::Runtime {
+  // Workspaces kept for reuse; more concurrent runs than this still run, each with a fresh one that
+  // is dropped afterwards (arenas are the size of a model's activations: do not keep them all).
+  static constexpr size_t kMaxIdle = 16;
+  std::mutex mutex;
+  std::vector<std::unique_ptr<RunWorkspace>> idle;
+
+  std::unique_ptr<RunWorkspace> acquire(engine::DeviceKind device) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (size_t i = idle.size(); i-- > 0;)
+      if (idle[i]->device == device && idle[i]->backend) {
+        auto ws = std::move(idle[i]);
+        idle.erase(idle.begin() + static_cast<std::ptrdiff_t>(i));
+        return ws;
+      }
+    return std::make_unique<RunWorkspace>();
+  }
+  void release(std::unique_ptr<RunWorkspace> ws) {
+    std::unique_ptr<RunWorkspace> drop;  // destroyed after the lock is let go (it frees device memory)
+    std::lock_guard<std::mutex> lock(mutex);
+    if (idle.size() >= kMaxIdle) {  // keep the most recently used
+      drop = std::move(idle.front());
+      idle.erase(idle.begin());
+    }
+    idle.push_back(std::move(ws));
+  }
 };
 
 CompiledProgram::CompiledProgram() : runtime_(std::make_unique<Runtime>()) {}
@@ -219,8 +254,14 @@ RtValue to_host(const RtValue& v, const std::shared_ptr<engine::Backend>& backen
 std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inputs, const RunOptions& options) const {
   const std::map<std::string, int64_t> sym = check_inputs(inputs_, ranges_, inputs);
   check_fallback(*this);
-  std::lock_guard<std::mutex> lock(runtime_->mutex);  // one run at a time per program: contexts are stateful
-  Runtime& rt = *runtime_;
+  // This run's workspace, taken from the pool and given back however the run ends (the old single
+  // workspace outlived failed runs too: a ShapeError leaves a context reusable).
+  struct Lease {
+    Runtime& pool;
+    std::unique_ptr<RunWorkspace> ws;
+    ~Lease() { pool.release(std::move(ws)); }
+  } lease{*runtime_, runtime_->acquire(options.device)};
+  RunWorkspace& rt = *lease.ws;
   if (!rt.backend || rt.device != options.device) {
     rt.contexts.clear();
     rt.resident_inputs.clear();
