@@ -148,6 +148,32 @@ std::string describe(py::error_already_set& e) {
   return type + ": " + msg;
 }
 
+// A converter's result must have the node's form: a network tensor for a tensor, a list of them
+// (None for unused slots) for a tuple. Checked here so a wrong return is blamed on the converter
+// that made it, not on the node that would read it next.
+void check_converter_result(const ConversionContext& ctx, const Value& out, py::handle r, const std::string& origin) {
+  const ir::Node* n = ctx.current_node;
+  if (!n) return;
+  auto what = [&] {
+    std::string s = py::repr(r).cast<std::string>();
+    if (s.size() > 80) s = s.substr(0, 77) + "...";
+    return std::string(py::str(py::type::handle_of(r).attr("__name__"))) + " " + s;
+  };
+  using K = ir::ValueMeta::Kind;
+  if (n->meta.kind == K::Tensor && !out.is_tensor())
+    throw conversion::ConversionError("converter " + origin + " returned " + what() +
+                                      "; expected a network tensor (kiln.ITensor) for this node's tensor result");
+  if (n->meta.kind == K::Tuple || n->meta.kind == K::TensorList) {
+    bool ok = out.is_list();
+    if (ok)
+      for (const auto& e : out.list()) ok = ok && (e.is_tensor() || e.is_none() || e.is_list());
+    if (!ok)
+      throw conversion::ConversionError("converter " + origin + " returned " + what() +
+                                        "; expected a list of network tensors (kiln.ITensor) for this node's " +
+                                        std::to_string(n->meta.tuple.size()) + " results");
+  }
+}
+
 void register_python_converter(const std::string& target, py::function fn, py::object validator,
                                bool supports_dynamic_shapes, conversion::ConverterPriority priority,
                                bool requires_output_allocator, const std::string& origin,
@@ -169,7 +195,9 @@ void register_python_converter(const std::string& target, py::function fn, py::o
       py::dict pk;
       for (const auto& [k, v] : kwargs) pk[py::str(k)] = value_to_py(v);
       py::object r = (*f)(py::cast(&ctx, py::return_value_policy::reference), py::tuple(pa), pk, name);
-      return value_from_py(&ctx, r, name + "/result");
+      Value out = value_from_py(&ctx, r, name + "/result");
+      check_converter_result(ctx, out, r, origin);
+      return out;
     } catch (py::error_already_set& e) {
       // The driver prefixes the node ("node %gelu (aten.gelu.default): ..."); we name the converter.
       throw conversion::ConversionError("converter " + origin + " raised " + describe(e));
@@ -184,7 +212,7 @@ void register_python_converter(const std::string& target, py::function fn, py::o
                               py::cast(s, py::return_value_policy::copy)))
             .cast<bool>();
       } catch (py::error_already_set& e) {
-        throw conversion::ConversionError("validator " + validator_name + " raised " + describe(e));
+        throw conversion::ValidatorError("validator " + validator_name + " raised " + describe(e));
       }
     };
   }

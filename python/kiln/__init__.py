@@ -6,6 +6,8 @@
 
 Converters: kiln.conversion (the seed's decorator, registry and impl helpers).
 """
+import warnings
+
 import torch
 
 from . import _kiln
@@ -21,12 +23,15 @@ ConversionError = _kiln.ConversionError
 InputError = _kiln.InputError
 PartitionError = _kiln.PartitionError
 FormatError = _kiln.FormatError
+ShapeError = _kiln.ShapeError
+NetworkError = _kiln.NetworkError
+VerifyError = _kiln.VerifyError
 
 from . import conversion  # noqa: E402  (needs the names above)
 
 __all__ = ["compile", "Input", "save", "load", "load_pt2", "SourceIR", "CompilationSettings", "ITensor",
            "CompiledModule", "conversion", "KilnError", "ConversionError", "InputError", "PartitionError",
-           "FormatError"]
+           "FormatError", "ShapeError", "NetworkError", "VerifyError"]
 __version__ = "0.1.0"
 
 # ITensor.dtype as torch names it (the engine's own type stays at .engine_dtype).
@@ -44,64 +49,197 @@ _PRECISIONS = {"fp32": _kiln.Precision.FP32, "float32": _kiln.Precision.FP32, "f
                torch.float16: _kiln.Precision.FP16, torch.bfloat16: _kiln.Precision.BF16}
 
 
-def _precision(precision, enabled_precisions):
+_ALLOWED_PRECISIONS = "torch.float32, torch.float16, torch.bfloat16 (or 'fp32', 'fp16', 'bf16')"
+
+
+def _precision(precision, enabled_precisions, where="kiln.compile"):
+    """The build precision. Every entry is checked, as the CLI's --precision is: int8 (quantization)
+    and float64 have no engine support and must not silently become fp32."""
     if precision is not None:
         if isinstance(precision, _kiln.Precision):
             return precision
         try:
             return _PRECISIONS[precision]
-        except KeyError:
-            raise ValueError(f"kiln.compile: unknown precision {precision!r} (fp32, fp16 or bf16)") from None
-    enabled = set(enabled_precisions or ())
-    if torch.float16 in enabled or torch.half in enabled:
+        except (KeyError, TypeError):
+            raise ValueError(f"{where}: precision={precision!r} is not supported; allowed: "
+                             f"{_ALLOWED_PRECISIONS}") from None
+    if enabled_precisions is None:
+        enabled = set()
+    elif isinstance(enabled_precisions, (torch.dtype, str)):
+        enabled = {enabled_precisions}
+    else:
+        try:
+            enabled = set(enabled_precisions)
+        except TypeError:
+            raise TypeError(f"{where}: enabled_precisions must be a set of dtypes, got "
+                            f"{type(enabled_precisions).__name__}") from None
+    for p in enabled:
+        try:
+            ok = p in _PRECISIONS
+        except TypeError:
+            ok = False
+        if not ok:
+            extra = ""
+            if p in (torch.int8, "int8", torch.qint8):
+                extra = " (int8 quantization is not supported)"
+            elif p in (torch.float64, "fp64", "float64"):
+                extra = " (float64 programs are computed in float32 anyway: see truncate_double)"
+            raise ValueError(f"{where}: enabled_precisions holds {p!r}, which is not supported{extra}; "
+                             f"allowed: {_ALLOWED_PRECISIONS}")
+    if torch.float16 in enabled or "fp16" in enabled or "float16" in enabled or "half" in enabled:
         return _kiln.Precision.FP16
-    if torch.bfloat16 in enabled:
+    if torch.bfloat16 in enabled or "bf16" in enabled or "bfloat16" in enabled:
         return _kiln.Precision.BF16
     return _kiln.Precision.FP32
 
 
-def _device(device, inputs):
+def _device(device, inputs, where="kiln.compile"):
     if device is None:
         cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in torch.utils._pytree.tree_flatten(inputs)[0])
         device = "cuda" if cuda else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{where}: device={device!r} is not a device; allowed: 'cpu', 'cuda', 'cuda:N'") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"kiln.compile: device must be cpu or cuda, got {device}")
+        raise ValueError(f"{where}: device must be cpu or cuda, got {device}")
+    if device.type == "cuda":
+        # Fail now, not at the first call (as the CLI's --device cuda does).
+        if not _kiln.cuda_available():
+            raise InputError(f"{where}: device={str(device)!r}: no GPU is available to kiln here "
+                             "(or this kiln was built without CUDA)")
+        if not torch.cuda.is_available():
+            raise InputError(f"{where}: device={str(device)!r}: this PyTorch has no CUDA support "
+                             "(fallback ops and the module's tensors need it)")
     return device
 
 
-def _op_names(ops):
+def _check_int(name, v, where="kiln.compile", minimum=0):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{where}: {name} must be an int >= {minimum}, got {type(v).__name__} {v!r}")
+    if v < minimum:
+        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {v}")
+    return v
+
+
+def _check_bool(name, v, where="kiln.compile"):
+    if not isinstance(v, bool):
+        raise TypeError(f"{where}: {name} must be True or False, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _op_names(ops, where="kiln.compile"):
+    """torch_executed_ops as overload names, each one known (as the CLI's --torch-executed-ops):
+    a misspelt name would otherwise force nothing, silently."""
     from ._values import target_name
-    return {target_name(op) for op in ops}
+    if ops is None:
+        return set()
+    if isinstance(ops, str) or not hasattr(ops, "__iter__"):
+        ops = [ops]  # one op, not its characters
+    known = set(_kiln.converter_targets())
+    out = set()
+    for op in ops:
+        try:
+            name = target_name(op)
+        except Exception:  # noqa: BLE001 - any unreadable entry is reported the same way
+            name = None
+        if isinstance(name, str) and name.startswith("torch.ops."):
+            name = name[len("torch.ops."):]
+        if not isinstance(name, str) or (name not in known and not _kiln.has_schema(name)):
+            raise ValueError(f"{where}: torch_executed_ops: unknown op {op!r} (expected an ATen overload "
+                             "such as torch.ops.aten.relu.default or 'aten.relu.default')")
+        out.add(name)
+    return out
+
+
+def _has_float64(module, inputs):
+    flat = torch.utils._pytree.tree_flatten(inputs)[0]
+    if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in flat):
+        return True
+    if isinstance(module, torch.nn.Module):
+        return any(t.dtype == torch.float64 for t in list(module.parameters()) + list(module.buffers()))
+    return False
+
+
+def _acceleration_report(program, settings):
+    """A warning when a compile accelerates nothing or little, naming why (Torch-TensorRT warns
+    likewise): which ops have no converter or were rejected, and convertible ops left to PyTorch
+    because their runs are shorter than min_block_size."""
+    accelerated = sum(int(s["compute_ops"]) for s in program.segments)
+    fallback = [node for kind, node in program.steps if kind == "node"
+                and node.target not in ("getitem",) and not str(node.target).startswith(("_operator.", "aten.sym_"))]
+    total = accelerated + len(fallback)
+    if total == 0 or (program.segments and accelerated >= 0.5 * total):
+        return None
+    reasons, short = {}, 0
+    for node in fallback:
+        verdict, reason, _ = _kiln.lookup(node, settings)
+        if verdict == _kiln.Verdict.CONVERTIBLE:
+            short += 1
+        else:
+            key = f"{node.target}: {reason}"
+            reasons[key] = reasons.get(key, 0) + 1
+    head = ("kiln.compile accelerated nothing: every op runs in PyTorch" if not program.segments else
+            f"kiln.compile accelerated little: {accelerated} of {total} compute ops in "
+            f"{len(program.segments)} segment(s)")
+    why = []
+    if short:
+        why.append(f"{short} convertible op(s) were left to PyTorch because their runs have fewer than "
+                   f"min_block_size={settings.min_block_size} compute ops (lower min_block_size)")
+    for key, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:6]:
+        why.append(f"{count}x {key}")
+    return head + ("; " + "; ".join(why) if why else "")
 
 
 def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_size=5, torch_executed_ops=(),
             require_full_compilation=False, enabled_precisions=None, precision=None, device=None, dryrun=False,
-            assume_dynamic_shape_support=False, workspace_size=None, verbose=False, **unsupported):
+            assume_dynamic_shape_support=False, workspace_size=None, verbose=False, truncate_double=True,
+            **unsupported):
     """Compiles `module` for its example inputs (tensors, or kiln.Input for dynamic shapes).
 
     Returns a CompiledModule: accelerated segments run by kiln's engine, every other op by PyTorch.
     With dryrun=True prints the partition report instead and returns the module unchanged.
+    Every option is checked as the CLI checks its flags: a bad value is an error naming the option
+    and what it allows. float64 programs are computed in float32 with a warning (truncate_double,
+    as Torch-TensorRT; False refuses them instead).
     """
     if unsupported:
         raise TypeError(f"kiln.compile: unknown option(s) {', '.join(sorted(unsupported))}")
-    if inputs is not None and not arg_inputs:
+    if inputs is not None:
+        if arg_inputs is not None and (not isinstance(arg_inputs, (tuple, list)) or len(arg_inputs)):
+            raise ValueError("kiln.compile: give the example inputs once: inputs= (Torch-TensorRT's older "
+                             "keyword) or arg_inputs=, not both")
         arg_inputs = inputs  # Torch-TensorRT's older keyword
+    if arg_inputs is None:
+        arg_inputs = ()
     if isinstance(arg_inputs, (torch.Tensor, Input)):
         arg_inputs = (arg_inputs,)
+    if not isinstance(arg_inputs, (tuple, list)):
+        raise TypeError(f"kiln.compile: arg_inputs must be a tuple of tensors or kiln.Input, got "
+                        f"{type(arg_inputs).__name__}")
+    if kwarg_inputs is not None and not isinstance(kwarg_inputs, dict):
+        raise TypeError(f"kiln.compile: kwarg_inputs must be a dict, got {type(kwarg_inputs).__name__}")
+    settings = CompilationSettings()
+    settings.min_block_size = _check_int("min_block_size", min_block_size)
+    settings.torch_executed_ops = _op_names(torch_executed_ops)
+    settings.require_full_compilation = _check_bool("require_full_compilation", require_full_compilation)
+    settings.precision = _precision(precision, enabled_precisions)
+    settings.assume_dynamic_shape_support = _check_bool("assume_dynamic_shape_support", assume_dynamic_shape_support)
+    settings.dryrun = _check_bool("dryrun", dryrun)
+    _check_bool("verbose", verbose)
+    _check_bool("truncate_double", truncate_double)
+    if workspace_size is not None:
+        settings.workspace_limit = _check_int("workspace_size", workspace_size, minimum=1)
+    dev = _device(device, (arg_inputs, kwarg_inputs))
+    settings.device = _kiln.DeviceKind.CUDA if dev.type == "cuda" else _kiln.DeviceKind.CPU
     if isinstance(module, torch.nn.Module):
         module = module.eval()
-    dev = _device(device, (arg_inputs, kwarg_inputs))
-    settings = CompilationSettings()
-    settings.min_block_size = int(min_block_size)
-    settings.torch_executed_ops = _op_names(torch_executed_ops)
-    settings.require_full_compilation = bool(require_full_compilation)
-    settings.precision = _precision(precision, enabled_precisions)
-    settings.device = _kiln.DeviceKind.CUDA if dev.type == "cuda" else _kiln.DeviceKind.CPU
-    settings.assume_dynamic_shape_support = bool(assume_dynamic_shape_support)
-    settings.dryrun = bool(dryrun)
-    if workspace_size:
-        settings.workspace_limit = int(workspace_size)
+    if _has_float64(module, (arg_inputs, kwarg_inputs)):
+        if not truncate_double:
+            raise ValueError("kiln.compile: the module or its inputs are float64, which the engine does not "
+                             "compute; pass truncate_double=True to compute in float32")
+        warnings.warn("kiln.compile: float64 module or inputs: computed in float32 (truncate_double); "
+                      "inputs and outputs stay float64", stacklevel=2)
 
     with torch.no_grad():
         cap = capture(module, arg_inputs, kwarg_inputs, dev)
@@ -109,6 +247,9 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
         print(_kiln.dry_run(cap.program, settings, cap.dynamic))
         return module
     program = _kiln.compile_program(cap.program, settings, cap.dynamic, verbose)
+    report = _acceleration_report(program, settings)
+    if report:
+        warnings.warn(report, stacklevel=2)
     weights = _program_weights(program, dev, cap.weights)
     return build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec)
 
@@ -129,11 +270,13 @@ def load_pt2(path, arg_inputs=None, **options):
     """Compiles an exported program (.pt2, as torch.export.save writes it) into a CompiledModule."""
     program = _kiln.load_pt2(str(path))
     settings = CompilationSettings()
-    settings.min_block_size = int(options.pop("min_block_size", 5))
-    settings.torch_executed_ops = _op_names(options.pop("torch_executed_ops", ()))
-    settings.require_full_compilation = bool(options.pop("require_full_compilation", False))
-    settings.precision = _precision(options.pop("precision", None), options.pop("enabled_precisions", None))
-    dev = torch.device(options.pop("device", "cpu"))
+    w = "kiln.load_pt2"
+    settings.min_block_size = _check_int("min_block_size", options.pop("min_block_size", 5), w)
+    settings.torch_executed_ops = _op_names(options.pop("torch_executed_ops", ()), w)
+    settings.require_full_compilation = _check_bool("require_full_compilation",
+                                                    options.pop("require_full_compilation", False), w)
+    settings.precision = _precision(options.pop("precision", None), options.pop("enabled_precisions", None), w)
+    dev = _device(options.pop("device", "cpu"), (), w)
     settings.device = _kiln.DeviceKind.CUDA if dev.type == "cuda" else _kiln.DeviceKind.CPU
     dynamic = options.pop("dynamic", [])
     if options:

@@ -224,7 +224,9 @@ Capability ConverterRegistry::lookup(const ir::Node& node, const CompilationSett
     if (c->validator) {
       try {
         ok = c->validator(node, settings);
-      } catch (const std::exception& e) {  // a validator that cannot read the node rejects it
+      } catch (const ValidatorError& e) {
+        throw ValidatorError("node %" + node.name + " (" + node.target + "): " + e.what());
+      } catch (const std::exception& e) {  // a built-in validator that cannot read the node rejects it
         ok = false;
         why = std::string(": ") + e.what();
       }

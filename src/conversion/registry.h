@@ -56,6 +56,11 @@ using Kwargs = std::vector<std::pair<std::string, Value>>;
 struct ConversionError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+// A user's validator raised (rather than returned false): the registry reports it instead of
+// treating the node as rejected, so a bug in a validator is never a silent fallback.
+struct ValidatorError : ConversionError {
+  using ConversionError::ConversionError;
+};
 
 using ConverterFn = std::function<Value(ConversionContext& ctx, const std::string& target,
                                         const std::vector<Value>& args, const Kwargs& kwargs,

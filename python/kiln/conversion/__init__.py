@@ -164,6 +164,10 @@ def converter(target, capability_validator=None, supports_dynamic_shapes=False,
     converter already registered for the op, STANDARD after them."""
     name = target_name(target)
     torch_target = target if not isinstance(target, str) else _torch_target(name)
+    if isinstance(torch_target, str) and not _kiln.has_schema(name):
+        # Neither PyTorch nor kiln's schema table knows it: a misspelt name would never be called.
+        raise ValueError(f"kiln.conversion.converter: unknown op {name!r}: not a PyTorch operator overload "
+                         "(expected e.g. torch.ops.aten.gelu.default or 'aten.gelu.default')")
 
     def register(fn):
         origin = f"python:{fn.__module__}.{fn.__qualname__}"
