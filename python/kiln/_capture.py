@@ -5,6 +5,7 @@ way the FX graph is translated node by node through `_kiln.ProgramBuilder`; weig
 over as pointers into torch tensors that the IR keeps alive (no copies, no files).
 """
 import inspect
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -295,16 +296,68 @@ def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
             if e is not None and getattr(e, "is_Symbol", False):
                 keep[e] = (spec.min_shape[d], spec.max_shape[d])
                 user_dims.append(e)
-    for sym, vr in ep.range_constraints.items():  # symbols export derived itself
-        if sym not in keep and getattr(sym, "is_Symbol", False):
-            hi = vr.upper
-            keep[sym] = (int(vr.lower), int(hi) if getattr(hi, "is_finite", True) and hi != float("inf") else None)
+    _add_derived_ranges(keep, ep.range_constraints)
     try:
         out_spec = ep.call_spec.out_spec
     except AttributeError:
         out_spec = ep.module_call_graph[0].signature.out_spec
     user_outputs = [i for i, s in enumerate(sig.output_specs) if s.kind.name == "USER_OUTPUT"]
     return gm, user, weight_of, out_spec, _Symbols(keep, {}), state, user_outputs
+
+
+# ---- symbol ranges -------------------------------------------------------------------------------
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_INFINITIES = {"oo": 1, "int_oo": 1, "inf": 1, "+inf": 1, "Infinity": 1,
+               "-oo": -1, "-int_oo": -1, "-inf": -1, "-Infinity": -1}
+
+
+def _range_bound(v, upper):
+    """One end of a symbol's value range as the IR takes it: an int; an unbounded lower end is the
+    int64 minimum and an unbounded upper end None (as the .pt2 reader does).
+
+    Ranges from torch.export hold sympy's oo / -oo, torch's own int_oo / -int_oo (not sympy numbers:
+    int() of one fails, e.g. "'Infinity' object has no attribute '_mpf_'" for efficientnet_b0 on
+    PyTorch 2.11), sympy Integers, and non-integers (rounded inward, as export's serializer does)."""
+    unbounded = None if upper else _INT64_MIN
+    if v is None:
+        return unbounded
+    sign = _INFINITIES.get(str(v).replace(" ", ""))
+    if sign is not None:
+        if (sign > 0) == bool(upper):
+            return unbounded
+        return _INT64_MIN if upper else _INT64_MAX  # an empty range's far end: kept, the IR reports it
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, int) or getattr(v, "is_Integer", False):
+        n = int(v)
+    else:
+        try:
+            f = float(v)
+        except (TypeError, ValueError, AttributeError):
+            return unbounded  # a symbolic bound (an expression): no constant to keep
+        if math.isnan(f):
+            return unbounded
+        if math.isinf(f):
+            return unbounded if (f > 0) == bool(upper) else (_INT64_MIN if upper else _INT64_MAX)
+        try:
+            n = math.floor(v) if upper else math.ceil(v)
+        except (TypeError, ValueError, AttributeError):
+            n = math.floor(f) if upper else math.ceil(f)
+        n = int(n)
+    if n > _INT64_MAX:
+        return None if upper else _INT64_MAX
+    if n < _INT64_MIN:
+        return _INT64_MIN
+    return n
+
+
+def _add_derived_ranges(keep, range_constraints):
+    """Ranges of the symbols export derived itself (not declared by the user) into `keep`."""
+    for sym, vr in range_constraints.items():
+        if sym not in keep and getattr(sym, "is_Symbol", False):
+            keep[sym] = (_range_bound(getattr(vr, "lower", None), upper=False),
+                         _range_bound(getattr(vr, "upper", None), upper=True))
 
 
 # ---- FX -> IR ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <iostream>
 #include <optional>
 #include <set>
 
@@ -655,6 +656,141 @@ size_t canonicalize_symbolic(ir::ExportedProgram& program) {
   return changed;
 }
 
+// ---- float64 -> float32 ---------------------------------------------------------------------------
+
+namespace {
+
+bool retype(ir::TensorMeta& m) {
+  if (m.dtype != ir::ScalarType::Double) return false;
+  m.dtype = ir::ScalarType::Float;
+  return true;
+}
+
+bool retype(ir::ValueMeta& m) {
+  bool changed = m.is_tensor() && retype(m.tensor);
+  for (auto& t : m.tuple) changed = (t && retype(*t)) || changed;
+  return changed;
+}
+
+bool is_double(const ir::ValueMeta& m) { return m.is_tensor() && m.tensor.dtype == ir::ScalarType::Double; }
+
+// dtype arguments (`_to_copy(dtype=torch.float64)`, `arange(..., dtype=...)`): float64 -> float32.
+ir::Argument retype_arg(const ir::Argument& a, bool& changed) {
+  if (a.is<ir::ScalarType>() && a.as<ir::ScalarType>() == ir::ScalarType::Double) {
+    changed = true;
+    return ir::Argument(ir::ScalarType::Float);
+  }
+  if (a.is_list()) {
+    ir::Argument::List l;
+    for (const auto& e : a.list()) l.push_back(retype_arg(e, changed));
+    return ir::Argument(std::move(l));
+  }
+  return a;
+}
+
+// A strided f64 view as a contiguous f32 copy.
+std::shared_ptr<ir::Storage> to_float(const ir::Weight& w) {
+  const ir::TensorMeta& m = w.meta;
+  int64_t n = 1;
+  for (const auto& s : m.sizes) n *= s.value;
+  auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(n));
+  const double* src = reinterpret_cast<const double*>(w.data());
+  const size_t r = m.rank();
+  std::vector<int64_t> idx(r, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t off = 0;
+    for (size_t d = 0; d < r; ++d) off += idx[d] * (m.strides.size() == r ? m.strides[d].value : 0);
+    if (m.strides.size() != r) off = i;  // contiguous when strides are unknown
+    (*out)[static_cast<size_t>(i)] = static_cast<float>(src[off]);
+    for (size_t d = r; d-- > 0;) {
+      if (++idx[d] < m.sizes[d].value) break;
+      idx[d] = 0;
+    }
+  }
+  auto st = std::make_shared<ir::Storage>();
+  st->data = reinterpret_cast<const uint8_t*>(out->data());
+  st->size = out->size() * sizeof(float);
+  st->owner = out;
+  return st;
+}
+
+}  // namespace
+
+size_t truncate_double(ir::ExportedProgram& program, std::ostream* warn) {
+  ir::Graph& g = program.graph;
+  size_t inputs = 0, weights = 0, values = 0;
+  for (auto& [name, w] : program.weights) {
+    if (w.meta.dtype != ir::ScalarType::Double || !w.meta.is_static()) continue;
+    w.storage = to_float(w);
+    w.storage_offset = 0;
+    w.meta.dtype = ir::ScalarType::Float;
+    w.meta.strides.clear();
+    int64_t s = 1;
+    for (size_t d = w.meta.rank(); d-- > 0;) {
+      w.meta.strides.insert(w.meta.strides.begin(), ir::SymInt(s));
+      s *= std::max<int64_t>(w.meta.sizes[d].value, 1);
+    }
+    ++weights;
+  }
+  ir::Node* out = g.output();
+  // Results the caller gets as float64: cast back after everything else is retyped.
+  std::vector<ir::Node*> double_results;
+  if (out && !out->args.empty() && out->args[0].is_list())
+    for (const auto& a : out->args[0].list())
+      if (a.is_node() && is_double(a.node()->meta)) double_results.push_back(a.node());
+  for (ir::Node* n : g.nodes()) {
+    if (n->kind == ir::NodeKind::Placeholder) {
+      if (!is_double(n->meta)) continue;
+      // Keep the input float64 (what callers pass); its users read an f32 copy.
+      std::vector<ir::Node*> users(n->users());
+      ir::Node* body = nullptr;  // the casts go after every placeholder (get_attrs may come first)
+      const auto order = g.nodes();
+      for (size_t i = order.size(); i-- > 0;)
+        if (order[i]->kind == ir::NodeKind::Placeholder) {
+          body = i + 1 < order.size() ? order[i + 1] : nullptr;
+          break;
+        }
+      ir::Node* c = g.create(ir::NodeKind::CallFunction, n->name + "_f32", "aten._to_copy.default", {n},
+                             {{"dtype", ir::Argument(ir::ScalarType::Float)}}, body);
+      c->meta = n->meta;
+      retype(c->meta);
+      users.erase(std::remove(users.begin(), users.end(), out), users.end());
+      substitute(g, n, ir::Argument(c), users);
+      ++inputs;
+      continue;
+    }
+    if (n->kind == ir::NodeKind::GetAttr) {
+      retype(n->meta);
+      continue;
+    }
+    if (n->kind != ir::NodeKind::CallFunction) continue;
+    bool changed = retype(n->meta);
+    bool args_changed = false;
+    std::vector<ir::Argument> args;
+    for (const auto& a : n->args) args.push_back(retype_arg(a, args_changed));
+    std::vector<std::pair<std::string, ir::Argument>> kwargs;
+    for (const auto& [k, a] : n->kwargs) kwargs.emplace_back(k, retype_arg(a, args_changed));
+    if (args_changed) {
+      g.set_args(n, std::move(args));
+      g.set_kwargs(n, std::move(kwargs));
+    }
+    if (changed || args_changed) ++values;
+  }
+  for (ir::Node* r : double_results) {
+    if (r->kind == ir::NodeKind::Placeholder) continue;  // a passed-through input is still f64
+    ir::Node* c = g.create(ir::NodeKind::CallFunction, r->name + "_f64", "aten._to_copy.default", {r},
+                           {{"dtype", ir::Argument(ir::ScalarType::Double)}}, out);
+    c->meta = r->meta;
+    c->meta.tensor.dtype = ir::ScalarType::Double;
+    substitute(g, r, ir::Argument(c), {out});
+  }
+  const size_t total = inputs + weights + values;
+  if (total && warn)
+    *warn << "kiln: warning: float64 program computed in float32 (truncate_double: " << inputs << " input(s), "
+          << weights << " weight(s), " << values << " op(s)); float64 inputs and outputs are cast at the boundary\n";
+  return total;
+}
+
 std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
   std::vector<PassReport> out;
   auto run = [&](const char* name, size_t (*fn)(ir::ExportedProgram&)) {
@@ -663,6 +799,7 @@ std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
   };
   run("remove_noops", remove_noops);
   run("inplace_to_functional", inplace_to_functional);
+  run("truncate_double", [](ir::ExportedProgram& p) { return truncate_double(p, &std::cerr); });
   run("unbroadcast_matmul_weights", unbroadcast_matmul_weights);
   run("fold_weight_constants", [](ir::ExportedProgram& p) { return fold_weight_constants(p); });
   run("canonicalize_symbolic", canonicalize_symbolic);

@@ -2,6 +2,7 @@
 // returning how many nodes it changed; run_passes() runs them in order.
 #pragma once
 
+#include <ostream>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -49,6 +50,12 @@ size_t fuse_eager_attention(ir::ExportedProgram& program);
 // bmm(x, view(expand(W, [n, K, N]))) becomes matmul(x, W). The expanded copy of W (n times its
 // size) is never made, and the product is one matrix multiply with a broadcast right operand.
 size_t unbroadcast_matmul_weights(ir::ExportedProgram& program);
+
+// float64 programs (the engine has no f64) computed in float32, as Torch-TensorRT's
+// truncate_double: f64 weights become f32 copies, f64 values and dtype arguments f32; f64 user
+// inputs are cast to f32 where they enter and f64 results cast back where they leave, so callers
+// still pass and get float64. Writes one warning line to `warn` (when given) if anything changed.
+size_t truncate_double(ir::ExportedProgram& program, std::ostream* warn = nullptr);
 
 struct PassReport {
   std::string pass;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <sstream>
 
 #include "ir/schema.h"
 #include "lowering/passes.h"
@@ -391,6 +392,69 @@ TEST(UnbroadcastMatmulWeights, ExpandedMatrixBecomesABroadcastOperand) {
   for (Node* n : g.p.graph.nodes()) EXPECT_NE(n->name, "proj_re");  // the expanded copy is gone
 }
 
+TEST(InplaceToFunctional, AugmentedMaskOperatorsBecomeFunctional) {
+  G g;  // transformers' `mask &= other`: aten.__iand__.Tensor
+  Node* x = g.input("x", {4});
+  Node* m = g.call("gt", "aten.gt.Scalar", {x, 0.0}, tensor({4}, ir::ScalarType::Bool));
+  Node* a = g.call("__iand__", "aten.__iand__.Tensor", {m, m}, tensor({4}, ir::ScalarType::Bool));
+  g.output({a});
+  EXPECT_EQ(inplace_to_functional(g.p), 1u);
+  g.p.graph.verify();
+  EXPECT_EQ(a->target, "aten.__and__.Tensor");
+}
+
+TEST(TruncateDouble, Float64ProgramComputesInFloat32WithBoundaryCasts) {
+  G g;
+  Node* w = g.weight("w", {2, 3});  // an f32 weight stands in; re-stored below as f64
+  {
+    auto buf = std::make_shared<std::vector<double>>(std::vector<double>{0.5, 1, 2, 3, 4, 1e300});
+    auto st = std::make_shared<ir::Storage>();
+    st->data = reinterpret_cast<const uint8_t*>(buf->data());
+    st->size = buf->size() * 8;
+    st->owner = buf;
+    g.p.weights["w"].storage = st;
+    g.p.weights["w"].meta.dtype = ir::ScalarType::Double;
+    w->meta.tensor.dtype = ir::ScalarType::Double;
+  }
+  Node* x = g.input("x", {2, 3});
+  x->meta.tensor.dtype = ir::ScalarType::Double;
+  Node* y = g.input("y", {2});  // f32 input: untouched
+  Node* a = g.call("add", "aten.add.Tensor", {x, w}, tensor({2, 3}, ir::ScalarType::Double));
+  Node* c = g.call("to", "aten._to_copy.default", {a}, tensor({2, 3}, ir::ScalarType::Double),
+                   {{"dtype", Argument(ir::ScalarType::Double)}});
+  g.output({c, x, y});
+  std::ostringstream warn;
+  EXPECT_GT(truncate_double(g.p, &warn), 0u);
+  g.p.graph.verify();
+  EXPECT_NE(warn.str().find("float64 program computed in float32"), std::string::npos) << warn.str();
+  const ir::Weight& wt = g.p.weights.at("w");
+  EXPECT_EQ(wt.meta.dtype, ir::ScalarType::Float);
+  const float* f = reinterpret_cast<const float*>(wt.data());
+  EXPECT_EQ(f[0], 0.5f);
+  EXPECT_EQ(f[4], 4.0f);
+  EXPECT_EQ(x->meta.tensor.dtype, ir::ScalarType::Double);  // callers still pass float64
+  ASSERT_TRUE(a->args[0].is_node());
+  Node* cast_in = a->args[0].node();
+  EXPECT_EQ(cast_in->target, "aten._to_copy.default");
+  EXPECT_EQ(cast_in->meta.tensor.dtype, ir::ScalarType::Float);
+  EXPECT_EQ(a->meta.tensor.dtype, ir::ScalarType::Float);
+  EXPECT_EQ(c->kwargs[0].second.as<ir::ScalarType>(), ir::ScalarType::Float);
+  const auto& outs = g.p.graph.output()->args[0].list();
+  Node* back = outs[0].node();  // the f64 result is cast back; passed-through inputs stay as they are
+  EXPECT_EQ(back->target, "aten._to_copy.default");
+  EXPECT_EQ(back->meta.tensor.dtype, ir::ScalarType::Double);
+  EXPECT_EQ(back->args[0].node(), c);
+  EXPECT_EQ(outs[1].node(), x);
+  EXPECT_EQ(outs[2].node(), y);
+  // A float32 program is left alone, silently.
+  G h;
+  Node* z = h.input("z", {2});
+  h.output({h.call("relu", "aten.relu.default", {z}, tensor({2}))});
+  std::ostringstream quiet;
+  EXPECT_EQ(truncate_double(h.p, &quiet), 0u);
+  EXPECT_TRUE(quiet.str().empty());
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});
@@ -398,7 +462,7 @@ TEST(RunPasses, ReportsEveryPass) {
   Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
   g.output({r});
   auto report = run_passes(g.p);
-  ASSERT_EQ(report.size(), 8u);
+  ASSERT_EQ(report.size(), 9u);
   EXPECT_EQ(report[0].pass, "remove_noops");
   EXPECT_EQ(report[0].changes, 1u);
 }
