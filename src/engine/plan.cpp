@@ -184,7 +184,7 @@ Header check_container(const uint8_t* data, size_t size) {
   uint32_t version = get<uint32_t>(data, 8);
   if (version != kPlanVersion)
     throw PlanError("plan: unsupported format version " + std::to_string(version) + " (this build reads version " +
-                    std::to_string(kPlanVersion) + ")");
+                    std::to_string(kPlanVersion) + "); recompile the model with this kiln to rebuild the plan");
   if (get<uint32_t>(data, 12) != kHeaderBytes) throw PlanError("plan: corrupt header (header size)");
   Header h{get<uint64_t>(data, 16), get<uint64_t>(data, 24), get<uint64_t>(data, 32), get<uint64_t>(data, 40)};
   if (h.total > size)
@@ -208,7 +208,10 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
   Header h = check_container(data, size);
   json j;
   try {
-    j = json::parse(data + kHeaderBytes, data + kHeaderBytes + h.json_bytes);
+    // A plan description nests ~10 levels (dimension expressions up to 64 more).
+    j = plan_json::parse_bounded(data + kHeaderBytes, h.json_bytes, 256);
+  } catch (const PlanError& e) {
+    throw PlanError(std::string("plan: bad description: ") + e.what());
   } catch (const std::exception& e) {
     throw PlanError(std::string("plan: bad description: ") + e.what());
   }

@@ -3,6 +3,7 @@
 // description throws (and becomes a PlanError in Plan::deserialize).
 #include "engine/plan_json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -96,20 +97,53 @@ Weights BlobReader::get(const json& j) const {
   Weights w;
   w.dtype = dtype_from(j.at("dtype"));
   w.dims = j.at("dims").get<std::vector<int64_t>>();
-  uint64_t offset = j.at("offset").get<uint64_t>(), nbytes = j.at("bytes").get<uint64_t>();
-  // numel without overflow: every dim non-negative and the product bounded by the blob
-  uint64_t n = 1;
+  if (w.dims.size() > kMaxRank) throw PlanError("weights of rank " + std::to_string(w.dims.size()));
+  const uint64_t offset = j.at("offset").get<uint64_t>(), nbytes = j.at("bytes").get<uint64_t>();
+  // The byte count from dims and dtype, every product checked: a wrapped product (dims [2^62] of
+  // float32 is 2^64 bytes, i.e. 0) would pass the comparison below and let a layer read past the blob.
+  uint64_t n = element_size(w.dtype);
   for (int64_t d : w.dims) {
     if (d < 0) throw PlanError("weights have a negative dim");
-    if (d != 0 && n > size / static_cast<uint64_t>(d) + 1) throw PlanError("weights larger than the weight blob");
-    n *= static_cast<uint64_t>(d);
+    if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) throw PlanError("weights byte size overflows");
   }
-  if (n * element_size(w.dtype) != nbytes) throw PlanError("weights byte count does not match dtype and dims");
+  if (n != nbytes)
+    throw PlanError("weights byte count " + std::to_string(nbytes) + " does not match dtype and dims (" +
+                    std::to_string(n) + " bytes)");
+  // In range before any pointer into the blob is formed; aligned as BlobWriter aligns them (kernels
+  // load whole elements, and vector loads expect the 64 bytes the blob base has).
   if (offset > size || nbytes > size - offset)
     throw PlanError("weights at offset " + std::to_string(offset) + " (+" + std::to_string(nbytes) +
                     " bytes) lie outside the weight blob (" + std::to_string(size) + " bytes)");
+  if (offset % 64 != 0) throw PlanError("weights at offset " + std::to_string(offset) + " are not 64-byte aligned");
   w.data = std::shared_ptr<const uint8_t>(base, base.get() + offset);
   return w;
+}
+
+size_t nesting_depth(const uint8_t* p, size_t n) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t c = p[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+json parse_bounded(const uint8_t* p, size_t n, size_t max_depth) {
+  const size_t depth = nesting_depth(p, n);
+  if (depth > max_depth)
+    throw PlanError("JSON nested " + std::to_string(depth) + " levels deep (at most " + std::to_string(max_depth) +
+                    " are accepted)");
+  return json::parse(p, p + n);
 }
 
 json dim_to_json(const DimExpr& d) {
@@ -139,6 +173,7 @@ json shape_to_json(const Shape& s) {
 }
 Shape shape_from_json(const json& j) {
   if (!j.is_array()) throw PlanError("shape is not an array");
+  if (j.size() > kMaxRank) throw PlanError("shape of rank " + std::to_string(j.size()));
   Shape s;
   for (const json& d : j) s.push_back(dim_from_json(d));
   return s;

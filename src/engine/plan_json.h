@@ -26,6 +26,17 @@ struct BlobReader {
   Weights get(const json& j) const;
 };
 
+// Ranks above this in a plan are refused (shapes, weight dims): no network has them, and a
+// hostile description would otherwise size allocations by them.
+constexpr size_t kMaxRank = 64;
+
+// The deepest nesting of arrays and objects in JSON text (strings skipped), found without
+// recursion: nlohmann's parser is iterative, but dump(), copies and comparisons of the parsed value
+// recurse, so a hostile depth must be refused before parsing.
+size_t nesting_depth(const uint8_t* p, size_t n);
+// json::parse after checking nesting_depth <= max_depth (PlanError naming the depth otherwise).
+json parse_bounded(const uint8_t* p, size_t n, size_t max_depth);
+
 json dim_to_json(const DimExpr& d);
 DimExpr dim_from_json(const json& j, int depth = 0);
 json shape_to_json(const Shape& s);

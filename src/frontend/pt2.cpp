@@ -407,6 +407,7 @@ class Loader {
       const std::string name = tensor_name(*v, where);
       Node* n = prog_.graph.create(NodeKind::Placeholder, name, name);
       n->meta = ValueMeta::of_tensor(tensor_meta_of(name, where));
+      check_input_size(n->meta.tensor, where + " (input '" + name + "')");
       define(name, n, where);
     } else if (tag == "as_sym_int") {
       auto [stag, sv] = tagged(*v, where + ".arg.as_sym_int");
@@ -485,6 +486,20 @@ class Loader {
     n->meta = ValueMeta::of_tensor(graph_meta);
     define(arg, n, where_spec);
     prog_.weights.emplace(state_name, std::move(w));  // tied weights: one entry, several get_attr nodes
+  }
+
+  // An input no run could be given: its static dims alone (symbolic ones counted as 1) need more
+  // than kiln allocates for one tensor (1 TiB, HostTensor::empty's limit), or overflow. Refused
+  // here, as bad input, rather than when a converter or the memory planner meets the size.
+  void check_input_size(const TensorMeta& meta, const std::string& where) const {
+    constexpr uint64_t kMaxTensorBytes = uint64_t{1} << 40;
+    uint64_t bytes = std::max<size_t>(ir::element_size(meta.dtype), 1);
+    for (const SymInt& d : meta.sizes) {
+      if (!d.is_constant()) continue;
+      if (d.value < 0) fail(where, "negative dim in " + meta.str());
+      if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d.value), &bytes) || bytes > kMaxTensorBytes)
+        fail(where, meta.str() + " is larger than 1 TiB (the most kiln allocates for one tensor)");
+    }
   }
 
   // The elements a strided view touches must lie inside its file.

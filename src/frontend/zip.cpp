@@ -52,7 +52,8 @@ uint32_t crc32(const uint8_t* data, size_t size) {
 // ---------------------------------------------------------------------------------------------
 
 std::shared_ptr<const FileBytes> FileBytes::map_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; fstat refuses it below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw ZipError(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

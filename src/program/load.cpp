@@ -4,13 +4,14 @@
 #include <fstream>
 
 #include "frontend/pt2.h"
+#include "program/file_io.h"
 #include "program/npy.h"
 
 namespace kiln::program {
 
 namespace {
 bool is_kiln_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary);  // a regular file (checked first): the open cannot block
   char magic[8] = {};
   in.read(magic, 8);
   return in.gcount() == 8 && std::memcmp(magic, "KILNPROG", 8) == 0;
@@ -18,7 +19,7 @@ bool is_kiln_file(const std::string& path) {
 }  // namespace
 
 CompiledProgram open_model(const std::string& path, const CompileOptions& options) {
-  if (!std::ifstream(path)) throw InputError(path + ": no such file");
+  require_regular_file(path);  // "no such file", or a FIFO or device refused before any open
   if (is_kiln_file(path)) {
     StageTimer t(options.log, "load " + path);
     CompiledProgram p = CompiledProgram::load(path);

@@ -1,5 +1,8 @@
 #include "program/npy.h"
 
+#include "program/file_io.h"
+#include "program/program.h"
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -44,6 +47,11 @@ std::string header_field(const std::string& h, const std::string& key) {
 }  // namespace
 
 HostTensor read_npy(const std::string& path) {
+  try {
+    require_regular_file(path);  // a FIFO would block the open below
+  } catch (const InputError& e) {
+    throw NpyError(e.what());
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw NpyError(path + (std::filesystem::exists(path) ? ": cannot open file" : ": no such file"));
   in.seekg(0, std::ios::end);
@@ -89,20 +97,33 @@ HostTensor read_npy(const std::string& path) {
 
   std::string shape = header_field(h, "shape");
   if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')') throw NpyError(path + ": bad 'shape' in header");
+  // numpy writes "()", "(5,)" and "(2, 5)": integers separated by commas (a trailing one allowed).
+  // Anything else ("(2x, 5)", "(2,, 5)", "(2 5)", "(-1,)") is refused rather than read loosely.
   std::vector<int64_t> dims;
-  std::stringstream ss(shape.substr(1, shape.size() - 2));
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto b = item.find_first_not_of(" ");
-    if (b == std::string::npos) continue;
-    try {
-      size_t used = 0;
-      long long v = std::stoll(item.substr(b), &used);
-      if (v < 0) throw std::invalid_argument("negative");
-      dims.push_back(v);
-    } catch (const std::exception&) {
-      throw NpyError(path + ": bad dimension '" + item + "' in shape");
-    }
+  const std::string inner = shape.substr(1, shape.size() - 2);
+  size_t pos = 0;
+  auto skip_spaces = [&] {
+    while (pos < inner.size() && inner[pos] == ' ') ++pos;
+  };
+  skip_spaces();
+  while (pos < inner.size()) {
+    const size_t start = pos;
+    while (pos < inner.size() && inner[pos] >= '0' && inner[pos] <= '9') ++pos;
+    const size_t end = inner.find(',', start);
+    const std::string item = inner.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const auto bad_dim = [&] { return NpyError(path + ": bad dimension '" + item + "' in shape " + shape); };
+    if (pos == start) throw bad_dim();
+    int64_t v = 0;
+    for (size_t i = start; i < pos; ++i)
+      if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, inner[i] - '0', &v))
+        throw NpyError(path + ": dimension " + item + " in shape overflows 64 bits");
+    dims.push_back(v);
+    skip_spaces();
+    if (pos == inner.size()) break;
+    if (inner[pos] != ',') throw bad_dim();
+    ++pos;
+    skip_spaces();
+    if (pos < inner.size() && inner[pos] == ',') throw NpyError(path + ": bad 'shape' in header: " + shape);
   }
   if (dims.size() > 16) throw NpyError(path + ": rank " + std::to_string(dims.size()) + " is too large");
 
@@ -138,14 +159,13 @@ void write_npy(const std::string& path, const HostTensor& t) {
   const size_t total = 10 + h.size() + 1;
   h.append((64 - total % 64) % 64, ' ');
   h += '\n';
-  std::ofstream out(path, std::ios::binary);
-  if (!out) throw NpyError(path + ": cannot create file");
-  out.write("\x93NUMPY\x01\x00", 8);
-  const char len[2] = {static_cast<char>(h.size() & 0xff), static_cast<char>(h.size() >> 8)};
-  out.write(len, 2);
-  out.write(h.data(), static_cast<std::streamsize>(h.size()));
-  out.write(reinterpret_cast<const char*>(t.data), static_cast<std::streamsize>(t.nbytes()));
-  if (!out) throw NpyError(path + ": write failed");
+  std::string bytes = "\x93NUMPY\x01";
+  bytes += '\0';
+  bytes += static_cast<char>(h.size() & 0xff);
+  bytes += static_cast<char>(h.size() >> 8);
+  bytes += h;
+  bytes.append(reinterpret_cast<const char*>(t.data), t.nbytes());
+  write_file_atomic(path, bytes.data(), bytes.size());  // an old file survives a failed write
 }
 
 }  // namespace kiln::program

@@ -6,13 +6,17 @@
 // graph (fallback nodes with their arguments and metas), segments and steps; the blob holds each
 // plan's own serialized bytes and the weights fallback nodes read. Loading checks everything it
 // reads (sizes, names, enum values) and refuses with FormatError, never trusting the file.
+#include <climits>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/plan_json.h"
+#include "partition/partition.h"
+#include "program/file_io.h"
 #include "program/program.h"
 
 namespace kiln::program {
@@ -24,7 +28,9 @@ namespace {
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'R', 'O', 'G'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeader = 32;
-constexpr int kMaxDepth = 64;
+constexpr int kMaxDepth = 64;        // arguments and symbolic expressions
+constexpr size_t kMaxJsonDepth = 256;  // the description: ~6 levels plus those above (2 JSON levels each)
+constexpr size_t kMaxRank = 64;
 
 uint64_t fnv1a(const uint8_t* p, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -102,6 +108,8 @@ json tensor_meta_to_json(const ir::TensorMeta& m) {
 ir::TensorMeta tensor_meta_from_json(const json& j) {
   ir::TensorMeta m;
   m.dtype = enum_from<ir::ScalarType>(j.at("dtype"), kScalarTypes, "dtype");
+  if (j.at("sizes").size() > kMaxRank || j.at("strides").size() > kMaxRank)
+    throw bad("tensor of rank " + std::to_string(j.at("sizes").size()) + " (at most " + std::to_string(kMaxRank) + ")");
   for (const auto& s : j.at("sizes")) m.sizes.push_back(symint_from_json(s));
   for (const auto& s : j.at("strides")) m.strides.push_back(symint_from_json(s));
   m.storage_offset = symint_from_json(j.at("offset"));
@@ -278,25 +286,38 @@ struct ProgramSerializer {
     const uint32_t version = get<uint32_t>(data + 8);
     if (version != kVersion)
       throw FormatError(".kiln version " + std::to_string(version) + " is not supported (this kiln reads version " +
-                        std::to_string(kVersion) + "); recompile the model");
+                        std::to_string(kVersion) + "); recompile the model with this kiln (kiln compile MODEL.pt2 -o " +
+                        "OUT.kiln)");
     const uint64_t json_size = get<uint64_t>(data + 16), blob_size = get<uint64_t>(data + 24);
     const uint64_t body = size - kHeader - 8;
     if (json_size > body || blob_size != body - json_size) throw bad("truncated or sizes inconsistent");
     if (get<uint64_t>(data + size - 8) != fnv1a(data, size - 8)) throw bad("checksum mismatch (file corrupted)");
 
-    // One shared copy of the blob: weights view it; plans copy what they need.
-    auto blob = std::shared_ptr<uint8_t[]>(new uint8_t[std::max<uint64_t>(blob_size, 1)]);
-    std::memcpy(blob.get(), data + kHeader + json_size, blob_size);
+    // One shared copy of the blob, 64-byte aligned as the offsets in it are: weights view it; plans
+    // copy what they need.
+    auto* raw = static_cast<uint8_t*>(::operator new[](std::max<uint64_t>(blob_size, 1), std::align_val_t{64}));
+    auto blob = std::shared_ptr<uint8_t[]>(raw, [](uint8_t* q) { ::operator delete[](q, std::align_val_t{64}); });
+    if (blob_size) std::memcpy(blob.get(), data + kHeader + json_size, blob_size);
     CompiledProgram p;
     try {
-      const json j = json::parse(data + kHeader, data + kHeader + json_size);
+      const json j = engine::plan_json::parse_bounded(data + kHeader, json_size, kMaxJsonDepth);
       p.precision_ = precision_from(j.at("precision").get<std::string>());
       p.device_ = j.at("device").get<std::string>() == engine::to_string(engine::DeviceKind::kCUDA)
                       ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
-      for (const auto& in : j.at("inputs"))
-        p.inputs_.push_back(InputSpec{in.at("name").get<std::string>(), tensor_meta_from_json(in.at("meta"))});
-      for (const auto& [sym, r] : j.at("ranges").items())
-        p.ranges_[sym] = engine::SymbolRange{r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), r.at(2).get<int64_t>()};
+      for (const auto& in : j.at("inputs")) {
+        InputSpec spec{in.at("name").get<std::string>(), tensor_meta_from_json(in.at("meta"))};
+        for (const InputSpec& other : p.inputs_)
+          if (other.name == spec.name) throw bad("input '" + spec.name + "' is declared twice");
+        for (const ir::SymInt& d : spec.meta.sizes)
+          if (d.is_constant() && d.value < 0) throw bad("input '" + spec.name + "' has a negative dim");
+        p.inputs_.push_back(std::move(spec));
+      }
+      for (const auto& [sym, r] : j.at("ranges").items()) {
+        const engine::SymbolRange range{r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), r.at(2).get<int64_t>()};
+        if (range.min < 0 || range.min > range.opt || range.opt > range.max)
+          throw bad("bad range [" + std::to_string(range.min) + ", " + std::to_string(range.max) + "] of " + sym);
+        p.ranges_[sym] = range;
+      }
       for (const auto& jn : j.at("graph")) {
         std::vector<ir::Argument> args;
         std::vector<std::pair<std::string, ir::Argument>> kwargs;
@@ -324,9 +345,11 @@ struct ProgramSerializer {
         s.output_values = js.at("outputs").get<std::vector<std::string>>();
         s.ops = js.at("ops").get<std::vector<std::string>>();
         s.compute_ops = js.at("compute_ops").get<size_t>();
+        check_segment(s, p.device_);
         p.segments_.push_back(std::move(s));
       }
       std::vector<bool> scheduled(p.segments_.size(), false);
+      std::set<const ir::Node*> scheduled_nodes;
       for (const auto& js : j.at("steps")) {
         Step s;
         if (js.contains("segment")) {
@@ -339,21 +362,42 @@ struct ProgramSerializer {
         } else {
           s.node = p.graph_.find(js.at("node").get<std::string>());
           if (!s.node || s.node->kind != ir::NodeKind::CallFunction) throw bad("step names no fallback node");
+          if (!scheduled_nodes.insert(s.node).second) throw bad("%" + s.node->name + " is scheduled twice");
         }
         p.steps_.push_back(s);
       }
       for (const auto& jw : j.at("weights")) {
+        const std::string name = jw.at("name").get<std::string>();
         const auto dtype = enum_from<ir::ScalarType>(jw.at("dtype"), kScalarTypes, "dtype");
         const auto dims = jw.at("dims").get<std::vector<int64_t>>();
         const uint64_t off = jw.at("offset").get<uint64_t>(), len = jw.at("size").get<uint64_t>();
-        HostTensor t = HostTensor::view(dtype, dims, blob.get() + off, std::shared_ptr<const void>(blob, blob.get()));
-        if (off > blob_size || len > blob_size - off || t.nbytes() != len)
-          throw bad("weight " + jw.at("name").get<std::string>() + " lies outside the file or has the wrong size");
-        p.weights_[jw.at("name").get<std::string>()] = t;
+        if (dims.size() > kMaxRank) throw bad("weight " + name + " has rank " + std::to_string(dims.size()));
+        if (p.weights_.count(name)) throw bad("weight " + name + " is stored twice");
+        // Every size and bound is checked before a pointer into the blob is formed: dims whose byte
+        // size wraps (2^62 float32s are 0 bytes modulo 2^64) would otherwise pass as an empty weight
+        // and let the ops that read it run past the blob.
+        HostTensor shape;
+        shape.dtype = dtype;
+        shape.dims = dims;
+        uint64_t nbytes = 0;
+        try {
+          nbytes = shape.nbytes();
+        } catch (const std::length_error& e) {
+          throw bad("weight " + name + " has dims whose size overflows (" + e.what() + ")");
+        }
+        if (nbytes != len)
+          throw bad("weight " + name + " has the wrong size (" + std::to_string(len) + " bytes stored, its dims need " +
+                    std::to_string(nbytes) + ")");
+        if (off > blob_size || len > blob_size - off)
+          throw bad("weight " + name + " lies outside the file (offset " + std::to_string(off) + ", " +
+                    std::to_string(len) + " bytes)");
+        if (off % 64 != 0) throw bad("weight " + name + " is not 64-byte aligned (offset " + std::to_string(off) + ")");
+        p.weights_[name] = HostTensor::view(dtype, dims, blob.get() + off, std::shared_ptr<const void>(blob, blob.get()));
       }
       for (const ir::Node* n : p.graph_.nodes())
         if (n->kind == ir::NodeKind::GetAttr && !p.weights_.count(n->target))
           throw bad("weight '" + n->target + "' is missing");
+      check_schedule(p);
     } catch (const FormatError&) {
       throw;
     } catch (const std::exception& e) {  // json type errors, bad sizes in dims, ...
@@ -361,29 +405,128 @@ struct ProgramSerializer {
     }
     return p;
   }
+
+  // A segment's values are its plan's inputs and outputs, each named once, on the program's device.
+  static void check_segment(const AccSegment& s, engine::DeviceKind device) {
+    if (s.plan.device() != device)
+      throw bad(s.name + ": its plan is for " + std::string(engine::to_string(s.plan.device())) + ", the program for " +
+                engine::to_string(device));
+    auto same_set = [&](const std::vector<std::string>& declared, std::vector<std::string> plan, const char* what) {
+      std::vector<std::string> d = declared;
+      std::sort(d.begin(), d.end());
+      std::sort(plan.begin(), plan.end());
+      if (std::adjacent_find(d.begin(), d.end()) != d.end())
+        throw bad(s.name + ": " + what + " name a value twice");
+      if (d != plan) {
+        auto list = [](const std::vector<std::string>& v) {
+          std::string r;
+          for (const std::string& x : v) r += (r.empty() ? "" : ", ") + x;
+          return "[" + r + "]";
+        };
+        throw bad(s.name + ": " + what + " " + list(declared) + " do not match its plan's " + list(plan));
+      }
+    };
+    same_set(s.input_values, s.plan.input_names(), "inputs");
+    same_set(s.output_values, s.plan.output_names(), "outputs");
+  }
+
+  // Every value a step, segment or the output reads is computed before it (by an earlier step), an
+  // input or a weight, or a symbolic int the host evaluates from such values; the graph ends with
+  // its one output node. What run() would otherwise find out midway, as an internal error.
+  static void check_schedule(const CompiledProgram& p) {
+    constexpr int kNever = INT_MAX, kAlways = -1;
+    const std::vector<ir::Node*>& nodes = p.graph_.nodes();
+    if (nodes.empty() || nodes.back()->kind != ir::NodeKind::Output)
+      throw bad("the program graph has no output node (or it is not the last node)");
+    for (size_t i = 0; i + 1 < nodes.size(); ++i)
+      if (nodes[i]->kind == ir::NodeKind::Output) throw bad("the program graph has two output nodes");
+    const ir::Node* out = nodes.back();
+    if (out->args.size() != 1) throw bad("the output node has " + std::to_string(out->args.size()) + " arguments");
+    const ir::Argument& result = out->args[0];
+    for (const ir::Argument& a : result.is_list() ? result.list() : std::vector<ir::Argument>{result})
+      if (!a.is_node()) throw bad("program output " + a.str() + " is not a value");
+
+    std::set<std::string> input_names;
+    for (const InputSpec& in : p.inputs_) input_names.insert(in.name);
+    // By value name: the step after which it exists (kAlways: before the first step).
+    std::map<std::string, int> ready;
+    for (const ir::Node* n : nodes)
+      if (n->kind == ir::NodeKind::Placeholder && !n->metadata.count("kiln.segment")) {
+        if (!input_names.count(n->name)) throw bad("placeholder %" + n->name + " is no program input");
+        ready[n->name] = kAlways;
+      } else if (n->kind == ir::NodeKind::GetAttr) {
+        ready[n->name] = kAlways;
+      }
+    for (const std::string& name : input_names)
+      if (!ready.count(name)) throw bad("input '" + name + "' has no placeholder");
+    for (size_t i = 0; i < p.steps_.size(); ++i) {
+      const Step& s = p.steps_[i];
+      if (s.kind == Step::Kind::kFallback) {
+        ready[s.node->name] = int(i);
+        continue;
+      }
+      for (const std::string& v : p.segments_[size_t(s.segment)].output_values) {
+        if (ready.count(v)) throw bad("value %" + v + " is produced twice");
+        ready[v] = int(i);
+        const auto dot = v.rfind('.');  // "<tuple>.<i>": the tuple exists once an element does
+        if (dot != std::string::npos) {
+          auto [it, fresh] = ready.emplace(v.substr(0, dot), int(i));
+          if (!fresh) it->second = std::min(it->second, int(i));
+        }
+      }
+    }
+    auto ready_of = [&](const std::string& name) {
+      auto it = ready.find(name);
+      return it == ready.end() ? kNever : it->second;
+    };
+    // Symbolic ints are evaluated on demand from their arguments (nodes before them in the graph,
+    // so one pass in graph order settles them); the depth of such chains is bounded, as run()
+    // evaluates them recursively.
+    std::map<const ir::Node*, int> chain;
+    for (const ir::Node* n : nodes) {
+      if (n->kind != ir::NodeKind::CallFunction || !partition::is_symbolic(*n)) continue;
+      int at = kAlways, depth = 0;
+      for (const ir::Node* a : n->inputs()) {
+        at = std::max(at, ready_of(a->name));
+        if (auto c = chain.find(a); c != chain.end()) depth = std::max(depth, c->second + 1);
+      }
+      if (depth > 1000) throw bad("symbolic value %" + n->name + " is nested too deeply");
+      chain[n] = depth;
+      ready[n->name] = std::min(ready_of(n->name), at);
+    }
+    auto require = [&](const std::string& name, int step, const std::string& reader) {
+      const int at = ready_of(name);
+      if (at == kNever) throw bad(reader + " reads %" + name + ", which nothing computes");
+      if (at >= step) throw bad(reader + " reads %" + name + " before it is computed (steps out of order)");
+    };
+    for (size_t i = 0; i < p.steps_.size(); ++i) {
+      const Step& s = p.steps_[i];
+      if (s.kind == Step::Kind::kFallback) {
+        for (const ir::Node* a : s.node->inputs()) require(a->name, int(i), "step " + std::to_string(i) + " (%" + s.node->name + ")");
+        continue;
+      }
+      const AccSegment& seg = p.segments_[size_t(s.segment)];
+      for (const std::string& v : seg.input_values) {
+        const auto dot = v.rfind('.');
+        const bool element = !ready.count(v) && dot != std::string::npos && ready.count(v.substr(0, dot));
+        require(element ? v.substr(0, dot) : v, int(i), "step " + std::to_string(i) + " (" + seg.name + ")");
+      }
+    }
+    for (const ir::Node* a : out->inputs()) require(a->name, int(p.steps_.size()), "the output");
+  }
 };
 
 std::vector<uint8_t> CompiledProgram::serialize() const { return ProgramSerializer::save(*this); }
 
 void CompiledProgram::save(const std::string& path) const {
   const std::vector<uint8_t> bytes = serialize();
-  std::ofstream out(path, std::ios::binary);
-  if (!out) throw InputError(path + ": cannot create file");
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error(path + ": write failed");
+  write_file_atomic(path, bytes.data(), bytes.size());  // the old file survives a failed write
 }
 
 CompiledProgram CompiledProgram::deserialize(const uint8_t* data, size_t size) { return ProgramSerializer::load(data, size); }
 
 CompiledProgram CompiledProgram::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open file");
-  in.seekg(0, std::ios::end);
-  const auto size = static_cast<size_t>(in.tellg());
-  in.seekg(0);
-  std::vector<uint8_t> bytes(size);
-  if (size && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
-    throw InputError(path + ": read failed");
+  const std::vector<uint8_t> bytes = read_whole_file(path);
   try {
     return deserialize(bytes.data(), bytes.size());
   } catch (const FormatError& e) {

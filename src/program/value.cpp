@@ -48,6 +48,13 @@ HostTensor HostTensor::view(ir::ScalarType dtype, std::vector<int64_t> dims, con
 
 int64_t HostTensor::numel() const { return checked_numel(dims); }
 
+size_t HostTensor::nbytes() const {
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(numel()), uint64_t{ir::element_size(dtype)}, &bytes))
+    throw std::length_error("tensor byte size overflows");
+  return bytes;
+}
+
 HostTensor HostTensor::clone() const {
   if (device != engine::DeviceKind::kCPU) throw std::logic_error("clone() of a tensor in device memory");
   HostTensor t = empty(dtype, dims);

@@ -33,7 +33,8 @@ struct HostTensor {
   static HostTensor view(ir::ScalarType dtype, std::vector<int64_t> dims, const void* data,
                          std::shared_ptr<const void> owner);
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * ir::element_size(dtype); }
+  // numel() * element size; throws std::length_error when that overflows (dims come from files).
+  size_t nbytes() const;
   bool defined() const { return data != nullptr || numel() == 0; }
   template <class T> T* as() const { return reinterpret_cast<T*>(data); }
   HostTensor clone() const;  // host tensors only

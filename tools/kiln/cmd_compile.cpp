@@ -9,6 +9,7 @@
 
 #include "engine/backend.h"
 #include "frontend/pt2.h"
+#include "program/file_io.h"
 #include "program/load.h"
 #ifdef KILN_HAS_TORCH
 #include "torch_bridge/torch_bridge.h"
@@ -67,7 +68,7 @@ void run_compile(const CompileArgs& a) {
   using namespace kiln;
   program::CompileOptions o = options_from(a);
   if (!a.dryrun && a.output.empty()) throw program::InputError("-o OUT.kiln is required (or --dryrun)");
-  if (!std::ifstream(a.model)) throw program::InputError(a.model + ": no such file");
+  program::require_regular_file(a.model);  // missing, or a FIFO / device that would block a reader
   ir::ExportedProgram ep;
   {
     program::StageTimer t(o.log, "load " + a.model);
