@@ -2,8 +2,7 @@
 // weights without touching memory outside them) or fail with frontend::Pt2Error. Any other
 // exception, a crash, a sanitizer report, a hang or a huge allocation is a bug.
 //
-// Build: cmake -DKILN_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang ... && ninja pt2_fuzz
-// Run:   build/bin/pt2_fuzz -max_total_time=60 -malloc_limit_mb=1024 CORPUS_DIR (seed: tests/data/*/*.pt2)
+// Build and run: fuzz/run.sh (make fuzz); seeds: the .pt2 fixtures of tests/data.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

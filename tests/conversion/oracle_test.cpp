@@ -221,7 +221,7 @@ std::vector<OracleCase> cases() {
                          "aten.log.default", "aten.rsqrt.default", "aten.sin.default", "aten.ceil.default"}) {
     const bool pos = std::string(op).find("sqrt") != std::string::npos || std::string(op).find("log") != std::string::npos;
     cs.push_back({op, {{F, {2, 7}}}, one(), {}, pos ? 0.1 : -3, 3, 1e-5});
-    cs.push_back({op, {{I64, {5}}}, one(), {}, pos ? 1 : -3, 4, 1e-5});
+    cs.push_back({op, {{I64, {5}}}, one(), {}, pos ? 1.0 : -3.0, 4, 1e-5});
   }
   cs.push_back({"aten.gelu.default", {{F, {3, 5}}}, one()});
   cs.push_back({"aten.gelu.default", {{F, {3, 5}}}, one(), {{"approximate", "tanh"}}});

@@ -148,7 +148,10 @@ TEST(CudaCompute, Pooling) {
       cases.push_back({{2, 10, 9, channels}, nhwc});
     }
   for (DataType t : {DataType::kFloat32, DataType::kFloat16})
-    for (auto& [dims, p] : cases) {
+    for (auto& kase : cases) {
+      // Not a structured binding: clang 14 cannot capture one in the lambda below.
+      const auto& dims = kase.first;
+      const auto& p = kase.second;
       Host x = random_host(t, dims, 41);
       check("pool " + std::string(to_string(t)),
             [&](Network& n) { n.mark_output(n.add_pooling("p", input(n, x, "x"), p)->output(), "y"); }, {x});
