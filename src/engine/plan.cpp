@@ -16,6 +16,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "engine/network_internal.h"
 #include "engine/plan_impl.h"
@@ -69,6 +70,22 @@ bool Plan::requires_output_allocator() const {
       if (std::find(known.begin(), known.end(), s) == known.end()) return true;
   }
   return false;
+}
+
+std::vector<std::string> Plan::unbound_symbols() const {
+  const Network& net = *impl_->network;
+  std::set<std::string> bound;
+  for (const std::string& s : net.input_symbols()) bound.insert(s);
+  for (Layer* l : net.layers())
+    if (const auto* nz = std::get_if<NonZeroParams>(&l->params())) bound.insert(nz->count_symbol);
+  std::set<std::string> unbound;
+  for (Tensor* t : net.tensors()) {
+    std::vector<std::string> syms;
+    for (const DimExpr& d : t->shape()) d.collect_symbols(syms);
+    for (const std::string& s : syms)
+      if (!bound.count(s)) unbound.insert(s);
+  }
+  return {unbound.begin(), unbound.end()};
 }
 
 std::vector<std::string> Plan::input_names() const {
@@ -284,6 +301,9 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
         impl.device_code[k.at("key").get<std::string>()] = std::string(reinterpret_cast<const char*>(w.data.get()), w.nbytes());
       }
     net.verify();
+    where = "shapes";
+    if (const std::vector<std::string> unbound = plan.unbound_symbols(); !unbound.empty())
+      throw PlanError("size " + unbound[0] + " is used but neither an input nor a layer defines it");
   } catch (const PlanError& e) {
     throw PlanError("plan: " + where + ": " + e.what());
   } catch (const std::exception& e) {

@@ -32,6 +32,10 @@ class Plan {
   DeviceKind device() const;
   const MemoryReport& memory() const;
   bool requires_output_allocator() const;  // has data-dependent output shapes
+  // Symbols in tensor shapes that nothing binds at run time: neither an input's dims nor a layer
+  // that produces a data-dependent size (NonZero's count). A plan with any cannot run (its
+  // buffers would be sized from an unset value); deserialize() refuses such plans.
+  std::vector<std::string> unbound_symbols() const;
   std::vector<std::string> input_names() const;
   std::vector<std::string> output_names() const;
   std::string summary() const;              // layers, fusions, memory

@@ -146,6 +146,17 @@ std::set<std::string> input_symbols(const ir::ExportedProgram& ep) {
 
 }  // namespace
 
+// A segment whose plan uses a data-dependent size (an export's unbacked symbol, u0 of a nonzero)
+// that nothing inside the plan binds: converted, the op that makes the size names it otherwise,
+// so the plan could only read it unset. compile() then runs that op in PyTorch, where the size
+// becomes a segment input's dim.
+struct UnboundSizes : std::runtime_error {
+  UnboundSizes(const std::string& segment, std::vector<std::string> syms)
+      : std::runtime_error(segment + " uses the data-dependent size " + syms.at(0) + ", which it cannot compute"),
+        symbols(std::move(syms)) {}
+  std::vector<std::string> symbols;
+};
+
 // Builds the CompiledProgram from a partition: the program graph, the plans, the steps.
 class Compiler {
  public:
@@ -315,6 +326,8 @@ class Compiler {
     }
     StageTimer t(opts_.log, "build " + acc.name + " (" + std::to_string(cs.network->layers().size()) + " layers)");
     acc.plan = engine::build(std::move(*cs.network), cfg);
+    if (std::vector<std::string> unbound = acc.plan.unbound_symbols(); !unbound.empty())
+      throw UnboundSizes(acc.name, std::move(unbound));
     return acc;
   }
 
@@ -350,9 +363,47 @@ void check_fallback(const CompiledProgram& prog) { check_fallback_available(prog
 CompiledProgram compile(ir::ExportedProgram& ep, const CompileOptions& options) {
   (void)symbol_ranges(ep, options.dynamic);  // bad --dynamic specs fail before any work
   partition::Partition part = do_partition(ep, options);
-  CompiledProgram prog = Compiler(ep, options).run(part);
-  check_fallback_available(prog);
-  return prog;
+  try {
+    CompiledProgram prog = Compiler(ep, options).run(part);
+    check_fallback_available(prog);
+    return prog;
+  } catch (const UnboundSizes& e) {
+    // The ops whose results have these sizes run in PyTorch instead, and the program is partitioned
+    // again: their results reach the segments as inputs, whose dims bind the sizes at run time.
+    CompileOptions retry = options;
+    auto symbols_of = [](const ir::Node& n) {
+      std::vector<std::string> syms;
+      for (const auto& d : n.meta.tensor.sizes)
+        if (d.expr) d.expr->collect_symbols(syms);
+      for (const auto& t : n.meta.tuple)
+        if (t)
+          for (const auto& d : t->sizes)
+            if (d.expr) d.expr->collect_symbols(syms);
+      return syms;
+    };
+    auto has = [](const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); };
+    std::string ops;
+    for (const ir::Node* n : ep.graph.nodes()) {
+      if (n->kind != ir::NodeKind::CallFunction || partition::is_symbolic(*n)) continue;
+      const std::vector<std::string> syms = symbols_of(*n);
+      for (const std::string& s : e.symbols) {
+        if (!has(syms, s)) continue;
+        bool inherited = false;  // the size came in with an input: not made here
+        for (const ir::Node* in : n->inputs()) inherited = inherited || has(symbols_of(*in), s);
+        if (!inherited && retry.settings.torch_executed_ops.insert(n->target).second)
+          ops += (ops.empty() ? "" : ", ") + n->target;
+      }
+    }
+    if (ops.empty() || options.settings.require_full_compilation)
+      throw partition::PartitionError(std::string(e.what()) +
+                                      (ops.empty() ? "" : "; it can run with " + ops + " in PyTorch (not under "
+                                                                                       "require_full_compilation)"));
+    if (options.log) *options.log << "kiln: " << e.what() << "; running " << ops << " in PyTorch\n";
+    part = do_partition(ep, retry);
+    CompiledProgram prog = Compiler(ep, retry).run(part);
+    check_fallback_available(prog);
+    return prog;
+  }
 }
 
 std::string dry_run(ir::ExportedProgram& ep, const CompileOptions& options) {

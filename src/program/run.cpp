@@ -184,7 +184,8 @@ RtValue eval_host(const ir::Node& n, const std::vector<RtValue>& in, const std::
     return l[i];
   }
   if (t == "aten.sym_size.int") {
-    const auto& dims = arg(0).tensor().dims;
+    const RtValue x = arg(0);  // held: a reference into the temporary arg(0) would dangle
+    const auto& dims = x.tensor().dims;
     int64_t d = arg(1).to_int();
     if (d < 0) d += static_cast<int64_t>(dims.size());
     return dims.at(d);

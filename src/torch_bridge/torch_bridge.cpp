@@ -213,6 +213,15 @@ class StackBuilder {
       if (k == c10::TypeKind::ListType) return list_of(v.list(), type->castRaw<c10::ListType>()->getElementType());
       throw std::runtime_error("a list was given where " + type->str() + " is expected");
     }
+    if (k == c10::TypeKind::TensorType) {
+      // A number computed at run time where the schema wants a Tensor (`mul.Tensor(x, sym_size)` with
+      // a data-dependent size): a wrapped-number tensor, as for a constant number (see arg()).
+      at::Tensor t = std::holds_alternative<double>(v.v) ? at::scalar_tensor(v.to_double(), at::kDouble)
+                     : std::holds_alternative<bool>(v.v) ? at::scalar_tensor(std::get<bool>(v.v), at::kBool)
+                                                         : at::scalar_tensor(v.to_int(), at::kLong);
+      t.unsafeGetTensorImpl()->set_wrapped_number(true);
+      return t;
+    }
     if (k == c10::TypeKind::FloatType) return v.to_double();
     if (k == c10::TypeKind::BoolType) return v.to_int() != 0;
     if (std::holds_alternative<double>(v.v)) return v.to_double();
