@@ -369,10 +369,10 @@ TEST(BuilderPasses, BatchNormStaysWhenFoldedWeightsWouldOverflow) {
   for (DataType t : {DataType::kFloat16, DataType::kFloat32}) {
     Network net;
     auto constant = [&](const std::string& name, float v, std::vector<int64_t> dims = {1}) {
-      std::vector<uint16_t> h(1);
-      detail::convert_elements(&v, DataType::kFloat32, h.data(), t, 1);
-      Weights w = t == DataType::kFloat32 ? testing::weights(dims, {v}) : Weights::copy_of(t, dims, h.data());
-      return net.add_constant(name, std::move(w))->output();
+      if (t == DataType::kFloat32) return net.add_constant(name, testing::weights(dims, {v}))->output();
+      uint16_t h = 0;  // one fp16 element: converting into it only for 2-byte types
+      detail::convert_elements(&v, DataType::kFloat32, &h, t, 1);
+      return net.add_constant(name, Weights::copy_of(t, dims, &h))->output();
     };
     Tensor* x = net.add_input("x", t, {1, 1, 2, 2});
     Tensor* w = constant("w", 1.f, {1, 1, 1, 1});

@@ -108,6 +108,39 @@ TEST(CpuReduce, EmptyAndNan) {
   }
 }
 
+// NaN and floats beyond int64's range through every float reduction, and integer sums/products
+// that overflow: float results are never converted to int64 on the way (undefined behaviour that
+// UBSan reports in `make sanitize`), integers wrap around as in PyTorch.
+TEST(CpuReduce, NanHugeAndIntegerWrap) {
+  Host x = host_of(DataType::kFloat32, {2, 2}, {NAN, 1, 1e30, -3e38});
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMax, ReduceOp::kMin}) {
+    Network net;
+    ReduceParams p;
+    p.op = op;
+    p.axes = {1};
+    net.mark_output(net.add_reduce("r", net.add_input("x", DataType::kFloat32, {2, 2}), p)->output(), "y");
+    auto o = run_direct(net, {x});
+    EXPECT_TRUE(std::isnan(o[0].get(0))) << int(op);
+    const double want = op == ReduceOp::kSum ? 1e30 - 3e38 : op == ReduceOp::kProd ? -INFINITY
+                        : op == ReduceOp::kMax ? 1e30 : -3e38;
+    EXPECT_FLOAT_EQ(o[0].get(1), want) << int(op);
+  }
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  Host i(DataType::kInt64, {1, 2});
+  const int64_t values[2] = {big, 2};
+  std::memcpy(i.bytes.data(), values, sizeof values);
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kProd}) {
+    Network net;
+    ReduceParams p;
+    p.op = op;
+    p.axes = {1};
+    net.mark_output(net.add_reduce("r", net.add_input("x", DataType::kInt64, {1, 2}), p)->output(), "y");
+    auto o = run_direct(net, {i});
+    const int64_t want = op == ReduceOp::kSum ? std::numeric_limits<int64_t>::min() + 1 : -2;
+    EXPECT_EQ(o[0].geti(0), want) << int(op);
+  }
+}
+
 TEST(CpuSoftmax, AxesAndLog) {
   for (DataType t : float_types())
     for (int64_t axis : {0, 1, 2, -1})

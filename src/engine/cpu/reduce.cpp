@@ -53,22 +53,39 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
       const T* base = x + o * R * inner + j;
       const int64_t oi = o * inner + j;
       auto at = [&](int64_t r) -> Acc { return Acc(C(base[r * inner])); };
+      // The integer result of an integer reduction. Float reductions store `result` (converted by
+      // store_double, which defines NaN and out-of-range values), never this: int64_t(NaN) or of a
+      // double beyond 2^63 is undefined behaviour.
+      auto as_int = [&](Acc v) -> int64_t {
+        if constexpr (fl) return 0;
+        else return v;
+      };
+      // Integer sums and products wrap around on overflow, as PyTorch's do (signed overflow would
+      // be undefined behaviour, so they are done in uint64).
+      auto add = [&](Acc a, Acc b) -> Acc {
+        if constexpr (fl) return a + b;
+        else return static_cast<Acc>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
+      };
+      auto mul = [&](Acc a, Acc b) -> Acc {
+        if constexpr (fl) return a * b;
+        else return static_cast<Acc>(static_cast<uint64_t>(a) * static_cast<uint64_t>(b));
+      };
       double result = 0;
       int64_t iresult = 0;
       bool integer_result = !fl;
       switch (op) {
         case ReduceOp::kSum: case ReduceOp::kMean: {
           Acc s = 0;
-          for (int64_t r = 0; r < R; ++r) s += at(r);
+          for (int64_t r = 0; r < R; ++r) s = add(s, at(r));
           if (op == ReduceOp::kMean) { result = double(s) / double(R); integer_result = false; }
-          else { result = double(s); iresult = int64_t(s); }
+          else { result = double(s); iresult = as_int(s); }
           break;
         }
         case ReduceOp::kProd: {
           Acc s = 1;
-          for (int64_t r = 0; r < R; ++r) s *= at(r);
+          for (int64_t r = 0; r < R; ++r) s = mul(s, at(r));
           result = double(s);
-          iresult = int64_t(s);
+          iresult = as_int(s);
           break;
         }
         case ReduceOp::kMax: case ReduceOp::kMin: {
@@ -80,7 +97,7 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
             if (mx ? v > s : v < s) s = v;
           }
           result = double(s);
-          iresult = int64_t(s);
+          iresult = as_int(s);
           if (R == 0) result = NAN;
           break;
         }
