@@ -445,6 +445,20 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
             check("full-window pool " + std::to_string(side),
                   [&](Network& n) { n.mark_output(n.add_pooling("p", input(n, x, "x"), window)->output(), "y"); }, {x}, 3);
           }
+  // Float sum/mean/max/min over a middle run of dims with 8-channel rows: the vectorized kernel,
+  // split (few outputs) and not (many).
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16})
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMin})
+      for (const std::vector<int64_t>& dims : {std::vector<int64_t>{2, 3000, 16}, std::vector<int64_t>{64, 5, 7, 40}}) {
+        ReduceParams p;
+        p.op = op;
+        p.axes = dims.size() == 3 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2};
+        p.keep_dims = true;
+        Host x = random_host(t, dims, 73);
+        check("vector column reduce", [&](Network& n) {
+          n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y");
+        }, {x}, 3);
+      }
   // Reductions over a middle axis with few outputs, every op: the split path and its combine.
   for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op) {
     ReduceParams p;

@@ -138,6 +138,94 @@ __global__ void depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w,
   }
 }
 
+// The common shapes (3x3, 5x5, 7x7 filters, stride 1 or 2, no dilation) fully unrolled: per filter
+// row, the SPAN input vectors the TW outputs need sit in registers, and each tap's weights are
+// read from shared memory once and applied to all TW outputs. The generic kernel above re-reads
+// the weights per output and branches per tap; this one has no branches in its inner loops.
+template <class T, int VEC, int TW, int KW, int SW>
+__global__ void __launch_bounds__(256) depthwise_nhwc_fixed(const T* __restrict__ x, const T* __restrict__ w,
+                                                            const T* __restrict__ bias, const T* __restrict__ residual,
+                                                            T* __restrict__ y, DwGeom g, int act, float alpha,
+                                                            float beta) {
+  constexpr int SPAN = (TW - 1) * SW + KW;
+  extern __shared__ float smem[];
+  const int lanes = blockDim.x * VEC;
+  const int c_block = blockIdx.y * lanes;
+  const int taps = g.KH * KW;
+  float* wsm = smem;
+  float* bsm = smem + taps * lanes;
+  for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < taps * lanes; i += blockDim.x * blockDim.y) {
+    const int lane = i % lanes, tap = i / lanes, c = c_block + lane;
+    wsm[i] = c < g.C ? to_float(w[int64_t(c) * taps + tap]) : 0.f;
+  }
+  for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < lanes; i += blockDim.x * blockDim.y) {
+    const int c = c_block + i;
+    bsm[i] = bias && c < g.C ? to_float(bias[c]) : 0.f;
+  }
+  __syncthreads();
+  const int c0 = c_block + threadIdx.x * VEC;
+  if (c0 >= g.C) return;
+  const int lane0 = threadIdx.x * VEC;
+  const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; t < tiles; t += int64_t(gridDim.x) * blockDim.y) {
+    const int tw = int(t % g.tiles_w);
+    const int64_t rest = t / g.tiles_w;
+    const int oh = int(rest % g.OH);
+    const int n = int(rest / g.OH);
+    const int iw0 = tw * TW * SW - g.PW;
+    float acc[TW][VEC];
+#pragma unroll
+    for (int j = 0; j < TW; ++j)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) acc[j][k] = 0.f;
+    const T* xn = x + int64_t(n) * g.H * g.W * g.C + c0;
+    for (int kh = 0; kh < g.KH; ++kh) {
+      const int ih = oh * g.SH - g.PH + kh;
+      if (ih < 0 || ih >= g.H) continue;
+      const T* xrow = xn + int64_t(ih) * g.W * g.C;
+      float v[SPAN][VEC];
+#pragma unroll
+      for (int u = 0; u < SPAN; ++u) {
+        const int iw = iw0 + u;
+        if (iw >= 0 && iw < g.W) {
+          load_vec<T, VEC>(xrow + int64_t(iw) * g.C, v[u]);
+        } else {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) v[u][k] = 0.f;
+        }
+      }
+      const float* wrow = wsm + kh * KW * lanes + lane0;
+#pragma unroll
+      for (int kw = 0; kw < KW; ++kw) {
+        float wk[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) wk[k] = wrow[kw * lanes + k];
+#pragma unroll
+        for (int j = 0; j < TW; ++j)
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) acc[j][k] = fmaf(v[j * SW + kw][k], wk[k], acc[j][k]);
+      }
+    }
+    const int ow0 = tw * TW;
+#pragma unroll
+    for (int j = 0; j < TW; ++j) {
+      const int ow = ow0 + j;
+      if (ow >= g.OW) break;
+      const int64_t off = ((int64_t(n) * g.OH + oh) * g.OW + ow) * g.C + c0;
+      float r[VEC];
+      if (residual) load_vec<T, VEC>(residual + off, r);
+      float o[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        float s = acc[j][k] + bsm[lane0 + k];
+        if (residual) s += r[k];
+        o[k] = activate(act, s, alpha, beta);
+      }
+      store_vec<T, VEC>(y + off, o);
+    }
+  }
+}
+
 constexpr int kTileW = 4;
 
 }  // namespace
@@ -181,10 +269,27 @@ void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p,
       const dim3 block{unsigned(gx), unsigned(gy)};
       const int64_t want = ceil_div(tiles, gy);
       const dim3 grid{unsigned(std::min<int64_t>(want, int64_t(ctx.sm_count) * 32)), unsigned(ceil_div(groups, gx))};
-      depthwise_nhwc<T, VEC, kTileW><<<grid, block, smem, ctx.stream>>>(
-          static_cast<const T*>(x.data), static_cast<const T*>(w.data),
-          bias ? static_cast<const T*>(bias->data) : nullptr,
-          residual ? static_cast<const T*>(residual->data) : nullptr, static_cast<T*>(y.data), g, act, alpha, beta);
+      const T* xp = static_cast<const T*>(x.data);
+      const T* wp = static_cast<const T*>(w.data);
+      const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
+      const T* rp = residual ? static_cast<const T*>(residual->data) : nullptr;
+      T* yp = static_cast<T*>(y.data);
+      // The unrolled kernel for its shapes (the square filters of the common networks, the
+      // stride the same both ways), the generic one for the rest.
+      bool fixed = g.DH == 1 && g.DW == 1 && g.SH == g.SW && (g.SW == 1 || g.SW == 2);
+      auto run_fixed = [&](auto kw_tag, auto sw_tag) {
+        constexpr int KW = decltype(kw_tag)::value, SW = decltype(sw_tag)::value;
+        depthwise_nhwc_fixed<T, VEC, kTileW, KW, SW>
+            <<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+      };
+      auto with_stride = [&](auto kw_tag) {
+        if (g.SW == 1) run_fixed(kw_tag, std::integral_constant<int, 1>{});
+        else run_fixed(kw_tag, std::integral_constant<int, 2>{});
+      };
+      if (fixed && g.KW == 3) with_stride(std::integral_constant<int, 3>{});
+      else if (fixed && g.KW == 5) with_stride(std::integral_constant<int, 5>{});
+      else if (fixed && g.KW == 7) with_stride(std::integral_constant<int, 7>{});
+      else depthwise_nhwc<T, VEC, kTileW><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
     };
     if (vec8) launch(std::integral_constant<int, 8>{});
     else launch(std::integral_constant<int, 1>{});

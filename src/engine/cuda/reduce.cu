@@ -6,7 +6,11 @@
 // Layout: the input splits into kept dims (one output each) and reduced dims, each collapsed
 // separately. When the innermost input dim is reduced, one block walks each output's reduced
 // elements (coalesced along the row); otherwise one thread per output walks them serially, which
-// is coalesced across neighbouring outputs.
+// is coalesced across neighbouring outputs, except for long reductions with few outputs: those
+// run tiled and split (reduce_cols_tiled), and float ones over a middle run of dims vectorized
+// (reduce_vec_cols).
+#include <optional>
+
 #include "engine/cuda/device.cuh"
 
 namespace kiln::engine::cuda {
@@ -152,6 +156,104 @@ __global__ void reduce_finish(const State* __restrict__ partial, O* __restrict__
   }
 }
 
+// The float sums, means, maxima and minima of [outer, R, inner] data over R with inner % 8 == 0
+// (global pooling of NHWC activations, means over H and W) — the squeeze-and-excite reductions of
+// mobile networks, which are pure bandwidth: each thread moves 8 channels with one 16-byte load
+// and keeps 8 fp32 accumulators (as PyTorch's pooling kernels accumulate), a block covers 32 such
+// groups with 8 rows of threads walking R, and the grid splits R further when the outputs alone
+// would not fill the GPU. Partial results are fp32 [split][outer * inner] for reduce_vec_finish.
+constexpr int kVecGroups = 32;
+
+struct VecCols {
+  int64_t outer, R, inner, chunk;
+  int splits;
+};
+
+__device__ __forceinline__ float vec_combine(int op, float a, float b) {
+  switch (op) {
+    case int(ReduceOp::kMax): return (isnan(a) || isnan(b)) ? a + b : fmaxf(a, b);
+    case int(ReduceOp::kMin): return (isnan(a) || isnan(b)) ? a + b : fminf(a, b);
+    default: return a + b;
+  }
+}
+
+template <class T>
+__global__ void reduce_vec_cols(const T* __restrict__ in, T* __restrict__ out, float* __restrict__ partial, VecCols g,
+                                int op) {
+  __shared__ float sm[kTileRows][kVecGroups][9];  // 9: no bank conflicts between neighbouring groups
+  const int64_t groups = g.inner / 8;
+  const int64_t blocks_per_outer = (groups + kVecGroups - 1) / kVecGroups;
+  const int64_t o = blockIdx.x / blocks_per_outer;
+  const int64_t grp = (blockIdx.x % blocks_per_outer) * kVecGroups + threadIdx.x;
+  const int64_t r_begin = int64_t(blockIdx.y) * g.chunk, r_end = imin(g.R, r_begin + g.chunk);
+  const float init = op == int(ReduceOp::kMax) ? -INFINITY : op == int(ReduceOp::kMin) ? INFINITY : 0.f;
+  float acc[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) acc[k] = init;
+  if (grp < groups) {
+    const T* base = in + o * g.R * g.inner + grp * 8;
+#pragma unroll 4
+    for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kTileRows) {
+      float v[8];
+      load8(base + r * g.inner, v);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc[k] = vec_combine(op, acc[k], v[k]);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 8; ++k) sm[threadIdx.y][threadIdx.x][k] = acc[k];
+  __syncthreads();
+  if (threadIdx.y != 0 || grp >= groups) return;
+  for (int row = 1; row < kTileRows; ++row)
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[k] = vec_combine(op, acc[k], sm[row][threadIdx.x][k]);
+  const int64_t at = o * g.inner + grp * 8;
+  if (partial) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) partial[int64_t(blockIdx.y) * g.outer * g.inner + at + k] = acc[k];
+    return;
+  }
+  if (op == int(ReduceOp::kMean))
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[k] /= float(g.R);
+  store8(out + at, acc);
+}
+
+template <class T>
+__global__ void reduce_vec_finish(const float* __restrict__ partial, T* __restrict__ out, VecCols g, int op) {
+  const int64_t n = g.outer * g.inner;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float a = partial[i];
+    for (int s = 1; s < g.splits; ++s) a = vec_combine(op, a, partial[int64_t(s) * n + i]);
+    if (op == int(ReduceOp::kMean)) a /= float(g.R);
+    out[i] = from_float<T>(a);
+  }
+}
+
+// [outer, R, inner] when the reduced dims are one run that leaves the innermost dim kept, the op
+// and dtype are ones reduce_vec_cols handles and inner % 8 == 0; nullopt otherwise.
+std::optional<VecCols> vec_cols_shape(const Context& ctx, const std::vector<int64_t>& dims,
+                                      const std::vector<bool>& reduced, ReduceOp op, DataType in, DataType out) {
+  if (op != ReduceOp::kSum && op != ReduceOp::kMean && op != ReduceOp::kMax && op != ReduceOp::kMin) return std::nullopt;
+  if (!is_floating(in) || out != in || dims.empty() || reduced.back()) return std::nullopt;
+  size_t first = dims.size(), last = 0;
+  for (size_t d = 0; d < dims.size(); ++d)
+    if (reduced[d] && dims[d] != 1) first = std::min(first, d), last = d + 1;
+  if (first >= last) return std::nullopt;
+  for (size_t d = first; d < last; ++d)
+    if (!reduced[d] && dims[d] != 1) return std::nullopt;  // reduced dims not one run
+  VecCols g{1, 1, 1, 0, 1};
+  for (size_t d = 0; d < dims.size(); ++d) (d < first ? g.outer : d < last ? g.R : g.inner) *= dims[d];
+  if (g.inner % 8 != 0 || g.R < 16) return std::nullopt;
+  const int64_t blocks = g.outer * ceil_div(g.inner / 8, kVecGroups);
+  const int64_t target = 2 * int64_t(ctx.sm_count);
+  int64_t splits = 1;
+  if (blocks < target) splits = std::max<int64_t>(1, std::min(ceil_div(target, blocks), g.R / (kTileRows * 8)));
+  g.chunk = ceil_div(g.R, splits);
+  g.splits = int(ceil_div(g.R, g.chunk));
+  return g;
+}
+
 // How a reduction of `n_out` outputs over `R` elements each runs: rows (innermost dim reduced),
 // the tiled column kernel in `splits` chunks, or one thread per output.
 struct ReducePlan {
@@ -184,7 +286,12 @@ size_t workspace_for(const Context& ctx, const TensorView& x, const std::vector<
   for (size_t d = 0; d < x.dims.size(); ++d) (reduced[d] ? R : n_out) *= x.dims[d];
   const bool rows = !x.dims.empty() && reduced.back();
   const ReducePlan rp = plan_reduce(ctx, rows, n_out, R);
-  return rp.splits > 1 ? size_t(rp.splits * n_out) * sizeof(State) : 0;
+  size_t bytes = rp.splits > 1 ? size_t(rp.splits * n_out) * sizeof(State) : 0;
+  // The vectorized kernel's partials, for whichever op and output dtype may run here (the
+  // workspace is asked for before the op is known to the caller: pooling's max and mean).
+  if (auto g = vec_cols_shape(ctx, x.dims, reduced, ReduceOp::kSum, x.dtype, x.dtype); g && g->splits > 1)
+    bytes = std::max(bytes, size_t(g->splits) * size_t(n_out) * sizeof(float));
+  return bytes;
 }
 
 }  // namespace
@@ -228,6 +335,24 @@ void reduce_over(Context& ctx, LayerCall& call, ReduceOp reduce_op, const std::v
   if (kd.size() > size_t(kMaxRank) || rd.size() > size_t(kMaxRank)) fail(call.layer, "rank above 8");
   const bool rows = rank > 0 && reduced[rank - 1];
   const int op = int(reduce_op);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (auto g = vec_cols_shape(ctx, x.dims, reduced, reduce_op, x.dtype, y.dtype);
+      g && x.is_contiguous() && aligned(x.data) && aligned(y.data)) {
+    float* partial = g->splits > 1 ? static_cast<float*>(call.workspace) : nullptr;
+    if (partial && size_t(g->splits) * size_t(n_out) * sizeof(float) > call.workspace_bytes)
+      fail(call.layer, "reduction workspace smaller than planned");
+    const dim3 grid{unsigned(g->outer * ceil_div(g->inner / 8, kVecGroups)), unsigned(g->splits)};
+    const dim3 block{unsigned(kVecGroups), unsigned(kTileRows)};
+    dispatch_float(x.dtype, call.layer, [&](auto t) {
+      using T = decltype(t);
+      reduce_vec_cols<T><<<grid, block, 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<T*>(y.data),
+                                                          partial, *g, op);
+      if (partial)
+        reduce_vec_finish<T><<<grid_for(ctx, n_out, 256), 256, 0, ctx.stream>>>(partial, static_cast<T*>(y.data), *g, op);
+    });
+    KILN_CUDA_LAUNCH_CHECK();
+    return;
+  }
   const ReducePlan rp = plan_reduce(ctx, rows, n_out, R);
   const size_t ws_needed = rp.splits > 1 ? size_t(rp.splits * n_out) * sizeof(State) : 0;
   if (ws_needed > call.workspace_bytes) fail(call.layer, "reduction workspace smaller than planned");
