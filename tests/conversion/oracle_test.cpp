@@ -178,6 +178,8 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
 }
 
 std::vector<OracleCase> cases() {
+  // A single list argument is written one({Arg(L{...})}): one({L{...}}) is also a copy of the
+  // list itself (L is std::vector<Arg>), which clang picks, spreading the list into arguments.
   auto one = [](std::vector<Arg> extra = {}) {
     return [extra](const Nodes& n) {
       std::vector<Arg> a{n[0]};
@@ -234,22 +236,22 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.softplus.default", {{F, {9}}}, one({2.0, 1.0})});
   // Reductions, softmax, norms.
   cs.push_back({"aten.sum.dim_IntList", {{F, {3, 4, 5}}}, one({L{0, 2}, true})});
-  cs.push_back({"aten.sum.dim_IntList", {{I32, {3, 4}}}, one({L{1}})});
-  cs.push_back({"aten.sum.dim_IntList", {{B, {3, 4}}}, one({L{1}})});
-  cs.push_back({"aten.mean.dim", {{F, {2, 3, 4}}}, one({L{-1}})});
+  cs.push_back({"aten.sum.dim_IntList", {{I32, {3, 4}}}, one({Arg(L{1})})});
+  cs.push_back({"aten.sum.dim_IntList", {{B, {3, 4}}}, one({Arg(L{1})})});
+  cs.push_back({"aten.mean.dim", {{F, {2, 3, 4}}}, one({Arg(L{-1})})});
   cs.push_back({"aten.amax.default", {{F, {2, 3, 4}}}, one({L{1}, true})});
   cs.push_back({"aten.argmax.default", {{F, {2, 3, 4}}}, one({})});
   cs.push_back({"aten.argmin.default", {{F, {2, 3, 4}}}, one({2, true})});
   cs.push_back({"aten.prod.dim_int", {{F, {3, 4}}}, one({1})});
-  cs.push_back({"aten.var.correction", {{F, {4, 6}}}, one({L{1}}), {{"correction", 0}}});
+  cs.push_back({"aten.var.correction", {{F, {4, 6}}}, one({Arg(L{1})}), {{"correction", 0}}});
   cs.push_back({"aten.cumsum.default", {{I32, {3, 4}}}, one({1})});
   cs.push_back({"aten._softmax.default", {{F, {2, 9}}}, one({-1, false})});
   cs.push_back({"aten._log_softmax.default", {{F, {4, 3}}}, one({0, false})});
   cs.push_back({"aten.group_norm.default", {{F, {2, 4, 3, 3}}, {F, {4}}, {F, {4}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], 2, n[1], n[2], 1e-5}; }, {}, -3, 3, 1e-4});
   // Shapes and indexing.
-  cs.push_back({"aten.expand.default", {{I64, {3, 1}}}, one({L{2, 3, 4}})});
-  cs.push_back({"aten.permute.default", {{F, {2, 3, 4}}}, one({L{1, 2, 0}})});
+  cs.push_back({"aten.expand.default", {{I64, {3, 1}}}, one({Arg(L{2, 3, 4})})});
+  cs.push_back({"aten.permute.default", {{F, {2, 3, 4}}}, one({Arg(L{1, 2, 0})})});
   cs.push_back({"aten.slice.Tensor", {{F, {5, 6}}}, one({1, -5, -1, 2})});
   cs.push_back({"aten.select.int", {{F, {5, 6}}}, one({0, -2})});
   cs.push_back({"aten.squeeze.dim", {{F, {1, 3, 1, 2}}}, one({2})});
@@ -263,7 +265,7 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.upsample_nearest2d.vec", {{F, {1, 2, 3, 4}}}, one({L{5, 9}, Arg()})});
   cs.push_back({"aten.avg_pool2d.default", {{F, {1, 2, 5, 5}}}, one({L{3, 3}, L{2, 2}, L{1, 1}, true, false})});
   cs.push_back({"aten.max_pool2d.default", {{F, {1, 2, 5, 5}}}, one({L{3, 3}, L{2, 2}, L{1, 1}, L{1, 1}, true})});
-  cs.push_back({"aten.adaptive_avg_pool2d.default", {{F, {1, 2, 7, 5}}}, one({L{3, 2}})});
+  cs.push_back({"aten.adaptive_avg_pool2d.default", {{F, {1, 2, 7, 5}}}, one({Arg(L{3, 2})})});
   cs.push_back({"aten.convolution.default", {{F, {1, 4, 5, 5}}, {F, {4, 2, 3, 3}}},
                 [](const Nodes& n) {
                   return std::vector<Arg>{n[0], n[1], Arg(), L{1, 1}, L{1, 1}, L{1, 1}, true, L{0, 0}, 2};
@@ -271,15 +273,15 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten._to_copy.default", {{F, {7}}}, one(), {{"dtype", ScalarType::Int}}, -9, 9});
   cs.push_back({"aten.arange.start_step", {}, [](const Nodes&) { return std::vector<Arg>{0.5, 3.0, 0.25}; }});
   // Composite ops.
-  cs.push_back({"aten.repeat.default", {{F, {2, 3}}}, one({L{2, 1, 2}})});
-  cs.push_back({"aten.flip.default", {{F, {3, 4, 2}}}, one({L{0, -1}})});
+  cs.push_back({"aten.repeat.default", {{F, {2, 3}}}, one({Arg(L{2, 1, 2})})});
+  cs.push_back({"aten.flip.default", {{F, {3, 4, 2}}}, one({Arg(L{0, -1})})});
   cs.push_back({"aten.triu.default", {{F, {2, 4, 5}}}, one({1})});
   cs.push_back({"aten.tril.default", {{I64, {5, 3}}}, one({-1})});
   cs.push_back({"aten.pixel_shuffle.default", {{F, {1, 8, 2, 3}}}, one({2})});
   cs.push_back({"aten.addcmul.default", {{F, {4}}, {F, {4}}, {F, {4}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; }, {{"value", 0.5}}});
   cs.push_back({"aten.lerp.Scalar", {{F, {4}}, {F, {4}}}, two({0.3})});
-  cs.push_back({"aten.logsumexp.default", {{F, {3, 5}}}, one({L{1}})});
+  cs.push_back({"aten.logsumexp.default", {{F, {3, 5}}}, one({Arg(L{1})})});
   cs.push_back({"aten.glu.default", {{F, {3, 6}}}, one({-1})});
   // Issue 14: the attention-mask ops transformers' GPT-2 / Llama exports hold.
   mask_op_cases(cs);

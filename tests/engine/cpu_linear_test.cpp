@@ -257,6 +257,40 @@ TEST(CpuConvolution, FusedReluAndWorkspace) {
   expect_close(out[0], want, 1e-4, 1e-4, "conv+relu");
 }
 
+// Input and weights whose bytes start off a float boundary (a view at an odd offset into a larger
+// buffer): the kernel reads an aligned copy (UBSan reports the misaligned float loads otherwise)
+// and computes what it does from aligned ones.
+TEST(CpuConvolution, MisalignedInputAndWeights) {
+  // Depthwise: its kernel loads floats itself (im2col copies bytes and BLAS is not instrumented).
+  Conv c{{1, 3, 6, 6}, {3, 1, 3, 3}, {1, 1}, {1, 1}, {1, 1}, {}, 3, false, false};
+  Host x = random_host(DataType::kFloat32, c.x, 4), w = random_host(DataType::kFloat32, c.w, 5);
+  Network net;
+  auto* in = net.add_input("x", DataType::kFloat32, shape_of(c.x));
+  auto* wt = net.add_input("w", DataType::kFloat32, shape_of(c.w));
+  ConvolutionParams p;
+  p.stride = c.stride; p.padding = c.pad; p.dilation = c.dil; p.groups = c.groups;
+  Layer* l = net.add_convolution("conv", in, wt, nullptr, p);
+  net.mark_output(l->output(), "y");
+  // Copies of x and w one byte into their buffers.
+  std::vector<uint8_t> xb(x.bytes.size() + 1), wb(w.bytes.size() + 1);
+  std::memcpy(xb.data() + 1, x.bytes.data(), x.bytes.size());
+  std::memcpy(wb.data() + 1, w.bytes.data(), w.bytes.size());
+  TensorView xv = x.view(), wv = w.view();
+  xv.data = xb.data() + 1;
+  wv.data = wb.data() + 1;
+  Host y(DataType::kFloat32, {1, 3, 6, 6});
+  std::vector<TensorView> ins{xv, wv}, outs{y.view()};
+  OutputAllocator no_alloc = [](size_t, const std::vector<int64_t>&) -> TensorView {
+    throw std::runtime_error("static output");
+  };
+  const size_t ws = cpu::workspace_bytes(*l, ins);
+  std::vector<uint8_t> workspace(ws);
+  SymbolValues syms;
+  LayerCall call{*l, ins, outs, no_alloc, workspace.data(), ws, &syms};
+  cpu::execute(call);
+  expect_close(y, ref_conv(c, x, w, nullptr, y.dims), 1e-4, 1e-4, "misaligned conv");
+}
+
 struct Pool {
   PoolType type;
   std::vector<int64_t> x, k, s, p, d;

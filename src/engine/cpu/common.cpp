@@ -1,4 +1,7 @@
 // Shared helpers of the CPU kernels (see common.h).
+#include <cstdint>
+#include <cstring>
+
 #include "engine/cpu/common.h"
 
 #include <algorithm>
@@ -30,8 +33,14 @@ void to_float(const TensorView& v, float* dst) {
 
 FloatInput as_float(const TensorView& v) {
   FloatInput r;
-  if (v.dtype == DataType::kFloat32) {
+  if (v.dtype == DataType::kFloat32 && reinterpret_cast<uintptr_t>(v.data) % alignof(float) == 0) {
     r.ptr = v.as<float>();
+  } else if (v.dtype == DataType::kFloat32) {
+    // Bytes not on a float boundary (an input view at an odd offset): reading them as float is
+    // undefined behaviour and a fault on some CPUs, so the kernels get an aligned copy.
+    r.storage.resize(static_cast<size_t>(v.numel()));
+    if (!r.storage.empty()) std::memcpy(r.storage.data(), v.data, r.storage.size() * sizeof(float));
+    r.ptr = r.storage.data();
   } else {
     r.storage.resize(static_cast<size_t>(v.numel()));
     to_float(v, r.storage.data());
