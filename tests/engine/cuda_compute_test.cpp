@@ -386,9 +386,10 @@ TEST(CudaCompute, DepthwiseNhwcKernel) {
       {3, 40, 5, 7, 3, 1, 0, 1, false, true, std::nullopt},            // no padding
       {1, 16, 3, 3, 7, 1, 3, 1, true, false, std::nullopt},            // window wider than the image
   };
-  ::setenv("KILN_CONV_TACTIC", "kiln", 1);
+  for (const char* tactic : {"kiln", "kiln-generic"})
   for (DataType t : kFloats)
     for (const Case& c : cases) {
+      ::setenv("KILN_CONV_TACTIC", tactic, 1);
       const int64_t oh = (c.h + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
       const int64_t ow = (c.w + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
       Host x = random_host(t, {c.n, c.h, c.w, c.c}, 61), w = random_host(t, {c.c, c.k, c.k, 1}, 62, -0.5, 0.5);
@@ -396,7 +397,7 @@ TEST(CudaCompute, DepthwiseNhwcKernel) {
       std::vector<Host> ins{x, w};
       if (c.bias) ins.push_back(b);
       if (c.residual) ins.push_back(r);
-      check("depthwise " + std::string(to_string(t)) + " c" + std::to_string(c.c) + " k" + std::to_string(c.k),
+      check(std::string(tactic) + " depthwise " + std::string(to_string(t)) + " c" + std::to_string(c.c) + " k" + std::to_string(c.k),
             [&](Network& n) {
               ConvolutionParams p;
               p.stride = {c.stride, c.stride};

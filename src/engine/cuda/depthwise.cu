@@ -230,6 +230,18 @@ constexpr int kTileW = 4;
 
 }  // namespace
 
+bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w) {
+  auto all = [](const std::vector<int64_t>& v, int64_t want) {
+    for (int64_t e : v)
+      if (e != want) return false;
+    return true;
+  };
+  const bool square_stride = p.stride.size() < 2 || p.stride[0] == p.stride[1];
+  const int64_t s = p.stride.empty() ? 1 : p.stride[0];
+  return all(p.dilation, 1) && square_stride && (s == 1 || s == 2) && w.dims[1] == w.dims[2] &&
+         (w.dims[2] == 3 || w.dims[2] == 5 || w.dims[2] == 7);
+}
+
 bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y) {
   if (!p.channels_last || p.transposed || x.dims.size() != 4 || w.dims.size() != 4 || !is_floating(x.dtype))
     return false;
@@ -242,7 +254,8 @@ bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const 
 }
 
 void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
-                   const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y) {
+                   const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y,
+                   bool allow_unrolled) {
   DwGeom g{};
   g.N = int(x.dims[0]), g.H = int(x.dims[1]), g.W = int(x.dims[2]), g.C = int(x.dims[3]);
   g.OH = int(y.dims[1]), g.OW = int(y.dims[2]);
@@ -276,7 +289,7 @@ void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p,
       T* yp = static_cast<T*>(y.data);
       // The unrolled kernel for its shapes (the square filters of the common networks, the
       // stride the same both ways), the generic one for the rest.
-      bool fixed = g.DH == 1 && g.DW == 1 && g.SH == g.SW && (g.SW == 1 || g.SW == 2);
+      bool fixed = allow_unrolled && g.DH == 1 && g.DW == 1 && g.SH == g.SW && (g.SW == 1 || g.SW == 2);
       auto run_fixed = [&](auto kw_tag, auto sw_tag) {
         constexpr int KW = decltype(kw_tag)::value, SW = decltype(sw_tag)::value;
         depthwise_nhwc_fixed<T, VEC, kTileW, KW, SW>
