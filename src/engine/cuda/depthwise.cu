@@ -41,17 +41,11 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[VEC]) {
   }
 }
 
-// blockDim = (channel groups per block, pixel tiles per block); blockIdx.y picks the channel
-// groups; pixel tiles stride over blockIdx.x. Shared memory: the block's filters as
-// [kh * kw][groups * VEC] floats, then its bias.
-template <class T, int VEC, int TW>
-__global__ void depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                               const T* __restrict__ residual, T* __restrict__ y, DwGeom g, int act, float alpha,
-                               float beta) {
-  extern __shared__ float smem[];
-  const int groups_per_block = blockDim.x;
-  const int lanes = groups_per_block * VEC;  // channels this block covers
-  const int c_block = blockIdx.y * lanes;
+// The block's filters (fp32, [kh * kw][lanes]) and bias ([lanes]) into shared memory; lanes past
+// the last channel get zeros. Ends with the block's barrier.
+template <class T>
+__device__ __forceinline__ void stage_filters(const T* __restrict__ w, const T* __restrict__ bias, const DwGeom& g,
+                                              int lanes, int c_block, float* smem) {
   const int taps = g.KH * g.KW;
   float* wsm = smem;
   float* bsm = smem + taps * lanes;
@@ -64,6 +58,44 @@ __global__ void depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w,
     bsm[i] = bias && c < g.C ? to_float(bias[c]) : 0.f;
   }
   __syncthreads();
+}
+
+// The epilogue of a tile of TW outputs along a row: + bias, + residual, activation, one store each.
+template <class T, int VEC, int TW>
+__device__ __forceinline__ void store_tile(const float (&acc)[TW][VEC], const float* bias, const T* __restrict__ residual,
+                                           T* __restrict__ y, const DwGeom& g, int n, int oh, int ow0, int c0, int act,
+                                           float alpha, float beta) {
+#pragma unroll
+  for (int j = 0; j < TW; ++j) {
+    const int ow = ow0 + j;
+    if (ow >= g.OW) break;
+    const int64_t off = ((int64_t(n) * g.OH + oh) * g.OW + ow) * g.C + c0;
+    float r[VEC];
+    if (residual) load_vec<T, VEC>(residual + off, r);
+    float o[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      float s = acc[j][k] + bias[k];
+      if (residual) s += r[k];
+      o[k] = activate(act, s, alpha, beta);
+    }
+    store_vec<T, VEC>(y + off, o);
+  }
+}
+
+// blockDim = (channel groups per block, pixel tiles per block); blockIdx.y picks the channel
+// groups; pixel tiles stride over blockIdx.x. Shared memory: the block's filters as
+// [kh * kw][groups * VEC] floats, then its bias.
+template <class T, int VEC, int TW>
+__global__ void depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                               const T* __restrict__ residual, T* __restrict__ y, DwGeom g, int act, float alpha,
+                               float beta) {
+  extern __shared__ float smem[];
+  const int lanes = blockDim.x * VEC;  // channels this block covers
+  const int c_block = blockIdx.y * lanes;
+  stage_filters(w, bias, g, lanes, c_block, smem);
+  const float* wsm = smem;
+  const float* bsm = smem + g.KH * g.KW * lanes;
 
   const int c0 = c_block + threadIdx.x * VEC;
   if (c0 >= g.C) return;  // after the only barrier: idle lanes of a partial channel block
@@ -119,22 +151,7 @@ __global__ void depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w,
         }
       }
     }
-#pragma unroll
-    for (int j = 0; j < TW; ++j) {
-      const int ow = ow0 + j;
-      if (ow >= g.OW) break;
-      const int64_t off = ((int64_t(n) * g.OH + oh) * g.OW + ow) * g.C + c0;
-      float r[VEC];
-      if (residual) load_vec<T, VEC>(residual + off, r);
-      float o[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        float s = acc[j][k] + bsm[lane0 + k];
-        if (residual) s += r[k];
-        o[k] = activate(act, s, alpha, beta);
-      }
-      store_vec<T, VEC>(y + off, o);
-    }
+    store_tile<T, VEC, TW>(acc, bsm + lane0, residual, y, g, n, oh, ow0, c0, act, alpha, beta);
   }
 }
 
@@ -149,20 +166,11 @@ __global__ void __launch_bounds__(256) depthwise_nhwc_fixed(const T* __restrict_
                                                             float beta) {
   constexpr int SPAN = (TW - 1) * SW + KW;
   extern __shared__ float smem[];
-  const int lanes = blockDim.x * VEC;
+  const int lanes = blockDim.x * VEC;  // channels this block covers
   const int c_block = blockIdx.y * lanes;
-  const int taps = g.KH * KW;
-  float* wsm = smem;
-  float* bsm = smem + taps * lanes;
-  for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < taps * lanes; i += blockDim.x * blockDim.y) {
-    const int lane = i % lanes, tap = i / lanes, c = c_block + lane;
-    wsm[i] = c < g.C ? to_float(w[int64_t(c) * taps + tap]) : 0.f;
-  }
-  for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < lanes; i += blockDim.x * blockDim.y) {
-    const int c = c_block + i;
-    bsm[i] = bias && c < g.C ? to_float(bias[c]) : 0.f;
-  }
-  __syncthreads();
+  stage_filters(w, bias, g, lanes, c_block, smem);
+  const float* wsm = smem;
+  const float* bsm = smem + g.KH * g.KW * lanes;
   const int c0 = c_block + threadIdx.x * VEC;
   if (c0 >= g.C) return;
   const int lane0 = threadIdx.x * VEC;
@@ -207,22 +215,7 @@ __global__ void __launch_bounds__(256) depthwise_nhwc_fixed(const T* __restrict_
       }
     }
     const int ow0 = tw * TW;
-#pragma unroll
-    for (int j = 0; j < TW; ++j) {
-      const int ow = ow0 + j;
-      if (ow >= g.OW) break;
-      const int64_t off = ((int64_t(n) * g.OH + oh) * g.OW + ow) * g.C + c0;
-      float r[VEC];
-      if (residual) load_vec<T, VEC>(residual + off, r);
-      float o[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        float s = acc[j][k] + bsm[lane0 + k];
-        if (residual) s += r[k];
-        o[k] = activate(act, s, alpha, beta);
-      }
-      store_vec<T, VEC>(y + off, o);
-    }
+    store_tile<T, VEC, TW>(acc, bsm + lane0, residual, y, g, n, oh, ow0, c0, act, alpha, beta);
   }
 }
 
