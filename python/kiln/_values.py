@@ -156,6 +156,7 @@ _PY_OPERATORS.update({"torch." + n: getattr(torch, n) for n in (
     if callable(getattr(torch, n, None))})
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_OPERATOR_DUNDER = re.compile(r"__(i|r)?(and|or|xor|lshift|rshift)__\Z")
 
 
 def _format_error(name, why):
@@ -188,11 +189,14 @@ def resolve_target(name):
     ns, op, overload = parts
     if ns not in _OP_NAMESPACES:
         raise _format_error(given, "is outside the operator namespaces")
-    # Identifiers only, and no dunders: getattr on torch.ops namespaces and packets must not reach
-    # their Python attributes (__class__, __init__...).
-    for part in (op, overload):
-        if not _IDENTIFIER.match(part) or part.startswith("__"):
-            raise _format_error(given, "is not an operator overload")
+    # Identifiers only, and no dunders but ATen's operator names (aten.__and__.Tensor,
+    # aten.__lshift__.Scalar): getattr on torch.ops namespaces and packets must not reach their
+    # Python attributes (__class__, __init__...); what an operator-shaped dunder finds must still be
+    # an OpOverloadPacket (checked below), which no Python attribute of a namespace is.
+    if not _IDENTIFIER.match(op) or (op.startswith("__") and not _OPERATOR_DUNDER.match(op)):
+        raise _format_error(given, "is not an operator overload")
+    if not _IDENTIFIER.match(overload) or overload.startswith("__"):
+        raise _format_error(given, "is not an operator overload")
     try:
         packet = getattr(getattr(torch.ops, ns), op)
     except (AttributeError, RuntimeError):

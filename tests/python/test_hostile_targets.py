@@ -46,6 +46,8 @@ HOSTILE = [
     "torch.ops.torch.os.system",
     "",
     "getitem.__globals__",
+    "aten.__getattr__.default",  # operator-shaped, but a Python attribute of the namespace
+    "aten.__and__.__call__",
 ]
 
 
@@ -66,6 +68,8 @@ def test_resolve_target_refuses(name):
     ("math.ceil", __import__("math").ceil),
     ("aten.sym_size", _values._dim),
     ("kiln._values.sym_expr", _values.sym_expr),
+    ("aten.__and__.Tensor", torch.ops.aten.__and__.Tensor),  # ATen's own dunder-named operators
+    ("aten.__ior__.Tensor", torch.ops.aten.__ior__.Tensor),
 ])
 def test_resolve_target_accepts_operators(name, want):
     assert _values.resolve_target(name) is want
@@ -232,3 +236,30 @@ def test_rewritten_pt2_still_loads_when_the_target_is_an_operator(tmp_path):
     compiled = kiln.load_pt2(path, min_block_size=1)
     with torch.no_grad():
         assert compiled(torch.randn(8, 64)).shape == (8, 32)
+
+
+def test_resolve_target_fuzz():
+    """Random dotted names built from operator-ish, dunder and attribute-walk pieces (a fuzzer of
+    the Python side, seeded): each resolves to an aten/prims OpOverload or an allowed Python
+    operator, is None (a well-formed name this PyTorch lacks), or raises FormatError; nothing else
+    ever comes back or escapes."""
+    import random
+    rng = random.Random(1234)
+    pieces = ["torch", "ops", "aten", "prims", "os", "system", "relu", "default", "Tensor", "__and__",
+              "__class__", "__init__", "__globals__", "__call__", "_operator", "operator", "math",
+              "ceil", "getitem", "attrgetter", "builtins", "eval", "kiln", "_values", "sym_expr",
+              "sym_size", "int", "add", "mul", "name", "upper", "__getattr__", "_C", "", "x" * 300]
+    allowed = set(_values._HOST_OPS.values()) | set(_values._PY_OPERATORS.values()) | set(
+        _values._KILN_HELPERS.values())
+    for _ in range(3000):
+        name = ".".join(rng.choice(pieces) for _ in range(rng.randint(1, 5)))
+        try:
+            got = _values.resolve_target(name)
+        except kiln.FormatError:
+            continue
+        if got is None:
+            continue
+        if isinstance(got, torch._ops.OpOverload):
+            assert got.namespace in ("aten", "prims"), name
+        else:
+            assert got in allowed, (name, got)
