@@ -43,3 +43,22 @@ check_fixture() {
   done
   return $rc
 }
+
+# expect CODE PATTERN -- command...: the command ends with exit CODE (within 60 s: a hang fails),
+# PATTERN on its stderr and, when CODE is not 0, exactly one "kiln: error:" line. Sets fail=1 on
+# a mismatch.
+expect() {
+  local code=$1 pattern=$2
+  shift 3
+  timeout 60 "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  local errors
+  errors=$(grep -c '^kiln: error: ' "$work/err")
+  if [ "$rc" != "$code" ] || ! grep -q -- "$pattern" "$work/err" || { [ "$code" != 0 ] && [ "$errors" != 1 ]; }; then
+    echo "FAIL ($rc, want $code /$pattern/): $*"
+    sed 's/^/    /' "$work/err" | tail -3
+    fail=1
+  else
+    echo "ok   $code: $(grep 'error' "$work/err" | head -1)"
+  fi
+}

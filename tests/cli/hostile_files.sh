@@ -13,24 +13,6 @@ fail=0
 mlp="$data/mlp_dyn/export.pt2"
 in="$data/mlp_dyn/input_0.npy"
 
-# expect CODE PATTERN -- command...: exit CODE, PATTERN on stderr and, for errors, one error line
-# (stage timings go to stderr too).
-expect() {
-  local code=$1 pattern=$2
-  shift 3
-  timeout 60 "$@" >"$work/out" 2>"$work/err"
-  local rc=$?
-  local errors
-  errors=$(grep -c '^kiln: error: ' "$work/err")
-  if [ "$rc" != "$code" ] || ! grep -q -- "$pattern" "$work/err" || { [ "$code" != 0 ] && [ "$errors" != 1 ]; }; then
-    echo "FAIL ($rc, want $code /$pattern/): $*"
-    sed 's/^/    /' "$work/err" | tail -3
-    fail=1
-  else
-    echo "ok   $code: $(grep 'error' "$work/err" | head -1)"
-  fi
-}
-
 # Two good programs: all ops run by PyTorch (weights in the .kiln itself), and one segment (a plan).
 "$kiln" compile "$mlp" -o "$work/fb.kiln" --torch-executed-ops aten.linear.default >/dev/null 2>&1 || { echo "FAIL: compile"; exit 1; }
 "$kiln" compile "$mlp" -o "$work/seg.kiln" >/dev/null 2>&1 || { echo "FAIL: compile"; exit 1; }

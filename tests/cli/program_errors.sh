@@ -9,20 +9,6 @@ fail=0
 mlp="$data/mlp_dyn/export.pt2"
 in="$data/mlp_dyn/input_0.npy"
 
-expect() {  # expect CODE PATTERN -- command...
-  local code=$1 pattern=$2
-  shift 3
-  "$@" >"$work/out" 2>"$work/err"
-  local rc=$?
-  if [ "$rc" != "$code" ] || ! grep -q -- "$pattern" "$work/err"; then
-    echo "FAIL ($rc, want $code /$pattern/): $*"
-    sed 's/^/    /' "$work/err" | tail -3
-    fail=1
-  else
-    echo "ok   $code: $(grep 'error' "$work/err" | head -1)"
-  fi
-}
-
 "$py" - "$work" <<'PY'
 import sys, numpy as np
 w = sys.argv[1]

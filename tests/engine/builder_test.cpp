@@ -11,14 +11,6 @@ namespace {
 
 using namespace kiln::engine::testing;
 
-BuilderConfig no_opt() {
-  BuilderConfig c;
-  c.fuse_pointwise = false;
-  c.fuse_epilogues = false;
-  c.attention_views = false;
-  c.channels_last = false;
-  return c;
-}
 
 TEST(BuilderPasses, FoldConstantsEvaluatesConstantSubgraphs) {
   Network net;

@@ -12,15 +12,6 @@ namespace {
 
 using namespace kiln::engine::testing;
 
-BuilderConfig plain() {
-  BuilderConfig c;
-  c.fuse_epilogues = false;
-  c.fuse_pointwise = false;
-  c.attention_views = false;
-  c.channels_last = false;
-  return c;
-}
-
 // x -> depthwise 3x3 (bias) -> silu -> squeeze-and-excite (global average pool, 1x1 down, silu,
 // 1x1 up, sigmoid, times the block's input) -> 1x1 projection + residual, in fp16.
 Network squeeze_excite_block(int64_t channels) {
@@ -79,8 +70,8 @@ TEST(ChannelsLast, SqueezeExciteRunsChannelsLastAndMatches) {
       // Into NHWC at the input and back to NCHW once, at the output: the broadcast scale of the
       // excitation no longer sends the block back to NCHW in the middle.
       EXPECT_EQ(shuffles_after_input(net), 1u) << net.str();
-      Plan opt = build(std::move(net), plain());
-      Plan ref = build(squeeze_excite_block(channels), plain());
+      Plan opt = build(std::move(net), no_opt());
+      Plan ref = build(squeeze_excite_block(channels), no_opt());
       HostTensor x{{2, channels, 9, 9}, random_floats(size_t(2 * channels * 81), 11)};
       expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 2e-2f);
     }

@@ -19,6 +19,16 @@ struct HostTensor {
   std::vector<float> data;
 };
 
+// A build with no optimizing pass: the reference a pass's result is compared against.
+inline BuilderConfig no_opt() {
+  BuilderConfig c;
+  c.fuse_pointwise = false;
+  c.fuse_epilogues = false;
+  c.attention_views = false;
+  c.channels_last = false;
+  return c;
+}
+
 inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> d(lo, hi);
