@@ -14,6 +14,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import _kiln
+from ._module import forget_fx_sources, fx_sources
 from ._values import scalar_type, sympy_to_kiln, target_name, to_kiln
 
 
@@ -167,8 +168,13 @@ def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
             traced_fn = functionalize(fn)
         except ImportError:
             pass
+    # make_fx (1.13) hangs each traced tensor's proxy, which holds the whole tracer and graph, off
+    # the tensor itself, in a weak map keyed by the tracer that the proxy keeps alive: tracing the
+    # user's parameters and inputs would keep every trace for as long as they live (~40 KiB per
+    # compile of a small MLP). Detached aliases share the data and die with the trace.
     with torch.no_grad():
-        gm = make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(list(state.values()), examples)
+        gm = make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(
+            [w.detach() for w in state.values()], [e.detach() for e in examples])
     _functional_inplace(gm.graph)
     gm.graph.eliminate_dead_code()
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -418,6 +424,34 @@ def _arg(a, names):
 
 def capture(module, arg_inputs, kwarg_inputs, device):
     """Traces `module` on its example inputs (tensors or kiln.Input) and builds the IR program."""
+    if _has_export():
+        return _capture(module, arg_inputs, kwarg_inputs, device)
+    sources_before = set(fx_sources())
+    try:
+        return _capture(module, arg_inputs, kwarg_inputs, device)
+    finally:
+        _release_shape_env_caches()
+        # FX keeps the generated source of every GraphModule for tracebacks (in its loader and in
+        # linecache), never released: ~10 KiB per compile. The traces are gone by now.
+        forget_fx_sources(set(fx_sources()) - sources_before)
+
+
+def _release_shape_env_caches():
+    """PyTorch 1.13's ShapeEnv memoizes some methods with class-level lru_caches whose keys hold
+    `self`, so every symbolic trace's ShapeEnv, and through it its whole graph, would live for the
+    rest of the process (~230 KiB per dynamic-shape compile of a small MLP). Clearing them only
+    drops memoized answers."""
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    for attr in vars(ShapeEnv).values():
+        # plain lru_cache wrappers have cache_clear; 1.13's _lru_cache wrapper only exposes the
+        # inner cache's bound cache_info
+        cache = getattr(getattr(attr, "cache_info", None), "__self__", attr)
+        clear = getattr(cache, "cache_clear", None)
+        if callable(clear):
+            clear()
+
+
+def _capture(module, arg_inputs, kwarg_inputs, device):
     kwarg_inputs = dict(kwarg_inputs or {})
     flat_specs, in_spec = pytree.tree_flatten((tuple(arg_inputs), kwarg_inputs))
     tensor_leaf = [isinstance(v, (torch.Tensor, Input)) for v in flat_specs]

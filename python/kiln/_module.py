@@ -4,7 +4,9 @@ plans and whose other nodes are the fallback ops, called in PyTorch itself.
 Built from a CompiledProgram's steps (the order the program layer decided), so a program loaded
 from a .kiln file gives the same module as the one just compiled.
 """
+import linecache
 import operator
+import weakref
 
 import torch
 import torch.utils._pytree as pytree
@@ -211,4 +213,19 @@ def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None
     g.output(tuple(arg(r) for r in results))
     g.lint()
     gm = torch.fx.GraphModule(root, g, class_name="KilnGraphModule")
+    weakref.finalize(gm, forget_fx_sources, {type(gm).forward.__code__.co_filename})
     return CompiledModule(gm, program, in_spec, tensor_leaf, out_spec)
+
+
+def fx_sources():
+    """FX's store of generated GraphModule source (for tracebacks), by its '<eval_with_key>' name."""
+    from torch.fx import graph_module
+    return getattr(getattr(graph_module, "_loader", None), "eval_cache", {})
+
+
+def forget_fx_sources(keys):
+    """FX never releases a GraphModule's source, in its loader and in linecache (~10 KiB each):
+    kiln drops those of its own graphs once they are gone."""
+    for key in keys:
+        fx_sources().pop(key, None)
+        linecache.cache.pop(key, None)

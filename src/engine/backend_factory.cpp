@@ -6,6 +6,7 @@
 namespace kiln::engine {
 
 bool cuda_available() { return false; }
+int current_cuda_arch() { return 0; }
 
 std::unique_ptr<Backend> make_cuda_backend(void*) { throw NetworkError("kiln was built without CUDA"); }
 

@@ -108,7 +108,8 @@ Plan build(Network&& input, const BuilderConfig& config) {
     if (auto* c = l->as<ConstantParams>()) impl.memory.weight_bytes += c->weights.nbytes();
   if (config.device == DeviceKind::kCUDA) {
     const auto t0 = std::chrono::steady_clock::now();
-    impl.device_code = compile_device_code(net, config.cuda_arch);
+    impl.cuda_arch = config.cuda_arch ? config.cuda_arch : current_cuda_arch();
+    impl.device_code = compile_device_code(net, impl.cuda_arch);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     detail::log_debug("build: " + std::to_string(impl.device_code.size()) + " kernels compiled for the plan in " +
                       std::to_string(ms) + " ms");

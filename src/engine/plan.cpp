@@ -14,6 +14,7 @@
 // network through Network::add_layer, which re-checks every layer. Little-endian hosts only.
 #include "engine/plan.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -131,6 +132,21 @@ std::string Plan::device_code_summary() const {
   return r + ", " + std::to_string((bytes + 1023) / 1024) + " KiB";
 }
 
+int Plan::cuda_arch() const { return impl_->cuda_arch; }
+
+std::string Plan::gpu_mismatch() const {
+  if (impl_->device != DeviceKind::kCUDA || impl_->cuda_arch == 0) return "";
+  const int here = current_cuda_arch();
+  if (here == 0 || here == impl_->cuda_arch) return "";
+  if (const char* allow = std::getenv("KILN_ALLOW_OTHER_GPU_ARCH"); allow && std::string(allow) == "1") return "";
+  return "this plan was built for a GPU of architecture sm_" + std::to_string(impl_->cuda_arch) +
+         " and this GPU is sm_" + std::to_string(here) +
+         ": its kernels and kernel choices were made for the other GPU. Rebuild it on this machine "
+         "(kiln compile MODEL.pt2 --device cuda, or kiln.compile in Python), or for this GPU from "
+         "another machine with --cuda-arch " + std::to_string(here) +
+         "; KILN_ALLOW_OTHER_GPU_ARCH=1 runs it anyway, compiling its kernels here";
+}
+
 std::vector<uint8_t> Plan::serialize() const {
   using nlohmann::json;
   const Network& net = *impl_->network;
@@ -165,6 +181,7 @@ std::vector<uint8_t> Plan::serialize() const {
   for (const auto& [key, bytes] : impl_->device_code)
     code.push_back({{"key", key}, {"bytes", blob.add(Weights::copy_of(DataType::kUInt8, {int64_t(bytes.size())}, bytes.data()))}});
   j["device_code"] = code;
+  j["cuda_arch"] = impl_->cuda_arch;
 
   std::string text = j.dump();
   size_t blob_offset = (kHeaderBytes + text.size() + 63) / 64 * 64;
@@ -295,10 +312,24 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
     for (const json& o : j.at("outputs")) net.mark_output(tensor(o.at("tensor"), "an output"), o.at("name").get<std::string>());
     if (j.contains("build_log")) impl.build_log = j.at("build_log").get<std::vector<std::string>>();
     where = "device code";
+    if (j.contains("cuda_arch")) {
+      impl.cuda_arch = j.at("cuda_arch").get<int>();
+      if (impl.cuda_arch < 0 || impl.cuda_arch > 10000) throw PlanError("bad GPU architecture " + std::to_string(impl.cuda_arch));
+      if (impl.device != DeviceKind::kCUDA && impl.cuda_arch != 0) throw PlanError("a CPU plan names a GPU architecture");
+    }
     if (j.contains("device_code"))
       for (const json& k : j.at("device_code")) {
+        const std::string key = k.at("key").get<std::string>();
+        // "sm_90:nvrtc...": plans from before cuda_arch was recorded name it only here
+        const size_t colon = key.find(':');
+        if (impl.device != DeviceKind::kCUDA || key.rfind("sm_", 0) != 0 || colon == std::string::npos)
+          throw PlanError("bad kernel key '" + key + "'");
+        const int arch = std::atoi(key.substr(3, colon - 3).c_str());
+        if (impl.cuda_arch == 0) impl.cuda_arch = arch;
+        if (arch != impl.cuda_arch)
+          throw PlanError("kernel '" + key + "' is not for the plan's architecture sm_" + std::to_string(impl.cuda_arch));
         const Weights w = blob.get(k.at("bytes"));
-        impl.device_code[k.at("key").get<std::string>()] = std::string(reinterpret_cast<const char*>(w.data.get()), w.nbytes());
+        impl.device_code[key] = std::string(reinterpret_cast<const char*>(w.data.get()), w.nbytes());
       }
     net.verify();
     where = "shapes";

@@ -41,6 +41,14 @@ class Plan {
   std::string summary() const;              // layers, fusions, memory
   // CUDA plans: the compiled kernels they carry ("sm_90: 12 kernels, 180 KiB"; empty when none).
   std::string device_code_summary() const;
+  // CUDA plans: the GPU architecture their kernels and kernel choices were made for (90 for
+  // sm_90); 0 when the build named none (no GPU at build time and no --cuda-arch).
+  int cuda_arch() const;
+  // Empty when this plan may run on the current GPU; else why not and how to rebuild. A CUDA plan
+  // built for another architecture is refused (TensorRT's rule: its kernel choices were timed on
+  // that GPU) unless KILN_ALLOW_OTHER_GPU_ARCH=1, which runs it anyway with its kernels compiled
+  // for this GPU on first use. Without a GPU at hand nothing is refused here (running will be).
+  std::string gpu_mismatch() const;
 
   std::vector<uint8_t> serialize() const;
   // Throws PlanError naming what is wrong (bad magic, version, checksum, truncated, bad layer).

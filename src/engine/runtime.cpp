@@ -414,7 +414,10 @@ struct ExecutionContext::Impl {
 
 ExecutionContext::ExecutionContext(const Plan& plan, std::shared_ptr<Backend> backend) {
   if (!backend) backend = plan.device() == DeviceKind::kCPU ? make_cpu_backend() : make_cuda_backend();
-  if (backend->kind() == DeviceKind::kCUDA) register_device_code(plan.impl().device_code);
+  if (backend->kind() == DeviceKind::kCUDA) {
+    if (const std::string why = plan.gpu_mismatch(); !why.empty()) throw PlanError(why);
+    register_device_code(plan.impl().device_code);  // (only once the plan is known to be for this GPU)
+  }
   impl_ = std::make_unique<Impl>(plan, std::move(backend));
 }
 

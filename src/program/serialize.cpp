@@ -346,6 +346,7 @@ struct ProgramSerializer {
         s.ops = js.at("ops").get<std::vector<std::string>>();
         s.compute_ops = js.at("compute_ops").get<size_t>();
         check_segment(s, p.device_);
+        if (const std::string why = s.plan.gpu_mismatch(); !why.empty()) throw FormatError("segment " + s.name + ": " + why);
         p.segments_.push_back(std::move(s));
       }
       std::vector<bool> scheduled(p.segments_.size(), false);

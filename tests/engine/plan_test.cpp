@@ -2,8 +2,11 @@
 // PlanError naming the problem.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <functional>
 #include <limits>
 
+#include "engine/plan_impl.h"
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -119,20 +122,15 @@ TEST(PlanFormat, CorruptedPlansAreRefused) {
   EXPECT_NE(load_error(trailing), "");
 }
 
-TEST(PlanFormat, ValidChecksumButBadContentIsRefused) {
-  // A hand-made plan whose description refers to a tensor id that doesn't exist: the checksum is
-  // right, so the loader's structural checks must catch it.
-  std::vector<uint8_t> good = small_plan().serialize();
-  uint64_t json_bytes;
+// The plan with its JSON description edited by `edit` and repacked (header, JSON, blob at the next
+// 64-byte boundary, fresh checksum): what a hand-made plan with a valid checksum looks like.
+std::vector<uint8_t> with_edited_json(const std::vector<uint8_t>& good, const std::function<void(std::string&)>& edit) {
+  uint64_t json_bytes, blob_offset, blob_bytes;
   std::memcpy(&json_bytes, good.data() + 16, 8);
-  std::string text(good.begin() + 48, good.begin() + 48 + json_bytes);
-  auto pos = text.find("\"inputs\":[0,");
-  ASSERT_NE(pos, std::string::npos) << text.substr(0, 300);
-  text.replace(pos, 12, "\"inputs\":[12345,");
-  // repack: header, new JSON, blob at the next 64-byte boundary, fresh checksum
-  uint64_t blob_offset, blob_bytes;
   std::memcpy(&blob_offset, good.data() + 24, 8);
   std::memcpy(&blob_bytes, good.data() + 32, 8);
+  std::string text(good.begin() + 48, good.begin() + 48 + json_bytes);
+  edit(text);
   uint64_t new_offset = (48 + text.size() + 63) / 64 * 64, total = new_offset + blob_bytes + 8, n = text.size();
   std::vector<uint8_t> bad(total, 0);
   std::memcpy(bad.data(), good.data(), 48);
@@ -147,8 +145,70 @@ TEST(PlanFormat, ValidChecksumButBadContentIsRefused) {
     h *= 0x100000001b3ull;
   }
   std::memcpy(bad.data() + bad.size() - 8, &h, 8);
+  return bad;
+}
+
+void replace_once(std::string& text, const std::string& from, const std::string& to) {
+  const size_t pos = text.find(from);
+  ASSERT_NE(pos, std::string::npos) << from << " not in " << text.substr(0, 300);
+  text.replace(pos, from.size(), to);
+}
+
+TEST(PlanFormat, ValidChecksumButBadContentIsRefused) {
+  // A description that refers to a tensor id that doesn't exist: the checksum is right, so the
+  // loader's structural checks must catch it.
+  const std::vector<uint8_t> bad = with_edited_json(small_plan().serialize(), [](std::string& text) {
+    replace_once(text, "\"inputs\":[0,", "\"inputs\":[12345,");
+  });
   std::string err = load_error(bad);
   EXPECT_NE(err.find("unknown tensor id"), std::string::npos) << err;
+}
+
+Plan small_cuda_plan(int cuda_arch) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {2, 8});
+  net.mark_output(net.add_activation("relu", x, ActivationOp::kRelu)->output(), "y");
+  BuilderConfig cfg;
+  cfg.device = DeviceKind::kCUDA;
+  cfg.cuda_arch = cuda_arch;
+  return build(std::move(net), cfg);
+}
+
+TEST(PlanFormat, CudaPlansRecordTheirGpuArchitecture) {
+  // Built for a named architecture (as `kiln compile --cuda-arch 80` on a machine without that GPU).
+  const Plan plan = small_cuda_plan(80);
+  EXPECT_EQ(plan.cuda_arch(), 80);
+  const std::vector<uint8_t> bytes = plan.serialize();
+  EXPECT_EQ(Plan::deserialize(bytes.data(), bytes.size()).cuda_arch(), 80);
+  if (current_cuda_arch() == 0) {
+    EXPECT_EQ(plan.gpu_mismatch(), "");  // nothing to compare with: running will say there is no GPU
+  } else if (current_cuda_arch() != 80) {
+    const std::string why = plan.gpu_mismatch();
+    EXPECT_NE(why.find("built for a GPU of architecture sm_80"), std::string::npos) << why;
+    EXPECT_NE(why.find("--cuda-arch " + std::to_string(current_cuda_arch())), std::string::npos) << why;
+    EXPECT_THROW(ExecutionContext ctx(plan), PlanError);
+    EXPECT_EQ(small_cuda_plan(current_cuda_arch()).gpu_mismatch(), "");
+    ::setenv("KILN_ALLOW_OTHER_GPU_ARCH", "1", 1);
+    EXPECT_EQ(plan.gpu_mismatch(), "");
+    ::unsetenv("KILN_ALLOW_OTHER_GPU_ARCH");
+  }
+  // A CPU plan has no architecture; an architecture out of range is refused.
+  EXPECT_EQ(small_plan().cuda_arch(), 0);
+  const std::vector<uint8_t> cpu_with_arch = with_edited_json(small_plan().serialize(), [](std::string& text) {
+    replace_once(text, "\"cuda_arch\":0", "\"cuda_arch\":90");
+  });
+  EXPECT_NE(load_error(cpu_with_arch).find("a CPU plan names a GPU architecture"), std::string::npos);
+  const std::vector<uint8_t> absurd = with_edited_json(bytes, [](std::string& text) {
+    replace_once(text, "\"cuda_arch\":80", "\"cuda_arch\":-7");
+  });
+  EXPECT_NE(load_error(absurd).find("bad GPU architecture"), std::string::npos) << load_error(absurd);
+  if (!plan.impl().device_code.empty()) {  // (built with CUDA: NVRTC compiled the relu kernel for sm_80)
+    const std::vector<uint8_t> other_kernel = with_edited_json(bytes, [](std::string& text) {
+      replace_once(text, "\"key\":\"sm_80:", "\"key\":\"sm_75:");
+    });
+    EXPECT_NE(load_error(other_kernel).find("is not for the plan's architecture sm_80"), std::string::npos)
+        << load_error(other_kernel);
+  }
 }
 
 }  // namespace

@@ -259,6 +259,16 @@ bool cuda_available() {
   return n > 0;
 }
 
+int current_cuda_arch() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return prop.major * 10 + prop.minor;
+}
+
 std::unique_ptr<Backend> make_cuda_backend(void* stream) {
   if (!cuda_available()) throw NetworkError("CUDA backend not available: no CUDA device is visible");
   return std::make_unique<cuda::CudaBackend>(stream);

@@ -224,15 +224,8 @@ namespace kiln::engine {
 
 std::map<std::string, std::string> compile_device_code(const Network& net, int arch) {
   using namespace cuda;
-  if (arch == 0) {
-    int device = 0;
-    cudaDeviceProp prop{};
-    if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-      cudaGetLastError();  // no GPU here: plans compile their kernels on their first run instead
-      return {};
-    }
-    arch = prop.major * 10 + prop.minor;
-  }
+  if (arch == 0) arch = current_cuda_arch();
+  if (arch == 0) return {};  // no GPU here: plans compile their kernels on their first run instead
   // Every program the plan's layers can launch: the pointwise layers', and the epilogues of
   // matmuls and convolutions with each part that may be left to them (cuBLASLt fuses some parts
   // depending on shapes, so every subset of bias / activation / residual the layer has).
