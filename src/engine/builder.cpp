@@ -90,6 +90,8 @@ Plan build(Network&& input, const BuilderConfig& config) {
     run("fold_constants", passes::fold_constants(net));  // re-laid constant operands
   }
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
+  const bool fold = detail::env_flag("KILN_FOLD_MOVEMENT", config.fold_movement.value_or(config.device == DeviceKind::kCUDA));
+  if (fold) run("fold_movement", passes::fold_movement(net));
   net.verify();
   if (detail::debug_logging()) std::cerr << "[kiln engine] built network:\n" << net.str();
 

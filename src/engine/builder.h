@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "engine/network.h"
@@ -35,6 +36,10 @@ struct BuilderConfig {
   // CUDA: the architecture the plan's generated kernels are compiled for at build time (90 for
   // sm_90); 0: the current GPU's (none: they compile on the plan's first run instead).
   int cuda_arch = 0;
+  // Data movement folded into the index arithmetic of the pointwise kernels that read it (and
+  // chains of copies into one gathering copy); unset: on for CUDA, off for the CPU, whose
+  // interpreter evaluates such loads element by element. KILN_FOLD_MOVEMENT=0/1 overrides.
+  std::optional<bool> fold_movement;
 };
 
 namespace passes {
@@ -51,7 +56,8 @@ size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast 
 size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] transposes moved next to attention
 size_t simplify_attention_masks(Network& net);  // constant causal / keep-all masks -> the causal flag / none
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
-size_t to_channels_last(Network& net);     // 2-d fp16/bf16 convolutions -> NHWC, transposes cancelled
+size_t to_channels_last(Network& net);
+size_t fold_movement(Network& net);        // permutes/reshapes/slices/pads/concats -> gathered loads     // 2-d fp16/bf16 convolutions -> NHWC, transposes cancelled
 size_t apply_precision(Network& net, Precision p);
 }  // namespace passes
 

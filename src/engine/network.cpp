@@ -179,6 +179,7 @@ std::string describe(const LayerParams& params) {
           o << p.plugin;
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
           o << p.program.size() << " instrs";
+          if (p.gather) o << ", gathered loads (" << p.gather->nodes.size() << " index nodes)";
         }
       },
       params);

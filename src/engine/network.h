@@ -225,9 +225,37 @@ struct PointwiseInstr {
   double constant = 0;                  // kConstant
   std::vector<int32_t> operands;        // register indices
 };
+// Builder-made (fold_movement): the program's input registers read through index arithmetic
+// instead of from tensors broadcast to the output, so the permutes, reshapes, slices, pads and
+// concatenations that made them are never copied. Integer expressions over the output's
+// coordinates are SSA nodes, each reading only earlier ones.
+struct IndexNode {
+  enum class Op : uint8_t { kCoord, kConst, kAdd, kMul, kFloorDiv, kMod };
+  Op op = Op::kConst;
+  int32_t a = -1, b = -1;  // operands: kAdd a + b; kMul, kFloorDiv, kMod: a with k
+  int64_t k = 0;           // kCoord: output dim; kConst: value; kMul: factor; kFloorDiv/kMod: divisor > 0
+};
+struct IndexBound {  // lo <= node < hi
+  int32_t node = 0;
+  int64_t lo = 0, hi = 0;
+};
+// One case of a register's value: where all `bounds` hold, element `offset` of layer input `input`
+// (row-major), or `value` when input is -1. A register's first case whose bounds hold is taken.
+struct LoadPiece {
+  int32_t input = -1;
+  int32_t offset = -1;
+  double value = 0;
+  std::vector<IndexBound> bounds;
+};
+struct GatherLoads {
+  std::vector<int64_t> out_dims;  // the output's (static) shape
+  std::vector<IndexNode> nodes;
+  std::vector<std::vector<LoadPiece>> registers;  // the program's input registers, in order
+};
 struct FusedPointwiseParams {
   std::vector<PointwiseInstr> program;
   std::vector<int32_t> outputs;
+  std::optional<GatherLoads> gather;  // none: input register j is layer input j, broadcast
 };
 
 using LayerParams =

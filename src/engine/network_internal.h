@@ -70,6 +70,8 @@ inline bool is_single_pointwise(const Layer* l) {
          l->as<SelectParams>();
 }
 inline bool is_pointwise(const Layer* l) { return is_single_pointwise(l) || l->as<FusedPointwiseParams>(); }
+// The program of a pointwise layer: a FusedPointwise's own, or one instruction over the inputs.
+FusedPointwiseParams pointwise_program(const Layer& layer);
 // The permutations between NCHW and NHWC (channels-last layers).
 inline const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
 // The permutation of a shuffle that is one permutation and nothing else (else null).

@@ -172,7 +172,6 @@ size_t fuse_epilogues(Network& net) {
 
 namespace {
 
-
 PointwiseInstr instr_for(const Layer* l) {
   PointwiseInstr ins{};
   ins.dtype = l->output()->dtype();
@@ -187,8 +186,10 @@ PointwiseInstr instr_for(const Layer* l) {
     ins.activation = *a;
   } else if (l->as<CastParams>()) {
     ins.kind = PointwiseInstr::Kind::kCast;
-  } else {
+  } else if (l->as<SelectParams>()) {
     ins.kind = PointwiseInstr::Kind::kSelect;
+  } else {
+    throw NetworkError("layer '" + l->name() + "' (" + l->kind() + ") is not a pointwise layer");
   }
   return ins;
 }
@@ -301,3 +302,18 @@ size_t fuse_pointwise(Network& net) {
 }
 
 }  // namespace kiln::engine::passes
+
+namespace kiln::engine::detail {
+
+FusedPointwiseParams pointwise_program(const Layer& layer) {
+  if (auto* f = layer.as<FusedPointwiseParams>()) return *f;
+  FusedPointwiseParams p;
+  PointwiseInstr ins = passes::instr_for(&layer);
+  const auto n = static_cast<int32_t>(layer.inputs().size());
+  for (int32_t i = 0; i < n; ++i) ins.operands.push_back(i);
+  p.program.push_back(ins);
+  p.outputs.push_back(n);
+  return p;
+}
+
+}  // namespace kiln::engine::detail

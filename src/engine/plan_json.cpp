@@ -198,6 +198,48 @@ PointwiseInstr instr_from_json(const json& j) {
   return i;
 }
 
+// Gathered loads as flat arrays: nodes [op, a, b, k]; pieces {input, offset, value, bounds:
+// [[node, lo, hi]...]} (the shape checks in index_expr::check run when the layer is re-added).
+json gather_to_json(const GatherLoads& g) {
+  json nodes = json::array(), regs = json::array();
+  for (const IndexNode& n : g.nodes) nodes.push_back({enum_to(n.op), n.a, n.b, n.k});
+  for (const auto& pieces : g.registers) {
+    json r = json::array();
+    for (const LoadPiece& p : pieces) {
+      json bounds = json::array();
+      for (const IndexBound& b : p.bounds) bounds.push_back({b.node, b.lo, b.hi});
+      r.push_back({{"input", p.input}, {"offset", p.offset}, {"value", real_to(p.value)}, {"bounds", bounds}});
+    }
+    regs.push_back(r);
+  }
+  return {{"out_dims", g.out_dims}, {"nodes", nodes}, {"registers", regs}};
+}
+GatherLoads gather_from_json(const json& j) {
+  GatherLoads g;
+  j.at("out_dims").get_to(g.out_dims);
+  for (const json& n : j.at("nodes")) {
+    if (!n.is_array() || n.size() != 4) throw PlanError("gather index node is not [op, a, b, k]");
+    g.nodes.push_back({enum_from<IndexNode::Op>(n[0], 6, "index node op"), n[1].get<int32_t>(), n[2].get<int32_t>(),
+                       n[3].get<int64_t>()});
+  }
+  for (const json& r : j.at("registers")) {
+    std::vector<LoadPiece> pieces;
+    for (const json& p : r) {
+      LoadPiece lp;
+      lp.input = p.at("input").get<int32_t>();
+      lp.offset = p.at("offset").get<int32_t>();
+      lp.value = real_from(p.at("value"));
+      for (const json& b : p.at("bounds")) {
+        if (!b.is_array() || b.size() != 3) throw PlanError("gather bound is not [node, lo, hi]");
+        lp.bounds.push_back({b[0].get<int32_t>(), b[1].get<int64_t>(), b[2].get<int64_t>()});
+      }
+      pieces.push_back(std::move(lp));
+    }
+    g.registers.push_back(std::move(pieces));
+  }
+  return g;
+}
+
 }  // namespace
 
 json params_to_json(const LayerParams& params, BlobWriter& blob) {
@@ -272,7 +314,9 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
           json prog = json::array();
           for (const PointwiseInstr& i : p.program) prog.push_back(instr_to_json(i));
-          return {{"program", prog}, {"outputs", p.outputs}};
+          json j = {{"program", prog}, {"outputs", p.outputs}};
+          if (p.gather) j["gather"] = gather_to_json(*p.gather);
+          return j;
         }
       },
       params);
@@ -418,6 +462,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
           for (const json& i : j.at("program")) p.program.push_back(instr_from_json(i));
           j.at("outputs").get_to(p.outputs);
+          if (j.contains("gather")) p.gather = gather_from_json(j.at("gather"));
         }
       },
       params);

@@ -64,7 +64,8 @@ void check_runtime_shapes(const Layer& l, const std::vector<std::vector<int64_t>
   };
   for (int64_t d : out)
     if (d < 0) fail("output shape " + dims_str(out) + " has a negative dim");
-  bool broadcasting = l.as<ElementwiseParams>() || l.as<SelectParams>() || l.as<FusedPointwiseParams>();
+  const auto* fused = l.as<FusedPointwiseParams>();
+  bool broadcasting = l.as<ElementwiseParams>() || l.as<SelectParams>() || (fused && !fused->gather);
   if (broadcasting) {
     for (size_t i = 0; i < ins.size(); ++i) {
       const auto& s = ins[i];

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "engine/index_expr.h"
 #include "engine/network_internal.h"
 
 namespace kiln::engine::detail {
@@ -494,10 +495,20 @@ Out infer_attention(const Checker& c, AttentionParams& p) {
 
 Out infer_fused(const Checker& c, FusedPointwiseParams& p) {
   if (c.in.empty()) c.fail("needs at least one input");
-  Shape shape = c.in[0]->shape();
-  for (size_t i = 1; i < c.in.size(); ++i) shape = c.bcast(shape, c.in[i]->shape(), "input");
   std::vector<DataType> regs;
-  for (Tensor* t : c.in) regs.push_back(t->dtype());
+  Shape shape;
+  if (p.gather) {  // registers read through index arithmetic (fold_movement): a static output shape
+    std::vector<DataType> in_types;
+    for (Tensor* t : c.in) in_types.push_back(t->dtype());
+    if (std::string why = index_expr::check(*p.gather, in_types); !why.empty()) c.fail(why);
+    for (size_t r = 0; r < p.gather->registers.size(); ++r)
+      regs.push_back(index_expr::register_type(*p.gather, r, in_types));
+    for (int64_t d : p.gather->out_dims) shape.push_back(DimExpr(d));
+  } else {
+    shape = c.in[0]->shape();
+    for (size_t i = 1; i < c.in.size(); ++i) shape = c.bcast(shape, c.in[i]->shape(), "input");
+    for (Tensor* t : c.in) regs.push_back(t->dtype());
+  }
   for (size_t i = 0; i < p.program.size(); ++i) {
     const PointwiseInstr& ins = p.program[i];
     size_t want = 0;

@@ -8,6 +8,7 @@
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/ops.h"
+#include "engine/index_expr.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -38,10 +39,15 @@ struct Registers {
 
 void run(const FusedPointwiseParams& p, LayerCall& call) {
   const Layer& layer = call.layer;
-  const size_t n_in = call.inputs.size();
+  std::vector<DataType> in_types;
+  for (const auto& v : call.inputs) in_types.push_back(v.dtype);
+  if (p.gather) {
+    if (std::string why = index_expr::check(*p.gather, in_types); !why.empty()) fail(layer, why);
+  }
+  const size_t n_in = p.gather ? p.gather->registers.size() : call.inputs.size();
   const size_t n_regs = n_in + p.program.size();
   std::vector<DataType> dt(n_regs);
-  for (size_t i = 0; i < n_in; ++i) dt[i] = call.inputs[i].dtype;
+  for (size_t i = 0; i < n_in; ++i) dt[i] = p.gather ? index_expr::register_type(*p.gather, i, in_types) : in_types[i];
   for (size_t k = 0; k < p.program.size(); ++k) {
     dt[n_in + k] = p.program[k].dtype;
     for (int32_t o : p.program[k].operands)
@@ -55,6 +61,160 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
   std::vector<std::vector<int64_t>> in_dims;
   for (const auto& v : call.inputs) in_dims.push_back(v.dims);
 
+  // Runs the program over n elements whose input registers are loaded, storing from `first`.
+  auto execute = [&](Registers& regs, int64_t first, int64_t n) {
+    // Execute.
+    for (size_t k = 0; k < p.program.size(); ++k) {
+      const PointwiseInstr& in = p.program[k];
+      const int32_t dst = int32_t(n_in + k);
+      const bool dfl = is_floating(in.dtype);
+      auto opf = [&](size_t a) { return regs.fr(in.operands[a]); };
+      auto opi = [&](size_t a) { return regs.ir(in.operands[a]); };
+      auto opfloat = [&](size_t a) { return is_floating(dt[size_t(in.operands[a])]); };
+      float* df = regs.fr(dst);
+      int64_t* di = regs.ir(dst);
+      switch (in.kind) {
+        case PointwiseInstr::Kind::kConstant:
+          if (dfl) std::fill(df, df + n, float(in.constant));
+          else std::fill(di, di + n, int64_t(in.constant));
+          break;
+        case PointwiseInstr::Kind::kBinary: {
+          const bool pred = is_predicate(in.binary);
+          const bool bl = dt[size_t(in.operands[0])] == DataType::kBool;
+          if (opfloat(0)) {
+            const float *a = opf(0), *b = opf(1);
+            if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<float>(in.binary, a[e], b[e]);
+            else for (int64_t e = 0; e < n; ++e) df[e] = binary_arith<float>(in.binary, a[e], b[e]);
+          } else {
+            const int64_t *a = opi(0), *b = opi(1);
+            if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<int64_t>(in.binary, a[e], b[e]);
+            else if (bl) for (int64_t e = 0; e < n; ++e) di[e] = binary_arith<bool>(in.binary, a[e] != 0, b[e] != 0);
+            else for (int64_t e = 0; e < n; ++e) di[e] = binary_arith<int64_t>(in.binary, a[e], b[e]);
+          }
+          break;
+        }
+        case PointwiseInstr::Kind::kUnary: {
+          const bool pred = is_predicate(in.unary);
+          const DataType at = dt[size_t(in.operands[0])];
+          if (is_floating(at)) {
+            const float* a = opf(0);
+            if (pred) for (int64_t e = 0; e < n; ++e) di[e] = unary_pred<float>(in.unary, a[e]);
+            else if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = unary_arith<float>(in.unary, a[e]);
+            else for (int64_t e = 0; e < n; ++e) di[e] = int64_t(unary_arith<float>(in.unary, a[e]));
+          } else {
+            const int64_t* a = opi(0);
+            if (pred) for (int64_t e = 0; e < n; ++e) di[e] = unary_pred<int64_t>(in.unary, a[e]);
+            else if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = float(unary_arith<double>(in.unary, double(a[e])));
+            else if (at == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = unary_arith<bool>(in.unary, a[e] != 0);
+            else for (int64_t e = 0; e < n; ++e) di[e] = unary_arith<int64_t>(in.unary, a[e]);
+          }
+          break;
+        }
+        case PointwiseInstr::Kind::kActivation:
+          if (opfloat(0)) {
+            const float* a = opf(0);
+            for (int64_t e = 0; e < n; ++e) df[e] = activation<float>(in.activation, a[e]);
+          } else {
+            const int64_t* a = opi(0);
+            for (int64_t e = 0; e < n; ++e)
+              di[e] = int64_t(activation<double>(in.activation, double(a[e])));
+          }
+          break;
+        case PointwiseInstr::Kind::kCast: {
+          const DataType at = dt[size_t(in.operands[0])];
+          if (is_floating(at)) {
+            const float* a = opf(0);
+            if (dfl) std::copy(a, a + n, df);
+            else if (in.dtype == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = a[e] != 0.0f;
+            else dispatch_dtype(in.dtype, [&](auto tag) {
+              using T = decltype(tag);
+              for (int64_t e = 0; e < n; ++e) di[e] = int64_t(convert<T>(a[e]));
+            });
+          } else {
+            const int64_t* a = opi(0);
+            if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = float(a[e]);
+            else if (in.dtype == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = a[e] != 0;
+            else std::copy(a, a + n, di);
+          }
+          break;
+        }
+        case PointwiseInstr::Kind::kSelect: {
+          const int64_t* c = opi(0);
+          if (dfl) {
+            const float *a = opf(1), *b = opf(2);
+            for (int64_t e = 0; e < n; ++e) df[e] = c[e] ? a[e] : b[e];
+          } else {
+            const int64_t *a = opi(1), *b = opi(2);
+            for (int64_t e = 0; e < n; ++e) di[e] = c[e] ? a[e] : b[e];
+          }
+          break;
+        }
+      }
+      if (dfl) round_float(in.dtype, df, n);
+      else wrap_int(in.dtype, di, n);
+    }
+    // Store outputs.
+    for (size_t o = 0; o < p.outputs.size(); ++o) {
+      const TensorView& v = call.outputs[o];
+      const int32_t r = p.outputs[o];
+      dispatch_dtype(v.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        T* d = v.as<T>() + first;
+        if constexpr (is_float_v<T>) {
+          const float* s = regs.fr(r);
+          for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
+        } else {
+          const int64_t* s = regs.ir(r);
+          for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
+        }
+      });
+    }
+  };
+
+  if (p.gather) {
+    // Each register's element found by evaluating the index nodes per output element (the CUDA
+    // kernels compile the same nodes; here they serve tests and CPU plans that ask for them).
+    const GatherLoads& g = *p.gather;
+    if (out_dims != g.out_dims) fail(layer, "gathered loads were built for another output shape");
+    const int64_t total = product(out_dims);
+    const size_t rank = out_dims.size();
+    Registers regs;
+    regs.f.resize(n_regs * kBlock);
+    regs.i.resize(n_regs * kBlock);
+    std::vector<int64_t> coords(rank), values(g.nodes.size());
+    for (int64_t b0 = 0; b0 < total; b0 += kBlock) {
+      const int64_t n = std::min(kBlock, total - b0);
+      for (int64_t e = 0; e < n; ++e) {
+        int64_t rem = b0 + e;
+        for (size_t d = rank; d-- > 0;) {
+          coords[d] = rem % out_dims[d];
+          rem /= out_dims[d];
+        }
+        index_expr::evaluate(g, coords.data(), values.data());
+        for (size_t r = 0; r < n_in; ++r) {
+          const int piece = index_expr::pick_piece(g, r, values.data());
+          const LoadPiece* lp = piece < 0 ? nullptr : &g.registers[r][size_t(piece)];
+          if (!lp || lp->input < 0) {
+            const double v = lp ? lp->value : 0.0;
+            if (is_floating(dt[r])) regs.fr(int32_t(r))[e] = float(v);
+            else regs.ir(int32_t(r))[e] = int64_t(v);
+            continue;
+          }
+          const TensorView& src = call.inputs[size_t(lp->input)];
+          const int64_t at = values[size_t(lp->offset)];
+          if (at < 0 || at >= src.numel()) fail(layer, "a gathered load reads outside its input");
+          regs.fr(int32_t(r))[e] = 0;
+          dispatch_dtype(src.dtype, [&](auto tag) {
+            using T = decltype(tag);
+            if constexpr (is_float_v<T>) regs.fr(int32_t(r))[e] = float(src.as<T>()[at]);
+            else regs.ir(int32_t(r))[e] = int64_t(src.as<T>()[at]);
+          });
+        }
+      }
+      execute(regs, b0, n);
+    }
+    return;
+  }
   for_each_broadcast_run(out_dims, in_dims, [&](int64_t o0, const int64_t* off, int64_t len, const int64_t* st) {
     thread_local Registers regs;
     regs.f.resize(n_regs * kBlock);
@@ -77,112 +237,7 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
           }
         });
       }
-      // Execute.
-      for (size_t k = 0; k < p.program.size(); ++k) {
-        const PointwiseInstr& in = p.program[k];
-        const int32_t dst = int32_t(n_in + k);
-        const bool dfl = is_floating(in.dtype);
-        auto opf = [&](size_t a) { return regs.fr(in.operands[a]); };
-        auto opi = [&](size_t a) { return regs.ir(in.operands[a]); };
-        auto opfloat = [&](size_t a) { return is_floating(dt[size_t(in.operands[a])]); };
-        float* df = regs.fr(dst);
-        int64_t* di = regs.ir(dst);
-        switch (in.kind) {
-          case PointwiseInstr::Kind::kConstant:
-            if (dfl) std::fill(df, df + n, float(in.constant));
-            else std::fill(di, di + n, int64_t(in.constant));
-            break;
-          case PointwiseInstr::Kind::kBinary: {
-            const bool pred = is_predicate(in.binary);
-            const bool bl = dt[size_t(in.operands[0])] == DataType::kBool;
-            if (opfloat(0)) {
-              const float *a = opf(0), *b = opf(1);
-              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<float>(in.binary, a[e], b[e]);
-              else for (int64_t e = 0; e < n; ++e) df[e] = binary_arith<float>(in.binary, a[e], b[e]);
-            } else {
-              const int64_t *a = opi(0), *b = opi(1);
-              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<int64_t>(in.binary, a[e], b[e]);
-              else if (bl) for (int64_t e = 0; e < n; ++e) di[e] = binary_arith<bool>(in.binary, a[e] != 0, b[e] != 0);
-              else for (int64_t e = 0; e < n; ++e) di[e] = binary_arith<int64_t>(in.binary, a[e], b[e]);
-            }
-            break;
-          }
-          case PointwiseInstr::Kind::kUnary: {
-            const bool pred = is_predicate(in.unary);
-            const DataType at = dt[size_t(in.operands[0])];
-            if (is_floating(at)) {
-              const float* a = opf(0);
-              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = unary_pred<float>(in.unary, a[e]);
-              else if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = unary_arith<float>(in.unary, a[e]);
-              else for (int64_t e = 0; e < n; ++e) di[e] = int64_t(unary_arith<float>(in.unary, a[e]));
-            } else {
-              const int64_t* a = opi(0);
-              if (pred) for (int64_t e = 0; e < n; ++e) di[e] = unary_pred<int64_t>(in.unary, a[e]);
-              else if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = float(unary_arith<double>(in.unary, double(a[e])));
-              else if (at == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = unary_arith<bool>(in.unary, a[e] != 0);
-              else for (int64_t e = 0; e < n; ++e) di[e] = unary_arith<int64_t>(in.unary, a[e]);
-            }
-            break;
-          }
-          case PointwiseInstr::Kind::kActivation:
-            if (opfloat(0)) {
-              const float* a = opf(0);
-              for (int64_t e = 0; e < n; ++e) df[e] = activation<float>(in.activation, a[e]);
-            } else {
-              const int64_t* a = opi(0);
-              for (int64_t e = 0; e < n; ++e)
-                di[e] = int64_t(activation<double>(in.activation, double(a[e])));
-            }
-            break;
-          case PointwiseInstr::Kind::kCast: {
-            const DataType at = dt[size_t(in.operands[0])];
-            if (is_floating(at)) {
-              const float* a = opf(0);
-              if (dfl) std::copy(a, a + n, df);
-              else if (in.dtype == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = a[e] != 0.0f;
-              else dispatch_dtype(in.dtype, [&](auto tag) {
-                using T = decltype(tag);
-                for (int64_t e = 0; e < n; ++e) di[e] = int64_t(convert<T>(a[e]));
-              });
-            } else {
-              const int64_t* a = opi(0);
-              if (dfl) for (int64_t e = 0; e < n; ++e) df[e] = float(a[e]);
-              else if (in.dtype == DataType::kBool) for (int64_t e = 0; e < n; ++e) di[e] = a[e] != 0;
-              else std::copy(a, a + n, di);
-            }
-            break;
-          }
-          case PointwiseInstr::Kind::kSelect: {
-            const int64_t* c = opi(0);
-            if (dfl) {
-              const float *a = opf(1), *b = opf(2);
-              for (int64_t e = 0; e < n; ++e) df[e] = c[e] ? a[e] : b[e];
-            } else {
-              const int64_t *a = opi(1), *b = opi(2);
-              for (int64_t e = 0; e < n; ++e) di[e] = c[e] ? a[e] : b[e];
-            }
-            break;
-          }
-        }
-        if (dfl) round_float(in.dtype, df, n);
-        else wrap_int(in.dtype, di, n);
-      }
-      // Store outputs.
-      for (size_t o = 0; o < p.outputs.size(); ++o) {
-        const TensorView& v = call.outputs[o];
-        const int32_t r = p.outputs[o];
-        dispatch_dtype(v.dtype, [&](auto tag) {
-          using T = decltype(tag);
-          T* d = v.as<T>() + o0 + b0;
-          if constexpr (is_float_v<T>) {
-            const float* s = regs.fr(r);
-            for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
-          } else {
-            const int64_t* s = regs.ir(r);
-            for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
-          }
-        });
-      }
+      execute(regs, o0 + b0, n);
     }
   });
 }

@@ -128,6 +128,38 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
   return cache().emplace(key, c).first->second;
 }
 
+std::vector<int64_t> numels(const std::vector<TensorView>& views) {
+  std::vector<int64_t> n;
+  for (const auto& v : views) n.push_back(v.numel());
+  return n;
+}
+
+// Gathered loads: the kernels know the shapes; the arguments are the buffers.
+void launch_gathered(Context& ctx, const FusedPointwiseParams& prog, const std::vector<TensorView>& inputs,
+                     const std::vector<TensorView>& outputs, const std::vector<DataType>& in_types) {
+  const std::vector<int64_t>& out_dims = outputs[0].dims;
+  if (out_dims != prog.gather->out_dims)
+    throw NetworkError("pointwise kernel: gathered loads were built for another output shape");
+  const Compiled& c = compile(ctx, generate(prog, in_types, numels(inputs)));
+  KArgs a{};
+  a.n = product(out_dims);
+  bool vec = out_dims.back() % 8 == 0;
+  for (size_t j = 0; j < inputs.size(); ++j) {
+    a.in[j] = inputs[j].data;
+    vec = vec && reinterpret_cast<uintptr_t>(inputs[j].data) % 16 == 0;
+  }
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    a.out[k] = outputs[k].data;
+    vec = vec && reinterpret_cast<uintptr_t>(outputs[k].data) % 16 == 0;
+  }
+  void* params[] = {&a};
+  const unsigned threads = 256;
+  const unsigned grid = grid_for(ctx, vec ? a.n / 8 : a.n, threads);
+  cu_check(cudaLaunchKernel(reinterpret_cast<const void*>(vec ? c.vec : c.flat), dim3(grid), dim3(threads), params, 0,
+                            ctx.stream),
+           "launch of a gathering pointwise kernel");
+}
+
 }  // namespace
 
 void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::vector<TensorView>& inputs,
@@ -141,6 +173,10 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
 
   std::vector<DataType> in_types;
   for (const auto& v : inputs) in_types.push_back(v.dtype);
+  if (prog.gather) {
+    launch_gathered(ctx, prog, inputs, outputs, in_types);
+    return;
+  }
   const Compiled& c = compile(ctx, generate(prog, in_types));
 
   KArgs a{};
@@ -204,7 +240,7 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
 }
 
 void run_pointwise(Context& ctx, const Layer& layer, LayerCall& call) {
-  FusedPointwiseParams prog = program_of(layer);
+  FusedPointwiseParams prog = detail::pointwise_program(layer);
   launch_program(ctx, prog, call.inputs, call.outputs);
 }
 
@@ -230,15 +266,23 @@ std::map<std::string, std::string> compile_device_code(const Network& net, int a
   // matmuls and convolutions with each part that may be left to them (cuBLASLt fuses some parts
   // depending on shapes, so every subset of bias / activation / residual the layer has).
   std::map<std::string, std::string> sources;  // key -> source
-  auto add = [&](const FusedPointwiseParams& prog, const std::vector<DataType>& in_types) {
-    std::string source = generate(prog, in_types);
+  auto add = [&](const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
+                 const std::vector<int64_t>& in_numel = {}) {
+    std::string source = generate(prog, in_types, in_numel);
     sources.emplace(device_code_key(arch, source), std::move(source));
   };
   for (const Layer* l : net.layers()) {
     if (detail::is_pointwise(l)) {
       std::vector<DataType> in_types;
-      for (const Tensor* t : l->inputs()) in_types.push_back(t->dtype());
-      add(program_of(*l), in_types);
+      std::vector<int64_t> in_numel;
+      for (const Tensor* t : l->inputs()) {
+        in_types.push_back(t->dtype());
+        auto dims = detail::static_dims(t);
+        in_numel.push_back(dims ? product(*dims) : 0);
+      }
+      const FusedPointwiseParams prog = detail::pointwise_program(*l);
+      if (prog.gather && std::find(in_numel.begin(), in_numel.end(), 0) != in_numel.end()) continue;  // compiled at run time
+      add(prog, in_types, prog.gather ? in_numel : std::vector<int64_t>{});
       continue;
     }
     bool bias = false, residual = false;

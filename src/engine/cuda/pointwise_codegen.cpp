@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/cuda/internal.h"
+#include "engine/index_expr.h"
 
 namespace kiln::engine::cuda {
 namespace {
@@ -66,6 +67,7 @@ template <class T> __device__ __forceinline__ T kf2i(float x, double lo, double 
   if (d >= hi) return T(hi);
   return T(d);
 }
+__device__ __forceinline__ long long kclamp(long long x, long long n) { return x < 0 ? 0 : (x >= n ? n - 1 : x); }
 template <class T> __device__ __forceinline__ T ksign(T x) { return T((T(0) < x) - (x < T(0))); }
 // kiln_vec's 8 neighbouring elements: one to four 16-byte accesses (8 bytes for 1-byte types),
 // or one element repeated where the input is broadcast along the innermost dim.
@@ -284,10 +286,277 @@ std::string activation_expr(const ActivationParams& p, const std::string& x) {
   return x;
 }
 
+
+// ---- gathered loads (GatherLoads, fold_movement) ------------------------------------------------
+// The same three entry points over a static output shape: `kiln_flat` and `kiln_bcast` (one
+// element per thread) and `kiln_vec` (8 neighbours along the innermost dim per thread). Each input
+// register is a device function evaluating its index nodes (constants baked in, so divisions by
+// constants compile to multiplications); kiln_vec moves a register as one 16-byte access where its
+// 8 elements are provably neighbours in one input (or one element repeated) and its bounds cannot
+// split them, and element by element otherwise. Every offset is clamped into its input, so a
+// plan's index nodes cannot reach outside the buffers it was given.
+
+// How a node's value changes across a group of 8 neighbouring outputs (innermost coordinate
+// 8*g + v, v in [0, 8)): invariant, or value(0) + step*v; `align` (1, 2, 4 or 8) divides value(0).
+struct GroupForm {
+  enum Kind { kInvariant, kAffine, kOther } kind = kOther;
+  int64_t step = 0;
+  int64_t align = 1;
+};
+int64_t pow2_factor(int64_t x) {
+  if (x == 0) return 8;
+  int64_t a = 1;
+  while (a < 8 && x % (a * 2) == 0) a *= 2;
+  return a;
+}
+std::vector<GroupForm> group_forms(const GatherLoads& g) {
+  const size_t last = g.out_dims.size() - 1;
+  std::vector<GroupForm> f(g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const IndexNode& n = g.nodes[i];
+    GroupForm r;
+    switch (n.op) {
+      case IndexNode::Op::kCoord:
+        r = size_t(n.k) == last ? GroupForm{GroupForm::kAffine, 1, 8} : GroupForm{GroupForm::kInvariant, 0, 1};
+        break;
+      case IndexNode::Op::kConst: r = {GroupForm::kInvariant, 0, pow2_factor(n.k)}; break;
+      case IndexNode::Op::kAdd: {
+        const GroupForm &x = f[n.a], &y = f[n.b];
+        if (x.kind == GroupForm::kOther || y.kind == GroupForm::kOther) break;
+        r.step = x.step + y.step;
+        r.kind = r.step == 0 ? GroupForm::kInvariant : GroupForm::kAffine;
+        r.align = std::min(x.align, y.align);
+        break;
+      }
+      case IndexNode::Op::kMul: {
+        const GroupForm& x = f[n.a];
+        if (x.kind == GroupForm::kOther) break;
+        r.step = x.step * n.k;
+        r.kind = r.step == 0 ? GroupForm::kInvariant : GroupForm::kAffine;
+        r.align = std::min<int64_t>(8, x.align * pow2_factor(n.k));
+        break;
+      }
+      case IndexNode::Op::kFloorDiv:
+      case IndexNode::Op::kMod: {
+        const GroupForm& x = f[n.a];
+        if (x.kind == GroupForm::kInvariant) {
+          r = {GroupForm::kInvariant, 0, 1};
+        } else if (x.kind == GroupForm::kAffine && x.step == 1 && x.align == 8 && n.k % 8 == 0) {
+          // x0 a multiple of 8 and k too: x0 + v stays in x0's block of k.
+          r = n.op == IndexNode::Op::kFloorDiv ? GroupForm{GroupForm::kInvariant, 0, 1} : GroupForm{GroupForm::kAffine, 1, 8};
+        }
+        break;
+      }
+    }
+    f[i] = r;
+  }
+  return f;
+}
+
+std::string gathered_kernels(const FusedPointwiseParams& prog, const std::vector<DataType>& reg_types,
+                             const std::vector<DataType>& in_types, const std::vector<int64_t>& in_numel,
+                             const std::string& body, const std::vector<DataType>& reg) {
+  const GatherLoads& g = *prog.gather;
+  const size_t rank = g.out_dims.size(), last = rank - 1;
+  int64_t total = 1;
+  for (int64_t d : g.out_dims) total *= d;
+  const std::vector<index_expr::Range> ranges = index_expr::node_ranges(g);
+  bool narrow = total < (int64_t{1} << 31);
+  for (const auto& r : ranges) narrow = narrow && r.lo > -(int64_t{1} << 31) && r.hi < (int64_t{1} << 31);
+  const std::string I = narrow ? "int" : "long long", U = narrow ? "unsigned" : "unsigned long long";
+  const bool vec = g.out_dims[last] % 8 == 0;
+  const std::vector<GroupForm> forms = group_forms(g);
+  auto numel = [&](int32_t input) { return size_t(input) < in_numel.size() ? in_numel[size_t(input)] : 0; };
+
+  auto node_expr = [&](size_t i) -> std::string {
+    const IndexNode& n = g.nodes[i];
+    const std::string a = n.a >= 0 ? "n" + std::to_string(n.a) : "", k = "((" + I + ")" + std::to_string(n.k) + "LL)";
+    const bool nonneg = n.a >= 0 && ranges[size_t(n.a)].lo >= 0;
+    switch (n.op) {
+      case IndexNode::Op::kCoord: return "c[" + std::to_string(n.k) + "]";
+      case IndexNode::Op::kConst: return k;
+      case IndexNode::Op::kAdd: return "(" + a + " + n" + std::to_string(n.b) + ")";
+      case IndexNode::Op::kMul: return "(" + a + " * " + k + ")";
+      case IndexNode::Op::kFloorDiv:
+        return nonneg ? "(" + I + ")((" + U + ")" + a + " / (" + U + ")" + k + ")" : "kfloordiv<" + I + ">(" + a + ", " + k + ")";
+      case IndexNode::Op::kMod:
+        return nonneg ? "(" + I + ")((" + U + ")" + a + " % (" + U + ")" + k + ")" : "kremainder<" + I + ">(" + a + ", " + k + ")";
+    }
+    return "0";
+  };
+  // The nodes register r reads, in order, as statements.
+  auto nodes_of = [&](size_t r) {
+    std::vector<char> need(g.nodes.size(), 0);
+    for (const LoadPiece& p : g.registers[r]) {
+      if (p.input >= 0) need[size_t(p.offset)] = 1;
+      for (const IndexBound& b : p.bounds) need[size_t(b.node)] = 1;
+    }
+    for (size_t i = g.nodes.size(); i-- > 0;) {
+      if (!need[i]) continue;
+      if (g.nodes[i].a >= 0) need[size_t(g.nodes[i].a)] = 1;
+      if (g.nodes[i].b >= 0) need[size_t(g.nodes[i].b)] = 1;
+    }
+    std::ostringstream o;
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      if (need[i]) o << "  const " << I << " n" << i << " = " << node_expr(i) << ";\n";
+    return o.str();
+  };
+  auto condition = [&](const LoadPiece& p) {
+    std::string c;
+    for (const IndexBound& b : p.bounds)
+      c += std::string(c.empty() ? "" : " && ") + "n" + std::to_string(b.node) + " >= " + std::to_string(b.lo) +
+           "LL && n" + std::to_string(b.node) + " < " + std::to_string(b.hi) + "LL";
+    return c;
+  };
+  auto constant = [&](DataType t, double v) { return is_float_reg(t) ? flit(v) : ilit(v, t); };
+  auto piece_friendly = [&](const LoadPiece& p) {
+    for (const IndexBound& b : p.bounds) {
+      const GroupForm& f = forms[size_t(b.node)];
+      if (f.kind == GroupForm::kInvariant) continue;
+      if (!(f.kind == GroupForm::kAffine && f.step == 1 && f.align == 8 && b.lo % 8 == 0 && b.hi % 8 == 0)) return false;
+    }
+    if (p.input < 0) return true;
+    const GroupForm& f = forms[size_t(p.offset)];
+    if (f.kind == GroupForm::kInvariant) return numel(p.input) >= 1;
+    return f.kind == GroupForm::kAffine && f.step == 1 && f.align == 8 && numel(p.input) >= 8;
+  };
+
+  std::ostringstream src;
+  src << kPrelude;
+  std::vector<bool> friendly(reg_types.size());
+  for (size_t r = 0; r < reg_types.size(); ++r) {
+    const DataType t = reg_types[r];
+    const std::string R = std::to_string(r), CT = ctype(t), ST = storage_type(t);
+    // One element.
+    src << "__device__ __forceinline__ " << CT << " kg" << R << "(const KArgs& a, const " << I << "* c) {\n"
+        << nodes_of(r);
+    bool closed = false;
+    for (const LoadPiece& p : g.registers[r]) {
+      const std::string cond = condition(p);
+      std::string value;
+      if (p.input < 0 || numel(p.input) == 0) {
+        value = constant(t, p.input < 0 ? p.value : 0.0);
+      } else {
+        const std::string n = std::to_string(numel(p.input)) + "LL";
+        value = load_expr(in_types[size_t(p.input)], "a.in[" + std::to_string(p.input) + "]",
+                          "kclamp((long long)n" + std::to_string(p.offset) + ", " + n + ")");
+      }
+      if (cond.empty()) {
+        src << "  return " << value << ";\n";
+        closed = true;
+        break;
+      }
+      src << "  if (" << cond << ") return " << value << ";\n";
+    }
+    if (!closed) src << "  return " << constant(t, 0.0) << ";\n";
+    src << "}\n";
+    // Eight neighbours, where they move as one access.
+    friendly[r] = vec && std::all_of(g.registers[r].begin(), g.registers[r].end(), piece_friendly);
+    if (!friendly[r]) continue;
+    src << "__device__ __forceinline__ void kg8_" << R << "(const KArgs& a, const " << I << "* c, " << ST
+        << " (&d)[8]) {\n"
+        << nodes_of(r);
+    closed = false;
+    for (const LoadPiece& p : g.registers[r]) {
+      const std::string cond = condition(p);
+      src << "  " << (cond.empty() ? "" : "if (" + cond + ") ") << "{\n";
+      if (p.input < 0) {
+        src << "    const " << ST << " s = " << to_storage(t, constant(t, p.value)) << ";\n"
+            << "#pragma unroll\n    for (int v = 0; v < 8; ++v) d[v] = s;\n";
+      } else {
+        const bool contiguous = forms[size_t(p.offset)].kind == GroupForm::kAffine;
+        const int64_t hi = numel(p.input) - (contiguous ? 8 : 1);
+        src << "    kload8(d, (const " << ST << "*)a.in[" << p.input << "] + kclamp((long long)n" << p.offset << ", "
+            << hi + 1 << "LL), " << (contiguous ? "true" : "false") << ");\n";
+      }
+      src << "    return;\n  }\n";
+      if (cond.empty()) {
+        closed = true;
+        break;
+      }
+    }
+    if (!closed)
+      src << "  const " << ST << " s = " << to_storage(t, constant(t, 0.0)) << ";\n"
+          << "#pragma unroll\n  for (int v = 0; v < 8; ++v) d[v] = s;\n";
+    src << "}\n";
+  }
+  // Output coordinates of linear index `idx` (divisions by constants).
+  auto coords = [&](const std::string& idx) {
+    std::ostringstream o;
+    o << "    " << I << " c[" << rank << "];\n    { " << U << " rem = (" << U << ")" << idx << ";\n";
+    for (size_t d = rank; d-- > 0;) {
+      o << "      c[" << d << "] = (" << I << ")(rem % " << g.out_dims[d] << "ULL);";
+      if (d) o << " rem /= " << g.out_dims[d] << "ULL;";
+      o << "\n";
+    }
+    o << "    }\n";
+    return o.str();
+  };
+  std::ostringstream stores;
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    stores << "    " << store_stmt(reg.at(size_t(prog.outputs[k])), "a.out[" + std::to_string(k) + "]", "i",
+                                   "r" + std::to_string(prog.outputs[k]))
+           << "\n";
+  for (const char* name : {"kiln_flat", "kiln_bcast"}) {
+    src << "extern \"C\" __global__ void __launch_bounds__(256) " << name << "(const KArgs a) {\n"
+        << "  const long long step = (long long)gridDim.x * blockDim.x;\n"
+        << "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += step) {\n"
+        << coords("i");
+    for (size_t r = 0; r < reg_types.size(); ++r)
+      src << "    const " << ctype(reg_types[r]) << " r" << r << " = kg" << r << "(a, c);\n";
+    src << body << stores.str() << "  }\n}\n";
+  }
+  src << "extern \"C\" __global__ void __launch_bounds__(256) kiln_vec(const KArgs a) {\n"
+      << "  const long long step = (long long)gridDim.x * blockDim.x, groups = a.n / 8;\n"
+      << "  for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += step) {\n"
+      << "    const long long i = g * 8;\n"
+      << coords("i");
+  for (size_t r = 0; r < reg_types.size(); ++r) {
+    const std::string R = std::to_string(r);
+    if (friendly[r]) {
+      src << "    alignas(16) " << storage_type(reg_types[r]) << " b" << R << "[8];\n    kg8_" << R << "(a, c, b" << R
+          << ");\n";
+    } else {
+      src << "    " << ctype(reg_types[r]) << " u" << R << "[8];\n"
+          << "#pragma unroll\n    for (int v = 0; v < 8; ++v) {\n"
+          << "      " << I << " cv[" << rank << "];\n"
+          << "      for (int d = 0; d < " << rank << "; ++d) cv[d] = c[d];\n"
+          << "      cv[" << last << "] += v;\n"
+          << "      u" << R << "[v] = kg" << R << "(a, cv);\n    }\n";
+    }
+  }
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    src << "    alignas(16) " << storage_type(reg.at(size_t(prog.outputs[k]))) << " ob" << k << "[8];\n";
+  src << "#pragma unroll\n    for (int v = 0; v < 8; ++v) {\n";
+  for (size_t r = 0; r < reg_types.size(); ++r) {
+    const std::string R = std::to_string(r);
+    src << "    const " << ctype(reg_types[r]) << " r" << R << " = "
+        << (friendly[r] ? from_storage(reg_types[r], "b" + R + "[v]") : "u" + R + "[v]") << ";\n";
+  }
+  src << body;
+  for (size_t k = 0; k < prog.outputs.size(); ++k) {
+    const DataType t = reg.at(size_t(prog.outputs[k]));
+    src << "    ob" << k << "[v] = " << to_storage(t, "r" + std::to_string(prog.outputs[k])) << ";\n";
+  }
+  src << "    }\n";
+  for (size_t k = 0; k < prog.outputs.size(); ++k)
+    src << "    kstore8((" << storage_type(reg.at(size_t(prog.outputs[k]))) << "*)a.out[" << k << "] + i, ob" << k << ");\n";
+  src << "  }\n}\n";
+  return src.str();
+}
+
 }  // namespace
 
 // The generated module for a program whose inputs have `in_types` and outputs registers `outputs`.
-std::string generate(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types) {
+std::string generate(const FusedPointwiseParams& prog, const std::vector<DataType>& layer_in_types,
+                     const std::vector<int64_t>& in_numel) {
+  std::vector<DataType> in_types = layer_in_types;  // the program's input registers
+  if (prog.gather) {
+    if (std::string why = index_expr::check(*prog.gather, layer_in_types); !why.empty()) throw NetworkError(why);
+    in_types.clear();
+    for (size_t r = 0; r < prog.gather->registers.size(); ++r)
+      in_types.push_back(index_expr::register_type(*prog.gather, r, layer_in_types));
+  }
   const size_t nin = in_types.size();
   std::vector<DataType> reg(in_types);
   for (const auto& ins : prog.program) reg.push_back(ins.dtype);
@@ -341,6 +610,8 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
     int32_t o = prog.outputs[k];
     stores << "    " << store_stmt(reg.at(o), "a.out[" + std::to_string(k) + "]", "i", "r" + std::to_string(o)) << "\n";
   }
+
+  if (prog.gather) return gathered_kernels(prog, in_types, layer_in_types, in_numel, body.str(), reg);
 
   // Each input's offset o<j> of the element at linear index i, from the collapsed dims/strides.
   auto offsets = [&](std::ostringstream& src) {
@@ -404,35 +675,6 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
     src << "    kstore8((" << storage_type(reg.at(prog.outputs[k])) << "*)a.out[" << k << "] + i, ob" << k << ");\n";
   src << "  }\n}\n";
   return src.str();
-}
-
-// The one-instruction program of a one-op layer (or the FusedPointwise params themselves).
-FusedPointwiseParams program_of(const Layer& layer) {
-  FusedPointwiseParams p;
-  if (auto* f = layer.as<FusedPointwiseParams>()) return *f;
-  PointwiseInstr ins{};
-  ins.dtype = layer.output(0)->dtype();
-  const int n = static_cast<int>(layer.inputs().size());
-  for (int i = 0; i < n; ++i) ins.operands.push_back(i);
-  if (auto* e = layer.as<ElementwiseParams>()) {
-    ins.kind = PointwiseInstr::Kind::kBinary;
-    ins.binary = e->op;
-  } else if (auto* u = layer.as<UnaryParams>()) {
-    ins.kind = PointwiseInstr::Kind::kUnary;
-    ins.unary = u->op;
-  } else if (auto* a = layer.as<ActivationParams>()) {
-    ins.kind = PointwiseInstr::Kind::kActivation;
-    ins.activation = *a;
-  } else if (layer.as<CastParams>()) {
-    ins.kind = PointwiseInstr::Kind::kCast;
-  } else if (layer.as<SelectParams>()) {
-    ins.kind = PointwiseInstr::Kind::kSelect;
-  } else {
-    fail(layer, "not a pointwise layer");
-  }
-  p.program.push_back(ins);
-  p.outputs.push_back(n);
-  return p;
 }
 
 // out = act(out + bias + residual) as a program over inputs (out[, bias][, residual]): registers

@@ -28,9 +28,10 @@ struct KArgs {
 // The module for `prog` with inputs of `in_types`: kernels `kiln_flat` (no input broadcast),
 // `kiln_bcast` (per-input strides over collapsed dims) and `kiln_vec` (8 neighbouring elements
 // per thread, 16-byte accesses), each taking one KArgs.
-std::string generate(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types);
-// The one-instruction program of a one-op layer (or the FusedPointwise params themselves).
-FusedPointwiseParams program_of(const Layer& layer);
+// With gathered loads (prog.gather), the kernels index the output's static shape and read layer
+// input k at most `in_numel[k]` elements far.
+std::string generate(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
+                     const std::vector<int64_t>& in_numel = {});
 // out = act(out + bias + residual) as a program over inputs (out[, bias][, residual]).
 FusedPointwiseParams epilogue_program(DataType dt, bool bias, const std::optional<ActivationParams>& act, bool residual);
 
