@@ -277,6 +277,23 @@ TEST(FoldMovement, GatheredLoadsSurviveAPlanRoundTrip) {
   expect_close(run_plan(loaded, inputs)[0], run_plan(plan, inputs)[0], 0);
 }
 
+// The generated gathering kernels compile (NVRTC needs no GPU): fp16 and fp32, with and without
+// groups of 8 along the innermost dim.
+TEST(FoldMovement, GatheringKernelsCompileForHopper) {
+  const std::vector<int> archs = cuda_supported_archs();
+  if (std::find(archs.begin(), archs.end(), 90) == archs.end()) GTEST_SKIP() << "no NVRTC for sm_90 in this build";
+  for (int64_t c : {16, 6}) {
+    for (Precision p : {Precision::kFP32, Precision::kFP16}) {
+      BuilderConfig cfg;
+      cfg.device = DeviceKind::kCUDA;
+      cfg.cuda_arch = 90;
+      cfg.precision = p;
+      Plan plan = build(shifted_windows(2, 9, 12, c, 4, 2), cfg);
+      EXPECT_GE(gathering_layers(plan.network()), 2u) << plan.network().str();
+    }
+  }
+}
+
 // The loader's checks: a plan's index nodes may only read earlier nodes and divide by positives.
 TEST(FoldMovement, MalformedGatheredLoadsAreRefused) {
   GatherLoads g;
