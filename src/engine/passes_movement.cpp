@@ -38,6 +38,62 @@ bool all_static(const Layer* l) {
   return true;
 }
 
+// A run of a constant index: out[start + i] = first + step * i for i < length.
+struct IndexRun {
+  int64_t start, length, first, step;
+};
+constexpr size_t kMaxRuns = 8;
+
+// The index of a Gather along one axis by a constant 1-D index (what PyTorch's decompositions make
+// of roll, flip and index_select by constants) as arithmetic runs; nullopt when it is not that
+// or has too many runs.
+std::optional<std::vector<IndexRun>> constant_index_runs(const Layer* l) {
+  auto* g = l->as<GatherParams>();
+  if (!g || g->mode != GatherMode::kAxis || l->inputs().size() != 2) return std::nullopt;
+  const Tensor* idx = l->inputs()[1];
+  if (!detail::is_constant(idx) || idx->rank() != 1) return std::nullopt;
+  const Weights& w = detail::weights_of(idx);
+  if (w.dtype != DataType::kInt64 && w.dtype != DataType::kInt32) return std::nullopt;
+  const int64_t n = (*static_dims(l->inputs()[0]))[static_cast<size_t>(g->axis)];
+  std::vector<IndexRun> runs;
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    const auto v = static_cast<int64_t>(detail::element_as_double(w.data.get(), w.dtype, i));
+    if (v < 0 || v >= n) return std::nullopt;
+    if (!runs.empty()) {
+      IndexRun& r = runs.back();
+      if (r.length == 1) r.step = v - r.first;
+      if (v == r.first + r.step * r.length) {
+        ++r.length;
+        continue;
+      }
+    }
+    if (runs.size() == kMaxRuns) return std::nullopt;
+    runs.push_back({i, 1, v, 0});
+  }
+  return runs;
+}
+
+// x + zeros (x | false for bool): how the converters expand a tensor to a larger shape.
+const Tensor* expanded_operand(const Layer* l) {
+  auto* e = l->as<ElementwiseParams>();
+  if (!e || (e->op != BinaryOp::kAdd && e->op != BinaryOp::kOr)) return nullptr;
+  auto zeros = [](const Tensor* t) {
+    const Layer* f = t->producer();
+    if (const auto* fill = f ? f->as<FillParams>() : nullptr) return fill->op == FillOp::kConstant && fill->value == 0;
+    if (!detail::is_constant(t)) return false;  // folded small fills: all bytes zero
+    const Weights& w = detail::weights_of(t);
+    const auto* bytes = static_cast<const unsigned char*>(w.data.get());
+    return std::all_of(bytes, bytes + w.nbytes(), [](unsigned char b) { return b == 0; });
+  };
+  for (int k : {0, 1}) {
+    const Tensor* other = l->inputs()[1 - k];
+    if (zeros(l->inputs()[k]) && other->dtype() == l->output()->dtype() &&
+        static_dims(l->inputs()[k]) == static_dims(l->output()))
+      return other;
+  }
+  return nullptr;
+}
+
 // A layer whose output element is one element of an input (or a pad constant) at an index the
 // pass can compose.
 bool foldable(const Layer* l) {
@@ -45,10 +101,15 @@ bool foldable(const Layer* l) {
   if (l->as<ShuffleParams>() || l->as<ConcatParams>() || l->as<IdentityParams>()) return true;
   if (auto* s = l->as<SliceParams>()) return is_static(s->start) && is_static(s->stride);
   if (auto* p = l->as<PadParams>()) return p->mode == PadMode::kConstant;
-  return false;
+  if (l->as<GatherParams>()) return constant_index_runs(l).has_value();
+  return expanded_operand(l) != nullptr;
 }
-// A foldable layer that costs a kernel when it runs alone (a reshape is a view).
-bool copies(const Layer* l) { return !detail::is_pure_reshape(l) && !l->as<IdentityParams>(); }
+// The kernels a foldable layer costs when it runs alone: none for a reshape (a view), two for an
+// expansion (the zeros are written, then read).
+size_t copies(const Layer* l) {
+  if (detail::is_pure_reshape(l) || l->as<IdentityParams>()) return 0;
+  return expanded_operand(l) ? 2 : 1;
+}
 
 std::vector<int64_t> row_strides(const std::vector<int64_t>& dims) {
   std::vector<int64_t> s(dims.size(), 1);
@@ -140,6 +201,34 @@ class Walker {
       if (out.back().bounds.size() > before) out.push_back({nullptr, {}, p.bounds, pad->value});
       return true;
     }
+    if (auto* g = l->as<GatherParams>()) {
+      const std::vector<IndexRun> runs = *constant_index_runs(l);
+      const auto axis = static_cast<size_t>(g->axis);
+      for (size_t k = 0; k < runs.size(); ++k) {
+        const IndexRun& r = runs[k];
+        Piece q = p;
+        q.tensor = l->inputs()[0];
+        q.coords[axis] = Builder::add(Builder::constant(r.first - r.step * r.start), Builder::scale(p.coords[axis], r.step));
+        if (k + 1 == runs.size()) {
+          if (b_.range(p.coords[axis]).hi >= r.start) out.push_back(std::move(q));
+        } else if (bound(q, p.coords[axis], r.start, r.start + r.length)) {
+          out.push_back(std::move(q));
+        }
+      }
+      return !out.empty();
+    }
+    if (const Tensor* x = expanded_operand(l)) {
+      const std::vector<int64_t> dims = *static_dims(x);
+      Piece q;
+      q.tensor = const_cast<Tensor*>(x);
+      q.bounds = p.bounds;
+      const size_t offset = p.coords.size() - dims.size();
+      const std::vector<int64_t> out_dims = *static_dims(l->output());
+      for (size_t i = 0; i < dims.size(); ++i)
+        q.coords.push_back(dims[i] == 1 && out_dims[offset + i] != 1 ? Linear{} : p.coords[offset + i]);
+      out.push_back(std::move(q));
+      return true;
+    }
     if (auto* c = l->as<ConcatParams>()) {
       const auto axis = static_cast<size_t>(c->axis);
       std::vector<const Tensor*> parts;
@@ -206,7 +295,7 @@ std::optional<std::vector<Piece>> walk(Builder& b, Tensor* t, size_t& undone_cop
       std::vector<Piece> undone;
       if (foldable(l) && w.undo(l, p, undone)) {
         next.insert(next.end(), undone.begin(), undone.end());
-        if (copies(l)) ++undone_copies;
+        undone_copies += copies(l);
         changed = true;
       } else {
         next.push_back(p);
@@ -240,12 +329,12 @@ std::vector<LoadPiece> emit(Builder& b, const std::vector<Piece>& pieces, std::v
   return out;
 }
 
-// Replaces `l` (a pointwise layer, or a movement layer read as a one-register copy) by a gathering
-// FusedPointwise when its registers undo at least `min_copies` copies. True if it did.
-bool gather_into(Network& net, Layer* l, size_t min_copies) {
+// Replaces `l` (a pointwise layer, or with `as_copy` a movement layer read as a one-register copy)
+// by a gathering FusedPointwise when its registers undo at least `min_copies` copies. True if it did.
+bool gather_into(Network& net, Layer* l, size_t min_copies, bool as_copy) {
   auto out_dims = static_dims(l->output());
   if (!out_dims || out_dims->empty() || out_dims->size() > 8 || !all_static(l)) return false;
-  const bool pointwise = detail::is_pointwise(l);
+  const bool pointwise = !as_copy;
   FusedPointwiseParams prog;
   std::vector<Tensor*> reads;  // what each register reads before the walk
   if (pointwise) {
@@ -298,8 +387,9 @@ bool gather_into(Network& net, Layer* l, size_t min_copies) {
 size_t fold_movement(Network& net) {
   size_t changes = 0;
   // Pointwise layers first: they take the movement before them into their loads.
+  // (An expansion, x + zeros, is left to its readers or to the second loop, which drop the zeros.)
   for (Layer* l : net.layers())
-    if (detail::is_pointwise(l) && l->outputs().size() == 1 && gather_into(net, l, 1)) ++changes;
+    if (detail::is_pointwise(l) && !foldable(l) && l->outputs().size() == 1 && gather_into(net, l, 1, false)) ++changes;
   if (changes) eliminate_dead_layers(net);
   // Chains of copies still needed elsewhere: one gathering copy at the end of each, latest first
   // so a chain folds whole. A layer all of whose users were replaced (or are unused) is dead.
@@ -316,8 +406,8 @@ size_t fold_movement(Network& net) {
       dead.insert(l);
       continue;
     }
-    if (!foldable(l) || !copies(l) || l->outputs().size() != 1) continue;
-    if (gather_into(net, l, 2)) {
+    if (!foldable(l) || copies(l) == 0 || l->outputs().size() != 1) continue;
+    if (gather_into(net, l, 2, true)) {
       ++changes;
       dead.insert(l);
     }

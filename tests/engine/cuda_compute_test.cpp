@@ -460,6 +460,20 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
           n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y");
         }, {x}, 3);
       }
+  // Contiguous rows with many outputs (a norm's mean over the hidden dim): one warp per row; rows
+  // whose bytes are no multiple of 16 and few rows take the block-per-row kernel.
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16})
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kNorm2})
+      for (const std::vector<int64_t>& dims :
+           {std::vector<int64_t>{4, 512, 256}, std::vector<int64_t>{2048, 24}, std::vector<int64_t>{1030, 20}, std::vector<int64_t>{3, 4096}}) {
+        ReduceParams p;
+        p.op = op;
+        p.axes = {-1};
+        p.keep_dims = true;
+        Host x = random_host(t, dims, 74);
+        check("row reduce", [&](Network& n) { n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y"); },
+              {x}, 3);
+      }
   // Reductions over a middle axis with few outputs, every op: the split path and its combine.
   for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op) {
     ReduceParams p;

@@ -193,6 +193,31 @@ TEST(FoldMovement, ShiftedWindowsFoldIntoOneCopyBeforeTheMatmulAndTheResidualAft
   }
 }
 
+// transformers' repeat_kv (grouped-query attention): k [b, kv, s, d] -> unsqueeze -> expand to
+// [b, kv, rep, s, d] (x + zeros) -> reshape [b, kv*rep, s, d]; the zeros are never written.
+TEST(FoldMovement, ExpandedHeadsReadTheirSourceWithoutZeros) {
+  auto make = [] {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {2, 3, 5, 8});
+    Tensor* k = permute(net, "heads", x, {0, 2, 1, 3});  // [2, 5, 3, 8]
+    k = reshape(net, "unsqueeze", k, {2, 5, 1, 3, 8});
+    FillParams f;
+    f.dims = {DimExpr(2), DimExpr(5), DimExpr(4), DimExpr(3), DimExpr(8)};
+    k = net.add_elementwise("expand", k, net.add_fill("zeros", f)->output(), BinaryOp::kAdd)->output();
+    k = reshape(net, "merge", k, {2, 20, 3, 8});
+    net.mark_output(net.add_matmul("scores", k, k, false, true)->output(), "y");
+    return net;
+  };
+  expect_same(make, {2, 3, 5, 8}, 1);
+  BuilderConfig folded = no_opt();
+  folded.fold_movement = true;
+  Plan plan = build(make(), folded);
+  EXPECT_EQ(copies(plan.network()) + count_kind(plan.network(), "Fill") + count_kind(plan.network(), "Constant") +
+                count_kind(plan.network(), "Elementwise"),
+            0u)
+      << plan.network().str();
+}
+
 // Random chains of movement ops ending in a pointwise op or a network output: the index
 // arithmetic's simplifications (index_expr.h) on shapes no model happens to have.
 TEST(FoldMovement, RandomChainsMatchTheCopies) {
@@ -208,7 +233,7 @@ TEST(FoldMovement, RandomChainsMatchTheCopies) {
     for (int k = 0; k < n_ops; ++k) {
       std::vector<int64_t> draws;
       for (int i = 0; i < 12; ++i) draws.push_back(pick(0, 1 << 20));
-      ops.push_back({int(pick(0, 5)), draws});
+      ops.push_back({int(pick(0, 7)), draws});
     }
     const bool end_pointwise = pick(0, 1);
     auto make = [&] {
@@ -263,6 +288,30 @@ TEST(FoldMovement, RandomChainsMatchTheCopies) {
           case 4:  // roll
             if (dims[d] > 1) t = roll(net, name, t, d, 1 + r[1] % (dims[d] - 1));
             break;
+          case 6: {  // gather by a constant index: a roll, a flip, or a random pick (many runs)
+            const int64_t n = dims[d];
+            std::vector<int64_t> idx(static_cast<size_t>(n), 0);
+            std::iota(idx.begin(), idx.end(), 0);
+            if (r[1] % 3 == 0) std::rotate(idx.begin(), idx.begin() + r[2] % n, idx.end());
+            else if (r[1] % 3 == 1) std::reverse(idx.begin(), idx.end());
+            else for (int64_t& v : idx) v = r[3 + (&v - idx.data()) % 8] % n;
+            Tensor* ix = net.add_constant(name + "_idx", Weights::copy_of(DataType::kInt64, {n}, idx.data()))->output();
+            t = net.add_gather(name, t, ix, GatherMode::kAxis, int64_t(d))->output();
+            break;
+          }
+          case 7: {  // expand a size-1 dim (x + zeros), after making one where there is none
+            if (dims[d] != 1) {
+              std::vector<int64_t> nd = dims;
+              nd.insert(nd.begin() + long(d), 1);
+              t = reshape(net, name + "_unsq", t, nd);
+            }
+            std::vector<int64_t> big = *detail::static_dims(t);
+            big[d] = 1 + r[1] % 3;
+            FillParams f;
+            for (int64_t v : big) f.dims.push_back(DimExpr(v));
+            t = net.add_elementwise(name, t, net.add_fill(name + "_zeros", f)->output(), BinaryOp::kAdd)->output();
+            break;
+          }
           default: {  // concat with a slice of itself
             Tensor* part = slice(net, name + "_part", t, d, 0, 1 + r[1] % dims[d]);
             t = net.add_concat(name, r[2] % 2 ? std::vector<Tensor*>{t, part} : std::vector<Tensor*>{part, t},

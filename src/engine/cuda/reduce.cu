@@ -106,6 +106,44 @@ __global__ void reduce_rows(const T* __restrict__ in, O* __restrict__ out, int64
   }
 }
 
+// Contiguous float rows with many outputs (a layer or RMS norm's mean over the hidden dim): one
+// warp per row, 16-byte loads, fp32 accumulators, shuffles instead of shared memory. reduce_rows'
+// per-element index arithmetic and block-wide tree leave such a reduction ~10x off the bandwidth.
+constexpr int kRowsPerBlock = 8;
+
+template <class T, class O>
+__global__ void reduce_rows_warp(const T* __restrict__ in, O* __restrict__ out, int64_t n_out, int64_t R, int op) {
+  constexpr int V = 16 / sizeof(T);
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (row >= n_out) return;
+  const bool is_max = op == int(ReduceOp::kMax), is_min = op == int(ReduceOp::kMin);
+  const bool squares = op == int(ReduceOp::kNorm2);
+  float acc = is_max ? -INFINITY : is_min ? INFINITY : 0.f;
+  auto add = [&](float x) {
+    if (is_max) acc = (isnan(x) || isnan(acc)) ? x + acc : fmaxf(acc, x);
+    else if (is_min) acc = (isnan(x) || isnan(acc)) ? x + acc : fminf(acc, x);
+    else acc += squares ? x * x : x;
+  };
+  const uint4* p = reinterpret_cast<const uint4*>(in + row * R);
+  for (int64_t v = lane; v < R / V; v += 32) {
+    const uint4 raw = p[v];
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int k = 0; k < V; ++k) add(to_float(e[k]));
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, acc, off);
+    if (is_max) acc = (isnan(other) || isnan(acc)) ? other + acc : fmaxf(acc, other);
+    else if (is_min) acc = (isnan(other) || isnan(acc)) ? other + acc : fminf(acc, other);
+    else acc += other;
+  }
+  if (lane == 0) {
+    const float r = op == int(ReduceOp::kMean) ? acc / float(R) : squares ? sqrtf(acc) : acc;
+    out[row] = from_float<O>(r);
+  }
+}
+
 template <class T, class O>
 __global__ void reduce_cols(const T* __restrict__ in, O* __restrict__ out, int64_t n_out, int64_t R, Dims kd, Strides ks,
                             Dims rd, Strides rs, int op, double correction) {
@@ -349,6 +387,20 @@ void reduce_over(Context& ctx, LayerCall& call, ReduceOp reduce_op, const std::v
                                                           partial, *g, op);
       if (partial)
         reduce_vec_finish<T><<<grid_for(ctx, n_out, 256), 256, 0, ctx.stream>>>(partial, static_cast<T*>(y.data), *g, op);
+    });
+    KILN_CUDA_LAUNCH_CHECK();
+    return;
+  }
+  const bool warp_rows = rows && rd.size() == 1 && rs[0] == 1 && (kd.empty() || (kd.size() == 1 && ks[0] == R)) &&
+                         n_out >= 1024 && x.dtype == y.dtype && is_floating(x.dtype) && aligned(x.data) &&
+                         (R * int64_t(element_size(x.dtype))) % 16 == 0 &&
+                         (reduce_op == ReduceOp::kSum || reduce_op == ReduceOp::kMean || reduce_op == ReduceOp::kMax ||
+                          reduce_op == ReduceOp::kMin || reduce_op == ReduceOp::kNorm2);
+  if (warp_rows) {
+    dispatch_float(x.dtype, call.layer, [&](auto t) {
+      using T = decltype(t);
+      reduce_rows_warp<T, T><<<unsigned(ceil_div(n_out, kRowsPerBlock)), 32 * kRowsPerBlock, 0, ctx.stream>>>(
+          static_cast<const T*>(x.data), static_cast<T*>(y.data), n_out, R, op);
     });
     KILN_CUDA_LAUNCH_CHECK();
     return;
