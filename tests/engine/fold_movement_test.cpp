@@ -95,7 +95,8 @@ std::vector<HostTensor> run_cuda_plan(const Plan& plan, std::map<std::string, Ho
 
 // Runs `make` as written and folded (CPU; and CUDA where there is a GPU); returns how many
 // gathering layers the folded CPU plan has.
-size_t expect_same(const MakeNet& make, const std::vector<int64_t>& in_dims, size_t min_gathering, uint32_t seed = 7) {
+size_t expect_same(const MakeNet& make, const std::vector<int64_t>& in_dims, size_t min_gathering, uint32_t seed = 7,
+                   bool on_gpu = true) {
   const size_t n = size_t(std::accumulate(in_dims.begin(), in_dims.end(), int64_t{1}, std::multiplies<>()));
   std::map<std::string, HostTensor> inputs{{"x", {in_dims, random_floats(n, seed)}}};
   const std::vector<HostTensor> want = run_plan(build(make(), no_opt()), inputs);
@@ -109,7 +110,7 @@ size_t expect_same(const MakeNet& make, const std::vector<int64_t>& in_dims, siz
   EXPECT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size() && i < want.size(); ++i) expect_close(got[i], want[i], 0);
 
-  if (!cuda_available()) return gathering;
+  if (!on_gpu || !cuda_available()) return gathering;
   for (bool fused : {false, true}) {
     BuilderConfig gpu = fused ? BuilderConfig{} : no_opt();
     gpu.device = DeviceKind::kCUDA;
@@ -324,7 +325,8 @@ TEST(FoldMovement, RandomChainsMatchTheCopies) {
       return net;
     };
     SCOPED_TRACE("trial " + std::to_string(trial));
-    folded += expect_same(make, in_dims, 0, uint32_t(trial)) > 0;
+    // Every 16th on the GPU too: each CUDA plan compiles its kernels with NVRTC (~0.3 s).
+    folded += expect_same(make, in_dims, 0, uint32_t(trial), trial % 16 == 0) > 0;
     if (::testing::Test::HasFailure()) return;
   }
   EXPECT_GT(folded, 200) << "most chains should fold";
