@@ -28,4 +28,4 @@ def test_four_threads_one_module_no_deadlock():
 
 
 def test_eight_threads_mixed_shapes_and_fallback_match_serial():
-    _stress(threads=8, calls=200, timeout=120)
+    _stress(threads=8, calls=1000, timeout=300)
