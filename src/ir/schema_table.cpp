@@ -354,6 +354,10 @@ extern const SchemaEntry kSchemaTable[] = {
      "sort(Tensor self, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices)"},
     {"aten.argsort.default",
      "argsort(Tensor self, int dim=-1, bool descending=False) -> Tensor"},
+    {"aten.sort.stable",
+     "sort.stable(Tensor self, *, bool? stable, int dim=-1, bool descending=False) -> (Tensor values, Tensor indices)"},
+    {"aten.argsort.stable",
+     "argsort.stable(Tensor self, *, bool stable, int dim=-1, bool descending=False) -> Tensor"},
     // softmax
     {"aten.softmax.int",
      "softmax.int(Tensor self, int dim, ScalarType? dtype=None) -> Tensor"},

@@ -129,6 +129,17 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.cumsum.default", {{I64, {3, 4}}}, cum(1), {{"dtype", F}}, -9, 9});
   cs.push_back({"aten.cumsum.default", {{ScalarType::Byte, {10}}}, cum(0), {}, 0, 9});
 
+  // sort/argsort (a full TopK): floats both ways; integers with many ties through the stable
+  // overload, whose order among equals is the input's.
+  auto sort_args = [](int64_t dim, bool descending) {
+    return [=](const Nodes& n) { return std::vector<Arg>{n[0], dim, descending}; };
+  };
+  cs.push_back({"aten.argsort.default", {{F, {4, 9}}}, sort_args(-1, false)});
+  cs.push_back({"aten.argsort.default", {{F, {5, 3, 2}}}, sort_args(0, true)});
+  auto self_only = [](const Nodes& n) { return std::vector<Arg>{n[0]}; };
+  cs.push_back({"aten.argsort.stable", {{I64, {3, 17}}}, self_only, {{"stable", true}, {"dim", 1}, {"descending", false}}, -3, 3});
+  cs.push_back({"aten.argsort.stable", {{I32, {6, 5}}}, self_only, {{"stable", true}, {"dim", 0}, {"descending", true}}, -2, 2});
+
   // diff: floats, integers (transformers' position-id diffs), bools (xor), n > 1, prepend/append.
   auto diff = [](int64_t n_, int64_t dim) {
     return [=](const Nodes& n) { return std::vector<Arg>{n[0], n_, dim}; };
