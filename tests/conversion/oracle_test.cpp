@@ -136,7 +136,6 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
   };
   cs.push_back({"aten.argsort.default", {{F, {4, 9}}}, sort_args(-1, false)});
   cs.push_back({"aten.argsort.default", {{F, {5, 3, 2}}}, sort_args(0, true)});
-  auto self_only = [](const Nodes& n) { return std::vector<Arg>{n[0]}; };
   cs.push_back({"aten.argsort.stable", {{I64, {3, 17}}}, self_only, {{"stable", true}, {"dim", 1}, {"descending", false}}, -3, 3});
   cs.push_back({"aten.argsort.stable", {{I32, {6, 5}}}, self_only, {{"stable", true}, {"dim", 0}, {"descending", true}}, -2, 2});
 
