@@ -77,22 +77,6 @@ Tensor* constant(Network& net, const std::string& name, std::vector<int64_t> dim
 
 using MakeNet = std::function<Network()>;
 
-// run_plan for a CUDA plan: host inputs in, outputs copied back.
-std::vector<HostTensor> run_cuda_plan(const Plan& plan, std::map<std::string, HostTensor> inputs) {
-  ExecutionContext ctx(plan, std::shared_ptr<Backend>(make_cuda_backend()));
-  for (auto& [name, t] : inputs) ctx.set_input(name, view_of(t));
-  ctx.execute();
-  std::vector<HostTensor> outs;
-  for (size_t i = 0; i < plan.output_names().size(); ++i) {
-    const TensorView& o = ctx.output(i);
-    EXPECT_EQ(o.dtype, DataType::kFloat32);
-    HostTensor h{o.dims, std::vector<float>(static_cast<size_t>(o.numel()))};
-    if (o.numel()) ctx.backend().copy(h.data.data(), DeviceKind::kCPU, o.data, o.device, o.nbytes());
-    outs.push_back(std::move(h));
-  }
-  return outs;
-}
-
 // Runs `make` as written and folded (CPU; and CUDA where there is a GPU); returns how many
 // gathering layers the folded CPU plan has.
 size_t expect_same(const MakeNet& make, const std::vector<int64_t>& in_dims, size_t min_gathering, uint32_t seed = 7,
@@ -117,7 +101,7 @@ size_t expect_same(const MakeNet& make, const std::vector<int64_t>& in_dims, siz
     gpu.fold_movement = true;
     Plan p = build(make(), gpu);
     EXPECT_GE(gathering_layers(p.network()), min_gathering) << p.network().str();
-    const std::vector<HostTensor> g = run_cuda_plan(p, inputs);
+    const std::vector<HostTensor> g = run_plan(p, inputs, std::shared_ptr<Backend>(make_cuda_backend()));
     for (size_t i = 0; i < g.size(); ++i) expect_close(g[i], want[i], 1e-5f);
   }
   return gathering;

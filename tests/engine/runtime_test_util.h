@@ -5,10 +5,12 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/builder.h"
 #include "engine/runtime.h"
 
@@ -49,9 +51,11 @@ inline TensorView view_of(HostTensor& t) {
   return v;
 }
 
-// Runs `plan` on f32 inputs, returns every output as f32 (outputs must be f32).
-inline std::vector<HostTensor> run_plan(const Plan& plan, std::map<std::string, HostTensor> inputs) {
-  ExecutionContext ctx(plan);
+// Runs `plan` on f32 inputs, returns every output as f32 (outputs must be f32). On `backend`
+// when given (a CUDA plan: host inputs in, outputs copied back), else the plan's default.
+inline std::vector<HostTensor> run_plan(const Plan& plan, std::map<std::string, HostTensor> inputs,
+                                        std::shared_ptr<Backend> backend = nullptr) {
+  ExecutionContext ctx(plan, std::move(backend));
   for (auto& [name, t] : inputs) ctx.set_input(name, view_of(t));
   ctx.execute();
   std::vector<HostTensor> outs;
@@ -59,7 +63,7 @@ inline std::vector<HostTensor> run_plan(const Plan& plan, std::map<std::string, 
     const TensorView& o = ctx.output(i);
     EXPECT_EQ(o.dtype, DataType::kFloat32);
     HostTensor h{o.dims, std::vector<float>(static_cast<size_t>(o.numel()))};
-    if (o.numel()) std::memcpy(h.data.data(), o.data, o.nbytes());
+    if (o.numel()) ctx.backend().copy(h.data.data(), DeviceKind::kCPU, o.data, o.device, o.nbytes());
     outs.push_back(std::move(h));
   }
   return outs;
