@@ -272,19 +272,24 @@ class Walker {
   Builder& b_;
 };
 
-// The pieces of a register reading `t` (broadcast to the builder's output dims), walked back
-// through foldable producers; nullopt when that leads nowhere useful or too far.
-std::optional<std::vector<Piece>> walk(Builder& b, Tensor* t, size_t& undone_copies) {
+// A register reading `t` as it is, broadcast (right-aligned) to the builder's output dims.
+std::optional<Piece> read_broadcast(Builder& b, Tensor* t) {
   const std::vector<int64_t>& out = b.out_dims();
   const std::vector<int64_t> dims = *static_dims(t);
   if (dims.size() > out.size()) return std::nullopt;
-  Piece start;
-  start.tensor = t;
-  for (size_t i = 0; i < dims.size(); ++i) {
-    const size_t od = out.size() - dims.size() + i;
-    start.coords.push_back(dims[i] == 1 ? Linear{} : b.coord(od));
-  }
-  std::vector<Piece> pieces{start};
+  Piece p;
+  p.tensor = t;
+  for (size_t i = 0; i < dims.size(); ++i)
+    p.coords.push_back(dims[i] == 1 ? Linear{} : b.coord(out.size() - dims.size() + i));
+  return p;
+}
+
+// The pieces of a register reading `t` (broadcast to the builder's output dims), walked back
+// through foldable producers; nullopt when that leads nowhere useful or too far.
+std::optional<std::vector<Piece>> walk(Builder& b, Tensor* t, size_t& undone_copies) {
+  std::optional<Piece> start = read_broadcast(b, t);
+  if (!start) return std::nullopt;
+  std::vector<Piece> pieces{*start};
   Walker w(b);
   undone_copies = 0;
   for (bool changed = true; changed;) {
@@ -359,12 +364,9 @@ bool gather_into(Network& net, Layer* l, size_t min_copies, bool as_copy) {
     const bool reads_a_tensor = std::any_of(reg.begin(), reg.end(), [](const LoadPiece& p) { return p.input >= 0; });
     if (!pieces || !reads_a_tensor || trial.size() > kMaxLeaves) {  // read t as it is
       trial = leaves;
-      Piece p;
-      p.tensor = t;
-      const std::vector<int64_t> dims = *static_dims(t);
-      for (size_t i = 0; i < dims.size(); ++i)
-        p.coords.push_back(dims[i] == 1 ? Linear{} : b.coord(out_dims->size() - dims.size() + i));
-      reg = emit(b, {p}, trial);
+      std::optional<Piece> as_is = read_broadcast(b, t);
+      if (!as_is) return false;
+      reg = emit(b, {*as_is}, trial);
       n = 0;
       if (trial.size() > kMaxLeaves) return false;
     }
