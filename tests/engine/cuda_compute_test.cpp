@@ -245,7 +245,9 @@ TEST(CudaCompute, Attention) {
                         {{1, 2, 50, 64}, {1, 2, 150, 64}, {1, 2, 150, 64}, true, 0},
                         {{2, 2, 77, 40}, {2, 2, 77, 40}, {2, 2, 77, 40}, false, 2},
                         {{1, 2, 100, 96}, {1, 2, 200, 96}, {1, 2, 200, 64}, false, 1},
-                        {{1, 1, 65, 128}, {1, 1, 129, 128}, {1, 1, 129, 128}, false, 0}};
+                        {{1, 1, 65, 128}, {1, 1, 129, 128}, {1, 1, 129, 128}, false, 0},
+                        // Tiles wholly below the causal diagonal (no element masked) and cut ones.
+                        {{1, 2, 300, 128}, {1, 2, 300, 128}, {1, 2, 300, 128}, true, 0}};
   for (DataType t : kFloats)
     for (const Case& c : cases) {
       Host q = random_host(t, c.q, 71), k = random_host(t, c.k, 72), v = random_host(t, c.v, 73);
@@ -385,8 +387,10 @@ TEST(CudaCompute, DepthwiseNhwcKernel) {
       {1, 3, 10, 10, 3, 1, 2, 2, true, true, ActivationOp::kGeluErf},  // dilation 2
       {3, 40, 5, 7, 3, 1, 0, 1, false, true, std::nullopt},            // no padding
       {1, 16, 3, 3, 7, 1, 3, 1, true, false, std::nullopt},            // window wider than the image
+      {2, 20, 11, 13, 7, 2, 3, 1, true, true, ActivationOp::kSilu},    // 4-channel groups, partial 4x4 tiles
+      {1, 36, 17, 6, 5, 1, 2, 1, false, false, ActivationOp::kRelu},   // 9 groups of 4 channels
   };
-  for (const char* tactic : {"kiln", "kiln-generic"})
+  for (const char* tactic : {"kiln", "kiln-tiled", "kiln-generic"})
   for (DataType t : kFloats)
     for (const Case& c : cases) {
       ::setenv("KILN_CONV_TACTIC", tactic, 1);

@@ -126,9 +126,11 @@ __global__ void __launch_bounds__(kRows * 32) attention_kernel(const AttnArgs a)
 // ---- tensor-core flash attention -----------------------------------------------------------
 // FlashAttention-2's scheme with mma.sync m16n8k16 (fp16/bf16 in, fp32 accumulate): a block of
 // 4 warps owns 64 query rows, 16 per warp, kept as A fragments in registers; it walks the keys in
-// tiles of 64 staged in shared memory, row-major, by cp.async: with head sizes up to 64 two tiles
-// are in flight, the next one loading while the current one is multiplied. K's B fragments are
-// 32-bit loads; V's come transposed out of ldmatrix.trans. Scores stay in the mma accumulators; the
+// tiles of 64 staged in shared memory (dynamic: 70 KB at head size 128), row-major, by cp.async:
+// two tiles are in flight, the next one loading while the current one is multiplied. K's B
+// fragments come out of ldmatrix (two k-steps per instruction), V's transposed out of
+// ldmatrix.trans. Only the tiles a causal diagonal, a mask or the sequence's end cut are masked
+// element by element; the others are just scaled. Scores stay in the mma accumulators; the
 // online softmax works on them in place (each row's 64 scores are spread over the 4 lanes of a
 // quad: two shuffles reduce them), and their fp32 accumulator layout is exactly the A-fragment
 // layout the P·V product needs, so P never leaves registers. Head sizes are padded to DP (32, 64
@@ -165,7 +167,15 @@ template <class T>
 __device__ __forceinline__ uint32_t lds32(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 __device__ __forceinline__ unsigned smem_address(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
-// Four 8x8 matrices of 16-bit values, each transposed on the way: lane l names row l % 8 of matrix l / 8.
+// Four 8x8 matrices of 16-bit values: lane l names row l % 8 of matrix l / 8; register i holds
+// matrix i's elements (row lane / 4, columns 2 * (lane % 4) and the next).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p))
+               : "memory");
+}
+// The same, each matrix transposed on the way.
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -196,9 +206,10 @@ __device__ __forceinline__ void stage_rows_async(T* tile, const T* src, int64_t 
 template <class T, int DP>
 __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a) {
   constexpr int ld = DP + 8;  // +8 halves: fragment and ldmatrix reads of 8 rows hit 32 different banks
-  constexpr int kStages = DP <= 64 ? 2 : 1;  // (two stages of 128-wide tiles would pass 48 KB)
-  __shared__ alignas(16) T ks[kStages][kMmaKeys * ld];  // K tiles (Q's tile first)
-  __shared__ alignas(16) T vs[kStages][kMmaKeys * ld];  // V tiles
+  constexpr int kStages = 2;
+  extern __shared__ __align__(16) unsigned char attn_smem[];
+  T(*ks)[kMmaKeys * ld] = reinterpret_cast<T(*)[kMmaKeys * ld]>(attn_smem);  // K tiles (Q's tile first)
+  T(*vs)[kMmaKeys * ld] = ks + kStages;                                      // V tiles
   constexpr float kLog2e = 1.4426950408889634f;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   // Causal: the last query tiles see the most keys; they start first, so no long one runs alone at the end.
@@ -241,7 +252,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
   if (tiles > 0) issue(0);
   for (int64_t it = 0; it < tiles; ++it) {
     const int64_t k0 = it * kMmaKeys;
-    if (kStages == 2 && it + 1 < tiles) {
+    if (it + 1 < tiles) {
       issue(it + 1);  // into the buffer tile it - 1 used: every warp left it at the last barrier
       cp_async_wait<1>();
     } else {
@@ -252,14 +263,28 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
     const T* vt = vs[it % kStages];
 
     float s[kMmaKeys / 8][4];
+    // Lane l addresses row l % 8 of key tile nt, columns 8 * (l / 8) of a 32-wide k-step pair.
+    const T* k_lane = kt + (lane & 7) * ld + (lane >> 3) * 8;
 #pragma unroll
     for (int nt = 0; nt < kMmaKeys / 8; ++nt) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-      const T* kr = kt + (nt * 8 + g) * ld + 2 * t4;
 #pragma unroll
-      for (int kc = 0; kc < DP / 16; ++kc) MmaType<T>::mma(s[nt], qf[kc], lds32(kr + kc * 16), lds32(kr + kc * 16 + 8));
+      for (int kc = 0; kc < DP / 16; kc += 2) {
+        uint32_t kf[4];
+        ldmatrix_x4(kf, k_lane + nt * 8 * ld + kc * 16);
+        MmaType<T>::mma(s[nt], qf[kc], kf[0], kf[1]);
+        if (kc + 1 < DP / 16) MmaType<T>::mma(s[nt], qf[kc + 1], kf[2], kf[3]);
+      }
     }
-    // Scale and mask: element e of tile nt is row rows[e / 2], key k0 + nt*8 + 2*t4 + e%2.
+    // Scale and mask: element e of tile nt is row rows[e / 2], key k0 + nt*8 + 2*t4 + e%2. A tile
+    // below the causal diagonal, inside the sequence and without a mask has nothing to mask.
+    const bool plain = !a.mask_kind && k0 + kMmaKeys <= a.Lk && !(a.causal && k0 + kMmaKeys - 1 > q0);
+    if (plain) {
+#pragma unroll
+      for (int nt = 0; nt < kMmaKeys / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] *= scale;
+    } else {
 #pragma unroll
     for (int nt = 0; nt < kMmaKeys / 8; ++nt)
 #pragma unroll
@@ -281,6 +306,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
         }
         s[nt][e] = x;
       }
+    }
     // Online softmax per row; a quad's 4 lanes hold one row's 64 scores.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -326,7 +352,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) attention_mma(const AttnArgs a
       }
     }
     __syncthreads();  // this tile's buffers are free for the copies issued next
-    if (kStages == 1 && it + 1 < tiles) issue(it + 1);
   }
   T* out = static_cast<T*>(a.out) + strided_offset(b, a.batch, a.ob);
 #pragma unroll
@@ -450,17 +475,22 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   const size_t smem = sizeof(float) * (kTile * (a.E + 1) + kTile * a.Ev + kRows * a.E);
   if (smem > ctx.max_smem_optin) fail(call.layer, "head size too large for shared memory");
   if (batch > 65535) fail(call.layer, "batch above 65535");
-  if (mma_applicable(dtype, a, ob.size())) {
+  const int64_t head = std::max(a.E, a.Ev);
+  const int64_t dp = head <= 32 ? 32 : head <= 64 ? 64 : 128;
+  const size_t mma_smem = size_t(4) * kMmaKeys * (dp + 8) * 2;  // two stages of K and V tiles, 16-bit
+  if (mma_applicable(dtype, a, ob.size()) && mma_smem <= ctx.max_smem_optin) {
     dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kMmaRows)), static_cast<unsigned>(batch));
-    const int64_t head = std::max(a.E, a.Ev);
-    auto launch = [&](auto kernel) { kernel<<<grid, kMmaWarps * 32, 0, ctx.stream>>>(a); };
+    auto launch = [&](auto kernel) {
+      if (mma_smem > 48 * 1024) KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(mma_smem)));
+      kernel<<<grid, kMmaWarps * 32, mma_smem, ctx.stream>>>(a);
+    };
     if (dtype == DataType::kFloat16) {
-      if (head <= 32) launch(attention_mma<__half, 32>);
-      else if (head <= 64) launch(attention_mma<__half, 64>);
+      if (dp == 32) launch(attention_mma<__half, 32>);
+      else if (dp == 64) launch(attention_mma<__half, 64>);
       else launch(attention_mma<__half, 128>);
     } else {
-      if (head <= 32) launch(attention_mma<__nv_bfloat16, 32>);
-      else if (head <= 64) launch(attention_mma<__nv_bfloat16, 64>);
+      if (dp == 32) launch(attention_mma<__nv_bfloat16, 32>);
+      else if (dp == 64) launch(attention_mma<__nv_bfloat16, 64>);
       else launch(attention_mma<__nv_bfloat16, 128>);
     }
     KILN_CUDA_LAUNCH_CHECK();

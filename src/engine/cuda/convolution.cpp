@@ -8,8 +8,9 @@
 // channels, and cuBLASLt fuses their bias and relu.
 // Depthwise convolutions in NHWC have a kernel of kiln's (depthwise.cu): for each shape, the first
 // run times it against cuDNN's best algorithm and keeps the faster (TensorRT's tactic selection).
-// Its two kernels (unrolled for common filters, generic) are candidates of their own.
-// KILN_CONV_TACTIC=kiln, =kiln-generic or =cudnn forces one (tests, and users comparing them).
+// Its three kernels (a 4x4 output tile per thread and one output row per thread, both for common
+// filters; generic) are candidates of their own. KILN_CONV_TACTIC=kiln (the row kernel),
+// =kiln-tiled, =kiln-generic or =cudnn forces one (tests, and users comparing them).
 #include "engine/cuda/internal.h"
 #include "engine/network_internal.h"
 
@@ -38,7 +39,7 @@ struct ConvPlan {
   int algo = 0;
   size_t workspace = 0;
   bool kiln_depthwise = false;  // the tactic timed fastest: kiln's depthwise kernel, not cuDNN
-  bool kiln_unrolled = true;    // which of kiln's two depthwise kernels (depthwise.cu)
+  DepthwiseKernel kiln_kernel = DepthwiseKernel::kTiled;  // which of kiln's depthwise kernels (depthwise.cu)
   ~ConvPlan() {
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
@@ -89,15 +90,17 @@ struct ConvCache {
 
 namespace {
 
-enum class Tactic { kAuto, kKiln, kKilnGeneric, kCudnn };
+enum class Tactic { kAuto, kKiln, kKilnTiled, kKilnGeneric, kCudnn };
 
 Tactic tactic_override() {
   const char* v = std::getenv("KILN_CONV_TACTIC");
   if (!v || !*v || std::strcmp(v, "auto") == 0) return Tactic::kAuto;
   if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
+  if (std::strcmp(v, "kiln-tiled") == 0) return Tactic::kKilnTiled;
   if (std::strcmp(v, "kiln-generic") == 0) return Tactic::kKilnGeneric;
   if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
-  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-generic or cudnn, not '") + v + "'");
+  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-generic or cudnn, not '") + v +
+                     "'");
 }
 
 // Mean time of `launch` on the context's stream over a few runs, after warm-up runs (the first
@@ -136,9 +139,11 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
 
   auto cp = std::make_unique<ConvPlan>();
   if (ctx.capturing()) throw NetworkError("cuDNN: a new convolution shape appeared during graph capture");
-  if (kiln_candidate && (tactic == Tactic::kKiln || tactic == Tactic::kKilnGeneric)) {  // forced: no cuDNN needed
+  if (kiln_candidate && tactic != Tactic::kAuto) {  // forced: no cuDNN needed
     cp->kiln_depthwise = true;
-    cp->kiln_unrolled = tactic == Tactic::kKiln;
+    cp->kiln_kernel = tactic == Tactic::kKiln        ? DepthwiseKernel::kUnrolled
+                      : tactic == Tactic::kKilnTiled ? DepthwiseKernel::kTiled
+                                                     : DepthwiseKernel::kGeneric;
     slot = std::move(cp);
     return *slot;
   }
@@ -217,16 +222,23 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   if (kiln_candidate) {
     // cuDNN's time covers the convolution alone; kiln's kernel is timed the same way (no epilogue).
     const TensorView out{scratch_out, y.dtype, y.dims, {}, DeviceKind::kCUDA};
-    float kiln_ms = time_ms(ctx, [&] { run_depthwise(ctx, layer, p, x, w, nullptr, nullptr, out, false); });
-    cp->kiln_unrolled = false;
-    if (depthwise_unrolled(p, w)) {
-      const float unrolled_ms = time_ms(ctx, [&] { run_depthwise(ctx, layer, p, x, w, nullptr, nullptr, out, true); });
-      if (unrolled_ms < kiln_ms) kiln_ms = unrolled_ms, cp->kiln_unrolled = true;
-    }
+    auto timed = [&](DepthwiseKernel k) {
+      return time_ms(ctx, [&] { run_depthwise(ctx, layer, p, x, w, nullptr, nullptr, out, k); });
+    };
+    float kiln_ms = timed(DepthwiseKernel::kGeneric);
+    cp->kiln_kernel = DepthwiseKernel::kGeneric;
+    std::vector<DepthwiseKernel> others;
+    if (depthwise_unrolled(p, w)) others.push_back(DepthwiseKernel::kUnrolled);
+    if (depthwise_tiled(p, x, w)) others.push_back(DepthwiseKernel::kTiled);
+    for (DepthwiseKernel k : others)
+      if (const float t = timed(k); t < kiln_ms) kiln_ms = t, cp->kiln_kernel = k;
     cp->kiln_depthwise = st != CUDNN_STATUS_SUCCESS || kiln_ms < ms;
     if (detail::debug_logging())
       detail::log_debug("convolution " + layer.name() + ": kiln depthwise (" +
-                        (cp->kiln_unrolled ? "unrolled" : "generic") + ") " + std::to_string(kiln_ms) + " ms, cuDNN " +
+                        (cp->kiln_kernel == DepthwiseKernel::kTiled      ? "tiled"
+                         : cp->kiln_kernel == DepthwiseKernel::kUnrolled ? "unrolled"
+                                                                         : "generic") +
+                        ") " + std::to_string(kiln_ms) + " ms, cuDNN " +
                         (st == CUDNN_STATUS_SUCCESS ? std::to_string(ms) + " ms" : std::string("none")) + " -> " +
                         (cp->kiln_depthwise ? "kiln" : "cuDNN"));
   }
@@ -289,14 +301,14 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
   }
   const Tactic tactic = tactic_override();
   const bool kiln_candidate = x.numel() > 0 && tactic != Tactic::kCudnn && depthwise_supported(p, x, w, y);
-  if ((tactic == Tactic::kKiln || tactic == Tactic::kKilnGeneric) && !kiln_candidate && !is_pointwise_nhwc(p, w))
+  if (tactic != Tactic::kAuto && tactic != Tactic::kCudnn && !kiln_candidate && !is_pointwise_nhwc(p, w))
     fail(call.layer, "KILN_CONV_TACTIC=kiln: kiln has no kernel of its own for this convolution");
   if (x.numel() == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
   } else {
     ConvPlan& cp = plan_for(ctx, call.layer, p, x, w, y, kiln_candidate, tactic);
     if (cp.kiln_depthwise) {  // bias, residual and activation fused in its store
-      run_depthwise(ctx, call.layer, p, x, w, bias, residual, y, cp.kiln_unrolled);
+      run_depthwise(ctx, call.layer, p, x, w, bias, residual, y, cp.kiln_kernel);
       return;
     }
     const float alpha = 1.f, beta = 0.f;

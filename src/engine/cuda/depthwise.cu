@@ -219,9 +219,125 @@ __global__ void __launch_bounds__(256) depthwise_nhwc_fixed(const T* __restrict_
   }
 }
 
+// Four neighbouring channels as fp32: 8-byte accesses for 16-bit types, 16-byte for fp32.
+template <class T>
+__device__ __forceinline__ void load4(const T* __restrict__ p, float (&v)[4]) {
+  alignas(16) T t[4];
+  if constexpr (sizeof(T) == 2) *reinterpret_cast<uint2*>(t) = *reinterpret_cast<const uint2*>(p);
+  else *reinterpret_cast<uint4*>(t) = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = to_float(t[k]);
+}
+template <class T>
+__device__ __forceinline__ void store4(T* __restrict__ p, const float (&v)[4]) {
+  alignas(16) T t[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) t[k] = from_float<T>(v[k]);
+  if constexpr (sizeof(T) == 2) *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(t);
+  else *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(t);
+}
+
+// A 2-d tile of outputs per thread: 4 channels of a 4x4 block of output pixels. Both kernels above
+// walk one output row per thread, so each input vector is loaded by K different threads (one per
+// filter row) and each tap's 8 weights feed only 4 outputs: latency-bound on loads and shared
+// memory. Here the thread slides down the ROWS = 3*S + K input rows its block needs, loads each
+// input vector once and applies it to every output row and column it touches; each tap's weights
+// (one 16-byte shared read) feed 16 outputs. Loads per output: ROWS*SPAN/16 (6.25 for 7x7 at stride
+// 1) instead of K*(4+K-1)/4 (17.5).
+constexpr int kTiledRows = 4, kTiledCols = 4;
+template <class T, int K, int S>
+__global__ void __launch_bounds__(256) depthwise_nhwc_tiled(const T* __restrict__ x, const T* __restrict__ w,
+                                                            const T* __restrict__ bias, const T* __restrict__ residual,
+                                                            T* __restrict__ y, DwGeom g, int act, float alpha,
+                                                            float beta) {
+  constexpr int TH = kTiledRows, TW = kTiledCols, ROWS = (TH - 1) * S + K, SPAN = (TW - 1) * S + K;
+  extern __shared__ float smem[];
+  const int lanes = blockDim.x * 4;
+  const int c_block = blockIdx.y * lanes;
+  stage_filters(w, bias, g, lanes, c_block, smem);
+  const float* wsm = smem;
+  const float* bsm = smem + K * K * lanes;
+  const int c0 = c_block + threadIdx.x * 4;
+  if (c0 >= g.C) return;
+  const int lane0 = threadIdx.x * 4;
+  const int tiles_h = (g.OH + TH - 1) / TH, tiles_w = (g.OW + TW - 1) / TW;
+  const int64_t tiles = int64_t(g.N) * tiles_h * tiles_w;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; t < tiles; t += int64_t(gridDim.x) * blockDim.y) {
+    const int tw = int(t % tiles_w);
+    const int64_t rest = t / tiles_w;
+    const int th = int(rest % tiles_h);
+    const int n = int(rest / tiles_h);
+    const int oh0 = th * TH, ow0 = tw * TW;
+    const int ih0 = oh0 * S - g.PH, iw0 = ow0 * S - g.PW;
+    float acc[TH][TW][4];
+#pragma unroll
+    for (int i = 0; i < TH; ++i)
+#pragma unroll
+      for (int j = 0; j < TW; ++j)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) acc[i][j][k] = 0.f;
+    const T* xn = x + int64_t(n) * g.H * g.W * g.C + c0;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const int ih = ih0 + r;
+      const bool row_inside = ih >= 0 && ih < g.H;
+      const T* xrow = xn + int64_t(ih) * g.W * g.C;
+      float v[SPAN][4];
+#pragma unroll
+      for (int u = 0; u < SPAN; ++u) {
+        const int iw = iw0 + u;
+        if (row_inside && iw >= 0 && iw < g.W) {
+          load4(xrow + int64_t(iw) * g.C, v[u]);
+        } else {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) v[u][k] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < TH; ++i) {
+        const int kh = r - i * S;  // the filter row input row r is for output row i (compile-time)
+        if (kh < 0 || kh >= K) continue;
+#pragma unroll
+        for (int kw = 0; kw < K; ++kw) {
+          const float4 wk = *reinterpret_cast<const float4*>(wsm + (kh * K + kw) * lanes + lane0);
+#pragma unroll
+          for (int j = 0; j < TW; ++j) {
+            acc[i][j][0] = fmaf(v[j * S + kw][0], wk.x, acc[i][j][0]);
+            acc[i][j][1] = fmaf(v[j * S + kw][1], wk.y, acc[i][j][1]);
+            acc[i][j][2] = fmaf(v[j * S + kw][2], wk.z, acc[i][j][2]);
+            acc[i][j][3] = fmaf(v[j * S + kw][3], wk.w, acc[i][j][3]);
+          }
+        }
+      }
+    }
+    const float* b = bsm + lane0;
+#pragma unroll
+    for (int i = 0; i < TH; ++i) {
+      const int oh = oh0 + i;
+      if (oh >= g.OH) break;
+#pragma unroll
+      for (int j = 0; j < TW; ++j) {
+        const int ow = ow0 + j;
+        if (ow >= g.OW) break;
+        const int64_t off = ((int64_t(n) * g.OH + oh) * g.OW + ow) * g.C + c0;
+        float rv[4] = {0.f, 0.f, 0.f, 0.f};
+        if (residual) load4(residual + off, rv);
+        float o[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) o[k] = activate(act, acc[i][j][k] + b[k] + rv[k], alpha, beta);
+        store4(y + off, o);
+      }
+    }
+  }
+}
+
 constexpr int kTileW = 4;
 
 }  // namespace
+
+bool depthwise_tiled(const ConvolutionParams& p, const TensorView& x, const TensorView& w) {
+  return depthwise_unrolled(p, w) && x.dims.size() == 4 && x.dims[3] % 4 == 0;
+}
 
 bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w) {
   auto all = [](const std::vector<int64_t>& v, int64_t want) {
@@ -246,9 +362,46 @@ bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const 
   return w.dims[1] * w.dims[2] <= 81;
 }
 
+namespace {
+
+void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorView& x, const TensorView& w,
+               const TensorView* bias, const TensorView* residual, const TensorView& y, int act, float alpha,
+               float beta) {
+  const int groups = g.C / 4;
+  const int gx = std::min(groups, 32);  // channel groups per block
+  const int gy = std::max(1, 256 / gx);  // pixel tiles per block
+  const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * 4 * sizeof(float);
+  const int64_t tiles = int64_t(g.N) * ceil_div(g.OH, kTiledRows) * ceil_div(g.OW, kTiledCols);
+  const dim3 block{unsigned(gx), unsigned(gy)};
+  const dim3 grid{unsigned(std::min<int64_t>(ceil_div(tiles, gy), int64_t(ctx.sm_count) * 32)),
+                  unsigned(ceil_div(groups, gx))};
+  dispatch_float(x.dtype, layer, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = static_cast<const T*>(x.data);
+    const T* wp = static_cast<const T*>(w.data);
+    const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
+    const T* rp = residual ? static_cast<const T*>(residual->data) : nullptr;
+    T* yp = static_cast<T*>(y.data);
+    auto run = [&](auto k_tag, auto s_tag) {
+      constexpr int K = decltype(k_tag)::value, S = decltype(s_tag)::value;
+      depthwise_nhwc_tiled<T, K, S><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+    };
+    auto with_stride = [&](auto k_tag) {
+      if (g.SW == 1) run(k_tag, std::integral_constant<int, 1>{});
+      else run(k_tag, std::integral_constant<int, 2>{});
+    };
+    if (g.KW == 3) with_stride(std::integral_constant<int, 3>{});
+    else if (g.KW == 5) with_stride(std::integral_constant<int, 5>{});
+    else with_stride(std::integral_constant<int, 7>{});
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
 void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
                    const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y,
-                   bool allow_unrolled) {
+                   DepthwiseKernel kernel) {
   DwGeom g{};
   g.N = int(x.dims[0]), g.H = int(x.dims[1]), g.W = int(x.dims[2]), g.C = int(x.dims[3]);
   g.OH = int(y.dims[1]), g.OW = int(y.dims[2]);
@@ -264,6 +417,14 @@ void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   const bool vec8 = g.C % 8 == 0 && aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
   const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
+  if (kernel == DepthwiseKernel::kTiled && depthwise_tiled(p, x, w)) {
+    const bool aligned_all = aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
+    if (aligned_all) {
+      run_tiled(ctx, layer, g, x, w, bias, residual, y, act, alpha, beta);
+      return;
+    }
+  }
+  const bool allow_unrolled = kernel != DepthwiseKernel::kGeneric;
   dispatch_float(x.dtype, layer, [&](auto t) {
     using T = decltype(t);
     auto launch = [&](auto vec_tag) {

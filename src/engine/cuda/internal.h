@@ -78,12 +78,15 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);
 // depthwise.cu: kiln's NHWC depthwise convolution (bias, residual, activation fused), and whether
 // it can run a given convolution.
 bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y);
-// Two kernels: one unrolled for 3x3/5x5/7x7 filters with stride 1 or 2 (depthwise_unrolled), a
-// generic one for the rest; allow_unrolled = false runs the generic one on any shape.
+// Three kernels: a generic one for any shape; for 3x3/5x5/7x7 filters with stride 1 or 2
+// (depthwise_unrolled) one unrolled per output row, and (depthwise_tiled: channels a multiple of 4)
+// one per 4x4 output tile. A kernel asked for where it cannot run falls back to the next simpler one.
+enum class DepthwiseKernel : uint8_t { kGeneric, kUnrolled, kTiled };
 bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w);
+bool depthwise_tiled(const ConvolutionParams& p, const TensorView& x, const TensorView& w);
 void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
                    const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y,
-                   bool allow_unrolled = true);
+                   DepthwiseKernel kernel = DepthwiseKernel::kTiled);
 void run_reduce(Context& ctx, const ReduceParams& p, LayerCall& call);               // reduce.cu
 size_t reduce_workspace(const Context& ctx, const ReduceParams& p, const std::vector<TensorView>& in);
 // The reduction of call.inputs[0] over the axes marked in `reduced` into call.outputs[0] (kept dims
