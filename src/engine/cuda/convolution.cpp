@@ -8,9 +8,10 @@
 // channels, and cuBLASLt fuses their bias and relu.
 // Depthwise convolutions in NHWC have a kernel of kiln's (depthwise.cu): for each shape, the first
 // run times it against cuDNN's best algorithm and keeps the faster (TensorRT's tactic selection).
-// Its three kernels (a 4x4 output tile per thread and one output row per thread, both for common
+// Its kernels (4x4 or 2x4 output tiles per thread and one output row per thread, for common
 // filters; generic) are candidates of their own. KILN_CONV_TACTIC=kiln (the row kernel),
-// =kiln-tiled, =kiln-generic or =cudnn forces one (tests, and users comparing them).
+// =kiln-tiled, =kiln-tiled-short (2x4 tiles), =kiln-generic or =cudnn forces one (tests, and users
+// comparing them).
 #include "engine/cuda/internal.h"
 #include "engine/network_internal.h"
 
@@ -90,17 +91,19 @@ struct ConvCache {
 
 namespace {
 
-enum class Tactic { kAuto, kKiln, kKilnTiled, kKilnGeneric, kCudnn };
+enum class Tactic { kAuto, kKiln, kKilnTiled, kKilnTiledShort, kKilnGeneric, kCudnn };
 
 Tactic tactic_override() {
   const char* v = std::getenv("KILN_CONV_TACTIC");
   if (!v || !*v || std::strcmp(v, "auto") == 0) return Tactic::kAuto;
   if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
   if (std::strcmp(v, "kiln-tiled") == 0) return Tactic::kKilnTiled;
+  if (std::strcmp(v, "kiln-tiled-short") == 0) return Tactic::kKilnTiledShort;
   if (std::strcmp(v, "kiln-generic") == 0) return Tactic::kKilnGeneric;
   if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
-  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-generic or cudnn, not '") + v +
-                     "'");
+  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-generic or "
+                                 "cudnn, not '") +
+                     v + "'");
 }
 
 // Mean time of `launch` on the context's stream over a few runs, after warm-up runs (the first
@@ -143,6 +146,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     cp->kiln_depthwise = true;
     cp->kiln_kernel = tactic == Tactic::kKiln        ? DepthwiseKernel::kUnrolled
                       : tactic == Tactic::kKilnTiled ? DepthwiseKernel::kTiled
+                      : tactic == Tactic::kKilnTiledShort ? DepthwiseKernel::kTiledShort
                                                      : DepthwiseKernel::kGeneric;
     slot = std::move(cp);
     return *slot;
@@ -229,15 +233,16 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     cp->kiln_kernel = DepthwiseKernel::kGeneric;
     std::vector<DepthwiseKernel> others;
     if (depthwise_unrolled(p, w)) others.push_back(DepthwiseKernel::kUnrolled);
-    if (depthwise_tiled(p, x, w)) others.push_back(DepthwiseKernel::kTiled);
+    if (depthwise_tiled(p, x, w)) others.insert(others.end(), {DepthwiseKernel::kTiled, DepthwiseKernel::kTiledShort});
     for (DepthwiseKernel k : others)
       if (const float t = timed(k); t < kiln_ms) kiln_ms = t, cp->kiln_kernel = k;
     cp->kiln_depthwise = st != CUDNN_STATUS_SUCCESS || kiln_ms < ms;
     if (detail::debug_logging())
       detail::log_debug("convolution " + layer.name() + ": kiln depthwise (" +
-                        (cp->kiln_kernel == DepthwiseKernel::kTiled      ? "tiled"
-                         : cp->kiln_kernel == DepthwiseKernel::kUnrolled ? "unrolled"
-                                                                         : "generic") +
+                        (cp->kiln_kernel == DepthwiseKernel::kTiled        ? "tiled 4x4"
+                         : cp->kiln_kernel == DepthwiseKernel::kTiledShort ? "tiled 2x4"
+                         : cp->kiln_kernel == DepthwiseKernel::kUnrolled   ? "unrolled"
+                                                                           : "generic") +
                         ") " + std::to_string(kiln_ms) + " ms, cuDNN " +
                         (st == CUDNN_STATUS_SUCCESS ? std::to_string(ms) + " ms" : std::string("none")) + " -> " +
                         (cp->kiln_depthwise ? "kiln" : "cuDNN"));

@@ -237,20 +237,22 @@ __device__ __forceinline__ void store4(T* __restrict__ p, const float (&v)[4]) {
   else *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(t);
 }
 
-// A 2-d tile of outputs per thread: 4 channels of a 4x4 block of output pixels. Both kernels above
+// A 2-d tile of outputs per thread: 4 channels of a TH x 4 block of output pixels (TH 4 or 2). Both kernels above
 // walk one output row per thread, so each input vector is loaded by K different threads (one per
 // filter row) and each tap's 8 weights feed only 4 outputs: latency-bound on loads and shared
-// memory. Here the thread slides down the ROWS = 3*S + K input rows its block needs, loads each
+// memory. Here the thread slides down the ROWS = (TH-1)*S + K input rows its block needs, loads each
 // input vector once and applies it to every output row and column it touches; each tap's weights
-// (one 16-byte shared read) feed 16 outputs. Loads per output: ROWS*SPAN/16 (6.25 for 7x7 at stride
-// 1) instead of K*(4+K-1)/4 (17.5).
-constexpr int kTiledRows = 4, kTiledCols = 4;
-template <class T, int K, int S>
+// (one 16-byte shared read) feed 4*TH outputs. Loads per output: ROWS*SPAN/(4*TH) (6.25 for 7x7 at
+// stride 1 and TH 4) instead of K*(4+K-1)/4 (17.5). TH 2 halves the work per thread for layers too
+// small to fill the GPU with 4x4 tiles (ConvNeXt's 14x14 and 7x7 stages); both are timed.
+// 16-bit types only: fp32 depthwise layers are rare and the unrolled kernel serves them.
+constexpr int kTiledCols = 4;
+template <class T, int K, int S, int TH>
 __global__ void __launch_bounds__(256) depthwise_nhwc_tiled(const T* __restrict__ x, const T* __restrict__ w,
                                                             const T* __restrict__ bias, const T* __restrict__ residual,
                                                             T* __restrict__ y, DwGeom g, int act, float alpha,
                                                             float beta) {
-  constexpr int TH = kTiledRows, TW = kTiledCols, ROWS = (TH - 1) * S + K, SPAN = (TW - 1) * S + K;
+  constexpr int TW = kTiledCols, ROWS = (TH - 1) * S + K, SPAN = (TW - 1) * S + K;
   extern __shared__ float smem[];
   const int lanes = blockDim.x * 4;
   const int c_block = blockIdx.y * lanes;
@@ -336,7 +338,8 @@ constexpr int kTileW = 4;
 }  // namespace
 
 bool depthwise_tiled(const ConvolutionParams& p, const TensorView& x, const TensorView& w) {
-  return depthwise_unrolled(p, w) && x.dims.size() == 4 && x.dims[3] % 4 == 0;
+  return depthwise_unrolled(p, w) && x.dims.size() == 4 && x.dims[3] % 4 == 0 &&
+         (x.dtype == DataType::kFloat16 || x.dtype == DataType::kBFloat16);
 }
 
 bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w) {
@@ -365,17 +368,17 @@ bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const 
 namespace {
 
 void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorView& x, const TensorView& w,
-               const TensorView* bias, const TensorView* residual, const TensorView& y, int act, float alpha,
-               float beta) {
+               const TensorView* bias, const TensorView* residual, const TensorView& y, int rows, int act,
+               float alpha, float beta) {
   const int groups = g.C / 4;
   const int gx = std::min(groups, 32);  // channel groups per block
   const int gy = std::max(1, 256 / gx);  // pixel tiles per block
   const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * 4 * sizeof(float);
-  const int64_t tiles = int64_t(g.N) * ceil_div(g.OH, kTiledRows) * ceil_div(g.OW, kTiledCols);
+  const int64_t tiles = int64_t(g.N) * ceil_div(g.OH, rows) * ceil_div(g.OW, kTiledCols);
   const dim3 block{unsigned(gx), unsigned(gy)};
   const dim3 grid{unsigned(std::min<int64_t>(ceil_div(tiles, gy), int64_t(ctx.sm_count) * 32)),
                   unsigned(ceil_div(groups, gx))};
-  dispatch_float(x.dtype, layer, [&](auto t) {
+  auto typed = [&](auto t) {
     using T = decltype(t);
     const T* xp = static_cast<const T*>(x.data);
     const T* wp = static_cast<const T*>(w.data);
@@ -384,7 +387,8 @@ void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorVi
     T* yp = static_cast<T*>(y.data);
     auto run = [&](auto k_tag, auto s_tag) {
       constexpr int K = decltype(k_tag)::value, S = decltype(s_tag)::value;
-      depthwise_nhwc_tiled<T, K, S><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+      if (rows == 4) depthwise_nhwc_tiled<T, K, S, 4><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+      else depthwise_nhwc_tiled<T, K, S, 2><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
     };
     auto with_stride = [&](auto k_tag) {
       if (g.SW == 1) run(k_tag, std::integral_constant<int, 1>{});
@@ -393,7 +397,10 @@ void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorVi
     if (g.KW == 3) with_stride(std::integral_constant<int, 3>{});
     else if (g.KW == 5) with_stride(std::integral_constant<int, 5>{});
     else with_stride(std::integral_constant<int, 7>{});
-  });
+  };
+  if (x.dtype == DataType::kFloat16) typed(__half{});
+  else if (x.dtype == DataType::kBFloat16) typed(__nv_bfloat16{});
+  else fail(layer, "the tiled depthwise kernel takes fp16 or bf16");
   KILN_CUDA_LAUNCH_CHECK();
 }
 
@@ -417,10 +424,10 @@ void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   const bool vec8 = g.C % 8 == 0 && aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
   const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
-  if (kernel == DepthwiseKernel::kTiled && depthwise_tiled(p, x, w)) {
+  if ((kernel == DepthwiseKernel::kTiled || kernel == DepthwiseKernel::kTiledShort) && depthwise_tiled(p, x, w)) {
     const bool aligned_all = aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
     if (aligned_all) {
-      run_tiled(ctx, layer, g, x, w, bias, residual, y, act, alpha, beta);
+      run_tiled(ctx, layer, g, x, w, bias, residual, y, kernel == DepthwiseKernel::kTiled ? 4 : 2, act, alpha, beta);
       return;
     }
   }

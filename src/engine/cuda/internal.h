@@ -78,10 +78,11 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);
 // depthwise.cu: kiln's NHWC depthwise convolution (bias, residual, activation fused), and whether
 // it can run a given convolution.
 bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y);
-// Three kernels: a generic one for any shape; for 3x3/5x5/7x7 filters with stride 1 or 2
-// (depthwise_unrolled) one unrolled per output row, and (depthwise_tiled: channels a multiple of 4)
-// one per 4x4 output tile. A kernel asked for where it cannot run falls back to the next simpler one.
-enum class DepthwiseKernel : uint8_t { kGeneric, kUnrolled, kTiled };
+// Kernels: a generic one for any shape; for 3x3/5x5/7x7 filters with stride 1 or 2
+// (depthwise_unrolled) one unrolled per output row, and (depthwise_tiled: fp16/bf16, channels a
+// multiple of 4) one per 4x4 (kTiled) or 2x4 (kTiledShort) output tile. A kernel asked for where it
+// cannot run falls back to the unrolled one, then the generic one.
+enum class DepthwiseKernel : uint8_t { kGeneric, kUnrolled, kTiled, kTiledShort };
 bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w);
 bool depthwise_tiled(const ConvolutionParams& p, const TensorView& x, const TensorView& w);
 void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
