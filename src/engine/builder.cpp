@@ -92,6 +92,8 @@ Plan build(Network&& input, const BuilderConfig& config) {
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));
   const bool fold = detail::env_flag("KILN_FOLD_MOVEMENT", config.fold_movement.value_or(config.device == DeviceKind::kCUDA));
   if (fold) run("fold_movement", passes::fold_movement(net));
+  if (detail::env_flag("KILN_FUSE_ROWS", config.fuse_rows.value_or(config.device == DeviceKind::kCUDA)))
+    run("fuse_rows", passes::fuse_rows(net));
   net.verify();
   if (detail::debug_logging()) std::cerr << "[kiln engine] built network:\n" << net.str();
 

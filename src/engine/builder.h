@@ -40,6 +40,11 @@ struct BuilderConfig {
   // chains of copies into one gathering copy); unset: on for CUDA, off for the CPU, whose
   // interpreter evaluates such loads element by element. KILN_FOLD_MOVEMENT=0/1 overrides.
   std::optional<bool> fold_movement;
+  // Layer norms, softmaxes and reductions over the last axis fused with the pointwise layers
+  // around them into row programs (one read and one write of the rows); unset: on for CUDA, off
+  // for the CPU, whose own norm and softmax kernels are faster than its program interpreter.
+  // KILN_FUSE_ROWS=0/1 overrides.
+  std::optional<bool> fuse_rows;
 };
 
 namespace passes {
@@ -57,7 +62,8 @@ size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] trans
 size_t simplify_attention_masks(Network& net);  // constant causal / keep-all masks -> the causal flag / none
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
 size_t to_channels_last(Network& net);
-size_t fold_movement(Network& net);        // permutes/reshapes/slices/pads/concats -> gathered loads     // 2-d fp16/bf16 convolutions -> NHWC, transposes cancelled
+size_t fold_movement(Network& net);        // permutes/reshapes/slices/pads/concats -> gathered loads
+size_t fuse_rows(Network& net);            // norms / softmaxes / last-axis reductions + pointwise neighbours -> row programs
 size_t apply_precision(Network& net, Precision p);
 }  // namespace passes
 

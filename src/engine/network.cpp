@@ -180,6 +180,7 @@ std::string describe(const LayerParams& params) {
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
           o << p.program.size() << " instrs";
           if (p.gather) o << ", gathered loads (" << p.gather->nodes.size() << " index nodes)";
+          if (p.row_length) o << ", rows of " << p.row_length;
         }
       },
       params);

@@ -217,8 +217,9 @@ struct PluginParams {
 // run per output element over registers: inputs first (broadcast to the output shape), then one
 // register per instruction. `outputs` lists the registers written out, in output order.
 struct PointwiseInstr {
-  enum class Kind : uint8_t { kBinary, kUnary, kActivation, kCast, kSelect, kConstant } kind;
+  enum class Kind : uint8_t { kBinary, kUnary, kActivation, kCast, kSelect, kConstant, kRowReduce } kind;
   BinaryOp binary{};
+  ReduceOp reduce = ReduceOp::kSum;  // kRowReduce: kSum, kMax or kMin of its float operand over the row
   UnaryOp unary{};
   ActivationParams activation{ActivationOp::kRelu};
   DataType dtype = DataType::kFloat32;  // result dtype of this register
@@ -252,10 +253,17 @@ struct GatherLoads {
   std::vector<IndexNode> nodes;
   std::vector<std::vector<LoadPiece>> registers;  // the program's input registers, in order
 };
+// Row programs (builder-made, fuse_rows: layer norms, RMS norms, softmaxes with the pointwise work
+// around them): with row_length R > 0 the program runs once per row of the last axis of its
+// domain (the inputs' broadcast shape, whose last dim is R). A register is then either per element
+// or per row: inputs whose last dim is 1, constants, kRowReduce results and what is computed from
+// those alone hold one value per row (broadcast along it). An output of a per-row register has the
+// domain's shape with last dim 1.
 struct FusedPointwiseParams {
   std::vector<PointwiseInstr> program;
   std::vector<int32_t> outputs;
   std::optional<GatherLoads> gather;  // none: input register j is layer input j, broadcast
+  int64_t row_length = 0;             // > 0: a row program (no gather)
 };
 
 using LayerParams =

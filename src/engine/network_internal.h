@@ -69,7 +69,15 @@ inline bool is_single_pointwise(const Layer* l) {
   return l->as<ElementwiseParams>() || l->as<UnaryParams>() || l->as<ActivationParams>() || l->as<CastParams>() ||
          l->as<SelectParams>();
 }
-inline bool is_pointwise(const Layer* l) { return is_single_pointwise(l) || l->as<FusedPointwiseParams>(); }
+// (Row programs are not: their elements depend on their whole row.)
+inline bool is_pointwise(const Layer* l) {
+  const auto* f = l->as<FusedPointwiseParams>();
+  return is_single_pointwise(l) || (f && f->row_length == 0);
+}
+// Row programs (passes_rows.cpp): whether a tensor of shape `s` holds one value per row (last dim
+// 1, or a scalar), and which registers of `p` hold one value per row, given that of its inputs.
+bool is_row_shaped(const Shape& s);
+std::vector<char> row_registers(const FusedPointwiseParams& p, const std::vector<char>& input_is_row);
 // The program of a pointwise layer: a FusedPointwise's own, or one instruction over the inputs.
 FusedPointwiseParams pointwise_program(const Layer& layer);
 // The permutations between NCHW and NHWC (channels-last layers).

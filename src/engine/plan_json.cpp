@@ -29,6 +29,7 @@ int enum_to(E e) {
 }
 
 constexpr int kDataTypes = 8, kBinaryOps = 23, kUnaryOps = 29, kActivationOps = 13, kReduceOps = 11;
+constexpr int kPointwiseKinds = int(PointwiseInstr::Kind::kRowReduce) + 1;
 
 DataType dtype_from(const json& j) { return enum_from<DataType>(j, kDataTypes, "dtype"); }
 
@@ -182,13 +183,16 @@ Shape shape_from_json(const json& j) {
 namespace {
 
 json instr_to_json(const PointwiseInstr& i) {
-  return {{"kind", enum_to(i.kind)},     {"binary", enum_to(i.binary)}, {"unary", enum_to(i.unary)},
-          {"activation", i.activation}, {"dtype", enum_to(i.dtype)},   {"constant", real_to(i.constant)},
-          {"operands", i.operands}};
+  json j = {{"kind", enum_to(i.kind)},     {"binary", enum_to(i.binary)}, {"unary", enum_to(i.unary)},
+            {"activation", i.activation}, {"dtype", enum_to(i.dtype)},   {"constant", real_to(i.constant)},
+            {"operands", i.operands}};
+  if (i.kind == PointwiseInstr::Kind::kRowReduce) j["reduce"] = enum_to(i.reduce);
+  return j;
 }
 PointwiseInstr instr_from_json(const json& j) {
   PointwiseInstr i{};
-  i.kind = enum_from<PointwiseInstr::Kind>(j.at("kind"), 6, "pointwise instruction kind");
+  i.kind = enum_from<PointwiseInstr::Kind>(j.at("kind"), kPointwiseKinds, "pointwise instruction kind");
+  if (i.kind == PointwiseInstr::Kind::kRowReduce) i.reduce = enum_from<ReduceOp>(j.at("reduce"), kReduceOps, "reduce op");
   i.binary = enum_from<BinaryOp>(j.at("binary"), kBinaryOps, "binary op");
   i.unary = enum_from<UnaryOp>(j.at("unary"), kUnaryOps, "unary op");
   i.activation = j.at("activation").get<ActivationParams>();
@@ -316,6 +320,7 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
           for (const PointwiseInstr& i : p.program) prog.push_back(instr_to_json(i));
           json j = {{"program", prog}, {"outputs", p.outputs}};
           if (p.gather) j["gather"] = gather_to_json(*p.gather);
+          if (p.row_length) j["row_length"] = p.row_length;
           return j;
         }
       },
@@ -463,6 +468,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           for (const json& i : j.at("program")) p.program.push_back(instr_from_json(i));
           j.at("outputs").get_to(p.outputs);
           if (j.contains("gather")) p.gather = gather_from_json(j.at("gather"));
+          if (j.contains("row_length")) j.at("row_length").get_to(p.row_length);
         }
       },
       params);

@@ -67,13 +67,16 @@ void check_runtime_shapes(const Layer& l, const std::vector<std::vector<int64_t>
   const auto* fused = l.as<FusedPointwiseParams>();
   bool broadcasting = l.as<ElementwiseParams>() || l.as<SelectParams>() || (fused && !fused->gather);
   if (broadcasting) {
+    // A row program's per-row output ([..., 1]): its inputs broadcast to the rows it reduced.
+    std::vector<int64_t> target = out;
+    if (fused && fused->row_length && !out.empty() && out.back() == 1) target.back() = fused->row_length;
     for (size_t i = 0; i < ins.size(); ++i) {
       const auto& s = ins[i];
-      if (s.size() > out.size()) fail("input " + std::to_string(i) + " has more dims than the output");
+      if (s.size() > target.size()) fail("input " + std::to_string(i) + " has more dims than the output");
       for (size_t k = 0; k < s.size(); ++k) {
-        int64_t o = out[out.size() - s.size() + k];
+        int64_t o = target[target.size() - s.size() + k];
         if (s[k] != 1 && s[k] != o)
-          fail("input " + std::to_string(i) + " shape " + dims_str(s) + " does not broadcast to " + dims_str(out));
+          fail("input " + std::to_string(i) + " shape " + dims_str(s) + " does not broadcast to " + dims_str(target));
       }
     }
   } else if (auto* mm = l.as<MatMulParams>()) {

@@ -509,6 +509,18 @@ Out infer_fused(const Checker& c, FusedPointwiseParams& p) {
     for (size_t i = 1; i < c.in.size(); ++i) shape = c.bcast(shape, c.in[i]->shape(), "input");
     for (Tensor* t : c.in) regs.push_back(t->dtype());
   }
+  std::vector<char> row;  // row programs: which registers hold one value per row
+  if (p.row_length < 0) c.fail("row length must not be negative");
+  if (p.row_length > 0) {
+    if (p.gather) c.fail("a row program cannot have gathered loads");
+    const auto last = shape.empty() ? std::nullopt : shape.back().constant();
+    if (!last || *last != p.row_length)
+      c.fail("row program over rows of " + std::to_string(p.row_length) + " but its inputs broadcast to " +
+             to_string(shape));
+    std::vector<char> in_row;
+    for (Tensor* t : c.in) in_row.push_back(detail::is_row_shaped(t->shape()));
+    row = detail::row_registers(p, in_row);
+  }
   for (size_t i = 0; i < p.program.size(); ++i) {
     const PointwiseInstr& ins = p.program[i];
     size_t want = 0;
@@ -522,13 +534,22 @@ Out infer_fused(const Checker& c, FusedPointwiseParams& p) {
     for (int32_t r : ins.operands)
       if (r < 0 || static_cast<size_t>(r) >= regs.size())
         c.fail("instruction " + std::to_string(i) + " reads register " + std::to_string(r) + " before it is written");
+    if (ins.kind == PointwiseInstr::Kind::kRowReduce) {
+      if (p.row_length == 0) c.fail("instruction " + std::to_string(i) + " reduces a row outside a row program");
+      if (ins.reduce != ReduceOp::kSum && ins.reduce != ReduceOp::kMax && ins.reduce != ReduceOp::kMin)
+        c.fail("instruction " + std::to_string(i) + ": a row reduction is a sum, max or min");
+      if (!is_floating(regs[size_t(ins.operands[0])]) || !is_floating(ins.dtype))
+        c.fail("instruction " + std::to_string(i) + ": a row reduction takes and gives a float register");
+    }
     regs.push_back(ins.dtype);
   }
   if (p.outputs.empty()) c.fail("has no outputs");
   Out out;
   for (int32_t r : p.outputs) {
     if (r < 0 || static_cast<size_t>(r) >= regs.size()) c.fail("output register " + std::to_string(r) + " does not exist");
-    out.push_back({regs[r], shape});
+    Shape s = shape;
+    if (!row.empty() && row[size_t(r)]) s.back() = DimExpr(1);
+    out.push_back({regs[r], s});
   }
   return out;
 }

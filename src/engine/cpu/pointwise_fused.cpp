@@ -3,7 +3,10 @@
 // register per instruction. A float register computes in fp32 and is rounded to its dtype after
 // every instruction (so f16/bf16 chains give what the unfused layers give); integer and bool
 // registers compute in int64 and wrap to their width. Blocks keep every register in L1.
+// A row program (row_length R) runs with one row per block: kRowReduce fills its register with the
+// reduction of its operand over the block, and per-row outputs take the block's first element.
 #include <algorithm>
+#include <cmath>
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
@@ -29,11 +32,24 @@ void wrap_int(DataType t, int64_t* r, int64_t n) {
 }
 
 struct Registers {
+  int64_t block = kBlock;  // elements per register
   std::vector<float> f;
   std::vector<int64_t> i;
-  float* fr(int32_t r) { return f.data() + r * kBlock; }
-  int64_t* ir(int32_t r) { return i.data() + r * kBlock; }
+  float* fr(int32_t r) { return f.data() + r * block; }
+  int64_t* ir(int32_t r) { return i.data() + r * block; }
 };
+
+// Sum, max or min of n values in double (max/min: NaN wins, as PyTorch's).
+double reduce_row(ReduceOp op, const float* a, int64_t n) {
+  double acc = op == ReduceOp::kSum ? 0.0 : double(a[0]);
+  for (int64_t e = 0; e < n; ++e) {
+    const double v = a[e];
+    if (op == ReduceOp::kSum) acc += v;
+    else if (std::isnan(v) || std::isnan(acc)) acc = v + acc;
+    else acc = op == ReduceOp::kMax ? std::max(acc, v) : std::min(acc, v);
+  }
+  return acc;
+}
 
 }  // namespace
 
@@ -60,8 +76,16 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
   const std::vector<int64_t>& out_dims = call.outputs.at(0).dims;
   std::vector<std::vector<int64_t>> in_dims;
   for (const auto& v : call.inputs) in_dims.push_back(v.dims);
+  std::vector<char> row;  // row programs: the registers holding one value per row
+  if (p.row_length) {
+    if (p.gather) fail(layer, "a row program cannot have gathered loads");
+    std::vector<char> in_row;
+    for (const auto& d : in_dims) in_row.push_back(d.empty() || d.back() == 1);
+    row = detail::row_registers(p, in_row);
+  }
 
-  // Runs the program over n elements whose input registers are loaded, storing from `first`.
+  // Runs the program over n elements whose input registers are loaded, storing from `first` (a row
+  // program: row `first`, its per-row outputs at `first` and the others at first * n).
   auto execute = [&](Registers& regs, int64_t first, int64_t n) {
     // Execute.
     for (size_t k = 0; k < p.program.size(); ++k) {
@@ -77,6 +101,10 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
         case PointwiseInstr::Kind::kConstant:
           if (dfl) std::fill(df, df + n, float(in.constant));
           else std::fill(di, di + n, int64_t(in.constant));
+          break;
+        case PointwiseInstr::Kind::kRowReduce:
+          if (!p.row_length || !opfloat(0) || !dfl) fail(layer, "a row reduction outside a row program, or not on floats");
+          std::fill(df, df + n, float(reduce_row(in.reduce, opf(0), n)));
           break;
         case PointwiseInstr::Kind::kBinary: {
           const bool pred = is_predicate(in.binary);
@@ -157,15 +185,17 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
     for (size_t o = 0; o < p.outputs.size(); ++o) {
       const TensorView& v = call.outputs[o];
       const int32_t r = p.outputs[o];
+      const bool per_row = p.row_length && row[size_t(r)];
+      const int64_t count = per_row ? 1 : n;
       dispatch_dtype(v.dtype, [&](auto tag) {
         using T = decltype(tag);
-        T* d = v.as<T>() + first;
+        T* d = v.as<T>() + (p.row_length && !per_row ? first * n : first);
         if constexpr (is_float_v<T>) {
           const float* s = regs.fr(r);
-          for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
+          for (int64_t e = 0; e < count; ++e) d[e] = T(s[e]);
         } else {
           const int64_t* s = regs.ir(r);
-          for (int64_t e = 0; e < n; ++e) d[e] = T(s[e]);
+          for (int64_t e = 0; e < count; ++e) d[e] = T(s[e]);
         }
       });
     }
@@ -212,6 +242,43 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
         }
       }
       execute(regs, b0, n);
+    }
+    return;
+  }
+  if (p.row_length) {
+    // The domain: the outputs' outer dims, rows of R. Each row's inputs are loaded by their
+    // broadcast strides (0 along the row for per-row inputs).
+    const int64_t R = p.row_length;
+    std::vector<int64_t> domain = out_dims;
+    domain.back() = R;
+    const int64_t rows = product(domain) / R;
+    std::vector<std::vector<int64_t>> strides;
+    for (const auto& d : in_dims) strides.push_back(broadcast_strides(d, domain));
+    Registers regs;
+    regs.block = R;
+    regs.f.resize(n_regs * size_t(R));
+    regs.i.resize(n_regs * size_t(R));
+    for (int64_t m = 0; m < rows; ++m) {
+      for (size_t j = 0; j < n_in; ++j) {
+        int64_t base = 0, rem = m;
+        for (size_t k = domain.size() - 1; k-- > 0;) {
+          base += (rem % domain[k]) * strides[j][k];
+          rem /= domain[k];
+        }
+        const int64_t s = strides[j].back();
+        dispatch_dtype(call.inputs[j].dtype, [&](auto tag) {
+          using T = decltype(tag);
+          const T* src = call.inputs[j].as<T>() + base;
+          if constexpr (is_float_v<T>) {
+            float* r = regs.fr(int32_t(j));
+            for (int64_t e = 0; e < R; ++e) r[e] = float(src[e * s]);
+          } else {
+            int64_t* r = regs.ir(int32_t(j));
+            for (int64_t e = 0; e < R; ++e) r[e] = int64_t(src[e * s]);
+          }
+        });
+      }
+      execute(regs, m, R);
     }
     return;
   }

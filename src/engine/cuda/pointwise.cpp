@@ -105,13 +105,14 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
       cudaGetLastError();
       return false;
     }
-    if (cudaLibraryGetKernel(&c.flat, c.library, "kiln_flat") != cudaSuccess ||
-        cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast") != cudaSuccess ||
-        cudaLibraryGetKernel(&c.vec, c.library, "kiln_vec") != cudaSuccess) {
+    if (cudaLibraryGetKernel(&c.flat, c.library, "kiln_flat") != cudaSuccess) {
       cudaGetLastError();
       cudaLibraryUnload(c.library);
       return false;
     }
+    // Row programs have no kiln_bcast, and no kiln_vec where no access can be widened.
+    if (cudaLibraryGetKernel(&c.bcast, c.library, "kiln_bcast") != cudaSuccess) cudaGetLastError(), c.bcast = nullptr;
+    if (cudaLibraryGetKernel(&c.vec, c.library, "kiln_vec") != cudaSuccess) cudaGetLastError(), c.vec = nullptr;
     return true;
   };
   Compiled c;
@@ -160,6 +161,74 @@ void launch_gathered(Context& ctx, const FusedPointwiseParams& prog, const std::
            "launch of a gathering pointwise kernel");
 }
 
+std::vector<char> row_inputs(const std::vector<TensorView>& inputs) {
+  std::vector<char> r;
+  for (const auto& v : inputs) r.push_back(v.dims.empty() || v.dims.back() == 1);
+  return r;
+}
+
+// A row program: the outputs' outer dims are the rows; inputs are read at per-row offsets from
+// their broadcast strides over those dims (collapsed where they allow).
+void launch_rows(Context& ctx, const FusedPointwiseParams& prog, const std::vector<TensorView>& inputs,
+                 const std::vector<TensorView>& outputs, const std::vector<DataType>& in_types) {
+  const int64_t R = prog.row_length;
+  std::vector<int64_t> domain = outputs[0].dims;
+  if (domain.empty()) throw NetworkError("row program: outputs of rank 0");
+  domain.back() = R;
+  const int64_t rows = product(domain) / R;
+  if (rows == 0) return;
+  const std::vector<char> in_row = row_inputs(inputs);
+  const Compiled& c = compile(ctx, generate_rows(prog, in_types, in_row));
+  KArgs a{};
+  a.n = rows;
+  std::vector<std::vector<int64_t>> st;
+  for (const auto& v : inputs) st.push_back(broadcast_strides(v.dims, domain));
+  std::vector<int64_t> dims;
+  std::vector<std::vector<int64_t>> cst(inputs.size());
+  for (size_t d = 0; d + 1 < domain.size(); ++d) {
+    if (domain[d] == 1) continue;
+    bool merge = !dims.empty();
+    for (size_t j = 0; j < inputs.size() && merge; ++j) merge = cst[j].back() == st[j][d] * domain[d];
+    if (merge) {
+      dims.back() *= domain[d];
+      for (size_t j = 0; j < inputs.size(); ++j) cst[j].back() = st[j][d];
+    } else {
+      dims.push_back(domain[d]);
+      for (size_t j = 0; j < inputs.size(); ++j) cst[j].push_back(st[j][d]);
+    }
+  }
+  if (dims.size() > size_t(kRank)) throw NetworkError("row program: more than 8 outer dims after collapsing");
+  a.rank = int(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) {
+    a.dims[d] = dims[d];
+    for (size_t j = 0; j < inputs.size(); ++j) a.st[j][d] = cst[j][d];
+  }
+  for (size_t j = 0; j < inputs.size(); ++j) {
+    a.in[j] = inputs[j].data;
+    if (!in_row[j] && st[j].back() != 1) throw NetworkError("row program: an input's rows are not contiguous");
+  }
+  for (size_t k = 0; k < outputs.size(); ++k) a.out[k] = outputs[k].data;
+  // kiln_vec: whole vectors in every row of every per-element input and output, aligned.
+  const int V = row_vector_width(prog, in_types, in_row);
+  bool vec = c.vec && V > 1 && R % V == 0;
+  auto aligned = [&](const void* p, DataType t) { return reinterpret_cast<uintptr_t>(p) % (V * element_size(t)) == 0; };
+  for (size_t j = 0; j < inputs.size() && vec; ++j) {
+    if (in_row[j]) continue;
+    vec = aligned(inputs[j].data, inputs[j].dtype);
+    for (size_t d = 0; d < dims.size() && vec; ++d) vec = a.st[j][d] % V == 0;
+  }
+  for (size_t k = 0; k < outputs.size() && vec; ++k)
+    if (outputs[k].dims.back() != 1 || R == 1) vec = aligned(outputs[k].data, outputs[k].dtype);
+  const RowShape rs = row_shape(R, vec ? V : 1);
+  const int threads = rs.threads == 32 ? 256 : rs.threads;
+  const int64_t blocks = ceil_div(rows, threads / rs.threads);
+  const unsigned grid = unsigned(std::min<int64_t>(blocks, int64_t(std::max(ctx.sm_count, 1)) * (2048 / threads) * 4));
+  void* params[] = {&a};
+  cu_check(cudaLaunchKernel(reinterpret_cast<const void*>(vec ? c.vec : c.flat), dim3(grid), dim3(threads), params, 0,
+                            ctx.stream),
+           "launch of a row program");
+}
+
 }  // namespace
 
 void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::vector<TensorView>& inputs,
@@ -167,6 +236,12 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
   if (outputs.empty()) return;
   if (inputs.size() > size_t(kMaxIn) || outputs.size() > size_t(kMaxOut))
     throw NetworkError("pointwise kernel: too many inputs/outputs for the CUDA backend");
+  if (prog.row_length) {
+    std::vector<DataType> in_types;
+    for (const auto& v : inputs) in_types.push_back(v.dtype);
+    launch_rows(ctx, prog, inputs, outputs, in_types);
+    return;
+  }
   const std::vector<int64_t>& out_dims = outputs[0].dims;
   const int64_t n = product(out_dims);
   if (n == 0) return;
@@ -272,6 +347,17 @@ std::map<std::string, std::string> compile_device_code(const Network& net, int a
     sources.emplace(device_code_key(arch, source), std::move(source));
   };
   for (const Layer* l : net.layers()) {
+    if (const auto* f = l->as<FusedPointwiseParams>(); f && f->row_length) {
+      std::vector<DataType> in_types;
+      std::vector<char> in_row;
+      for (const Tensor* t : l->inputs()) {
+        in_types.push_back(t->dtype());
+        in_row.push_back(detail::is_row_shaped(t->shape()));
+      }
+      std::string source = generate_rows(*f, in_types, in_row);
+      sources.emplace(device_code_key(arch, source), std::move(source));
+      continue;
+    }
     if (detail::is_pointwise(l)) {
       std::vector<DataType> in_types;
       std::vector<int64_t> in_numel;

@@ -5,10 +5,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <sstream>
 
 #include "engine/cuda/internal.h"
 #include "engine/index_expr.h"
+#include "engine/network_internal.h"
 
 namespace kiln::engine::cuda {
 namespace {
@@ -287,6 +289,53 @@ std::string activation_expr(const ActivationParams& p, const std::string& x) {
 }
 
 
+// The value of instruction `ins` (writing register `r`) over registers of dtypes `reg`, operand
+// register o named by `name(o)`: an expression, rounded to a 16-bit register's width.
+std::string instr_expr(const PointwiseInstr& ins, size_t r, const std::vector<DataType>& reg,
+                       const std::function<std::string(int32_t)>& name) {
+  auto opnd = [&](size_t k) {
+    int32_t o = ins.operands.at(k);
+    if (o < 0 || size_t(o) >= r) throw NetworkError("FusedPointwise: operand register out of range");
+    return name(o);
+  };
+  auto odt = [&](size_t k) { return reg.at(ins.operands.at(k)); };
+  std::string e;
+  switch (ins.kind) {
+    case PointwiseInstr::Kind::kBinary: {
+      // Operands are computed in their own type, then converted to the result (comparisons: bool).
+      DataType ct = odt(0);
+      std::string b = convert_expr(opnd(1), odt(1), ct);
+      e = convert_expr(binary_expr(ins.binary, opnd(0), b, ct),
+                       (ins.binary >= BinaryOp::kEqual && ins.binary <= BinaryOp::kXor) ? DataType::kBool : ct, ins.dtype);
+      break;
+    }
+    case PointwiseInstr::Kind::kUnary: {
+      DataType ct = odt(0);
+      bool pred = ins.unary == UnaryOp::kNot || ins.unary == UnaryOp::kIsNan || ins.unary == UnaryOp::kIsInf;
+      e = convert_expr(unary_expr(ins.unary, opnd(0), ct), pred ? DataType::kBool : ct, ins.dtype);
+      break;
+    }
+    case PointwiseInstr::Kind::kActivation:
+      e = activation_expr(ins.activation, convert_expr(opnd(0), odt(0), DataType::kFloat32));
+      e = convert_expr(e, DataType::kFloat32, ins.dtype);
+      break;
+    case PointwiseInstr::Kind::kCast: e = convert_expr(opnd(0), odt(0), ins.dtype); break;
+    case PointwiseInstr::Kind::kSelect:
+      e = "((" + opnd(0) + " != 0) ? " + convert_expr(opnd(1), odt(1), ins.dtype) + " : " +
+          convert_expr(opnd(2), odt(2), ins.dtype) + ")";
+      break;
+    case PointwiseInstr::Kind::kConstant:
+      e = is_float_reg(ins.dtype) ? flit(ins.constant) : ilit(ins.constant, ins.dtype);
+      break;
+    case PointwiseInstr::Kind::kRowReduce:
+      throw NetworkError("FusedPointwise: a row reduction outside a row program");
+  }
+  // A 16-bit float register holds a 16-bit value, as the unfused layers' tensors do.
+  if (ins.dtype == DataType::kFloat16) e = "rnd_f16(" + e + ")";
+  if (ins.dtype == DataType::kBFloat16) e = "rnd_bf16(" + e + ")";
+  return e;
+}
+
 // ---- gathered loads (GatherLoads, fold_movement) ------------------------------------------------
 // The same three entry points over a static output shape: `kiln_flat` and `kiln_bcast` (one
 // element per thread) and `kiln_vec` (8 neighbours along the innermost dim per thread). Each input
@@ -563,47 +612,9 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
 
   std::ostringstream body;
   for (size_t i = 0; i < prog.program.size(); ++i) {
-    const PointwiseInstr& ins = prog.program[i];
     const size_t r = nin + i;
-    auto opnd = [&](size_t k) {
-      int32_t o = ins.operands.at(k);
-      if (o < 0 || size_t(o) >= r) throw NetworkError("FusedPointwise: operand register out of range");
-      return "r" + std::to_string(o);
-    };
-    auto odt = [&](size_t k) { return reg.at(ins.operands.at(k)); };
-    std::string e;
-    switch (ins.kind) {
-      case PointwiseInstr::Kind::kBinary: {
-        // Operands are computed in their own type, then converted to the result (comparisons: bool).
-        DataType ct = odt(0);
-        std::string b = convert_expr(opnd(1), odt(1), ct);
-        e = convert_expr(binary_expr(ins.binary, opnd(0), b, ct),
-                         (ins.binary >= BinaryOp::kEqual && ins.binary <= BinaryOp::kXor) ? DataType::kBool : ct, ins.dtype);
-        break;
-      }
-      case PointwiseInstr::Kind::kUnary: {
-        DataType ct = odt(0);
-        bool pred = ins.unary == UnaryOp::kNot || ins.unary == UnaryOp::kIsNan || ins.unary == UnaryOp::kIsInf;
-        e = convert_expr(unary_expr(ins.unary, opnd(0), ct), pred ? DataType::kBool : ct, ins.dtype);
-        break;
-      }
-      case PointwiseInstr::Kind::kActivation:
-        e = activation_expr(ins.activation, convert_expr(opnd(0), odt(0), DataType::kFloat32));
-        e = convert_expr(e, DataType::kFloat32, ins.dtype);
-        break;
-      case PointwiseInstr::Kind::kCast: e = convert_expr(opnd(0), odt(0), ins.dtype); break;
-      case PointwiseInstr::Kind::kSelect:
-        e = "((" + opnd(0) + " != 0) ? " + convert_expr(opnd(1), odt(1), ins.dtype) + " : " +
-            convert_expr(opnd(2), odt(2), ins.dtype) + ")";
-        break;
-      case PointwiseInstr::Kind::kConstant:
-        e = is_float_reg(ins.dtype) ? flit(ins.constant) : ilit(ins.constant, ins.dtype);
-        break;
-    }
-    // A 16-bit float register holds a 16-bit value, as the unfused layers' tensors do.
-    if (ins.dtype == DataType::kFloat16) e = "rnd_f16(" + e + ")";
-    if (ins.dtype == DataType::kBFloat16) e = "rnd_bf16(" + e + ")";
-    body << "    const " << ctype(ins.dtype) << " r" << r << " = " << e << ";\n";
+    body << "    const " << ctype(prog.program[i].dtype) << " r" << r << " = "
+         << instr_expr(prog.program[i], r, reg, [](int32_t o) { return "r" + std::to_string(o); }) << ";\n";
   }
   std::ostringstream stores;
   for (size_t k = 0; k < prog.outputs.size(); ++k) {
@@ -674,6 +685,173 @@ std::string generate(const FusedPointwiseParams& prog, const std::vector<DataTyp
   for (size_t k = 0; k < prog.outputs.size(); ++k)
     src << "    kstore8((" << storage_type(reg.at(prog.outputs[k])) << "*)a.out[" << k << "] + i, ob" << k << ");\n";
   src << "  }\n}\n";
+  return src.str();
+}
+
+// ---- row programs (fuse_rows) -------------------------------------------------------------------
+// T threads share a row (a warp, 8 rows to a block of 256, or a block of up to 1024 for long rows);
+// thread t holds CH chunks of V neighbouring elements, chunk k at column (k*T + t)*V, so a warp's
+// accesses are contiguous. Per-element registers are arrays of the thread's N = CH*V elements,
+// per-row registers one value; a row reduction combines the thread's elements, then the row's
+// threads by shuffles (and shared memory across warps). Inputs are read once at the start and
+// outputs written once at the end.
+
+RowShape row_shape(int64_t row_length, int vec) {
+  int threads = 32;
+  while (threads < 1024 && int64_t(threads) * vec * 2 < row_length) threads *= 2;
+  const int64_t per_pass = int64_t(threads) * vec;
+  return {threads, vec, int((row_length + per_pass - 1) / per_pass)};
+}
+
+int row_vector_width(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
+                     const std::vector<char>& in_is_row) {
+  const std::vector<char> row = detail::row_registers(prog, in_is_row);
+  size_t widest = 1;
+  for (size_t j = 0; j < in_types.size(); ++j)
+    if (!in_is_row.at(j)) widest = std::max(widest, element_size(in_types[j]));
+  for (int32_t o : prog.outputs) {
+    const size_t r = size_t(o);
+    if (!row.at(r))
+      widest = std::max(widest, element_size(r < in_types.size() ? in_types[r] : prog.program.at(r - in_types.size()).dtype));
+  }
+  int v = int(std::min<size_t>(8, 16 / widest));
+  while (v > 1 && prog.row_length % v) v /= 2;
+  return v;
+}
+
+std::string generate_rows(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
+                          const std::vector<char>& in_is_row) {
+  const int64_t R = prog.row_length;
+  if (R <= 0 || prog.gather) throw NetworkError("row program: no row length, or gathered loads");
+  if (in_is_row.size() != in_types.size()) throw NetworkError("row program: one row flag per input");
+  const size_t nin = in_types.size();
+  std::vector<DataType> reg(in_types);
+  for (const auto& ins : prog.program) reg.push_back(ins.dtype);
+  const std::vector<char> row = detail::row_registers(prog, in_is_row);
+  for (int32_t o : prog.outputs)
+    if (o < 0 || size_t(o) >= reg.size()) throw NetworkError("row program: output register out of range");
+
+  std::ostringstream src;
+  src << kPrelude << R"(
+template <int B> struct KRaw;
+template <> struct KRaw<2> { typedef unsigned short type; };
+template <> struct KRaw<4> { typedef unsigned int type; };
+template <> struct KRaw<8> { typedef KVec8 type; };
+template <> struct KRaw<16> { typedef KVec16 type; };
+template <class S, int V> __device__ __forceinline__ void kloadv(S (&d)[V], const S* p) {
+  typedef typename KRaw<int(sizeof(S)) * V>::type W;
+  *reinterpret_cast<W*>(d) = *reinterpret_cast<const W*>(p);
+}
+template <class S, int V> __device__ __forceinline__ void kstorev(S* p, const S (&d)[V]) {
+  typedef typename KRaw<int(sizeof(S)) * V>::type W;
+  *reinterpret_cast<W*>(p) = *reinterpret_cast<const W*>(d);
+}
+)";
+  auto combine = [](ReduceOp op, const std::string& x, const std::string& y) {
+    return op == ReduceOp::kSum ? "(" + x + " + " + y + ")" : std::string(op == ReduceOp::kMax ? "kmax" : "kmin") + "(" + x + ", " + y + ")";
+  };
+  auto identity = [](ReduceOp op) {
+    return std::string(op == ReduceOp::kSum ? "0.f" : op == ReduceOp::kMax ? "(-__int_as_float(0x7f800000))" : "__int_as_float(0x7f800000)");
+  };
+  auto kernel = [&](const char* name, int V) {
+    const RowShape rs = row_shape(R, V);
+    const int T = rs.threads, block = T == 32 ? 256 : T;
+    src << "extern \"C\" __global__ void __launch_bounds__(" << block << ") " << name << "(const KArgs a) {\n"
+        << "  constexpr int T = " << T << ", V = " << V << ", CH = " << rs.chunks << ", N = CH * V;\n"
+        << "  constexpr long long R = " << R << "LL;\n"
+        << "  const int t = threadIdx.x % T;\n";
+    if (T > 32) src << "  __shared__ float red[32];\n";
+    if (T == 32)
+      src << "  const long long rpb = blockDim.x / 32;\n"
+          << "  for (long long m = (long long)blockIdx.x * rpb + threadIdx.x / 32; m < a.n; m += (long long)gridDim.x * rpb) {\n";
+    else
+      src << "  for (long long m = blockIdx.x; m < a.n; m += gridDim.x) {\n";
+    for (size_t j = 0; j < nin; ++j) src << "    long long o" << j << " = 0;\n";
+    src << "    {\n      unsigned long long rem = (unsigned long long)m;\n"
+        << "      for (int d = a.rank - 1; d >= 0; --d) {\n"
+        << "        const unsigned long long dd = (unsigned long long)a.dims[d], c = rem % dd; rem /= dd;\n";
+    for (size_t j = 0; j < nin; ++j) src << "        o" << j << " += (long long)c * a.st[" << j << "][d];\n";
+    src << "      }\n    }\n";
+    for (size_t j = 0; j < nin; ++j) {
+      const std::string J = std::to_string(j), CT = ctype(in_types[j]), ST = storage_type(in_types[j]);
+      const std::string ptr = "a.in[" + J + "]";
+      if (in_is_row[j]) {
+        src << "    const " << CT << " r" << J << " = " << load_expr(in_types[j], ptr, "o" + J) << ";\n";
+        continue;
+      }
+      src << "    " << CT << " r" << J << "[N];\n#pragma unroll\n    for (int k = 0; k < CH; ++k) {\n"
+          << "      const long long col = ((long long)k * T + t) * V;\n";
+      if (V == 1) {
+        src << "      r" << J << "[k] = col < R ? " << load_expr(in_types[j], ptr, "o" + J + " + col") << " : (" << CT << ")0;\n";
+      } else {
+        src << "      alignas(16) " << ST << " b[V];\n"
+            << "      if (col < R) kloadv<" << ST << ", V>(b, (const " << ST << "*)" << ptr << " + o" << J << " + col);\n"
+            << "      else for (int v = 0; v < V; ++v) b[v] = 0;\n"
+            << "#pragma unroll\n      for (int v = 0; v < V; ++v) r" << J << "[k * V + v] = " << from_storage(in_types[j], "b[v]") << ";\n";
+      }
+      src << "    }\n";
+    }
+    for (size_t i = 0; i < prog.program.size(); ++i) {
+      const PointwiseInstr& ins = prog.program[i];
+      const size_t r = nin + i;
+      const std::string Rn = "r" + std::to_string(r), CT = ctype(ins.dtype);
+      if (ins.kind == PointwiseInstr::Kind::kRowReduce) {
+        const int32_t o = ins.operands.at(0);
+        if (o < 0 || size_t(o) >= r) throw NetworkError("row program: operand register out of range");
+        const std::string x = "r" + std::to_string(o), acc = "acc" + std::to_string(r);
+        if (row[size_t(o)]) {  // a per-row value reduced over its row
+          src << "    const float " << acc << " = " << (ins.reduce == ReduceOp::kSum ? "(float)R * " + x : x) << ";\n";
+        } else {
+          src << "    float " << acc << " = " << identity(ins.reduce) << ";\n#pragma unroll\n"
+              << "    for (int e = 0; e < N; ++e)\n"
+              << "      if (((e / V) * T + t) * V + e % V < R) " << acc << " = " << combine(ins.reduce, acc, x + "[e]") << ";\n"
+              << "    for (int s = 16; s > 0; s >>= 1) " << acc << " = "
+              << combine(ins.reduce, acc, "__shfl_xor_sync(0xffffffffu, " + acc + ", s)") << ";\n";
+          if (T > 32)
+            src << "    __syncthreads();\n    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = " << acc << ";\n"
+                << "    __syncthreads();\n    " << acc << " = (threadIdx.x & 31) < T / 32 ? red[threadIdx.x & 31] : "
+                << identity(ins.reduce) << ";\n"
+                << "    for (int s = 16; s > 0; s >>= 1) " << acc << " = "
+                << combine(ins.reduce, acc, "__shfl_xor_sync(0xffffffffu, " + acc + ", s)") << ";\n";
+        }
+        std::string v = acc;
+        if (ins.dtype == DataType::kFloat16) v = "rnd_f16(" + v + ")";
+        if (ins.dtype == DataType::kBFloat16) v = "rnd_bf16(" + v + ")";
+        src << "    const float " << Rn << " = " << v << ";\n";
+      } else if (row[r]) {
+        src << "    const " << CT << " " << Rn << " = "
+            << instr_expr(ins, r, reg, [](int32_t o) { return "r" + std::to_string(o); }) << ";\n";
+      } else {
+        src << "    " << CT << " " << Rn << "[N];\n#pragma unroll\n    for (int e = 0; e < N; ++e) " << Rn << "[e] = "
+            << instr_expr(ins, r, reg, [&](int32_t o) { return "r" + std::to_string(o) + (row[size_t(o)] ? "" : "[e]"); })
+            << ";\n";
+      }
+    }
+    for (size_t k = 0; k < prog.outputs.size(); ++k) {
+      const size_t o = size_t(prog.outputs[k]);
+      const DataType dt = reg[o];
+      const std::string out = "a.out[" + std::to_string(k) + "]", x = "r" + std::to_string(o);
+      if (row[o]) {
+        src << "    if (t == 0) " << store_stmt(dt, out, "m", x) << "\n";
+        continue;
+      }
+      src << "#pragma unroll\n    for (int k = 0; k < CH; ++k) {\n"
+          << "      const long long col = ((long long)k * T + t) * V;\n      if (col >= R) continue;\n";
+      if (V == 1) {
+        src << "      " << store_stmt(dt, out, "m * R + col", x + "[k]") << "\n";
+      } else {
+        const std::string ST = storage_type(dt);
+        src << "      alignas(16) " << ST << " b[V];\n"
+            << "#pragma unroll\n      for (int v = 0; v < V; ++v) b[v] = " << to_storage(dt, x + "[k * V + v]") << ";\n"
+            << "      kstorev<" << ST << ", V>((" << ST << "*)" << out << " + m * R + col, b);\n";
+      }
+      src << "    }\n";
+    }
+    src << "  }\n}\n";
+  };
+  kernel("kiln_flat", 1);
+  const int vec = row_vector_width(prog, in_types, in_is_row);
+  if (vec > 1) kernel("kiln_vec", vec);
   return src.str();
 }
 

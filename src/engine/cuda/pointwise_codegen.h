@@ -32,6 +32,19 @@ struct KArgs {
 // input k at most `in_numel[k]` elements far.
 std::string generate(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
                      const std::vector<int64_t>& in_numel = {});
+// A row program's module (FusedPointwiseParams::row_length > 0; in_is_row: which inputs hold one
+// value per row): `kiln_flat` reads and writes element by element, `kiln_vec` (present when
+// row_vector_width > 1) V neighbours at a time; each runs one row per T threads (row_shape).
+struct RowShape {
+  int threads;  // T: threads per row, 32 to 1024
+  int vec;      // V: neighbouring elements per access
+  int chunks;   // CH: accesses per thread and input
+};
+RowShape row_shape(int64_t row_length, int vec);
+int row_vector_width(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
+                     const std::vector<char>& in_is_row);
+std::string generate_rows(const FusedPointwiseParams& prog, const std::vector<DataType>& in_types,
+                          const std::vector<char>& in_is_row);
 // out = act(out + bias + residual) as a program over inputs (out[, bias][, residual]).
 FusedPointwiseParams epilogue_program(DataType dt, bool bias, const std::optional<ActivationParams>& act, bool residual);
 
