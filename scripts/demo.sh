@@ -13,9 +13,14 @@ ex="$root/examples"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The first Python on PATH (or Debian's) that has numpy; KILN_PYTHON overrides.
+py=""
+for candidate in ${KILN_PYTHON:-} python3 /usr/bin/python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import numpy" 2>/dev/null; then py=$candidate; break; fi
+done
 compare() {  # compare GOT WANT
-  if /usr/bin/python3 -c "import numpy" 2>/dev/null; then
-    /usr/bin/python3 "$root/tests/cli/npy_close.py" "$1" "$2" 1e-4 | sed 's/^/agreement with PyTorch: /'
+  if [ -n "$py" ]; then
+    "$py" "$root/tests/cli/npy_close.py" "$1" "$2" 1e-4 | sed 's/^/agreement with PyTorch: /'
   else
     echo "agreement with PyTorch: (numpy not installed; skipped)"
   fi

@@ -325,11 +325,6 @@ void Network::set_layer_params(Layer* l, LayerParams params) {
   }
 }
 
-void Network::set_layer_input(Layer* l, size_t index, Tensor* t) {
-  if (index >= l->inputs_.size()) throw NetworkError("layer '" + l->name_ + "': no input " + std::to_string(index));
-  l->inputs_[index] = t;
-}
-
 Layer* Network::add_constant(const std::string& name, Weights w) {
   return add_layer(name, {}, ConstantParams{std::move(w)});
 }
@@ -399,12 +394,6 @@ std::vector<Tensor*> Network::tensors() const {
   std::vector<Tensor*> r(inputs_.begin(), inputs_.end());
   for (Layer* l : impl_->order) r.insert(r.end(), l->outputs().begin(), l->outputs().end());
   return r;
-}
-
-Tensor* Network::find_tensor(const std::string& name) const {
-  for (Tensor* t : tensors())
-    if (t->name() == name) return t;
-  return nullptr;
 }
 
 std::vector<std::string> Network::input_symbols() const {

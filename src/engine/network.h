@@ -366,7 +366,6 @@ class Network {
   const std::vector<std::pair<std::string, Tensor*>>& outputs() const { return outputs_; }
   std::vector<Layer*> layers() const;  // in insertion (topological) order
   std::vector<Tensor*> tensors() const;
-  Tensor* find_tensor(const std::string& name) const;
   // Every symbol the input shapes use, in first-seen order.
   std::vector<std::string> input_symbols() const;
 
@@ -380,10 +379,9 @@ class Network {
   std::vector<Layer*> consumers(const Tensor* t) const;
   // Additions for builder passes: re-sort after rewrites that append layers before their users;
   // replace a layer's parameters (re-checks and re-infers its outputs in place, so later layers
-  // should be re-inferred in order too); rewire one input.
+  // should be re-inferred in order too).
   void topological_sort();
   void set_layer_params(Layer* l, LayerParams params);
-  void set_layer_input(Layer* l, size_t index, Tensor* t);
   void replace_output(const std::string& name, Tensor* t);  // re-points a marked output
   // Tensor ids are below this bound (ids of removed tensors are not reused).
   int tensor_id_bound() const;

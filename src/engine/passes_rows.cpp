@@ -209,44 +209,29 @@ size_t fuse_rows(Network& net) {
     const int32_t n_in = int32_t(b.inputs.size());
     // Provisional register -k (k >= 1) is pending instruction k - 1: n_in + k - 1 once final.
     auto final_reg = [&](int32_t r) { return r >= 0 ? r : n_in - r - 1; };
-    auto instr = [&](PointwiseInstr::Kind kind, DataType dt, std::vector<int32_t> ops) {
+    // An instruction of `kind` over registers `ops`; `set` fills in its op.
+    auto emit = [&](PointwiseInstr::Kind kind, DataType dt, std::vector<int32_t> ops, auto&& set) {
       PointwiseInstr i{};
       i.kind = kind;
       i.dtype = dt;
+      set(i);
       for (int32_t& o : ops) o = final_reg(o);
       i.operands = std::move(ops);
       return b.emit(i);
     };
+    auto none = [](PointwiseInstr&) {};
+    auto instr = [&](PointwiseInstr::Kind kind, DataType dt, std::vector<int32_t> ops) { return emit(kind, dt, ops, none); };
     auto constant = [&](double v, DataType dt) {
-      PointwiseInstr i{};
-      i.kind = PointwiseInstr::Kind::kConstant;
-      i.dtype = dt;
-      i.constant = v;
-      return b.emit(i);
+      return emit(PointwiseInstr::Kind::kConstant, dt, {}, [v](PointwiseInstr& i) { i.constant = v; });
     };
     auto binary = [&](BinaryOp op, int32_t x, int32_t y, DataType dt) {
-      PointwiseInstr i{};
-      i.kind = PointwiseInstr::Kind::kBinary;
-      i.binary = op;
-      i.dtype = dt;
-      i.operands = {final_reg(x), final_reg(y)};
-      return b.emit(i);
+      return emit(PointwiseInstr::Kind::kBinary, dt, {x, y}, [op](PointwiseInstr& i) { i.binary = op; });
     };
     auto unary = [&](UnaryOp op, int32_t x, DataType dt) {
-      PointwiseInstr i{};
-      i.kind = PointwiseInstr::Kind::kUnary;
-      i.unary = op;
-      i.dtype = dt;
-      i.operands = {final_reg(x)};
-      return b.emit(i);
+      return emit(PointwiseInstr::Kind::kUnary, dt, {x}, [op](PointwiseInstr& i) { i.unary = op; });
     };
     auto row_reduce = [&](ReduceOp op, int32_t x, DataType dt) {
-      PointwiseInstr i{};
-      i.kind = PointwiseInstr::Kind::kRowReduce;
-      i.reduce = op;
-      i.dtype = dt;
-      i.operands = {final_reg(x)};
-      return b.emit(i);
+      return emit(PointwiseInstr::Kind::kRowReduce, dt, {x}, [op](PointwiseInstr& i) { i.reduce = op; });
     };
     const DataType f32 = DataType::kFloat32;
     auto as_f32 = [&](int32_t x, DataType from) {

@@ -261,7 +261,7 @@ std::optional<ir::Weight> fold_view(const ir::Node& n, const ir::Weight& w) {
 
 }  // namespace
 
-size_t fold_weight_constants(ir::ExportedProgram& program, size_t /*max_bytes: views copy nothing*/) {
+size_t fold_weight_constants(ir::ExportedProgram& program) {
   ir::Graph& g = program.graph;
   size_t changed = 0;
   for (ir::Node* n : g.nodes()) {

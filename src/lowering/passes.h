@@ -22,8 +22,8 @@ size_t inplace_to_functional(ir::ExportedProgram& program);
 
 // Layout ops whose input is a weight (`t`, `permute`, `transpose`, `view`, `reshape`,
 // `unsqueeze`, `squeeze`, ...) become new program weights that view the same storage (zero-copy:
-// kiln::ir::Weight carries strides). Copies (none today) would be limited to `max_bytes`.
-size_t fold_weight_constants(ir::ExportedProgram& program, size_t max_bytes = size_t{64} << 20);
+// kiln::ir::Weight carries strides).
+size_t fold_weight_constants(ir::ExportedProgram& program);
 
 // Symbolic-int nodes whose value is a constant (e.g. `sym_size` of a static dim, `_operator.mul`
 // of constants) are replaced by that int in their users.

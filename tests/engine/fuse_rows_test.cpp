@@ -74,6 +74,14 @@ size_t expect_same(const MakeNet& make, const std::vector<int64_t>& in_dims, siz
   EXPECT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size() && i < want.size(); ++i) expect_close(got[i], want[i], 2e-5f);
 
+  // In fp16 (16-bit registers rounded after every instruction, as the unfused layers' tensors are)
+  // against the unfused fp16 plan.
+  BuilderConfig half = no_opt(), half_fused = fused;
+  half.precision = half_fused.precision = Precision::kFP16;
+  const std::vector<HostTensor> want16 = run_plan(build(make(), half), inputs);
+  const std::vector<HostTensor> got16 = run_plan(build(make(), half_fused), inputs);
+  for (size_t i = 0; i < got16.size() && i < want16.size(); ++i) expect_close(got16[i], want16[i], 4e-3f);
+
   // Through the plan format: a loaded plan runs the same programs.
   const std::vector<uint8_t> bytes = plan.serialize();
   const std::vector<HostTensor> loaded = run_plan(Plan::deserialize(bytes.data(), bytes.size()), inputs);

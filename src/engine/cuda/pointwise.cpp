@@ -129,6 +129,34 @@ const Compiled& compile(const Context& ctx, const std::string& source) {
   return cache().emplace(key, c).first->second;
 }
 
+// The dims a kernel walks (the first `walked` of `dims`) and each input's broadcast strides over
+// them into `a`, collapsed: size-1 dims dropped, neighbours every input walks contiguously merged.
+void set_walk(KArgs& a, const std::vector<TensorView>& inputs, const std::vector<int64_t>& dims, size_t walked,
+              const char* what) {
+  std::vector<std::vector<int64_t>> st;
+  for (const auto& v : inputs) st.push_back(broadcast_strides(v.dims, dims));
+  std::vector<int64_t> kept;
+  std::vector<std::vector<int64_t>> cst(inputs.size());
+  for (size_t d = 0; d < walked; ++d) {
+    if (dims[d] == 1) continue;
+    bool merge = !kept.empty();
+    for (size_t j = 0; j < inputs.size() && merge; ++j) merge = cst[j].back() == st[j][d] * dims[d];
+    if (merge) {
+      kept.back() *= dims[d];
+      for (size_t j = 0; j < inputs.size(); ++j) cst[j].back() = st[j][d];
+    } else {
+      kept.push_back(dims[d]);
+      for (size_t j = 0; j < inputs.size(); ++j) cst[j].push_back(st[j][d]);
+    }
+  }
+  if (kept.size() > size_t(kRank)) throw NetworkError(std::string(what) + ": rank above 8 after collapsing");
+  a.rank = static_cast<int>(kept.size());
+  for (size_t d = 0; d < kept.size(); ++d) {
+    a.dims[d] = kept[d];
+    for (size_t j = 0; j < inputs.size(); ++j) a.st[j][d] = cst[j][d];
+  }
+}
+
 std::vector<int64_t> numels(const std::vector<TensorView>& views) {
   std::vector<int64_t> n;
   for (const auto& v : views) n.push_back(v.numel());
@@ -181,31 +209,11 @@ void launch_rows(Context& ctx, const FusedPointwiseParams& prog, const std::vect
   const Compiled& c = compile(ctx, generate_rows(prog, in_types, in_row));
   KArgs a{};
   a.n = rows;
-  std::vector<std::vector<int64_t>> st;
-  for (const auto& v : inputs) st.push_back(broadcast_strides(v.dims, domain));
-  std::vector<int64_t> dims;
-  std::vector<std::vector<int64_t>> cst(inputs.size());
-  for (size_t d = 0; d + 1 < domain.size(); ++d) {
-    if (domain[d] == 1) continue;
-    bool merge = !dims.empty();
-    for (size_t j = 0; j < inputs.size() && merge; ++j) merge = cst[j].back() == st[j][d] * domain[d];
-    if (merge) {
-      dims.back() *= domain[d];
-      for (size_t j = 0; j < inputs.size(); ++j) cst[j].back() = st[j][d];
-    } else {
-      dims.push_back(domain[d]);
-      for (size_t j = 0; j < inputs.size(); ++j) cst[j].push_back(st[j][d]);
-    }
-  }
-  if (dims.size() > size_t(kRank)) throw NetworkError("row program: more than 8 outer dims after collapsing");
-  a.rank = int(dims.size());
-  for (size_t d = 0; d < dims.size(); ++d) {
-    a.dims[d] = dims[d];
-    for (size_t j = 0; j < inputs.size(); ++j) a.st[j][d] = cst[j][d];
-  }
+  set_walk(a, inputs, domain, domain.size() - 1, "row program");  // the rows: every dim but the last
   for (size_t j = 0; j < inputs.size(); ++j) {
     a.in[j] = inputs[j].data;
-    if (!in_row[j] && st[j].back() != 1) throw NetworkError("row program: an input's rows are not contiguous");
+    if (!in_row[j] && broadcast_strides(inputs[j].dims, domain).back() != 1)
+      throw NetworkError("row program: an input's rows are not contiguous");
   }
   for (size_t k = 0; k < outputs.size(); ++k) a.out[k] = outputs[k].data;
   // kiln_vec: whole vectors in every row of every per-element input and output, aligned.
@@ -215,7 +223,7 @@ void launch_rows(Context& ctx, const FusedPointwiseParams& prog, const std::vect
   for (size_t j = 0; j < inputs.size() && vec; ++j) {
     if (in_row[j]) continue;
     vec = aligned(inputs[j].data, inputs[j].dtype);
-    for (size_t d = 0; d < dims.size() && vec; ++d) vec = a.st[j][d] % V == 0;
+    for (int d = 0; d < a.rank && vec; ++d) vec = a.st[j][d] % V == 0;
   }
   for (size_t k = 0; k < outputs.size() && vec; ++k)
     if (outputs[k].dims.back() != 1 || R == 1) vec = aligned(outputs[k].data, outputs[k].dtype);
@@ -263,29 +271,7 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
   }
   for (size_t k = 0; k < outputs.size(); ++k) a.out[k] = outputs[k].data;
   if (!flat) {
-    // Collapse: drop size-1 dims, merge neighbours that every input walks contiguously.
-    std::vector<std::vector<int64_t>> st;
-    for (const auto& v : inputs) st.push_back(broadcast_strides(v.dims, out_dims));
-    std::vector<int64_t> dims;
-    std::vector<std::vector<int64_t>> cst(inputs.size());
-    for (size_t d = 0; d < out_dims.size(); ++d) {
-      if (out_dims[d] == 1) continue;
-      bool merge = !dims.empty();
-      for (size_t j = 0; j < inputs.size() && merge; ++j) merge = cst[j].back() == st[j][d] * out_dims[d];
-      if (merge) {
-        dims.back() *= out_dims[d];
-        for (size_t j = 0; j < inputs.size(); ++j) cst[j].back() = st[j][d];
-      } else {
-        dims.push_back(out_dims[d]);
-        for (size_t j = 0; j < inputs.size(); ++j) cst[j].push_back(st[j][d]);
-      }
-    }
-    if (dims.size() > size_t(kRank)) throw NetworkError("pointwise kernel: rank above 8 after collapsing");
-    a.rank = static_cast<int>(dims.size());
-    for (size_t d = 0; d < dims.size(); ++d) {
-      a.dims[d] = dims[d];
-      for (size_t j = 0; j < inputs.size(); ++j) a.st[j][d] = cst[j][d];
-    }
+    set_walk(a, inputs, out_dims, out_dims.size(), "pointwise kernel");
   }
   if (flat) {  // as one contiguous dim, for kiln_vec
     a.rank = 1;
