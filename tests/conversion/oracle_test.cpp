@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "conversion/convert.h"
 #include "harness.h"
@@ -138,6 +139,14 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.argsort.default", {{F, {5, 3, 2}}}, sort_args(0, true)});
   cs.push_back({"aten.argsort.stable", {{I64, {3, 17}}}, self_only, {{"stable", true}, {"dim", 1}, {"descending", false}}, -3, 3});
   cs.push_back({"aten.argsort.stable", {{I32, {6, 5}}}, self_only, {{"stable", true}, {"dim", 0}, {"descending", true}}, -2, 2});
+
+  // repeat_interleave by an int: along a dim (negative too), and over the flattened input.
+  auto interleave = [](int64_t r, std::optional<int64_t> dim) {
+    return [=](const Nodes& n) { return std::vector<Arg>{n[0], r, dim ? Arg(*dim) : Arg()}; };
+  };
+  cs.push_back({"aten.repeat_interleave.self_int", {{F, {3, 4}}}, interleave(2, 1)});
+  cs.push_back({"aten.repeat_interleave.self_int", {{F, {2, 3, 5}}}, interleave(3, -3)});
+  cs.push_back({"aten.repeat_interleave.self_int", {{I64, {2, 3}}}, interleave(2, std::nullopt), {}, -5, 5});
 
   // diff: floats, integers (transformers' position-id diffs), bools (xor), n > 1, prepend/append.
   auto diff = [](int64_t n_, int64_t dim) {

@@ -55,6 +55,28 @@ void register_composite() {
     y = sh::expand(ctx, target, kAten, name + "/expand", y, expanded);
     return sh::reshape(ctx, target, kAten, name, y, merged);
   });
+  add({"aten.repeat_interleave.self_int"}, KILN_CONVERTER {
+    // Each element `repeats` times in a row along `dim` (the flattened input without one):
+    // [.., n, ..] viewed as [.., n, 1, ..], expanded to [.., n, r, ..], merged to [.., n*r, ..].
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const DimExpr r = a["repeats"].to_dim();
+    int64_t dim = 0;
+    if (a.none("dim")) x = sh::flatten(ctx, target, kAten, name + "/flat", x, 0, int64_t(x->rank()) - 1);
+    else dim = impl::normalize_axis(a.i("dim"), x->rank());
+    if (x->rank() == 0) x = sh::reshape(ctx, target, kAten, name + "/as_1d", x, {DimExpr(int64_t{1})});
+    std::vector<DimExpr> inter, expanded, merged;
+    for (size_t i = 0; i < x->rank(); ++i) {
+      const DimExpr& d = x->shape()[i];
+      inter.push_back(d);
+      expanded.push_back(d);
+      merged.push_back(int64_t(i) == dim ? d * r : d);
+      if (int64_t(i) == dim) inter.push_back(DimExpr(int64_t{1})), expanded.push_back(r);
+    }
+    Tensor* y = sh::reshape(ctx, target, kAten, name + "/unsqueeze", x, inter);
+    y = sh::expand(ctx, target, kAten, name + "/expand", y, expanded);
+    return sh::reshape(ctx, target, kAten, name, y, merged);
+  });
   add({"aten.flip.default"}, KILN_CONVERTER {
     Tensor* x = args.at(0).tensor();
     std::vector<bool> flip(x->rank(), false);
