@@ -568,6 +568,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "_unsafe_index.Tensor(Tensor self, Tensor?[] indices) -> Tensor"},
     {"aten.index_put.default",
      "index_put(Tensor self, Tensor?[] indices, Tensor values, bool accumulate=False) -> Tensor"},
+    {"aten._unsafe_index_put.default",
+     "_unsafe_index_put(Tensor self, Tensor?[] indices, Tensor values, bool accumulate=False) -> Tensor"},
     {"aten.index_put_.default",
      "index_put_(Tensor(a!) self, Tensor?[] indices, Tensor values, bool accumulate=False) -> Tensor(a!)"},
     {"aten.index_select.default",

@@ -140,6 +140,22 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.argsort.stable", {{I64, {3, 17}}}, self_only, {{"stable", true}, {"dim", 1}, {"descending", false}}, -3, 3});
   cs.push_back({"aten.argsort.stable", {{I32, {6, 5}}}, self_only, {{"stable", true}, {"dim", 0}, {"descending", true}}, -2, 2});
 
+  // index_put: several broadcast index tensors with a None, negative indices, accumulate (sums at
+  // repeated positions), and a 0-d value written without accumulate (repeats write the same value).
+  auto index_put = [](std::vector<int> slots, bool accumulate) {  // slot k: input k+1, or -1; values last
+    return [=](const Nodes& n) {
+      L l;
+      for (int s : slots) l.push_back(s < 0 ? Arg() : Arg(n.at(static_cast<size_t>(s) + 1)));
+      return std::vector<Arg>{n[0], l, n.back(), accumulate};
+    };
+  };
+  cs.push_back({"aten.index_put.default", {{F, {4, 5, 6}}, {I64, {3, 1}}, {I64, {1, 2}}, {F, {3, 2, 6}}},
+                index_put({0, 1}, true), {}, -3, 3, 1e-5, {{-3, 3}, {-4, 4}, {-5, 5}, {-3, 3}}});
+  cs.push_back({"aten.index_put.default", {{F, {2, 5, 6}}, {I64, {4}}, {F, {}}}, index_put({-1, 0}, false), {}, -3, 3,
+                1e-5, {{-3, 3}, {-5, 5}, {-3, 3}}});
+  cs.push_back({"aten.index_put.default", {{I64, {6, 3}}, {I64, {5}}, {I64, {5, 3}}}, index_put({0}, true), {}, -3, 3,
+                1e-5, {{-9, 9}, {-6, 6}, {-9, 9}}});
+
   // repeat_interleave by an int: along a dim (negative too), and over the flattened input.
   auto interleave = [](int64_t r, std::optional<int64_t> dim) {
     return [=](const Nodes& n) { return std::vector<Arg>{n[0], r, dim ? Arg(*dim) : Arg()}; };

@@ -181,12 +181,7 @@ void register_tensor() {
   // Advanced indexing with integer index tensors, one or several (broadcast together), with
   // Nones for whole dims: transformers' mask functions index attention_mask[batch_idx, kv_idx]
   // with [B,1,1,1] and [1,1,1,KV] index tensors. Boolean masks have data-dependent shapes: PyTorch.
-  add({"aten.index.Tensor", "aten._unsafe_index.Tensor"}, KILN_CONVERTER {
-    const Value::List& idx = args.at(1).list();
-    std::vector<Tensor*> indices;
-    for (const Value& v : idx) indices.push_back(v.is_none() ? nullptr : v.tensor());
-    return se::index(ctx, target, kAten, name, args.at(0).tensor(), indices);
-  }, {[](const ir::Node& n, const CompilationSettings&) {
+  const Reg integer_indices = {[](const ir::Node& n, const CompilationSettings&) {
         ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
         if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;
         if (l.list().size() > self.node()->meta.tensor.rank()) return false;
@@ -199,7 +194,43 @@ void register_tensor() {
           ++tensors;
         }
         return tensors >= 1;
-      }, "integer index tensors"});
+      }, "integer index tensors"};
+  static const auto index_list = [](const Value& list) {  // (static: converters capture nothing)
+    std::vector<Tensor*> indices;
+    for (const Value& v : list.list()) indices.push_back(v.is_none() ? nullptr : v.tensor());
+    return indices;
+  };
+  add({"aten.index.Tensor", "aten._unsafe_index.Tensor"}, KILN_CONVERTER {
+    return se::index(ctx, target, kAten, name, args.at(0).tensor(), index_list(args.at(1)));
+  }, integer_indices);
+  // self[indices] = values (or += with accumulate): the flat positions the same indexing selects
+  // from an iota shaped like self, then one scatter into the flattened self. Repeated positions
+  // take the sum with accumulate, else one of the values (PyTorch leaves which one unspecified).
+  add({"aten.index_put.default", "aten._unsafe_index_put.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    const std::vector<DimExpr> shape = self->shape();
+    DimExpr n(int64_t{1});
+    for (const DimExpr& d : shape) n = n * d;
+    Tensor* iota = impl::creation::arange(ctx, target, kAten, name + "/iota", int64_t{0}, n, int64_t{1},
+                                          DataType::kInt64);
+    iota = sh::reshape(ctx, target, kAten, name + "/positions", iota, shape);
+    Tensor* where = se::index(ctx, target, kAten, name + "/selected", iota, index_list(a["indices"]));
+    Tensor* values = a.tensor("values");
+    if (values->dtype() != self->dtype()) values = impl::cast::to_dtype(ctx, target, kAten, name + "/values", values, self->dtype());
+    values = sh::expand(ctx, target, kAten, name + "/values_expanded", values, where->shape());
+    const int64_t last = int64_t(where->rank()) - 1;
+    Tensor* flat_where = where->rank() == 1 ? where : sh::flatten(ctx, target, kAten, name + "/where_flat", where, 0, last);
+    Tensor* flat_values = values->rank() == 1 ? values : sh::flatten(ctx, target, kAten, name + "/values_flat", values, 0, last);
+    if (where->rank() == 0) {
+      flat_where = sh::reshape(ctx, target, kAten, name + "/where_1", where, {DimExpr(int64_t{1})});
+      flat_values = sh::reshape(ctx, target, kAten, name + "/values_1", values, {DimExpr(int64_t{1})});
+    }
+    Tensor* flat_self = sh::reshape(ctx, target, kAten, name + "/self_flat", self, {n});
+    Tensor* out = se::scatter(ctx, target, kAten, name + "/scatter", flat_self, 0, flat_where, Value(flat_values),
+                              a.b("accumulate") ? engine::ScatterReduce::kAdd : engine::ScatterReduce::kNone);
+    return sh::reshape(ctx, target, kAten, name, out, shape);
+  }, integer_indices);
   add({"aten.index_select.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return se::index_select(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"));
