@@ -156,6 +156,15 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.index_put.default", {{I64, {6, 3}}, {I64, {5}}, {I64, {5, 3}}}, index_put({0}, true), {}, -3, 3,
                 1e-5, {{-9, 9}, {-6, 6}, {-9, 9}}});
 
+  // masked_scatter: a full mask, one broadcast along a dim, integers; source longer than needed.
+  auto three = [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; };
+  cs.push_back({"aten.masked_scatter.default", {{F, {3, 4}}, {B, {3, 4}}, {F, {12}}}, three, {}, -3, 3, 1e-5,
+                {{-3, 3}, {0, 2}, {-3, 3}}});
+  cs.push_back({"aten.masked_scatter.default", {{F, {2, 3, 5}}, {B, {2, 3, 1}}, {F, {6, 6}}}, three, {}, -3, 3, 1e-5,
+                {{-3, 3}, {0, 2}, {-3, 3}}});
+  cs.push_back({"aten.masked_scatter.default", {{I64, {4, 2}}, {B, {4, 2}}, {I64, {3, 3}}}, three, {}, -3, 3, 1e-5,
+                {{-9, 9}, {0, 2}, {-9, 9}}});
+
   // repeat_interleave by an int: along a dim (negative too), and over the flattened input.
   auto interleave = [](int64_t r, std::optional<int64_t> dim) {
     return [=](const Nodes& n) { return std::vector<Arg>{n[0], r, dim ? Arg(*dim) : Arg()}; };

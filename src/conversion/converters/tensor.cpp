@@ -231,6 +231,32 @@ void register_tensor() {
                               a.b("accumulate") ? engine::ScatterReduce::kAdd : engine::ScatterReduce::kNone);
     return sh::reshape(ctx, target, kAten, name, out, shape);
   }, integer_indices);
+  // self with its masked positions taking source's elements in order (LLaVA-style models put
+  // image features among token embeddings so): position i reads source[count of trues before i],
+  // static shapes throughout. Too few source elements is an error at run time, as in PyTorch.
+  add({"aten.masked_scatter.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    const std::vector<DimExpr> shape = self->shape();
+    DimExpr n(int64_t{1});
+    for (const DimExpr& d : shape) n = n * d;
+    Tensor* mask = sh::expand(ctx, target, kAten, name + "/mask", a.tensor("mask"), shape);
+    Tensor* taken = impl::cast::to_dtype(ctx, target, kAten, name + "/taken",
+                                         sh::reshape(ctx, target, kAten, name + "/mask_flat", mask, {n}), DataType::kInt64);
+    Tensor* before = impl::reduce::cumsum(ctx, target, kAten, name + "/count", taken, 0);
+    Tensor* at = impl::elementwise::maximum(ctx, target, kAten, name + "/at",
+                                            impl::elementwise::sub(ctx, target, kAten, name + "/at0", before, int64_t{1}),
+                                            int64_t{0});
+    Tensor* source = a.tensor("source");
+    if (source->dtype() != self->dtype())
+      source = impl::cast::to_dtype(ctx, target, kAten, name + "/source", source, self->dtype());
+    DimExpr s(int64_t{1});
+    for (const DimExpr& d : source->shape()) s = s * d;
+    source = sh::reshape(ctx, target, kAten, name + "/source_flat", source, {s});
+    Tensor* picked = se::index_select(ctx, target, kAten, name + "/picked", source, 0, at);
+    picked = sh::reshape(ctx, target, kAten, name + "/picked_shaped", picked, shape);
+    return se::where(ctx, target, kAten, name, mask, picked, self);
+  });
   add({"aten.index_select.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return se::index_select(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"));
