@@ -11,7 +11,9 @@
 # (e.g. "--batches large", "--paths py", "--max-autotune"). It stops starting models when the call's
 # time (CALL_LIMIT, default 585 s, counted from this script's start) runs short, and says which to rerun.
 # Writes $OUT/suite_KofN.json (raw results; bench/merge_results.py makes one table of all parts) and
-# suite_KofN.err (progress); the part's table goes to stdout. Build first, in a call of its own:
+# suite_KofN.err (progress); the part's table goes to stdout. Stage `trace`: bench/kernel_trace.py with
+# TRACE_ARGS (default "--models llama --batch 8 --compare tc") into $OUT/trace.txt.
+# Build first, in a call of its own:
 #   STAGES=build bash scripts/gpu_session.sh;  then per call: STAGES=suite SUITE_PART=1/6 bash scripts/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +63,15 @@ if has bench; then
     --deadline $(( ${BENCH_TIMEOUT:-420} - 20 )) ${BENCH_ARGS:---models resnet50,bert-base,vit-b16,gpt2} > "$out/bench.md" 2> "$out/bench.err"
   grep -E "^\|" "$out/bench.md"; tail -3 "$out/bench.err"
 fi
+if has trace; then  # which kernels a model spends its time in, kiln beside torch.compile
+  stamp trace
+  PYTHONPATH=build-gpu/python timeout ${TRACE_TIMEOUT:-200} python3 bench/kernel_trace.py \
+    ${TRACE_ARGS:---models llama --batch 8 --compare tc} > "$out/trace.txt" 2>&1
+  grep -viE "warn" "$out/trace.txt" | tail -${TRACE_LINES:-80}
+fi
 if has suite; then
-  export KILN_COMMIT=${KILN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || true)}
+  # A snapshot without git history (git archive) names its commit in .commit.
+  export KILN_COMMIT=${KILN_COMMIT:-$(cat .commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || true)}
   SUITE_PART=${SUITE_PART:-1/6}
   for part in ${SUITE_PART//,/ }; do
     tag=${part//\//of}
