@@ -400,6 +400,14 @@ bool same_sizes(const ir::Node* a, const ir::Node* b) {
   return a->meta.is_tensor() && b->meta.is_tensor() && a->meta.tensor.str() == b->meta.tensor.str();
 }
 
+// The same sizes, whatever the dtypes.
+bool same_dims(const ir::Node* a, const ir::Node* b) {
+  if (!a->meta.is_tensor() || !b->meta.is_tensor() || a->meta.tensor.rank() != b->meta.tensor.rank()) return false;
+  for (size_t i = 0; i < a->meta.tensor.rank(); ++i)
+    if (a->meta.tensor.sizes[i].str() != b->meta.tensor.sizes[i].str()) return false;
+  return true;
+}
+
 // Normalized axis `a` of a rank-`r` tensor, or -1 when out of range.
 int64_t axis_of(const ir::Argument& a, int64_t r) {
   if (!a.is<int64_t>()) return -1;
@@ -431,7 +439,21 @@ ir::Node* untransposed(const ir::Node* kt) {
 }
 
 // The softmax over the last dim that `p` is (softmax.int, _softmax, _safe_softmax), its input.
-ir::Node* softmax_input(const ir::Node* p) {
+// A dtype conversion of a tensor node: aten.to.dtype (training IR) or aten._to_copy (core ATen)
+// with nothing but the dtype set.
+bool is_cast(const ir::Node* n) {
+  if (!n || n->args.empty() || !n->args[0].is_node() || !n->meta.is_tensor() || !n->args[0].node()->meta.is_tensor())
+    return false;
+  if (n->is_op("aten.to.dtype")) return true;
+  if (!n->is_op("aten._to_copy.default")) return false;
+  for (const auto& [key, value] : n->kwargs)
+    if (key != "dtype" && !value.is_none() && key != "layout" && key != "device") return false;
+  return true;
+}
+
+// The input of a softmax over the last dim whose input has dtype `in_dtype` (its own output's
+// dtype unless a softmax(dtype=...) upcasts), or null.
+ir::Node* softmax_input(const ir::Node* p, ir::ScalarType in_dtype) {
   if (!p || p->kind != ir::NodeKind::CallFunction || p->args.size() < 2 || !p->args[0].is_node() || !p->meta.is_tensor())
     return nullptr;
   const bool softmax = p->is_op("aten.softmax.int") || p->is_op("aten._softmax.default") || p->is_op("aten._safe_softmax.default");
@@ -439,9 +461,11 @@ ir::Node* softmax_input(const ir::Node* p) {
   if (p->is_op("aten._softmax.default") && p->args.size() > 2 && p->args[2].is<bool>() && p->args[2].as<bool>())
     return nullptr;  // half_to_float
   ir::Node* x = p->args[0].node();
-  if (!x->meta.is_tensor() || x->meta.tensor.dtype != p->meta.tensor.dtype) return nullptr;  // softmax(dtype=...)
-  return x;
+  if (!x->meta.is_tensor()) return nullptr;
+  if (x->meta.tensor.dtype == p->meta.tensor.dtype || x->meta.tensor.dtype == in_dtype) return x;
+  return nullptr;  // softmax(dtype=...) to anything else
 }
+ir::Node* softmax_input(const ir::Node* p) { return p && p->meta.is_tensor() ? softmax_input(p, p->meta.tensor.dtype) : nullptr; }
 
 // X when `n` is X, or X expanded to its own sizes (a no-op expand, as matmul's decomposition adds).
 ir::Node* through_noop_expand(ir::Node* n) {
@@ -566,8 +590,21 @@ std::optional<Rewrite> eager_attention(ir::Node* out) {
   if (p->is_op("aten.to.dtype") && single_use(p) && p->args.size() >= 2 && p->args[0].is_node() &&
       same_sizes(p, p->args[0].node()) && p->meta.tensor.dtype == p->args[0].node()->meta.tensor.dtype)
     p = p->args[0].node();
+  // Half-precision models' softmax in fp32: softmax(x.float()).to(x.dtype), or softmax(x,
+  // dtype=float32).to(x.dtype) (transformers' eager attention). sdpa's kernels keep their softmax
+  // in fp32 anyway and round the probabilities to the inputs' dtype before P·V, as the cast does.
+  const ir::ScalarType dt = p->meta.is_tensor() ? p->meta.tensor.dtype : ir::ScalarType::Float;
+  const bool half = dt == ir::ScalarType::Half || dt == ir::ScalarType::BFloat16;
+  bool upcast = false;
+  if (half && is_cast(p) && single_use(p) && same_dims(p, p->args[0].node()) &&
+      p->args[0].node()->meta.tensor.dtype == ir::ScalarType::Float) {
+    p = p->args[0].node();
+    upcast = true;
+  }
   p = through_noop_expand(p);
-  ir::Node* x = single_use(p) ? softmax_input(p) : nullptr;
+  ir::Node* x = single_use(p) ? softmax_input(p, upcast ? dt : p->meta.tensor.dtype) : nullptr;
+  if (x && upcast && is_cast(x) && single_use(x) && x->args[0].node()->meta.tensor.dtype == dt) x = x->args[0].node();
+  if (upcast && (!x || x->meta.tensor.dtype != dt)) return std::nullopt;
   if (x && !single_use(x)) return std::nullopt;
   const bool safe = !x;
   if (!x) x = single_use(p) ? safe_softmax_input(p) : nullptr;  // (x then also feeds its -inf test)

@@ -289,6 +289,47 @@ void expect_fused_sdpa(G& g, Node* y, Node* q, Node* k, Node* v) {
   EXPECT_EQ(y->args[2].node(), v);
 }
 
+// Half-precision eager attention with its softmax in fp32, both spellings: softmax(x.float())
+// .to(half) (T5) and softmax(x, dtype=float32).to(half) (Llama, Qwen2, Mistral); core ATen's
+// _to_copy too. Not when the probabilities stay fp32 into P·V.
+TEST(FuseEagerAttention, HalfModelsWithAnFp32Softmax) {
+  const auto H = ir::ScalarType::Half, F32 = ir::ScalarType::Float;
+  struct Case { bool dtype_arg, core_aten, stays_fp32; };
+  for (const Case& c : {Case{false, false, false}, Case{true, false, false}, Case{false, true, false},
+                        Case{false, false, true}}) {
+    SCOPED_TRACE(std::string(c.dtype_arg ? "softmax(dtype=)" : "softmax(x.float())") + (c.core_aten ? ", _to_copy" : ""));
+    G g;
+    Node* q = g.input("q", {2, 4, 8, 16});
+    Node* k = g.input("k", {2, 4, 8, 16});
+    Node* v = g.input("v", {2, 4, 8, 16});
+    Node* m = g.input("m", {1, 4, 8, 8});
+    for (Node* n : {q, k, v, m}) n->meta = tensor(n->meta.tensor.sizes, H);
+    Node* kt = g.call("kt", "aten.transpose.int", {k, int64_t(-1), int64_t(-2)}, tensor({2, 4, 16, 8}, H));
+    Node* s = g.call("qk", "aten.matmul.default", {q, kt}, tensor({2, 4, 8, 8}, H));
+    Node* x = g.call("masked", "aten.add.Tensor", {s, m}, tensor({2, 4, 8, 8}, H));
+    const std::string cast = c.core_aten ? "aten._to_copy.default" : "aten.to.dtype";
+    auto to = [&](const std::string& name, Node* in, ir::ScalarType t) {
+      Node* n = c.core_aten ? g.call(name, cast, {in}, tensor({2, 4, 8, 8}, t))
+                            : g.call(name, cast, {in, int64_t(static_cast<int>(t))}, tensor({2, 4, 8, 8}, t));
+      if (c.core_aten) n->kwargs.emplace_back("dtype", Argument(int64_t(static_cast<int>(t))));
+      return n;
+    };
+    Node* p32 = c.dtype_arg
+                    ? g.call("p", "aten.softmax.int", {x, int64_t(-1), int64_t(static_cast<int>(F32))}, tensor({2, 4, 8, 8}, F32))
+                    : g.call("p", "aten.softmax.int", {to("x32", x, F32), int64_t(-1)}, tensor({2, 4, 8, 8}, F32));
+    Node* p = c.stays_fp32 ? p32 : to("p16", p32, H);
+    Node* y = g.call("y", "aten.matmul.default", {p, v}, tensor({2, 4, 8, 16}, c.stays_fp32 ? F32 : H));
+    g.output({y});
+    if (c.stays_fp32) {
+      EXPECT_EQ(fuse_eager_attention(g.p), 0u);
+      continue;
+    }
+    expect_fused_sdpa(g, y, q, k, v);
+    ASSERT_EQ(y->args.size(), 4u);
+    EXPECT_EQ(y->args[3].node(), m);
+  }
+}
+
 // The same in core ATen's spelling: each matmul is view(bmm(view(expand(a)), view(expand(b))))
 // back to the batch dims, the softmax `_softmax(x, -1, False)`.
 TEST(FuseEagerAttention, DecomposedMatmulsToo) {
