@@ -5,6 +5,7 @@
 
 #include "conversion/convert.h"
 #include "conversion/impl/impl.h"
+#include "engine/half.h"
 
 namespace kiln::conversion {
 
@@ -42,43 +43,14 @@ template <class T>
 engine::Weights scalar_weights(engine::DataType dt, T v) {
   return engine::Weights::copy_of(dt, {}, &v);
 }
-uint16_t to_half_bits(float f) {  // round to nearest even
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  int32_t exp = static_cast<int32_t>((x >> 23) & 0xff) - 127 + 15;
-  uint32_t mant = x & 0x7fffffu;
-  if (((x >> 23) & 0xff) == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0));
-  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (exp <= 0) {
-    if (exp < -10) return static_cast<uint16_t>(sign);
-    mant |= 0x800000u;
-    uint32_t shift = static_cast<uint32_t>(14 - exp);
-    uint32_t h = mant >> shift;
-    uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) ++h;
-    return static_cast<uint16_t>(sign | h);
-  }
-  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
-  uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
-  return static_cast<uint16_t>(h);
-}
-uint16_t to_bf16_bits(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);
-  x += 0x7fffu + ((x >> 16) & 1);
-  return static_cast<uint16_t>(x >> 16);
-}
 }  // namespace
 
 engine::Weights scalar_as_weights(double v, engine::DataType dtype) {
   using engine::DataType;
   switch (dtype) {
     case DataType::kFloat32: return scalar_weights<float>(dtype, static_cast<float>(v));
-    case DataType::kFloat16: return scalar_weights<uint16_t>(dtype, to_half_bits(static_cast<float>(v)));
-    case DataType::kBFloat16: return scalar_weights<uint16_t>(dtype, to_bf16_bits(static_cast<float>(v)));
+    case DataType::kFloat16: return scalar_weights<uint16_t>(dtype, engine::float_to_f16_bits(static_cast<float>(v)));
+    case DataType::kBFloat16: return scalar_weights<uint16_t>(dtype, engine::float_to_bf16_bits(static_cast<float>(v)));
     case DataType::kInt64: return scalar_weights<int64_t>(dtype, static_cast<int64_t>(v));
     case DataType::kInt32: return scalar_weights<int32_t>(dtype, static_cast<int32_t>(v));
     case DataType::kInt8: return scalar_weights<int8_t>(dtype, static_cast<int8_t>(v));
