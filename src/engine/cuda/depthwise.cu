@@ -219,24 +219,6 @@ __global__ void __launch_bounds__(256) depthwise_nhwc_fixed(const T* __restrict_
   }
 }
 
-// Four neighbouring channels as fp32: 8-byte accesses for 16-bit types, 16-byte for fp32.
-template <class T>
-__device__ __forceinline__ void load4(const T* __restrict__ p, float (&v)[4]) {
-  alignas(16) T t[4];
-  if constexpr (sizeof(T) == 2) *reinterpret_cast<uint2*>(t) = *reinterpret_cast<const uint2*>(p);
-  else *reinterpret_cast<uint4*>(t) = *reinterpret_cast<const uint4*>(p);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) v[k] = to_float(t[k]);
-}
-template <class T>
-__device__ __forceinline__ void store4(T* __restrict__ p, const float (&v)[4]) {
-  alignas(16) T t[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) t[k] = from_float<T>(v[k]);
-  if constexpr (sizeof(T) == 2) *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(t);
-  else *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(t);
-}
-
 // A 2-d tile of outputs per thread: 4 channels of a TH x 4 block of output pixels (TH 4 or 2). Both kernels above
 // walk one output row per thread, so each input vector is loaded by K different threads (one per
 // filter row) and each tap's 8 weights feed only 4 outputs: latency-bound on loads and shared

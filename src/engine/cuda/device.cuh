@@ -156,6 +156,24 @@ __device__ __forceinline__ void store8(T* __restrict__ p, const float (&v)[8]) {
   for (int k = 0; k < int(sizeof(T)) / 2; ++k) reinterpret_cast<uint4*>(p)[k] = reinterpret_cast<const uint4*>(t)[k];
 }
 
+// Four neighbouring elements as fp32: 8-byte accesses for 16-bit types, 16-byte for fp32 (p aligned so).
+template <class T>
+__device__ __forceinline__ void load4(const T* __restrict__ p, float (&v)[4]) {
+  alignas(16) T t[4];
+  if constexpr (sizeof(T) == 2) *reinterpret_cast<uint2*>(t) = *reinterpret_cast<const uint2*>(p);
+  else *reinterpret_cast<uint4*>(t) = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = to_float(t[k]);
+}
+template <class T>
+__device__ __forceinline__ void store4(T* __restrict__ p, const float (&v)[4]) {
+  alignas(16) T t[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) t[k] = from_float<T>(v[k]);
+  if constexpr (sizeof(T) == 2) *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(t);
+  else *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(t);
+}
+
 // Integer min/max for device code (the engine's DimExpr min/max would otherwise be found first).
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
