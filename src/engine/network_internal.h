@@ -2,6 +2,7 @@
 // plan loader. Not part of the public interface.
 #pragma once
 
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <optional>
@@ -80,6 +81,18 @@ bool is_row_shaped(const Shape& s);
 std::vector<char> row_registers(const FusedPointwiseParams& p, const std::vector<char>& input_is_row);
 // The program of a pointwise layer: a FusedPointwise's own, or one instruction over the inputs.
 FusedPointwiseParams pointwise_program(const Layer& layer);
+// Dim by dim the same (symbolic dims by expression).
+bool same_shape(const Shape& a, const Shape& b);
+// What a fused program of `members` reads from outside them, each once, in first-use order:
+// `tensors` become its input registers; one-element constants of rank <= `max_scalar_rank` go to
+// `scalars` instead when `inline_scalars` (scalar_instruction makes each a kConstant).
+struct ProgramInputs {
+  std::vector<Tensor*> tensors;
+  std::vector<const Tensor*> scalars;
+};
+ProgramInputs program_inputs(const std::vector<Layer*>& members, bool inline_scalars,
+                             size_t max_scalar_rank = SIZE_MAX);
+PointwiseInstr scalar_instruction(const Tensor* scalar);
 // The permutations between NCHW and NHWC (channels-last layers).
 inline const std::vector<int64_t> kToNhwc{0, 2, 3, 1}, kToNchw{0, 3, 1, 2};
 // The permutation of a shuffle that is one permutation and nothing else (else null).

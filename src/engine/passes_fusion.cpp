@@ -15,14 +15,9 @@ using detail::is_pure_reshape;
 using detail::is_single_pointwise;
 using detail::sole_consumer;
 
-namespace {
+using detail::same_shape;
 
-bool same_shape(const Shape& a, const Shape& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!a[i].same_as(b[i])) return false;
-  return true;
-}
+namespace {
 
 bool is_one(const DimExpr& d) { return d.constant() && *d.constant() == 1; }
 
@@ -198,30 +193,15 @@ PointwiseInstr instr_for(const Layer* l) {
 // Scalar constants become kConstant instructions when `inline_scalars`.
 void build_program(const std::vector<Layer*>& members, const Tensor* sink, bool inline_scalars,
                    std::vector<Tensor*>& inputs, FusedPointwiseParams& fp) {
-  std::set<const Tensor*> internal;
-  for (Layer* m : members) internal.insert(m->output());
+  const detail::ProgramInputs ext = detail::program_inputs(members, inline_scalars);
   std::map<const Tensor*, int32_t> reg;
-  std::vector<const Tensor*> scalars;
-  for (Layer* m : members)
-    for (Tensor* t : m->inputs()) {
-      if (internal.count(t) || reg.count(t)) continue;
-      bool scalar = inline_scalars && t->producer() && t->producer()->as<ConstantParams>() &&
-                    t->producer()->as<ConstantParams>()->weights.numel() == 1;
-      if (scalar) {
-        if (std::find(scalars.begin(), scalars.end(), t) == scalars.end()) scalars.push_back(t);
-      } else {
-        reg[t] = static_cast<int32_t>(inputs.size());
-        inputs.push_back(t);
-      }
-    }
+  for (Tensor* t : ext.tensors) {
+    reg[t] = static_cast<int32_t>(inputs.size());
+    inputs.push_back(t);
+  }
   int32_t next = static_cast<int32_t>(inputs.size());
-  for (const Tensor* s : scalars) {
-    const Weights& w = s->producer()->as<ConstantParams>()->weights;
-    PointwiseInstr ins{};
-    ins.kind = PointwiseInstr::Kind::kConstant;
-    ins.dtype = w.dtype;
-    ins.constant = detail::element_as_double(w.data.get(), w.dtype, 0);
-    fp.program.push_back(ins);
+  for (const Tensor* s : ext.scalars) {
+    fp.program.push_back(detail::scalar_instruction(s));
     reg[s] = next++;
   }
   for (Layer* m : members) {
@@ -304,6 +284,37 @@ size_t fuse_pointwise(Network& net) {
 }  // namespace kiln::engine::passes
 
 namespace kiln::engine::detail {
+
+bool same_shape(const Shape& a, const Shape& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!a[i].same_as(b[i])) return false;
+  return true;
+}
+
+ProgramInputs program_inputs(const std::vector<Layer*>& members, bool inline_scalars, size_t max_scalar_rank) {
+  std::set<const Tensor*> internal, seen;
+  for (Layer* m : members)
+    for (Tensor* t : m->outputs()) internal.insert(t);
+  ProgramInputs r;
+  for (Layer* m : members)
+    for (Tensor* t : m->inputs()) {
+      if (internal.count(t) || !seen.insert(t).second) continue;
+      const auto* c = t->producer() ? t->producer()->as<ConstantParams>() : nullptr;
+      if (inline_scalars && c && c->weights.numel() == 1 && t->rank() <= max_scalar_rank) r.scalars.push_back(t);
+      else r.tensors.push_back(t);
+    }
+  return r;
+}
+
+PointwiseInstr scalar_instruction(const Tensor* scalar) {
+  const Weights& w = scalar->producer()->as<ConstantParams>()->weights;
+  PointwiseInstr ins{};
+  ins.kind = PointwiseInstr::Kind::kConstant;
+  ins.dtype = w.dtype;
+  ins.constant = element_as_double(w.data.get(), w.dtype, 0);
+  return ins;
+}
 
 FusedPointwiseParams pointwise_program(const Layer& layer) {
   if (auto* f = layer.as<FusedPointwiseParams>()) return *f;

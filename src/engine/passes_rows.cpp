@@ -42,17 +42,11 @@ namespace kiln::engine::passes {
 namespace {
 
 using detail::is_network_output;
+using detail::same_shape;
 
 // Rows longer than this stay with the unfused kernels: a row lives in the registers of one block.
 constexpr int64_t kMaxRowLength = 8192;
 constexpr size_t kMaxInputs = 16, kMaxOutputs = 8;  // the CUDA kernels' argument block
-
-bool same_shape(const Shape& a, const Shape& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!a[i].same_as(b[i])) return false;
-  return true;
-}
 
 Shape rows_of(const Shape& d) {
   Shape r = d;
@@ -190,21 +184,11 @@ size_t fuse_rows(Network& net) {
 
     // External inputs (scalar constants become instructions), then each member's instructions.
     Builder b;
-    std::set<const Tensor*> internal;
-    for (Layer* m : members)
-      for (Tensor* t : m->outputs()) internal.insert(t);
-    std::vector<const Tensor*> scalars;
-    for (Layer* m : members)
-      for (Tensor* t : m->inputs()) {
-        if (internal.count(t) || b.reg.count(t)) continue;
-        const auto* c = t->producer() ? t->producer()->as<ConstantParams>() : nullptr;
-        if (c && c->weights.numel() == 1 && t->rank() <= d.size()) {
-          if (std::find(scalars.begin(), scalars.end(), t) == scalars.end()) scalars.push_back(t);
-        } else {
-          b.reg[t] = int32_t(b.inputs.size());
-          b.inputs.push_back(t);
-        }
-      }
+    const detail::ProgramInputs ext = detail::program_inputs(members, true, d.size());
+    for (Tensor* t : ext.tensors) {
+      b.reg[t] = int32_t(b.inputs.size());
+      b.inputs.push_back(t);
+    }
     if (b.inputs.size() > kMaxInputs) continue;
     const int32_t n_in = int32_t(b.inputs.size());
     // Provisional register -k (k >= 1) is pending instruction k - 1: n_in + k - 1 once final.
@@ -240,10 +224,7 @@ size_t fuse_rows(Network& net) {
     auto mean_of = [&](int32_t x32) {
       return binary(BinaryOp::kMul, row_reduce(ReduceOp::kSum, x32, f32), constant(1.0 / double(R), f32), f32);
     };
-    for (const Tensor* s : scalars) {
-      const Weights& w = s->producer()->as<ConstantParams>()->weights;
-      b.reg[s] = constant(detail::element_as_double(w.data.get(), w.dtype, 0), w.dtype);
-    }
+    for (const Tensor* s : ext.scalars) b.reg[s] = b.emit(detail::scalar_instruction(s));
     for (Layer* m : members) {
       auto in = [&](size_t k) { return b.reg.at(m->inputs()[k]); };
       const DataType out_dt = m->output()->dtype(), in_dt = m->inputs()[0]->dtype();

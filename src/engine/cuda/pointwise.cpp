@@ -212,7 +212,7 @@ void launch_rows(Context& ctx, const FusedPointwiseParams& prog, const std::vect
   set_walk(a, inputs, domain, domain.size() - 1, "row program");  // the rows: every dim but the last
   for (size_t j = 0; j < inputs.size(); ++j) {
     a.in[j] = inputs[j].data;
-    if (!in_row[j] && broadcast_strides(inputs[j].dims, domain).back() != 1)
+    if (!in_row[j] && inputs[j].dims.back() != R)  // (broadcast along the row otherwise: a per-row input)
       throw NetworkError("row program: an input's rows are not contiguous");
   }
   for (size_t k = 0; k < outputs.size(); ++k) a.out[k] = outputs[k].data;
