@@ -37,6 +37,20 @@ struct Registers {
   std::vector<int64_t> i;
   float* fr(int32_t r) { return f.data() + r * block; }
   int64_t* ir(int32_t r) { return i.data() + r * block; }
+  // Input register j from n elements of `v`, `stride` apart from element `base`.
+  void load(int32_t j, const TensorView& v, int64_t base, int64_t stride, int64_t n) {
+    dispatch_dtype(v.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* src = v.as<T>() + base;
+      if constexpr (is_float_v<T>) {
+        float* r = fr(j);
+        for (int64_t e = 0; e < n; ++e) r[e] = float(src[e * stride]);
+      } else {
+        int64_t* r = ir(j);
+        for (int64_t e = 0; e < n; ++e) r[e] = int64_t(src[e * stride]);
+      }
+    });
+  }
 };
 
 // Sum, max or min of n values in double (max/min: NaN wins, as PyTorch's).
@@ -265,18 +279,7 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
           base += (rem % domain[k]) * strides[j][k];
           rem /= domain[k];
         }
-        const int64_t s = strides[j].back();
-        dispatch_dtype(call.inputs[j].dtype, [&](auto tag) {
-          using T = decltype(tag);
-          const T* src = call.inputs[j].as<T>() + base;
-          if constexpr (is_float_v<T>) {
-            float* r = regs.fr(int32_t(j));
-            for (int64_t e = 0; e < R; ++e) r[e] = float(src[e * s]);
-          } else {
-            int64_t* r = regs.ir(int32_t(j));
-            for (int64_t e = 0; e < R; ++e) r[e] = int64_t(src[e * s]);
-          }
-        });
+        regs.load(int32_t(j), call.inputs[j], base, strides[j].back(), R);
       }
       execute(regs, m, R);
     }
@@ -288,22 +291,7 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
     regs.i.resize(n_regs * kBlock);
     for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
       const int64_t n = std::min(kBlock, len - b0);
-      // Load inputs.
-      for (size_t j = 0; j < n_in; ++j) {
-        const TensorView& v = call.inputs[j];
-        const int64_t base = off[j] + b0 * st[j], s = st[j];
-        dispatch_dtype(v.dtype, [&](auto tag) {
-          using T = decltype(tag);
-          const T* src = v.as<T>() + base;
-          if constexpr (is_float_v<T>) {
-            float* r = regs.fr(int32_t(j));
-            for (int64_t e = 0; e < n; ++e) r[e] = float(src[e * s]);
-          } else {
-            int64_t* r = regs.ir(int32_t(j));
-            for (int64_t e = 0; e < n; ++e) r[e] = int64_t(src[e * s]);
-          }
-        });
-      }
+      for (size_t j = 0; j < n_in; ++j) regs.load(int32_t(j), call.inputs[j], off[j] + b0 * st[j], st[j], n);
       execute(regs, o0 + b0, n);
     }
   });
