@@ -87,21 +87,31 @@ __device__ __forceinline__ double load(const T* p, int64_t off) {
   else return double(p[off]);
 }
 
+// One block per output row, or (with `partial`) per chunk of a row: a reduction of the whole
+// tensor to one value (`isinf(x).any()`, a loss's mean) has a single row of millions of elements,
+// which one block would walk at a few percent of the bandwidth, so the grid's y dimension splits
+// each row into `chunk`-long pieces whose states reduce_finish combines.
 template <class T, class O>
-__global__ void reduce_rows(const T* __restrict__ in, O* __restrict__ out, int64_t n_out, int64_t R, Dims kd, Strides ks,
-                            Dims rd, Strides rs, int op, double correction) {
+__global__ void reduce_rows(const T* __restrict__ in, O* __restrict__ out, State* __restrict__ partial, int64_t n_out,
+                            int64_t R, int64_t chunk, Dims kd, Strides ks, Dims rd, Strides rs, int op,
+                            double correction) {
   __shared__ State sm[256];
+  const int64_t r_begin = int64_t(blockIdx.y) * chunk, r_end = imin(R, r_begin + chunk);
   for (int64_t o = blockIdx.x; o < n_out; o += gridDim.x) {
     const int64_t base = strided_offset(o, kd, ks);
     State st = init_state(op);
-    for (int64_t r = threadIdx.x; r < R; r += blockDim.x) accumulate(op, st, load(in, base + strided_offset(r, rd, rs)), r);
+    for (int64_t r = r_begin + threadIdx.x; r < r_end; r += blockDim.x)
+      accumulate(op, st, load(in, base + strided_offset(r, rd, rs)), r);
     sm[threadIdx.x] = st;
     __syncthreads();
     for (int w = blockDim.x / 2; w > 0; w >>= 1) {
       if (threadIdx.x < w) combine(op, sm[threadIdx.x], sm[threadIdx.x + w]);
       __syncthreads();
     }
-    if (threadIdx.x == 0) store(out, o, op, sm[0], R, correction);
+    if (threadIdx.x == 0) {
+      if (partial) partial[int64_t(blockIdx.y) * n_out + o] = sm[0];
+      else store(out, o, op, sm[0], R, correction);
+    }
     __syncthreads();
   }
 }
@@ -302,10 +312,20 @@ struct ReducePlan {
 ReducePlan plan_reduce(const Context& ctx, bool rows, int64_t n_out, int64_t R) {
   ReducePlan rp;
   rp.rows = rows;
-  if (rows || R < 64) return rp;
+  const int64_t target = 2 * int64_t(ctx.sm_count);
+  if (rows) {
+    // Rows split only when the outputs leave most SMs idle and each chunk still gives every
+    // thread of a 256-wide block 16 elements or more.
+    constexpr int64_t kMinChunk = 256 * 16;
+    if (n_out < target && R >= 2 * kMinChunk)
+      rp.splits = std::max<int64_t>(1, std::min(ceil_div(target, n_out), R / kMinChunk));
+    rp.chunk = ceil_div(R, rp.splits);
+    rp.splits = ceil_div(R, rp.chunk);
+    return rp;
+  }
+  if (R < 64) return rp;
   rp.tiled = true;
   const int64_t blocks = ceil_div(n_out, kTileOutputs);
-  const int64_t target = 2 * int64_t(ctx.sm_count);
   // Each chunk keeps at least 32 elements per thread row, so the partial states stay few.
   if (blocks < target) rp.splits = std::max<int64_t>(1, std::min(ceil_div(target, blocks), R / (kTileRows * 32)));
   rp.chunk = ceil_div(R, rp.splits);
@@ -421,11 +441,16 @@ void reduce_over(Context& ctx, LayerCall& call, ReduceOp reduce_op, const std::v
     with_out([&](auto o) {
       using O = decltype(o);
       if (rows) {
-        int threads = R >= 256 ? 256 : R >= 64 ? 64 : 32;
-        unsigned grid = static_cast<unsigned>(std::min<int64_t>(n_out, int64_t(ctx.sm_count) * 16));
-        reduce_rows<T, O><<<grid, threads, 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<O*>(y.data), n_out,
-                                                            R, make_dims(kd), make_strides(ks), make_dims(rd),
-                                                            make_strides(rs), op, correction);
+        const int threads = R >= 256 ? 256 : R >= 64 ? 64 : 32;
+        State* partial = rp.splits > 1 ? static_cast<State*>(call.workspace) : nullptr;
+        const dim3 grid{unsigned(std::min<int64_t>(n_out, int64_t(ctx.sm_count) * 16)), unsigned(rp.splits)};
+        reduce_rows<T, O><<<grid, threads, 0, ctx.stream>>>(static_cast<const T*>(x.data), static_cast<O*>(y.data),
+                                                            partial, n_out, R, rp.chunk, make_dims(kd),
+                                                            make_strides(ks), make_dims(rd), make_strides(rs), op,
+                                                            correction);
+        if (partial)
+          reduce_finish<O><<<grid_for(ctx, n_out, 128), 128, 0, ctx.stream>>>(partial, static_cast<O*>(y.data), n_out,
+                                                                             int(rp.splits), R, op, correction);
       } else if (rp.tiled) {
         State* partial = rp.splits > 1 ? static_cast<State*>(call.workspace) : nullptr;
         const dim3 grid{unsigned(ceil_div(n_out, kTileOutputs)), unsigned(rp.splits)};
