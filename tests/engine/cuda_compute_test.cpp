@@ -491,7 +491,9 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
   }
   // Whole-tensor and few-row reductions of long rows (a check like isinf(x).any(), a loss's mean):
   // the rows split over many blocks and reduce_finish combines their states, every op.
+  // Rows of whole 16-byte vectors take the vectorized kernel, the odd length the element-wise one.
   for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op)
+    for (int64_t length : {40000, 40001})
     for (const std::vector<int64_t>& axes : {std::vector<int64_t>{0, 1}, std::vector<int64_t>{1}}) {
       ReduceParams p;
       p.op = ReduceOp(op);
@@ -499,14 +501,15 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
       p.correction = 1;
       if ((p.op == ReduceOp::kArgMax || p.op == ReduceOp::kArgMin) && axes.size() != 1) continue;
       const bool logical = p.op == ReduceOp::kAny || p.op == ReduceOp::kAll;
-      Host x = random_host(DataType::kFloat32, {3, 40000}, 75, p.op == ReduceOp::kProd ? 0.9999 : -2,
+      Host x = random_host(DataType::kFloat32, {3, length}, 75, p.op == ReduceOp::kProd ? 0.9999 : -2,
                            p.op == ReduceOp::kProd ? 1.0001 : 2);
       if (logical) {  // one element decides: the last one of the tensor, found only if every chunk counts
-        x = Host(DataType::kBool, {3, 40000});
+        x = Host(DataType::kBool, {3, length});
         for (int64_t i = 0; i < x.numel(); ++i) x.set(i, p.op == ReduceOp::kAll);
         x.set(x.numel() - 1, p.op != ReduceOp::kAll);
       }
-      check("long row reduce op " + std::to_string(op) + " over " + std::to_string(axes.size()) + " axes",
+      check("long row reduce op " + std::to_string(op) + " length " + std::to_string(length) + " over " +
+                std::to_string(axes.size()) + " axes",
             [&](Network& n) { n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y"); }, {x}, 3);
     }
 }
