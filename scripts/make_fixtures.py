@@ -101,16 +101,31 @@ def vit_small():
 
 
 def realistic_batch_norms(model):
-    """Random-init batch norms are identities and activations fade to ~1e-7 through mobilenet's
-    blocks (below fp16's normal range); trained-like statistics keep them in a realistic range."""
+    """Random affine parameters on every batch norm; export_one then calibrates their statistics."""
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.05 + 0.01)
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return model
+
+
+def calibrate_batch_norms(model, make_inputs):
+    """Running statistics measured on random inputs: fresh ones (mean 0, var 1) make every batch
+    norm an identity, and made-up ones let activations fade or explode through a deep network
+    (below fp16's range, or to 1e18); measured ones keep them near unit scale, as trained ones do."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            batches = [make_inputs() for _ in range(4)]
+            model(*(torch.cat(parts) for parts in zip(*batches)))
+    model.eval()
 
 
 def mobilenet():
@@ -136,6 +151,132 @@ def t5_tiny():
     from transformers import T5Config, T5EncoderModel
     cfg = T5Config(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
     return _hidden_state(T5EncoderModel(cfg))
+
+
+# --- The corpus of real architectures in small configurations: torchvision's own classes and
+# transformers' from configs, a few hundred thousand parameters each so the repository stays light.
+
+def mobilenet_v3_small():
+    from torchvision.models import mobilenet_v3_small
+    return realistic_batch_norms(mobilenet_v3_small(width_mult=0.25, num_classes=10))
+
+
+def mobilenet_v3_large():
+    from torchvision.models import mobilenet_v3_large
+    return realistic_batch_norms(mobilenet_v3_large(width_mult=0.25, num_classes=10))
+
+
+def efficientnet_b0():
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+    setting, last = _efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.25)
+    return realistic_batch_norms(EfficientNet(setting, dropout=0.0, last_channel=last, num_classes=10))
+
+
+def efficientnet_v2():
+    from torchvision.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
+    setting = [FusedMBConvConfig(1, 3, 1, 8, 8, 1), FusedMBConvConfig(4, 3, 2, 8, 16, 1),
+               MBConvConfig(4, 3, 2, 16, 24, 1), MBConvConfig(6, 3, 1, 24, 32, 1)]
+    return realistic_batch_norms(EfficientNet(setting, dropout=0.0, last_channel=64, num_classes=10))
+
+
+def convnext():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    model = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 1), CNBlockConfig(64, None, 1)],
+                     num_classes=10)
+    for m in model.modules():  # layer scales of 1e-6 would make every block an identity
+        if hasattr(m, "layer_scale"):
+            nn.init.uniform_(m.layer_scale, 0.1, 0.5)
+    return model
+
+
+def swin(v2=False):
+    from torchvision.models import swin_transformer as st
+    extra = dict(block=st.SwinTransformerBlockV2, downsample_layer=st.PatchMergingV2) if v2 else {}
+    return st.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=[4, 4],
+                              num_classes=10, **extra)
+
+
+def shufflenet():
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+    return realistic_batch_norms(ShuffleNetV2([1, 1, 1], [8, 16, 32, 64, 128], num_classes=10))
+
+
+def densenet():
+    from torchvision.models.densenet import DenseNet
+    return realistic_batch_norms(DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2,
+                                          num_classes=10))
+
+
+def regnet():
+    from torchvision.models.regnet import BlockParams, RegNet
+    params = BlockParams.from_init_params(depth=4, w_0=16, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25)
+    return realistic_batch_norms(RegNet(params, stem_width=16, num_classes=10))
+
+
+def maxvit():
+    from torchvision.models.maxvit import MaxVit
+    return MaxVit(input_size=(64, 64), stem_channels=8, partition_size=4, block_channels=[16, 32],
+                  block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10)
+
+
+class LRASPPSegmentation(nn.Module):
+    """torchvision's LR-ASPP segmentation head on a narrow MobileNetV3 trunk, upsampled to the input."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import mobilenet_v3_large
+        from torchvision.models._utils import IntermediateLayerGetter
+        from torchvision.models.segmentation.lraspp import LRASPPHead
+        trunk = realistic_batch_norms(mobilenet_v3_large(width_mult=0.25)).features
+        self.body = IntermediateLayerGetter(trunk, return_layers={"4": "low", "16": "high"})
+        with torch.no_grad():
+            f = self.body(torch.zeros(1, 3, 64, 64))
+        self.head = LRASPPHead(f["low"].shape[1], f["high"].shape[1], num_classes=4, inter_channels=16)
+
+    def forward(self, x):
+        y = self.head(self.body(x))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class FPNBackbone(nn.Module):
+    """A detector's backbone: torchvision's BackboneWithFPN (feature pyramid with its max-pool
+    level) on a narrow MobileNetV2 trunk; every pyramid level is an output."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+        from torchvision.models._utils import IntermediateLayerGetter
+        from torchvision.models.detection.backbone_utils import BackboneWithFPN
+        trunk = realistic_batch_norms(mobilenet_v2(width_mult=0.25)).features
+        layers = {"3": "0", "6": "1", "13": "2"}
+        with torch.no_grad():
+            f = IntermediateLayerGetter(trunk, return_layers=layers)(torch.zeros(1, 3, 64, 64))
+        self.fpn = BackboneWithFPN(trunk, layers, [t.shape[1] for t in f.values()], out_channels=16)
+
+    def forward(self, x):
+        return tuple(self.fpn(x).values())
+
+
+def _transformer(config_name, model_name, wrap=None, model_kwargs=None, **cfg):
+    import transformers
+    config = getattr(transformers, config_name)(**cfg)
+    model = getattr(transformers, model_name)(config, **(model_kwargs or {}))
+    return (wrap or _hidden_state)(model)
+
+
+_TINY_DECODER = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+class _features(nn.Module):
+    """A transformers model taking a float tensor under `key` (pixel_values, input_features)."""
+
+    def __init__(self, model, key):
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x):
+        return self.model(**{self.key: x}).last_hidden_state
 
 
 class _hidden_state(nn.Module):
@@ -167,6 +308,60 @@ MODELS = {
     "gpt2_tiny": (gpt2_tiny, lambda: (tokens(2, 16),), None),
     "causal_sdpa": (CausalAttention, lambda: (torch.randn(2, 16, 64),), None),
     "t5_tiny": (t5_tiny, lambda: (tokens(2, 16),), None),
+    # torchvision
+    "mobilenet_v3_small": (mobilenet_v3_small, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "mobilenet_v3_large": (mobilenet_v3_large, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "efficientnet_b0": (efficientnet_b0, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "efficientnet_v2": (efficientnet_v2, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "convnext": (convnext, lambda: (torch.randn(2, 3, 64, 64),), None),
+    "swin": (swin, lambda: (torch.randn(2, 3, 32, 32),), None),
+    "swin_v2": (lambda: swin(v2=True), lambda: (torch.randn(2, 3, 32, 32),), None),
+    "shufflenet_v2": (shufflenet, lambda: (torch.randn(2, 3, 64, 64),), None),
+    "densenet": (densenet, lambda: (torch.randn(2, 3, 64, 64),), None),
+    "regnet": (regnet, lambda: (torch.randn(2, 3, 64, 64),), None),
+    "maxvit": (maxvit, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "lraspp_segmentation": (LRASPPSegmentation, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "fpn_backbone": (FPNBackbone, lambda: (torch.randn(1, 3, 64, 64),), None),
+    # transformers, random weights from small configs
+    "roberta_tiny": (lambda: _transformer("RobertaConfig", "RobertaModel", vocab_size=512, hidden_size=64,
+                                          num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                          max_position_embeddings=64, model_kwargs=dict(add_pooling_layer=False)),
+                     lambda: (tokens(2, 16),), None),
+    "distilbert_tiny": (lambda: _transformer("DistilBertConfig", "DistilBertModel", vocab_size=512, dim=64, n_layers=2,
+                                             n_heads=4, hidden_dim=128, max_position_embeddings=64),
+                        lambda: (tokens(2, 16),), None),
+    "albert_tiny": (lambda: _transformer("AlbertConfig", "AlbertModel", vocab_size=512, embedding_size=32,
+                                         hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=128, max_position_embeddings=64),
+                    lambda: (tokens(2, 16),), None),
+    "llama_tiny": (lambda: _transformer("LlamaConfig", "LlamaModel", **_TINY_DECODER), lambda: (tokens(2, 16),), None),
+    "mistral_tiny": (lambda: _transformer("MistralConfig", "MistralModel", sliding_window=8, **_TINY_DECODER),
+                     lambda: (tokens(2, 16),), None),
+    "qwen2_tiny": (lambda: _transformer("Qwen2Config", "Qwen2Model", **_TINY_DECODER), lambda: (tokens(2, 16),), None),
+    "gemma_tiny": (lambda: _transformer("GemmaConfig", "GemmaModel", head_dim=16, **_TINY_DECODER),
+                   lambda: (tokens(2, 16),), None),
+    "gpt_neox_tiny": (lambda: _transformer("GPTNeoXConfig", "GPTNeoXModel", vocab_size=512, hidden_size=64,
+                                           intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                           rotary_pct=0.5, max_position_embeddings=64),
+                      lambda: (tokens(2, 16),), None),
+    "bart_tiny": (lambda: _transformer("BartConfig", "BartModel", vocab_size=512, d_model=64, encoder_layers=2,
+                                       decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                                       encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64),
+                  lambda: (tokens(2, 16),), None),
+    "whisper_encoder_tiny": (lambda: _transformer("WhisperConfig", "WhisperEncoder",
+                                                  wrap=lambda m: _features(m, "input_features"), num_mel_bins=16,
+                                                  d_model=64, encoder_layers=2, encoder_attention_heads=4,
+                                                  encoder_ffn_dim=128, max_source_positions=16),
+                             lambda: (torch.randn(2, 16, 32),), None),
+    "clip_text_tiny": (lambda: _transformer("CLIPTextConfig", "CLIPTextModel", vocab_size=512, hidden_size=64,
+                                            intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                            max_position_embeddings=32),
+                       lambda: (tokens(2, 16),), None),
+    "clip_vision_tiny": (lambda: _transformer("CLIPVisionConfig", "CLIPVisionModel",
+                                              wrap=lambda m: _features(m, "pixel_values"), hidden_size=64,
+                                              intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                              image_size=32, patch_size=8),
+                         lambda: (torch.randn(2, 3, 32, 32),), None),
 }
 
 
@@ -174,6 +369,7 @@ def export_one(name, out_dir):
     factory, make_inputs, dynamic = MODELS[name]
     torch.manual_seed(0)
     model = factory().eval()
+    calibrate_batch_norms(model, make_inputs)
     inputs = make_inputs()
     with torch.no_grad():
         # Running once in train-free eval mode also settles batch-norm statistics to their init.
