@@ -238,6 +238,21 @@ __global__ void reduce_finish(const State* __restrict__ partial, O* __restrict__
   }
 }
 
+// reduce_finish for split rows: a block per output combines its partial states in parallel. A
+// whole-tensor reduction has one output and hundreds of partials, which reduce_finish's single
+// thread would walk one dependent load at a time (~55 us on an H200, 3x the reduction itself).
+template <class O>
+__global__ void reduce_finish_block(const State* __restrict__ partial, O* __restrict__ out, int64_t n_out, int splits,
+                                    int64_t R, int op, double correction) {
+  __shared__ State sm[256];
+  for (int64_t o = blockIdx.x; o < n_out; o += gridDim.x) {
+    State st = init_state(op);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) combine(op, st, partial[int64_t(s) * n_out + o]);
+    st = block_combine(op, st, sm);
+    if (threadIdx.x == 0) store(out, o, op, st, R, correction);
+  }
+}
+
 // The float sums, means, maxima and minima of [outer, R, inner] data over R with inner % 8 == 0
 // (global pooling of NHWC activations, means over H and W) — the squeeze-and-excite reductions of
 // mobile networks, which are pure bandwidth: each thread moves 8 channels with one 16-byte load
@@ -490,8 +505,8 @@ void reduce_over(Context& ctx, LayerCall& call, ReduceOp reduce_op, const std::v
                                                               make_strides(ks), make_dims(rd), make_strides(rs), op,
                                                               correction);
         if (partial)
-          reduce_finish<O><<<grid_for(ctx, n_out, 128), 128, 0, ctx.stream>>>(partial, static_cast<O*>(y.data), n_out,
-                                                                             int(rp.splits), R, op, correction);
+          reduce_finish_block<O><<<grid.x, 256, 0, ctx.stream>>>(partial, static_cast<O*>(y.data), n_out,
+                                                                 int(rp.splits), R, op, correction);
       } else if (rp.tiled) {
         State* partial = rp.splits > 1 ? static_cast<State*>(call.workspace) : nullptr;
         const dim3 grid{unsigned(ceil_div(n_out, kTileOutputs)), unsigned(rp.splits)};
