@@ -6,6 +6,7 @@
 #include <functional>
 #include <iostream>
 #include <optional>
+#include <map>
 #include <set>
 
 #include "ir/schema.h"
@@ -57,6 +58,90 @@ const std::set<std::string> kViewOps = {
     "aten.unfold.default", "getitem"};
 
 }  // namespace
+
+// ---- aliases ---------------------------------------------------------------------------------------
+
+namespace {
+
+// PyTorch's alias ops (NumPy spellings) and the op each one is; arguments keep their positions, and
+// the named ones whose names differ are renamed. One converter per op then serves both spellings.
+struct Alias {
+  const char* canonical;
+  std::vector<std::pair<std::string, std::string>> renamed_kwargs;
+};
+
+const std::map<std::string, Alias>& aliases() {
+  static const std::map<std::string, Alias> table = {
+      {"aten.swapaxes.default", {"aten.transpose.int", {{"axis0", "dim0"}, {"axis1", "dim1"}}}},
+      {"aten.swapdims.default", {"aten.transpose.int", {}}},
+      {"aten.moveaxis.int", {"aten.movedim.int", {}}},
+      {"aten.moveaxis.intlist", {"aten.movedim.intlist", {}}},
+      {"aten.absolute.default", {"aten.abs.default", {}}},
+      {"aten.arccos.default", {"aten.acos.default", {}}},
+      {"aten.arcsin.default", {"aten.asin.default", {}}},
+      {"aten.arctan.default", {"aten.atan.default", {}}},
+      {"aten.arccosh.default", {"aten.acosh.default", {}}},
+      {"aten.arcsinh.default", {"aten.asinh.default", {}}},
+      {"aten.arctanh.default", {"aten.atanh.default", {}}},
+      {"aten.arctan2.default", {"aten.atan2.default", {}}},
+      {"aten.clip.default", {"aten.clamp.default", {}}},
+      {"aten.clip.Tensor", {"aten.clamp.Tensor", {}}},
+      {"aten.fix.default", {"aten.trunc.default", {}}},
+      {"aten.negative.default", {"aten.neg.default", {}}},
+      {"aten.multiply.Tensor", {"aten.mul.Tensor", {}}},
+      {"aten.multiply.Scalar", {"aten.mul.Scalar", {}}},
+      {"aten.subtract.Tensor", {"aten.sub.Tensor", {}}},
+      {"aten.subtract.Scalar", {"aten.sub.Scalar", {}}},
+      {"aten.divide.Tensor", {"aten.div.Tensor", {}}},
+      {"aten.divide.Scalar", {"aten.div.Scalar", {}}},
+      {"aten.divide.Tensor_mode", {"aten.div.Tensor_mode", {}}},
+      {"aten.true_divide.Tensor", {"aten.div.Tensor", {}}},
+      {"aten.greater.Tensor", {"aten.gt.Tensor", {}}},
+      {"aten.greater.Scalar", {"aten.gt.Scalar", {}}},
+      {"aten.greater_equal.Tensor", {"aten.ge.Tensor", {}}},
+      {"aten.greater_equal.Scalar", {"aten.ge.Scalar", {}}},
+      {"aten.less.Tensor", {"aten.lt.Tensor", {}}},
+      {"aten.less.Scalar", {"aten.lt.Scalar", {}}},
+      {"aten.less_equal.Tensor", {"aten.le.Tensor", {}}},
+      {"aten.less_equal.Scalar", {"aten.le.Scalar", {}}},
+      {"aten.not_equal.Tensor", {"aten.ne.Tensor", {}}},
+      {"aten.not_equal.Scalar", {"aten.ne.Scalar", {}}},
+      {"aten.concat.default", {"aten.cat.default", {}}},
+      {"aten.concatenate.default", {"aten.cat.default", {}}},
+      {"aten.special_expit.default", {"aten.sigmoid.default", {}}},
+  };
+  return table;
+}
+
+}  // namespace
+
+size_t canonicalize_aliases(ir::ExportedProgram& program) {
+  ir::Graph& g = program.graph;
+  size_t changed = 0;
+  for (ir::Node* n : g.nodes()) {
+    if (n->kind != ir::NodeKind::CallFunction) continue;
+    // The in-place spelling ("aten.multiply_.Tensor") maps to the canonical in-place op.
+    std::string t = n->target;
+    const size_t dot = t.rfind('.');
+    const bool in_place = dot != std::string::npos && dot > 0 && t[dot - 1] == '_' && t.compare(0, 7, "aten.__") != 0;
+    if (in_place) t.erase(dot - 1, 1);
+    const auto it = aliases().find(t);
+    if (it == aliases().end()) continue;
+    std::string canonical = it->second.canonical;
+    if (in_place) canonical.insert(canonical.rfind('.'), "_");
+    if (!ir::find_schema(canonical)) continue;
+    n->target = canonical;
+    if (!it->second.renamed_kwargs.empty()) {
+      std::vector<std::pair<std::string, ir::Argument>> kwargs = n->kwargs;
+      for (auto& [key, value] : kwargs)
+        for (const auto& [from, to] : it->second.renamed_kwargs)
+          if (key == from) key = to;
+      g.set_kwargs(n, std::move(kwargs));
+    }
+    ++changed;
+  }
+  return changed;
+}
 
 // ---- no-ops ---------------------------------------------------------------------------------------
 
@@ -143,7 +228,10 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
     while (is_scatterable_view(chain.front())) chain.insert(chain.begin(), chain.front()->args[0].node());
     ir::Node* base = chain.front();
     // A mutation of a user input, a weight or another kind of view would be visible elsewhere.
-    if (base->kind != ir::NodeKind::CallFunction || kViewOps.count(base->target)) continue;
+    // contiguous() returns its input itself when that is contiguous already: a view too.
+    if (base->kind != ir::NodeKind::CallFunction || kViewOps.count(base->target) ||
+        base->target == "aten.contiguous.default")
+      continue;
 
     const std::vector<ir::Node*> order = g.nodes();
     const size_t at = index_in(order, n);
@@ -834,8 +922,11 @@ std::vector<PassReport> run_passes(ir::ExportedProgram& program) {
     out.push_back({name, fn(program)});
     program.graph.verify();
   };
-  run("remove_noops", remove_noops);
+  run("canonicalize_aliases", canonicalize_aliases);
+  // Before remove_noops: a clone that is then mutated in place (torchvision's Swin v2 zeroes a
+  // slice of a cloned bias) is what keeps the mutation off the weight it copies.
   run("inplace_to_functional", inplace_to_functional);
+  run("remove_noops", remove_noops);
   run("truncate_double", [](ir::ExportedProgram& p) { return truncate_double(p, &std::cerr); });
   run("unbroadcast_matmul_weights", unbroadcast_matmul_weights);
   run("fold_weight_constants", [](ir::ExportedProgram& p) { return fold_weight_constants(p); });

@@ -11,6 +11,9 @@
 
 namespace kiln::lowering {
 
+// NumPy-style alias ops (swapaxes, moveaxis, clip, multiply, greater, concat, arctan, ...) renamed
+// to the op each one is, arguments unchanged (named ones renamed where the names differ).
+size_t canonicalize_aliases(ir::ExportedProgram& program);
 // Removes ops that do nothing at inference: eval-mode dropout, clone / contiguous / alias /
 // detach / lift_fresh_copy, _to_copy to the same dtype, and the `_assert_*` checks.
 size_t remove_noops(ir::ExportedProgram& program);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End to end through the CLI, for every fixture in tests/data, both forms (export.pt2 and
-# core_aten.pt2): `kiln run` on the .pt2 with default settings, and compile -> .kiln -> run with
+# core_aten.pt2): the dry run's coverage (100%, one segment at min_block_size 1), `kiln run` on
+# the .pt2 with default settings, and compile -> .kiln -> run with
 # relu/gelu forced to PyTorch and min_block_size 1; every output within 1e-4 relative error of
 # PyTorch's. Usage: programs.sh KILN DATA_DIR
 set -u
@@ -32,6 +33,12 @@ for dir in "$data"/*/; do
   for form in export core_aten; do
     model="$dir/$form.pt2"
     [ -f "$model" ] || continue
+    # The corpus converts whole: every compute op has a converter, one segment at min_block_size 1.
+    cov=$("$kiln" compile "$model" -o "$work/dry.kiln" --min-block-size 1 --dryrun 2>&1 | grep "^coverage:")
+    case "$cov" in
+      *"(100.0%)"*"in 1 segment(s)"*) ;;
+      *) echo "FAIL $name/$form does not convert whole: ${cov:-no coverage line}"; fail=1 ;;
+    esac
     out="$work/$name.$form.default"
     if ! "$kiln" run "$model" "${inputs[@]}" --output-dir "$out" >/dev/null 2>"$work/err"; then
       echo "FAIL $name/$form run: $(tail -1 "$work/err")"; fail=1; continue

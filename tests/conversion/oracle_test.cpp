@@ -327,6 +327,32 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.lerp.Scalar", {{F, {4}}, {F, {4}}}, two({0.3})});
   cs.push_back({"aten.logsumexp.default", {{F, {3, 5}}}, one({Arg(L{1})})});
   cs.push_back({"aten.glu.default", {{F, {3, 6}}}, one({-1})});
+  // einsum: attention's two contractions (subscripts spaced and upper-case, as MaxViT writes
+  // them), an implicit output, a broadcast ellipsis, an outer product, a sum over a subscript
+  // only one operand has, a full contraction to a scalar, and three operands.
+  auto einsum = [](const char* equation, size_t operands) {
+    return [=](const Nodes& n) {
+      L l(n.begin(), n.begin() + static_cast<std::ptrdiff_t>(operands));
+      return std::vector<Arg>{Arg(equation), l};
+    };
+  };
+  cs.push_back({"aten.einsum.default", {{F, {2, 3, 4, 5}}, {F, {2, 3, 6, 5}}}, einsum("bhid,bhjd->bhij", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {2, 2, 3, 4, 6}}, {F, {2, 2, 3, 6, 5}}},
+                einsum("B G H I J, B G H J D -> B G H I D", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {3, 4}}, {F, {4, 5}}}, einsum("ij,jk", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {2, 3, 4}}, {F, {4, 5}}}, einsum("...ij,...jk->...ik", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {2, 1, 3, 4}}, {F, {5, 4, 2}}}, einsum("...ij,...jk->...ik", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {3}}, {F, {4}}}, einsum("i,j->ij", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {2, 3, 4}}}, einsum("bij->ji", 1)});
+  cs.push_back({"aten.einsum.default", {{F, {3, 4}}, {F, {5, 4}}}, einsum("ij,kj->", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {3, 4}}, {F, {3, 4, 2}}}, einsum("ij,ijk->ik", 2)});
+  cs.push_back({"aten.einsum.default", {{F, {2, 3, 4}}, {F, {4, 5}}, {F, {5, 6}}}, einsum("abc,cd,de->abe", 3)});
+  cs.push_back({"aten.einsum.default", {{F, {2, 4}}, {F, {3, 4, 5}}, {F, {2, 5}}}, einsum("bn,anm,bm->ba", 3)});
+  // movedim (and moveaxis, which lowering renames to it); zero (tensor.zero_() made functional).
+  cs.push_back({"aten.movedim.int", {{F, {2, 3, 4, 5}}}, one({1, -1})});
+  cs.push_back({"aten.movedim.intlist", {{F, {2, 3, 4, 5}}}, one({L{0, 1}, L{3, 0}})});
+  cs.push_back({"aten.zero.default", {{F, {3, 4}}}, one()});
+  cs.back().reference = "aten.zeros_like.default";
   // Issue 14: the attention-mask ops transformers' GPT-2 / Llama exports hold.
   mask_op_cases(cs);
   return cs;

@@ -64,6 +64,27 @@ struct G {
   }
 };
 
+TEST(CanonicalizeAliases, NumpySpellingsBecomeTheOpsTheyAre) {
+  G g;
+  Node* x = g.input("x", {2, 3, 4});
+  Node* s = g.call("swap", "aten.swapaxes.default", {x}, tensor({4, 3, 2}), {{"axis0", int64_t{0}}, {"axis1", int64_t{2}}});
+  Node* c = g.call("clip", "aten.clip.default", {s, -1.0, 1.0}, tensor({4, 3, 2}));
+  Node* m = g.call("mul_", "aten.multiply_.Tensor", {c, c}, tensor({4, 3, 2}));
+  Node* mv = g.call("move", "aten.moveaxis.int", {m, 0, -1}, tensor({3, 2, 4}));
+  Node* d = g.call("dunder", "aten.__iand__.Tensor", {mv, mv}, tensor({3, 2, 4}));  // not an alias
+  g.output({d});
+  EXPECT_EQ(canonicalize_aliases(g.p), 4u);
+  g.p.graph.verify();
+  EXPECT_EQ(s->target, "aten.transpose.int");
+  ASSERT_EQ(s->kwargs.size(), 2u);
+  EXPECT_EQ(s->kwargs[0].first, "dim0");  // swapaxes' axis0/axis1 are transpose's dim0/dim1
+  EXPECT_EQ(s->kwargs[1].first, "dim1");
+  EXPECT_EQ(c->target, "aten.clamp.default");
+  EXPECT_EQ(m->target, "aten.mul_.Tensor");  // in place stays in place, for inplace_to_functional
+  EXPECT_EQ(mv->target, "aten.movedim.int");
+  EXPECT_EQ(d->target, "aten.__iand__.Tensor");
+}
+
 TEST(RemoveNoops, DropsIdentitiesAndAsserts) {
   G g;
   Node* x = g.input("x", {2, 3});
@@ -93,6 +114,34 @@ TEST(InplaceToFunctional, FreshIntermediateBecomesFunctional) {
   EXPECT_EQ(a->target, "aten.add.Tensor");
   EXPECT_EQ(m->args[0].node(), a);  // later readers see the add's result
   EXPECT_EQ(h->target, "aten.hardswish_.default");
+}
+
+TEST(RunPasses, MutatedCloneOfAWeightBecomesAScatterNotAWeightMutation) {
+  // torchvision's Swin v2: qkv_bias.clone(); bias[n:2n].zero_(); linear(x, w, bias).
+  G g;
+  Node* x = g.input("x", {2, 6});
+  Node* w = g.weight("w", {6});
+  Node* c = g.call("clone", "aten.clone.default", {w}, tensor({6}));
+  Node* s = g.call("slice", "aten.slice.Tensor", {c, int64_t{0}, int64_t{2}, int64_t{4}}, tensor({2}));
+  g.call("zero_", "aten.zero_.default", {s}, tensor({2}));
+  Node* y = g.call("add", "aten.add.Tensor", {x, c}, tensor({2, 6}));
+  g.output({y});
+  run_passes(g.p);
+  for (const Node* n : g.p.graph.nodes()) EXPECT_NE(n->target, "aten.zero_.default") << "the weight's slice mutated";
+  ASSERT_TRUE(y->args[1].is_node());
+  EXPECT_EQ(y->args[1].node()->target, "aten.slice_scatter.default");
+}
+
+TEST(InplaceToFunctional, MutationThroughContiguousIsKept) {
+  // contiguous() of a contiguous tensor is that tensor: a mutation through it reaches the input.
+  G g;
+  Node* x = g.input("x", {4});
+  Node* r = g.call("relu", "aten.relu.default", {x}, tensor({4}));
+  Node* c = g.call("contiguous", "aten.contiguous.default", {r}, tensor({4}));
+  Node* a = g.call("add_", "aten.add_.Tensor", {c, 1.0}, tensor({4}));
+  g.output({a, r});
+  EXPECT_EQ(inplace_to_functional(g.p), 0u);
+  EXPECT_EQ(a->target, "aten.add_.Tensor");
 }
 
 TEST(InplaceToFunctional, MutationThroughAViewIsKept) {
@@ -503,9 +552,10 @@ TEST(RunPasses, ReportsEveryPass) {
   Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
   g.output({r});
   auto report = run_passes(g.p);
-  ASSERT_EQ(report.size(), 9u);
-  EXPECT_EQ(report[0].pass, "remove_noops");
-  EXPECT_EQ(report[0].changes, 1u);
+  ASSERT_EQ(report.size(), 10u);
+  EXPECT_EQ(report[0].pass, "canonicalize_aliases");
+  EXPECT_EQ(report[2].pass, "remove_noops");
+  EXPECT_EQ(report[2].changes, 1u);
 }
 
 }  // namespace

@@ -118,6 +118,7 @@ void register_builtin_converters() {
     converters::register_tensor();
     converters::register_functional();
     converters::register_composite();
+    converters::register_einsum();
   });
 }
 

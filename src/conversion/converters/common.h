@@ -75,5 +75,6 @@ void register_reduce();
 void register_tensor();
 void register_functional();
 void register_composite();
+void register_einsum();
 
 }  // namespace kiln::conversion::converters

@@ -106,6 +106,10 @@ void register_functional() {
     Tensor* self = a.tensor("self");
     return impl::creation::full(ctx, target, kAten, name, self->shape(), a.d("value"), self->dtype());
   });
+  add({"aten.zero.default"}, KILN_CONVERTER {  // what tensor.zero_() becomes once functional
+    Tensor* self = args.at(0).tensor();
+    return impl::creation::full(ctx, target, kAten, name, self->shape(), 0.0, self->dtype());
+  });
   add({"aten.fill.Tensor"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return broadcast_to(ctx, target, name, a.tensor("value"), a.tensor("self"));

@@ -84,6 +84,31 @@ void register_tensor() {
   add({"aten.transpose.int"}, KILN_CONVERTER {
     return sh::transpose(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_int(), args.at(2).to_int());
   });
+  add({"aten.movedim.int", "aten.movedim.intlist"}, KILN_CONVERTER {
+    // The moved dims land at their destinations; the others keep their order in the places left.
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const size_t rank = x->rank();
+    const std::vector<int64_t> source = a.ints("source"), destination = a.ints("destination");
+    if (source.size() != destination.size())
+      throw ConversionError("movedim: " + std::to_string(source.size()) + " source dims but " +
+                            std::to_string(destination.size()) + " destinations");
+    std::vector<int64_t> perm(rank, -1);
+    std::vector<bool> moved(rank, false);
+    for (size_t i = 0; i < source.size(); ++i) {
+      const int64_t s = impl::normalize_axis(source[i], rank, "source"), d = impl::normalize_axis(destination[i], rank, "destination");
+      if (moved[size_t(s)] || perm[size_t(d)] != -1) throw ConversionError("movedim: repeated dim in source or destination");
+      perm[size_t(d)] = s;
+      moved[size_t(s)] = true;
+    }
+    int64_t next = 0;
+    for (int64_t& p : perm) {
+      if (p != -1) continue;
+      while (moved[size_t(next)]) ++next;
+      p = next++;
+    }
+    return sh::permute(ctx, target, kAten, name, x, perm);
+  });
   add({"aten.t.default"}, KILN_CONVERTER {
     return sh::transpose(ctx, target, kAten, name, args.at(0).tensor(), 0, 1);
   });
