@@ -6,7 +6,10 @@ core_aten.pt2 (after run_decompositions(), ATEN verifier), input_<i>.npy and PyT
 output_<i>.npy (fp32, CPU, eval mode, seeded random weights). Models are kept small so the
 repository stays light; the big benchmark models are exported by bench/gpu_compare.py instead.
 
-    python3 scripts/make_fixtures.py [--out tests/data] [--only name,name]
+    python3 scripts/make_fixtures.py [--out tests/data] [--only name,name] [--reduced-precision-only]
+
+Each fixture also gets reduced_precision.json: PyTorch's own bf16 / fp16 accuracy on it (see
+reduced_precision_reference).
 """
 import argparse
 import os
@@ -101,12 +104,22 @@ def vit_small():
 
 
 def realistic_batch_norms(model):
-    """Random affine parameters on every batch norm; export_one then calibrates their statistics."""
+    """Random affine parameters on every batch norm, and the model marked for export_one to
+    calibrate their statistics (calibrate_batch_norms)."""
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.calibrate = True
+    return model
+
+
+def measured_batch_norms(model):
+    """Marks every batch norm for calibration (calibrate_batch_norms), affine parameters as initialised."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.calibrate = True
     return model
 
 
@@ -115,8 +128,9 @@ def calibrate_batch_norms(model, make_inputs):
     norm an identity, and made-up ones let activations fade or explode through a deep network
     (below fp16's range, or to 1e18); measured ones keep them near unit scale, as trained ones do."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in norms if getattr(m, "calibrate", False)]
     if not norms:
-        return
+        return  # models that keep their batch norms as initialised (convnet_small) stay so
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the calibration batches
@@ -215,8 +229,8 @@ def regnet():
 
 def maxvit():
     from torchvision.models.maxvit import MaxVit
-    return MaxVit(input_size=(64, 64), stem_channels=8, partition_size=4, block_channels=[16, 32],
-                  block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10)
+    return measured_batch_norms(MaxVit(input_size=(64, 64), stem_channels=8, partition_size=4, block_channels=[16, 32],
+                                       block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10))
 
 
 class LRASPPSegmentation(nn.Module):
@@ -264,19 +278,15 @@ def _transformer(config_name, model_name, wrap=None, model_kwargs=None, **cfg):
     return (wrap or _hidden_state)(model)
 
 
-# Narrow (the archives' JSON graphs, not the weights, are most of their bytes at this size) but
-# with grouped-query heads: 4 query heads of 8 over 2 key/value heads.
-_TINY_DECODER = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-_TINY_ENCODER = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=32)
+_TINY_DECODER = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
 
 
 def _whisper_encoder():
     """Whisper's audio encoder (two 1-d convolutions over mel frames, then a transformer)."""
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
-    cfg = WhisperConfig(num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
+    cfg = WhisperConfig(num_mel_bins=16, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
                         max_source_positions=16)
     return _features(WhisperEncoder(cfg), "input_features")
 
@@ -303,8 +313,8 @@ class _hidden_state(nn.Module):
         return self.model(input_ids=input_ids).last_hidden_state
 
 
-def tokens(batch, seq, vocab=512):
-    return torch.randint(0, vocab, (batch, seq), dtype=torch.int64)
+def tokens(batch, seq):
+    return torch.randint(0, 512, (batch, seq), dtype=torch.int64)
 
 
 # name -> (model factory, example inputs, dynamic shapes or None)
@@ -336,35 +346,88 @@ MODELS = {
     "lraspp_segmentation": (LRASPPSegmentation, lambda: (torch.randn(1, 3, 64, 64),), None),
     "fpn_backbone": (FPNBackbone, lambda: (torch.randn(1, 3, 64, 64),), None),
     # transformers, random weights from small configs
-    "roberta_tiny": (lambda: _transformer("RobertaConfig", "RobertaModel", model_kwargs=dict(add_pooling_layer=False),
-                                          **_TINY_ENCODER),
-                     lambda: (tokens(2, 16, 128),), None),
-    "distilbert_tiny": (lambda: _transformer("DistilBertConfig", "DistilBertModel", vocab_size=128, dim=32, n_layers=2,
-                                             n_heads=4, hidden_dim=64, max_position_embeddings=32),
-                        lambda: (tokens(2, 16, 128),), None),
-    "albert_tiny": (lambda: _transformer("AlbertConfig", "AlbertModel", embedding_size=16, **_TINY_ENCODER),
-                    lambda: (tokens(2, 16, 128),), None),
-    "llama_tiny": (lambda: _transformer("LlamaConfig", "LlamaModel", **_TINY_DECODER), lambda: (tokens(2, 16, 128),), None),
+    "roberta_tiny": (lambda: _transformer("RobertaConfig", "RobertaModel", vocab_size=512, hidden_size=64,
+                                          num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                          max_position_embeddings=64, model_kwargs=dict(add_pooling_layer=False)),
+                     lambda: (tokens(2, 16),), None),
+    "distilbert_tiny": (lambda: _transformer("DistilBertConfig", "DistilBertModel", vocab_size=512, dim=64, n_layers=2,
+                                             n_heads=4, hidden_dim=128, max_position_embeddings=64),
+                        lambda: (tokens(2, 16),), None),
+    "albert_tiny": (lambda: _transformer("AlbertConfig", "AlbertModel", vocab_size=512, embedding_size=32,
+                                         hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=128, max_position_embeddings=64),
+                    lambda: (tokens(2, 16),), None),
+    "llama_tiny": (lambda: _transformer("LlamaConfig", "LlamaModel", **_TINY_DECODER), lambda: (tokens(2, 16),), None),
     "mistral_tiny": (lambda: _transformer("MistralConfig", "MistralModel", sliding_window=8, **_TINY_DECODER),
-                     lambda: (tokens(2, 16, 128),), None),
-    "qwen2_tiny": (lambda: _transformer("Qwen2Config", "Qwen2Model", **_TINY_DECODER), lambda: (tokens(2, 16, 128),), None),
-    "gemma_tiny": (lambda: _transformer("GemmaConfig", "GemmaModel", head_dim=8, **_TINY_DECODER),
-                   lambda: (tokens(2, 16, 128),), None),
-    "gpt_neox_tiny": (lambda: _transformer("GPTNeoXConfig", "GPTNeoXModel", rotary_pct=0.5, **_TINY_ENCODER),
-                      lambda: (tokens(2, 16, 128),), None),
-    "bart_tiny": (lambda: _transformer("BartConfig", "BartModel", vocab_size=128, d_model=32, encoder_layers=1,
-                                       decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
-                                       encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32),
-                  lambda: (tokens(2, 16, 128),), None),
+                     lambda: (tokens(2, 16),), None),
+    "qwen2_tiny": (lambda: _transformer("Qwen2Config", "Qwen2Model", **_TINY_DECODER), lambda: (tokens(2, 16),), None),
+    "gemma_tiny": (lambda: _transformer("GemmaConfig", "GemmaModel", head_dim=16, **_TINY_DECODER),
+                   lambda: (tokens(2, 16),), None),
+    "gpt_neox_tiny": (lambda: _transformer("GPTNeoXConfig", "GPTNeoXModel", vocab_size=512, hidden_size=64,
+                                           intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                           rotary_pct=0.5, max_position_embeddings=64),
+                      lambda: (tokens(2, 16),), None),
+    "bart_tiny": (lambda: _transformer("BartConfig", "BartModel", vocab_size=512, d_model=64, encoder_layers=2,
+                                       decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                                       encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64),
+                  lambda: (tokens(2, 16),), None),
     "whisper_encoder_tiny": (lambda: _whisper_encoder(), lambda: (torch.randn(2, 16, 32),), None),
-    "clip_text_tiny": (lambda: _transformer("CLIPTextConfig", "CLIPTextModel", **_TINY_ENCODER),
-                       lambda: (tokens(2, 16, 128),), None),
+    "clip_text_tiny": (lambda: _transformer("CLIPTextConfig", "CLIPTextModel", vocab_size=512, hidden_size=64,
+                                            intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                            max_position_embeddings=32),
+                       lambda: (tokens(2, 16),), None),
     "clip_vision_tiny": (lambda: _transformer("CLIPVisionConfig", "CLIPVisionModel",
-                                              wrap=lambda m: _features(m, "pixel_values"), hidden_size=32,
-                                              intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                              wrap=lambda m: _features(m, "pixel_values"), hidden_size=64,
+                                              intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                               image_size=32, patch_size=8),
                          lambda: (torch.randn(2, 3, 32, 32),), None),
 }
+
+
+def reduced_precision_reference(model, inputs, expected, path):
+    """PyTorch's own accuracy in bf16 and fp16 on these weights and inputs, as the cosine of each
+    output to the fp32 one, into `path` (reduced_precision.json). tests/cli/npy_cosine.py holds kiln's
+    reduced-precision runs to it where the architecture itself loses more than the usual bound
+    allows (deep depthwise networks in bf16). Formats PyTorch cannot run on the CPU are left out."""
+    import copy
+    import json
+    want = expected if isinstance(expected, (tuple, list)) else (expected,)
+    table = {"torch": torch.__version__}
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        try:
+            low = copy.deepcopy(model).to(dtype)
+            with torch.no_grad():
+                got = low(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+        except (RuntimeError, TypeError, NotImplementedError):
+            continue
+        got = got if isinstance(got, (tuple, list)) else (got,)
+        cos = {}
+        for i, (w, g) in enumerate(zip(want, got)):
+            w, g = w.detach().double().flatten(), g.detach().double().flatten()
+            if w.is_floating_point() and w.norm() > 0 and g.norm() > 0 and torch.isfinite(g).all():
+                cos[f"output_{i}.npy"] = round(float(w @ g / (w.norm() * g.norm())), 6)
+        table[precision] = cos
+    with open(path, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def reduced_precision_only(name, out_dir):
+    """reduced_precision.json for a stored fixture, from its model factory and stored input
+    (works on PyTorch versions that cannot export, as long as they build the same model)."""
+    factory, make_inputs, _ = MODELS[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    calibrate_batch_norms(model, make_inputs)
+    d = os.path.join(out_dir, name)
+    inputs = [torch.from_numpy(np.load(os.path.join(d, f))) for f in sorted(os.listdir(d)) if f.startswith("input_")]
+    with torch.no_grad():
+        expected = model(*inputs)
+    stored = np.load(os.path.join(d, "output_0.npy"))
+    first = expected[0] if isinstance(expected, (tuple, list)) else expected
+    if np.abs(first.numpy() - stored).max() > 1e-4 * max(1.0, float(np.abs(stored).max())):
+        raise RuntimeError("this PyTorch builds a different model than the stored fixture's")
+    reduced_precision_reference(model, inputs, expected, os.path.join(d, "reduced_precision.json"))
 
 
 def export_one(name, out_dir):
@@ -400,6 +463,7 @@ def export_one(name, out_dir):
     outs = expected if isinstance(expected, (tuple, list)) else (expected,)
     for i, t in enumerate(outs):
         np.save(os.path.join(out_dir, name, f"output_{i}.npy"), t.detach().numpy())
+    reduced_precision_reference(model, inputs, expected, os.path.join(out_dir, name, "reduced_precision.json"))
     ops = sorted({str(n.target) for n in core.graph.nodes if n.op == "call_function"})
     size = sum(os.path.getsize(os.path.join(out_dir, name, f)) for f in os.listdir(os.path.join(out_dir, name)))
     print(f"{name}: {size / 1e6:.2f} MB, {len(ops)} core ops", file=sys.stderr)
@@ -409,12 +473,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/data")
     ap.add_argument("--only", default="")
+    ap.add_argument("--reduced-precision-only", action="store_true",
+                    help="only (re)write reduced_precision.json of fixtures already under --out")
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(MODELS)
     failed = []
     for name in names:
         try:
-            export_one(name, args.out)
+            if args.reduced_precision_only:
+                reduced_precision_only(name, args.out)
+            else:
+                export_one(name, args.out)
         except Exception as e:  # keep going: one model's export problem must not hide the others
             print(f"{name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
             failed.append(name)

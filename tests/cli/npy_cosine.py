@@ -9,7 +9,14 @@ PRECISION-typed output can reach MIN, so the bound becomes that representability
 the intermediate values lie in the same (subnormal) range, where one rounding step is a large part
 of a value, and the summation order of the machine's BLAS decides which way they round (1e-3 held
 on this machine, not on the GPU machine's CPU: 0.9908 against a limit of 0.9942). A wrong kernel
-lands far below. This is what catches mobilenet_v2 in fp16 (see precision.sh)."""
+lands far below. This is what catches mobilenet_v2 in fp16 (see precision.sh).
+
+The requirement is also lowered where PyTorch itself, run in PRECISION on the same weights and
+inputs, falls short of it: reduced_precision.json beside WANT (scripts/make_fixtures.py writes it)
+holds PyTorch's cosine per output, and kiln must then come within 5e-3 of it. Deep depthwise
+networks in bf16 are such cases (mobilenet_v2: PyTorch's own bf16 run reaches 0.958)."""
+import json
+import os
 import sys
 
 import numpy as np
@@ -48,9 +55,16 @@ if not np.all(np.isfinite(g)):
     print(f"{int((~np.isfinite(g)).sum())} non-finite elements")
     sys.exit(1)
 limit = cosine(round_to(w, precision), w)
+note = f" (reference itself rounded to {precision}: {limit:.6f})" if limit < 0.9999 else ""
 if limit < need:
     need = limit - 1e-2
+pytorch_table = os.path.join(os.path.dirname(os.path.abspath(sys.argv[2])), "reduced_precision.json")
+if os.path.exists(pytorch_table):
+    with open(pytorch_table) as f:
+        pytorch_cosine = json.load(f).get(precision, {}).get(os.path.basename(sys.argv[2]))
+    if pytorch_cosine is not None and pytorch_cosine < need:
+        need = pytorch_cosine - 5e-3
+        note += f" (PyTorch's own {precision} run: {pytorch_cosine:.6f})"
 c = cosine(g, w) if np.any(g) else 0.0
-note = f" (reference itself rounded to {precision}: {limit:.6f})" if limit < 0.9999 else ""
 print(f"cosine {c:.6f}, need >= {need:.6f}{note}")
 sys.exit(0 if c >= need else 1)

@@ -5,18 +5,13 @@
 #
 # Skipped: outputs whose reference is all zeros (cosine is undefined).
 #
-# One fixture cannot reach 0.999 in fp16, for a reason outside the engine: mobilenet_v2. Its random
-# torchvision init (kaiming fan_out on the depthwise convolutions, identity batch-norm statistics)
-# shrinks the activations block after block to ~1e-6, and the ten logits are ~1e-7, below fp16's
-# smallest normal number (6.1e-5) and only 1 to 4 steps of its smallest subnormal (6e-8). The
-# reference output rounded to fp16 by itself has cosine 0.99416 to the reference; kiln's fp16
-# output is exactly that rounding, element for element. PyTorch 1.13 has no fp16 convolution on the
-# CPU; emulating fp16 storage with fp32 arithmetic (weights and every layer's output rounded to
-# fp16) also gives 0.99416, and 0.99812 even with the last layer's output kept fp32. bf16 keeps
-# fp32's exponent range, so there it reaches 0.99994 (PyTorch's own bf16 CPU run: 0.99994).
-# npy_cosine.py lowers the bound to that representability limit (less 1e-2) only where the
-# reference rounded to the target format already falls short of 0.999, so this exception is
-# computed from the data, not listed by name.
+# Where a fixture cannot reach 0.999 for a reason outside the engine, npy_cosine.py lowers the bound
+# from the data, never by name: (1) to what the reference rounded to the format allows, less 1e-2
+# (an earlier mobilenet_v2 fixture, whose random init shrank the logits to ~1e-7, below fp16's
+# normal range: the reference rounded to fp16 had cosine 0.99416 to itself); (2) to what PyTorch's
+# own bf16 / fp16 run of the same weights reaches, less 5e-3 (reduced_precision.json beside the
+# outputs, written by scripts/make_fixtures.py): deep depthwise networks in bf16, mobilenet_v2 0.958,
+# mobilenet_v3_large 0.997, the FPN backbone 0.993-0.997 (kiln: 0.965, 0.998, 0.997-0.998).
 set -u
 kiln=$1
 data=$2

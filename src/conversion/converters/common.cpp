@@ -119,6 +119,7 @@ void register_builtin_converters() {
     converters::register_functional();
     converters::register_composite();
     converters::register_einsum();
+    converters::register_grid_sample();
   });
 }
 

@@ -76,5 +76,6 @@ void register_tensor();
 void register_functional();
 void register_composite();
 void register_einsum();
+void register_grid_sample();
 
 }  // namespace kiln::conversion::converters

@@ -1,0 +1,135 @@
+// F.grid_sample (aten.grid_sampler_2d, and aten.grid_sampler on 4-d inputs) as gathers: the grid's
+// normalized coordinates become pixel coordinates (padding modes applied to the coordinates, as
+// PyTorch does), and each of the 1 (nearest) or 4 (bilinear) neighbouring pixels is gathered
+// from the input flattened over H*W and weighted, a neighbour outside the image weighing 0.
+// Spatial transformers, optical-flow warps and deformable sampling run this way in one segment.
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace {
+namespace ew = impl::elementwise;
+namespace sh = impl::shuffle;
+
+enum class Interpolation : int64_t { kBilinear = 0, kNearest = 1, kBicubic = 2 };
+enum class Padding : int64_t { kZeros = 0, kBorder = 1, kReflection = 2 };
+
+struct Sampler {
+  ConversionContext& ctx;
+  const std::string& target;
+  const std::string& name;
+  bool align_corners;
+  Padding padding;
+
+  Tensor* f(Tensor* (*op)(ConversionContext&, const Target&, SourceIR, const std::string&, const Value&, const Value&),
+            const std::string& what, const Value& a, const Value& b) {
+    return op(ctx, target, kAten, name + "/" + what, a, b);
+  }
+  Tensor* unary(engine::UnaryOp op, const std::string& what, Tensor* x) {
+    return impl::unary::unary(ctx, target, kAten, name + "/" + what, op, x);
+  }
+  Tensor* clip(const std::string& what, Tensor* x, double hi) {
+    return impl::activation::clamp(ctx, target, kAten, name + "/" + what, x, 0.0, hi);
+  }
+
+  // Reflects x into [lo2/2, hi2/2] (bounds given doubled, as PyTorch's reflect_coordinates takes them).
+  Tensor* reflect(const std::string& axis, Tensor* x, int64_t lo2, int64_t hi2) {
+    if (lo2 == hi2) return f(ew::mul, axis + "_reflect_zero", x, 0.0);
+    const double lo = lo2 / 2.0, span = (hi2 - lo2) / 2.0;
+    Tensor* d = unary(engine::UnaryOp::kAbs, axis + "_reflect_abs", f(ew::sub, axis + "_reflect_shift", x, lo));
+    Tensor* extra = f(ew::fmod, axis + "_reflect_extra", d, span);
+    Tensor* flips = unary(engine::UnaryOp::kFloor, axis + "_reflect_flips", f(ew::div, axis + "_reflect_div", d, span));
+    Tensor* even = f(ew::eq, axis + "_reflect_even", f(ew::fmod, axis + "_reflect_parity", flips, 2.0), 0.0);
+    Tensor* up = f(ew::add, axis + "_reflect_up", extra, lo);
+    Tensor* down = f(ew::sub, axis + "_reflect_down", f(ew::sub, axis + "_reflect_span", extra, span), lo);
+    down = f(ew::mul, axis + "_reflect_neg", down, -1.0);  // span - extra + lo
+    return impl::select::where(ctx, target, kAten, name + "/" + axis + "_reflect", even, up, down);
+  }
+
+  // Normalized [-1, 1] grid coordinates to pixel coordinates along an axis of `size` pixels.
+  Tensor* source_coordinate(const std::string& axis, Tensor* g, int64_t size) {
+    Tensor* x = align_corners ? f(ew::mul, axis + "_scale", f(ew::add, axis + "_shift", g, 1.0), (size - 1) / 2.0)
+                              : f(ew::div, axis + "_scale",
+                                  f(ew::sub, axis + "_px", f(ew::mul, axis + "_size",
+                                                            f(ew::add, axis + "_shift", g, 1.0), double(size)), 1.0),
+                                  2.0);
+    if (padding == Padding::kBorder) return clip(axis + "_border", x, double(size - 1));
+    if (padding == Padding::kReflection) {
+      x = align_corners ? reflect(axis, x, 0, 2 * (size - 1)) : reflect(axis, x, -1, 2 * size - 1);
+      return clip(axis + "_reflect_clip", x, double(size - 1));
+    }
+    return x;
+  }
+
+  // input [N, C, H*W] at integer-valued coordinates (cx, cy) ([N, Ho, Wo]) times `weight`; 0 outside.
+  Tensor* tap(const std::string& tag, Tensor* flat, Tensor* cx, Tensor* cy, Tensor* weight, int64_t h, int64_t w) {
+    const std::vector<DimExpr> in = flat->shape(), out = cx->shape();  // [N, C, H*W], [N, Ho, Wo]
+    const DimExpr points = out[1] * out[2];
+    Tensor* inside = f(ew::logical_and, tag + "_in",
+                       f(ew::logical_and, tag + "_in_x", f(ew::ge, tag + "_x0", cx, 0.0), f(ew::le, tag + "_x1", cx, double(w - 1))),
+                       f(ew::logical_and, tag + "_in_y", f(ew::ge, tag + "_y0", cy, 0.0), f(ew::le, tag + "_y1", cy, double(h - 1))));
+    Tensor* linear = f(ew::add, tag + "_linear", f(ew::mul, tag + "_row", clip(tag + "_cy", cy, double(h - 1)), double(w)),
+                       clip(tag + "_cx", cx, double(w - 1)));
+    Tensor* index = impl::cast::to_dtype(ctx, target, kAten, name + "/" + tag + "_index", linear, DataType::kInt64);
+    index = sh::reshape(ctx, target, kAten, name + "/" + tag + "_index_row", index, {out[0], DimExpr(int64_t{1}), points});
+    index = sh::expand(ctx, target, kAten, name + "/" + tag + "_index_all", index, {out[0], in[1], points});
+    Tensor* value = impl::select::gather(ctx, target, kAten, name + "/" + tag + "_gather", flat, 2, index);
+    Tensor* wt = impl::select::where(ctx, target, kAten, name + "/" + tag + "_weight", inside, weight, 0.0);
+    wt = sh::reshape(ctx, target, kAten, name + "/" + tag + "_weight_row", wt, {out[0], DimExpr(int64_t{1}), points});
+    return f(ew::mul, tag + "_weighted", value, wt);
+  }
+};
+
+bool sampler_supported(const ir::Node& n) {
+  const ir::Argument in = node_arg(n, "input"), mode = node_arg(n, "interpolation_mode"), pad = node_arg(n, "padding_mode");
+  if (!in.is_node() || !in.node()->meta.is_tensor() || !mode.is<int64_t>() || !pad.is<int64_t>()) return false;
+  const auto& m = in.node()->meta.tensor;
+  const int64_t interpolation = mode.as<int64_t>(), padding = pad.as<int64_t>();
+  return m.rank() == 4 && m.sizes[2].is_constant() && m.sizes[3].is_constant() && ir::is_floating(m.dtype) &&
+         (interpolation == int64_t(Interpolation::kBilinear) || interpolation == int64_t(Interpolation::kNearest)) &&
+         padding >= 0 && padding <= int64_t(Padding::kReflection);
+}
+
+}  // namespace
+
+void register_grid_sample() {
+  add({"aten.grid_sampler_2d.default", "aten.grid_sampler.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("input");
+    Tensor* grid = a.tensor("grid");
+    const std::vector<int64_t> hw = impl::static_dims(x, "grid_sampler input");
+    const int64_t h = hw[2], w = hw[3];
+    if (grid->rank() != 4) throw ConversionError("grid_sampler: grid must be [N, H_out, W_out, 2]");
+    Sampler s{ctx, target, name, a.b("align_corners"), Padding(a.i("padding_mode"))};
+    Tensor* gx = impl::select::select(ctx, target, kAten, name + "/gx", grid, 3, int64_t{0});
+    Tensor* gy = impl::select::select(ctx, target, kAten, name + "/gy", grid, 3, int64_t{1});
+    Tensor* ix = s.source_coordinate("x", gx, w);
+    Tensor* iy = s.source_coordinate("y", gy, h);
+    const std::vector<DimExpr> in = x->shape(), out = gx->shape();
+    Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {in[0], in[1], in[2] * in[3]});
+    Tensor* y;
+    if (Interpolation(a.i("interpolation_mode")) == Interpolation::kNearest) {
+      Tensor* one = s.f(ew::add, "one", s.f(ew::mul, "zero", ix, 0.0), 1.0);
+      y = s.tap("nearest", flat, s.unary(engine::UnaryOp::kRound, "rx", ix), s.unary(engine::UnaryOp::kRound, "ry", iy), one,
+                h, w);
+    } else {
+      Tensor* x0 = s.unary(engine::UnaryOp::kFloor, "x0", ix);
+      Tensor* y0 = s.unary(engine::UnaryOp::kFloor, "y0", iy);
+      Tensor* x1 = s.f(ew::add, "x1", x0, 1.0);
+      Tensor* y1 = s.f(ew::add, "y1", y0, 1.0);
+      Tensor* fx = s.f(ew::sub, "fx", ix, x0);  // weight of the right column
+      Tensor* fy = s.f(ew::sub, "fy", iy, y0);
+      Tensor* gx0 = s.f(ew::sub, "fx_left", s.f(ew::mul, "fx_neg", fx, -1.0), -1.0);  // 1 - fx
+      Tensor* gy0 = s.f(ew::sub, "fy_top", s.f(ew::mul, "fy_neg", fy, -1.0), -1.0);
+      y = s.tap("nw", flat, x0, y0, s.f(ew::mul, "w_nw", gx0, gy0), h, w);
+      y = s.f(ew::add, "acc_ne", y, s.tap("ne", flat, x1, y0, s.f(ew::mul, "w_ne", fx, gy0), h, w));
+      y = s.f(ew::add, "acc_sw", y, s.tap("sw", flat, x0, y1, s.f(ew::mul, "w_sw", gx0, fy), h, w));
+      y = s.f(ew::add, "acc_se", y, s.tap("se", flat, x1, y1, s.f(ew::mul, "w_se", fx, fy), h, w));
+    }
+    if (y->dtype() != x->dtype()) y = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", y, x->dtype());
+    return sh::reshape(ctx, target, kAten, name, y, {in[0], in[1], out[1], out[2]});
+  }, {[](const ir::Node& n, const CompilationSettings&) { return sampler_supported(n); },
+      "4-d float input with static H and W; bilinear or nearest (not bicubic)"});
+}
+
+}  // namespace kiln::conversion::converters
