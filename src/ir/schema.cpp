@@ -103,6 +103,7 @@ class Parser {
     }
     skip_ws();
     if (pos_ != s_.size()) fail("unexpected text after the returns");
+    out.view = returns_view_;
     return out;
   }
 
@@ -155,8 +156,10 @@ class Parser {
   }
 
   // A return: its type (alias annotation dropped: "Tensor(a)" -> "Tensor") and an optional name.
+  // A read-only alias annotation ("Tensor(a)", "Tensor(a)[]", not "Tensor(a!)") marks a view.
   std::string parse_return() {
     std::string t = parse_type();
+    if (t.find('(') != std::string::npos && t.find('!') == std::string::npos) returns_view_ = true;
     std::string out;
     for (size_t i = 0; i < t.size(); ++i) {
       if (t[i] == '(') {
@@ -261,6 +264,7 @@ class Parser {
   const std::string& overload_;
   const std::string& s_;
   size_t pos_ = 0;
+  bool returns_view_ = false;
 };
 
 // The table: parsed once on first use; run-time registrations go into the same map.

@@ -26,6 +26,7 @@ struct OpSchema {
   std::string overload;             // "aten.gelu.default"
   std::vector<ArgSchema> args;
   std::vector<std::string> returns; // return types: {"Tensor"}, {"Tensor", "Tensor", "Tensor"}, {"Tensor[]"}
+  bool view = false;                // returns an alias of an input it does not write: "-> Tensor(a)"
   bool is_inplace() const;          // writes an argument: "Tensor(a!)"
   const ArgSchema* find(const std::string& name) const;
   int index_of(const std::string& name) const;  // -1 when absent

@@ -507,6 +507,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "transpose.int(Tensor(a) self, int dim0, int dim1) -> Tensor(a)"},
     {"aten.t.default",
      "t(Tensor(a) self) -> Tensor(a)"},
+    {"aten.diagonal.default",
+     "diagonal(Tensor(a) self, int offset=0, int dim1=0, int dim2=1) -> Tensor(a)"},
     {"aten.swapaxes.default",
      "swapaxes(Tensor(a) self, int axis0, int axis1) -> Tensor(a)"},
     {"aten.swapdims.default",

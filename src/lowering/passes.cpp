@@ -48,14 +48,14 @@ void substitute(ir::Graph& g, ir::Node* from, const ir::Argument& to, const std:
   }
 }
 
-const std::set<std::string> kViewOps = {
-    "aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.slice.Tensor",
-    "aten.select.int", "aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.expand.default",
-    "aten.unsqueeze.default", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default", "aten.alias.default",
-    "aten.as_strided.default", "aten.detach.default", "aten.unflatten.int", "aten.flatten.using_ints",
-    "aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int",
-    "aten.diagonal.default", "aten.narrow.default", "aten.view_as.default", "aten.expand_as.default",
-    "aten.unfold.default", "getitem"};
+// Does the op's result share memory with an input? What its schema says ("-> Tensor(a)": view,
+// reshape, permute, slice, split, contiguous, detach, ...), plus getitem of a split's results and
+// _unsafe_view (a view whose schema promises a fresh tensor). A mutation through one reaches the input.
+bool is_view_op(const std::string& target) {
+  if (target == "getitem" || target == "aten._unsafe_view.default") return true;
+  const ir::OpSchema* schema = ir::find_schema(target);
+  return schema && schema->view;
+}
 
 }  // namespace
 
@@ -228,10 +228,8 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
     while (is_scatterable_view(chain.front())) chain.insert(chain.begin(), chain.front()->args[0].node());
     ir::Node* base = chain.front();
     // A mutation of a user input, a weight or another kind of view would be visible elsewhere.
-    // contiguous() returns its input itself when that is contiguous already: a view too.
-    if (base->kind != ir::NodeKind::CallFunction || kViewOps.count(base->target) ||
-        base->target == "aten.contiguous.default")
-      continue;
+    // (contiguous() is one: it returns its input itself when that is contiguous already.)
+    if (base->kind != ir::NodeKind::CallFunction || is_view_op(base->target)) continue;
 
     const std::vector<ir::Node*> order = g.nodes();
     const size_t at = index_in(order, n);
@@ -244,7 +242,7 @@ size_t inplace_to_functional(ir::ExportedProgram& program) {
         if (u == n || (i + 1 < chain.size() && u == chain[i + 1])) continue;
         const bool after = index_in(order, u) > at;
         if (after) later[i].push_back(u);
-        else if (kViewOps.count(u->target)) {
+        else if (is_view_op(u->target)) {
           for (ir::Node* uu : u->users()) safe = safe && index_in(order, uu) < at;
         }
       }

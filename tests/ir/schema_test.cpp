@@ -59,6 +59,12 @@ TEST(Schema, TableCoversCommonOps) {
   EXPECT_EQ(find_schema("aten.sym_size.int")->returns, std::vector<std::string>{"SymInt"});
   EXPECT_TRUE(find_schema("aten.relu_.default")->is_inplace());
   EXPECT_FALSE(find_schema("aten.relu.default")->is_inplace());
+  // Views are what the schema's read-only alias annotation on the return says they are.
+  for (const char* view : {"aten.transpose.int", "aten.split.Tensor", "aten.contiguous.default", "aten.detach.default",
+                           "aten.slice.Tensor", "aten.swapaxes.default", "aten.diagonal.default"})
+    EXPECT_TRUE(find_schema(view)->view) << view;
+  for (const char* fresh : {"aten.clone.default", "aten.add.Tensor", "aten.relu_.default", "aten.native_layer_norm.default"})
+    EXPECT_FALSE(find_schema(fresh)->view) << fresh;
 }
 
 TEST(Schema, RegisterAtRunTime) {
