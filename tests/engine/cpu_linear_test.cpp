@@ -16,6 +16,11 @@ TEST(CpuMatMul, BatchedTransposedBroadcast) {
       {{3, 4}, {4, 5}, false, false}, {{4, 3}, {4, 5}, true, false}, {{3, 4}, {5, 4}, false, true},
       {{2, 3, 4}, {4, 5}, false, false}, {{2, 1, 3, 4}, {3, 4, 5}, false, false}, {{2, 4, 3}, {2, 5, 4}, true, true},
       {{0, 4}, {4, 5}, false, false}, {{3, 0}, {0, 5}, false, false}, {{2, 37, 64}, {64, 48}, false, false},
+      // One row or one column: the GEMV paths, every transpose.
+      {{1, 70}, {70, 33}, false, false}, {{1, 70}, {33, 70}, false, true}, {{70, 1}, {70, 33}, true, false},
+      {{70, 1}, {33, 70}, true, true}, {{33, 70}, {70, 1}, false, false}, {{70, 33}, {70, 1}, true, false},
+      {{33, 70}, {1, 70}, false, true}, {{70, 33}, {1, 70}, true, true}, {{3, 1, 70}, {70, 9}, false, false},
+      {{1, 1}, {1, 1}, false, false},
   };
   for (DataType t : float_types())
     for (const auto& c : cases) {

@@ -20,6 +20,18 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, co
     std::memset(C, 0, sizeof(float) * size_t(M * N));
     return;
   }
+  // A matrix times a vector (batch-1 linear layers, classifier heads) as GEMV: OpenBLAS's sgemm
+  // packs the whole weight matrix for a single row, which costs several times the multiply.
+  if (M == 1) {  // C[1,N] = a . op(B): op(B)^T a, with B stored [N,K] (tb) or [K,N]
+    cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, int(tb ? N : K), int(tb ? K : N), 1.0f, B,
+                int(tb ? K : N), A, 1, 0.0f, C, 1);
+    return;
+  }
+  if (N == 1) {  // C[M,1] = op(A) b, with A stored [M,K] or [K,M] (ta); b a column of stride 1 either way
+    cblas_sgemv(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, int(ta ? K : M), int(ta ? M : K), 1.0f, A,
+                int(ta ? M : K), B, 1, 0.0f, C, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               int(M), int(N), int(K), 1.0f, A, int(ta ? M : K), B, int(tb ? K : N), 0.0f, C, int(N));
 }
