@@ -610,6 +610,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, bool scale_grad_by_freq=False, bool sparse=False) -> Tensor"},
     {"aten.one_hot.default",
      "one_hot(Tensor self, int num_classes=-1) -> Tensor"},
+    {"aten.masked_select.default",
+     "masked_select(Tensor self, Tensor mask) -> Tensor"},
     {"aten.nonzero.default",
      "nonzero(Tensor self) -> Tensor"},
     // padding and resampling

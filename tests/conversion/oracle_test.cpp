@@ -365,6 +365,10 @@ std::vector<OracleCase> cases() {
                       {}, -3, 3, 1e-5, {{-3, 3}, {-1.3, 1.3}}});
   cs.push_back({"aten.grid_sampler.default", {{F, {1, 2, 4, 4}}, {F, {1, 3, 3, 2}}}, sampler(0, 0, false), {}, -3, 3,
                 1e-5, {{-3, 3}, {-1, 1}}});
+  // masked_select: a data-dependent count of elements; masks broadcast against the input and back.
+  cs.push_back({"aten.masked_select.default", {{F, {3, 4}}, {B, {3, 4}}}, two(), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
+  cs.push_back({"aten.masked_select.default", {{F, {2, 3, 5}}, {B, {3, 1}}}, two(), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
+  cs.push_back({"aten.masked_select.default", {{I64, {4}}, {B, {2, 1}}}, two(), {}, -3, 3, 1e-5, {{-9, 9}, {0, 2}}});
   // Issue 14: the attention-mask ops transformers' GPT-2 / Llama exports hold.
   mask_op_cases(cs);
   return cs;

@@ -149,6 +149,30 @@ void register_reduce() {
   add({"aten.nonzero.default"}, KILN_CONVERTER {
     return ctx.net.add_nonzero(ctx.layer_name(name), args.at(0).tensor())->output(0);
   }, {{}, "", true, /*output_allocator=*/true});
+  add({"aten.masked_select.default"}, KILN_CONVERTER {
+    // x and mask broadcast together and flattened; the elements where the mask holds, in order:
+    // nonzero of the flat mask (its data-dependent count sizes the output), then index_select.
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    Tensor* mask = a.tensor("mask");
+    const size_t rank = std::max(x->rank(), mask->rank());
+    x = impl::broadcast_rank(ctx, x, rank, name + "/x_rank");
+    mask = impl::broadcast_rank(ctx, mask, rank, name + "/mask_rank");
+    std::vector<DimExpr> dims;
+    DimExpr count(int64_t{1});
+    for (size_t d = 0; d < rank; ++d) {
+      const DimExpr& xd = x->shape()[d];
+      dims.push_back(xd.constant() == int64_t{1} ? mask->shape()[d] : xd);
+      count = count * dims.back();
+    }
+    x = impl::shuffle::expand(ctx, target, kAten, name + "/x_all", x, dims);
+    mask = impl::shuffle::expand(ctx, target, kAten, name + "/mask_all", mask, dims);
+    Tensor* flat_x = impl::shuffle::reshape(ctx, target, kAten, name + "/x_flat", x, {count});
+    Tensor* flat_mask = impl::shuffle::reshape(ctx, target, kAten, name + "/mask_flat", mask, {count});
+    Tensor* rows = ctx.net.add_nonzero(ctx.layer_name(name + "/where"), flat_mask)->output(0);  // [n, 1]
+    Tensor* index = impl::shuffle::reshape(ctx, target, kAten, name + "/index", rows, {rows->shape()[0]});
+    return impl::select::index_select(ctx, target, kAten, name, flat_x, 0, index);
+  }, {{}, "", true, /*output_allocator=*/true});
 }
 
 }  // namespace kiln::conversion::converters
