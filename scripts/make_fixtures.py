@@ -233,6 +233,26 @@ def maxvit():
                                        block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10))
 
 
+class SpatialTransformer(nn.Module):
+    """A spatial transformer: a small localisation net predicts an affine warp of the image, applied
+    with affine_grid and grid_sample (bilinear, zeros padding), then a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(8, 6))
+        with torch.no_grad():  # start near the identity warp, as trained ones do
+            self.loc[-1].weight.mul_(0.1)
+            self.loc[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+        self.head = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, 10))
+
+    def forward(self, x):
+        theta = self.loc(x).view(-1, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return self.head(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+
+
 class LRASPPSegmentation(nn.Module):
     """torchvision's LR-ASPP segmentation head on a narrow MobileNetV3-small trunk, upsampled to the input."""
 
@@ -345,6 +365,7 @@ MODELS = {
     "maxvit": (maxvit, lambda: (torch.randn(1, 3, 64, 64),), None),
     "lraspp_segmentation": (LRASPPSegmentation, lambda: (torch.randn(1, 3, 64, 64),), None),
     "fpn_backbone": (FPNBackbone, lambda: (torch.randn(1, 3, 64, 64),), None),
+    "spatial_transformer": (SpatialTransformer, lambda: (torch.randn(2, 3, 32, 32),), None),
     # transformers, random weights from small configs
     "roberta_tiny": (lambda: _transformer("RobertaConfig", "RobertaModel", vocab_size=512, hidden_size=64,
                                           num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
