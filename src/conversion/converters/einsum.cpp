@@ -160,10 +160,7 @@ struct Builder {
       }
       merged.push_back(product(sizes));
     }
-    Tensor* t = x.t;
-    bool identity = true;
-    for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == int64_t(i);
-    if (!identity) t = sh::permute(ctx, target, kAten, next("permute"), t, perm);
+    Tensor* t = sh::permute(ctx, target, kAten, next("permute"), x.t, perm);  // identity: x.t itself
     return sh::reshape(ctx, target, kAten, next("group"), t, merged);
   }
 
@@ -229,9 +226,7 @@ void register_einsum() {
     acc = b.sum_out(acc, e.output);
     std::vector<int64_t> perm;
     for (char c : e.output) perm.push_back(int64_t(acc.subs.find(c)));
-    bool identity = true;
-    for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == int64_t(i);
-    return identity ? acc.t : sh::permute(ctx, target, kAten, name, acc.t, perm);
+    return sh::permute(ctx, target, kAten, name, acc.t, perm);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::Argument eq = node_arg(n, "equation"), operands = node_arg(n, "tensors");
         if (!eq.is<std::string>() || malformed_equation(eq.as<std::string>()) || !operands.is<ir::Argument::List>())

@@ -41,8 +41,7 @@ struct Sampler {
     Tensor* flips = unary(engine::UnaryOp::kFloor, axis + "_reflect_flips", f(ew::div, axis + "_reflect_div", d, span));
     Tensor* even = f(ew::eq, axis + "_reflect_even", f(ew::fmod, axis + "_reflect_parity", flips, 2.0), 0.0);
     Tensor* up = f(ew::add, axis + "_reflect_up", extra, lo);
-    Tensor* down = f(ew::sub, axis + "_reflect_down", f(ew::sub, axis + "_reflect_span", extra, span), lo);
-    down = f(ew::mul, axis + "_reflect_neg", down, -1.0);  // span - extra + lo
+    Tensor* down = f(ew::sub, axis + "_reflect_down", span + lo, extra);
     return impl::select::where(ctx, target, kAten, name + "/" + axis + "_reflect", even, up, down);
   }
 
@@ -62,7 +61,7 @@ struct Sampler {
   }
 
   // input [N, C, H*W] at integer-valued coordinates (cx, cy) ([N, Ho, Wo]) times `weight`; 0 outside.
-  Tensor* tap(const std::string& tag, Tensor* flat, Tensor* cx, Tensor* cy, Tensor* weight, int64_t h, int64_t w) {
+  Tensor* tap(const std::string& tag, Tensor* flat, Tensor* cx, Tensor* cy, const Value& weight, int64_t h, int64_t w) {
     const std::vector<DimExpr> in = flat->shape(), out = cx->shape();  // [N, C, H*W], [N, Ho, Wo]
     const DimExpr points = out[1] * out[2];
     Tensor* inside = f(ew::logical_and, tag + "_in",
@@ -109,8 +108,7 @@ void register_grid_sample() {
     Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {in[0], in[1], in[2] * in[3]});
     Tensor* y;
     if (Interpolation(a.i("interpolation_mode")) == Interpolation::kNearest) {
-      Tensor* one = s.f(ew::add, "one", s.f(ew::mul, "zero", ix, 0.0), 1.0);
-      y = s.tap("nearest", flat, s.unary(engine::UnaryOp::kRound, "rx", ix), s.unary(engine::UnaryOp::kRound, "ry", iy), one,
+      y = s.tap("nearest", flat, s.unary(engine::UnaryOp::kRound, "rx", ix), s.unary(engine::UnaryOp::kRound, "ry", iy), 1.0,
                 h, w);
     } else {
       Tensor* x0 = s.unary(engine::UnaryOp::kFloor, "x0", ix);
@@ -119,8 +117,8 @@ void register_grid_sample() {
       Tensor* y1 = s.f(ew::add, "y1", y0, 1.0);
       Tensor* fx = s.f(ew::sub, "fx", ix, x0);  // weight of the right column
       Tensor* fy = s.f(ew::sub, "fy", iy, y0);
-      Tensor* gx0 = s.f(ew::sub, "fx_left", s.f(ew::mul, "fx_neg", fx, -1.0), -1.0);  // 1 - fx
-      Tensor* gy0 = s.f(ew::sub, "fy_top", s.f(ew::mul, "fy_neg", fy, -1.0), -1.0);
+      Tensor* gx0 = s.f(ew::sub, "fx_left", 1.0, fx);
+      Tensor* gy0 = s.f(ew::sub, "fy_top", 1.0, fy);
       y = s.tap("nw", flat, x0, y0, s.f(ew::mul, "w_nw", gx0, gy0), h, w);
       y = s.f(ew::add, "acc_ne", y, s.tap("ne", flat, x1, y0, s.f(ew::mul, "w_ne", fx, gy0), h, w));
       y = s.f(ew::add, "acc_sw", y, s.tap("sw", flat, x0, y1, s.f(ew::mul, "w_sw", gx0, fy), h, w));
