@@ -127,8 +127,8 @@ def calibrate_batch_norms(model, make_inputs):
     """Running statistics measured on random inputs: fresh ones (mean 0, var 1) make every batch
     norm an identity, and made-up ones let activations fade or explode through a deep network
     (below fp16's range, or to 1e18); measured ones keep them near unit scale, as trained ones do."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    norms = [m for m in norms if getattr(m, "calibrate", False)]
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and getattr(m, "calibrate", False)]
     if not norms:
         return  # models that keep their batch norms as initialised (convnet_small) stay so
     for m in norms:
