@@ -27,16 +27,22 @@ TEST(CudaCompute, MatMul) {
   const Case cases[] = {
       {{16, 32}, {32, 24}, false, false}, {{32, 16}, {32, 24}, true, false}, {{16, 32}, {24, 32}, false, true},
       {{3, 16, 32}, {32, 8}, false, false}, {{3, 16, 32}, {3, 32, 8}, false, false}, {{16, 32}, {3, 32, 8}, false, false},
-      {{2, 1, 5, 7}, {1, 3, 7, 4}, false, false}, {{2, 3, 7, 5}, {2, 3, 4, 7}, true, true}, {{1, 64}, {64, 1}, false, false}};
+      {{2, 1, 5, 7}, {1, 3, 7, 4}, false, false}, {{2, 3, 7, 5}, {2, 3, 4, 7}, true, true}, {{1, 64}, {64, 1}, false, false},
+      {{256, 320}, {384, 320}, false, true}, {{4, 96, 64}, {4, 64, 200}, false, false}};
+  // Both ways of choosing cuBLASLt's algorithm: the fastest of its heuristic's candidates timed on
+  // this GPU (auto), and the heuristic's first choice.
+  for (const char* tactic : {"auto", "heuristic"})
   for (DataType t : kFloats)
     for (const Case& c : cases) {
+      ::setenv("KILN_GEMM_TACTIC", tactic, 1);
       Host a = random_host(t, c.a, 21), b = random_host(t, c.b, 22);
-      check("matmul " + std::string(to_string(t)), [&](Network& n) {
+      check("matmul " + std::string(tactic) + " " + to_string(t), [&](Network& n) {
         Tensor* x0 = input(n, a, "a");
         Tensor* x1 = input(n, b, "b");
         n.mark_output(matmul(n, x0, x1, nullptr, c.ta, c.tb, std::nullopt)->output(), "y");
       }, {a, b}, 2);
     }
+  ::unsetenv("KILN_GEMM_TACTIC");
   // Epilogues: vector bias + relu / gelu-tanh (cuBLASLt), gelu-erf and a full bias (pointwise pass).
   for (DataType t : kFloats)
     for (ActivationOp op : {ActivationOp::kRelu, ActivationOp::kGeluTanh, ActivationOp::kGeluErf, ActivationOp::kSilu}) {
@@ -419,6 +425,68 @@ TEST(CudaCompute, DepthwiseNhwcKernel) {
             },
             ins, 3);
     }
+  ::unsetenv("KILN_CONV_TACTIC");
+}
+
+// Convolutions through cuDNN's graph API (KILN_CONV_TACTIC=cudnn-graph makes any other choice an
+// error, so each case proves a graph engine ran; =cudnn-graph-fused also requires the bias,
+// residual and activation fused into the graph, which cuDNN's runtime fusion does in NHWC): NHWC
+// and NCHW, dense, grouped
+// and depthwise, strides, dilation, 3-channel inputs, activations cuDNN fuses and one it does not
+// (hardswish: a separate pass after the graph), fp16 and bf16.
+TEST(CudaCompute, GraphApiConvolutions) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t n, cin, cout, h, w, k, stride, pad, dil, groups;
+    bool bias, residual;
+    std::optional<ActivationOp> act;
+    bool channels_last;
+  };
+  const Case cases[] = {
+      {2, 16, 32, 9, 9, 3, 1, 1, 1, 1, true, true, ActivationOp::kRelu, true},
+      {2, 32, 32, 8, 8, 3, 2, 1, 1, 4, true, false, ActivationOp::kSilu, true},       // grouped, strided
+      {1, 24, 24, 14, 14, 7, 1, 3, 1, 24, true, false, std::nullopt, true},           // depthwise 7x7
+      {2, 16, 16, 10, 10, 3, 1, 2, 2, 1, false, false, ActivationOp::kGeluErf, true},  // dilation 2
+      {1, 8, 16, 12, 12, 5, 1, 2, 1, 1, true, false, ActivationOp::kHardSwish, true},  // not fusable
+      {1, 3, 16, 16, 16, 3, 2, 1, 1, 1, true, false, ActivationOp::kRelu, true},      // 3-channel stem
+      {2, 16, 8, 9, 7, 3, 1, 1, 1, 1, true, true, ActivationOp::kRelu, false},        // NCHW
+      {1, 8, 8, 6, 6, 3, 1, 1, 1, 1, false, false, std::nullopt, true},               // no epilogue
+  };
+  for (const char* tactic : {"cudnn-graph", "cudnn-graph-fused"})
+    for (DataType t : {DataType::kFloat16, DataType::kBFloat16})
+      for (const Case& c : cases) {
+        if (!c.channels_last && std::string(tactic) == "cudnn-graph-fused") continue;
+        ::setenv("KILN_CONV_TACTIC", tactic, 1);
+        const int64_t oh = (c.h + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
+        const int64_t ow = (c.w + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
+        const int64_t cg = c.cin / c.groups;
+        Host x = c.channels_last ? random_host(t, {c.n, c.h, c.w, c.cin}, 81) : random_host(t, {c.n, c.cin, c.h, c.w}, 81);
+        Host w = c.channels_last ? random_host(t, {c.cout, c.k, c.k, cg}, 82, -0.3, 0.3)
+                                 : random_host(t, {c.cout, cg, c.k, c.k}, 82, -0.3, 0.3);
+        Host b = random_host(t, {c.cout}, 83);
+        Host r = c.channels_last ? random_host(t, {c.n, oh, ow, c.cout}, 84) : random_host(t, {c.n, c.cout, oh, ow}, 84);
+        std::vector<Host> ins{x, w};
+        if (c.bias) ins.push_back(b);
+        if (c.residual) ins.push_back(r);
+        check(std::string(tactic) + " " + std::string(to_string(t)) + " c" + std::to_string(c.cin) + "->" +
+                  std::to_string(c.cout) + " k" + std::to_string(c.k) + " g" + std::to_string(c.groups),
+              [&](Network& n) {
+                ConvolutionParams p;
+                p.stride = {c.stride, c.stride};
+                p.padding = {c.pad, c.pad};
+                p.dilation = {c.dil, c.dil};
+                p.groups = c.groups;
+                p.channels_last = c.channels_last;
+                p.has_bias = c.bias;
+                p.has_residual = c.residual;
+                if (c.act) p.activation = ActivationParams{*c.act};
+                std::vector<Tensor*> in{input(n, x, "x"), input(n, w, "w")};
+                if (c.bias) in.push_back(input(n, b, "b"));
+                if (c.residual) in.push_back(input(n, r, "r"));
+                n.mark_output(n.add_layer("conv", in, p)->output(), "y");
+              },
+              ins, 3);
+      }
   ::unsetenv("KILN_CONV_TACTIC");
 }
 

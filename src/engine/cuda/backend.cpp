@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 #include <variant>
@@ -48,6 +49,34 @@ unsigned grid_for(const Context& ctx, int64_t n, int threads) {
   // Grid-stride loops: a few waves of resident blocks are enough to saturate memory.
   int64_t cap = int64_t(std::max(ctx.sm_count, 1)) * 32;
   return static_cast<unsigned>(std::min(blocks, cap));
+}
+
+float time_launches_ms(Context& ctx, const std::function<void()>& launch, float give_up_ms) {
+  cudaEvent_t start, stop;
+  KILN_CUDA_CHECK(cudaEventCreate(&start));
+  KILN_CUDA_CHECK(cudaEventCreate(&stop));
+  auto timed = [&](int runs) {
+    KILN_CUDA_CHECK(cudaEventRecord(start, ctx.stream));
+    for (int i = 0; i < runs; ++i) launch();
+    KILN_CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
+    KILN_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return ms / float(runs);
+  };
+  launch();  // loads the kernel's module
+  float ms = timed(1);
+  if (!(ms > give_up_ms)) {
+    for (int i = 0; i < 2; ++i) launch();
+    ms = timed(10);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms;
+}
+
+float time_launches_ms(Context& ctx, const std::function<void()>& launch) {
+  return time_launches_ms(ctx, launch, std::numeric_limits<float>::infinity());
 }
 
 bool Context::capturing() const {

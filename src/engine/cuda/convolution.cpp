@@ -1,25 +1,32 @@
-// Convolution and transposed convolution (1d/2d/3d, groups, dilation) through cuDNN's legacy API:
-// descriptors and the algorithm are chosen once per shape (cudnnFind* benchmarks the candidates on
-// the first run of a shape, which is never inside a graph capture) and cached. Transposed
-// convolution is cuDNN's backward-data of the forward convolution it inverts. Bias and activation
-// follow as one fused pointwise pass. fp32 runs in true fp32 (FMA math, no TF32); fp16/bf16 use
-// the tensor cores with fp32 accumulation. 1-d convolutions run as 2-d with a unit height.
-// 1x1 convolutions in NHWC (channels-last builds) skip cuDNN: they are matmuls over rows of
-// channels, and cuBLASLt fuses their bias and relu.
-// Depthwise convolutions in NHWC have a kernel of kiln's (depthwise.cu): for each shape, the first
-// run times it against cuDNN's best algorithm and keeps the faster (TensorRT's tactic selection).
-// Its kernels (4x4 or 2x4 output tiles per thread and one output row per thread, for common
-// filters; generic) are candidates of their own. KILN_CONV_TACTIC=kiln (the row kernel),
-// =kiln-tiled, =kiln-tiled-short (2x4 tiles), =kiln-generic or =cudnn forces one (tests, and users
-// comparing them).
+// Convolution and transposed convolution (1d/2d/3d, groups, dilation) on cuDNN and kiln's own
+// kernels. For each shape (and epilogue) the first run, never inside a graph capture, times the
+// candidates and keeps the fastest (TensorRT's tactic selection):
+// - cuDNN's legacy algorithms (cudnnFind*), followed by one fused pointwise pass for the bias,
+//   residual and activation; transposed convolution is backward-data of the convolution it inverts;
+// - for fp16/bf16 forward convolutions, the engines cuDNN's graph API ranks (cudnn_graph.h), for
+//   the convolution alone and for the convolution fused with its bias, residual and activation;
+// - in NHWC, kiln's depthwise kernels (depthwise.cu: 4x4 or 2x4 output tiles per thread, one output
+//   row per thread, generic), epilogue fused in their store.
+// fp32 runs in true fp32 (FMA math, no TF32); fp16/bf16 use the tensor cores with fp32
+// accumulation. 1-d convolutions run as 2-d with a unit height. 1x1 convolutions in NHWC
+// (channels-last builds) skip all this: they are matmuls over rows of channels, and cuBLASLt fuses
+// their bias, residual and relu. KILN_CONV_TACTIC=kiln (the row kernel), =kiln-tiled,
+// =kiln-tiled-short (2x4 tiles), =kiln-generic, =cudnn (legacy), =cudnn-graph or =cudnn-graph-fused
+// (the fused graph wherever the epilogue can fuse) forces one (tests, and users comparing them);
+// KILN_LOG=debug prints every candidate's time.
 #include "engine/cuda/internal.h"
 #include "engine/network_internal.h"
 
 #ifdef KILN_HAS_CUDNN
 #include <cudnn.h>
+
+#include "engine/cuda/cudnn_graph.h"
 #endif
 
+#include <chrono>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <cstring>
 #include <sstream>
 #include <unordered_map>
@@ -34,13 +41,20 @@ void dnn_check(cudnnStatus_t s, const char* what) {
 }
 
 struct ConvPlan {
+  // How this convolution runs, chosen by timing (plan_for).
+  enum class Choice { kLegacy, kGraph, kGraphFused, kKiln } choice = Choice::kLegacy;
+  std::string chosen;  // the winner's name, for logs
+  // kLegacy: cudnnConvolutionForward / BackwardData with these descriptors and algorithm.
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   int algo = 0;
   size_t workspace = 0;
-  bool kiln_depthwise = false;  // the tactic timed fastest: kiln's depthwise kernel, not cuDNN
-  DepthwiseKernel kiln_kernel = DepthwiseKernel::kTiled;  // which of kiln's depthwise kernels (depthwise.cu)
+  // kGraph (the convolution alone) or kGraphFused (with bias, residual and activation).
+  std::unique_ptr<dnn::ConvGraph> graph;
+  dnn::ConvGraphPlan graph_plan;
+  // kKiln: which of kiln's depthwise kernels (depthwise.cu), bias, residual and activation fused.
+  DepthwiseKernel kiln_kernel = DepthwiseKernel::kTiled;
   ~ConvPlan() {
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
@@ -91,7 +105,7 @@ struct ConvCache {
 
 namespace {
 
-enum class Tactic { kAuto, kKiln, kKilnTiled, kKilnTiledShort, kKilnGeneric, kCudnn };
+enum class Tactic { kAuto, kKiln, kKilnTiled, kKilnTiledShort, kKilnGeneric, kCudnn, kCudnnGraph, kCudnnGraphFused };
 
 Tactic tactic_override() {
   const char* v = std::getenv("KILN_CONV_TACTIC");
@@ -101,34 +115,104 @@ Tactic tactic_override() {
   if (std::strcmp(v, "kiln-tiled-short") == 0) return Tactic::kKilnTiledShort;
   if (std::strcmp(v, "kiln-generic") == 0) return Tactic::kKilnGeneric;
   if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
-  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-generic or "
-                                 "cudnn, not '") +
+  if (std::strcmp(v, "cudnn-graph") == 0) return Tactic::kCudnnGraph;
+  if (std::strcmp(v, "cudnn-graph-fused") == 0) return Tactic::kCudnnGraphFused;
+  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-generic, "
+                                 "cudnn, cudnn-graph or cudnn-graph-fused, not '") +
                      v + "'");
 }
 
-// Mean time of `launch` on the context's stream over a few runs, after warm-up runs (the first
-// launch of a kernel also loads its module).
-template <class F>
-float time_ms(Context& ctx, F&& launch) {
-  cudaEvent_t start, stop;
-  KILN_CUDA_CHECK(cudaEventCreate(&start));
-  KILN_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) launch();
-  KILN_CUDA_CHECK(cudaEventRecord(start, ctx.stream));
-  constexpr int kRuns = 10;
-  for (int i = 0; i < kRuns; ++i) launch();
-  KILN_CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
-  KILN_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / kRuns;
+// cuDNN's legacy call for a plan (forward, or backward-data for a transposed convolution) into `y`.
+void run_legacy(ConvCache& cc, const ConvPlan& cp, const ConvolutionParams& p, const TensorView& x,
+                const TensorView& w, void* y, void* workspace) {
+  const float alpha = 1.f, beta = 0.f;
+  if (!p.transposed) {
+    dnn_check(cudnnConvolutionForward(cc.handle, &alpha, cp.x, x.data, cp.w, w.data, cp.conv,
+                                      cudnnConvolutionFwdAlgo_t(cp.algo), workspace, cp.workspace, &beta, cp.y, y),
+              "convolution forward");
+  } else {
+    dnn_check(cudnnConvolutionBackwardData(cc.handle, &alpha, cp.w, w.data, cp.x, x.data, cp.conv,
+                                           cudnnConvolutionBwdDataAlgo_t(cp.algo), workspace, cp.workspace, &beta,
+                                           cp.y, y),
+              "transposed convolution");
+  }
 }
 
-// `kiln_candidate`: kiln's depthwise kernel can run this convolution and competes with cuDNN.
+const char* depthwise_name(DepthwiseKernel k) {
+  switch (k) {
+    case DepthwiseKernel::kTiled: return "tiled 4x4";
+    case DepthwiseKernel::kTiledShort: return "tiled 2x4";
+    case DepthwiseKernel::kUnrolled: return "unrolled";
+    default: return "generic";
+  }
+}
+
+// The convolution's bias as a tensor broadcast over batch and space: [1, C, 1, ...] (or [1, 1, 1, C]).
+TensorView channel_bias(const ConvolutionParams& p, const TensorView& y, const TensorView& bias) {
+  TensorView b = bias;
+  std::vector<int64_t> bd(y.dims.size(), 1);
+  const size_t channel_axis = p.channels_last ? y.dims.size() - 1 : 1;
+  bd[channel_axis] = y.dims[channel_axis];
+  b.dims = bd;
+  b.strides.clear();
+  return b;
+}
+
+// Largest power of two (at most 16) dividing every pointer: the graph API's engines specialise on it.
+int64_t common_alignment(std::initializer_list<const void*> ptrs) {
+  int64_t a = 16;
+  for (const void* p : ptrs)
+    if (p)
+      while (a > 1 && reinterpret_cast<uintptr_t>(p) % uintptr_t(a) != 0) a /= 2;
+  return a;
+}
+
+// The convolution as the graph API sees it: logical (N, C, spatial) dims with the layout's strides.
+dnn::ConvGraphSpec graph_spec(const ConvolutionParams& p, const TensorView& x, const TensorView& w,
+                              const TensorView& y, const TensorView* bias, const TensorView* residual,
+                              bool with_epilogue) {
+  auto describe = [&](const std::vector<int64_t>& d) {
+    dnn::GraphTensor t;
+    if (p.channels_last) {  // stored [N, H, W, C] (filters [K, R, S, C/g])
+      t.dims = {d[0], d[3], d[1], d[2]};
+      t.strides = {d[1] * d[2] * d[3], 1, d[2] * d[3], d[3]};
+    } else {
+      t.dims = d;
+      while (t.dims.size() < 4) t.dims.push_back(1);  // 1-d as 2-d, as the legacy path
+      t.strides.assign(t.dims.size(), 1);
+      for (size_t i = t.dims.size() - 1; i-- > 0;) t.strides[i] = t.strides[i + 1] * t.dims[i + 1];
+    }
+    return t;
+  };
+  dnn::ConvGraphSpec s;
+  s.io_type = x.dtype == DataType::kBFloat16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+  s.x = describe(x.dims);
+  s.w = describe(w.dims);
+  s.y = describe(y.dims);
+  const size_t nsp = s.x.dims.size() - 2;
+  s.padding.assign(nsp, 0), s.stride.assign(nsp, 1), s.dilation.assign(nsp, 1);
+  for (size_t i = 0; i < nsp; ++i) {
+    if (i < p.padding.size()) s.padding[i] = p.padding[i];
+    if (i < p.stride.size()) s.stride[i] = p.stride[i];
+    if (i < p.dilation.size()) s.dilation[i] = p.dilation[i];
+  }
+  if (with_epilogue) {
+    s.bias = bias != nullptr;
+    s.residual = residual != nullptr;
+    s.activation = p.activation;
+  }
+  s.alignment = common_alignment({x.data, w.data, y.data, with_epilogue && bias ? bias->data : nullptr,
+                                  with_epilogue && residual ? residual->data : nullptr});
+  return s;
+}
+
+// Picks, once per shape and epilogue, the fastest way to run a convolution on this GPU: cuDNN's
+// legacy algorithms (cudnnFind), the engines cuDNN's graph API ranks for the convolution alone and
+// for the convolution fused with its bias, residual and activation, and (`kiln_candidate`) kiln's
+// depthwise kernels. Candidates without a fused epilogue are charged the epilogue pass they need.
 ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
-                   const TensorView& w, const TensorView& y, bool kiln_candidate, Tactic tactic) {
+                   const TensorView& w, const TensorView& y, const TensorView* bias, const TensorView* residual,
+                   bool kiln_candidate, Tactic tactic) {
   ConvCache& cc = *ctx.conv;
   std::ostringstream key;
   key << int(x.dtype) << (p.transposed ? 'T' : 'F') << p.groups << (p.channels_last ? "L" : "");
@@ -136,14 +220,19 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     key << '|';
     for (int64_t d : *v) key << d << ',';
   }
-  if (kiln_candidate) key << "|dw" << int(tactic);
+  key << "|e" << bool(bias) << bool(residual);
+  if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
+  key << "|a" << common_alignment({x.data, w.data, y.data, bias ? bias->data : nullptr,
+                                   residual ? residual->data : nullptr});
+  if (kiln_candidate) key << "|dw";
+  key << "|t" << int(tactic);
   auto& slot = cc.plans[key.str()];
   if (slot) return *slot;
 
   auto cp = std::make_unique<ConvPlan>();
   if (ctx.capturing()) throw NetworkError("cuDNN: a new convolution shape appeared during graph capture");
   if (kiln_candidate && tactic != Tactic::kAuto) {  // forced: no cuDNN needed
-    cp->kiln_depthwise = true;
+    cp->choice = ConvPlan::Choice::kKiln;
     cp->kiln_kernel = tactic == Tactic::kKiln        ? DepthwiseKernel::kUnrolled
                       : tactic == Tactic::kKilnTiled ? DepthwiseKernel::kTiled
                       : tactic == Tactic::kKilnTiledShort ? DepthwiseKernel::kTiledShort
@@ -151,118 +240,225 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     slot = std::move(cp);
     return *slot;
   }
-  const size_t ns = x.dims.size() - 2;
-  const size_t nsp = std::max<size_t>(ns, 2);
-  const cudnnDataType_t dt = dnn_type(x.dtype);
-  dnn_check(cudnnCreateTensorDescriptor(&cp->x), "create");
-  dnn_check(cudnnCreateTensorDescriptor(&cp->y), "create");
-  dnn_check(cudnnCreateFilterDescriptor(&cp->w), "create");
-  dnn_check(cudnnCreateConvolutionDescriptor(&cp->conv), "create");
-  if (p.channels_last) {  // logical NCHW dims, NHWC strides; the filter in KRSC
-    set_tensor_nhwc(cp->x, dt, x.dims);
-    set_tensor_nhwc(cp->y, dt, y.dims);
-    const int wd[4] = {int(w.dims[0]), int(w.dims[3]), int(w.dims[1]), int(w.dims[2])};
-    dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NHWC, 4, wd), "filter descriptor");
-  } else {
-    set_tensor(cp->x, dt, to_int(x.dims, nsp + 2));
-    set_tensor(cp->y, dt, to_int(y.dims, nsp + 2));
-    std::vector<int> wd = to_int(w.dims, nsp + 2);
-    dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()), "filter descriptor");
-  }
-  std::vector<int> pad(nsp, 0), str(nsp, 1), dil(nsp, 1);
-  for (size_t i = 0; i < ns; ++i) {
-    if (i < p.padding.size()) pad[i] = int(p.padding[i]);
-    if (i < p.stride.size()) str[i] = int(p.stride[i]);
-    if (i < p.dilation.size()) dil[i] = int(p.dilation[i]);
-  }
-  dnn_check(cudnnSetConvolutionNdDescriptor(cp->conv, int(nsp), pad.data(), str.data(), dil.data(),
-                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-            "convolution descriptor");
-  dnn_check(cudnnSetConvolutionGroupCount(cp->conv, int(p.groups)), "groups");
-  dnn_check(cudnnSetConvolutionMathType(cp->conv, x.dtype == DataType::kFloat32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
-            "math type");
-
-  // Benchmark the candidates once, on scratch outputs sized like the real one.
+  const auto started = std::chrono::steady_clock::now();
+  const bool has_epilogue = bias || residual || p.activation;
   const size_t search_ws = size_t{256} << 20;
   void* ws = nullptr;
   KILN_CUDA_CHECK(cudaMalloc(&ws, search_ws));
   void* scratch_out = nullptr;
   KILN_CUDA_CHECK(cudaMalloc(&scratch_out, std::max<size_t>(y.nbytes(), 16)));
-  // Find twice: the first pass also loads each candidate's kernels (CUDA loads modules lazily),
-  // which made slow CUDA-core algorithms win against tensor-core ones that were timed cold.
-  int returned = 0;
-  cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
-  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-  float ms = 0;
-  auto pick = [&](const auto* perf) {
-    for (int i = 0; i < returned; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS) {
-        cp->algo = int(perf[i].algo);
-        cp->workspace = perf[i].memory;
-        math = perf[i].mathType;
-        ms = perf[i].time;
-        return;
-      }
-    st = CUDNN_STATUS_NOT_SUPPORTED;
-  };
-  bool picked = false;
-  for (int round = 0; round < 2 && st == CUDNN_STATUS_SUCCESS; ++round) {
-    if (!p.transposed) {
-      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-      st = cudnnFindConvolutionForwardAlgorithmEx(cc.handle, cp->x, x.data, cp->w, w.data, cp->conv, cp->y, scratch_out,
-                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws, search_ws);
-      if (st == CUDNN_STATUS_SUCCESS) pick(perf);
+  const TensorView out{scratch_out, y.dtype, y.dims, {}, DeviceKind::kCUDA};
+  const TensorView cb = bias ? channel_bias(p, y, *bias) : TensorView{};
+  // The separate epilogue pass an unfused candidate needs, timed once.
+  float epilogue_ms = 0;
+  if (has_epilogue)
+    epilogue_ms = time_launches_ms(ctx, [&] { apply_epilogue(ctx, out, bias ? &cb : nullptr, p.activation, residual); });
+  void* reference = nullptr;  // the legacy algorithm's output with its epilogue (auto tactic)
+  float best_ms = std::numeric_limits<float>::infinity();
+  std::string best_name = "none";
+  std::ostringstream timings;  // every candidate's time, for KILN_LOG=debug
+
+  if (tactic == Tactic::kAuto || tactic == Tactic::kCudnn) {
+    const size_t ns = x.dims.size() - 2;
+    const size_t nsp = std::max<size_t>(ns, 2);
+    const cudnnDataType_t dt = dnn_type(x.dtype);
+    dnn_check(cudnnCreateTensorDescriptor(&cp->x), "create");
+    dnn_check(cudnnCreateTensorDescriptor(&cp->y), "create");
+    dnn_check(cudnnCreateFilterDescriptor(&cp->w), "create");
+    dnn_check(cudnnCreateConvolutionDescriptor(&cp->conv), "create");
+    if (p.channels_last) {  // logical NCHW dims, NHWC strides; the filter in KRSC
+      set_tensor_nhwc(cp->x, dt, x.dims);
+      set_tensor_nhwc(cp->y, dt, y.dims);
+      const int wd[4] = {int(w.dims[0]), int(w.dims[3]), int(w.dims[1]), int(w.dims[2])};
+      dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NHWC, 4, wd), "filter descriptor");
     } else {
-      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      st = cudnnFindConvolutionBackwardDataAlgorithmEx(cc.handle, cp->w, w.data, cp->x, x.data, cp->conv, cp->y,
-                                                       scratch_out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
-                                                       perf, ws, search_ws);
-      if (st == CUDNN_STATUS_SUCCESS) pick(perf);
+      set_tensor(cp->x, dt, to_int(x.dims, nsp + 2));
+      set_tensor(cp->y, dt, to_int(y.dims, nsp + 2));
+      std::vector<int> wd = to_int(w.dims, nsp + 2);
+      dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()),
+                "filter descriptor");
     }
-    if (st == CUDNN_STATUS_SUCCESS) picked = true;
-    else if (picked) st = CUDNN_STATUS_SUCCESS;  // the second search failed: keep the first one's choice
+    std::vector<int> pad(nsp, 0), str(nsp, 1), dil(nsp, 1);
+    for (size_t i = 0; i < ns; ++i) {
+      if (i < p.padding.size()) pad[i] = int(p.padding[i]);
+      if (i < p.stride.size()) str[i] = int(p.stride[i]);
+      if (i < p.dilation.size()) dil[i] = int(p.dilation[i]);
+    }
+    dnn_check(cudnnSetConvolutionNdDescriptor(cp->conv, int(nsp), pad.data(), str.data(), dil.data(),
+                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+              "convolution descriptor");
+    dnn_check(cudnnSetConvolutionGroupCount(cp->conv, int(p.groups)), "groups");
+    dnn_check(cudnnSetConvolutionMathType(cp->conv,
+                                          x.dtype == DataType::kFloat32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
+              "math type");
+    // Find twice: the first pass also loads each candidate's kernels (CUDA loads modules lazily),
+    // which made slow CUDA-core algorithms win against tensor-core ones that were timed cold.
+    int returned = 0;
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+    cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+    float ms = 0;
+    auto pick = [&](const auto* perf) {
+      for (int i = 0; i < returned; ++i)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS) {
+          cp->algo = int(perf[i].algo);
+          cp->workspace = perf[i].memory;
+          math = perf[i].mathType;
+          ms = perf[i].time;
+          return;
+        }
+      st = CUDNN_STATUS_NOT_SUPPORTED;
+    };
+    bool picked = false;
+    // Where the graph API competes (fp16/bf16 forward), its engines beat every legacy algorithm on
+    // Hopper; the legacy path then only needs its heuristic's first choice, timed once, as a
+    // candidate and as the reference result, not a search that runs every algorithm twice.
+    const bool graph_competes = tactic == Tactic::kAuto && !p.transposed && x.dtype != DataType::kFloat32;
+    if (graph_competes) {
+      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+      st = cudnnGetConvolutionForwardAlgorithm_v7(cc.handle, cp->x, cp->w, cp->conv, cp->y,
+                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf);
+      if (st == CUDNN_STATUS_SUCCESS) {
+        int kept = 0;  // within the search workspace
+        for (int i = 0; i < returned; ++i)
+          if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= search_ws) perf[kept++] = perf[i];
+        returned = kept;
+        pick(perf);
+      }
+      if (st == CUDNN_STATUS_SUCCESS) {
+        try {
+          dnn_check(cudnnSetConvolutionMathType(cp->conv, math), "math type");
+          ms = time_launches_ms(ctx, [&] { run_legacy(cc, *cp, p, x, w, scratch_out, ws); });
+        } catch (const NetworkError&) {
+          st = CUDNN_STATUS_NOT_SUPPORTED;  // the graph engines and kiln's kernels remain
+        }
+      }
+      picked = true;  // no search below
+    }
+    for (int round = 0; round < 2 && st == CUDNN_STATUS_SUCCESS && !graph_competes; ++round) {
+      if (!p.transposed) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        st = cudnnFindConvolutionForwardAlgorithmEx(cc.handle, cp->x, x.data, cp->w, w.data, cp->conv, cp->y,
+                                                    scratch_out, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws,
+                                                    search_ws);
+        if (st == CUDNN_STATUS_SUCCESS) pick(perf);
+      } else {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        st = cudnnFindConvolutionBackwardDataAlgorithmEx(cc.handle, cp->w, w.data, cp->x, x.data, cp->conv, cp->y,
+                                                         scratch_out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
+                                                         perf, ws, search_ws);
+        if (st == CUDNN_STATUS_SUCCESS) pick(perf);
+      }
+      if (st == CUDNN_STATUS_SUCCESS) picked = true;
+      else if (picked) st = CUDNN_STATUS_SUCCESS;  // the second search failed: keep the first one's choice
+    }
+    if (st == CUDNN_STATUS_SUCCESS) {
+      // The algorithm was timed with this math type (it may differ from the one asked for).
+      dnn_check(cudnnSetConvolutionMathType(cp->conv, math), "math type");
+      const float total = ms + epilogue_ms;
+      timings << " legacy algo " << cp->algo << " " << total;
+      if (total < best_ms) best_ms = total, best_name = "legacy algo " + std::to_string(cp->algo),
+                           cp->choice = ConvPlan::Choice::kLegacy;
+      if (tactic == Tactic::kAuto && !p.transposed) {  // the reference the other candidates must match
+        KILN_CUDA_CHECK(cudaMalloc(&reference, std::max<size_t>(y.nbytes(), 16)));
+        run_legacy(cc, *cp, p, x, w, reference, ws);
+        if (has_epilogue) {
+          const TensorView ref{reference, y.dtype, y.dims, {}, DeviceKind::kCUDA};
+          apply_epilogue(ctx, ref, bias ? &cb : nullptr, p.activation, residual);
+        }
+      }
+    }
+  }
+  // Whether a candidate's output (in scratch_out, `with_epilogue` when it fused the epilogue)
+  // matches the reference: an engine or kernel that computes the wrong thing fast must not win.
+  // The bound is loose (a few ulps of the largest output element): it separates a different
+  // order of summation from a wrong result.
+  auto agrees = [&](bool with_epilogue, const char* what) {
+    if (!reference) return true;
+    if (has_epilogue && !with_epilogue) apply_epilogue(ctx, out, bias ? &cb : nullptr, p.activation, residual);
+    const float d = relative_difference(ctx, scratch_out, reference, y.dtype, y.numel());
+    const float bound = y.dtype == DataType::kBFloat16 ? 6e-2f : 2e-2f;
+    if (d <= bound) return true;
+    timings << " (" << what << " rejected: differs from the legacy result by " << d << " of the largest element)";
+    return false;
+  };
+
+  // The graph API, for reduced-precision forward convolutions (fp32 stays on the legacy path's
+  // true-fp32 FMA math): the convolution alone, and fused with its epilogue.
+  const bool graph_tactic = tactic == Tactic::kCudnnGraph || tactic == Tactic::kCudnnGraphFused;
+  if ((tactic == Tactic::kAuto || graph_tactic) && !p.transposed && x.dtype != DataType::kFloat32) {
+    constexpr size_t kPlansPerGraph = 4;
+    const bool can_fuse = has_epilogue && !(p.activation && !dnn::fusable_activation(*p.activation));
+    for (const bool fused : {true, false}) {
+      if (fused && !can_fuse) continue;
+      if (!fused && can_fuse && tactic == Tactic::kCudnnGraphFused) continue;
+      auto graph = dnn::ConvGraph::build(cc.handle, graph_spec(p, x, w, y, bias, residual, fused));
+      if (!graph) {
+        timings << (fused ? " graph+epilogue rejected" : " graph rejected");
+        continue;
+      }
+      std::vector<dnn::ConvGraphPlan> plans = graph->plans(cc.handle, kPlansPerGraph);
+      int winner = -1;
+      for (size_t i = 0; i < plans.size(); ++i) {
+        const dnn::ConvGraphPlan& plan = plans[i];
+        if (size_t(plan.workspace) > search_ws) continue;
+        auto launch = [&] {
+          graph->execute(cc.handle, plan, x.data, w.data, scratch_out, bias ? bias->data : nullptr,
+                         residual ? residual->data : nullptr, ws);
+        };
+        float t = 0;
+        try {
+          launch();
+          if (!agrees(fused, plan.name().c_str())) continue;
+          t = time_launches_ms(ctx, launch, 1.5f * best_ms);
+        } catch (const NetworkError&) {
+          continue;  // finalized but failed to run: not a candidate
+        }
+        if (!fused) t += epilogue_ms;
+        timings << (fused ? " graph+epilogue " : " graph ") << plan.name() << " " << t;
+        if (t < best_ms) {
+          best_ms = t, winner = int(i);
+          best_name = std::string(fused ? "graph+epilogue " : "graph ") + plan.name();
+          cp->choice = fused ? ConvPlan::Choice::kGraphFused : ConvPlan::Choice::kGraph;
+        }
+      }
+      if (winner >= 0) cp->graph = std::move(graph), cp->graph_plan = std::move(plans[size_t(winner)]);
+    }
   }
   cudaFree(ws);
+
   if (kiln_candidate) {
-    // cuDNN's time covers the convolution alone; kiln's kernel is timed the same way (no epilogue).
-    const TensorView out{scratch_out, y.dtype, y.dims, {}, DeviceKind::kCUDA};
-    auto timed = [&](DepthwiseKernel k) {
-      return time_ms(ctx, [&] { run_depthwise(ctx, layer, p, x, w, nullptr, nullptr, out, k); });
-    };
-    float kiln_ms = timed(DepthwiseKernel::kGeneric);
-    cp->kiln_kernel = DepthwiseKernel::kGeneric;
-    std::vector<DepthwiseKernel> others;
-    if (depthwise_unrolled(p, w)) others.push_back(DepthwiseKernel::kUnrolled);
-    if (depthwise_tiled(p, x, w)) others.insert(others.end(), {DepthwiseKernel::kTiled, DepthwiseKernel::kTiledShort});
-    for (DepthwiseKernel k : others)
-      if (const float t = timed(k); t < kiln_ms) kiln_ms = t, cp->kiln_kernel = k;
-    cp->kiln_depthwise = st != CUDNN_STATUS_SUCCESS || kiln_ms < ms;
-    if (detail::debug_logging())
-      detail::log_debug("convolution " + layer.name() + ": kiln depthwise (" +
-                        (cp->kiln_kernel == DepthwiseKernel::kTiled        ? "tiled 4x4"
-                         : cp->kiln_kernel == DepthwiseKernel::kTiledShort ? "tiled 2x4"
-                         : cp->kiln_kernel == DepthwiseKernel::kUnrolled   ? "unrolled"
-                                                                           : "generic") +
-                        ") " + std::to_string(kiln_ms) + " ms, cuDNN " +
-                        (st == CUDNN_STATUS_SUCCESS ? std::to_string(ms) + " ms" : std::string("none")) + " -> " +
-                        (cp->kiln_depthwise ? "kiln" : "cuDNN"));
+    // kiln's kernels fuse the epilogue in their store: timed with it.
+    std::vector<DepthwiseKernel> kernels{DepthwiseKernel::kGeneric};
+    if (depthwise_unrolled(p, w)) kernels.push_back(DepthwiseKernel::kUnrolled);
+    if (depthwise_tiled(p, x, w)) kernels.insert(kernels.end(), {DepthwiseKernel::kTiled, DepthwiseKernel::kTiledShort});
+    for (DepthwiseKernel k : kernels) {
+      auto launch = [&] { run_depthwise(ctx, layer, p, x, w, bias, residual, out, k); };
+      launch();
+      if (!agrees(true, depthwise_name(k))) continue;
+      const float t = time_launches_ms(ctx, launch, 1.5f * best_ms);
+      timings << " kiln " << depthwise_name(k) << " " << t;
+      if (t < best_ms) best_ms = t, best_name = std::string("kiln ") + depthwise_name(k),
+                       cp->choice = ConvPlan::Choice::kKiln, cp->kiln_kernel = k;
+    }
   }
   cudaFree(scratch_out);
-  if (cp->kiln_depthwise) {
-    slot = std::move(cp);
-    return *slot;
-  }
-  dnn_check(st, "no algorithm for this convolution");
-  // The algorithm was timed with this math type (it may differ from the one asked for).
-  dnn_check(cudnnSetConvolutionMathType(cp->conv, math), "math type");
+  if (reference) cudaFree(reference);
+  if (!std::isfinite(best_ms))
+    fail(layer, graph_tactic ? "KILN_CONV_TACTIC=cudnn-graph: no cuDNN graph engine runs this convolution"
+                             : "cuDNN: no algorithm for this convolution");
   if (detail::debug_logging())
-    detail::log_debug("cuDNN convolution " + key.str() + ": algo " + std::to_string(cp->algo) + ", math " +
-                      std::to_string(int(math)) + ", " + std::to_string(ms) + " ms, workspace " +
-                      std::to_string(cp->workspace));
-  if (cp->workspace > cc.workspace_bytes) {
+    detail::log_debug("convolution " + layer.name() + " [" + key.str() + "]:" + timings.str() + " ms -> " +
+                      best_name + " (" +
+                      std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()) +
+                      " s to choose)");
+  cp->chosen = best_name;
+  const size_t need = cp->choice == ConvPlan::Choice::kLegacy ? cp->workspace
+                      : cp->choice == ConvPlan::Choice::kKiln ? 0
+                                                              : size_t(cp->graph_plan.workspace);
+  if (need > cc.workspace_bytes) {
     if (cc.workspace) KILN_CUDA_CHECK(cudaFree(cc.workspace));
-    KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, cp->workspace));
-    cc.workspace_bytes = cp->workspace;
+    KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, need));
+    cc.workspace_bytes = need;
   }
   slot = std::move(cp);
   return *slot;
@@ -305,41 +501,39 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
     return;
   }
   const Tactic tactic = tactic_override();
-  const bool kiln_candidate = x.numel() > 0 && tactic != Tactic::kCudnn && depthwise_supported(p, x, w, y);
-  if (tactic != Tactic::kAuto && tactic != Tactic::kCudnn && !kiln_candidate && !is_pointwise_nhwc(p, w))
+  const bool cudnn_tactic =
+      tactic == Tactic::kCudnn || tactic == Tactic::kCudnnGraph || tactic == Tactic::kCudnnGraphFused;
+  const bool kiln_candidate = x.numel() > 0 && !cudnn_tactic && depthwise_supported(p, x, w, y);
+  if (tactic != Tactic::kAuto && !cudnn_tactic && !kiln_candidate)
     fail(call.layer, "KILN_CONV_TACTIC=kiln: kiln has no kernel of its own for this convolution");
   if (x.numel() == 0) {
     KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
-  } else {
-    ConvPlan& cp = plan_for(ctx, call.layer, p, x, w, y, kiln_candidate, tactic);
-    if (cp.kiln_depthwise) {  // bias, residual and activation fused in its store
+    if (bias || residual || p.activation) {
+      const TensorView cb = bias ? channel_bias(p, y, *bias) : TensorView{};
+      apply_epilogue(ctx, y, bias ? &cb : nullptr, p.activation, residual);
+    }
+    return;
+  }
+  ConvPlan& cp = plan_for(ctx, call.layer, p, x, w, y, bias, residual, kiln_candidate, tactic);
+  switch (cp.choice) {
+    case ConvPlan::Choice::kKiln:  // bias, residual and activation fused in its store
       run_depthwise(ctx, call.layer, p, x, w, bias, residual, y, cp.kiln_kernel);
       return;
-    }
-    const float alpha = 1.f, beta = 0.f;
-    if (!p.transposed) {
-      dnn_check(cudnnConvolutionForward(ctx.conv->handle, &alpha, cp.x, x.data, cp.w, w.data, cp.conv,
-                                        cudnnConvolutionFwdAlgo_t(cp.algo), ctx.conv->workspace, cp.workspace, &beta,
-                                        cp.y, y.data),
-                "convolution forward");
-    } else {
-      dnn_check(cudnnConvolutionBackwardData(ctx.conv->handle, &alpha, cp.w, w.data, cp.x, x.data, cp.conv,
-                                             cudnnConvolutionBwdDataAlgo_t(cp.algo), ctx.conv->workspace, cp.workspace,
-                                             &beta, cp.y, y.data),
-                "transposed convolution");
-    }
+    case ConvPlan::Choice::kGraphFused:
+      cp.graph->execute(ctx.conv->handle, cp.graph_plan, x.data, w.data, y.data, bias ? bias->data : nullptr,
+                        residual ? residual->data : nullptr, ctx.conv->workspace);
+      return;
+    case ConvPlan::Choice::kGraph:
+      cp.graph->execute(ctx.conv->handle, cp.graph_plan, x.data, w.data, y.data, nullptr, nullptr,
+                        ctx.conv->workspace);
+      break;
+    case ConvPlan::Choice::kLegacy:
+      run_legacy(*ctx.conv, cp, p, x, w, y.data, ctx.conv->workspace);
+      break;
   }
   if (bias || residual || p.activation) {
-    TensorView channel_bias;
-    if (bias) {
-      channel_bias = *bias;
-      std::vector<int64_t> bd(y.dims.size(), 1);
-      const size_t channel_axis = p.channels_last ? y.dims.size() - 1 : 1;
-      bd[channel_axis] = y.dims[channel_axis];
-      channel_bias.dims = bd;  // [1, C, 1, ...] (or [1, 1, 1, C]): broadcast over batch and space
-      channel_bias.strides.clear();
-    }
-    apply_epilogue(ctx, y, bias ? &channel_bias : nullptr, p.activation, residual);
+    const TensorView cb = bias ? channel_bias(p, y, *bias) : TensorView{};
+    apply_epilogue(ctx, y, bias ? &cb : nullptr, p.activation, residual);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -117,6 +118,16 @@ void run_shape(Context& ctx, LayerCall& call);
 void run_copy(Context& ctx, const TensorView& dst, const TensorView& src);  // same dtype, same numel
 
 // ---- small host helpers ------------------------------------------------------------------------
+// Mean time of `launch` on the context's stream over 10 runs, after 3 warm-up runs (the first
+// launch of a kernel also loads its module): how tactic choices (convolution, matmul) compare
+// their candidates. Never call it during a graph capture.
+float time_launches_ms(Context& ctx, const std::function<void()>& launch);
+// Same, but gives up after one timed run when that run already takes more than `give_up_ms`
+// (a candidate far slower than the best so far is not worth ten more runs); returns that run's time.
+float time_launches_ms(Context& ctx, const std::function<void()>& launch, float give_up_ms);
+// max |got - want| / max |want| over n elements of dtype t (float types; synchronises the stream):
+// verify.cu, for tactic selection.
+float relative_difference(Context& ctx, const void* got, const void* want, DataType t, int64_t n);
 [[noreturn]] void fail(const Layer& layer, const std::string& what);
 int64_t product(const std::vector<int64_t>& d, size_t begin = 0, size_t end = SIZE_MAX);
 // Strides (elements) of `in` broadcast against `out` (right-aligned): 0 on broadcast dims.

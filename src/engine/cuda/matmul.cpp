@@ -11,12 +11,15 @@
 // broadcast patterns loop over the output's batch.
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
 
 #include "engine/cuda/internal.h"
+#include "engine/network_internal.h"
 
 namespace kiln::engine::cuda {
 
@@ -63,6 +66,15 @@ struct Gemm {
     if (c) cublasLtMatrixLayoutDestroy(c);
   }
 };
+
+// KILN_GEMM_TACTIC=heuristic takes cuBLASLt's first heuristic choice untimed (comparisons, and
+// builds that must not spend time timing).
+bool gemm_timing_enabled() {
+  const char* v = std::getenv("KILN_GEMM_TACTIC");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return true;
+  if (std::strcmp(v, "heuristic") == 0) return false;
+  throw NetworkError(std::string("KILN_GEMM_TACTIC must be auto or heuristic, not '") + v + "'");
+}
 }  // namespace
 
 struct MatmulCache {
@@ -117,14 +129,44 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
       lt_check(cublasLtMatmulPreferenceCreate(&pref), "pref");
       uint64_t ws = ctx.lt_workspace_bytes;
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-      cublasLtMatmulHeuristicResult_t res[1];
+      // The heuristic's first few algorithms, timed on this GPU at the first run of the shape (not
+      // during a graph capture, where the heuristic's first choice stands); the fastest is kept.
+      constexpr int kCandidates = 8;
+      cublasLtMatmulHeuristicResult_t res[kCandidates];
       int found = 0;
       cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, ng->a,
-                                                         ng->b, ng->c, ng->c, pref, 1, res, &found);
+                                                         ng->b, ng->c, ng->c, pref, kCandidates, res, &found);
       cublasLtMatmulPreferenceDestroy(pref);
       if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         ng->algo = res[0].algo;
         ng->has_algo = true;
+        if (found > 1 && !ctx.capturing() && gemm_timing_enabled()) {
+          if (bias)
+            lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "bias");
+          // Timed into a scratch output: the real one may share memory with the inputs' buffers.
+          const int64_t out_elems = batch > 1 ? stride_c * (batch - 1) + M * N : M * N;
+          void* scratch = nullptr;
+          KILN_CUDA_CHECK(cudaMalloc(&scratch, size_t(std::max<int64_t>(out_elems, 1)) * element_size(dt)));
+          const float alpha = 1.f, beta = residual ? 1.f : 0.f;
+          float best = 0;
+          std::ostringstream log;
+          log << "cuBLASLt " << M << 'x' << N << 'x' << K << " batch " << batch << ": heuristic candidates (ms)";
+          for (int i = 0; i < found; ++i) {
+            if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+            bool ran = true;
+            const float t = time_launches_ms(ctx, [&] {
+              ran &= cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, &alpha, B, ng->a, A, ng->b,
+                                    &beta, residual ? residual : scratch, ng->c, scratch, ng->c, &res[i].algo,
+                                    ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream) == CUBLAS_STATUS_SUCCESS;
+            });
+            if (!ran) continue;
+            log << ' ' << i << ':' << t;
+            if (i == 0 || t < best) best = t, ng->algo = res[i].algo;
+          }
+          cudaFree(scratch);
+          if (detail::debug_logging())
+            detail::log_debug(log.str());
+        }
       }
       slot = std::move(ng);
     }
