@@ -1,6 +1,7 @@
 // build(): verification, the passes in order, lifetimes and the memory report at the profile's
 // opt shapes. Each pass is also callable alone (passes::*).
 #include "engine/builder.h"
+#include "engine/cpu/onednn.h"
 
 #include <algorithm>
 #include <chrono>
@@ -85,8 +86,8 @@ Plan build(Network&& input, const BuilderConfig& config) {
   }
   // KILN_CHANNELS_LAST=0 turns the NHWC rewrite off (to measure against it).
   const bool channels_last = detail::env_flag("KILN_CHANNELS_LAST", config.channels_last);
-  if (channels_last && config.device == DeviceKind::kCUDA) {
-    run("to_channels_last", passes::to_channels_last(net));
+  if (channels_last && (config.device == DeviceKind::kCUDA || cpu::have_onednn())) {
+    run("to_channels_last", passes::to_channels_last(net, config.device == DeviceKind::kCPU));
     run("fold_constants", passes::fold_constants(net));  // re-laid constant operands
   }
   run("eliminate_dead_layers", passes::eliminate_dead_layers(net));

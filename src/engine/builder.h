@@ -31,7 +31,8 @@ struct BuilderConfig {
   bool attention_views = true;  // attention reads permuted / sliced q, k, v in place; constant masks become flags
   // CUDA fp16/bf16: 2-d convolutions (and the pooling between them) in NHWC, where cuDNN's
   // tensor-core kernels need no internal transposes and 1x1 convolutions are plain matmuls
-  // (resnet50 on an H100: 5.6 -> 2.9 ms at batch 32; docs/PERFORMANCE.md).
+  // (resnet50 on an H100: 5.6 -> 2.9 ms at batch 32; docs/PERFORMANCE.md). CPU fp32, when kiln
+  // has oneDNN: the same, for oneDNN's channels-last kernels.
   bool channels_last = true;
   // CUDA: the architecture the plan's generated kernels are compiled for at build time (90 for
   // sm_90); 0: the current GPU's (none: they compile on the plan's first run instead).
@@ -61,7 +62,9 @@ size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast 
 size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] transposes moved next to attention
 size_t simplify_attention_masks(Network& net);  // constant causal / keep-all masks -> the causal flag / none
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
-size_t to_channels_last(Network& net);
+// fp32 convolutions too when `fp32` (the CPU's oneDNN kernels; CUDA keeps fp32 in NCHW, on cuDNN's
+// exact FMA path).
+size_t to_channels_last(Network& net, bool fp32 = false);
 size_t fold_movement(Network& net);        // permutes/reshapes/slices/pads/concats -> gathered loads
 size_t fuse_rows(Network& net);            // norms / softmaxes / last-axis reductions + pointwise neighbours -> row programs
 size_t apply_precision(Network& net, Precision p);

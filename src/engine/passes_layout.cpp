@@ -38,13 +38,13 @@ Weights to_krsc(const Weights& w) {
   return Weights::copy_of(w.dtype, {K, R, S, C}, out.data());
 }
 
-size_t convert_convolutions(Network& net) {
+size_t convert_convolutions(Network& net, bool fp32) {
   size_t n = 0;
   for (Layer* l : net.layers()) {
     auto* cp = l->as<ConvolutionParams>();
     if (!cp || cp->channels_last || cp->transposed || l->inputs()[0]->rank() != 4) continue;
     const DataType dt = l->inputs()[0]->dtype();
-    if (dt != DataType::kFloat16 && dt != DataType::kBFloat16) continue;  // fp32 stays exact FMA math
+    if (dt != DataType::kFloat16 && dt != DataType::kBFloat16 && !(fp32 && dt == DataType::kFloat32)) continue;
     if (!is_constant(l->inputs()[1])) continue;
     const Weights& w = weights_of(l->inputs()[1]);
     if (w.dims.size() != 4) continue;
@@ -157,8 +157,8 @@ bool sink_and_cancel(Network& net) {
 
 }  // namespace
 
-size_t to_channels_last(Network& net) {
-  size_t changes = convert_convolutions(net);
+size_t to_channels_last(Network& net, bool fp32) {
+  size_t changes = convert_convolutions(net, fp32);
   if (!changes) return 0;
   for (size_t guard = 0; guard < 100000 && sink_and_cancel(net); ++guard) ++changes;
   net.topological_sort();

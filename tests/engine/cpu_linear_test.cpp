@@ -4,6 +4,7 @@
 // ceil_mode, average with count_include_pad and divisor_override, adaptive) and attention
 // (masks, causal, scale). Runs through run_both: the direct kernels and the built pipeline.
 #include "cpu_test_util.h"
+#include "engine/cpu/onednn.h"
 #include "engine/cpu/winograd.h"
 
 namespace kiln::engine::cputest {
@@ -255,7 +256,11 @@ TEST(CpuConvolution, FusedReluAndWorkspace) {
   p.activation = ActivationParams{ActivationOp::kRelu};
   Layer* l = net.add_convolution("conv", in, constant(net, w, "w"), constant(net, b, "b"), p);
   net.mark_output(l->output(), "y");
-  EXPECT_EQ(cpu::workspace_bytes(*l, {x.view(), w.view(), b.view()}), size_t(3 * 9 * 64 * 4));  // im2col
+  // im2col's columns, unless oneDNN runs it (it needs none of kiln's workspace)
+  EXPECT_EQ(cpu::workspace_bytes(*l, {x.view(), w.view(), b.view()}), cpu::have_onednn() ? 0 : size_t(3 * 9 * 64 * 4));
+  ::setenv("KILN_CPU_ONEDNN", "0", 1);
+  EXPECT_EQ(cpu::workspace_bytes(*l, {x.view(), w.view(), b.view()}), size_t(3 * 9 * 64 * 4));
+  ::unsetenv("KILN_CPU_ONEDNN");
   auto out = run_direct(net, {x});
   auto want = ref_conv(c, x, w, &b, out[0].dims);
   for (auto& v : want) v = std::max(v, 0.0);
@@ -296,6 +301,81 @@ TEST(CpuConvolution, MisalignedInputAndWeights) {
   expect_close(y, ref_conv(c, x, w, nullptr, y.dims), 1e-4, 1e-4, "misaligned conv");
 }
 
+// oneDNN's convolutions (fp32, 2-d; what CPU networks run when kiln has oneDNN) against kiln's own
+// kernels (KILN_CPU_ONEDNN=0; checked against float64 references above): NCHW and channels last,
+// dense, grouped, depthwise, strided (an odd input: oneDNN's right padding differs from the
+// left), dilated, 1x1, bias + residual + activation post-ops, an activation oneDNN lacks
+// (hardswish, kiln's pass after it), weights as constants (reordered once, cached) and as network
+// inputs (reordered per call). Each case must have run through oneDNN.
+TEST(CpuConvolution, OneDnnMatchesKilnKernels) {
+  if (!cpu::have_onednn()) GTEST_SKIP() << "kiln built without oneDNN";
+  struct Case {
+    int64_t n, cin, cout, h, w, k, stride, pad, dil, groups;
+    bool bias, residual;
+    std::optional<ActivationOp> act;
+    bool channels_last, constant_weights;
+  };
+  const Case cases[] = {
+      {2, 16, 32, 9, 9, 3, 1, 1, 1, 1, true, true, ActivationOp::kRelu, true, true},
+      {1, 32, 32, 9, 9, 3, 2, 1, 1, 4, true, false, ActivationOp::kSilu, true, true},
+      {1, 24, 24, 14, 14, 7, 1, 3, 1, 24, true, false, std::nullopt, true, true},
+      {2, 16, 16, 10, 10, 3, 1, 2, 2, 1, false, false, ActivationOp::kGeluErf, true, true},
+      {1, 8, 16, 12, 12, 5, 1, 2, 1, 1, true, false, ActivationOp::kHardSwish, true, true},
+      {1, 3, 16, 17, 17, 7, 2, 3, 1, 1, true, false, ActivationOp::kRelu, false, true},
+      {2, 16, 8, 9, 7, 3, 1, 1, 1, 1, true, true, ActivationOp::kClip, false, false},
+      {1, 16, 32, 8, 8, 1, 2, 0, 1, 1, false, true, std::nullopt, true, false},
+      {1, 12, 12, 6, 5, 3, 1, 1, 1, 12, false, true, ActivationOp::kSigmoid, true, false},
+  };
+  for (size_t ci = 0; ci < std::size(cases); ++ci) {
+    const Case& c = cases[ci];
+    const int64_t oh = (c.h + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
+    const int64_t ow = (c.w + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
+    const int64_t cg = c.cin / c.groups;
+    const DataType f32 = DataType::kFloat32;
+    auto dims = [&](int64_t n, int64_t ch, int64_t h, int64_t w) {
+      return c.channels_last ? std::vector<int64_t>{n, h, w, ch} : std::vector<int64_t>{n, ch, h, w};
+    };
+    Host x = random_host(f32, dims(c.n, c.cin, c.h, c.w), 90 + uint32_t(ci));
+    Host w = random_host(f32, c.channels_last ? std::vector<int64_t>{c.cout, c.k, c.k, cg}
+                                              : std::vector<int64_t>{c.cout, cg, c.k, c.k}, 91, -0.5, 0.5);
+    Host b = random_host(f32, {c.cout}, 92), r = random_host(f32, dims(c.n, c.cout, oh, ow), 93);
+    std::vector<Host> inputs{x};
+    if (!c.constant_weights) inputs.push_back(w);
+    if (c.residual) inputs.push_back(r);
+    auto make = [&](Network& net) {
+      ConvolutionParams p;
+      p.stride = {c.stride, c.stride};
+      p.padding = {c.pad, c.pad};
+      p.dilation = {c.dil, c.dil};
+      p.groups = c.groups;
+      p.channels_last = c.channels_last;
+      p.has_bias = c.bias;
+      p.has_residual = c.residual;
+      if (c.act) p.activation = ActivationParams{*c.act, 0.0, 6.0};
+      std::vector<Tensor*> in{net.add_input("x", f32, shape_of(x.dims))};
+      in.push_back(c.constant_weights ? constant(net, w, "w") : net.add_input("w", f32, shape_of(w.dims)));
+      if (c.bias) in.push_back(constant(net, b, "b"));
+      if (c.residual) in.push_back(net.add_input("r", f32, shape_of(r.dims)));
+      net.mark_output(net.add_layer("conv", in, p)->output(), "y");
+    };
+    const std::string what = "oneDNN conv case " + std::to_string(ci);
+    ::setenv("KILN_CPU_ONEDNN", "0", 1);
+    Network ref_net;
+    make(ref_net);
+    const std::vector<Host> want = run_direct(ref_net, inputs);
+    ::unsetenv("KILN_CPU_ONEDNN");
+    const uint64_t before = cpu::onednn_executions();
+    Network net;
+    make(net);
+    const std::vector<Host> got = run_direct(net, inputs);
+    EXPECT_GT(cpu::onednn_executions(), before) << what << ": oneDNN did not run it";
+    ASSERT_EQ(got[0].dims, want[0].dims) << what;
+    expect_close(got[0], want[0].values(), 1e-4, 1e-4, what);
+    // Twice through the same network: the cached primitive and reordered weights.
+    expect_close(run_direct(net, inputs)[0], want[0].values(), 1e-4, 1e-4, what + " (cached)");
+  }
+}
+
 struct Pool {
   PoolType type;
   std::vector<int64_t> x, k, s, p, d;
@@ -318,6 +398,19 @@ TEST(CpuPooling, MaxPoolPropagatesNaN) {
   ASSERT_EQ(out[0].numel(), 4);
   EXPECT_TRUE(std::isnan(out[0].get(0)));
   for (int64_t i = 1; i < 4; ++i) EXPECT_FALSE(std::isnan(out[0].get(i))) << i;
+  // Channels last, 8 channels: the NaN in channel 3 only, every other channel finite.
+  Host xn = random_host(DataType::kFloat32, {1, 4, 4, 8}, 4);
+  xn.set((1 * 4 + 1) * 8 + 3, std::nan(""));
+  auto nhwc = run_both(
+      [&](Network& net) {
+        PoolingParams p;
+        p.type = PoolType::kMax; p.kernel = {2, 2}; p.stride = {2, 2}; p.padding = {0, 0}; p.dilation = {1, 1};
+        p.channels_last = true;
+        net.mark_output(net.add_pooling("pool", net.add_input("x", DataType::kFloat32, shape_of(xn.dims)), p)->output(), "y");
+      },
+      {xn});
+  ASSERT_EQ(nhwc[0].numel(), 32);
+  for (int64_t i = 0; i < 32; ++i) EXPECT_EQ(std::isnan(nhwc[0].get(i)), i == 3) << i;
 }
 
 TEST(CpuPooling, MaxAverageAdaptive) {
@@ -415,6 +508,34 @@ TEST(CpuPooling, MaxAverageAdaptive) {
         else ref.push_back(sum / double(padded));
       }
       expect_close(out[0], ref, 2 * tolerance(t), 2 * tolerance(t), "pool case " + std::to_string(ci) + " " + to_string(t));
+      if (c.x.size() != 4) continue;
+      // The same pooling channels last (CPU networks with oneDNN convolutions run it so): the
+      // input laid out [N, H, W, C], the output compared back in NCHW order.
+      const std::vector<int64_t> xd{c.x[0], c.x[2], c.x[3], c.x[1]};
+      Host xn(t, xd);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        auto id = unravel(i, c.x);
+        xn.set(ravel({id[0], id[2], id[3], id[1]}, xd), x.get(i));
+      }
+      auto nhwc = run_both(
+          [&](Network& net) {
+            PoolingParams p;
+            p.type = c.type; p.kernel = c.k; p.stride = c.s; p.padding = c.p; p.dilation = c.d;
+            p.ceil_mode = c.ceil; p.count_include_pad = c.include_pad; p.divisor_override = c.divisor;
+            p.adaptive_output = c.adaptive;
+            p.channels_last = true;
+            net.mark_output(net.add_pooling("pool", net.add_input("x", t, shape_of(xd)), p)->output(), "y");
+          },
+          {xn});
+      const auto& gd = nhwc[0].dims;
+      ASSERT_EQ(gd, (std::vector<int64_t>{od[0], od[2], od[3], od[1]})) << "pool case " << ci << " channels last";
+      Host back(t, od);
+      for (int64_t i = 0; i < nhwc[0].numel(); ++i) {
+        auto id = unravel(i, gd);
+        back.set(ravel({id[0], id[3], id[1], id[2]}, od), nhwc[0].get(i));
+      }
+      expect_close(back, ref, 2 * tolerance(t), 2 * tolerance(t),
+                   "channels-last pool case " + std::to_string(ci) + " " + to_string(t));
     }
 }
 

@@ -158,7 +158,9 @@ TEST(PlanFormat, ValidChecksumButBadContentIsRefused) {
   // A description that refers to a tensor id that doesn't exist: the checksum is right, so the
   // loader's structural checks must catch it.
   const std::vector<uint8_t> bad = with_edited_json(small_plan().serialize(), [](std::string& text) {
-    replace_once(text, "\"inputs\":[0,", "\"inputs\":[12345,");
+    // The first layer reading tensor 0 (the network input), alone or with others.
+    const bool alone = text.find("\"inputs\":[0,") == std::string::npos;
+    replace_once(text, alone ? "\"inputs\":[0]" : "\"inputs\":[0,", alone ? "\"inputs\":[12345]" : "\"inputs\":[12345,");
   });
   std::string err = load_error(bad);
   EXPECT_NE(err.find("unknown tensor id"), std::string::npos) << err;

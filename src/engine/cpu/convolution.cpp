@@ -12,6 +12,7 @@
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/onednn.h"
 #include "engine/cpu/winograd.h"
 
 namespace kiln::engine::cpu {
@@ -221,6 +222,7 @@ TensorView permuted(const TensorView& t, const std::vector<int64_t>& perm, std::
 
 size_t convolution_workspace(const ConvolutionParams& p, const std::vector<TensorView>& inputs) {
   if (inputs.size() < 2 || inputs[0].dims.size() < 3 || inputs[0].dims.size() > 5) return 0;
+  if (onednn_takes(p, inputs)) return 0;
   return col_floats(p, p.channels_last ? geometry(p, reorder(inputs[0].dims, kToNchw), reorder(inputs[1].dims, kToNchw), nullptr)
                                       : geometry(p, inputs[0].dims, inputs[1].dims, nullptr)) * sizeof(float);
 }
@@ -242,6 +244,7 @@ void run_via_nchw(const LayerCall& call, const std::vector<size_t>& permuted_inp
 }
 
 void run(const ConvolutionParams& p, LayerCall& call) {
+  if (onednn_convolution(p, call)) return;
   if (p.channels_last) {  // (CUDA's layout; here through the NCHW kernel: input, weights, residual permuted)
     ConvolutionParams nchw = p;
     nchw.channels_last = false;

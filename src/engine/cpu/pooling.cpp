@@ -24,16 +24,10 @@ struct Window {
 }  // namespace
 
 void run(const PoolingParams& p, LayerCall& call) {
-  if (p.channels_last) {
-    if (call.inputs.at(0).dims.size() != 4) fail(call.layer, "channels-last pooling needs a 2-d input");
-    PoolingParams nchw = p;
-    nchw.channels_last = false;
-    run_via_nchw(call, {0}, [&](LayerCall& inner) { run(nchw, inner); });
-    return;
-  }
   const Layer& layer = call.layer;
   const TensorView& x = call.inputs.at(0);
   const TensorView& out = call.outputs.at(0);
+  if (p.channels_last && x.dims.size() != 4) fail(layer, "channels-last pooling needs a 2-d input");
   const size_t S = x.dims.size() - 2;
   if (x.dims.size() < 3 || x.dims.size() > 5) fail(layer, "pooling needs a 1d, 2d or 3d input");
   if (!is_floating(x.dtype)) fail(layer, "pooling needs a float input");
@@ -41,9 +35,10 @@ void run(const PoolingParams& p, LayerCall& call) {
   int64_t in[3] = {1, 1, 1}, on[3] = {1, 1, 1}, k[3] = {1, 1, 1}, st[3] = {1, 1, 1}, pd[3] = {0, 0, 0},
           dl[3] = {1, 1, 1};
   const bool adaptive = !p.adaptive_output.empty();
+  const size_t first_spatial = p.channels_last ? 1 : 2;  // [N, H, W, C] or [N, C, spatial...]
   for (size_t i = 0; i < S; ++i) {
-    in[off + i] = x.dims[2 + i];
-    on[off + i] = out.dims[2 + i];
+    in[off + i] = x.dims[first_spatial + i];
+    on[off + i] = out.dims[first_spatial + i];
     if (!adaptive) {
       k[off + i] = p.kernel.at(i);
       st[off + i] = i < p.stride.size() ? p.stride[i] : k[off + i];
@@ -82,6 +77,54 @@ void run(const PoolingParams& p, LayerCall& call) {
         while (hi > lo && start + (hi - 1) * dl[d] >= in[d]) --hi;
         kr[d].push_back({lo, hi});
       }
+
+  if (p.channels_last) {
+    // [N, H, W, C]: each output pixel combines whole channel vectors of its window (contiguous,
+    // so the inner loops vectorize), one output row per task.
+    const int64_t C = x.dims[3], N = x.dims[0];
+    parallel_for(N * on[1], N * on[1] * on[2] * C > kParallelGrain / 4, [&](int64_t row) {
+      const int64_t n = row / on[1], oh = row % on[1];
+      const float* xn = fx.ptr + n * in_vol * C;
+      std::vector<float> acc(size_t(C), 0.f);
+      for (int64_t ow = 0; ow < on[2]; ++ow) {
+        float* y = fy.ptr + ((n * on[1] + oh) * on[2] + ow) * C;
+        float* a = acc.data();
+        if (is_max && !adaptive) {
+          std::fill(acc.begin(), acc.end(), -std::numeric_limits<float>::infinity());
+          for (int64_t i = kr[1][oh].first; i < kr[1][oh].second; ++i)
+            for (int64_t j = kr[2][ow].first; j < kr[2][ow].second; ++j) {
+              const float* v = xn + ((oh * st[1] - pd[1] + i * dl[1]) * in[2] + ow * st[2] - pd[2] + j * dl[2]) * C;
+              // A NaN, once met, stays (v > NaN and NaN > NaN are false).
+              for (int64_t c = 0; c < C; ++c) a[c] = (v[c] > a[c] || v[c] != v[c]) ? v[c] : a[c];
+            }
+          std::copy(acc.begin(), acc.end(), y);
+          continue;
+        }
+        const Window wh = window(1, oh), ww = window(2, ow);
+        std::fill(acc.begin(), acc.end(), is_max ? -std::numeric_limits<float>::infinity() : 0.f);
+        for (int64_t ih = wh.begin; ih < wh.end; ++ih)
+          for (int64_t iw = ww.begin; iw < ww.end; ++iw) {
+            const float* v = xn + (ih * in[2] + iw) * C;
+            if (is_max) {
+              for (int64_t c = 0; c < C; ++c) a[c] = (v[c] > a[c] || v[c] != v[c]) ? v[c] : a[c];
+            } else {
+              for (int64_t c = 0; c < C; ++c) a[c] += v[c];
+            }
+          }
+        float scale = 1.f;
+        if (!is_max) {
+          int64_t divisor;
+          if (p.divisor_override) divisor = *p.divisor_override;
+          else if (adaptive || !p.count_include_pad) divisor = (wh.end - wh.begin) * (ww.end - ww.begin);
+          else divisor = wh.padded * ww.padded;
+          scale = divisor ? 1.f / float(divisor) : NAN;
+        }
+        for (int64_t c = 0; c < C; ++c) y[c] = a[c] * scale;
+      }
+    });
+    fy.commit();
+    return;
+  }
 
   parallel_for(planes, planes * out_vol > kParallelGrain / 4, [&](int64_t pc) {
     const float* xp = fx.ptr + pc * in_vol;

@@ -1,0 +1,231 @@
+// fp32 2-d convolutions through oneDNN, whose JIT kernels use the processor's vector
+// units (AVX-512 / AVX2, chosen by oneDNN at run time) on channels-last data. The builder lays
+// CPU networks out channels last when kiln has oneDNN (to_channels_last), so these are the
+// common case; other convolutions keep kiln's own kernels (convolution.cpp).
+//
+// A convolution's primitive and its weights, reordered once into the layout oneDNN's kernel
+// wants, are cached per layer and shape; bias, residual add and the activation run as oneDNN
+// post-ops in the same pass (activations oneDNN lacks follow as kiln's own pass).
+#include "engine/cpu/onednn.h"
+
+#ifdef KILN_HAS_DNNL
+#include <dnnl.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/parallel.h"
+#include "engine/network_internal.h"
+
+namespace kiln::engine::cpu {
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// oneDNN's eltwise for a kiln activation, when it has one.
+bool eltwise_of(const ActivationParams& a, dnnl::algorithm& alg, float& alpha, float& beta) {
+  alpha = 0.f, beta = 0.f;
+  switch (a.op) {
+    case ActivationOp::kRelu: alg = dnnl::algorithm::eltwise_relu; return true;
+    case ActivationOp::kLeakyRelu: alg = dnnl::algorithm::eltwise_relu, alpha = float(a.alpha); return true;
+    case ActivationOp::kSigmoid: alg = dnnl::algorithm::eltwise_logistic; return true;
+    case ActivationOp::kTanh: alg = dnnl::algorithm::eltwise_tanh; return true;
+    case ActivationOp::kGeluErf: alg = dnnl::algorithm::eltwise_gelu_erf; return true;
+    case ActivationOp::kGeluTanh: alg = dnnl::algorithm::eltwise_gelu_tanh; return true;
+    case ActivationOp::kSilu: alg = dnnl::algorithm::eltwise_swish, alpha = 1.f; return true;
+    case ActivationOp::kElu: alg = dnnl::algorithm::eltwise_elu, alpha = float(a.alpha); return true;
+    case ActivationOp::kClip: alg = dnnl::algorithm::eltwise_clip, alpha = float(a.alpha), beta = float(a.beta); return true;
+    default: return false;
+  }
+}
+
+memory::dims to_dims(const std::vector<int64_t>& v) { return memory::dims(v.begin(), v.end()); }
+
+// oneDNN's right padding for PyTorch's output size: the left padding (PyTorch pads both sides
+// alike and floors the window count, as oneDNN does), more only where the output has a window
+// the floor would drop (pooling's ceil_mode).
+int64_t right_padding(int64_t in, int64_t out, int64_t window, int64_t stride, int64_t pad) {
+  return std::max(pad, (out - 1) * stride + window - in - pad);
+}
+
+struct ConvEntry {
+  dnnl::convolution_forward primitive;
+  dnnl::convolution_forward::primitive_desc pd;
+  memory::desc src, dst, user_weights, bias, residual;
+  memory weights;                               // reordered (constant weights only)
+  std::weak_ptr<const uint8_t> weights_source;  // the constant they came from: a dead one invalidates the entry
+  bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
+};
+
+std::atomic<uint64_t> executions{0};
+std::mutex cache_mutex;
+std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;
+
+// The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
+memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last) {
+  if (channels_last) return memory::desc({d[0], d[3], d[1], d[2]}, memory::data_type::f32, tag::nhwc);
+  return memory::desc(to_dims(d), memory::data_type::f32, tag::nchw);
+}
+
+std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorView& x, const TensorView& w,
+                                     const TensorView& y) {
+  auto e = std::make_shared<ConvEntry>();
+  const bool cl = p.channels_last;
+  e->src = activation_desc(x.dims, cl);
+  e->dst = activation_desc(y.dims, cl);
+  // Weights: KCRS (NCHW networks) or KRSC (channels last), grouped as G x (K/G) x (C/G) x R x S.
+  const int64_t K = w.dims[0], R = cl ? w.dims[1] : w.dims[2], S = cl ? w.dims[2] : w.dims[3];
+  const int64_t Cg = cl ? w.dims[3] : w.dims[1], G = p.groups;
+  if (G == 1) {
+    e->user_weights = memory::desc({K, Cg, R, S}, memory::data_type::f32, cl ? tag::ohwi : tag::oihw);
+  } else {
+    e->user_weights = memory::desc({G, K / G, Cg, R, S}, memory::data_type::f32, cl ? tag::gohwi : tag::goihw);
+  }
+  memory::desc any_weights(e->user_weights.dims(), memory::data_type::f32, tag::any);
+  const memory::dims stride = to_dims(p.stride.empty() ? std::vector<int64_t>{1, 1} : p.stride);
+  memory::dims dilate{0, 0}, pad{0, 0};  // oneDNN's dilation counts the gaps: PyTorch's minus one
+  for (size_t i = 0; i < 2; ++i) {
+    if (i < p.dilation.size()) dilate[i] = p.dilation[i] - 1;
+    if (i < p.padding.size()) pad[i] = p.padding[i];
+  }
+  const int64_t ins[2] = {cl ? x.dims[1] : x.dims[2], cl ? x.dims[2] : x.dims[3]};
+  const int64_t outs[2] = {cl ? y.dims[1] : y.dims[2], cl ? y.dims[2] : y.dims[3]}, ks[2] = {R, S};
+  memory::dims pad_r{0, 0};
+  for (size_t i = 0; i < 2; ++i) pad_r[i] = right_padding(ins[i], outs[i], (dilate[i] + 1) * (ks[i] - 1) + 1, stride[i], pad[i]);
+
+  dnnl::post_ops ops;
+  if (p.has_residual) {
+    e->residual = e->dst;
+    ops.append_binary(dnnl::algorithm::binary_add, e->residual);
+  }
+  if (p.activation) {
+    dnnl::algorithm alg;
+    float alpha, beta;
+    if (eltwise_of(*p.activation, alg, alpha, beta)) ops.append_eltwise(1.f, alg, alpha, beta);
+    else e->activation_after = true;
+  }
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  if (p.has_bias) e->bias = memory::desc({K}, memory::data_type::f32, tag::x);
+  auto desc = p.has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            dnnl::algorithm::convolution_direct, e->src, any_weights,
+                                                            e->bias, e->dst, stride, dilate, pad, pad_r)
+                         : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            dnnl::algorithm::convolution_direct, e->src, any_weights,
+                                                            e->dst, stride, dilate, pad, pad_r);
+  e->pd = dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+  e->primitive = dnnl::convolution_forward(e->pd);
+  return e;
+}
+
+}  // namespace
+
+bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inputs) {
+  if (inputs.size() < 2) return false;
+  const TensorView& x = inputs[0];
+  const TensorView& w = inputs[1];
+  return !p.transposed && x.dims.size() == 4 && w.dims.size() == 4 && x.dtype == DataType::kFloat32 &&
+         w.dtype == DataType::kFloat32 && x.numel() > 0 && detail::env_flag("KILN_CPU_ONEDNN", true);
+}
+
+bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& w = call.inputs.at(1);
+  const TensorView& y = call.outputs.at(0);
+  if (!onednn_takes(p, call.inputs) || y.numel() == 0) return false;
+  const Tensor* weight_tensor = call.layer.inputs().at(1);
+  const bool constant_weights = detail::is_constant(weight_tensor);
+  std::ostringstream key;
+  key << (p.channels_last ? 'L' : 'F') << p.groups << p.has_bias << p.has_residual;
+  if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
+  for (auto* v : {&x.dims, &w.dims, &y.dims, &p.stride, &p.padding, &p.dilation}) {
+    key << '|';
+    for (int64_t d : *v) key << d << ',';
+  }
+  const Weights* constant = constant_weights ? &detail::weights_of(weight_tensor) : nullptr;
+  if (constant) key << "|w" << static_cast<const void*>(constant->data.get());
+
+  std::shared_ptr<ConvEntry> e;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = conv_cache.find(key.str());
+    if (it != conv_cache.end() && (!constant || !it->second->weights_source.expired())) e = it->second;
+  }
+  if (!e) {
+    try {
+      e = make_conv(p, x, w, y);
+    } catch (const dnnl::error&) {
+      return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
+    }
+    if (constant) {
+      // Reordered once from the network's constant (the same bytes the input view shows).
+      memory user(e->user_weights, cpu_engine(), const_cast<uint8_t*>(constant->data.get()));
+      e->weights = memory(e->pd.weights_desc(), cpu_engine());
+      dnnl::stream s(cpu_engine());
+      dnnl::reorder(user, e->weights).execute(s, user, e->weights);
+      s.wait();
+      e->weights_source = constant->data;
+    }
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    for (auto it = conv_cache.begin(); it != conv_cache.end();)  // entries of networks since destroyed
+      it = it->second->weights_source.expired() && it->first.find("|w") != std::string::npos ? conv_cache.erase(it)
+                                                                                              : std::next(it);
+    conv_cache[key.str()] = e;
+  }
+
+  dnnl::stream s(cpu_engine());
+  memory src(e->src, cpu_engine(), x.data), dst(e->dst, cpu_engine(), y.data);
+  memory weights = e->weights;
+  if (!constant) {  // weights computed by the network: reordered on every call
+    memory user(e->user_weights, cpu_engine(), w.data);
+    weights = memory(e->pd.weights_desc(), cpu_engine());
+    dnnl::reorder(user, weights).execute(s, user, weights);
+  }
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+  if (p.has_bias) args.emplace(DNNL_ARG_BIAS, memory(e->bias, cpu_engine(), call.inputs.at(2).data));
+  if (p.has_residual)
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                 memory(e->residual, cpu_engine(), call.inputs.back().data));
+  {
+    // oneDNN's OpenMP team sized like kiln's pool, whatever the calling thread's OpenMP setting
+    // (PyTorch's, in a Python process) says; restored after.
+    const int caller_threads = omp_get_max_threads();
+    if (caller_threads != max_threads()) omp_set_num_threads(max_threads());
+    e->primitive.execute(s, args);
+    s.wait();
+    if (caller_threads != max_threads()) omp_set_num_threads(caller_threads);
+  }
+  ++executions;
+  if (e->activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *p.activation);
+  return true;
+}
+
+bool have_onednn() { return true; }
+uint64_t onednn_executions() { return executions.load(); }
+
+}  // namespace kiln::engine::cpu
+
+#else
+
+namespace kiln::engine::cpu {
+bool onednn_takes(const ConvolutionParams&, const std::vector<TensorView>&) { return false; }
+bool onednn_convolution(const ConvolutionParams&, LayerCall&) { return false; }
+bool have_onednn() { return false; }
+uint64_t onednn_executions() { return 0; }
+}  // namespace kiln::engine::cpu
+
+#endif

@@ -1,0 +1,26 @@
+// oneDNN's kernels for the CPU backend (onednn.cpp); without oneDNN at build time every entry
+// declines and kiln's own kernels run.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/network.h"
+
+namespace kiln::engine::cpu {
+
+// Runs a fp32 2-d forward convolution (NCHW or channels last, any groups, bias / residual /
+// activation epilogue) through oneDNN; false when it does not apply (the caller runs its own
+// kernel). KILN_CPU_ONEDNN=0 turns it off.
+bool onednn_convolution(const ConvolutionParams& p, LayerCall& call);
+// Whether onednn_convolution will take a convolution of these inputs (so kiln's im2col workspace
+// is not needed; should oneDNN still decline, kiln's kernel allocates its own).
+bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inputs);
+
+// Whether this build has oneDNN (the builder lays CPU networks out channels last only then).
+bool have_onednn();
+// How many convolutions oneDNN has run in this process (tests: the path ran).
+uint64_t onednn_executions();
+
+}  // namespace kiln::engine::cpu
