@@ -343,15 +343,8 @@ TEST(CpuConvolution, OneDnnMatchesKilnKernels) {
     if (!c.constant_weights) inputs.push_back(w);
     if (c.residual) inputs.push_back(r);
     auto make = [&](Network& net) {
-      ConvolutionParams p;
-      p.stride = {c.stride, c.stride};
-      p.padding = {c.pad, c.pad};
-      p.dilation = {c.dil, c.dil};
-      p.groups = c.groups;
-      p.channels_last = c.channels_last;
-      p.has_bias = c.bias;
-      p.has_residual = c.residual;
-      if (c.act) p.activation = ActivationParams{*c.act, 0.0, 6.0};
+      const ConvolutionParams p = conv2d_params(c.stride, c.pad, c.dil, c.groups, c.channels_last, c.bias, c.residual,
+                                                c.act ? std::optional(ActivationParams{*c.act, 0.0, 6.0}) : std::nullopt);
       std::vector<Tensor*> in{net.add_input("x", f32, shape_of(x.dims))};
       in.push_back(c.constant_weights ? constant(net, w, "w") : net.add_input("w", f32, shape_of(w.dims)));
       if (c.bias) in.push_back(constant(net, b, "b"));

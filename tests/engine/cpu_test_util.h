@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -151,6 +152,21 @@ inline Host host_of(DataType t, std::vector<int64_t> dims, const std::vector<dou
 }
 
 inline Shape shape_of(const std::vector<int64_t>& d) { return Shape(d.begin(), d.end()); }
+
+// A 2-d convolution's params, the same stride, padding and dilation along both axes.
+inline ConvolutionParams conv2d_params(int64_t stride, int64_t pad, int64_t dil, int64_t groups, bool channels_last,
+                                       bool bias, bool residual, std::optional<ActivationParams> act) {
+  ConvolutionParams p;
+  p.stride = {stride, stride};
+  p.padding = {pad, pad};
+  p.dilation = {dil, dil};
+  p.groups = groups;
+  p.channels_last = channels_last;
+  p.has_bias = bias;
+  p.has_residual = residual;
+  p.activation = act;
+  return p;
+}
 
 // Constant tensor in the network from a host tensor.
 inline Tensor* constant(Network& net, const Host& h, const std::string& name = "w") {

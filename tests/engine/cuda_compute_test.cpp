@@ -409,15 +409,8 @@ TEST(CudaCompute, DepthwiseNhwcKernel) {
       if (c.residual) ins.push_back(r);
       check(std::string(tactic) + " depthwise " + std::string(to_string(t)) + " c" + std::to_string(c.c) + " k" + std::to_string(c.k),
             [&](Network& n) {
-              ConvolutionParams p;
-              p.stride = {c.stride, c.stride};
-              p.padding = {c.pad, c.pad};
-              p.dilation = {c.dil, c.dil};
-              p.groups = c.c;
-              p.channels_last = true;
-              p.has_bias = c.bias;
-              p.has_residual = c.residual;
-              if (c.act) p.activation = ActivationParams{*c.act};
+              const ConvolutionParams p = conv2d_params(c.stride, c.pad, c.dil, c.c, true, c.bias, c.residual,
+                                                        c.act ? std::optional(ActivationParams{*c.act}) : std::nullopt);
               std::vector<Tensor*> in{input(n, x, "x"), input(n, w, "w")};
               if (c.bias) in.push_back(input(n, b, "b"));
               if (c.residual) in.push_back(input(n, r, "r"));
@@ -471,15 +464,9 @@ TEST(CudaCompute, GraphApiConvolutions) {
         check(std::string(tactic) + " " + std::string(to_string(t)) + " c" + std::to_string(c.cin) + "->" +
                   std::to_string(c.cout) + " k" + std::to_string(c.k) + " g" + std::to_string(c.groups),
               [&](Network& n) {
-                ConvolutionParams p;
-                p.stride = {c.stride, c.stride};
-                p.padding = {c.pad, c.pad};
-                p.dilation = {c.dil, c.dil};
-                p.groups = c.groups;
-                p.channels_last = c.channels_last;
-                p.has_bias = c.bias;
-                p.has_residual = c.residual;
-                if (c.act) p.activation = ActivationParams{*c.act};
+                const ConvolutionParams p =
+                    conv2d_params(c.stride, c.pad, c.dil, c.groups, c.channels_last, c.bias, c.residual,
+                                  c.act ? std::optional(ActivationParams{*c.act}) : std::nullopt);
                 std::vector<Tensor*> in{input(n, x, "x"), input(n, w, "w")};
                 if (c.bias) in.push_back(input(n, b, "b"));
                 if (c.residual) in.push_back(input(n, r, "r"));

@@ -71,6 +71,23 @@ struct ConvEntry {
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
 };
 
+// This thread's scratch for oneDNN's kernels, grown as needed and kept (one per thread: runs of one
+// program from several threads each have their own).
+void* thread_scratch(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { ::operator delete(data, std::align_val_t(64)); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < bytes) {
+    ::operator delete(buffer.data, std::align_val_t(64));
+    buffer.data = ::operator new(bytes, std::align_val_t(64));
+    buffer.size = bytes;
+  }
+  return buffer.data;
+}
+
 std::atomic<uint64_t> executions{0};
 std::mutex cache_mutex;
 std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;
@@ -120,6 +137,9 @@ std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorVie
   }
   dnnl::primitive_attr attr;
   attr.set_post_ops(ops);
+  // Scratch memory of the caller's (below), not oneDNN's: its own is shared process-wide, and one
+  // program runs from many threads at once.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (p.has_bias) e->bias = memory::desc({K}, memory::data_type::f32, tag::x);
   auto desc = p.has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
                                                             dnnl::algorithm::convolution_direct, e->src, any_weights,
@@ -196,6 +216,9 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
     dnnl::reorder(user, weights).execute(s, user, weights);
   }
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+  const memory::desc scratch_desc = e->pd.scratchpad_desc();
+  if (scratch_desc.get_size() > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
   if (p.has_bias) args.emplace(DNNL_ARG_BIAS, memory(e->bias, cpu_engine(), call.inputs.at(2).data));
   if (p.has_residual)
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
