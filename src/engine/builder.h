@@ -62,9 +62,9 @@ size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast 
 size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] transposes moved next to attention
 size_t simplify_attention_masks(Network& net);  // constant causal / keep-all masks -> the causal flag / none
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
-// fp32 convolutions too when `fp32` (the CPU's oneDNN kernels; CUDA keeps fp32 in NCHW, on cuDNN's
-// exact FMA path).
-size_t to_channels_last(Network& net, bool fp32 = false);
+// Converts fp16/bf16 convolutions (CUDA: fp32 stays NCHW, on cuDNN's exact FMA path), or with
+// `fp32_only` the fp32 ones alone (the CPU, whose channels-last convolutions are oneDNN's fp32 kernels).
+size_t to_channels_last(Network& net, bool fp32_only = false);
 size_t fold_movement(Network& net);        // permutes/reshapes/slices/pads/concats -> gathered loads
 size_t fuse_rows(Network& net);            // norms / softmaxes / last-axis reductions + pointwise neighbours -> row programs
 size_t apply_precision(Network& net, Precision p);

@@ -237,7 +237,7 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   return true;
 }
 
-bool have_onednn() { return true; }
+bool have_onednn() { return detail::env_flag("KILN_CPU_ONEDNN", true); }
 uint64_t onednn_executions() { return executions.load(); }
 
 }  // namespace kiln::engine::cpu

@@ -18,7 +18,8 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call);
 // is not needed; should oneDNN still decline, kiln's kernel allocates its own).
 bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inputs);
 
-// Whether this build has oneDNN (the builder lays CPU networks out channels last only then).
+// Whether this build has oneDNN and KILN_CPU_ONEDNN does not turn it off (the builder lays CPU
+// networks out channels last only then).
 bool have_onednn();
 // How many convolutions oneDNN has run in this process (tests: the path ran).
 uint64_t onednn_executions();
