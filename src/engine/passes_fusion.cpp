@@ -56,18 +56,32 @@ size_t fuse_epilogues(Network& net) {
     const Shape& out_shape = cur->shape();
     std::vector<Layer*> absorbed;
     Tensor* bias = nullptr;
+    // A matmul's bias may sit behind a pure reshape that keeps its last dim (a 2-D mm viewed back
+    // to [batch, h, w, features], ConvNeXt's MLP): the bias is still one per column; the reshape
+    // moves after the fused layer.
+    Layer* bias_reshape = nullptr;
     if (!has_bias) {
       Layer* add = sole_consumer(net, cur);
+      Tensor* via = cur;
+      if (mm && add && is_pure_reshape(add) && add->output()->rank() >= 1 &&
+          add->output()->shape().back().same_as(out_shape.back())) {
+        bias_reshape = add;
+        via = add->output();
+        add = sole_consumer(net, via);
+      }
+      const Shape& via_shape = via->shape();
       auto* ew = add ? add->as<ElementwiseParams>() : nullptr;
       if (ew && ew->op == BinaryOp::kAdd && add->inputs()[0] != add->inputs()[1]) {
-        Tensor* other = add->inputs()[0] == cur ? add->inputs()[1] : add->inputs()[0];
-        size_t axis = mm ? out_shape.size() - 1 : 1;
-        if (is_bias_along(other->shape(), out_shape, axis) && same_shape(add->output()->shape(), out_shape)) {
+        Tensor* other = add->inputs()[0] == via ? add->inputs()[1] : add->inputs()[0];
+        size_t axis = mm ? via_shape.size() - 1 : 1;
+        if (is_bias_along(other->shape(), via_shape, axis) && same_shape(add->output()->shape(), via_shape)) {
           bias = other;
+          if (bias_reshape) absorbed.push_back(bias_reshape);
           absorbed.push_back(add);
           cur = add->output();
         }
       }
+      if (!bias) bias_reshape = nullptr;
     }
     // A residual: an add of a tensor of exactly the output's shape (a skip connection), maybe
     // behind a pure reshape (GPT-2's addmm viewed back to [batch, seq, features]); the tensor is
@@ -76,7 +90,7 @@ size_t fuse_epilogues(Network& net) {
     Layer* residual_reshape = nullptr;
     if (!had_residual) {
       Layer* add = sole_consumer(net, cur);
-      if (add && is_pure_reshape(add)) {
+      if (add && is_pure_reshape(add) && !bias_reshape) {
         residual_reshape = add;
         add = sole_consumer(net, add->output());
       }
@@ -99,7 +113,7 @@ size_t fuse_epilogues(Network& net) {
     // (addmm) and the activation of a [batch, seq, features] model: look through it, and put the
     // reshape back after the fused layer.
     Layer* reshape = nullptr;
-    if (Layer* s = sole_consumer(net, cur); s && is_pure_reshape(s) && !residual_reshape) {
+    if (Layer* s = sole_consumer(net, cur); s && is_pure_reshape(s) && !residual_reshape && !bias_reshape) {
       if (Layer* a = sole_consumer(net, s->output()); a && a->as<ActivationParams>()) reshape = s;
     }
     if (Layer* a = sole_consumer(net, reshape ? reshape->output() : cur); a && a->as<ActivationParams>()) {
@@ -124,7 +138,7 @@ size_t fuse_epilogues(Network& net) {
     }
     if (residual) {  // the last input, in the layer's own output shape
       Tensor* r = residual;
-      if (residual_reshape) {
+      if (residual_reshape || bias_reshape) {
         ShuffleParams sp;
         sp.reshape = out_shape;
         r = net.add_shuffle(residual->name() + "_as_" + l->name(), residual, sp)->output();
@@ -145,6 +159,8 @@ size_t fuse_epilogues(Network& net) {
     }
     Layer* nl = net.add_layer(l->name(), inputs, params);
     Tensor* result = nl->output();
+    if (bias_reshape)
+      result = net.add_shuffle(bias_reshape->name(), result, *bias_reshape->as<ShuffleParams>())->output();
     if (residual_reshape)
       result = net.add_shuffle(residual_reshape->name(), result, *residual_reshape->as<ShuffleParams>())->output();
     if (reshape) result = net.add_shuffle(reshape->name(), result, *reshape->as<ShuffleParams>())->output();

@@ -157,6 +157,42 @@ TEST(BuilderPasses, EpilogueActivationSeesThroughAReshape) {
   expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0]);
 }
 
+// A matmul's bias behind a reshape that keeps the last dim (ConvNeXt's MLP: mm viewed back to
+// [N, H, W, C], then + b and GELU; later a residual of the viewed shape) folds into the matmul, the
+// reshape moving after it. A reshape that changes the last dim keeps its add.
+TEST(BuilderPasses, BiasBehindAReshapeFoldsIntoMatMul) {
+  auto net_of = [](bool keep_last_dim) {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {12, 16});
+    Tensor* r = net.add_input("r", DataType::kFloat32, {1, 3, 4, 8});
+    Tensor* w = net.add_constant("w", weights({16, 8}, random_floats(128, 70)))->output();
+    Tensor* y = net.add_layer("mm", {x, w}, MatMulParams{})->output();
+    ShuffleParams view;
+    view.reshape = keep_last_dim ? Shape{1, 3, 4, 8} : Shape{1, 3, 8, 4};
+    y = net.add_shuffle("view", y, view)->output();
+    Tensor* b = net.add_constant("b", weights(keep_last_dim ? std::vector<int64_t>{8} : std::vector<int64_t>{4},
+                                               random_floats(keep_last_dim ? 8 : 4, 71)))->output();
+    y = net.add_elementwise("bias", y, b, BinaryOp::kAdd)->output();
+    if (keep_last_dim) y = net.add_elementwise("residual", y, r, BinaryOp::kAdd)->output();
+    net.mark_output(net.add_activation("gelu", y, ActivationOp::kGeluErf)->output(), "y");
+    return net;
+  };
+  Network fused = net_of(true);
+  EXPECT_EQ(passes::fuse_epilogues(fused), 1u);
+  fused.verify();
+  EXPECT_EQ(count_kind(fused, "Elementwise"), 0u);
+  EXPECT_EQ(count_kind(fused, "Activation"), 0u);
+  Network kept = net_of(false);
+  passes::fuse_epilogues(kept);
+  EXPECT_EQ(count_kind(kept, "Elementwise"), 1u);
+  std::map<std::string, HostTensor> in{{"x", HostTensor{{12, 16}, random_floats(192, 72)}},
+                                       {"r", HostTensor{{1, 3, 4, 8}, random_floats(96, 73)}}};
+  expect_close(run_plan(build(net_of(true), {}), in)[0], run_plan(build(net_of(true), no_opt()), in)[0], 1e-5f);
+  std::map<std::string, HostTensor> in2{{"x", HostTensor{{12, 16}, random_floats(192, 72)}},
+                                        {"r", HostTensor{{1, 3, 4, 8}, random_floats(96, 73)}}};
+  expect_close(run_plan(build(net_of(false), {}), in2)[0], run_plan(build(net_of(false), no_opt()), in2)[0], 1e-5f);
+}
+
 // Residual connections fold into the layer before them: x @ w (+ b) viewed [B, L, N] + r -> relu
 // (the add behind a reshape, as GPT-2's addmm), and conv + b + r -> relu (a ResNet block end, also
 // in the channels-last rewrite, which then re-lays the residual). Only an add of exactly the

@@ -9,6 +9,7 @@
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/onednn.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -20,6 +21,7 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, co
     std::memset(C, 0, sizeof(float) * size_t(M * N));
     return;
   }
+  if (onednn_sgemm(ta, tb, M, N, K, A, B, C)) return;
   // A matrix times a vector (batch-1 linear layers, classifier heads) as GEMV: OpenBLAS's sgemm
   // packs the whole weight matrix for a single row, which costs several times the multiply.
   if (M == 1) {  // C[1,N] = a . op(B): op(B)^T a, with B stored [N,K] (tb) or [K,N]

@@ -1,4 +1,4 @@
-// fp32 2-d convolutions through oneDNN, whose JIT kernels use the processor's vector
+// fp32 2-d convolutions, GEMMs and activations over large fp32 buffers through oneDNN, whose JIT kernels use the processor's vector
 // units (AVX-512 / AVX2, chosen by oneDNN at run time) on channels-last data. The builder lays
 // CPU networks out channels last when kiln has oneDNN (to_channels_last), so these are the
 // common case; other convolutions keep kiln's own kernels (convolution.cpp).
@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -88,9 +89,31 @@ void* thread_scratch(size_t bytes) {
   return buffer.data;
 }
 
+// Runs `f` with oneDNN's OpenMP team sized like kiln's pool, whatever the calling thread's OpenMP
+// setting (PyTorch's, in a Python process) says; restored after.
+template <class F>
+void with_kiln_threads(F&& f) {
+  const int caller_threads = omp_get_max_threads();
+  if (caller_threads != max_threads()) omp_set_num_threads(max_threads());
+  f();
+  if (caller_threads != max_threads()) omp_set_num_threads(caller_threads);
+}
+
+// When this thread last ran oneDNN work. For a while after it, OpenMP's workers spin on the cores;
+// work handed to other threads (OpenBLAS's) then waits for them. Once a convolution has started
+// the team, GEMMs and activations go to oneDNN too (the same OpenMP workers) while it stays hot;
+// otherwise to OpenBLAS and kiln's own loops (networks without convolutions: transformers ran
+// 1.3-1.8x slower at batch 1 on oneDNN's GEMM).
+thread_local std::chrono::steady_clock::time_point last_onednn_work{};
+
+bool team_is_hot() {
+  return std::chrono::steady_clock::now() - last_onednn_work < std::chrono::milliseconds(20);
+}
+
 std::atomic<uint64_t> executions{0};
 std::mutex cache_mutex;
 std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;
+std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
 
 // The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
 memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last) {
@@ -223,18 +246,59 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   if (p.has_residual)
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
                  memory(e->residual, cpu_engine(), call.inputs.back().data));
-  {
-    // oneDNN's OpenMP team sized like kiln's pool, whatever the calling thread's OpenMP setting
-    // (PyTorch's, in a Python process) says; restored after.
-    const int caller_threads = omp_get_max_threads();
-    if (caller_threads != max_threads()) omp_set_num_threads(max_threads());
+  with_kiln_threads([&] {
     e->primitive.execute(s, args);
     s.wait();
-    if (caller_threads != max_threads()) omp_set_num_threads(caller_threads);
-  }
+  });
+  last_onednn_work = std::chrono::steady_clock::now();
   ++executions;
   if (e->activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *p.activation);
   return true;
+}
+
+bool onednn_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
+  dnnl::algorithm alg;
+  float alpha, beta;
+  // Small tensors: a primitive's dispatch costs more than the loop.
+  if (n < 4096 || !team_is_hot() || !eltwise_of(act, alg, alpha, beta) || !have_onednn()) return false;
+  std::ostringstream key;
+  key << "eltwise" << int(alg) << ',' << alpha << ',' << beta << ',' << n;
+  std::shared_ptr<dnnl::eltwise_forward> prim;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto& slot = eltwise_cache[key.str()];
+    if (!slot) {
+      memory::desc md({n}, memory::data_type::f32, tag::x);
+      try {
+        dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, md, alpha, beta);
+        slot = std::make_shared<dnnl::eltwise_forward>(dnnl::eltwise_forward::primitive_desc(desc, cpu_engine()));
+      } catch (const dnnl::error&) {
+        return false;
+      }
+    }
+    prim = slot;
+  }
+  dnnl::stream s(cpu_engine());
+  memory buf(memory::desc({n}, memory::data_type::f32, tag::x), cpu_engine(), data);
+  with_kiln_threads([&] {
+    prim->execute(s, {{DNNL_ARG_SRC, buf}, {DNNL_ARG_DST, buf}});
+    s.wait();
+  });
+  last_onednn_work = std::chrono::steady_clock::now();
+  ++executions;
+  return true;
+}
+
+bool onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
+  // Small GEMMs (attention's per-head products) stay on OpenBLAS: waking the OpenMP team for each
+  // costs more than it saves.
+  if (double(M) * double(N) * double(K) < double(1 << 23) || !team_is_hot() || !have_onednn()) return false;
+  dnnl_status_t status = dnnl_success;
+  with_kiln_threads([&] {
+    status = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.f, A, ta ? M : K, B, tb ? K : N, 0.f, C, N);
+  });
+  last_onednn_work = std::chrono::steady_clock::now();
+  return status == dnnl_success;
 }
 
 bool have_onednn() { return detail::env_flag("KILN_CPU_ONEDNN", true); }
@@ -247,6 +311,8 @@ uint64_t onednn_executions() { return executions.load(); }
 namespace kiln::engine::cpu {
 bool onednn_takes(const ConvolutionParams&, const std::vector<TensorView>&) { return false; }
 bool onednn_convolution(const ConvolutionParams&, LayerCall&) { return false; }
+bool onednn_activation_inplace(float*, int64_t, const ActivationParams&) { return false; }
+bool onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*) { return false; }
 bool have_onednn() { return false; }
 uint64_t onednn_executions() { return 0; }
 }  // namespace kiln::engine::cpu

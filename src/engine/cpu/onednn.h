@@ -18,6 +18,18 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call);
 // is not needed; should oneDNN still decline, kiln's kernel allocates its own).
 bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inputs);
 
+// An activation over n contiguous fp32 values in place through oneDNN's vectorised eltwise
+// kernels (the epilogues of matmuls and convolutions); false when oneDNN lacks it, n is small, or
+// the calling thread's oneDNN team is not running (see onednn_sgemm).
+bool onednn_activation_inplace(float* data, int64_t n, const ActivationParams& act);
+
+// C[M,N] = op(A) @ op(B), row-major fp32, on oneDNN's GEMM while the calling thread's oneDNN team
+// is running (a convolution started it, oneDNN work within the last 20 ms kept it): GEMMs on
+// OpenBLAS's own threads then lose the cores to OpenMP workers still spinning (2x slower on
+// ConvNeXt); on oneDNN's they are the same threads.
+// False otherwise (OpenBLAS is faster for the transformers' GEMMs with nothing spinning).
+bool onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C);
+
 // Whether this build has oneDNN and KILN_CPU_ONEDNN does not turn it off (the builder lays CPU
 // networks out channels last only then).
 bool have_onednn();

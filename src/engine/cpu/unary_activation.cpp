@@ -4,6 +4,7 @@
 // PyTorch does.
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/onednn.h"
 #include "engine/cpu/ops.h"
 
 namespace kiln::engine::cpu {
@@ -39,6 +40,7 @@ void run(const UnaryParams& p, LayerCall& call) {
 }
 
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
+  if (onednn_activation_inplace(data, n, act)) return;
   parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { data[i] = activation<float>(act, data[i]); });
 }
 
