@@ -157,6 +157,16 @@ TEST(BuilderPasses, EpilogueActivationSeesThroughAReshape) {
   expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0]);
 }
 
+// `fused` loses its adds and activation to one fused layer; `kept` keeps one add the pass must not take.
+void expect_one_fusion_keeping_one_add(Network fused, Network kept) {
+  EXPECT_EQ(passes::fuse_epilogues(fused), 1u);
+  fused.verify();
+  EXPECT_EQ(count_kind(fused, "Elementwise"), 0u);
+  EXPECT_EQ(count_kind(fused, "Activation"), 0u);
+  passes::fuse_epilogues(kept);
+  EXPECT_EQ(count_kind(kept, "Elementwise"), 1u);
+}
+
 // A matmul's bias behind a reshape that keeps the last dim (ConvNeXt's MLP: mm viewed back to
 // [N, H, W, C], then + b and GELU; later a residual of the viewed shape) folds into the matmul, the
 // reshape moving after it. A reshape that changes the last dim keeps its add.
@@ -177,14 +187,7 @@ TEST(BuilderPasses, BiasBehindAReshapeFoldsIntoMatMul) {
     net.mark_output(net.add_activation("gelu", y, ActivationOp::kGeluErf)->output(), "y");
     return net;
   };
-  Network fused = net_of(true);
-  EXPECT_EQ(passes::fuse_epilogues(fused), 1u);
-  fused.verify();
-  EXPECT_EQ(count_kind(fused, "Elementwise"), 0u);
-  EXPECT_EQ(count_kind(fused, "Activation"), 0u);
-  Network kept = net_of(false);
-  passes::fuse_epilogues(kept);
-  EXPECT_EQ(count_kind(kept, "Elementwise"), 1u);
+  expect_one_fusion_keeping_one_add(net_of(true), net_of(false));
   std::map<std::string, HostTensor> in{{"x", HostTensor{{12, 16}, random_floats(192, 72)}},
                                        {"r", HostTensor{{1, 3, 4, 8}, random_floats(96, 73)}}};
   expect_close(run_plan(build(net_of(true), {}), in)[0], run_plan(build(net_of(true), no_opt()), in)[0], 1e-5f);
@@ -214,14 +217,7 @@ TEST(BuilderPasses, ResidualAddsFoldIntoMatMulAndConvolution) {
     net.mark_output(net.add_activation("relu", y, ActivationOp::kRelu)->output(), "y");
     return net;
   };
-  Network fused = mm_net(false);
-  EXPECT_EQ(passes::fuse_epilogues(fused), 1u);
-  fused.verify();
-  EXPECT_EQ(count_kind(fused, "Elementwise"), 0u);
-  EXPECT_EQ(count_kind(fused, "Activation"), 0u);
-  Network kept = mm_net(true);
-  passes::fuse_epilogues(kept);
-  EXPECT_EQ(count_kind(kept, "Elementwise"), 1u);
+  expect_one_fusion_keeping_one_add(mm_net(false), mm_net(true));
   std::map<std::string, HostTensor> in{{"x", HostTensor{{6, 16}, random_floats(96, 62)}},
                                        {"r", HostTensor{{2, 3, 8}, random_floats(48, 63)}}};
   expect_close(run_plan(build(mm_net(false), {}), in)[0], run_plan(build(mm_net(false), no_opt()), in)[0], 1e-5f);
