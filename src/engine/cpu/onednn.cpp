@@ -1,7 +1,8 @@
-// fp32 2-d convolutions, GEMMs and activations over large fp32 buffers through oneDNN, whose JIT kernels use the processor's vector
-// units (AVX-512 / AVX2, chosen by oneDNN at run time) on channels-last data. The builder lays
-// CPU networks out channels last when kiln has oneDNN (to_channels_last), so these are the
-// common case; other convolutions keep kiln's own kernels (convolution.cpp).
+// fp32 2-d convolutions (and, beside them, GEMMs and activations over large fp32 buffers) through
+// oneDNN, whose JIT kernels use the processor's vector units (AVX-512 / AVX2, chosen by oneDNN at
+// run time) on channels-last data. The builder lays CPU networks out channels last when kiln has
+// oneDNN (to_channels_last), so these are the common case; other convolutions keep kiln's own
+// kernels (convolution.cpp).
 //
 // A convolution's primitive and its weights, reordered once into the layout oneDNN's kernel
 // wants, are cached per layer and shape; bias, residual add and the activation run as oneDNN
@@ -89,17 +90,7 @@ void* thread_scratch(size_t bytes) {
   return buffer.data;
 }
 
-// Runs `f` with oneDNN's OpenMP team sized like kiln's pool, whatever the calling thread's OpenMP
-// setting (PyTorch's, in a Python process) says; restored after.
-template <class F>
-void with_kiln_threads(F&& f) {
-  const int caller_threads = omp_get_max_threads();
-  if (caller_threads != max_threads()) omp_set_num_threads(max_threads());
-  f();
-  if (caller_threads != max_threads()) omp_set_num_threads(caller_threads);
-}
-
-// When this thread last ran oneDNN work. For a while after it, OpenMP's workers spin on the cores;
+// When this thread last ran oneDNN work (run_on_team). For a while after it, OpenMP's workers spin on the cores;
 // work handed to other threads (OpenBLAS's) then waits for them. Once a convolution has started
 // the team, GEMMs and activations go to oneDNN too (the same OpenMP workers) while it stays hot;
 // otherwise to OpenBLAS and kiln's own loops (networks without convolutions: transformers ran
@@ -110,9 +101,20 @@ bool team_is_hot() {
   return std::chrono::steady_clock::now() - last_onednn_work < std::chrono::milliseconds(20);
 }
 
+// Runs oneDNN work `f` with its OpenMP team sized like kiln's pool, whatever the calling thread's
+// OpenMP setting (PyTorch's, in a Python process) says (restored after), and notes the team hot.
+template <class F>
+void run_on_team(F&& f) {
+  const int caller_threads = omp_get_max_threads();
+  if (caller_threads != max_threads()) omp_set_num_threads(max_threads());
+  f();
+  if (caller_threads != max_threads()) omp_set_num_threads(caller_threads);
+  last_onednn_work = std::chrono::steady_clock::now();
+}
+
 std::atomic<uint64_t> executions{0};
 std::mutex cache_mutex;
-std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;
+std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;  // null: oneDNN declined the case
 std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
 
 // The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
@@ -182,7 +184,7 @@ bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inp
   const TensorView& x = inputs[0];
   const TensorView& w = inputs[1];
   return !p.transposed && x.dims.size() == 4 && w.dims.size() == 4 && x.dtype == DataType::kFloat32 &&
-         w.dtype == DataType::kFloat32 && x.numel() > 0 && detail::env_flag("KILN_CPU_ONEDNN", true);
+         w.dtype == DataType::kFloat32 && x.numel() > 0 && have_onednn();
 }
 
 bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
@@ -206,12 +208,17 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = conv_cache.find(key.str());
-    if (it != conv_cache.end() && (!constant || !it->second->weights_source.expired())) e = it->second;
+    if (it != conv_cache.end()) {
+      if (!it->second) return false;  // declined before: not asked again on every call
+      if (!constant || !it->second->weights_source.expired()) e = it->second;
+    }
   }
   if (!e) {
     try {
       e = make_conv(p, x, w, y);
     } catch (const dnnl::error&) {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      conv_cache[key.str()] = nullptr;
       return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
     }
     if (constant) {
@@ -225,8 +232,9 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
     }
     std::lock_guard<std::mutex> lock(cache_mutex);
     for (auto it = conv_cache.begin(); it != conv_cache.end();)  // entries of networks since destroyed
-      it = it->second->weights_source.expired() && it->first.find("|w") != std::string::npos ? conv_cache.erase(it)
-                                                                                              : std::next(it);
+      it = it->second && it->second->weights_source.expired() && it->first.find("|w") != std::string::npos
+               ? conv_cache.erase(it)
+               : std::next(it);
     conv_cache[key.str()] = e;
   }
 
@@ -246,11 +254,10 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   if (p.has_residual)
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
                  memory(e->residual, cpu_engine(), call.inputs.back().data));
-  with_kiln_threads([&] {
+  run_on_team([&] {
     e->primitive.execute(s, args);
     s.wait();
   });
-  last_onednn_work = std::chrono::steady_clock::now();
   ++executions;
   if (e->activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *p.activation);
   return true;
@@ -280,12 +287,10 @@ bool onednn_activation_inplace(float* data, int64_t n, const ActivationParams& a
   }
   dnnl::stream s(cpu_engine());
   memory buf(memory::desc({n}, memory::data_type::f32, tag::x), cpu_engine(), data);
-  with_kiln_threads([&] {
+  run_on_team([&] {
     prim->execute(s, {{DNNL_ARG_SRC, buf}, {DNNL_ARG_DST, buf}});
     s.wait();
   });
-  last_onednn_work = std::chrono::steady_clock::now();
-  ++executions;
   return true;
 }
 
@@ -294,10 +299,9 @@ bool onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float
   // costs more than it saves.
   if (double(M) * double(N) * double(K) < double(1 << 23) || !team_is_hot() || !have_onednn()) return false;
   dnnl_status_t status = dnnl_success;
-  with_kiln_threads([&] {
+  run_on_team([&] {
     status = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.f, A, ta ? M : K, B, tb ? K : N, 0.f, C, N);
   });
-  last_onednn_work = std::chrono::steady_clock::now();
   return status == dnnl_success;
 }
 

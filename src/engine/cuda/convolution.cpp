@@ -26,8 +26,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <unordered_map>
 
@@ -43,7 +43,6 @@ void dnn_check(cudnnStatus_t s, const char* what) {
 struct ConvPlan {
   // How this convolution runs, chosen by timing (plan_for).
   enum class Choice { kLegacy, kGraph, kGraphFused, kKiln } choice = Choice::kLegacy;
-  std::string chosen;  // the winner's name, for logs
   // kLegacy: cudnnConvolutionForward / BackwardData with these descriptors and algorithm.
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
@@ -332,7 +331,6 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
           st = CUDNN_STATUS_NOT_SUPPORTED;  // the graph engines and kiln's kernels remain
         }
       }
-      picked = true;  // no search below
     }
     for (int round = 0; round < 2 && st == CUDNN_STATUS_SUCCESS && !graph_competes; ++round) {
       if (!p.transposed) {
@@ -451,7 +449,6 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
                       best_name + " (" +
                       std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()) +
                       " s to choose)");
-  cp->chosen = best_name;
   const size_t need = cp->choice == ConvPlan::Choice::kLegacy ? cp->workspace
                       : cp->choice == ConvPlan::Choice::kKiln ? 0
                                                               : size_t(cp->graph_plan.workspace);

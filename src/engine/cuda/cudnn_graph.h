@@ -71,7 +71,6 @@ class ConvGraph {
   // two ignored when the spec has none).
   void execute(cudnnHandle_t handle, const ConvGraphPlan& plan, void* x, void* w, void* y, void* bias,
                void* residual, void* workspace) const;
-  const ConvGraphSpec& spec() const { return spec_; }
 
  private:
   ConvGraphSpec spec_;

@@ -118,7 +118,7 @@ void run_shape(Context& ctx, LayerCall& call);
 void run_copy(Context& ctx, const TensorView& dst, const TensorView& src);  // same dtype, same numel
 
 // ---- small host helpers ------------------------------------------------------------------------
-// Mean time of `launch` on the context's stream over 10 runs, after 3 warm-up runs (the first
+// Mean time of `launch` on the context's stream over 10 runs, after warm-up runs (the first
 // launch of a kernel also loads its module): how tactic choices (convolution, matmul) compare
 // their candidates. Never call it during a graph capture.
 float time_launches_ms(Context& ctx, const std::function<void()>& launch);

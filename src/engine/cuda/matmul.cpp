@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -148,7 +149,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
           void* scratch = nullptr;
           KILN_CUDA_CHECK(cudaMalloc(&scratch, size_t(std::max<int64_t>(out_elems, 1)) * element_size(dt)));
           const float alpha = 1.f, beta = residual ? 1.f : 0.f;
-          float best = 0;
+          float best = std::numeric_limits<float>::infinity();
           std::ostringstream log;
           log << "cuBLASLt " << M << 'x' << N << 'x' << K << " batch " << batch << ": heuristic candidates (ms)";
           for (int i = 0; i < found; ++i) {
@@ -161,7 +162,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
             });
             if (!ran) continue;
             log << ' ' << i << ':' << t;
-            if (i == 0 || t < best) best = t, ng->algo = res[i].algo;
+            if (t < best) best = t, ng->algo = res[i].algo;
           }
           cudaFree(scratch);
           if (detail::debug_logging())
