@@ -79,6 +79,9 @@ std::unique_ptr<Backend> make_cuda_backend(void* stream = nullptr);
 bool cuda_available();
 // The current GPU's architecture as a number (90 for sm_90); 0 without CUDA or a GPU.
 int current_cuda_arch();
+// How many attention layers cuDNN's fused attention has run in this process (0 without cuDNN):
+// tests check that the path they force actually ran.
+uint64_t cudnn_attention_executions();
 
 // Device code a CUDA plan carries: the NVRTC-compiled kernels its layers launch, by key
 // ("sm_<arch>:<hash of the kernel source>"). For sm_<arch>, or the current GPU's when arch is 0

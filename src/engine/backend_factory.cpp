@@ -7,6 +7,7 @@ namespace kiln::engine {
 
 bool cuda_available() { return false; }
 int current_cuda_arch() { return 0; }
+uint64_t cudnn_attention_executions() { return 0; }
 
 std::unique_ptr<Backend> make_cuda_backend(void*) { throw NetworkError("kiln was built without CUDA"); }
 

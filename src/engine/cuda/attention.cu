@@ -9,7 +9,10 @@
 // Two kernels: attention_mma (fp16/bf16, head sizes up to 128 in multiples of 8: the common
 // case) runs both products on tensor cores; attention_kernel (the CUDA-core version) covers the
 // rest: fp32, any E, Ev <= 256, any alignment.
+// For fp16/bf16 shapes cuDNN's fused attention can take, attention_tactic.h times it against
+// these kernels the first time the shape runs and keeps the faster one.
 #include "engine/cuda/device.cuh"
+#include "engine/cuda/attention_tactic.h"
 
 #include <cfloat>
 #include <type_traits>
@@ -458,6 +461,7 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   a.q = q.data; a.k = k.data; a.v = v.data; a.out = y.data;
   a.scale = static_cast<float>(p.scale ? *p.scale : 1.0 / std::sqrt(double(a.E)));
   a.causal = p.causal;
+  std::vector<int64_t> mask_batch_strides;
   if (p.has_mask) {
     const TensorView& mk = call.inputs.at(3);
     std::vector<int64_t> full(ob);
@@ -470,7 +474,8 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
     if (a.mask_kind == 2 && !is_floating(mk.dtype)) fail(call.layer, "mask must be bool or float");
     a.mask_sq = ms[ms.size() - 2];
     a.mask_sk = ms[ms.size() - 1];
-    a.mb = make_strides(std::vector<int64_t>(ms.begin(), ms.end() - 2));
+    mask_batch_strides.assign(ms.begin(), ms.end() - 2);
+    a.mb = make_strides(mask_batch_strides);
   }
   const size_t smem = sizeof(float) * (kTile * (a.E + 1) + kTile * a.Ev + kRows * a.E);
   if (smem > ctx.max_smem_optin) fail(call.layer, "head size too large for shared memory");
@@ -478,37 +483,65 @@ void run_attention(Context& ctx, const AttentionParams& p, LayerCall& call) {
   const int64_t head = std::max(a.E, a.Ev);
   const int64_t dp = head <= 32 ? 32 : head <= 64 ? 64 : 128;
   const size_t mma_smem = size_t(4) * kMmaKeys * (dp + 8) * 2;  // two stages of K and V tiles, 16-bit
-  if (mma_applicable(dtype, a, ob.size()) && mma_smem <= ctx.max_smem_optin) {
-    dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kMmaRows)), static_cast<unsigned>(batch));
-    auto launch = [&](auto kernel) {
-      if (mma_smem > 48 * 1024) KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(mma_smem)));
-      kernel<<<grid, kMmaWarps * 32, mma_smem, ctx.stream>>>(a);
-    };
-    if (dtype == DataType::kFloat16) {
-      if (dp == 32) launch(attention_mma<__half, 32>);
-      else if (dp == 64) launch(attention_mma<__half, 64>);
-      else launch(attention_mma<__half, 128>);
-    } else {
-      if (dp == 32) launch(attention_mma<__nv_bfloat16, 32>);
-      else if (dp == 64) launch(attention_mma<__nv_bfloat16, 64>);
-      else launch(attention_mma<__nv_bfloat16, 128>);
+  const bool use_mma = mma_applicable(dtype, a, ob.size()) && mma_smem <= ctx.max_smem_optin;
+  // kiln's kernel writing to `out` (the layer's output, or a tactic candidate's scratch copy).
+  auto run_kiln = [&](void* out) {
+    AttnArgs args = a;
+    args.out = out;
+    if (use_mma) {
+      dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kMmaRows)), static_cast<unsigned>(batch));
+      auto launch = [&](auto kernel) {
+        if (mma_smem > 48 * 1024)
+          KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(mma_smem)));
+        kernel<<<grid, kMmaWarps * 32, mma_smem, ctx.stream>>>(args);
+      };
+      if (dtype == DataType::kFloat16) {
+        if (dp == 32) launch(attention_mma<__half, 32>);
+        else if (dp == 64) launch(attention_mma<__half, 64>);
+        else launch(attention_mma<__half, 128>);
+      } else {
+        if (dp == 32) launch(attention_mma<__nv_bfloat16, 32>);
+        else if (dp == 64) launch(attention_mma<__nv_bfloat16, 64>);
+        else launch(attention_mma<__nv_bfloat16, 128>);
+      }
+      KILN_CUDA_LAUNCH_CHECK();
+      return;
     }
+    dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kRows)), static_cast<unsigned>(batch));
+    dispatch_float(dtype, call.layer, [&](auto t) {
+      using T = decltype(t);
+      auto launch = [&](auto kernel) {
+        if (smem > 48 * 1024)
+          KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+        kernel<<<grid, kRows * 32, smem, ctx.stream>>>(args);
+      };
+      if (a.Ev <= 32) launch(attention_kernel<T, 1>);
+      else if (a.Ev <= 64) launch(attention_kernel<T, 2>);
+      else if (a.Ev <= 128) launch(attention_kernel<T, 4>);
+      else launch(attention_kernel<T, 8>);
+    });
     KILN_CUDA_LAUNCH_CHECK();
-    return;
+  };
+  // The same call for the tactic choice (attention_tactic.h): kiln's kernel or cuDNN's fused
+  // attention, whichever is faster for this shape.
+  AttentionCall c;
+  c.dtype = dtype;
+  c.batch = ob;
+  c.Lq = a.Lq, c.Lk = a.Lk, c.E = a.E, c.Ev = a.Ev;
+  c.q = q.data, c.k = k.data, c.v = v.data, c.out = y.data;
+  c.out_bytes = y.nbytes();
+  c.q_batch = q.batch_strides, c.k_batch = k.batch_strides, c.v_batch = v.batch_strides;
+  c.out_batch.assign(out_strides.begin(), out_strides.end() - 2);
+  c.q_row = a.q_rs, c.k_row = a.k_rs, c.v_row = a.v_rs, c.out_row = a.o_rs;
+  c.causal = a.causal;
+  c.scale = a.scale;
+  if (p.has_mask) {
+    c.mask = a.mask;
+    c.mask_dtype = call.inputs.at(3).dtype;
+    c.mask_batch = mask_batch_strides;
+    c.mask_row = a.mask_sq, c.mask_col = a.mask_sk;
   }
-  dim3 grid(static_cast<unsigned>(ceil_div(a.Lq, kRows)), static_cast<unsigned>(batch));
-  dispatch_float(dtype, call.layer, [&](auto t) {
-    using T = decltype(t);
-    auto launch = [&](auto kernel) {
-      if (smem > 48 * 1024) KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      kernel<<<grid, kRows * 32, smem, ctx.stream>>>(a);
-    };
-    if (a.Ev <= 32) launch(attention_kernel<T, 1>);
-    else if (a.Ev <= 64) launch(attention_kernel<T, 2>);
-    else if (a.Ev <= 128) launch(attention_kernel<T, 4>);
-    else launch(attention_kernel<T, 8>);
-  });
-  KILN_CUDA_LAUNCH_CHECK();
+  run_attention_tactic(ctx, call.layer, c, run_kiln);
 }
 
 }  // namespace kiln::engine::cuda

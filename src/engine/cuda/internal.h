@@ -33,6 +33,7 @@ namespace kiln::engine::cuda {
 struct MatmulCache;      // matmul.cpp
 struct ConvCache;        // convolution.cpp
 struct PointwiseCache;   // pointwise.cpp
+struct AttentionCache;   // attention_tactic.cpp
 
 // Everything a kernel needs besides its LayerCall. One per backend (per stream).
 struct Context {
@@ -49,6 +50,7 @@ struct Context {
 
   std::shared_ptr<MatmulCache> matmul;  // shared_ptr: deleter bound where the type is complete
   std::shared_ptr<ConvCache> conv;
+  std::shared_ptr<AttentionCache> attention;  // its own cuDNN handle: released with the Context
   // Weights uploaded once for Constant layers the runtime asks us to run: host pointer -> device.
   std::map<const void*, void*> constants;
 
