@@ -1,7 +1,9 @@
 // CUDA backend vs CPU backend: matmul, convolution, pooling, reduce, softmax, normalization,
 // attention (the layers with arithmetic beyond one element).
+#include <cmath>
 #include <cstdlib>
 #include <optional>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "engine/builder.h"
@@ -567,6 +569,133 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
                 std::to_string(axes.size()) + " axes",
             [&](Network& n) { n.mark_output(n.add_reduce("r", input(n, x, "x"), p)->output(), "y"); }, {x}, 3);
     }
+}
+
+// cuDNN's fused flash attention (cudnn_sdpa.h) against the CPU: KILN_ATTENTION_TACTIC=cudnn runs it
+// wherever cuDNN takes the shape (cudnn_attention_executions() proves it ran, and that it did not
+// where kiln must keep the shape), =auto (the default) lets each shape take the faster of it and
+// kiln's kernel after checking cuDNN's output against kiln's. fp16 and bf16; head sizes 64 and
+// 128; causal or not, with Lq below and above Lk; grouped-query heads (batch dims [B, Hk, group],
+// keys broadcast over the group) and one shared key/value head; additive masks broadcast over
+// the batch or over the heads. Kept on kiln's kernel: head size 20 (not a multiple of 8), fp32,
+// bool masks.
+TEST(CudaCompute, CudnnFusedAttention) {
+  REQUIRE_GPU();
+  struct Case {
+    std::vector<int64_t> q, k, v, mask;  // mask empty: none
+    bool causal;
+    bool cudnn;  // whether cuDNN must take it under KILN_ATTENTION_TACTIC=cudnn
+    const char* what;
+  };
+  const Case cases[] = {
+      {{2, 4, 96, 64}, {2, 4, 96, 64}, {2, 4, 96, 64}, {}, false, true, "head 64"},
+      {{2, 3, 130, 128}, {2, 3, 130, 128}, {2, 3, 130, 128}, {}, true, true, "head 128, causal"},
+      {{1, 4, 64, 128}, {1, 4, 200, 128}, {1, 4, 200, 128}, {}, false, true, "Lq < Lk"},
+      {{1, 2, 150, 64}, {1, 2, 70, 64}, {1, 2, 70, 64}, {}, false, true, "Lq > Lk"},
+      {{1, 2, 50, 64}, {1, 2, 150, 64}, {1, 2, 150, 64}, {}, true, true, "causal, Lq < Lk"},
+      {{1, 2, 150, 128}, {1, 2, 50, 128}, {1, 2, 50, 128}, {}, true, true, "causal, Lq > Lk"},
+      {{2, 2, 3, 80, 64}, {2, 2, 1, 80, 64}, {2, 2, 1, 80, 64}, {}, true, true, "grouped-query heads"},
+      {{2, 4, 33, 128}, {2, 1, 33, 128}, {2, 1, 33, 128}, {}, false, true, "one key/value head"},
+      {{2, 4, 77, 64}, {2, 4, 77, 64}, {2, 4, 77, 64}, {77, 77}, false, true, "mask over every batch"},
+      {{2, 4, 77, 64}, {2, 4, 77, 64}, {2, 4, 77, 64}, {2, 1, 77, 77}, true, true, "mask per batch, causal"},
+      {{2, 2, 40, 20}, {2, 2, 40, 20}, {2, 2, 40, 20}, {}, false, false, "head 20"},
+  };
+  for (const char* tactic : {"cudnn", "auto"})
+    for (DataType t : {DataType::kFloat16, DataType::kBFloat16})
+      for (const Case& c : cases) {
+        ::setenv("KILN_ATTENTION_TACTIC", tactic, 1);
+        Host q = random_host(t, c.q, 91), k = random_host(t, c.k, 92), v = random_host(t, c.v, 93),
+             m = random_host(t, c.mask.empty() ? std::vector<int64_t>{1} : c.mask, 94);
+        const std::string what = std::string(tactic) + " " + to_string(t) + " " + c.what;
+        const uint64_t before = cudnn_attention_executions();
+        check(what, [&](Network& n) {
+          AttentionParams p;
+          p.causal = c.causal;
+          p.has_mask = !c.mask.empty();
+          Tensor* xq = input(n, q, "q");
+          Tensor* xk = input(n, k, "k");
+          Tensor* xv = input(n, v, "v");
+          Tensor* xm = p.has_mask ? input(n, m, "m") : nullptr;
+          n.mark_output(n.add_attention("sdpa", xq, xk, xv, xm, p)->output(), "y");
+        }, c.mask.empty() ? std::vector<Host>{q, k, v} : std::vector<Host>{q, k, v, m}, 3);
+        if (std::string(tactic) != "cudnn") continue;
+        if (c.cudnn)
+          EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
+        else
+          EXPECT_EQ(cudnn_attention_executions(), before) << what << ": cuDNN ran a shape it cannot take";
+      }
+  // fp32 and a bool mask stay on kiln's kernel even when cuDNN is forced.
+  ::setenv("KILN_ATTENTION_TACTIC", "cudnn", 1);
+  for (bool bool_mask : {false, true}) {
+    const DataType t = bool_mask ? DataType::kFloat16 : DataType::kFloat32;
+    Host q = random_host(t, {2, 2, 48, 64}, 95), k = random_host(t, {2, 2, 48, 64}, 96),
+         v = random_host(t, {2, 2, 48, 64}, 97), keep = random_host(DataType::kBool, {48, 48}, 98);
+    for (int64_t i = 0; i < 48; ++i) keep.set(i * 48 + i, 1);  // no row without a key
+    const uint64_t before = cudnn_attention_executions();
+    check(bool_mask ? "forced cudnn, bool mask" : "forced cudnn, fp32", [&](Network& n) {
+      AttentionParams p;
+      p.has_mask = bool_mask;
+      Tensor* xq = input(n, q, "q");
+      Tensor* xk = input(n, k, "k");
+      Tensor* xv = input(n, v, "v");
+      Tensor* xm = bool_mask ? input(n, keep, "m") : nullptr;
+      n.mark_output(n.add_attention("sdpa", xq, xk, xv, xm, p)->output(), "y");
+    }, bool_mask ? std::vector<Host>{q, k, v, keep} : std::vector<Host>{q, k, v}, 3);
+    EXPECT_EQ(cudnn_attention_executions(), before) << (bool_mask ? "bool mask" : "fp32") << " ran on cuDNN";
+  }
+  ::unsetenv("KILN_ATTENTION_TACTIC");
+}
+
+// cuDNN's fused attention reading q, k and v in place from one fused projection (builder views:
+// row stride 3 * heads * head, offsets of whole head blocks) and writing its output in the
+// head-merged layout [B, L, H, D] (a permuted output), head 64 and 128, fp16 and bf16.
+TEST(CudaCompute, CudnnFusedAttentionThroughViews) {
+  REQUIRE_GPU();
+  ::setenv("KILN_ATTENTION_TACTIC", "cudnn", 1);
+  for (DataType t : {DataType::kFloat16, DataType::kBFloat16})
+    for (int64_t head : {64, 128}) {
+      const int64_t heads = 2;
+      Host qkv = random_host(t, {2, 70, 3 * heads * head}, 99);
+      const std::string what = std::string("cudnn attention through views ") + to_string(t) + " head " +
+                               std::to_string(head);
+      const uint64_t before = cudnn_attention_executions();
+      check(what, [&](Network& n) {
+        add_qkv_attention(n, input(n, qkv, "qkv"), heads, head);
+        ASSERT_EQ(passes::absorb_attention_views(n), 1u);
+        passes::eliminate_dead_layers(n);
+      }, {qkv}, 3);
+      EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
+    }
+  ::unsetenv("KILN_ATTENTION_TACTIC");
+}
+
+// Rows every key of which an additive mask hides, on cuDNN's fused attention: the mask's lowest
+// finite value (Hugging Face's padding mask) gives the row's uniform average, -inf gives zeros
+// (PyTorch's safe softmax, as kiln's kernel and the CPU).
+TEST(CudaCompute, CudnnFusedAttentionFullyMaskedRows) {
+  REQUIRE_GPU();
+  ::setenv("KILN_ATTENTION_TACTIC", "cudnn", 1);
+  for (DataType t : {DataType::kFloat16, DataType::kBFloat16})
+    for (bool infinite : {false, true}) {
+      Host q = random_host(t, {1, 2, 70, 64}, 180), k = random_host(t, {1, 2, 70, 64}, 181),
+           v = random_host(t, {1, 2, 70, 64}, 182), add = random_host(t, {70, 70}, 184);
+      const double lowest = t == DataType::kBFloat16 ? -3.38953139e38 : -65504.0;
+      for (int64_t j = 0; j < 70; ++j) add.set(5 * 70 + j, infinite ? -INFINITY : lowest);
+      const std::string what =
+          std::string("cudnn fully masked rows ") + to_string(t) + (infinite ? " -inf" : " lowest");
+      const uint64_t before = cudnn_attention_executions();
+      check(what, [&](Network& n) {
+        AttentionParams p;
+        p.has_mask = true;
+        Tensor* xq = input(n, q, "q");
+        Tensor* xk = input(n, k, "k");
+        Tensor* xv = input(n, v, "v");
+        Tensor* xm = input(n, add, "m");
+        n.mark_output(n.add_attention("sdpa", xq, xk, xv, xm, p)->output(), "y");
+      }, {q, k, v, add}, 3);
+      EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
+    }
+  ::unsetenv("KILN_ATTENTION_TACTIC");
 }
 
 }  // namespace
