@@ -6,6 +6,8 @@
 # `suite`, below), and (FIXTURES=1) a re-export of tests/data packed as $OUT/fixtures.tar.gz
 # (FIXTURES_ONLY=a,b: those alone).
 #   PROFILE_ARGS="--models gpt2 --batches 32"   what to profile ('' skips)   STAGES="build test py profile"
+#   CTEST_FILTER=regex: the tests stage runs those alone. Stage `buildtime`: bench/build_time.py
+#   (BUILDTIME_ARGS), kiln's build time with an empty and a filled timing cache.
 # Stage `suite`: bench/gpu_compare.py's 16 models, both kiln entry paths, in parts that fit one device
 # call (10 min): SUITE_PART="K/N" (default 1/6; "1/6,2/6" runs two in turn), SUITE_ARGS passed on
 # (e.g. "--batches large", "--paths py", "--max-autotune"). It stops starting models when the call's
@@ -36,7 +38,7 @@ if has build; then
   echo "build exit $?"; grep -E "error|FAILED" "$out/build.log" | head -20
 fi
 if has test; then
-  stamp test; (cd build-gpu && timeout ${TEST_TIMEOUT:-200} ctest -j 8 -E python_pytest --output-on-failure > "$out/ctest.log" 2>&1)
+  stamp test; (cd build-gpu && timeout ${TEST_TIMEOUT:-200} ctest -j 8 -E python_pytest ${CTEST_FILTER:+-R "$CTEST_FILTER"} --output-on-failure > "$out/ctest.log" 2>&1)
   grep -E "tests passed|tests failed|\(Failed\)|\(SEGFAULT\)|Timeout|Not Run" "$out/ctest.log" | tail -25
 fi
 resolve() {  # frames inside _kiln -> function and source line
@@ -62,6 +64,12 @@ if has bench; then
   PYTHONPATH=build-gpu/python timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_compare.py --cli build-gpu/bin/kiln \
     --deadline $(( ${BENCH_TIMEOUT:-420} - 20 )) ${BENCH_ARGS:---models resnet50,bert-base,vit-b16,gpt2} > "$out/bench.md" 2> "$out/bench.err"
   grep -E "^\|" "$out/bench.md"; tail -3 "$out/bench.err"
+fi
+if has buildtime; then  # kiln.compile + first call, with an empty and with a filled timing cache
+  stamp buildtime
+  PYTHONPATH=build-gpu/python timeout ${BUILDTIME_TIMEOUT:-240} python3 bench/build_time.py ${BUILDTIME_ARGS:-} \
+    > "$out/buildtime.md" 2> "$out/buildtime.err"
+  cat "$out/buildtime.md"; tail -5 "$out/buildtime.err"
 fi
 if has trace; then  # which kernels a model spends its time in, kiln beside torch.compile
   stamp trace

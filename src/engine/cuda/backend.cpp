@@ -4,6 +4,9 @@
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cuda_runtime.h>
+#ifdef KILN_HAS_CUDNN
+#include <cudnn.h>
+#endif
 
 #include <cstring>
 #include <limits>
@@ -96,6 +99,25 @@ Context::~Context() {
 
 namespace {
 
+// What a tactic choice depends on: the GPU and the libraries whose kernels were timed. A cached
+// choice is only read back for the same signature. kTactics changes when the meaning of a cache
+// key or choice changes.
+std::string device_signature(const cudaDeviceProp& prop) {
+  constexpr int kTactics = 1;
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  std::ostringstream s;
+  s << prop.name << " sm" << prop.major << prop.minor << " " << prop.multiProcessorCount << "SM "
+    << (prop.totalGlobalMem >> 20) << "MiB cuda" << runtime << " driver" << driver << " cublasLt"
+    << cublasLtGetVersion();
+#ifdef KILN_HAS_CUDNN
+  s << " cudnn" << cudnnGetVersion();
+#endif
+  s << " tactics" << kTactics;
+  return s.str();
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(void* stream) {
@@ -106,6 +128,7 @@ class CudaBackend final : public Backend {
     ctx_.cc_major = prop.major;
     ctx_.cc_minor = prop.minor;
     ctx_.max_smem_optin = prop.sharedMemPerBlockOptin;
+    ctx_.timing = &TimingCache::for_device(device_signature(prop));
     if (stream) {
       ctx_.stream = static_cast<cudaStream_t>(stream);
     } else {
@@ -168,7 +191,10 @@ class CudaBackend final : public Backend {
     std::visit([&](const auto& p) { dispatch(p, call); }, layer.params());
   }
 
-  void synchronize() override { KILN_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
+  void synchronize() override {
+    KILN_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    ctx_.timing->flush();  // choices made by this run's first calls; nothing to do on later ones
+  }
 
   bool supports_capture() const override { return true; }
   void begin_capture() override {

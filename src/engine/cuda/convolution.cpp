@@ -205,6 +205,117 @@ dnn::ConvGraphSpec graph_spec(const ConvolutionParams& p, const TensorView& x, c
   return s;
 }
 
+// The legacy API's descriptors for a convolution (its math type the default for the dtype; the
+// chosen algorithm's may differ).
+void describe_legacy(ConvPlan& cp, const ConvolutionParams& p, const TensorView& x, const TensorView& w,
+                     const TensorView& y) {
+  const size_t ns = x.dims.size() - 2;
+  const size_t nsp = std::max<size_t>(ns, 2);
+  const cudnnDataType_t dt = dnn_type(x.dtype);
+  dnn_check(cudnnCreateTensorDescriptor(&cp.x), "create");
+  dnn_check(cudnnCreateTensorDescriptor(&cp.y), "create");
+  dnn_check(cudnnCreateFilterDescriptor(&cp.w), "create");
+  dnn_check(cudnnCreateConvolutionDescriptor(&cp.conv), "create");
+  if (p.channels_last) {  // logical NCHW dims, NHWC strides; the filter in KRSC
+    set_tensor_nhwc(cp.x, dt, x.dims);
+    set_tensor_nhwc(cp.y, dt, y.dims);
+    const int wd[4] = {int(w.dims[0]), int(w.dims[3]), int(w.dims[1]), int(w.dims[2])};
+    dnn_check(cudnnSetFilterNdDescriptor(cp.w, dt, CUDNN_TENSOR_NHWC, 4, wd), "filter descriptor");
+  } else {
+    set_tensor(cp.x, dt, to_int(x.dims, nsp + 2));
+    set_tensor(cp.y, dt, to_int(y.dims, nsp + 2));
+    std::vector<int> wd = to_int(w.dims, nsp + 2);
+    dnn_check(cudnnSetFilterNdDescriptor(cp.w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()),
+              "filter descriptor");
+  }
+  std::vector<int> pad(nsp, 0), str(nsp, 1), dil(nsp, 1);
+  for (size_t i = 0; i < ns; ++i) {
+    if (i < p.padding.size()) pad[i] = int(p.padding[i]);
+    if (i < p.stride.size()) str[i] = int(p.stride[i]);
+    if (i < p.dilation.size()) dil[i] = int(p.dilation[i]);
+  }
+  dnn_check(cudnnSetConvolutionNdDescriptor(cp.conv, int(nsp), pad.data(), str.data(), dil.data(),
+                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+            "convolution descriptor");
+  dnn_check(cudnnSetConvolutionGroupCount(cp.conv, int(p.groups)), "groups");
+  dnn_check(cudnnSetConvolutionMathType(cp.conv,
+                                        x.dtype == DataType::kFloat32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
+            "math type");
+}
+
+// The workspace a chosen plan runs with, grown in the cache's shared buffer when needed.
+void reserve_workspace(ConvCache& cc, const ConvPlan& cp) {
+  const size_t need = cp.choice == ConvPlan::Choice::kLegacy ? cp.workspace
+                      : cp.choice == ConvPlan::Choice::kKiln ? 0
+                                                             : size_t(cp.graph_plan.workspace);
+  if (need > cc.workspace_bytes) {
+    if (cc.workspace) KILN_CUDA_CHECK(cudaFree(cc.workspace));
+    KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, need));
+    cc.workspace_bytes = need;
+  }
+}
+
+// A choice as the timing cache keeps it; null when it cannot be rebuilt in another process (a
+// graph plan cuDNN cannot serialize).
+nlohmann::json choice_record(const ConvPlan& cp, float ms) {
+  nlohmann::json j{{"ms", ms}};
+  switch (cp.choice) {
+    case ConvPlan::Choice::kLegacy: {
+      cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+      cudnnGetConvolutionMathType(cp.conv, &math);
+      j["choice"] = "legacy", j["algo"] = cp.algo, j["math"] = int(math), j["workspace"] = cp.workspace;
+      break;
+    }
+    case ConvPlan::Choice::kKiln:
+      j["choice"] = "kiln", j["kernel"] = int(cp.kiln_kernel);
+      break;
+    case ConvPlan::Choice::kGraph: case ConvPlan::Choice::kGraphFused: {
+      const std::string plan = dnn::plan_to_json(cp.graph_plan);
+      if (plan.empty()) return nullptr;
+      j["choice"] = cp.choice == ConvPlan::Choice::kGraph ? "graph" : "graph-fused";
+      j["engine"] = cp.graph_plan.engine, j["plan"] = plan;
+      break;
+    }
+  }
+  return j;
+}
+
+// Rebuilds a plan from the timing cache's record, without timing; false (and `cp` half made)
+// when the record does not apply: the caller times the candidates as if it were absent.
+bool restore_choice(ConvCache& cc, ConvPlan& cp, const nlohmann::json& r, const ConvolutionParams& p,
+                    const TensorView& x, const TensorView& w, const TensorView& y, const TensorView* bias,
+                    const TensorView* residual, bool kiln_candidate) {
+  try {
+    const std::string choice = r.at("choice").get<std::string>();
+    if (choice == "kiln") {
+      const int k = r.at("kernel").get<int>();
+      if (!kiln_candidate || k < 0 || k > int(DepthwiseKernel::kTiledShort)) return false;
+      cp.choice = ConvPlan::Choice::kKiln, cp.kiln_kernel = DepthwiseKernel(k);
+      return true;
+    }
+    if (choice == "legacy") {
+      describe_legacy(cp, p, x, w, y);
+      if (cudnnSetConvolutionMathType(cp.conv, cudnnMathType_t(r.at("math").get<int>())) != CUDNN_STATUS_SUCCESS)
+        return false;
+      cp.choice = ConvPlan::Choice::kLegacy;
+      cp.algo = r.at("algo").get<int>();
+      cp.workspace = r.at("workspace").get<size_t>();
+      return true;
+    }
+    const bool fused = choice == "graph-fused";
+    if (!fused && choice != "graph") return false;
+    auto graph = dnn::ConvGraph::build(cc.handle, graph_spec(p, x, w, y, bias, residual, fused));
+    if (!graph) return false;
+    auto plan = dnn::plan_from_json(cc.handle, r.at("plan").get<std::string>(), r.at("engine").get<int64_t>());
+    if (!plan) return false;
+    cp.choice = fused ? ConvPlan::Choice::kGraphFused : ConvPlan::Choice::kGraph;
+    cp.graph = std::move(graph), cp.graph_plan = std::move(*plan);
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;  // a record of another shape of format: time again
+  }
+}
+
 // Picks, once per shape and epilogue, the fastest way to run a convolution on this GPU: cuDNN's
 // legacy algorithms (cudnnFind), the engines cuDNN's graph API ranks for the convolution alone and
 // for the convolution fused with its bias, residual and activation, and (`kiln_candidate`) kiln's
@@ -240,6 +351,23 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     return *slot;
   }
   const auto started = std::chrono::steady_clock::now();
+  auto seconds_since = [](auto t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
+  // A choice timed before, by this process or an earlier one (only automatic choices are kept).
+  const std::string cache_key = "conv " + key.str();
+  if (tactic == Tactic::kAuto) {
+    if (auto record = ctx.timing->find(cache_key)) {
+      if (restore_choice(cc, *cp, *record, p, x, w, y, bias, residual, kiln_candidate)) {
+        if (detail::debug_logging())
+          detail::log_debug("convolution " + layer.name() + " [" + key.str() + "]: " + record->value("choice", "") +
+                            " from the timing cache (" + std::to_string(seconds_since(started)) + " s)");
+        reserve_workspace(cc, *cp);
+        slot = std::move(cp);
+        return *slot;
+      }
+      detail::log_debug("convolution " + layer.name() + ": the timing cache's choice does not apply; timing again");
+      cp = std::make_unique<ConvPlan>();
+    }
+  }
   const bool has_epilogue = bias || residual || p.activation;
   const size_t search_ws = size_t{256} << 20;
   void* ws = nullptr;
@@ -258,38 +386,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   std::ostringstream timings;  // every candidate's time, for KILN_LOG=debug
 
   if (tactic == Tactic::kAuto || tactic == Tactic::kCudnn) {
-    const size_t ns = x.dims.size() - 2;
-    const size_t nsp = std::max<size_t>(ns, 2);
-    const cudnnDataType_t dt = dnn_type(x.dtype);
-    dnn_check(cudnnCreateTensorDescriptor(&cp->x), "create");
-    dnn_check(cudnnCreateTensorDescriptor(&cp->y), "create");
-    dnn_check(cudnnCreateFilterDescriptor(&cp->w), "create");
-    dnn_check(cudnnCreateConvolutionDescriptor(&cp->conv), "create");
-    if (p.channels_last) {  // logical NCHW dims, NHWC strides; the filter in KRSC
-      set_tensor_nhwc(cp->x, dt, x.dims);
-      set_tensor_nhwc(cp->y, dt, y.dims);
-      const int wd[4] = {int(w.dims[0]), int(w.dims[3]), int(w.dims[1]), int(w.dims[2])};
-      dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NHWC, 4, wd), "filter descriptor");
-    } else {
-      set_tensor(cp->x, dt, to_int(x.dims, nsp + 2));
-      set_tensor(cp->y, dt, to_int(y.dims, nsp + 2));
-      std::vector<int> wd = to_int(w.dims, nsp + 2);
-      dnn_check(cudnnSetFilterNdDescriptor(cp->w, dt, CUDNN_TENSOR_NCHW, int(wd.size()), wd.data()),
-                "filter descriptor");
-    }
-    std::vector<int> pad(nsp, 0), str(nsp, 1), dil(nsp, 1);
-    for (size_t i = 0; i < ns; ++i) {
-      if (i < p.padding.size()) pad[i] = int(p.padding[i]);
-      if (i < p.stride.size()) str[i] = int(p.stride[i]);
-      if (i < p.dilation.size()) dil[i] = int(p.dilation[i]);
-    }
-    dnn_check(cudnnSetConvolutionNdDescriptor(cp->conv, int(nsp), pad.data(), str.data(), dil.data(),
-                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-              "convolution descriptor");
-    dnn_check(cudnnSetConvolutionGroupCount(cp->conv, int(p.groups)), "groups");
-    dnn_check(cudnnSetConvolutionMathType(cp->conv,
-                                          x.dtype == DataType::kFloat32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
-              "math type");
+    describe_legacy(*cp, p, x, w, y);
     // Find twice: the first pass also loads each candidate's kernels (CUDA loads modules lazily),
     // which made slow CUDA-core algorithms win against tensor-core ones that were timed cold.
     int returned = 0;
@@ -446,17 +543,10 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
                              : "cuDNN: no algorithm for this convolution");
   if (detail::debug_logging())
     detail::log_debug("convolution " + layer.name() + " [" + key.str() + "]:" + timings.str() + " ms -> " +
-                      best_name + " (" +
-                      std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()) +
-                      " s to choose)");
-  const size_t need = cp->choice == ConvPlan::Choice::kLegacy ? cp->workspace
-                      : cp->choice == ConvPlan::Choice::kKiln ? 0
-                                                              : size_t(cp->graph_plan.workspace);
-  if (need > cc.workspace_bytes) {
-    if (cc.workspace) KILN_CUDA_CHECK(cudaFree(cc.workspace));
-    KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, need));
-    cc.workspace_bytes = need;
-  }
+                      best_name + " (" + std::to_string(seconds_since(started)) + " s to choose)");
+  reserve_workspace(cc, *cp);
+  if (tactic == Tactic::kAuto)
+    if (nlohmann::json record = choice_record(*cp, best_ms); !record.is_null()) ctx.timing->store(cache_key, record);
   slot = std::move(cp);
   return *slot;
 }

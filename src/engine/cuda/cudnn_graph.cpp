@@ -333,6 +333,41 @@ void ConvGraph::execute(cudnnHandle_t handle, const ConvGraphPlan& plan, void* x
     throw NetworkError("cuDNN graph convolution (" + plan.name() + "): " + cudnnGetErrorString(st));
 }
 
+std::string plan_to_json(const ConvGraphPlan& plan) {
+  int64_t size = 0;
+  if (!plan.plan ||
+      cudnnBackendGetAttribute(plan.plan->get(), CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0,
+                               &size, nullptr) != CUDNN_STATUS_SUCCESS ||
+      size <= 0)
+    return {};
+  std::string json(size_t(size), '\0');
+  int64_t written = 0;
+  if (cudnnBackendGetAttribute(plan.plan->get(), CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, size,
+                               &written, json.data()) != CUDNN_STATUS_SUCCESS)
+    return {};
+  json.resize(size_t(std::min(written, size)));
+  while (!json.empty() && json.back() == '\0') json.pop_back();  // cuDNN counts the terminator
+  return json;
+}
+
+std::optional<ConvGraphPlan> plan_from_json(cudnnHandle_t handle, const std::string& json, int64_t engine) {
+  if (json.empty()) return std::nullopt;
+  ConvGraphPlan p;
+  p.engine = engine;
+  p.plan = std::make_unique<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+  if (p.plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) != CUDNN_STATUS_SUCCESS ||
+      // with its terminator, as cuDNN handed it out
+      p.plan->set(CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, int64_t(json.size()) + 1,
+                  json.c_str()) != CUDNN_STATUS_SUCCESS ||
+      p.plan->finalize() != CUDNN_STATUS_SUCCESS)
+    return std::nullopt;
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(p.plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
+                               &p.workspace) != CUDNN_STATUS_SUCCESS)
+    return std::nullopt;
+  return p;
+}
+
 }  // namespace kiln::engine::cuda::dnn
 
 #endif  // KILN_HAS_CUDNN

@@ -117,6 +117,12 @@ bool fusable_activation(const ActivationParams& a);
 
 using ConvGraphPlan = GraphPlan;
 
+// A finalized plan as cuDNN's JSON text (the timing cache keeps it), empty when cuDNN cannot
+// serialize it; and back, on this handle's device (nullopt when cuDNN rejects the text, e.g. one
+// written by another cuDNN version).
+std::string plan_to_json(const ConvGraphPlan& plan);
+std::optional<ConvGraphPlan> plan_from_json(cudnnHandle_t handle, const std::string& json, int64_t engine);
+
 class ConvGraph {
  public:
   // nullptr when cuDNN rejects the graph: the caller keeps its other tactics.

@@ -16,6 +16,7 @@
 
 #include "engine/backend.h"
 #include "engine/network.h"
+#include "engine/timing_cache.h"
 
 namespace kiln::engine::cuda {
 
@@ -47,6 +48,10 @@ struct Context {
   void* lt_workspace = nullptr;    // cuBLASLt scratch, allocated once (graph capture safe)
   size_t lt_workspace_bytes = 0;
   void* cudnn_handle = nullptr;    // cudnnHandle_t, created on first convolution
+
+  // Tactic choices kept across processes (timing_cache.h) for this device and these libraries
+  // (KILN_TIMING_CACHE=off keeps them in memory). Set by the backend before any kernel runs.
+  TimingCache* timing = nullptr;
 
   std::shared_ptr<MatmulCache> matmul;  // shared_ptr: deleter bound where the type is complete
   std::shared_ptr<ConvCache> conv;

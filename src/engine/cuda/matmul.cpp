@@ -12,6 +12,8 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -76,6 +78,44 @@ bool gemm_timing_enabled() {
   if (std::strcmp(v, "heuristic") == 0) return false;
   throw NetworkError(std::string("KILN_GEMM_TACTIC must be auto or heuristic, not '") + v + "'");
 }
+
+// The timing cache's key for a GEMM configuration: every field of GemmKey (the workspace is the
+// backend's fixed one).
+std::string cache_key_of(const GemmKey& k) {
+  std::ostringstream s;
+  s << "gemm " << int(k.dtype) << (k.ta ? 'T' : 'N') << (k.tb ? 'T' : 'N') << ' ' << k.m << 'x' << k.n << 'x' << k.k
+    << " b" << k.batch << " s" << k.stride_a << ',' << k.stride_b << ',' << k.stride_c << " e" << k.epilogue;
+  return s.str();
+}
+
+// cuBLASLt documents its algorithm structure as trivially serializable for the same library
+// version (the cache's device signature pins the version): its bytes, in hex.
+nlohmann::json algo_record(const cublasLtMatmulAlgo_t& algo, float ms) {
+  static const char* digits = "0123456789abcdef";
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&algo);
+  std::string hex;
+  for (size_t i = 0; i < sizeof algo; ++i) hex += digits[bytes[i] >> 4], hex += digits[bytes[i] & 15];
+  return {{"algo", hex}, {"ms", ms}};
+}
+
+// The algorithm a record names, if cuBLASLt confirms it runs this GEMM; nullopt sends the caller
+// back to the heuristic and timing.
+std::optional<cublasLtMatmulAlgo_t> restore_algo(Context& ctx, const Gemm& g, const nlohmann::json& record) {
+  const std::string hex = record.value("algo", "");
+  cublasLtMatmulAlgo_t algo{};
+  if (hex.size() != 2 * sizeof algo || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return std::nullopt;
+  auto nibble = [](char c) { return c >= 'a' ? c - 'a' + 10 : c - '0'; };
+  auto* bytes = reinterpret_cast<unsigned char*>(&algo);
+  for (size_t i = 0; i < sizeof algo; ++i) bytes[i] = static_cast<unsigned char>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  cublasLtMatmulHeuristicResult_t check{};
+  if (cublasLtMatmulAlgoCheck(static_cast<cublasLtHandle_t>(ctx.lt_handle), g.op, g.a, g.b, g.c, g.c, &algo, &check) !=
+          CUBLAS_STATUS_SUCCESS ||
+      check.state != CUBLAS_STATUS_SUCCESS || check.workspaceSize > ctx.lt_workspace_bytes)
+    return std::nullopt;
+  return algo;
+}
+
 }  // namespace
 
 struct MatmulCache {
@@ -138,10 +178,19 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
       cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, ng->a,
                                                          ng->b, ng->c, ng->c, pref, kCandidates, res, &found);
       cublasLtMatmulPreferenceDestroy(pref);
-      if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+      const bool timing = gemm_timing_enabled();
+      const std::string cache_key = timing ? cache_key_of(key) : std::string();
+      std::optional<cublasLtMatmulAlgo_t> cached;
+      if (timing)
+        if (auto record = ctx.timing->find(cache_key))
+          cached = restore_algo(ctx, *ng, *record);
+      if (cached) {
+        ng->algo = *cached;
+        ng->has_algo = true;
+      } else if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         ng->algo = res[0].algo;
         ng->has_algo = true;
-        if (found > 1 && !ctx.capturing() && gemm_timing_enabled()) {
+        if (found > 1 && !ctx.capturing() && timing) {
           if (bias)
             lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "bias");
           // Timed into a scratch output: the real one may share memory with the inputs' buffers.
@@ -167,6 +216,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
           cudaFree(scratch);
           if (detail::debug_logging())
             detail::log_debug(log.str());
+          if (std::isfinite(best)) ctx.timing->store(cache_key, algo_record(ng->algo, best));
         }
       }
       slot = std::move(ng);
