@@ -211,6 +211,14 @@ std::optional<dnn::SdpaSpec> sdpa_spec(const Context& ctx, const AttentionCall& 
     why = "a bool mask (cuDNN takes additive ones)";
     return std::nullopt;
   }
+  if (c.mask && c.mask_dtype != DataType::kFloat16) {
+    // A bf16 (or fp32) mask can hold values near the float range's end (HF masks with
+    // torch.finfo(bf16).min): cuDNN zeroes a row whose every score is that low, where PyTorch
+    // averages over it (the H200: CudnnFusedAttentionFullyMaskedRows). An fp16 mask's lowest,
+    // -65504, is far from it.
+    why = "a bf16 or fp32 mask (cuDNN zeroes rows masked near the float range's end)";
+    return std::nullopt;
+  }
   if (c.mask && c.mask_dtype != c.dtype) {
     why = "a mask of another dtype than q, k and v";
     return std::nullopt;
@@ -290,6 +298,41 @@ void set_stream(AttentionCache& ac, const Context& ctx) {
 
 dnn::SdpaPointers pointers(const AttentionCall& c, void* out) { return {c.q, c.k, c.v, out, c.mask}; }
 
+// The cache's cuDNN handle, made at the first shape cuDNN could take and pointed at the context's
+// stream; false (ac.handle_error says why) when cuDNN cannot make one.
+bool ensure_handle(AttentionCache& ac, const Context& ctx) {
+  if (!ac.handle && ac.handle_error.empty()) {
+    const cudnnStatus_t s = cudnnCreate(&ac.handle);
+    if (s != CUDNN_STATUS_SUCCESS) {
+      ac.handle = nullptr;
+      ac.handle_error = std::string("cudnnCreate: ") + cudnnGetErrorString(s);
+    }
+  }
+  if (ac.handle) set_stream(ac, ctx);
+  return ac.handle_error.empty();
+}
+
+// Rebuilds the plan a timing-cache record names, without timing; false when it no longer applies.
+bool restore_choice(Context& ctx, AttentionCache& ac, const AttentionCall& call, const nlohmann::json& record,
+                    AttentionPlan& plan) {
+  try {
+    const std::string choice = record.at("choice").get<std::string>();
+    if (choice == "kiln") return true;
+    if (choice != "cudnn") return false;
+    std::string why;
+    auto spec = sdpa_spec(ctx, call, why);
+    if (!spec || !ensure_handle(ac, ctx)) return false;
+    auto graph = dnn::SdpaGraph::restore(ac.handle, *spec, record.at("plan").get<std::string>(),
+                                         record.at("engine").get<int64_t>());
+    if (!graph || size_t(graph->plan(0).workspace) > kMaxWorkspace) return false;
+    reserve_workspace(ac, size_t(graph->plan(0).workspace));
+    plan.graph = std::move(graph);
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+}
+
 // Chooses, once per signature, how this shape runs (see attention_tactic.h).
 AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, const AttentionCall& call, Tactic tactic,
                       const std::string& key, const std::function<void(void*)>& run_kiln) {
@@ -299,19 +342,25 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
   std::string why;
   std::unique_ptr<dnn::SdpaGraph> graph;
   int& family_choices = ac.chosen_per_family[family(call)];
+  // A choice timed before, by this process or an earlier one (timing_cache.h).
+  const std::string cache_key = "attention " + key;
+  if (tactic == Tactic::kAuto)
+    if (auto record = ctx.timing->find(cache_key)) {
+      if (restore_choice(ctx, ac, call, *record, *plan)) {
+        if (detail::debug_logging())
+          detail::log_debug("attention " + layer.name() + " [" + key + "]: " + record->value("choice", "") +
+                            " from the timing cache");
+        auto& slot = ac.plans[key];
+        slot = std::move(plan);
+        return *slot;
+      }
+      detail::log_debug("attention " + layer.name() + ": the timing cache's choice does not apply; timing again");
+    }
   if (tactic == Tactic::kAuto && family_choices >= kShapesPerFamily) {
     why = std::to_string(kShapesPerFamily) + " shapes of this family chosen already";
   } else if (auto spec = sdpa_spec(ctx, call, why)) {
     ++family_choices;
-    if (!ac.handle && ac.handle_error.empty()) {  // the first shape cuDNN could take
-      const cudnnStatus_t s = cudnnCreate(&ac.handle);
-      if (s != CUDNN_STATUS_SUCCESS) {
-        ac.handle = nullptr;
-        ac.handle_error = std::string("cudnnCreate: ") + cudnnGetErrorString(s);
-      }
-    }
-    if (ac.handle) set_stream(ac, ctx);
-    if (!ac.handle_error.empty()) {
+    if (!ensure_handle(ac, ctx)) {
       why = ac.handle_error;
     } else {
       std::string built;
@@ -367,13 +416,19 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
       log << " cudnn " << candidate.name() << " " << ms;
       if (ms < best_ms) best_ms = ms, winner = int(i);
     }
+    nlohmann::json record{{"choice", "kiln"}, {"ms", best_ms}};
     if (winner >= 0) {
       log << " ms -> cudnn " << graph->plan(size_t(winner)).name() << " (" << why << ")";
       graph->keep_only(size_t(winner));
+      const std::string plan_json = dnn::plan_to_json(graph->plan(0));
+      record = plan_json.empty() ? nlohmann::json()
+                                 : nlohmann::json{{"choice", "cudnn"}, {"engine", graph->plan(0).engine},
+                                                  {"plan", plan_json}, {"ms", best_ms}};
       plan->graph = std::move(graph);
     } else {
       log << " ms -> kiln (" << why << ")";
     }
+    if (!record.is_null()) ctx.timing->store(cache_key, record);
   } else {
     log << " kiln (cuDNN declined: " << why << ")";
   }

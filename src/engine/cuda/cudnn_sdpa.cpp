@@ -65,9 +65,27 @@ constexpr Lowering kLowerings[] = {
     {"softmax without statistics", false, CUDNN_DATA_FLOAT},
 };
 
+// What the causal mask writes over hidden scores: releases before 9.10 want the lowest float,
+// not -inf.
+float masked_score_for(size_t cudnn_version) {
+  return cudnn_version < 91000 ? std::numeric_limits<float>::lowest() : -std::numeric_limits<float>::infinity();
+}
+
 }  // namespace
 
 SdpaGraph::~SdpaGraph() = default;
+
+std::unique_ptr<SdpaGraph> SdpaGraph::restore(cudnnHandle_t handle, const SdpaSpec& spec, const std::string& plan_json,
+                                              int64_t engine) {
+  auto plan = plan_from_json(handle, plan_json, engine);
+  if (!plan) return nullptr;
+  // Execution needs the spec (which tensors the variant pack names) and the plan, not the graph.
+  auto g = std::unique_ptr<SdpaGraph>(new SdpaGraph());
+  g->spec_ = spec;
+  g->masked_score_ = masked_score_for(cudnnGetVersion());
+  g->plans_.push_back(std::move(*plan));
+  return g;
+}
 
 std::unique_ptr<SdpaGraph> SdpaGraph::build(cudnnHandle_t handle, const SdpaSpec& spec, size_t limit,
                                             std::string& log) {
@@ -79,8 +97,7 @@ std::unique_ptr<SdpaGraph> SdpaGraph::build(cudnnHandle_t handle, const SdpaSpec
     log = "cuDNN " + std::to_string(version) + " has known fused-attention bugs";
     return nullptr;
   }
-  const float masked_score =
-      version < 91000 ? std::numeric_limits<float>::lowest() : -std::numeric_limits<float>::infinity();
+  const float masked_score = masked_score_for(version);
 
   const int64_t B = spec.q.dims.at(0), H = spec.q.dims.at(1), Sq = spec.q.dims.at(2), Skv = spec.k.dims.at(2);
   const GraphTensor scores{{B, H, Sq, Skv}, {H * Sq * Skv, Sq * Skv, Skv, 1}};

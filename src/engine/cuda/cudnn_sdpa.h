@@ -44,6 +44,10 @@ class SdpaGraph {
   // nullptr when cuDNN rejects every way of writing the graph or no engine finalizes a plan for
   // it; `log` then says at which step, for KILN_LOG=debug (and which lowering won otherwise).
   static std::unique_ptr<SdpaGraph> build(cudnnHandle_t handle, const SdpaSpec& spec, size_t limit, std::string& log);
+  // The graph with the one plan a timing cache kept (plan_to_json's text); nullptr when cuDNN
+  // no longer accepts it (the caller times the candidates again).
+  static std::unique_ptr<SdpaGraph> restore(cudnnHandle_t handle, const SdpaSpec& spec, const std::string& plan_json,
+                                            int64_t engine);
   ~SdpaGraph();
 
   size_t plan_count() const { return plans_.size(); }
