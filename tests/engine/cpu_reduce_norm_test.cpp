@@ -85,6 +85,27 @@ TEST(CpuReduce, OpsAxesDtypes) {
   }
 }
 
+// Sums and means over a middle axis whose rows are longer than one unit of work (global pooling
+// of a wide channels-last image: [N, H*W, C] with C above the 512 channels a unit takes).
+TEST(CpuReduce, MiddleAxisOverLongRows) {
+  for (DataType t : {DataType::kFloat32, DataType::kBFloat16})
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMean}) {
+      const std::vector<int64_t> dims{2, 7, 1100};
+      Host x = random_host(t, dims, 31);
+      ReduceParams p;
+      p.op = op;
+      p.axes = {1};
+      auto make = [&](Network& net) {
+        auto* in = net.add_input("x", t, shape_of(dims));
+        net.mark_output(net.add_reduce("r", in, p)->output(), "y");
+      };
+      auto out = run_both(make, {x});
+      const double tol = 4 * tolerance(out[0].dtype);
+      expect_close(out[0], ref_reduce(p, x, out[0].numel()), tol, tol,
+                   std::string("middle axis ") + to_string(t) + (op == ReduceOp::kMean ? " mean" : " sum"));
+    }
+}
+
 TEST(CpuReduce, EmptyAndNan) {
   ReduceParams p;
   p.op = ReduceOp::kSum;

@@ -122,25 +122,31 @@ void for_each_broadcast_run(
   // Long runs are cut into chunks so a 1-row op still spreads over threads.
   const int64_t chunk = std::max<int64_t>(4096, std::min<int64_t>(inner, total / (4 * max_threads()) + 1));
   const int64_t chunks_per_row = (inner + chunk - 1) / chunk;
-  const int64_t units = rows * chunks_per_row;
+  // Short rows (a channels-last tensor times a per-channel vector: rows of C) are grouped, several
+  // per unit of work, so the per-unit cost does not dominate.
+  const int64_t rows_per_unit = chunks_per_row == 1 ? std::max<int64_t>(1, 4096 / inner) : 1;
+  const int64_t units = chunks_per_row == 1 ? (rows + rows_per_unit - 1) / rows_per_unit : rows * chunks_per_row;
   std::vector<int64_t> inner_strides(n_in);
   for (size_t j = 0; j < n_in; ++j) inner_strides[j] = cs[j][r - 1];
   parallel_for(units, total > kParallelGrain && units > 1, [&](int64_t u) {
-    int64_t row = u / chunks_per_row, c = u % chunks_per_row;
     int64_t offs[16];
     std::vector<int64_t> big;
     int64_t* o = offs;
     if (n_in > 16) { big.resize(n_in); o = big.data(); }
-    for (size_t j = 0; j < n_in; ++j) o[j] = 0;
-    int64_t rem = row;
-    for (size_t k = r - 1; k-- > 0;) {
-      int64_t idx = rem % dims[k];
-      rem /= dims[k];
-      for (size_t j = 0; j < n_in; ++j) o[j] += idx * cs[j][k];
+    const int64_t first_row = chunks_per_row == 1 ? u * rows_per_unit : u / chunks_per_row;
+    const int64_t last_row = chunks_per_row == 1 ? std::min(rows, first_row + rows_per_unit) : first_row + 1;
+    for (int64_t row = first_row; row < last_row; ++row) {
+      for (size_t j = 0; j < n_in; ++j) o[j] = 0;
+      int64_t rem = row;
+      for (size_t k = r - 1; k-- > 0;) {
+        int64_t idx = rem % dims[k];
+        rem /= dims[k];
+        for (size_t j = 0; j < n_in; ++j) o[j] += idx * cs[j][k];
+      }
+      const int64_t start = chunks_per_row == 1 ? 0 : (u % chunks_per_row) * chunk, len = std::min(chunk, inner - start);
+      for (size_t j = 0; j < n_in; ++j) o[j] += start * inner_strides[j];
+      f(row * inner + start, o, len, inner_strides.data());
     }
-    int64_t start = c * chunk, len = std::min(chunk, inner - start);
-    for (size_t j = 0; j < n_in; ++j) o[j] += start * inner_strides[j];
-    f(row * inner + start, o, len, inner_strides.data());
   });
 }
 

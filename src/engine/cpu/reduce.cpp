@@ -39,12 +39,34 @@ std::vector<uint8_t> move_axes_last(const TensorView& x, const std::vector<int64
   return buf;
 }
 
+// A float sum or mean over the middle axis of [outer, R, inner] with inner > 1 (global pooling of
+// channels-last images: [N, H*W, C]): rows of `inner` contiguous elements added into a vector of
+// accumulators, so memory is read once, in order, and the adds vectorize. The general loop below
+// walks R with a stride of `inner` per output element, re-reading every cache line `inner` times.
+template <class T>
+void sum_rows(const ReduceParams& p, const T* x, int64_t outer, int64_t R, int64_t inner, const TensorView& out) {
+  using C = compute_t<T>;
+  const int64_t chunk = 512, chunks = (inner + chunk - 1) / chunk;
+  parallel_for(outer * chunks, outer * R * inner > kParallelGrain, [&](int64_t u) {
+    const int64_t o = u / chunks, j0 = (u % chunks) * chunk, n = std::min(inner, j0 + chunk) - j0;
+    double acc[chunk] = {};
+    for (int64_t r = 0; r < R; ++r) {
+      const T* row = x + (o * R + r) * inner + j0;
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(C(row[j]));
+    }
+    const double divisor = p.op == ReduceOp::kMean ? double(R) : 1.0;
+    for (int64_t j = 0; j < n; ++j) store_double(out, o * inner + j0 + j, acc[j] / divisor);
+  });
+}
+
 template <class T>
 void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, int64_t inner,
                   const TensorView& out) {
   using C = compute_t<T>;
   constexpr bool fl = is_float_v<T>;
   using Acc = std::conditional_t<fl, double, int64_t>;
+  if (fl && inner > 1 && R > 0 && (p.op == ReduceOp::kSum || p.op == ReduceOp::kMean))
+    return sum_rows(p, x, outer, R, inner, out);
   const int64_t chunk = 256, chunks = (inner + chunk - 1) / chunk;
   const ReduceOp op = p.op;
   parallel_for(outer * chunks, outer * R * inner > kParallelGrain, [&](int64_t u) {
