@@ -58,17 +58,11 @@ constexpr int kShapesPerFamily = 16;
 struct AttentionCache {
   cudnnHandle_t handle = nullptr;
   std::string handle_error;  // why cudnnCreate failed: every shape stays on kiln's kernel
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
-  // Workspaces outgrown by a later shape's plan: a CUDA graph recorded earlier may still point at
-  // one, so they live as long as the cache.
-  std::vector<void*> retired;
+  DeviceWorkspace workspace;
   std::unordered_map<std::string, std::unique_ptr<AttentionPlan>> plans;
   std::unordered_map<std::string, int> chosen_per_family;  // see kShapesPerFamily
   ~AttentionCache() {
     plans.clear();
-    for (void* p : retired) cudaFree(p);
-    if (workspace) cudaFree(workspace);
     if (handle) cudnnDestroy(handle);
   }
 };
@@ -280,16 +274,6 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-// Grows the cache's workspace to `bytes`, keeping the one it replaces (see AttentionCache::retired).
-void reserve_workspace(AttentionCache& ac, size_t bytes) {
-  if (bytes <= ac.workspace_bytes) return;
-  if (ac.workspace) ac.retired.push_back(ac.workspace);
-  ac.workspace = nullptr;
-  ac.workspace_bytes = 0;
-  KILN_CUDA_CHECK(cudaMalloc(&ac.workspace, bytes));
-  ac.workspace_bytes = bytes;
-}
-
 // Points the cache's cuDNN handle at the context's stream before each use, as the convolutions do.
 void set_stream(AttentionCache& ac, const Context& ctx) {
   const cudnnStatus_t s = cudnnSetStream(ac.handle, ctx.stream);
@@ -325,7 +309,7 @@ bool restore_choice(Context& ctx, AttentionCache& ac, const AttentionCall& call,
     auto graph = dnn::SdpaGraph::restore(ac.handle, *spec, record.at("plan").get<std::string>(),
                                          record.at("engine").get<int64_t>());
     if (!graph || size_t(graph->plan(0).workspace) > kMaxWorkspace) return false;
-    reserve_workspace(ac, size_t(graph->plan(0).workspace));
+    ac.workspace.reserve(size_t(graph->plan(0).workspace));
     plan.graph = std::move(graph);
     return true;
   } catch (const nlohmann::json::exception&) {
@@ -370,7 +354,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
   }
   if (graph && tactic == Tactic::kCudnn) {
     if (size_t(graph->plan(0).workspace) <= kMaxWorkspace) {
-      reserve_workspace(ac, size_t(graph->plan(0).workspace));
+      ac.workspace.reserve(size_t(graph->plan(0).workspace));
       log << " forced -> cudnn " << graph->plan(0).name() << " (" << why << ")";
       graph->keep_only(0);
       plan->graph = std::move(graph);
@@ -393,8 +377,8 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
         log << " (cudnn " << candidate.name() << " wants " << (candidate.workspace >> 20) << " MiB of workspace)";
         continue;
       }
-      reserve_workspace(ac, size_t(candidate.workspace));
-      cudnnStatus_t status = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ac.workspace);
+      ac.workspace.reserve(size_t(candidate.workspace));
+      cudnnStatus_t status = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ac.workspace.data);
       if (status != CUDNN_STATUS_SUCCESS) {
         log << " (cudnn " << candidate.name() << " failed to run: " << cudnnGetErrorString(status) << ")";
         continue;
@@ -406,7 +390,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
         continue;
       }
       const float ms = time_launches_ms(ctx, [&] {
-        const cudnnStatus_t s = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ac.workspace);
+        const cudnnStatus_t s = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ac.workspace.data);
         if (s != CUDNN_STATUS_SUCCESS) status = s;
       }, 1.5f * best_ms);
       if (status != CUDNN_STATUS_SUCCESS) {
@@ -468,7 +452,7 @@ void run_attention_tactic(Context& ctx, const Layer& layer, const AttentionCall&
   }
   if (plan->graph && !plan->failed) {
     set_stream(ac, ctx);
-    const cudnnStatus_t s = plan->graph->execute(ac.handle, 0, pointers(call, call.out), call.scale, ac.workspace);
+    const cudnnStatus_t s = plan->graph->execute(ac.handle, 0, pointers(call, call.out), call.scale, ac.workspace.data);
     if (s == CUDNN_STATUS_SUCCESS) {
       ++cudnn_attention_runs;
       return;

@@ -82,6 +82,20 @@ float time_launches_ms(Context& ctx, const std::function<void()>& launch) {
   return time_launches_ms(ctx, launch, std::numeric_limits<float>::infinity());
 }
 
+void DeviceWorkspace::reserve(size_t need) {
+  if (need <= bytes) return;
+  void* grown = nullptr;
+  KILN_CUDA_CHECK(cudaMalloc(&grown, need));
+  if (data) retired_.push_back(data);
+  data = grown;
+  bytes = need;
+}
+
+DeviceWorkspace::~DeviceWorkspace() {
+  for (void* p : retired_) cudaFree(p);
+  if (data) cudaFree(data);
+}
+
 bool Context::capturing() const {
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &st) != cudaSuccess) return false;
@@ -93,7 +107,6 @@ Context::~Context() {
   matmul.reset();
   conv.reset();
   for (auto& [host, dev] : constants) cudaFree(dev);
-  if (lt_workspace) cudaFree(lt_workspace);
   if (lt_handle) cublasLtDestroy(static_cast<cublasLtHandle_t>(lt_handle));
 }
 
@@ -146,8 +159,6 @@ class CudaBackend final : public Backend {
     cublasLtHandle_t lt;
     if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) throw NetworkError("CUDA backend: cublasLtCreate failed");
     ctx_.lt_handle = lt;
-    ctx_.lt_workspace_bytes = size_t{64} << 20;
-    KILN_CUDA_CHECK(cudaMalloc(&ctx_.lt_workspace, ctx_.lt_workspace_bytes));
   }
 
   ~CudaBackend() override {

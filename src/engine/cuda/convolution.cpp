@@ -92,12 +92,10 @@ std::vector<int> to_int(const std::vector<int64_t>& v, size_t min_rank) {
 
 struct ConvCache {
   cudnnHandle_t handle = nullptr;
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
+  DeviceWorkspace workspace;
   std::unordered_map<std::string, std::unique_ptr<ConvPlan>> plans;
   ~ConvCache() {
     plans.clear();
-    if (workspace) cudaFree(workspace);
     if (handle) cudnnDestroy(handle);
   }
 };
@@ -248,11 +246,7 @@ void reserve_workspace(ConvCache& cc, const ConvPlan& cp) {
   const size_t need = cp.choice == ConvPlan::Choice::kLegacy ? cp.workspace
                       : cp.choice == ConvPlan::Choice::kKiln ? 0
                                                              : size_t(cp.graph_plan.workspace);
-  if (need > cc.workspace_bytes) {
-    if (cc.workspace) KILN_CUDA_CHECK(cudaFree(cc.workspace));
-    KILN_CUDA_CHECK(cudaMalloc(&cc.workspace, need));
-    cc.workspace_bytes = need;
-  }
+  cc.workspace.reserve(need);
 }
 
 // A choice as the timing cache keeps it; null when it cannot be rebuilt in another process (a
@@ -608,14 +602,14 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
       return;
     case ConvPlan::Choice::kGraphFused:
       cp.graph->execute(ctx.conv->handle, cp.graph_plan, x.data, w.data, y.data, bias ? bias->data : nullptr,
-                        residual ? residual->data : nullptr, ctx.conv->workspace);
+                        residual ? residual->data : nullptr, ctx.conv->workspace.data);
       return;
     case ConvPlan::Choice::kGraph:
       cp.graph->execute(ctx.conv->handle, cp.graph_plan, x.data, w.data, y.data, nullptr, nullptr,
-                        ctx.conv->workspace);
+                        ctx.conv->workspace.data);
       break;
     case ConvPlan::Choice::kLegacy:
-      run_legacy(*ctx.conv, cp, p, x, w, y.data, ctx.conv->workspace);
+      run_legacy(*ctx.conv, cp, p, x, w, y.data, ctx.conv->workspace.data);
       break;
   }
   if (bias || residual || p.activation) {

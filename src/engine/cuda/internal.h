@@ -31,6 +31,23 @@ namespace kiln::engine::cuda {
 // After a kernel launch: launch-configuration errors surface here, not at the next sync.
 #define KILN_CUDA_LAUNCH_CHECK() KILN_CUDA_CHECK(cudaGetLastError())
 
+// Scratch memory a library call needs (cuBLASLt's, cuDNN's), grown to the largest a chosen
+// tactic asks for. Growing never frees the buffer it replaces: a recorded CUDA graph may still
+// point at it (they go with the workspace). Never grown during a graph capture (cudaMalloc would
+// break it): tactics are chosen outside captures.
+struct DeviceWorkspace {
+  void* data = nullptr;
+  size_t bytes = 0;
+  void reserve(size_t need);
+  DeviceWorkspace() = default;
+  DeviceWorkspace(const DeviceWorkspace&) = delete;
+  DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
+  ~DeviceWorkspace();
+
+ private:
+  std::vector<void*> retired_;
+};
+
 struct MatmulCache;      // matmul.cpp
 struct ConvCache;        // convolution.cpp
 struct PointwiseCache;   // pointwise.cpp
@@ -45,8 +62,10 @@ struct Context {
   size_t max_smem_optin = 0;
 
   void* lt_handle = nullptr;       // cublasLtHandle_t
-  void* lt_workspace = nullptr;    // cuBLASLt scratch, allocated once (graph capture safe)
-  size_t lt_workspace_bytes = 0;
+  // cuBLASLt's scratch: as large as the largest chosen algorithm needs (algorithms are offered
+  // up to kLtWorkspaceLimit while choosing, outside captures).
+  DeviceWorkspace lt_workspace;
+  static constexpr size_t kLtWorkspaceLimit = size_t{64} << 20;
   void* cudnn_handle = nullptr;    // cudnnHandle_t, created on first convolution
 
   // Tactic choices kept across processes (timing_cache.h) for this device and these libraries

@@ -61,6 +61,7 @@ struct Gemm {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;  // what `algo` needs
   bool has_algo = false;
   ~Gemm() {
     if (op) cublasLtMatmulDescDestroy(op);
@@ -98,9 +99,11 @@ nlohmann::json algo_record(const cublasLtMatmulAlgo_t& algo, float ms) {
   return {{"algo", hex}, {"ms", ms}};
 }
 
-// The algorithm a record names, if cuBLASLt confirms it runs this GEMM; nullopt sends the caller
-// back to the heuristic and timing.
-std::optional<cublasLtMatmulAlgo_t> restore_algo(Context& ctx, const Gemm& g, const nlohmann::json& record) {
+// The algorithm a record names and the workspace it needs, if cuBLASLt confirms it runs this GEMM
+// within `max_workspace`; nullopt sends the caller back to the heuristic and timing.
+std::optional<std::pair<cublasLtMatmulAlgo_t, size_t>> restore_algo(Context& ctx, const Gemm& g,
+                                                                     const nlohmann::json& record,
+                                                                     size_t max_workspace) {
   const std::string hex = record.value("algo", "");
   cublasLtMatmulAlgo_t algo{};
   if (hex.size() != 2 * sizeof algo || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
@@ -111,9 +114,9 @@ std::optional<cublasLtMatmulAlgo_t> restore_algo(Context& ctx, const Gemm& g, co
   cublasLtMatmulHeuristicResult_t check{};
   if (cublasLtMatmulAlgoCheck(static_cast<cublasLtHandle_t>(ctx.lt_handle), g.op, g.a, g.b, g.c, g.c, &algo, &check) !=
           CUBLAS_STATUS_SUCCESS ||
-      check.state != CUBLAS_STATUS_SUCCESS || check.workspaceSize > ctx.lt_workspace_bytes)
+      check.state != CUBLAS_STATUS_SUCCESS || check.workspaceSize > max_workspace)
     return std::nullopt;
-  return algo;
+  return std::pair{algo, check.workspaceSize};
 }
 
 }  // namespace
@@ -168,7 +171,10 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
       }
       cublasLtMatmulPreference_t pref;
       lt_check(cublasLtMatmulPreferenceCreate(&pref), "pref");
-      uint64_t ws = ctx.lt_workspace_bytes;
+      // Algorithms may ask for workspace up to the limit while choosing; during a capture (where the
+      // workspace cannot grow) only what is there.
+      const bool capturing = ctx.capturing();
+      uint64_t ws = capturing ? ctx.lt_workspace.bytes : Context::kLtWorkspaceLimit;
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
       // The heuristic's first few algorithms, timed on this GPU at the first run of the shape (not
       // during a graph capture, where the heuristic's first choice stands); the fastest is kept.
@@ -180,23 +186,30 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
       cublasLtMatmulPreferenceDestroy(pref);
       const bool timing = gemm_timing_enabled();
       const std::string cache_key = timing ? cache_key_of(key) : std::string();
-      std::optional<cublasLtMatmulAlgo_t> cached;
+      std::optional<std::pair<cublasLtMatmulAlgo_t, size_t>> cached;
       if (timing)
         if (auto record = ctx.timing->find(cache_key))
-          cached = restore_algo(ctx, *ng, *record);
+          cached = restore_algo(ctx, *ng, *record, size_t(ws));
       if (cached) {
-        ng->algo = *cached;
+        ng->algo = cached->first;
+        ng->workspace = cached->second;
         ng->has_algo = true;
       } else if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         ng->algo = res[0].algo;
+        ng->workspace = res[0].workspaceSize;
         ng->has_algo = true;
-        if (found > 1 && !ctx.capturing() && timing) {
+        if (found > 1 && !capturing && timing) {
           if (bias)
             lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "bias");
           // Timed into a scratch output: the real one may share memory with the inputs' buffers.
           const int64_t out_elems = batch > 1 ? stride_c * (batch - 1) + M * N : M * N;
           void* scratch = nullptr;
           KILN_CUDA_CHECK(cudaMalloc(&scratch, size_t(std::max<int64_t>(out_elems, 1)) * element_size(dt)));
+          // A workspace for the candidates, freed after: the one kept is as large as the winner needs.
+          size_t candidate_ws = 0;
+          for (int i = 0; i < found; ++i) candidate_ws = std::max(candidate_ws, res[i].workspaceSize);
+          void* timing_ws = nullptr;
+          if (candidate_ws) KILN_CUDA_CHECK(cudaMalloc(&timing_ws, candidate_ws));
           const float alpha = 1.f, beta = residual ? 1.f : 0.f;
           float best = std::numeric_limits<float>::infinity();
           std::ostringstream log;
@@ -207,18 +220,20 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
             const float t = time_launches_ms(ctx, [&] {
               ran &= cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, &alpha, B, ng->a, A, ng->b,
                                     &beta, residual ? residual : scratch, ng->c, scratch, ng->c, &res[i].algo,
-                                    ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream) == CUBLAS_STATUS_SUCCESS;
+                                    timing_ws, candidate_ws, ctx.stream) == CUBLAS_STATUS_SUCCESS;
             });
             if (!ran) continue;
             log << ' ' << i << ':' << t;
-            if (t < best) best = t, ng->algo = res[i].algo;
+            if (t < best) best = t, ng->algo = res[i].algo, ng->workspace = res[i].workspaceSize;
           }
           cudaFree(scratch);
+          if (timing_ws) cudaFree(timing_ws);
           if (detail::debug_logging())
             detail::log_debug(log.str());
           if (std::isfinite(best)) ctx.timing->store(cache_key, algo_record(ng->algo, best));
         }
       }
+      if (ng->has_algo) ctx.lt_workspace.reserve(ng->workspace);  // within the current size when capturing
       slot = std::move(ng);
     }
     g = slot.get();
@@ -228,8 +243,8 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
   // A residual is cuBLASLt's C operand (same layout as the output D): D = act(A·B + 1·C + bias).
   const float alpha = 1.f, beta = residual ? 1.f : 0.f;
   lt_check(cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), g->op, &alpha, B, g->a, A, g->b, &beta,
-                          residual ? residual : C, g->c, C, g->c, &g->algo, ctx.lt_workspace, ctx.lt_workspace_bytes,
-                          ctx.stream),
+                          residual ? residual : C, g->c, C, g->c, &g->algo, ctx.lt_workspace.data,
+                          ctx.lt_workspace.bytes, ctx.stream),
            "cublasLtMatmul");
 }
 
