@@ -7,6 +7,7 @@
 #include "engine/runtime.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -132,8 +133,12 @@ struct ExecutionContext::Impl {
   }
 
   ~Impl() {
-    if (profile && !profile->empty())
-      profile->print(std::cerr, std::string("plan on ") + to_string(backend->kind()));
+    if (profile && !profile->empty()) {
+      // KILN_PROFILE_ROWS: how many of the slowest layers to list (default 25)
+      const char* rows = std::getenv("KILN_PROFILE_ROWS");
+      profile->print(std::cerr, std::string("plan on ") + to_string(backend->kind()),
+                     rows && *rows ? size_t(std::max(1L, std::atol(rows))) : 25);
+    }
     free_dynamic();
     if (arena) backend->deallocate(arena);
     for (auto& b : bound)

@@ -1,6 +1,8 @@
 // CPU kernels that move data: shuffle, concat, slice (symbolic start bound at run time), gather,
 // scatter, pad (all modes), resize (nearest, nearest-exact, linear with align_corners both ways
 // and given scales), fill/arange, shape, identity, constant and plugins.
+#include <algorithm>
+
 #include "cpu_test_util.h"
 
 namespace kiln::engine::cputest {
@@ -26,6 +28,37 @@ TEST(CpuShuffle, PermuteReshapePermute) {
         want.push_back(x.get(((r / 3) * 3 + r % 3) * 4 + c));
       }
     expect_close(out[0], want, 0, 0, std::string("shuffle ") + to_string(t));
+  }
+}
+
+// Every permutation of a 4-d tensor larger than the copy's 32x32 tiles (channels-last conversions
+// among them: the tiled transpose path), for each element size.
+TEST(CpuShuffle, EveryPermutationAcrossTiles) {
+  const std::vector<int64_t> dims{2, 5, 37, 40};
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kInt8, DataType::kInt64}) {
+    Host x = random_host(t, dims, 3);
+    std::vector<int64_t> perm{0, 1, 2, 3};
+    do {
+      ShuffleParams p;
+      p.first_perm = perm;
+      auto make = [&](Network& net) {
+        auto* in = net.add_input("x", t, shape_of(dims));
+        net.mark_output(net.add_shuffle("sh", in, p)->output(), "y");
+      };
+      auto out = run_both(make, {x});
+      std::vector<int64_t> od(4), in_strides{dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1};
+      for (int d = 0; d < 4; ++d) od[d] = dims[perm[d]];
+      std::vector<double> want;
+      for (int64_t a = 0; a < od[0]; ++a)
+        for (int64_t b = 0; b < od[1]; ++b)
+          for (int64_t c = 0; c < od[2]; ++c)
+            for (int64_t e = 0; e < od[3]; ++e)
+              want.push_back(x.get(a * in_strides[perm[0]] + b * in_strides[perm[1]] + c * in_strides[perm[2]] +
+                                   e * in_strides[perm[3]]));
+      expect_close(out[0], want, 0, 0,
+                   std::string("permute ") + to_string(t) + " " + std::to_string(perm[0]) + std::to_string(perm[1]) +
+                       std::to_string(perm[2]) + std::to_string(perm[3]));
+    } while (std::next_permutation(perm.begin(), perm.end()));
   }
 }
 

@@ -10,17 +10,61 @@
 namespace kiln::engine::cpu {
 namespace {
 
+// A transpose of the last two (collapsed) dims: the output's rows walk the source with stride 1,
+// its columns with stride `is` (NCHW -> NHWC: [N, HW, C] from [N, C, HW]). Copied in square tiles
+// so that both sides touch whole cache lines; row by row, each output row of C elements would read
+// C cache lines.
 template <class E>
-void strided_copy_t(const E* src, int64_t base, const std::vector<int64_t>& dims,
-                    const std::vector<int64_t>& strides, E* dst) {
+void transpose_copy(const E* src, int64_t base, const std::vector<int64_t>& dims, const std::vector<int64_t>& strides,
+                    E* dst) {
+  constexpr int64_t kTile = 32;
   const size_t r = dims.size();
-  const int64_t total = product(dims);
+  const int64_t cols = dims[r - 1], rows = dims[r - 2], is = strides[r - 1];
+  const int64_t outer = product(dims, 0, r - 2), row_tiles = (rows + kTile - 1) / kTile;
+  parallel_for(outer * row_tiles, outer * rows * cols > kParallelGrain, [&](int64_t u) {
+    const int64_t o = u / row_tiles, i0 = (u % row_tiles) * kTile, i1 = std::min(rows, i0 + kTile);
+    int64_t rem = o, off = base;
+    for (size_t d = r - 2; d-- > 0;) {
+      off += (rem % dims[d]) * strides[d];
+      rem /= dims[d];
+    }
+    E* out = dst + o * rows * cols;
+    for (int64_t k0 = 0; k0 < cols; k0 += kTile) {
+      const int64_t k1 = std::min(cols, k0 + kTile);
+      for (int64_t k = k0; k < k1; ++k) {
+        const E* s = src + off + k * is;
+        for (int64_t i = i0; i < i1; ++i) out[i * cols + k] = s[i];
+      }
+    }
+  });
+}
+
+template <class E>
+void strided_copy_t(const E* src, int64_t base, const std::vector<int64_t>& in_dims,
+                    const std::vector<int64_t>& in_strides, E* dst) {
+  const int64_t total = product(in_dims);
   if (total == 0) return;
+  // Adjacent dims the source walks as one (stride of the outer = extent x stride of the inner) are
+  // one dim: fewer, longer rows.
+  std::vector<int64_t> dims, strides;
+  for (size_t d = 0; d < in_dims.size(); ++d) {
+    if (in_dims[d] == 1) continue;
+    if (!dims.empty() && strides.back() == in_dims[d] * in_strides[d]) {
+      dims.back() *= in_dims[d];
+      strides.back() = in_strides[d];
+    } else {
+      dims.push_back(in_dims[d]);
+      strides.push_back(in_strides[d]);
+    }
+  }
+  const size_t r = dims.size();
   if (r == 0) {
     dst[0] = src[base];
     return;
   }
   const int64_t inner = dims[r - 1], rows = total / inner, is = strides[r - 1];
+  if (r >= 2 && strides[r - 2] == 1 && is != 1)
+    return transpose_copy(src, base, dims, strides, dst);
   parallel_for(rows, total > kParallelGrain, [&](int64_t row) {
     int64_t rem = row, off = base;
     for (size_t d = r - 1; d-- > 0;) {
