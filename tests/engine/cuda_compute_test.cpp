@@ -665,12 +665,7 @@ TEST(CudaCompute, CudnnFusedAttentionThroughViews) {
         ASSERT_EQ(passes::absorb_attention_views(n), 1u);
         passes::eliminate_dead_layers(n);
       }, {qkv}, 3);
-      // cuDNN zeroes a row masked at bf16's lowest (near the float range's end): bf16 masks are
-      // declined and run on kiln's kernel; fp16's lowest is far from that end.
-      if (t == DataType::kFloat16)
-        EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
-      else
-        EXPECT_EQ(cudnn_attention_executions(), before) << what << ": a bf16 mask ran on cuDNN";
+      EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
     }
   ::unsetenv("KILN_ATTENTION_TACTIC");
 }
@@ -699,7 +694,12 @@ TEST(CudaCompute, CudnnFusedAttentionFullyMaskedRows) {
         Tensor* xm = input(n, add, "m");
         n.mark_output(n.add_attention("sdpa", xq, xk, xv, xm, p)->output(), "y");
       }, {q, k, v, add}, 3);
-      EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
+      // cuDNN zeroes a row masked at bf16's lowest (near the float range's end): bf16 masks are
+      // declined and run on kiln's kernel; fp16's lowest is far from that end.
+      if (t == DataType::kFloat16)
+        EXPECT_GT(cudnn_attention_executions(), before) << what << ": cuDNN's fused attention did not run it";
+      else
+        EXPECT_EQ(cudnn_attention_executions(), before) << what << ": a bf16 mask ran on cuDNN";
     }
   ::unsetenv("KILN_ATTENTION_TACTIC");
 }
