@@ -62,3 +62,14 @@ expect() {
     echo "ok   $code: $(grep 'error' "$work/err" | head -1)"
   fi
 }
+
+# require_cuda KILN DATA_DIR: runs a small fixture on CUDA; exits the script with a SKIP note where
+# kiln sees no CUDA device (CI), with a FAIL where the run fails otherwise.
+require_cuda() {
+  local probe="$2/gelu_tanh"
+  if ! "$1" run "$probe/export.pt2" --input "$probe/input_0.npy" --device cuda --output-dir "$work/probe" \
+      >/dev/null 2>"$work/err"; then
+    if grep -q "no CUDA device" "$work/err"; then echo "SKIP: $(tail -1 "$work/err")"; exit 0; fi
+    echo "FAIL probe: $(tail -1 "$work/err")"; exit 1
+  fi
+}

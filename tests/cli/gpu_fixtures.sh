@@ -7,12 +7,7 @@ set -u
 kiln=$1
 data=$2
 source "$(dirname "$0")/common.bash"
-probe="$data/gelu_tanh"
-if ! "$kiln" run "$probe/export.pt2" --input "$probe/input_0.npy" --device cuda --output-dir "$work/probe" \
-    >/dev/null 2>"$work/err"; then
-  if grep -q "no CUDA device" "$work/err"; then echo "SKIP: $(tail -1 "$work/err")"; exit 0; fi
-  echo "FAIL probe: $(tail -1 "$work/err")"; exit 1
-fi
+require_cuda "$kiln" "$data"
 fail=0
 for dir in "$data"/*/; do
   [ -f "$dir/input_0.npy" ] || continue
