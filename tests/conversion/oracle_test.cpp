@@ -76,13 +76,27 @@ void run_case(const OracleCase& oc, uint32_t seed) {
   if (!oc.reference.empty()) n->target = oc.reference;
   std::vector<program::HostTensor> want = torch_bridge::run_node(*n, used);
   n->target = oc.target;
-  ASSERT_EQ(want.size(), 1u);
-  ir::TensorMeta m;
-  m.dtype = want[0].dtype;
-  m.sizes.assign(want[0].dims.begin(), want[0].dims.end());
-  n->meta = ir::ValueMeta::of_tensor(m);
+  auto meta_of = [](const program::HostTensor& t) {
+    ir::TensorMeta m;
+    m.dtype = t.dtype;
+    m.sizes.assign(t.dims.begin(), t.dims.end());
+    return ir::ValueMeta::of_tensor(m);
+  };
+  // An op of several outputs (embedding_bag's bag offsets and sizes beside the result) is checked
+  // on output 0, read through getitem as export graphs read it.
+  const ir::Node* out = n;
+  if (want.size() > 1) {
+    ir::ValueMeta tuple;
+    tuple.kind = ir::ValueMeta::Kind::Tuple;
+    for (const auto& w : want) tuple.tuple.push_back(meta_of(w).tensor);
+    n->meta = tuple;
+    out = c.call("getitem", {n, int64_t{0}}, {}, meta_of(want[0]));
+  } else {
+    ASSERT_EQ(want.size(), 1u);
+    n->meta = meta_of(want[0]);
+  }
   ASSERT_EQ(ConverterRegistry::global().lookup(*n, c.settings).verdict, Verdict::kConvertible);
-  auto got = c.run({n});
+  auto got = c.run({out});
   EXPECT_EQ(got[0].first, want[0].dims);
   testing::expect_close(got[0].second, host_values(want[0]), oc.tol, oc.tol, oc.target);
 }
@@ -369,6 +383,20 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.masked_select.default", {{F, {3, 4}}, {B, {3, 4}}}, two(), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
   cs.push_back({"aten.masked_select.default", {{F, {2, 3, 5}}, {B, {3, 1}}}, two(), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
   cs.push_back({"aten.masked_select.default", {{I64, {4}}, {B, {2, 1}}}, two(), {}, -3, 3, 1e-5, {{-9, 9}, {0, 2}}});
+  // embedding_bag (what F.embedding_bag and nn.EmbeddingBag call): bags cut by offsets, sum / mean /
+  // max, an empty bag, the last offset included, per-sample weights (sum only).
+  auto bag = [](int64_t mode, bool last, bool weighted) {
+    return [=](const Nodes& n) {
+      return std::vector<Arg>{n[0], n[1], n[2], false, mode, false, weighted ? Arg(n[3]) : Arg(), last};
+    };
+  };
+  // (include_last_offset needs its last offset equal to the number of indices, which random offsets
+  // are not; PyTorch writes past its output otherwise: tests/python/test_embedding_bag.py covers it.)
+  for (int64_t mode : {0, 1, 2})
+    cs.push_back({"aten._embedding_bag.default", {{F, {10, 4}}, {I64, {7}}, {I64, {3}}}, bag(mode, false, false), {},
+                  -3, 3, 1e-5, {{-3, 3}, {0, 9.9}, {0, 0}}});  // offsets all 0: two empty bags then one of 7
+  cs.push_back({"aten._embedding_bag.default", {{F, {10, 4}}, {I64, {7}}, {I64, {3}}, {F, {7}}}, bag(0, false, true),
+                {}, -3, 3, 1e-5, {{-3, 3}, {0, 9.9}, {0, 0}, {-1, 1}}});
   // Issue 14: the attention-mask ops transformers' GPT-2 / Llama exports hold.
   mask_op_cases(cs);
   return cs;

@@ -1,6 +1,8 @@
 // matmul / linear, convolution, normalization, softmax, pooling, attention, upsampling, padding.
 #include <set>
 
+#include <limits>
+
 #include "conversion/converters/common.h"
 
 namespace kiln::conversion::converters {
@@ -123,6 +125,91 @@ void register_nn() {
                               a.ints("output_padding"));
   });
 
+  // ---- embedding bags ----
+  // The bags' rows of `weight` summed, averaged or maxed. A 2-d input is fixed-size bags (one per
+  // row); a 1-d input is cut into bags where `offsets` say: row i belongs to bag (count of offsets
+  // <= i) - 1, and the rows are scatter-added into their bags (means divide by the bag sizes,
+  // empty bags give 0). Max over offset bags takes each bag's members by a [bags, rows] mask.
+  add({"aten.embedding_bag.default", "aten.embedding_bag.padding_idx", "aten._embedding_bag.default",
+       "aten._embedding_bag_forward_only.default"}, KILN_CONVERTER {
+    namespace ew = impl::elementwise;
+    namespace sh = impl::shuffle;
+    Args a(target, args, kwargs);
+    Tensor* weight = a.tensor("weight");
+    Tensor* input = a.tensor("indices");
+    const int64_t mode = a.i("mode");  // 0 sum, 1 mean, 2 max
+    Tensor* rows = impl::embedding::embedding(ctx, target, kAten, name + "/rows", input, weight);
+    if (Tensor* psw = a.opt_tensor("per_sample_weights"))
+      rows = ew::mul(ctx, target, kAten, name + "/weighted", rows, impl::shuffle::unsqueeze(ctx, target, kAten, name + "/psw", psw, -1));
+    const engine::ReduceOp ops[] = {engine::ReduceOp::kSum, engine::ReduceOp::kMean, engine::ReduceOp::kMax};
+    if (input->rank() == 2)
+      return tuple_first(impl::reduce::reduce(ctx, target, kAten, name, ops[mode], rows, {1}, false), 4);
+    const DimExpr n = input->shape()[0], dim = weight->shape()[1];
+    Tensor* offsets = a.tensor("offsets");
+    int64_t bags = impl::static_dims(offsets, "embedding_bag offsets")[0];
+    Tensor* pos = impl::creation::arange(ctx, target, kAten, name + "/pos", int64_t{0}, n, int64_t{1}, DataType::kInt64);
+    Tensor* valid = nullptr;  // include_last_offset: rows at or past the last offset belong to no bag
+    if (a.b("include_last_offset")) {
+      --bags;
+      Tensor* end = impl::select::select(ctx, target, kAten, name + "/end", offsets, 0, bags);
+      valid = ew::lt(ctx, target, kAten, name + "/valid", pos, end);
+      offsets = impl::slice::slice_op(ctx, target, kAten, name + "/starts", offsets, 0, int64_t{0}, bags, int64_t{1});
+      rows = impl::select::where(ctx, target, kAten, name + "/rows_valid",
+                                 sh::unsqueeze(ctx, target, kAten, name + "/valid_col", valid, 1), rows, 0.0);
+    }
+    Tensor* started = ew::le(ctx, target, kAten, name + "/started",
+                             sh::reshape(ctx, target, kAten, name + "/starts_row", offsets, {DimExpr(int64_t{1}), DimExpr(bags)}),
+                             sh::reshape(ctx, target, kAten, name + "/pos_col", pos, {n, DimExpr(int64_t{1})}));  // [n, bags]
+    Tensor* bag = ew::sub(ctx, target, kAten, name + "/bag",
+                          impl::reduce::reduce(ctx, target, kAten, name + "/count", engine::ReduceOp::kSum, started, {1}, false),
+                          int64_t{1});  // [n]
+    const DataType t = rows->dtype();
+    if (mode == 2) {
+      Tensor* member = ew::eq(ctx, target, kAten, name + "/member",
+                              sh::reshape(ctx, target, kAten, name + "/bag_row", bag, {DimExpr(int64_t{1}), n}),
+                              sh::reshape(ctx, target, kAten, name + "/bags_col",
+                                          impl::creation::arange(ctx, target, kAten, name + "/bags", int64_t{0},
+                                                                 DimExpr(bags), int64_t{1}, DataType::kInt64),
+                                          {DimExpr(bags), DimExpr(int64_t{1})}));  // [1, n] vs [bags, 1]
+      if (valid)
+        member = ew::logical_and(ctx, target, kAten, name + "/member_valid", member,
+                                 sh::reshape(ctx, target, kAten, name + "/valid_row", valid, {DimExpr(int64_t{1}), n}));
+      member = sh::reshape(ctx, target, kAten, name + "/member3", member, {DimExpr(bags), n, DimExpr(int64_t{1})});
+      Tensor* masked = impl::select::where(ctx, target, kAten, name + "/masked", member,
+                                           sh::unsqueeze(ctx, target, kAten, name + "/rows3", rows, 0),
+                                           -std::numeric_limits<double>::infinity());
+      Tensor* top = impl::reduce::reduce(ctx, target, kAten, name + "/max", engine::ReduceOp::kMax, masked, {1}, false);
+      Tensor* filled = impl::reduce::reduce(ctx, target, kAten, name + "/filled", engine::ReduceOp::kAny, member, {1}, false);
+      return tuple_first(impl::select::where(ctx, target, kAten, name, filled, top, 0.0), 4);
+    }
+    Tensor* index = sh::expand(ctx, target, kAten, name + "/index",
+                               sh::unsqueeze(ctx, target, kAten, name + "/bag_col", bag, 1), {n, dim});
+    Tensor* zeros = impl::creation::full(ctx, target, kAten, name + "/zeros", {DimExpr(bags), dim}, 0.0, t);
+    Tensor* sum = impl::select::scatter(ctx, target, kAten, mode == 0 ? name : name + "/sum", zeros, 0, index, rows,
+                                        engine::ScatterReduce::kAdd);
+    if (mode == 0) return tuple_first(sum, 4);
+    Tensor* ones = impl::creation::full(ctx, target, kAten, name + "/ones", {n, DimExpr(int64_t{1})}, 1.0, t);
+    if (valid)
+      ones = impl::select::where(ctx, target, kAten, name + "/ones_valid",
+                                 sh::unsqueeze(ctx, target, kAten, name + "/valid_col1", valid, 1), ones, 0.0);
+    Tensor* size = impl::select::scatter(ctx, target, kAten, name + "/size",
+                                         impl::creation::full(ctx, target, kAten, name + "/size0", {DimExpr(bags), DimExpr(int64_t{1})}, 0.0, t),
+                                         0, sh::unsqueeze(ctx, target, kAten, name + "/bag_col1", bag, 1), ones,
+                                         engine::ScatterReduce::kAdd);
+    return tuple_first(ew::div(ctx, target, kAten, name, sum,
+                               impl::activation::clamp(ctx, target, kAten, name + "/size1", size, 1.0, Value())), 4);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument mode = node_arg(n, "mode"), input = node_arg(n, "indices"), offsets = node_arg(n, "offsets");
+        const ir::Argument pad = node_arg(n, "padding_idx"), psw = node_arg(n, "per_sample_weights");
+        if (!only_output0_used(n) || !mode.is<int64_t>() || mode.as<int64_t>() < 0 || mode.as<int64_t>() > 2) return false;
+        if (!pad.is_none() && !(pad.is<int64_t>() && pad.as<int64_t>() < 0)) return false;  // padding rows: not yet
+        if (!psw.is_none() && mode.as<int64_t>() != 0) return false;                         // PyTorch: sum only
+        if (!input.is_node() || !input.node()->meta.is_tensor()) return false;
+        const size_t rank = input.node()->meta.tensor.rank();
+        if (rank == 2) return true;
+        return rank == 1 && offsets.is_node() && offsets.node()->meta.is_tensor() &&
+               offsets.node()->meta.tensor.rank() == 1 && offsets.node()->meta.tensor.sizes[0].is_constant();
+      }, "output 0 only; sum, mean or max; no padding_idx; offsets of static length"});
   // ---- normalization ----
   namespace norm = impl::normalization;
   add({"aten.layer_norm.default"}, KILN_CONVERTER {
