@@ -549,15 +549,21 @@ TEST(CpuAttention, MaskCausalScale) {
       {{3, 6, 4}, {3, 9, 4}, {3, 9, 5}, 1, {3, 6, 9}, true, {}},
       {{1, 0, 4}, {1, 3, 4}, {1, 3, 4}, 0, {}, false, {}},
   };
+  // after_convolution: a oneDNN convolution runs just before, so its OpenMP team is running and
+  // fp32 attention takes its per-matrix path (onednn_parallel_for) where oneDNN is built in.
+  for (bool after_convolution : {false, true})
   for (DataType t : float_types())
     for (size_t ci = 0; ci < cases.size(); ++ci) {
       const Attn& c = cases[ci];
+      if (after_convolution && t != DataType::kFloat32) continue;
       Host q = random_host(t, c.q, 1), k = random_host(t, c.k, 2), v = random_host(t, c.v, 3);
+      Host image = random_host(DataType::kFloat32, {1, 8, 8, 4}, 6), filter = random_host(DataType::kFloat32, {4, 3, 3, 4}, 7);
       Host m = c.mask == 1 ? random_host(DataType::kBool, c.mask_dims, 4) : random_host(t, c.mask_dims, 5);
       if (c.mask == 1)  // PyTorch: keep at least the first key of each row so no row is fully masked
         for (int64_t i = 0; i < m.numel(); i += c.mask_dims.back()) m.set(i, 1);
       std::vector<Host> ins{q, k, v};
       if (c.mask) ins.push_back(m);
+      if (after_convolution) ins.push_back(image);
       auto make = [&](Network& net) {
         auto* iq = net.add_input("q", t, shape_of(c.q));
         auto* ik = net.add_input("k", t, shape_of(c.k));
@@ -567,9 +573,22 @@ TEST(CpuAttention, MaskCausalScale) {
         p.causal = c.causal;
         p.scale = c.scale;
         p.has_mask = c.mask != 0;
+        Tensor* conv = nullptr;
+        if (after_convolution) {  // added first, so it runs first
+          Tensor* x = net.add_input("image", DataType::kFloat32, {1, 8, 8, 4});
+          const ConvolutionParams cp = conv2d_params(1, 1, 1, 1, true, false, false, std::nullopt);
+          conv = net.add_layer("conv", {x, constant(net, filter, "filter")}, cp)->output();
+        }
         net.mark_output(net.add_attention("sdpa", iq, ik, iv, im, p)->output(), "o");
+        if (conv) net.mark_output(conv, "conv");
       };
+      const uint64_t loops_before = cpu::onednn_parallel_loops();
       auto out = run_both(make, ins);
+      int64_t matrices = c.q[c.q.size() - 2] > 0 ? 1 : 0;
+      for (size_t d = 0; d + 2 < c.q.size(); ++d) matrices *= c.q[d];
+      if (after_convolution && cpu::have_onednn() && matrices > 1) {
+        EXPECT_GT(cpu::onednn_parallel_loops(), loops_before) << "case " << ci << ": not on oneDNN's team";
+      }
       const size_t r = c.q.size();
       const int64_t Lq = c.q[r - 2], E = c.q[r - 1], Lk = c.k[r - 2], Ev = c.v[r - 1];
       const double scale = c.scale ? *c.scale : 1 / std::sqrt(double(E));

@@ -112,7 +112,7 @@ void run_on_team(F&& f) {
   last_onednn_work = std::chrono::steady_clock::now();
 }
 
-std::atomic<uint64_t> executions{0};
+std::atomic<uint64_t> executions{0}, parallel_loops{0};
 std::mutex cache_mutex;
 std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;  // null: oneDNN declined the case
 std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
@@ -305,8 +305,24 @@ bool onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float
   return status == dnnl_success;
 }
 
+bool onednn_parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
+  if (n < 2 || !team_is_hot() || !have_onednn()) return false;
+  run_on_team([&] {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  });
+  ++parallel_loops;
+  return true;
+}
+
+void onednn_sgemm_here(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                       const float* B, int64_t ldb, float* C, int64_t ldc) {
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, 0.f, C, ldc);
+}
+
 bool have_onednn() { return detail::env_flag("KILN_CPU_ONEDNN", true); }
 uint64_t onednn_executions() { return executions.load(); }
+uint64_t onednn_parallel_loops() { return parallel_loops.load(); }
 
 }  // namespace kiln::engine::cpu
 
@@ -317,8 +333,14 @@ bool onednn_takes(const ConvolutionParams&, const std::vector<TensorView>&) { re
 bool onednn_convolution(const ConvolutionParams&, LayerCall&) { return false; }
 bool onednn_activation_inplace(float*, int64_t, const ActivationParams&) { return false; }
 bool onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*) { return false; }
+bool onednn_parallel_for(int64_t, const std::function<void(int64_t)>&) { return false; }
+void onednn_sgemm_here(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                       float*, int64_t) {
+  throw NetworkError("kiln was built without oneDNN");
+}
 bool have_onednn() { return false; }
 uint64_t onednn_executions() { return 0; }
+uint64_t onednn_parallel_loops() { return 0; }
 }  // namespace kiln::engine::cpu
 
 #endif

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/backend.h"
@@ -30,10 +31,22 @@ bool onednn_activation_inplace(float* data, int64_t n, const ActivationParams& a
 // False otherwise (OpenBLAS is faster for the transformers' GEMMs with nothing spinning).
 bool onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C);
 
+// fn(i) for every i in [0, n) on oneDNN's OpenMP team while it is running (see onednn_sgemm),
+// each call on one thread; false (nothing run) otherwise. fn must not throw. For many small
+// independent products (attention's per-head GEMMs): on OpenBLAS's threads they would wait for
+// the spinning OpenMP workers.
+bool onednn_parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+// C[M,N] = alpha op(A) @ op(B), row-major fp32 with leading dimensions, on the calling thread
+// (inside onednn_parallel_for: oneDNN's GEMM runs sequentially within a parallel region).
+void onednn_sgemm_here(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                       const float* B, int64_t ldb, float* C, int64_t ldc);
+
 // Whether this build has oneDNN and KILN_CPU_ONEDNN does not turn it off (the builder lays CPU
 // networks out channels last only then).
 bool have_onednn();
 // How many convolutions oneDNN has run in this process (tests: the path ran).
 uint64_t onednn_executions();
+// How many onednn_parallel_for loops have run in this process (tests: the path ran).
+uint64_t onednn_parallel_loops();
 
 }  // namespace kiln::engine::cpu
