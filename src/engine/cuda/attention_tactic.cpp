@@ -79,13 +79,6 @@ Tactic tactic_override() {
   throw NetworkError(std::string("KILN_ATTENTION_TACTIC must be auto, kiln or cudnn, not '") + v + "'");
 }
 
-// Largest power of two (at most 16) dividing `p`: cuDNN's engines specialise on it.
-int64_t alignment_of(const void* p) {
-  int64_t a = 16;
-  while (a > 1 && reinterpret_cast<uintptr_t>(p) % uintptr_t(a) != 0) a /= 2;
-  return a;
-}
-
 // Everything the choice depends on: dims, strides, flags and pointer alignments (the scale is a
 // by-value input of cuDNN's graph and changes nothing in kiln's kernel).
 std::string signature(const AttentionCall& c, Tactic tactic) {
@@ -107,7 +100,7 @@ std::string signature(const AttentionCall& c, Tactic tactic) {
   }
   key << 'a';
   for (const void* p : {c.q, c.k, c.v, static_cast<const void*>(c.out), c.mask})
-    key << (p ? alignment_of(p) : 0) << ',';
+    key << (p ? dnn::common_alignment({p}) : 0) << ',';
   key << "|t" << int(tactic);
   return key.str();
 }
@@ -256,9 +249,7 @@ std::optional<dnn::SdpaSpec> sdpa_spec(const Context& ctx, const AttentionCall& 
       spec.bias = graph_tensor({mb->size, mh->size, c.mask_row == 0 ? 1 : c.Lq, c.Lk},
                                {mb->stride, mh->stride, c.mask_row, 1});
     spec.causal = c.causal;
-    spec.alignment = 16;
-    for (const void* p : {c.q, c.k, c.v, static_cast<const void*>(c.out), c.mask})
-      if (p) spec.alignment = std::min(spec.alignment, alignment_of(p));
+    spec.alignment = dnn::common_alignment({c.q, c.k, c.v, c.out, c.mask});
     return spec;
   }
   why = "batch and head strides that do not fold into cuDNN's [batch, heads] layout";

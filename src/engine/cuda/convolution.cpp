@@ -155,15 +155,6 @@ TensorView channel_bias(const ConvolutionParams& p, const TensorView& y, const T
   return b;
 }
 
-// Largest power of two (at most 16) dividing every pointer: the graph API's engines specialise on it.
-int64_t common_alignment(std::initializer_list<const void*> ptrs) {
-  int64_t a = 16;
-  for (const void* p : ptrs)
-    if (p)
-      while (a > 1 && reinterpret_cast<uintptr_t>(p) % uintptr_t(a) != 0) a /= 2;
-  return a;
-}
-
 // The convolution as the graph API sees it: logical (N, C, spatial) dims with the layout's strides.
 dnn::ConvGraphSpec graph_spec(const ConvolutionParams& p, const TensorView& x, const TensorView& w,
                               const TensorView& y, const TensorView* bias, const TensorView* residual,
@@ -198,7 +189,7 @@ dnn::ConvGraphSpec graph_spec(const ConvolutionParams& p, const TensorView& x, c
     s.residual = residual != nullptr;
     s.activation = p.activation;
   }
-  s.alignment = common_alignment({x.data, w.data, y.data, with_epilogue && bias ? bias->data : nullptr,
+  s.alignment = dnn::common_alignment({x.data, w.data, y.data, with_epilogue && bias ? bias->data : nullptr,
                                   with_epilogue && residual ? residual->data : nullptr});
   return s;
 }
@@ -326,7 +317,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   }
   key << "|e" << bool(bias) << bool(residual);
   if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
-  key << "|a" << common_alignment({x.data, w.data, y.data, bias ? bias->data : nullptr,
+  key << "|a" << dnn::common_alignment({x.data, w.data, y.data, bias ? bias->data : nullptr,
                                    residual ? residual->data : nullptr});
   if (kiln_candidate) key << "|dw";
   key << "|t" << int(tactic);

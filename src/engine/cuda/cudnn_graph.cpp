@@ -25,6 +25,14 @@ cudnnStatus_t Descriptor::set(cudnnBackendAttributeName_t name, cudnnBackendAttr
 
 cudnnStatus_t Descriptor::finalize() { return cudnnBackendFinalize(d_); }
 
+int64_t common_alignment(std::initializer_list<const void*> ptrs) {
+  int64_t a = 16;
+  for (const void* p : ptrs)
+    if (p)
+      while (a > 1 && reinterpret_cast<uintptr_t>(p) % uintptr_t(a) != 0) a /= 2;
+  return a;
+}
+
 bool fusable_activation(const ActivationParams& a) {
   switch (a.op) {
     case ActivationOp::kRelu: case ActivationOp::kSigmoid: case ActivationOp::kTanh: case ActivationOp::kGeluErf:

@@ -12,6 +12,7 @@
 #include <cudnn.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -111,6 +112,10 @@ struct ConvGraphSpec {
   std::optional<ActivationParams> activation;
   int64_t alignment = 16;  // bytes every data pointer is aligned to (at most 16)
 };
+
+// Largest power of two (at most 16) dividing every non-null pointer: the graph API's engines
+// specialise on it (a tensor descriptor's byte alignment).
+int64_t common_alignment(std::initializer_list<const void*> ptrs);
 
 // Whether the graph API can fuse this activation (kiln's others run as a separate pass).
 bool fusable_activation(const ActivationParams& a);

@@ -13,11 +13,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 
@@ -80,8 +80,8 @@ bool gemm_timing_enabled() {
   throw NetworkError(std::string("KILN_GEMM_TACTIC must be auto or heuristic, not '") + v + "'");
 }
 
-// The timing cache's key for a GEMM configuration: every field of GemmKey (the workspace is the
-// backend's fixed one).
+// The timing cache's key for a GEMM configuration: every field of GemmKey (the workspace limit
+// algorithms are chosen under is a constant, Context::kLtWorkspaceLimit).
 std::string cache_key_of(const GemmKey& k) {
   std::ostringstream s;
   s << "gemm " << int(k.dtype) << (k.ta ? 'T' : 'N') << (k.tb ? 'T' : 'N') << ' ' << k.m << 'x' << k.n << 'x' << k.k
@@ -169,27 +169,32 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
           lt_check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof st), "stride");
         }
       }
-      cublasLtMatmulPreference_t pref;
-      lt_check(cublasLtMatmulPreferenceCreate(&pref), "pref");
       // Algorithms may ask for workspace up to the limit while choosing; during a capture (where the
       // workspace cannot grow) only what is there.
       const bool capturing = ctx.capturing();
       uint64_t ws = capturing ? ctx.lt_workspace.bytes : Context::kLtWorkspaceLimit;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-      // The heuristic's first few algorithms, timed on this GPU at the first run of the shape (not
-      // during a graph capture, where the heuristic's first choice stands); the fastest is kept.
-      constexpr int kCandidates = 8;
-      cublasLtMatmulHeuristicResult_t res[kCandidates];
-      int found = 0;
-      cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, ng->a,
-                                                         ng->b, ng->c, ng->c, pref, kCandidates, res, &found);
-      cublasLtMatmulPreferenceDestroy(pref);
+      // A choice timed before, by this process or an earlier one: no heuristic query, no timing.
       const bool timing = gemm_timing_enabled();
       const std::string cache_key = timing ? cache_key_of(key) : std::string();
       std::optional<std::pair<cublasLtMatmulAlgo_t, size_t>> cached;
       if (timing)
         if (auto record = ctx.timing->find(cache_key))
           cached = restore_algo(ctx, *ng, *record, size_t(ws));
+      // Otherwise the heuristic's first few algorithms, timed on this GPU at the first run of the
+      // shape (not during a graph capture, where the heuristic's first choice stands); the fastest
+      // is kept.
+      constexpr int kCandidates = 8;
+      cublasLtMatmulHeuristicResult_t res[kCandidates];
+      int found = 0;
+      cublasStatus_t st = CUBLAS_STATUS_NOT_INITIALIZED;
+      if (!cached) {
+        cublasLtMatmulPreference_t pref;
+        lt_check(cublasLtMatmulPreferenceCreate(&pref), "pref");
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, ng->a, ng->b, ng->c,
+                                            ng->c, pref, kCandidates, res, &found);
+        cublasLtMatmulPreferenceDestroy(pref);
+      }
       if (cached) {
         ng->algo = cached->first;
         ng->workspace = cached->second;
