@@ -398,7 +398,7 @@ TEST(CudaCompute, DepthwiseNhwcKernel) {
       {2, 20, 11, 13, 7, 2, 3, 1, true, true, ActivationOp::kSilu},    // 4-channel groups, partial 4x4 tiles
       {1, 36, 17, 6, 5, 1, 2, 1, false, false, ActivationOp::kRelu},   // 9 groups of 4 channels
   };
-  for (const char* tactic : {"kiln", "kiln-tiled", "kiln-tiled-short", "kiln-generic"})
+  for (const char* tactic : {"kiln", "kiln-tiled", "kiln-tiled-short", "kiln-tiled-pair", "kiln-tiled-pixel", "kiln-generic"})
   for (DataType t : kFloats)
     for (const Case& c : cases) {
       ::setenv("KILN_CONV_TACTIC", tactic, 1);

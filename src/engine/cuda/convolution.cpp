@@ -5,13 +5,13 @@
 //   residual and activation; transposed convolution is backward-data of the convolution it inverts;
 // - for fp16/bf16 forward convolutions, the engines cuDNN's graph API ranks (cudnn_graph.h), for
 //   the convolution alone and for the convolution fused with its bias, residual and activation;
-// - in NHWC, kiln's depthwise kernels (depthwise.cu: 4x4 or 2x4 output tiles per thread, one output
+// - in NHWC, kiln's depthwise kernels (depthwise.cu: 4x4 to 1x1 output tiles per thread, one output
 //   row per thread, generic), epilogue fused in their store.
 // fp32 runs in true fp32 (FMA math, no TF32); fp16/bf16 use the tensor cores with fp32
 // accumulation. 1-d convolutions run as 2-d with a unit height. 1x1 convolutions in NHWC
 // (channels-last builds) skip all this: they are matmuls over rows of channels, and cuBLASLt fuses
 // their bias, residual and relu. KILN_CONV_TACTIC=kiln (the row kernel), =kiln-tiled,
-// =kiln-tiled-short (2x4 tiles), =kiln-generic, =cudnn (legacy), =cudnn-graph or =cudnn-graph-fused
+// =kiln-tiled-short (2x4 tiles), =kiln-tiled-pair (1x2), =kiln-tiled-pixel (1x1), =kiln-generic, =cudnn (legacy), =cudnn-graph or =cudnn-graph-fused
 // (the fused graph wherever the epilogue can fuse) forces one (tests, and users comparing them);
 // KILN_LOG=debug prints every candidate's time.
 #include "engine/cuda/internal.h"
@@ -102,7 +102,18 @@ struct ConvCache {
 
 namespace {
 
-enum class Tactic { kAuto, kKiln, kKilnTiled, kKilnTiledShort, kKilnGeneric, kCudnn, kCudnnGraph, kCudnnGraphFused };
+enum class Tactic {
+  kAuto,
+  kKiln,
+  kKilnTiled,
+  kKilnTiledShort,
+  kKilnTiledPair,
+  kKilnTiledPixel,
+  kKilnGeneric,
+  kCudnn,
+  kCudnnGraph,
+  kCudnnGraphFused
+};
 
 Tactic tactic_override() {
   const char* v = std::getenv("KILN_CONV_TACTIC");
@@ -110,12 +121,14 @@ Tactic tactic_override() {
   if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
   if (std::strcmp(v, "kiln-tiled") == 0) return Tactic::kKilnTiled;
   if (std::strcmp(v, "kiln-tiled-short") == 0) return Tactic::kKilnTiledShort;
+  if (std::strcmp(v, "kiln-tiled-pair") == 0) return Tactic::kKilnTiledPair;
+  if (std::strcmp(v, "kiln-tiled-pixel") == 0) return Tactic::kKilnTiledPixel;
   if (std::strcmp(v, "kiln-generic") == 0) return Tactic::kKilnGeneric;
   if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
   if (std::strcmp(v, "cudnn-graph") == 0) return Tactic::kCudnnGraph;
   if (std::strcmp(v, "cudnn-graph-fused") == 0) return Tactic::kCudnnGraphFused;
-  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-generic, "
-                                 "cudnn, cudnn-graph or cudnn-graph-fused, not '") +
+  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-tiled-pair, "
+                                 "kiln-tiled-pixel, kiln-generic, cudnn, cudnn-graph or cudnn-graph-fused, not '") +
                      v + "'");
 }
 
@@ -139,6 +152,8 @@ const char* depthwise_name(DepthwiseKernel k) {
   switch (k) {
     case DepthwiseKernel::kTiled: return "tiled 4x4";
     case DepthwiseKernel::kTiledShort: return "tiled 2x4";
+    case DepthwiseKernel::kTiledPair: return "tiled 1x2";
+    case DepthwiseKernel::kTiledPixel: return "tiled 1x1";
     case DepthwiseKernel::kUnrolled: return "unrolled";
     default: return "generic";
   }
@@ -274,7 +289,7 @@ bool restore_choice(ConvCache& cc, ConvPlan& cp, const nlohmann::json& r, const 
     const std::string choice = r.at("choice").get<std::string>();
     if (choice == "kiln") {
       const int k = r.at("kernel").get<int>();
-      if (!kiln_candidate || k < 0 || k > int(DepthwiseKernel::kTiledShort)) return false;
+      if (!kiln_candidate || k < 0 || k > int(kLastDepthwiseKernel)) return false;
       cp.choice = ConvPlan::Choice::kKiln, cp.kiln_kernel = DepthwiseKernel(k);
       return true;
     }
@@ -331,6 +346,8 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     cp->kiln_kernel = tactic == Tactic::kKiln        ? DepthwiseKernel::kUnrolled
                       : tactic == Tactic::kKilnTiled ? DepthwiseKernel::kTiled
                       : tactic == Tactic::kKilnTiledShort ? DepthwiseKernel::kTiledShort
+                      : tactic == Tactic::kKilnTiledPair  ? DepthwiseKernel::kTiledPair
+                      : tactic == Tactic::kKilnTiledPixel ? DepthwiseKernel::kTiledPixel
                                                      : DepthwiseKernel::kGeneric;
     slot = std::move(cp);
     return *slot;
@@ -510,7 +527,9 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     // kiln's kernels fuse the epilogue in their store: timed with it.
     std::vector<DepthwiseKernel> kernels{DepthwiseKernel::kGeneric};
     if (depthwise_unrolled(p, w)) kernels.push_back(DepthwiseKernel::kUnrolled);
-    if (depthwise_tiled(p, x, w)) kernels.insert(kernels.end(), {DepthwiseKernel::kTiled, DepthwiseKernel::kTiledShort});
+    if (depthwise_tiled(p, x, w))
+      kernels.insert(kernels.end(), {DepthwiseKernel::kTiled, DepthwiseKernel::kTiledShort, DepthwiseKernel::kTiledPair,
+                                     DepthwiseKernel::kTiledPixel});
     for (DepthwiseKernel k : kernels) {
       auto launch = [&] { run_depthwise(ctx, layer, p, x, w, bias, residual, out, k); };
       launch();

@@ -219,22 +219,24 @@ __global__ void __launch_bounds__(256) depthwise_nhwc_fixed(const T* __restrict_
   }
 }
 
-// A 2-d tile of outputs per thread: 4 channels of a TH x 4 block of output pixels (TH 4 or 2). Both kernels above
+// A 2-d tile of outputs per thread: 4 channels of a TH x TW block of output pixels. Both kernels above
 // walk one output row per thread, so each input vector is loaded by K different threads (one per
 // filter row) and each tap's 8 weights feed only 4 outputs: latency-bound on loads and shared
 // memory. Here the thread slides down the ROWS = (TH-1)*S + K input rows its block needs, loads each
 // input vector once and applies it to every output row and column it touches; each tap's weights
 // (one 16-byte shared read) feed 4*TH outputs. Loads per output: ROWS*SPAN/(4*TH) (6.25 for 7x7 at
-// stride 1 and TH 4) instead of K*(4+K-1)/4 (17.5). TH 2 halves the work per thread for layers too
-// small to fill the GPU with 4x4 tiles (ConvNeXt's 14x14 and 7x7 stages); both are timed.
+// stride 1 and a 4x4 tile) instead of K*(4+K-1)/4 (17.5). Smaller tiles (2x4, and 1x2 or one pixel)
+// trade that reuse for threads: a batch-1 layer (MobileNet's or ConvNeXt's 28x28 to 7x7 stages)
+// has too few 4x4 tiles to give each SM more than a warp or two, and its time is then the latency
+// of one thread's long chain of loads (15 us for a 28x28x120 5x5 layer, against ~3 us with one
+// pixel per thread, H200). Every tile size is timed per shape.
 // 16-bit types only: fp32 depthwise layers are rare and the unrolled kernel serves them.
-constexpr int kTiledCols = 4;
-template <class T, int K, int S, int TH>
+template <class T, int K, int S, int TH, int TW>
 __global__ void __launch_bounds__(256) depthwise_nhwc_tiled(const T* __restrict__ x, const T* __restrict__ w,
                                                             const T* __restrict__ bias, const T* __restrict__ residual,
                                                             T* __restrict__ y, DwGeom g, int act, float alpha,
                                                             float beta) {
-  constexpr int TW = kTiledCols, ROWS = (TH - 1) * S + K, SPAN = (TW - 1) * S + K;
+  constexpr int ROWS = (TH - 1) * S + K, SPAN = (TW - 1) * S + K;
   extern __shared__ float smem[];
   const int lanes = blockDim.x * 4;
   const int c_block = blockIdx.y * lanes;
@@ -350,13 +352,15 @@ bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const 
 namespace {
 
 void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorView& x, const TensorView& w,
-               const TensorView* bias, const TensorView* residual, const TensorView& y, int rows, int act,
-               float alpha, float beta) {
+               const TensorView* bias, const TensorView* residual, const TensorView& y, DepthwiseKernel kernel,
+               int act, float alpha, float beta) {
+  const int rows = kernel == DepthwiseKernel::kTiled ? 4 : kernel == DepthwiseKernel::kTiledShort ? 2 : 1;
+  const int cols = kernel == DepthwiseKernel::kTiledPixel ? 1 : kernel == DepthwiseKernel::kTiledPair ? 2 : 4;
   const int groups = g.C / 4;
   const int gx = std::min(groups, 32);  // channel groups per block
   const int gy = std::max(1, 256 / gx);  // pixel tiles per block
   const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * 4 * sizeof(float);
-  const int64_t tiles = int64_t(g.N) * ceil_div(g.OH, rows) * ceil_div(g.OW, kTiledCols);
+  const int64_t tiles = int64_t(g.N) * ceil_div(g.OH, rows) * ceil_div(g.OW, cols);
   const dim3 block{unsigned(gx), unsigned(gy)};
   const dim3 grid{unsigned(std::min<int64_t>(ceil_div(tiles, gy), int64_t(ctx.sm_count) * 32)),
                   unsigned(ceil_div(groups, gx))};
@@ -369,8 +373,19 @@ void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorVi
     T* yp = static_cast<T*>(y.data);
     auto run = [&](auto k_tag, auto s_tag) {
       constexpr int K = decltype(k_tag)::value, S = decltype(s_tag)::value;
-      if (rows == 4) depthwise_nhwc_tiled<T, K, S, 4><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-      else depthwise_nhwc_tiled<T, K, S, 2><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+      switch (kernel) {
+        case DepthwiseKernel::kTiled:
+          depthwise_nhwc_tiled<T, K, S, 4, 4><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+          break;
+        case DepthwiseKernel::kTiledShort:
+          depthwise_nhwc_tiled<T, K, S, 2, 4><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+          break;
+        case DepthwiseKernel::kTiledPair:
+          depthwise_nhwc_tiled<T, K, S, 1, 2><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+          break;
+        default:
+          depthwise_nhwc_tiled<T, K, S, 1, 1><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
+      }
     };
     auto with_stride = [&](auto k_tag) {
       if (g.SW == 1) run(k_tag, std::integral_constant<int, 1>{});
@@ -406,10 +421,11 @@ void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   const bool vec8 = g.C % 8 == 0 && aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
   const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
-  if ((kernel == DepthwiseKernel::kTiled || kernel == DepthwiseKernel::kTiledShort) && depthwise_tiled(p, x, w)) {
+  const bool tiled_kernel = kernel != DepthwiseKernel::kGeneric && kernel != DepthwiseKernel::kUnrolled;
+  if (tiled_kernel && depthwise_tiled(p, x, w)) {
     const bool aligned_all = aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
     if (aligned_all) {
-      run_tiled(ctx, layer, g, x, w, bias, residual, y, kernel == DepthwiseKernel::kTiled ? 4 : 2, act, alpha, beta);
+      run_tiled(ctx, layer, g, x, w, bias, residual, y, kernel, act, alpha, beta);
       return;
     }
   }

@@ -107,9 +107,11 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);
 bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y);
 // Kernels: a generic one for any shape; for 3x3/5x5/7x7 filters with stride 1 or 2
 // (depthwise_unrolled) one unrolled per output row, and (depthwise_tiled: fp16/bf16, channels a
-// multiple of 4) one per 4x4 (kTiled) or 2x4 (kTiledShort) output tile. A kernel asked for where it
-// cannot run falls back to the unrolled one, then the generic one.
-enum class DepthwiseKernel : uint8_t { kGeneric, kUnrolled, kTiled, kTiledShort };
+// multiple of 4) one per 4x4 (kTiled), 2x4 (kTiledShort), 1x2 (kTiledPair) or 1x1 (kTiledPixel)
+// output tile. A kernel asked for where it cannot run falls back to the unrolled one, then the
+// generic one.
+enum class DepthwiseKernel : uint8_t { kGeneric, kUnrolled, kTiled, kTiledShort, kTiledPair, kTiledPixel };
+constexpr DepthwiseKernel kLastDepthwiseKernel = DepthwiseKernel::kTiledPixel;
 bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w);
 bool depthwise_tiled(const ConvolutionParams& p, const TensorView& x, const TensorView& w);
 void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
@@ -144,13 +146,18 @@ void run_shape(Context& ctx, LayerCall& call);
 void run_copy(Context& ctx, const TensorView& dst, const TensorView& src);  // same dtype, same numel
 
 // ---- small host helpers ------------------------------------------------------------------------
-// Mean time of `launch` on the context's stream over 10 runs, after warm-up runs (the first
-// launch of a kernel also loads its module): how tactic choices (convolution, matmul) compare
-// their candidates. Never call it during a graph capture.
+// Mean GPU time of `launch` on the context's stream over 10 runs, after warm-up runs (the first
+// launch of a kernel also loads its module): how tactic choices (convolution, matmul, attention)
+// compare their candidates. The stream is held (hold_stream) while the runs are queued, so the
+// time is the GPU's alone, as inside the CUDA graph a plan runs in: a library call with a
+// large host cost (cuDNN's graph execution, ~10 us) is not charged for it against a bare kernel.
+// Never call it during a graph capture.
 float time_launches_ms(Context& ctx, const std::function<void()>& launch);
 // Same, but gives up after one timed run when that run already takes more than `give_up_ms`
 // (a candidate far slower than the best so far is not worth ten more runs); returns that run's time.
 float time_launches_ms(Context& ctx, const std::function<void()>& launch, float give_up_ms);
+// Queues a one-thread kernel that keeps the stream busy for `microseconds` (verify.cu).
+void hold_stream(Context& ctx, double microseconds);
 // max |got - want| / max |want| over n elements of dtype t (float types; synchronises the stream):
 // verify.cu, for tactic selection.
 float relative_difference(Context& ctx, const void* got, const void* want, DataType t, int64_t n);

@@ -1,6 +1,7 @@
-// How far a tactic candidate's output is from a reference output (tactic selection checks every
-// candidate against cuDNN's legacy result before trusting its time: an engine that computes the
-// wrong thing fast must not win).
+// Tactic selection's device helpers: how far a candidate's output is from a reference output
+// (every candidate is checked against a reference before its time is trusted: an engine that
+// computes the wrong thing fast must not win), and a kernel that holds the stream while the host
+// queues the launches being timed.
 #include <cstring>
 
 #include "engine/cuda/device.cuh"
@@ -31,7 +32,22 @@ __global__ void max_abs_and_diff(const T* __restrict__ got, const T* __restrict_
   }
 }
 
+// Waits `ns` nanoseconds of the GPU's global timer on one thread.
+__global__ void hold_for(unsigned long long ns) {
+  unsigned long long start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do {
+    __nanosleep(2000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < ns);
+}
+
 }  // namespace
+
+void hold_stream(Context& ctx, double microseconds) {
+  hold_for<<<1, 1, 0, ctx.stream>>>((unsigned long long)(microseconds * 1000.0));
+  KILN_CUDA_LAUNCH_CHECK();
+}
 
 float relative_difference(Context& ctx, const void* got, const void* want, DataType t, int64_t n) {
   unsigned* dev = nullptr;
