@@ -251,17 +251,17 @@ void bind_engine(py::module_& m) {
   py::enum_<engine::DeviceKind>(m, "DeviceKind")
       .value("CPU", engine::DeviceKind::kCPU).value("CUDA", engine::DeviceKind::kCUDA);
   py::enum_<engine::BinaryOp> bin(m, "BinaryOp");
-  for (int i = 0; i <= static_cast<int>(engine::BinaryOp::kBitXor); ++i) {
+  for (int i = 0; i < engine::enum_count<engine::BinaryOp>(); ++i) {
     auto op = static_cast<engine::BinaryOp>(i);
     bin.value(engine::to_string(op), op);
   }
   py::enum_<engine::UnaryOp> un(m, "UnaryOp");
-  for (int i = 0; i <= static_cast<int>(engine::UnaryOp::kBitNot); ++i) {
+  for (int i = 0; i < engine::enum_count<engine::UnaryOp>(); ++i) {
     auto op = static_cast<engine::UnaryOp>(i);
     un.value(engine::to_string(op), op);
   }
   py::enum_<engine::ActivationOp> act(m, "ActivationOp");
-  for (int i = 0; i <= static_cast<int>(engine::ActivationOp::kMish); ++i) {
+  for (int i = 0; i < engine::enum_count<engine::ActivationOp>(); ++i) {
     auto op = static_cast<engine::ActivationOp>(i);
     act.value(engine::to_string(op), op);
   }

@@ -11,13 +11,18 @@
 #include <string>
 #include <vector>
 
+#include "engine/enum_list.h"
+
 namespace kiln::engine {
 
 using SymbolValues = std::map<std::string, int64_t>;
 
 class DimExpr {
  public:
-  enum class Op : uint8_t { Const, Sym, Add, Sub, Mul, FloorDiv, CeilDiv, Mod, Max, Min };
+#define KILN_DIM_OPS(X)                                                                                  \
+  X(Const, "const") X(Sym, "sym") X(Add, "+") X(Sub, "-") X(Mul, "*") X(FloorDiv, "//") X(CeilDiv, "ceildiv") \
+  X(Mod, "%") X(Max, "max") X(Min, "min")
+  enum class Op : uint8_t { KILN_ENUM_VALUES(KILN_DIM_OPS) };
 
   DimExpr() : DimExpr(int64_t{0}) {}
   DimExpr(int64_t v);            // NOLINT: constants convert implicitly
@@ -45,6 +50,7 @@ class DimExpr {
   explicit DimExpr(std::shared_ptr<const Node> n) : node_(std::move(n)) {}
   std::shared_ptr<const Node> node_;
 };
+KILN_ENUM_INFO(DimExpr::Op, KILN_DIM_OPS)
 
 DimExpr operator+(const DimExpr& a, const DimExpr& b);
 DimExpr operator-(const DimExpr& a, const DimExpr& b);

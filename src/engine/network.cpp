@@ -16,19 +16,7 @@ namespace kiln::engine {
 
 // ---- enums and small types ------------------------------------------------------------------
 
-const char* to_string(DataType t) {
-  switch (t) {
-    case DataType::kFloat32: return "f32";
-    case DataType::kFloat16: return "f16";
-    case DataType::kBFloat16: return "bf16";
-    case DataType::kInt64: return "i64";
-    case DataType::kInt32: return "i32";
-    case DataType::kInt8: return "i8";
-    case DataType::kUInt8: return "u8";
-    case DataType::kBool: return "bool";
-  }
-  return "?";
-}
+const char* to_string(DataType t) { return enum_name(t); }
 
 size_t element_size(DataType t) {
   switch (t) {
@@ -44,27 +32,9 @@ bool is_floating(DataType t) {
   return t == DataType::kFloat32 || t == DataType::kFloat16 || t == DataType::kBFloat16;
 }
 
-const char* to_string(BinaryOp op) {
-  static const char* names[] = {"add", "sub", "mul", "div", "floor_div", "trunc_div", "remainder", "fmod",
-                                "pow", "min", "max", "eq", "ne", "lt", "le", "gt", "ge",
-                                "and", "or", "xor", "bitand", "bitor", "bitxor"};
-  auto i = static_cast<size_t>(op);
-  return i < std::size(names) ? names[i] : "?";
-}
-const char* to_string(UnaryOp op) {
-  static const char* names[] = {"exp", "log", "log2", "log1p", "expm1", "sqrt", "rsqrt", "abs", "neg", "sin",
-                                "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "erf", "floor",
-                                "ceil", "round", "trunc", "sign", "reciprocal", "not", "isnan", "isinf",
-                                "bitnot"};
-  auto i = static_cast<size_t>(op);
-  return i < std::size(names) ? names[i] : "?";
-}
-const char* to_string(ActivationOp op) {
-  static const char* names[] = {"relu", "sigmoid", "tanh", "gelu_erf", "gelu_tanh", "silu", "hardsigmoid",
-                                "hardswish", "leaky_relu", "elu", "softplus", "clip", "mish"};
-  auto i = static_cast<size_t>(op);
-  return i < std::size(names) ? names[i] : "?";
-}
+const char* to_string(BinaryOp op) { return enum_name(op); }
+const char* to_string(UnaryOp op) { return enum_name(op); }
+const char* to_string(ActivationOp op) { return enum_name(op); }
 
 namespace detail {
 const char* layer_kind_name_at(size_t index) {
@@ -143,20 +113,16 @@ std::string describe(const LayerParams& params) {
           if (p.ceil_mode) o << " ceil";
           if (p.channels_last) o << " NHWC";
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
-          static const char* ops[] = {"sum", "mean", "max", "min", "prod", "any", "all", "argmax", "argmin",
-                                      "var", "norm2"};
-          o << ops[static_cast<int>(p.op)] << " axes=" << join_ints(p.axes) << (p.keep_dims ? " keep" : "");
+          o << enum_name(p.op) << " axes=" << join_ints(p.axes) << (p.keep_dims ? " keep" : "");
         } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
           o << (p.log ? "log " : "") << "axis=" << p.axis;
         } else if constexpr (std::is_same_v<P, NormalizationParams>) {
-          static const char* kinds[] = {"layer", "batch", "group"};
-          o << kinds[static_cast<int>(p.kind)] << " eps=" << p.epsilon;
+          o << enum_name(p.kind) << " eps=" << p.epsilon;
         } else if constexpr (std::is_same_v<P, ShuffleParams>) {
           if (!p.first_perm.empty()) o << "perm=" << join_ints(p.first_perm) << " ";
           if (p.reshape) o << "reshape=" << to_string(*p.reshape) << " ";
           if (!p.second_perm.empty()) o << "perm2=" << join_ints(p.second_perm);
-        } else if constexpr (std::is_same_v<P, ConcatParams> || std::is_same_v<P, CumSumParams> ||
-                             std::is_same_v<P, SoftmaxParams>) {
+        } else if constexpr (std::is_same_v<P, ConcatParams> || std::is_same_v<P, CumSumParams>) {
           o << "axis=" << p.axis;
         } else if constexpr (std::is_same_v<P, SliceParams>) {
           o << "start=" << to_string(p.start) << " size=" << to_string(p.size) << " stride=" << to_string(p.stride);
@@ -181,6 +147,16 @@ std::string describe(const LayerParams& params) {
           o << p.program.size() << " instrs";
           if (p.gather) o << ", gathered loads (" << p.gather->nodes.size() << " index nodes)";
           if (p.row_length) o << ", rows of " << p.row_length;
+        } else if constexpr (std::is_same_v<P, PadParams>) {
+          o << enum_name(p.mode) << " pre=" << join_ints(p.pre) << " post=" << join_ints(p.post);
+          if (p.mode == PadMode::kConstant && p.value != 0) o << " value=" << p.value;
+        } else if constexpr (std::is_same_v<P, ResizeParams>) {
+          o << enum_name(p.mode) << " out=" << to_string(p.output_spatial) << (p.align_corners ? " align_corners" : "");
+        } else if constexpr (std::is_same_v<P, SelectParams> || std::is_same_v<P, ShapeParams> ||
+                             std::is_same_v<P, IdentityParams>) {
+          // no parameters
+        } else {
+          static_assert(detail::kNoCaseFor<P>, "describe: a layer kind without a case");
         }
       },
       params);

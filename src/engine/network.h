@@ -15,10 +15,14 @@
 #include <vector>
 
 #include "engine/dim_expr.h"
+#include "engine/enum_list.h"
 
 namespace kiln::engine {
 
-enum class DataType : uint8_t { kFloat32, kFloat16, kBFloat16, kInt64, kInt32, kInt8, kUInt8, kBool };
+#define KILN_DATA_TYPES(X) \
+  X(kFloat32, "f32") X(kFloat16, "f16") X(kBFloat16, "bf16") X(kInt64, "i64") X(kInt32, "i32") X(kInt8, "i8") \
+  X(kUInt8, "u8") X(kBool, "bool")
+KILN_ENUM(DataType, KILN_DATA_TYPES)
 const char* to_string(DataType t);  // "f32", "f16", "bf16", "i64", "i32", "i8", "u8", "bool"
 size_t element_size(DataType t);
 bool is_floating(DataType t);
@@ -46,21 +50,29 @@ struct Weights {
 
 // ---- Layer parameters: one struct per layer kind ------------------------------------------------
 
-enum class BinaryOp : uint8_t {
-  kAdd, kSub, kMul, kDiv, kFloorDiv, kTruncDiv, kRemainder /* python: sign of divisor */, kFmod,
-  kPow, kMin, kMax, kEqual, kNotEqual, kLess, kLessEqual, kGreater, kGreaterEqual,
-  kAnd, kOr, kXor, kBitAnd, kBitOr, kBitXor,
-};
-enum class UnaryOp : uint8_t {
-  kExp, kLog, kLog2, kLog1p, kExpm1, kSqrt, kRsqrt, kAbs, kNeg, kSin, kCos, kTan, kAsin, kAcos,
-  kAtan, kSinh, kCosh, kTanh, kErf, kFloor, kCeil, kRound /* half to even */, kTrunc, kSign,
-  kReciprocal, kNot, kIsNan, kIsInf, kBitNot,
-};
-enum class ActivationOp : uint8_t {
-  kRelu, kSigmoid, kTanh, kGeluErf, kGeluTanh, kSilu, kHardSigmoid, kHardSwish,
-  kLeakyRelu /* alpha = slope */, kElu /* alpha */, kSoftplus /* alpha = beta, beta = threshold */,
-  kClip /* alpha = min, beta = max */, kMish,
-};
+// kRemainder: Python's (the sign of the divisor).
+#define KILN_BINARY_OPS(X)                                                                                 \
+  X(kAdd, "add") X(kSub, "sub") X(kMul, "mul") X(kDiv, "div") X(kFloorDiv, "floor_div")                    \
+  X(kTruncDiv, "trunc_div") X(kRemainder, "remainder") X(kFmod, "fmod") X(kPow, "pow") X(kMin, "min")      \
+  X(kMax, "max") X(kEqual, "eq") X(kNotEqual, "ne") X(kLess, "lt") X(kLessEqual, "le") X(kGreater, "gt")   \
+  X(kGreaterEqual, "ge") X(kAnd, "and") X(kOr, "or") X(kXor, "xor") X(kBitAnd, "bitand") X(kBitOr, "bitor") \
+  X(kBitXor, "bitxor")
+KILN_ENUM(BinaryOp, KILN_BINARY_OPS)
+// kRound: half to even.
+#define KILN_UNARY_OPS(X)                                                                                    \
+  X(kExp, "exp") X(kLog, "log") X(kLog2, "log2") X(kLog1p, "log1p") X(kExpm1, "expm1") X(kSqrt, "sqrt")      \
+  X(kRsqrt, "rsqrt") X(kAbs, "abs") X(kNeg, "neg") X(kSin, "sin") X(kCos, "cos") X(kTan, "tan")              \
+  X(kAsin, "asin") X(kAcos, "acos") X(kAtan, "atan") X(kSinh, "sinh") X(kCosh, "cosh") X(kTanh, "tanh")      \
+  X(kErf, "erf") X(kFloor, "floor") X(kCeil, "ceil") X(kRound, "round") X(kTrunc, "trunc") X(kSign, "sign") \
+  X(kReciprocal, "reciprocal") X(kNot, "not") X(kIsNan, "isnan") X(kIsInf, "isinf") X(kBitNot, "bitnot")
+KILN_ENUM(UnaryOp, KILN_UNARY_OPS)
+// Parameters (ActivationParams): kLeakyRelu alpha = slope; kElu alpha; kSoftplus alpha = beta,
+// beta = threshold; kClip alpha = min, beta = max.
+#define KILN_ACTIVATION_OPS(X)                                                                           \
+  X(kRelu, "relu") X(kSigmoid, "sigmoid") X(kTanh, "tanh") X(kGeluErf, "gelu_erf")                       \
+  X(kGeluTanh, "gelu_tanh") X(kSilu, "silu") X(kHardSigmoid, "hardsigmoid") X(kHardSwish, "hardswish")   \
+  X(kLeakyRelu, "leaky_relu") X(kElu, "elu") X(kSoftplus, "softplus") X(kClip, "clip") X(kMish, "mish")
+KILN_ENUM(ActivationOp, KILN_ACTIVATION_OPS)
 const char* to_string(BinaryOp op);
 const char* to_string(UnaryOp op);
 const char* to_string(ActivationOp op);
@@ -96,7 +108,8 @@ struct ConvolutionParams {
   // [C_out, kh, kw, C_in / groups] (cuDNN's fast tensor-core kernels work in this layout).
   bool channels_last = false;
 };
-enum class PoolType : uint8_t { kMax, kAverage };
+#define KILN_POOL_TYPES(X) X(kMax, "max") X(kAverage, "avg")
+KILN_ENUM(PoolType, KILN_POOL_TYPES)
 // inputs x [N, C, *spatial]; adaptive when `adaptive_output` is set (kernel/stride ignored).
 struct PoolingParams {
   PoolType type = PoolType::kMax;
@@ -107,7 +120,10 @@ struct PoolingParams {
   std::vector<int64_t> adaptive_output;
   bool channels_last = false;  // 2-d only: x and the output are [N, H, W, C] (set by to_channels_last)
 };
-enum class ReduceOp : uint8_t { kSum, kMean, kMax, kMin, kProd, kAny, kAll, kArgMax, kArgMin, kVar, kNorm2 };
+#define KILN_REDUCE_OPS(X)                                                                             \
+  X(kSum, "sum") X(kMean, "mean") X(kMax, "max") X(kMin, "min") X(kProd, "prod") X(kAny, "any")          \
+  X(kAll, "all") X(kArgMax, "argmax") X(kArgMin, "argmin") X(kVar, "var") X(kNorm2, "norm2")
+KILN_ENUM(ReduceOp, KILN_REDUCE_OPS)
 // argmax/argmin take exactly one axis and output i64; kVar uses `correction`.
 struct ReduceParams {
   ReduceOp op = ReduceOp::kSum;
@@ -116,7 +132,8 @@ struct ReduceParams {
   double correction = 0;
 };
 struct SoftmaxParams { int64_t axis = -1; bool log = false; };
-enum class NormKind : uint8_t { kLayer, kBatch, kGroup };
+#define KILN_NORM_KINDS(X) X(kLayer, "layer") X(kBatch, "batch") X(kGroup, "group")
+KILN_ENUM(NormKind, KILN_NORM_KINDS)
 // kLayer: inputs x[, scale][, bias], normalizes over axes [first_axis, rank).
 // kBatch (inference): inputs x, mean, var[, scale][, bias], channel axis 1.
 // kGroup: inputs x[, scale][, bias], `groups` groups of the channel axis 1.
@@ -138,12 +155,13 @@ struct ShuffleParams {
 struct ConcatParams { int64_t axis = 0; };
 // Per dimension: start, size, stride (stride may be negative); all may be symbolic.
 struct SliceParams { Shape start, size, stride; };
-enum class GatherMode : uint8_t {
-  kAxis,      // index_select/embedding: out = data.shape[:axis] + idx.shape + data.shape[axis+1:]
-  kElements,  // torch.gather: idx has data's rank, out = idx.shape
-};
+// kAxis: index_select/embedding: out = data.shape[:axis] + idx.shape + data.shape[axis+1:];
+// kElements: torch.gather: idx has data's rank, out = idx.shape.
+#define KILN_GATHER_MODES(X) X(kAxis, "axis") X(kElements, "elements")
+KILN_ENUM(GatherMode, KILN_GATHER_MODES)
 struct GatherParams { GatherMode mode = GatherMode::kAxis; int64_t axis = 0; };  // inputs data, indices (i64/i32)
-enum class ScatterReduce : uint8_t { kNone, kAdd };
+#define KILN_SCATTER_REDUCES(X) X(kNone, "none") X(kAdd, "add")
+KILN_ENUM(ScatterReduce, KILN_SCATTER_REDUCES)
 // torch.scatter along `axis`: inputs data, indices (same rank), updates. kAxis mode (index_put on
 // one axis / index_copy): indices 1-D, updates shaped like data with `axis` replaced by len(indices).
 struct ScatterParams {
@@ -154,7 +172,8 @@ struct ScatterParams {
 struct SelectParams {};  // inputs condition (bool), then, else; broadcast
 struct CastParams { DataType to = DataType::kFloat32; };
 struct ShapeParams {};   // output: i64 [rank] of the input's shape
-enum class FillOp : uint8_t { kConstant, kArange };
+#define KILN_FILL_OPS(X) X(kConstant, "constant") X(kArange, "arange")
+KILN_ENUM(FillOp, KILN_FILL_OPS)
 // No tensor inputs: out[i...] = value, or start + i*step along a 1-D `dims`.
 struct FillParams {
   FillOp op = FillOp::kConstant;
@@ -164,13 +183,16 @@ struct FillParams {
   double start = 0;
   double step = 1;
 };
-enum class PadMode : uint8_t { kConstant, kReflect, kReplicate, kCircular };
+#define KILN_PAD_MODES(X) X(kConstant, "constant") X(kReflect, "reflect") X(kReplicate, "replicate") X(kCircular, "circular")
+KILN_ENUM(PadMode, KILN_PAD_MODES)
 struct PadParams {
   std::vector<int64_t> pre, post;  // per dimension; negative crops
   PadMode mode = PadMode::kConstant;
   double value = 0;
 };
-enum class ResizeMode : uint8_t { kNearest /* PyTorch 'nearest' */, kNearestExact, kLinear /* (bi/tri)linear */ };
+// kNearest: PyTorch's 'nearest'; kLinear: (bi/tri)linear.
+#define KILN_RESIZE_MODES(X) X(kNearest, "nearest") X(kNearestExact, "nearest_exact") X(kLinear, "linear")
+KILN_ENUM(ResizeMode, KILN_RESIZE_MODES)
 // inputs x [N, C, *spatial]; output spatial sizes, and scales when PyTorch was given them
 // (they change the sampling grid for align_corners=False).
 struct ResizeParams {
@@ -216,8 +238,11 @@ struct PluginParams {
 // Builder-made: a chain of elementwise/unary/activation/cast layers as one kernel. Instructions
 // run per output element over registers: inputs first (broadcast to the output shape), then one
 // register per instruction. `outputs` lists the registers written out, in output order.
+#define KILN_POINTWISE_KINDS(X)                                                                       \
+  X(kBinary, "binary") X(kUnary, "unary") X(kActivation, "activation") X(kCast, "cast") X(kSelect, "select") \
+  X(kConstant, "constant") X(kRowReduce, "row_reduce")
 struct PointwiseInstr {
-  enum class Kind : uint8_t { kBinary, kUnary, kActivation, kCast, kSelect, kConstant, kRowReduce } kind;
+  enum class Kind : uint8_t { KILN_ENUM_VALUES(KILN_POINTWISE_KINDS) } kind;
   BinaryOp binary{};
   ReduceOp reduce = ReduceOp::kSum;  // kRowReduce: kSum, kMax or kMin of its float operand over the row
   UnaryOp unary{};
@@ -226,16 +251,19 @@ struct PointwiseInstr {
   double constant = 0;                  // kConstant
   std::vector<int32_t> operands;        // register indices
 };
+KILN_ENUM_INFO(PointwiseInstr::Kind, KILN_POINTWISE_KINDS)
 // Builder-made (fold_movement): the program's input registers read through index arithmetic
 // instead of from tensors broadcast to the output, so the permutes, reshapes, slices, pads and
 // concatenations that made them are never copied. Integer expressions over the output's
 // coordinates are SSA nodes, each reading only earlier ones.
+#define KILN_INDEX_OPS(X) X(kCoord, "coord") X(kConst, "const") X(kAdd, "add") X(kMul, "mul") X(kFloorDiv, "floordiv") X(kMod, "mod")
 struct IndexNode {
-  enum class Op : uint8_t { kCoord, kConst, kAdd, kMul, kFloorDiv, kMod };
+  enum class Op : uint8_t { KILN_ENUM_VALUES(KILN_INDEX_OPS) };
   Op op = Op::kConst;
   int32_t a = -1, b = -1;  // operands: kAdd a + b; kMul, kFloorDiv, kMod: a with k
   int64_t k = 0;           // kCoord: output dim; kConst: value; kMul: factor; kFloorDiv/kMod: divisor > 0
 };
+KILN_ENUM_INFO(IndexNode::Op, KILN_INDEX_OPS)
 struct IndexBound {  // lo <= node < hi
   int32_t node = 0;
   int64_t lo = 0, hi = 0;

@@ -33,6 +33,11 @@ std::optional<Shape> broadcast(const Shape& a, const Shape& b);
 // Names of LayerParams alternatives, by variant index.
 const char* layer_kind_name_at(size_t index);
 constexpr size_t kLayerKindCount = std::variant_size_v<LayerParams>;
+// The last branch of every `if constexpr` chain over the LayerParams alternatives (printing, shape
+// inference, plan JSON in and out): a kind without a case is a build error naming the chain, not
+// an empty printout, undefined behaviour or parameters silently defaulted when a plan loads.
+template <class P>
+inline constexpr bool kNoCaseFor = false;
 
 // Product of a shape's dims as an expression.
 DimExpr numel(const Shape& s);

@@ -18,9 +18,9 @@ using nlohmann::json;
 namespace {
 
 template <class E>
-E enum_from(const json& j, int count, const char* what) {
+E enum_from(const json& j, const char* what) {
   int v = j.get<int>();
-  if (v < 0 || v >= count) throw PlanError(std::string("bad ") + what + " value " + std::to_string(v));
+  if (v < 0 || v >= enum_count<E>()) throw PlanError(std::string("bad ") + what + " value " + std::to_string(v));
   return static_cast<E>(v);
 }
 template <class E>
@@ -28,10 +28,8 @@ int enum_to(E e) {
   return static_cast<int>(e);
 }
 
-constexpr int kDataTypes = 8, kBinaryOps = 23, kUnaryOps = 29, kActivationOps = 13, kReduceOps = 11;
-constexpr int kPointwiseKinds = int(PointwiseInstr::Kind::kRowReduce) + 1;
 
-DataType dtype_from(const json& j) { return enum_from<DataType>(j, kDataTypes, "dtype"); }
+DataType dtype_from(const json& j) { return enum_from<DataType>(j, "dtype"); }
 
 template <class T>
 json opt_to(const std::optional<T>& v) {
@@ -72,7 +70,7 @@ std::vector<double> reals_from(const json& j) {
 
 void to_json(json& j, const ActivationParams& p) { j = {{"op", enum_to(p.op)}, {"alpha", real_to(p.alpha)}, {"beta", real_to(p.beta)}}; }
 void from_json(const json& j, ActivationParams& p) {
-  p.op = enum_from<ActivationOp>(j.at("op"), kActivationOps, "activation");
+  p.op = enum_from<ActivationOp>(j.at("op"), "activation");
   p.alpha = real_from(j.at("alpha"));
   p.beta = real_from(j.at("beta"));
 }
@@ -162,7 +160,7 @@ DimExpr dim_from_json(const json& j, int depth) {
     return DimExpr::symbol(s);
   }
   if (!j.is_array() || j.size() != 3) throw PlanError("bad dimension expression");
-  auto op = enum_from<DimExpr::Op>(j[0], 10, "dimension op");
+  auto op = enum_from<DimExpr::Op>(j[0], "dimension op");
   if (op == DimExpr::Op::Const || op == DimExpr::Op::Sym) throw PlanError("bad dimension expression");
   return DimExpr::binary(op, dim_from_json(j[1], depth + 1), dim_from_json(j[2], depth + 1));
 }
@@ -191,10 +189,10 @@ json instr_to_json(const PointwiseInstr& i) {
 }
 PointwiseInstr instr_from_json(const json& j) {
   PointwiseInstr i{};
-  i.kind = enum_from<PointwiseInstr::Kind>(j.at("kind"), kPointwiseKinds, "pointwise instruction kind");
-  if (i.kind == PointwiseInstr::Kind::kRowReduce) i.reduce = enum_from<ReduceOp>(j.at("reduce"), kReduceOps, "reduce op");
-  i.binary = enum_from<BinaryOp>(j.at("binary"), kBinaryOps, "binary op");
-  i.unary = enum_from<UnaryOp>(j.at("unary"), kUnaryOps, "unary op");
+  i.kind = enum_from<PointwiseInstr::Kind>(j.at("kind"), "pointwise instruction kind");
+  if (i.kind == PointwiseInstr::Kind::kRowReduce) i.reduce = enum_from<ReduceOp>(j.at("reduce"), "reduce op");
+  i.binary = enum_from<BinaryOp>(j.at("binary"), "binary op");
+  i.unary = enum_from<UnaryOp>(j.at("unary"), "unary op");
   i.activation = j.at("activation").get<ActivationParams>();
   i.dtype = dtype_from(j.at("dtype"));
   i.constant = real_from(j.at("constant"));
@@ -223,7 +221,7 @@ GatherLoads gather_from_json(const json& j) {
   j.at("out_dims").get_to(g.out_dims);
   for (const json& n : j.at("nodes")) {
     if (!n.is_array() || n.size() != 4) throw PlanError("gather index node is not [op, a, b, k]");
-    g.nodes.push_back({enum_from<IndexNode::Op>(n[0], 6, "index node op"), n[1].get<int32_t>(), n[2].get<int32_t>(),
+    g.nodes.push_back({enum_from<IndexNode::Op>(n[0], "index node op"), n[1].get<int32_t>(), n[2].get<int32_t>(),
                        n[3].get<int64_t>()});
   }
   for (const json& r : j.at("registers")) {
@@ -322,6 +320,8 @@ json params_to_json(const LayerParams& params, BlobWriter& blob) {
           if (p.gather) j["gather"] = gather_to_json(*p.gather);
           if (p.row_length) j["row_length"] = p.row_length;
           return j;
+        } else {
+          static_assert(detail::kNoCaseFor<P>, "params_to_json: a layer kind without a case");
         }
       },
       params);
@@ -349,9 +349,9 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
         if constexpr (std::is_same_v<P, ConstantParams>) {
           p.weights = blob.get(j.at("weights"));
         } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
-          p.op = enum_from<BinaryOp>(j.at("op"), kBinaryOps, "binary op");
+          p.op = enum_from<BinaryOp>(j.at("op"), "binary op");
         } else if constexpr (std::is_same_v<P, UnaryParams>) {
-          p.op = enum_from<UnaryOp>(j.at("op"), kUnaryOps, "unary op");
+          p.op = enum_from<UnaryOp>(j.at("op"), "unary op");
         } else if constexpr (std::is_same_v<P, ActivationParams>) {
           p = j.get<ActivationParams>();
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
@@ -372,7 +372,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           p.channels_last = j.value("channels_last", false);
           p.has_residual = j.value("has_residual", false);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
-          p.type = enum_from<PoolType>(j.at("type"), 2, "pool type");
+          p.type = enum_from<PoolType>(j.at("type"), "pool type");
           j.at("kernel").get_to(p.kernel);
           j.at("stride").get_to(p.stride);
           j.at("padding").get_to(p.padding);
@@ -383,7 +383,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("adaptive_output").get_to(p.adaptive_output);
           p.channels_last = j.value("channels_last", false);
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
-          p.op = enum_from<ReduceOp>(j.at("op"), kReduceOps, "reduce op");
+          p.op = enum_from<ReduceOp>(j.at("op"), "reduce op");
           j.at("axes").get_to(p.axes);
           j.at("keep_dims").get_to(p.keep_dims);
           p.correction = real_from(j.at("correction"));
@@ -391,7 +391,7 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("axis").get_to(p.axis);
           j.at("log").get_to(p.log);
         } else if constexpr (std::is_same_v<P, NormalizationParams>) {
-          p.kind = enum_from<NormKind>(j.at("kind"), 3, "normalization kind");
+          p.kind = enum_from<NormKind>(j.at("kind"), "normalization kind");
           j.at("first_axis").get_to(p.first_axis);
           j.at("groups").get_to(p.groups);
           p.epsilon = real_from(j.at("epsilon"));
@@ -408,16 +408,16 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           p.size = shape_from_json(j.at("size"));
           p.stride = shape_from_json(j.at("stride"));
         } else if constexpr (std::is_same_v<P, GatherParams>) {
-          p.mode = enum_from<GatherMode>(j.at("mode"), 2, "gather mode");
+          p.mode = enum_from<GatherMode>(j.at("mode"), "gather mode");
           j.at("axis").get_to(p.axis);
         } else if constexpr (std::is_same_v<P, ScatterParams>) {
-          p.mode = enum_from<GatherMode>(j.at("mode"), 2, "scatter mode");
+          p.mode = enum_from<GatherMode>(j.at("mode"), "scatter mode");
           j.at("axis").get_to(p.axis);
-          p.reduce = enum_from<ScatterReduce>(j.at("reduce"), 2, "scatter reduce");
+          p.reduce = enum_from<ScatterReduce>(j.at("reduce"), "scatter reduce");
         } else if constexpr (std::is_same_v<P, CastParams>) {
           p.to = dtype_from(j.at("to"));
         } else if constexpr (std::is_same_v<P, FillParams>) {
-          p.op = enum_from<FillOp>(j.at("op"), 2, "fill op");
+          p.op = enum_from<FillOp>(j.at("op"), "fill op");
           p.dims = shape_from_json(j.at("dims"));
           p.dtype = dtype_from(j.at("dtype"));
           p.value = real_from(j.at("value"));
@@ -426,10 +426,10 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
         } else if constexpr (std::is_same_v<P, PadParams>) {
           j.at("pre").get_to(p.pre);
           j.at("post").get_to(p.post);
-          p.mode = enum_from<PadMode>(j.at("mode"), 4, "pad mode");
+          p.mode = enum_from<PadMode>(j.at("mode"), "pad mode");
           p.value = real_from(j.at("value"));
         } else if constexpr (std::is_same_v<P, ResizeParams>) {
-          p.mode = enum_from<ResizeMode>(j.at("mode"), 3, "resize mode");
+          p.mode = enum_from<ResizeMode>(j.at("mode"), "resize mode");
           p.output_spatial = shape_from_json(j.at("output_spatial"));
           p.scales = reals_from(j.at("scales"));
           j.at("align_corners").get_to(p.align_corners);
@@ -469,6 +469,11 @@ LayerParams params_from_json(const std::string& kind, const json& j, const BlobR
           j.at("outputs").get_to(p.outputs);
           if (j.contains("gather")) p.gather = gather_from_json(j.at("gather"));
           if (j.contains("row_length")) j.at("row_length").get_to(p.row_length);
+        } else if constexpr (std::is_same_v<P, SelectParams> || std::is_same_v<P, ShapeParams> ||
+                             std::is_same_v<P, IdentityParams>) {
+          // no parameters
+        } else {
+          static_assert(detail::kNoCaseFor<P>, "params_from_json: a layer kind without a case");
         }
       },
       params);

@@ -750,6 +750,8 @@ std::vector<InferredOutput> infer_outputs(const std::string& layer_name, const s
           return infer_plugin(c, p);
         } else if constexpr (std::is_same_v<P, FusedPointwiseParams>) {
           return infer_fused(c, p);
+        } else {
+          static_assert(detail::kNoCaseFor<P>, "infer_outputs: a layer kind without a case");
         }
       },
       params);
