@@ -200,7 +200,9 @@ void register_nn() {
                                impl::activation::clamp(ctx, target, kAten, name + "/size1", size, 1.0, Value())), 4);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::Argument mode = node_arg(n, "mode"), input = node_arg(n, "indices"), offsets = node_arg(n, "offsets");
-        const ir::Argument pad = node_arg(n, "padding_idx"), psw = node_arg(n, "per_sample_weights");
+        // embedding_bag.default has no padding_idx; the other three overloads do.
+        const ir::Argument pad = n.target == "aten.embedding_bag.default" ? ir::Argument() : node_arg(n, "padding_idx");
+        const ir::Argument psw = node_arg(n, "per_sample_weights");
         if (!only_output0_used(n) || !mode.is<int64_t>() || mode.as<int64_t>() < 0 || mode.as<int64_t>() > 2) return false;
         if (!pad.is_none() && !(pad.is<int64_t>() && pad.as<int64_t>() < 0)) return false;  // padding rows: not yet
         if (!psw.is_none() && mode.as<int64_t>() != 0) return false;                         // PyTorch: sum only
