@@ -100,6 +100,19 @@ class CompiledModule(torch.nn.Module):
         except AttributeError:
             return getattr(self._modules["module"], name)  # _run_on_acc_N, weights
 
+    def __reduce__(self):
+        # torch.save, pickle and copy.deepcopy: the program's .kiln bytes (plans, fallback ops,
+        # weights) and the input/output structure; loading rebuilds the module as kiln.load does.
+        # The live engine state (SegmentRunner) is never pickled.
+        device = next((t.device for t in self.module.buffers()), None)
+        return (_restore, (self.program.serialize(), str(device) if device is not None else None, self._in_spec,
+                           self._tensor_leaf, self._out_spec))
+
+    def __deepcopy__(self, memo):
+        # Defined here: otherwise __getattr__ would hand copy.deepcopy the fx module's own.
+        fn, args = self.__reduce__()
+        return fn(*args)
+
     def forward(self, *args, **kwargs):
         if self._in_spec is None:
             tensors = list(args) + list(kwargs.values())
@@ -110,6 +123,14 @@ class CompiledModule(torch.nn.Module):
         if self._out_spec is None:
             return outs[0] if len(outs) == 1 else outs
         return pytree.tree_unflatten(list(outs), self._out_spec)
+
+
+def _restore(data, device, in_spec, tensor_leaf, out_spec):
+    """Unpickles a CompiledModule (see CompiledModule.__reduce__)."""
+    from . import _program_device, _program_weights
+    program = _kiln.CompiledProgram.deserialize(data)
+    dev = torch.device(device) if device is not None else _program_device(program)
+    return build_module(program, _program_weights(program, dev), in_spec, tensor_leaf, out_spec)
 
 
 def _attr_name(state_name):

@@ -476,6 +476,11 @@ void breadth_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.max_pool2d_with_indices.default", {{F, {1, 2, 5, 6}}}, one({L{2, 2}, L{2, 2}})});
   cs.push_back({"aten.select_scatter.default", {{F, {3, 4}}, {F, {4}}}, two({0, 1})});
   cs.push_back({"aten.slice_scatter.default", {{F, {5, 4}}, {F, {2, 4}}}, two({0, 1, 3, 1})});
+  // unique: a data-dependent count of values (output 0 here; tests/python/test_unique.py checks the
+  // inverse indices and counts as well).
+  cs.push_back({"aten._unique2.default", {{I64, {3, 5}}}, one({true, true, true}), {}, -3, 3});
+  cs.push_back({"aten._unique2.default", {{F, {7}}}, one({true, false, false}), {}, -2, 2});
+  cs.push_back({"aten.unique_consecutive.default", {{I64, {12}}}, one({false, true}), {}, 0, 2});
   for (const char* op : {"aten.embedding_bag.default", "aten._embedding_bag_forward_only.default"})
     cs.push_back({op, {{F, {10, 4}}, {I64, {7}}, {I64, {3}}}, bag(false), {}, -3, 3, 1e-5, {{-3, 3}, {0, 9.9}, {0, 0}}});
   cs.push_back({"aten.embedding_bag.padding_idx", {{F, {10, 4}}, {I64, {7}}, {I64, {3}}}, bag(true), {}, -3, 3, 1e-5,

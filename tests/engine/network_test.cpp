@@ -2,6 +2,8 @@
 // trickier kinds, naming, printing, verification, rewrites and plugins.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "engine/network.h"
 #include "runtime_test_util.h"
 
@@ -233,6 +235,27 @@ TEST(NetworkPlugins, RegistryAndInference) {
   EXPECT_THROW(net.add_plugin("q", {x}, {"no_such_plugin", ""}), NetworkError);
   std::string msg = error_of([&] { net.add_plugin("r", {x}, {"test_identity_plugin", "refuse"}); });
   EXPECT_NE(msg.find("bad attributes"), std::string::npos) << msg;
+}
+
+// A layer whose output size is a data-dependent count (a Fill of [count]) has no tensor input,
+// yet must run after the NonZero that binds the count: the topological order keeps it there
+// (torch.unique's counts are such a Fill; before, it ran first and read an unbound size).
+TEST(NetworkRewrites, TopologicalOrderWaitsForDataDependentSizes) {
+  Network n;
+  Tensor* mask = n.add_input("mask", DataType::kBool, {DimExpr(int64_t{6})});
+  FillParams fp;
+  fp.dims = {S("nz_count")};
+  fp.dtype = DataType::kInt64;
+  Layer* fill = n.add_fill("zeros_of_count", fp);
+  NonZeroParams nz;
+  nz.count_symbol = "nz_count";
+  Layer* where = n.add_layer("where", {mask}, nz);
+  n.mark_output(fill->output(), "zeros");
+  n.mark_output(where->output(), "where");
+  n.topological_sort();
+  const std::vector<Layer*> order = n.layers();
+  const auto pos = [&](const Layer* l) { return std::find(order.begin(), order.end(), l) - order.begin(); };
+  EXPECT_LT(pos(where), pos(fill));
 }
 
 }  // namespace

@@ -149,6 +149,84 @@ void register_reduce() {
   add({"aten.nonzero.default"}, KILN_CONVERTER {
     return ctx.net.add_nonzero(ctx.layer_name(name), args.at(0).tensor())->output(0);
   }, {{}, "", true, /*output_allocator=*/true});
+  // torch.unique (sorted) and unique_consecutive over the flattened input: the values (sorted
+  // first for unique) split into runs of equal neighbours; the first of each run is kept, found by
+  // nonzero, so the count of distinct values is a data-dependent size (the output allocator).
+  // inverse: each element's run number (cumsum of the run starts), scattered back to its place;
+  // counts: ones scatter-added into the runs. Outputs not asked for are empty, as PyTorch's are.
+  auto unique = [](bool sort_first) {
+    return [sort_first](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                        const Kwargs& kwargs, const std::string& name) -> Value {
+      namespace ew = impl::elementwise;
+      namespace sh = impl::shuffle;
+      Args a(target, args, kwargs);
+      Tensor* x = a.tensor("self");
+      DimExpr n(int64_t{1});
+      for (const DimExpr& d : x->shape()) n = n * d;
+      Tensor* values = sh::reshape(ctx, target, kAten, name + "/flat", x, {n});
+      Tensor* order = nullptr;  // sorted position -> flat position
+      if (sort_first) {
+        engine::TopKParams p;
+        p.axis = 0, p.k = *n.constant(), p.largest = false, p.sorted = true;
+        engine::Layer* sorted = ctx.net.add_topk(ctx.layer_name(name + "/sort"), values, p);
+        values = sorted->output(0), order = sorted->output(1);
+      }
+      const int64_t count = *n.constant();
+      Tensor* starts = impl::creation::full(ctx, target, kAten, name + "/first", {DimExpr(int64_t{1})}, 1.0,
+                                            DataType::kBool);
+      if (count > 1) {
+        Tensor* later = impl::slice::slice_op(ctx, target, kAten, name + "/later", values, 0, int64_t{1}, count, 1);
+        Tensor* earlier = impl::slice::slice_op(ctx, target, kAten, name + "/earlier", values, 0, int64_t{0}, count - 1, 1);
+        starts = impl::cat::cat(ctx, target, kAten, name + "/starts", {starts, ew::ne(ctx, target, kAten, name + "/differs", later, earlier)}, 0);
+      }
+      Tensor* where = ctx.net.add_nonzero(ctx.layer_name(name + "/where"), starts)->output(0);  // [u, 1]
+      const DimExpr u = where->shape()[0];
+      Tensor* first = sh::reshape(ctx, target, kAten, name + "/first_index", where, {u});
+      Tensor* out = impl::select::index_select(ctx, target, kAten, name, values, 0, first);
+      Tensor* run = nullptr;  // each sorted element's run number
+      if (a.b("return_inverse") || a.b("return_counts"))
+        run = ew::sub(ctx, target, kAten, name + "/run",
+                      impl::reduce::cumsum(ctx, target, kAten, name + "/runs",
+                                           impl::cast::to_dtype(ctx, target, kAten, name + "/starts_i64", starts,
+                                                                DataType::kInt64), 0),
+                      int64_t{1});
+      auto empty = [&](const std::string& what) {
+        return impl::creation::full(ctx, target, kAten, name + what, {DimExpr(int64_t{0})}, 0.0, DataType::kInt64);
+      };
+      Tensor* inverse = empty("/no_inverse");
+      if (a.b("return_inverse")) {
+        inverse = run;
+        if (order) {
+          Tensor* zeros = impl::creation::full(ctx, target, kAten, name + "/inverse0", {n}, 0.0, DataType::kInt64);
+          inverse = impl::select::scatter(ctx, target, kAten, name + "/inverse_flat", zeros, 0, order, Value(run),
+                                          engine::ScatterReduce::kNone);
+        }
+        inverse = sh::reshape(ctx, target, kAten, name + "/inverse", inverse, x->shape());
+      }
+      Tensor* counts = empty("/no_counts");
+      if (a.b("return_counts")) {
+        Tensor* zeros = impl::creation::full(ctx, target, kAten, name + "/counts0", {u}, 0.0, DataType::kInt64);
+        Tensor* ones = impl::creation::full(ctx, target, kAten, name + "/ones", {n}, 1.0, DataType::kInt64);
+        counts = impl::select::scatter(ctx, target, kAten, name + "/counts", zeros, 0, run, Value(ones),
+                                       engine::ScatterReduce::kAdd);
+      }
+      return Value::List{out, inverse, counts};
+    };
+  };
+  const Reg unique_reg = {[](const ir::Node& n, const CompilationSettings&) {
+    ir::Argument self = node_arg(n, "self");
+    if (!self.is_node() || !self.node()->meta.is_tensor() || !self.node()->meta.tensor.is_static()) return false;
+    if (self.node()->meta.tensor.static_numel() == 0) return false;
+    if (n.target == "aten._unique2.default") {
+      ir::Argument sorted = node_arg(n, "sorted");
+      if (!sorted.is<bool>() || !sorted.as<bool>()) return false;  // unsorted order is PyTorch's hash order
+    } else if (!node_arg(n, "dim").is_none()) {
+      return false;
+    }
+    return node_arg(n, "return_inverse").is<bool>() && node_arg(n, "return_counts").is<bool>();
+  }, "sorted, no dim, a static non-empty input", true, /*output_allocator=*/true};
+  add({"aten._unique2.default"}, unique(true), unique_reg);
+  add({"aten.unique_consecutive.default"}, unique(false), unique_reg);
   add({"aten.masked_select.default"}, KILN_CONVERTER {
     // x and mask broadcast together and flattened; the elements where the mask holds, in order:
     // nonzero of the flat mask (its data-dependent count sizes the output), then index_select.
