@@ -284,7 +284,9 @@ Layer* Network::add_layer(const std::string& name, std::vector<Tensor*> inputs, 
   }
   Layer* raw = layer.get();
   impl_->layer_store.push_back(std::move(layer));
+  raw->position_ = impl_->order.size();
   impl_->order.push_back(raw);
+  for (Tensor* t : raw->inputs_) add_user(t, raw);
   return raw;
 }
 
@@ -410,12 +412,24 @@ std::string Network::str() const {
   return r;
 }
 
+void Network::add_user(Tensor* t, Layer* l) {
+  if (std::find(t->users_.begin(), t->users_.end(), l) == t->users_.end()) t->users_.push_back(l);
+}
+
+void Network::drop_user(Tensor* t, Layer* l) {
+  t->users_.erase(std::remove(t->users_.begin(), t->users_.end(), l), t->users_.end());
+}
+
 void Network::replace_all_uses(Tensor* from, Tensor* to) {
+  if (from == to) return;
   // The producer of `to` may itself consume `from` (a cast inserted after `from`); it keeps it.
-  for (Layer* l : impl_->order) {
+  const std::vector<Layer*> users = from->users_;
+  for (Layer* l : users) {
     if (l == to->producer()) continue;
     for (Tensor*& t : l->inputs_)
       if (t == from) t = to;
+    drop_user(from, l);
+    add_user(to, l);
   }
   for (auto& [n, t] : outputs_)
     if (t == from) t = to;
@@ -428,26 +442,33 @@ void Network::remove_layer(Layer* l) {
     for (auto& [n, o] : outputs_)
       if (o == t) throw NetworkError("remove_layer('" + l->name() + "'): output %" + t->name() + " is a network output");
   }
-  auto it = std::find(impl_->order.begin(), impl_->order.end(), l);
-  if (it == impl_->order.end()) throw NetworkError("remove_layer: layer is not part of this network");
-  impl_->order.erase(it);
+  auto& order = impl_->order;
+  if (l->position_ >= order.size() || order[l->position_] != l)
+    throw NetworkError("remove_layer: layer is not part of this network");
+  order.erase(order.begin() + static_cast<std::ptrdiff_t>(l->position_));
+  for (size_t i = l->position_; i < order.size(); ++i) order[i]->position_ = i;
+  for (Tensor* t : l->inputs_) drop_user(t, l);
   impl_->layer_names.erase(l->name());
 }
 
 std::vector<Layer*> Network::consumers(const Tensor* t) const {
-  std::vector<Layer*> r;
-  for (Layer* l : impl_->order)
-    if (std::find(l->inputs().begin(), l->inputs().end(), t) != l->inputs().end()) r.push_back(l);
+  std::vector<Layer*> r = t->users_;
+  std::sort(r.begin(), r.end(), [](const Layer* a, const Layer* b) { return a->position_ < b->position_; });
   return r;
 }
 
 void Network::topological_sort() {
   // Stable Kahn's algorithm: among ready layers, the earliest in the current order goes first, so
-  // an already-ordered network is unchanged.
+  // an already-ordered network is unchanged. A layer also depends on the layer that binds a
+  // data-dependent size its outputs have (NonZero's count): a Fill of [count] has no tensor
+  // input, yet cannot run before the count is known.
   const auto& order = impl_->order;
   std::map<const Tensor*, size_t> producer_pos;
-  for (size_t i = 0; i < order.size(); ++i)
+  std::map<std::string, size_t> symbol_binder;
+  for (size_t i = 0; i < order.size(); ++i) {
     for (Tensor* t : order[i]->outputs()) producer_pos[t] = i;
+    if (const auto* nz = std::get_if<NonZeroParams>(&order[i]->params())) symbol_binder[nz->count_symbol] = i;
+  }
   std::vector<int> pending(order.size(), 0);
   std::vector<std::vector<size_t>> users(order.size());
   for (size_t i = 0; i < order.size(); ++i) {
@@ -455,6 +476,13 @@ void Network::topological_sort() {
     for (Tensor* t : order[i]->inputs()) {
       auto it = producer_pos.find(t);
       if (it != producer_pos.end()) deps.insert(it->second);
+    }
+    if (!symbol_binder.empty()) {
+      std::vector<std::string> syms;
+      for (Tensor* t : order[i]->outputs())
+        for (const DimExpr& d : t->shape()) d.collect_symbols(syms);
+      for (const std::string& sym : syms)
+        if (auto it = symbol_binder.find(sym); it != symbol_binder.end() && it->second != i) deps.insert(it->second);
     }
     pending[i] = static_cast<int>(deps.size());
     for (size_t d : deps) users[d].push_back(i);
@@ -472,6 +500,7 @@ void Network::topological_sort() {
   }
   if (sorted.size() != order.size()) throw NetworkError("the network has a cycle");
   impl_->order = std::move(sorted);
+  for (size_t i = 0; i < impl_->order.size(); ++i) impl_->order[i]->position_ = i;
 }
 
 // ---- plugin registry ---------------------------------------------------------------------------

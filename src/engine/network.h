@@ -323,6 +323,7 @@ class Tensor {
   DataType dtype_ = DataType::kFloat32;
   Shape shape_;
   Layer* producer_ = nullptr;
+  std::vector<Layer*> users_;  // live layers that read it, once each (kept by Network: consumers())
 };
 
 class Layer {
@@ -343,6 +344,7 @@ class Layer {
   std::string name_;
   std::vector<Tensor*> inputs_;
   std::vector<Tensor*> outputs_;
+  size_t position_ = 0;  // index in the network's order (kept by Network), to sort users by
   LayerParams params_;
 };
 
@@ -404,7 +406,7 @@ class Network {
   // Rewrites used by builder passes (keep the network topologically ordered).
   void replace_all_uses(Tensor* from, Tensor* to);  // includes marked outputs
   void remove_layer(Layer* l);                       // its outputs must be unused
-  std::vector<Layer*> consumers(const Tensor* t) const;
+  std::vector<Layer*> consumers(const Tensor* t) const;  // in network order, from kept user lists
   // Additions for builder passes: re-sort after rewrites that append layers before their users;
   // replace a layer's parameters (re-checks and re-infers its outputs in place, so later layers
   // should be re-inferred in order too).
@@ -415,6 +417,8 @@ class Network {
   int tensor_id_bound() const;
 
  private:
+  static void add_user(Tensor* t, Layer* l);   // the user lists consumers() reads
+  static void drop_user(Tensor* t, Layer* l);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<Tensor*> inputs_;
