@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -108,33 +109,46 @@ void run_case(const OracleCase& oc, uint32_t seed) {
 
 Arg in(const Nodes& n, size_t i) { return n.at(i); }
 
+// A case's arguments: its first `inputs` input nodes, then `extra`. A single list argument is
+// written one({Arg(L{...})}): one({L{...}}) is also a copy of the list itself (L is
+// std::vector<Arg>), which clang picks, spreading the list into arguments.
+std::function<std::vector<Arg>(const Nodes&)> inputs_then(size_t inputs, std::vector<Arg> extra) {
+  return [inputs, extra = std::move(extra)](const Nodes& n) {
+    std::vector<Arg> a(n.begin(), n.begin() + static_cast<std::ptrdiff_t>(inputs));
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+}
+std::function<std::vector<Arg>(const Nodes&)> one(std::vector<Arg> extra = {}) { return inputs_then(1, std::move(extra)); }
+std::function<std::vector<Arg>(const Nodes&)> two(std::vector<Arg> extra = {}) { return inputs_then(2, std::move(extra)); }
+std::function<std::vector<Arg>(const Nodes&)> three(std::vector<Arg> extra = {}) {
+  return inputs_then(3, std::move(extra));
+}
+
 // Bool-mask logic, integer cumsum / diff and advanced indexing with several index tensors.
 void mask_op_cases(std::vector<OracleCase>& cs) {
-  auto args_of = [](std::function<std::vector<Arg>(const Nodes&)> f) { return f; };
-  auto pair = args_of([](const Nodes& n) { return std::vector<Arg>{n[0], n[1]}; });
   for (const char* op : {"aten.__and__.Tensor", "aten.__or__.Tensor", "aten.__xor__.Tensor",
                          "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor", "aten.bitwise_xor.Tensor",
                          "aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default"}) {
-    cs.push_back({op, {{B, {2, 1, 5}}, {B, {3, 1}}}, pair, {}, 0, 2});  // bool masks, broadcast
-    cs.push_back({op, {{B, {4, 4}}, {B, {4, 4}}}, pair, {}, 0, 2});
+    cs.push_back({op, {{B, {2, 1, 5}}, {B, {3, 1}}}, two(), {}, 0, 2});  // bool masks, broadcast
+    cs.push_back({op, {{B, {4, 4}}, {B, {4, 4}}}, two(), {}, 0, 2});
     if (std::string(op).find("logical") == std::string::npos) {
-      cs.push_back({op, {{I64, {3, 4}}, {I64, {4}}}, pair, {}, -9, 9});
-      cs.push_back({op, {{I32, {6}}, {I64, {6}}}, pair, {}, -9, 9});
-      cs.push_back({op, {{I32, {2, 3}}, {B, {2, 3}}}, pair, {}, 0, 2});
+      cs.push_back({op, {{I64, {3, 4}}, {I64, {4}}}, two(), {}, -9, 9});
+      cs.push_back({op, {{I32, {6}}, {I64, {6}}}, two(), {}, -9, 9});
+      cs.push_back({op, {{I32, {2, 3}}, {B, {2, 3}}}, two(), {}, 0, 2});
     }
   }
   for (const char* op : {"aten.__and__.Scalar", "aten.__or__.Scalar", "aten.__xor__.Scalar",
                          "aten.bitwise_and.Scalar", "aten.bitwise_or.Scalar"}) {
-    cs.push_back({op, {{I64, {3, 4}}}, args_of([](const Nodes& n) { return std::vector<Arg>{n[0], 6}; }), {}, -9, 9});
-    cs.push_back({op, {{B, {7}}}, args_of([](const Nodes& n) { return std::vector<Arg>{n[0], true}; }), {}, 0, 2});
+    cs.push_back({op, {{I64, {3, 4}}}, one({6}), {}, -9, 9});
+    cs.push_back({op, {{B, {7}}}, one({true}), {}, 0, 2});
   }
-  auto self_only = args_of([](const Nodes& n) { return std::vector<Arg>{n[0]}; });
-  cs.push_back({"aten.bitwise_not.default", {{B, {3, 5}}}, self_only, {}, 0, 2});
-  cs.push_back({"aten.bitwise_not.default", {{I64, {9}}}, self_only, {}, -9, 9});
-  cs.push_back({"aten.bitwise_not.default", {{I32, {2, 2}}}, self_only, {}, -9, 9});
-  cs.push_back({"aten.logical_not.default", {{B, {8}}}, self_only, {}, 0, 2});
-  cs.push_back({"aten.logical_not.default", {{F, {8}}}, self_only, {}, -1, 1});
-  cs.push_back({"aten.logical_not.default", {{I64, {2, 4}}}, self_only, {}, -2, 2});
+  cs.push_back({"aten.bitwise_not.default", {{B, {3, 5}}}, one(), {}, 0, 2});
+  cs.push_back({"aten.bitwise_not.default", {{I64, {9}}}, one(), {}, -9, 9});
+  cs.push_back({"aten.bitwise_not.default", {{I32, {2, 2}}}, one(), {}, -9, 9});
+  cs.push_back({"aten.logical_not.default", {{B, {8}}}, one(), {}, 0, 2});
+  cs.push_back({"aten.logical_not.default", {{F, {8}}}, one(), {}, -1, 1});
+  cs.push_back({"aten.logical_not.default", {{I64, {2, 4}}}, one(), {}, -2, 2});
 
   // cumsum: integers and bools accumulate in i64 (PyTorch's result dtype), dtype= casts first.
   auto cum = [](int64_t dim) {
@@ -156,8 +170,8 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
   };
   cs.push_back({"aten.argsort.default", {{F, {4, 9}}}, sort_args(-1, false)});
   cs.push_back({"aten.argsort.default", {{F, {5, 3, 2}}}, sort_args(0, true)});
-  cs.push_back({"aten.argsort.stable", {{I64, {3, 17}}}, self_only, {{"stable", true}, {"dim", 1}, {"descending", false}}, -3, 3});
-  cs.push_back({"aten.argsort.stable", {{I32, {6, 5}}}, self_only, {{"stable", true}, {"dim", 0}, {"descending", true}}, -2, 2});
+  cs.push_back({"aten.argsort.stable", {{I64, {3, 17}}}, one(), {{"stable", true}, {"dim", 1}, {"descending", false}}, -3, 3});
+  cs.push_back({"aten.argsort.stable", {{I32, {6, 5}}}, one(), {{"stable", true}, {"dim", 0}, {"descending", true}}, -2, 2});
 
   // index_put: several broadcast index tensors with a None, negative indices, accumulate (sums at
   // repeated positions), and a 0-d value written without accumulate (repeats write the same value).
@@ -176,12 +190,11 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
                 1e-5, {{-9, 9}, {-6, 6}, {-9, 9}}});
 
   // masked_scatter: a full mask, one broadcast along a dim, integers; source longer than needed.
-  auto three = [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; };
-  cs.push_back({"aten.masked_scatter.default", {{F, {3, 4}}, {B, {3, 4}}, {F, {12}}}, three, {}, -3, 3, 1e-5,
+  cs.push_back({"aten.masked_scatter.default", {{F, {3, 4}}, {B, {3, 4}}, {F, {12}}}, three(), {}, -3, 3, 1e-5,
                 {{-3, 3}, {0, 2}, {-3, 3}}});
-  cs.push_back({"aten.masked_scatter.default", {{F, {2, 3, 5}}, {B, {2, 3, 1}}, {F, {6, 6}}}, three, {}, -3, 3, 1e-5,
+  cs.push_back({"aten.masked_scatter.default", {{F, {2, 3, 5}}, {B, {2, 3, 1}}, {F, {6, 6}}}, three(), {}, -3, 3, 1e-5,
                 {{-3, 3}, {0, 2}, {-3, 3}}});
-  cs.push_back({"aten.masked_scatter.default", {{I64, {4, 2}}, {B, {4, 2}}, {I64, {3, 3}}}, three, {}, -3, 3, 1e-5,
+  cs.push_back({"aten.masked_scatter.default", {{I64, {4, 2}}, {B, {4, 2}}, {I64, {3, 3}}}, three(), {}, -3, 3, 1e-5,
                 {{-9, 9}, {0, 2}, {-9, 9}}});
 
   // repeat_interleave by an int: along a dim (negative too), and over the flattened input.
@@ -244,16 +257,6 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
 // and tensor overloads, reductions of every form, 1-d and 3-d pooling, padding modes, every
 // upsample overload, 1-d/3-d and transposed convolutions, norms, factories, scatters, sorting).
 void breadth_cases(std::vector<OracleCase>& cs) {
-  auto with = [](std::vector<Arg> lead_inputs_then_extra, size_t inputs) {
-    return [=](const Nodes& n) {
-      std::vector<Arg> a(n.begin(), n.begin() + static_cast<std::ptrdiff_t>(inputs));
-      a.insert(a.end(), lead_inputs_then_extra.begin(), lead_inputs_then_extra.end());
-      return a;
-    };
-  };
-  auto one = [&](std::vector<Arg> extra = {}) { return with(extra, 1); };
-  auto two = [&](std::vector<Arg> extra = {}) { return with(extra, 2); };
-  auto three = [&](std::vector<Arg> extra = {}) { return with(extra, 3); };
   // Unary math (domains kept inside each function's).
   for (const char* op : {"aten.asin.default", "aten.acos.default", "aten.atan.default", "aten.tan.default"})
     cs.push_back({op, {{F, {3, 5}}}, one(), {}, -0.9, 0.9});
@@ -488,22 +491,6 @@ void breadth_cases(std::vector<OracleCase>& cs) {
 }
 
 std::vector<OracleCase> cases() {
-  // A single list argument is written one({Arg(L{...})}): one({L{...}}) is also a copy of the
-  // list itself (L is std::vector<Arg>), which clang picks, spreading the list into arguments.
-  auto one = [](std::vector<Arg> extra = {}) {
-    return [extra](const Nodes& n) {
-      std::vector<Arg> a{n[0]};
-      a.insert(a.end(), extra.begin(), extra.end());
-      return a;
-    };
-  };
-  auto two = [](std::vector<Arg> extra = {}) {
-    return [extra](const Nodes& n) {
-      std::vector<Arg> a{n[0], n[1]};
-      a.insert(a.end(), extra.begin(), extra.end());
-      return a;
-    };
-  };
   std::vector<OracleCase> cs;
   // Binary ops over dtype pairs and broadcasts.
   for (const char* op : {"aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor", "aten.maximum.default",

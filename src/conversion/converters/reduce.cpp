@@ -163,15 +163,15 @@ void register_reduce() {
       Tensor* x = a.tensor("self");
       DimExpr n(int64_t{1});
       for (const DimExpr& d : x->shape()) n = n * d;
+      const int64_t count = *n.constant();  // static: the validator's condition
       Tensor* values = sh::reshape(ctx, target, kAten, name + "/flat", x, {n});
       Tensor* order = nullptr;  // sorted position -> flat position
       if (sort_first) {
         engine::TopKParams p;
-        p.axis = 0, p.k = *n.constant(), p.largest = false, p.sorted = true;
+        p.axis = 0, p.k = count, p.largest = false, p.sorted = true;
         engine::Layer* sorted = ctx.net.add_topk(ctx.layer_name(name + "/sort"), values, p);
         values = sorted->output(0), order = sorted->output(1);
       }
-      const int64_t count = *n.constant();
       Tensor* starts = impl::creation::full(ctx, target, kAten, name + "/first", {DimExpr(int64_t{1})}, 1.0,
                                             DataType::kBool);
       if (count > 1) {
