@@ -258,5 +258,25 @@ TEST(NetworkRewrites, TopologicalOrderWaitsForDataDependentSizes) {
   EXPECT_LT(pos(where), pos(fill));
 }
 
+// Every layer kind prints its parameters (describe ends in a static_assert; Pad and Resize
+// printed nothing before it).
+TEST(NetworkPrinting, PadAndResizeShowTheirParameters) {
+  Network n;
+  Tensor* x = n.add_input("x", DataType::kFloat32, {DimExpr(int64_t{1}), DimExpr(int64_t{2}), DimExpr(int64_t{4}),
+                                                    DimExpr(int64_t{5})});
+  PadParams pad;
+  pad.pre = {0, 0, 1, 2};
+  pad.post = {0, 0, 2, 0};
+  pad.mode = PadMode::kReflect;
+  ResizeParams resize;
+  resize.mode = ResizeMode::kLinear;
+  resize.output_spatial = {DimExpr(int64_t{8}), DimExpr(int64_t{10})};
+  resize.align_corners = true;
+  const std::string padded = n.add_pad("pad", x, pad)->str();
+  const std::string resized = n.add_resize("up", x, resize)->str();
+  EXPECT_NE(padded.find("Pad[reflect pre=0,0,1,2 post=0,0,2,0]"), std::string::npos) << padded;
+  EXPECT_NE(resized.find("Resize[linear out=[8, 10] align_corners]"), std::string::npos) << resized;
+}
+
 }  // namespace
 }  // namespace kiln::engine
