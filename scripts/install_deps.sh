@@ -3,7 +3,7 @@
 # otherwise it prints the exact command and stops, so nothing is installed behind the user's back.
 set -euo pipefail
 packages=(build-essential cmake ninja-build ccache pkg-config
-          nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libopenblas-dev libdnnl-dev
+          nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libopenblas-dev libdnnl-dev ocl-icd-opencl-dev
           pybind11-dev python3-dev python3-numpy python3-pytest
           libtorch-dev python3-torch python3-torchvision clang libclang-rt-14-dev)
 missing=()

@@ -61,7 +61,7 @@ const std::vector<ShapePair> kShapes = {
 };
 
 TEST(CpuElementwise, EveryOpDtypeAndBroadcast) {
-  for (int opi = 0; opi <= int(BinaryOp::kBitXor); ++opi) {
+  for (int opi = 0; opi < enum_count<BinaryOp>(); ++opi) {
     const BinaryOp op = BinaryOp(opi);
     for (DataType t : kAll) {
       if (!valid(op, t)) continue;
@@ -174,7 +174,7 @@ double ref_unary(UnaryOp op, double x) {
 }
 
 TEST(CpuUnary, EveryOpAndDtype) {
-  for (int opi = 0; opi <= int(UnaryOp::kBitNot); ++opi) {
+  for (int opi = 0; opi < enum_count<UnaryOp>(); ++opi) {
     const UnaryOp op = UnaryOp(opi);
     std::vector<DataType> types;
     switch (op) {
@@ -242,7 +242,7 @@ double ref_act(ActivationOp op, double a, double b, double x) {
 }
 
 TEST(CpuActivation, EveryOpAndFloatType) {
-  for (int opi = 0; opi <= int(ActivationOp::kMish); ++opi) {
+  for (int opi = 0; opi < enum_count<ActivationOp>(); ++opi) {
     const ActivationOp op = ActivationOp(opi);
     double a = 0, b = 0;
     if (op == ActivationOp::kLeakyRelu) a = 0.1;

@@ -47,7 +47,7 @@ TEST(CpuReduce, OpsAxesDtypes) {
   const std::vector<std::vector<int64_t>> axis_sets = {{1}, {0, 1}, {0, 2}, {2}, {0, 1, 2}, {1, 2}};
   const std::vector<DataType> types = {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16, DataType::kInt64,
                                        DataType::kInt32, DataType::kBool};
-  for (int opi = 0; opi <= int(ReduceOp::kNorm2); ++opi) {
+  for (int opi = 0; opi < enum_count<ReduceOp>(); ++opi) {
     const ReduceOp op = ReduceOp(opi);
     for (DataType t : types) {
       const bool logical = op == ReduceOp::kAny || op == ReduceOp::kAll;

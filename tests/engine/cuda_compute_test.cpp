@@ -170,7 +170,7 @@ TEST(CudaCompute, Reduce) {
   REQUIRE_GPU();
   std::vector<std::vector<int64_t>> axes = {{2}, {0}, {1, 2}, {0, 2}, {0, 1, 2}, {1}};
   for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kInt32})
-    for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op)
+    for (int op = 0; op < enum_count<ReduceOp>(); ++op)
       for (auto& ax : axes)
         for (bool keep : {false, true}) {
           ReduceOp rop = ReduceOp(op);
@@ -536,7 +536,7 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
               {x}, 3);
       }
   // Reductions over a middle axis with few outputs, every op: the split path and its combine.
-  for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op) {
+  for (int op = 0; op < enum_count<ReduceOp>(); ++op) {
     ReduceParams p;
     p.op = ReduceOp(op);
     p.axes = {1};
@@ -549,7 +549,7 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
   // Whole-tensor and few-row reductions of long rows (a check like isinf(x).any(), a loss's mean):
   // the rows split over many blocks and reduce_finish combines their states, every op.
   // Rows of whole 16-byte vectors take the vectorized kernel, the odd length the element-wise one.
-  for (int op = int(ReduceOp::kSum); op <= int(ReduceOp::kNorm2); ++op)
+  for (int op = 0; op < enum_count<ReduceOp>(); ++op)
     for (int64_t length : {40000, 40001})
     for (const std::vector<int64_t>& axes : {std::vector<int64_t>{0, 1}, std::vector<int64_t>{1}}) {
       ReduceParams p;
@@ -580,7 +580,7 @@ TEST(CudaCompute, GlobalPoolingAndLongColumnReductions) {
 // the batch or over the heads. Kept on kiln's kernel: head size 20 (not a multiple of 8), fp32,
 // bool masks.
 TEST(CudaCompute, CudnnFusedAttention) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_RUN();  // asserts which kernel ran
   struct Case {
     std::vector<int64_t> q, k, v, mask;  // mask empty: none
     bool causal;
@@ -651,7 +651,7 @@ TEST(CudaCompute, CudnnFusedAttention) {
 // row stride 3 * heads * head, offsets of whole head blocks) and writing its output in the
 // head-merged layout [B, L, H, D] (a permuted output), head 64 and 128, fp16 and bf16.
 TEST(CudaCompute, CudnnFusedAttentionThroughViews) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_RUN();  // asserts which kernel ran
   ::setenv("KILN_ATTENTION_TACTIC", "cudnn", 1);
   for (DataType t : {DataType::kFloat16, DataType::kBFloat16})
     for (int64_t head : {64, 128}) {
@@ -674,7 +674,7 @@ TEST(CudaCompute, CudnnFusedAttentionThroughViews) {
 // padding mask) gives the row's uniform average, -inf gives zeros (PyTorch's safe softmax, as
 // kiln's kernel and the CPU), whichever kernel runs them.
 TEST(CudaCompute, CudnnFusedAttentionFullyMaskedRows) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_RUN();  // asserts which kernel ran
   ::setenv("KILN_ATTENTION_TACTIC", "cudnn", 1);
   for (DataType t : {DataType::kFloat16, DataType::kBFloat16})
     for (bool infinite : {false, true}) {

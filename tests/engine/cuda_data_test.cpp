@@ -210,7 +210,7 @@ TEST(CudaData, Plugin) {
 // Build -> plan -> ExecutionContext on CUDA, executed repeatedly: run 1 plain, run 2 recorded as a
 // CUDA graph, runs 3+ replayed. Every run must match the CPU pipeline, also after new input data.
 TEST(CudaPipeline, GraphCaptureAndReplay) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_RUN();  // runs whole plans, not check()
   for (Precision prec : {Precision::kFP32, Precision::kFP16}) {
     auto make = [](Network& n) {
       Tensor* x = n.add_input("x", DataType::kFloat32, Shape{4, 16, 64});

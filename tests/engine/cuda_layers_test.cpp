@@ -30,7 +30,7 @@ TEST(CudaLayers, ElementwiseBinary) {
   for (DataType t : {DataType::kInt32, DataType::kInt64, DataType::kInt8}) {
     Host a = random_host(t, {4, 5}, 3), b = random_host(t, {5}, 4);
     for (BinaryOp op : {BinaryOp::kAdd, BinaryOp::kMul, BinaryOp::kFloorDiv, BinaryOp::kRemainder, BinaryOp::kDiv,
-                        BinaryOp::kMax, BinaryOp::kBitAnd, BinaryOp::kBitXor, BinaryOp::kLess})
+                        BinaryOp::kMax, BinaryOp::kBitAnd, BinaryOp::kBitOr, BinaryOp::kBitXor, BinaryOp::kLess})
       check(std::string("int binary ") + to_string(op) + " " + to_string(t),
             [&](Network& n) {
               Tensor* x0 = input(n, a, "a");
@@ -83,7 +83,7 @@ TEST(CudaLayers, UnaryAndActivation) {
   REQUIRE_GPU();
   for (DataType t : kFloats) {
     Host x = random_host(t, {3, 7, 5}, 7, -3, 3);
-    for (int op = int(UnaryOp::kExp); op <= int(UnaryOp::kIsInf); ++op) {
+    for (int op = 0; op < enum_count<UnaryOp>(); ++op) {
       Network probe;
       try {
         probe.add_unary("u", input(probe, x, "x"), UnaryOp(op));
@@ -93,7 +93,7 @@ TEST(CudaLayers, UnaryAndActivation) {
       check(std::string("unary ") + to_string(UnaryOp(op)) + " " + to_string(t),
             [&](Network& n) { n.mark_output(n.add_unary("u", input(n, x, "x"), UnaryOp(op))->output(), "y"); }, {x});
     }
-    for (int op = int(ActivationOp::kRelu); op <= int(ActivationOp::kMish); ++op) {
+    for (int op = 0; op < enum_count<ActivationOp>(); ++op) {
       double alpha = op == int(ActivationOp::kClip) ? -0.5 : 0.2, beta = op == int(ActivationOp::kClip) ? 0.7 : 5;
       check(std::string("activation ") + to_string(ActivationOp(op)) + " " + to_string(t),
             [&](Network& n) {
@@ -140,6 +140,61 @@ TEST(CudaLayers, CastSelectFused) {
     for (Layer* l : n.layers()) fused += l->as<FusedPointwiseParams>() != nullptr;
     EXPECT_GE(fused, 1u);
   }, {a, b});
+}
+
+// Builder-made programs beyond plain chains: inlined scalar constants and a select in one
+// program, and row programs (an RMS norm and a softmax written out in primitives, fuse_rows).
+TEST(CudaLayers, FusedConstantSelectAndRowPrograms) {
+  REQUIRE_GPU();
+  auto count_fused = [](const Network& n) {
+    size_t fused = 0;
+    for (const Layer* l : n.layers()) fused += l->as<FusedPointwiseParams>() != nullptr;
+    return fused;
+  };
+  for (DataType t : kFloats) {
+    Host x = random_host(t, {6, 40}, 21), y = random_host(t, {40}, 22);
+    check(std::string("fused select with constants ") + to_string(t), [&](Network& n) {
+      Tensor* tx = input(n, x, "x");
+      Tensor* ty = input(n, y, "y");
+      Tensor* half = constant(n, random_host(t, {1}, 23, 0.5, 0.5), "half");
+      Tensor* scaled = n.add_elementwise("scaled", tx, half, BinaryOp::kMul)->output();
+      Tensor* above = n.add_elementwise("above", tx, ty, BinaryOp::kGreater)->output();
+      n.mark_output(n.add_select("pick", above, scaled, ty)->output(), "z");
+      passes::fuse_pointwise(n);
+      ASSERT_EQ(count_fused(n), 1u) << n.str();
+    }, {x, y});
+    for (int64_t row : {7, 64, 1000}) {
+      Host r = random_host(t, {3, row}, 24, -2, 2);
+      check("fused RMS norm and softmax rows of " + std::to_string(row) + " " + to_string(t), [&](Network& n) {
+        Tensor* tx = input(n, r, "x");
+        ReduceParams mean;
+        mean.op = ReduceOp::kMean;
+        mean.axes = {1};
+        mean.keep_dims = true;
+        Tensor* sq = n.add_elementwise("sq", tx, tx, BinaryOp::kMul)->output();
+        Tensor* var = n.add_reduce("var", sq, mean)->output();
+        Tensor* eps = constant(n, random_host(t, {1, 1}, 25, 1e-3, 1e-3), "eps");
+        Tensor* inv = n.add_unary("inv", n.add_elementwise("add", var, eps, BinaryOp::kAdd)->output(),
+                                  UnaryOp::kRsqrt)->output();
+        n.mark_output(n.add_elementwise("rms", tx, inv, BinaryOp::kMul)->output(), "rms");
+        ReduceParams max = mean;
+        max.op = ReduceOp::kMax;
+        ReduceParams sum = mean;
+        sum.op = ReduceOp::kSum;
+        Tensor* shifted = n.add_elementwise("shift", tx, n.add_reduce("max", tx, max)->output(), BinaryOp::kSub)->output();
+        Tensor* e = n.add_unary("exp", shifted, UnaryOp::kExp)->output();
+        n.mark_output(n.add_elementwise("softmax", e, n.add_reduce("sum", e, sum)->output(), BinaryOp::kDiv)->output(),
+                      "softmax");
+        passes::fuse_rows(n);
+        passes::eliminate_dead_layers(n);
+        bool row_reduce = false;
+        for (const Layer* l : n.layers())
+          if (const auto* fp = l->as<FusedPointwiseParams>())
+            for (const PointwiseInstr& in : fp->program) row_reduce |= in.kind == PointwiseInstr::Kind::kRowReduce;
+        ASSERT_TRUE(row_reduce) << n.str();
+      }, {r}, 2);
+    }
+  }
 }
 
 }  // namespace
