@@ -14,6 +14,7 @@
 #include "engine/builder.h"
 #include "engine/network_internal.h"
 #include "engine/plan_impl.h"
+#include "filecheck.h"
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -110,10 +111,30 @@ TEST(FuseRows, RmsNormIsOneProgram) {
       return net;
     };
     expect_same(make, {3, 5, r}, 1);
+    const std::string rows = std::to_string(r);
+    // As written: square, mean over the row, + eps, rsqrt, scale, weight.
+    EXPECT_TRUE(filecheck(build(make(), no_opt()).network().str(), R"(
+      CHECK:      %rms_sq: f32[3, 5, )" + rows + R"(] = Elementwise[mul](%x, %x)
+      CHECK-NEXT: %rms_mean: f32[3, 5, 1] = Reduce[mean axes=2 keep](%rms_sq)
+      CHECK-NEXT: %rms_eps: f32[1] = Constant[f32[1]]()
+      CHECK-NEXT: %rms_add: f32[3, 5, 1] = Elementwise[add](%rms_mean, %rms_eps)
+      CHECK-NEXT: %rms_rsqrt: f32[3, 5, 1] = Unary[rsqrt](%rms_add)
+      CHECK-NEXT: %rms_scale: f32[3, 5, )" + rows + R"(] = Elementwise[mul](%x, %rms_rsqrt)
+      CHECK-NEXT: %rms_w: f32[)" + rows + R"(] = Constant
+      CHECK-NEXT: %rms_weight: f32[3, 5, )" + rows + R"(] = Elementwise[mul](%rms_w, %rms_scale)
+    )"));
+    // Fused: one row program reading x and the weight (eps inlined; its constant is left unread).
     BuilderConfig fused = no_opt();
     fused.fuse_rows = true;
     Plan plan = build(make(), fused);
-    EXPECT_EQ(plan.network().layers().size() - count_kind(plan.network(), "Constant"), 1u) << plan.network().str();
+    EXPECT_TRUE(filecheck(plan.network().str(), R"(
+      CHECK:      input %x: f32[3, 5, )" + rows + R"(]
+      CHECK-NEXT: %rms_eps: f32[1] = Constant[f32[1]]()
+      CHECK-NEXT: %rms_w: f32[)" + rows + R"(] = Constant
+      CHECK-NEXT: %rows_rms_mean: f32[3, 5, )" + rows + R"(] = FusedPointwise[
+      CHECK-SAME: instrs, rows of )" + rows + R"(](%x, %rms_w)
+      CHECK-NEXT: output y = %rows_rms_mean
+    )"));
   }
 }
 
@@ -177,7 +198,15 @@ TEST(FuseRows, PathsLeavingAndReenteringTheGroupStayUnfused) {
   BuilderConfig fused = no_opt();
   fused.fuse_rows = true;
   Plan plan = build(make(), fused);
-  EXPECT_EQ(count_kind(plan.network(), "MatMul"), 1u);
+  // The norm and the gelu are one row program with both as outputs; the matmul and the add after
+  // it stay outside.
+  EXPECT_TRUE(filecheck(plan.network().str(), R"(
+    CHECK:      %rows_ln:0: f32[5, 32], %rows_ln:1: f32[5, 32] = FusedPointwise[
+    CHECK-SAME: instrs, rows of 32](%x)
+    CHECK-NEXT: %proj: f32[5, 32] = MatMul[a b](%rows_ln:1, %w)
+    CHECK-NEXT: %back: f32[5, 32] = Elementwise[add](%proj, %rows_ln:0)
+    CHECK-NEXT: output y = %back
+  )"));
 }
 
 // Random chains: a norm, softmax or reduction seed with random pointwise layers before and after,
