@@ -3,6 +3,7 @@
 // nodes, binds arguments to the op schema, and makes the result match the node's metadata.
 #include "conversion/convert.h"
 
+#include <cctype>
 #include <set>
 
 #include "ir/schema.h"
@@ -53,6 +54,29 @@ ir::ScalarType to_ir_dtype(engine::DataType t) {
 }
 
 namespace {
+// "aten.conv2d.default at model.py:42": the node's op and the innermost frame of its exported
+// stack trace (`File "/path/model.py", line 42, in forward`) outside PyTorch's own package (whose
+// frames, torch.nn.functional's, are the same for every model), which is the user's own line.
+std::string origin_of(const ir::Node& n) {
+  auto it = n.metadata.find("stack_trace");
+  if (it == n.metadata.end()) return n.target;
+  const std::string& trace = it->second;
+  std::string where, where_in_torch;
+  for (size_t file = trace.find("File \""); file != std::string::npos; file = trace.find("File \"", file + 6)) {
+    const size_t path_start = file + 6, path_end = trace.find('"', path_start);
+    if (path_end == std::string::npos || trace.compare(path_end, 7, "\", line") != 0) continue;
+    size_t digits = path_end + 8;
+    while (digits < trace.size() && std::isdigit(static_cast<unsigned char>(trace[digits]))) ++digits;
+    if (digits == path_end + 8) continue;
+    std::string path = trace.substr(path_start, path_end - path_start);
+    const bool in_torch = path.find("packages/torch/") != std::string::npos;
+    if (size_t slash = path.find_last_of('/'); slash != std::string::npos) path = path.substr(slash + 1);
+    (in_torch ? where_in_torch : where) = path + ":" + trace.substr(path_end + 8, digits - path_end - 8);
+  }
+  if (where.empty()) where = where_in_torch;
+  return where.empty() ? n.target : n.target + " at " + where;
+}
+
 engine::DimExpr translate(const ir::SymExpr& e) {
   using Op = ir::SymExpr::Op;
   const auto& a = e.args();
@@ -219,13 +243,16 @@ struct Driver {
     }
 
     ctx->current_node = n;
+    ctx->net.set_origin_of_new_layers(origin_of(*n));
     Value result;
     try {
       result = cap.converter->fn(*ctx, n->target, args, kwargs, n->name);
       result = conform(n, std::move(result));
     } catch (const std::exception& e) {
+      ctx->net.set_origin_of_new_layers("");
       throw ConversionError("node %" + n->name + " (" + n->target + "): " + e.what());
     }
+    ctx->net.set_origin_of_new_layers("");
     ctx->current_node = nullptr;
     if (cap.converter->requires_output_allocator) ctx->requires_output_allocator = true;
     seg.values[n] = std::move(result);

@@ -1,7 +1,9 @@
 // TensorView helpers and the CPU backend (host memory, kernels in src/engine/cpu/).
 #include "engine/backend.h"
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <new>
 
 #include "engine/cpu/cpu_kernels.h"
@@ -9,6 +11,13 @@
 namespace kiln::engine {
 
 const char* to_string(DeviceKind d) { return d == DeviceKind::kCPU ? "cpu" : "cuda"; }
+
+int64_t canonical_axis(const Layer& layer, int64_t axis, int64_t rank, const char* what) {
+  if (axis < 0 || axis >= std::max<int64_t>(rank, 1))
+    throw NetworkError(layer.label() + ": " + what + " " + std::to_string(axis) + " is not in [0, rank " +
+                       std::to_string(rank) + "); layers made outside Network::add_layer skip its normalization");
+  return axis;
+}
 
 int64_t TensorView::numel() const {
   int64_t n = 1;

@@ -73,6 +73,10 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// An axis parameter as kernels read it: shape inference (Network::add_layer) leaves every axis in
+// [0, rank), 0 for a rank-0 tensor, so kernels check that instead of re-deriving negative axes;
+// any other value means the parameters bypassed it, and is an error naming the layer.
+int64_t canonical_axis(const Layer& layer, int64_t axis, int64_t rank, const char* what = "axis");
 // Throws engine::NetworkError("CUDA backend not available: ...") where kiln was built without CUDA
 // or no GPU is present.
 std::unique_ptr<Backend> make_cuda_backend(void* stream = nullptr);

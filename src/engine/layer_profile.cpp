@@ -12,13 +12,14 @@ bool LayerProfile::enabled() {
   return on;
 }
 
-void LayerProfile::add(const std::string& layer, const std::string& kind, double ms) {
+void LayerProfile::add(const std::string& layer, const std::string& kind, const std::string& origin, double ms) {
   if (executes_ <= 1) {
     first_execute_[layer] += ms;
     return;
   }
   Entry& e = by_layer_[layer];
   e.kind = kind;
+  e.origin = origin;
   e.total_ms += ms;
   ++e.calls;
 }
@@ -54,7 +55,8 @@ void LayerProfile::print(std::ostream& os, const std::string& title, size_t rows
     const Entry& e = *layers[i].second;
     os << "  " << std::setw(10) << e.total_ms / runs << "  " << std::setw(5) << std::setprecision(1)
        << 100 * e.total_ms / std::max(total, 1e-12) << "%  " << std::left << std::setw(16) << e.kind << "  "
-       << layers[i].first << std::right << std::setprecision(3) << "\n";
+       << layers[i].first << (e.origin.empty() ? "" : "  (" + e.origin + ")") << std::right << std::setprecision(3)
+       << "\n";
   }
   std::vector<std::pair<std::string, std::pair<double, int64_t>>> by_kind(kinds.begin(), kinds.end());
   std::sort(by_kind.begin(), by_kind.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });

@@ -19,7 +19,8 @@ class LayerProfile {
  public:
   static bool enabled();  // KILN_PROFILE set and not "0"
 
-  void add(const std::string& layer, const std::string& kind, double ms);
+  // `origin`: what the layer was converted from (Layer::origin), printed beside it; may be empty.
+  void add(const std::string& layer, const std::string& kind, const std::string& origin, double ms);
   void count_execute() { ++executes_; }
   // Top `rows` layers by total time, then the totals per layer kind.
   void print(std::ostream& os, const std::string& title, size_t rows = 25) const;
@@ -27,7 +28,7 @@ class LayerProfile {
 
  private:
   struct Entry {
-    std::string kind;
+    std::string kind, origin;
     double total_ms = 0;
     int64_t calls = 0;
   };

@@ -164,6 +164,10 @@ std::string describe(const LayerParams& params) {
 }
 }  // namespace
 
+std::string Layer::label() const {
+  return "layer '" + name_ + "' (" + kind() + (origin_.empty() ? "" : ", from " + origin_) + ")";
+}
+
 std::string Layer::str() const {
   std::string r;
   for (size_t i = 0; i < outputs_.size(); ++i) r += (i ? ", " : "") + outputs_[i]->str();
@@ -172,7 +176,9 @@ std::string Layer::str() const {
   if (!attrs.empty()) r += "[" + attrs + "]";
   r += "(";
   for (size_t i = 0; i < inputs_.size(); ++i) r += (i ? ", %" : "%") + inputs_[i]->name();
-  return r + ")  # " + name_;
+  r += ")  # " + name_;
+  if (!origin_.empty()) r += "  (" + origin_ + ")";
+  return r;
 }
 
 // ---- Network ---------------------------------------------------------------------------------
@@ -269,6 +275,7 @@ Layer* Network::add_layer(const std::string& name, std::vector<Tensor*> inputs, 
   auto layer = std::make_unique<Layer>();
   layer->id_ = impl_->next_layer_id++;
   layer->name_ = impl_->unique(impl_->layer_names, name);
+  layer->origin_ = new_layer_origin_;
   layer->inputs_ = std::move(inputs);
   layer->params_ = std::move(params);
   for (size_t i = 0; i < outs.size(); ++i) {
@@ -433,6 +440,10 @@ void Network::replace_all_uses(Tensor* from, Tensor* to) {
   }
   for (auto& [n, t] : outputs_)
     if (t == from) t = to;
+  // A layer made to stand in for another (a fusion, a layout change, a cast after it) is where
+  // that one's work happens now: profiles and errors name the op it came from.
+  if (to->producer_ && from->producer_ && to->producer_->origin_.empty())
+    to->producer_->origin_ = from->producer_->origin_;
 }
 
 void Network::remove_layer(Layer* l) {

@@ -331,6 +331,12 @@ class Layer {
   int id() const { return id_; }
   const std::string& name() const { return name_; }
   const char* kind() const { return layer_kind_name(params_); }
+  // What the layer was converted from, for profiles and errors: the ATen op and the user's source
+  // line ("aten.conv2d.default at model.py:42"); empty for hand-built layers. Layers the builder
+  // makes in place of others take theirs (replace_all_uses).
+  const std::string& origin() const { return origin_; }
+  // "layer 'conv_3/conv' (Convolution, from aten.conv2d.default at model.py:42)": how errors name it.
+  std::string label() const;
   const std::vector<Tensor*>& inputs() const { return inputs_; }
   const std::vector<Tensor*>& outputs() const { return outputs_; }
   Tensor* output(size_t i = 0) const { return outputs_.at(i); }
@@ -342,6 +348,7 @@ class Layer {
   friend class Network;
   int id_ = 0;
   std::string name_;
+  std::string origin_;
   std::vector<Tensor*> inputs_;
   std::vector<Tensor*> outputs_;
   size_t position_ = 0;  // index in the network's order (kept by Network), to sort users by
@@ -391,6 +398,9 @@ class Network {
   Layer* add_plugin(const std::string& name, const std::vector<Tensor*>& inputs, PluginParams p);
   // Generic entry used by the builder and plan loader: infers and checks output types/shapes.
   Layer* add_layer(const std::string& name, std::vector<Tensor*> inputs, LayerParams params);
+  // The origin layers added from now on get (the converter sets it per node; "" stops it).
+  void set_origin_of_new_layers(std::string origin) { new_layer_origin_ = std::move(origin); }
+  void set_origin(Layer* l, std::string origin) { l->origin_ = std::move(origin); }
 
   const std::vector<Tensor*>& inputs() const { return inputs_; }
   const std::vector<std::pair<std::string, Tensor*>>& outputs() const { return outputs_; }
@@ -423,6 +433,7 @@ class Network {
   std::unique_ptr<Impl> impl_;
   std::vector<Tensor*> inputs_;
   std::vector<std::pair<std::string, Tensor*>> outputs_;
+  std::string new_layer_origin_;
 };
 
 // User kernels for PluginParams. A plugin gives output dtypes and shapes from its inputs, and a

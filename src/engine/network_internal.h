@@ -56,6 +56,20 @@ inline bool env_flag(const char* name, bool fallback) {
 
 // KILN_LOG=debug: the builder's passes report what they did on stderr.
 bool debug_logging();
+
+// While it lives, layers added to `net` take `origin` (Layer::origin). A builder pass rewriting a
+// layer opens one with that layer's origin, so the layers it makes in its place (and the reshapes,
+// permutes and casts around them) still name the op and source line they came from.
+class OriginScope {
+ public:
+  OriginScope(Network& net, const std::string& origin) : net_(net) { net_.set_origin_of_new_layers(origin); }
+  ~OriginScope() { net_.set_origin_of_new_layers(""); }
+  OriginScope(const OriginScope&) = delete;
+  OriginScope& operator=(const OriginScope&) = delete;
+
+ private:
+  Network& net_;
+};
 void log_debug(const std::string& msg);
 
 // For the passes: whether `t` is marked as a network output, and its only consumer when it has

@@ -233,6 +233,7 @@ size_t fold_batch_norms(Network& net) {
       detail::convert_elements(f.data(), DataType::kFloat32, bytes.data(), w.dtype, int64_t(v.size()));
       return Weights::copy_of(w.dtype, std::move(dims), bytes.data());
     };
+    const detail::OriginScope origin(net, conv->origin());  // the convolution's work, not the norm's
     Tensor* wt = net.add_constant(conv->name() + "_w_bn", as_weights(w.dims, new_w))->output();
     Tensor* bt = net.add_constant(conv->name() + "_b_bn", as_weights({channels}, new_b))->output();
     ConvolutionParams p = *cp;

@@ -124,6 +124,7 @@ size_t fuse_epilogues(Network& net) {
     }
     if (absorbed.empty()) continue;
 
+    const detail::OriginScope origin(net, l->origin());
     std::vector<Tensor*> inputs = l->inputs();
     if (bias) {
       // kernels take a 1-D bias: [N] for matmul, [C_out] for convolution
@@ -281,6 +282,7 @@ size_t fuse_pointwise(Network& net) {
       }
     }
     if (!ok) continue;
+    const detail::OriginScope origin(net, sink->origin());
     Layer* nl = net.add_layer("fused_" + sink->name(), inputs, fp);
     net.replace_all_uses(sink->output(), nl->output());
     std::string what;

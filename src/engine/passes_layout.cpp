@@ -50,6 +50,7 @@ size_t convert_convolutions(Network& net, bool fp32_only) {
     if (!is_constant(l->inputs()[1])) continue;
     const Weights& w = weights_of(l->inputs()[1]);
     if (w.dims.size() != 4) continue;
+    const detail::OriginScope origin(net, l->origin());
     std::vector<Tensor*> inputs = l->inputs();
     inputs[0] = add_permute(net, l->name() + "_nhwc", inputs[0], kToNhwc);
     inputs[1] = net.add_constant(l->name() + "_krsc", to_krsc(w))->output();
@@ -109,6 +110,7 @@ bool sink_through_reduce(Network& net, Layer* l) {
     for (int64_t x : perm)
       if (!reduced[size_t(x)]) rest.push_back(place[size_t(x)]);
   }
+  const detail::OriginScope origin(net, l->origin());
   Layer* nl = net.add_layer(l->name(), {source}, p);
   bool identity = true;
   for (size_t i = 0; i < rest.size(); ++i) identity = identity && rest[i] == int64_t(i);
@@ -142,6 +144,7 @@ bool sink_and_cancel(Network& net) {
     const std::vector<int64_t> forward = *perm;
     std::vector<int64_t> inverse(4);
     for (size_t d = 0; d < 4; ++d) inverse[forward[d]] = int64_t(d);
+    const detail::OriginScope origin(net, l->origin());
     std::vector<Tensor*> inputs;
     for (size_t i = 0; i < l->inputs().size(); ++i) {
       Tensor* t = l->inputs()[i];

@@ -377,6 +377,7 @@ bool gather_into(Network& net, Layer* l, size_t min_copies, bool as_copy) {
   if (undone < min_copies) return false;
   g.nodes = b.take_nodes();
   prog.gather = std::move(g);
+  const detail::OriginScope origin(net, l->origin());
   Layer* nl = net.add_layer("gather_" + l->name(), leaves, std::move(prog));
   net.replace_all_uses(l->output(), nl->output());
   detail::log_debug("fold_movement: " + l->name() + " -> " + nl->name() + " (" + std::to_string(undone) +

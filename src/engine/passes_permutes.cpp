@@ -62,6 +62,7 @@ bool push_down(Network& net, Layer* s) {
   if (!is_row_wise(m) || m->inputs()[0] != s->output()) return false;
   for (size_t i = 1; i < m->inputs().size(); ++i)
     if (m->inputs()[i] == s->output()) return false;
+  const detail::OriginScope origin(net, m->origin());
   std::vector<Tensor*> inputs = m->inputs();
   inputs[0] = s->inputs()[0];
   Layer* nm = net.add_layer(m->name(), inputs, m->params());
@@ -97,6 +98,7 @@ bool pull_up(Network& net, Layer* s) {
   if ((*a)[0] != row_count) return false;
   std::vector<int64_t> x_perm(x->size());
   for (size_t d = 0; d < x->size(); ++d) x_perm[d] = d < lead ? (*perm)[d] : int64_t(d);
+  const detail::OriginScope origin(net, m->origin());
   Tensor* moved = add_permute(net, s->name(), r1->inputs()[0], x_perm);
   Tensor* rows = net.add_shuffle(r1->name(), moved, *r1->as<ShuffleParams>())->output();
   std::vector<Tensor*> inputs = m->inputs();

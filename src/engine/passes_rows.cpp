@@ -274,6 +274,7 @@ size_t fuse_rows(Network& net) {
 
     // The fused layer's outputs must have the group's tensors' shapes and dtypes.
     Layer* nl = nullptr;
+    const detail::OriginScope origin(net, seed->origin());
     try {
       nl = net.add_layer("rows_" + seed->name(), b.inputs, b.prog);
     } catch (const NetworkError& e) {

@@ -201,6 +201,7 @@ size_t absorb_attention_views(Network& net) {
       what += " out -> " + after->name();
     }
     if (what.empty()) continue;
+    const detail::OriginScope origin(net, l->origin());
     Layer* nl = net.add_layer(l->name(), inputs, p);
     Tensor* result = nl->output();
     if (permuted_out && sp->reshape) {

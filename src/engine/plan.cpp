@@ -169,8 +169,10 @@ std::vector<uint8_t> Plan::serialize() const {
     json ins = json::array(), outs = json::array();
     for (Tensor* t : l->inputs()) ins.push_back(t->id());
     for (Tensor* t : l->outputs()) outs.push_back(t->id());
-    layers.push_back({{"name", l->name()}, {"kind", l->kind()}, {"inputs", ins}, {"outputs", outs},
-                      {"params", plan_json::params_to_json(l->params(), blob)}});
+    json layer = {{"name", l->name()}, {"kind", l->kind()}, {"inputs", ins}, {"outputs", outs},
+                  {"params", plan_json::params_to_json(l->params(), blob)}};
+    if (!l->origin().empty()) layer["origin"] = l->origin();
+    layers.push_back(std::move(layer));
   }
   j["layers"] = layers;
   json outputs = json::array();
@@ -301,6 +303,7 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
       for (const json& id : l.at("inputs")) ins.push_back(tensor(id, "an input"));
       LayerParams params = plan_json::params_from_json(l.at("kind").get<std::string>(), l.at("params"), blob);
       Layer* layer = net.add_layer(name, ins, std::move(params));
+      if (auto o = l.find("origin"); o != l.end()) net.set_origin(layer, o->get<std::string>());
       const json& outs = l.at("outputs");
       if (outs.size() != layer->outputs().size())
         throw PlanError("declares " + std::to_string(outs.size()) + " outputs, its parameters give " +

@@ -61,7 +61,7 @@ struct ShapeState {
 void check_runtime_shapes(const Layer& l, const std::vector<std::vector<int64_t>>& ins,
                           const std::vector<int64_t>& out) {
   auto fail = [&](const std::string& m) {
-    throw ShapeError("layer '" + l.name() + "' (" + l.kind() + "): " + m);
+    throw ShapeError(l.label() + ": " + m);
   };
   for (int64_t d : out)
     if (d < 0) fail("output shape " + dims_str(out) + " has a negative dim");
@@ -406,14 +406,14 @@ struct ExecutionContext::Impl {
         const auto t0 = std::chrono::steady_clock::now();
         backend->execute(call);
         backend->synchronize();
-        profile->add(l.name(), l.kind(),
+        profile->add(l.name(), l.kind(), l.origin(),
                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       } else {
         backend->execute(call);
       }
       for (size_t i = 0; i < outs.size(); ++i) {
         if (pending[i])
-          throw ShapeError("layer '" + l.name() + "' (" + l.kind() + ") did not allocate its data-dependent output " +
+          throw ShapeError(l.label() + " did not allocate its data-dependent output " +
                            std::to_string(i));
         views[l.outputs()[i]->id()] = outs[i];
       }

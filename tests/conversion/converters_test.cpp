@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 #include <numeric>
+#include <set>
 
 #include "harness.h"
 #include "lowering/passes.h"
@@ -36,6 +37,42 @@ class ConverterTest : public ::testing::Test {
  protected:
   void SetUp() override { register_builtin_converters(); }
 };
+
+// ---- layer origins -----------------------------------------------------------------------------------
+
+// Every layer a converter adds names the node's op and the user's line (the innermost frame of the
+// exported stack trace); layers the builder makes in their place keep it, and so does the plan.
+TEST_F(ConverterTest, LayersNameTheirOpAndSourceLine) {
+  Case c;
+  ir::Node* x = c.input("x", random_array(F, {2, 8}, 1));
+  ir::Node* g = c.call("aten.gelu.default", {Arg(x)}, {}, F, sz({2, 8}));
+  // PyTorch's own frames (the module call, torch.nn.functional) are passed over for the user's.
+  g->metadata["stack_trace"] =
+      "  File \"/usr/lib/python3/dist-packages/torch/nn/modules/module.py\", line 1500, in _call_impl\n"
+      "    return forward_call(*args, **kwargs)\n"
+      "  File \"/home/user/project/model.py\", line 12, in forward\n"
+      "    y = torch.nn.functional.gelu(x)\n"
+      "  File \"/usr/lib/python3/dist-packages/torch/nn/functional.py\", line 2000, in gelu\n"
+      "    return torch._C._nn.gelu(input)\n";
+  ir::Node* s = c.call("aten.add.Tensor", {Arg(g), Arg(x)}, {}, F, sz({2, 8}));  // no stack trace
+  ConvertedSegment seg = c.convert({s});
+  std::set<std::string> origins;
+  for (const engine::Layer* l : seg.network->layers()) origins.insert(l->origin());
+  EXPECT_EQ(origins, (std::set<std::string>{"aten.gelu.default at model.py:12", "aten.add.Tensor"}))
+      << seg.network->str();
+
+  engine::Plan plan = engine::build(std::move(*seg.network), {});
+  const std::vector<engine::Layer*> built = plan.network().layers();
+  ASSERT_FALSE(built.empty());
+  for (const engine::Layer* l : built) EXPECT_FALSE(l->origin().empty()) << l->str();
+  EXPECT_NE(plan.network().str().find("(aten."), std::string::npos) << plan.network().str();
+
+  const std::vector<uint8_t> bytes = plan.serialize();
+  engine::Plan loaded = engine::Plan::deserialize(bytes.data(), bytes.size());
+  ASSERT_EQ(loaded.network().layers().size(), built.size());
+  for (size_t i = 0; i < built.size(); ++i) EXPECT_EQ(loaded.network().layers()[i]->origin(), built[i]->origin());
+  EXPECT_NE(built.front()->label().find(", from aten."), std::string::npos) << built.front()->label();
+}
 
 // ---- unary activations and math over several shapes ----------------------------------------------
 

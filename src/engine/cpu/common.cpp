@@ -152,7 +152,7 @@ void for_each_broadcast_run(
 
 
 static std::string where(const Layer& layer) {
-  return "layer '" + layer.name() + "' (" + layer.kind() + "): ";
+  return layer.label() + ": ";
 }
 void fail(const Layer& layer, const std::string& what) { throw NetworkError(where(layer) + what); }
 void fail_shape(const Layer& layer, const std::string& what) { throw ShapeError(where(layer) + what); }

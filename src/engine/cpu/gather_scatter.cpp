@@ -52,8 +52,7 @@ void run(const GatherParams& p, LayerCall& call) {
   const TensorView& out = call.outputs.at(0);
   check_index_dtype(layer, idx);
   const int64_t rank = int64_t(data.dims.size());
-  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
-  if (axis < 0 || axis >= rank) fail(layer, "gather axis out of range");
+  const int64_t axis = canonical_axis(layer, p.axis, rank);
   const size_t es = element_size(data.dtype);
   const int64_t D = data.dims[axis];
   const uint8_t* src = static_cast<const uint8_t*>(data.data);
@@ -97,8 +96,7 @@ void run(const ScatterParams& p, LayerCall& call) {
   check_index_dtype(layer, idx);
   if (upd.dtype != data.dtype) fail(layer, "updates must have the data's dtype");
   const int64_t rank = int64_t(data.dims.size());
-  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
-  if (axis < 0 || axis >= rank) fail(layer, "scatter axis out of range");
+  const int64_t axis = canonical_axis(layer, p.axis, rank);
   if (out.data != data.data) std::memcpy(out.data, data.data, data.nbytes());
   const bool add = p.reduce == ScatterReduce::kAdd;
   const int64_t D = data.dims[axis];

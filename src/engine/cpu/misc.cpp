@@ -239,8 +239,7 @@ void run(const CumSumParams& p, LayerCall& call) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& out = call.outputs.at(0);
   const int64_t rank = int64_t(x.dims.size());
-  const int64_t axis = rank == 0 ? 0 : (p.axis < 0 ? p.axis + rank : p.axis);
-  if (rank && (axis < 0 || axis >= rank)) fail(call.layer, "cumsum axis out of range");
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t L = rank ? x.dims[axis] : 1, outer = rank ? product(x.dims, 0, size_t(axis)) : 1;
   const int64_t inner = rank ? product(x.dims, size_t(axis) + 1) : 1;
   dispatch_dtype(x.dtype, [&](auto itag) {
@@ -273,8 +272,7 @@ void run(const TopKParams& p, LayerCall& call) {
   const TensorView& values = call.outputs.at(0);
   const TensorView& indices = call.outputs.at(1);
   const int64_t rank = int64_t(x.dims.size());
-  const int64_t axis = rank == 0 ? 0 : (p.axis < 0 ? p.axis + rank : p.axis);
-  if (rank && (axis < 0 || axis >= rank)) fail(call.layer, "topk axis out of range");
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t L = rank ? x.dims[axis] : 1, outer = rank ? product(x.dims, 0, size_t(axis)) : 1;
   const int64_t inner = rank ? product(x.dims, size_t(axis) + 1) : 1;
   const int64_t k = p.k;

@@ -180,12 +180,9 @@ void run(const ReduceParams& p, LayerCall& call) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& out = call.outputs.at(0);
   const int64_t rank = int64_t(x.dims.size());
-  std::vector<int64_t> axes = p.axes;
-  for (auto& a : axes) {
-    if (a < 0) a += rank;
-    if (a < 0 || a >= rank) fail(layer, "reduce axis out of range");
-  }
-  std::sort(axes.begin(), axes.end());
+  const std::vector<int64_t>& axes = p.axes;  // sorted and unique (shape inference)
+  for (int64_t a : axes) canonical_axis(layer, a, rank);
+  if (rank == 0 && !axes.empty()) fail(layer, "reduce axis out of range for a rank-0 input");
   const bool arg = p.op == ReduceOp::kArgMax || p.op == ReduceOp::kArgMin;
   if (arg && axes.size() != 1) fail(layer, "argmax/argmin take exactly one axis");
   if (arg && out.dtype != DataType::kInt64) fail(layer, "argmax/argmin output i64");

@@ -138,8 +138,7 @@ void run(const ShuffleParams& p, LayerCall& call) {
 void run(const ConcatParams& p, LayerCall& call) {
   const TensorView& out = call.outputs.at(0);
   const int64_t rank = int64_t(out.dims.size());
-  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
-  if (axis < 0 || axis >= rank) fail(call.layer, "concat axis out of range");
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const size_t es = element_size(out.dtype);
   const int64_t outer = product(out.dims, 0, size_t(axis));
   const int64_t inner = product(out.dims, size_t(axis) + 1);

@@ -16,9 +16,7 @@ void run(const SoftmaxParams& p, LayerCall& call) {
   const TensorView& out = call.outputs.at(0);
   if (!is_floating(x.dtype)) fail(layer, "softmax needs a float input");
   const int64_t rank = int64_t(x.dims.size());
-  int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
-  if (rank == 0) axis = 0;
-  else if (axis < 0 || axis >= rank) fail(layer, "softmax axis out of range");
+  const int64_t axis = canonical_axis(layer, p.axis, rank);
   const int64_t L = rank ? x.dims[axis] : 1;
   const int64_t outer = rank ? product(x.dims, 0, size_t(axis)) : 1;
   const int64_t inner = rank ? product(x.dims, size_t(axis) + 1) : 1;
@@ -84,8 +82,7 @@ void run(const NormalizationParams& p, LayerCall& call) {
   // indexed per element of the row (layer) or per channel (group).
   int64_t rows, len, per_channel = 0, channels = 1;
   if (p.kind == NormKind::kLayer) {
-    const int64_t first = p.first_axis < 0 ? p.first_axis + rank : p.first_axis;
-    if (first < 0 || first > rank) fail(layer, "layer norm axis out of range");
+    const int64_t first = canonical_axis(layer, p.first_axis, rank, "first_axis");
     rows = product(x.dims, 0, size_t(first));
     len = product(x.dims, size_t(first));
   } else {

@@ -136,7 +136,7 @@ void run_shuffle(Context& ctx, const ShuffleParams& p, LayerCall& call) {
 void run_concat(Context& ctx, const ConcatParams& p, LayerCall& call) {
   const TensorView& y = call.outputs.at(0);
   const size_t rank = y.dims.size();
-  const int64_t axis = p.axis < 0 ? p.axis + int64_t(rank) : p.axis;
+  const int64_t axis = canonical_axis(call.layer, p.axis, int64_t(rank));
   const size_t es = element_size(y.dtype);
   const int64_t outer = product(y.dims, 0, axis), inner = product(y.dims, axis + 1);
   const size_t dpitch = size_t(y.dims[axis] * inner) * es;
@@ -268,7 +268,7 @@ void run_gather(Context& ctx, const GatherParams& p, LayerCall& call) {
   const int64_t n = y.numel();
   if (n == 0) return;
   const int64_t rank = int64_t(data.dims.size());
-  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t axis_len = data.dims.at(axis);
   if (axis_len == 0) fail(call.layer, "gather from an empty axis");
   dispatch_index(idx.dtype, call.layer, [&](auto it) {
@@ -340,7 +340,7 @@ void run_scatter(Context& ctx, const ScatterParams& p, LayerCall& call) {
   const TensorView& y = call.outputs.at(0);
   run_copy(ctx, y, data);
   const int64_t rank = int64_t(data.dims.size());
-  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t axis_len = data.dims.at(axis);
   const bool add = p.reduce == ScatterReduce::kAdd;
   const int64_t n = p.mode == GatherMode::kAxis ? upd.numel() : idx.numel();

@@ -193,7 +193,7 @@ void run_softmax(Context& ctx, const SoftmaxParams& p, LayerCall& call) {
   const TensorView& y = call.outputs.at(0);
   if (x.numel() == 0) return;
   const int64_t rank = int64_t(x.dims.size());
-  const int64_t axis = rank == 0 ? 0 : (p.axis < 0 ? p.axis + rank : p.axis);
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t outer = product(x.dims, 0, axis), L = rank == 0 ? 1 : x.dims[axis], inner = product(x.dims, axis + 1);
   dispatch_float(x.dtype, call.layer, [&](auto t) {
     using T = decltype(t);
@@ -233,7 +233,7 @@ void run_normalization(Context& ctx, const NormalizationParams& p, LayerCall& ca
       batchnorm_kernel<T><<<grid_for(ctx, n, 256), 256, 0, ctx.stream>>>(
           xp, yp, n, C, product(x.dims, 2), eps, mean.data, var.data, sp, bp, dt_code(mean.dtype), dt_code(var.dtype), sdt, bdt);
     } else if (p.kind == NormKind::kLayer) {
-      const int64_t first = p.first_axis < 0 ? p.first_axis + rank : p.first_axis;
+      const int64_t first = canonical_axis(call.layer, p.first_axis, rank, "first_axis");
       const int64_t rows = product(x.dims, 0, first), L = product(x.dims, first);
       // Few rows (a transformer at batch 1): fewer warps per block spread them over more SMs.
       const int warps = rows >= 4 * int64_t(ctx.sm_count) ? 4 : rows >= 2 * int64_t(ctx.sm_count) ? 2 : 1;

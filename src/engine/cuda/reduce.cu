@@ -384,7 +384,7 @@ ReducePlan plan_reduce(const Context& ctx, bool rows, int64_t n_out, int64_t R) 
 
 std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, size_t rank) {
   std::vector<bool> reduced(rank, false);
-  for (int64_t a : axes) reduced.at(a < 0 ? a + int64_t(rank) : a) = true;
+  for (int64_t a : axes) reduced.at(size_t(a)) = true;  // canonical (shape inference); at() rejects others
   return reduced;
 }
 

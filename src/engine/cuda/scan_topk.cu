@@ -200,7 +200,7 @@ void run_cumsum(Context& ctx, const CumSumParams& p, LayerCall& call) {
   const TensorView& y = call.outputs.at(0);
   if (x.numel() == 0) return;
   const int64_t rank = int64_t(x.dims.size());
-  const int64_t axis = rank == 0 ? 0 : (p.axis < 0 ? p.axis + rank : p.axis);
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t outer = product(x.dims, 0, axis), L = rank ? x.dims[axis] : 1, inner = product(x.dims, axis + 1);
   dispatch_all(x.dtype, [&](auto t) {
     using T = decltype(t);
@@ -217,7 +217,7 @@ void run_topk(Context& ctx, const TopKParams& p, LayerCall& call) {
   const TensorView& idx = call.outputs.at(1);
   if (vals.numel() == 0) return;
   const int64_t rank = int64_t(x.dims.size());
-  const int64_t axis = p.axis < 0 ? p.axis + rank : p.axis;
+  const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t L = x.dims.at(axis), inner = product(x.dims, axis + 1), rows = product(x.dims, 0, axis) * inner;
   const int64_t k = vals.dims.at(axis);
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t(ctx.sm_count) * 16));
