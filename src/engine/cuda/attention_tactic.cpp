@@ -58,7 +58,6 @@ constexpr int kShapesPerFamily = 16;
 struct AttentionCache {
   cudnnHandle_t handle = nullptr;
   std::string handle_error;  // why cudnnCreate failed: every shape stays on kiln's kernel
-  DeviceWorkspace workspace;
   std::unordered_map<std::string, std::unique_ptr<AttentionPlan>> plans;
   std::unordered_map<std::string, int> chosen_per_family;  // see kShapesPerFamily
   ~AttentionCache() {
@@ -300,7 +299,7 @@ bool restore_choice(Context& ctx, AttentionCache& ac, const AttentionCall& call,
     auto graph = dnn::SdpaGraph::restore(ac.handle, *spec, record.at("plan").get<std::string>(),
                                          record.at("engine").get<int64_t>());
     if (!graph || size_t(graph->plan(0).workspace) > kMaxWorkspace) return false;
-    ac.workspace.reserve(size_t(graph->plan(0).workspace));
+    ctx.scratch.reserve(size_t(graph->plan(0).workspace));
     plan.graph = std::move(graph);
     return true;
   } catch (const nlohmann::json::exception&) {
@@ -345,7 +344,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
   }
   if (graph && tactic == Tactic::kCudnn) {
     if (size_t(graph->plan(0).workspace) <= kMaxWorkspace) {
-      ac.workspace.reserve(size_t(graph->plan(0).workspace));
+      ctx.scratch.reserve(size_t(graph->plan(0).workspace));
       log << " forced -> cudnn " << graph->plan(0).name() << " (" << why << ")";
       graph->keep_only(0);
       plan->graph = std::move(graph);
@@ -368,8 +367,8 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
         log << " (cudnn " << candidate.name() << " wants " << (candidate.workspace >> 20) << " MiB of workspace)";
         continue;
       }
-      ac.workspace.reserve(size_t(candidate.workspace));
-      cudnnStatus_t status = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ac.workspace.data);
+      ctx.scratch.reserve(size_t(candidate.workspace));
+      cudnnStatus_t status = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ctx.scratch.data);
       if (status != CUDNN_STATUS_SUCCESS) {
         log << " (cudnn " << candidate.name() << " failed to run: " << cudnnGetErrorString(status) << ")";
         continue;
@@ -381,7 +380,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
         continue;
       }
       const float ms = time_launches_ms(ctx, [&] {
-        const cudnnStatus_t s = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ac.workspace.data);
+        const cudnnStatus_t s = graph->execute(ac.handle, i, pointers(call, scratch.p), call.scale, ctx.scratch.data);
         if (s != CUDNN_STATUS_SUCCESS) status = s;
       }, 1.5f * best_ms);
       if (status != CUDNN_STATUS_SUCCESS) {
@@ -443,7 +442,7 @@ void run_attention_tactic(Context& ctx, const Layer& layer, const AttentionCall&
   }
   if (plan->graph && !plan->failed) {
     set_stream(ac, ctx);
-    const cudnnStatus_t s = plan->graph->execute(ac.handle, 0, pointers(call, call.out), call.scale, ac.workspace.data);
+    const cudnnStatus_t s = plan->graph->execute(ac.handle, 0, pointers(call, call.out), call.scale, ctx.scratch.data);
     if (s == CUDNN_STATUS_SUCCESS) {
       ++cudnn_attention_runs;
       return;

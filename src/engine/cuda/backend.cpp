@@ -9,6 +9,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -17,6 +18,7 @@
 #include <variant>
 
 #include "engine/cuda/internal.h"
+#include "engine/network_internal.h"
 
 namespace kiln::engine {
 namespace cuda {
@@ -29,7 +31,7 @@ void throw_cuda(const char* what, const char* file, int line, const std::string&
 }
 
 void fail(const Layer& layer, const std::string& what) {
-  throw NetworkError("layer '" + layer.name() + "' (" + layer.kind() + ") on CUDA: " + what);
+  throw NetworkError(layer.label() + " on CUDA: " + what);
 }
 
 int64_t product(const std::vector<int64_t>& d, size_t begin, size_t end) {
@@ -90,13 +92,31 @@ float time_launches_ms(Context& ctx, const std::function<void()>& launch) {
   return time_launches_ms(ctx, launch, std::numeric_limits<float>::infinity());
 }
 
+namespace {
+std::atomic<uint64_t> graph_captures{0};
+}  // namespace
+uint64_t graph_captures_begun() { return graph_captures.load(); }
+void note_graph_capture() { ++graph_captures; }
+
 void DeviceWorkspace::reserve(size_t need) {
   if (need <= bytes) return;
-  void* grown = nullptr;
-  KILN_CUDA_CHECK(cudaMalloc(&grown, need));
-  if (data) retired_.push_back(data);
-  data = grown;
+  const size_t before = bytes;
+  if (data && captures_at_allocation_ == graph_captures_begun()) {
+    // In no recorded graph: once the kernels queued on it are done, nothing can reach it.
+    KILN_CUDA_CHECK(cudaDeviceSynchronize());
+    cudaFree(data);
+  } else if (data) {
+    retired_.push_back(data);
+    retired_bytes_ += bytes;
+  }
+  data = nullptr;
+  bytes = 0;
+  KILN_CUDA_CHECK(cudaMalloc(&data, need));
   bytes = need;
+  captures_at_allocation_ = graph_captures_begun();
+  if (detail::debug_logging())
+    detail::log_debug("CUDA scratch grown from " + std::to_string(before >> 10) + " to " + std::to_string(need >> 10) +
+                      " KiB (" + std::to_string(retired_bytes_ >> 10) + " KiB kept for recorded graphs)");
 }
 
 DeviceWorkspace::~DeviceWorkspace() {
@@ -218,6 +238,7 @@ class CudaBackend final : public Backend {
 
   bool supports_capture() const override { return true; }
   void begin_capture() override {
+    cuda::note_graph_capture();  // before capturing: the scratch buffers now in use may be recorded
     KILN_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeThreadLocal));
   }
   void end_capture(const std::string& key) override {

@@ -92,7 +92,6 @@ std::vector<int> to_int(const std::vector<int64_t>& v, size_t min_rank) {
 
 struct ConvCache {
   cudnnHandle_t handle = nullptr;
-  DeviceWorkspace workspace;
   std::unordered_map<std::string, std::unique_ptr<ConvPlan>> plans;
   ~ConvCache() {
     plans.clear();
@@ -247,12 +246,12 @@ void describe_legacy(ConvPlan& cp, const ConvolutionParams& p, const TensorView&
             "math type");
 }
 
-// The workspace a chosen plan runs with, grown in the cache's shared buffer when needed.
-void reserve_workspace(ConvCache& cc, const ConvPlan& cp) {
+// The workspace a chosen plan runs with, grown in the backend's scratch buffer when needed.
+void reserve_workspace(Context& ctx, const ConvPlan& cp) {
   const size_t need = cp.choice == ConvPlan::Choice::kLegacy ? cp.workspace
                       : cp.choice == ConvPlan::Choice::kKiln ? 0
                                                              : size_t(cp.graph_plan.workspace);
-  cc.workspace.reserve(need);
+  ctx.scratch.reserve(need);
 }
 
 // A choice as the timing cache keeps it; null when it cannot be rebuilt in another process (a
@@ -362,7 +361,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
         if (detail::debug_logging())
           detail::log_debug("convolution " + layer.name() + " [" + key.str() + "]: " + record->value("choice", "") +
                             " from the timing cache (" + std::to_string(seconds_since(started)) + " s)");
-        reserve_workspace(cc, *cp);
+        reserve_workspace(ctx, *cp);
         slot = std::move(cp);
         return *slot;
       }
@@ -548,7 +547,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   if (detail::debug_logging())
     detail::log_debug("convolution " + layer.name() + " [" + key.str() + "]:" + timings.str() + " ms -> " +
                       best_name + " (" + std::to_string(seconds_since(started)) + " s to choose)");
-  reserve_workspace(cc, *cp);
+  reserve_workspace(ctx, *cp);
   if (tactic == Tactic::kAuto)
     if (nlohmann::json record = choice_record(*cp, best_ms); !record.is_null()) ctx.timing->store(cache_key, record);
   slot = std::move(cp);
@@ -612,14 +611,14 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
       return;
     case ConvPlan::Choice::kGraphFused:
       cp.graph->execute(ctx.conv->handle, cp.graph_plan, x.data, w.data, y.data, bias ? bias->data : nullptr,
-                        residual ? residual->data : nullptr, ctx.conv->workspace.data);
+                        residual ? residual->data : nullptr, ctx.scratch.data);
       return;
     case ConvPlan::Choice::kGraph:
       cp.graph->execute(ctx.conv->handle, cp.graph_plan, x.data, w.data, y.data, nullptr, nullptr,
-                        ctx.conv->workspace.data);
+                        ctx.scratch.data);
       break;
     case ConvPlan::Choice::kLegacy:
-      run_legacy(*ctx.conv, cp, p, x, w, y.data, ctx.conv->workspace.data);
+      run_legacy(*ctx.conv, cp, p, x, w, y.data, ctx.scratch.data);
       break;
   }
   if (bias || residual || p.activation) {

@@ -32,13 +32,16 @@ namespace kiln::engine::cuda {
 #define KILN_CUDA_LAUNCH_CHECK() KILN_CUDA_CHECK(cudaGetLastError())
 
 // Scratch memory a library call needs (cuBLASLt's, cuDNN's), grown to the largest a chosen
-// tactic asks for. Growing never frees the buffer it replaces: a recorded CUDA graph may still
-// point at it (they go with the workspace). Never grown during a graph capture (cudaMalloc would
-// break it): tactics are chosen outside captures.
+// tactic asks for. The buffer a growth replaces is freed at once when no CUDA graph has been
+// recorded since it was allocated (the first run, where tactics are chosen and nearly all growth
+// happens); otherwise a recorded graph may still point at it, and it is kept until the workspace
+// goes. Never grown during a graph capture (cudaMalloc would break it): tactics are chosen
+// outside captures.
 struct DeviceWorkspace {
   void* data = nullptr;
   size_t bytes = 0;
   void reserve(size_t need);
+  size_t retired_bytes() const { return retired_bytes_; }  // kept for recorded graphs
   DeviceWorkspace() = default;
   DeviceWorkspace(const DeviceWorkspace&) = delete;
   DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
@@ -46,7 +49,13 @@ struct DeviceWorkspace {
 
  private:
   std::vector<void*> retired_;
+  size_t retired_bytes_ = 0;
+  uint64_t captures_at_allocation_ = 0;
 };
+// Counts graph captures begun in this process (any backend): a buffer allocated before the count
+// last moved may be inside a recorded graph.
+uint64_t graph_captures_begun();
+void note_graph_capture();
 
 struct MatmulCache;      // matmul.cpp
 struct ConvCache;        // convolution.cpp
@@ -62,9 +71,11 @@ struct Context {
   size_t max_smem_optin = 0;
 
   void* lt_handle = nullptr;       // cublasLtHandle_t
-  // cuBLASLt's scratch: as large as the largest chosen algorithm needs (algorithms are offered
-  // up to kLtWorkspaceLimit while choosing, outside captures).
-  DeviceWorkspace lt_workspace;
+  // The scratch of cuBLASLt's GEMMs, cuDNN's convolutions and cuDNN's attention: one buffer, as
+  // large as the largest chosen algorithm needs, since they run one after another on this stream
+  // (a buffer each would hold their sum). GEMM algorithms are offered up to kLtWorkspaceLimit
+  // while choosing, outside captures.
+  DeviceWorkspace scratch;
   static constexpr size_t kLtWorkspaceLimit = size_t{64} << 20;
   void* cudnn_handle = nullptr;    // cudnnHandle_t, created on first convolution
 

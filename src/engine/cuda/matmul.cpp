@@ -172,7 +172,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
       // Algorithms may ask for workspace up to the limit while choosing; during a capture (where the
       // workspace cannot grow) only what is there.
       const bool capturing = ctx.capturing();
-      uint64_t ws = capturing ? ctx.lt_workspace.bytes : Context::kLtWorkspaceLimit;
+      uint64_t ws = capturing ? ctx.scratch.bytes : Context::kLtWorkspaceLimit;
       // A choice timed before, by this process or an earlier one: no heuristic query, no timing.
       const bool timing = gemm_timing_enabled();
       const std::string cache_key = timing ? cache_key_of(key) : std::string();
@@ -238,7 +238,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
           if (std::isfinite(best)) ctx.timing->store(cache_key, algo_record(ng->algo, best));
         }
       }
-      if (ng->has_algo) ctx.lt_workspace.reserve(ng->workspace);  // within the current size when capturing
+      if (ng->has_algo) ctx.scratch.reserve(ng->workspace);  // within the current size when capturing
       slot = std::move(ng);
     }
     g = slot.get();
@@ -248,8 +248,8 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
   // A residual is cuBLASLt's C operand (same layout as the output D): D = act(A·B + 1·C + bias).
   const float alpha = 1.f, beta = residual ? 1.f : 0.f;
   lt_check(cublasLtMatmul(static_cast<cublasLtHandle_t>(ctx.lt_handle), g->op, &alpha, B, g->a, A, g->b, &beta,
-                          residual ? residual : C, g->c, C, g->c, &g->algo, ctx.lt_workspace.data,
-                          ctx.lt_workspace.bytes, ctx.stream),
+                          residual ? residual : C, g->c, C, g->c, &g->algo, ctx.scratch.data,
+                          ctx.scratch.bytes, ctx.stream),
            "cublasLtMatmul");
 }
 
