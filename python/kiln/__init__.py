@@ -228,7 +228,7 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
     settings.dryrun = _check_bool("dryrun", dryrun)
     _check_bool("verbose", verbose)
     _check_bool("truncate_double", truncate_double)
-    if workspace_size is not None:
+    if workspace_size:  # None or 0 (Torch-TensorRT's default value): kiln's default, 1 GiB
         settings.workspace_limit = _check_int("workspace_size", workspace_size, minimum=1)
     dev = _device(device, (arg_inputs, kwarg_inputs))
     settings.device = _kiln.DeviceKind.CUDA if dev.type == "cuda" else _kiln.DeviceKind.CPU

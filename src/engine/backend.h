@@ -70,9 +70,14 @@ class Backend {
   virtual bool replay(const std::string& key) { return false; }  // false: nothing kept for key
   // The backend's native queue (cudaStream_t for CUDA), for callers that enqueue their own work.
   virtual void* native_stream() const { return nullptr; }
+  // The running plan's Plan::workspace_limit, set before each execute: algorithms chosen from then
+  // on need no more scratch memory than this. scratch_bytes: the library scratch held now.
+  virtual void set_workspace_limit(size_t bytes) { (void)bytes; }
+  virtual size_t scratch_bytes() const { return 0; }
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+constexpr size_t kDefaultWorkspaceLimit = size_t{1} << 30;  // BuilderConfig::workspace_limit
 // An axis parameter as kernels read it: shape inference (Network::add_layer) leaves every axis in
 // [0, rank), 0 for a rank-0 tensor, so kernels check that instead of re-deriving negative axes;
 // any other value means the parameters bypassed it, and is an error naming the layer.

@@ -103,6 +103,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
   impl.device = config.device;
   impl.precision = config.precision;
   impl.profile = config.profile;
+  impl.workspace_limit = config.workspace_limit;
   impl.build_log = std::move(log);
   impl.lifetimes = compute_lifetimes(net);
   impl.aliases = compute_aliases(net);

@@ -24,7 +24,9 @@ struct SymbolRange {
 struct BuilderConfig {
   Precision precision = Precision::kFP32;  // fp16/bf16: float math in that type; reductions, norms, accumulation fp32
   std::map<std::string, SymbolRange> profile;  // by symbol name; every input symbol needs one
-  size_t workspace_limit = size_t{1} << 30;
+  // The most scratch memory a GEMM, convolution or attention algorithm may use (CUDA): candidates
+  // that need more are not considered. Smaller saves device memory, maybe at some speed.
+  size_t workspace_limit = kDefaultWorkspaceLimit;
   DeviceKind device = DeviceKind::kCPU;
   bool fuse_pointwise = true;
   bool fuse_epilogues = true;

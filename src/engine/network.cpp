@@ -160,7 +160,9 @@ std::string describe(const LayerParams& params) {
         }
       },
       params);
-  return o.str();
+  std::string r = o.str();  // the cases separate their parts with spaces: none at either end
+  const size_t first = r.find_first_not_of(' '), last = r.find_last_not_of(' ');
+  return first == std::string::npos ? "" : r.substr(first, last - first + 1);
 }
 }  // namespace
 

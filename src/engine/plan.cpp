@@ -133,6 +133,7 @@ std::string Plan::device_code_summary() const {
 }
 
 int Plan::cuda_arch() const { return impl_->cuda_arch; }
+size_t Plan::workspace_limit() const { return impl_->workspace_limit; }
 
 std::string Plan::gpu_mismatch() const {
   if (impl_->device != DeviceKind::kCUDA || impl_->cuda_arch == 0) return "";
@@ -184,6 +185,7 @@ std::vector<uint8_t> Plan::serialize() const {
     code.push_back({{"key", key}, {"bytes", blob.add(Weights::copy_of(DataType::kUInt8, {int64_t(bytes.size())}, bytes.data()))}});
   j["device_code"] = code;
   j["cuda_arch"] = impl_->cuda_arch;
+  j["workspace_limit"] = impl_->workspace_limit;
 
   std::string text = j.dump();
   size_t blob_offset = (kHeaderBytes + text.size() + 63) / 64 * 64;
@@ -314,6 +316,7 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
     where = "outputs";
     for (const json& o : j.at("outputs")) net.mark_output(tensor(o.at("tensor"), "an output"), o.at("name").get<std::string>());
     if (j.contains("build_log")) impl.build_log = j.at("build_log").get<std::vector<std::string>>();
+    if (j.contains("workspace_limit")) impl.workspace_limit = j.at("workspace_limit").get<size_t>();
     where = "device code";
     if (j.contains("cuda_arch")) {
       impl.cuda_arch = j.at("cuda_arch").get<int>();

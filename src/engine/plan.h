@@ -44,6 +44,9 @@ class Plan {
   // CUDA plans: the GPU architecture their kernels and kernel choices were made for (90 for
   // sm_90); 0 when the build named none (no GPU at build time and no --cuda-arch).
   int cuda_arch() const;
+  // The most scratch memory the GEMM, convolution and attention algorithms chosen when it runs may
+  // use (BuilderConfig::workspace_limit, Torch-TensorRT's workspace_size).
+  size_t workspace_limit() const;
   // Empty when this plan may run on the current GPU; else why not and how to rebuild. A CUDA plan
   // built for another architecture is refused (TensorRT's rule: its kernel choices were timed on
   // that GPU) unless KILN_ALLOW_OTHER_GPU_ARCH=1, which runs it anyway with its kernels compiled

@@ -29,6 +29,7 @@ struct Plan::Impl {
   std::vector<std::string> build_log;  // what the passes did, for summary()
   std::map<std::string, std::string> device_code;  // CUDA: compiled kernels (compile_device_code)
   int cuda_arch = 0;  // CUDA: the architecture the plan was built for (Plan::cuda_arch)
+  size_t workspace_limit = kDefaultWorkspaceLimit;  // Plan::workspace_limit
 };
 
 // Lifetimes of the tensors that live in the activation arena: produced by a non-constant layer

@@ -478,6 +478,7 @@ void ExecutionContext::execute() {
     key.insert(key.end(), m.bound[i].view.dims.begin(), m.bound[i].view.dims.end());
   }
   m.state = &m.state_for(key);
+  m.backend->set_workspace_limit(m.plan.workspace_limit());  // a backend may run several plans
   if (m.arena_capacity < m.state->arena_bytes || !m.arena) {
     if (m.arena) m.backend->deallocate(m.arena);
     m.arena = nullptr;

@@ -173,7 +173,7 @@ TEST(BuilderPasses, EpilogueActivationSeesThroughAReshape) {
   EXPECT_TRUE(filecheck(net.str(), R"(
     CHECK:      %mm: f32[batch*3, 8] = MatMul[a b](%flat, %w)
     CHECK-NEXT: %bias: f32[batch*3, 8] = Elementwise[add](%mm, %b)
-    CHECK-NEXT: %view: f32[batch, 3, 8] = Shuffle[reshape=[batch, 3, 8] ](%bias)
+    CHECK-NEXT: %view: f32[batch, 3, 8] = Shuffle[reshape=[batch, 3, 8]](%bias)
     CHECK-NEXT: %gelu: f32[batch, 3, 8] = Activation[gelu_erf](%view)
   )"));
   EXPECT_EQ(passes::fuse_epilogues(net), 1u);
@@ -181,7 +181,7 @@ TEST(BuilderPasses, EpilogueActivationSeesThroughAReshape) {
   EXPECT_TRUE(filecheck(net.str(), R"(
     CHECK:      %b: f32[8] = Constant[f32[8]]()  # b
     CHECK-NEXT: %mm_1: f32[batch*3, 8] = MatMul[a b +bias gelu_erf](%flat, %w, %b)
-    CHECK-NEXT: %view_1: f32[batch, 3, 8] = Shuffle[reshape=[batch, 3, 8] ](%mm_1)
+    CHECK-NEXT: %view_1: f32[batch, 3, 8] = Shuffle[reshape=[batch, 3, 8]](%mm_1)
     CHECK-NEXT: output y = %view_1
   )"));
 
@@ -304,7 +304,7 @@ TEST(BuilderPasses, ResidualAddsFoldIntoMatMulAndConvolution) {
   passes::fold_constants(nhwc);
   passes::eliminate_dead_layers(nhwc);
   EXPECT_TRUE(filecheck(nhwc.str(), R"(
-    CHECK:      %conv_1_residual_nhwc: f16[2, 5, 5, 8] = Shuffle[perm=0,2,3,1 ](%r16)
+    CHECK:      %conv_1_residual_nhwc: f16[2, 5, 5, 8] = Shuffle[perm=0,2,3,1](%r16)
     CHECK-NEXT: = Convolution[stride=1,1 pad=1,1 dil=1,1 groups=1 NHWC +bias +residual relu]
     CHECK-SAME: (%conv_1_nhwc, %conv_1_krsc, %b16_1, %conv_1_residual_nhwc)
   )"));
@@ -371,7 +371,7 @@ TEST(BuilderPasses, ConvEpilogueFusion) {
   EXPECT_EQ(passes::fuse_epilogues(net), 1u);
   // The [1, 4, 1, 1] bias (added on the left), flattened, and the silu are the convolution's epilogue.
   EXPECT_TRUE(filecheck(net.str(), R"(
-    CHECK:      %b_flat: f32[4] = Shuffle[reshape=[4] ](%b)
+    CHECK:      %b_flat: f32[4] = Shuffle[reshape=[4]](%b)
     CHECK-NEXT: %conv_1: f32[2, 4, 8, 8] = Convolution[stride=1,1 pad=1,1 dil=1,1 groups=1 +bias silu](%x, %w, %b_flat)
     CHECK-NEXT: output y = %conv_1
   )"));
@@ -518,14 +518,14 @@ TEST(BuilderPasses, AttentionReadsPermutedSlicesInPlace) {
     CHECK-NEXT: = Slice[start=[0, 0, 64] size=[2, 10, 32] stride=[1, 1, 1]](%qkv)
     CHECK-NEXT: = Shuffle[reshape=[2, 10, 2, 16] perm2=0,2,1,3](%split2)
     CHECK-NEXT: = Attention[causal](%heads0, %heads1, %heads2)
-    CHECK-NEXT: = Shuffle[perm=0,2,1,3 reshape=[2, 10, 32] ](%sdpa)
+    CHECK-NEXT: = Shuffle[perm=0,2,1,3 reshape=[2, 10, 32]](%sdpa)
   )"));
   // Optimized: the attention reads q, k and v in place and writes the merged heads' layout; the
   // merge's reshape is left, an alias.
   EXPECT_TRUE(filecheck(opt.network().str(), R"(
     CHECK:      input %qkv: f32[2, 10, 96]
     CHECK-NEXT: %sdpa_1: f32[2, 10, 2, 16] = Attention[causal q-view k-view v-view out-perm=0,2,1,3](%qkv, %qkv, %qkv)
-    CHECK-NEXT: %merge_heads_1: f32[2, 10, 32] = Shuffle[reshape=[2, 10, 32] ](%sdpa_1)
+    CHECK-NEXT: %merge_heads_1: f32[2, 10, 32] = Shuffle[reshape=[2, 10, 32]](%sdpa_1)
     CHECK-NEXT: output y = %merge_heads_1
   )"));
   HostTensor x{{2, 10, 96}, random_floats(1920, 30)};
@@ -569,7 +569,7 @@ TEST(BuilderPasses, ConstantCausalMasksBecomeTheFlag) {
   // The attention after the pass: the causal flag, no mask at all, or the mask as it was.
   const std::string flag = "CHECK: = Attention[causal](%q, %k, %v)";
   const std::string dropped = "CHECK: = Attention(%q, %k, %v)";
-  const std::string kept = "CHECK: = Attention[ mask](%q, %k, %v, %mask)";
+  const std::string kept = "CHECK: = Attention[mask](%q, %k, %v, %mask)";
   struct Case {
     DataType type;
     std::vector<int64_t> dims;
@@ -642,7 +642,7 @@ TEST(BuilderPasses, SymbolicCausalMasksAreRecognisedByConstruction) {
       Network net = make(bool_mask, shift);
       EXPECT_EQ(passes::simplify_attention_masks(net), shift == 0 ? 1u : 0u);
       const std::string after = shift == 0 ? "CHECK: = Attention[causal](%q, %k, %v)"
-                                           : "CHECK: = Attention[ mask](%q, %k, %v, %";
+                                           : "CHECK: = Attention[mask](%q, %k, %v, %";
       EXPECT_TRUE(filecheck(net.str(), after));
       BuilderConfig cfg;
       cfg.profile["S"] = {1, 6, 8};
@@ -709,7 +709,7 @@ TEST(BuilderPasses, PermutesMoveAcrossRowWiseMatMuls) {
   };
   Network a = before();
   EXPECT_TRUE(filecheck(a.str(), R"(
-    CHECK:      %transpose: f32[5, 2, 16] = Shuffle[perm=1,0,2 ](%x)
+    CHECK:      %transpose: f32[5, 2, 16] = Shuffle[perm=1,0,2](%x)
     CHECK:      %proj: f32[5, 2, 24] = MatMul[a b +bias](%transpose, %w, %b)
   )"));
   EXPECT_EQ(passes::move_permutes_across_matmuls(a), 1u);
@@ -717,7 +717,7 @@ TEST(BuilderPasses, PermutesMoveAcrossRowWiseMatMuls) {
   EXPECT_TRUE(filecheck(a.str(), R"(
     CHECK-NOT:  Shuffle
     CHECK:      %proj_1: f32[2, 5, 24] = MatMul[a b +bias](%x, %w, %b)
-    CHECK-NEXT: %transpose_1: f32[5, 2, 24] = Shuffle[perm=1,0,2 ](%proj_1)
+    CHECK-NEXT: %transpose_1: f32[5, 2, 24] = Shuffle[perm=1,0,2](%proj_1)
     CHECK-NEXT: output y = %transpose_1
   )"));
   HostTensor x{{2, 5, 16}, random_floats(160, 52)};
@@ -727,11 +727,11 @@ TEST(BuilderPasses, PermutesMoveAcrossRowWiseMatMuls) {
   auto after = [] { return projection_between_reshapes({2, 3, 5, 4}, {2, 0, 1, 3}, Shape{10, 12}, {12, 12}, Shape{5, 2, 12}, {1, 0, 2}); };
   Network c = after();
   EXPECT_TRUE(filecheck(c.str(), R"(
-    CHECK:      = Shuffle[perm=2,0,1,3 ](%x)
-    CHECK-NEXT: = Shuffle[reshape=[10, 12] ](%permute_in)
+    CHECK:      = Shuffle[perm=2,0,1,3](%x)
+    CHECK-NEXT: = Shuffle[reshape=[10, 12]](%permute_in)
     CHECK:      = MatMul[a b](%to_rows, %w)
-    CHECK-NEXT: = Shuffle[reshape=[5, 2, 12] ](%proj)
-    CHECK-NEXT: = Shuffle[perm=1,0,2 ](%from_rows)
+    CHECK-NEXT: = Shuffle[reshape=[5, 2, 12]](%proj)
+    CHECK-NEXT: = Shuffle[perm=1,0,2](%from_rows)
   )"));
   EXPECT_GE(passes::move_permutes_across_matmuls(c), 2u);
   passes::eliminate_dead_layers(c);
@@ -739,10 +739,10 @@ TEST(BuilderPasses, PermutesMoveAcrossRowWiseMatMuls) {
   // the rows are made: the matmul's rows are then already in the output's order.
   EXPECT_TRUE(filecheck(c.str(), R"(
     CHECK-NOT:  Shuffle
-    CHECK:      %permute_out_1_1: f32[2, 5, 3, 4] = Shuffle[perm=0,2,1,3 ](%x)
-    CHECK-NEXT: %to_rows_1: f32[10, 12] = Shuffle[reshape=[10, 12] ](%permute_out_1_1)
+    CHECK:      %permute_out_1_1: f32[2, 5, 3, 4] = Shuffle[perm=0,2,1,3](%x)
+    CHECK-NEXT: %to_rows_1: f32[10, 12] = Shuffle[reshape=[10, 12]](%permute_out_1_1)
     CHECK-NEXT: %proj_1: f32[10, 12] = MatMul[a b](%to_rows_1, %w)
-    CHECK-NEXT: %from_rows_1: f32[2, 5, 12] = Shuffle[reshape=[2, 5, 12] ](%proj_1)
+    CHECK-NEXT: %from_rows_1: f32[2, 5, 12] = Shuffle[reshape=[2, 5, 12]](%proj_1)
     CHECK-NEXT: output y = %from_rows_1
   )"));
   HostTensor o{{2, 3, 5, 4}, random_floats(120, 54)};
@@ -821,7 +821,7 @@ TEST(BuilderPasses, ChannelsLastConvolutionsCancelTheirTransposes) {
   // the reductions take the NHWC axes (the mean over H, W gives [N, C] as it is).
   EXPECT_TRUE(filecheck(net.str(), R"(
     CHECK-NOT:  Shuffle
-    CHECK:      %c1_nhwc: f16[2, 6, 6, 8] = Shuffle[perm=0,2,3,1 ](%x16)
+    CHECK:      %c1_nhwc: f16[2, 6, 6, 8] = Shuffle[perm=0,2,3,1](%x16)
     CHECK-NOT:  Shuffle
     CHECK:      = Convolution[stride=1,1 pad=1,1 dil=1,1 groups=1 NHWC](%c1_nhwc, %c1_krsc)
     CHECK-NOT:  Shuffle
@@ -834,7 +834,7 @@ TEST(BuilderPasses, ChannelsLastConvolutionsCancelTheirTransposes) {
     CHECK-NEXT: %y32: f32[2, 8] = Cast[f32](%mean_1)
     CHECK-NEXT: %max_1: f16[2, 3, 3, 1] = Reduce[max axes=3 keep](%c3_1)
     CHECK-NEXT: %z32_1: f32[2, 3, 3, 1] = Cast[f32](%max_1)
-    CHECK-NEXT: %z32_out: f32[2, 1, 3, 3] = Shuffle[perm=0,3,1,2 ](%z32_1)
+    CHECK-NEXT: %z32_out: f32[2, 1, 3, 3] = Shuffle[perm=0,3,1,2](%z32_1)
     CHECK-NEXT: output y = %y32
     CHECK-NEXT: output z = %z32_out
   )"));

@@ -207,6 +207,50 @@ TEST(CudaData, Plugin) {
   }, {x});
 }
 
+// A plan built with workspace_limit 0 runs its convolutions and GEMMs on algorithms that need no
+// scratch memory (the backend then holds none), with the same results; the default limit lets them
+// take what their fastest algorithm asks for.
+TEST(CudaPipeline, WorkspaceLimitBindsTheChosenAlgorithms) {
+  REQUIRE_GPU_RUN();
+  for (size_t limit : {size_t{0}, kDefaultWorkspaceLimit}) {
+    auto make = [](Network& n) {
+      Tensor* x = n.add_input("x", DataType::kFloat32, Shape{8, 32, 28, 28});
+      Tensor* w = constant(n, random_host(DataType::kFloat32, {64, 32, 3, 3}, 151, -0.1, 0.1), "w");
+      ConvolutionParams cp;
+      cp.padding = {1, 1};
+      Tensor* y = n.add_convolution("conv", x, w, nullptr, cp)->output();
+      ShuffleParams sp;
+      sp.reshape = Shape{8, 64 * 28 * 28};
+      y = n.add_shuffle("flat", y, sp)->output();
+      Tensor* fc = constant(n, random_host(DataType::kFloat32, {64 * 28 * 28, 96}, 152, -0.01, 0.01), "fc");
+      n.mark_output(n.add_matmul("fc", y, fc)->output(), "y");
+    };
+    BuilderConfig cpu_cfg;
+    cpu_cfg.precision = Precision::kFP16;
+    BuilderConfig gpu_cfg = cpu_cfg;
+    gpu_cfg.device = DeviceKind::kCUDA;
+    gpu_cfg.workspace_limit = limit;
+    Network a, b;
+    make(a);
+    make(b);
+    Plan cpu_plan = build(std::move(a), cpu_cfg);
+    Plan gpu_plan = build(std::move(b), gpu_cfg);
+    ExecutionContext cpu_ctx(cpu_plan);
+    ExecutionContext gpu_ctx(gpu_plan, std::shared_ptr<Backend>(make_cuda_backend()));
+    Host x = random_host(DataType::kFloat32, {8, 32, 28, 28}, 153);
+    cpu_ctx.set_input("x", x.view());
+    gpu_ctx.set_input("x", x.view());
+    cpu_ctx.execute();
+    gpu_ctx.execute();
+    const TensorView& got = gpu_ctx.output(0);
+    Host g(got.dtype, got.dims), want(cpu_ctx.output(0).dtype, cpu_ctx.output(0).dims);
+    gpu_ctx.backend().copy(g.bytes.data(), DeviceKind::kCPU, got.data, got.device, got.nbytes());
+    std::memcpy(want.bytes.data(), cpu_ctx.output(0).data, cpu_ctx.output(0).nbytes());
+    expect_close(g, want.values(), 3e-2, 3e-2, "workspace limit " + std::to_string(limit));
+    if (limit == 0) EXPECT_EQ(gpu_ctx.backend().scratch_bytes(), 0u) << "an algorithm with scratch memory ran";
+  }
+}
+
 // Build -> plan -> ExecutionContext on CUDA, executed repeatedly: run 1 plain, run 2 recorded as a
 // CUDA graph, runs 3+ replayed. Every run must match the CPU pipeline, also after new input data.
 TEST(CudaPipeline, GraphCaptureAndReplay) {

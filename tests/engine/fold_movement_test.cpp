@@ -193,7 +193,7 @@ TEST(FoldMovement, ShiftedWindowsFoldIntoOneCopyBeforeTheMatmulAndTheResidualAft
       CHECK-SAME: index nodes)](%x)
       CHECK-NEXT: %tokens:
       CHECK-SAME: = Shuffle[reshape=
-      CHECK-SAME: ](%gather_windows)
+      CHECK-SAME:](%gather_windows)
       CHECK-NEXT: %proj:
       CHECK-SAME: = MatMul[a b](%tokens, %w)
       CHECK-NEXT: %gather_residual:
@@ -222,11 +222,11 @@ TEST(FoldMovement, ExpandedHeadsReadTheirSourceWithoutZeros) {
   expect_same(make, {2, 3, 5, 8}, 1);
   // As written (the fill folded to a constant): a permute, and an add of zeros to expand.
   EXPECT_TRUE(filecheck(build(make(), no_opt()).network().str(), R"(
-    CHECK:      %heads: f32[2, 5, 3, 8] = Shuffle[perm=0,2,1,3 ](%x)
-    CHECK-NEXT: %unsqueeze: f32[2, 5, 1, 3, 8] = Shuffle[reshape=[2, 5, 1, 3, 8] ](%heads)
+    CHECK:      %heads: f32[2, 5, 3, 8] = Shuffle[perm=0,2,1,3](%x)
+    CHECK-NEXT: %unsqueeze: f32[2, 5, 1, 3, 8] = Shuffle[reshape=[2, 5, 1, 3, 8]](%heads)
     CHECK-NEXT: %zeros_1: f32[2, 5, 4, 3, 8] = Constant[f32[2,5,4,3,8]]()
     CHECK-NEXT: %expand: f32[2, 5, 4, 3, 8] = Elementwise[add](%unsqueeze, %zeros_1)
-    CHECK-NEXT: %merge: f32[2, 20, 3, 8] = Shuffle[reshape=[2, 20, 3, 8] ](%expand)
+    CHECK-NEXT: %merge: f32[2, 20, 3, 8] = Shuffle[reshape=[2, 20, 3, 8]](%expand)
   )"));
   // Folded: one gathering copy of x in front of the matmul (which cannot take gathered loads).
   BuilderConfig folded = no_opt();
@@ -236,7 +236,7 @@ TEST(FoldMovement, ExpandedHeadsReadTheirSourceWithoutZeros) {
     CHECK:      input %x: f32[2, 3, 5, 8]
     CHECK-NEXT: %gather_expand: f32[2, 5, 4, 3, 8] = FusedPointwise[0 instrs, gathered loads (
     CHECK-SAME: index nodes)](%x)
-    CHECK-NEXT: %merge: f32[2, 20, 3, 8] = Shuffle[reshape=[2, 20, 3, 8] ](%gather_expand)
+    CHECK-NEXT: %merge: f32[2, 20, 3, 8] = Shuffle[reshape=[2, 20, 3, 8]](%gather_expand)
     CHECK-NEXT: %scores: f32[2, 20, 3, 3] = MatMul[a bT](%merge, %merge)
     CHECK-NEXT: output y = %scores
   )"));

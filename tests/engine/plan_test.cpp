@@ -74,6 +74,20 @@ std::string load_error(const std::vector<uint8_t>& bytes) {
 
 // masked_fill(-inf) and friends put non-finite constants into fused programs; JSON has no such
 // numbers, so the plan must carry them another way and load them back exactly.
+// The workspace limit a plan was built with is what its algorithms are chosen under wherever it runs.
+TEST(PlanFormat, WorkspaceLimitSurvivesRoundTrip) {
+  EXPECT_EQ(small_plan().workspace_limit(), kDefaultWorkspaceLimit);
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {2, 3});
+  net.mark_output(net.add_unary("neg", x, UnaryOp::kNeg)->output(), "y");
+  BuilderConfig cfg;
+  cfg.workspace_limit = 12345;
+  Plan plan = build(std::move(net), cfg);
+  EXPECT_EQ(plan.workspace_limit(), 12345u);
+  const std::vector<uint8_t> bytes = plan.serialize();
+  EXPECT_EQ(Plan::deserialize(bytes.data(), bytes.size()).workspace_limit(), 12345u);
+}
+
 TEST(PlanFormat, NonFiniteConstantsSurviveRoundTrip) {
   Network net;
   Tensor* x = net.add_input("x", DataType::kFloat32, {4});

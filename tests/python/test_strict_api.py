@@ -164,7 +164,7 @@ def _mlp():
     (dict(torch_executed_ops=["aten.not_an_op.default"]), ValueError, r"torch_executed_ops: unknown op"),
     (dict(torch_executed_ops="aten.relu"), ValueError, r"unknown op 'aten.relu'"),
     (dict(require_full_compilation="yes"), TypeError, r"require_full_compilation must be True or False"),
-    (dict(workspace_size=0), ValueError, r"workspace_size"),
+    (dict(workspace_size=-1), ValueError, r"workspace_size"),
     (dict(device="tpu"), ValueError, r"device"),
     (dict(not_an_option=1), TypeError, r"unknown option\(s\) not_an_option"),
 ])

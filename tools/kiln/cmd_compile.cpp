@@ -22,6 +22,7 @@ struct CompileArgs {
   std::string model, output, precision = "fp32", device = "cpu";
   int64_t min_block_size = 5;
   int cuda_arch = 0;
+  size_t workspace_size = 0;  // 0: the default (kiln::engine::kDefaultWorkspaceLimit)
   std::vector<std::string> torch_executed_ops, dynamic;
   bool require_full = false, dryrun = false;
 };
@@ -41,6 +42,7 @@ kiln::program::CompileOptions options_from(const CompileArgs& a) {
                          : a.precision == "bf16" ? engine::Precision::kBF16 : engine::Precision::kFP32;
   o.settings.device = a.device == "cuda" ? engine::DeviceKind::kCUDA : engine::DeviceKind::kCPU;
   o.settings.cuda_arch = a.cuda_arch;
+  if (a.workspace_size) o.settings.workspace_limit = a.workspace_size;  // 0: the default, as in Torch-TensorRT
   if (a.cuda_arch && o.settings.device != engine::DeviceKind::kCUDA)
     throw program::InputError("--cuda-arch needs --device cuda");
 #ifndef KILN_HAS_CUDA
@@ -105,6 +107,10 @@ void add_compile_command(CLI::App& app) {
                   "compile the plan's CUDA kernels for sm_ARCH (90: H100/H200; default: the GPU at hand; "
                   "lets a machine without a GPU compile for one)")
       ->check(CLI::Range(50, 200));
+  cmd->add_option("--workspace-size", args->workspace_size,
+                  "most scratch memory (bytes) a GPU matrix multiply, convolution or attention algorithm may use; "
+                  "smaller saves device memory, maybe at some speed (0: the default, 1 GiB)")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 40));
   cmd->add_option("--dynamic", args->dynamic, "NAME:DIM:MIN:OPT:MAX range of an input dimension")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_flag("--dryrun", args->dryrun, "report the partition and build nothing");
   cmd->callback([args] {

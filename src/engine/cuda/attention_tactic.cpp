@@ -44,8 +44,10 @@ struct AttentionPlan {
   bool failed = false;
 };
 
-// A plan's workspace above this is not worth it: kiln's kernel needs none.
+// A plan's workspace above this is not worth it: kiln's kernel needs none. A plan's
+// workspace_limit may lower it (max_workspace).
 constexpr size_t kMaxWorkspace = size_t{256} << 20;
+size_t max_workspace(const Context& ctx) { return std::min(kMaxWorkspace, ctx.workspace_limit); }
 // cuDNN plans timed per shape: its heuristics rank the fused engine first; the next ones rarely win.
 constexpr size_t kPlansPerShape = 3;
 // Shapes chosen for per family (same dtype, head sizes, masking and batch rank; any sequence
@@ -80,7 +82,7 @@ Tactic tactic_override() {
 
 // Everything the choice depends on: dims, strides, flags and pointer alignments (the scale is a
 // by-value input of cuDNN's graph and changes nothing in kiln's kernel).
-std::string signature(const AttentionCall& c, Tactic tactic) {
+std::string signature(const Context& ctx, const AttentionCall& c, Tactic tactic) {
   std::ostringstream key;
   auto list = [&](const std::vector<int64_t>& v) {
     for (int64_t x : v) key << x << ',';
@@ -101,6 +103,7 @@ std::string signature(const AttentionCall& c, Tactic tactic) {
   for (const void* p : {c.q, c.k, c.v, static_cast<const void*>(c.out), c.mask})
     key << (p ? dnn::common_alignment({p}) : 0) << ',';
   key << "|t" << int(tactic);
+  if (max_workspace(ctx) < kMaxWorkspace) key << "|w" << max_workspace(ctx);
   return key.str();
 }
 
@@ -298,7 +301,7 @@ bool restore_choice(Context& ctx, AttentionCache& ac, const AttentionCall& call,
     if (!spec || !ensure_handle(ac, ctx)) return false;
     auto graph = dnn::SdpaGraph::restore(ac.handle, *spec, record.at("plan").get<std::string>(),
                                          record.at("engine").get<int64_t>());
-    if (!graph || size_t(graph->plan(0).workspace) > kMaxWorkspace) return false;
+    if (!graph || size_t(graph->plan(0).workspace) > max_workspace(ctx)) return false;
     ctx.scratch.reserve(size_t(graph->plan(0).workspace));
     plan.graph = std::move(graph);
     return true;
@@ -343,7 +346,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
     }
   }
   if (graph && tactic == Tactic::kCudnn) {
-    if (size_t(graph->plan(0).workspace) <= kMaxWorkspace) {
+    if (size_t(graph->plan(0).workspace) <= max_workspace(ctx)) {
       ctx.scratch.reserve(size_t(graph->plan(0).workspace));
       log << " forced -> cudnn " << graph->plan(0).name() << " (" << why << ")";
       graph->keep_only(0);
@@ -363,7 +366,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
     int winner = -1;
     for (size_t i = 0; i < graph->plan_count(); ++i) {
       const dnn::GraphPlan& candidate = graph->plan(i);
-      if (size_t(candidate.workspace) > kMaxWorkspace) {
+      if (size_t(candidate.workspace) > max_workspace(ctx)) {
         log << " (cudnn " << candidate.name() << " wants " << (candidate.workspace >> 20) << " MiB of workspace)";
         continue;
       }
@@ -428,7 +431,7 @@ void run_attention_tactic(Context& ctx, const Layer& layer, const AttentionCall&
   }
   if (!ctx.attention) ctx.attention = std::make_shared<AttentionCache>();
   AttentionCache& ac = *ctx.attention;
-  const std::string key = signature(call, tactic);
+  const std::string key = signature(ctx, call, tactic);
   auto found = ac.plans.find(key);
   AttentionPlan* plan = found == ac.plans.end() ? nullptr : found->second.get();
   if (!plan) {

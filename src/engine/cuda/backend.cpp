@@ -259,6 +259,8 @@ class CudaBackend final : public Backend {
     return true;
   }
   void* native_stream() const override { return ctx_.stream; }
+  void set_workspace_limit(size_t bytes) override { ctx_.workspace_limit = bytes; }
+  size_t scratch_bytes() const override { return ctx_.scratch.bytes; }
 
  private:
   template <class P>

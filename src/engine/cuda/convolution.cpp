@@ -335,6 +335,9 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
                                    residual ? residual->data : nullptr});
   if (kiln_candidate) key << "|dw";
   key << "|t" << int(tactic);
+  // The search's workspace, lowered by the plan's workspace_limit (a key of its own when it binds).
+  const size_t search_ws = std::min(size_t{256} << 20, ctx.workspace_limit);
+  if (search_ws < (size_t{256} << 20)) key << "|w" << search_ws;
   auto& slot = cc.plans[key.str()];
   if (slot) return *slot;
 
@@ -370,9 +373,8 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     }
   }
   const bool has_epilogue = bias || residual || p.activation;
-  const size_t search_ws = size_t{256} << 20;
   void* ws = nullptr;
-  KILN_CUDA_CHECK(cudaMalloc(&ws, search_ws));
+  KILN_CUDA_CHECK(cudaMalloc(&ws, std::max<size_t>(search_ws, 256)));
   void* scratch_out = nullptr;
   KILN_CUDA_CHECK(cudaMalloc(&scratch_out, std::max<size_t>(y.nbytes(), 16)));
   const TensorView out{scratch_out, y.dtype, y.dims, {}, DeviceKind::kCUDA};

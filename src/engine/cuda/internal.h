@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -77,6 +78,10 @@ struct Context {
   // while choosing, outside captures.
   DeviceWorkspace scratch;
   static constexpr size_t kLtWorkspaceLimit = size_t{64} << 20;
+  // The running plan's Plan::workspace_limit: no algorithm needing more is chosen (each cache of
+  // choices keys on it where it binds).
+  size_t workspace_limit = kDefaultWorkspaceLimit;
+  size_t gemm_workspace_limit() const { return std::min(kLtWorkspaceLimit, workspace_limit); }
   void* cudnn_handle = nullptr;    // cudnnHandle_t, created on first convolution
 
   // Tactic choices kept across processes (timing_cache.h) for this device and these libraries

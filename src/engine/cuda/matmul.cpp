@@ -45,6 +45,7 @@ struct GemmKey {
   bool ta, tb;
   int64_t m, n, k, batch, stride_a, stride_b, stride_c;
   int epilogue;
+  int64_t workspace_limit;  // what algorithms may use (Context::gemm_workspace_limit)
   bool operator==(const GemmKey& o) const { return std::memcmp(this, &o, sizeof(GemmKey)) == 0; }
 };
 struct GemmKeyHash {
@@ -81,11 +82,12 @@ bool gemm_timing_enabled() {
 }
 
 // The timing cache's key for a GEMM configuration: every field of GemmKey (the workspace limit
-// algorithms are chosen under is a constant, Context::kLtWorkspaceLimit).
+// only where a plan lowered it below Context::kLtWorkspaceLimit, so keys made before it existed hold).
 std::string cache_key_of(const GemmKey& k) {
   std::ostringstream s;
   s << "gemm " << int(k.dtype) << (k.ta ? 'T' : 'N') << (k.tb ? 'T' : 'N') << ' ' << k.m << 'x' << k.n << 'x' << k.k
     << " b" << k.batch << " s" << k.stride_a << ',' << k.stride_b << ',' << k.stride_c << " e" << k.epilogue;
+  if (size_t(k.workspace_limit) < Context::kLtWorkspaceLimit) s << " w" << k.workspace_limit;
   return s.str();
 }
 
@@ -138,6 +140,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
   std::memset(&key, 0, sizeof key);
   key.dtype = dt; key.ta = ta; key.tb = tb; key.m = M; key.n = N; key.k = K; key.batch = batch;
   key.stride_a = stride_a; key.stride_b = stride_b; key.stride_c = stride_c; key.epilogue = int(epi);
+  key.workspace_limit = int64_t(ctx.gemm_workspace_limit());
   Gemm* g = nullptr;
   {
     std::lock_guard<std::mutex> lock(ctx.matmul->mutex);
@@ -172,7 +175,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
       // Algorithms may ask for workspace up to the limit while choosing; during a capture (where the
       // workspace cannot grow) only what is there.
       const bool capturing = ctx.capturing();
-      uint64_t ws = capturing ? ctx.scratch.bytes : Context::kLtWorkspaceLimit;
+      uint64_t ws = capturing ? std::min(ctx.scratch.bytes, ctx.gemm_workspace_limit()) : ctx.gemm_workspace_limit();
       // A choice timed before, by this process or an earlier one: no heuristic query, no timing.
       const bool timing = gemm_timing_enabled();
       const std::string cache_key = timing ? cache_key_of(key) : std::string();
