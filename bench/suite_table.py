@@ -117,7 +117,7 @@ def markdown(rows, meta=None, order=None):
     cols = (["model", "batch", "eager ms"] + [f"{TC_SHORT[m]} ms" for m in modes] + [f"kiln {p} ms" for p in paths]
             + [f"best tc ÷ kiln {p}" for p in paths]
             + ["compile s (" + " / ".join([f"kiln {p}" for p in paths] + [TC_SHORT[m] for m in modes]) + ")",
-               "MiB kiln / best tc", "segments+fallback (" + " / ".join(paths) + ")",
+               "MiB kiln plan (process) / best tc", "segments+fallback (" + " / ".join(paths) + ")",
                "cosine to eager (" + " / ".join(paths) + ")"])
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "---|" * len(cols))
@@ -153,7 +153,11 @@ def markdown(rows, meta=None, order=None):
         cells += [_x(ratio(r, p)) for p in paths]
         cells.append(" / ".join([_f(cs.get(f"kiln_{p}"), ".1f") for p in paths] + [_f(cs.get(f"tc_{m}"), ".1f")
                                                                                     for m in modes]))
-        cells.append(f"{_f(kmem, '.0f')} / {_f(tmem, '.0f')}")
+        # The plan's weights and activations, and (kiln.compile) the device memory the process lost
+        # across compile and first call: library handles, loaded kernels, scratch on top of the plan.
+        measured = mem.get("kiln_py_measured")
+        kcell = _f(kmem, '.0f') + (f" ({_f(measured, '.0f')})" if _num(measured) else "")
+        cells.append(f"{kcell} / {_f(tmem, '.0f')}")
         cells.append(" / ".join(_seg((r.get("kiln") or {}).get(p)) for p in paths))
         cells.append(" / ".join(_f(cos.get(f"kiln_{p}"), ".5f") for p in paths))
         out.append("| " + " | ".join(cells) + " |")
@@ -195,7 +199,9 @@ rotated; a round's value is the median of its calls, each timed with CUDA events
 in its own process), in parentheses the {spread}. tc = torch.compile (dynamic=False) of the fp16 eager module. \
 best tc ÷ kiln > 1 means kiln is faster than the fastest torch.compile mode of that row. compile s: kiln py = \
 kiln.compile() plus its first call; kiln cli = `kiln compile` (export and save not included); tc = first call. \
-MiB: kiln = its plans' weights + planned activation arena (as `kiln compile`/program.summary() report them); tc = \
+MiB: kiln = its plans' weights + planned activation arena (as `kiln compile`/program.summary() report them), in \
+parentheses the device memory the process lost over kiln.compile and its first call (library handles, loaded \
+kernels and scratch too); tc = \
 weights + torch's peak allocated bytes over compile and the first three calls (CUDA-graph pools included). \
 segments+fallback: kiln's accelerated segments + ops run by PyTorch (✓ = one segment, no fallback). cosine: kiln's \
 output against eager fp16 on the same weights and inputs (computed in float64)."""
