@@ -301,7 +301,6 @@ ConvertedSegment convert_segment(const ir::ExportedProgram& program, const std::
   for (const ir::Node* n : nodes) d.convert(n);
   std::set<engine::Tensor*> marked;
   for (const ir::Node* n : outputs) d.add_output(n, marked);
-  d.seg.requires_output_allocator = d.ctx->requires_output_allocator;
   d.seg.weight_records = d.ctx->weight_records;
   return std::move(d.seg);
 }

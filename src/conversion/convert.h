@@ -24,7 +24,6 @@ struct ConvertedSegment {
   std::map<const ir::Node*, Value> values;
   // Which converter each node used (origin and priority), in conversion order.
   std::vector<std::pair<const ir::Node*, const ConverterSpec*>> used;
-  bool requires_output_allocator = false;
   std::map<std::string, engine::Tensor*> weight_records;
 };
 

@@ -177,16 +177,6 @@ TEST_F(RegistryTest, ConverterErrorsNameTheNode) {
   }
 }
 
-TEST_F(RegistryTest, RequiresOutputAllocatorPropagates) {
-  ConverterSpec s = spec("alloc", ConverterPriority::HIGH);
-  s.requires_output_allocator = true;
-  reg.add(s);
-  Case c;
-  ir::Node* x = c.input("x", random_array(ir::ScalarType::Float, {2}, 1));
-  ir::Node* n = c.call(kOp, {x}, {}, ir::ScalarType::Float, {2});
-  EXPECT_TRUE(c.convert({n}).requires_output_allocator);
-}
-
 TEST_F(RegistryTest, LayerNamesTraceToNodes) {
   Case c;
   ir::Node* x = c.input("x", random_array(ir::ScalarType::Float, {2, 3}, 1));
