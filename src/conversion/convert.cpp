@@ -3,10 +3,10 @@
 // nodes, binds arguments to the op schema, and makes the result match the node's metadata.
 #include "conversion/convert.h"
 
-#include <cctype>
 #include <set>
 
 #include "ir/schema.h"
+#include "ir/source_location.h"
 
 namespace kiln::conversion {
 
@@ -54,29 +54,6 @@ ir::ScalarType to_ir_dtype(engine::DataType t) {
 }
 
 namespace {
-// "aten.conv2d.default at model.py:42": the node's op and the innermost frame of its exported
-// stack trace (`File "/path/model.py", line 42, in forward`) outside PyTorch's own package (whose
-// frames, torch.nn.functional's, are the same for every model), which is the user's own line.
-std::string origin_of(const ir::Node& n) {
-  auto it = n.metadata.find("stack_trace");
-  if (it == n.metadata.end()) return n.target;
-  const std::string& trace = it->second;
-  std::string where, where_in_torch;
-  for (size_t file = trace.find("File \""); file != std::string::npos; file = trace.find("File \"", file + 6)) {
-    const size_t path_start = file + 6, path_end = trace.find('"', path_start);
-    if (path_end == std::string::npos || trace.compare(path_end, 7, "\", line") != 0) continue;
-    size_t digits = path_end + 8;
-    while (digits < trace.size() && std::isdigit(static_cast<unsigned char>(trace[digits]))) ++digits;
-    if (digits == path_end + 8) continue;
-    std::string path = trace.substr(path_start, path_end - path_start);
-    const bool in_torch = path.find("packages/torch/") != std::string::npos;
-    if (size_t slash = path.find_last_of('/'); slash != std::string::npos) path = path.substr(slash + 1);
-    (in_torch ? where_in_torch : where) = path + ":" + trace.substr(path_end + 8, digits - path_end - 8);
-  }
-  if (where.empty()) where = where_in_torch;
-  return where.empty() ? n.target : n.target + " at " + where;
-}
-
 engine::DimExpr translate(const ir::SymExpr& e) {
   using Op = ir::SymExpr::Op;
   const auto& a = e.args();
@@ -223,7 +200,8 @@ struct Driver {
       throw ConversionError("node %" + n->name + ": " + ir::to_string(n->kind) + " nodes cannot be converted");
     Capability cap = ConverterRegistry::global().lookup(*n, settings);
     if (cap.verdict != Verdict::kConvertible)
-      throw ConversionError("node %" + n->name + " (" + n->target + ") cannot be converted: " + cap.reason);
+      throw ConversionError("node %" + n->name + " (" + ir::target_and_source(*n) +
+                            ") cannot be converted: " + cap.reason);
 
     std::vector<Value> args;
     Kwargs kwargs;
@@ -239,18 +217,18 @@ struct Driver {
     } catch (const ConversionError&) {
       throw;
     } catch (const std::exception& e) {
-      throw ConversionError("node %" + n->name + " (" + n->target + "): " + e.what());
+      throw ConversionError("node %" + n->name + " (" + ir::target_and_source(*n) + "): " + e.what());
     }
 
     ctx->current_node = n;
-    ctx->net.set_origin_of_new_layers(origin_of(*n));
+    ctx->net.set_origin_of_new_layers(ir::target_and_source(*n));
     Value result;
     try {
       result = cap.converter->fn(*ctx, n->target, args, kwargs, n->name);
       result = conform(n, std::move(result));
     } catch (const std::exception& e) {
       ctx->net.set_origin_of_new_layers("");
-      throw ConversionError("node %" + n->name + " (" + n->target + "): " + e.what());
+      throw ConversionError("node %" + n->name + " (" + ir::target_and_source(*n) + "): " + e.what());
     }
     ctx->net.set_origin_of_new_layers("");
     ctx->current_node = nullptr;

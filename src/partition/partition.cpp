@@ -6,6 +6,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "ir/source_location.h"
+
 namespace kiln::partition {
 
 namespace {
@@ -147,7 +149,7 @@ Partition partition_graph(const ir::Graph& graph, const conversion::CompilationS
     for (const auto& v : part.verdicts) {
       if (v.verdict == Verdict::kConvertible || v.node->target == "getitem") continue;
       ++count;
-      list += (count > 1 ? "; %" : " %") + v.node->name + " (" + v.node->target + "): " + verdict_text(v);
+      list += (count > 1 ? "; %" : " %") + v.node->name + " (" + ir::target_and_source(*v.node) + "): " + verdict_text(v);
     }
     if (count)
       throw PartitionError("require_full_compilation: " + std::to_string(count) + " op(s) cannot be converted:" + list);

@@ -168,11 +168,13 @@ TEST_F(RegistryTest, ConverterErrorsNameTheNode) {
   Case c;
   ir::Node* x = c.input("x", random_array(ir::ScalarType::Float, {2}, 1));
   ir::Node* n = c.call(kOp, {x}, {}, ir::ScalarType::Float, {2});
+  n->metadata["stack_trace"] = "  File \"/home/me/net.py\", line 7, in forward\n    return self.op(x)\n";
   try {
     c.convert({n});
     FAIL() << "expected an error";
   } catch (const ConversionError& e) {
     EXPECT_NE(std::string(e.what()).find("%" + n->name), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(" at net.py:7)"), std::string::npos) << e.what();  // the user's line
     EXPECT_NE(std::string(e.what()).find("unsupported thing"), std::string::npos) << e.what();
   }
 }
