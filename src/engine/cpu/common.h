@@ -121,8 +121,12 @@ void for_each_broadcast_run(
     const std::function<void(int64_t, const int64_t*, int64_t, const int64_t*)>& f);
 
 // ---- threading (parallel_for: parallel.h) ---------------------------------------------------------
-// Below this many elements of work a kernel stays on one thread.
-constexpr int64_t kParallelGrain = 32768;
+// Below this many elements of work a kernel stays on one thread. A memory-bound pass over 256K
+// floats takes ~50 µs on one core, about what handing half of it to a second thread costs when
+// that core is busy: right after a oneDNN convolution its OpenMP workers spin there (32K, the
+// grain before, made efficientnet_b0's squeeze-excite poolings and multiplies wait on them: 7% of
+// its batch-1 time, 20% at batch 8; docs/PERFORMANCE.md).
+constexpr int64_t kParallelGrain = 262144;
 
 // ---- errors ---------------------------------------------------------------------------------
 [[noreturn]] void fail(const Layer& layer, const std::string& what);
