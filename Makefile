@@ -2,13 +2,16 @@
 #   make        build (Release) into build/
 #   make test   install what is missing, build, run the whole test suite
 #   make demo   install what is missing, build, compile + run the bundled example
+#   make install    build, then install the CLI, libraries, headers and CMake package under PREFIX
+#                   (default /usr/local; make install PREFIX=~/.local)
 #   make sanitize   ASan+UBSan build (clang) in build-san, then its C++ and CLI tests (docs/SECURITY.md)
 #   make fuzz       libFuzzer targets in build-fuzz, FUZZ_SECONDS each (default 60; docs/SECURITY.md)
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: all build deps test demo gpu-test clean fixtures sanitize fuzz
+.PHONY: all build deps test demo install gpu-test clean fixtures sanitize fuzz
 
 all: build
 
@@ -28,6 +31,10 @@ test: deps
 demo: deps
 	$(MAKE) build
 	@scripts/demo.sh $(BUILD)
+
+# bin/kiln, lib/libkiln_*.a, include/kiln/, lib/cmake/kiln/ (find_package(kiln); README's "C++").
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 # On the GPU machine: builds with CUDA and PyTorch 2.x's libtorch, then runs the GPU tests.
 gpu-test:
