@@ -409,22 +409,26 @@ def reduced_precision_reference(model, inputs, expected, path):
     """PyTorch's own accuracy in bf16 and fp16 on these weights and inputs, as the cosine of each
     output to the fp32 one, into `path` (reduced_precision.json). tests/cli/npy_cosine.py holds kiln's
     reduced-precision runs to it where the architecture itself loses more than the usual bound
-    allows (deep depthwise networks in bf16). Formats PyTorch cannot run on the CPU are left out."""
+    allows (deep depthwise networks in bf16). Run on the GPU where there is one (kiln's fp16 and
+    bf16 plans run there; PyTorch's CPU kernels round differently or, before 2.x, lack fp16
+    convolutions), else on the CPU; a format PyTorch cannot run is left out."""
     import copy
     import json
     want = expected if isinstance(expected, (tuple, list)) else (expected,)
-    table = {"torch": torch.__version__}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    table = {"torch": torch.__version__, "device": device}
     for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         try:
-            low = copy.deepcopy(model).to(dtype)
+            low = copy.deepcopy(model).to(device=device, dtype=dtype)
             with torch.no_grad():
-                got = low(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+                got = low(*(t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
+                            for t in inputs))
         except (RuntimeError, TypeError, NotImplementedError):
             continue
         got = got if isinstance(got, (tuple, list)) else (got,)
         cos = {}
         for i, (w, g) in enumerate(zip(want, got)):
-            w, g = w.detach().double().flatten(), g.detach().double().flatten()
+            w, g = w.detach().double().flatten().cpu(), g.detach().double().flatten().cpu()
             if w.is_floating_point() and w.norm() > 0 and g.norm() > 0 and torch.isfinite(g).all():
                 cos[f"output_{i}.npy"] = round(float(w @ g / (w.norm() * g.norm())), 6)
         table[precision] = cos
