@@ -251,7 +251,7 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
     if report:
         warnings.warn(report, stacklevel=2)
     weights = _program_weights(program, dev, cap.weights)
-    return build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec)
+    return build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec, cap.leaf_values)
 
 
 def save(compiled, path):

@@ -77,6 +77,10 @@ class Captured:
     out_spec: Any                         # pytree spec of the module's output
     weights: Dict[str, torch.Tensor]      # state-dict name -> tensor (the module's own, any device)
     dynamic: List[Tuple[str, int, int, int, int]] = field(default_factory=list)  # (input, dim, min, opt, max)
+    # Per flattened leaf, what the program was traced with: a tensor's dtype, else the value itself
+    # (a Python scalar, None, a string: baked into the program). The module's calls are checked
+    # against it (CompiledModule.forward).
+    leaf_values: List[Any] = field(default_factory=list)
 
 
 # ---- tracing -------------------------------------------------------------------------------------
@@ -524,7 +528,8 @@ def _capture(module, arg_inputs, kwarg_inputs, device):
         if spec is not None:
             dynamic += [(name, d, spec.min_shape[d], spec.opt_shape[d], spec.max_shape[d])
                         for d in spec.dynamic_dims()]
-    return Captured(program, input_names, in_spec, tensor_leaf, out_spec, weights, dynamic)
+    leaf_values = [v.dtype if t else v for v, t in zip(flat, tensor_leaf)]
+    return Captured(program, input_names, in_spec, tensor_leaf, out_spec, weights, dynamic, leaf_values)
 
 
 def _get_attr(gm, target):

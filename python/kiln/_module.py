@@ -5,6 +5,7 @@ Built from a CompiledProgram's steps (the order the program layer decided), so a
 from a .kiln file gives the same module as the one just compiled.
 """
 import linecache
+import math
 import operator
 import weakref
 
@@ -13,6 +14,8 @@ import torch.utils._pytree as pytree
 
 from . import _kiln
 from ._values import FROM_ENGINE, TO_ENGINE, _dim, resolve_target, sym_expr, to_torch
+
+InputError = _kiln.InputError
 
 
 _side_streams = {}
@@ -82,13 +85,14 @@ class CompiledModule(torch.nn.Module):
     """What kiln.compile returns. Callable like the original module; `.graph` is the fx graph
     (`_run_on_acc_N` calls and fallback ops), `.program` the C++ CompiledProgram."""
 
-    def __init__(self, gm, program, in_spec=None, tensor_leaf=None, out_spec=None):
+    def __init__(self, gm, program, in_spec=None, tensor_leaf=None, out_spec=None, leaf_values=None):
         super().__init__()
         self.module = gm
         self.program = program
         self._in_spec = in_spec
         self._tensor_leaf = tensor_leaf
         self._out_spec = out_spec
+        self._leaf_values = leaf_values
 
     @property
     def graph(self):
@@ -106,7 +110,7 @@ class CompiledModule(torch.nn.Module):
         # The live engine state (SegmentRunner) is never pickled.
         device = next((t.device for t in self.module.buffers()), None)
         return (_restore, (self.program.serialize(), str(device) if device is not None else None, self._in_spec,
-                           self._tensor_leaf, self._out_spec))
+                           self._tensor_leaf, self._out_spec, self._leaf_values))
 
     def __deepcopy__(self, memo):
         # Defined here: otherwise __getattr__ would hand copy.deepcopy the fx module's own.
@@ -117,7 +121,14 @@ class CompiledModule(torch.nn.Module):
         if self._in_spec is None:
             tensors = list(args) + list(kwargs.values())
         else:
-            flat, _ = pytree.tree_flatten((args, kwargs))
+            flat, spec = pytree.tree_flatten((args, kwargs))
+            if spec != self._in_spec:
+                raise InputError("kiln: this module was compiled for arguments shaped like "
+                                 f"{_describe_call(self._in_spec, self._tensor_leaf, self._leaf_values)}, "
+                                 f"and is called with {_describe_call(spec, None, flat)}; compile it again "
+                                 "for these arguments (kiln.compile traces one call's structure)")
+            if self._leaf_values is not None:
+                _check_leaves(flat, spec, self._tensor_leaf, self._leaf_values)
             tensors = [v for v, t in zip(flat, self._tensor_leaf) if t]
         outs = self.module(*tensors)
         if self._out_spec is None:
@@ -125,19 +136,77 @@ class CompiledModule(torch.nn.Module):
         return pytree.tree_unflatten(list(outs), self._out_spec)
 
 
-def _restore(data, device, in_spec, tensor_leaf, out_spec):
+def _leaf_names(spec):
+    """A readable name per flattened leaf of a (args, kwargs) spec: args[1], kwargs['scale'],
+    args[0][2]; leaf #i inside containers pytree knows and this does not."""
+    names = []
+
+    def walk(s, path):
+        if s.is_leaf() if hasattr(s, "is_leaf") else isinstance(s, pytree.LeafSpec):
+            names.append(path)
+            return
+        children = s.children_specs
+        keys = s.context if isinstance(s.context, (list, tuple)) and len(s.context) == len(children) else None
+        for i, c in enumerate(children):
+            walk(c, f"{path}[{keys[i]!r}]" if keys is not None else f"{path}[{i}]")
+
+    walk(spec, "")
+    # The root is (args, kwargs): "[0][1]" -> "args[1]", "[1]['scale']" -> "kwargs['scale']".
+    return [("args" + n[3:]) if n.startswith("[0]") else ("kwargs" + n[3:]) if n.startswith("[1]") else n
+            for n in names]
+
+
+def _describe_call(spec, tensor_leaf, values):
+    """(x: tensor, scale=3.0)-style summary of a call's leaves for error messages."""
+    parts = []
+    for i, name in enumerate(_leaf_names(spec)):
+        v = values[i] if values is not None and i < len(values) else None
+        is_tensor = tensor_leaf[i] if tensor_leaf is not None else isinstance(v, torch.Tensor)
+        parts.append(f"{name}: tensor" if is_tensor else f"{name}={v!r}")
+    return "(" + ", ".join(parts) + ")"
+
+
+def _same_constant(a, b):
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # values without a usable ==: only the same object is the same
+        return a is b
+
+
+def _check_leaves(flat, spec, tensor_leaf, leaf_values):
+    """What the trace baked in must hold for this call: tensors where tensors were traced, of the
+    traced dtype, and every other leaf (Python scalars, None, strings) equal to its traced value."""
+    for i, (v, is_tensor, traced) in enumerate(zip(flat, tensor_leaf, leaf_values)):
+        if is_tensor:
+            if not isinstance(v, torch.Tensor):
+                raise InputError(f"kiln: {_leaf_names(spec)[i]} was a tensor when this module was compiled and is "
+                                 f"a {type(v).__name__} now")
+            if v.dtype != traced:
+                raise InputError(f"kiln: {_leaf_names(spec)[i]} is {v.dtype} and was {traced} when this module was "
+                                 "compiled; convert it, or compile again for it")
+        elif not _same_constant(v, traced):
+            raise InputError(f"kiln: {_leaf_names(spec)[i]} is {v!r} and was {traced!r} when this module was "
+                             "compiled: kiln bakes non-tensor arguments into the program, so compile again for the "
+                             "new value, or pass it as a tensor")
+
+
+def _restore(data, device, in_spec, tensor_leaf, out_spec, leaf_values=None):
     """Unpickles a CompiledModule (see CompiledModule.__reduce__)."""
     from . import _program_device, _program_weights
     program = _kiln.CompiledProgram.deserialize(data)
     dev = torch.device(device) if device is not None else _program_device(program)
-    return build_module(program, _program_weights(program, dev), in_spec, tensor_leaf, out_spec)
+    return build_module(program, _program_weights(program, dev), in_spec, tensor_leaf, out_spec, leaf_values)
 
 
 def _attr_name(state_name):
     return "_w_" + "".join(c if c.isalnum() else "_" for c in state_name)
 
 
-def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None):
+def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None, leaf_values=None):
     """CompiledProgram -> CompiledModule. `weights`: state-dict name -> tensor, for the get_attr
     nodes of fallback ops."""
     g = torch.fx.Graph()
@@ -235,7 +304,7 @@ def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None
     g.lint()
     gm = torch.fx.GraphModule(root, g, class_name="KilnGraphModule")
     weakref.finalize(gm, forget_fx_sources, {type(gm).forward.__code__.co_filename})
-    return CompiledModule(gm, program, in_spec, tensor_leaf, out_spec)
+    return CompiledModule(gm, program, in_spec, tensor_leaf, out_spec, leaf_values)
 
 
 def fx_sources():
