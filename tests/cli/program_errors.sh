@@ -24,6 +24,8 @@ expect 2 "unknown op 'aten.nonsense.default'" -- "$kiln" compile "$mlp" -o "$wor
 expect 2 "NAME:DIM:MIN:OPT:MAX" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --dynamic x:0:1
 expect 2 "no input 'y'" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --dynamic y:0:1:2:3
 expect 2 "is static" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --dynamic x:1:1:2:3
+expect 2 "--workspace-size: Value -5 not in range" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --workspace-size -5
+expect 0 "" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --workspace-size 1
 expect 2 "exceeds the exported range" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --dynamic x:0:1:8:100000
 expect 2 "require_full_compilation" -- "$kiln" compile "$mlp" -o "$work/x.kiln" --require-full-compilation --torch-executed-ops aten.gelu.default
 expect 0 "" -- "$kiln" compile "$mlp" -o "$work/mlp.kiln" --dynamic x:0:1:8:64

@@ -427,16 +427,18 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
       SCOPED_TRACE("groups " + std::to_string(groups) + (conv_bias ? ", conv bias" : ""));
       Network net = make(false);
       EXPECT_EQ(passes::fold_batch_norms(net), 1u);
-      // The convolution reads folded weights and a bias; the relu now follows it directly.
-      EXPECT_TRUE(filecheck(net.str(), R"(
-        CHECK-NOT:  Normalization
-        CHECK:      %conv_w_bn: f32[8,
-        CHECK-NEXT: %conv_b_bn: f32[8] = Constant[f32[8]]()
-        CHECK-NEXT: = Convolution[
-        CHECK-SAME: +bias](%x, %conv_w_bn, %conv_b_bn)
-        CHECK-NEXT: = Activation[relu]
-        CHECK-NEXT: output y
-      )"));
+      // The convolution reads folded weights and a bias (of the model's dtype); the relu now
+      // follows it directly.
+      auto folded = [](const std::string& dt) {
+        return "CHECK-NOT:  Normalization\n"
+               "CHECK:      %conv_w_bn: " + dt + "[8,\n"
+               "CHECK-NEXT: %conv_b_bn: " + dt + "[8] = Constant[" + dt + "[8]]()\n"
+               "CHECK-NEXT: = Convolution[\n"
+               "CHECK-SAME: +bias](%x, %conv_w_bn, %conv_b_bn)\n"
+               "CHECK-NEXT: = Activation[relu]\n"
+               "CHECK-NEXT: output y\n";
+      };
+      EXPECT_TRUE(filecheck(net.str(), folded("f32")));
       Network shared = make(true);
       EXPECT_EQ(passes::fold_batch_norms(shared), 0u);
       // The convolution's output is also an output: the norm stays.
@@ -461,15 +463,7 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
       // into fp16 weights (the arithmetic is the same, in double).
       Network half = make(false, DataType::kFloat16);
       EXPECT_EQ(passes::fold_batch_norms(half), 1u);
-      EXPECT_TRUE(filecheck(half.str(), R"(
-        CHECK-NOT:  Normalization
-        CHECK:      %conv_w_bn: f16[8,
-        CHECK-NEXT: %conv_b_bn: f16[8] = Constant[f16[8]]()
-        CHECK-NEXT: = Convolution[
-        CHECK-SAME: +bias](%x, %conv_w_bn, %conv_b_bn)
-        CHECK-NEXT: = Activation[relu]
-        CHECK-NEXT: output y
-      )"));
+      EXPECT_TRUE(filecheck(half.str(), folded("f16")));
     }
 }
 

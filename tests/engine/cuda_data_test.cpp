@@ -207,6 +207,40 @@ TEST(CudaData, Plugin) {
   }, {x});
 }
 
+// One network built for the CPU (the reference) and for CUDA, each with its execution context
+// (contexts keep references to their plans: built in place, never moved).
+struct CpuAndCuda {
+  static Plan built(const std::function<void(Network&)>& make, BuilderConfig cfg, DeviceKind device) {
+    Network n;
+    make(n);
+    cfg.device = device;
+    return build(std::move(n), cfg);
+  }
+  CpuAndCuda(const std::function<void(Network&)>& make, const BuilderConfig& cfg)
+      : cpu_plan(built(make, cfg, DeviceKind::kCPU)), gpu_plan(built(make, cfg, DeviceKind::kCUDA)),
+        cpu(cpu_plan), gpu(gpu_plan, std::shared_ptr<Backend>(make_cuda_backend())) {}
+  CpuAndCuda(const CpuAndCuda&) = delete;
+  CpuAndCuda& operator=(const CpuAndCuda&) = delete;
+
+  // Runs both on `x` (input "x") and compares their first outputs.
+  void run_and_compare(const Host& x, double tol, const std::string& what) {
+    cpu.set_input("x", x.view());
+    gpu.set_input("x", x.view());
+    cpu.execute();
+    gpu.execute();
+    const TensorView& want = cpu.output(0);
+    const TensorView& got = gpu.output(0);
+    ASSERT_EQ(want.dims, got.dims) << what;
+    Host g(got.dtype, got.dims), w(want.dtype, want.dims);
+    gpu.backend().copy(g.bytes.data(), DeviceKind::kCPU, got.data, got.device, got.nbytes());
+    std::memcpy(w.bytes.data(), want.data, want.nbytes());
+    expect_close(g, w.values(), tol, tol, what);
+  }
+
+  Plan cpu_plan, gpu_plan;
+  ExecutionContext cpu, gpu;
+};
+
 // A plan built with workspace_limit 0 runs its convolutions and GEMMs on algorithms that need no
 // scratch memory (the backend then holds none), with the same results; the default limit lets them
 // take what their fastest algorithm asks for.
@@ -225,29 +259,13 @@ TEST(CudaPipeline, WorkspaceLimitBindsTheChosenAlgorithms) {
       Tensor* fc = constant(n, random_host(DataType::kFloat32, {64 * 28 * 28, 96}, 152, -0.01, 0.01), "fc");
       n.mark_output(n.add_matmul("fc", y, fc)->output(), "y");
     };
-    BuilderConfig cpu_cfg;
-    cpu_cfg.precision = Precision::kFP16;
-    BuilderConfig gpu_cfg = cpu_cfg;
-    gpu_cfg.device = DeviceKind::kCUDA;
-    gpu_cfg.workspace_limit = limit;
-    Network a, b;
-    make(a);
-    make(b);
-    Plan cpu_plan = build(std::move(a), cpu_cfg);
-    Plan gpu_plan = build(std::move(b), gpu_cfg);
-    ExecutionContext cpu_ctx(cpu_plan);
-    ExecutionContext gpu_ctx(gpu_plan, std::shared_ptr<Backend>(make_cuda_backend()));
-    Host x = random_host(DataType::kFloat32, {8, 32, 28, 28}, 153);
-    cpu_ctx.set_input("x", x.view());
-    gpu_ctx.set_input("x", x.view());
-    cpu_ctx.execute();
-    gpu_ctx.execute();
-    const TensorView& got = gpu_ctx.output(0);
-    Host g(got.dtype, got.dims), want(cpu_ctx.output(0).dtype, cpu_ctx.output(0).dims);
-    gpu_ctx.backend().copy(g.bytes.data(), DeviceKind::kCPU, got.data, got.device, got.nbytes());
-    std::memcpy(want.bytes.data(), cpu_ctx.output(0).data, cpu_ctx.output(0).nbytes());
-    expect_close(g, want.values(), 3e-2, 3e-2, "workspace limit " + std::to_string(limit));
-    if (limit == 0) EXPECT_EQ(gpu_ctx.backend().scratch_bytes(), 0u) << "an algorithm with scratch memory ran";
+    BuilderConfig cfg;
+    cfg.precision = Precision::kFP16;
+    cfg.workspace_limit = limit;  // the CPU backend has no library scratch to limit
+    CpuAndCuda both(make, cfg);
+    both.run_and_compare(random_host(DataType::kFloat32, {8, 32, 28, 28}, 153), 3e-2,
+                         "workspace limit " + std::to_string(limit));
+    if (limit == 0) EXPECT_EQ(both.gpu.backend().scratch_bytes(), 0u) << "an algorithm with scratch memory ran";
   }
 }
 
@@ -276,32 +294,12 @@ TEST(CudaPipeline, GraphCaptureAndReplay) {
       rp.axes = {1};
       n.mark_output(n.add_reduce("mean", s, rp)->output(), "y");
     };
-    BuilderConfig cpu_cfg;
-    cpu_cfg.precision = prec;
-    BuilderConfig gpu_cfg = cpu_cfg;
-    gpu_cfg.device = DeviceKind::kCUDA;
-    Network a, b;
-    make(a);
-    make(b);
-    Plan cpu_plan = build(std::move(a), cpu_cfg);
-    Plan gpu_plan = build(std::move(b), gpu_cfg);
-    ExecutionContext cpu_ctx(cpu_plan);
-    ExecutionContext gpu_ctx(gpu_plan, std::shared_ptr<Backend>(make_cuda_backend()));
-    for (int run = 0; run < 5; ++run) {
-      Host x = random_host(DataType::kFloat32, {4, 16, 64}, 140 + (run % 3));
-      cpu_ctx.set_input("x", x.view());
-      gpu_ctx.set_input("x", x.view());
-      cpu_ctx.execute();
-      gpu_ctx.execute();
-      const TensorView& want = cpu_ctx.output(0);
-      const TensorView& got = gpu_ctx.output(0);
-      ASSERT_EQ(want.dims, got.dims);
-      Host g(got.dtype, got.dims), w(want.dtype, want.dims);
-      gpu_ctx.backend().copy(g.bytes.data(), DeviceKind::kCPU, got.data, got.device, got.nbytes());
-      std::memcpy(w.bytes.data(), want.data, want.nbytes());
-      double tol = prec == Precision::kFP32 ? 1e-4 : 2e-2;
-      expect_close(g, w.values(), tol, tol, "pipeline run " + std::to_string(run));
-    }
+    BuilderConfig cfg;
+    cfg.precision = prec;
+    CpuAndCuda both(make, cfg);
+    for (int run = 0; run < 5; ++run)
+      both.run_and_compare(random_host(DataType::kFloat32, {4, 16, 64}, 140 + (run % 3)),
+                           prec == Precision::kFP32 ? 1e-4 : 2e-2, "pipeline run " + std::to_string(run));
   }
 }
 
