@@ -80,6 +80,60 @@ TEST(CpuMatMul, FusedBiasAndActivation) {
   }
 }
 
+// Linear layers with few rows (M <= cpu::kSkinnyRows) and constant weights run on oneDNN's matmul
+// with the weights packed once; against kiln's OpenBLAS path, across row counts, both weight
+// layouts, bias, fused and unfused (mish) activations, and a second run on the cached primitive.
+TEST(CpuMatMul, SkinnyLinearOnOneDnnMatchesOpenBlas) {
+  if (!cpu::have_onednn()) GTEST_SKIP() << "kiln built without oneDNN";
+  const DataType f32 = DataType::kFloat32;
+  struct Case {
+    std::vector<int64_t> a;
+    int64_t n;
+    bool transpose_b, bias;
+    std::optional<ActivationOp> act;
+    bool onednn;  // whether oneDNN must take it
+  };
+  const Case cases[] = {
+      {{1, 64}, 48, true, true, ActivationOp::kGeluErf, true},
+      {{8, 96}, 40, false, false, std::nullopt, true},
+      {{2, 4, 32}, 24, true, true, ActivationOp::kRelu, true},    // batch dims folded into rows
+      {{3, 50}, 17, true, true, ActivationOp::kMish, true},       // activation after oneDNN's matmul
+      {{cpu::kSkinnyRows, 16}, 8, false, true, std::nullopt, true},
+      {{cpu::kSkinnyRows + 1, 16}, 8, false, true, std::nullopt, false},  // not skinny: OpenBLAS
+  };
+  for (size_t ci = 0; ci < std::size(cases); ++ci) {
+    const Case& c = cases[ci];
+    const int64_t k = c.a.back();
+    Host a = random_host(f32, c.a, 60 + uint32_t(ci));
+    Host w = random_host(f32, c.transpose_b ? std::vector<int64_t>{c.n, k} : std::vector<int64_t>{k, c.n}, 61, -0.3, 0.3);
+    Host b = random_host(f32, {c.n}, 62);
+    auto make = [&](Network& net) {
+      MatMulParams p;
+      p.transpose_b = c.transpose_b;
+      p.has_bias = c.bias;
+      if (c.act) p.activation = ActivationParams{*c.act};
+      std::vector<Tensor*> in{net.add_input("a", f32, shape_of(a.dims)), constant(net, w, "w")};
+      if (c.bias) in.push_back(constant(net, b, "b"));
+      net.mark_output(net.add_layer("mm", in, p)->output(), "y");
+    };
+    const std::string what = "skinny matmul case " + std::to_string(ci);
+    ::setenv("KILN_CPU_ONEDNN", "0", 1);
+    Network ref_net;
+    make(ref_net);
+    const std::vector<Host> want = run_direct(ref_net, {a});
+    ::unsetenv("KILN_CPU_ONEDNN");
+    const uint64_t before = cpu::onednn_executions();
+    Network net;
+    make(net);
+    const std::vector<Host> got = run_direct(net, {a});
+    if (c.onednn) EXPECT_GT(cpu::onednn_executions(), before) << what << ": oneDNN did not run it";
+    else EXPECT_EQ(cpu::onednn_executions(), before) << what << ": oneDNN ran a matmul that is not skinny";
+    ASSERT_EQ(got[0].dims, want[0].dims) << what;
+    expect_close(got[0], want[0].values(), 1e-4, 1e-4, what);
+    expect_close(run_direct(net, {a})[0], want[0].values(), 1e-4, 1e-4, what + " (cached)");
+  }
+}
+
 struct Conv {
   std::vector<int64_t> x, w;
   std::vector<int64_t> stride, pad, dil, out_pad;

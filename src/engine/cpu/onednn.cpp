@@ -117,6 +117,16 @@ std::mutex cache_mutex;
 std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;  // null: oneDNN declined the case
 std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
 
+struct MatmulEntry {
+  dnnl::matmul primitive;
+  dnnl::matmul::primitive_desc pd;
+  memory::desc src, dst, bias;
+  memory weights;                               // packed once from the constant
+  std::weak_ptr<const uint8_t> weights_source;  // that constant: a dead one invalidates the entry
+  bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
+};
+std::unordered_map<std::string, std::shared_ptr<MatmulEntry>> matmul_cache;  // null: oneDNN declined the case
+
 // The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
 memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last) {
   if (channels_last) return memory::desc({d[0], d[3], d[1], d[2]}, memory::data_type::f32, tag::nhwc);
@@ -263,6 +273,92 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   return true;
 }
 
+bool onednn_skinny_matmul(const MatMulParams& p, LayerCall& call) {
+  const TensorView& a = call.inputs.at(0);
+  const TensorView& b = call.inputs.at(1);
+  const TensorView& y = call.outputs.at(0);
+  const Tensor* weight_tensor = call.layer.inputs().at(1);
+  if (!have_onednn() || p.transpose_a || p.has_residual || a.dtype != DataType::kFloat32 ||
+      b.dtype != DataType::kFloat32 || y.dtype != DataType::kFloat32 || b.dims.size() != 2 || a.dims.size() < 2 ||
+      !detail::is_constant(weight_tensor) || !a.is_contiguous())
+    return false;
+  const int64_t K = a.dims.back(), M = K ? a.numel() / K : 0;
+  const int64_t N = p.transpose_b ? b.dims[0] : b.dims[1];
+  if (M == 0 || M > kSkinnyRows || N == 0 || K == 0 || (p.transpose_b ? b.dims[1] : b.dims[0]) != K) return false;
+  const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
+  if (bias && (bias->dtype != DataType::kFloat32 || bias->numel() != N)) return false;
+  const Weights& constant = detail::weights_of(weight_tensor);
+  std::ostringstream key;
+  key << "mm" << M << ',' << N << ',' << K << ',' << p.transpose_b << bool(bias);
+  if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
+  key << "|w" << static_cast<const void*>(constant.data.get());
+
+  std::shared_ptr<MatmulEntry> e;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = matmul_cache.find(key.str());
+    if (it != matmul_cache.end()) {
+      if (!it->second) return false;
+      if (!it->second->weights_source.expired()) e = it->second;
+    }
+  }
+  if (!e) {
+    e = std::make_shared<MatmulEntry>();
+    try {
+      e->src = memory::desc({M, K}, memory::data_type::f32, tag::ab);
+      e->dst = memory::desc({M, N}, memory::data_type::f32, tag::ab);
+      e->bias = memory::desc({1, N}, memory::data_type::f32, tag::ab);
+      const memory::desc user_weights({K, N}, memory::data_type::f32, p.transpose_b ? tag::ba : tag::ab);
+      const memory::desc packed({K, N}, memory::data_type::f32, tag::any);
+      dnnl::primitive_attr attr;
+      dnnl::algorithm alg;
+      float alpha, beta;
+      if (p.activation && eltwise_of(*p.activation, alg, alpha, beta)) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(1.f, alg, alpha, beta);
+        attr.set_post_ops(ops);
+      } else {
+        e->activation_after = p.activation.has_value();
+      }
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(e->src, packed, e->bias, e->dst)
+                                           : dnnl::matmul::desc(e->src, packed, e->dst);
+      e->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
+      e->primitive = dnnl::matmul(e->pd);
+      // Packed once from the network's constant (the bytes the input view shows).
+      memory user(user_weights, cpu_engine(), const_cast<uint8_t*>(constant.data.get()));
+      e->weights = memory(e->pd.weights_desc(), cpu_engine());
+      dnnl::stream s(cpu_engine());
+      dnnl::reorder(user, e->weights).execute(s, user, e->weights);
+      s.wait();
+      e->weights_source = constant.data;
+    } catch (const dnnl::error&) {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      matmul_cache[key.str()] = nullptr;
+      return false;
+    }
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    for (auto it = matmul_cache.begin(); it != matmul_cache.end();)  // entries of networks since destroyed
+      it = it->second && it->second->weights_source.expired() ? matmul_cache.erase(it) : std::next(it);
+    matmul_cache[key.str()] = e;
+  }
+  dnnl::stream s(cpu_engine());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e->src, cpu_engine(), a.data)},
+                                       {DNNL_ARG_WEIGHTS, e->weights},
+                                       {DNNL_ARG_DST, memory(e->dst, cpu_engine(), y.data)}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e->bias, cpu_engine(), bias->data));
+  const memory::desc scratch_desc = e->pd.scratchpad_desc();
+  if (scratch_desc.get_size() > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
+  run_on_team([&] {
+    e->primitive.execute(s, args);
+    s.wait();
+  });
+  ++executions;
+  if (e->activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *p.activation);
+  return true;
+}
+
 bool onednn_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
   dnnl::algorithm alg;
   float alpha, beta;
@@ -334,6 +430,7 @@ bool onednn_convolution(const ConvolutionParams&, LayerCall&) { return false; }
 bool onednn_activation_inplace(float*, int64_t, const ActivationParams&) { return false; }
 bool onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*) { return false; }
 bool onednn_parallel_for(int64_t, const std::function<void(int64_t)>&) { return false; }
+bool onednn_skinny_matmul(const MatMulParams&, LayerCall&) { return false; }
 void onednn_sgemm_here(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                        float*, int64_t) {
   throw NetworkError("kiln was built without oneDNN");
