@@ -80,57 +80,76 @@ TEST(CpuMatMul, FusedBiasAndActivation) {
   }
 }
 
-// Linear layers with few rows (M <= cpu::kSkinnyRows) and constant weights run on oneDNN's matmul
-// with the weights packed once; against kiln's OpenBLAS path, across row counts, both weight
-// layouts, bias, fused and unfused (mish) activations, and a second run on the cached primitive.
-TEST(CpuMatMul, SkinnyLinearOnOneDnnMatchesOpenBlas) {
+// Linear layers on oneDNN's matmul (cpu::onednn_matmul): fp32 with few rows (M <= kSkinnyRows)
+// against constant weights, and bf16 always (AMX / AVX-512-BF16 where the processor has them);
+// against kiln's OpenBLAS path, across row counts, weight layouts (a Linear's weight broadcast to
+// A's rank too), constant and computed weights, bias, residual, fused and unfused activations, and
+// a second run on the cached primitive.
+TEST(CpuMatMul, LinearOnOneDnnMatchesOpenBlas) {
   if (!cpu::have_onednn()) GTEST_SKIP() << "kiln built without oneDNN";
-  const DataType f32 = DataType::kFloat32;
+  const DataType f32 = DataType::kFloat32, bf16 = DataType::kBFloat16;
   struct Case {
+    DataType dtype;
     std::vector<int64_t> a;
     int64_t n;
-    bool transpose_b, bias;
+    bool transpose_b, bias, residual, constant_b, rank3_b;
     std::optional<ActivationOp> act;
     bool onednn;  // whether oneDNN must take it
   };
   const Case cases[] = {
-      {{1, 64}, 48, true, true, ActivationOp::kGeluErf, true},
-      {{8, 96}, 40, false, false, std::nullopt, true},
-      {{2, 4, 32}, 24, true, true, ActivationOp::kRelu, true},    // batch dims folded into rows
-      {{3, 50}, 17, true, true, ActivationOp::kMish, true},       // activation after oneDNN's matmul
-      {{cpu::kSkinnyRows, 16}, 8, false, true, std::nullopt, true},
-      {{cpu::kSkinnyRows + 1, 16}, 8, false, true, std::nullopt, false},  // not skinny: OpenBLAS
+      {f32, {1, 64}, 48, true, true, false, true, false, ActivationOp::kGeluErf, true},
+      {f32, {8, 96}, 40, false, false, false, true, false, std::nullopt, true},
+      {f32, {2, 4, 32}, 24, true, true, false, true, true, ActivationOp::kRelu, true},  // batch folded into rows
+      {f32, {3, 50}, 17, true, true, false, true, false, ActivationOp::kMish, true},    // activation after oneDNN
+      {f32, {cpu::kSkinnyRows, 16}, 8, false, true, true, true, false, std::nullopt, true},
+      {f32, {cpu::kSkinnyRows + 1, 16}, 8, false, true, false, true, false, std::nullopt, false},  // OpenBLAS
+      {f32, {8, 16}, 8, false, false, false, false, false, std::nullopt, false},  // computed weights: OpenBLAS
+      {bf16, {1, 128, 64}, 96, true, true, true, true, true, ActivationOp::kRelu, true},
+      {bf16, {200, 48}, 40, false, true, false, true, false, ActivationOp::kGeluTanh, true},
+      {bf16, {16, 32}, 24, true, false, true, false, false, std::nullopt, true},  // computed weights
+      {bf16, {4, 32}, 24, true, true, false, true, false, ActivationOp::kMish, false},  // unfusable: kiln's path
   };
   for (size_t ci = 0; ci < std::size(cases); ++ci) {
     const Case& c = cases[ci];
     const int64_t k = c.a.back();
-    Host a = random_host(f32, c.a, 60 + uint32_t(ci));
-    Host w = random_host(f32, c.transpose_b ? std::vector<int64_t>{c.n, k} : std::vector<int64_t>{k, c.n}, 61, -0.3, 0.3);
-    Host b = random_host(f32, {c.n}, 62);
+    std::vector<int64_t> wdims = c.transpose_b ? std::vector<int64_t>{c.n, k} : std::vector<int64_t>{k, c.n};
+    if (c.rank3_b) wdims.insert(wdims.begin(), 1);
+    std::vector<int64_t> ydims = c.a;
+    ydims.back() = c.n;
+    Host a = random_host(c.dtype, c.a, 60 + uint32_t(ci)), w = random_host(c.dtype, wdims, 61, -0.3, 0.3);
+    Host b = random_host(c.dtype, {c.n}, 62), r = random_host(c.dtype, ydims, 63);
+    std::vector<Host> inputs{a};
+    if (!c.constant_b) inputs.push_back(w);
+    if (c.residual) inputs.push_back(r);
     auto make = [&](Network& net) {
       MatMulParams p;
       p.transpose_b = c.transpose_b;
       p.has_bias = c.bias;
+      p.has_residual = c.residual;
       if (c.act) p.activation = ActivationParams{*c.act};
-      std::vector<Tensor*> in{net.add_input("a", f32, shape_of(a.dims)), constant(net, w, "w")};
+      std::vector<Tensor*> in{net.add_input("a", c.dtype, shape_of(a.dims)),
+                              c.constant_b ? constant(net, w, "w") : net.add_input("w", c.dtype, shape_of(w.dims))};
       if (c.bias) in.push_back(constant(net, b, "b"));
+      if (c.residual) in.push_back(net.add_input("r", c.dtype, shape_of(r.dims)));
       net.mark_output(net.add_layer("mm", in, p)->output(), "y");
     };
-    const std::string what = "skinny matmul case " + std::to_string(ci);
+    const std::string what = std::string("oneDNN matmul case ") + std::to_string(ci) + " " + to_string(c.dtype);
     ::setenv("KILN_CPU_ONEDNN", "0", 1);
     Network ref_net;
     make(ref_net);
-    const std::vector<Host> want = run_direct(ref_net, {a});
+    const std::vector<Host> want = run_direct(ref_net, inputs);
     ::unsetenv("KILN_CPU_ONEDNN");
     const uint64_t before = cpu::onednn_executions();
     Network net;
     make(net);
-    const std::vector<Host> got = run_direct(net, {a});
+    const std::vector<Host> got = run_direct(net, inputs);
     if (c.onednn) EXPECT_GT(cpu::onednn_executions(), before) << what << ": oneDNN did not run it";
-    else EXPECT_EQ(cpu::onednn_executions(), before) << what << ": oneDNN ran a matmul that is not skinny";
+    else EXPECT_EQ(cpu::onednn_executions(), before) << what << ": oneDNN ran it";
     ASSERT_EQ(got[0].dims, want[0].dims) << what;
-    expect_close(got[0], want[0].values(), 1e-4, 1e-4, what);
-    expect_close(run_direct(net, {a})[0], want[0].values(), 1e-4, 1e-4, what + " (cached)");
+    // bf16: both accumulate in fp32 and round once; the sums' order differs.
+    const double tol = c.dtype == bf16 ? 2 * tolerance(bf16) : 1e-4;
+    expect_close(got[0], want[0].values(), tol, tol, what);
+    expect_close(run_direct(net, inputs)[0], want[0].values(), tol, tol, what + " (cached)");
   }
 }
 

@@ -71,7 +71,7 @@ void run(const MatMulParams& p, LayerCall& call) {
   const int64_t N = p.transpose_b ? b.dims[rb - 2] : b.dims[rb - 1];
   if (K != Kb || out.dims[ro - 2] != M || out.dims[ro - 1] != N)
     fail_shape(layer, "matmul shapes disagree");
-  if (onednn_skinny_matmul(p, call)) return;  // few rows, constant weights: packed once
+  if (onednn_matmul(p, call)) return;  // bf16, or few rows of fp32 against constant weights
 
   FloatInput fa = as_float(a), fb = as_float(b);
   FloatOutput fo = float_output(out);

@@ -120,8 +120,8 @@ std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_
 struct MatmulEntry {
   dnnl::matmul primitive;
   dnnl::matmul::primitive_desc pd;
-  memory::desc src, dst, bias;
-  memory weights;                               // packed once from the constant
+  memory::desc src, dst, bias, residual;
+  memory weights;                               // packed once from a constant (else the input, per call)
   std::weak_ptr<const uint8_t> weights_source;  // that constant: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
 };
@@ -273,25 +273,40 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   return true;
 }
 
-bool onednn_skinny_matmul(const MatMulParams& p, LayerCall& call) {
+bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const TensorView& a = call.inputs.at(0);
   const TensorView& b = call.inputs.at(1);
   const TensorView& y = call.outputs.at(0);
   const Tensor* weight_tensor = call.layer.inputs().at(1);
-  if (!have_onednn() || p.transpose_a || p.has_residual || a.dtype != DataType::kFloat32 ||
-      b.dtype != DataType::kFloat32 || y.dtype != DataType::kFloat32 || b.dims.size() != 2 || a.dims.size() < 2 ||
-      !detail::is_constant(weight_tensor) || !a.is_contiguous())
+  const bool bf16 = a.dtype == DataType::kBFloat16;
+  const bool constant_b = detail::is_constant(weight_tensor);
+  const size_t rb = b.dims.size();
+  if (!have_onednn() || p.transpose_a || rb < 2 || a.dims.size() < 2 || !a.is_contiguous() || !b.is_contiguous() ||
+      !(a.dtype == DataType::kFloat32 || bf16) || b.dtype != a.dtype || !(y.dtype == a.dtype || y.dtype == DataType::kFloat32))
     return false;
+  // B one matrix (leading dims of 1, as converters broadcast a Linear's weight to A's rank).
+  for (size_t d = 0; d + 2 < rb; ++d)
+    if (b.dims[d] != 1) return false;
   const int64_t K = a.dims.back(), M = K ? a.numel() / K : 0;
-  const int64_t N = p.transpose_b ? b.dims[0] : b.dims[1];
-  if (M == 0 || M > kSkinnyRows || N == 0 || K == 0 || (p.transpose_b ? b.dims[1] : b.dims[0]) != K) return false;
+  const int64_t N = p.transpose_b ? b.dims[rb - 2] : b.dims[rb - 1];
+  if (M == 0 || N == 0 || K == 0 || (p.transpose_b ? b.dims[rb - 1] : b.dims[rb - 2]) != K) return false;
+  if (!bf16 && (M > kSkinnyRows || !constant_b)) return false;  // fp32: OpenBLAS is as fast past that
   const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
-  if (bias && (bias->dtype != DataType::kFloat32 || bias->numel() != N)) return false;
-  const Weights& constant = detail::weights_of(weight_tensor);
+  const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
+  if (bias && bias->numel() != N) return false;
+  if (residual && (residual->numel() != M * N || !residual->is_contiguous())) return false;
+  dnnl::algorithm alg;
+  float alpha = 0, beta = 0;
+  const bool fused_activation = p.activation && eltwise_of(*p.activation, alg, alpha, beta);
+  // kiln's own pass after the matmul works on fp32 outputs only.
+  if (p.activation && !fused_activation && y.dtype != DataType::kFloat32) return false;
+  auto dt = [](DataType t) { return t == DataType::kBFloat16 ? memory::data_type::bf16 : memory::data_type::f32; };
   std::ostringstream key;
-  key << "mm" << M << ',' << N << ',' << K << ',' << p.transpose_b << bool(bias);
-  if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
-  key << "|w" << static_cast<const void*>(constant.data.get());
+  key << "mm" << int(a.dtype) << int(y.dtype) << ',' << M << ',' << N << ',' << K << ',' << p.transpose_b;
+  key << ',' << (bias ? int(bias->dtype) : -1) << ',' << (residual ? int(residual->dtype) : -1);
+  if (p.activation) key << ',' << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
+  const Weights* constant = constant_b ? &detail::weights_of(weight_tensor) : nullptr;
+  if (constant) key << "|w" << static_cast<const void*>(constant->data.get());
 
   std::shared_ptr<MatmulEntry> e;
   {
@@ -299,39 +314,40 @@ bool onednn_skinny_matmul(const MatMulParams& p, LayerCall& call) {
     auto it = matmul_cache.find(key.str());
     if (it != matmul_cache.end()) {
       if (!it->second) return false;
-      if (!it->second->weights_source.expired()) e = it->second;
+      if (!constant || !it->second->weights_source.expired()) e = it->second;
     }
   }
   if (!e) {
     e = std::make_shared<MatmulEntry>();
     try {
-      e->src = memory::desc({M, K}, memory::data_type::f32, tag::ab);
-      e->dst = memory::desc({M, N}, memory::data_type::f32, tag::ab);
-      e->bias = memory::desc({1, N}, memory::data_type::f32, tag::ab);
-      const memory::desc user_weights({K, N}, memory::data_type::f32, p.transpose_b ? tag::ba : tag::ab);
-      const memory::desc packed({K, N}, memory::data_type::f32, tag::any);
-      dnnl::primitive_attr attr;
-      dnnl::algorithm alg;
-      float alpha, beta;
-      if (p.activation && eltwise_of(*p.activation, alg, alpha, beta)) {
-        dnnl::post_ops ops;
-        ops.append_eltwise(1.f, alg, alpha, beta);
-        attr.set_post_ops(ops);
-      } else {
-        e->activation_after = p.activation.has_value();
+      e->src = memory::desc({M, K}, dt(a.dtype), tag::ab);
+      e->dst = memory::desc({M, N}, dt(y.dtype), tag::ab);
+      const memory::desc user_weights({K, N}, dt(b.dtype), p.transpose_b ? tag::ba : tag::ab);
+      // Constant weights: oneDNN's own blocked layout, packed once below; others as they are.
+      const memory::desc weights = constant ? memory::desc({K, N}, dt(b.dtype), tag::any) : user_weights;
+      if (bias) e->bias = memory::desc({1, N}, dt(bias->dtype), tag::ab);
+      dnnl::post_ops ops;
+      if (residual) {  // kiln's order: act(a·b + bias + residual)
+        e->residual = memory::desc({M, N}, dt(residual->dtype), tag::ab);
+        ops.append_binary(dnnl::algorithm::binary_add, e->residual);
       }
+      if (fused_activation) ops.append_eltwise(1.f, alg, alpha, beta);
+      e->activation_after = p.activation && !fused_activation;
+      dnnl::primitive_attr attr;
+      attr.set_post_ops(ops);
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(e->src, packed, e->bias, e->dst)
-                                           : dnnl::matmul::desc(e->src, packed, e->dst);
+      const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(e->src, weights, e->bias, e->dst)
+                                           : dnnl::matmul::desc(e->src, weights, e->dst);
       e->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
       e->primitive = dnnl::matmul(e->pd);
-      // Packed once from the network's constant (the bytes the input view shows).
-      memory user(user_weights, cpu_engine(), const_cast<uint8_t*>(constant.data.get()));
-      e->weights = memory(e->pd.weights_desc(), cpu_engine());
-      dnnl::stream s(cpu_engine());
-      dnnl::reorder(user, e->weights).execute(s, user, e->weights);
-      s.wait();
-      e->weights_source = constant.data;
+      if (constant) {  // packed once from the network's constant (the bytes the input view shows)
+        memory user(user_weights, cpu_engine(), const_cast<uint8_t*>(constant->data.get()));
+        e->weights = memory(e->pd.weights_desc(), cpu_engine());
+        dnnl::stream s(cpu_engine());
+        dnnl::reorder(user, e->weights).execute(s, user, e->weights);
+        s.wait();
+        e->weights_source = constant->data;
+      }
     } catch (const dnnl::error&) {
       std::lock_guard<std::mutex> lock(cache_mutex);
       matmul_cache[key.str()] = nullptr;
@@ -339,14 +355,19 @@ bool onednn_skinny_matmul(const MatMulParams& p, LayerCall& call) {
     }
     std::lock_guard<std::mutex> lock(cache_mutex);
     for (auto it = matmul_cache.begin(); it != matmul_cache.end();)  // entries of networks since destroyed
-      it = it->second && it->second->weights_source.expired() ? matmul_cache.erase(it) : std::next(it);
+      it = it->second && it->second->weights_source.expired() && it->first.find("|w") != std::string::npos
+               ? matmul_cache.erase(it)
+               : std::next(it);
     matmul_cache[key.str()] = e;
   }
   dnnl::stream s(cpu_engine());
+  memory weights = constant ? e->weights : memory(e->pd.weights_desc(), cpu_engine(), b.data);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e->src, cpu_engine(), a.data)},
-                                       {DNNL_ARG_WEIGHTS, e->weights},
+                                       {DNNL_ARG_WEIGHTS, weights},
                                        {DNNL_ARG_DST, memory(e->dst, cpu_engine(), y.data)}};
   if (bias) args.emplace(DNNL_ARG_BIAS, memory(e->bias, cpu_engine(), bias->data));
+  if (residual)
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(e->residual, cpu_engine(), residual->data));
   const memory::desc scratch_desc = e->pd.scratchpad_desc();
   if (scratch_desc.get_size() > 0)
     args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
@@ -430,7 +451,7 @@ bool onednn_convolution(const ConvolutionParams&, LayerCall&) { return false; }
 bool onednn_activation_inplace(float*, int64_t, const ActivationParams&) { return false; }
 bool onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*) { return false; }
 bool onednn_parallel_for(int64_t, const std::function<void(int64_t)>&) { return false; }
-bool onednn_skinny_matmul(const MatMulParams&, LayerCall&) { return false; }
+bool onednn_matmul(const MatMulParams&, LayerCall&) { return false; }
 void onednn_sgemm_here(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                        float*, int64_t) {
   throw NetworkError("kiln was built without oneDNN");

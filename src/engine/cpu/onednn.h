@@ -19,13 +19,14 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call);
 // is not needed; should oneDNN still decline, kiln's kernel allocates its own).
 bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inputs);
 
-// A linear layer with few rows (batch-1 and small-batch MLPs, classifier heads: at most
-// kSkinnyRows rows of A) on oneDNN's matmul with its weights packed once: y = act(A @ op(B) + bias)
-// for fp32, B a constant [K, N] (or [N, K] with transpose_b) and A's rows contiguous. OpenBLAS's
-// sgemm packs all of B on every call, several times the multiply at these sizes. False (nothing
-// run) where it does not apply.
+// A linear layer, y = act(A @ op(B) + bias + residual) with A's rows contiguous and B 2-d, on
+// oneDNN's matmul primitive: bf16 always (oneDNN runs it on AMX or AVX-512-BF16 where the processor
+// has them, accumulating in fp32; kiln's own path converts to fp32 around OpenBLAS), fp32 when A
+// has at most kSkinnyRows rows and B is constant (OpenBLAS's sgemm packs all of B on every call,
+// several times the multiply at these sizes). Constant weights are packed once into oneDNN's
+// layout. False (nothing run) where it does not apply.
 constexpr int64_t kSkinnyRows = 64;
-bool onednn_skinny_matmul(const MatMulParams& p, LayerCall& call);
+bool onednn_matmul(const MatMulParams& p, LayerCall& call);
 
 // An activation over n contiguous fp32 values in place through oneDNN's vectorised eltwise
 // kernels (the epilogues of matmuls and convolutions); false when oneDNN lacks it, n is small, or
