@@ -65,8 +65,8 @@ size_t move_permutes_across_matmuls(Network& net);  // [L,B,E] <-> [B,L,E] trans
 size_t simplify_attention_masks(Network& net);  // constant causal / keep-all masks -> the causal flag / none
 size_t absorb_attention_views(Network& net);  // permutes/slices before attention -> strided reads
 // Converts fp16/bf16 convolutions (CUDA: fp32 stays NCHW, on cuDNN's exact FMA path), or with
-// `fp32_only` the fp32 ones alone (the CPU, whose channels-last convolutions are oneDNN's fp32 kernels).
-size_t to_channels_last(Network& net, bool fp32_only = false);
+// `for_cpu` the fp32 and bf16 ones (the CPU, whose channels-last convolutions are oneDNN's kernels).
+size_t to_channels_last(Network& net, bool for_cpu = false);
 size_t fold_movement(Network& net);        // permutes/reshapes/slices/pads/concats -> gathered loads
 size_t fuse_rows(Network& net);            // norms / softmaxes / last-axis reductions + pointwise neighbours -> row programs
 size_t apply_precision(Network& net, Precision p);

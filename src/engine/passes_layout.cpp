@@ -38,15 +38,17 @@ Weights to_krsc(const Weights& w) {
   return Weights::copy_of(w.dtype, {K, R, S, C}, out.data());
 }
 
-size_t convert_convolutions(Network& net, bool fp32_only) {
+size_t convert_convolutions(Network& net, bool for_cpu) {
   size_t n = 0;
   for (Layer* l : net.layers()) {
     auto* cp = l->as<ConvolutionParams>();
     if (!cp || cp->channels_last || cp->transposed || l->inputs()[0]->rank() != 4) continue;
     const DataType dt = l->inputs()[0]->dtype();
-    // CUDA: fp16/bf16 (fp32 stays on cuDNN's exact FMA path, NCHW); the CPU: fp32, what oneDNN runs.
-    const bool reduced = dt == DataType::kFloat16 || dt == DataType::kBFloat16;
-    if (fp32_only ? dt != DataType::kFloat32 : !reduced) continue;
+    // CUDA: fp16/bf16 (fp32 stays on cuDNN's exact FMA path, NCHW); the CPU: fp32 and bf16, what
+    // oneDNN runs.
+    const bool takes = for_cpu ? dt == DataType::kFloat32 || dt == DataType::kBFloat16
+                               : dt == DataType::kFloat16 || dt == DataType::kBFloat16;
+    if (!takes) continue;
     if (!is_constant(l->inputs()[1])) continue;
     const Weights& w = weights_of(l->inputs()[1]);
     if (w.dims.size() != 4) continue;
@@ -162,8 +164,8 @@ bool sink_and_cancel(Network& net) {
 
 }  // namespace
 
-size_t to_channels_last(Network& net, bool fp32_only) {
-  size_t changes = convert_convolutions(net, fp32_only);
+size_t to_channels_last(Network& net, bool for_cpu) {
+  size_t changes = convert_convolutions(net, for_cpu);
   if (!changes) return 0;
   for (size_t guard = 0; guard < 100000 && sink_and_cancel(net); ++guard) ++changes;
   net.topological_sort();

@@ -57,6 +57,11 @@ bool eltwise_of(const ActivationParams& a, dnnl::algorithm& alg, float& alpha, f
 
 memory::dims to_dims(const std::vector<int64_t>& v) { return memory::dims(v.begin(), v.end()); }
 
+// The oneDNN type of an fp32 or bf16 tensor (the two kiln runs on oneDNN).
+memory::data_type dnnl_type(DataType t) {
+  return t == DataType::kBFloat16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
 // oneDNN's right padding for PyTorch's output size: the left padding (PyTorch pads both sides
 // alike and floors the window count, as oneDNN does), more only where the output has a window
 // the floor would drop (pooling's ceil_mode).
@@ -128,26 +133,26 @@ struct MatmulEntry {
 std::unordered_map<std::string, std::shared_ptr<MatmulEntry>> matmul_cache;  // null: oneDNN declined the case
 
 // The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
-memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last) {
-  if (channels_last) return memory::desc({d[0], d[3], d[1], d[2]}, memory::data_type::f32, tag::nhwc);
-  return memory::desc(to_dims(d), memory::data_type::f32, tag::nchw);
+memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last, DataType t) {
+  if (channels_last) return memory::desc({d[0], d[3], d[1], d[2]}, dnnl_type(t), tag::nhwc);
+  return memory::desc(to_dims(d), dnnl_type(t), tag::nchw);
 }
 
 std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorView& x, const TensorView& w,
-                                     const TensorView& y) {
+                                     const TensorView& y, const TensorView* bias, const TensorView* residual) {
   auto e = std::make_shared<ConvEntry>();
   const bool cl = p.channels_last;
-  e->src = activation_desc(x.dims, cl);
-  e->dst = activation_desc(y.dims, cl);
+  e->src = activation_desc(x.dims, cl, x.dtype);
+  e->dst = activation_desc(y.dims, cl, y.dtype);
   // Weights: KCRS (NCHW networks) or KRSC (channels last), grouped as G x (K/G) x (C/G) x R x S.
   const int64_t K = w.dims[0], R = cl ? w.dims[1] : w.dims[2], S = cl ? w.dims[2] : w.dims[3];
   const int64_t Cg = cl ? w.dims[3] : w.dims[1], G = p.groups;
   if (G == 1) {
-    e->user_weights = memory::desc({K, Cg, R, S}, memory::data_type::f32, cl ? tag::ohwi : tag::oihw);
+    e->user_weights = memory::desc({K, Cg, R, S}, dnnl_type(w.dtype), cl ? tag::ohwi : tag::oihw);
   } else {
-    e->user_weights = memory::desc({G, K / G, Cg, R, S}, memory::data_type::f32, cl ? tag::gohwi : tag::goihw);
+    e->user_weights = memory::desc({G, K / G, Cg, R, S}, dnnl_type(w.dtype), cl ? tag::gohwi : tag::goihw);
   }
-  memory::desc any_weights(e->user_weights.dims(), memory::data_type::f32, tag::any);
+  memory::desc any_weights(e->user_weights.dims(), dnnl_type(w.dtype), tag::any);
   const memory::dims stride = to_dims(p.stride.empty() ? std::vector<int64_t>{1, 1} : p.stride);
   memory::dims dilate{0, 0}, pad{0, 0};  // oneDNN's dilation counts the gaps: PyTorch's minus one
   for (size_t i = 0; i < 2; ++i) {
@@ -160,8 +165,8 @@ std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorVie
   for (size_t i = 0; i < 2; ++i) pad_r[i] = right_padding(ins[i], outs[i], (dilate[i] + 1) * (ks[i] - 1) + 1, stride[i], pad[i]);
 
   dnnl::post_ops ops;
-  if (p.has_residual) {
-    e->residual = e->dst;
+  if (residual) {
+    e->residual = activation_desc(y.dims, cl, residual->dtype);
     ops.append_binary(dnnl::algorithm::binary_add, e->residual);
   }
   if (p.activation) {
@@ -175,7 +180,7 @@ std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorVie
   // Scratch memory of the caller's (below), not oneDNN's: its own is shared process-wide, and one
   // program runs from many threads at once.
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (p.has_bias) e->bias = memory::desc({K}, memory::data_type::f32, tag::x);
+  if (bias) e->bias = memory::desc({K}, dnnl_type(bias->dtype), tag::x);
   auto desc = p.has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
                                                             dnnl::algorithm::convolution_direct, e->src, any_weights,
                                                             e->bias, e->dst, stride, dilate, pad, pad_r)
@@ -193,8 +198,14 @@ bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inp
   if (inputs.size() < 2) return false;
   const TensorView& x = inputs[0];
   const TensorView& w = inputs[1];
-  return !p.transposed && x.dims.size() == 4 && w.dims.size() == 4 && x.dtype == DataType::kFloat32 &&
-         w.dtype == DataType::kFloat32 && x.numel() > 0 && have_onednn();
+  // fp32, or bf16 (AMX / AVX-512-BF16 where the processor has them) with an activation oneDNN fuses
+  // (kiln's pass afterwards works on fp32 outputs only).
+  const bool bf16 = x.dtype == DataType::kBFloat16;
+  dnnl::algorithm alg;
+  float alpha, beta;
+  if (bf16 && p.activation && !eltwise_of(*p.activation, alg, alpha, beta)) return false;
+  return !p.transposed && x.dims.size() == 4 && w.dims.size() == 4 && (x.dtype == DataType::kFloat32 || bf16) &&
+         w.dtype == x.dtype && x.numel() > 0 && have_onednn();
 }
 
 bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
@@ -205,7 +216,9 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   const Tensor* weight_tensor = call.layer.inputs().at(1);
   const bool constant_weights = detail::is_constant(weight_tensor);
   std::ostringstream key;
-  key << (p.channels_last ? 'L' : 'F') << p.groups << p.has_bias << p.has_residual;
+  key << int(x.dtype) << int(y.dtype) << (p.channels_last ? 'L' : 'F') << p.groups << p.has_bias << p.has_residual;
+  if (p.has_bias) key << int(call.inputs.at(2).dtype);
+  if (p.has_residual) key << int(call.inputs.back().dtype);
   if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
   for (auto* v : {&x.dims, &w.dims, &y.dims, &p.stride, &p.padding, &p.dilation}) {
     key << '|';
@@ -225,7 +238,8 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   }
   if (!e) {
     try {
-      e = make_conv(p, x, w, y);
+      e = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr,
+                    p.has_residual ? &call.inputs.back() : nullptr);
     } catch (const dnnl::error&) {
       std::lock_guard<std::mutex> lock(cache_mutex);
       conv_cache[key.str()] = nullptr;
@@ -300,7 +314,7 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const bool fused_activation = p.activation && eltwise_of(*p.activation, alg, alpha, beta);
   // kiln's own pass after the matmul works on fp32 outputs only.
   if (p.activation && !fused_activation && y.dtype != DataType::kFloat32) return false;
-  auto dt = [](DataType t) { return t == DataType::kBFloat16 ? memory::data_type::bf16 : memory::data_type::f32; };
+  const auto dt = dnnl_type;
   std::ostringstream key;
   key << "mm" << int(a.dtype) << int(y.dtype) << ',' << M << ',' << N << ',' << K << ',' << p.transpose_b;
   key << ',' << (bias ? int(bias->dtype) : -1) << ',' << (residual ? int(residual->dtype) : -1);
