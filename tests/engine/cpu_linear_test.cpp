@@ -153,6 +153,49 @@ TEST(CpuMatMul, LinearOnOneDnnMatchesOpenBlas) {
   }
 }
 
+// A layer norm right after oneDNN work (here a linear layer on oneDNN) runs on oneDNN's layer
+// normalization, on the threads that just ran the matmul; same results as kiln's loop, fp32 and
+// bf16, with and without the affine parameters.
+TEST(CpuMatMul, LayerNormAfterOneDnnRunsOnItsTeam) {
+  if (!cpu::have_onednn()) GTEST_SKIP() << "kiln built without oneDNN";
+  for (DataType dt : {DataType::kFloat32, DataType::kBFloat16})
+    for (bool affine : {true, false}) {
+      Host a = random_host(dt, {2, 24, 64}, 70), w = random_host(dt, {96, 64}, 71, -0.3, 0.3);
+      Host gamma = random_host(dt, {96}, 72, 0.5, 1.5), beta = random_host(dt, {96}, 73);
+      auto make = [&](Network& net) {
+        MatMulParams mp;
+        mp.transpose_b = true;
+        Tensor* h = net.add_layer("mm", {net.add_input("a", dt, shape_of(a.dims)), constant(net, w, "w")}, mp)->output();
+        NormalizationParams np;
+        np.first_axis = 2;
+        np.has_scale = np.has_bias = affine;
+        std::vector<Tensor*> in{h};
+        if (affine) in.insert(in.end(), {constant(net, gamma, "gamma"), constant(net, beta, "beta")});
+        net.mark_output(net.add_layer("ln", in, np)->output(), "y");
+      };
+      const std::string what = std::string("layer norm after oneDNN ") + to_string(dt) + (affine ? " affine" : "");
+      ::setenv("KILN_CPU_ONEDNN", "0", 1);
+      Network ref_net;
+      make(ref_net);
+      const std::vector<Host> want = run_direct(ref_net, {a});
+      ::unsetenv("KILN_CPU_ONEDNN");
+      Network net;
+      make(net);
+      // "Right after" is within 20 ms: a run the scheduler delayed between the two layers may
+      // take kiln's loop instead, so a few runs get the chance to show the oneDNN path.
+      std::vector<Host> got;
+      bool both_on_onednn = false;
+      for (int attempt = 0; attempt < 3 && !both_on_onednn; ++attempt) {
+        const uint64_t before = cpu::onednn_executions();
+        got = run_direct(net, {a});
+        both_on_onednn = cpu::onednn_executions() == before + 2;
+      }
+      EXPECT_TRUE(both_on_onednn) << what << ": the matmul and the norm on oneDNN";
+      const double tol = dt == DataType::kBFloat16 ? 2 * tolerance(dt) : 1e-4;
+      expect_close(got[0], want[0].values(), tol, tol, what);
+    }
+}
+
 struct Conv {
   std::vector<int64_t> x, w;
   std::vector<int64_t> stride, pad, dil, out_pad;

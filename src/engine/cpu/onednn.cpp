@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 
 #include "engine/cpu/common.h"
@@ -131,6 +132,7 @@ struct MatmulEntry {
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
 };
 std::unordered_map<std::string, std::shared_ptr<MatmulEntry>> matmul_cache;  // null: oneDNN declined the case
+std::unordered_map<std::string, std::shared_ptr<dnnl::layer_normalization_forward>> norm_cache;
 
 // The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
 memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last, DataType t) {
@@ -394,6 +396,63 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   return true;
 }
 
+bool onednn_layer_norm(const NormalizationParams& p, LayerCall& call) {
+  const TensorView& x = call.inputs.at(0);
+  const TensorView& y = call.outputs.at(0);
+  if (p.kind != NormKind::kLayer || !team_is_hot() || !have_onednn() || x.dtype != y.dtype ||
+      !(x.dtype == DataType::kFloat32 || x.dtype == DataType::kBFloat16) || !x.is_contiguous() || x.numel() == 0)
+    return false;
+  const int64_t rank = int64_t(x.dims.size());
+  const int64_t first = canonical_axis(call.layer, p.first_axis, rank, "first_axis");
+  const int64_t len = product(x.dims, size_t(first)), rows = x.numel() / len;
+  size_t next = 1;
+  const TensorView* scale = p.has_scale ? &call.inputs.at(next++) : nullptr;
+  const TensorView* shift = p.has_bias ? &call.inputs.at(next++) : nullptr;
+  for (const TensorView* t : {scale, shift})
+    if (t && (t->numel() != len || !t->is_contiguous())) return false;
+  std::ostringstream key;
+  key << "ln" << int(x.dtype) << ',' << rows << ',' << len << ',' << p.epsilon << ',' << bool(scale) << bool(shift);
+  std::shared_ptr<dnnl::layer_normalization_forward> prim;
+  const memory::desc data({rows, len}, dnnl_type(x.dtype), tag::ab);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto& slot = norm_cache[key.str()];
+    if (!slot) {
+      auto flags = dnnl::normalization_flags::none;
+      if (scale) flags = flags | dnnl::normalization_flags::use_scale;
+      if (shift) flags = flags | dnnl::normalization_flags::use_shift;
+      try {
+        dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, data, float(p.epsilon),
+                                                     flags);
+        slot = std::make_shared<dnnl::layer_normalization_forward>(
+            dnnl::layer_normalization_forward::primitive_desc(desc, cpu_engine()));
+      } catch (const dnnl::error&) {
+        return false;
+      }
+    }
+    prim = slot;
+  }
+  // oneDNN takes the affine parameters in fp32: a bf16 model's are converted (one row's worth).
+  thread_local std::vector<float> affine;
+  affine.resize(size_t(2 * len));
+  const memory::desc affine_desc({len}, memory::data_type::f32, tag::x);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(data, cpu_engine(), x.data)},
+                                       {DNNL_ARG_DST, memory(data, cpu_engine(), y.data)}};
+  for (auto [t, arg, offset] : {std::tuple{scale, DNNL_ARG_SCALE, int64_t{0}}, std::tuple{shift, DNNL_ARG_SHIFT, len}}) {
+    if (!t) continue;
+    float* f = affine.data() + offset;
+    detail::convert_elements(t->data, t->dtype, f, DataType::kFloat32, len);
+    args.emplace(arg, memory(affine_desc, cpu_engine(), f));
+  }
+  dnnl::stream s(cpu_engine());
+  run_on_team([&] {
+    prim->execute(s, args);
+    s.wait();
+  });
+  ++executions;
+  return true;
+}
+
 bool onednn_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
   dnnl::algorithm alg;
   float alpha, beta;
@@ -466,6 +525,7 @@ bool onednn_activation_inplace(float*, int64_t, const ActivationParams&) { retur
 bool onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*) { return false; }
 bool onednn_parallel_for(int64_t, const std::function<void(int64_t)>&) { return false; }
 bool onednn_matmul(const MatMulParams&, LayerCall&) { return false; }
+bool onednn_layer_norm(const NormalizationParams&, LayerCall&) { return false; }
 void onednn_sgemm_here(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                        float*, int64_t) {
   throw NetworkError("kiln was built without oneDNN");

@@ -28,6 +28,12 @@ bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inp
 constexpr int64_t kSkinnyRows = 64;
 bool onednn_matmul(const MatMulParams& p, LayerCall& call);
 
+// A layer norm (fp32 or bf16, in place of kiln's loop) on oneDNN's layer_normalization while the
+// calling thread's oneDNN team is running (a matmul or convolution just ran on it): kiln's own
+// workers would wait for the cores the team's OpenMP workers spin on (the norms of a bf16
+// transformer, whose linear layers run on oneDNN). False (nothing run) otherwise.
+bool onednn_layer_norm(const NormalizationParams& p, LayerCall& call);
+
 // An activation over n contiguous fp32 values in place through oneDNN's vectorised eltwise
 // kernels (the epilogues of matmuls and convolutions); false when oneDNN lacks it, n is small, or
 // the calling thread's oneDNN team is not running (see onednn_sgemm).

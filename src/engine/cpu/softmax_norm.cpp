@@ -7,6 +7,7 @@
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/onednn.h"
 
 namespace kiln::engine::cpu {
 
@@ -47,6 +48,7 @@ void run(const NormalizationParams& p, LayerCall& call) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& out = call.outputs.at(0);
   if (!is_floating(x.dtype)) fail(layer, "normalization needs a float input");
+  if (onednn_layer_norm(p, call)) return;  // right after oneDNN work, on its threads
   const int64_t rank = int64_t(x.dims.size());
   FloatInput fx = as_float(x);
   FloatOutput fy = float_output(out);
