@@ -119,6 +119,38 @@ void run_on_team(F&& f) {
 }
 
 std::atomic<uint64_t> executions{0}, parallel_loops{0};
+
+// Weights in the layout a primitive chose (`packed`), reordered once from a network constant whose
+// bytes are in the layout `user` describes.
+memory pack_constant(const memory::desc& user, const memory::desc& packed, const Weights& constant) {
+  memory from(user, cpu_engine(), const_cast<uint8_t*>(constant.data.get()));
+  memory to(packed, cpu_engine());
+  dnnl::stream s(cpu_engine());
+  dnnl::reorder(from, to).execute(s, from, to);
+  s.wait();
+  return to;
+}
+
+// Runs a layer's primitive (convolution, matmul) with `args` plus the call's bias and residual
+// (the first post-op's operand) and this thread's scratch, on the team; then kiln's activation
+// when oneDNN could not fuse it (fp32 outputs only: the callers decline otherwise).
+template <class Entry>
+void execute_layer(const Entry& e, std::unordered_map<int, memory>& args, const TensorView* bias,
+                   const TensorView* residual, const TensorView& y, const std::optional<ActivationParams>& act) {
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e.bias, cpu_engine(), bias->data));
+  if (residual)
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(e.residual, cpu_engine(), residual->data));
+  const memory::desc scratch_desc = e.pd.scratchpad_desc();
+  if (scratch_desc.get_size() > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
+  dnnl::stream s(cpu_engine());
+  run_on_team([&] {
+    e.primitive.execute(s, args);
+    s.wait();
+  });
+  ++executions;
+  if (e.activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *act);
+}
 std::mutex cache_mutex;
 std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;  // null: oneDNN declined the case
 std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
@@ -247,13 +279,8 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
       conv_cache[key.str()] = nullptr;
       return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
     }
-    if (constant) {
-      // Reordered once from the network's constant (the same bytes the input view shows).
-      memory user(e->user_weights, cpu_engine(), const_cast<uint8_t*>(constant->data.get()));
-      e->weights = memory(e->pd.weights_desc(), cpu_engine());
-      dnnl::stream s(cpu_engine());
-      dnnl::reorder(user, e->weights).execute(s, user, e->weights);
-      s.wait();
+    if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
+      e->weights = pack_constant(e->user_weights, e->pd.weights_desc(), *constant);
       e->weights_source = constant->data;
     }
     std::lock_guard<std::mutex> lock(cache_mutex);
@@ -271,21 +298,11 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
     memory user(e->user_weights, cpu_engine(), w.data);
     weights = memory(e->pd.weights_desc(), cpu_engine());
     dnnl::reorder(user, weights).execute(s, user, weights);
+    s.wait();
   }
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-  const memory::desc scratch_desc = e->pd.scratchpad_desc();
-  if (scratch_desc.get_size() > 0)
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
-  if (p.has_bias) args.emplace(DNNL_ARG_BIAS, memory(e->bias, cpu_engine(), call.inputs.at(2).data));
-  if (p.has_residual)
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
-                 memory(e->residual, cpu_engine(), call.inputs.back().data));
-  run_on_team([&] {
-    e->primitive.execute(s, args);
-    s.wait();
-  });
-  ++executions;
-  if (e->activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *p.activation);
+  execute_layer(*e, args, p.has_bias ? &call.inputs.at(2) : nullptr, p.has_residual ? &call.inputs.back() : nullptr,
+                y, p.activation);
   return true;
 }
 
@@ -357,11 +374,7 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
       e->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
       e->primitive = dnnl::matmul(e->pd);
       if (constant) {  // packed once from the network's constant (the bytes the input view shows)
-        memory user(user_weights, cpu_engine(), const_cast<uint8_t*>(constant->data.get()));
-        e->weights = memory(e->pd.weights_desc(), cpu_engine());
-        dnnl::stream s(cpu_engine());
-        dnnl::reorder(user, e->weights).execute(s, user, e->weights);
-        s.wait();
+        e->weights = pack_constant(user_weights, e->pd.weights_desc(), *constant);
         e->weights_source = constant->data;
       }
     } catch (const dnnl::error&) {
@@ -376,23 +389,11 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
                : std::next(it);
     matmul_cache[key.str()] = e;
   }
-  dnnl::stream s(cpu_engine());
   memory weights = constant ? e->weights : memory(e->pd.weights_desc(), cpu_engine(), b.data);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e->src, cpu_engine(), a.data)},
                                        {DNNL_ARG_WEIGHTS, weights},
                                        {DNNL_ARG_DST, memory(e->dst, cpu_engine(), y.data)}};
-  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e->bias, cpu_engine(), bias->data));
-  if (residual)
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(e->residual, cpu_engine(), residual->data));
-  const memory::desc scratch_desc = e->pd.scratchpad_desc();
-  if (scratch_desc.get_size() > 0)
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
-  run_on_team([&] {
-    e->primitive.execute(s, args);
-    s.wait();
-  });
-  ++executions;
-  if (e->activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *p.activation);
+  execute_layer(*e, args, bias, residual, y, p.activation);
   return true;
 }
 
