@@ -80,6 +80,17 @@ TEST(CpuMatMul, FusedBiasAndActivation) {
   }
 }
 
+// `make`'s network run on kiln's own kernels (KILN_CPU_ONEDNN=0): the reference the oneDNN paths
+// are held to.
+std::vector<Host> without_onednn(const std::function<void(Network&)>& make, const std::vector<Host>& inputs) {
+  ::setenv("KILN_CPU_ONEDNN", "0", 1);
+  Network net;
+  make(net);
+  std::vector<Host> out = run_direct(net, inputs);
+  ::unsetenv("KILN_CPU_ONEDNN");
+  return out;
+}
+
 // Linear layers on oneDNN's matmul (cpu::onednn_matmul): fp32 with few rows (M <= kSkinnyRows)
 // against constant weights, and bf16 always (AMX / AVX-512-BF16 where the processor has them);
 // against kiln's OpenBLAS path, across row counts, weight layouts (a Linear's weight broadcast to
@@ -134,11 +145,7 @@ TEST(CpuMatMul, LinearOnOneDnnMatchesOpenBlas) {
       net.mark_output(net.add_layer("mm", in, p)->output(), "y");
     };
     const std::string what = std::string("oneDNN matmul case ") + std::to_string(ci) + " " + to_string(c.dtype);
-    ::setenv("KILN_CPU_ONEDNN", "0", 1);
-    Network ref_net;
-    make(ref_net);
-    const std::vector<Host> want = run_direct(ref_net, inputs);
-    ::unsetenv("KILN_CPU_ONEDNN");
+    const std::vector<Host> want = without_onednn(make, inputs);
     const uint64_t before = cpu::onednn_executions();
     Network net;
     make(net);
@@ -174,11 +181,7 @@ TEST(CpuMatMul, LayerNormAfterOneDnnRunsOnItsTeam) {
         net.mark_output(net.add_layer("ln", in, np)->output(), "y");
       };
       const std::string what = std::string("layer norm after oneDNN ") + to_string(dt) + (affine ? " affine" : "");
-      ::setenv("KILN_CPU_ONEDNN", "0", 1);
-      Network ref_net;
-      make(ref_net);
-      const std::vector<Host> want = run_direct(ref_net, {a});
-      ::unsetenv("KILN_CPU_ONEDNN");
+      const std::vector<Host> want = without_onednn(make, {a});
       Network net;
       make(net);
       // "Right after" is within 20 ms: a run the scheduler delayed between the two layers may
@@ -474,11 +477,7 @@ TEST(CpuConvolution, OneDnnMatchesKilnKernels) {
       net.mark_output(net.add_layer("conv", in, p)->output(), "y");
     };
     const std::string what = "oneDNN conv case " + std::to_string(ci) + " " + to_string(dt);
-    ::setenv("KILN_CPU_ONEDNN", "0", 1);
-    Network ref_net;
-    make(ref_net);
-    const std::vector<Host> want = run_direct(ref_net, inputs);
-    ::unsetenv("KILN_CPU_ONEDNN");
+    const std::vector<Host> want = without_onednn(make, inputs);
     const uint64_t before = cpu::onednn_executions();
     Network net;
     make(net);
