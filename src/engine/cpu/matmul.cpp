@@ -1,7 +1,9 @@
 // Batched matrix multiply with NumPy batch broadcasting, transposes and a fused epilogue
-// (bias broadcast to the output, then activation). GEMMs go to OpenBLAS's cblas_sgemm, always
-// called from one thread so its own thread pool is the only one working (kiln's worker threads
-// sleep meanwhile). f16/bf16 operands are converted to fp32 around the call.
+// (bias broadcast to the output, then activation). bf16 linear layers, and fp32 ones of a few rows
+// against constant weights, run on oneDNN's matmul (onednn_matmul). Other GEMMs go to OpenBLAS's
+// cblas_sgemm, always called from one thread so its own thread pool is the only one working
+// (kiln's worker threads sleep meanwhile); f16 (and other bf16) operands are converted to fp32
+// around the call.
 #include <cblas.h>
 
 #include <algorithm>

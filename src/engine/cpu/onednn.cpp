@@ -152,7 +152,41 @@ void execute_layer(const Entry& e, std::unordered_map<int, memory>& args, const 
   if (e.activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *act);
 }
 std::mutex cache_mutex;
-std::unordered_map<std::string, std::shared_ptr<ConvEntry>> conv_cache;  // null: oneDNN declined the case
+
+// Convolution and matmul primitives per case (key), with the constant weights packed into them.
+// A case oneDNN declined is remembered (not asked again on every call). An entry whose constant
+// died belongs to a network since destroyed: looked up as missing, swept when another is stored.
+template <class Entry>
+class PrimitiveCache {
+ public:
+  // The entry for `key` (null when there is none yet); `declined` when oneDNN declined the case.
+  std::shared_ptr<Entry> find(const std::string& key, bool constant_weights, bool& declined) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    declined = false;
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return nullptr;
+    declined = !it->second;
+    if (declined || (constant_weights && it->second->weights_source.expired())) return nullptr;
+    return it->second;
+  }
+  void decline(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_[key] = nullptr;
+  }
+  void store(const std::string& key, std::shared_ptr<Entry> e) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end();)
+      it = it->second && it->second->weights_source.expired() && it->first.find("|w") != std::string::npos
+               ? entries_.erase(it)
+               : std::next(it);
+    entries_[key] = std::move(e);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::shared_ptr<Entry>> entries_;
+};
+PrimitiveCache<ConvEntry> conv_cache;
 std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
 
 struct MatmulEntry {
@@ -163,7 +197,7 @@ struct MatmulEntry {
   std::weak_ptr<const uint8_t> weights_source;  // that constant: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
 };
-std::unordered_map<std::string, std::shared_ptr<MatmulEntry>> matmul_cache;  // null: oneDNN declined the case
+PrimitiveCache<MatmulEntry> matmul_cache;
 std::unordered_map<std::string, std::shared_ptr<dnnl::layer_normalization_forward>> norm_cache;
 
 // The logical (N, C, H, W) dims of a 2-d tensor stored NHWC or NCHW.
@@ -261,34 +295,22 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   const Weights* constant = constant_weights ? &detail::weights_of(weight_tensor) : nullptr;
   if (constant) key << "|w" << static_cast<const void*>(constant->data.get());
 
-  std::shared_ptr<ConvEntry> e;
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = conv_cache.find(key.str());
-    if (it != conv_cache.end()) {
-      if (!it->second) return false;  // declined before: not asked again on every call
-      if (!constant || !it->second->weights_source.expired()) e = it->second;
-    }
-  }
+  bool declined;
+  std::shared_ptr<ConvEntry> e = conv_cache.find(key.str(), constant != nullptr, declined);
+  if (declined) return false;
   if (!e) {
     try {
       e = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr,
                     p.has_residual ? &call.inputs.back() : nullptr);
     } catch (const dnnl::error&) {
-      std::lock_guard<std::mutex> lock(cache_mutex);
-      conv_cache[key.str()] = nullptr;
+      conv_cache.decline(key.str());
       return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
     }
     if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
       e->weights = pack_constant(e->user_weights, e->pd.weights_desc(), *constant);
       e->weights_source = constant->data;
     }
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    for (auto it = conv_cache.begin(); it != conv_cache.end();)  // entries of networks since destroyed
-      it = it->second && it->second->weights_source.expired() && it->first.find("|w") != std::string::npos
-               ? conv_cache.erase(it)
-               : std::next(it);
-    conv_cache[key.str()] = e;
+    conv_cache.store(key.str(), e);
   }
 
   dnnl::stream s(cpu_engine());
@@ -333,7 +355,6 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const bool fused_activation = p.activation && eltwise_of(*p.activation, alg, alpha, beta);
   // kiln's own pass after the matmul works on fp32 outputs only.
   if (p.activation && !fused_activation && y.dtype != DataType::kFloat32) return false;
-  const auto dt = dnnl_type;
   std::ostringstream key;
   key << "mm" << int(a.dtype) << int(y.dtype) << ',' << M << ',' << N << ',' << K << ',' << p.transpose_b;
   key << ',' << (bias ? int(bias->dtype) : -1) << ',' << (residual ? int(residual->dtype) : -1);
@@ -341,27 +362,21 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const Weights* constant = constant_b ? &detail::weights_of(weight_tensor) : nullptr;
   if (constant) key << "|w" << static_cast<const void*>(constant->data.get());
 
-  std::shared_ptr<MatmulEntry> e;
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = matmul_cache.find(key.str());
-    if (it != matmul_cache.end()) {
-      if (!it->second) return false;
-      if (!constant || !it->second->weights_source.expired()) e = it->second;
-    }
-  }
+  bool declined;
+  std::shared_ptr<MatmulEntry> e = matmul_cache.find(key.str(), constant != nullptr, declined);
+  if (declined) return false;
   if (!e) {
     e = std::make_shared<MatmulEntry>();
     try {
-      e->src = memory::desc({M, K}, dt(a.dtype), tag::ab);
-      e->dst = memory::desc({M, N}, dt(y.dtype), tag::ab);
-      const memory::desc user_weights({K, N}, dt(b.dtype), p.transpose_b ? tag::ba : tag::ab);
+      e->src = memory::desc({M, K}, dnnl_type(a.dtype), tag::ab);
+      e->dst = memory::desc({M, N}, dnnl_type(y.dtype), tag::ab);
+      const memory::desc user_weights({K, N}, dnnl_type(b.dtype), p.transpose_b ? tag::ba : tag::ab);
       // Constant weights: oneDNN's own blocked layout, packed once below; others as they are.
-      const memory::desc weights = constant ? memory::desc({K, N}, dt(b.dtype), tag::any) : user_weights;
-      if (bias) e->bias = memory::desc({1, N}, dt(bias->dtype), tag::ab);
+      const memory::desc weights = constant ? memory::desc({K, N}, dnnl_type(b.dtype), tag::any) : user_weights;
+      if (bias) e->bias = memory::desc({1, N}, dnnl_type(bias->dtype), tag::ab);
       dnnl::post_ops ops;
       if (residual) {  // kiln's order: act(a·b + bias + residual)
-        e->residual = memory::desc({M, N}, dt(residual->dtype), tag::ab);
+        e->residual = memory::desc({M, N}, dnnl_type(residual->dtype), tag::ab);
         ops.append_binary(dnnl::algorithm::binary_add, e->residual);
       }
       if (fused_activation) ops.append_eltwise(1.f, alg, alpha, beta);
@@ -378,16 +393,10 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
         e->weights_source = constant->data;
       }
     } catch (const dnnl::error&) {
-      std::lock_guard<std::mutex> lock(cache_mutex);
-      matmul_cache[key.str()] = nullptr;
+      matmul_cache.decline(key.str());
       return false;
     }
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    for (auto it = matmul_cache.begin(); it != matmul_cache.end();)  // entries of networks since destroyed
-      it = it->second && it->second->weights_source.expired() && it->first.find("|w") != std::string::npos
-               ? matmul_cache.erase(it)
-               : std::next(it);
-    matmul_cache[key.str()] = e;
+    matmul_cache.store(key.str(), e);
   }
   memory weights = constant ? e->weights : memory(e->pd.weights_desc(), cpu_engine(), b.data);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e->src, cpu_engine(), a.data)},

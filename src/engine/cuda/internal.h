@@ -42,7 +42,6 @@ struct DeviceWorkspace {
   void* data = nullptr;
   size_t bytes = 0;
   void reserve(size_t need);
-  size_t retired_bytes() const { return retired_bytes_; }  // kept for recorded graphs
   DeviceWorkspace() = default;
   DeviceWorkspace(const DeviceWorkspace&) = delete;
   DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
@@ -50,7 +49,7 @@ struct DeviceWorkspace {
 
  private:
   std::vector<void*> retired_;
-  size_t retired_bytes_ = 0;
+  size_t retired_bytes_ = 0;  // kept for recorded graphs (KILN_LOG=debug reports it)
   uint64_t captures_at_allocation_ = 0;
 };
 // Counts graph captures begun in this process (any backend): a buffer allocated before the count
