@@ -145,6 +145,7 @@ def markdown(rows, meta=None, order=None):
         mem = r.get("mem_mb") or {}
         kmem = next((mem[k] for k in ("kiln_py_plan", "kiln_cli_plan") if _num(mem.get(k))), None)
         tmem = mem.get(f"tc_{b[0]}") if b else None
+        tmeasured = mem.get(f"tc_{b[0]}_measured") if b else None
         cos = r.get("cosine") or {}
         cs = r.get("compile_s") or {}
         cells = [label, str(r.get("batch")), _ms(timing(r, "eager"))]
@@ -157,7 +158,8 @@ def markdown(rows, meta=None, order=None):
         # across compile and first call: library handles, loaded kernels, scratch on top of the plan.
         measured = mem.get("kiln_py_measured")
         kcell = _f(kmem, '.0f') + (f" ({_f(measured, '.0f')})" if _num(measured) else "")
-        cells.append(f"{kcell} / {_f(tmem, '.0f')}")
+        tcell = _f(tmem, '.0f') + (f" ({_f(tmeasured, '.0f')})" if _num(tmeasured) else "")
+        cells.append(f"{kcell} / {tcell}")
         cells.append(" / ".join(_seg((r.get("kiln") or {}).get(p)) for p in paths))
         cells.append(" / ".join(_f(cos.get(f"kiln_{p}"), ".5f") for p in paths))
         out.append("| " + " | ".join(cells) + " |")
@@ -202,6 +204,8 @@ kiln.compile() plus its first call; kiln cli = `kiln compile` (export and save n
 MiB: kiln = its plans' weights + planned activation arena (as `kiln compile`/program.summary() report them), in \
 parentheses the device memory the process lost over kiln.compile and its first call (library handles, loaded \
 kernels and scratch too); tc = \
-weights + torch's peak allocated bytes over compile and the first three calls (CUDA-graph pools included). \
+weights + torch's peak allocated bytes over compile and the first three calls, in parentheses measured as kiln's \
+parenthesis is (device memory lost outside PyTorch's allocator plus its peak: CUDA graphs, cuDNN/cuBLAS \
+workspaces, Triton's loaded kernels). \
 segments+fallback: kiln's accelerated segments + ops run by PyTorch (✓ = one segment, no fallback). cosine: kiln's \
 output against eager fp16 on the same weights and inputs (computed in float64)."""
