@@ -285,6 +285,10 @@ void bind_program(py::module_& m) {
       .def("find", [](const CompiledProgram& p, const std::string& n) { return p.graph().find(n); },
            py::return_value_policy::reference_internal)
       .def("fallback_ops", &CompiledProgram::fallback_ops)
+      .def("refit", [](CompiledProgram& p, const CompiledProgram& fresh) {
+        py::gil_scoped_release nogil;
+        p.refit(fresh);
+      }, py::arg("fresh"))
       // name -> (NumPy view of the bytes, ScalarType): zero-copy, the array keeps the program's
       // buffer alive. bf16 and other types NumPy lacks come as raw unsigned ints of their width.
       .def("weights", [](const CompiledProgram& p) {
@@ -314,11 +318,13 @@ void bind_program(py::module_& m) {
       .def_property_readonly("output_names", [](const SegmentRunner& r) { return r.segment().output_values; });
 
   m.def("compile_program", [](ir::ExportedProgram& ep, const conversion::CompilationSettings& s, py::object dynamic,
-                              bool verbose) {
+                              bool verbose, bool device_code) {
     auto o = options_from(s, dynamic, verbose);
+    o.device_code = device_code;
     py::gil_scoped_release nogil;  // converters and validators written in Python re-take it
     return std::make_shared<CompiledProgram>(program::compile(ep, o));
-  }, py::arg("program"), py::arg("settings"), py::arg("dynamic") = py::list(), py::arg("verbose") = false);
+  }, py::arg("program"), py::arg("settings"), py::arg("dynamic") = py::list(), py::arg("verbose") = false,
+     py::arg("device_code") = true);
   m.def("dry_run", [](ir::ExportedProgram& ep, const conversion::CompilationSettings& s, py::object dynamic) {
     auto o = options_from(s, dynamic, false);
     py::gil_scoped_release nogil;

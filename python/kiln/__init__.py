@@ -6,13 +6,17 @@
 
 Converters: kiln.conversion (the seed's decorator, registry and impl helpers).
 """
+import os
+import sys
 import warnings
+from collections.abc import Mapping
 
 import torch
 
-from . import _kiln
+from . import _cache, _kiln
 from ._capture import Input, capture
-from ._module import CompiledModule, build_module
+from ._module import CompiledModule, _attr_name, build_module
+from ._mutable import MutableCompiledModule
 from ._values import engine_dtype
 
 SourceIR = _kiln.SourceIR
@@ -29,7 +33,7 @@ VerifyError = _kiln.VerifyError
 
 from . import conversion  # noqa: E402  (needs the names above)
 
-__all__ = ["compile", "Input", "save", "load", "load_pt2", "SourceIR", "CompilationSettings", "ITensor",
+__all__ = ["compile", "refit", "MutableCompiledModule", "Input", "save", "load", "load_pt2", "SourceIR", "CompilationSettings", "ITensor",
            "CompiledModule", "conversion", "KilnError", "ConversionError", "InputError", "PartitionError",
            "FormatError", "ShapeError", "NetworkError", "VerifyError"]
 __version__ = "0.1.0"
@@ -194,14 +198,17 @@ def _acceleration_report(program, settings):
 def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_size=5, torch_executed_ops=(),
             require_full_compilation=False, enabled_precisions=None, precision=None, device=None, dryrun=False,
             assume_dynamic_shape_support=False, workspace_size=None, verbose=False, truncate_double=True,
-            **unsupported):
+            immutable_weights=False, cache_built_engines=False, reuse_cached_engines=False,
+            engine_cache_dir=None, engine_cache_size=None, **unsupported):
     """Compiles `module` for its example inputs (tensors, or kiln.Input for dynamic shapes).
 
     Returns a CompiledModule: accelerated segments run by kiln's engine, every other op by PyTorch.
     With dryrun=True prints the partition report instead and returns the module unchanged.
     Every option is checked as the CLI checks its flags: a bad value is an error naming the option
     and what it allows. float64 programs are computed in float32 with a warning (truncate_double,
-    as Torch-TensorRT; False refuses them instead).
+    as Torch-TensorRT; False refuses them instead). immutable_weights=False (the default) keeps the
+    traced graph so that kiln.refit can give the module new weights without a rebuild; True keeps
+    nothing for it.
     """
     if unsupported:
         raise TypeError(f"kiln.compile: unknown option(s) {', '.join(sorted(unsupported))}")
@@ -228,6 +235,13 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
     settings.dryrun = _check_bool("dryrun", dryrun)
     _check_bool("verbose", verbose)
     _check_bool("truncate_double", truncate_double)
+    _check_bool("immutable_weights", immutable_weights)
+    _check_bool("cache_built_engines", cache_built_engines)
+    _check_bool("reuse_cached_engines", reuse_cached_engines)
+    if engine_cache_dir is not None and not isinstance(engine_cache_dir, (str, os.PathLike)):
+        raise TypeError(f"kiln.compile: engine_cache_dir must be a path, got {type(engine_cache_dir).__name__}")
+    if engine_cache_size is not None:
+        _check_int("engine_cache_size", engine_cache_size, minimum=1)
     if workspace_size:  # None or 0 (Torch-TensorRT's default value): kiln's default, 1 GiB
         settings.workspace_limit = _check_int("workspace_size", workspace_size, minimum=1)
     dev = _device(device, (arg_inputs, kwarg_inputs))
@@ -246,12 +260,95 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
     if dryrun:
         print(_kiln.dry_run(cap.program, settings, cap.dynamic))
         return module
-    program = _kiln.compile_program(cap.program, settings, cap.dynamic, verbose)
-    report = _acceleration_report(program, settings)
-    if report:
-        warnings.warn(report, stacklevel=2)
+    cache = key = program = None
+    if cache_built_engines or reuse_cached_engines:
+        cache = _cache.EngineCache(engine_cache_dir, engine_cache_size)
+        key = _cache.key_of(cap, settings, dev)
+        if reuse_cached_engines:
+            program = cache.load(key)
+            if program is not None and verbose:
+                print(f"kiln.compile: loaded from the engine cache ({key[:16]})", file=sys.stderr)
+    if program is None:
+        program = _kiln.compile_program(cap.program, settings, cap.dynamic, verbose)
+        report = _acceleration_report(program, settings)
+        if report:
+            warnings.warn(report, stacklevel=2)
+        if cache_built_engines:
+            cache.store(key, program)
     weights = _program_weights(program, dev, cap.weights)
-    return build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec, cap.leaf_values)
+    compiled = build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec, cap.leaf_values)
+    if not immutable_weights:
+        compiled._refit_source = _RefitSource(cap.rebuild, cap.refittable, settings, cap.dynamic, dev)
+    return compiled
+
+
+class _RefitSource:
+    """What kiln.refit needs of a compile: the trace (to build the IR program with other weights),
+    the names, shapes and dtypes of the weights it may replace, and the compile's settings."""
+
+    def __init__(self, rebuild, refittable, settings, dynamic, device):
+        self.rebuild, self.refittable, self.settings = rebuild, refittable, settings
+        self.dynamic, self.device = dynamic, device
+
+
+def refit(compiled, new_weights, *, strict=True):
+    """Gives a compiled module new weights without rebuilding it (Torch-TensorRT's
+    refit_module_weights): `new_weights` is the same architecture as a module with other weights (a
+    fine-tuned copy), or its state dict. Returns `compiled`, changed in place.
+
+    The program is converted again with the new values, on the host only; each plan takes the new
+    constants (folded ones, such as batch norm in a convolution, recomputed) and keeps its kernels,
+    kernel choices and recorded CUDA graphs. Checked first, with nothing changed on an error:
+    every weight of the compiled module is given, with its shape and dtype (kiln.InputError names
+    each one that is not), and no name is unknown (strict=False ignores unknown names). Refit is
+    refused where the weights' values decided the program (a scalar weight inlined into a kernel):
+    compile again then."""
+    if not isinstance(compiled, CompiledModule):
+        raise TypeError(f"kiln.refit: expected the module kiln.compile returned, got {type(compiled).__name__}")
+    source = getattr(compiled, "_refit_source", None)
+    if source is None:
+        raise InputError("kiln.refit: this module keeps no trace to refit from: it was compiled with "
+                         "immutable_weights=True or loaded from a saved program; compile it again with "
+                         "immutable_weights=False")
+    _check_bool("strict", strict, "kiln.refit")
+    if isinstance(new_weights, torch.nn.Module):
+        state = dict(new_weights.named_parameters())
+        state.update(new_weights.named_buffers())
+    elif isinstance(new_weights, Mapping):
+        state = dict(new_weights)
+    else:
+        raise TypeError(f"kiln.refit: new_weights must be a torch.nn.Module or a state dict, got "
+                        f"{type(new_weights).__name__}")
+    problems = []
+    missing = [n for n in source.refittable if n not in state]
+    if missing:
+        problems.append(f"missing {len(missing)} weight(s): {', '.join(missing[:8])}"
+                        + (" ..." if len(missing) > 8 else ""))
+    unknown = [n for n in state if n not in source.refittable]
+    if unknown and strict and isinstance(new_weights, Mapping):
+        problems.append(f"unknown name(s): {', '.join(unknown[:8])}" + (" ..." if len(unknown) > 8 else "")
+                        + " (strict=False ignores them)")
+    for name, (shape, dtype) in source.refittable.items():
+        t = state.get(name)
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            problems.append(f"{name} is a {type(t).__name__}, not a tensor")
+        elif tuple(t.shape) != shape or t.dtype != dtype:
+            problems.append(f"{name} is {t.dtype} {list(t.shape)}, the compiled module's is {dtype} {list(shape)}")
+    if problems:
+        raise InputError("kiln.refit: the new weights do not fit the compiled module: " + "; ".join(problems))
+    new_state = {n: state[n] for n in source.refittable}
+    with torch.no_grad():
+        fresh = _kiln.compile_program(source.rebuild(new_state), source.settings, source.dynamic, False,
+                                      device_code=False)
+    compiled.program.refit(fresh)
+    # Fallback ops read the weights as buffers of the fx module: the new tensors, on its device.
+    for name, tensor in _program_weights(compiled.program, source.device, new_state).items():
+        attr = _attr_name(name)
+        if attr in compiled.module._buffers:
+            compiled.module._buffers[attr] = tensor.to(source.device)
+    return compiled
 
 
 def save(compiled, path):
@@ -306,3 +403,8 @@ def _program_weights(program, device, own=None):
             t = t.view(dtype)
         out[name] = t.to(device) if device is not None else t
     return out
+
+
+# torch.compile(model, backend="kiln") on PyTorch >= 2.1 (kiln/_dynamo.py).
+from . import _dynamo  # noqa: E402
+_dynamo.register()

@@ -81,6 +81,11 @@ class Captured:
     # (a Python scalar, None, a string: baked into the program). The module's calls are checked
     # against it (CompiledModule.forward).
     leaf_values: List[Any] = field(default_factory=list)
+    # Builds the IR program again from the same trace with other parameter and buffer values
+    # ({state-dict name: tensor}, every name of `refittable`): what kiln.refit compiles. It keeps the
+    # traced graph, not the weights.
+    rebuild: Any = None
+    refittable: Dict[str, Tuple[Tuple[int, ...], torch.dtype]] = field(default_factory=dict)
 
 
 # ---- tracing -------------------------------------------------------------------------------------
@@ -476,14 +481,38 @@ def _capture(module, arg_inputs, kwarg_inputs, device):
         gm, user, weight_of, out_spec, sym, state = _trace_make_fx(
             module, flat, tensor_leaf, in_spec, specs, device)
 
-    b = _kiln.ProgramBuilder()
-    names = {}
     # Placeholders take the forward's parameter names (and kwarg keys) when inputs are flat.
     leaves = [v for v in list(args) + list(kwargs.values())]
     if len(leaves) == len(user) and all(isinstance(v, torch.Tensor) for v in leaves):
         forward_names = _forward_names(module, len(args)) + list(kwargs)
     else:
         forward_names = [None] * len(user)
+    program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs)
+    # Parameters and persistent buffers (what a state dict holds) can be refitted; the traced values of
+    # the rest (non-persistent buffers, constants the export lifted) stay, kept here.
+    in_state_dict = set(module.state_dict()) if isinstance(module, torch.nn.Module) else set()
+    refittable = {name: (tuple(t.shape), t.dtype) for name, t in state.items()
+                  if name in weights and name in in_state_dict}
+    fixed = {name: t for name, t in state.items() if name not in refittable}
+
+    def rebuild(new_state):
+        return _build_ir(gm, user, weight_of, {**fixed, **new_state}, sym, forward_names, user_outputs)[0]
+
+    dynamic = []
+    for name, spec in zip(input_names, specs):
+        if spec is not None:
+            dynamic += [(name, d, spec.min_shape[d], spec.opt_shape[d], spec.max_shape[d])
+                        for d in spec.dynamic_dims()]
+    leaf_values = [v.dtype if t else v for v, t in zip(flat, tensor_leaf)]
+    return Captured(program, input_names, in_spec, tensor_leaf, out_spec, weights, dynamic, leaf_values, rebuild,
+                    refittable)
+
+
+def _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs):
+    """The IR program of a traced graph whose parameter placeholders read `state` (state-dict name ->
+    tensor). Returns it with the IR names of the user inputs and the weights it views."""
+    b = _kiln.ProgramBuilder()
+    names = {}
     user_index = {ph.name: i for i, ph in enumerate(user)}
     input_names = [None] * len(user)
     weights = {}
@@ -522,14 +551,7 @@ def _capture(module, arg_inputs, kwarg_inputs, device):
     program = b.finish(torch.__version__)
     for name, (lo, hi) in sym.ranges.items():
         program.set_range(name, lo, hi)
-
-    dynamic = []
-    for name, spec in zip(input_names, specs):
-        if spec is not None:
-            dynamic += [(name, d, spec.min_shape[d], spec.opt_shape[d], spec.max_shape[d])
-                        for d in spec.dynamic_dims()]
-    leaf_values = [v.dtype if t else v for v, t in zip(flat, tensor_leaf)]
-    return Captured(program, input_names, in_spec, tensor_leaf, out_spec, weights, dynamic, leaf_values)
+    return program, input_names, weights
 
 
 def _get_attr(gm, target):

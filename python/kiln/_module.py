@@ -115,7 +115,11 @@ class CompiledModule(torch.nn.Module):
     def __deepcopy__(self, memo):
         # Defined here: otherwise __getattr__ would hand copy.deepcopy the fx module's own.
         fn, args = self.__reduce__()
-        return fn(*args)
+        twin = fn(*args)
+        refit_source = self.__dict__.get("_refit_source")  # the trace kiln.refit rebuilds from: shared
+        if refit_source is not None:
+            twin._refit_source = refit_source
+        return twin
 
     def forward(self, *args, **kwargs):
         if self._in_spec is None:

@@ -112,7 +112,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
   impl.memory.peak_activation_bytes = planned_arena_bytes(net, impl.lifetimes, opt);
   for (Layer* l : net.layers())
     if (auto* c = l->as<ConstantParams>()) impl.memory.weight_bytes += c->weights.nbytes();
-  if (config.device == DeviceKind::kCUDA) {
+  if (config.device == DeviceKind::kCUDA && config.compile_device_code) {
     const auto t0 = std::chrono::steady_clock::now();
     impl.cuda_arch = config.cuda_arch ? config.cuda_arch : current_cuda_arch();
     impl.device_code = compile_device_code(net, impl.cuda_arch);

@@ -39,6 +39,9 @@ struct BuilderConfig {
   // CUDA: the architecture the plan's generated kernels are compiled for at build time (90 for
   // sm_90); 0: the current GPU's (none: they compile on the plan's first run instead).
   int cuda_arch = 0;
+  // CUDA: compile the generated kernels into the plan. Off for a plan built only to hand its
+  // constants to Plan::refit, which keeps the kernels it has.
+  bool compile_device_code = true;
   // Data movement folded into the index arithmetic of the pointwise kernels that read it (and
   // chains of copies into one gathering copy); unset: on for CUDA, off for the CPU, whose
   // interpreter evaluates such loads element by element. KILN_FOLD_MOVEMENT=0/1 overrides.

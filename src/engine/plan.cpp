@@ -148,6 +148,67 @@ std::string Plan::gpu_mismatch() const {
          "; KILN_ALLOW_OTHER_GPU_ARCH=1 runs it anyway, compiling its kernels here";
 }
 
+namespace {
+
+// What Plan::refit compares of a layer: kind, wiring, output types and every parameter, with a
+// constant reduced to its dtype and dims. Other weights a layer's parameters hold (index tables,
+// inlined values) are compared byte for byte, through `blob`.
+// Tensors are named by `index` (inputs, then layer outputs, in order): a loaded plan numbers its
+// tensors afresh, so ids of two equal networks need not agree.
+nlohmann::json refit_structure(const Layer& l, const std::map<int, size_t>& index, plan_json::BlobWriter& blob) {
+  using nlohmann::json;
+  json ins = json::array(), outs = json::array();
+  for (const Tensor* t : l.inputs()) ins.push_back(index.at(t->id()));
+  for (const Tensor* t : l.outputs())
+    outs.push_back({index.at(t->id()), static_cast<int>(t->dtype()), plan_json::shape_to_json(t->shape())});
+  json params;
+  if (const auto* c = l.as<ConstantParams>())
+    params = {{"dtype", static_cast<int>(c->weights.dtype)}, {"dims", c->weights.dims}};
+  else
+    params = plan_json::params_to_json(l.params(), blob);
+  return {{"kind", l.kind()}, {"inputs", ins}, {"outputs", outs}, {"params", params}};
+}
+
+}  // namespace
+
+void Plan::check_refit(const Plan& fresh) const {
+  const Network& net = *impl_->network;
+  const Network& other = *fresh.impl_->network;
+  const std::vector<Layer*> mine = net.layers(), theirs = other.layers();
+  auto refuse = [](const std::string& what) {
+    throw PlanError("refit: " + what + " when built with the new weights: their values decided the program "
+                    "there (a constant folded into a kernel, say), so only a new build applies them");
+  };
+  if (mine.size() != theirs.size())
+    refuse("the plan has " + std::to_string(theirs.size()) + " layers instead of " + std::to_string(mine.size()));
+  if (net.inputs().size() != other.inputs().size() || net.outputs().size() != other.outputs().size())
+    refuse("the plan's inputs or outputs differ");
+  auto positions = [](const Network& n) {
+    std::map<int, size_t> index;
+    for (const Tensor* t : n.inputs()) index.emplace(t->id(), index.size());
+    for (const Layer* l : n.layers())
+      for (const Tensor* t : l->outputs()) index.emplace(t->id(), index.size());
+    return index;
+  };
+  const std::map<int, size_t> my_index = positions(net), their_index = positions(other);
+  for (size_t i = 0; i < mine.size(); ++i) {
+    plan_json::BlobWriter a, b;
+    if (refit_structure(*mine[i], my_index, a) != refit_structure(*theirs[i], their_index, b) || a.bytes != b.bytes)
+      refuse(mine[i]->label() + " differs");
+  }
+}
+
+void Plan::refit(const Plan& fresh) {
+  check_refit(fresh);
+  Network& net = *impl_->network;
+  const std::vector<Layer*> mine = net.layers(), theirs = fresh.impl_->network->layers();
+  for (size_t i = 0; i < mine.size(); ++i)
+    if (const auto* c = theirs[i]->as<ConstantParams>()) net.set_layer_params(mine[i], ConstantParams{c->weights});
+  ++impl_->weights_generation;
+}
+
+uint64_t Plan::weights_generation() const { return impl_->weights_generation; }
+
 std::vector<uint8_t> Plan::serialize() const {
   using nlohmann::json;
   const Network& net = *impl_->network;

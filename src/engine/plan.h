@@ -53,6 +53,19 @@ class Plan {
   // for this GPU on first use. Without a GPU at hand nothing is refused here (running will be).
   std::string gpu_mismatch() const;
 
+  // Refit (TensorRT's refitter): takes the constants of `fresh` in place of this plan's. `fresh` is
+  // a plan built from the same program with other weight values; the two networks must agree layer
+  // for layer in everything but the constants' bytes (kinds, wiring, parameters, constant dtypes and
+  // dims), else PlanError names the first layer that differs: the weights' values decided something
+  // there (a constant inlined into a kernel, a mask recognised as causal), and only a new build
+  // applies them. Kernel choices, compiled kernels and recorded CUDA graphs stay valid: execution
+  // contexts copy the new constants into the device buffers they already hold at their next run.
+  // Not to be called while the plan runs on another thread.
+  void refit(const Plan& fresh);
+  void check_refit(const Plan& fresh) const;  // refit's checks alone: throws as it would, changes nothing
+  // Counts refits; execution contexts compare it with the one their device constants hold.
+  uint64_t weights_generation() const;
+
   std::vector<uint8_t> serialize() const;
   // Throws PlanError naming what is wrong (bad magic, version, checksum, truncated, bad layer).
   static Plan deserialize(const uint8_t* data, size_t size);

@@ -30,6 +30,7 @@ struct Plan::Impl {
   std::map<std::string, std::string> device_code;  // CUDA: compiled kernels (compile_device_code)
   int cuda_arch = 0;  // CUDA: the architecture the plan was built for (Plan::cuda_arch)
   size_t workspace_limit = kDefaultWorkspaceLimit;  // Plan::workspace_limit
+  uint64_t weights_generation = 0;                  // Plan::refit
 };
 
 // Lifetimes of the tensors that live in the activation arena: produced by a non-constant layer

@@ -112,6 +112,7 @@ struct ExecutionContext::Impl {
   };
   std::vector<Bound> bound;
   std::map<int, void*> device_constants;  // non-CPU backends: weights uploaded once
+  uint64_t constants_generation = 0;       // the plan's weights_generation they were uploaded at
 
   std::map<std::vector<int64_t>, ShapeState> cache;
   const ShapeState* state = nullptr;
@@ -124,6 +125,7 @@ struct ExecutionContext::Impl {
   std::unique_ptr<detail::LayerProfile> profile;  // KILN_PROFILE=1 only
 
   Impl(const Plan& p, std::shared_ptr<Backend> b) : plan(p), net(p.network()), backend(std::move(b)) {
+    constants_generation = p.weights_generation();
     layers = net.layers();
     input_symbols = net.input_symbols();
     id_bound = net.tensor_id_bound();
@@ -289,6 +291,21 @@ struct ExecutionContext::Impl {
       v.device = backend->kind();
       views[ins[i]->id()] = v;
     }
+  }
+
+  // After Plan::refit: the new constants copied into the device buffers already uploaded, at the
+  // same addresses, so recorded CUDA graphs (which read those addresses) stay valid.
+  void refresh_device_constants() {
+    if (constants_generation == plan.weights_generation()) return;
+    for (const Layer* l : layers) {
+      const auto* c = l->as<ConstantParams>();
+      if (!c) continue;
+      auto it = device_constants.find(l->output()->id());
+      if (it != device_constants.end())
+        backend->copy(it->second, backend->kind(), c->weights.data.get(), DeviceKind::kCPU, c->weights.nbytes());
+    }
+    backend->synchronize();
+    constants_generation = plan.weights_generation();
   }
 
   TensorView constant_view(const Layer& l) {
@@ -486,6 +503,7 @@ void ExecutionContext::execute() {
     m.arena_capacity = m.state->arena_bytes;
   }
   m.free_dynamic();
+  m.refresh_device_constants();
   m.upload_inputs();
   if (m.profile) m.profile->count_execute();
   SymbolValues symbols = m.state->symbols;

@@ -318,6 +318,7 @@ class Compiler {
     cfg.device = opts_.settings.device;
     cfg.cuda_arch = opts_.settings.cuda_arch;
     cfg.workspace_limit = opts_.settings.workspace_limit;
+    cfg.compile_device_code = opts_.device_code;
     for (const std::string& sym : cs.network->input_symbols()) {
       auto it = prog.ranges_.find(sym);
       if (it == prog.ranges_.end())
@@ -409,6 +410,35 @@ CompiledProgram compile(ir::ExportedProgram& ep, const CompileOptions& options) 
 std::string dry_run(ir::ExportedProgram& ep, const CompileOptions& options) {
   (void)symbol_ranges(ep, options.dynamic);
   return do_partition(ep, options).report();
+}
+
+void CompiledProgram::refit(const CompiledProgram& fresh) {
+  auto refuse = [](const std::string& what) {
+    throw InputError("refit: " + what + "; the new weights do not fit this compiled program (compile again)");
+  };
+  if (fresh.segments_.size() != segments_.size() || fresh.steps_.size() != steps_.size() ||
+      fresh.device_ != device_ || fresh.precision_ != precision_)
+    refuse("the program compiled with the new weights is partitioned differently");
+  for (size_t i = 0; i < segments_.size(); ++i)
+    if (fresh.segments_[i].name != segments_[i].name || fresh.segments_[i].ops != segments_[i].ops)
+      refuse(segments_[i].name + " holds other ops when compiled with the new weights");
+  for (const auto& [name, t] : weights_) {
+    auto it = fresh.weights_.find(name);
+    if (it == fresh.weights_.end() || it->second.dtype != t.dtype || it->second.dims != t.dims)
+      refuse("weight '" + name + "' read by an op run in PyTorch is missing or of another type or shape");
+  }
+  // Everything is checked before anything changes: a refused refit leaves the program as it was.
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    try {
+      segments_[i].plan.check_refit(fresh.segments_[i].plan);
+    } catch (const engine::PlanError& e) {
+      std::string why = e.what();
+      if (why.rfind("refit: ", 0) == 0) why = why.substr(7);
+      refuse(segments_[i].name + ": " + why);
+    }
+  }
+  for (size_t i = 0; i < segments_.size(); ++i) segments_[i].plan.refit(fresh.segments_[i].plan);
+  for (auto& [name, t] : weights_) t = fresh.weights_.at(name);
 }
 
 std::vector<std::string> CompiledProgram::fallback_ops() const {

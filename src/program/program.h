@@ -52,6 +52,9 @@ struct CompileOptions {
   conversion::CompilationSettings settings;
   std::vector<DynamicSpec> dynamic;
   std::ostream* log = nullptr;  // stage progress and timings ("kiln: convert ... 12.3 ms")
+  // CUDA: compile the plans' generated kernels. Off for a program built only to refit another
+  // (CompiledProgram::refit keeps the kernels it has).
+  bool device_code = true;
 };
 
 // One accelerated segment after building.
@@ -106,6 +109,13 @@ class CompiledProgram {
   // fx-style listing: placeholders, `_run_on_acc_N` calls, fallback ops by name, output.
   std::string str() const;
   std::string summary() const;  // segments, their plans' memory, fallback ops
+
+  // Takes the weights of `fresh`, the same program compiled with other weight values (a fine-tuned
+  // checkpoint), in place of this one's: each plan's constants (engine::Plan::refit) and the weights
+  // fallback ops read. Nothing is rebuilt: kernel choices, compiled kernels and execution contexts
+  // stay. Throws InputError naming the segment or weight where the two programs differ in anything
+  // but weight values. Not to be called while the program runs on another thread.
+  void refit(const CompiledProgram& fresh);
 
   void save(const std::string& path) const;
   std::vector<uint8_t> serialize() const;

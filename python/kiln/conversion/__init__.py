@@ -11,10 +11,12 @@ arguments and plain Python values otherwise; it returns network tensors. Validat
 view: `.target` (the torch op), `.args`, `.kwargs` (as the graph has them), `.meta`.
 """
 import atexit
+import hashlib
+import types
 
 import torch
 
-from .. import _kiln
+from .. import _cache, _kiln
 from .._values import FROM_SCALAR_TYPE, target_name, to_kiln, to_torch
 from . import impl  # noqa: F401  (kiln.conversion.impl)
 
@@ -188,6 +190,9 @@ def converter(target, capability_validator=None, supports_dynamic_shapes=False,
 
         _kiln.register_converter(name, call, validator, supports_dynamic_shapes, priority,
                                  requires_output_allocator, origin, validator_name)
+        _cache.python_converters.append((name, origin, int(priority), supports_dynamic_shapes,
+                                         requires_output_allocator, _code_identity(fn),
+                                         _code_identity(capability_validator)))
         return fn
 
     return register
@@ -208,7 +213,28 @@ def converters(target):
 
 def remove_python_converters(prefix="python:"):
     """Drops converters registered from Python (tests; re-registration after a module reload)."""
+    _cache.python_converters[:] = [c for c in _cache.python_converters if not c[1].startswith(prefix)]
     return _kiln.remove_converters(prefix)
+
+
+def _code_identity(fn):
+    """What decides a Python function's behaviour, as far as the engine cache can see it: its
+    bytecode and constants (a converter edited between runs makes another cache key)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return type(fn).__qualname__ if fn is not None else ""
+    h = hashlib.sha256()
+
+    def walk(c):  # nested functions' code too; a code object's repr holds its address
+        h.update(c.co_code)
+        h.update(repr(c.co_names).encode())
+        for k in c.co_consts:
+            if isinstance(k, types.CodeType):
+                walk(k)
+            else:
+                h.update(repr(k).encode())
+    walk(code)
+    return h.hexdigest()
 
 
 # Python converters hold Python objects; drop them while the interpreter can still free them.
