@@ -292,7 +292,10 @@ def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
     for spec in sig.input_specs:
         kind = spec.kind.name
         if kind == "USER_INPUT":
-            user.append(by_name[spec.arg.name])
+            # Non-tensor arguments (a float, None, a string) are specialized by torch.export: their
+            # placeholders read nothing; CompiledModule checks their values on every call.
+            if type(spec.arg).__name__ == "TensorArgument":
+                user.append(by_name[spec.arg.name])
         elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
             weight_of[spec.arg.name] = spec.target
             tensor = ep.state_dict.get(spec.target)
@@ -518,6 +521,11 @@ def _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs):
     weights = {}
     for node in gm.graph.nodes:
         if node.op == "placeholder":
+            if node.name not in weight_of and node.name not in user_index:
+                if node.users:
+                    raise _kiln.InputError(f"kiln: the traced graph reads the non-tensor argument {node.name}; "
+                                           "pass it as a tensor, or leave it out of the call")
+                continue
             if node.name in weight_of:
                 names[node.name] = _add_weight(b, node.name, weight_of[node.name], state[weight_of[node.name]],
                                                "parameter", weights)
