@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build ccache pkg-config
           nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libopenblas-dev libdnnl-dev ocl-icd-opencl-dev
-          pybind11-dev python3-dev python3-numpy python3-pytest
+          pybind11-dev python3-dev python3-numpy python3-pytest python3-pip python3-venv
           libtorch-dev python3-torch python3-torchvision clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
