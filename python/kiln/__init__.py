@@ -274,7 +274,11 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
         if report:
             warnings.warn(report, stacklevel=2)
         if cache_built_engines:
-            cache.store(key, program)
+            try:
+                cache.store(key, program)
+            except OSError as e:  # an unwritable cache must not cost the compile
+                warnings.warn(f"kiln.compile: could not store the program in the engine cache "
+                              f"({cache.directory}): {e}", stacklevel=2)
     weights = _program_weights(program, dev, cap.weights)
     compiled = build_module(program, weights, cap.in_spec, cap.tensor_leaf, cap.out_spec, cap.leaf_values)
     if not immutable_weights:

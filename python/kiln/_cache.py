@@ -90,6 +90,9 @@ class EngineCache:
                 data = f.read()
         except FileNotFoundError:
             return None
+        except OSError as e:  # not a folder, no permission: compile, as for a miss
+            warnings.warn(f"kiln: cannot read the engine cache ({e}); compiling instead", stacklevel=3)
+            return None
         try:
             program = _kiln.CompiledProgram.deserialize(data)
         except _kiln.KilnError as e:

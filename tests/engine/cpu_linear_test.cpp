@@ -91,8 +91,7 @@ std::vector<Host> without_onednn(const std::function<void(Network&)>& make, cons
   return out;
 }
 
-// Linear layers on oneDNN's matmul (cpu::onednn_matmul): fp32 with few rows (M <= kSkinnyRows)
-// against constant weights, and bf16 always (AMX / AVX-512-BF16 where the processor has them);
+// Linear layers on oneDNN's matmul (cpu::onednn_matmul): fp32 against constant weights, and bf16 always (AMX / AVX-512-BF16 where the processor has them);
 // against kiln's OpenBLAS path, across row counts, weight layouts (a Linear's weight broadcast to
 // A's rank too), constant and computed weights, bias, residual, fused and unfused activations, and
 // a second run on the cached primitive.
@@ -112,8 +111,9 @@ TEST(CpuMatMul, LinearOnOneDnnMatchesOpenBlas) {
       {f32, {8, 96}, 40, false, false, false, true, false, std::nullopt, true},
       {f32, {2, 4, 32}, 24, true, true, false, true, true, ActivationOp::kRelu, true},  // batch folded into rows
       {f32, {3, 50}, 17, true, true, false, true, false, ActivationOp::kMish, true},    // activation after oneDNN
-      {f32, {cpu::kSkinnyRows, 16}, 8, false, true, true, true, false, std::nullopt, true},
-      {f32, {cpu::kSkinnyRows + 1, 16}, 8, false, true, false, true, false, std::nullopt, false},  // OpenBLAS
+      {f32, {64, 16}, 8, false, true, true, true, false, std::nullopt, true},
+      {f32, {300, 40}, 24, false, true, false, true, false, ActivationOp::kGeluErf, true},  // many rows
+      {f32, {4, 197, 48}, 64, true, true, true, true, false, std::nullopt, true},          // tokens x batch
       {f32, {8, 16}, 8, false, false, false, false, false, std::nullopt, false},  // computed weights: OpenBLAS
       {bf16, {1, 128, 64}, 96, true, true, true, true, true, ActivationOp::kRelu, true},
       {bf16, {200, 48}, 40, false, true, false, true, false, ActivationOp::kGeluTanh, true},

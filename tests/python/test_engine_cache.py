@@ -113,3 +113,12 @@ def test_the_key_is_stable_and_sees_weight_bytes():
         m[0].weight[0, 0] += 1e-3
         k3 = _cache.key_of(capture(m, (X,), None, cpu), s, cpu)
     assert k1 == k2 != k3
+
+
+def test_an_unwritable_cache_warns_and_still_compiles(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder would be")
+    with pytest.warns(UserWarning, match="engine cache"):
+        compiled = compile_cached(model(), blocker / "engines")
+    with torch.no_grad():
+        assert torch.allclose(compiled(X), model()(X), atol=1e-5)

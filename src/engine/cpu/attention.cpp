@@ -13,6 +13,7 @@
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/onednn.h"
+#include "engine/cpu/vec_math.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -130,19 +131,12 @@ void run(const AttentionParams& p, LayerCall& call) {
     }
     if (p.causal)
       for (int64_t j = i + 1; j < Lk; ++j) row[j] = ninf;
-    float mx = ninf;
-    for (int64_t j = 0; j < Lk; ++j) mx = std::max(mx, row[j]);
+    const float mx = vec::max(row, Lk);
     if (mx == ninf) {  // nothing kept
       std::fill(row, row + Lk, 0.0f);
       return;
     }
-    double sum = 0;
-    for (int64_t j = 0; j < Lk; ++j) {
-      row[j] = std::exp(row[j] - mx);
-      sum += row[j];
-    }
-    const float inv = float(1.0 / sum);
-    for (int64_t j = 0; j < Lk; ++j) row[j] *= inv;
+    vec::scale(row, Lk, 1.0f / vec::exp_shifted_sum(row, row, Lk, mx));
   };
   const float* q0 = fq.ptr;
   const float* k0 = fk.ptr;

@@ -345,7 +345,7 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const int64_t K = a.dims.back(), M = K ? a.numel() / K : 0;
   const int64_t N = p.transpose_b ? b.dims[rb - 2] : b.dims[rb - 1];
   if (M == 0 || N == 0 || K == 0 || (p.transpose_b ? b.dims[rb - 1] : b.dims[rb - 2]) != K) return false;
-  if (!bf16 && (M > kSkinnyRows || !constant_b)) return false;  // fp32: OpenBLAS is as fast past that
+  if (!bf16 && !constant_b) return false;  // fp32: computed weights would be reordered every call
   const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
   const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
   if (bias && bias->numel() != N) return false;

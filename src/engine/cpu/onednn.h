@@ -21,11 +21,11 @@ bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inp
 
 // A linear layer, y = act(A @ op(B) + bias + residual) with A's rows contiguous and B 2-d, on
 // oneDNN's matmul primitive: bf16 always (oneDNN runs it on AMX or AVX-512-BF16 where the processor
-// has them, accumulating in fp32; kiln's own path converts to fp32 around OpenBLAS), fp32 when A
-// has at most kSkinnyRows rows and B is constant (OpenBLAS's sgemm packs all of B on every call,
-// several times the multiply at these sizes). Constant weights are packed once into oneDNN's
-// layout. False (nothing run) where it does not apply.
-constexpr int64_t kSkinnyRows = 64;
+// has them, accumulating in fp32; kiln's own path converts to fp32 around OpenBLAS), fp32 when B
+// is constant: its weights are packed once into oneDNN's layout, where OpenBLAS's sgemm packs all
+// of B on every call (measured on 2 AVX-512 cores: BERT-sized encoder 1.6x at 128 rows, 1.3x at
+// 1024; ViT-S/16 1.2x; docs/PERFORMANCE.md). Products of two computed tensors (attention's) stay on
+// OpenBLAS. False (nothing run) where it does not apply.
 bool onednn_matmul(const MatMulParams& p, LayerCall& call);
 
 // A layer norm (fp32 or bf16, in place of kiln's loop) on oneDNN's layer_normalization while the

@@ -1,5 +1,6 @@
-// Softmax / log-softmax along one axis and the normalizations (layer, batch for inference,
-// group), all computed in fp32 with double accumulators for the statistics, in PyTorch's form:
+// Softmax / log-softmax along one axis (contiguous rows through the vectorized kernels of
+// vec_math.h, fp32 sums in vector lanes; strided ones with double sums) and the normalizations
+// (layer, batch for inference, group), in fp32 with double accumulators for the statistics, in PyTorch's form:
 // biased variance, y = (x - mean) / sqrt(var + eps) * scale + bias. Rows are spread over the worker threads.
 #include <algorithm>
 #include <cmath>
@@ -8,6 +9,7 @@
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/onednn.h"
+#include "engine/cpu/vec_math.h"
 
 namespace kiln::engine::cpu {
 
@@ -25,6 +27,16 @@ void run(const SoftmaxParams& p, LayerCall& call) {
   FloatOutput fy = float_output(out);
   parallel_for(outer * inner, outer * inner * L > kParallelGrain / 4, [&](int64_t u) {
     const int64_t o = u / inner, j = u % inner;
+    if (inner == 1) {  // a contiguous row (the usual last-axis softmax): the vectorized kernels
+      const float* xs = fx.ptr + o * L;
+      float* ys = fy.ptr + o * L;
+      float m = vec::max(xs, L);
+      if (std::isinf(m) && m < 0) m = 0;  // as below
+      const float sum = vec::exp_shifted_sum(xs, ys, L, m);
+      if (p.log) vec::subtract(xs, ys, L, m + std::log(sum));
+      else vec::scale(ys, L, 1.0f / sum);
+      return;
+    }
     const float* xs = fx.ptr + o * L * inner + j;
     float* ys = fy.ptr + o * L * inner + j;
     float m = -std::numeric_limits<float>::infinity();

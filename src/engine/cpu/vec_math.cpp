@@ -1,0 +1,82 @@
+// See vec_math.h. Loops carry `omp simd` (the file is compiled with -fopenmp-simd, which needs no
+// OpenMP runtime) so that their float reductions vectorize without -ffast-math, which would also
+// let the compiler assume no infinities, and softmax rows hold -inf for masked entries.
+#include "engine/cpu/vec_math.h"
+
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KILN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KILN_VECTOR_CLONES
+#endif
+
+namespace kiln::engine::cpu::vec {
+namespace {
+
+// e^x = 2^n e^r with n = round(x log2 e) and |r| <= ln2/2 (Cody-Waite split of ln 2), e^r by its
+// Taylor polynomial to r^7 (truncation below 2e-8 relative), 2^n built in the exponent bits.
+// Results that would be denormal floats (x below about -87.34) are flushed to 0.
+inline float exp_one(float x) {
+  constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  constexpr float kLow = -87.3365447f, kHigh = 88.7228394f;  // e^x is a normal float in between
+  constexpr float kRound = 12582912.0f;                       // 1.5 * 2^23: adding it rounds to an integer
+  const float xc = x < kLow ? kLow : (x > kHigh ? kHigh : x);  // NaN passes both tests unchanged
+  const float t = xc * kLog2e + kRound;
+  const float n = t - kRound;
+  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  // 2^n as 2^a 2^b, a + b = n: n reaches 128 near the top of the range, where 2^n alone is no float.
+  const int32_t ni = int32_t(n), a = ni >> 1, b = ni - a;
+  const int32_t a_bits = (a + 127) << 23, b_bits = (b + 127) << 23;
+  float two_a, two_b;
+  std::memcpy(&two_a, &a_bits, sizeof two_a);
+  std::memcpy(&two_b, &b_bits, sizeof two_b);
+  const float y = p * two_a * two_b;
+  return x < kLow ? 0.0f : (x > kHigh ? std::numeric_limits<float>::infinity() : y);
+}
+
+}  // namespace
+
+KILN_VECTOR_CLONES void exp(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_one(x[i]);
+}
+
+KILN_VECTOR_CLONES float max(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+KILN_VECTOR_CLONES float exp_shifted_sum(const float* x, float* y, int64_t n, float shift) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = exp_one(x[i] - shift);
+    y[i] = e;
+    s += e;
+  }
+  return s;
+}
+
+KILN_VECTOR_CLONES void scale(float* y, int64_t n, float a) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+
+KILN_VECTOR_CLONES void subtract(const float* x, float* y, int64_t n, float shift) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] - shift;
+}
+
+}  // namespace kiln::engine::cpu::vec

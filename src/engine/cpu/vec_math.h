@@ -1,0 +1,24 @@
+// Row kernels written so the compiler vectorizes them (float math without library calls or
+// branches), each compiled for AVX-512, AVX2 and the baseline x86-64 and picked at load time by
+// the processor it runs on (GCC/clang target_clones): kiln itself is built for the baseline, so
+// without this its loops would use 4-wide SSE2 on a machine with 16-wide AVX-512.
+#pragma once
+
+#include <cstdint>
+
+namespace kiln::engine::cpu::vec {
+
+// e^x for each element: within 2 ulp of std::exp where the result is a normal float, exactly 0
+// below that range (denormals flushed; exp(-inf) = 0, as masked softmax entries need), +inf above,
+// NaN for NaN.
+void exp(const float* x, float* y, int64_t n);
+// The largest element (NaNs ignored; -inf for an empty or all-NaN row).
+float max(const float* x, int64_t n);
+// y[i] = e^(x[i] - shift); returns the sum of the y (float accumulation in vector lanes).
+float exp_shifted_sum(const float* x, float* y, int64_t n, float shift);
+// y[i] *= a.
+void scale(float* y, int64_t n, float a);
+// y[i] = x[i] - shift (log-softmax's last step).
+void subtract(const float* x, float* y, int64_t n, float shift);
+
+}  // namespace kiln::engine::cpu::vec
