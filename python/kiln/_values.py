@@ -139,7 +139,9 @@ _HOST_OPS = {
 # call it with the file's arguments (issue 17). So a target is either a registered operator overload
 # of an operator namespace, reached only through torch.ops and checked to be an OpOverload, or one of
 # the closed lists below; every other name is a FormatError.
-_OP_NAMESPACES = frozenset({"aten", "prims"})  # ATen and its primitives: all kiln's IR, schemas and fixtures use
+# ATen and its primitives (all kiln's IR, schemas and fixtures), and torchvision's detection ops
+# (roi_align), registered by its native library once torchvision is imported.
+_OP_NAMESPACES = frozenset({"aten", "prims", "torchvision"})
 
 # The Python operators FX graphs contain for symbolic sizes (kiln's own runtime evaluates the same
 # set in src/program/run.cpp), by the names target_name() gives them.

@@ -278,6 +278,7 @@ Layer* Network::add_layer(const std::string& name, std::vector<Tensor*> inputs, 
   layer->id_ = impl_->next_layer_id++;
   layer->name_ = impl_->unique(impl_->layer_names, name);
   layer->origin_ = new_layer_origin_;
+  layer->requires_fp32_ = new_layers_fp32_;
   layer->inputs_ = std::move(inputs);
   layer->params_ = std::move(params);
   for (size_t i = 0; i < outs.size(); ++i) {
@@ -446,6 +447,16 @@ void Network::replace_all_uses(Tensor* from, Tensor* to) {
   // that one's work happens now: profiles and errors name the op it came from.
   if (to->producer_ && from->producer_ && to->producer_->origin_.empty())
     to->producer_->origin_ = from->producer_->origin_;
+}
+
+void Network::replace_input(Layer* l, size_t i, Tensor* t) {
+  if (i >= l->inputs_.size() || !t || !impl_->owns(t))
+    throw NetworkError("replace_input('" + l->name() + "', " + std::to_string(i) + "): no such input or not a tensor of this network");
+  Tensor* old = l->inputs_[i];
+  if (old == t) return;
+  l->inputs_[i] = t;
+  if (std::find(l->inputs_.begin(), l->inputs_.end(), old) == l->inputs_.end()) drop_user(old, l);
+  add_user(t, l);
 }
 
 void Network::remove_layer(Layer* l) {

@@ -341,6 +341,8 @@ class Layer {
   const std::vector<Tensor*>& outputs() const { return outputs_; }
   Tensor* output(size_t i = 0) const { return outputs_.at(i); }
   const LayerParams& params() const { return params_; }
+  // Computes in fp32 whatever the build precision (Network::Fp32Scope).
+  bool requires_fp32() const { return requires_fp32_; }
   template <class P> const P* as() const { return std::get_if<P>(&params_); }
   std::string str() const;
 
@@ -352,6 +354,7 @@ class Layer {
   std::vector<Tensor*> inputs_;
   std::vector<Tensor*> outputs_;
   size_t position_ = 0;  // index in the network's order (kept by Network), to sort users by
+  bool requires_fp32_ = false;
   LayerParams params_;
 };
 
@@ -401,6 +404,22 @@ class Network {
   // The origin layers added from now on get (the converter sets it per node; "" stops it).
   void set_origin_of_new_layers(std::string origin) { new_layer_origin_ = std::move(origin); }
   void set_origin(Layer* l, std::string origin) { l->origin_ = std::move(origin); }
+  // A precision constraint (TensorRT's per-layer precision under obeyPrecisionConstraints): the
+  // layers added while a scope lives compute in fp32 under an fp16/bf16 build, their inputs cast
+  // up and their float outputs cast down where they meet the rest. Converters put index and
+  // coordinate math in one (pixel positions past 256 are not integers in bf16, so a gather would
+  // read the wrong pixel); the flag is read by the precision pass only.
+  class Fp32Scope {
+   public:
+    explicit Fp32Scope(Network& net) : net_(net), before_(net.new_layers_fp32_) { net_.new_layers_fp32_ = true; }
+    ~Fp32Scope() { net_.new_layers_fp32_ = before_; }
+    Fp32Scope(const Fp32Scope&) = delete;
+    Fp32Scope& operator=(const Fp32Scope&) = delete;
+
+   private:
+    Network& net_;
+    bool before_;
+  };
 
   const std::vector<Tensor*>& inputs() const { return inputs_; }
   const std::vector<std::pair<std::string, Tensor*>>& outputs() const { return outputs_; }
@@ -423,6 +442,7 @@ class Network {
   void topological_sort();
   void set_layer_params(Layer* l, LayerParams params);
   void replace_output(const std::string& name, Tensor* t);  // re-points a marked output
+  void replace_input(Layer* l, size_t i, Tensor* t);          // re-points one input of one layer
   // Tensor ids are below this bound (ids of removed tensors are not reused).
   int tensor_id_bound() const;
 
@@ -434,6 +454,7 @@ class Network {
   std::vector<Tensor*> inputs_;
   std::vector<std::pair<std::string, Tensor*>> outputs_;
   std::string new_layer_origin_;
+  bool new_layers_fp32_ = false;
 };
 
 // User kernels for PluginParams. A plugin gives output dtypes and shapes from its inputs, and a

@@ -1020,3 +1020,44 @@ TEST(BuilderProfile, RefusesMissingOrBadRanges) {
 
 }  // namespace
 }  // namespace kiln::engine
+
+namespace kiln::engine {
+namespace {
+
+using namespace kiln::engine::testing;
+
+// Precision constraints: under a bf16 build, layers added in a Network::Fp32Scope keep fp32 (they
+// read the f32 network input unrounded, and the low-precision layers after them get a cast), so
+// index math stays exact where bf16 (8 significant bits) could not hold it: 1000 + 1 is 1001 in
+// fp32 and rounds to 1000 in bf16.
+TEST(BuilderPasses, Fp32ScopeKeepsIndexMathExactUnderBf16) {
+  auto make = [](bool constrained) {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {4});
+    Tensor* pos;
+    {
+      std::optional<Network::Fp32Scope> fp32;
+      if (constrained) fp32.emplace(net);
+      Tensor* one = net.add_constant("one", weights({1}, {1.0f}))->output();
+      pos = net.add_elementwise("pos", x, one, BinaryOp::kAdd)->output();
+    }
+    Tensor* doubled = net.add_elementwise("doubled", pos, pos, BinaryOp::kAdd)->output();  // low precision
+    net.mark_output(pos, "pos");
+    net.mark_output(doubled, "doubled");
+    BuilderConfig cfg;
+    cfg.precision = Precision::kBF16;
+    return build(std::move(net), cfg);
+  };
+  HostTensor x{{4}, {1000.0f, 2000.0f, 255.0f, 3.0f}};
+  const auto constrained = run_plan(make(true), {{"x", x}});
+  EXPECT_EQ(constrained[0].data, (std::vector<float>{1001.0f, 2001.0f, 256.0f, 4.0f}));  // exact
+  EXPECT_EQ(constrained[1].data[3], 8.0f);
+  const auto plain = run_plan(make(false), {{"x", x}});
+  EXPECT_NE(plain[0].data[0], 1001.0f) << "bf16 should have rounded 1001; the test shows nothing otherwise";
+  Plan plan = make(true);
+  for (const Layer* l : plan.network().layers())
+    if (l->name() == "pos") EXPECT_EQ(l->output()->dtype(), DataType::kFloat32) << plan.network().str();
+}
+
+}  // namespace
+}  // namespace kiln::engine

@@ -120,6 +120,7 @@ void register_builtin_converters() {
     converters::register_composite();
     converters::register_einsum();
     converters::register_grid_sample();
+    converters::register_roi_align();
   });
 }
 

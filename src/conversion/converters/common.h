@@ -77,5 +77,6 @@ void register_functional();
 void register_composite();
 void register_einsum();
 void register_grid_sample();
+void register_roi_align();
 
 }  // namespace kiln::conversion::converters

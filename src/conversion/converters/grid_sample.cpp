@@ -60,9 +60,15 @@ struct Sampler {
     return x;
   }
 
-  // input [N, C, H*W] at integer-valued coordinates (cx, cy) ([N, Ho, Wo]) times `weight`; 0 outside.
-  Tensor* tap(const std::string& tag, Tensor* flat, Tensor* cx, Tensor* cy, const Value& weight, int64_t h, int64_t w) {
-    const std::vector<DimExpr> in = flat->shape(), out = cx->shape();  // [N, C, H*W], [N, Ho, Wo]
+  // The gather index ([N, C, Ho*Wo] into an input flattened to [N, C, H*W]) and weight ([N, 1,
+  // Ho*Wo]; 0 outside the image) of the pixel at integer-valued coordinates (cx, cy) ([N, Ho, Wo]).
+  struct Tap {
+    Tensor* index;
+    Tensor* weight;
+  };
+  Tap tap(const std::string& tag, const std::vector<DimExpr>& in, Tensor* cx, Tensor* cy, const Value& weight,
+          int64_t h, int64_t w) {
+    const std::vector<DimExpr> out = cx->shape();  // [N, Ho, Wo]
     const DimExpr points = out[1] * out[2];
     Tensor* inside = f(ew::logical_and, tag + "_in",
                        f(ew::logical_and, tag + "_in_x", f(ew::ge, tag + "_x0", cx, 0.0), f(ew::le, tag + "_x1", cx, double(w - 1))),
@@ -72,10 +78,9 @@ struct Sampler {
     Tensor* index = impl::cast::to_dtype(ctx, target, kAten, name + "/" + tag + "_index", linear, DataType::kInt64);
     index = sh::reshape(ctx, target, kAten, name + "/" + tag + "_index_row", index, {out[0], DimExpr(int64_t{1}), points});
     index = sh::expand(ctx, target, kAten, name + "/" + tag + "_index_all", index, {out[0], in[1], points});
-    Tensor* value = impl::select::gather(ctx, target, kAten, name + "/" + tag + "_gather", flat, 2, index);
     Tensor* wt = impl::select::where(ctx, target, kAten, name + "/" + tag + "_weight", inside, weight, 0.0);
     wt = sh::reshape(ctx, target, kAten, name + "/" + tag + "_weight_row", wt, {out[0], DimExpr(int64_t{1}), points});
-    return f(ew::mul, tag + "_weighted", value, wt);
+    return {index, wt};
   }
 };
 
@@ -100,29 +105,44 @@ void register_grid_sample() {
     const int64_t h = hw[2], w = hw[3];
     if (grid->rank() != 4) throw ConversionError("grid_sampler: grid must be [N, H_out, W_out, 2]");
     Sampler s{ctx, target, name, a.b("align_corners"), Padding(a.i("padding_mode"))};
-    Tensor* gx = impl::select::select(ctx, target, kAten, name + "/gx", grid, 3, int64_t{0});
-    Tensor* gy = impl::select::select(ctx, target, kAten, name + "/gy", grid, 3, int64_t{1});
-    Tensor* ix = s.source_coordinate("x", gx, w);
-    Tensor* iy = s.source_coordinate("y", gy, h);
-    const std::vector<DimExpr> in = x->shape(), out = gx->shape();
+    const std::vector<DimExpr> in = x->shape();
+    std::vector<DimExpr> out;
+    std::vector<Sampler::Tap> taps;
+    {
+      // Pixel coordinates, indices and weights in fp32 whatever the build's precision: positions
+      // past 256 are not whole numbers in bf16, and a gather would read the wrong pixel.
+      engine::Network::Fp32Scope fp32(ctx.net);
+      Tensor* g = impl::cast::to_dtype(ctx, target, kAten, name + "/grid_f32", grid, DataType::kFloat32);
+      Tensor* gx = impl::select::select(ctx, target, kAten, name + "/gx", g, 3, int64_t{0});
+      Tensor* gy = impl::select::select(ctx, target, kAten, name + "/gy", g, 3, int64_t{1});
+      out = gx->shape();
+      Tensor* ix = s.source_coordinate("x", gx, w);
+      Tensor* iy = s.source_coordinate("y", gy, h);
+      if (Interpolation(a.i("interpolation_mode")) == Interpolation::kNearest) {
+        taps.push_back(s.tap("nearest", in, s.unary(engine::UnaryOp::kRound, "rx", ix),
+                             s.unary(engine::UnaryOp::kRound, "ry", iy), 1.0, h, w));
+      } else {
+        Tensor* x0 = s.unary(engine::UnaryOp::kFloor, "x0", ix);
+        Tensor* y0 = s.unary(engine::UnaryOp::kFloor, "y0", iy);
+        Tensor* x1 = s.f(ew::add, "x1", x0, 1.0);
+        Tensor* y1 = s.f(ew::add, "y1", y0, 1.0);
+        Tensor* fx = s.f(ew::sub, "fx", ix, x0);  // weight of the right column
+        Tensor* fy = s.f(ew::sub, "fy", iy, y0);
+        Tensor* gx0 = s.f(ew::sub, "fx_left", 1.0, fx);
+        Tensor* gy0 = s.f(ew::sub, "fy_top", 1.0, fy);
+        taps.push_back(s.tap("nw", in, x0, y0, s.f(ew::mul, "w_nw", gx0, gy0), h, w));
+        taps.push_back(s.tap("ne", in, x1, y0, s.f(ew::mul, "w_ne", fx, gy0), h, w));
+        taps.push_back(s.tap("sw", in, x0, y1, s.f(ew::mul, "w_sw", gx0, fy), h, w));
+        taps.push_back(s.tap("se", in, x1, y1, s.f(ew::mul, "w_se", fx, fy), h, w));
+      }
+    }
     Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {in[0], in[1], in[2] * in[3]});
-    Tensor* y;
-    if (Interpolation(a.i("interpolation_mode")) == Interpolation::kNearest) {
-      y = s.tap("nearest", flat, s.unary(engine::UnaryOp::kRound, "rx", ix), s.unary(engine::UnaryOp::kRound, "ry", iy), 1.0,
-                h, w);
-    } else {
-      Tensor* x0 = s.unary(engine::UnaryOp::kFloor, "x0", ix);
-      Tensor* y0 = s.unary(engine::UnaryOp::kFloor, "y0", iy);
-      Tensor* x1 = s.f(ew::add, "x1", x0, 1.0);
-      Tensor* y1 = s.f(ew::add, "y1", y0, 1.0);
-      Tensor* fx = s.f(ew::sub, "fx", ix, x0);  // weight of the right column
-      Tensor* fy = s.f(ew::sub, "fy", iy, y0);
-      Tensor* gx0 = s.f(ew::sub, "fx_left", 1.0, fx);
-      Tensor* gy0 = s.f(ew::sub, "fy_top", 1.0, fy);
-      y = s.tap("nw", flat, x0, y0, s.f(ew::mul, "w_nw", gx0, gy0), h, w);
-      y = s.f(ew::add, "acc_ne", y, s.tap("ne", flat, x1, y0, s.f(ew::mul, "w_ne", fx, gy0), h, w));
-      y = s.f(ew::add, "acc_sw", y, s.tap("sw", flat, x0, y1, s.f(ew::mul, "w_sw", gx0, fy), h, w));
-      y = s.f(ew::add, "acc_se", y, s.tap("se", flat, x1, y1, s.f(ew::mul, "w_se", fx, fy), h, w));
+    Tensor* y = nullptr;
+    for (size_t i = 0; i < taps.size(); ++i) {
+      const std::string tag = "tap" + std::to_string(i);
+      Tensor* value = impl::select::gather(ctx, target, kAten, name + "/" + tag + "_gather", flat, 2, taps[i].index);
+      Tensor* term = s.f(ew::mul, tag + "_weighted", value, taps[i].weight);
+      y = y ? s.f(ew::add, tag + "_sum", y, term) : term;
     }
     if (y->dtype() != x->dtype()) y = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", y, x->dtype());
     return sh::reshape(ctx, target, kAten, name, y, {in[0], in[1], out[1], out[2]});
