@@ -113,6 +113,14 @@ void register_reduce() {
         ir::Argument o = node_arg(n, "ord");
         return (o.is<double>() && o.as<double>() == 2.0) || (o.is<int64_t>() && o.as<int64_t>() == 2);
       }, "ord == 2"});
+  // torch.norm / F.normalize as PyTorch 1.13 traces them (2.x writes linalg_vector_norm): p = 2 or None.
+  add({"aten.norm.ScalarOpt_dim"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, a.tensor("self"), a.ints("dim"), a.b("keepdim"));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument p = node_arg(n, "p");
+        return p.is_none() || (p.is<double>() && p.as<double>() == 2.0) || (p.is<int64_t>() && p.as<int64_t>() == 2);
+      }, "p == 2"});
   add({"aten.cumsum.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return red::cumsum(ctx, target, kAten, name, with_dtype(ctx, a, target, name, a.tensor("self")), a.i("dim"));

@@ -35,7 +35,8 @@ inline float exp_one(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   // 2^n as 2^a 2^b, a + b = n: n reaches 128 near the top of the range, where 2^n alone is no float.
-  const int32_t ni = int32_t(n), a = ni >> 1, b = ni - a;
+  // (A NaN x gives a NaN n, whose conversion to int is undefined: 0 instead; p carries the NaN.)
+  const int32_t ni = int32_t(n == n ? n : 0.0f), a = ni >> 1, b = ni - a;
   const int32_t a_bits = (a + 127) << 23, b_bits = (b + 127) << 23;
   float two_a, two_b;
   std::memcpy(&two_a, &a_bits, sizeof two_a);
