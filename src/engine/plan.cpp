@@ -271,7 +271,7 @@ struct Header {
   uint64_t json_bytes, blob_offset, blob_bytes, total;
 };
 
-Header check_container(const uint8_t* data, size_t size) {
+Header check_container(const uint8_t* data, size_t size, bool verify_checksum = true) {
   if (!data && size) throw PlanError("plan: null data");
   if (size < 8 || std::memcmp(data, kMagic, 8) != 0) {
     if (size < 8) throw PlanError("plan: truncated (" + std::to_string(size) + " bytes, not even a header)");
@@ -295,16 +295,23 @@ Header check_container(const uint8_t* data, size_t size) {
   bool ok = h.json_bytes <= h.total - kHeaderBytes - 8 && h.blob_offset >= kHeaderBytes + h.json_bytes &&
             h.blob_offset % 64 == 0 && h.blob_offset <= h.total - 8 && h.blob_bytes == h.total - 8 - h.blob_offset;
   if (!ok) throw PlanError("plan: corrupt header (section sizes out of range)");
-  if (fnv1a64(data, h.total - 8) != get<uint64_t>(data, h.total - 8))
+  if (verify_checksum && fnv1a64(data, h.total - 8) != get<uint64_t>(data, h.total - 8))
     throw PlanError("plan: checksum mismatch (the plan is corrupted)");
   return h;
 }
 
 }  // namespace
 
-Plan Plan::deserialize(const uint8_t* data, size_t size) {
+Plan Plan::deserialize(const uint8_t* data, size_t size) { return load(nullptr, data, size); }
+
+Plan Plan::deserialize_verified(std::shared_ptr<const uint8_t> owner, const uint8_t* data, size_t size) {
+  if (!owner) throw PlanError("plan: deserialize_verified needs the buffer's owner");
+  return load(std::move(owner), data, size);
+}
+
+Plan Plan::load(std::shared_ptr<const uint8_t> owner, const uint8_t* data, size_t size) {
   using nlohmann::json;
-  Header h = check_container(data, size);
+  Header h = check_container(data, size, /*verify_checksum=*/owner == nullptr);
   json j;
   try {
     // A plan description nests ~10 levels (dimension expressions up to 64 more).
@@ -315,9 +322,13 @@ Plan Plan::deserialize(const uint8_t* data, size_t size) {
     throw PlanError(std::string("plan: bad description: ") + e.what());
   }
 
-  // The weight blob is copied once into aligned storage all constants alias.
+  // Constants alias the weight blob: in the owner's buffer where it is 64-byte aligned, else in
+  // one aligned copy.
   plan_json::BlobReader blob;
-  {
+  if (owner && reinterpret_cast<uintptr_t>(data + h.blob_offset) % 64 == 0) {
+    blob.base = std::shared_ptr<const uint8_t>(std::move(owner), data + h.blob_offset);
+    blob.size = h.blob_bytes;
+  } else {
     auto* p = static_cast<uint8_t*>(::operator new(std::max<size_t>(h.blob_bytes, 1), std::align_val_t(64)));
     if (h.blob_bytes) std::memcpy(p, data + h.blob_offset, h.blob_bytes);
     blob.base = std::shared_ptr<const uint8_t>(p, [](const uint8_t* q) {

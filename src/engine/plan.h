@@ -69,6 +69,15 @@ class Plan {
   std::vector<uint8_t> serialize() const;
   // Throws PlanError naming what is wrong (bad magic, version, checksum, truncated, bad layer).
   static Plan deserialize(const uint8_t* data, size_t size);
+  // The same for plan bytes inside a buffer `owner` keeps alive and a container checksum has
+  // already verified (a .kiln file's blob): the plan's weights alias the buffer (64-byte aligned
+  // there; copied otherwise) and its own checksum is not computed a second time.
+  static Plan deserialize_verified(std::shared_ptr<const uint8_t> owner, const uint8_t* data, size_t size);
+
+ private:
+  static Plan load(std::shared_ptr<const uint8_t> owner, const uint8_t* data, size_t size);
+
+ public:
 
   struct Impl;
   Impl& impl() { return *impl_; }

@@ -293,8 +293,8 @@ struct ProgramSerializer {
     if (json_size > body || blob_size != body - json_size) throw bad("truncated or sizes inconsistent");
     if (get<uint64_t>(data + size - 8) != fnv1a(data, size - 8)) throw bad("checksum mismatch (file corrupted)");
 
-    // One shared copy of the blob, 64-byte aligned as the offsets in it are: weights view it; plans
-    // copy what they need.
+    // One shared copy of the blob, 64-byte aligned as the offsets in it are: weights and the plans'
+    // constants view it.
     auto* raw = static_cast<uint8_t*>(::operator new[](std::max<uint64_t>(blob_size, 1), std::align_val_t{64}));
     auto blob = std::shared_ptr<uint8_t[]>(raw, [](uint8_t* q) { ::operator delete[](q, std::align_val_t{64}); });
     if (blob_size) std::memcpy(blob.get(), data + kHeader + json_size, blob_size);
@@ -337,7 +337,8 @@ struct ProgramSerializer {
         const uint64_t off = js.at("plan").at(0).get<uint64_t>(), len = js.at("plan").at(1).get<uint64_t>();
         if (off > blob_size || len > blob_size - off) throw bad("plan of " + s.name + " lies outside the file");
         try {
-          s.plan = engine::Plan::deserialize(blob.get() + off, len);
+          // The file's checksum covered these bytes; the plan's weights alias the shared blob.
+          s.plan = engine::Plan::deserialize_verified(std::shared_ptr<const uint8_t>(blob, blob.get()), blob.get() + off, len);
         } catch (const engine::PlanError& e) {
           throw bad("plan of " + s.name + ": " + e.what());
         }
