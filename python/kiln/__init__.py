@@ -33,8 +33,8 @@ VerifyError = _kiln.VerifyError
 
 from . import conversion  # noqa: E402  (needs the names above)
 
-__all__ = ["compile", "refit", "MutableCompiledModule", "Input", "save", "load", "load_pt2", "SourceIR", "CompilationSettings", "ITensor",
-           "CompiledModule", "conversion", "KilnError", "ConversionError", "InputError", "PartitionError",
+__all__ = ["compile", "refit", "MutableCompiledModule", "Input", "save", "load", "load_pt2", "SourceIR",
+           "CompilationSettings", "ITensor", "CompiledModule", "conversion", "KilnError", "ConversionError", "InputError", "PartitionError",
            "FormatError", "ShapeError", "NetworkError", "VerifyError"]
 __version__ = "0.1.0"
 
