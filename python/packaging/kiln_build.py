@@ -98,6 +98,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         add(f"{info}/METADATA", _metadata().encode())
         add(f"{info}/WHEEL", f"Wheel-Version: 1.0\nGenerator: kiln_build\nRoot-Is-Purelib: false\nTag: {tag}\n".encode())
         add(f"{info}/top_level.txt", f"{NAME}\n".encode())
+        # torch.compile(backend="kiln") finds the backend through this entry point (PyTorch >= 2.1
+        # reads the group), also before `import kiln`.
+        add(f"{info}/entry_points.txt", b"[torch_dynamo_backends]\nkiln = kiln._dynamo:kiln_backend\n")
         whl.writestr(f"{info}/RECORD", "\n".join(records + [f"{info}/RECORD,,"]) + "\n")
     _log(f"wrote {name}")
     return name

@@ -29,6 +29,9 @@ with torch.no_grad():
     assert torch.allclose(compiled(x), model(x), atol=1e-5)
 kiln.save(compiled, "m.kiln")
 assert torch.allclose(kiln.load("m.kiln")(x), model(x), atol=1e-5)
+from importlib.metadata import entry_points
+backends = [e for e in entry_points(group="torch_dynamo_backends") if e.name == "kiln"]
+assert backends and backends[0].load() is kiln._dynamo.kiln_backend, "no torch.compile entry point"
 print("installed kiln at", kiln.__file__, "compiles and agrees")
 PY
 "$work/venv/bin/pip" show kiln | grep -E "^(Name|Version|Location)"
