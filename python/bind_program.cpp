@@ -55,7 +55,10 @@ class PythonFallback : public program::FallbackExecutor {
 // a deadlock as soon as two threads called the same module.)
 class SegmentRunner {
  public:
-  SegmentRunner(std::shared_ptr<CompiledProgram> prog, size_t index) : prog_(std::move(prog)), index_(index) {
+  // on_cpu: run the plan on the CPU backend whatever device it was built for (kiln.load(...,
+  // device="cpu"), as `kiln run --device cpu` does.
+  SegmentRunner(std::shared_ptr<CompiledProgram> prog, size_t index, bool on_cpu = false)
+      : prog_(std::move(prog)), index_(index), on_cpu_(on_cpu) {
     if (index_ >= prog_->segments().size()) throw py::index_error("no segment " + std::to_string(index));
   }
   const program::AccSegment& segment() const { return prog_->segments()[index_]; }
@@ -70,7 +73,7 @@ class SegmentRunner {
                             std::to_string(inputs.size()));
     static const bool trace = std::getenv("KILN_PY_TRACE") != nullptr;  // step-by-step, for crash hunts
     auto step = [&](const char* what) { if (trace) std::fprintf(stderr, "kiln[%s]: %s\n", seg.name.c_str(), what); };
-    const bool cuda = seg.plan.device() == engine::DeviceKind::kCUDA;
+    const bool cuda = seg.plan.device() == engine::DeviceKind::kCUDA && !on_cpu_;
     const uintptr_t stream = cuda ? cuda_stream : 0;
     // The context is this call's alone until the lease gives it back (also when the call throws: a
     // ShapeError from set_input leaves it reusable, as it did before).
@@ -177,6 +180,7 @@ class SegmentRunner {
 
   std::shared_ptr<CompiledProgram> prog_;
   size_t index_;
+  bool on_cpu_ = false;
   std::mutex mutex_;  // guards idle_ only; held for a pop or a push, never while waiting for anything
   std::vector<std::unique_ptr<Entry>> idle_;
 };
@@ -311,7 +315,8 @@ void bind_program(py::module_& m) {
       });
 
   py::class_<SegmentRunner>(m, "SegmentRunner")
-      .def(py::init<std::shared_ptr<CompiledProgram>, size_t>(), py::arg("program"), py::arg("index"))
+      .def(py::init<std::shared_ptr<CompiledProgram>, size_t, bool>(), py::arg("program"), py::arg("index"),
+           py::arg("on_cpu") = false)
       .def("run", &SegmentRunner::run, py::arg("inputs"), py::arg("cuda_stream"), py::arg("alloc"))
       .def_property_readonly("name", [](const SegmentRunner& r) { return r.segment().name; })
       .def_property_readonly("input_names", [](const SegmentRunner& r) { return r.segment().input_values; })

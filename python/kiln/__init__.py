@@ -362,9 +362,12 @@ def save(compiled, path):
 
 
 def load(path, device=None):
-    """Loads a .kiln file as a CompiledModule (inputs positional, outputs a tensor or a tuple)."""
+    """Loads a .kiln file as a CompiledModule (inputs positional, outputs a tensor or a tuple).
+    device="cpu" runs it on the CPU whatever it was built for (a GPU program too, as `kiln run
+    --device cpu`); by default it runs where it was built for."""
     program = _kiln.CompiledProgram.load(str(path))
-    return build_module(program, _program_weights(program, device or _program_device(program)))
+    dev = _device(device, (), "kiln.load") if device is not None else _program_device(program)
+    return build_module(program, _program_weights(program, dev), device=dev)
 
 
 def load_pt2(path, arg_inputs=None, **options):

@@ -34,11 +34,11 @@ class AcceleratedSegment(torch.nn.Module):
     """One engine plan. Inputs cross as data pointers (no copies) on torch's current CUDA stream;
     outputs are written into fresh torch tensors."""
 
-    def __init__(self, program, index, info):
+    def __init__(self, program, index, info, on_cpu=False):
         super().__init__()
-        self._runner = _kiln.SegmentRunner(program, index)
+        self._runner = _kiln.SegmentRunner(program, index, on_cpu)
         self._info = info
-        self._cuda = info["device"] == _kiln.DeviceKind.CUDA
+        self._cuda = info["device"] == _kiln.DeviceKind.CUDA and not on_cpu
 
     def extra_repr(self):
         ops = ", ".join(dict.fromkeys(self._info["ops"]))
@@ -277,16 +277,17 @@ def _restore(data, device, in_spec, tensor_leaf, out_spec, leaf_values=None):
     from . import _program_device, _program_weights
     program = _kiln.CompiledProgram.deserialize(data)
     dev = torch.device(device) if device is not None else _program_device(program)
-    return build_module(program, _program_weights(program, dev), in_spec, tensor_leaf, out_spec, leaf_values)
+    return build_module(program, _program_weights(program, dev), in_spec, tensor_leaf, out_spec, leaf_values, dev)
 
 
 def _attr_name(state_name):
     return "_w_" + "".join(c if c.isalnum() else "_" for c in state_name)
 
 
-def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None, leaf_values=None):
+def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None, leaf_values=None, device=None):
     """CompiledProgram -> CompiledModule. `weights`: state-dict name -> tensor, for the get_attr
-    nodes of fallback ops."""
+    nodes of fallback ops. device "cpu" runs every plan on the CPU, whatever it was built for."""
+    on_cpu = device is not None and torch.device(device).type == "cpu"
     g = torch.fx.Graph()
     root = torch.nn.Module()
     env = {}
@@ -366,7 +367,7 @@ def build_module(program, weights, in_spec=None, tensor_leaf=None, out_spec=None
     for kind, x in program.steps:
         if kind == "segment":
             info = segments[x]
-            root.add_module(info["name"], AcceleratedSegment(program, x, info))
+            root.add_module(info["name"], AcceleratedSegment(program, x, info, on_cpu))
             call = g.call_module(info["name"], tuple(value(n) for n in info["inputs"]))
             outs = info["outputs"]
             if len(outs) == 1:

@@ -59,3 +59,20 @@ def test_errors_and_hooks_are_those_of_the_general_path():
         c(x)
     handle.remove()
     assert seen == [1]  # a hook on the fx module still fires
+
+
+def test_a_gpu_program_loads_and_runs_on_the_cpu(tmp_path):
+    """kiln.load(..., device="cpu") runs any program `kiln run --device cpu` runs, a GPU-built one too."""
+    import os
+    import numpy as np
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    settings = kiln.CompilationSettings()
+    settings.min_block_size = 1
+    settings.device = kiln._kiln.DeviceKind.CUDA  # built for the GPU (kernels compile on its first GPU run)
+    program = kiln._kiln.compile_program(kiln._kiln.load_pt2(os.path.join(root, "examples", "mlp_dyn.pt2")), settings)
+    assert program.segments[0]["device"] == kiln._kiln.DeviceKind.CUDA
+    program.save(str(tmp_path / "gpu.kiln"))
+    loaded = kiln.load(tmp_path / "gpu.kiln", device="cpu")
+    x = torch.from_numpy(np.load(os.path.join(root, "examples", "mlp_dyn.input_0.npy")))
+    want = np.load(os.path.join(root, "examples", "mlp_dyn.output_0.npy"))
+    assert np.abs(loaded(x).numpy() - want).max() < 1e-5
