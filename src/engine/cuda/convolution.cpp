@@ -356,6 +356,18 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   }
   const auto started = std::chrono::steady_clock::now();
   auto seconds_since = [](auto t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
+  // KILN_LOG=debug: the device memory each stage of the choice leaves taken (the search's own
+  // buffers are freed by the end, so what remains was kept by a library: cuDNN's compiled engines).
+  const bool memory_log = detail::debug_logging();
+  auto free_mib = [] {
+    size_t free = 0, total = 0;
+    return cudaMemGetInfo(&free, &total) == cudaSuccess ? double(free) / (1 << 20) : 0.0;
+  };
+  const double free_at_start = memory_log ? free_mib() : 0.0;
+  std::ostringstream memory_stages;  // "legacy 12.0 graph 1380.5 ..." MiB taken since the start
+  auto note_memory = [&](const char* stage) {
+    if (memory_log) memory_stages << " " << stage << " " << (free_at_start - free_mib());
+  };
   // A choice timed before, by this process or an earlier one (only automatic choices are kept).
   const std::string cache_key = "conv " + key.str();
   if (tactic == Tactic::kAuto) {
@@ -466,6 +478,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
       }
     }
   }
+  note_memory("legacy");
   // Whether a candidate's output (in scratch_out, `with_epilogue` when it fused the epilogue)
   // matches the reference: an engine or kernel that computes the wrong thing fast must not win.
   // The bound is loose (a few ulps of the largest output element): it separates a different
@@ -522,6 +535,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
       if (winner >= 0) cp->graph = std::move(graph), cp->graph_plan = std::move(plans[size_t(winner)]);
     }
   }
+  note_memory("graph");
   cudaFree(ws);
 
   if (kiln_candidate) {
@@ -543,12 +557,14 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   }
   cudaFree(scratch_out);
   if (reference) cudaFree(reference);
+  note_memory("done");
   if (!std::isfinite(best_ms))
     fail(layer, graph_tactic ? "KILN_CONV_TACTIC=cudnn-graph: no cuDNN graph engine runs this convolution"
                              : "cuDNN: no algorithm for this convolution");
   if (detail::debug_logging())
     detail::log_debug("convolution " + layer.name() + " [" + key.str() + "]:" + timings.str() + " ms -> " +
-                      best_name + " (" + std::to_string(seconds_since(started)) + " s to choose)");
+                      best_name + " (" + std::to_string(seconds_since(started)) + " s to choose; device MiB taken:" +
+                      memory_stages.str() + ")");
   reserve_workspace(ctx, *cp);
   if (tactic == Tactic::kAuto)
     if (nlohmann::json record = choice_record(*cp, best_ms); !record.is_null()) ctx.timing->store(cache_key, record);
