@@ -27,6 +27,7 @@ struct BadInput : std::runtime_error {
 
 __attribute__((weak)) void add_inspect_command(CLI::App& app);
 __attribute__((weak)) void add_compile_command(CLI::App& app);
+__attribute__((weak)) void add_refit_command(CLI::App& app);
 __attribute__((weak)) void add_run_command(CLI::App& app);
 __attribute__((weak)) void add_bench_command(CLI::App& app);
 __attribute__((weak)) void add_converters_command(CLI::App& app);

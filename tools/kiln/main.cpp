@@ -27,7 +27,7 @@ int run(int argc, char** argv) {
   CLI::App app{"kiln: an ahead-of-time inference compiler for PyTorch programs (torch.export .pt2)", "kiln"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "kiln 0.1.0");
-  for (auto add : {add_inspect_command, add_compile_command, add_run_command, add_bench_command,
+  for (auto add : {add_inspect_command, add_compile_command, add_refit_command, add_run_command, add_bench_command,
                    add_converters_command})
     if (add) add(app);
 
