@@ -6,6 +6,7 @@
 
 Converters: kiln.conversion (the seed's decorator, registry and impl helpers).
 """
+import inspect
 import os
 import sys
 import warnings
@@ -284,6 +285,11 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
     if not immutable_weights:
         compiled._refit_source = _RefitSource(cap.rebuild, cap.refittable, settings, cap.dynamic, dev)
     return compiled
+
+
+def _compile_option_names():
+    """kiln.compile's keyword options, for the wrappers that pass options on (checked up front)."""
+    return set(inspect.signature(compile).parameters) - {"module", "unsupported"}
 
 
 class _RefitSource:

@@ -2,8 +2,6 @@
 Torch-TensorRT's MutableTorchTensorRTModule does. Change the weights (load_state_dict, an optimizer
 step, a replaced layer) and the next call refits; call it with inputs the compiled program does not
 take (another shape, dtype or argument structure) and it compiles again."""
-import inspect
-
 import torch
 
 from . import _kiln
@@ -56,9 +54,8 @@ class MutableCompiledModule(torch.nn.Module):
         super().__init__()
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"kiln.MutableCompiledModule: expected a torch.nn.Module, got {type(module).__name__}")
-        from . import compile as kiln_compile
-        known = set(inspect.signature(kiln_compile).parameters) - {"module", "unsupported"}
-        unknown = sorted(set(compile_options) - known)
+        from . import _compile_option_names
+        unknown = sorted(set(compile_options) - _compile_option_names())
         if unknown:
             raise TypeError(f"kiln.MutableCompiledModule: unknown option(s) {', '.join(unknown)}")
         if compile_options.get("immutable_weights"):

@@ -200,6 +200,10 @@ void Plan::check_refit(const Plan& fresh) const {
 
 void Plan::refit(const Plan& fresh) {
   check_refit(fresh);
+  take_constants(fresh);
+}
+
+void Plan::take_constants(const Plan& fresh) {
   Network& net = *impl_->network;
   const std::vector<Layer*> mine = net.layers(), theirs = fresh.impl_->network->layers();
   for (size_t i = 0; i < mine.size(); ++i)

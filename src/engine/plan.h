@@ -63,6 +63,7 @@ class Plan {
   // Not to be called while the plan runs on another thread.
   void refit(const Plan& fresh);
   void check_refit(const Plan& fresh) const;  // refit's checks alone: throws as it would, changes nothing
+  void take_constants(const Plan& fresh);     // refit's second half, for a `fresh` check_refit accepted
   // Counts refits; execution contexts compare it with the one their device constants hold.
   uint64_t weights_generation() const;
 

@@ -437,7 +437,7 @@ void CompiledProgram::refit(const CompiledProgram& fresh) {
       refuse(segments_[i].name + ": " + why);
     }
   }
-  for (size_t i = 0; i < segments_.size(); ++i) segments_[i].plan.refit(fresh.segments_[i].plan);
+  for (size_t i = 0; i < segments_.size(); ++i) segments_[i].plan.take_constants(fresh.segments_[i].plan);
   for (auto& [name, t] : weights_) t = fresh.weights_.at(name);
 }
 
