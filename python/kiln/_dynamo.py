@@ -4,8 +4,6 @@ PyTorch with TorchDynamo (>= 2.1). Each graph dynamo hands over is compiled by k
 dynamo could capture). Graph breaks are dynamo's: the Python between graphs runs as usual. A call
 whose inputs differ in shape, dtype or device from every compiled one compiles the graph again for
 them (dynamo's own guards decide when it hands over a graph again)."""
-import inspect
-
 import torch
 
 _registered = False
@@ -17,7 +15,7 @@ def _concrete(v):
     if isinstance(v, torch.Tensor) and type(v).__name__ == "FakeTensor":
         shape = tuple(int(s) for s in v.shape)
         return torch.zeros(shape, dtype=v.dtype, device=v.device)
-    if isinstance(v, torch.SymInt):
+    if isinstance(v, getattr(torch, "SymInt", ())):  # (PyTorch < 2 has no SymInt)
         return int(v.node.hint) if getattr(v.node, "hint", None) is not None else int(v)
     return v
 
@@ -28,10 +26,9 @@ def _key(args):
 
 def kiln_backend(gm, example_inputs, options=None):
     """The backend function dynamo calls: (GraphModule, example inputs) -> callable like gm.forward."""
-    from . import compile as kiln_compile
+    from . import _compile_option_names, compile as kiln_compile
     options = dict(options or {})
-    known = set(inspect.signature(kiln_compile).parameters) - {"module", "unsupported", "arg_inputs",
-                                                                 "kwarg_inputs", "inputs"}
+    known = _compile_option_names() - {"arg_inputs", "kwarg_inputs", "inputs"}  # dynamo gives the inputs
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"torch.compile(backend='kiln'): unknown option(s) {', '.join(unknown)} "

@@ -1,12 +1,16 @@
-"""torch.compile(model, backend="kiln"): needs TorchDynamo (PyTorch >= 2.1); skipped on older
-PyTorch, where kiln must still import and the backend must stay unregistered."""
+"""torch.compile(model, backend="kiln"): the backend function on an fx graph as dynamo hands one
+over (runs everywhere), and through torch.compile itself, which needs TorchDynamo (PyTorch >= 2.1)."""
 import pytest
 import torch
 
 import kiln
 from kiln import _dynamo
 
-dynamo = pytest.importorskip("torch._dynamo", reason="TorchDynamo needs PyTorch >= 2.1")
+try:
+    import torch._dynamo as dynamo
+except ImportError:
+    dynamo = None
+needs_dynamo = pytest.mark.skipif(dynamo is None, reason="TorchDynamo needs PyTorch >= 2.1")
 
 
 def device():
@@ -26,10 +30,26 @@ class Net(torch.nn.Module):
         return torch.sigmoid(self.b(y))
 
 
+def test_the_backend_compiles_a_graph_and_each_new_input_signature():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 8)
+    run = _dynamo.kiln_backend(gm, [x], {"min_block_size": 1})
+    with torch.no_grad():
+        assert torch.allclose(run(x), model(x), atol=1e-5)
+        y = torch.randn(5, 8)  # another batch: the graph compiled again for it
+        assert torch.allclose(run(y), model(y), atol=1e-5)
+    assert len(run._kiln_compiled) == 2 and all(isinstance(m, kiln.CompiledModule) for m in run._kiln_compiled.values())
+    with pytest.raises(TypeError, match="not_an_option"):
+        _dynamo.kiln_backend(gm, [x], {"not_an_option": 1})
+
+
+@needs_dynamo
 def test_registered():
     assert "kiln" in dynamo.list_backends(exclude_tags=())
 
 
+@needs_dynamo
 def test_graphs_run_on_kiln_with_graph_breaks_and_new_shapes():
     dynamo.reset()
     built = []
@@ -53,6 +73,7 @@ def test_graphs_run_on_kiln_with_graph_breaks_and_new_shapes():
     assert sum(len(c) for c in built) >= 2  # graphs on both sides of the break
 
 
+@needs_dynamo
 def test_bad_options_are_named():
     dynamo.reset()
     fn = torch.compile(Net().eval(), backend="kiln", options={"not_an_option": 1})
