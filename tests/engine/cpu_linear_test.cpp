@@ -3,8 +3,12 @@
 // (1d/2d/3d, groups, depthwise, stride, padding, dilation), pooling (max with dilation and
 // ceil_mode, average with count_include_pad and divisor_override, adaptive) and attention
 // (masks, causal, scale). Runs through run_both: the direct kernels and the built pipeline.
+#include <atomic>
+#include <stdexcept>
+
 #include "cpu_test_util.h"
 #include "engine/cpu/onednn.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/winograd.h"
 
 namespace kiln::engine::cputest {
@@ -268,6 +272,68 @@ std::vector<double> ref_conv(const Conv& c, const Host& x, const Host& w, const 
       for (int64_t i = 0; i < total; ++i) y[size_t(i)] += b->get(unravel(i, od)[1]);
   }
   return y;
+}
+
+// kiln's own loops right after a oneDNN convolution (a squeeze-excite scale and a max pooling of
+// its channels-last output) run on oneDNN's busy OpenMP team rather than kiln's pool, whose
+// workers would fight its spinning threads for the cores; the results match the run without
+// oneDNN.
+TEST(CpuConvolution, LoopsAfterOneDnnRunOnItsTeam) {
+  if (!cpu::have_onednn() || cpu::max_threads() < 2) GTEST_SKIP() << "needs oneDNN and 2 threads";
+  Host x = random_host(DataType::kFloat32, {2, 96, 96, 16}, 80), w = random_host(DataType::kFloat32, {32, 3, 3, 16}, 81, -0.3, 0.3);
+  Host scale = random_host(DataType::kFloat32, {2, 1, 1, 32}, 82);
+  auto make = [&](Network& net) {
+    const ConvolutionParams cp = conv2d_params(1, 1, 1, 1, true, false, false, std::nullopt);
+    Tensor* y = net.add_layer("conv", {net.add_input("x", DataType::kFloat32, shape_of(x.dims)), constant(net, w, "w")}, cp)->output();
+    Tensor* se = net.add_elementwise("se", y, net.add_input("s", DataType::kFloat32, shape_of(scale.dims)), BinaryOp::kMul)->output();
+    PoolingParams pp;
+    pp.kernel = pp.stride = {2, 2};
+    pp.channels_last = true;
+    net.mark_output(net.add_pooling("pool", se, pp)->output(), "y");
+  };
+  const std::vector<Host> want = without_onednn(make, {x, scale});
+  Network net;
+  make(net);
+  // As above: a run the scheduler delayed past the team's hot window takes kiln's pool instead.
+  std::vector<Host> got;
+  bool on_team = false;
+  for (int attempt = 0; attempt < 3 && !on_team; ++attempt) {
+    const uint64_t before = cpu::onednn_parallel_loops();
+    got = run_direct(net, {x, scale});
+    on_team = cpu::onednn_parallel_loops() >= before + 2;
+  }
+  EXPECT_TRUE(on_team) << "the scale and the pooling on oneDNN's team";
+  expect_close(got[0], want[0].values(), 1e-5, 1e-5, "conv, scale, pool");
+}
+
+// parallel_chunks on the busy team: every index once, nested loops inline, a chunk's exception
+// reaches the caller.
+TEST(CpuConvolution, ChunksOnTheBusyTeam) {
+  if (!cpu::have_onednn() || cpu::max_threads() < 2) GTEST_SKIP() << "needs oneDNN and 2 threads";
+  Host x = random_host(DataType::kFloat32, {1, 8, 8, 4}, 83), w = random_host(DataType::kFloat32, {4, 3, 3, 4}, 84);
+  Network net;
+  const ConvolutionParams cp = conv2d_params(1, 1, 1, 1, true, false, false, std::nullopt);
+  net.mark_output(net.add_layer("conv", {net.add_input("x", DataType::kFloat32, {1, 8, 8, 4}), constant(net, w)}, cp)->output(), "y");
+  bool ran_on_team = false;
+  for (int attempt = 0; attempt < 3 && !ran_on_team; ++attempt) {
+    run_direct(net, {x});  // the team is hot now
+    const uint64_t before = cpu::onednn_parallel_loops();
+    std::vector<std::atomic<int>> seen(1000);
+    cpu::parallel_chunks(1000, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        cpu::parallel_for(2, true, [&](int64_t j) { if (j == 0) ++seen[size_t(i)]; });
+      }
+    });
+    ran_on_team = cpu::onednn_parallel_loops() > before;
+    for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "index " << i;
+    if (!ran_on_team) continue;
+    run_direct(net, {x});
+    EXPECT_THROW(cpu::parallel_chunks(8, [](int64_t lo, int64_t) {
+                   if (lo > 0) throw std::runtime_error("chunk failed");
+                 }),
+                 std::runtime_error);
+  }
+  EXPECT_TRUE(ran_on_team);
 }
 
 TEST(CpuConvolution, ForwardAndTransposed) {

@@ -505,6 +505,25 @@ bool onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float
   return status == dnnl_success;
 }
 
+namespace {
+// parallel_chunks' work on the OpenMP team while it is hot (see set_busy_team_runner).
+bool run_chunks_on_busy_team(int64_t n, const std::function<void(int64_t, int64_t)>& part) {
+  if (!team_is_hot() || !have_onednn()) return false;
+  const int parts = int(std::min<int64_t>(n, max_threads()));
+  run_on_team([&] {
+#pragma omp parallel num_threads(parts)
+    {
+      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+      if (lo < hi) part(lo, hi);
+    }
+  });
+  ++parallel_loops;
+  return true;
+}
+const bool busy_team_registered = (set_busy_team_runner(&run_chunks_on_busy_team), true);
+}  // namespace
+
 bool onednn_parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n < 2 || !team_is_hot() || !have_onednn()) return false;
   run_on_team([&] {

@@ -151,9 +151,32 @@ int max_threads() {
   return n;
 }
 
+std::atomic<TeamRunner> g_busy_team{nullptr};
+
+void set_busy_team_runner(TeamRunner runner) { g_busy_team.store(runner); }
+
 void parallel_chunks(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
-  if (t_in_job || max_threads() < 2 || !pool().run(n, body)) body(0, n);
+  if (t_in_job || max_threads() < 2) return body(0, n);
+  if (TeamRunner team = g_busy_team.load(std::memory_order_relaxed)) {
+    std::mutex m;
+    std::exception_ptr error;
+    const std::function<void(int64_t, int64_t)> part = [&](int64_t lo, int64_t hi) {
+      t_in_job = true;
+      try {
+        body(lo, hi);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(m);
+        if (!error) error = std::current_exception();
+      }
+      t_in_job = false;
+    };
+    if (team(n, part)) {
+      if (error) std::rethrow_exception(error);
+      return;
+    }
+  }
+  if (!pool().run(n, body)) body(0, n);
 }
 
 }  // namespace kiln::engine::cpu

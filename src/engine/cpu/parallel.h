@@ -15,6 +15,14 @@ namespace kiln::engine::cpu {
 
 int max_threads();
 
+// Another library's thread team that can run parallel_chunks' work instead of kiln's pool while
+// its threads are busy-waiting on the cores (oneDNN's OpenMP team after a convolution or matmul):
+// kiln's workers would otherwise fight them for the cores. A runner calls part(lo, hi) over
+// disjoint ranges covering [0, n), one per team thread, and returns true; or false (nothing run)
+// when its team is idle. part never throws.
+using TeamRunner = bool (*)(int64_t n, const std::function<void(int64_t, int64_t)>& part);
+void set_busy_team_runner(TeamRunner runner);
+
 // Runs body(lo, hi) over [0, n) in contiguous chunks, one per thread, and returns when all are done;
 // the first exception a chunk throws is rethrown here.
 void parallel_chunks(int64_t n, const std::function<void(int64_t, int64_t)>& body);
