@@ -86,11 +86,14 @@ TEST(CpuReduce, OpsAxesDtypes) {
 }
 
 // Sums and means over a middle axis whose rows are longer than one unit of work (global pooling
-// of a wide channels-last image: [N, H*W, C] with C above the 512 channels a unit takes).
+// of a wide channels-last image: [N, H*W, C] with C above the 512 channels a unit takes), and over
+// a long middle axis with fewer units than threads (a batch-1 squeeze-excite mean: the rows are
+// split between threads and their partial sums added).
 TEST(CpuReduce, MiddleAxisOverLongRows) {
+  for (const std::vector<int64_t>& dims : {std::vector<int64_t>{2, 7, 1100}, std::vector<int64_t>{1, 12545, 32},
+                                           std::vector<int64_t>{1, 300, 1030}})
   for (DataType t : {DataType::kFloat32, DataType::kBFloat16})
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMean}) {
-      const std::vector<int64_t> dims{2, 7, 1100};
       Host x = random_host(t, dims, 31);
       ReduceParams p;
       p.op = op;

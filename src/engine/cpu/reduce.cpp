@@ -46,17 +46,33 @@ std::vector<uint8_t> move_axes_last(const TensorView& x, const std::vector<int64
 template <class T>
 void sum_rows(const ReduceParams& p, const T* x, int64_t outer, int64_t R, int64_t inner, const TensorView& out) {
   using C = compute_t<T>;
-  const int64_t chunk = 512, chunks = (inner + chunk - 1) / chunk;
-  parallel_for(outer * chunks, outer * R * inner > kParallelGrain, [&](int64_t u) {
-    const int64_t o = u / chunks, j0 = (u % chunks) * chunk, n = std::min(inner, j0 + chunk) - j0;
-    double acc[chunk] = {};
-    for (int64_t r = 0; r < R; ++r) {
+  constexpr int64_t chunk = 512;
+  const int64_t chunks = (inner + chunk - 1) / chunk;
+  const bool parallel = outer * R * inner > kParallelGrain;
+  // Fewer (outer, chunk) units than threads (a batch-1 squeeze-excite mean: one unit) also split
+  // R, each part summing its rows into its own accumulators, added together after.
+  const int64_t r_parts = parallel && outer * chunks < max_threads()
+                              ? std::clamp<int64_t>(2 * max_threads() / (outer * chunks), 1, std::max<int64_t>(1, R / 16))
+                              : 1;
+  std::vector<double> partial(size_t(outer * chunks * r_parts * chunk));
+  parallel_for(outer * chunks * r_parts, parallel, [&](int64_t u) {
+    const int64_t part = u % r_parts, oc = u / r_parts, o = oc / chunks, j0 = (oc % chunks) * chunk;
+    const int64_t n = std::min(inner, j0 + chunk) - j0, r0 = R * part / r_parts, r1 = R * (part + 1) / r_parts;
+    double* acc = partial.data() + u * chunk;
+    for (int64_t r = r0; r < r1; ++r) {
       const T* row = x + (o * R + r) * inner + j0;
       for (int64_t j = 0; j < n; ++j) acc[j] += double(C(row[j]));
     }
-    const double divisor = p.op == ReduceOp::kMean ? double(R) : 1.0;
-    for (int64_t j = 0; j < n; ++j) store_double(out, o * inner + j0 + j, acc[j] / divisor);
   });
+  const double divisor = p.op == ReduceOp::kMean ? double(R) : 1.0;
+  for (int64_t oc = 0; oc < outer * chunks; ++oc) {
+    const int64_t o = oc / chunks, j0 = (oc % chunks) * chunk, n = std::min(inner, j0 + chunk) - j0;
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t part = 0; part < r_parts; ++part) sum += partial[size_t((oc * r_parts + part) * chunk + j)];
+      store_double(out, o * inner + j0 + j, sum / divisor);
+    }
+  }
 }
 
 template <class T>
