@@ -361,10 +361,22 @@ def refit(compiled, new_weights, *, strict=True):
     return compiled
 
 
-def save(compiled, path):
-    """Writes a compiled module's program (segments, plans, fallback ops, weights) to a .kiln file."""
+def save(compiled, path, output_format="kiln"):
+    """Writes a compiled module's program (segments, plans, fallback ops, weights).
+
+    output_format="kiln" (the default): a .kiln file, for kiln.load, `kiln run` and the C++ runtime,
+    no PyTorch needed. output_format="exported_program": a .pt2 of torch.export (PyTorch >= 2.4)
+    whose graph calls the program through torch.ops.kiln.execute_program; load it with
+    torch.export.load after `import kiln`, and call `.module()` with the program's tensor inputs."""
     program = compiled.program if isinstance(compiled, CompiledModule) else compiled
-    program.save(str(path))
+    if not isinstance(program, _kiln.CompiledProgram):
+        raise InputError(f"kiln.save: expected what kiln.compile or kiln.load returns, got {type(compiled).__name__}")
+    if output_format == "kiln":
+        program.save(str(path))
+    elif output_format == "exported_program":
+        _export.export(compiled, path)
+    else:
+        raise InputError(f"kiln.save: output_format={output_format!r} is not one of 'kiln', 'exported_program'")
 
 
 def load(path, device=None):
@@ -421,3 +433,7 @@ def _program_weights(program, device, own=None):
 # torch.compile(model, backend="kiln") on PyTorch >= 2.1 (kiln/_dynamo.py).
 from . import _dynamo  # noqa: E402
 _dynamo.register()
+
+# torch.ops.kiln.execute_program, which .pt2 files kiln.save writes call (PyTorch >= 2.4).
+from . import _export  # noqa: E402
+_export.register()

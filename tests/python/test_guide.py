@@ -1,7 +1,7 @@
 """Every Python code block of the user guide (docs/guide/*.md) runs, in order, one namespace per
 page, in a scratch folder that holds the project's examples/ and tests/data. A block right after
-`<!-- guide: needs cuda -->` runs only with a GPU; after `<!-- guide: needs torch>=2.1 -->` only on
-PyTorch >= 2.1; after `<!-- guide: skip -->` never (a fragment to read, not to run)."""
+`<!-- guide: needs cuda -->` runs only with a GPU; after `<!-- guide: needs torch>=2.1 -->` (or 2.4) only on
+that PyTorch or later; after `<!-- guide: skip -->` never (a fragment to read, not to run)."""
 import os
 import re
 
@@ -29,8 +29,9 @@ def runnable(tag):
         return False
     if tag == "needs cuda":
         return torch.cuda.is_available()
-    if tag == "needs torch>=2.1":
-        return tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 1)
+    if tag in ("needs torch>=2.1", "needs torch>=2.4"):
+        wanted = tuple(int(x) for x in tag.split(">=")[1].split("."))
+        return tuple(int(x) for x in torch.__version__.split(".")[:2]) >= wanted
     assert tag == "", f"unknown guide tag {tag!r}"
     return True
 
