@@ -198,13 +198,11 @@ def export(compiled, path):
         raise InputError("kiln.save: this program was built for CUDA, and torch.export traces it with example "
                          "inputs on a GPU, which this machine lacks; save it where it runs")
     signature = json.dumps(sig, separators=(",", ":"))
-    names = []
-    for i, spec in enumerate(sig["inputs"]):
-        name = spec["name"] if spec["name"].isidentifier() else f"input_{i}"
-        names.append(name if name not in names and name != "program" else f"{name}_{i}")
-
     graph = torch.fx.Graph()
-    placeholders = [graph.placeholder(n) for n in names]
+    # The module's parameters take the program's input names where they are identifiers (fx renames
+    # any that would shadow a builtin); torch.export matches the dynamic sizes by position.
+    placeholders = [graph.placeholder(spec["name"] if spec["name"].isidentifier() else f"input_{i}")
+                    for i, spec in enumerate(sig["inputs"])]
     blob = graph.get_attr("program")
     results = graph.call_function(torch.ops.kiln.execute_program.default, (blob, placeholders, signature))
     leaves = [graph.call_function(operator.getitem, (results, i)) for i in range(len(sig["outputs"]))]
@@ -218,6 +216,6 @@ def export(compiled, path):
     module = torch.fx.GraphModule(root, graph, "KilnProgram")
 
     examples, dynamic = _example_inputs(sig)
-    dynamic_shapes = {n: d for n, d in zip(names, dynamic)} if any(d is not None for d in dynamic) else None
+    dynamic_shapes = tuple(dynamic) if any(d is not None for d in dynamic) else None
     exported = torch.export.export(module, tuple(examples), dynamic_shapes=dynamic_shapes, strict=False)
     torch.export.save(exported, str(path))
