@@ -47,31 +47,42 @@ template <class T>
 void sum_rows(const ReduceParams& p, const T* x, int64_t outer, int64_t R, int64_t inner, const TensorView& out) {
   using C = compute_t<T>;
   constexpr int64_t chunk = 512;
-  const int64_t chunks = (inner + chunk - 1) / chunk;
+  const int64_t chunks = (inner + chunk - 1) / chunk, units = outer * chunks;
   const bool parallel = outer * R * inner > kParallelGrain;
-  // Fewer (outer, chunk) units than threads (a batch-1 squeeze-excite mean: one unit) also split
-  // R, each part summing its rows into its own accumulators, added together after.
-  const int64_t r_parts = parallel && outer * chunks < max_threads()
-                              ? std::clamp<int64_t>(2 * max_threads() / (outer * chunks), 1, std::max<int64_t>(1, R / 16))
-                              : 1;
-  std::vector<double> partial(size_t(outer * chunks * r_parts * chunk));
-  parallel_for(outer * chunks * r_parts, parallel, [&](int64_t u) {
-    const int64_t part = u % r_parts, oc = u / r_parts, o = oc / chunks, j0 = (oc % chunks) * chunk;
-    const int64_t n = std::min(inner, j0 + chunk) - j0, r0 = R * part / r_parts, r1 = R * (part + 1) / r_parts;
-    double* acc = partial.data() + u * chunk;
+  const double divisor = p.op == ReduceOp::kMean ? double(R) : 1.0;
+  // Rows r0..r1 of unit u (one outer index, one chunk of inner) added into acc.
+  auto accumulate = [&](int64_t u, int64_t r0, int64_t r1, double* acc) {
+    const int64_t o = u / chunks, j0 = (u % chunks) * chunk, n = std::min(inner, j0 + chunk) - j0;
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = x + (o * R + r) * inner + j0;
       for (int64_t j = 0; j < n; ++j) acc[j] += double(C(row[j]));
     }
+  };
+  auto store = [&](int64_t u, const double* acc) {
+    const int64_t o = u / chunks, j0 = (u % chunks) * chunk, n = std::min(inner, j0 + chunk) - j0;
+    for (int64_t j = 0; j < n; ++j) store_double(out, o * inner + j0 + j, acc[j] / divisor);
+  };
+  if (!parallel || units >= max_threads()) {
+    parallel_for(units, parallel, [&](int64_t u) {
+      double acc[chunk] = {};
+      accumulate(u, 0, R, acc);
+      store(u, acc);
+    });
+    return;
+  }
+  // Fewer units than threads (a batch-1 squeeze-excite mean: one unit): R is split too, each part
+  // summing its rows into its own accumulators, added together after.
+  const int64_t parts = std::clamp<int64_t>(2 * max_threads() / units, 1, std::max<int64_t>(1, R / 16));
+  std::vector<double> partial(size_t(units * parts * chunk));
+  parallel_for(units * parts, true, [&](int64_t i) {
+    const int64_t part = i % parts;
+    accumulate(i / parts, R * part / parts, R * (part + 1) / parts, partial.data() + i * chunk);
   });
-  const double divisor = p.op == ReduceOp::kMean ? double(R) : 1.0;
-  for (int64_t oc = 0; oc < outer * chunks; ++oc) {
-    const int64_t o = oc / chunks, j0 = (oc % chunks) * chunk, n = std::min(inner, j0 + chunk) - j0;
-    for (int64_t j = 0; j < n; ++j) {
-      double sum = 0;
-      for (int64_t part = 0; part < r_parts; ++part) sum += partial[size_t((oc * r_parts + part) * chunk + j)];
-      store_double(out, o * inner + j0 + j, sum / divisor);
-    }
+  for (int64_t u = 0; u < units; ++u) {
+    double* acc = partial.data() + u * parts * chunk;
+    for (int64_t part = 1; part < parts; ++part)
+      for (int64_t j = 0; j < chunk; ++j) acc[j] += acc[part * chunk + j];
+    store(u, acc);
   }
 }
 
