@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <set>
 
 #include "engine/network_internal.h"
 #include "engine/plan_impl.h"
@@ -69,8 +70,22 @@ bool moves_no_data(const Layer& l) {
   return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
 }
 
-// One pass over the layers: lifetimes of arena tensors and the aliases onto them.
-void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<int, int>* alias) {
+// The residual input of a convolution whose output may take its buffer (compute_aliases), or null.
+const Tensor* in_place_residual(const Layer& l) {
+  const auto* cp = l.as<ConvolutionParams>();
+  if (!cp || !cp->has_residual || l.outputs().size() != 1 || l.inputs().size() < 3) return nullptr;
+  const Tensor* residual = l.inputs().back();
+  const Tensor* out = l.output();
+  if (residual->dtype() != out->dtype() || residual->shape().size() != out->shape().size()) return nullptr;
+  for (size_t d = 0; d < out->shape().size(); ++d)
+    if (!residual->shape()[d].same_as(out->shape()[d])) return nullptr;
+  return residual;
+}
+
+// One pass over the layers: lifetimes of arena tensors and the aliases onto them. `in_place`:
+// the layers whose output takes its residual's buffer.
+void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<int, int>* alias,
+                  const std::set<int>& in_place = {}) {
   auto root = [&](int id) {
     auto it = alias->find(id);
     return it == alias->end() ? id : it->second;
@@ -90,6 +105,10 @@ void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<in
         (*alias)[t->id()] = root(l->inputs()[0]->id());
         continue;
       }
+      if (in_place.count(i)) {
+        (*alias)[t->id()] = root(l->inputs().back()->id());
+        continue;
+      }
       (*life)[t->id()] = {i, i};
     }
   }
@@ -101,19 +120,45 @@ void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<in
   }
 }
 
+// Both passes: the aliases of data-free layers first, then (in_place_residuals) the convolutions
+// whose residual dies with them, by the lifetimes of the first pass.
+void plan_all(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* life, std::map<int, int>* alias) {
+  plan_buffers(net, life, alias);
+  if (!in_place_residuals) return;
+  auto root = [&](int id) {
+    auto it = alias->find(id);
+    return it == alias->end() ? id : it->second;
+  };
+  std::set<int> in_place;
+  auto layers = net.layers();
+  for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
+    const Tensor* residual = in_place_residual(*layers[i]);
+    if (!residual || !life->count(layers[i]->output()->id())) continue;
+    const int r = root(residual->id());
+    auto it = life->find(r);
+    // Dead after this layer, and not what the convolution reads (it would read what it writes).
+    if (it == life->end() || it->second.last != i || root(layers[i]->inputs()[0]->id()) == r) continue;
+    in_place.insert(i);
+  }
+  if (in_place.empty()) return;
+  life->clear();
+  alias->clear();
+  plan_buffers(net, life, alias, in_place);
+}
+
 }  // namespace
 
-std::map<int, Lifetime> compute_lifetimes(const Network& net) {
+std::map<int, Lifetime> compute_lifetimes(const Network& net, bool in_place_residuals) {
   std::map<int, Lifetime> life;
   std::map<int, int> alias;
-  plan_buffers(net, &life, &alias);
+  plan_all(net, in_place_residuals, &life, &alias);
   return life;
 }
 
-std::map<int, int> compute_aliases(const Network& net) {
+std::map<int, int> compute_aliases(const Network& net, bool in_place_residuals) {
   std::map<int, Lifetime> life;
   std::map<int, int> alias;
-  plan_buffers(net, &life, &alias);
+  plan_all(net, in_place_residuals, &life, &alias);
   return alias;
 }
 

@@ -35,13 +35,18 @@ struct Plan::Impl {
 
 // Lifetimes of the tensors that live in the activation arena: produced by a non-constant layer
 // and with a shape over input symbols only (data-dependent shapes are allocated at run time).
-std::map<int, Lifetime> compute_lifetimes(const Network& net);
+// `in_place_residuals`: see compute_aliases.
+std::map<int, Lifetime> compute_lifetimes(const Network& net, bool in_place_residuals);
 
 // Outputs of layers that move no data: a pure reshape (Shuffle without permutations) or an
 // Identity of an arena tensor is that tensor's buffer seen with other dims. Maps each such output
 // to the arena tensor it aliases (chains resolved); compute_lifetimes gives them no buffer of their
 // own and keeps the aliased buffer alive through their uses, and the runtime skips those layers.
-std::map<int, int> compute_aliases(const Network& net);
+// With `in_place_residuals` (the CPU backend, whose convolutions add a residual it holds in the
+// output, oneDNN's sum post-op) a convolution's output also takes its residual's buffer where that
+// is the residual's last use, the residual is not the convolution's input, and both have the same
+// type and shape; those layers still run.
+std::map<int, int> compute_aliases(const Network& net, bool in_place_residuals);
 
 // Arena size for these symbol values (builder.cpp).
 size_t planned_arena_bytes(const Network& net, const std::map<int, Lifetime>& lifetimes, const SymbolValues& values);

@@ -10,6 +10,7 @@
 #include "engine/cpu/onednn.h"
 #include "engine/cpu/parallel.h"
 #include "engine/cpu/winograd.h"
+#include "engine/plan_impl.h"
 
 namespace kiln::engine::cputest {
 namespace {
@@ -272,6 +273,66 @@ std::vector<double> ref_conv(const Conv& c, const Host& x, const Host& w, const 
       for (int64_t i = 0; i < total; ++i) y[size_t(i)] += b->get(unravel(i, od)[1]);
   }
   return y;
+}
+
+// The memory plan of a CPU network gives a convolution's output its residual's buffer where the
+// residual dies there (oneDNN adds it with a sum post-op, in place): not where the residual is
+// read later, or is the convolution's own input, or for a CUDA plan.
+TEST(CpuConvolution, ResidualBufferTakenInPlace) {
+  Host w = random_host(DataType::kFloat32, {8, 8, 3, 3}, 95, -0.3, 0.3);
+  const ConvolutionParams plain = conv2d_params(1, 1, 1, 1, false, false, false, std::nullopt);
+  const ConvolutionParams with_residual = conv2d_params(1, 1, 1, 1, false, false, true, std::nullopt);
+  enum Shape { kDies, kReadLater, kOwnInput };
+  for (Shape shape : {kDies, kReadLater, kOwnInput}) {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {1, 8, 6, 6});
+    Tensor* a = net.add_layer("a", {x, constant(net, w, "w1")}, plain)->output();
+    Tensor* conv_in = shape == kOwnInput ? a : x;
+    Tensor* y = net.add_layer("y", {conv_in, constant(net, w, "w2"), a}, with_residual)->output();
+    net.mark_output(y, "y");
+    if (shape == kReadLater) net.mark_output(net.add_elementwise("later", a, y, BinaryOp::kAdd)->output(), "z");
+    const std::map<int, int> cpu = compute_aliases(net, true), cuda = compute_aliases(net, false);
+    const std::map<int, Lifetime> life = compute_lifetimes(net, true);
+    EXPECT_FALSE(cuda.count(y->id())) << "a CUDA plan";
+    if (shape == kDies) {
+      ASSERT_TRUE(cpu.count(y->id()));
+      EXPECT_EQ(cpu.at(y->id()), a->id());
+      EXPECT_FALSE(life.count(y->id())) << "no buffer of its own";
+      EXPECT_EQ(life.at(a->id()).last, int(net.layers().size())) << "a's buffer lives on as y, a network output";
+    } else {
+      EXPECT_FALSE(cpu.count(y->id())) << (shape == kReadLater ? "a is read later" : "a is the convolution's input");
+    }
+  }
+}
+
+// Convolutions whose output holds their residual (the plan above) compute what they would in
+// buffers of their own: through oneDNN's sum post-op and through kiln's own kernels, fp32 and bf16,
+// NCHW (the builder lays them out channels last) and channels last.
+TEST(CpuConvolution, ResidualInPlaceMatchesSeparateBuffers) {
+  for (const char* onednn : {"1", "0"})
+    for (DataType dt : {DataType::kFloat32, DataType::kBFloat16})
+      for (bool channels_last : {false, true}) {
+        const std::vector<int64_t> xd = channels_last ? std::vector<int64_t>{2, 7, 7, 16} : std::vector<int64_t>{2, 16, 7, 7};
+        const std::vector<int64_t> wd = channels_last ? std::vector<int64_t>{16, 3, 3, 16} : std::vector<int64_t>{16, 16, 3, 3};
+        Host x = random_host(dt, xd, 96), w1 = random_host(dt, wd, 97, -0.2, 0.2), w2 = random_host(dt, wd, 98, -0.2, 0.2);
+        Host b = random_host(dt, {16}, 99);
+        auto make = [&](Network& net) {
+          Tensor* in = net.add_input("x", dt, shape_of(xd));
+          Tensor* a = net.add_layer("a", {in, constant(net, w1, "w1")},
+                                    conv2d_params(1, 1, 1, 1, channels_last, false, false, ActivationParams{ActivationOp::kRelu}))->output();
+          const ConvolutionParams p = conv2d_params(1, 1, 1, 1, channels_last, true, true, ActivationParams{ActivationOp::kRelu});
+          net.mark_output(net.add_layer("y", {in, constant(net, w2, "w2"), constant(net, b, "b"), a}, p)->output(), "y");
+        };
+        const std::string what = std::string("oneDNN=") + onednn + " " + to_string(dt) + (channels_last ? " NHWC" : " NCHW");
+        const std::vector<Host> want = without_onednn(make, {x});  // direct: every tensor its own buffer
+        ::setenv("KILN_CPU_ONEDNN", onednn, 1);
+        Network net;
+        make(net);
+        const std::vector<Host> got = run_pipeline(std::move(net), {x});
+        ::unsetenv("KILN_CPU_ONEDNN");
+        const double tol = dt == DataType::kBFloat16 ? 4 * tolerance(dt) : 1e-4;
+        expect_close(got[0], want[0].values(), tol, tol, what);
+      }
 }
 
 // kiln's own loops right after a oneDNN convolution (a squeeze-excite scale and a max pooling of

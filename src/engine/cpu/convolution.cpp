@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
@@ -263,6 +265,14 @@ void run(const ConvolutionParams& p, LayerCall& call) {
   const Geometry g = geometry(p, x.dims, w.dims, &out.dims);
   if (out.dims[1] != g.C_out || out.dims[0] != g.N) fail_shape(layer, "output dims disagree with the weights");
 
+  // The output may hold the residual (the memory plan gives it the residual's buffer where the
+  // residual dies here, for oneDNN's sum post-op): this kernel overwrites the output before it
+  // adds the residual, so it keeps a copy.
+  std::optional<std::vector<float>> resident;
+  if (p.has_residual && call.inputs.back().data == out.data) {
+    FloatInput r = residual_as_float(call.inputs.back(), out.numel());
+    resident.emplace(r.ptr, r.ptr + out.numel());
+  }
   FloatInput fx = as_float(x), fw = as_float(w);
   FloatOutput fy = float_output(out);
   std::vector<uint8_t> fallback;
@@ -302,6 +312,7 @@ void run(const ConvolutionParams& p, LayerCall& call) {
   if (p.has_bias || p.has_residual || p.activation) {
     FloatInput fb = p.has_bias ? as_float(call.inputs.at(2)) : FloatInput{};
     FloatInput fr = p.has_residual ? residual_as_float(call.inputs.back(), out.numel()) : FloatInput{};
+    if (p.has_residual && resident) fr = FloatInput{resident->data(), {}};
     parallel_for(planes, planes * L > kParallelGrain, [&](int64_t pc) {
       float* y = fy.ptr + pc * L;
       if (p.has_bias) {

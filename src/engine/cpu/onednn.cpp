@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -77,6 +79,7 @@ struct ConvEntry {
   memory weights;                               // reordered (constant weights only)
   std::weak_ptr<const uint8_t> weights_source;  // the constant they came from: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
+  bool sum_residual = false;                    // the residual is copied into dst and added by a sum post-op
 };
 
 // This thread's scratch for oneDNN's kernels, grown as needed and kept (one per thread: runs of one
@@ -138,7 +141,9 @@ template <class Entry>
 void execute_layer(const Entry& e, std::unordered_map<int, memory>& args, const TensorView* bias,
                    const TensorView* residual, const TensorView& y, const std::optional<ActivationParams>& act) {
   if (bias) args.emplace(DNNL_ARG_BIAS, memory(e.bias, cpu_engine(), bias->data));
-  if (residual)
+  if (residual && e.sum_residual && residual->data != y.data)
+    std::memcpy(y.data, residual->data, size_t(y.numel()) * element_size(y.dtype));
+  else if (residual && !e.sum_residual)
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(e.residual, cpu_engine(), residual->data));
   const memory::desc scratch_desc = e.pd.scratchpad_desc();
   if (scratch_desc.get_size() > 0)
@@ -196,6 +201,7 @@ struct MatmulEntry {
   memory weights;                               // packed once from a constant (else the input, per call)
   std::weak_ptr<const uint8_t> weights_source;  // that constant: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
+  bool sum_residual = false;                    // (convolutions only)
 };
 PrimitiveCache<MatmulEntry> matmul_cache;
 std::unordered_map<std::string, std::shared_ptr<dnnl::layer_normalization_forward>> norm_cache;
@@ -233,7 +239,12 @@ std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorVie
   for (size_t i = 0; i < 2; ++i) pad_r[i] = right_padding(ins[i], outs[i], (dilate[i] + 1) * (ks[i] - 1) + 1, stride[i], pad[i]);
 
   dnnl::post_ops ops;
-  if (residual) {
+  if (residual && residual->dtype == y.dtype) {
+    // dst += conv: oneDNN 2.6 keeps its brgemm kernels for a sum post-op, and falls back to older
+    // JIT ones for a binary add of a whole tensor.
+    ops.append_sum(1.f);
+    e->sum_residual = true;
+  } else if (residual) {
     e->residual = activation_desc(y.dims, cl, residual->dtype);
     ops.append_binary(dnnl::algorithm::binary_add, e->residual);
   }
