@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from . import _cache, _kiln
-from ._capture import Input, capture
+from ._capture import CaptureError, Input, capture
 from ._module import CompiledModule, _attr_name, build_module
 from ._mutable import MutableCompiledModule
 from ._values import engine_dtype
@@ -36,7 +36,7 @@ from . import conversion  # noqa: E402  (needs the names above)
 
 __all__ = ["compile", "refit", "MutableCompiledModule", "Input", "save", "load", "load_pt2", "SourceIR",
            "CompilationSettings", "ITensor", "CompiledModule", "conversion", "KilnError", "ConversionError", "InputError", "PartitionError",
-           "FormatError", "ShapeError", "NetworkError", "VerifyError"]
+           "FormatError", "ShapeError", "NetworkError", "VerifyError", "CaptureError"]
 __version__ = "0.1.0"
 
 # ITensor.dtype as torch names it (the engine's own type stays at .engine_dtype).

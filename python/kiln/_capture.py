@@ -7,6 +7,9 @@ over as pointers into torch tensors that the IR keeps alive (no copies, no files
 import inspect
 import math
 import operator
+import os
+import re
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -89,6 +92,51 @@ class Captured:
 
 
 # ---- tracing -------------------------------------------------------------------------------------
+
+class CaptureError(_kiln.KilnError):
+    """kiln.compile could not trace the model: its Python code branches on a tensor's value, calls
+    what the tracer cannot run, or the like. The message names the model's line where tracing
+    stopped; the tracer's own exception is its __cause__."""
+
+
+# What PyTorch's tracers say when the code branches on a tensor's value.
+_DATA_DEPENDENT = re.compile(r"data.dependent|value out of a tracing tensor|GuardOnDataDependent|"
+                             r"Could not guard on|symbolic boolean", re.I)
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, os) if getattr(m, "__file__", None)) + (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+
+
+def _user_frame(tb):
+    """file:line in function (the source line) of the innermost frame of the model's own code in a
+    traceback (not PyTorch's, kiln's, the standard library's or generated code), or None."""
+    found = None
+    for frame in traceback.extract_tb(tb):
+        interactive = frame.filename in ("<stdin>", "<string>") or frame.filename.startswith("<ipython-input")
+        path = os.path.abspath(frame.filename) if not frame.filename.startswith("<") else None
+        if not interactive and (path is None or path.startswith(_LIBRARY_DIRS) or "functorch" in path.split(os.sep)):
+            continue
+        found = frame
+    if found is None:
+        return None
+    line = (found.line or "").strip()
+    return f"{found.filename}:{found.lineno} in {found.name}" + (f" (`{line}`)" if line else "")
+
+
+def _capture_error(module, error):
+    """The CaptureError for `error`, raised while tracing `module`."""
+    text = str(error).strip() or type(error).__name__
+    if len(text) > 800:
+        text = text[:800] + " ..."
+    where = _user_frame(error.__traceback__)
+    message = f"kiln.compile: tracing {type(module).__name__} failed" + (f" at {where}" if where else "") + \
+        f": {type(error).__name__}: {text}"
+    if _DATA_DEPENDENT.search(str(error)):
+        message += ("\nThe code reads a tensor's value in Python (an `if` on it, `.item()`, `.tolist()`), which a "
+                    "trace cannot record. Compile the parts around that code (a backbone, an encoder) with kiln.compile, or, "
+                    "on PyTorch >= 2.1, export the model with torch.export (torch.cond records such branches) "
+                    "and compile the .pt2 with kiln.load_pt2 or `kiln compile`.")
+    return CaptureError(message)
+
 
 def _has_export():
     return hasattr(torch, "export") and hasattr(torch.export, "export")
@@ -477,12 +525,17 @@ def _capture(module, arg_inputs, kwarg_inputs, device):
     args, kwargs = pytree.tree_unflatten(flat, in_spec)
 
     user_outputs = None
-    if _has_export():
-        gm, user, weight_of, out_spec, sym, state, user_outputs = _trace_export(
-            module, args, kwargs, flat, tensor_leaf, specs)
-    else:
-        gm, user, weight_of, out_spec, sym, state = _trace_make_fx(
-            module, flat, tensor_leaf, in_spec, specs, device)
+    try:
+        if _has_export():
+            gm, user, weight_of, out_spec, sym, state, user_outputs = _trace_export(
+                module, args, kwargs, flat, tensor_leaf, specs)
+        else:
+            gm, user, weight_of, out_spec, sym, state = _trace_make_fx(
+                module, flat, tensor_leaf, in_spec, specs, device)
+    except _kiln.KilnError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the tracer raised, with where and why
+        raise _capture_error(module, e) from e
 
     # Placeholders take the forward's parameter names (and kwarg keys) when inputs are flat.
     leaves = [v for v in list(args) + list(kwargs.values())]

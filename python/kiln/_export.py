@@ -15,6 +15,7 @@ import hashlib
 import json
 import operator
 import threading
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -161,8 +162,9 @@ def register():
     _registered = True
 
 
-def _example_inputs(sig):
-    """Concrete example inputs for torch.export and the dynamic dims, one torch.export.Dim per symbol."""
+def _example_inputs(sig, min_two=False):
+    """Concrete example inputs for torch.export and the dynamic dims, one torch.export.Dim per symbol.
+    `min_two`: dynamic dims start at 2 at the least (PyTorch versions that refuse a range from 0 or 1)."""
     ranges = sig["ranges"]
     dims, values = {}, {}
     for spec in sig["inputs"]:
@@ -172,6 +174,8 @@ def _example_inputs(sig):
                 # Not 0 or 1, which torch.export would specialize on.
                 value = opt if opt >= 2 else min(2, hi) if hi is not None else 2
                 values[d] = value
+                if min_two and (hi is None or hi > 2):
+                    lo = max(lo, 2)
                 bounds = {"min": lo} if hi is None else {"min": lo, "max": hi}
                 dims[d] = torch.export.Dim(d, **bounds) if hi is None or hi > lo else None
     examples, dynamic = [], []
@@ -215,7 +219,19 @@ def export(compiled, path):
     root.register_buffer("program", torch.frombuffer(bytearray(data), dtype=torch.uint8))
     module = torch.fx.GraphModule(root, graph, "KilnProgram")
 
-    examples, dynamic = _example_inputs(sig)
-    dynamic_shapes = tuple(dynamic) if any(d is not None for d in dynamic) else None
-    exported = torch.export.export(module, tuple(examples), dynamic_shapes=dynamic_shapes, strict=False)
+    try:
+        exported = _export_with(module, sig, min_two=False)
+    except Exception as first:  # noqa: BLE001 - a PyTorch that refuses dynamic ranges from 0 or 1
+        try:
+            exported = _export_with(module, sig, min_two=True)
+        except Exception:  # noqa: BLE001
+            raise first from None
+        warnings.warn("kiln.save: this PyTorch's torch.export takes dynamic sizes from 2 only; the saved program "
+                      "refuses sizes 0 and 1 that the kiln program takes", stacklevel=3)
     torch.export.save(exported, str(path))
+
+
+def _export_with(module, sig, min_two):
+    examples, dynamic = _example_inputs(sig, min_two)
+    dynamic_shapes = tuple(dynamic) if any(d is not None for d in dynamic) else None
+    return torch.export.export(module, tuple(examples), dynamic_shapes=dynamic_shapes, strict=False)
