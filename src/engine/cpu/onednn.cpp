@@ -41,6 +41,12 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
+// One oneDNN stream per thread (making one per call costs a few microseconds).
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream s(cpu_engine());
+  return s;
+}
+
 // oneDNN's eltwise for a kiln activation, when it has one.
 bool eltwise_of(const ActivationParams& a, dnnl::algorithm& alg, float& alpha, float& beta) {
   alpha = 0.f, beta = 0.f;
@@ -148,7 +154,7 @@ void execute_layer(const Entry& e, std::unordered_map<int, memory>& args, const 
   const memory::desc scratch_desc = e.pd.scratchpad_desc();
   if (scratch_desc.get_size() > 0)
     args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
-  dnnl::stream s(cpu_engine());
+  dnnl::stream& s = thread_stream();
   run_on_team([&] {
     e.primitive.execute(s, args);
     s.wait();
@@ -287,44 +293,96 @@ bool onednn_takes(const ConvolutionParams& p, const std::vector<TensorView>& inp
          w.dtype == x.dtype && x.numel() > 0 && have_onednn();
 }
 
+namespace {
+
+// What selects a convolution's cached primitive (the cache's string key is made from it on a miss).
+struct ConvSignature {
+  std::vector<int64_t> x, w, y, stride, padding, dilation;
+  int64_t groups = 1;
+  int x_dtype = 0, y_dtype = 0, bias_dtype = -1, residual_dtype = -1, act = -1;
+  double alpha = 0, beta = 0;
+  bool channels_last = false;
+  const void* weights = nullptr;  // the constant's bytes; null for computed weights
+
+  bool operator==(const ConvSignature& o) const {
+    return x == o.x && w == o.w && y == o.y && stride == o.stride && padding == o.padding && dilation == o.dilation &&
+           groups == o.groups && x_dtype == o.x_dtype && y_dtype == o.y_dtype && bias_dtype == o.bias_dtype &&
+           residual_dtype == o.residual_dtype && act == o.act && alpha == o.alpha && beta == o.beta &&
+           channels_last == o.channels_last && weights == o.weights;
+  }
+  std::string key() const {
+    std::ostringstream k;
+    k << x_dtype << y_dtype << (channels_last ? 'L' : 'F') << groups << (bias_dtype >= 0) << (residual_dtype >= 0);
+    if (bias_dtype >= 0) k << bias_dtype;
+    if (residual_dtype >= 0) k << residual_dtype;
+    if (act >= 0) k << act << ',' << alpha << ',' << beta;
+    for (auto* v : {&x, &w, &y, &stride, &padding, &dilation}) {
+      k << '|';
+      for (int64_t d : *v) k << d << ',';
+    }
+    if (weights) k << "|w" << weights;
+    return k.str();
+  }
+};
+
+// This thread's entry per layer: a network's convolutions find theirs without building the
+// cache's string key and taking its lock on every call (a few microseconds, which count for the
+// dozens of small convolutions of a mobile network at batch 1). Weak: the cache owns the entries;
+// a layer whose network is gone finds its entry expired or its signature changed.
+struct ConvSlot {
+  ConvSignature signature;
+  std::weak_ptr<ConvEntry> entry;
+};
+thread_local std::unordered_map<const Layer*, ConvSlot> t_conv_slots;
+
+}  // namespace
+
 bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& w = call.inputs.at(1);
   const TensorView& y = call.outputs.at(0);
   if (!onednn_takes(p, call.inputs) || y.numel() == 0) return false;
   const Tensor* weight_tensor = call.layer.inputs().at(1);
-  const bool constant_weights = detail::is_constant(weight_tensor);
-  std::ostringstream key;
-  key << int(x.dtype) << int(y.dtype) << (p.channels_last ? 'L' : 'F') << p.groups << p.has_bias << p.has_residual;
-  if (p.has_bias) key << int(call.inputs.at(2).dtype);
-  if (p.has_residual) key << int(call.inputs.back().dtype);
-  if (p.activation) key << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
-  for (auto* v : {&x.dims, &w.dims, &y.dims, &p.stride, &p.padding, &p.dilation}) {
-    key << '|';
-    for (int64_t d : *v) key << d << ',';
-  }
-  const Weights* constant = constant_weights ? &detail::weights_of(weight_tensor) : nullptr;
-  if (constant) key << "|w" << static_cast<const void*>(constant->data.get());
+  const Weights* constant = detail::is_constant(weight_tensor) ? &detail::weights_of(weight_tensor) : nullptr;
+  ConvSignature sig{x.dims, w.dims, y.dims, p.stride, p.padding, p.dilation, p.groups, int(x.dtype), int(y.dtype)};
+  if (p.has_bias) sig.bias_dtype = int(call.inputs.at(2).dtype);
+  if (p.has_residual) sig.residual_dtype = int(call.inputs.back().dtype);
+  if (p.activation) sig.act = int(p.activation->op), sig.alpha = p.activation->alpha, sig.beta = p.activation->beta;
+  sig.channels_last = p.channels_last;
+  if (constant) sig.weights = constant->data.get();
 
-  bool declined;
-  std::shared_ptr<ConvEntry> e = conv_cache.find(key.str(), constant != nullptr, declined);
-  if (declined) return false;
+  std::shared_ptr<ConvEntry> e;
+  ConvSlot& slot = t_conv_slots[&call.layer];
+  if (slot.signature == sig) e = slot.entry.lock();
+  if (e && constant && e->weights_source.expired()) e.reset();
   if (!e) {
-    try {
-      e = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr,
-                    p.has_residual ? &call.inputs.back() : nullptr);
-    } catch (const dnnl::error&) {
-      conv_cache.decline(key.str());
-      return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
+    const std::string key = sig.key();
+    bool declined;
+    e = conv_cache.find(key, constant != nullptr, declined);
+    if (declined) return false;
+    if (!e) {
+      try {
+        e = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr,
+                      p.has_residual ? &call.inputs.back() : nullptr);
+      } catch (const dnnl::error&) {
+        conv_cache.decline(key);
+        return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
+      }
+      if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
+        e->weights = pack_constant(e->user_weights, e->pd.weights_desc(), *constant);
+        e->weights_source = constant->data;
+      }
+      conv_cache.store(key, e);
     }
-    if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
-      e->weights = pack_constant(e->user_weights, e->pd.weights_desc(), *constant);
-      e->weights_source = constant->data;
+    if (t_conv_slots.size() > 4096) {  // layers of networks long gone: start afresh
+      t_conv_slots.clear();
+      t_conv_slots[&call.layer] = ConvSlot{sig, e};
+    } else {
+      slot = ConvSlot{sig, e};
     }
-    conv_cache.store(key.str(), e);
   }
 
-  dnnl::stream s(cpu_engine());
+  dnnl::stream& s = thread_stream();
   memory src(e->src, cpu_engine(), x.data), dst(e->dst, cpu_engine(), y.data);
   memory weights = e->weights;
   if (!constant) {  // weights computed by the network: reordered on every call
