@@ -4,6 +4,8 @@ PyTorch with TorchDynamo (>= 2.1). Each graph dynamo hands over is compiled by k
 dynamo could capture). Graph breaks are dynamo's: the Python between graphs runs as usual. A call
 whose inputs differ in shape, dtype or device from every compiled one compiles the graph again for
 them (dynamo's own guards decide when it hands over a graph again)."""
+import warnings
+
 import torch
 
 _registered = False
@@ -62,7 +64,12 @@ def register():
         from torch._dynamo import list_backends, register_backend
     except ImportError:  # PyTorch < 2.1: no torch.compile
         return False
-    if "kiln" not in list_backends(exclude_tags=()):
-        register_backend(kiln_backend, name="kiln")
+    try:
+        if "kiln" not in list_backends(exclude_tags=()):
+            register_backend(kiln_backend, name="kiln")
+    except Exception as e:  # noqa: BLE001 - `import kiln` must work whatever this PyTorch's dynamo does
+        warnings.warn(f"kiln: torch.compile's backend 'kiln' could not be registered ({type(e).__name__}: {e})",
+                      stacklevel=2)
+        return False
     _registered = True
     return True

@@ -29,6 +29,7 @@ InputError = _kiln.InputError
 OP_NAME = "kiln::execute_program"
 _FORMAT_VERSION = 1
 _registered = False
+_registration_error = None  # why registering the op failed, if it did
 _modules = OrderedDict()  # program id -> module built from its bytes (a few, least recently used dropped)
 _modules_lock = threading.Lock()
 _MAX_MODULES = 8
@@ -153,12 +154,19 @@ def _fake(program, inputs, signature):
 
 def register():
     """Registers torch.ops.kiln.execute_program where this PyTorch has custom ops (>= 2.4)."""
-    global _registered
-    if _registered or not available():
+    global _registered, _registration_error
+    if _registered or _registration_error or not available():
         return
-    op = torch.library.custom_op(OP_NAME, mutates_args=(),
-                                 schema="(Tensor program, Tensor[] inputs, str signature) -> Tensor[]")(_execute)
-    op.register_fake(_fake)
+    try:
+        op = torch.library.custom_op(OP_NAME, mutates_args=(),
+                                     schema="(Tensor program, Tensor[] inputs, str signature) -> Tensor[]")(_execute)
+        op.register_fake(_fake)
+    except Exception as e:  # noqa: BLE001 - `import kiln` must work whatever this PyTorch's custom-op API does
+        _registration_error = f"{type(e).__name__}: {e}"
+        warnings.warn(f"kiln: torch.ops.kiln.execute_program could not be registered ({_registration_error}); "
+                      "kiln.save(..., output_format='exported_program') and loading such files are unavailable",
+                      stacklevel=2)
+        return
     _registered = True
 
 
@@ -195,6 +203,9 @@ def export(compiled, path):
                          f"custom_op (PyTorch >= 2.4); this is PyTorch {torch.__version__}. Save as .kiln "
                          "(the default) or pickle the compiled module with torch.save")
     register()
+    if not _registered:
+        raise InputError(f"kiln.save: torch.ops.kiln.execute_program could not be registered on this PyTorch "
+                         f"({_registration_error}); save as .kiln or pickle the compiled module with torch.save")
     program = getattr(compiled, "program", compiled)
     data = program.serialize()
     sig = signature_of(program, data)
