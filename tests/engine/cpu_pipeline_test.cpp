@@ -3,6 +3,7 @@
 // in the CPU tests compare the direct kernel results with the pipeline's; the tests here cover a
 // representative model-shaped subset with dynamic shapes and fused epilogues.
 #include "cpu_test_util.h"
+#include "engine/cpu/onednn.h"
 
 #include "engine/builder.h"
 #include "engine/runtime.h"
@@ -84,6 +85,47 @@ TEST(CpuPipeline, DynamicMlpBlock) {
       for (double e : row) want.push_back(std::exp(e - mx) / z);
     }
     expect_close(out[0], want, 1e-4, 1e-6, "mlp batch " + std::to_string(batch));
+  }
+}
+
+// One execution context running a plan whose oneDNN convolution and linear layer see alternating
+// batch sizes: each thread keeps one primitive and argument binding per layer and must notice the
+// shape changing under it (and back), in both directions, every time.
+TEST(CpuPipeline, OneDnnLayersFollowAlternatingShapes) {
+  if (!cpu::have_onednn()) GTEST_SKIP() << "kiln built without oneDNN";
+  Host w = random_host(DataType::kFloat32, {12, 3, 3, 8}, 40, -0.3, 0.3), fc = random_host(DataType::kFloat32, {5, 12}, 41);
+  auto make = [&](Network& net) {
+    auto* x = net.add_input("x", DataType::kFloat32, {DimExpr::symbol("batch"), 6, 6, 8});
+    ConvolutionParams cp;
+    cp.stride = cp.dilation = {1, 1};
+    cp.padding = {1, 1};
+    cp.channels_last = true;
+    cp.activation = ActivationParams{ActivationOp::kRelu};
+    auto* y = net.add_layer("conv", {x, constant(net, w, "w")}, cp)->output();
+    net.mark_output(net.add_matmul("fc", y, constant(net, fc, "fc"), false, true)->output(), "out");
+  };
+  Network net;
+  make(net);
+  BuilderConfig cfg;
+  cfg.profile["batch"] = SymbolRange{1, 2, 8};
+  Plan plan = build(std::move(net), cfg);
+  ExecutionContext ctx(plan);
+  for (int64_t batch : {1, 3, 1, 3, 8, 1}) {
+    Host x = random_host(DataType::kFloat32, {batch, 6, 6, 8}, 42 + uint32_t(batch));
+    ::setenv("KILN_CPU_ONEDNN", "0", 1);
+    Network reference;
+    make(reference);
+    const std::vector<Host> want = run_direct(reference, {x});
+    ::unsetenv("KILN_CPU_ONEDNN");
+    const uint64_t before = cpu::onednn_executions();
+    ctx.set_input("x", x.view());
+    ctx.execute();
+    EXPECT_EQ(cpu::onednn_executions(), before + 2) << "batch " << batch << ": the convolution and the linear layer on oneDNN";
+    const TensorView& v = ctx.output(0);
+    Host got(v.dtype, v.dims);
+    std::memcpy(got.bytes.data(), v.data, v.nbytes());
+    ASSERT_EQ(got.dims, want[0].dims);
+    expect_close(got, want[0].values(), 1e-4, 1e-4, "batch " + std::to_string(batch));
   }
 }
 

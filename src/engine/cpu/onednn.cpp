@@ -140,28 +140,77 @@ memory pack_constant(const memory::desc& user, const memory::desc& packed, const
   return to;
 }
 
-// Runs a layer's primitive (convolution, matmul) with `args` plus the call's bias and residual
-// (the first post-op's operand) and this thread's scratch, on the team; then kiln's activation
-// when oneDNN could not fuse it (fp32 outputs only: the callers decline otherwise).
+// This thread's memory objects for one layer's primitive arguments, made once for its entry: a call
+// points them at its buffers (set_data_handle), where making them cost an allocation each, about a
+// third of a small layer's time.
+struct ArgBinding {
+  std::unordered_map<int, memory> args;
+  void bind(int arg, const memory::desc& d, void* data) {
+    auto it = args.find(arg);
+    if (it == args.end()) args.emplace(arg, memory(d, cpu_engine(), data));
+    else it->second.set_data_handle(data);
+  }
+  void set(int arg, const memory& m) {
+    auto it = args.find(arg);
+    if (it == args.end()) args.emplace(arg, m);
+    else if (it->second.get() != m.get()) it->second = m;
+  }
+};
+
+// Runs a layer's primitive (convolution, matmul) with the arguments bound in `b` plus the call's
+// bias and residual (the first post-op's operand) and this thread's scratch, on the team; then
+// kiln's activation when oneDNN could not fuse it (fp32 outputs only: the callers decline otherwise).
 template <class Entry>
-void execute_layer(const Entry& e, std::unordered_map<int, memory>& args, const TensorView* bias,
-                   const TensorView* residual, const TensorView& y, const std::optional<ActivationParams>& act) {
-  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e.bias, cpu_engine(), bias->data));
+void execute_layer(const Entry& e, ArgBinding& b, const TensorView* bias, const TensorView* residual,
+                   const TensorView& y, const std::optional<ActivationParams>& act) {
+  if (bias) b.bind(DNNL_ARG_BIAS, e.bias, bias->data);
   if (residual && e.sum_residual && residual->data != y.data)
     std::memcpy(y.data, residual->data, size_t(y.numel()) * element_size(y.dtype));
   else if (residual && !e.sum_residual)
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(e.residual, cpu_engine(), residual->data));
+    b.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, e.residual, residual->data);
   const memory::desc scratch_desc = e.pd.scratchpad_desc();
-  if (scratch_desc.get_size() > 0)
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch_desc, cpu_engine(), thread_scratch(scratch_desc.get_size())));
+  if (scratch_desc.get_size() > 0) b.bind(DNNL_ARG_SCRATCHPAD, scratch_desc, thread_scratch(scratch_desc.get_size()));
   dnnl::stream& s = thread_stream();
   run_on_team([&] {
-    e.primitive.execute(s, args);
+    e.primitive.execute(s, b.args);
     s.wait();
   });
   ++executions;
   if (e.activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *act);
 }
+
+// This thread's entry and argument binding per layer: a network's layers find theirs by comparing
+// the call's signature, without building the cache's string key or taking its lock on every call.
+// Weak: the cache owns the entries; a layer whose network is gone finds its entry expired or its
+// signature changed.
+template <class Entry, class Signature>
+struct LayerSlot {
+  Signature signature;
+  std::weak_ptr<Entry> entry;
+  ArgBinding binding;
+};
+template <class Entry, class Signature>
+class LayerSlots {
+ public:
+  // The slot of `layer` and its entry when the signature matches and the entry is alive (else null).
+  std::pair<LayerSlot<Entry, Signature>*, std::shared_ptr<Entry>> find(const Layer* layer, const Signature& sig) {
+    auto& slot = slots_[layer];
+    std::shared_ptr<Entry> e = slot.signature == sig ? slot.entry.lock() : nullptr;
+    if (e && sig.weights && e->weights_source.expired()) e.reset();
+    return {&slot, e};
+  }
+  // Records `e` for `layer` (a fresh binding); returns the slot.
+  LayerSlot<Entry, Signature>& store(const Layer* layer, const Signature& sig, const std::shared_ptr<Entry>& e) {
+    if (slots_.size() > 4096) slots_.clear();  // layers of networks long gone: start afresh
+    auto& slot = slots_[layer];
+    slot = LayerSlot<Entry, Signature>{sig, e, {}};
+    return slot;
+  }
+
+ private:
+  std::unordered_map<const Layer*, LayerSlot<Entry, Signature>> slots_;
+};
+
 std::mutex cache_mutex;
 
 // Convolution and matmul primitives per case (key), with the constant weights packed into them.
@@ -325,15 +374,7 @@ struct ConvSignature {
   }
 };
 
-// This thread's entry per layer: a network's convolutions find theirs without building the
-// cache's string key and taking its lock on every call (a few microseconds, which count for the
-// dozens of small convolutions of a mobile network at batch 1). Weak: the cache owns the entries;
-// a layer whose network is gone finds its entry expired or its signature changed.
-struct ConvSlot {
-  ConvSignature signature;
-  std::weak_ptr<ConvEntry> entry;
-};
-thread_local std::unordered_map<const Layer*, ConvSlot> t_conv_slots;
+thread_local LayerSlots<ConvEntry, ConvSignature> t_conv_slots;
 
 }  // namespace
 
@@ -351,10 +392,7 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   sig.channels_last = p.channels_last;
   if (constant) sig.weights = constant->data.get();
 
-  std::shared_ptr<ConvEntry> e;
-  ConvSlot& slot = t_conv_slots[&call.layer];
-  if (slot.signature == sig) e = slot.entry.lock();
-  if (e && constant && e->weights_source.expired()) e.reset();
+  auto [slot, e] = t_conv_slots.find(&call.layer, sig);
   if (!e) {
     const std::string key = sig.key();
     bool declined;
@@ -374,28 +412,52 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
       }
       conv_cache.store(key, e);
     }
-    if (t_conv_slots.size() > 4096) {  // layers of networks long gone: start afresh
-      t_conv_slots.clear();
-      t_conv_slots[&call.layer] = ConvSlot{sig, e};
-    } else {
-      slot = ConvSlot{sig, e};
-    }
+    slot = &t_conv_slots.store(&call.layer, sig, e);
   }
 
-  dnnl::stream& s = thread_stream();
-  memory src(e->src, cpu_engine(), x.data), dst(e->dst, cpu_engine(), y.data);
-  memory weights = e->weights;
-  if (!constant) {  // weights computed by the network: reordered on every call
+  ArgBinding& b = slot->binding;
+  b.bind(DNNL_ARG_SRC, e->src, x.data);
+  b.bind(DNNL_ARG_DST, e->dst, y.data);
+  if (constant) {
+    b.set(DNNL_ARG_WEIGHTS, e->weights);
+  } else {  // weights computed by the network: reordered on every call
     memory user(e->user_weights, cpu_engine(), w.data);
-    weights = memory(e->pd.weights_desc(), cpu_engine());
+    memory weights(e->pd.weights_desc(), cpu_engine());
+    dnnl::stream& s = thread_stream();
     dnnl::reorder(user, weights).execute(s, user, weights);
     s.wait();
+    b.set(DNNL_ARG_WEIGHTS, weights);
   }
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-  execute_layer(*e, args, p.has_bias ? &call.inputs.at(2) : nullptr, p.has_residual ? &call.inputs.back() : nullptr,
-                y, p.activation);
+  execute_layer(*e, b, p.has_bias ? &call.inputs.at(2) : nullptr, p.has_residual ? &call.inputs.back() : nullptr, y,
+                p.activation);
   return true;
 }
+
+namespace {
+// What selects a linear layer's cached primitive (see ConvSignature).
+struct MatmulSignature {
+  int64_t M = 0, N = 0, K = 0;
+  int a_dtype = 0, y_dtype = 0, bias_dtype = -1, residual_dtype = -1, act = -1;
+  double alpha = 0, beta = 0;
+  bool transpose_b = false;
+  const void* weights = nullptr;
+
+  bool operator==(const MatmulSignature& o) const {
+    return M == o.M && N == o.N && K == o.K && a_dtype == o.a_dtype && y_dtype == o.y_dtype &&
+           bias_dtype == o.bias_dtype && residual_dtype == o.residual_dtype && act == o.act && alpha == o.alpha &&
+           beta == o.beta && transpose_b == o.transpose_b && weights == o.weights;
+  }
+  std::string key() const {
+    std::ostringstream k;
+    k << "mm" << a_dtype << y_dtype << ',' << M << ',' << N << ',' << K << ',' << transpose_b << ',' << bias_dtype
+      << ',' << residual_dtype;
+    if (act >= 0) k << ',' << act << ',' << alpha << ',' << beta;
+    if (weights) k << "|w" << weights;
+    return k.str();
+  }
+};
+thread_local LayerSlots<MatmulEntry, MatmulSignature> t_matmul_slots;
+}  // namespace
 
 bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const TensorView& a = call.inputs.at(0);
@@ -424,53 +486,60 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   const bool fused_activation = p.activation && eltwise_of(*p.activation, alg, alpha, beta);
   // kiln's own pass after the matmul works on fp32 outputs only.
   if (p.activation && !fused_activation && y.dtype != DataType::kFloat32) return false;
-  std::ostringstream key;
-  key << "mm" << int(a.dtype) << int(y.dtype) << ',' << M << ',' << N << ',' << K << ',' << p.transpose_b;
-  key << ',' << (bias ? int(bias->dtype) : -1) << ',' << (residual ? int(residual->dtype) : -1);
-  if (p.activation) key << ',' << int(p.activation->op) << ',' << p.activation->alpha << ',' << p.activation->beta;
   const Weights* constant = constant_b ? &detail::weights_of(weight_tensor) : nullptr;
-  if (constant) key << "|w" << static_cast<const void*>(constant->data.get());
+  MatmulSignature sig{M, N, K, int(a.dtype), int(y.dtype)};
+  if (bias) sig.bias_dtype = int(bias->dtype);
+  if (residual) sig.residual_dtype = int(residual->dtype);
+  if (p.activation) sig.act = int(p.activation->op), sig.alpha = p.activation->alpha, sig.beta = p.activation->beta;
+  sig.transpose_b = p.transpose_b;
+  if (constant) sig.weights = constant->data.get();
 
-  bool declined;
-  std::shared_ptr<MatmulEntry> e = matmul_cache.find(key.str(), constant != nullptr, declined);
-  if (declined) return false;
+  auto [slot, e] = t_matmul_slots.find(&call.layer, sig);
   if (!e) {
-    e = std::make_shared<MatmulEntry>();
-    try {
-      e->src = memory::desc({M, K}, dnnl_type(a.dtype), tag::ab);
-      e->dst = memory::desc({M, N}, dnnl_type(y.dtype), tag::ab);
-      const memory::desc user_weights({K, N}, dnnl_type(b.dtype), p.transpose_b ? tag::ba : tag::ab);
-      // Constant weights: oneDNN's own blocked layout, packed once below; others as they are.
-      const memory::desc weights = constant ? memory::desc({K, N}, dnnl_type(b.dtype), tag::any) : user_weights;
-      if (bias) e->bias = memory::desc({1, N}, dnnl_type(bias->dtype), tag::ab);
-      dnnl::post_ops ops;
-      if (residual) {  // kiln's order: act(a·b + bias + residual)
-        e->residual = memory::desc({M, N}, dnnl_type(residual->dtype), tag::ab);
-        ops.append_binary(dnnl::algorithm::binary_add, e->residual);
+    const std::string key = sig.key();
+    bool declined;
+    e = matmul_cache.find(key, constant != nullptr, declined);
+    if (declined) return false;
+    if (!e) {
+      e = std::make_shared<MatmulEntry>();
+      try {
+        e->src = memory::desc({M, K}, dnnl_type(a.dtype), tag::ab);
+        e->dst = memory::desc({M, N}, dnnl_type(y.dtype), tag::ab);
+        const memory::desc user_weights({K, N}, dnnl_type(b.dtype), p.transpose_b ? tag::ba : tag::ab);
+        // Constant weights: oneDNN's own blocked layout, packed once below; others as they are.
+        const memory::desc weights = constant ? memory::desc({K, N}, dnnl_type(b.dtype), tag::any) : user_weights;
+        if (bias) e->bias = memory::desc({1, N}, dnnl_type(bias->dtype), tag::ab);
+        dnnl::post_ops ops;
+        if (residual) {  // kiln's order: act(a·b + bias + residual)
+          e->residual = memory::desc({M, N}, dnnl_type(residual->dtype), tag::ab);
+          ops.append_binary(dnnl::algorithm::binary_add, e->residual);
+        }
+        if (fused_activation) ops.append_eltwise(1.f, alg, alpha, beta);
+        e->activation_after = p.activation && !fused_activation;
+        dnnl::primitive_attr attr;
+        attr.set_post_ops(ops);
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(e->src, weights, e->bias, e->dst)
+                                             : dnnl::matmul::desc(e->src, weights, e->dst);
+        e->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
+        e->primitive = dnnl::matmul(e->pd);
+        if (constant) {  // packed once from the network's constant (the bytes the input view shows)
+          e->weights = pack_constant(user_weights, e->pd.weights_desc(), *constant);
+          e->weights_source = constant->data;
+        }
+      } catch (const dnnl::error&) {
+        matmul_cache.decline(key);
+        return false;
       }
-      if (fused_activation) ops.append_eltwise(1.f, alg, alpha, beta);
-      e->activation_after = p.activation && !fused_activation;
-      dnnl::primitive_attr attr;
-      attr.set_post_ops(ops);
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(e->src, weights, e->bias, e->dst)
-                                           : dnnl::matmul::desc(e->src, weights, e->dst);
-      e->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
-      e->primitive = dnnl::matmul(e->pd);
-      if (constant) {  // packed once from the network's constant (the bytes the input view shows)
-        e->weights = pack_constant(user_weights, e->pd.weights_desc(), *constant);
-        e->weights_source = constant->data;
-      }
-    } catch (const dnnl::error&) {
-      matmul_cache.decline(key.str());
-      return false;
+      matmul_cache.store(key, e);
     }
-    matmul_cache.store(key.str(), e);
+    slot = &t_matmul_slots.store(&call.layer, sig, e);
   }
-  memory weights = constant ? e->weights : memory(e->pd.weights_desc(), cpu_engine(), b.data);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e->src, cpu_engine(), a.data)},
-                                       {DNNL_ARG_WEIGHTS, weights},
-                                       {DNNL_ARG_DST, memory(e->dst, cpu_engine(), y.data)}};
+  ArgBinding& args = slot->binding;
+  args.bind(DNNL_ARG_SRC, e->src, a.data);
+  args.bind(DNNL_ARG_DST, e->dst, y.data);
+  if (constant) args.set(DNNL_ARG_WEIGHTS, e->weights);
+  else args.bind(DNNL_ARG_WEIGHTS, e->pd.weights_desc(), b.data);
   execute_layer(*e, args, bias, residual, y, p.activation);
   return true;
 }
