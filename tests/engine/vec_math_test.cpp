@@ -88,4 +88,39 @@ TEST(VecMath, MaxIgnoresNaN) {
 }
 
 }  // namespace
+// The four IEEE operations, vectorized, give bit for bit what a scalar loop gives, for every
+// operand shape (both arrays, either a broadcast scalar, both scalars), across lengths around the
+// vector widths and with infinities, NaNs, signed zeros and denormals among the values.
+TEST(VecMath, ArithMatchesScalarBitForBit) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-100.f, 100.f);
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(), 1e-40f, -3e-39f, 1.0f};
+  for (int64_t n : {0, 1, 7, 15, 16, 17, 33, 64, 257, 1000}) {
+    std::vector<float> a(size_t(n) + 1), b(size_t(n) + 1);
+    for (int64_t i = 0; i <= n; ++i) {
+      a[size_t(i)] = i % 5 == 0 ? specials[size_t(i / 5) % 8] : u(rng);
+      b[size_t(i)] = i % 7 == 3 ? specials[size_t(i / 7) % 8] : u(rng);
+    }
+    for (vec::Arith op : {vec::Arith::kAdd, vec::Arith::kSub, vec::Arith::kMul, vec::Arith::kDiv})
+      for (bool as : {false, true})
+        for (bool bs : {false, true}) {
+          std::vector<float> z(size_t(n) + 1, 12345.f);
+          vec::arith(op, a.data(), as, b.data(), bs, z.data(), n);
+          for (int64_t i = 0; i < n; ++i) {
+            const float x = a[size_t(as ? 0 : i)], y = b[size_t(bs ? 0 : i)];
+            const float want = op == vec::Arith::kAdd ? x + y : op == vec::Arith::kSub ? x - y
+                             : op == vec::Arith::kMul ? x * y : x / y;
+            const float got = z[size_t(i)];
+            uint32_t wb, gb;
+            std::memcpy(&wb, &want, 4);
+            std::memcpy(&gb, &got, 4);
+            if (std::isnan(want)) EXPECT_TRUE(std::isnan(got)) << "n " << n << " op " << int(op) << " i " << i;
+            else EXPECT_EQ(wb, gb) << "n " << n << " op " << int(op) << " scalars " << as << bs << " i " << i;
+          }
+          EXPECT_EQ(z[size_t(n)], 12345.f) << "wrote past n";
+        }
+  }
+}
+
 }  // namespace kiln::engine::cpu

@@ -42,6 +42,13 @@ void run(const ElementwiseParams& p, LayerCall& call) {
           auto each = [&](auto f) {
             for (int64_t k = 0; k < n; ++k) z[k] = T(f(C(x[k * sx]), C(y[k * sy])));
           };
+          // fp32 add/sub/mul/div over contiguous or broadcast operands: vec::arith's loops, compiled
+          // for AVX-512 and AVX2 too (this file is built for the baseline x86-64).
+          if constexpr (std::is_same_v<T, float>) {
+            const int64_t ax = sx, ay = sy;
+            if (auto vop = vector_arith(op); vop && ax <= 1 && ay <= 1)
+              return vec::arith(*vop, x, ax == 0, y, ay == 0, z, n);
+          }
           // The commonest ops with the op known at compile time: the loop vectorizes (a switch per
           // element does not; 2 ns an element for a squeeze-excite scale in channels last).
           if constexpr (!std::is_same_v<C, bool>) {

@@ -7,8 +7,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 
+#include "engine/cpu/vec_math.h"
 #include "engine/network.h"
 
 namespace kiln::engine::cpu {
@@ -21,6 +23,16 @@ inline bool is_predicate(BinaryOp op) {
       return true;
     default:
       return false;
+  }
+}
+// The vectorized fp32 loop of a binary op, where it has one (vec::arith).
+inline std::optional<vec::Arith> vector_arith(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::kAdd: return vec::Arith::kAdd;
+    case BinaryOp::kSub: return vec::Arith::kSub;
+    case BinaryOp::kMul: return vec::Arith::kMul;
+    case BinaryOp::kDiv: return vec::Arith::kDiv;
+    default: return std::nullopt;
   }
 }
 inline bool is_predicate(UnaryOp op) {

@@ -42,7 +42,12 @@ struct Registers {
     dispatch_dtype(v.dtype, [&](auto tag) {
       using T = decltype(tag);
       const T* src = v.as<T>() + base;
-      if constexpr (is_float_v<T>) {
+      if constexpr (std::is_same_v<T, float>) {
+        float* r = fr(j);
+        if (stride == 1) std::copy(src, src + n, r);
+        else if (stride == 0) std::fill(r, r + n, src[0]);
+        else for (int64_t e = 0; e < n; ++e) r[e] = src[e * stride];
+      } else if constexpr (is_float_v<T>) {
         float* r = fr(j);
         for (int64_t e = 0; e < n; ++e) r[e] = float(src[e * stride]);
       } else {
@@ -126,6 +131,7 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
           if (opfloat(0)) {
             const float *a = opf(0), *b = opf(1);
             if (pred) for (int64_t e = 0; e < n; ++e) di[e] = binary_pred<float>(in.binary, a[e], b[e]);
+            else if (auto vop = vector_arith(in.binary)) vec::arith(*vop, a, false, b, false, df, n);
             else for (int64_t e = 0; e < n; ++e) df[e] = binary_arith<float>(in.binary, a[e], b[e]);
           } else {
             const int64_t *a = opi(0), *b = opi(1);

@@ -80,4 +80,36 @@ KILN_VECTOR_CLONES void subtract(const float* x, float* y, int64_t n, float shif
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] - shift;
 }
 
+namespace {
+// One loop per operation and operand shape, each with its arithmetic known at compile time.
+template <class Op>
+__attribute__((always_inline)) inline void arith_loops(Op op, const float* a, bool a_scalar, const float* b, bool b_scalar, float* z, int64_t n) {
+  if (a_scalar && b_scalar) {
+    const float v = op(a[0], b[0]);
+    for (int64_t i = 0; i < n; ++i) z[i] = v;
+  } else if (a_scalar) {
+    const float x = a[0];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) z[i] = op(x, b[i]);
+  } else if (b_scalar) {
+    const float y = b[0];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) z[i] = op(a[i], y);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) z[i] = op(a[i], b[i]);
+  }
+}
+}  // namespace
+
+KILN_VECTOR_CLONES void arith(Arith op, const float* a, bool a_scalar, const float* b, bool b_scalar, float* z,
+                              int64_t n) {
+  switch (op) {
+    case Arith::kAdd: return arith_loops([](float x, float y) { return x + y; }, a, a_scalar, b, b_scalar, z, n);
+    case Arith::kSub: return arith_loops([](float x, float y) { return x - y; }, a, a_scalar, b, b_scalar, z, n);
+    case Arith::kMul: return arith_loops([](float x, float y) { return x * y; }, a, a_scalar, b, b_scalar, z, n);
+    case Arith::kDiv: return arith_loops([](float x, float y) { return x / y; }, a, a_scalar, b, b_scalar, z, n);
+  }
+}
+
 }  // namespace kiln::engine::cpu::vec

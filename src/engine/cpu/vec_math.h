@@ -21,4 +21,9 @@ void scale(float* y, int64_t n, float a);
 // y[i] = x[i] - shift (log-softmax's last step).
 void subtract(const float* x, float* y, int64_t n, float shift);
 
+// z[i] = a[i] op b[i] for the four IEEE operations (exact in every vector width, so the same as a
+// scalar loop's); an operand flagged `scalar` is its element 0 throughout (a broadcast).
+enum class Arith { kAdd, kSub, kMul, kDiv };
+void arith(Arith op, const float* a, bool a_scalar, const float* b, bool b_scalar, float* z, int64_t n);
+
 }  // namespace kiln::engine::cpu::vec
