@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/cpu/vec_math.h"
+#include "engine/half.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -120,6 +121,37 @@ TEST(VecMath, ArithMatchesScalarBitForBit) {
           }
           EXPECT_EQ(z[size_t(n)], 12345.f) << "wrote past n";
         }
+  }
+}
+
+// bf16 conversions, vectorized, give engine/half.h's bits: every bf16 widened, and floats from
+// every exponent with rounding ties (even and odd), NaNs of both signs and infinities narrowed.
+TEST(VecMath, Bf16ConversionsMatchTheScalarOnes) {
+  std::vector<uint16_t> all(65536);
+  for (uint32_t b = 0; b < 65536; ++b) all[b] = uint16_t(b);
+  std::vector<float> wide(all.size());
+  vec::bf16_to_float(all.data(), wide.data(), int64_t(all.size()));
+  for (uint32_t b = 0; b < 65536; ++b) {
+    const float want = bf16_bits_to_float(uint16_t(b));
+    ASSERT_EQ(std::memcmp(&want, &wide[b], 4), 0) << "bf16 bits " << b;
+  }
+  std::mt19937 rng(11);
+  std::vector<float> x;
+  for (uint32_t hi = 0; hi < 65536; hi += 7)
+    for (uint32_t lo : {0x0000u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu, uint32_t(rng() & 0xffff)}) {
+      const uint32_t bits = (hi << 16) | lo;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      x.push_back(f);
+    }
+  std::vector<uint16_t> narrow(x.size());
+  vec::float_to_bf16(x.data(), narrow.data(), int64_t(x.size()));
+  std::vector<float> rounded = x;
+  vec::round_to_bf16(rounded.data(), int64_t(rounded.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(narrow[i], float_to_bf16_bits(x[i])) << "float #" << i;
+    const float want = bf16_bits_to_float(float_to_bf16_bits(x[i]));
+    ASSERT_EQ(std::memcmp(&want, &rounded[i], 4), 0) << "float #" << i;
   }
 }
 

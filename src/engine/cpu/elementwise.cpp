@@ -2,6 +2,8 @@
 // (f16/bf16 are converted per element), integers natively; comparisons and logical ops write
 // bool. The op switch sits inside the loop over a run; compilers unswitch it, and runs are long
 // because broadcast dims are collapsed first (common.h).
+#include <algorithm>
+
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/ops.h"
@@ -48,6 +50,24 @@ void run(const ElementwiseParams& p, LayerCall& call) {
             const int64_t ax = sx, ay = sy;
             if (auto vop = vector_arith(op); vop && ax <= 1 && ay <= 1)
               return vec::arith(*vop, x, ax == 0, y, ay == 0, z, n);
+          }
+          // bf16 the same way, through fp32 blocks (rounded once, as the scalar loop rounds).
+          if constexpr (std::is_same_v<T, bf16>) {
+            const int64_t ax = sx, ay = sy;
+            if (auto vop = vector_arith(op); vop && ax <= 1 && ay <= 1) {
+              constexpr int64_t kBlock = 512;
+              float fa[kBlock], fb[kBlock], fz[kBlock];
+              const auto* xa = reinterpret_cast<const uint16_t*>(x);
+              const auto* xb = reinterpret_cast<const uint16_t*>(y);
+              for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
+                const int64_t len = std::min(kBlock, n - b0);
+                vec::bf16_to_float(ax ? xa + b0 : xa, fa, ax ? len : 1);
+                vec::bf16_to_float(ay ? xb + b0 : xb, fb, ay ? len : 1);
+                vec::arith(*vop, fa, ax == 0, fb, ay == 0, fz, len);
+                vec::float_to_bf16(fz, reinterpret_cast<uint16_t*>(z + b0), len);
+              }
+              return;
+            }
           }
           // The commonest ops with the op known at compile time: the loop vectorizes (a switch per
           // element does not; 2 ns an element for a squeeze-excite scale in channels last).

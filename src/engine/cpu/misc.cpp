@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "engine/cpu/common.h"
+#include "engine/cpu/vec_math.h"
 #include "engine/cpu/kernels.h"
 
 namespace kiln::engine::cpu {
@@ -47,6 +48,17 @@ void run(const CastParams& p, LayerCall& call) {
   const int64_t n = x.numel();
   if (x.dtype == out.dtype) {
     if (out.data != x.data && n) std::memcpy(out.data, x.data, x.nbytes());
+    return;
+  }
+  // fp32 <-> bf16 (a bf16 program's edges) in vectorized chunks.
+  const bool to_bf16 = x.dtype == DataType::kFloat32 && out.dtype == DataType::kBFloat16;
+  if (to_bf16 || (x.dtype == DataType::kBFloat16 && out.dtype == DataType::kFloat32)) {
+    constexpr int64_t kChunk = 16384;
+    parallel_for((n + kChunk - 1) / kChunk, n > kParallelGrain, [&](int64_t c) {
+      const int64_t lo = c * kChunk, len = std::min(kChunk, n - lo);
+      if (to_bf16) vec::float_to_bf16(x.as<float>() + lo, out.as<uint16_t>() + lo, len);
+      else vec::bf16_to_float(x.as<uint16_t>() + lo, out.as<float>() + lo, len);
+    });
     return;
   }
   dispatch_dtype(x.dtype, [&](auto ftag) {

@@ -21,7 +21,7 @@ constexpr int64_t kBlock = 256;
 // Rounds a register's values to its dtype (float side or integer side).
 void round_float(DataType t, float* r, int64_t n) {
   if (t == DataType::kFloat16) for (int64_t i = 0; i < n; ++i) r[i] = float(f16(r[i]));
-  else if (t == DataType::kBFloat16) for (int64_t i = 0; i < n; ++i) r[i] = float(bf16(r[i]));
+  else if (t == DataType::kBFloat16) vec::round_to_bf16(r, n);
 }
 void wrap_int(DataType t, int64_t* r, int64_t n) {
   dispatch_dtype(t, [&](auto tag) {
@@ -47,6 +47,10 @@ struct Registers {
         if (stride == 1) std::copy(src, src + n, r);
         else if (stride == 0) std::fill(r, r + n, src[0]);
         else for (int64_t e = 0; e < n; ++e) r[e] = src[e * stride];
+      } else if constexpr (std::is_same_v<T, bf16>) {
+        float* r = fr(j);
+        if (stride == 1) vec::bf16_to_float(reinterpret_cast<const uint16_t*>(src), r, n);
+        else for (int64_t e = 0; e < n; ++e) r[e] = float(src[e * stride]);
       } else if constexpr (is_float_v<T>) {
         float* r = fr(j);
         for (int64_t e = 0; e < n; ++e) r[e] = float(src[e * stride]);
@@ -210,7 +214,9 @@ void run(const FusedPointwiseParams& p, LayerCall& call) {
       dispatch_dtype(v.dtype, [&](auto tag) {
         using T = decltype(tag);
         T* d = v.as<T>() + (p.row_length && !per_row ? first * n : first);
-        if constexpr (is_float_v<T>) {
+        if constexpr (std::is_same_v<T, bf16>) {
+          vec::float_to_bf16(regs.fr(r), reinterpret_cast<uint16_t*>(d), count);
+        } else if constexpr (is_float_v<T>) {
           const float* s = regs.fr(r);
           for (int64_t e = 0; e < count; ++e) d[e] = T(s[e]);
         } else {

@@ -112,4 +112,36 @@ KILN_VECTOR_CLONES void arith(Arith op, const float* a, bool a_scalar, const flo
   }
 }
 
+namespace {
+// One value each way, branch-free so the loops vectorize (engine/half.h's rules).
+__attribute__((always_inline)) inline uint32_t bf16_bits_of(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (x >> 16) | 0x40u;
+  return (x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
+}
+__attribute__((always_inline)) inline float float_of_bf16_bits(uint32_t b) {
+  const uint32_t x = b << 16;
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+}  // namespace
+
+KILN_VECTOR_CLONES void bf16_to_float(const uint16_t* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = float_of_bf16_bits(x[i]);
+}
+
+KILN_VECTOR_CLONES void float_to_bf16(const float* x, uint16_t* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = uint16_t(bf16_bits_of(x[i]));
+}
+
+KILN_VECTOR_CLONES void round_to_bf16(float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = float_of_bf16_bits(bf16_bits_of(x[i]));
+}
+
 }  // namespace kiln::engine::cpu::vec

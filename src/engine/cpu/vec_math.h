@@ -26,4 +26,11 @@ void subtract(const float* x, float* y, int64_t n, float shift);
 enum class Arith { kAdd, kSub, kMul, kDiv };
 void arith(Arith op, const float* a, bool a_scalar, const float* b, bool b_scalar, float* z, int64_t n);
 
+// bfloat16 (as its bits) to float and back, exactly as engine/half.h converts one value: widening
+// is exact; narrowing rounds to nearest even and keeps NaNs quiet NaNs.
+void bf16_to_float(const uint16_t* x, float* y, int64_t n);
+void float_to_bf16(const float* x, uint16_t* y, int64_t n);
+// x[i] = float(bf16(x[i])): a bf16 computation's rounding, kept in float.
+void round_to_bf16(float* x, int64_t n);
+
 }  // namespace kiln::engine::cpu::vec
