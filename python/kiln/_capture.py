@@ -9,6 +9,7 @@ import math
 import operator
 import os
 import re
+import sysconfig
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -102,8 +103,21 @@ class CaptureError(_kiln.KilnError):
 # What PyTorch's tracers say when the code branches on a tensor's value.
 _DATA_DEPENDENT = re.compile(r"data.dependent|value out of a tracing tensor|GuardOnDataDependent|"
                              r"Could not guard on|symbolic boolean", re.I)
-_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, os) if getattr(m, "__file__", None)) + (
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+# PyTorch's, kiln's and the standard library's own folders (third-party model code, torchvision's or
+# transformers', lives in site-packages, often inside the standard library's folder, and is the
+# model's code here).
+_LIBRARY_DIRS = tuple(os.path.abspath(d) + os.sep for d in (os.path.dirname(torch.__file__),
+                                                             os.path.dirname(os.path.abspath(__file__)),
+                                                             sysconfig.get_paths()["stdlib"]))
+_PACKAGE_DIRS = ("site-packages", "dist-packages")
+
+
+def _is_library(path):
+    parts = path.split(os.sep)
+    if "functorch" in parts or path.startswith(_LIBRARY_DIRS[:2]):
+        return True
+    # The standard library, but not the packages installed inside its folder.
+    return path.startswith(_LIBRARY_DIRS[2]) and not any(p in parts for p in _PACKAGE_DIRS)
 
 
 def _user_frame(tb):
@@ -113,7 +127,7 @@ def _user_frame(tb):
     for frame in traceback.extract_tb(tb):
         interactive = frame.filename in ("<stdin>", "<string>") or frame.filename.startswith("<ipython-input")
         path = os.path.abspath(frame.filename) if not frame.filename.startswith("<") else None
-        if not interactive and (path is None or path.startswith(_LIBRARY_DIRS) or "functorch" in path.split(os.sep)):
+        if not interactive and (path is None or _is_library(path)):
             continue
         found = frame
     if found is None:

@@ -118,15 +118,57 @@ def _execute(program, inputs, signature):
     module = _module_for(program, sig)
     outs = module.module(*inputs)
     outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
-    # A custom op's outputs are fresh tensors: none may be an input or another output.
-    seen = {t.data_ptr() for t in inputs if t.numel()}
+    # A custom op's outputs are fresh tensors: none may share storage with an input or another
+    # output (a view of an input that a fallback op returned, say), which PyTorch checks by storage.
+    seen = {_storage_of(t) for t in inputs}
     fresh = []
     for o in outs:
-        if o.numel() and o.data_ptr() in seen:
+        if _storage_of(o) in seen:
             o = o.clone()
-        seen.add(o.data_ptr())
+        seen.add(_storage_of(o))
         fresh.append(o)
     return fresh
+
+
+def _storage_of(t):
+    return t.untyped_storage().data_ptr() if hasattr(t, "untyped_storage") else t.storage().data_ptr()
+
+
+def _eval_size(expr, bindings):
+    """A size from its expression, with sizes that may be symbolic (under fake tensors): max and min
+    through torch.sym_max / sym_min, which record no guard on the dynamic sizes."""
+    if isinstance(expr, int):
+        return expr
+    if isinstance(expr, str):
+        return bindings[expr]
+    op, *args = expr
+    vals = [_eval_size(a, bindings) for a in args]
+    if op in ("Max", "Min") and hasattr(torch, "sym_max"):
+        pick = torch.sym_max if op == "Max" else torch.sym_min
+        out = vals[0]
+        for v in vals[1:]:
+            out = pick(out, v)
+        return out
+    if op == "Add":
+        return sum(vals[1:], vals[0])
+    if op == "Mul":
+        out = vals[0]
+        for v in vals[1:]:
+            out = out * v
+        return out
+    if op == "FloorDiv":
+        return vals[0] // vals[1]
+    if op == "CeilDiv":
+        return -(-vals[0] // vals[1])
+    if op == "Mod":
+        return vals[0] % vals[1]
+    if op == "Pow" and all(isinstance(v, int) for v in vals):
+        return eval_sym(("Pow", *vals), {})  # its range check on concrete sizes
+    if op == "Pow":
+        return vals[0] ** vals[1]
+    if op in ("Max", "Min"):  # concrete sizes (this PyTorch has no sym_max)
+        return max(vals) if op == "Max" else min(vals)
+    raise InputError(f"kiln.execute_program: cannot evaluate the size expression {op} in the signature")
 
 
 def _fake(program, inputs, signature):
@@ -136,14 +178,15 @@ def _fake(program, inputs, signature):
         for d, size in zip(spec["sizes"], t.shape):
             if isinstance(d, str) and d not in bindings:
                 bindings[d] = size
-    device = inputs[0].device if inputs else torch.device(sig["device"])
+    # The program's device (a CUDA program's outputs are on the GPU of its inputs).
+    device = inputs[0].device if inputs and inputs[0].device.type == sig["device"] else torch.device(sig["device"])
     ctx = None
     outs = []
     for spec in sig["outputs"]:
         sizes = []
         for d in spec["sizes"]:
             try:
-                sizes.append(eval_sym(_expr(d), bindings))
+                sizes.append(_eval_size(_expr(d), bindings))
             except KeyError:  # a size no input determines (a data-dependent op's): new and unbacked
                 if ctx is None:
                     ctx = torch.library.get_ctx()
@@ -179,16 +222,20 @@ def _example_inputs(sig, min_two=False):
         for d in spec["sizes"]:
             if isinstance(d, str) and d not in dims:
                 lo, opt, hi = ranges.get(d, (0, 2, None))
+                if hi is not None and hi <= 2:
+                    # No example above 1 in range, and torch.export specializes 0 and 1: this size
+                    # is fixed at its optimum in the saved program.
+                    values[d], dims[d] = opt, None
+                    continue
                 # Not 0 or 1, which torch.export would specialize on.
-                value = opt if opt >= 2 else min(2, hi) if hi is not None else 2
-                values[d] = value
-                if min_two and (hi is None or hi > 2):
+                values[d] = max(opt, 2)
+                if min_two:
                     lo = max(lo, 2)
                 bounds = {"min": lo} if hi is None else {"min": lo, "max": hi}
-                dims[d] = torch.export.Dim(d, **bounds) if hi is None or hi > lo else None
+                dims[d] = torch.export.Dim(d, **bounds)
     examples, dynamic = [], []
     for spec in sig["inputs"]:
-        sizes = [eval_sym(_expr(d), values) for d in spec["sizes"]]
+        sizes = [_eval_size(_expr(d), values) for d in spec["sizes"]]
         dtype = _torch_dtype(spec["dtype"])
         examples.append(torch.zeros(sizes, dtype=dtype, device=sig["device"]))
         per = {i: dims[d] for i, d in enumerate(spec["sizes"]) if isinstance(d, str) and dims.get(d) is not None}

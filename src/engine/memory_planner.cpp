@@ -136,8 +136,11 @@ void plan_all(const Network& net, bool in_place_residuals, std::map<int, Lifetim
     if (!residual || !life->count(layers[i]->output()->id())) continue;
     const int r = root(residual->id());
     auto it = life->find(r);
-    // Dead after this layer, and not what the convolution reads (it would read what it writes).
-    if (it == life->end() || it->second.last != i || root(layers[i]->inputs()[0]->id()) == r) continue;
+    // Dead after this layer, and nothing else the convolution reads (its input, computed weights or
+    // bias) in the same buffer: it would read what it writes.
+    if (it == life->end() || it->second.last != i) continue;
+    const auto& ins = layers[i]->inputs();
+    if (std::any_of(ins.begin(), ins.end() - 1, [&](const Tensor* t) { return root(t->id()) == r; })) continue;
     in_place.insert(i);
   }
   if (in_place.empty()) return;

@@ -126,8 +126,22 @@ struct ExecutionContext::Impl {
   std::map<std::string, TensorView> user_outputs;
   std::map<std::string, int> capture_runs;
   std::unique_ptr<detail::LayerProfile> profile;  // KILN_PROFILE=1 only
+  // The plan's buffer plan; or, for a CPU plan run on another backend (whose convolutions do not add
+  // a residual their output holds), one made again without the CPU's in-place residuals.
+  const std::map<int, Lifetime>* lifetimes = nullptr;
+  const std::map<int, int>* aliases = nullptr;
+  std::map<int, Lifetime> own_lifetimes;
+  std::map<int, int> own_aliases;
 
   Impl(const Plan& p, std::shared_ptr<Backend> b) : plan(p), net(p.network()), backend(std::move(b)) {
+    lifetimes = &p.impl().lifetimes;
+    aliases = &p.impl().aliases;
+    if (p.device() == DeviceKind::kCPU && backend->kind() != DeviceKind::kCPU) {
+      own_lifetimes = compute_lifetimes(net, false);
+      own_aliases = compute_aliases(net, false);
+      lifetimes = &own_lifetimes;
+      aliases = &own_aliases;
+    }
     constants_generation = p.weights_generation();
     layers = net.layers();
     input_symbols = net.input_symbols();
@@ -209,7 +223,7 @@ struct ExecutionContext::Impl {
     for (size_t i = 0; i < net.inputs().size(); ++i) st.dims[net.inputs()[i]->id()] = bound[i].view.dims;
     std::vector<BufferRequest> reqs;
     std::vector<int> req_tensor;  // >= 0: tensor id; < 0: -(layer position + 1) for a workspace
-    const auto& lifetimes = plan.impl().lifetimes;
+    const auto& lifetimes = *this->lifetimes;
     st.ws_offsets.assign(layers.size(), kNoOffset);
     st.ws_bytes.assign(layers.size(), 0);
     for (size_t li = 0; li < layers.size(); ++li) {
@@ -262,7 +276,7 @@ struct ExecutionContext::Impl {
       if (req_tensor[r] >= 0) st.offsets[req_tensor[r]] = ap.offsets[r];
       else st.ws_offsets[-req_tensor[r] - 1] = ap.offsets[r];
     }
-    for (const auto& [id, root] : plan.impl().aliases)
+    for (const auto& [id, root] : *aliases)
       if (st.dims[id] && st.offsets[root] != kNoOffset) st.offsets[id] = st.offsets[root];
     st.arena_bytes = ap.total_bytes;
     return cache.emplace(key, std::move(st)).first->second;
@@ -333,7 +347,7 @@ struct ExecutionContext::Impl {
   // True when the layer's output was given its input's buffer (compute_aliases), so running the
   // layer would only copy the bytes onto themselves.
   bool aliases_input(const Layer& l) const {
-    const auto& aliases = plan.impl().aliases;
+    const auto& aliases = *this->aliases;
     if (l.outputs().size() != 1 || l.inputs().empty() || !aliases.count(l.output()->id())) return false;
     return views[l.output()->id()].data == views[l.inputs()[0]->id()].data;
   }

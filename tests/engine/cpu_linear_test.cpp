@@ -282,13 +282,21 @@ TEST(CpuConvolution, ResidualBufferTakenInPlace) {
   Host w = random_host(DataType::kFloat32, {8, 8, 3, 3}, 95, -0.3, 0.3);
   const ConvolutionParams plain = conv2d_params(1, 1, 1, 1, false, false, false, std::nullopt);
   const ConvolutionParams with_residual = conv2d_params(1, 1, 1, 1, false, false, true, std::nullopt);
-  enum Shape { kDies, kReadLater, kOwnInput };
-  for (Shape shape : {kDies, kReadLater, kOwnInput}) {
+  enum Use { kDies, kReadLater, kOwnInput, kWeightsView };
+  for (Use shape : {kDies, kReadLater, kOwnInput, kWeightsView}) {
     Network net;
     Tensor* x = net.add_input("x", DataType::kFloat32, {1, 8, 6, 6});
     Tensor* a = net.add_layer("a", {x, constant(net, w, "w1")}, plain)->output();
-    Tensor* conv_in = shape == kOwnInput ? a : x;
-    Tensor* y = net.add_layer("y", {conv_in, constant(net, w, "w2"), a}, with_residual)->output();
+    Tensor* y = nullptr;
+    if (shape == kWeightsView) {  // a 1x1 convolution whose computed weights are the residual's bytes
+      Tensor* wide = net.add_input("wide", DataType::kFloat32, {1, 36, 6, 6});
+      ShuffleParams reshape;
+      reshape.reshape = Shape{8, 36, 1, 1};
+      Tensor* weights = net.add_shuffle("a_as_weights", a, reshape)->output();
+      y = net.add_layer("y", {wide, weights, a}, conv2d_params(1, 0, 1, 1, false, false, true, std::nullopt))->output();
+    } else {
+      y = net.add_layer("y", {shape == kOwnInput ? a : x, constant(net, w, "w2"), a}, with_residual)->output();
+    }
     net.mark_output(y, "y");
     if (shape == kReadLater) net.mark_output(net.add_elementwise("later", a, y, BinaryOp::kAdd)->output(), "z");
     const std::map<int, int> cpu = compute_aliases(net, true), cuda = compute_aliases(net, false);
@@ -300,7 +308,9 @@ TEST(CpuConvolution, ResidualBufferTakenInPlace) {
       EXPECT_FALSE(life.count(y->id())) << "no buffer of its own";
       EXPECT_EQ(life.at(a->id()).last, int(net.layers().size())) << "a's buffer lives on as y, a network output";
     } else {
-      EXPECT_FALSE(cpu.count(y->id())) << (shape == kReadLater ? "a is read later" : "a is the convolution's input");
+      EXPECT_FALSE(cpu.count(y->id())) << (shape == kReadLater ? "a is read later"
+                                           : shape == kOwnInput ? "a is the convolution's input"
+                                                                : "a is the convolution's weights");
     }
   }
 }

@@ -35,3 +35,16 @@ def test_data_dependent_python_is_named_with_its_line(model, marker):
     assert isinstance(info.value, kiln.KilnError)
     assert info.value.__cause__ is not None
 
+
+
+def test_third_party_model_code_counts_as_the_model():
+    import os
+    import sysconfig
+
+    from kiln import _capture
+    stdlib = sysconfig.get_paths()["stdlib"]
+    assert _capture._is_library(os.path.join(stdlib, "json", "decoder.py"))
+    assert _capture._is_library(os.path.join(os.path.dirname(torch.__file__), "nn", "modules", "module.py"))
+    # torchvision, timm or transformers, installed inside the standard library's folder (conda, pyenv)
+    assert not _capture._is_library(os.path.join(stdlib, "site-packages", "torchvision", "models", "resnet.py"))
+    assert not _capture._is_library("/home/user/project/model.py")

@@ -83,6 +83,31 @@ def test_outputs_never_alias_the_inputs():
     assert outs[0].data_ptr() != x.data_ptr()
 
 
+def test_views_of_inputs_from_pytorch_ops_are_copied():
+    class Tail(torch.nn.Module):
+        def forward(self, x):
+            return x[1:], x * 2
+
+    x = torch.randn(5, 3)
+    # The slice left to PyTorch: the program returns a view of its input, at an offset.
+    compiled = kiln.compile(Tail(), arg_inputs=(x,), min_block_size=1, torch_executed_ops=["aten.slice.Tensor"])
+    assert compiled.program.fallback_ops() == ["aten.slice.Tensor"]
+    assert _export._storage_of(compiled(x)[0]) == _export._storage_of(x)  # what PyTorch's slice returns
+    data = compiled.program.serialize()
+    signature = json.dumps(_export.signature_of(compiled.program, data))
+    outs = _export._execute(torch.frombuffer(bytearray(data), dtype=torch.uint8), [x], signature)
+    torch.testing.assert_close(outs[0], x[1:])
+    assert _export._storage_of(outs[0]) != _export._storage_of(x)
+
+
+def test_size_expressions_evaluate_without_python_max():
+    sizes = {"s0": 7, "s1": 3}
+    assert _export._eval_size(("Add", "s0", ("Mul", 2, "s1")), sizes) == 13
+    assert _export._eval_size(("Max", "s1", 5), sizes) == 5 and _export._eval_size(("Min", "s0", 5), sizes) == 5
+    assert _export._eval_size(("CeilDiv", "s0", 2), sizes) == 4 and _export._eval_size(("FloorDiv", "s0", 2), sizes) == 3
+    assert _export._eval_size(("Mod", "s0", 4), sizes) == 3 and _export._eval_size(("Pow", "s1", 2), sizes) == 9
+
+
 def test_fake_sizes_follow_the_inputs():
     compiled = dynamic_mlp()
     data = compiled.program.serialize()

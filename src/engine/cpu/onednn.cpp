@@ -194,6 +194,7 @@ class LayerSlots {
  public:
   // The slot of `layer` and its entry when the signature matches and the entry is alive (else null).
   std::pair<LayerSlot<Entry, Signature>*, std::shared_ptr<Entry>> find(const Layer* layer, const Signature& sig) {
+    if (slots_.size() > 4096 && !slots_.count(layer)) slots_.clear();  // layers of networks long gone
     auto& slot = slots_[layer];
     std::shared_ptr<Entry> e = slot.signature == sig ? slot.entry.lock() : nullptr;
     if (e && sig.weights && e->weights_source.expired()) e.reset();
@@ -201,7 +202,6 @@ class LayerSlots {
   }
   // Records `e` for `layer` (a fresh binding); returns the slot.
   LayerSlot<Entry, Signature>& store(const Layer* layer, const Signature& sig, const std::shared_ptr<Entry>& e) {
-    if (slots_.size() > 4096) slots_.clear();  // layers of networks long gone: start afresh
     auto& slot = slots_[layer];
     slot = LayerSlot<Entry, Signature>{sig, e, {}};
     return slot;
