@@ -57,7 +57,7 @@ double ref_binary(BinaryOp op, double a, double b, bool integer) {
 struct ShapePair { std::vector<int64_t> a, b; };
 const std::vector<ShapePair> kShapes = {
     {{4, 5}, {4, 5}}, {{2, 3, 4}, {4}}, {{3, 1, 5}, {1, 4, 1}}, {{1}, {7}}, {{}, {3, 2}},
-    {{0, 3}, {1, 3}}, {{2, 1, 3, 1}, {5, 1, 6}}, {{70001}, {1}},
+    {{0, 3}, {1, 3}}, {{2, 1, 3, 1}, {5, 1, 6}}, {{70001}, {1}}, {{2, 6, 6, 16}, {2, 1, 1, 16}},
 };
 
 TEST(CpuElementwise, EveryOpDtypeAndBroadcast) {

@@ -3,6 +3,7 @@
 // bool. The op switch sits inside the loop over a run; compilers unswitch it, and runs are long
 // because broadcast dims are collapsed first (common.h).
 #include <algorithm>
+#include <vector>
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
@@ -29,6 +30,20 @@ void run(const ElementwiseParams& p, LayerCall& call) {
     const T* pa = a.as<T>();
     const T* pb = b.as<T>();
     const BinaryOp op = p.op;
+    // bf16 with a small operand (a squeeze-excite scale, a bias) that the runs read again and
+    // again: widened to fp32 once here rather than in every run.
+    std::vector<float> wide_a, wide_b;
+    if constexpr (std::is_same_v<T, bf16>) {
+      constexpr int64_t kSmall = 65536;
+      if (vector_arith(op) && a.numel() <= kSmall && a.numel() < out.numel()) {
+        wide_a.resize(size_t(a.numel()));
+        vec::bf16_to_float(reinterpret_cast<const uint16_t*>(pa), wide_a.data(), a.numel());
+      }
+      if (vector_arith(op) && b.numel() <= kSmall && b.numel() < out.numel()) {
+        wide_b.resize(size_t(b.numel()));
+        vec::bf16_to_float(reinterpret_cast<const uint16_t*>(pb), wide_b.data(), b.numel());
+      }
+    }
     for_each_broadcast_run(out.dims, {a.dims, b.dims},
                            [&](int64_t o, const int64_t* off, int64_t n, const int64_t* st) {
       const T* x = pa + off[0];
@@ -61,9 +76,13 @@ void run(const ElementwiseParams& p, LayerCall& call) {
               const auto* xb = reinterpret_cast<const uint16_t*>(y);
               for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
                 const int64_t len = std::min(kBlock, n - b0);
-                vec::bf16_to_float(ax ? xa + b0 : xa, fa, ax ? len : 1);
-                vec::bf16_to_float(ay ? xb + b0 : xb, fb, ay ? len : 1);
-                vec::arith(*vop, fa, ax == 0, fb, ay == 0, fz, len);
+                const float* ua = fa;
+                const float* ub = fb;
+                if (!wide_a.empty()) ua = wide_a.data() + off[0] + (ax ? b0 : 0);
+                else vec::bf16_to_float(ax ? xa + b0 : xa, fa, ax ? len : 1);
+                if (!wide_b.empty()) ub = wide_b.data() + off[1] + (ay ? b0 : 0);
+                else vec::bf16_to_float(ay ? xb + b0 : xb, fb, ay ? len : 1);
+                vec::arith(*vop, ua, ax == 0, ub, ay == 0, fz, len);
                 vec::float_to_bf16(fz, reinterpret_cast<uint16_t*>(z + b0), len);
               }
               return;
