@@ -134,43 +134,6 @@ def _storage_of(t):
     return t.untyped_storage().data_ptr() if hasattr(t, "untyped_storage") else t.storage().data_ptr()
 
 
-def _eval_size(expr, bindings):
-    """A size from its expression, with sizes that may be symbolic (under fake tensors): max and min
-    through torch.sym_max / sym_min, which record no guard on the dynamic sizes."""
-    if isinstance(expr, int):
-        return expr
-    if isinstance(expr, str):
-        return bindings[expr]
-    op, *args = expr
-    vals = [_eval_size(a, bindings) for a in args]
-    if op in ("Max", "Min") and hasattr(torch, "sym_max"):
-        pick = torch.sym_max if op == "Max" else torch.sym_min
-        out = vals[0]
-        for v in vals[1:]:
-            out = pick(out, v)
-        return out
-    if op == "Add":
-        return sum(vals[1:], vals[0])
-    if op == "Mul":
-        out = vals[0]
-        for v in vals[1:]:
-            out = out * v
-        return out
-    if op == "FloorDiv":
-        return vals[0] // vals[1]
-    if op == "CeilDiv":
-        return -(-vals[0] // vals[1])
-    if op == "Mod":
-        return vals[0] % vals[1]
-    if op == "Pow" and all(isinstance(v, int) for v in vals):
-        return eval_sym(("Pow", *vals), {})  # its range check on concrete sizes
-    if op == "Pow":
-        return vals[0] ** vals[1]
-    if op in ("Max", "Min"):  # concrete sizes (this PyTorch has no sym_max)
-        return max(vals) if op == "Max" else min(vals)
-    raise InputError(f"kiln.execute_program: cannot evaluate the size expression {op} in the signature")
-
-
 def _fake(program, inputs, signature):
     sig = json.loads(signature)
     bindings = {}
@@ -186,7 +149,7 @@ def _fake(program, inputs, signature):
         sizes = []
         for d in spec["sizes"]:
             try:
-                sizes.append(_eval_size(_expr(d), bindings))
+                sizes.append(eval_sym(_expr(d), bindings))
             except KeyError:  # a size no input determines (a data-dependent op's): new and unbacked
                 if ctx is None:
                     ctx = torch.library.get_ctx()
@@ -235,7 +198,7 @@ def _example_inputs(sig, min_two=False):
                 dims[d] = torch.export.Dim(d, **bounds)
     examples, dynamic = [], []
     for spec in sig["inputs"]:
-        sizes = [_eval_size(_expr(d), values) for d in spec["sizes"]]
+        sizes = [eval_sym(_expr(d), values) for d in spec["sizes"]]
         dtype = _torch_dtype(spec["dtype"])
         examples.append(torch.zeros(sizes, dtype=dtype, device=sig["device"]))
         per = {i: dims[d] for i, d in enumerate(spec["sizes"]) if isinstance(d, str) and dims.get(d) is not None}

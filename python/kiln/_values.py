@@ -251,8 +251,9 @@ def eval_sym(expr, bindings):
     if op == "Pow":
         base, exp = vals
         # Sizes fit in 64 bits: a larger integer power is no size, and from a file it would compute
-        # without bound.
-        if isinstance(exp, int) and abs(base) > 1 and not 0 <= exp <= 64:
+        # without bound. (Checked on concrete sizes: a comparison of symbolic ones, under fake
+        # tensors, would add a guard.)
+        if isinstance(base, int) and isinstance(exp, int) and abs(base) > 1 and not 0 <= exp <= 64:
             raise ValueError(f"symbolic size {base} ** {exp} is out of range")
         return base ** exp
     if op == "FloorDiv":
@@ -261,10 +262,15 @@ def eval_sym(expr, bindings):
         return -(-vals[0] // vals[1])
     if op == "Mod":
         return vals[0] % vals[1]
-    if op == "Max":
-        return max(vals)
-    if op == "Min":
-        return min(vals)
+    if op in ("Max", "Min"):
+        if all(isinstance(v, int) for v in vals):
+            return max(vals) if op == "Max" else min(vals)
+        # Symbolic sizes (under fake tensors): Python's max would compare them and add a guard.
+        pick = torch.sym_max if op == "Max" else torch.sym_min
+        out = vals[0]
+        for v in vals[1:]:
+            out = pick(out, v)
+        return out
     raise NotImplementedError(f"cannot evaluate symbolic {op}")
 
 
