@@ -115,7 +115,7 @@ TEST(CpuMatMul, LinearOnOneDnnMatchesOpenBlas) {
       {f32, {1, 64}, 48, true, true, false, true, false, ActivationOp::kGeluErf, true},
       {f32, {8, 96}, 40, false, false, false, true, false, std::nullopt, true},
       {f32, {2, 4, 32}, 24, true, true, false, true, true, ActivationOp::kRelu, true},  // batch folded into rows
-      {f32, {3, 50}, 17, true, true, false, true, false, ActivationOp::kMish, true},    // activation after oneDNN
+      {f32, {3, 50}, 17, true, true, false, true, false, ActivationOp::kSoftplus, true},  // activation after oneDNN
       {f32, {64, 16}, 8, false, true, true, true, false, std::nullopt, true},
       {f32, {300, 40}, 24, false, true, false, true, false, ActivationOp::kGeluErf, true},  // many rows
       {f32, {4, 197, 48}, 64, true, true, true, true, false, std::nullopt, true},          // tokens x batch
@@ -123,7 +123,10 @@ TEST(CpuMatMul, LinearOnOneDnnMatchesOpenBlas) {
       {bf16, {1, 128, 64}, 96, true, true, true, true, true, ActivationOp::kRelu, true},
       {bf16, {200, 48}, 40, false, true, false, true, false, ActivationOp::kGeluTanh, true},
       {bf16, {16, 32}, 24, true, false, true, false, false, std::nullopt, true},  // computed weights
-      {bf16, {4, 32}, 24, true, true, false, true, false, ActivationOp::kMish, false},  // unfusable: kiln's path
+      {bf16, {4, 32}, 24, true, true, false, true, false, ActivationOp::kSoftplus, false},  // unfusable: kiln's path
+      {bf16, {6, 32}, 24, true, true, false, true, false, ActivationOp::kMish, true},       // oneDNN's eltwise_mish
+      {f32, {5, 40}, 16, false, true, true, true, false, ActivationOp::kHardSwish, true},
+      {bf16, {7, 32}, 20, true, false, false, true, false, ActivationOp::kHardSwish, true},
   };
   for (size_t ci = 0; ci < std::size(cases); ++ci) {
     const Case& c = cases[ci];
@@ -584,8 +587,7 @@ TEST(CpuConvolution, OneDnnMatchesKilnKernels) {
   };
   // bf16 too (AMX / AVX-512-BF16 where the processor has them), where oneDNN fuses the activation.
   const auto fusable = [](std::optional<ActivationOp> a) {
-    return !a || (*a != ActivationOp::kHardSwish && *a != ActivationOp::kHardSigmoid && *a != ActivationOp::kMish &&
-                  *a != ActivationOp::kSoftplus);
+    return !a || (*a != ActivationOp::kHardSigmoid && *a != ActivationOp::kSoftplus);
   };
   for (const DataType dt : {DataType::kFloat32, DataType::kBFloat16})
   for (size_t ci = 0; ci < std::size(cases); ++ci) {

@@ -60,6 +60,8 @@ bool eltwise_of(const ActivationParams& a, dnnl::algorithm& alg, float& alpha, f
     case ActivationOp::kSilu: alg = dnnl::algorithm::eltwise_swish, alpha = 1.f; return true;
     case ActivationOp::kElu: alg = dnnl::algorithm::eltwise_elu, alpha = float(a.alpha); return true;
     case ActivationOp::kClip: alg = dnnl::algorithm::eltwise_clip, alpha = float(a.alpha), beta = float(a.beta); return true;
+    case ActivationOp::kHardSwish: alg = dnnl::algorithm::eltwise_hardswish; return true;  // x * relu6(x + 3) / 6
+    case ActivationOp::kMish: alg = dnnl::algorithm::eltwise_mish; return true;            // x * tanh(softplus(x))
     default: return false;
   }
 }
