@@ -70,7 +70,13 @@ bool moves_no_data(const Layer& l) {
   return p && p->first_perm.empty() && p->second_perm.empty() && p->reshape;
 }
 
-// The residual input of a convolution whose output may take its buffer (compute_aliases), or null.
+// The arena tensor whose buffer `id` uses (itself unless it is an alias).
+int root_of(const std::map<int, int>& alias, int id) {
+  auto it = alias.find(id);
+  return it == alias.end() ? id : it->second;
+}
+
+// The residual input of a convolution whose output may take its buffer (compute_buffer_plan), or null.
 const Tensor* in_place_residual(const Layer& l) {
   const auto* cp = l.as<ConvolutionParams>();
   if (!cp || !cp->has_residual || l.outputs().size() != 1 || l.inputs().size() < 3) return nullptr;
@@ -86,10 +92,7 @@ const Tensor* in_place_residual(const Layer& l) {
 // the layers whose output takes its residual's buffer.
 void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<int, int>* alias,
                   const std::set<int>& in_place = {}) {
-  auto root = [&](int id) {
-    auto it = alias->find(id);
-    return it == alias->end() ? id : it->second;
-  };
+  auto root = [&](int id) { return root_of(*alias, id); };
   auto layers = net.layers();
   for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
     const Layer* l = layers[i];
@@ -125,10 +128,7 @@ void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<in
 void plan_all(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* life, std::map<int, int>* alias) {
   plan_buffers(net, life, alias);
   if (!in_place_residuals) return;
-  auto root = [&](int id) {
-    auto it = alias->find(id);
-    return it == alias->end() ? id : it->second;
-  };
+  auto root = [&](int id) { return root_of(*alias, id); };
   std::set<int> in_place;
   auto layers = net.layers();
   for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
@@ -151,18 +151,11 @@ void plan_all(const Network& net, bool in_place_residuals, std::map<int, Lifetim
 
 }  // namespace
 
-std::map<int, Lifetime> compute_lifetimes(const Network& net, bool in_place_residuals) {
-  std::map<int, Lifetime> life;
-  std::map<int, int> alias;
-  plan_all(net, in_place_residuals, &life, &alias);
-  return life;
-}
-
-std::map<int, int> compute_aliases(const Network& net, bool in_place_residuals) {
-  std::map<int, Lifetime> life;
-  std::map<int, int> alias;
-  plan_all(net, in_place_residuals, &life, &alias);
-  return alias;
+void compute_buffer_plan(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* lifetimes,
+                         std::map<int, int>* aliases) {
+  lifetimes->clear();
+  aliases->clear();
+  plan_all(net, in_place_residuals, lifetimes, aliases);
 }
 
 }  // namespace kiln::engine

@@ -422,8 +422,7 @@ Plan Plan::load(std::shared_ptr<const uint8_t> owner, const uint8_t* data, size_
   } catch (const std::exception& e) {
     throw PlanError("plan: " + where + ": " + e.what());
   }
-  impl.lifetimes = compute_lifetimes(net, impl.device == DeviceKind::kCPU);
-  impl.aliases = compute_aliases(net, impl.device == DeviceKind::kCPU);
+  compute_buffer_plan(net, impl.device == DeviceKind::kCPU, &impl.lifetimes, &impl.aliases);
   return plan;
 }
 

@@ -33,20 +33,19 @@ struct Plan::Impl {
   uint64_t weights_generation = 0;                  // Plan::refit
 };
 
-// Lifetimes of the tensors that live in the activation arena: produced by a non-constant layer
-// and with a shape over input symbols only (data-dependent shapes are allocated at run time).
-// `in_place_residuals`: see compute_aliases.
-std::map<int, Lifetime> compute_lifetimes(const Network& net, bool in_place_residuals);
-
-// Outputs of layers that move no data: a pure reshape (Shuffle without permutations) or an
-// Identity of an arena tensor is that tensor's buffer seen with other dims. Maps each such output
-// to the arena tensor it aliases (chains resolved); compute_lifetimes gives them no buffer of their
-// own and keeps the aliased buffer alive through their uses, and the runtime skips those layers.
-// With `in_place_residuals` (the CPU backend, whose convolutions add a residual it holds in the
-// output, oneDNN's sum post-op) a convolution's output also takes its residual's buffer where that
-// is the residual's last use, the residual is not the convolution's input, and both have the same
-// type and shape; those layers still run.
-std::map<int, int> compute_aliases(const Network& net, bool in_place_residuals);
+// A network's buffer plan, in one pass over its layers (two with in-place residuals):
+// - `lifetimes`: the tensors that live in the activation arena, produced by a non-constant layer
+//   and with a shape over input symbols only (data-dependent shapes are allocated at run time).
+// - `aliases`: outputs of layers that move no data (a pure reshape, a Shuffle without
+//   permutations, or an Identity of an arena tensor is that tensor's buffer seen with other dims),
+//   each mapped to the arena tensor it aliases (chains resolved); they get no buffer of their own,
+//   the aliased buffer stays alive through their uses, and the runtime skips those layers.
+// With `in_place_residuals` (the CPU backend, whose convolutions add a residual their output holds,
+// oneDNN's sum post-op) a convolution's output also takes its residual's buffer where that is the
+// residual's last use, no other input of the convolution shares it, and both have the same type
+// and shape; those layers still run.
+void compute_buffer_plan(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* lifetimes,
+                         std::map<int, int>* aliases);
 
 // Arena size for these symbol values (builder.cpp).
 size_t planned_arena_bytes(const Network& net, const std::map<int, Lifetime>& lifetimes, const SymbolValues& values);

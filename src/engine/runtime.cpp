@@ -137,8 +137,7 @@ struct ExecutionContext::Impl {
     lifetimes = &p.impl().lifetimes;
     aliases = &p.impl().aliases;
     if (p.device() == DeviceKind::kCPU && backend->kind() != DeviceKind::kCPU) {
-      own_lifetimes = compute_lifetimes(net, false);
-      own_aliases = compute_aliases(net, false);
+      compute_buffer_plan(net, false, &own_lifetimes, &own_aliases);
       lifetimes = &own_lifetimes;
       aliases = &own_aliases;
     }
@@ -344,7 +343,7 @@ struct ExecutionContext::Impl {
     return v;
   }
 
-  // True when the layer's output was given its input's buffer (compute_aliases), so running the
+  // True when the layer's output was given its input's buffer (compute_buffer_plan), so running the
   // layer would only copy the bytes onto themselves.
   bool aliases_input(const Layer& l) const {
     const auto& aliases = *this->aliases;

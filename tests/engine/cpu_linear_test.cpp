@@ -302,8 +302,10 @@ TEST(CpuConvolution, ResidualBufferTakenInPlace) {
     }
     net.mark_output(y, "y");
     if (shape == kReadLater) net.mark_output(net.add_elementwise("later", a, y, BinaryOp::kAdd)->output(), "z");
-    const std::map<int, int> cpu = compute_aliases(net, true), cuda = compute_aliases(net, false);
-    const std::map<int, Lifetime> life = compute_lifetimes(net, true);
+    std::map<int, int> cpu, cuda;
+    std::map<int, Lifetime> life, cuda_life;
+    compute_buffer_plan(net, true, &life, &cpu);
+    compute_buffer_plan(net, false, &cuda_life, &cuda);
     EXPECT_FALSE(cuda.count(y->id())) << "a CUDA plan";
     if (shape == kDies) {
       ASSERT_TRUE(cpu.count(y->id()));

@@ -311,8 +311,9 @@ void run(const ConvolutionParams& p, LayerCall& call) {
   const int64_t L = g.out_vol(), planes = g.N * g.C_out;
   if (p.has_bias || p.has_residual || p.activation) {
     FloatInput fb = p.has_bias ? as_float(call.inputs.at(2)) : FloatInput{};
-    FloatInput fr = p.has_residual ? residual_as_float(call.inputs.back(), out.numel()) : FloatInput{};
-    if (p.has_residual && resident) fr = FloatInput{resident->data(), {}};
+    FloatInput fr = resident           ? FloatInput{resident->data(), {}}
+                    : p.has_residual ? residual_as_float(call.inputs.back(), out.numel())
+                                     : FloatInput{};
     parallel_for(planes, planes * L > kParallelGrain, [&](int64_t pc) {
       float* y = fy.ptr + pc * L;
       if (p.has_bias) {

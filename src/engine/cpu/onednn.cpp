@@ -87,7 +87,7 @@ struct ConvEntry {
   memory weights;                               // reordered (constant weights only)
   std::weak_ptr<const uint8_t> weights_source;  // the constant they came from: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
-  bool sum_residual = false;                    // the residual is copied into dst and added by a sum post-op
+  bool sum_residual = false;                    // the residual is dst's prior content, added by a sum post-op
 };
 
 // This thread's scratch for oneDNN's kernels, grown as needed and kept (one per thread: runs of one
@@ -160,16 +160,15 @@ struct ArgBinding {
 };
 
 // Runs a layer's primitive (convolution, matmul) with the arguments bound in `b` plus the call's
-// bias and residual (the first post-op's operand) and this thread's scratch, on the team; then
-// kiln's activation when oneDNN could not fuse it (fp32 outputs only: the callers decline otherwise).
+// bias, its residual when that is the first post-op's operand (a binary add), and this thread's
+// scratch, on the team; then kiln's activation when oneDNN could not fuse it (fp32 outputs only:
+// the callers decline otherwise).
 template <class Entry>
-void execute_layer(const Entry& e, ArgBinding& b, const TensorView* bias, const TensorView* residual,
+void execute_layer(const Entry& e, ArgBinding& b, const TensorView* bias, const TensorView* residual_operand,
                    const TensorView& y, const std::optional<ActivationParams>& act) {
   if (bias) b.bind(DNNL_ARG_BIAS, e.bias, bias->data);
-  if (residual && e.sum_residual && residual->data != y.data)
-    std::memcpy(y.data, residual->data, size_t(y.numel()) * element_size(y.dtype));
-  else if (residual && !e.sum_residual)
-    b.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, e.residual, residual->data);
+  if (residual_operand)
+    b.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, e.residual, residual_operand->data);
   const memory::desc scratch_desc = e.pd.scratchpad_desc();
   if (scratch_desc.get_size() > 0) b.bind(DNNL_ARG_SCRATCHPAD, scratch_desc, thread_scratch(scratch_desc.get_size()));
   dnnl::stream& s = thread_stream();
@@ -248,6 +247,32 @@ class PrimitiveCache {
   std::mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<Entry>> entries_;
 };
+// The entry for a layer's call: this thread's slot when its signature matches, else the process's
+// cache (by the signature's key), else make() (which throws dnnl::error where oneDNN has no
+// implementation; the case is then remembered as declined). {null, null} when declined.
+template <class Entry, class Signature, class Make>
+std::pair<LayerSlot<Entry, Signature>*, std::shared_ptr<Entry>> entry_for(LayerSlots<Entry, Signature>& slots,
+                                                                          PrimitiveCache<Entry>& cache,
+                                                                          const Layer* layer, const Signature& sig,
+                                                                          Make&& make) {
+  auto [slot, e] = slots.find(layer, sig);
+  if (e) return {slot, e};
+  const std::string key = sig.key();
+  bool declined;
+  e = cache.find(key, sig.weights != nullptr, declined);
+  if (declined) return {nullptr, nullptr};
+  if (!e) {
+    try {
+      e = make();
+    } catch (const dnnl::error&) {
+      cache.decline(key);
+      return {nullptr, nullptr};
+    }
+    cache.store(key, e);
+  }
+  return {&slots.store(layer, sig, e), e};
+}
+
 PrimitiveCache<ConvEntry> conv_cache;
 std::unordered_map<std::string, std::shared_ptr<dnnl::eltwise_forward>> eltwise_cache;
 
@@ -258,7 +283,6 @@ struct MatmulEntry {
   memory weights;                               // packed once from a constant (else the input, per call)
   std::weak_ptr<const uint8_t> weights_source;  // that constant: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
-  bool sum_residual = false;                    // (convolutions only)
 };
 PrimitiveCache<MatmulEntry> matmul_cache;
 std::unordered_map<std::string, std::shared_ptr<dnnl::layer_normalization_forward>> norm_cache;
@@ -394,28 +418,16 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   sig.channels_last = p.channels_last;
   if (constant) sig.weights = constant->data.get();
 
-  auto [slot, e] = t_conv_slots.find(&call.layer, sig);
-  if (!e) {
-    const std::string key = sig.key();
-    bool declined;
-    e = conv_cache.find(key, constant != nullptr, declined);
-    if (declined) return false;
-    if (!e) {
-      try {
-        e = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr,
-                      p.has_residual ? &call.inputs.back() : nullptr);
-      } catch (const dnnl::error&) {
-        conv_cache.decline(key);
-        return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
-      }
-      if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
-        e->weights = pack_constant(e->user_weights, e->pd.weights_desc(), *constant);
-        e->weights_source = constant->data;
-      }
-      conv_cache.store(key, e);
+  const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
+  auto [slot, e] = entry_for(t_conv_slots, conv_cache, &call.layer, sig, [&] {
+    std::shared_ptr<ConvEntry> made = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr, residual);
+    if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
+      made->weights = pack_constant(made->user_weights, made->pd.weights_desc(), *constant);
+      made->weights_source = constant->data;
     }
-    slot = &t_conv_slots.store(&call.layer, sig, e);
-  }
+    return made;
+  });
+  if (!e) return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
 
   ArgBinding& b = slot->binding;
   b.bind(DNNL_ARG_SRC, e->src, x.data);
@@ -430,7 +442,11 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
     s.wait();
     b.set(DNNL_ARG_WEIGHTS, weights);
   }
-  execute_layer(*e, b, p.has_bias ? &call.inputs.at(2) : nullptr, p.has_residual ? &call.inputs.back() : nullptr, y,
+  // A residual added by the sum post-op is what dst holds beforehand: in place already (the memory
+  // plan's in-place residuals) or copied there.
+  if (residual && e->sum_residual && residual->data != y.data)
+    std::memcpy(y.data, residual->data, size_t(y.numel()) * element_size(y.dtype));
+  execute_layer(*e, b, p.has_bias ? &call.inputs.at(2) : nullptr, e->sum_residual ? nullptr : residual, y,
                 p.activation);
   return true;
 }
@@ -496,47 +512,35 @@ bool onednn_matmul(const MatMulParams& p, LayerCall& call) {
   sig.transpose_b = p.transpose_b;
   if (constant) sig.weights = constant->data.get();
 
-  auto [slot, e] = t_matmul_slots.find(&call.layer, sig);
-  if (!e) {
-    const std::string key = sig.key();
-    bool declined;
-    e = matmul_cache.find(key, constant != nullptr, declined);
-    if (declined) return false;
-    if (!e) {
-      e = std::make_shared<MatmulEntry>();
-      try {
-        e->src = memory::desc({M, K}, dnnl_type(a.dtype), tag::ab);
-        e->dst = memory::desc({M, N}, dnnl_type(y.dtype), tag::ab);
-        const memory::desc user_weights({K, N}, dnnl_type(b.dtype), p.transpose_b ? tag::ba : tag::ab);
-        // Constant weights: oneDNN's own blocked layout, packed once below; others as they are.
-        const memory::desc weights = constant ? memory::desc({K, N}, dnnl_type(b.dtype), tag::any) : user_weights;
-        if (bias) e->bias = memory::desc({1, N}, dnnl_type(bias->dtype), tag::ab);
-        dnnl::post_ops ops;
-        if (residual) {  // kiln's order: act(a·b + bias + residual)
-          e->residual = memory::desc({M, N}, dnnl_type(residual->dtype), tag::ab);
-          ops.append_binary(dnnl::algorithm::binary_add, e->residual);
-        }
-        if (fused_activation) ops.append_eltwise(1.f, alg, alpha, beta);
-        e->activation_after = p.activation && !fused_activation;
-        dnnl::primitive_attr attr;
-        attr.set_post_ops(ops);
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(e->src, weights, e->bias, e->dst)
-                                             : dnnl::matmul::desc(e->src, weights, e->dst);
-        e->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
-        e->primitive = dnnl::matmul(e->pd);
-        if (constant) {  // packed once from the network's constant (the bytes the input view shows)
-          e->weights = pack_constant(user_weights, e->pd.weights_desc(), *constant);
-          e->weights_source = constant->data;
-        }
-      } catch (const dnnl::error&) {
-        matmul_cache.decline(key);
-        return false;
-      }
-      matmul_cache.store(key, e);
+  auto [slot, e] = entry_for(t_matmul_slots, matmul_cache, &call.layer, sig, [&] {
+    auto made = std::make_shared<MatmulEntry>();
+    made->src = memory::desc({M, K}, dnnl_type(a.dtype), tag::ab);
+    made->dst = memory::desc({M, N}, dnnl_type(y.dtype), tag::ab);
+    const memory::desc user_weights({K, N}, dnnl_type(b.dtype), p.transpose_b ? tag::ba : tag::ab);
+    // Constant weights: oneDNN's own blocked layout, packed once below; others as they are.
+    const memory::desc weights = constant ? memory::desc({K, N}, dnnl_type(b.dtype), tag::any) : user_weights;
+    if (bias) made->bias = memory::desc({1, N}, dnnl_type(bias->dtype), tag::ab);
+    dnnl::post_ops ops;
+    if (residual) {  // kiln's order: act(a·b + bias + residual)
+      made->residual = memory::desc({M, N}, dnnl_type(residual->dtype), tag::ab);
+      ops.append_binary(dnnl::algorithm::binary_add, made->residual);
     }
-    slot = &t_matmul_slots.store(&call.layer, sig, e);
-  }
+    if (fused_activation) ops.append_eltwise(1.f, alg, alpha, beta);
+    made->activation_after = p.activation && !fused_activation;
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(made->src, weights, made->bias, made->dst)
+                                         : dnnl::matmul::desc(made->src, weights, made->dst);
+    made->pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
+    made->primitive = dnnl::matmul(made->pd);
+    if (constant) {  // packed once from the network's constant (the bytes the input view shows)
+      made->weights = pack_constant(user_weights, made->pd.weights_desc(), *constant);
+      made->weights_source = constant->data;
+    }
+    return made;
+  });
+  if (!e) return false;
   ArgBinding& args = slot->binding;
   args.bind(DNNL_ARG_SRC, e->src, a.data);
   args.bind(DNNL_ARG_DST, e->dst, y.data);
