@@ -217,6 +217,8 @@ void bind_program(py::module_& m) {
       if (p) std::rethrow_exception(p);
     } catch (const program::InputError& e) {
       PyErr_SetString(input_error, e.what());
+    } catch (const engine::SettingError& e) {  // a KILN_* setting kiln does not know: the user's input
+      PyErr_SetString(input_error, e.what());
     } catch (const program::FormatError& e) {
       PyErr_SetString(format_error, e.what());
     } catch (const partition::PartitionError& e) {

@@ -33,6 +33,11 @@ struct NetworkError : std::runtime_error {
 struct ShapeError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+// A KILN_* environment setting with a value kiln does not know (a tactic name): the user's to fix,
+// reported as bad input (exit 2 in the CLI, kiln.InputError in Python).
+struct SettingError : NetworkError {
+  using NetworkError::NetworkError;
+};
 
 // Constant data held by a network or plan, shared rather than copied (weights of a program stay
 // where the program mapped them until a plan is serialized).

@@ -406,6 +406,8 @@ std::vector<HostTensor> CompiledProgram::run(const std::vector<HostTensor>& inpu
       }
     } catch (const engine::ShapeError& e) {
       throw InputError(seg.name + ": " + e.what());
+    } catch (const engine::SettingError& e) {
+      throw InputError(e.what());
     } catch (const std::exception& e) {
       throw std::runtime_error("while executing " + seg.name + ": " + e.what());
     }

@@ -634,6 +634,107 @@ TEST(CpuConvolution, OneDnnMatchesKilnKernels) {
   }
 }
 
+// The Winograd tactic (oneDNN's Winograd kernels on blocked copies of the data) against kiln's own
+// kernels: forced with KILN_CPU_CONV_TACTIC=winograd across channel counts that are and are not
+// multiples of 16, batches, padding, bias, residuals (a separate input, and in place in the
+// output's buffer through the built pipeline), activations and both layouts; cases it does not
+// take (strided, 1x1, grouped, bf16) run direct. KILN_CPU_CONV_TACTIC=auto times both and runs
+// either, matching too.
+TEST(CpuConvolution, WinogradTacticMatchesKilnKernels) {
+  if (!cpu::onednn_winograd_available()) GTEST_SKIP() << "oneDNN has no Winograd kernels for this processor";
+  struct Case {
+    int64_t n, cin, cout, h, w, k, stride, pad, groups;
+    bool bias, residual;
+    std::optional<ActivationOp> act;
+    bool channels_last;
+    DataType dt;
+    int winograd;  // whether the forced tactic runs Winograd: 1 yes, 0 no, -1 where oneDNN has the epilogue
+  };
+  const DataType f32 = DataType::kFloat32;
+  const Case cases[] = {
+      {1, 64, 64, 14, 14, 3, 1, 1, 1, true, true, ActivationOp::kRelu, true, f32, 1},
+      {2, 24, 40, 9, 11, 3, 1, 1, 1, true, false, ActivationOp::kRelu, true, f32, 1},
+      {1, 3, 16, 10, 10, 3, 1, 0, 1, false, false, std::nullopt, false, f32, 1},
+      {3, 32, 16, 7, 7, 3, 1, 1, 1, true, true, std::nullopt, false, f32, 1},
+      // oneDNN 2.6's Winograd kernels fuse ReLU only: direct for the others there.
+      {2, 24, 40, 9, 11, 3, 1, 1, 1, true, false, ActivationOp::kSilu, true, f32, -1},
+      {2, 24, 40, 9, 11, 3, 1, 1, 1, true, false, ActivationOp::kClip, true, f32, -1},
+      {1, 16, 48, 12, 12, 3, 1, 1, 1, true, false, ActivationOp::kGeluErf, true, f32, -1},
+      {1, 32, 32, 9, 9, 3, 2, 1, 1, true, false, ActivationOp::kRelu, true, f32, 0},
+      {1, 32, 32, 9, 9, 1, 1, 0, 1, true, false, ActivationOp::kRelu, true, f32, 0},
+      {1, 32, 32, 9, 9, 3, 1, 1, 2, true, false, ActivationOp::kRelu, true, f32, 0},
+      {1, 32, 32, 9, 9, 3, 1, 1, 1, true, true, ActivationOp::kRelu, true, DataType::kBFloat16, 0},
+  };
+  for (const char* tactic : {"winograd", "auto"})
+    for (bool in_place : {false, true})
+      for (size_t ci = 0; ci < std::size(cases); ++ci) {
+        const Case& c = cases[ci];
+        if (in_place && !c.residual) continue;
+        const int64_t oh = c.h + 2 * c.pad - c.k + 1, ow = c.w + 2 * c.pad - c.k + 1;
+        const int64_t Oh = (oh - 1) / c.stride + 1, Ow = (ow - 1) / c.stride + 1;
+        auto dims = [&](int64_t n, int64_t ch, int64_t h, int64_t w) {
+          return c.channels_last ? std::vector<int64_t>{n, h, w, ch} : std::vector<int64_t>{n, ch, h, w};
+        };
+        const int64_t cg = c.cin / c.groups;
+        Host x = random_host(c.dt, dims(c.n, c.cin, c.h, c.w), 120 + uint32_t(ci));
+        Host w = random_host(c.dt, c.channels_last ? std::vector<int64_t>{c.cout, c.k, c.k, cg}
+                                                    : std::vector<int64_t>{c.cout, cg, c.k, c.k}, 121, -0.3, 0.3);
+        Host b = random_host(c.dt, {c.cout}, 122), r = random_host(c.dt, dims(c.n, c.cout, Oh, Ow), 123);
+        // In place: the residual is a convolution's output that dies at this one (the memory plan
+        // gives this convolution its buffer); otherwise a network input.
+        Host wr = random_host(c.dt, c.channels_last ? std::vector<int64_t>{c.cout, 1, 1, c.cin}
+                                                     : std::vector<int64_t>{c.cout, c.cin, 1, 1}, 124, -0.3, 0.3);
+        std::vector<Host> inputs{x};
+        if (c.residual && !in_place) inputs.push_back(r);
+        auto make = [&](Network& net) {
+          Tensor* in = net.add_input("x", c.dt, shape_of(x.dims));
+          std::vector<Tensor*> operands{in, constant(net, w, "w")};
+          if (c.bias) operands.push_back(constant(net, b, "b"));
+          if (c.residual && in_place) {
+            const ConvolutionParams one = conv2d_params(c.stride, 0, 1, 1, c.channels_last, false, false, std::nullopt);
+            operands.push_back(net.add_layer("residual", {in, constant(net, wr, "wr")}, one)->output());
+          } else if (c.residual) {
+            operands.push_back(net.add_input("r", c.dt, shape_of(r.dims)));
+          }
+          const ConvolutionParams p = conv2d_params(c.stride, c.pad, 1, c.groups, c.channels_last, c.bias, c.residual,
+                                                    c.act ? std::optional(ActivationParams{*c.act, 0.0, 6.0}) : std::nullopt);
+          net.mark_output(net.add_layer("conv", operands, p)->output(), "y");
+        };
+        const std::string what = std::string(tactic) + " case " + std::to_string(ci) + (in_place ? " in place" : "");
+        if (in_place && (Oh != c.h || Ow != c.w)) continue;  // the 1x1 residual must match the output
+        const std::vector<Host> want = without_onednn(make, inputs);
+        ::setenv("KILN_CPU_CONV_TACTIC", tactic, 1);
+        const uint64_t before = cpu::onednn_winograd_executions();
+        Network net;
+        make(net);
+        const std::vector<Host> got = in_place ? run_pipeline(std::move(net), inputs) : run_direct(net, inputs);
+        const uint64_t ran = cpu::onednn_winograd_executions() - before;
+        ::unsetenv("KILN_CPU_CONV_TACTIC");
+        if (std::string(tactic) == "winograd" && c.winograd == 1) EXPECT_GT(ran, 0u) << what << ": Winograd did not run";
+        if (c.winograd == 0) EXPECT_EQ(ran, 0u) << what << ": Winograd ran a case it does not take";
+        const double tol = c.dt == DataType::kBFloat16 ? 2 * tolerance(c.dt) : 1e-4;
+        ASSERT_EQ(got[0].dims, want[0].dims) << what;
+        expect_close(got[0], want[0].values(), tol, tol, what);
+      }
+}
+
+TEST(CpuConvolution, BadConvTacticIsNamed) {
+  if (!cpu::have_onednn()) GTEST_SKIP() << "kiln built without oneDNN";
+  Host x = random_host(DataType::kFloat32, {1, 16, 6, 6}, 130), w = random_host(DataType::kFloat32, {16, 16, 3, 3}, 131);
+  Network net;
+  net.mark_output(net.add_layer("conv", {net.add_input("x", DataType::kFloat32, shape_of(x.dims)), constant(net, w, "w")},
+                                conv2d_params(1, 1, 1, 1, false, false, false, std::nullopt))->output(), "y");
+  ::setenv("KILN_CPU_CONV_TACTIC", "fastest", 1);
+  try {
+    run_direct(net, {x});
+    ADD_FAILURE() << "an unknown KILN_CPU_CONV_TACTIC ran";
+  } catch (const NetworkError& e) {
+    EXPECT_NE(std::string(e.what()).find("KILN_CPU_CONV_TACTIC must be auto, direct or winograd, not 'fastest'"),
+              std::string::npos) << e.what();
+  }
+  ::unsetenv("KILN_CPU_CONV_TACTIC");
+}
+
 struct Pool {
   PoolType type;
   std::vector<int64_t> x, k, s, p, d;

@@ -23,5 +23,8 @@ namespace kiln::engine::cpu {
 
 void execute(LayerCall& call);
 size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs);
+// Writes the kernel choices timed since the last call (oneDNN's convolution tactics) to the timing
+// cache's file (timing_cache.h); cheap when there are none. The backend calls it after each run.
+void flush_timing_choices();
 
 }  // namespace kiln::engine::cpu

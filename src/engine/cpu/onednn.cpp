@@ -7,6 +7,11 @@
 // A convolution's primitive and its weights, reordered once into the layout oneDNN's kernel
 // wants, are cached per layer and shape; bias, residual add and the activation run as oneDNN
 // post-ops in the same pass (activations oneDNN lacks follow as kiln's own pass).
+//
+// A 3x3 stride-1 fp32 convolution has two candidates, oneDNN's direct kernels and its Winograd
+// ones (about half the multiplies, on blocked nChw16c data reordered in and out); the faster for
+// the case is chosen by timing both on its first call and kept in the timing cache
+// (timing_cache.h), as the CUDA backend chooses its convolution tactics.
 #include "engine/cpu/onednn.h"
 
 #ifdef KILN_HAS_DNNL
@@ -18,6 +23,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -25,9 +31,11 @@
 #include <unordered_map>
 
 #include "engine/cpu/common.h"
+#include "engine/cpu/cpu_kernels.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/parallel.h"
 #include "engine/network_internal.h"
+#include "engine/timing_cache.h"
 
 namespace kiln::engine::cpu {
 
@@ -80,14 +88,23 @@ int64_t right_padding(int64_t in, int64_t out, int64_t window, int64_t stride, i
   return std::max(pad, (out - 1) * stride + window - in - pad);
 }
 
+// How oneDNN computes a convolution (a tactic; KILN_CPU_CONV_TACTIC forces one).
+enum class ConvAlgorithm { kDirect, kWinograd };
+const char* name_of(ConvAlgorithm a) { return a == ConvAlgorithm::kWinograd ? "winograd" : "direct"; }
+
 struct ConvEntry {
   dnnl::convolution_forward primitive;
   dnnl::convolution_forward::primitive_desc pd;
-  memory::desc src, dst, user_weights, bias, residual;
+  memory::desc src, dst, user_weights, bias, residual;  // the call's tensors (NHWC or NCHW)
   memory weights;                               // reordered (constant weights only)
   std::weak_ptr<const uint8_t> weights_source;  // the constant they came from: a dead one invalidates the entry
   bool activation_after = false;                // an activation oneDNN lacks: kiln's pass afterwards
   bool sum_residual = false;                    // the residual is dst's prior content, added by a sum post-op
+  ConvAlgorithm algorithm = ConvAlgorithm::kDirect;
+  // Winograd's kernels read and write blocked data: the input is reordered into this thread's
+  // scratch, the output (holding the residual first, for the sum post-op) out of it.
+  bool blocked = false;
+  dnnl::reorder src_in, dst_in, dst_out;
 };
 
 // This thread's scratch for oneDNN's kernels, grown as needed and kept (one per thread: runs of one
@@ -129,7 +146,8 @@ void run_on_team(F&& f) {
   last_onednn_work = std::chrono::steady_clock::now();
 }
 
-std::atomic<uint64_t> executions{0}, parallel_loops{0};
+std::atomic<uint64_t> executions{0}, parallel_loops{0}, winograd_executions{0};
+thread_local bool timing_tactics = false;  // runs that time candidates are not counted as executions
 
 // Weights in the layout a primitive chose (`packed`), reordered once from a network constant whose
 // bytes are in the layout `user` describes.
@@ -137,7 +155,15 @@ memory pack_constant(const memory::desc& user, const memory::desc& packed, const
   memory from(user, cpu_engine(), const_cast<uint8_t*>(constant.data.get()));
   memory to(packed, cpu_engine());
   dnnl::stream s(cpu_engine());
-  dnnl::reorder(from, to).execute(s, from, to);
+  try {
+    dnnl::reorder(from, to).execute(s, from, to);
+  } catch (const dnnl::error&) {
+    // Winograd's weight layouts are reached from the plain [G]OIHW order only: through it.
+    memory plain(memory::desc(user.dims(), user.data_type(), user.dims().size() == 4 ? tag::oihw : tag::goihw),
+                 cpu_engine());
+    dnnl::reorder(from, plain).execute(s, from, plain);
+    dnnl::reorder(plain, to).execute(s, plain, to);
+  }
   s.wait();
   return to;
 }
@@ -176,7 +202,7 @@ void execute_layer(const Entry& e, ArgBinding& b, const TensorView* bias, const 
     e.primitive.execute(s, b.args);
     s.wait();
   });
-  ++executions;
+  if (!timing_tactics) ++executions;
   if (e.activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *act);
 }
 
@@ -294,11 +320,17 @@ memory::desc activation_desc(const std::vector<int64_t>& d, bool channels_last, 
 }
 
 std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorView& x, const TensorView& w,
-                                     const TensorView& y, const TensorView* bias, const TensorView* residual) {
+                                     const TensorView& y, const TensorView* bias, const TensorView* residual,
+                                     ConvAlgorithm algorithm) {
   auto e = std::make_shared<ConvEntry>();
   const bool cl = p.channels_last;
   e->src = activation_desc(x.dims, cl, x.dtype);
   e->dst = activation_desc(y.dims, cl, y.dtype);
+  e->algorithm = algorithm;
+  e->blocked = algorithm == ConvAlgorithm::kWinograd;
+  // What the primitive reads and writes: the call's tensors, or their blocked copies.
+  const memory::desc conv_src = e->blocked ? memory::desc(e->src.dims(), e->src.data_type(), tag::nChw16c) : e->src;
+  const memory::desc conv_dst = e->blocked ? memory::desc(e->dst.dims(), e->dst.data_type(), tag::nChw16c) : e->dst;
   // Weights: KCRS (NCHW networks) or KRSC (channels last), grouped as G x (K/G) x (C/G) x R x S.
   const int64_t K = w.dims[0], R = cl ? w.dims[1] : w.dims[2], S = cl ? w.dims[2] : w.dims[3];
   const int64_t Cg = cl ? w.dims[3] : w.dims[1], G = p.groups;
@@ -326,6 +358,7 @@ std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorVie
     ops.append_sum(1.f);
     e->sum_residual = true;
   } else if (residual) {
+    if (e->blocked) throw dnnl::error(dnnl_unimplemented, "Winograd with a residual of another type");
     e->residual = activation_desc(y.dims, cl, residual->dtype);
     ops.append_binary(dnnl::algorithm::binary_add, e->residual);
   }
@@ -341,15 +374,63 @@ std::shared_ptr<ConvEntry> make_conv(const ConvolutionParams& p, const TensorVie
   // program runs from many threads at once.
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (bias) e->bias = memory::desc({K}, dnnl_type(bias->dtype), tag::x);
-  auto desc = p.has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                            dnnl::algorithm::convolution_direct, e->src, any_weights,
-                                                            e->bias, e->dst, stride, dilate, pad, pad_r)
-                         : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                            dnnl::algorithm::convolution_direct, e->src, any_weights,
-                                                            e->dst, stride, dilate, pad, pad_r);
+  const dnnl::algorithm alg = e->blocked ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
+  auto desc = p.has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, conv_src,
+                                                            any_weights, e->bias, conv_dst, stride, dilate, pad, pad_r)
+                         : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, conv_src,
+                                                            any_weights, conv_dst, stride, dilate, pad, pad_r);
   e->pd = dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
   e->primitive = dnnl::convolution_forward(e->pd);
+  if (e->blocked) {
+    auto reorder = [](const memory::desc& from, const memory::desc& to) {
+      return dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to));
+    };
+    e->src_in = reorder(e->src, e->pd.src_desc());
+    e->dst_out = reorder(e->pd.dst_desc(), e->dst);
+    if (e->sum_residual) e->dst_in = reorder(e->dst, e->pd.dst_desc());
+  }
   return e;
+}
+
+// Byte offsets of a blocked convolution's pieces in this thread's scratch: oneDNN's scratchpad,
+// then the blocked input and output, each 64-byte aligned.
+struct BlockedScratch {
+  size_t src_offset, dst_offset, total;
+  explicit BlockedScratch(const ConvEntry& e) {
+    auto aligned = [](size_t n) { return (n + 63) / 64 * 64; };
+    src_offset = aligned(e.pd.scratchpad_desc().get_size());
+    dst_offset = src_offset + aligned(e.pd.src_desc().get_size());
+    total = dst_offset + aligned(e.pd.dst_desc().get_size());
+  }
+};
+
+// Runs a convolution entry on the call's tensors: x in, y out (holding the residual beforehand when
+// e.sum_residual; `residual_operand` for a binary-add residual). `b` holds the weights.
+void run_conv(const ConvEntry& e, ArgBinding& b, const TensorView& x, const TensorView& y, const TensorView* bias,
+              const TensorView* residual_operand, const std::optional<ActivationParams>& act) {
+  if (!e.blocked) {
+    b.bind(DNNL_ARG_SRC, e.src, x.data);
+    b.bind(DNNL_ARG_DST, e.dst, y.data);
+    execute_layer(e, b, bias, residual_operand, y, act);
+    return;
+  }
+  const BlockedScratch layout(e);
+  auto* scratch = static_cast<uint8_t*>(thread_scratch(layout.total));
+  if (e.pd.scratchpad_desc().get_size() > 0) b.bind(DNNL_ARG_SCRATCHPAD, e.pd.scratchpad_desc(), scratch);
+  b.bind(DNNL_ARG_SRC, e.pd.src_desc(), scratch + layout.src_offset);
+  b.bind(DNNL_ARG_DST, e.pd.dst_desc(), scratch + layout.dst_offset);
+  if (bias) b.bind(DNNL_ARG_BIAS, e.bias, bias->data);
+  memory user_x(e.src, cpu_engine(), x.data), user_y(e.dst, cpu_engine(), y.data);
+  dnnl::stream& s = thread_stream();
+  run_on_team([&] {
+    e.src_in.execute(s, user_x, b.args.at(DNNL_ARG_SRC));
+    if (e.sum_residual) e.dst_in.execute(s, user_y, b.args.at(DNNL_ARG_DST));
+    e.primitive.execute(s, b.args);
+    e.dst_out.execute(s, b.args.at(DNNL_ARG_DST), user_y);
+    s.wait();
+  });
+  if (!timing_tactics) ++executions, ++winograd_executions;
+  if (e.activation_after) apply_activation_inplace(static_cast<float*>(y.data), y.numel(), *act);
 }
 
 }  // namespace
@@ -385,7 +466,10 @@ struct ConvSignature {
            residual_dtype == o.residual_dtype && act == o.act && alpha == o.alpha && beta == o.beta &&
            channels_last == o.channels_last && weights == o.weights;
   }
-  std::string key() const {
+  // The process cache's key: the case and the constant's address.
+  std::string key() const { return weights ? case_key() + "|w" + std::to_string(uintptr_t(weights)) : case_key(); }
+  // The case alone (shapes, types, epilogue): what a tactic choice depends on.
+  std::string case_key() const {
     std::ostringstream k;
     k << x_dtype << y_dtype << (channels_last ? 'L' : 'F') << groups << (bias_dtype >= 0) << (residual_dtype >= 0);
     if (bias_dtype >= 0) k << bias_dtype;
@@ -395,12 +479,130 @@ struct ConvSignature {
       k << '|';
       for (int64_t d : *v) k << d << ',';
     }
-    if (weights) k << "|w" << weights;
     return k.str();
   }
 };
 
 thread_local LayerSlots<ConvEntry, ConvSignature> t_conv_slots;
+
+// KILN_CPU_CONV_TACTIC: auto (time the candidates), direct or winograd (where oneDNN has it).
+enum class ConvTactic { kAuto, kDirect, kWinograd };
+ConvTactic conv_tactic() {
+  const char* v = std::getenv("KILN_CPU_CONV_TACTIC");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvTactic::kAuto;
+  if (std::strcmp(v, "direct") == 0) return ConvTactic::kDirect;
+  if (std::strcmp(v, "winograd") == 0) return ConvTactic::kWinograd;
+  throw SettingError(std::string("KILN_CPU_CONV_TACTIC must be auto, direct or winograd, not '") + v + "'");
+}
+
+// What the CPU's tactic choices depend on: the processor, the threads they ran on and oneDNN.
+// kTactics changes when the meaning of a key or choice changes.
+std::string cpu_signature() {
+  constexpr int kTactics = 1;
+  std::string model = "unknown";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon != std::string::npos) model = line.substr(line.find_first_not_of(' ', colon + 1));
+    break;
+  }
+  const dnnl_version_t* v = dnnl_version();
+  std::ostringstream s;
+  s << "cpu " << model << " threads" << max_threads() << " onednn" << v->major << '.' << v->minor << '.' << v->patch
+    << " isa" << int(dnnl::get_effective_cpu_isa()) << " tactics" << kTactics;
+  return s.str();
+}
+
+std::atomic<TimingCache*> cpu_timing{nullptr};
+TimingCache& cpu_timing_cache() {
+  static TimingCache& cache = TimingCache::for_device(cpu_signature());
+  cpu_timing.store(&cache);
+  return cache;
+}
+
+// Whether Winograd is a candidate: fp32 3x3 stride-1 undilated ungrouped convolutions with
+// constant weights (packed once into its layout) and a residual, if any, added in place.
+bool winograd_candidate(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y,
+                        const TensorView* residual, bool constant_weights) {
+  const bool cl = p.channels_last;
+  const int64_t R = cl ? w.dims[1] : w.dims[2], S = cl ? w.dims[2] : w.dims[3];
+  auto all_one = [](const std::vector<int64_t>& v) {
+    return std::all_of(v.begin(), v.end(), [](int64_t d) { return d == 1; });
+  };
+  return constant_weights && x.dtype == DataType::kFloat32 && y.dtype == DataType::kFloat32 && p.groups == 1 &&
+         R == 3 && S == 3 && all_one(p.stride) && all_one(p.dilation) && (!residual || residual->dtype == y.dtype);
+}
+
+double elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
+// The entry for a convolution's case: direct where it is the only candidate or forced, else
+// Winograd where forced, the timing cache's earlier choice, or the faster of the two timed on the
+// call's input (best of three alternating runs each, into a scratch output; Winograd must win by
+// 3%, since direct is the exact one). make(algorithm) builds a packed entry or throws dnnl::error.
+std::shared_ptr<ConvEntry> choose_conv(const ConvolutionParams& p, const Layer& layer, const ConvSignature& sig,
+                                       const TensorView& x, const TensorView& w, const TensorView& y,
+                                       const TensorView* bias, const TensorView* residual, bool constant_weights,
+                                       const std::function<std::shared_ptr<ConvEntry>(ConvAlgorithm)>& make) {
+  const ConvTactic tactic = conv_tactic();
+  if (tactic == ConvTactic::kDirect || !winograd_candidate(p, x, w, y, residual, constant_weights))
+    return make(ConvAlgorithm::kDirect);
+  auto winograd = [&]() -> std::shared_ptr<ConvEntry> {
+    try {
+      return make(ConvAlgorithm::kWinograd);
+    } catch (const dnnl::error&) {  // none for this processor or epilogue
+      return nullptr;
+    }
+  };
+  if (tactic == ConvTactic::kWinograd) {
+    auto e = winograd();
+    return e ? e : make(ConvAlgorithm::kDirect);
+  }
+  TimingCache& cache = cpu_timing_cache();
+  const std::string cache_key = "cpu conv " + sig.case_key();
+  if (auto record = cache.find(cache_key)) {
+    const std::string choice = record->value("choice", "");
+    std::shared_ptr<ConvEntry> e = choice == "winograd" ? winograd() : nullptr;
+    if (choice == "winograd" || choice == "direct") {
+      detail::log_debug("convolution " + layer.name() + ": " + choice + " from the timing cache");
+      return e ? e : make(ConvAlgorithm::kDirect);
+    }
+  }
+  std::shared_ptr<ConvEntry> candidates[2] = {make(ConvAlgorithm::kDirect), winograd()};
+  if (!candidates[1]) {  // nothing to time, now or in a later process
+    cache.store(cache_key, {{"choice", "direct"}, {"winograd", "none"}});
+    detail::log_debug("convolution " + layer.name() + ": direct; oneDNN has no Winograd kernel for this case");
+    return candidates[0];
+  }
+  std::vector<float> scratch_out(size_t(y.numel()), 0.f);  // the residual, when added in place: zeros
+  TensorView out = y;
+  out.data = scratch_out.data();
+  double best[2] = {1e300, 1e300};
+  timing_tactics = true;
+  struct Reset {
+    ~Reset() { timing_tactics = false; }
+  } reset;
+  for (int run = 0; run < 4; ++run) {
+    for (int c = 0; c < 2; ++c) {
+      ArgBinding b;
+      b.set(DNNL_ARG_WEIGHTS, candidates[c]->weights);
+      const auto start = std::chrono::steady_clock::now();
+      run_conv(*candidates[c], b, x, out, bias, nullptr, p.activation);
+      if (run > 0) best[c] = std::min(best[c], elapsed_ms(start));  // run 0 warms up
+    }
+  }
+  const int pick = best[1] < 0.97 * best[0] ? 1 : 0;
+  const char* choice = name_of(candidates[pick]->algorithm);
+  cache.store(cache_key, {{"choice", choice}, {"direct_ms", best[0]}, {"winograd_ms", best[1]}});
+  if (detail::debug_logging()) {
+    std::ostringstream msg;
+    msg << "convolution " << layer.name() << ": direct " << best[0] << " ms, winograd " << best[1] << " ms: " << choice;
+    detail::log_debug(msg.str());
+  }
+  return candidates[pick];
+}
 
 }  // namespace
 
@@ -419,19 +621,20 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   if (constant) sig.weights = constant->data.get();
 
   const TensorView* residual = p.has_residual ? &call.inputs.back() : nullptr;
+  const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
   auto [slot, e] = entry_for(t_conv_slots, conv_cache, &call.layer, sig, [&] {
-    std::shared_ptr<ConvEntry> made = make_conv(p, x, w, y, p.has_bias ? &call.inputs.at(2) : nullptr, residual);
-    if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
-      made->weights = pack_constant(made->user_weights, made->pd.weights_desc(), *constant);
-      made->weights_source = constant->data;
-    }
-    return made;
+    return choose_conv(p, call.layer, sig, x, w, y, bias, residual, constant != nullptr, [&](ConvAlgorithm a) {
+      std::shared_ptr<ConvEntry> made = make_conv(p, x, w, y, bias, residual, a);
+      if (constant) {  // reordered once from the network's constant (the bytes the input view shows)
+        made->weights = pack_constant(made->user_weights, made->pd.weights_desc(), *constant);
+        made->weights_source = constant->data;
+      }
+      return made;
+    });
   });
   if (!e) return false;  // no oneDNN implementation for this case: kiln's own kernel runs it
 
   ArgBinding& b = slot->binding;
-  b.bind(DNNL_ARG_SRC, e->src, x.data);
-  b.bind(DNNL_ARG_DST, e->dst, y.data);
   if (constant) {
     b.set(DNNL_ARG_WEIGHTS, e->weights);
   } else {  // weights computed by the network: reordered on every call
@@ -446,8 +649,7 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   // plan's in-place residuals) or copied there.
   if (residual && e->sum_residual && residual->data != y.data)
     std::memcpy(y.data, residual->data, size_t(y.numel()) * element_size(y.dtype));
-  execute_layer(*e, b, p.has_bias ? &call.inputs.at(2) : nullptr, e->sum_residual ? nullptr : residual, y,
-                p.activation);
+  run_conv(*e, b, x, y, bias, e->sum_residual ? nullptr : residual, p.activation);
   return true;
 }
 
@@ -685,6 +887,14 @@ void onednn_sgemm_here(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 
 bool have_onednn() { return detail::env_flag("KILN_CPU_ONEDNN", true); }
 uint64_t onednn_executions() { return executions.load(); }
+uint64_t onednn_winograd_executions() { return winograd_executions.load(); }
+bool onednn_winograd_available() {
+  const auto isa = unsigned(dnnl::get_effective_cpu_isa()), avx512 = unsigned(dnnl::cpu_isa::avx512_core);
+  return have_onednn() && (isa & avx512) == avx512;  // ISAs are bit sets of what they include
+}
+void flush_timing_choices() {
+  if (TimingCache* cache = cpu_timing.load()) cache->flush();
+}
 uint64_t onednn_parallel_loops() { return parallel_loops.load(); }
 
 }  // namespace kiln::engine::cpu
@@ -705,6 +915,9 @@ void onednn_sgemm_here(bool, bool, int64_t, int64_t, int64_t, float, const float
 }
 bool have_onednn() { return false; }
 uint64_t onednn_executions() { return 0; }
+uint64_t onednn_winograd_executions() { return 0; }
+bool onednn_winograd_available() { return false; }
+void flush_timing_choices() {}
 uint64_t onednn_parallel_loops() { return 0; }
 }  // namespace kiln::engine::cpu
 

@@ -11,9 +11,11 @@
 
 namespace kiln::engine::cpu {
 
-// Runs a fp32 2-d forward convolution (NCHW or channels last, any groups, bias / residual /
+// Runs a fp32 or bf16 2-d forward convolution (NCHW or channels last, any groups, bias / residual /
 // activation epilogue) through oneDNN; false when it does not apply (the caller runs its own
-// kernel). KILN_CPU_ONEDNN=0 turns it off.
+// kernel). KILN_CPU_ONEDNN=0 turns it off. A fp32 3x3 stride-1 one runs oneDNN's direct or
+// Winograd kernels, whichever timed faster on its first call (KILN_CPU_CONV_TACTIC=direct or
+// winograd forces one; choices are kept in the timing cache, timing_cache.h).
 bool onednn_convolution(const ConvolutionParams& p, LayerCall& call);
 // Whether onednn_convolution will take a convolution of these inputs (so kiln's im2col workspace
 // is not needed; should oneDNN still decline, kiln's kernel allocates its own).
@@ -59,8 +61,12 @@ void onednn_sgemm_here(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 // Whether this build has oneDNN and KILN_CPU_ONEDNN does not turn it off (the builder lays CPU
 // networks out channels last only then).
 bool have_onednn();
-// How many convolutions oneDNN has run in this process (tests: the path ran).
+// How many convolutions oneDNN has run in this process (tests: the path ran); of them, how many
+// with its Winograd kernels (the tactic timed faster, or KILN_CPU_CONV_TACTIC=winograd).
 uint64_t onednn_executions();
+uint64_t onednn_winograd_executions();
+// Whether oneDNN has Winograd convolution kernels for this processor (AVX-512 and later).
+bool onednn_winograd_available();
 // How many onednn_parallel_for loops have run in this process (tests: the path ran).
 uint64_t onednn_parallel_loops();
 

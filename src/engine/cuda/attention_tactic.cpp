@@ -77,7 +77,7 @@ Tactic tactic_override() {
   if (!v || !*v || std::strcmp(v, "auto") == 0) return Tactic::kAuto;
   if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
   if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
-  throw NetworkError(std::string("KILN_ATTENTION_TACTIC must be auto, kiln or cudnn, not '") + v + "'");
+  throw SettingError(std::string("KILN_ATTENTION_TACTIC must be auto, kiln or cudnn, not '") + v + "'");
 }
 
 // Everything the choice depends on: dims, strides, flags and pointer alignments (the scale is a

@@ -126,7 +126,7 @@ Tactic tactic_override() {
   if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
   if (std::strcmp(v, "cudnn-graph") == 0) return Tactic::kCudnnGraph;
   if (std::strcmp(v, "cudnn-graph-fused") == 0) return Tactic::kCudnnGraphFused;
-  throw NetworkError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-tiled-pair, "
+  throw SettingError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-tiled-pair, "
                                  "kiln-tiled-pixel, kiln-generic, cudnn, cudnn-graph or cudnn-graph-fused, not '") +
                      v + "'");
 }

@@ -78,7 +78,7 @@ bool gemm_timing_enabled() {
   const char* v = std::getenv("KILN_GEMM_TACTIC");
   if (!v || !*v || std::strcmp(v, "auto") == 0) return true;
   if (std::strcmp(v, "heuristic") == 0) return false;
-  throw NetworkError(std::string("KILN_GEMM_TACTIC must be auto or heuristic, not '") + v + "'");
+  throw SettingError(std::string("KILN_GEMM_TACTIC must be auto or heuristic, not '") + v + "'");
 }
 
 // The timing cache's key for a GEMM configuration: every field of GemmKey (the workspace limit
