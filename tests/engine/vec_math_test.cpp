@@ -155,4 +155,35 @@ TEST(VecMath, Bf16ConversionsMatchTheScalarOnes) {
   }
 }
 
+// bf16 arithmetic in one pass gives, bit for bit, what the scalar path gives (widen both operands,
+// the float operation, round once), for every operand form (bf16 bits, pre-widened floats, either
+// a broadcast) across lengths around the vector widths, with NaNs, infinities and rounding ties.
+TEST(VecMath, Bf16ArithMatchesWidenOperateRound) {
+  std::mt19937 rng(13);
+  auto bits_of = [&](int64_t i) -> uint16_t {
+    const uint16_t specials[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0x0001, 0x3f80, 0x4049};
+    return i % 6 == 0 ? specials[size_t(i / 6) % 8] : uint16_t(rng() & 0xffff);
+  };
+  for (int64_t n : {0, 1, 7, 16, 17, 31, 33, 96, 1000}) {
+    std::vector<uint16_t> a(size_t(n) + 1), b(size_t(n) + 1);
+    for (int64_t i = 0; i <= n; ++i) a[size_t(i)] = bits_of(i), b[size_t(i)] = bits_of(i + 3);
+    std::vector<float> wa(a.size()), wb(b.size());
+    for (size_t i = 0; i < a.size(); ++i) wa[i] = bf16_bits_to_float(a[i]), wb[i] = bf16_bits_to_float(b[i]);
+    for (vec::Arith op : {vec::Arith::kAdd, vec::Arith::kSub, vec::Arith::kMul, vec::Arith::kDiv})
+      for (int form = 0; form < 16; ++form) {  // per operand: bits or widened, array or broadcast
+        const bool a_wide = form & 1, a_scalar = form & 2, b_wide = form & 4, b_scalar = form & 8;
+        std::vector<uint16_t> z(size_t(n) + 1, 0x1234);
+        vec::arith_bf16(op, {a.data(), a_wide ? wa.data() : nullptr, a_scalar},
+                        {b.data(), b_wide ? wb.data() : nullptr, b_scalar}, z.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          const float x = wa[size_t(a_scalar ? 0 : i)], y = wb[size_t(b_scalar ? 0 : i)];
+          const float f = op == vec::Arith::kAdd ? x + y : op == vec::Arith::kSub ? x - y
+                        : op == vec::Arith::kMul ? x * y : x / y;
+          ASSERT_EQ(z[size_t(i)], float_to_bf16_bits(f)) << "n " << n << " op " << int(op) << " form " << form << " i " << i;
+        }
+        EXPECT_EQ(z[size_t(n)], 0x1234) << "wrote past n";
+      }
+  }
+}
+
 }  // namespace kiln::engine::cpu

@@ -66,26 +66,15 @@ void run(const ElementwiseParams& p, LayerCall& call) {
             if (auto vop = vector_arith(op); vop && ax <= 1 && ay <= 1)
               return vec::arith(*vop, x, ax == 0, y, ay == 0, z, n);
           }
-          // bf16 the same way, through fp32 blocks (rounded once, as the scalar loop rounds).
+          // bf16 the same way, converted in registers (rounded once, as the scalar loop rounds).
           if constexpr (std::is_same_v<T, bf16>) {
             const int64_t ax = sx, ay = sy;
             if (auto vop = vector_arith(op); vop && ax <= 1 && ay <= 1) {
-              constexpr int64_t kBlock = 512;
-              float fa[kBlock], fb[kBlock], fz[kBlock];
-              const auto* xa = reinterpret_cast<const uint16_t*>(x);
-              const auto* xb = reinterpret_cast<const uint16_t*>(y);
-              for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
-                const int64_t len = std::min(kBlock, n - b0);
-                const float* ua = fa;
-                const float* ub = fb;
-                if (!wide_a.empty()) ua = wide_a.data() + off[0] + (ax ? b0 : 0);
-                else vec::bf16_to_float(ax ? xa + b0 : xa, fa, ax ? len : 1);
-                if (!wide_b.empty()) ub = wide_b.data() + off[1] + (ay ? b0 : 0);
-                else vec::bf16_to_float(ay ? xb + b0 : xb, fb, ay ? len : 1);
-                vec::arith(*vop, ua, ax == 0, ub, ay == 0, fz, len);
-                vec::float_to_bf16(fz, reinterpret_cast<uint16_t*>(z + b0), len);
-              }
-              return;
+              const vec::Bf16Operand va{reinterpret_cast<const uint16_t*>(x),
+                                        wide_a.empty() ? nullptr : wide_a.data() + off[0], ax == 0};
+              const vec::Bf16Operand vb{reinterpret_cast<const uint16_t*>(y),
+                                        wide_b.empty() ? nullptr : wide_b.data() + off[1], ay == 0};
+              return vec::arith_bf16(*vop, va, vb, reinterpret_cast<uint16_t*>(z), n);
             }
           }
           // The commonest ops with the op known at compile time: the loop vectorizes (a switch per

@@ -144,4 +144,41 @@ KILN_VECTOR_CLONES void round_to_bf16(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = float_of_bf16_bits(bf16_bits_of(x[i]));
 }
 
+namespace {
+// arith_bf16's loop for loaders known at compile time (a broadcast value, bf16 bits, floats).
+template <class Op, class LoadA, class LoadB>
+__attribute__((always_inline)) inline void arith_bf16_loop(Op op, LoadA la, LoadB lb, uint16_t* z, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) z[i] = uint16_t(bf16_bits_of(op(la(i), lb(i))));
+}
+// Calls f with a loader for the operand: element i as a float.
+template <class F>
+__attribute__((always_inline)) inline void with_loader(const Bf16Operand& v, F f) {
+  if (v.scalar) {
+    const float x = v.wide ? v.wide[0] : float_of_bf16_bits(v.bits[0]);
+    f([x](int64_t) { return x; });
+  } else if (v.wide) {
+    const float* w = v.wide;
+    f([w](int64_t i) { return w[i]; });
+  } else {
+    const uint16_t* b = v.bits;
+    f([b](int64_t i) { return float_of_bf16_bits(b[i]); });
+  }
+}
+template <class Op>
+__attribute__((always_inline)) inline void arith_bf16_of(Op op, const Bf16Operand& a, const Bf16Operand& b, uint16_t* z,
+                                                         int64_t n) {
+  with_loader(a, [&](auto la) { with_loader(b, [&](auto lb) { arith_bf16_loop(op, la, lb, z, n); }); });
+}
+}  // namespace
+
+KILN_VECTOR_CLONES void arith_bf16(Arith op, Bf16Operand a, Bf16Operand b, uint16_t* z, int64_t n) {
+  switch (op) {
+    case Arith::kAdd: return arith_bf16_of([](float x, float y) { return x + y; }, a, b, z, n);
+    case Arith::kSub: return arith_bf16_of([](float x, float y) { return x - y; }, a, b, z, n);
+    case Arith::kMul: return arith_bf16_of([](float x, float y) { return x * y; }, a, b, z, n);
+    case Arith::kDiv: return arith_bf16_of([](float x, float y) { return x / y; }, a, b, z, n);
+  }
+}
+
 }  // namespace kiln::engine::cpu::vec

@@ -33,4 +33,14 @@ void float_to_bf16(const float* x, uint16_t* y, int64_t n);
 // x[i] = float(bf16(x[i])): a bf16 computation's rounding, kept in float.
 void round_to_bf16(float* x, int64_t n);
 
+// z[i] = bf16(a[i] op b[i]) computed in float, each operand bf16 bits or already widened to
+// float (a small operand read by many runs: widened once); bit for bit what widening both, arith
+// and float_to_bf16 give, in one pass without the float buffers in between.
+struct Bf16Operand {
+  const uint16_t* bits;  // the bf16 values, read where `wide` is null
+  const float* wide;     // or the same values as floats
+  bool scalar;           // element 0 throughout (a broadcast)
+};
+void arith_bf16(Arith op, Bf16Operand a, Bf16Operand b, uint16_t* z, int64_t n);
+
 }  // namespace kiln::engine::cpu::vec
