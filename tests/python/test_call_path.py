@@ -76,3 +76,25 @@ def test_a_gpu_program_loads_and_runs_on_the_cpu(tmp_path):
     x = torch.from_numpy(np.load(os.path.join(root, "examples", "mlp_dyn.input_0.npy")))
     want = np.load(os.path.join(root, "examples", "mlp_dyn.output_0.npy"))
     assert np.abs(loaded(x).numpy() - want).max() < 1e-5
+
+
+class ConvDict(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return {"y": self.conv(x)}
+
+
+@pytest.mark.parametrize("path", ["direct", "general"])
+def test_an_unknown_tactic_setting_is_an_input_error(monkeypatch, path):
+    """A KILN_*_TACTIC value kiln does not know is the user's to fix: kiln.InputError naming it, on
+    the direct call path and the general one (a dict output), not an internal error."""
+    m = (torch.nn.Conv2d(8, 8, 3, padding=1) if path == "direct" else ConvDict()).eval()
+    x = torch.randn(1, 8, 6, 6)
+    c = kiln.compile(m, arg_inputs=(x,), min_block_size=1)  # the setting is read at a convolution's first run
+    assert (c._out_kind == "single") == (path == "direct")
+    monkeypatch.setenv("KILN_CPU_CONV_TACTIC", "fastest")
+    with pytest.raises(kiln.InputError, match="KILN_CPU_CONV_TACTIC must be auto, direct or winograd, not 'fastest'"):
+        c(x)
