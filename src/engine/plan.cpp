@@ -8,7 +8,8 @@
 //  32  u64 blob bytes           weights, each 64-byte aligned inside the blob
 //  40  u64 total bytes          whole file, checksum included
 //  48  JSON, zero padding, blob
-//  total-8  u64 FNV-1a 64 of every byte before it
+//  total-8  u64 checksum of every byte before it: checksum64 in version 2 (written now), FNV-1a 64
+//           in version 1 (still read; engine/checksum.h)
 //
 // Loading checks magic, version, sizes and checksum before parsing anything, then rebuilds the
 // network through Network::add_layer, which re-checks every layer. Little-endian hosts only.
@@ -19,6 +20,7 @@
 #include <map>
 #include <set>
 
+#include "engine/checksum.h"
 #include "engine/network_internal.h"
 #include "engine/plan_impl.h"
 #include "engine/plan_json.h"
@@ -28,17 +30,8 @@ namespace kiln::engine {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
-constexpr uint32_t kPlanVersion = 1;
+constexpr uint32_t kPlanVersion = 2;  // written; version 1 (an FNV-1a checksum) is read too
 constexpr size_t kHeaderBytes = 48;
-
-uint64_t fnv1a64(const uint8_t* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 template <class T>
 void put(std::vector<uint8_t>& out, size_t at, T v) {
@@ -265,7 +258,7 @@ std::vector<uint8_t> Plan::serialize() const {
   put<uint64_t>(out, 40, total);
   std::memcpy(out.data() + kHeaderBytes, text.data(), text.size());
   if (!blob.bytes.empty()) std::memcpy(out.data() + blob_offset, blob.bytes.data(), blob.bytes.size());
-  put<uint64_t>(out, total - 8, fnv1a64(out.data(), total - 8));
+  put<uint64_t>(out, total - 8, checksum64(out.data(), total - 8));
   return out;
 }
 
@@ -285,8 +278,8 @@ Header check_container(const uint8_t* data, size_t size, bool verify_checksum = 
     throw PlanError("plan: truncated (" + std::to_string(size) + " bytes; the header alone needs " +
                     std::to_string(kHeaderBytes + 8) + ")");
   uint32_t version = get<uint32_t>(data, 8);
-  if (version != kPlanVersion)
-    throw PlanError("plan: unsupported format version " + std::to_string(version) + " (this build reads version " +
+  if (version != kPlanVersion && version != 1)
+    throw PlanError("plan: unsupported format version " + std::to_string(version) + " (this build reads versions 1 to " +
                     std::to_string(kPlanVersion) + "); recompile the model with this kiln to rebuild the plan");
   if (get<uint32_t>(data, 12) != kHeaderBytes) throw PlanError("plan: corrupt header (header size)");
   Header h{get<uint64_t>(data, 16), get<uint64_t>(data, 24), get<uint64_t>(data, 32), get<uint64_t>(data, 40)};
@@ -299,7 +292,10 @@ Header check_container(const uint8_t* data, size_t size, bool verify_checksum = 
   bool ok = h.json_bytes <= h.total - kHeaderBytes - 8 && h.blob_offset >= kHeaderBytes + h.json_bytes &&
             h.blob_offset % 64 == 0 && h.blob_offset <= h.total - 8 && h.blob_bytes == h.total - 8 - h.blob_offset;
   if (!ok) throw PlanError("plan: corrupt header (section sizes out of range)");
-  if (verify_checksum && fnv1a64(data, h.total - 8) != get<uint64_t>(data, h.total - 8))
+  const auto sum = [&] {
+    return version == 1 ? fnv1a64(data, h.total - 8, 0xcbf29ce484222325ull) : checksum64(data, h.total - 8);
+  };
+  if (verify_checksum && sum() != get<uint64_t>(data, h.total - 8))
     throw PlanError("plan: checksum mismatch (the plan is corrupted)");
   return h;
 }

@@ -1,8 +1,9 @@
 // The .kiln file: everything a compiled program needs, without the .pt2.
 //
-//   "KILNPROG" | u32 version | u32 flags | u64 json bytes | u64 blob bytes | JSON | blob | u64 FNV-1a
+//   "KILNPROG" | u32 version | u32 flags | u64 json bytes | u64 blob bytes | JSON | blob | u64 checksum
 //
-// The checksum covers every byte before it. The JSON describes inputs, symbol ranges, the program
+// The checksum covers every byte before it: engine::checksum64 in version 2 (written now), FNV-1a
+// in version 1 (still read; engine/checksum.h). The JSON describes inputs, symbol ranges, the program
 // graph (fallback nodes with their arguments and metas), segments and steps; the blob holds each
 // plan's own serialized bytes and the weights fallback nodes read. Loading checks everything it
 // reads (sizes, names, enum values) and refuses with FormatError, never trusting the file.
@@ -14,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/checksum.h"
 #include "engine/plan_json.h"
 #include "partition/partition.h"
 #include "program/file_io.h"
@@ -26,17 +28,11 @@ using nlohmann::json;
 namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'R', 'O', 'G'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;   // written; version 1 (an FNV-1a checksum) is read too
 constexpr size_t kHeader = 32;
 constexpr int kMaxDepth = 64;        // arguments and symbolic expressions
 constexpr size_t kMaxJsonDepth = 256;  // the description: ~6 levels plus those above (2 JSON levels each)
 constexpr size_t kMaxRank = 64;
-
-uint64_t fnv1a(const uint8_t* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
 
 template <class T>
 void put(std::vector<uint8_t>& out, T v) {
@@ -277,21 +273,23 @@ struct ProgramSerializer {
     put<uint64_t>(out, blob.size());
     out.insert(out.end(), text.begin(), text.end());
     out.insert(out.end(), blob.begin(), blob.end());
-    put<uint64_t>(out, fnv1a(out.data(), out.size()));
+    put<uint64_t>(out, engine::checksum64(out.data(), out.size()));
     return out;
   }
 
   static CompiledProgram load(const uint8_t* data, size_t size) {
     if (size < kHeader + 8 || std::memcmp(data, kMagic, 8) != 0) throw bad("bad magic (not written by kiln compile)");
     const uint32_t version = get<uint32_t>(data + 8);
-    if (version != kVersion)
-      throw FormatError(".kiln version " + std::to_string(version) + " is not supported (this kiln reads version " +
-                        std::to_string(kVersion) + "); recompile the model with this kiln (kiln compile MODEL.pt2 -o " +
-                        "OUT.kiln)");
+    if (version != kVersion && version != 1)
+      throw FormatError(".kiln version " + std::to_string(version) + " is not supported (this kiln reads versions 1 " +
+                        "to " + std::to_string(kVersion) + "); recompile the model with this kiln (kiln compile " +
+                        "MODEL.pt2 -o OUT.kiln)");
     const uint64_t json_size = get<uint64_t>(data + 16), blob_size = get<uint64_t>(data + 24);
     const uint64_t body = size - kHeader - 8;
     if (json_size > body || blob_size != body - json_size) throw bad("truncated or sizes inconsistent");
-    if (get<uint64_t>(data + size - 8) != fnv1a(data, size - 8)) throw bad("checksum mismatch (file corrupted)");
+    const uint64_t sum =
+        version == 1 ? engine::fnv1a64(data, size - 8, 1469598103934665603ull) : engine::checksum64(data, size - 8);
+    if (get<uint64_t>(data + size - 8) != sum) throw bad("checksum mismatch (file corrupted)");
 
     // One shared copy of the blob, 64-byte aligned as the offsets in it are: weights and the plans'
     // constants view it.

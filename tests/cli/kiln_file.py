@@ -14,10 +14,46 @@ import struct
 KILN_BASIS, PLAN_BASIS = 1469598103934665603, 14695981039346656037
 
 
+M64 = 0xFFFFFFFFFFFFFFFF
+
+
 def fnv1a(data, h):
+    """Version 1 files' checksum."""
     for b in data:
-        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ b) * 1099511628211) & M64
     return h
+
+
+def _finalize(h):
+    h ^= h >> 33
+    h = (h * 0xff51afd7ed558ccd) & M64
+    h ^= h >> 33
+    h = (h * 0xc4ceb9fe1a85ec53) & M64
+    return h ^ (h >> 33)
+
+
+def checksum64(data):
+    """Version 2 files' checksum (src/engine/checksum.cpp), written again here from its description:
+    four lanes over 8-byte little-endian words, each (lane ^ word) * FNV's prime then ^= >> 29; the
+    tail's bytes into lane i % 4; the length and the lanes through the finalizer."""
+    lanes = [0xcbf29ce484222325, 0x9e3779b97f4a7c15, 0xc2b2ae3d27d4eb4f, 0x165667b19e3779f9]
+    n = len(data)
+    whole = n // 32 * 32
+    for i in range(0, whole, 32):
+        for k in range(4):
+            w = int.from_bytes(data[i + 8 * k:i + 8 * k + 8], "little")
+            v = ((lanes[k] ^ w) * 1099511628211) & M64
+            lanes[k] = v ^ (v >> 29)
+    for i in range(whole, n):
+        lanes[i % 4] = ((lanes[i % 4] ^ data[i]) * 1099511628211) & M64
+    h = _finalize(n)
+    for lane in lanes:
+        h = _finalize(h ^ _finalize(lane))
+    return h
+
+
+def checksum(version, data, fnv_basis):
+    return fnv1a(data, fnv_basis) if version == 1 else checksum64(data)
 
 
 class KilnFile:
@@ -32,7 +68,7 @@ class KilnFile:
         """`text` replaces the JSON verbatim (for descriptions json.dumps cannot produce)."""
         t = text.encode() if text is not None else json.dumps(self.json).encode()
         out = b"KILNPROG" + struct.pack("<IIQQ", self.version, self.flags, len(t), len(self.blob)) + t + bytes(self.blob)
-        open(path, "wb").write(out + struct.pack("<Q", fnv1a(out, KILN_BASIS)))
+        open(path, "wb").write(out + struct.pack("<Q", checksum(self.version, out, KILN_BASIS)))
 
     def node(self, name):
         return next(n for n in self.json["graph"] if n["name"] == name)
@@ -66,4 +102,4 @@ class Plan:
         total = boff + len(self.blob) + 8
         out = b"KILNPLAN" + struct.pack("<IIQQQQ", self.version, 48, len(t), boff, len(self.blob), total)
         out += t + bytes(boff - 48 - len(t)) + self.blob
-        return out + struct.pack("<Q", fnv1a(out, PLAN_BASIS))
+        return out + struct.pack("<Q", checksum(self.version, out, PLAN_BASIS))

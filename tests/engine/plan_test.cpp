@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <set>
 
+#include "engine/checksum.h"
 #include "engine/plan_impl.h"
 #include "runtime_test_util.h"
 
@@ -107,6 +109,40 @@ TEST(PlanFormat, NonFiniteConstantsSurviveRoundTrip) {
   EXPECT_EQ(b[0].data, (std::vector<float>{0.f, 0.f, 2.f, 7.f}));
 }
 
+// The version 2 checksum changes with every single-bit flip of a buffer (in whole words and in the
+// byte tail), with truncation and with trailing zeros, and differs between flips; a plan written
+// now is version 2, and one rewritten as version 1 with FNV-1a loads too.
+TEST(PlanFormat, Checksum64SeesEveryBitAndVersionOneStillLoads) {
+  std::vector<uint8_t> buf(77);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = uint8_t(i * 37 + 11);
+  const uint64_t base = checksum64(buf.data(), buf.size());
+  std::set<uint64_t> seen{base};
+  for (size_t bit = 0; bit < buf.size() * 8; ++bit) {
+    buf[bit / 8] ^= uint8_t(1u << (bit % 8));
+    EXPECT_TRUE(seen.insert(checksum64(buf.data(), buf.size())).second) << "bit " << bit << " collides";
+    buf[bit / 8] ^= uint8_t(1u << (bit % 8));
+  }
+  EXPECT_NE(checksum64(buf.data(), buf.size() - 1), base);
+  std::vector<uint8_t> longer = buf;
+  longer.push_back(0);
+  EXPECT_NE(checksum64(longer.data(), longer.size()), base);
+  EXPECT_NE(checksum64(nullptr, 0), checksum64(longer.data(), 1));
+
+  std::vector<uint8_t> plan = small_plan().serialize();
+  uint32_t version;
+  std::memcpy(&version, plan.data() + 8, 4);
+  EXPECT_EQ(version, 2u);
+  uint64_t sum;
+  std::memcpy(&sum, plan.data() + plan.size() - 8, 8);
+  EXPECT_EQ(sum, checksum64(plan.data(), plan.size() - 8));
+  version = 1;
+  std::memcpy(plan.data() + 8, &version, 4);
+  EXPECT_NE(load_error(plan).find("checksum"), std::string::npos) << "a version 1 plan with a version 2 checksum";
+  sum = fnv1a64(plan.data(), plan.size() - 8, 0xcbf29ce484222325ull);
+  std::memcpy(plan.data() + plan.size() - 8, &sum, 8);
+  EXPECT_EQ(load_error(plan), "");
+}
+
 TEST(PlanFormat, CorruptedPlansAreRefused) {
   std::vector<uint8_t> good = small_plan().serialize();
   // every byte flipped in the middle region, a sample of positions
@@ -137,7 +173,8 @@ TEST(PlanFormat, CorruptedPlansAreRefused) {
 }
 
 // The plan with its JSON description edited by `edit` and repacked (header, JSON, blob at the next
-// 64-byte boundary, fresh checksum): what a hand-made plan with a valid checksum looks like.
+// 64-byte boundary, fresh checksum; as version 1, FNV-1a): what a hand-made plan with a valid
+// checksum looks like.
 std::vector<uint8_t> with_edited_json(const std::vector<uint8_t>& good, const std::function<void(std::string&)>& edit) {
   uint64_t json_bytes, blob_offset, blob_bytes;
   std::memcpy(&json_bytes, good.data() + 16, 8);
@@ -151,6 +188,8 @@ std::vector<uint8_t> with_edited_json(const std::vector<uint8_t>& good, const st
   std::memcpy(bad.data() + 16, &n, 8);
   std::memcpy(bad.data() + 24, &new_offset, 8);
   std::memcpy(bad.data() + 40, &total, 8);
+  const uint32_t version = 1;  // whose checksum, FNV-1a, kiln still reads
+  std::memcpy(bad.data() + 8, &version, 4);
   std::memcpy(bad.data() + 48, text.data(), text.size());
   std::memcpy(bad.data() + new_offset, good.data() + blob_offset, blob_bytes);
   uint64_t h = 0xcbf29ce484222325ull;

@@ -258,8 +258,8 @@ TEST_F(HostileKiln, ScheduleIsCheckedAtLoad) {
 }
 
 TEST_F(HostileKiln, OtherVersionSaysHowToRebuild) {
-  const std::string e = parts().load_error(2);
-  EXPECT_NE(e.find("version 2 is not supported"), std::string::npos) << e;
+  const std::string e = parts().load_error(3);
+  EXPECT_NE(e.find("version 3 is not supported (this kiln reads versions 1 to 2)"), std::string::npos) << e;
   EXPECT_NE(e.find("recompile the model with this kiln"), std::string::npos) << e;
 }
 

@@ -109,7 +109,7 @@ def rewrite_kiln(data, edit):
     blob = data[start + json_bytes:start + json_bytes + blob_bytes]
     edit(j)
     text = json.dumps(j).encode()
-    body = _HEADER.pack(magic, version, flags, len(text), len(blob)) + text + blob
+    body = _HEADER.pack(magic, 1, flags, len(text), len(blob)) + text + blob  # version 1: its checksum is FNV-1a
     return body + struct.pack("<Q", _fnv1a(body))
 
 
