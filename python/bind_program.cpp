@@ -99,13 +99,27 @@ class SegmentRunner {
         ctx.set_input(seg.input_values[i], v);
       }
       step("execute");
-      ctx.execute();
+      // On CUDA the call returns once its work is queued on the caller's stream: the outputs' copies
+      // below queue behind it, and the caller's next work on the stream (reading them, or the next
+      // call, which leases this context only on the same stream) comes after. Waiting here would
+      // leave the GPU idle while the host wakes, allocates and queues the copies.
+      if (cuda) ctx.enqueue();
+      else ctx.execute();
       step("executed");
     }
     // Outputs live in the context's arena until its next execute, which cannot come before the
     // lease ends: each goes into a fresh torch tensor (on the same stream, so no synchronization is
     // needed on CUDA). alloc runs Python, with the GIL and no kiln lock held.
     Entry& e = *lease.entry;
+    if (cuda) {  // an output in host memory is read below: the queued work must be done first
+      bool host_output = false;
+      for (size_t i = 0; i < seg.output_values.size(); ++i)
+        host_output = host_output || e.ctx->output(i).device == engine::DeviceKind::kCPU;
+      if (host_output) {
+        py::gil_scoped_release nogil;
+        e.backend->synchronize();
+      }
+    }
     py::list outs;
     for (size_t i = 0; i < seg.output_values.size(); ++i) {
       const engine::TensorView& out = e.ctx->output(i);

@@ -58,7 +58,11 @@ class Backend {
   // Scratch a layer needs for these input shapes (im2col, reductions...).
   virtual size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs) { return 0; }
   virtual void execute(LayerCall& call) = 0;
+  // Waits for the work queued so far (a stream's), then does what flush_timing_cache does.
   virtual void synchronize() {}
+  // Writes the kernel choices timed since the last call to the timing cache's file (an execute's
+  // end when it does not wait).
+  virtual void flush_timing_cache() {}
 
   // ---- optional: CUDA graphs (additive; the defaults mean "not supported") ----------------------
   // The runtime may record a whole execute (every layer) when shapes are static and no layer

@@ -49,6 +49,35 @@ TEST(RuntimeShapes, OnePlanSeveralBatchSizes) {
   }
 }
 
+// enqueue() queues a run without waiting for it: runs queued one after another on one context,
+// over batch sizes that change the arena, each read back through a copy to the host (which waits
+// for the stream), give what execute() gives. On the CPU, and on CUDA where there is a GPU.
+TEST(RuntimeEnqueue, QueuedRunsMatchWaitedOnes) {
+  Plan plan = dynamic_plan();
+  std::vector<std::shared_ptr<Backend>> backends{make_cpu_backend()};
+  if (cuda_available()) backends.push_back(std::shared_ptr<Backend>(make_cuda_backend()));
+  for (const auto& backend : backends) {
+    ExecutionContext queued(plan, backend), waited(plan);
+    const std::vector<int64_t> batches{5, 5, 64, 1, 7, 7};
+    std::vector<HostTensor> xs;
+    for (int64_t b : batches) xs.push_back({{b, 8}, random_floats(size_t(b) * 8, uint32_t(100 + b))});
+    for (size_t i = 0; i < xs.size(); ++i) {
+      queued.set_input("x", view_of(xs[i]));
+      queued.enqueue();
+      const TensorView& y = queued.output("y");
+      waited.set_input("x", view_of(xs[i]));
+      waited.execute();
+      const TensorView& want = waited.output("y");
+      ASSERT_EQ(y.dims, want.dims);
+      std::vector<float> got(size_t(y.numel()));
+      backend->copy(got.data(), DeviceKind::kCPU, y.data, y.device, y.nbytes());  // waits for the stream
+      for (size_t k = 0; k < got.size(); ++k)
+        ASSERT_NEAR(got[k], want.as<float>()[k], 1e-5)
+            << (backend->kind() == DeviceKind::kCUDA ? "cuda" : "cpu") << " run " << i << " element " << k;
+    }
+  }
+}
+
 TEST(RuntimeShapes, InputChecksNameTheInput) {
   Plan plan = dynamic_plan();
   ExecutionContext ctx(plan);
