@@ -8,6 +8,8 @@ every result's largest difference from eager. One markdown table on stdout, prog
     PYTHONPATH=build/python /usr/bin/python3 bench/cpu_compare.py [--models resnet18,encoder] \\
         [--batches 1,8] [--rounds 3] [--iters 10] [--threads N] [--no-ort]
 
+--models takes the names below or any torchvision classification model's (regnet_y_800mf, ...).
+
 ONNX Runtime is npm's onnxruntime-node (CPU provider, all graph optimizations), installed on first
 use into bench/ort/node_modules with --ignore-scripts (its install script only fetches a GPU
 provider); it runs the model as PyTorch exports it to ONNX (opset 17), in a node process
@@ -88,6 +90,17 @@ MODELS = {"mlp": mlp, "resnet18": torchvision_model("resnet18"), "mobilenet_v2":
           "mobilenet_v3_large": torchvision_model("mobilenet_v3_large")}
 
 
+def model_factory(name):
+    """A model of the list above, or any torchvision classification model by its name (a model the
+    benchmark does not hold, at 224x224)."""
+    if name in MODELS:
+        return MODELS[name]
+    import torchvision
+    if callable(getattr(torchvision.models, name, None)) and not name.startswith("_"):
+        return torchvision_model(name)
+    sys.exit(f"cpu_compare: unknown model {name!r}: one of {', '.join(MODELS)} or a torchvision.models name")
+
+
 class OnnxRuntime:
     """A node process running bench/ort/runner.js; installs onnxruntime-node on first use."""
 
@@ -140,7 +153,7 @@ def relative_diff(got, want):
 
 def bench(name, batch, ort, work):
     torch.manual_seed(0)
-    model, make_inputs = MODELS[name]()
+    model, make_inputs = model_factory(name)()
     model = model.eval()
     inputs = make_inputs(batch)
     row = {"model": name, "batch": batch}
@@ -196,6 +209,8 @@ def fmt(r, m):
 
 
 def main():
+    for name in ARGS.models.split(","):
+        model_factory(name)  # an unknown name stops the run before anything is timed
     torch.set_num_threads(ARGS.threads)
     ort = None if ARGS.no_ort else OnnxRuntime(ARGS.threads)
     with_tc = hasattr(torch, "compile")

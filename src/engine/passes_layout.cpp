@@ -2,8 +2,8 @@
 // NCHW they transpose internally or fall back to slower kernels. Each 2-d convolution becomes a
 // channels-last one between two transposes (NCHW -> NHWC before, back after); then transposes
 // are moved down through pointwise layers (bias, residual add, activation all work in either
-// layout) and cancelled where an NHWC->NCHW meets the next NCHW->NHWC; 2-d pooling runs in NHWC
-// and reductions reduce the NHWC data over the matching axes. What remains are the copies at the
+// layout) and concatenations, and cancelled where an NHWC->NCHW meets the next NCHW->NHWC; 2-d
+// pooling runs in NHWC and reductions reduce the NHWC data over the matching axes. What remains are the copies at the
 // network's edges and around layers that need NCHW (reshapes, for one).
 #include <cstring>
 
@@ -78,6 +78,7 @@ bool sink_through_pooling(Network& net, Layer* l) {
   if (!perm || *perm != kToNchw) return false;
   PoolingParams p = *pp;
   p.channels_last = true;
+  const detail::OriginScope origin(net, l->origin());
   Layer* nl = net.add_pooling(l->name(), l->inputs()[0]->producer()->inputs()[0], p);
   net.replace_all_uses(l->output(), add_permute(net, l->name() + "_nchw", nl->output(), kToNchw));
   net.remove_layer(l);
@@ -121,12 +122,37 @@ bool sink_through_reduce(Network& net, Layer* l) {
   return true;
 }
 
-// One step: a shuffle of a shuffle becomes one (or nothing), a pooling or reduction moves before
-// a transpose, a pointwise layer whose rank-4 operands all arrive through the same permutation
-// runs before it instead. True if it changed.
+// A concatenation of tensors that all arrive through the same permutation concatenates their
+// sources along the matching axis, and the permutation follows it: the channels of inception and
+// fire modules and of dense blocks are concatenated channels last, not transposed back and forth
+// around each convolution.
+bool sink_through_concat(Network& net, Layer* l) {
+  const auto* cp = l->as<ConcatParams>();
+  if (!cp || l->inputs().empty()) return false;
+  const std::vector<int64_t>* perm = nullptr;
+  for (const Tensor* t : l->inputs()) {
+    const auto* p = pure_permutation(t->producer());
+    if (!p || (perm && *p != *perm)) return false;
+    perm = p;
+  }
+  const std::vector<int64_t> forward = *perm;  // output dim d is source dim forward[d]
+  std::vector<Tensor*> sources;
+  for (Tensor* t : l->inputs()) sources.push_back(t->producer()->inputs()[0]);
+  const detail::OriginScope origin(net, l->origin());
+  Layer* nl = net.add_concat(l->name(), sources, forward.at(size_t(cp->axis)));
+  net.replace_all_uses(l->output(), add_permute(net, l->name() + "_out", nl->output(), forward));
+  net.remove_layer(l);
+  return true;
+}
+
+// One step: a shuffle of a shuffle becomes one (or nothing), a pooling, reduction or
+// concatenation moves before a transpose, a pointwise layer whose rank-4 operands all arrive
+// through the same permutation runs before it instead. True if it changed.
 bool sink_and_cancel(Network& net) {
   for (Layer* l : net.layers()) {
-    if (detail::merge_permute_pair(net, l) || sink_through_pooling(net, l) || sink_through_reduce(net, l)) return true;
+    if (detail::merge_permute_pair(net, l) || sink_through_pooling(net, l) || sink_through_reduce(net, l) ||
+        sink_through_concat(net, l))
+      return true;
     if (!is_pointwise(l) || l->outputs().size() != 1 || l->output()->rank() != 4) continue;
     // Each operand: arrives through the permutation, or is a scalar, or a rank-4 constant (re-laid
     // below; constant folding does the work). Operands through the permutation may broadcast

@@ -5,6 +5,7 @@
 
 #include "engine/builder.h"
 #include "engine/network_internal.h"
+#include "filecheck.h"
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -76,6 +77,53 @@ TEST(ChannelsLast, SqueezeExciteRunsChannelsLastAndMatches) {
       expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 2e-2f);
     }
   }
+}
+
+// A fire module (squeezenet's; inception and dense blocks have the same shape): a 1x1 squeeze,
+// two expands concatenated along the channels, max pooling, another convolution. The
+// concatenation runs channels last on the convolutions' NHWC outputs, so the only transposes left
+// are at the network's input and output, and the result matches the network as written, fp32 on
+// the CPU backend.
+Network fire_module() {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {2, 8, 10, 10});
+  auto conv = [&](const std::string& name, Tensor* in, int64_t cin, int64_t cout, int64_t k, uint32_t seed) {
+    ConvolutionParams p;
+    p.padding = {k / 2, k / 2};
+    p.activation = ActivationParams{ActivationOp::kRelu};
+    Tensor* w = net.add_constant(name + "_w", weights({cout, cin, k, k}, random_floats(size_t(cout * cin * k * k), seed, -0.4f, 0.4f)))->output();
+    Tensor* b = net.add_constant(name + "_b", weights({cout}, random_floats(size_t(cout), seed + 1)))->output();
+    return net.add_convolution(name, in, w, b, p)->output();
+  };
+  Tensor* squeeze = conv("squeeze", x, 8, 4, 1, 1);
+  Tensor* cat = net.add_concat("cat", {conv("expand1", squeeze, 4, 6, 1, 3), conv("expand3", squeeze, 4, 10, 3, 5)}, 1)->output();
+  PoolingParams pool;
+  pool.type = PoolType::kMax;
+  pool.kernel = {3, 3};
+  pool.stride = {2, 2};
+  pool.ceil_mode = true;
+  Tensor* pooled = net.add_pooling("pool", cat, pool)->output();
+  net.mark_output(conv("after", pooled, 16, 8, 1, 7), "y");
+  return net;
+}
+
+TEST(ChannelsLast, ConcatenationsRunChannelsLast) {
+  Network net = fire_module();
+  passes::fuse_epilogues(net);
+  passes::to_channels_last(net, /*for_cpu=*/true);
+  passes::fold_constants(net);
+  passes::eliminate_dead_layers(net);
+  EXPECT_TRUE(filecheck(net.str(), R"(
+CHECK-COUNT-1: Shuffle[perm=0,2,3,1](%x)
+CHECK: Concat[axis=3]
+CHECK: Pooling[max k=3,3 s=2,2 p=0,0 ceil NHWC]
+CHECK: Shuffle[perm=0,3,1,2]
+CHECK-NOT: Shuffle
+)")) << net.str();
+  Plan opt = build(std::move(net), no_opt());
+  Plan ref = build(fire_module(), no_opt());
+  HostTensor x{{2, 8, 10, 10}, random_floats(2 * 8 * 100, 11)};
+  expect_close(run_plan(opt, {{"x", x}})[0], run_plan(ref, {{"x", x}})[0], 1e-4f);
 }
 
 }  // namespace

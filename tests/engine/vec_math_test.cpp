@@ -186,4 +186,36 @@ TEST(VecMath, Bf16ArithMatchesWidenOperateRound) {
   }
 }
 
+// The largest of a window's channel vectors, vectorized, equals a scalar loop's, with NaN winning
+// wherever it sits among the rows, -inf and +inf among the values, and windows of 0 to 9 pixels
+// over channel counts around the vector widths.
+TEST(VecMath, WindowMaxMatchesScalarWithNaN) {
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> u(-50.f, 50.f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t n : {1, 7, 16, 17, 64, 100})
+    for (int64_t count : {0, 1, 4, 9}) {
+      std::vector<std::vector<float>> rows(size_t(count), std::vector<float>(static_cast<size_t>(n)));
+      for (auto& r : rows)
+        for (int64_t i = 0; i < n; ++i) r[size_t(i)] = u(rng);
+      if (count > 1) {
+        rows[size_t(count - 1)][0] = nan;  // last pixel, channel 0
+        rows[0][size_t(n - 1)] = nan;      // first pixel, last channel
+        if (n > 2) rows[1][1] = -inf, rows[size_t(count - 1)][2] = inf;
+      }
+      std::vector<const float*> ptrs;
+      for (auto& r : rows) ptrs.push_back(r.data());
+      std::vector<float> y(size_t(n) + 1, 12345.f);
+      vec::window_max(ptrs.data(), count, n, y.data());
+      for (int64_t i = 0; i < n; ++i) {
+        float want = -inf;
+        bool any_nan = false;
+        for (auto& r : rows) any_nan = any_nan || std::isnan(r[size_t(i)]), want = std::max(want, r[size_t(i)]);
+        if (any_nan) EXPECT_TRUE(std::isnan(y[size_t(i)])) << "n " << n << " count " << count << " channel " << i;
+        else EXPECT_EQ(y[size_t(i)], want) << "n " << n << " count " << count << " channel " << i;
+      }
+      EXPECT_EQ(y[size_t(n)], 12345.f) << "wrote past n";
+    }
+}
+
 }  // namespace kiln::engine::cpu

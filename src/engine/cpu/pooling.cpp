@@ -12,6 +12,7 @@
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/vec_math.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -86,18 +87,17 @@ void run(const PoolingParams& p, LayerCall& call) {
       const int64_t n = row / on[1], oh = row % on[1];
       const float* xn = fx.ptr + n * in_vol * C;
       std::vector<float> acc(size_t(C), 0.f);
+      std::vector<const float*> window_rows;
       for (int64_t ow = 0; ow < on[2]; ++ow) {
         float* y = fy.ptr + ((n * on[1] + oh) * on[2] + ow) * C;
         float* a = acc.data();
         if (is_max && !adaptive) {
-          std::fill(acc.begin(), acc.end(), -std::numeric_limits<float>::infinity());
+          // The window's pixels (their channel vectors), then one vectorized pass over them.
+          window_rows.clear();
           for (int64_t i = kr[1][oh].first; i < kr[1][oh].second; ++i)
-            for (int64_t j = kr[2][ow].first; j < kr[2][ow].second; ++j) {
-              const float* v = xn + ((oh * st[1] - pd[1] + i * dl[1]) * in[2] + ow * st[2] - pd[2] + j * dl[2]) * C;
-              // A NaN, once met, stays (v > NaN and NaN > NaN are false).
-              for (int64_t c = 0; c < C; ++c) a[c] = (v[c] > a[c] || v[c] != v[c]) ? v[c] : a[c];
-            }
-          std::copy(acc.begin(), acc.end(), y);
+            for (int64_t j = kr[2][ow].first; j < kr[2][ow].second; ++j)
+              window_rows.push_back(xn + ((oh * st[1] - pd[1] + i * dl[1]) * in[2] + ow * st[2] - pd[2] + j * dl[2]) * C);
+          vec::window_max(window_rows.data(), int64_t(window_rows.size()), C, y);
           continue;
         }
         const Window wh = window(1, oh), ww = window(2, ow);

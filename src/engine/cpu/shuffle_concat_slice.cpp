@@ -143,17 +143,21 @@ void run(const ConcatParams& p, LayerCall& call) {
   const int64_t outer = product(out.dims, 0, size_t(axis));
   const int64_t inner = product(out.dims, size_t(axis) + 1);
   const int64_t out_row = out.dims[axis] * inner;
-  int64_t at = 0;
+  // Each output row (a pixel's channels, channels last) is written front to back from every
+  // input's row in turn, in one pass over the output.
+  std::vector<std::pair<const uint8_t*, size_t>> rows;  // each input's data and row bytes
   for (const TensorView& in : call.inputs) {
     if (in.dtype != out.dtype) fail(call.layer, "concat inputs must share the output dtype");
-    const int64_t row = in.dims[axis] * inner;
-    const uint8_t* src = static_cast<const uint8_t*>(in.data);
-    uint8_t* dst = static_cast<uint8_t*>(out.data);
-    parallel_for(outer, outer * row > kParallelGrain, [&](int64_t o) {
-      std::memcpy(dst + size_t(o * out_row + at) * es, src + size_t(o * row) * es, size_t(row) * es);
-    });
-    at += row;
+    rows.emplace_back(static_cast<const uint8_t*>(in.data), size_t(in.dims[axis] * inner) * es);
   }
+  uint8_t* dst = static_cast<uint8_t*>(out.data);
+  parallel_for(outer, outer * out_row > kParallelGrain, [&](int64_t o) {
+    uint8_t* d = dst + size_t(o * out_row) * es;
+    for (const auto& [src, bytes] : rows) {
+      std::memcpy(d, src + size_t(o) * bytes, bytes);
+      d += bytes;
+    }
+  });
 }
 
 void run(const SliceParams& p, LayerCall& call) {

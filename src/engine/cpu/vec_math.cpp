@@ -3,6 +3,7 @@
 // let the compiler assume no infinities, and softmax rows hold -inf for masked entries.
 #include "engine/cpu/vec_math.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -78,6 +79,20 @@ KILN_VECTOR_CLONES void scale(float* y, int64_t n, float a) {
 KILN_VECTOR_CLONES void subtract(const float* x, float* y, int64_t n, float shift) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] - shift;
+}
+
+KILN_VECTOR_CLONES void window_max(const float* const* rows, int64_t count, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = -std::numeric_limits<float>::infinity();
+  for (int64_t k = 0; k < count; ++k) {
+    const float* v = rows[k];
+    // Two selects, not one test with ||: GCC turns these into vector blends (the short-circuit
+    // form stayed scalar, with branches).
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = v[i], larger = x > y[i] ? x : y[i];
+      y[i] = x != x ? x : larger;
+    }
+  }
 }
 
 namespace {

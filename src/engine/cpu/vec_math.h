@@ -21,6 +21,11 @@ void scale(float* y, int64_t n, float a);
 // y[i] = x[i] - shift (log-softmax's last step).
 void subtract(const float* x, float* y, int64_t n, float shift);
 
+// y[i] = the largest of rows[k][i] over k < count (-inf when count is 0); a NaN among them wins
+// (PyTorch's max pooling propagates NaN). A channels-last max pooling's output pixel: one call
+// holds the whole loop over its window's pixels and channels.
+void window_max(const float* const* rows, int64_t count, int64_t n, float* y);
+
 // z[i] = a[i] op b[i] for the four IEEE operations (exact in every vector width, so the same as a
 // scalar loop's); an operand flagged `scalar` is its element 0 throughout (a broadcast).
 enum class Arith { kAdd, kSub, kMul, kDiv };
