@@ -172,6 +172,8 @@ size_t eliminate_dead_layers(Network& net) {
 
 namespace kiln::engine::passes {
 
+size_t batch_norms_as_scale_shift(Network& net);
+
 // Inference batch norm after a convolution is an affine map per output channel, so it folds into
 // the convolution's weights and bias: s = gamma / sqrt(var + eps), W' = W * s[c], b' = (b - mean) * s
 // + beta. Runs before precision lowering (the arithmetic is done in double, whatever the weights' dtype) and
@@ -245,8 +247,62 @@ size_t fold_batch_norms(Network& net) {
     net.remove_layer(conv);
     ++folded;
   }
+  folded += batch_norms_as_scale_shift(net);
   net.topological_sort();
   return folded;
+}
+
+// An inference batch norm that follows no convolution (DenseNet's and pre-activation ResNets'
+// BN -> ReLU -> convolution) is still a per-channel affine map: x * s + t with s = gamma /
+// sqrt(var + eps) and t = beta - mean * s as [1, C, 1...] constants. As two pointwise layers it
+// fuses with the activation after it into one pass, and the channels-last rewrite moves it across
+// transposes like any pointwise layer (a normalization layer sent the data back to NCHW for itself).
+size_t batch_norms_as_scale_shift(Network& net) {
+  size_t rewritten = 0;
+  for (Layer* bn : net.layers()) {
+    auto* np = bn->as<NormalizationParams>();
+    if (!np || np->kind != NormKind::kBatch) continue;
+    Tensor* x = bn->inputs()[0];
+    const Shape& shape = x->shape();
+    const std::optional<int64_t> channels = shape.size() >= 2 ? shape[1].constant() : std::nullopt;
+    if (!channels || !is_floating(x->dtype())) continue;
+    bool usable = true;
+    for (size_t i = 1; i < bn->inputs().size(); ++i)
+      usable = usable && is_constant(bn->inputs()[i]) && is_floating(weights_of(bn->inputs()[i]).dtype) &&
+               weights_of(bn->inputs()[i]).numel() == *channels;
+    if (!usable) continue;
+    size_t next = 1;
+    const Weights& mean = weights_of(bn->inputs()[next++]);
+    const Weights& var = weights_of(bn->inputs()[next++]);
+    const Weights* gamma = np->has_scale ? &weights_of(bn->inputs()[next++]) : nullptr;
+    const Weights* beta = np->has_bias ? &weights_of(bn->inputs()[next++]) : nullptr;
+    auto at = [](const Weights* v, int64_t i, double absent) {
+      return v ? detail::element_as_double(v->data.get(), v->dtype, i) : absent;
+    };
+    std::vector<float> scale(static_cast<size_t>(*channels)), shift(static_cast<size_t>(*channels));
+    const double limit = x->dtype() == DataType::kFloat16 ? 65504.0 : 3.38e38;
+    for (int64_t c = 0; c < *channels && usable; ++c) {
+      const double sc = at(gamma, c, 1.0) / std::sqrt(at(&var, c, 0) + np->epsilon);
+      const double sh = at(beta, c, 0) - at(&mean, c, 0) * sc;
+      usable = std::abs(sc) <= limit && std::abs(sh) <= limit;
+      scale[size_t(c)] = float(sc), shift[size_t(c)] = float(sh);
+    }
+    if (!usable) continue;  // a tiny variance past the input type's range: the norm computes it
+    std::vector<int64_t> dims(shape.size(), 1);
+    dims[1] = *channels;
+    auto constant = [&](const std::string& name, const std::vector<float>& v) {
+      std::vector<uint8_t> bytes(v.size() * element_size(x->dtype()));
+      detail::convert_elements(v.data(), DataType::kFloat32, bytes.data(), x->dtype(), int64_t(v.size()));
+      return net.add_constant(bn->name() + name, Weights::copy_of(x->dtype(), dims, bytes.data()))->output();
+    };
+    const detail::OriginScope origin(net, bn->origin());
+    Tensor* scaled = net.add_elementwise(bn->name() + "_scale", x, constant("_s", scale), BinaryOp::kMul)->output();
+    Layer* shifted = net.add_elementwise(bn->name() + "_shift", scaled, constant("_t", shift), BinaryOp::kAdd);
+    net.replace_all_uses(bn->output(), shifted->output());
+    net.remove_layer(bn);
+    ++rewritten;
+  }
+  return rewritten;
 }
 
 }  // namespace kiln::engine::passes

@@ -440,12 +440,24 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
       };
       EXPECT_TRUE(filecheck(net.str(), folded("f32")));
       Network shared = make(true);
-      EXPECT_EQ(passes::fold_batch_norms(shared), 0u);
-      // The convolution's output is also an output: the norm stays.
+      EXPECT_EQ(passes::fold_batch_norms(shared), 1u);
+      // The convolution's output is also an output: the norm does not fold into it, and becomes
+      // a per-channel scale and shift instead (pointwise: it fuses with the relu after it).
       EXPECT_TRUE(filecheck(shared.str(), R"(
-        CHECK:      %bn: f32[2, 8, 6, 6] = Normalization[batch eps=0.001](%conv, %mean, %var, %gamma, %beta)
-        CHECK-NEXT: %relu: f32[2, 8, 6, 6] = Activation[relu](%bn)
+        CHECK-NOT:  Normalization
+        CHECK:      %bn_s: f32[1, 8, 1, 1] = Constant[f32[1,8,1,1]]()
+        CHECK-NEXT: %bn_scale: f32[2, 8, 6, 6] = Elementwise[mul](%conv, %bn_s)
+        CHECK-NEXT: %bn_t: f32[1, 8, 1, 1] = Constant[f32[1,8,1,1]]()
+        CHECK-NEXT: %bn_shift: f32[2, 8, 6, 6] = Elementwise[add](%bn_scale, %bn_t)
+        CHECK-NEXT: %relu: f32[2, 8, 6, 6] = Activation[relu](%bn_shift)
       )"));
+      {
+        Plan opt_shared = build(make(true), {});
+        Plan ref_shared = build(make(true), no_opt());
+        HostTensor x{{2, 4, 6, 6}, random_floats(288, 27)};
+        const auto got = run_plan(opt_shared, {{"x", x}}), want = run_plan(ref_shared, {{"x", x}});
+        for (size_t o = 0; o < want.size(); ++o) expect_close(got[o], want[o], 1e-4f);
+      }
       Plan opt = build(make(false), {});
       Plan ref = build(make(false), no_opt());
       EXPECT_TRUE(filecheck(opt.network().str(), R"(

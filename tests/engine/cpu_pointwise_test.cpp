@@ -359,5 +359,47 @@ TEST(CpuFusedPointwise, ProgramMatchesReference) {
   }
 }
 
+// A channels-last batch norm + ReLU as the builder fuses it, relu(x * s + t) with s and t
+// per-channel vectors [1, 1, 1, C] and a scalar [1, 1, 1, 1] added, runs in blocks of whole rows
+// (the per-channel registers tiled once per thread): against the formula, over shapes whose rows do
+// not divide the block, one row, and large enough to run on several threads.
+TEST(CpuFusedPointwise, PerChannelOperandsInRowBlocks) {
+  for (const std::vector<int64_t>& dims : std::vector<std::vector<int64_t>>{{1, 7, 9, 48}, {2, 1, 1, 3000}, {1, 1, 1, 5}, {2, 64, 64, 40}}) {
+    const int64_t C = dims.back();
+    FusedPointwiseParams p;
+    auto instr = [&](PointwiseInstr::Kind k, std::vector<int32_t> ops) {
+      PointwiseInstr i{k};
+      i.dtype = DataType::kFloat32;
+      i.operands = std::move(ops);
+      return i;
+    };
+    auto mul = instr(PointwiseInstr::Kind::kBinary, {0, 1});
+    mul.binary = BinaryOp::kMul;
+    auto add = instr(PointwiseInstr::Kind::kBinary, {4, 2});
+    add.binary = BinaryOp::kAdd;
+    auto add_scalar = instr(PointwiseInstr::Kind::kBinary, {5, 3});
+    add_scalar.binary = BinaryOp::kAdd;
+    auto relu = instr(PointwiseInstr::Kind::kActivation, {6});
+    relu.activation = ActivationParams{ActivationOp::kRelu};
+    p.program = {mul, add, add_scalar, relu};
+    p.outputs = {7};
+    Host x = random_host(DataType::kFloat32, dims, 30), s = random_host(DataType::kFloat32, {1, 1, 1, C}, 31);
+    Host t = random_host(DataType::kFloat32, {1, 1, 1, C}, 32), k = random_host(DataType::kFloat32, {1, 1, 1, 1}, 33);
+    Network net;
+    Layer* l = net.add_layer("bn_relu", {net.add_input("x", DataType::kFloat32, shape_of(dims)),
+                                         net.add_input("s", DataType::kFloat32, {1, 1, 1, C}),
+                                         net.add_input("t", DataType::kFloat32, {1, 1, 1, C}),
+                                         net.add_input("k", DataType::kFloat32, {1, 1, 1, 1})}, p);
+    net.mark_output(l->output(0), "y");
+    const auto out = run_direct(net, {x, s, t, k});
+    std::vector<double> want;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const float v = float(float(float(x.get(i)) * float(s.get(i % C))) + float(t.get(i % C))) + float(k.get(0));
+      want.push_back(v > 0 ? v : 0);
+    }
+    expect_close(out[0], want, 1e-6, 1e-6, "per-channel block of " + std::to_string(x.numel()));
+  }
+}
+
 }  // namespace
 }  // namespace kiln::engine::cputest

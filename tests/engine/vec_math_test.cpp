@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/cpu/ops.h"
 #include "engine/cpu/vec_math.h"
 #include "engine/half.h"
 
@@ -216,6 +217,36 @@ TEST(VecMath, WindowMaxMatchesScalarWithNaN) {
       }
       EXPECT_EQ(y[size_t(n)], 12345.f) << "wrote past n";
     }
+}
+
+// The piecewise-linear activations, vectorized, give the scalar activation<float>'s bits for
+// every value class: NaN, infinities, signed zeros, denormals, the kinks (0, -3, 3, the clip
+// bounds) and random values, in place and out of place.
+TEST(VecMath, PiecewiseActivationsMatchScalarBitForBit) {
+  std::mt19937 rng(19);
+  std::uniform_real_distribution<float> u(-8.f, 8.f);
+  std::vector<float> x = {0.f, -0.f, 3.f, -3.f, 6.f, -6.f, 1e-40f, -1e-40f, std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(), 0.25f, -1.5f};
+  for (int i = 0; i < 200; ++i) x.push_back(u(rng));
+  const std::pair<ActivationOp, vec::Piecewise> ops[] = {
+      {ActivationOp::kRelu, vec::Piecewise::kRelu}, {ActivationOp::kLeakyRelu, vec::Piecewise::kLeakyRelu},
+      {ActivationOp::kClip, vec::Piecewise::kClip}, {ActivationOp::kHardSigmoid, vec::Piecewise::kHardSigmoid},
+      {ActivationOp::kHardSwish, vec::Piecewise::kHardSwish}};
+  for (const auto& [op, f] : ops) {
+    const ActivationParams p{op, op == ActivationOp::kClip ? -1.5 : 0.01, 0.25};
+    std::vector<float> y(x.size()), z = x;
+    vec::piecewise(f, x.data(), y.data(), int64_t(x.size()), float(p.alpha), float(p.beta));
+    vec::piecewise(f, z.data(), z.data(), int64_t(z.size()), float(p.alpha), float(p.beta));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float want = activation<float>(p, x[i]);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(y[i]) && std::isnan(z[i])) << int(op) << " at " << x[i];
+      } else {
+        EXPECT_EQ(std::memcmp(&want, &y[i], 4), 0) << int(op) << " at " << x[i] << ": " << y[i] << " vs " << want;
+        EXPECT_EQ(std::memcmp(&want, &z[i], 4), 0) << int(op) << " in place at " << x[i];
+      }
+    }
+  }
 }
 
 }  // namespace kiln::engine::cpu

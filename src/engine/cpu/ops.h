@@ -252,4 +252,20 @@ inline C activation(const ActivationParams& p, C x) {
   return x;
 }
 
+// y = act(x) over n floats: vectorized for the piecewise-linear activations (vec::piecewise, the
+// same bits), the scalar definition above for the others.
+inline void activation_rows(const ActivationParams& p, const float* x, float* y, int64_t n) {
+  using vec::Piecewise;
+  const float alpha = float(p.alpha), beta = float(p.beta);
+  switch (p.op) {
+    case ActivationOp::kRelu: return vec::piecewise(Piecewise::kRelu, x, y, n, alpha, beta);
+    case ActivationOp::kLeakyRelu: return vec::piecewise(Piecewise::kLeakyRelu, x, y, n, alpha, beta);
+    case ActivationOp::kClip: return vec::piecewise(Piecewise::kClip, x, y, n, alpha, beta);
+    case ActivationOp::kHardSigmoid: return vec::piecewise(Piecewise::kHardSigmoid, x, y, n, alpha, beta);
+    case ActivationOp::kHardSwish: return vec::piecewise(Piecewise::kHardSwish, x, y, n, alpha, beta);
+    default:
+      for (int64_t i = 0; i < n; ++i) y[i] = activation<float>(p, x[i]);
+  }
+}
+
 }  // namespace kiln::engine::cpu

@@ -41,7 +41,11 @@ void run(const UnaryParams& p, LayerCall& call) {
 
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
   if (onednn_activation_inplace(data, n, act)) return;
-  parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { data[i] = activation<float>(act, data[i]); });
+  constexpr int64_t kChunk = 4096;
+  parallel_for((n + kChunk - 1) / kChunk, n > kParallelGrain / 8, [&](int64_t c) {
+    const int64_t lo = c * kChunk;
+    activation_rows(act, data + lo, data + lo, std::min(kChunk, n - lo));
+  });
 }
 
 FloatInput residual_as_float(const TensorView& residual, int64_t n) {
@@ -65,7 +69,13 @@ void run(const ActivationParams& p, LayerCall& call) {
     using T = decltype(tag);
     const T* src = x.as<T>();
     T* dst = out.as<T>();
-    if constexpr (is_float_v<T>) {
+    if constexpr (std::is_same_v<T, float>) {
+      constexpr int64_t kChunk = 4096;
+      parallel_for((n + kChunk - 1) / kChunk, n > kParallelGrain / 8, [&](int64_t c) {
+        const int64_t lo = c * kChunk;
+        activation_rows(p, src + lo, dst + lo, std::min(kChunk, n - lo));
+      });
+    } else if constexpr (is_float_v<T>) {
       parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { dst[i] = T(activation<float>(p, float(src[i]))); });
     } else if constexpr (!std::is_same_v<T, bool>) {
       if (p.op == ActivationOp::kClip) {

@@ -96,6 +96,32 @@ KILN_VECTOR_CLONES void window_max(const float* const* rows, int64_t count, int6
 }
 
 namespace {
+// std::max / std::min as the scalar code evaluates them (the first argument unless the test holds).
+__attribute__((always_inline)) inline float max_of(float a, float b) { return a < b ? b : a; }
+__attribute__((always_inline)) inline float min_of(float a, float b) { return b < a ? b : a; }
+template <class F>
+__attribute__((always_inline)) inline void map(F f, const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+}  // namespace
+
+KILN_VECTOR_CLONES void piecewise(Piecewise f, const float* x, float* y, int64_t n, float alpha, float beta) {
+  switch (f) {
+    case Piecewise::kRelu:
+      return map([](float v) { const float r = v > 0.f ? v : 0.f; return v != v ? v : r; }, x, y, n);
+    case Piecewise::kLeakyRelu:
+      return map([alpha](float v) { return v > 0.f ? v : v * alpha; }, x, y, n);
+    case Piecewise::kClip:
+      return map([alpha, beta](float v) { const float r = min_of(max_of(v, alpha), beta); return v != v ? v : r; }, x, y, n);
+    case Piecewise::kHardSigmoid:
+      return map([](float v) { return min_of(max_of(v + 3.f, 0.f), 6.f) / 6.f; }, x, y, n);
+    case Piecewise::kHardSwish:
+      return map([](float v) { return v * min_of(max_of(v + 3.f, 0.f), 6.f) / 6.f; }, x, y, n);
+  }
+}
+
+namespace {
 // One loop per operation and operand shape, each with its arithmetic known at compile time.
 template <class Op>
 __attribute__((always_inline)) inline void arith_loops(Op op, const float* a, bool a_scalar, const float* b, bool b_scalar, float* z, int64_t n) {

@@ -26,6 +26,12 @@ void subtract(const float* x, float* y, int64_t n, float shift);
 // holds the whole loop over its window's pixels and channels.
 void window_max(const float* const* rows, int64_t count, int64_t n, float* y);
 
+// The piecewise-linear activations, y[i] = f(x[i]) (x and y may be the same), bit for bit what
+// ops.h's scalar activation<float> gives, NaN included: ReLU, LeakyReLU (alpha), clip to
+// [alpha, beta], hard sigmoid, hard swish.
+enum class Piecewise { kRelu, kLeakyRelu, kClip, kHardSigmoid, kHardSwish };
+void piecewise(Piecewise f, const float* x, float* y, int64_t n, float alpha, float beta);
+
 // z[i] = a[i] op b[i] for the four IEEE operations (exact in every vector width, so the same as a
 // scalar loop's); an operand flagged `scalar` is its element 0 throughout (a broadcast).
 enum class Arith { kAdd, kSub, kMul, kDiv };
