@@ -172,12 +172,90 @@ size_t eliminate_dead_layers(Network& net) {
 
 namespace kiln::engine::passes {
 
-size_t batch_norms_as_scale_shift(Network& net);
+namespace {
+
+// An inference batch norm's per-channel affine map, y = x * scale[c] + shift[c] with scale =
+// gamma / sqrt(var + eps) and shift = beta - mean * scale, computed in double whatever the
+// statistics' dtype (a model cast to fp16 keeps fp16 statistics). Nullopt unless the statistics and
+// parameters are constant floats of `channels` values each.
+struct Affine {
+  std::vector<double> scale, shift;
+};
+std::optional<Affine> batch_norm_affine(const Layer& bn, int64_t channels) {
+  const auto* np = bn.as<NormalizationParams>();
+  for (size_t i = 1; i < bn.inputs().size(); ++i) {
+    const Tensor* t = bn.inputs()[i];
+    if (!is_constant(t) || !is_floating(weights_of(t).dtype) || weights_of(t).numel() != channels) return std::nullopt;
+  }
+  size_t next = 1;
+  const Weights& mean = weights_of(bn.inputs()[next++]);
+  const Weights& var = weights_of(bn.inputs()[next++]);
+  const Weights* gamma = np->has_scale ? &weights_of(bn.inputs()[next++]) : nullptr;
+  const Weights* beta = np->has_bias ? &weights_of(bn.inputs()[next++]) : nullptr;
+  auto at = [](const Weights* v, int64_t i, double absent) {
+    return v ? detail::element_as_double(v->data.get(), v->dtype, i) : absent;
+  };
+  Affine a;
+  for (int64_t c = 0; c < channels; ++c) {
+    const double s = at(gamma, c, 1.0) / std::sqrt(at(&var, c, 0) + np->epsilon);
+    a.scale.push_back(s);
+    a.shift.push_back(at(beta, c, 0) - at(&mean, c, 0) * s);
+  }
+  return a;
+}
+
+// Whether every value fits the dtype (a tiny variance scales past fp16's range: inf, then NaN).
+bool in_range(const std::vector<double>& v, DataType t) {
+  const double limit = t == DataType::kFloat16 ? 65504.0 : 3.38e38;
+  return std::all_of(v.begin(), v.end(), [&](double x) { return std::abs(x) <= limit; });
+}
+
+// Values as constant weights of dtype `t`.
+Weights weights_as(DataType t, std::vector<int64_t> dims, const std::vector<double>& v) {
+  const std::vector<float> f(v.begin(), v.end());
+  std::vector<uint8_t> bytes(v.size() * element_size(t));
+  detail::convert_elements(f.data(), DataType::kFloat32, bytes.data(), t, int64_t(v.size()));
+  return Weights::copy_of(t, std::move(dims), bytes.data());
+}
+
+// An inference batch norm that follows no convolution (DenseNet's and pre-activation ResNets'
+// BN -> ReLU -> convolution) is still a per-channel affine map: x * scale + shift with [1, C, 1...]
+// constants. As two pointwise layers it fuses with the activation after it into one pass, and the
+// channels-last rewrite moves it across transposes like any pointwise layer (a normalization layer
+// sent the data back to NCHW for itself).
+size_t batch_norms_as_scale_shift(Network& net) {
+  size_t rewritten = 0;
+  for (Layer* bn : net.layers()) {
+    auto* np = bn->as<NormalizationParams>();
+    if (!np || np->kind != NormKind::kBatch) continue;
+    Tensor* x = bn->inputs()[0];
+    const Shape& shape = x->shape();
+    const std::optional<int64_t> channels = shape.size() >= 2 ? shape[1].constant() : std::nullopt;
+    if (!channels || !is_floating(x->dtype())) continue;
+    const std::optional<Affine> a = batch_norm_affine(*bn, *channels);
+    if (!a || !in_range(a->scale, x->dtype()) || !in_range(a->shift, x->dtype())) continue;  // the norm computes it
+    std::vector<int64_t> dims(shape.size(), 1);
+    dims[1] = *channels;
+    const detail::OriginScope origin(net, bn->origin());
+    Tensor* s = net.add_constant(bn->name() + "_s", weights_as(x->dtype(), dims, a->scale))->output();
+    Tensor* t = net.add_constant(bn->name() + "_t", weights_as(x->dtype(), dims, a->shift))->output();
+    Tensor* scaled = net.add_elementwise(bn->name() + "_scale", x, s, BinaryOp::kMul)->output();
+    Layer* shifted = net.add_elementwise(bn->name() + "_shift", scaled, t, BinaryOp::kAdd);
+    net.replace_all_uses(bn->output(), shifted->output());
+    net.remove_layer(bn);
+    ++rewritten;
+  }
+  return rewritten;
+}
+
+}  // namespace
 
 // Inference batch norm after a convolution is an affine map per output channel, so it folds into
-// the convolution's weights and bias: s = gamma / sqrt(var + eps), W' = W * s[c], b' = (b - mean) * s
-// + beta. Runs before precision lowering (the arithmetic is done in double, whatever the weights' dtype) and
+// the convolution's weights and bias: W' = W * scale[c], b' = b * scale + shift (batch_norm_affine).
+// Runs before precision lowering (the arithmetic is done in double, whatever the weights' dtype) and
 // before epilogue fusion, which can then fuse the activation that follows into the convolution.
+// The batch norms left (no convolution before them, or its output read elsewhere) become a scale
+// and shift.
 size_t fold_batch_norms(Network& net) {
   size_t folded = 0;
   for (Layer* bn : net.layers()) {
@@ -187,57 +265,31 @@ size_t fold_batch_norms(Network& net) {
     Layer* conv = x->producer();
     auto* cp = conv ? conv->as<ConvolutionParams>() : nullptr;
     if (!cp || cp->transposed || cp->activation || sole_consumer(net, x) != bn) continue;
-    bool all_constants = true;
-    for (size_t i = 1; i < conv->inputs().size(); ++i) all_constants = all_constants && is_constant(conv->inputs()[i]);
-    for (size_t i = 1; i < bn->inputs().size(); ++i) all_constants = all_constants && is_constant(bn->inputs()[i]);
-    if (!all_constants) continue;
-    std::vector<const Weights*> ws;
-    for (size_t i = 1; i < conv->inputs().size(); ++i) ws.push_back(&weights_of(conv->inputs()[i]));
-    for (size_t i = 1; i < bn->inputs().size(); ++i) ws.push_back(&weights_of(bn->inputs()[i]));
-    if (std::any_of(ws.begin(), ws.end(), [](const Weights* w) { return !is_floating(w->dtype); })) continue;
-
+    bool float_constants = true;
+    for (size_t i = 1; i < conv->inputs().size(); ++i)
+      float_constants = float_constants && is_constant(conv->inputs()[i]) && is_floating(weights_of(conv->inputs()[i]).dtype);
+    if (!float_constants) continue;
     const Weights& w = weights_of(conv->inputs()[1]);
     const int64_t channels = w.dims.at(0), per_channel = channels ? w.numel() / channels : 0;
-    size_t next = 1;
-    const Weights& mean = weights_of(bn->inputs()[next++]);
-    const Weights& var = weights_of(bn->inputs()[next++]);
-    const Weights* gamma = np->has_scale ? &weights_of(bn->inputs()[next++]) : nullptr;
-    const Weights* beta = np->has_bias ? &weights_of(bn->inputs()[next++]) : nullptr;
     const Weights* bias = cp->has_bias ? &weights_of(conv->inputs()[2]) : nullptr;
-    auto per_channel_ok = [&](const Weights* v) { return !v || v->numel() == channels; };
-    if (!per_channel_ok(&mean) || !per_channel_ok(&var) || !per_channel_ok(gamma) || !per_channel_ok(beta) ||
-        !per_channel_ok(bias))
-      continue;
-
-    // In double whatever the weights' dtype (a model cast to fp16 keeps fp16 statistics); the
-    // folded weights keep the convolution weight's dtype.
-    auto at = [](const Weights* v, int64_t i, double absent) {
-      return v ? detail::element_as_double(v->data.get(), v->dtype, i) : absent;
-    };
+    if (bias && bias->numel() != channels) continue;
+    const std::optional<Affine> a = batch_norm_affine(*bn, channels);
+    if (!a) continue;
+    // The folded weights keep the convolution weight's dtype.
     std::vector<double> new_w(static_cast<size_t>(w.numel())), new_b(static_cast<size_t>(channels));
     for (int64_t c = 0; c < channels; ++c) {
-      const double s = at(gamma, c, 1.0) / std::sqrt(at(&var, c, 0) + np->epsilon);
-      for (int64_t i = 0; i < per_channel; ++i) new_w[c * per_channel + i] = at(&w, c * per_channel + i, 0) * s;
-      new_b[c] = (at(bias, c, 0) - at(&mean, c, 0)) * s + at(beta, c, 0);
+      const double s = a->scale[size_t(c)];
+      for (int64_t i = 0; i < per_channel; ++i)
+        new_w[size_t(c * per_channel + i)] = detail::element_as_double(w.data.get(), w.dtype, c * per_channel + i) * s;
+      new_b[size_t(c)] = (bias ? detail::element_as_double(bias->data.get(), bias->dtype, c) : 0.0) * s + a->shift[size_t(c)];
     }
-    // A tiny variance scales fp16 weights past its range: inf, then NaN on a zero input. Keep the norm.
-    const double limit = w.dtype == DataType::kFloat16 ? 65504.0 : 3.38e38;
-    auto in_range = [&](const std::vector<double>& v) {
-      return std::all_of(v.begin(), v.end(), [&](double x) { return std::abs(x) <= limit; });
-    };
-    if (!in_range(new_w) || !in_range(new_b)) {
+    if (!in_range(new_w, w.dtype) || !in_range(new_b, w.dtype)) {
       detail::log_debug("fold_batch_norms: " + bn->name() + " left: folded weights would overflow " + to_string(w.dtype));
       continue;
     }
-    auto as_weights = [&](std::vector<int64_t> dims, const std::vector<double>& v) {
-      const std::vector<float> f(v.begin(), v.end());
-      std::vector<uint8_t> bytes(v.size() * element_size(w.dtype));
-      detail::convert_elements(f.data(), DataType::kFloat32, bytes.data(), w.dtype, int64_t(v.size()));
-      return Weights::copy_of(w.dtype, std::move(dims), bytes.data());
-    };
     const detail::OriginScope origin(net, conv->origin());  // the convolution's work, not the norm's
-    Tensor* wt = net.add_constant(conv->name() + "_w_bn", as_weights(w.dims, new_w))->output();
-    Tensor* bt = net.add_constant(conv->name() + "_b_bn", as_weights({channels}, new_b))->output();
+    Tensor* wt = net.add_constant(conv->name() + "_w_bn", weights_as(w.dtype, w.dims, new_w))->output();
+    Tensor* bt = net.add_constant(conv->name() + "_b_bn", weights_as(w.dtype, {channels}, new_b))->output();
     ConvolutionParams p = *cp;
     p.has_bias = true;
     Layer* merged = net.add_convolution(conv->name(), conv->inputs()[0], wt, bt, p);
@@ -250,59 +302,6 @@ size_t fold_batch_norms(Network& net) {
   folded += batch_norms_as_scale_shift(net);
   net.topological_sort();
   return folded;
-}
-
-// An inference batch norm that follows no convolution (DenseNet's and pre-activation ResNets'
-// BN -> ReLU -> convolution) is still a per-channel affine map: x * s + t with s = gamma /
-// sqrt(var + eps) and t = beta - mean * s as [1, C, 1...] constants. As two pointwise layers it
-// fuses with the activation after it into one pass, and the channels-last rewrite moves it across
-// transposes like any pointwise layer (a normalization layer sent the data back to NCHW for itself).
-size_t batch_norms_as_scale_shift(Network& net) {
-  size_t rewritten = 0;
-  for (Layer* bn : net.layers()) {
-    auto* np = bn->as<NormalizationParams>();
-    if (!np || np->kind != NormKind::kBatch) continue;
-    Tensor* x = bn->inputs()[0];
-    const Shape& shape = x->shape();
-    const std::optional<int64_t> channels = shape.size() >= 2 ? shape[1].constant() : std::nullopt;
-    if (!channels || !is_floating(x->dtype())) continue;
-    bool usable = true;
-    for (size_t i = 1; i < bn->inputs().size(); ++i)
-      usable = usable && is_constant(bn->inputs()[i]) && is_floating(weights_of(bn->inputs()[i]).dtype) &&
-               weights_of(bn->inputs()[i]).numel() == *channels;
-    if (!usable) continue;
-    size_t next = 1;
-    const Weights& mean = weights_of(bn->inputs()[next++]);
-    const Weights& var = weights_of(bn->inputs()[next++]);
-    const Weights* gamma = np->has_scale ? &weights_of(bn->inputs()[next++]) : nullptr;
-    const Weights* beta = np->has_bias ? &weights_of(bn->inputs()[next++]) : nullptr;
-    auto at = [](const Weights* v, int64_t i, double absent) {
-      return v ? detail::element_as_double(v->data.get(), v->dtype, i) : absent;
-    };
-    std::vector<float> scale(static_cast<size_t>(*channels)), shift(static_cast<size_t>(*channels));
-    const double limit = x->dtype() == DataType::kFloat16 ? 65504.0 : 3.38e38;
-    for (int64_t c = 0; c < *channels && usable; ++c) {
-      const double sc = at(gamma, c, 1.0) / std::sqrt(at(&var, c, 0) + np->epsilon);
-      const double sh = at(beta, c, 0) - at(&mean, c, 0) * sc;
-      usable = std::abs(sc) <= limit && std::abs(sh) <= limit;
-      scale[size_t(c)] = float(sc), shift[size_t(c)] = float(sh);
-    }
-    if (!usable) continue;  // a tiny variance past the input type's range: the norm computes it
-    std::vector<int64_t> dims(shape.size(), 1);
-    dims[1] = *channels;
-    auto constant = [&](const std::string& name, const std::vector<float>& v) {
-      std::vector<uint8_t> bytes(v.size() * element_size(x->dtype()));
-      detail::convert_elements(v.data(), DataType::kFloat32, bytes.data(), x->dtype(), int64_t(v.size()));
-      return net.add_constant(bn->name() + name, Weights::copy_of(x->dtype(), dims, bytes.data()))->output();
-    };
-    const detail::OriginScope origin(net, bn->origin());
-    Tensor* scaled = net.add_elementwise(bn->name() + "_scale", x, constant("_s", scale), BinaryOp::kMul)->output();
-    Layer* shifted = net.add_elementwise(bn->name() + "_shift", scaled, constant("_t", shift), BinaryOp::kAdd);
-    net.replace_all_uses(bn->output(), shifted->output());
-    net.remove_layer(bn);
-    ++rewritten;
-  }
-  return rewritten;
 }
 
 }  // namespace kiln::engine::passes

@@ -446,8 +446,8 @@ TEST(BuilderPasses, BatchNormFoldsIntoConvolution) {
       EXPECT_TRUE(filecheck(shared.str(), R"(
         CHECK-NOT:  Normalization
         CHECK:      %bn_s: f32[1, 8, 1, 1] = Constant[f32[1,8,1,1]]()
-        CHECK-NEXT: %bn_scale: f32[2, 8, 6, 6] = Elementwise[mul](%conv, %bn_s)
         CHECK-NEXT: %bn_t: f32[1, 8, 1, 1] = Constant[f32[1,8,1,1]]()
+        CHECK-NEXT: %bn_scale: f32[2, 8, 6, 6] = Elementwise[mul](%conv, %bn_s)
         CHECK-NEXT: %bn_shift: f32[2, 8, 6, 6] = Elementwise[add](%bn_scale, %bn_t)
         CHECK-NEXT: %relu: f32[2, 8, 6, 6] = Activation[relu](%bn_shift)
       )"));
