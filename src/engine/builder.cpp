@@ -67,7 +67,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
     if (changes) log.push_back(line);
   };
   detail::log_debug("build: " + std::to_string(net.layers().size()) + " layers, precision " + to_string(config.precision));
-  if (config.fuse_epilogues) run("fold_batch_norms", passes::fold_batch_norms(net));
+  if (config.fuse_epilogues) run("fold_batch_norms", passes::fold_batch_norms(net, config.precision));
   if (config.precision != Precision::kFP32) run("apply_precision", passes::apply_precision(net, config.precision));
   run("fold_constants", passes::fold_constants(net));
   if (config.attention_views) run("simplify_attention_masks", passes::simplify_attention_masks(net));

@@ -60,7 +60,9 @@ namespace passes {
 // For passes that need to look at a value fold_constants leaves unfolded (a large broadcast).
 std::optional<Weights> evaluate_at_build_time(const Tensor* t, size_t max_bytes);
 size_t fold_constants(Network& net);       // layers whose inputs are all constants become constants
-size_t fold_batch_norms(Network& net);     // inference batch norm after a convolution -> its weights
+// Inference batch norms: after a convolution -> its weights; elsewhere -> a per-channel scale and
+// shift. `precision` is the build's: values must also fit its float type (fp16's range).
+size_t fold_batch_norms(Network& net, Precision precision = Precision::kFP32);
 size_t eliminate_dead_layers(Network& net);
 size_t fuse_epilogues(Network& net);       // matmul/conv + bias add + activation
 size_t fuse_pointwise(Network& net);       // elementwise/unary/activation/cast chains -> FusedPointwise

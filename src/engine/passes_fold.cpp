@@ -204,9 +204,11 @@ std::optional<Affine> batch_norm_affine(const Layer& bn, int64_t channels) {
   return a;
 }
 
-// Whether every value fits the dtype (a tiny variance scales past fp16's range: inf, then NaN).
-bool in_range(const std::vector<double>& v, DataType t) {
-  const double limit = t == DataType::kFloat16 ? 65504.0 : 3.38e38;
+// Whether every value fits the dtype and the build's precision (a tiny variance scales past fp16's
+// range: inf, then NaN); bf16 has fp32's range.
+bool in_range(const std::vector<double>& v, DataType t, Precision precision) {
+  const bool half = t == DataType::kFloat16 || precision == Precision::kFP16;
+  const double limit = half ? 65504.0 : 3.38e38;
   return std::all_of(v.begin(), v.end(), [&](double x) { return std::abs(x) <= limit; });
 }
 
@@ -223,7 +225,7 @@ Weights weights_as(DataType t, std::vector<int64_t> dims, const std::vector<doub
 // constants. As two pointwise layers it fuses with the activation after it into one pass, and the
 // channels-last rewrite moves it across transposes like any pointwise layer (a normalization layer
 // sent the data back to NCHW for itself).
-size_t batch_norms_as_scale_shift(Network& net) {
+size_t batch_norms_as_scale_shift(Network& net, Precision precision) {
   size_t rewritten = 0;
   for (Layer* bn : net.layers()) {
     auto* np = bn->as<NormalizationParams>();
@@ -233,7 +235,8 @@ size_t batch_norms_as_scale_shift(Network& net) {
     const std::optional<int64_t> channels = shape.size() >= 2 ? shape[1].constant() : std::nullopt;
     if (!channels || !is_floating(x->dtype())) continue;
     const std::optional<Affine> a = batch_norm_affine(*bn, *channels);
-    if (!a || !in_range(a->scale, x->dtype()) || !in_range(a->shift, x->dtype())) continue;  // the norm computes it
+    if (!a || !in_range(a->scale, x->dtype(), precision) || !in_range(a->shift, x->dtype(), precision))
+      continue;  // the norm computes it, in fp32
     std::vector<int64_t> dims(shape.size(), 1);
     dims[1] = *channels;
     const detail::OriginScope origin(net, bn->origin());
@@ -256,7 +259,7 @@ size_t batch_norms_as_scale_shift(Network& net) {
 // before epilogue fusion, which can then fuse the activation that follows into the convolution.
 // The batch norms left (no convolution before them, or its output read elsewhere) become a scale
 // and shift.
-size_t fold_batch_norms(Network& net) {
+size_t fold_batch_norms(Network& net, Precision precision) {
   size_t folded = 0;
   for (Layer* bn : net.layers()) {
     auto* np = bn->as<NormalizationParams>();
@@ -283,7 +286,7 @@ size_t fold_batch_norms(Network& net) {
         new_w[size_t(c * per_channel + i)] = detail::element_as_double(w.data.get(), w.dtype, c * per_channel + i) * s;
       new_b[size_t(c)] = (bias ? detail::element_as_double(bias->data.get(), bias->dtype, c) : 0.0) * s + a->shift[size_t(c)];
     }
-    if (!in_range(new_w, w.dtype) || !in_range(new_b, w.dtype)) {
+    if (!in_range(new_w, w.dtype, precision) || !in_range(new_b, w.dtype, precision)) {
       detail::log_debug("fold_batch_norms: " + bn->name() + " left: folded weights would overflow " + to_string(w.dtype));
       continue;
     }
@@ -299,7 +302,7 @@ size_t fold_batch_norms(Network& net) {
     net.remove_layer(conv);
     ++folded;
   }
-  folded += batch_norms_as_scale_shift(net);
+  folded += batch_norms_as_scale_shift(net, precision);
   net.topological_sort();
   return folded;
 }

@@ -501,6 +501,23 @@ TEST(BuilderPasses, BatchNormStaysWhenFoldedWeightsWouldOverflow) {
                                                   constant("beta", 0)}, np)->output(), "y");
     EXPECT_EQ(passes::fold_batch_norms(net), t == DataType::kFloat32 ? 1u : 0u) << to_string(t);
   }
+  // An fp32 model built in fp16: the folded weights would be cast to fp16 later, so the norm
+  // stays there too; and, with no convolution before it, it is not rewritten as a scale either.
+  for (bool after_conv : {true, false}) {
+    Network net;
+    Tensor* x = net.add_input("x", DataType::kFloat32, {1, 1, 2, 2});
+    Tensor* in = x;
+    if (after_conv)
+      in = net.add_convolution("conv", x, net.add_constant("w", testing::weights({1, 1, 1, 1}, {1.f}))->output(),
+                               nullptr, {})->output();
+    NormalizationParams np;
+    np.kind = NormKind::kBatch;
+    np.has_scale = np.has_bias = true;
+    auto c = [&](const std::string& name, float v) { return net.add_constant(name, testing::weights({1}, {v}))->output(); };
+    net.mark_output(net.add_normalization("bn", {in, c("mean", 0), c("var", 0), c("gamma", 300), c("beta", 0)}, np)->output(), "y");
+    EXPECT_EQ(passes::fold_batch_norms(net, Precision::kFP16), 0u) << (after_conv ? "after a convolution" : "alone");
+    EXPECT_TRUE(filecheck(net.str(), "CHECK: = Normalization[batch")) << net.str();
+  }
 }
 
 // A fused qkv projection split in three, read by causal attention (test_networks.h).
