@@ -34,7 +34,7 @@ ORT_DIR = os.path.join(HERE, "ort")
 def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mlp,resnet18,mobilenet_v2,mobilenet_v3_large,efficientnet_b0,resnet50,convnext_tiny,"
-                                        "vit_s16,encoder")
+                                        "googlenet,vit_s16,encoder")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10, help="timed calls per method per round")
@@ -87,7 +87,8 @@ def encoder():
 MODELS = {"mlp": mlp, "resnet18": torchvision_model("resnet18"), "mobilenet_v2": torchvision_model("mobilenet_v2"),
           "efficientnet_b0": torchvision_model("efficientnet_b0"), "resnet50": torchvision_model("resnet50"),
           "convnext_tiny": torchvision_model("convnext_tiny"), "vit_s16": vit_s16, "encoder": encoder,
-          "mobilenet_v3_large": torchvision_model("mobilenet_v3_large")}
+          "mobilenet_v3_large": torchvision_model("mobilenet_v3_large"),
+          "googlenet": torchvision_model("googlenet")}  # inception blocks: concatenations between convolutions
 
 
 def model_factory(name):
