@@ -63,10 +63,18 @@ def mlp():
     return torch.nn.Sequential(*layers), lambda b: (torch.randn(b, 1024),)
 
 
-def torchvision_model(name):
+def torchvision_model(name, kaiming=False):
+    """`kaiming`: convolution weights re-drawn with He initialisation, for a model whose own random
+    initialisation makes the activations vanish (googlenet's: its output is then the classifier's
+    bias alone, and the agreement column compares nothing)."""
     def make():
         import torchvision
-        return getattr(torchvision.models, name)(), lambda b: (torch.randn(b, 3, 224, 224),)
+        model = getattr(torchvision.models, name)()
+        if kaiming:
+            for m in model.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        return model, lambda b: (torch.randn(b, 3, 224, 224),)
     return make
 
 
@@ -88,7 +96,7 @@ MODELS = {"mlp": mlp, "resnet18": torchvision_model("resnet18"), "mobilenet_v2":
           "efficientnet_b0": torchvision_model("efficientnet_b0"), "resnet50": torchvision_model("resnet50"),
           "convnext_tiny": torchvision_model("convnext_tiny"), "vit_s16": vit_s16, "encoder": encoder,
           "mobilenet_v3_large": torchvision_model("mobilenet_v3_large"),
-          "googlenet": torchvision_model("googlenet")}  # inception blocks: concatenations between convolutions
+          "googlenet": torchvision_model("googlenet", kaiming=True)}  # inception blocks: concatenations between convolutions
 
 
 def model_factory(name):
