@@ -41,4 +41,8 @@ uint64_t checksum64(const uint8_t* p, size_t n) {
   return h;
 }
 
+uint64_t versioned_checksum(uint32_t version, const uint8_t* p, size_t n, uint64_t v1_basis) {
+  return version == 1 ? fnv1a64(p, n, v1_basis) : checksum64(p, n);
+}
+
 }  // namespace kiln::engine

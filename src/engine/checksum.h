@@ -19,5 +19,7 @@ namespace kiln::engine {
 uint64_t fnv1a64(const uint8_t* p, size_t n, uint64_t basis);
 // The version 2 checksum.
 uint64_t checksum64(const uint8_t* p, size_t n);
+// The checksum a file of `version` carries: FNV-1a from `v1_basis` in version 1, checksum64 after.
+uint64_t versioned_checksum(uint32_t version, const uint8_t* p, size_t n, uint64_t v1_basis);
 
 }  // namespace kiln::engine

@@ -3,8 +3,8 @@
 // channels-last one between two transposes (NCHW -> NHWC before, back after); then transposes
 // are moved down through pointwise layers (bias, residual add, activation all work in either
 // layout) and concatenations, and cancelled where an NHWC->NCHW meets the next NCHW->NHWC; 2-d
-// pooling runs in NHWC and reductions reduce the NHWC data over the matching axes. What remains are the copies at the
-// network's edges and around layers that need NCHW (reshapes, for one).
+// pooling runs in NHWC and reductions reduce the NHWC data over the matching axes. What remains
+// are the copies at the network's edges and around layers that need NCHW (reshapes, for one).
 #include <cstring>
 
 #include "engine/builder.h"

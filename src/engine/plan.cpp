@@ -31,6 +31,7 @@ namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
 constexpr uint32_t kPlanVersion = 2;  // written; version 1 (an FNV-1a checksum) is read too
+constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;  // version 1's checksum starts from it
 constexpr size_t kHeaderBytes = 48;
 
 template <class T>
@@ -258,7 +259,7 @@ std::vector<uint8_t> Plan::serialize() const {
   put<uint64_t>(out, 40, total);
   std::memcpy(out.data() + kHeaderBytes, text.data(), text.size());
   if (!blob.bytes.empty()) std::memcpy(out.data() + blob_offset, blob.bytes.data(), blob.bytes.size());
-  put<uint64_t>(out, total - 8, checksum64(out.data(), total - 8));
+  put<uint64_t>(out, total - 8, versioned_checksum(kPlanVersion, out.data(), total - 8, kFnvBasis));
   return out;
 }
 
@@ -292,10 +293,7 @@ Header check_container(const uint8_t* data, size_t size, bool verify_checksum = 
   bool ok = h.json_bytes <= h.total - kHeaderBytes - 8 && h.blob_offset >= kHeaderBytes + h.json_bytes &&
             h.blob_offset % 64 == 0 && h.blob_offset <= h.total - 8 && h.blob_bytes == h.total - 8 - h.blob_offset;
   if (!ok) throw PlanError("plan: corrupt header (section sizes out of range)");
-  const auto sum = [&] {
-    return version == 1 ? fnv1a64(data, h.total - 8, 0xcbf29ce484222325ull) : checksum64(data, h.total - 8);
-  };
-  if (verify_checksum && sum() != get<uint64_t>(data, h.total - 8))
+  if (verify_checksum && versioned_checksum(version, data, h.total - 8, kFnvBasis) != get<uint64_t>(data, h.total - 8))
     throw PlanError("plan: checksum mismatch (the plan is corrupted)");
   return h;
 }

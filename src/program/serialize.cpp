@@ -29,6 +29,7 @@ namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'R', 'O', 'G'};
 constexpr uint32_t kVersion = 2;   // written; version 1 (an FNV-1a checksum) is read too
+constexpr uint64_t kFnvBasis = 1469598103934665603ull;  // version 1's checksum starts from it
 constexpr size_t kHeader = 32;
 constexpr int kMaxDepth = 64;        // arguments and symbolic expressions
 constexpr size_t kMaxJsonDepth = 256;  // the description: ~6 levels plus those above (2 JSON levels each)
@@ -273,7 +274,7 @@ struct ProgramSerializer {
     put<uint64_t>(out, blob.size());
     out.insert(out.end(), text.begin(), text.end());
     out.insert(out.end(), blob.begin(), blob.end());
-    put<uint64_t>(out, engine::checksum64(out.data(), out.size()));
+    put<uint64_t>(out, engine::versioned_checksum(kVersion, out.data(), out.size(), kFnvBasis));
     return out;
   }
 
@@ -287,9 +288,8 @@ struct ProgramSerializer {
     const uint64_t json_size = get<uint64_t>(data + 16), blob_size = get<uint64_t>(data + 24);
     const uint64_t body = size - kHeader - 8;
     if (json_size > body || blob_size != body - json_size) throw bad("truncated or sizes inconsistent");
-    const uint64_t sum =
-        version == 1 ? engine::fnv1a64(data, size - 8, 1469598103934665603ull) : engine::checksum64(data, size - 8);
-    if (get<uint64_t>(data + size - 8) != sum) throw bad("checksum mismatch (file corrupted)");
+    if (get<uint64_t>(data + size - 8) != engine::versioned_checksum(version, data, size - 8, kFnvBasis))
+      throw bad("checksum mismatch (file corrupted)");
 
     // One shared copy of the blob, 64-byte aligned as the offsets in it are: weights and the plans'
     // constants view it.

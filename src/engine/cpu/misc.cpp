@@ -53,11 +53,9 @@ void run(const CastParams& p, LayerCall& call) {
   // fp32 <-> bf16 (a bf16 program's edges) in vectorized chunks.
   const bool to_bf16 = x.dtype == DataType::kFloat32 && out.dtype == DataType::kBFloat16;
   if (to_bf16 || (x.dtype == DataType::kBFloat16 && out.dtype == DataType::kFloat32)) {
-    constexpr int64_t kChunk = 16384;
-    parallel_for((n + kChunk - 1) / kChunk, n > kParallelGrain, [&](int64_t c) {
-      const int64_t lo = c * kChunk, len = std::min(kChunk, n - lo);
-      if (to_bf16) vec::float_to_bf16(x.as<float>() + lo, out.as<uint16_t>() + lo, len);
-      else vec::bf16_to_float(x.as<uint16_t>() + lo, out.as<float>() + lo, len);
+    parallel_ranges(n, n > kParallelGrain, [&](int64_t lo, int64_t hi) {
+      if (to_bf16) vec::float_to_bf16(x.as<float>() + lo, out.as<uint16_t>() + lo, hi - lo);
+      else vec::bf16_to_float(x.as<uint16_t>() + lo, out.as<float>() + lo, hi - lo);
     });
     return;
   }

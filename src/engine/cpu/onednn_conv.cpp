@@ -309,11 +309,11 @@ std::shared_ptr<ConvEntry> choose_conv(const ConvolutionParams& p, const Layer& 
   }
   TimingCache& cache = cpu_timing_cache();
   const std::string cache_key = "cpu conv " + sig.case_key();
-  if (auto record = cache.find(cache_key)) {
+  if (auto record = cache.find(cache_key)) {  // a record of another kind is timed again
     const std::string choice = record->value("choice", "");
-    std::shared_ptr<ConvEntry> e = choice == "winograd" ? winograd() : nullptr;
     if (choice == "winograd" || choice == "direct") {
       detail::log_debug("convolution " + layer.name() + ": " + choice + " from the timing cache");
+      std::shared_ptr<ConvEntry> e = choice == "winograd" ? winograd() : nullptr;
       return e ? e : make(ConvAlgorithm::kDirect);
     }
   }

@@ -27,15 +27,20 @@ void set_busy_team_runner(TeamRunner runner);
 // the first exception a chunk throws is rethrown here.
 void parallel_chunks(int64_t n, const std::function<void(int64_t, int64_t)>& body);
 
-// fn(i) for every i in [0, n): over the worker threads when `parallel` (the caller's judgement that
-// the work is worth it), else inline.
+// body(lo, hi) over [0, n) in contiguous ranges, one per worker thread when `parallel` (the
+// caller's judgement that the work is worth it), else body(0, n) inline: for loops whose inner
+// work is itself vectorized over a range.
+template <class F>
+void parallel_ranges(int64_t n, bool parallel, F&& body) {
+  if (n <= 0) return;
+  if (!parallel || n < 2 || max_threads() < 2) return body(int64_t(0), n);
+  parallel_chunks(n, [&body](int64_t lo, int64_t hi) { body(lo, hi); });
+}
+
+// fn(i) for every i in [0, n): over the worker threads when `parallel`, else inline.
 template <class F>
 void parallel_for(int64_t n, bool parallel, F&& fn) {
-  if (!parallel || n < 2 || max_threads() < 2) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  parallel_chunks(n, [&fn](int64_t lo, int64_t hi) {
+  parallel_ranges(n, parallel, [&fn](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) fn(i);
   });
 }

@@ -122,8 +122,7 @@ bool run_per_channel_blocks(const std::vector<int64_t>& out_dims, const std::vec
       execute(regs, first, n);
     }
   };
-  if (blocks > 1 && total > kParallelGrain && max_threads() > 1) parallel_chunks(blocks, part);
-  else part(0, blocks);
+  parallel_ranges(blocks, total > kParallelGrain, part);
   return true;
 }
 

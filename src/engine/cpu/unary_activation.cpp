@@ -41,11 +41,8 @@ void run(const UnaryParams& p, LayerCall& call) {
 
 void apply_activation_inplace(float* data, int64_t n, const ActivationParams& act) {
   if (onednn_activation_inplace(data, n, act)) return;
-  constexpr int64_t kChunk = 4096;
-  parallel_for((n + kChunk - 1) / kChunk, n > kParallelGrain / 8, [&](int64_t c) {
-    const int64_t lo = c * kChunk;
-    activation_rows(act, data + lo, data + lo, std::min(kChunk, n - lo));
-  });
+  parallel_ranges(n, n > kParallelGrain / 8,
+                  [&](int64_t lo, int64_t hi) { activation_rows(act, data + lo, data + lo, hi - lo); });
 }
 
 FloatInput residual_as_float(const TensorView& residual, int64_t n) {
@@ -70,11 +67,8 @@ void run(const ActivationParams& p, LayerCall& call) {
     const T* src = x.as<T>();
     T* dst = out.as<T>();
     if constexpr (std::is_same_v<T, float>) {
-      constexpr int64_t kChunk = 4096;
-      parallel_for((n + kChunk - 1) / kChunk, n > kParallelGrain / 8, [&](int64_t c) {
-        const int64_t lo = c * kChunk;
-        activation_rows(p, src + lo, dst + lo, std::min(kChunk, n - lo));
-      });
+      parallel_ranges(n, n > kParallelGrain / 8,
+                      [&](int64_t lo, int64_t hi) { activation_rows(p, src + lo, dst + lo, hi - lo); });
     } else if constexpr (is_float_v<T>) {
       parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { dst[i] = T(activation<float>(p, float(src[i]))); });
     } else if constexpr (!std::is_same_v<T, bool>) {

@@ -141,16 +141,22 @@ __attribute__((always_inline)) inline void arith_loops(Op op, const float* a, bo
     for (int64_t i = 0; i < n; ++i) z[i] = op(a[i], b[i]);
   }
 }
+
+// Calls f with the operation as a function object known at compile time (arith, arith_bf16).
+template <class F>
+__attribute__((always_inline)) inline void with_arith(Arith op, F f) {
+  switch (op) {
+    case Arith::kAdd: return f([](float x, float y) { return x + y; });
+    case Arith::kSub: return f([](float x, float y) { return x - y; });
+    case Arith::kMul: return f([](float x, float y) { return x * y; });
+    case Arith::kDiv: return f([](float x, float y) { return x / y; });
+  }
+}
 }  // namespace
 
 KILN_VECTOR_CLONES void arith(Arith op, const float* a, bool a_scalar, const float* b, bool b_scalar, float* z,
                               int64_t n) {
-  switch (op) {
-    case Arith::kAdd: return arith_loops([](float x, float y) { return x + y; }, a, a_scalar, b, b_scalar, z, n);
-    case Arith::kSub: return arith_loops([](float x, float y) { return x - y; }, a, a_scalar, b, b_scalar, z, n);
-    case Arith::kMul: return arith_loops([](float x, float y) { return x * y; }, a, a_scalar, b, b_scalar, z, n);
-    case Arith::kDiv: return arith_loops([](float x, float y) { return x / y; }, a, a_scalar, b, b_scalar, z, n);
-  }
+  with_arith(op, [&](auto f) { arith_loops(f, a, a_scalar, b, b_scalar, z, n); });
 }
 
 namespace {
@@ -214,12 +220,7 @@ __attribute__((always_inline)) inline void arith_bf16_of(Op op, const Bf16Operan
 }  // namespace
 
 KILN_VECTOR_CLONES void arith_bf16(Arith op, Bf16Operand a, Bf16Operand b, uint16_t* z, int64_t n) {
-  switch (op) {
-    case Arith::kAdd: return arith_bf16_of([](float x, float y) { return x + y; }, a, b, z, n);
-    case Arith::kSub: return arith_bf16_of([](float x, float y) { return x - y; }, a, b, z, n);
-    case Arith::kMul: return arith_bf16_of([](float x, float y) { return x * y; }, a, b, z, n);
-    case Arith::kDiv: return arith_bf16_of([](float x, float y) { return x / y; }, a, b, z, n);
-  }
+  with_arith(op, [&](auto f) { arith_bf16_of(f, a, b, z, n); });
 }
 
 }  // namespace kiln::engine::cpu::vec
