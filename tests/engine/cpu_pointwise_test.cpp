@@ -2,6 +2,7 @@
 // op, every meaningful dtype, broadcasting, empty and large tensors, dynamic dims), unary ops,
 // activations, select, cast and the builder's fused pointwise programs.
 #include "cpu_test_util.h"
+#include "engine/cpu/kernels.h"
 
 namespace kiln::engine::cputest {
 namespace {
@@ -391,7 +392,11 @@ TEST(CpuFusedPointwise, PerChannelOperandsInRowBlocks) {
                                          net.add_input("t", DataType::kFloat32, {1, 1, 1, C}),
                                          net.add_input("k", DataType::kFloat32, {1, 1, 1, 1})}, p);
     net.mark_output(l->output(0), "y");
+    const uint64_t before = cpu::fused_row_block_runs();
     const auto out = run_direct(net, {x, s, t, k});
+    // One row: the vectors are the output's shape, and the ordinary broadcast runs take it.
+    if (x.numel() > C) EXPECT_GT(cpu::fused_row_block_runs(), before) << "not run in row blocks";
+    else EXPECT_EQ(cpu::fused_row_block_runs(), before) << "one row, in row blocks";
     std::vector<double> want;
     for (int64_t i = 0; i < x.numel(); ++i) {
       const float v = float(float(float(x.get(i)) * float(s.get(i % C))) + float(t.get(i % C))) + float(k.get(0));

@@ -39,6 +39,8 @@ void run(const NonZeroParams& p, LayerCall& call);         // misc.cpp
 void run(const AttentionParams& p, LayerCall& call);       // attention.cpp
 void run(const PluginParams& p, LayerCall& call);          // plugin.cpp
 void run(const FusedPointwiseParams& p, LayerCall& call);  // pointwise_fused.cpp
+// How many fused programs have run in blocks of whole channels-last rows (tests: the path ran).
+uint64_t fused_row_block_runs();
 
 // Scratch sizes (bytes) of the kernels that need any.
 size_t convolution_workspace(const ConvolutionParams& p, const std::vector<TensorView>& inputs);

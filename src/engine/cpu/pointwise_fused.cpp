@@ -6,6 +6,7 @@
 // A row program (row_length R) runs with one row per block: kRowReduce fills its register with the
 // reduction of its operand over the block, and per-row outputs take the block's first element.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "engine/cpu/common.h"
@@ -77,6 +78,8 @@ double reduce_row(ReduceOp op, const float* a, int64_t n) {
 
 }  // namespace
 
+std::atomic<uint64_t> row_block_runs{0};
+
 // The program over channels-last data whose every input is the output's shape, one value, or a
 // vector along the last axis broadcast over the others ([1, ..., 1, C]: a batch norm's scale and
 // shift, a bias): broadcast runs would be one row of C each, and their per-run cost outweighed the
@@ -123,8 +126,11 @@ bool run_per_channel_blocks(const std::vector<int64_t>& out_dims, const std::vec
     }
   };
   parallel_ranges(blocks, total > kParallelGrain, part);
+  ++row_block_runs;
   return true;
 }
+
+uint64_t fused_row_block_runs() { return row_block_runs.load(); }
 
 void run(const FusedPointwiseParams& p, LayerCall& call) {
   const Layer& layer = call.layer;
