@@ -20,6 +20,14 @@ from ._module import CompiledModule, _attr_name, build_module
 from ._mutable import MutableCompiledModule
 from ._values import engine_dtype
 
+# PyTorch 2.11's ExportedProgram.run_decompositions deep-copies pytree specs, and each copy of a
+# leaf spec warns (FutureWarning, reported at copyreg) about PyTorch's own deprecated LeafSpec
+# check: noise from inside torch on every kiln.compile that the user cannot act on. Hidden by its
+# exact text where copyreg reports it, once for the process (a filter scoped to each compile would
+# race between threads compiling at once).
+warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg",
+                        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
 SourceIR = _kiln.SourceIR
 CompilationSettings = _kiln.CompilationSettings
 ITensor = _kiln.ITensor

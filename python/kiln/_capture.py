@@ -461,7 +461,8 @@ def _meta_of(node, sym):
         return ("tensor", _tensor_meta(val, sym))
     if isinstance(val, (list, tuple)):
         return ("tuple", [_tensor_meta(v, sym) if isinstance(v, torch.Tensor) else None for v in val])
-    if isinstance(val, bool):
+    if isinstance(val, bool) or type(val).__name__ in ("SymBool", "SymBoolNode"):
+        # (2.x: a runtime assertion's test on a data-dependent size, u0 >= 0, is a SymBool)
         return ("symbool", None)
     if isinstance(val, int) or type(val).__name__ in ("SymInt", "SymIntNode", "PySymInt"):
         if type(val).__name__ == "PySymInt":  # 1.13's raw symbolic int
@@ -498,15 +499,16 @@ def _arg(a, names):
 
 def capture(module, arg_inputs, kwarg_inputs, device):
     """Traces `module` on its example inputs (tensors or kiln.Input) and builds the IR program."""
-    if _has_export():
-        return _capture(module, arg_inputs, kwarg_inputs, device)
     sources_before = set(fx_sources())
     try:
         return _capture(module, arg_inputs, kwarg_inputs, device)
     finally:
-        _release_shape_env_caches()
+        if not _has_export():
+            _release_shape_env_caches()
         # FX keeps the generated source of every GraphModule for tracebacks (in its loader and in
-        # linecache), never released: ~10 KiB per compile. The traces are gone by now.
+        # linecache), never released: ~10 KiB per GraphModule, and torch.export makes about 18 per
+        # compile. Those of the tracer's modules go now; a trace kept for kiln.refit still runs (it
+        # holds its code), only its traceback lines would be missing.
         forget_fx_sources(set(fx_sources()) - sources_before)
 
 

@@ -115,8 +115,9 @@ class CompiledModule(torch.nn.Module):
         # weights) and the input/output structure; loading rebuilds the module as kiln.load does.
         # The live engine state (SegmentRunner) is never pickled.
         device = next((t.device for t in self.module.buffers()), None)
-        return (_restore, (self.program.serialize(), str(device) if device is not None else None, self._in_spec,
-                           self._tensor_leaf, self._out_spec, self._leaf_values))
+        return (_restore, (self.program.serialize(), str(device) if device is not None else None,
+                           _portable_spec(self._in_spec), self._tensor_leaf, _portable_spec(self._out_spec),
+                           self._leaf_values))
 
     def __deepcopy__(self, memo):
         # Defined here: otherwise __getattr__ would hand copy.deepcopy the fx module's own.
@@ -223,7 +224,7 @@ def _leaf_names(spec):
         if s.is_leaf() if hasattr(s, "is_leaf") else isinstance(s, pytree.LeafSpec):
             names.append(path)
             return
-        children = s.children_specs
+        children = s.children() if callable(getattr(s, "children", None)) else s.children_specs  # 2.x / 1.13
         keys = s.context if isinstance(s.context, (list, tuple)) and len(s.context) == len(children) else None
         for i, c in enumerate(children):
             walk(c, f"{path}[{keys[i]!r}]" if keys is not None else f"{path}[{i}]")
@@ -272,9 +273,29 @@ def _check_leaves(flat, spec, tensor_leaf, leaf_values):
                              "new value, or pass it as a tensor")
 
 
+_SPEC_TAG = "kiln.pytree"
+
+
+def _portable_spec(spec):
+    """A pytree spec as the structure it describes, with leaf numbers for leaves: pickled TreeSpec
+    objects tie a file to one PyTorch's pytree classes (2.11 warns on unpickling 1.x-style leaf
+    specs), while plain containers flatten back to the same spec in any version."""
+    if spec is None:
+        return None
+    return (_SPEC_TAG, pytree.tree_unflatten(list(range(spec.num_leaves)), spec))
+
+
+def _spec_of(portable):
+    """_portable_spec's inverse; a TreeSpec pickled by an older kiln passes through."""
+    if isinstance(portable, tuple) and len(portable) == 2 and portable[0] == _SPEC_TAG:
+        return pytree.tree_flatten(portable[1])[1]
+    return portable
+
+
 def _restore(data, device, in_spec, tensor_leaf, out_spec, leaf_values=None):
     """Unpickles a CompiledModule (see CompiledModule.__reduce__)."""
     from . import _program_device, _program_weights
+    in_spec, out_spec = _spec_of(in_spec), _spec_of(out_spec)
     program = _kiln.CompiledProgram.deserialize(data)
     dev = torch.device(device) if device is not None else _program_device(program)
     return build_module(program, _program_weights(program, dev), in_spec, tensor_leaf, out_spec, leaf_values, dev)

@@ -106,4 +106,11 @@ void register_device_code(const std::map<std::string, std::string>& code);
 // The architectures compile_device_code can target (NVRTC's list; empty without CUDA).
 std::vector<int> cuda_supported_archs();
 
+// The libraries this kiln was built with and loads, with their versions ("oneDNN 2.6.3",
+// "CUDA runtime 13.0", "cuDNN 9.19.0"): `kiln --version` prints them, for bug reports and for
+// scripts that need to know which paths exist. A library the build lacks is not listed.
+std::vector<std::string> build_libraries();
+// The CUDA part of it (empty without CUDA).
+std::vector<std::string> cuda_libraries();
+
 }  // namespace kiln::engine

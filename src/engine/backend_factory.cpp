@@ -14,6 +14,7 @@ std::unique_ptr<Backend> make_cuda_backend(void*) { throw NetworkError("kiln was
 std::map<std::string, std::string> compile_device_code(const Network&, int) { return {}; }
 void register_device_code(const std::map<std::string, std::string>&) {}
 std::vector<int> cuda_supported_archs() { return {}; }
+std::vector<std::string> cuda_libraries() { return {}; }
 
 }  // namespace kiln::engine
 #endif

@@ -8,10 +8,12 @@
 #include <iostream>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "frontend/pt2.h"
 #include "ir/graph.h"
+#include "engine/backend.h"
 #include "program/program.h"
 
 namespace {
@@ -23,10 +25,23 @@ void print_error(const std::string& what) {
   std::cerr << "kiln: error: " << line << std::endl;
 }
 
+// `kiln --version`: the release, then what this build can run with (scripts and bug reports read
+// it: a build without oneDNN has no CPU convolution tactics, one without libtorch no fallback).
+std::string version_text() {
+  std::vector<std::string> libs = kiln::engine::build_libraries();
+#ifdef KILN_HAS_TORCH
+  libs.emplace_back("libtorch (fallback ops)");
+#endif
+  std::string text = "kiln 0.1.0\nbuilt with: ";
+  if (libs.empty()) text += "kiln's own kernels only";
+  for (size_t i = 0; i < libs.size(); ++i) text.append(i ? ", " : "").append(libs[i]);
+  return text;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"kiln: an ahead-of-time inference compiler for PyTorch programs (torch.export .pt2)", "kiln"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "kiln 0.1.0");
+  app.set_version_flag("--version", version_text());
   for (auto add : {add_inspect_command, add_compile_command, add_refit_command, add_run_command, add_bench_command,
                    add_converters_command})
     if (add) add(app);

@@ -333,6 +333,10 @@ void onednn_sgemm_here(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 }
 
 bool have_onednn() { return detail::env_flag("KILN_CPU_ONEDNN", true); }
+std::string onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return std::to_string(v->major) + '.' + std::to_string(v->minor) + '.' + std::to_string(v->patch);
+}
 uint64_t onednn_executions() { return executions.load(); }
 uint64_t onednn_parallel_loops() { return parallel_loops.load(); }
 
@@ -351,6 +355,7 @@ void onednn_sgemm_here(bool, bool, int64_t, int64_t, int64_t, float, const float
   throw NetworkError("kiln was built without oneDNN");
 }
 bool have_onednn() { return false; }
+std::string onednn_version() { return {}; }
 uint64_t onednn_executions() { return 0; }
 uint64_t onednn_parallel_loops() { return 0; }
 }  // namespace kiln::engine::cpu

@@ -61,6 +61,8 @@ void onednn_sgemm_here(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 // Whether this build has oneDNN and KILN_CPU_ONEDNN does not turn it off (the builder lays CPU
 // networks out channels last only then).
 bool have_onednn();
+// The oneDNN this build links ("2.6.3"), whatever KILN_CPU_ONEDNN says; empty without oneDNN.
+std::string onednn_version();
 // How many convolutions oneDNN has run in this process (tests: the path ran); of them, how many
 // with its Winograd kernels (the tactic timed faster, or KILN_CPU_CONV_TACTIC=winograd).
 uint64_t onednn_executions();

@@ -13,10 +13,29 @@
 // (timing_cache.h), as the CUDA backend chooses its convolution tactics.
 #include "engine/cpu/onednn.h"
 
-#ifdef KILN_HAS_DNNL
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+
+namespace kiln::engine::cpu {
+namespace {
+
+// KILN_CPU_CONV_TACTIC: auto (time the candidates), direct or winograd (where oneDNN has it).
+// Checked wherever a CPU convolution runs, also where oneDNN does not take it (or the build has
+// none) and the setting changes nothing: a misspelt value is an error, never silently ignored.
+enum class ConvTactic { kAuto, kDirect, kWinograd };
+ConvTactic conv_tactic() {
+  const char* v = std::getenv("KILN_CPU_CONV_TACTIC");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvTactic::kAuto;
+  if (std::strcmp(v, "direct") == 0) return ConvTactic::kDirect;
+  if (std::strcmp(v, "winograd") == 0) return ConvTactic::kWinograd;
+  throw SettingError(std::string("KILN_CPU_CONV_TACTIC must be auto, direct or winograd, not '") + v + "'");
+}
+
+}  // namespace
+}  // namespace kiln::engine::cpu
+
+#ifdef KILN_HAS_DNNL
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -232,16 +251,6 @@ struct ConvSignature {
 
 thread_local LayerSlots<ConvEntry, ConvSignature> t_conv_slots;
 
-// KILN_CPU_CONV_TACTIC: auto (time the candidates), direct or winograd (where oneDNN has it).
-enum class ConvTactic { kAuto, kDirect, kWinograd };
-ConvTactic conv_tactic() {
-  const char* v = std::getenv("KILN_CPU_CONV_TACTIC");
-  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvTactic::kAuto;
-  if (std::strcmp(v, "direct") == 0) return ConvTactic::kDirect;
-  if (std::strcmp(v, "winograd") == 0) return ConvTactic::kWinograd;
-  throw SettingError(std::string("KILN_CPU_CONV_TACTIC must be auto, direct or winograd, not '") + v + "'");
-}
-
 // What the CPU's tactic choices depend on: the processor, the threads they ran on and oneDNN.
 // kTactics changes when the meaning of a key or choice changes.
 std::string cpu_signature() {
@@ -254,10 +263,8 @@ std::string cpu_signature() {
     if (colon != std::string::npos) model = line.substr(line.find_first_not_of(' ', colon + 1));
     break;
   }
-  const dnnl_version_t* v = dnnl_version();
   std::ostringstream s;
-  s << "cpu " << model << " threads" << max_threads() << " onednn" << v->major << '.' << v->minor << '.' << v->patch
-    << " isa" << int(dnnl::get_effective_cpu_isa()) << " tactics" << kTactics;
+  s << "cpu " << model << " threads" << max_threads() << " onednn" << onednn_version() << " isa" << int(dnnl::get_effective_cpu_isa()) << " tactics" << kTactics;
   return s.str();
 }
 
@@ -357,7 +364,10 @@ bool onednn_convolution(const ConvolutionParams& p, LayerCall& call) {
   const TensorView& x = call.inputs.at(0);
   const TensorView& w = call.inputs.at(1);
   const TensorView& y = call.outputs.at(0);
-  if (!onednn_takes(p, call.inputs) || y.numel() == 0) return false;
+  if (!onednn_takes(p, call.inputs) || y.numel() == 0) {
+    conv_tactic();  // checked, though it changes nothing here
+    return false;
+  }
   const Tensor* weight_tensor = call.layer.inputs().at(1);
   const Weights* constant = detail::is_constant(weight_tensor) ? &detail::weights_of(weight_tensor) : nullptr;
   ConvSignature sig{x.dims, w.dims, y.dims, p.stride, p.padding, p.dilation, p.groups, int(x.dtype), int(y.dtype)};
@@ -415,7 +425,10 @@ void flush_timing_choices() {
 
 namespace kiln::engine::cpu {
 bool onednn_takes(const ConvolutionParams&, const std::vector<TensorView>&) { return false; }
-bool onednn_convolution(const ConvolutionParams&, LayerCall&) { return false; }
+bool onednn_convolution(const ConvolutionParams&, LayerCall&) {
+  conv_tactic();  // checked, though it changes nothing without oneDNN
+  return false;
+}
 uint64_t onednn_winograd_executions() { return 0; }
 bool onednn_winograd_available() { return false; }
 void flush_timing_choices() {}

@@ -349,6 +349,23 @@ class CudaBackend final : public Backend {
 }  // namespace
 }  // namespace cuda
 
+std::vector<std::string> cuda_libraries() {
+  auto dotted = [](int v, int major_unit) {  // 13000 -> "13.0"; cuDNN's 91900 -> "9.19.0" (cuBLASLt counts alike)
+    std::ostringstream s;
+    if (major_unit == 1000) s << v / 1000 << '.' << v % 1000 / 10;
+    else s << v / 10000 << '.' << v % 10000 / 100 << '.' << v % 100;
+    return s.str();
+  };
+  int runtime = 0;
+  cudaRuntimeGetVersion(&runtime);
+  std::vector<std::string> out{"CUDA runtime " + dotted(runtime, 1000),
+                               "cuBLASLt " + dotted(int(cublasLtGetVersion()), 10000)};
+#ifdef KILN_HAS_CUDNN
+  out.push_back("cuDNN " + dotted(int(cudnnGetVersion()), 10000));
+#endif
+  return out;
+}
+
 bool cuda_available() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {

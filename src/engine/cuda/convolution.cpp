@@ -368,6 +368,17 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   auto note_memory = [&](const char* stage) {
     if (memory_log) memory_stages << " " << stage << " " << (free_at_start - free_mib());
   };
+  // KILN_LOG=debug: what one candidate left taken, after its timing (" [+444 MiB]"), to find the
+  // engines that keep memory.
+  double free_before_candidate = 0;
+  auto candidate_starts = [&] {
+    if (memory_log) free_before_candidate = free_mib();
+  };
+  auto candidate_memory = [&]() -> std::string {
+    if (!memory_log) return {};
+    const double taken = free_before_candidate - free_mib();
+    return taken >= 1 ? " [+" + std::to_string(int(taken)) + " MiB]" : std::string();
+  };
   // A choice timed before, by this process or an earlier one (only automatic choices are kept).
   const std::string cache_key = "conv " + key.str();
   if (tactic == Tactic::kAuto) {
@@ -502,12 +513,14 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     for (const bool fused : {true, false}) {
       if (fused && !can_fuse) continue;
       if (!fused && can_fuse && tactic == Tactic::kCudnnGraphFused) continue;
+      candidate_starts();
       auto graph = dnn::ConvGraph::build(cc.handle, graph_spec(p, x, w, y, bias, residual, fused));
       if (!graph) {
         timings << (fused ? " graph+epilogue rejected" : " graph rejected");
         continue;
       }
       std::vector<dnn::ConvGraphPlan> plans = graph->plans(cc.handle, kPlansPerGraph);
+      if (std::string m = candidate_memory(); !m.empty()) timings << " (plans" << m << ")";
       int winner = -1;
       for (size_t i = 0; i < plans.size(); ++i) {
         const dnn::ConvGraphPlan& plan = plans[i];
@@ -517,6 +530,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
                          residual ? residual->data : nullptr, ws);
         };
         float t = 0;
+        candidate_starts();
         try {
           launch();
           if (!agrees(fused, plan.name().c_str())) continue;
@@ -525,7 +539,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
           continue;  // finalized but failed to run: not a candidate
         }
         if (!fused) t += epilogue_ms;
-        timings << (fused ? " graph+epilogue " : " graph ") << plan.name() << " " << t;
+        timings << (fused ? " graph+epilogue " : " graph ") << plan.name() << " " << t << candidate_memory();
         if (t < best_ms) {
           best_ms = t, winner = int(i);
           best_name = std::string(fused ? "graph+epilogue " : "graph ") + plan.name();
