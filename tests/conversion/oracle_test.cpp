@@ -246,6 +246,12 @@ void mask_op_cases(std::vector<OracleCase>& cs) {
                 2, 1e-5, {{0, 2}, {0, 2}, {0, 7}}});
   cs.push_back({"aten.index.Tensor", {{F, {6, 5}}, {I64, {4}}}, index({-1, 0}), {}, -3, 3, 1e-5,
                 {{-3, 3}, {-5, 5}}});
+  // A boolean mask index (boxes[keep]): its count of trues sizes the result (data-dependent),
+  // covering one or two dims, after a None (x[:, mask]), of floats and integers.
+  cs.push_back({"aten.index.Tensor", {{F, {6, 4}}, {B, {6}}}, index({0}), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
+  cs.push_back({"aten.index.Tensor", {{F, {3, 4, 2}}, {B, {3, 4}}}, index({0}), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
+  cs.push_back({"aten.index.Tensor", {{F, {2, 5, 3}}, {B, {5}}}, index({-1, 0}), {}, -3, 3, 1e-5, {{-3, 3}, {0, 2}}});
+  cs.push_back({"aten.index.Tensor", {{I64, {7}}, {B, {7}}}, index({0}), {}, -3, 3, 1e-5, {{-9, 9}, {0, 2}}});
   // _unsafe_index (PyTorch >= 2.1; upsampling decompositions) is index without the checks: the
   // 1.13 oracle computes it as index.
   cs.push_back({"aten._unsafe_index.Tensor", {{F, {1, 2, 4, 4}}, {I64, {8, 1}}, {I64, {8}}},

@@ -180,7 +180,15 @@ void register_tensor() {
     Tensor* x = a.tensor("self");
     const int64_t d = impl::normalize_axis(a.i("dim"), x->rank());
     auto n = x->shape()[d].constant();
-    if (!n) throw ConversionError("unbind of a symbolic dim");
+    if (!n) {
+      // Shapes traced as numbers (PyTorch 1.13) that kiln knows to be data-dependent: the graph
+      // reads as many pieces as the traced input gave, so it is a loop over the tensor unrolled.
+      const size_t pieces = ctx.current_node ? ctx.current_node->meta.tuple.size() : 0;
+      throw ConversionError("unbind along a size that depends on the data (" + x->shape()[d].str() +
+                            "), where the trace read " + std::to_string(pieces) +
+                            " pieces: a Python loop over such a tensor (for c in torch.unique(...)) was unrolled "
+                            "for the traced input and would be wrong for others; compile the parts around it");
+    }
     std::vector<Tensor*> out;
     for (int64_t i = 0; i < *n; ++i)
       out.push_back(se::select(ctx, target, kAten, name + "/" + std::to_string(i), x, d, i));
@@ -205,7 +213,7 @@ void register_tensor() {
   // ---- indexing ----
   // Advanced indexing with integer index tensors, one or several (broadcast together), with
   // Nones for whole dims: transformers' mask functions index attention_mask[batch_idx, kv_idx]
-  // with [B,1,1,1] and [1,1,1,KV] index tensors. Boolean masks have data-dependent shapes: PyTorch.
+  // with [B,1,1,1] and [1,1,1,KV] index tensors. A boolean mask index is the next converter's.
   const Reg integer_indices = {[](const ir::Node& n, const CompilationSettings&) {
         ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
         if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;
@@ -228,6 +236,48 @@ void register_tensor() {
   add({"aten.index.Tensor", "aten._unsafe_index.Tensor"}, KILN_CONVERTER {
     return se::index(ctx, target, kAten, name, args.at(0).tensor(), index_list(args.at(1)));
   }, integer_indices);
+  // self[mask] (detectors' boxes[keep], scores[scores > t]): one boolean index covering k dims of
+  // self, after leading Nones (self[:, mask]). Those k dims collapse into one of the data-dependent
+  // count of trues: the flat mask's nonzero positions select rows of self with the k dims flattened
+  // (the output allocator sizes it), so later ops see a symbolic count, never the traced one.
+  add({"aten.index.Tensor"}, KILN_CONVERTER {
+    Tensor* self = args.at(0).tensor();
+    const std::vector<Tensor*> indices = index_list(args.at(1));
+    size_t at = 0;
+    while (!indices[at]) ++at;
+    Tensor* mask = indices[at];
+    const std::vector<DimExpr> shape = self->shape();
+    const size_t k = mask->rank(), end = at + k;
+    std::vector<DimExpr> flat(shape.begin(), shape.begin() + std::ptrdiff_t(at));
+    DimExpr covered(int64_t{1});
+    for (size_t d = at; d < end; ++d) covered = covered * shape[d];
+    flat.push_back(covered);
+    flat.insert(flat.end(), shape.begin() + std::ptrdiff_t(end), shape.end());
+    Tensor* flat_self = sh::reshape(ctx, target, kAten, name + "/self_flat", self, flat);
+    Tensor* flat_mask = sh::reshape(ctx, target, kAten, name + "/mask_flat", mask, {covered});
+    Tensor* rows = ctx.net.add_nonzero(ctx.layer_name(name + "/where"), flat_mask)->output(0);  // [n, 1]
+    Tensor* index = sh::reshape(ctx, target, kAten, name + "/index", rows, {rows->shape()[0]});
+    return se::index_select(ctx, target, kAten, name, flat_self, int64_t(at), index);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
+        if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;
+        const ir::TensorMeta& x = self.node()->meta.tensor;
+        size_t at = 0, masks = 0, mask_rank = 0;
+        for (size_t i = 0; i < l.list().size(); ++i) {
+          const ir::Argument& e = l.list()[i];
+          if (e.is_none()) continue;
+          if (!e.is_node() || !e.node()->meta.is_tensor() || e.node()->meta.tensor.dtype != ir::ScalarType::Bool)
+            return false;
+          at = i, mask_rank = e.node()->meta.tensor.rank(), ++masks;
+        }
+        // PyTorch requires the mask's dims to be self's dims at that place (no broadcasting).
+        if (masks != 1 || mask_rank == 0 || at + mask_rank > x.rank()) return false;
+        const ir::TensorMeta& m = l.list()[at].node()->meta.tensor;
+        for (size_t d = 0; d < mask_rank; ++d)
+          if (m.sizes[d].is_constant() && x.sizes[at + d].is_constant() && m.sizes[d].value != x.sizes[at + d].value)
+            return false;
+        return true;
+      }, "one boolean mask index", true, /*output_allocator=*/true});
   // self[indices] = values (or += with accumulate): the flat positions the same indexing selects
   // from an iota shaped like self, then one scatter into the flattened self. Repeated positions
   // take the sum with accumulate, else one of the values (PyTorch leaves which one unspecified).
