@@ -109,6 +109,11 @@ const std::map<std::string, Alias>& aliases() {
       {"aten.concat.default", {"aten.cat.default", {}}},
       {"aten.concatenate.default", {"aten.cat.default", {}}},
       {"aten.special_expit.default", {"aten.sigmoid.default", {}}},
+      // "unsafe" only for autograd (no version-counter checks on the pieces): the same split for
+      // inference. PyTorch 1.13 decomposes nn.LSTM / nn.GRU gates into it.
+      {"aten.unsafe_split.Tensor", {"aten.split.Tensor", {}}},
+      {"aten.unsafe_split_with_sizes.default", {"aten.split_with_sizes.default", {}}},
+      {"aten.unsafe_chunk.default", {"aten.chunk.default", {}}},
   };
   return table;
 }

@@ -511,6 +511,9 @@ std::vector<OracleCase> cases() {
     cs.push_back({op, {{I64, {6}}, {F, {6}}}, two(), {}, lo, 9});
     cs.push_back({op, {{I32, {2, 2}}, {I64, {2, 2}}}, two(), {}, lo, 9});
   }
+  // Arithmetic on two bools stays bool in PyTorch: mul is and, add is or, maximum/minimum or/and.
+  for (const char* op : {"aten.add.Tensor", "aten.mul.Tensor", "aten.maximum.default", "aten.minimum.default"})
+    cs.push_back({op, {{B, {2, 3}}, {B, {3}}}, two(), {}, 0, 2});
   for (const char* op : {"aten.add.Scalar", "aten.mul.Scalar", "aten.div.Scalar", "aten.sub.Scalar", "aten.pow.Tensor_Scalar"}) {
     cs.push_back({op, {{F, {3, 4}}}, one({2.5}), {}, 0.5, 3});
     cs.push_back({op, {{I64, {3, 4}}}, one({3}), {}, 1, 5});

@@ -243,3 +243,40 @@ def test_transformer_encoder_converts_whole(norm_first, activation):
         got, want = compiled(x), m(x)
     got = got[0] if isinstance(got, (tuple, list)) else got
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()
+
+
+class _Recurrent(torch.nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        rnn = {"lstm": torch.nn.LSTM(8, 16, num_layers=2, batch_first=True),
+               "gru": torch.nn.GRU(8, 16, batch_first=True, bidirectional=True)}[kind]
+        self.rnn, self.head = rnn, torch.nn.Linear(rnn.hidden_size * (2 if rnn.bidirectional else 1), 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_layers_convert_whole(kind):
+    """nn.LSTM and nn.GRU (their gates split with unsafe_split, which kiln reads as split) leave
+    nothing to PyTorch and agree with eager on another sequence of the traced length."""
+    torch.manual_seed(0)
+    m = _Recurrent(kind).eval()
+    compiled = kiln.compile(m, arg_inputs=(torch.randn(2, 5, 8),), min_block_size=1)
+    assert compiled.program.fallback_ops() == [] and len(compiled.program.segments) == 1
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_arithmetic_on_bools_converts():
+    """x * y and x + y of two bool tensors (what isfinite's decomposition multiplies) are and / or."""
+    class Finite(torch.nn.Module):
+        def forward(self, a, b):
+            both, either = (a > 0) * (b > 0), (a > 0) + (b > 0)
+            return both.float() + 2 * either.float() + torch.isfinite(a / b).float()
+
+    a, b = torch.randn(6), torch.tensor([1.0, 0.0, -2.0, 0.0, 3.0, 1.0])
+    compiled = kiln.compile(Finite(), arg_inputs=(a, b), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    torch.testing.assert_close(compiled(a, b), Finite()(a, b))

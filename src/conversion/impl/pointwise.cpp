@@ -148,6 +148,10 @@ Tensor* binary(ConversionContext& ctx, const Target&, SourceIR, const std::strin
   if (op == BinaryOp::kDiv && !engine::is_floating(dt)) dt = DataType::kFloat32;  // true division
   if (is_logical(op)) dt = DataType::kBool;
   if (op == BinaryOp::kPow && dt == DataType::kBool) dt = DataType::kInt64;
+  if (dt == DataType::kBool) {  // PyTorch's arithmetic on two bools stays bool: x*y is and, x+y or
+    if (op == BinaryOp::kMul || op == BinaryOp::kMin) op = BinaryOp::kAnd;
+    else if (op == BinaryOp::kAdd || op == BinaryOp::kMax) op = BinaryOp::kOr;
+  }
   const size_t rank = std::max(lhs.is_tensor() ? lhs.tensor()->rank() : 0, rhs.is_tensor() ? rhs.tensor()->rank() : 0);
   Tensor* a = get_tensor(ctx, lhs, dt, rank, name + "/lhs");
   Tensor* b = get_tensor(ctx, rhs, dt, rank, name + "/rhs");
