@@ -462,6 +462,15 @@ void breadth_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.copy.default", {{F, {2, 3}}, {F, {3}}}, two()});
   cs.push_back({"aten.dropout.default", {{F, {3, 4}}}, one({0.5, false})});
   cs.push_back({"aten.elu.default", {{F, {9}}}, one({0.7})});
+  // SELU's and CELU's elus (a scale; an input scale), CELU itself, and PReLU: one slope per
+  // channel, one for all, a 1-d input.
+  cs.push_back({"aten.elu.default", {{F, {3, 5}}}, one({1.6733, 1.0507, 1.0})});
+  cs.push_back({"aten.elu.default", {{F, {3, 5}}}, one({0.5, 1.0, 2.0})});
+  cs.push_back({"aten.celu.default", {{F, {3, 5}}}, one({0.7})});
+  cs.push_back({"aten.prelu.default", {{F, {2, 3, 4, 4}}, {F, {3}}}, two()});
+  cs.push_back({"aten.prelu.default", {{F, {2, 3, 4}}, {F, {1}}}, two()});
+  cs.push_back({"aten.prelu.default", {{F, {6}}, {F, {1}}}, two()});
+  cs.push_back({"aten.prelu.default", {{F, {5, 6}}, {F, {6}}}, two()});
   cs.push_back({"aten.hardtanh.default", {{F, {9}}}, one({-0.5, 2.0})});
   cs.push_back({"aten.erf.default", {{F, {9}}}, one()});
   cs.push_back({"aten.floor.default", {{F, {9}}}, one()});

@@ -280,3 +280,16 @@ def test_arithmetic_on_bools_converts():
     compiled = kiln.compile(Finite(), arg_inputs=(a, b), min_block_size=1)
     assert compiled.program.fallback_ops() == []
     torch.testing.assert_close(compiled(a, b), Finite()(a, b))
+
+
+@pytest.mark.parametrize("make", [lambda: torch.nn.PReLU(4), lambda: torch.nn.PReLU(), lambda: torch.nn.SELU(),
+                                  lambda: torch.nn.CELU(0.7), lambda: torch.nn.ELU(0.5), lambda: torch.nn.LogSigmoid()],
+                         ids=["prelu_channels", "prelu_one", "selu", "celu", "elu", "logsigmoid"])
+def test_parametric_activations_convert(make):
+    """PReLU, SELU, CELU, ELU and LogSigmoid leave nothing to PyTorch, large inputs included."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), make()).eval()
+    x = torch.randn(2, 3, 5, 5) * 30
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x), atol=1e-4, rtol=1e-5)

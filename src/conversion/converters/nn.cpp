@@ -86,6 +86,41 @@ Tensor* multi_head_attention(ConversionContext& ctx, const std::string& target, 
 
 void register_nn() {
   namespace mm = impl::matmul;
+  // ---- parametric activations ----
+  // prelu: max(x, 0) + w * min(x, 0), w one slope per channel (dim 1) or one for all, broadcast
+  // along the other dims. _prelu_kernel (PyTorch >= 2.0's decomposition of prelu) has its weight
+  // shaped to broadcast already.
+  add({"aten.prelu.default", "aten._prelu_kernel.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    Tensor* w = a.tensor("weight");
+    if (target == "aten.prelu.default" && w->rank() == 1 && x->rank() >= 2) {  // [C] -> [1, C, 1, ...]
+      std::vector<DimExpr> shape(x->rank(), DimExpr(int64_t{1}));
+      shape[1] = w->shape()[0];
+      w = impl::shuffle::reshape(ctx, target, kAten, name + "/slopes", w, shape);
+    }
+    Tensor* neg = impl::activation::clamp(ctx, target, kAten, name + "/neg", x, Value(), 0.0);
+    Tensor* pos = impl::activation::clamp(ctx, target, kAten, name + "/pos", x, 0.0, Value());
+    return impl::elementwise::add(ctx, target, kAten, name, pos,
+                                  impl::elementwise::mul(ctx, target, kAten, name + "/scaled", neg, w));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument x = node_arg(n, "self"), w = node_arg(n, "weight");
+        if (!x.is_node() || !w.is_node() || !x.node()->meta.is_tensor() || !w.node()->meta.is_tensor()) return false;
+        const ir::TensorMeta &xm = x.node()->meta.tensor, &wm = w.node()->meta.tensor;
+        if (n.target == "aten._prelu_kernel.default") return wm.rank() <= xm.rank();  // broadcasts as given
+        if (wm.rank() == 0 || (wm.rank() == 1 && wm.sizes[0].is_constant() && wm.sizes[0].value == 1)) return true;
+        // One per channel (PyTorch gives a 1-d input one channel: only one slope there).
+        return wm.rank() == 1 && xm.rank() >= 2 && wm.sizes[0].is_constant() && xm.sizes[1].is_constant() &&
+               wm.sizes[0].value == xm.sizes[1].value;
+      }, "one slope, or one per channel"});
+  // log_sigmoid_forward (F.logsigmoid): log(sigmoid(x)) = -softplus(-x), stable for large |x|;
+  // its second result is a buffer for the backward pass.
+  add({"aten.log_sigmoid_forward.default"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    Tensor* minus = impl::elementwise::mul(ctx, target, kAten, name + "/minus", x, -1.0);
+    Tensor* sp = impl::activation::softplus(ctx, target, kAten, name + "/softplus", minus, 1.0, 20.0);
+    return tuple_first(impl::elementwise::mul(ctx, target, kAten, name, sp, -1.0), 2);
+  }, {output0_only(), "buffer unused"});
   // ---- matmul ----
   add({"aten.mm.default", "aten.bmm.default", "aten.matmul.default"}, KILN_CONVERTER {
     return mm::matrix_multiply(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).tensor());

@@ -145,12 +145,29 @@ void register_pointwise() {
     Args a(target, args, kwargs);
     return act::leaky_relu(ctx, target, kAten, name, a.tensor("self"), a.d("negative_slope"));
   });
-  add({"aten.elu.default"}, KILN_CONVERTER {
+  // elu(x) = scale * (x > 0 ? x : alpha * (exp(input_scale * x) - 1)): SELU (a scale) and CELU
+  // (an input scale of 1/alpha) are elus too. The plain one is the engine's activation.
+  add({"aten.elu.default", "aten.celu.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
-    return act::elu(ctx, target, kAten, name, a.tensor("self"), a.d("alpha"));
+    Tensor* x = a.tensor("self");
+    const double alpha = a.d("alpha");
+    const bool celu = target == "aten.celu.default";
+    const double scale = celu ? 1.0 : a.d("scale"), input_scale = celu ? 1.0 / alpha : a.d("input_scale");
+    Tensor* y;
+    if (input_scale == 1.0) {
+      y = act::elu(ctx, target, kAten, scale == 1.0 ? name : name + "/elu", x, alpha);
+    } else {  // max(x, 0) + alpha * (exp(input_scale * min(x, 0)) - 1): each side zero where the other acts
+      Tensor* neg = act::clamp(ctx, target, kAten, name + "/neg", x, Value(), 0.0);
+      Tensor* e = impl::unary::unary(ctx, target, kAten, name + "/expm1", UnaryOp::kExpm1,
+                                     ew::mul(ctx, target, kAten, name + "/scaled", neg, input_scale));
+      y = ew::add(ctx, target, kAten, scale == 1.0 ? name : name + "/sum",
+                  act::clamp(ctx, target, kAten, name + "/pos", x, 0.0, Value()),
+                  ew::mul(ctx, target, kAten, name + "/alpha", e, alpha));
+    }
+    return scale == 1.0 ? y : ew::mul(ctx, target, kAten, name, y, scale);
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        return scalar_is(n, "scale", 1.0) && scalar_is(n, "input_scale", 1.0);
-      }, "scale == input_scale == 1"});
+        return n.target == "aten.elu.default" || !scalar_is(n, "alpha", 0.0);
+      }, "alpha != 0 (celu)"});
   add({"aten.softplus.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return act::softplus(ctx, target, kAten, name, a.tensor("self"), a.d("beta"), a.d("threshold"));
