@@ -595,6 +595,12 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.triu.default", {{F, {2, 4, 5}}}, one({1})});
   cs.push_back({"aten.tril.default", {{I64, {5, 3}}}, one({-1})});
   cs.push_back({"aten.pixel_shuffle.default", {{F, {1, 8, 2, 3}}}, one({2})});
+  cs.push_back({"aten.pixel_unshuffle.default", {{F, {2, 3, 4, 6}}}, one({2})});
+  cs.push_back({"aten.channel_shuffle.default", {{F, {2, 6, 3, 2}}}, one({3})});
+  cs.push_back({"aten.channel_shuffle.default", {{I64, {1, 8, 5}}}, one({2})});
+  cs.push_back({"aten.atan2.default", {{F, {4, 5}}, {F, {5}}}, two()});
+  cs.push_back({"aten.hypot.default", {{F, {3, 4}}, {F, {3, 4}}}, two()});
+  cs.push_back({"aten.nan_to_num.default", {{F, {3, 4}}}, one({1.0, 5.0, -5.0})});
   cs.push_back({"aten.addcmul.default", {{F, {4}}, {F, {4}}, {F, {4}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; }, {{"value", 0.5}}});
   cs.push_back({"aten.lerp.Scalar", {{F, {4}}, {F, {4}}}, two({0.3})});

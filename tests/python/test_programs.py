@@ -293,3 +293,19 @@ def test_parametric_activations_convert(make):
     assert compiled.program.fallback_ops() == []
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), m(x), atol=1e-4, rtol=1e-5)
+
+
+def test_atan2_and_nan_to_num_on_special_values():
+    """atan2 in every quadrant, on both axes, at signed zeros and infinities; nan_to_num of NaN and
+    both infinities, with the defaults and with values given."""
+    class Special(torch.nn.Module):
+        def forward(self, y, x):
+            r = x / y  # NaN, +-inf among the ratios
+            return torch.atan2(y, x), torch.nan_to_num(r), torch.nan_to_num(r, nan=2.0, posinf=9.0, neginf=-9.0)
+
+    y = torch.tensor([0., 0., 1., -1., 2., -2., 0., -0., 3., -3., -0., 0., -0., 1., -1.])
+    x = torch.tensor([0., -1., 0., 0., 1., 1., 2., -2., -4., -4., 0., -0., -0., float("-inf"), float("-inf")])
+    compiled = kiln.compile(Special(), arg_inputs=(y, x), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for got, want in zip(compiled(y, x), Special()(y, x)):
+        assert torch.equal(got, want) and torch.equal(torch.signbit(got), torch.signbit(want)), (got, want)

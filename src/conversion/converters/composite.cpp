@@ -1,5 +1,7 @@
 // Ops PyTorch keeps whole in export graphs that the engine builds from simpler layers: repeat,
 // flip, triu/tril, pixel_shuffle, addcmul/addcdiv, lerp, logsumexp, glu, diff.
+#include <limits>
+
 #include "conversion/converters/common.h"
 
 namespace kiln::conversion::converters {
@@ -108,6 +110,93 @@ void register_composite() {
         ir::Argument self = node_arg(n, "self");
         return self.is_node() && self.node()->meta.is_tensor() && self.node()->meta.tensor.rank() == 4;
       }, "4-d input"});
+  add({"aten.pixel_unshuffle.default"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    const int64_t r = args.at(1).to_int();
+    const auto& s = x->shape();  // [N, C, H*r, W*r] -> [N, C, H, r, W, r] -> [N, C, r, r, H, W]
+    const DimExpr h = floor_div(s[2], DimExpr(r)), w = floor_div(s[3], DimExpr(r));
+    Tensor* y = sh::reshape(ctx, target, kAten, name + "/split", x, {s[0], s[1], h, DimExpr(r), w, DimExpr(r)});
+    y = sh::permute(ctx, target, kAten, name + "/permute", y, {0, 1, 3, 5, 2, 4});
+    return sh::reshape(ctx, target, kAten, name, y, {s[0], s[1] * DimExpr(r * r), h, w});
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self");
+        return self.is_node() && self.node()->meta.is_tensor() && self.node()->meta.tensor.rank() == 4;
+      }, "4-d input"});
+  // ShuffleNet's channel shuffle: [N, g*k, ...] -> [N, g, k, ...] -> [N, k, g, ...] -> [N, k*g, ...].
+  add({"aten.channel_shuffle.default"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    const int64_t g = args.at(1).to_int();
+    std::vector<DimExpr> s = x->shape();
+    std::vector<DimExpr> split{s[0], DimExpr(g), floor_div(s[1], DimExpr(g))};
+    split.insert(split.end(), s.begin() + 2, s.end());
+    std::vector<int64_t> order{0, 2, 1};
+    for (size_t d = 3; d < split.size(); ++d) order.push_back(int64_t(d));
+    Tensor* y = sh::reshape(ctx, target, kAten, name + "/split", x, split);
+    y = sh::permute(ctx, target, kAten, name + "/permute", y, order);
+    return sh::reshape(ctx, target, kAten, name, y, s);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self"), g = node_arg(n, "groups");
+        return self.is_node() && self.node()->meta.is_tensor() && self.node()->meta.tensor.rank() >= 2 &&
+               g.is<int64_t>() && g.as<int64_t>() > 0;
+      }, "groups > 0"});
+  // nan_to_num: NaN to `nan` (0), +inf / -inf to `posinf` / `neginf` (the dtype's largest and lowest).
+  add({"aten.nan_to_num.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const bool half = x->dtype() == DataType::kFloat16, bf16 = x->dtype() == DataType::kBFloat16;
+    const double big = half ? 65504.0 : bf16 ? 3.3895313892515355e38 : double(std::numeric_limits<float>::max());
+    const double nan = a.none("nan") ? 0.0 : a.d("nan"), posinf = a.none("posinf") ? big : a.d("posinf"),
+                 neginf = a.none("neginf") ? -big : a.d("neginf");
+    Tensor* inf = impl::unary::unary(ctx, target, kAten, name + "/isinf", UnaryOp::kIsInf, x);
+    Tensor* positive = ew::gt(ctx, target, kAten, name + "/positive", x, 0.0);
+    Tensor* sign = impl::cast::to_dtype(ctx, target, kAten, name + "/sign_cast",
+                                        impl::select::where(ctx, target, kAten, name + "/sign", positive, posinf, neginf),
+                                        x->dtype());
+    Tensor* y = impl::select::where(ctx, target, kAten, name + "/inf", inf, Value(sign), x);
+    Tensor* isnan = impl::unary::unary(ctx, target, kAten, name + "/isnan", UnaryOp::kIsNan, x);
+    return impl::select::where(ctx, target, kAten, name, isnan, nan, y);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        ir::Argument self = node_arg(n, "self");
+        return self.is_node() && self.node()->meta.is_tensor() && ir::is_floating(self.node()->meta.tensor.dtype);
+      }, "floating input"});
+  add({"aten.hypot.default"}, KILN_CONVERTER {  // sqrt(a^2 + b^2)
+    Tensor* sq = ew::add(ctx, target, kAten, name + "/sum", ew::mul(ctx, target, kAten, name + "/a2", args.at(0), args.at(0)),
+                         ew::mul(ctx, target, kAten, name + "/b2", args.at(1), args.at(1)));
+    return impl::unary::unary(ctx, target, kAten, name, UnaryOp::kSqrt, sq);
+  });
+  // atan2(y, x): atan(y / x), moved by +-pi left of the y axis (x < 0, or -0), +-pi/2 on it, and
+  // at the origin +-0 or +-pi as the signs of the zeros say (IEEE's atan2, as PyTorch computes it;
+  // both infinite gives NaN here where IEEE gives multiples of pi/4).
+  add({"aten.atan2.default"}, KILN_CONVERTER {
+    const Value &y = args.at(0), &x = args.at(1);
+    constexpr double kPi = 3.14159265358979323846;
+    Tensor* base = impl::unary::unary(ctx, target, kAten, name + "/atan", UnaryOp::kAtan,
+                                      ew::div(ctx, target, kAten, name + "/ratio", y, x));
+    auto like_base = [&](Tensor* t, const char* what) {  // scalar wheres are f32; keep fp16 / bf16
+      return impl::cast::to_dtype(ctx, target, kAten, name + what, t, base->dtype());
+    };
+    auto negative = [&](const Value& v, const std::string& what) {  // v < 0, or v is -0 (1/v is -inf)
+      return ew::logical_or(ctx, target, kAten, name + what, ew::lt(ctx, target, kAten, name + what + "_lt", v, 0.0),
+                            ew::lt(ctx, target, kAten, name + what + "_inv_lt",
+                                   ew::div(ctx, target, kAten, name + what + "_inv", 1.0, v), 0.0));
+    };
+    Tensor* shift = like_base(impl::select::where(ctx, target, kAten, name + "/shift", negative(y, "/y_sign"), -kPi, kPi),
+                              "/shift_cast");
+    Tensor* left = negative(x, "/x_sign");
+    Tensor* turned = impl::select::where(ctx, target, kAten, name + "/turned", left,
+                                         Value(ew::add(ctx, target, kAten, name + "/shifted", base, shift)), base);
+    Tensor* vertical = like_base(impl::select::where(ctx, target, kAten, name + "/vertical",
+                                                     ew::lt(ctx, target, kAten, name + "/y_neg", y, 0.0), -kPi / 2,
+                                                     kPi / 2),
+                                 "/vertical_cast");
+    Tensor* origin = like_base(impl::select::where(ctx, target, kAten, name + "/origin", left, Value(shift), y),
+                               "/origin_cast");
+    Tensor* on_axis = impl::select::where(ctx, target, kAten, name + "/on_axis",
+                                          ew::eq(ctx, target, kAten, name + "/y_zero", y, 0.0), Value(origin),
+                                          Value(vertical));
+    return impl::select::where(ctx, target, kAten, name, ew::eq(ctx, target, kAten, name + "/x_zero", x, 0.0),
+                               Value(on_axis), Value(turned));
+  });
   auto addc = [](bool divide) {
     return [divide](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
                     const Kwargs& kwargs, const std::string& name) -> Value {
