@@ -370,6 +370,13 @@ void breadth_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.native_batch_norm.default", {{F, {2, 3, 4, 4}}, {F, {3}}, {F, {3}}, {F, {3}}, {F, {3}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2], n[3], n[4], false, 0.1, 1e-5}; }, {},
                 -3, 3, 1e-4, {{-3, 3}, {0.5, 2}, {-1, 1}, {-1, 1}, {0.5, 2}}});
+  // Batch statistics, nothing to update (InstanceNorm on 1.13; BatchNorm without running stats).
+  cs.push_back({"aten.native_batch_norm.default", {{F, {1, 6, 4, 5}}, {F, {6}}, {F, {6}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2], Arg(), Arg(), true, 0.1, 1e-5}; }, {},
+                -3, 3, 1e-4, {{-3, 3}, {0.5, 2}, {-1, 1}}});
+  cs.push_back({"aten.batch_norm.default", {{F, {3, 4, 7}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], Arg(), Arg(), Arg(), Arg(), true, 0.1, 1e-5, false}; },
+                {}, -3, 3, 1e-4});
   cs.push_back({"aten.native_group_norm.default", {{F, {2, 6, 3, 3}}, {F, {6}}, {F, {6}}},
                 three({2, 6, 9, 3, 1e-5}), {}, -3, 3, 1e-4});
   // Shapes, views, factories, scatters.

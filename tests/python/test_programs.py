@@ -309,3 +309,21 @@ def test_atan2_and_nan_to_num_on_special_values():
     assert compiled.program.fallback_ops() == []
     for got, want in zip(compiled(y, x), Special()(y, x)):
         assert torch.equal(got, want) and torch.equal(torch.signbit(got), torch.signbit(want)), (got, want)
+
+
+@pytest.mark.parametrize("make", [lambda: torch.nn.InstanceNorm2d(4, affine=True), lambda: torch.nn.InstanceNorm2d(4),
+                                  lambda: torch.nn.BatchNorm2d(4, track_running_stats=False)],
+                         ids=["instance_affine", "instance", "batch_stats"])
+def test_norms_over_the_batch_statistics_convert(make):
+    """InstanceNorm and a BatchNorm without running statistics normalize with the input's own
+    statistics in eval mode: converted, nothing left to PyTorch."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), make()).eval()
+    if m[1].affine:
+        with torch.no_grad():
+            m[1].weight.uniform_(0.5, 2)
+            m[1].bias.uniform_(-1, 1)
+    compiled = kiln.compile(m, arg_inputs=(torch.randn(2, 3, 9, 9),), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    x = torch.randn(2, 3, 9, 9) * 5
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=1e-5)

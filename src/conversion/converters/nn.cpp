@@ -280,6 +280,46 @@ void register_nn() {
   }, {[](const ir::Node& n, const CompilationSettings&) {
         return only_output0_used(n) && is_false(n, "training") && !is_none(n, "running_mean");
       }, "inference, output 0 only"});
+  // Batch norm over the batch's own statistics, with no running statistics to update: what
+  // InstanceNorm (PyTorch 1.13 runs it as this on [1, N*C, ...]) and a BatchNorm built with
+  // track_running_stats=False compute in eval mode. Mean and biased variance over every dim but 1.
+  auto batch_statistics_norm = [](ConversionContext& ctx, const std::string& target, const std::string& name,
+                                  Tensor* x, Tensor* weight, Tensor* bias, double eps) {
+    namespace ew = impl::elementwise;
+    std::vector<int64_t> dims;
+    for (int64_t d = 0; d < int64_t(x->rank()); ++d)
+      if (d != 1) dims.push_back(d);
+    Tensor* mean = impl::reduce::reduce(ctx, target, kAten, name + "/mean", engine::ReduceOp::kMean, x, dims, true);
+    Tensor* var = impl::reduce::reduce(ctx, target, kAten, name + "/var", engine::ReduceOp::kVar, x, dims, true, 0.0);
+    Tensor* scale = impl::unary::unary(ctx, target, kAten, name + "/rstd", engine::UnaryOp::kRsqrt,
+                                       ew::add(ctx, target, kAten, name + "/var_eps", var, eps));
+    const bool affine = weight || bias;
+    Tensor* y = ew::mul(ctx, target, kAten, affine ? name + "/normalized" : name,
+                        ew::sub(ctx, target, kAten, name + "/centered", x, mean), scale);
+    std::vector<DimExpr> per_channel(x->rank(), DimExpr(int64_t{1}));
+    per_channel[1] = x->shape()[1];
+    if (weight)
+      y = ew::mul(ctx, target, kAten, bias ? name + "/scaled" : name, y,
+                  impl::shuffle::reshape(ctx, target, kAten, name + "/weight", weight, per_channel));
+    if (bias) y = ew::add(ctx, target, kAten, name, y, impl::shuffle::reshape(ctx, target, kAten, name + "/bias", bias, per_channel));
+    return y;
+  };
+  add({"aten.native_batch_norm.default", "aten.batch_norm.default", "aten._native_batch_norm_legit.no_stats"},
+      [batch_statistics_norm](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                              const Kwargs& kwargs, const std::string& name) -> Value {
+        Args a(target, args, kwargs);
+        Tensor* y = batch_statistics_norm(ctx, target, name, a.tensor("input"), a.opt_tensor("weight"),
+                                          a.opt_tensor("bias"), a.d("eps"));
+        return target == "aten.batch_norm.default" ? Value(y) : tuple_first(y, 3);
+      },
+      {[](const ir::Node& n, const CompilationSettings&) {
+         const ir::Argument x = node_arg(n, "input");
+         if (!x.is_node() || !x.node()->meta.is_tensor() || x.node()->meta.tensor.rank() < 2) return false;
+         if (n.target != "aten.batch_norm.default" && !only_output0_used(n)) return false;
+         if (n.target == "aten._native_batch_norm_legit.no_stats") return true;
+         // Training mode with no running statistics (nothing to update).
+         return !is_false(n, "training") && is_none(n, "running_mean") && is_none(n, "running_var");
+       }, "batch statistics, no running statistics to update"});
   add({"aten.group_norm.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return norm::group_norm(ctx, target, kAten, name, a.tensor("input"), a.i("num_groups"), a.opt_tensor("weight"),
