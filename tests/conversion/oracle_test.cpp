@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -440,6 +441,9 @@ void breadth_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.linalg_vector_norm.default", {{F, {3, 5}}}, one({2, L{1}, true})});
   cs.push_back({"aten.norm.ScalarOpt_dim", {{F, {3, 5, 4}}}, one({2, L{1, 2}, false})});
   cs.push_back({"aten.norm.ScalarOpt_dim", {{F, {3, 5}}}, one({Arg(), L{-1}, true})});  // p None: 2
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double p : {1.0, 3.0, 0.0, inf, -inf})
+    cs.push_back({"aten.norm.ScalarOpt_dim", {{F, {3, 5, 4}}}, one({p, L{1}, false})});
   cs.push_back({"aten.batch_norm.default", {{F, {2, 3, 4}}, {F, {3}}, {F, {3}}, {F, {3}}, {F, {3}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2], n[3], n[4], false, 0.1, 1e-5, false}; },
                 {}, -3, 3, 1e-4, {{-3, 3}, {0.5, 2}, {-1, 1}, {-1, 1}, {0.5, 2}}});

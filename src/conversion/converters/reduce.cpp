@@ -1,4 +1,7 @@
 // Reductions, arg-reductions, cumsum, topk, nonzero.
+#include <cmath>
+#include <optional>
+
 #include "conversion/converters/common.h"
 
 namespace kiln::conversion::converters {
@@ -105,22 +108,48 @@ void register_reduce() {
       {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
   add({"aten.std.correction", "aten.std.dim", "aten.std.default"}, var(true),
       {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
+  // Vector p-norms over dims: 2 (the engine's norm reduction), 1 (sum of |x|), +-inf (max / min
+  // of |x|), 0 (count of nonzeros), any other p > 0 as sum(|x|^p)^(1/p).
+  static const auto p_norm = [](ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
+                                double p, const std::vector<int64_t>& dims, bool keepdim) -> Tensor* {
+    namespace ew = impl::elementwise;
+    using engine::UnaryOp;
+    if (p == 2.0) return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, x, dims, keepdim);
+    if (p == 0.0)
+      return red::reduce(ctx, target, kAten, name, ReduceOp::kSum,
+                         impl::cast::to_dtype(ctx, target, kAten, name + "/nonzero",
+                                              ew::ne(ctx, target, kAten, name + "/ne", x, 0.0), x->dtype()),
+                         dims, keepdim);
+    Tensor* mag = impl::unary::unary(ctx, target, kAten, name + "/abs", UnaryOp::kAbs, x);
+    if (std::isinf(p))
+      return red::reduce(ctx, target, kAten, name, p > 0 ? ReduceOp::kMax : ReduceOp::kMin, mag, dims, keepdim);
+    if (p == 1.0) return red::reduce(ctx, target, kAten, name, ReduceOp::kSum, mag, dims, keepdim);
+    Tensor* sum = red::reduce(ctx, target, kAten, name + "/sum", ReduceOp::kSum,
+                              ew::pow(ctx, target, kAten, name + "/pow", mag, p), dims, keepdim);
+    return ew::pow(ctx, target, kAten, name, sum, 1.0 / p);
+  };
+  static const auto p_of = [](const ir::Argument& a) -> std::optional<double> {
+    if (a.is_none()) return 2.0;
+    if (a.is<double>()) return a.as<double>();
+    if (a.is<int64_t>()) return double(a.as<int64_t>());
+    return std::nullopt;
+  };
+  static const auto p_ok = [](const ir::Argument& a) {
+    const std::optional<double> p = p_of(a);
+    return p && (*p >= 0 || std::isinf(*p));
+  };
   add({"aten.linalg_vector_norm.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = with_dtype(ctx, a, target, name, a.tensor("self"));
-    return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, x, a.ints("dim"), a.b("keepdim"));
-  }, {[](const ir::Node& n, const CompilationSettings&) {
-        ir::Argument o = node_arg(n, "ord");
-        return (o.is<double>() && o.as<double>() == 2.0) || (o.is<int64_t>() && o.as<int64_t>() == 2);
-      }, "ord == 2"});
-  // torch.norm / F.normalize as PyTorch 1.13 traces them (2.x writes linalg_vector_norm): p = 2 or None.
+    return p_norm(ctx, target, name, x, *p_of(node_arg(*ctx.current_node, "ord")), a.ints("dim"), a.b("keepdim"));
+  }, {[](const ir::Node& n, const CompilationSettings&) { return p_ok(node_arg(n, "ord")); },
+      "ord >= 0 or +-inf"});
+  // torch.norm / F.normalize as PyTorch 1.13 traces them (2.x writes linalg_vector_norm).
   add({"aten.norm.ScalarOpt_dim"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
-    return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, a.tensor("self"), a.ints("dim"), a.b("keepdim"));
-  }, {[](const ir::Node& n, const CompilationSettings&) {
-        ir::Argument p = node_arg(n, "p");
-        return p.is_none() || (p.is<double>() && p.as<double>() == 2.0) || (p.is<int64_t>() && p.as<int64_t>() == 2);
-      }, "p == 2"});
+    return p_norm(ctx, target, name, a.tensor("self"), *p_of(node_arg(*ctx.current_node, "p")), a.ints("dim"),
+                  a.b("keepdim"));
+  }, {[](const ir::Node& n, const CompilationSettings&) { return p_ok(node_arg(n, "p")); }, "p >= 0 or +-inf"});
   add({"aten.cumsum.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return red::cumsum(ctx, target, kAten, name, with_dtype(ctx, a, target, name, a.tensor("self")), a.i("dim"));
