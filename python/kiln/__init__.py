@@ -196,7 +196,10 @@ def _acceleration_report(program, settings):
             f"kiln.compile accelerated little: {accelerated} of {total} compute ops in "
             f"{len(program.segments)} segment(s)")
     why = []
-    if short:
+    if short and settings.min_block_size <= 1:  # runs with no compute op at all
+        why.append(f"{short} convertible op(s) are data movement alone (views, slices, reshapes: no compute op), "
+                   "which kiln leaves to PyTorch")
+    elif short:
         why.append(f"{short} convertible op(s) were left to PyTorch because their runs have fewer than "
                    f"min_block_size={settings.min_block_size} compute ops (lower min_block_size)")
     for key, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:6]:

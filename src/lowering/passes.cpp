@@ -183,6 +183,13 @@ size_t remove_noops(ir::ExportedProgram& program) {
       identity = in->meta.is_tensor() && n->meta.is_tensor() && in->meta.tensor.dtype == n->meta.tensor.dtype;
     }
     if (!identity || n->args.empty() || !n->args[0].is_node()) continue;
+    // A view of the copy (PyTorch 1.13 traces x.expand(...).reshape(...) as clone then
+    // _unsafe_view) becomes a reshape of its input: the same values, and where the view runs in
+    // PyTorch it still works on the input's strides (a view of an expanded tensor would not).
+    for (ir::Node* u : n->users())
+      if ((u->target == "aten.view.default" || u->target == "aten._unsafe_view.default") && !u->args.empty() &&
+          u->args[0].is_node() && u->args[0].node() == n)
+        u->target = "aten.reshape.default";
     g.replace_all_uses_with(n, n->args[0].node());
     g.erase(n);
     ++changed;

@@ -327,3 +327,26 @@ def test_norms_over_the_batch_statistics_convert(make):
     x = torch.randn(2, 3, 9, 9) * 5
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_reshape_of_an_expanded_tensor():
+    """x[:, :, None].expand(...).reshape(...) (Llama's repeat_kv) traces as clone + _unsafe_view on
+    PyTorch 1.13; with the clone gone the view reads an expanded tensor, so it becomes a reshape, in
+    a segment and where it runs in PyTorch (a movement-only program, which kiln says it leaves)."""
+    class RepeatKV(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, k):
+            b, h, s, d = k.shape
+            out = k[:, :, None].expand(b, h, 3, s, d).reshape(b, h * 3, s, d)
+            return out * 2 if self.scale else out
+
+    k = torch.randn(2, 2, 5, 4)
+    compiled = kiln.compile(RepeatKV(True), arg_inputs=(k,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    assert torch.equal(compiled(k), RepeatKV(True)(k))
+    with pytest.warns(UserWarning, match="data movement alone"):
+        moved = kiln.compile(RepeatKV(False), arg_inputs=(k,), min_block_size=1)
+    assert torch.equal(moved(k), RepeatKV(False)(k))
