@@ -611,6 +611,16 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.channel_shuffle.default", {{I64, {1, 8, 5}}}, one({2})});
   cs.push_back({"aten.atan2.default", {{F, {4, 5}}, {F, {5}}}, two()});
   cs.push_back({"aten.hypot.default", {{F, {3, 4}}, {F, {3, 4}}}, two()});
+  cs.push_back({"aten.frac.default", {{F, {3, 5}}}, one(), {}, -9, 9});
+  // index_add: repeated positions accumulate (indices drawn from [0, 3) over 5 slices).
+  cs.push_back({"aten.index_add.default", {{F, {4, 3}}, {I64, {5}}, {F, {5, 3}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], 0, n[1], n[2]}; }, {{"alpha", 0.5}}, -3, 3, 1e-5,
+                {{-3, 3}, {0, 3}, {-3, 3}}});
+  cs.push_back({"aten.index_add.default", {{F, {2, 6, 3}}, {I64, {4}}, {F, {2, 4, 3}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], 1, n[1], n[2]}; }, {}, -3, 3, 1e-5,
+                {{-3, 3}, {0, 6}, {-3, 3}}});
+  cs.push_back({"aten.var_mean.correction", {{F, {3, 5, 4}}}, one({L{1}}), {{"correction", 0}, {"keepdim", true}}});
+  cs.push_back({"aten.std_mean.correction", {{F, {3, 5}}}, one({L{-1}})});
   cs.push_back({"aten.nan_to_num.default", {{F, {3, 4}}}, one({1.0, 5.0, -5.0})});
   cs.push_back({"aten.addcmul.default", {{F, {4}}, {F, {4}}, {F, {4}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], n[1], n[2]}; }, {{"value", 0.5}}});

@@ -172,6 +172,10 @@ void register_pointwise() {
     Args a(target, args, kwargs);
     return act::softplus(ctx, target, kAten, name, a.tensor("self"), a.d("beta"), a.d("threshold"));
   });
+  add({"aten.frac.default"}, KILN_CONVERTER {  // x - trunc(x), the sign of x kept
+    Tensor* x = args.at(0).tensor();
+    return ew::sub(ctx, target, kAten, name, x, impl::unary::unary(ctx, target, kAten, name + "/trunc", UnaryOp::kTrunc, x));
+  });
   add({"aten.hardtanh.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return act::clamp(ctx, target, kAten, name, a.tensor("self"), a["min_val"], a["max_val"]);

@@ -138,6 +138,16 @@ void register_reduce() {
     const std::optional<double> p = p_of(a);
     return p && (*p >= 0 || std::isinf(*p));
   };
+  // (variance or deviation, mean) in one call: torch.var_mean / torch.std_mean.
+  add({"aten.var_mean.correction", "aten.std_mean.correction"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const bool keep = a.b("keepdim");
+    const std::vector<int64_t> dims = a.ints("dim");
+    Tensor* v = red::reduce(ctx, target, kAten, name + "/var", ReduceOp::kVar, x, dims, keep, correction_of(a));
+    if (target == "aten.std_mean.correction") v = impl::unary::unary(ctx, target, kAten, name + "/std", engine::UnaryOp::kSqrt, v);
+    return Value::List{v, red::reduce(ctx, target, kAten, name + "/mean", ReduceOp::kMean, x, dims, keep)};
+  });
   add({"aten.linalg_vector_norm.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = with_dtype(ctx, a, target, name, a.tensor("self"));

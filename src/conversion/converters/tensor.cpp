@@ -350,6 +350,30 @@ void register_tensor() {
     return se::scatter(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"), src,
                        engine::ScatterReduce::kNone);
   });
+  // index_add: source's slices along dim added into self at index (repeats accumulate), as a
+  // scatter-add whose index is broadcast across source's other dims.
+  add({"aten.index_add.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    Tensor* source = a.tensor("source");
+    const int64_t dim = impl::normalize_axis(a.i("dim"), self->rank());
+    if (source->dtype() != self->dtype())
+      source = impl::cast::to_dtype(ctx, target, kAten, name + "/source", source, self->dtype());
+    if (!a["alpha"].is_none() && a.d("alpha") != 1.0)
+      source = impl::elementwise::mul(ctx, target, kAten, name + "/alpha", source, a["alpha"]);
+    std::vector<DimExpr> along(source->rank(), DimExpr(int64_t{1}));
+    along[size_t(dim)] = source->shape()[size_t(dim)];
+    Tensor* index = sh::expand(ctx, target, kAten, name + "/index",
+                               sh::reshape(ctx, target, kAten, name + "/index_along", a.tensor("index"), along),
+                               source->shape());
+    return se::scatter(ctx, target, kAten, name, self, dim, index, Value(source), engine::ScatterReduce::kAdd);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument self = node_arg(n, "self"), source = node_arg(n, "source"), index = node_arg(n, "index");
+        return self.is_node() && source.is_node() && index.is_node() && self.node()->meta.is_tensor() &&
+               source.node()->meta.is_tensor() && index.node()->meta.is_tensor() &&
+               index.node()->meta.tensor.rank() == 1 &&
+               self.node()->meta.tensor.rank() == std::max<size_t>(source.node()->meta.tensor.rank(), 1);
+      }, "1-d index, source of self's rank"});
   add({"aten.scatter_add.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return se::scatter(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"), a["src"],
