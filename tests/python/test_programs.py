@@ -350,3 +350,20 @@ def test_reshape_of_an_expanded_tensor():
     with pytest.warns(UserWarning, match="data movement alone"):
         moved = kiln.compile(RepeatKV(False), arg_inputs=(k,), min_block_size=1)
     assert torch.equal(moved(k), RepeatKV(False)(k))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_reduce_aggregates_convert(reduce, include_self):
+    """A graph network's neighbour aggregation (scatter_reduce sum / mean into node rows, some
+    nodes receiving nothing) converts and agrees."""
+    class Aggregate(torch.nn.Module):
+        def forward(self, nodes, messages, target):
+            index = target[:, None].expand(-1, messages.shape[1])
+            return nodes.scatter_reduce(0, index, messages, reduce, include_self=include_self)
+
+    nodes, messages = torch.randn(6, 4), torch.randn(9, 4)
+    target = torch.tensor([0, 2, 2, 5, 0, 2, 3, 3, 0])  # node 1 and 4 get nothing
+    compiled = kiln.compile(Aggregate(), arg_inputs=(nodes, messages, target), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    torch.testing.assert_close(compiled(nodes, messages, target), Aggregate()(nodes, messages, target))

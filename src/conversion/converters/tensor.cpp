@@ -374,6 +374,40 @@ void register_tensor() {
                index.node()->meta.tensor.rank() == 1 &&
                self.node()->meta.tensor.rank() == std::max<size_t>(source.node()->meta.tensor.rank(), 1);
       }, "1-d index, source of self's rank"});
+  // scatter_reduce with "sum" or "mean" (graph networks' aggregations): a scatter-add into self
+  // (or into self with the scattered positions zeroed, include_self=False), and for the mean a
+  // count scattered the same way to divide by. Positions nothing scatters to keep self.
+  add({"aten.scatter_reduce.two"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    Tensor* index = a.tensor("index");
+    const int64_t dim = a.i("dim");
+    const bool include_self = a.b("include_self");
+    auto zero_scattered = [&](Tensor* t, const std::string& what) {
+      return include_self ? t : se::scatter(ctx, target, kAten, name + what, t, dim, index, 0.0, engine::ScatterReduce::kNone);
+    };
+    const bool mean = a["reduce"].str() == "mean";
+    Tensor* sum = se::scatter(ctx, target, kAten, mean ? name + "/sum" : name, zero_scattered(self, "/cleared"), dim,
+                              index, a["src"], engine::ScatterReduce::kAdd);
+    if (!mean) return sum;
+    Tensor* ones = impl::creation::full(ctx, target, kAten, name + "/ones", self->shape(), 1.0, self->dtype());
+    Tensor* count = se::scatter(ctx, target, kAten, name + "/count", zero_scattered(ones, "/count_cleared"), dim, index,
+                                1.0, engine::ScatterReduce::kAdd);
+    return impl::elementwise::div(ctx, target, kAten, name, sum, count);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument reduce = node_arg(n, "reduce"), self = node_arg(n, "self"), index = node_arg(n, "index"),
+                           src = node_arg(n, "src");
+        if (!reduce.is<std::string>() || !self.is_node() || !index.is_node() || !src.is_node()) return false;
+        if (!self.node()->meta.is_tensor() || !index.node()->meta.is_tensor() || !src.node()->meta.is_tensor())
+          return false;
+        const std::string& r = reduce.as<std::string>();
+        const ir::TensorMeta &im = index.node()->meta.tensor, &sm = src.node()->meta.tensor;
+        if (im.rank() != sm.rank()) return false;  // index covering all of src (PyTorch allows less)
+        for (size_t d = 0; d < im.rank(); ++d)
+          if (!(im.sizes[d].is_constant() && sm.sizes[d].is_constant() && im.sizes[d].value == sm.sizes[d].value))
+            return false;
+        return r == "sum" || (r == "mean" && ir::is_floating(self.node()->meta.tensor.dtype));
+      }, "sum, or mean of floats; index shaped like src"});
   add({"aten.scatter_add.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return se::scatter(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"), a["src"],
