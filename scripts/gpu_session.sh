@@ -15,6 +15,8 @@
 # Writes $OUT/suite_KofN.json (raw results; bench/merge_results.py makes one table of all parts) and
 # suite_KofN.err (progress); the part's table goes to stdout. Stage `trace`: bench/kernel_trace.py with
 # TRACE_ARGS (default "--models llama --batch 8 --compare tc") into $OUT/trace.txt.
+# TARGETS="kiln _kiln" builds only the CLI and the Python module (what the suite, buildtime, trace and
+# py stages run), not the C++ test binaries: a shorter build where the call runs no ctest.
 # Build first, in a call of its own:
 #   STAGES=build bash scripts/gpu_session.sh;  then per call: STAGES=suite SUITE_PART=1/6 bash scripts/gpu_session.sh
 set -uo pipefail
