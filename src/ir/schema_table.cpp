@@ -667,6 +667,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "upsample_bilinear2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor"},
     {"aten.upsample_bilinear2d.default",
      "upsample_bilinear2d(Tensor self, SymInt[2] output_size, bool align_corners, float? scales_h=None, float? scales_w=None) -> Tensor"},
+    {"aten.upsample_bicubic2d.default",
+     "upsample_bicubic2d(Tensor self, SymInt[2] output_size, bool align_corners, float? scales_h=None, float? scales_w=None) -> Tensor"},
     {"aten.upsample_bicubic2d.vec",
      "upsample_bicubic2d.vec(Tensor input, SymInt[]? output_size, bool align_corners, float[]? scale_factors) -> Tensor"},
     // creation

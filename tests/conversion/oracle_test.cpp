@@ -591,6 +591,11 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.upsample_bilinear2d.vec", {{F, {1, 2, 3, 4}}}, one({L{6, 7}, false, Arg()})});
   cs.push_back({"aten.upsample_bilinear2d.vec", {{F, {1, 2, 3, 4}}}, one({Arg(), true, L{2.0, 2.0}})});
   cs.push_back({"aten.upsample_nearest2d.vec", {{F, {1, 2, 3, 4}}}, one({L{5, 9}, Arg()})});
+  // bicubic: sizes, scale factors (up and down), corners aligned, and the non-vec overload.
+  cs.push_back({"aten.upsample_bicubic2d.vec", {{F, {2, 3, 7, 5}}}, one({L{11, 4}, false, Arg()}), {}, -3, 3, 1e-5});
+  cs.push_back({"aten.upsample_bicubic2d.vec", {{F, {1, 2, 4, 6}}}, one({Arg(), false, L{1.7, 0.5}}), {}, -3, 3, 1e-5});
+  cs.push_back({"aten.upsample_bicubic2d.vec", {{F, {1, 2, 4, 6}}}, one({L{9, 13}, true, Arg()}), {}, -3, 3, 1e-5});
+  cs.push_back({"aten.upsample_bicubic2d.default", {{F, {1, 2, 5, 5}}}, one({L{10, 10}, false}), {}, -3, 3, 1e-5});
   cs.push_back({"aten.avg_pool2d.default", {{F, {1, 2, 5, 5}}}, one({L{3, 3}, L{2, 2}, L{1, 1}, true, false})});
   cs.push_back({"aten.max_pool2d.default", {{F, {1, 2, 5, 5}}}, one({L{3, 3}, L{2, 2}, L{1, 1}, L{1, 1}, true})});
   cs.push_back({"aten.adaptive_avg_pool2d.default", {{F, {1, 2, 7, 5}}}, one({Arg(L{3, 2})})});

@@ -369,3 +369,25 @@ def test_scatter_reduce_aggregates_convert(reduce, include_self, device):
     compiled = kiln.compile(Aggregate(), arg_inputs=(nodes, messages, target), min_block_size=1)
     assert compiled.program.fallback_ops() == []
     torch.testing.assert_close(compiled(nodes, messages, target), Aggregate()(nodes, messages, target))
+
+
+def test_bicubic_upsampling_converts(device):
+    """F.interpolate(mode="bicubic"): a ViT's position embeddings resized to another grid (a weight)
+    and an image upsampled (an input), both converted and agreeing with PyTorch."""
+    class Resize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = torch.nn.Parameter(torch.randn(1, 8, 7, 7))
+
+        def forward(self, x):
+            pos = torch.nn.functional.interpolate(self.pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
+            up = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=True)
+            return x + pos, up
+
+    m = Resize().eval().to(device)
+    x = torch.randn(2, 8, 10, 12, device=device)
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    with torch.no_grad():
+        for got, want in zip(compiled(x), m(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

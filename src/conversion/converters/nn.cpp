@@ -1,7 +1,8 @@
 // matmul / linear, convolution, normalization, softmax, pooling, attention, upsampling, padding.
-#include <set>
-
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <set>
 
 #include "conversion/converters/common.h"
 
@@ -494,6 +495,75 @@ void register_nn() {
   add({"aten.upsample_linear1d.vec", "aten.upsample_linear1d.default"}, resize(ResizeMode::kLinear, 1));
   add({"aten.upsample_bilinear2d.vec", "aten.upsample_bilinear2d.default"}, resize(ResizeMode::kLinear, 2));
   add({"aten.upsample_trilinear3d.vec", "aten.upsample_trilinear3d.default"}, resize(ResizeMode::kLinear, 3));
+
+  // Bicubic (PyTorch's A = -0.75 kernel, taps clamped at the borders; ViTs resize position
+  // embeddings so, super-resolution models upsample so): per spatial dim, four index_selects of
+  // the input weighted by per-output-position constants, from static sizes. Built from layers
+  // every backend has, so no kernel of its own.
+  add({"aten.upsample_bicubic2d.vec", "aten.upsample_bicubic2d.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor(target == "aten.upsample_bicubic2d.vec" ? "input" : "self");
+    const bool align = a.b("align_corners");
+    std::vector<double> scales(2, 0.0);  // 0: from the sizes
+    if (target == "aten.upsample_bicubic2d.vec") {
+      if (!a.none("scale_factors")) {
+        const Value::List& l = a["scale_factors"].list();
+        for (size_t i = 0; i < 2 && i < l.size(); ++i) scales[i] = l[i].to_double();
+      }
+    } else {
+      if (!a.none("scales_h")) scales[0] = a.d("scales_h");
+      if (!a.none("scales_w")) scales[1] = a.d("scales_w");
+    }
+    const std::vector<int64_t> out = static_tail(ctx, 2);
+    constexpr double A = -0.75;
+    auto near = [](double t) { return ((A + 2) * t - (A + 3)) * t * t + 1; };          // |t| <= 1
+    auto far = [](double t) { return ((A * t - 5 * A) * t + 8 * A) * t - 4 * A; };  // 1 < |t| < 2
+    Tensor* y = x;
+    for (size_t i = 0; i < 2; ++i) {
+      const size_t dim = 2 + i;
+      const int64_t in = *y->shape()[dim].constant(), n = out[i];
+      const double step = align ? (n > 1 ? double(in - 1) / double(n - 1) : 0.0)
+                                : (scales[i] > 0 ? 1.0 / scales[i] : double(in) / double(n));
+      std::vector<std::vector<int64_t>> taps(4, std::vector<int64_t>(size_t(n)));
+      std::vector<std::vector<float>> weights(4, std::vector<float>(size_t(n)));
+      for (int64_t o = 0; o < n; ++o) {
+        const double real = align ? step * double(o) : step * (double(o) + 0.5) - 0.5;  // no clamp for cubic
+        const double first = std::floor(real), t = real - first;
+        const double w[4] = {far(t + 1), near(t), near(1 - t), far(2 - t)};
+        for (int k = 0; k < 4; ++k) {
+          taps[size_t(k)][size_t(o)] = std::clamp<int64_t>(int64_t(first) - 1 + k, 0, in - 1);
+          weights[size_t(k)][size_t(o)] = float(w[k]);
+        }
+      }
+      std::vector<int64_t> along(y->rank(), 1);
+      along[dim] = n;
+      const std::string at = name + (i ? "/w" : "/h");
+      Tensor* sum = nullptr;
+      for (size_t k = 0; k < 4; ++k) {
+        const std::string tap = at + std::to_string(k);
+        Tensor* index = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {n}, taps[k].data()), tap + "/index");
+        Tensor* weight = impl::cast::to_dtype(
+            ctx, target, kAten, tap + "/weight_cast",
+            ctx.constant(engine::Weights::copy_of(DataType::kFloat32, along, weights[k].data()), tap + "/weight"),
+            y->dtype());
+        Tensor* term = impl::elementwise::mul(
+            ctx, target, kAten, tap + "/weighted",
+            impl::select::index_select(ctx, target, kAten, tap + "/taps", y, int64_t(dim), index), weight);
+        const bool last = i == 1 && k == 3;
+        sum = sum ? impl::elementwise::add(ctx, target, kAten, last ? name : tap + "/sum", sum, term) : term;
+      }
+      y = sum;
+    }
+    return y;
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument x = node_arg(n, n.target == "aten.upsample_bicubic2d.vec" ? "input" : "self");
+        if (!x.is_node() || !x.node()->meta.is_tensor() || !n.meta.is_tensor()) return false;
+        const ir::TensorMeta &in = x.node()->meta.tensor, &out = n.meta.tensor;
+        if (in.rank() != 4 || out.rank() != 4 || !ir::is_floating(in.dtype)) return false;
+        for (size_t d = 2; d < 4; ++d)
+          if (!in.sizes[d].is_constant() || !out.sizes[d].is_constant()) return false;
+        return true;
+      }, "4-d float input, static spatial sizes"});
 
   // ---- padding ----
   add({"aten.constant_pad_nd.default"}, KILN_CONVERTER {
