@@ -557,6 +557,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "as_strided(Tensor(a) self, SymInt[] size, SymInt[] stride, SymInt? storage_offset=None) -> Tensor(a)"},
     {"aten.repeat.default",
      "repeat(Tensor self, SymInt[] repeats) -> Tensor"},
+    {"aten.repeat_interleave.Tensor",
+     "repeat_interleave.Tensor(Tensor repeats, *, SymInt? output_size=None) -> Tensor"},
     {"aten.repeat_interleave.self_int",
      "repeat_interleave.self_int(Tensor self, SymInt repeats, int? dim=None, *, SymInt? output_size=None) -> Tensor"},
     {"aten.tile.default",

@@ -391,3 +391,17 @@ def test_bicubic_upsampling_converts(device):
     with torch.no_grad():
         for got, want in zip(compiled(x), m(x)):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_repeat_interleave_by_a_constant_converts(device):
+    """x.repeat_interleave(n, dim) (some GQA implementations repeat key/value heads so), which
+    PyTorch 1.13 writes as repeat_interleave of a constant repeats tensor plus index_select."""
+    class Repeat(torch.nn.Module):
+        def forward(self, a, kv):
+            return a.repeat_interleave(2, dim=0) * 3, kv.repeat_interleave(3, dim=1)
+
+    a, kv = torch.randn(3, 2, device=device), torch.randn(2, 2, 4, 5, device=device)
+    compiled = kiln.compile(Repeat(), arg_inputs=(a, kv), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for got, want in zip(compiled(a, kv), Repeat()(a, kv)):
+        assert torch.equal(got, want)

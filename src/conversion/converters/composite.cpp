@@ -1,6 +1,8 @@
-// Ops PyTorch keeps whole in export graphs that the engine builds from simpler layers: repeat,
-// flip, triu/tril, pixel_shuffle, addcmul/addcdiv, lerp, logsumexp, glu, diff.
+// Ops PyTorch keeps whole in export graphs that the engine builds from simpler layers: repeat and
+// repeat_interleave, flip, triu/tril, pixel (un)shuffle and channel shuffle, addcmul/addcdiv, lerp,
+// logsumexp, glu, diff, nan_to_num, hypot, atan2.
 #include <limits>
+#include <set>
 
 #include "conversion/converters/common.h"
 
@@ -57,6 +59,41 @@ void register_composite() {
     y = sh::expand(ctx, target, kAten, name + "/expand", y, expanded);
     return sh::reshape(ctx, target, kAten, name, y, merged);
   });
+  // repeat_interleave(repeats) -> the positions 0, 1, ... each repeats[i] times (PyTorch 1.13
+  // writes x.repeat_interleave(2, dim) as this plus index_select). Its length is the sum of the
+  // repeats, data-dependent in general: converted only where the repeats come from constants
+  // alone, so the traced length holds for every call. Position j takes the count of cumulative
+  // sums at or below it.
+  add({"aten.repeat_interleave.Tensor"}, KILN_CONVERTER {
+    Tensor* repeats = args.at(0).tensor();
+    const DimExpr length = node_shape(ctx).at(0);
+    Tensor* ends = impl::reduce::cumsum(ctx, target, kAten, name + "/ends",
+                                        impl::cast::to_dtype(ctx, target, kAten, name + "/repeats", repeats,
+                                                             DataType::kInt64), 0);
+    Tensor* positions = sh::reshape(
+        ctx, target, kAten, name + "/positions",
+        impl::creation::arange(ctx, target, kAten, name + "/iota", int64_t{0}, length, int64_t{1}, DataType::kInt64),
+        {length, DimExpr(int64_t{1})});
+    Tensor* passed = ew::le(ctx, target, kAten, name + "/passed",
+                            sh::reshape(ctx, target, kAten, name + "/ends_row", ends, {DimExpr(int64_t{1}), ends->shape()[0]}),
+                            positions);  // [length, n]: segment k ended at or before position j
+    return impl::reduce::reduce(ctx, target, kAten, name, engine::ReduceOp::kSum,
+                                impl::cast::to_dtype(ctx, target, kAten, name + "/counted", passed, DataType::kInt64),
+                                {1}, false);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        if (!n.meta.is_tensor() || n.meta.tensor.rank() != 1 || !n.meta.tensor.sizes[0].is_constant()) return false;
+        // Computed from constants alone: no graph input among the repeats' ancestors.
+        std::vector<const ir::Node*> todo{&n};
+        std::set<const ir::Node*> seen;
+        while (!todo.empty()) {
+          const ir::Node* m = todo.back();
+          todo.pop_back();
+          if (!seen.insert(m).second) continue;
+          if (m->kind == ir::NodeKind::Placeholder) return false;
+          for (const ir::Node* in : m->inputs()) todo.push_back(in);
+        }
+        return true;
+      }, "repeats computed from constants"});
   add({"aten.repeat_interleave.self_int"}, KILN_CONVERTER {
     // Each element `repeats` times in a row along `dim` (the flattened input without one):
     // [.., n, ..] viewed as [.., n, 1, ..], expanded to [.., n, r, ..], merged to [.., n*r, ..].
