@@ -405,3 +405,22 @@ def test_repeat_interleave_by_a_constant_converts(device):
     assert compiled.program.fallback_ops() == []
     for got, want in zip(compiled(a, kv), Repeat()(a, kv)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("right", [False, True])
+def test_bucketize_and_searchsorted_convert(right, device):
+    """Values placed among sorted boundaries (bucketize, searchsorted with side or right), ties
+    included: the count of boundaries below (or at or below) each value."""
+    class Buckets(torch.nn.Module):
+        def forward(self, x, boundaries):
+            return (torch.bucketize(x, boundaries, right=right),
+                    torch.searchsorted(boundaries, x, right=right, out_int32=True))
+
+    boundaries = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0], device=device)
+    x = torch.tensor([[-3.0, -2.0, -0.7, 0.0], [0.3, 0.5, 2.0, 9.0]], device=device)
+    compiled = kiln.compile(Buckets(), arg_inputs=(x, boundaries), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    x = torch.randn(2, 4, device=device) * 2
+    x[0] = boundaries[:4]  # ties
+    for got, want in zip(compiled(x, boundaries), Buckets()(x, boundaries)):
+        assert got.dtype == want.dtype and torch.equal(got, want)

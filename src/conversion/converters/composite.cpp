@@ -94,6 +94,30 @@ void register_composite() {
         }
         return true;
       }, "repeats computed from constants"});
+  // bucketize(x, boundaries) / searchsorted(sequence, x) over one sorted 1-d sequence: the count of
+  // sequence values below x (left) or at or below it (right), from an [..., n] comparison summed.
+  add({"aten.bucketize.Tensor", "aten.searchsorted.Tensor"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const bool bucketize = target == "aten.bucketize.Tensor";
+    Tensor* x = a.tensor("self");
+    Tensor* sequence = a.tensor(bucketize ? "boundaries" : "sorted_sequence");
+    const bool right = a.b("right") || (!bucketize && !a.none("side") && a["side"].str() == "right");
+    std::vector<DimExpr> row(x->rank(), DimExpr(int64_t{1}));
+    row.push_back(sequence->shape()[0]);
+    Tensor* seq = sh::reshape(ctx, target, kAten, name + "/sequence", sequence, row);
+    Tensor* xs = sh::unsqueeze(ctx, target, kAten, name + "/values", x, int64_t(x->rank()));
+    Tensor* below = right ? ew::le(ctx, target, kAten, name + "/below", seq, xs) : ew::lt(ctx, target, kAten, name + "/below", seq, xs);
+    const DataType out = a.b("out_int32") ? DataType::kInt32 : DataType::kInt64;
+    Tensor* count = impl::reduce::reduce(ctx, target, kAten, name + "/count", engine::ReduceOp::kSum,
+                                         impl::cast::to_dtype(ctx, target, kAten, name + "/counted", below, DataType::kInt64),
+                                         {int64_t(x->rank())}, false);
+    return impl::cast::to_dtype(ctx, target, kAten, name, count, out);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const bool bucketize = n.target == "aten.bucketize.Tensor";
+        const ir::Argument seq = node_arg(n, bucketize ? "boundaries" : "sorted_sequence");
+        if (!bucketize && !node_arg(n, "sorter").is_none()) return false;
+        return seq.is_node() && seq.node()->meta.is_tensor() && seq.node()->meta.tensor.rank() == 1;
+      }, "one 1-d sorted sequence, no sorter"});
   add({"aten.repeat_interleave.self_int"}, KILN_CONVERTER {
     // Each element `repeats` times in a row along `dim` (the flattened input without one):
     // [.., n, ..] viewed as [.., n, 1, ..], expanded to [.., n, r, ..], merged to [.., n*r, ..].
