@@ -159,6 +159,10 @@ void register_composite() {
   add({"aten.tril.default"}, KILN_CONVERTER {
     return triangle(ctx, target, name, args.at(0).tensor(), args.at(1).to_int(), false);
   });
+  const Reg four_d = {[](const ir::Node& n, const CompilationSettings&) {
+                        ir::Argument self = node_arg(n, "self");
+                        return self.is_node() && self.node()->meta.is_tensor() && self.node()->meta.tensor.rank() == 4;
+                      }, "4-d input"};
   add({"aten.pixel_shuffle.default"}, KILN_CONVERTER {
     Tensor* x = args.at(0).tensor();
     const int64_t r = args.at(1).to_int();
@@ -167,10 +171,7 @@ void register_composite() {
     Tensor* y = sh::reshape(ctx, target, kAten, name + "/split", x, {s[0], c, DimExpr(r), DimExpr(r), s[2], s[3]});
     y = sh::permute(ctx, target, kAten, name + "/permute", y, {0, 1, 4, 2, 5, 3});
     return sh::reshape(ctx, target, kAten, name, y, {s[0], c, s[2] * DimExpr(r), s[3] * DimExpr(r)});
-  }, {[](const ir::Node& n, const CompilationSettings&) {
-        ir::Argument self = node_arg(n, "self");
-        return self.is_node() && self.node()->meta.is_tensor() && self.node()->meta.tensor.rank() == 4;
-      }, "4-d input"});
+  }, four_d);
   add({"aten.pixel_unshuffle.default"}, KILN_CONVERTER {
     Tensor* x = args.at(0).tensor();
     const int64_t r = args.at(1).to_int();
@@ -179,10 +180,7 @@ void register_composite() {
     Tensor* y = sh::reshape(ctx, target, kAten, name + "/split", x, {s[0], s[1], h, DimExpr(r), w, DimExpr(r)});
     y = sh::permute(ctx, target, kAten, name + "/permute", y, {0, 1, 3, 5, 2, 4});
     return sh::reshape(ctx, target, kAten, name, y, {s[0], s[1] * DimExpr(r * r), h, w});
-  }, {[](const ir::Node& n, const CompilationSettings&) {
-        ir::Argument self = node_arg(n, "self");
-        return self.is_node() && self.node()->meta.is_tensor() && self.node()->meta.tensor.rank() == 4;
-      }, "4-d input"});
+  }, four_d);
   // ShuffleNet's channel shuffle: [N, g*k, ...] -> [N, g, k, ...] -> [N, k, g, ...] -> [N, k*g, ...].
   add({"aten.channel_shuffle.default"}, KILN_CONVERTER {
     Tensor* x = args.at(0).tensor();

@@ -294,9 +294,8 @@ void register_reduce() {
     mask = impl::shuffle::expand(ctx, target, kAten, name + "/mask_all", mask, dims);
     Tensor* flat_x = impl::shuffle::reshape(ctx, target, kAten, name + "/x_flat", x, {count});
     Tensor* flat_mask = impl::shuffle::reshape(ctx, target, kAten, name + "/mask_flat", mask, {count});
-    Tensor* rows = ctx.net.add_nonzero(ctx.layer_name(name + "/where"), flat_mask)->output(0);  // [n, 1]
-    Tensor* index = impl::shuffle::reshape(ctx, target, kAten, name + "/index", rows, {rows->shape()[0]});
-    return impl::select::index_select(ctx, target, kAten, name, flat_x, 0, index);
+    return impl::select::index_select(ctx, target, kAten, name, flat_x, 0,
+                                      impl::select::true_positions(ctx, target, kAten, name + "/index", flat_mask));
   }, {{}, "", true, /*output_allocator=*/true});
 }
 

@@ -255,9 +255,8 @@ void register_tensor() {
     flat.insert(flat.end(), shape.begin() + std::ptrdiff_t(end), shape.end());
     Tensor* flat_self = sh::reshape(ctx, target, kAten, name + "/self_flat", self, flat);
     Tensor* flat_mask = sh::reshape(ctx, target, kAten, name + "/mask_flat", mask, {covered});
-    Tensor* rows = ctx.net.add_nonzero(ctx.layer_name(name + "/where"), flat_mask)->output(0);  // [n, 1]
-    Tensor* index = sh::reshape(ctx, target, kAten, name + "/index", rows, {rows->shape()[0]});
-    return se::index_select(ctx, target, kAten, name, flat_self, int64_t(at), index);
+    return se::index_select(ctx, target, kAten, name, flat_self, int64_t(at),
+                            se::true_positions(ctx, target, kAten, name + "/index", flat_mask));
   }, {[](const ir::Node& n, const CompilationSettings&) {
         ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
         if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;

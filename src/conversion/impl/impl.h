@@ -186,6 +186,10 @@ Tensor* select(ConversionContext& ctx, const Target& target, SourceIR source_ir,
                Tensor* input, int64_t dim, const Value& index);
 Tensor* index_select(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
                      Tensor* input, int64_t dim, Tensor* index);
+// The positions where a 1-d bool mask holds, as a [count] int64 tensor: the count is data-dependent
+// (the converter needs the output allocator), and later layers see it as a symbolic size.
+Tensor* true_positions(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
+                       Tensor* flat_mask);
 Tensor* gather(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
                Tensor* input, int64_t dim, Tensor* index);
 // PyTorch advanced indexing (aten.index.Tensor): `indices[d]` indexes dim d, nullptr = the whole

@@ -233,6 +233,12 @@ Tensor* index_select(ConversionContext& ctx, const Target&, SourceIR, const std:
                             normalize_axis(dim, input->rank()))->output(0);
 }
 
+Tensor* true_positions(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
+                       Tensor* flat_mask) {
+  Tensor* rows = ctx.net.add_nonzero(ctx.layer_name(name + "/where"), flat_mask)->output(0);  // [count, 1]
+  return shuffle::reshape(ctx, target, source_ir, name, rows, {rows->shape()[0]});
+}
+
 Tensor* gather(ConversionContext& ctx, const Target&, SourceIR, const std::string& name, Tensor* input, int64_t dim,
                Tensor* index) {
   return ctx.net.add_gather(ctx.layer_name(name), input, index, engine::GatherMode::kElements,

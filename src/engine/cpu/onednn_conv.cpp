@@ -264,7 +264,8 @@ std::string cpu_signature() {
     break;
   }
   std::ostringstream s;
-  s << "cpu " << model << " threads" << max_threads() << " onednn" << onednn_version() << " isa" << int(dnnl::get_effective_cpu_isa()) << " tactics" << kTactics;
+  s << "cpu " << model << " threads" << max_threads() << " onednn" << onednn_version() << " isa"
+    << int(dnnl::get_effective_cpu_isa()) << " tactics" << kTactics;
   return s.str();
 }
 
