@@ -54,6 +54,20 @@ inline bool env_flag(const char* name, bool fallback) {
   return std::string(v) != "0";
 }
 
+// A setting with named values (KILN_CONV_TACTIC=cudnn, ...): the index of its value in `choices`,
+// 0 (the first, the default) when unset or empty; any other value is the user's to fix, a
+// SettingError naming the variable and every value it takes.
+inline size_t env_choice(const char* name, const std::vector<const char*>& choices) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return 0;
+  for (size_t i = 0; i < choices.size(); ++i)
+    if (std::string(v) == choices[i]) return i;
+  std::string all;
+  for (size_t i = 0; i < choices.size(); ++i)
+    all += std::string(i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+  throw SettingError(std::string(name) + " must be " + all + ", not '" + v + "'");
+}
+
 // KILN_LOG=debug: the builder's passes report what they did on stderr.
 bool debug_logging();
 

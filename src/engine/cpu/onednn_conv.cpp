@@ -13,8 +13,7 @@
 // (timing_cache.h), as the CUDA backend chooses its convolution tactics.
 #include "engine/cpu/onednn.h"
 
-#include <cstdlib>
-#include <cstring>
+#include "engine/network_internal.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -24,11 +23,7 @@ namespace {
 // none) and the setting changes nothing: a misspelt value is an error, never silently ignored.
 enum class ConvTactic { kAuto, kDirect, kWinograd };
 ConvTactic conv_tactic() {
-  const char* v = std::getenv("KILN_CPU_CONV_TACTIC");
-  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvTactic::kAuto;
-  if (std::strcmp(v, "direct") == 0) return ConvTactic::kDirect;
-  if (std::strcmp(v, "winograd") == 0) return ConvTactic::kWinograd;
-  throw SettingError(std::string("KILN_CPU_CONV_TACTIC must be auto, direct or winograd, not '") + v + "'");
+  return ConvTactic(detail::env_choice("KILN_CPU_CONV_TACTIC", {"auto", "direct", "winograd"}));
 }
 
 }  // namespace
@@ -36,13 +31,13 @@ ConvTactic conv_tactic() {
 
 #ifdef KILN_HAS_DNNL
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <sstream>
 
 #include "engine/cpu/cpu_kernels.h"
 #include "engine/cpu/onednn_common.h"
-#include "engine/network_internal.h"
 #include "engine/timing_cache.h"
 
 namespace kiln::engine::cpu {

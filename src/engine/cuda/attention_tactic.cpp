@@ -72,13 +72,7 @@ namespace {
 
 enum class Tactic { kAuto, kKiln, kCudnn };
 
-Tactic tactic_override() {
-  const char* v = std::getenv("KILN_ATTENTION_TACTIC");
-  if (!v || !*v || std::strcmp(v, "auto") == 0) return Tactic::kAuto;
-  if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
-  if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
-  throw SettingError(std::string("KILN_ATTENTION_TACTIC must be auto, kiln or cudnn, not '") + v + "'");
-}
+Tactic tactic_override() { return Tactic(detail::env_choice("KILN_ATTENTION_TACTIC", {"auto", "kiln", "cudnn"})); }
 
 // Everything the choice depends on: dims, strides, flags and pointer alignments (the scale is a
 // by-value input of cuDNN's graph and changes nothing in kiln's kernel).

@@ -114,21 +114,10 @@ enum class Tactic {
   kCudnnGraphFused
 };
 
-Tactic tactic_override() {
-  const char* v = std::getenv("KILN_CONV_TACTIC");
-  if (!v || !*v || std::strcmp(v, "auto") == 0) return Tactic::kAuto;
-  if (std::strcmp(v, "kiln") == 0) return Tactic::kKiln;
-  if (std::strcmp(v, "kiln-tiled") == 0) return Tactic::kKilnTiled;
-  if (std::strcmp(v, "kiln-tiled-short") == 0) return Tactic::kKilnTiledShort;
-  if (std::strcmp(v, "kiln-tiled-pair") == 0) return Tactic::kKilnTiledPair;
-  if (std::strcmp(v, "kiln-tiled-pixel") == 0) return Tactic::kKilnTiledPixel;
-  if (std::strcmp(v, "kiln-generic") == 0) return Tactic::kKilnGeneric;
-  if (std::strcmp(v, "cudnn") == 0) return Tactic::kCudnn;
-  if (std::strcmp(v, "cudnn-graph") == 0) return Tactic::kCudnnGraph;
-  if (std::strcmp(v, "cudnn-graph-fused") == 0) return Tactic::kCudnnGraphFused;
-  throw SettingError(std::string("KILN_CONV_TACTIC must be auto, kiln, kiln-tiled, kiln-tiled-short, kiln-tiled-pair, "
-                                 "kiln-tiled-pixel, kiln-generic, cudnn, cudnn-graph or cudnn-graph-fused, not '") +
-                     v + "'");
+Tactic tactic_override() {  // the names in Tactic's order
+  return Tactic(detail::env_choice("KILN_CONV_TACTIC",
+                                   {"auto", "kiln", "kiln-tiled", "kiln-tiled-short", "kiln-tiled-pair",
+                                    "kiln-tiled-pixel", "kiln-generic", "cudnn", "cudnn-graph", "cudnn-graph-fused"}));
 }
 
 // cuDNN's legacy call for a plan (forward, or backward-data for a transposed convolution) into `y`.

@@ -74,12 +74,7 @@ struct Gemm {
 
 // KILN_GEMM_TACTIC=heuristic takes cuBLASLt's first heuristic choice untimed (comparisons, and
 // builds that must not spend time timing).
-bool gemm_timing_enabled() {
-  const char* v = std::getenv("KILN_GEMM_TACTIC");
-  if (!v || !*v || std::strcmp(v, "auto") == 0) return true;
-  if (std::strcmp(v, "heuristic") == 0) return false;
-  throw SettingError(std::string("KILN_GEMM_TACTIC must be auto or heuristic, not '") + v + "'");
-}
+bool gemm_timing_enabled() { return detail::env_choice("KILN_GEMM_TACTIC", {"auto", "heuristic"}) == 0; }
 
 // The timing cache's key for a GEMM configuration: every field of GemmKey (the workspace limit
 // only where a plan lowered it below Context::kLtWorkspaceLimit, so keys made before it existed hold).
