@@ -209,6 +209,23 @@ def _sym_expr(s):
     return None
 
 
+class _TraceableOneHot(torch.overrides.TorchFunctionMode):
+    """F.one_hot(x, num_classes) traced as `x.unsqueeze(-1) == arange(num_classes)`: PyTorch 1.13's
+    one_hot reads its input's values to check them, which stops make_fx (MoE routers call it).
+    The result is the same for every valid input; a class out of range gives a zero row where
+    PyTorch raises, as torch.export's trace on 2.x does too. Without num_classes the size depends
+    on the values, and the call is left to fail with PyTorch's data-dependent error."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.one_hot or func is getattr(torch._C._nn, "one_hot", None):
+            classes = args[1] if len(args) > 1 else kwargs.get("num_classes", -1)
+            if isinstance(classes, int) and classes >= 0:
+                x = args[0]
+                return (x.unsqueeze(-1) == torch.arange(classes, device=x.device)).to(torch.int64)
+        return func(*args, **kwargs)
+
+
 def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
     """PyTorch 1.13: make_fx over a function that takes the weights as inputs (so they become
     placeholders we can name), in symbolic mode only when some dim is dynamic."""
@@ -243,7 +260,7 @@ def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
     # the tensor itself, in a weak map keyed by the tracer that the proxy keeps alive: tracing the
     # user's parameters and inputs would keep every trace for as long as they live (~40 KiB per
     # compile of a small MLP). Detached aliases share the data and die with the trace.
-    with torch.no_grad():
+    with torch.no_grad(), _TraceableOneHot():
         gm = make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(
             [w.detach() for w in state.values()], [e.detach() for e in examples])
     _functional_inplace(gm.graph)

@@ -518,6 +518,80 @@ void breadth_cases(std::vector<OracleCase>& cs) {
                 {{-3, 3}, {0, 9.9}, {0, 0}}});
 }
 
+// Diagonals, windows, scans, losses and the smaller pointwise ops (issue 14's second sweep).
+void structure_cases(std::vector<OracleCase>& cs) {
+  auto args_of = [](std::vector<Arg> extra, size_t inputs = 1) { return inputs_then(inputs, std::move(extra)); };
+  cs.push_back({"aten.diagonal.default", {{F, {4, 5}}}, args_of({1})});
+  cs.push_back({"aten.diagonal.default", {{F, {2, 5, 3, 4}}}, args_of({-2, 3, 1})});  // dims out of order
+  cs.push_back({"aten.diagonal.default", {{I64, {3, 3}}}, args_of({0, -1, -2}), {}, -9, 9});
+  cs.push_back({"aten.diag_embed.default", {{F, {2, 3}}}, args_of({})});
+  cs.push_back({"aten.diag_embed.default", {{F, {2, 3}}}, args_of({2, 0, 2})});
+  cs.push_back({"aten.diag_embed.default", {{F, {4}}}, args_of({-1, 1, 0})});
+  cs.push_back({"aten.diag.default", {{F, {4}}}, args_of({1})});
+  cs.push_back({"aten.diag.default", {{F, {3, 5}}}, args_of({-1})});
+  cs.push_back({"aten.trace.default", {{F, {4, 3}}}, args_of({})});
+  cs.push_back({"aten.trace.default", {{I32, {3, 3}}}, args_of({}), {}, -9, 9});
+  cs.push_back({"aten.linalg_cross.default", {{F, {4, 3}}, {F, {1, 3}}}, args_of({}, 2)});
+  cs.push_back({"aten.linalg_cross.default", {{F, {3, 2}}, {F, {3, 2}}}, args_of({}, 2), {{"dim", 0}}});
+  // cdist: every p (2 through the differences, and through a matrix multiply past 25 rows).
+  for (double p : {0.0, 1.0, 2.0, 3.0, std::numeric_limits<double>::infinity()})
+    cs.push_back({"aten._cdist_forward.default", {{F, {2, 4, 3}}, {F, {2, 5, 3}}}, args_of({p, Arg()}, 2), {}, -3, 3, 1e-4});
+  cs.push_back({"aten._cdist_forward.default", {{F, {30, 8}}, {F, {7, 8}}}, args_of({2.0, Arg()}, 2), {}, -3, 3, 1e-4});
+  cs.push_back({"aten._cdist_forward.default", {{F, {6, 8}}, {F, {7, 8}}}, args_of({2.0, 1}, 2), {}, -3, 3, 1e-4});
+  // Windows: padding, dilation and stride; unbatched; overlapping folds sum.
+  cs.push_back({"aten.im2col.default", {{F, {2, 3, 6, 7}}}, args_of({L{3, 2}, L{1, 2}, L{1, 0}, L{2, 1}})});
+  cs.push_back({"aten.im2col.default", {{F, {2, 5, 5}}}, args_of({L{2, 2}, L{1, 1}, L{0, 0}, L{2, 2}})});
+  cs.push_back({"aten.col2im.default", {{F, {2, 12, 12}}}, args_of({L{5, 6}, L{2, 2}, L{1, 1}, L{1, 1}, L{2, 2}})});
+  cs.push_back({"aten.col2im.default", {{F, {8, 6}}}, args_of({L{4, 5}, L{2, 2}, L{1, 2}, L{0, 0}, L{2, 1}})});
+  cs.push_back({"aten.unfold.default", {{F, {2, 11}}}, args_of({1, 4, 3})});
+  cs.push_back({"aten.unfold.default", {{F, {3, 8, 2}}}, args_of({-2, 2, 2})});
+  cs.push_back({"aten.unfold.default", {{I64, {5}}}, args_of({0, 5, 1}), {}, -9, 9});
+  // Scans: products (integers in i64, a dtype cast), and log-add-exp over values far apart.
+  cs.push_back({"aten.cumprod.default", {{F, {3, 9}}}, args_of({1}), {}, 0.5, 1.5});
+  cs.push_back({"aten.cumprod.default", {{I64, {4, 3}}}, args_of({0}), {}, -3, 3});
+  cs.push_back({"aten.cumprod.default", {{I32, {6}}}, args_of({0}), {{"dtype", F}}, -3, 3});
+  cs.push_back({"aten.logcumsumexp.default", {{F, {2, 17}}}, args_of({-1}), {}, -200, 200, 1e-4});
+  cs.push_back({"aten.logcumsumexp.default", {{F, {5, 3}}}, args_of({0})});
+  // nll_loss: each reduction, class weights, an ignored class (1 of 4), one sample, per pixel.
+  auto nll = [](bool weighted, int64_t reduction, int64_t ignore) {
+    return [=](const Nodes& n) { return std::vector<Arg>{n[0], n[1], weighted ? Arg(n[2]) : Arg(), reduction, ignore}; };
+  };
+  for (int64_t reduction : {0, 1, 2})
+    for (bool weighted : {false, true})
+      cs.push_back({"aten.nll_loss_forward.default", {{F, {6, 4}}, {I64, {6}}, {F, {4}}}, nll(weighted, reduction, 1),
+                    {}, -3, 3, 1e-5, {{-3, 3}, {0, 4}, {0.5, 2}}});
+  cs.push_back({"aten.nll_loss_forward.default", {{F, {5}}, {I64, {}}}, nll(false, 1, -100), {}, -3, 3, 1e-5, {{-3, 3}, {0, 5}}});
+  cs.push_back({"aten.nll_loss2d_forward.default", {{F, {2, 3, 4, 5}}, {I64, {2, 4, 5}}, {F, {3}}}, nll(true, 1, 2), {},
+                -3, 3, 1e-5, {{-3, 3}, {0, 3}, {0.5, 2}}});
+  // Window functions: periodic and symmetric, one point, hamming's own coefficients.
+  auto window = [](std::vector<Arg> a) { return [a](const Nodes&) { return a; }; };
+  for (const char* kind : {"hann", "hamming", "blackman", "bartlett"}) {
+    cs.push_back({std::string("aten.") + kind + "_window.default", {}, window({Arg(int64_t{9})})});
+    cs.push_back({std::string("aten.") + kind + "_window.periodic", {}, window({Arg(int64_t{8}), false})});
+    cs.push_back({std::string("aten.") + kind + "_window.periodic", {}, window({Arg(int64_t{1}), true})});
+  }
+  cs.push_back({"aten.hamming_window.periodic_alpha", {}, window({Arg(int64_t{6}), true, 0.6})});
+  cs.push_back({"aten.hamming_window.periodic_alpha_beta", {}, window({Arg(int64_t{7}), false, 0.5, 0.4})});
+  // Pointwise.
+  cs.push_back({"aten.threshold.default", {{F, {3, 5}}}, args_of({0.5, -2.0})});
+  cs.push_back({"aten.hardshrink.default", {{F, {3, 5}}}, args_of({1.0})});
+  cs.push_back({"aten.softshrink.default", {{F, {3, 5}}}, args_of({0.7})});
+  cs.push_back({"aten.rrelu.default", {{F, {3, 5}}}, args_of({0.1, 0.3})});
+  cs.push_back({"aten.rrelu_with_noise.default", {{F, {3, 5}}, {F, {3, 5}}}, args_of({0.2, 0.4}, 2)});
+  cs.push_back({"aten.logit.default", {{F, {3, 5}}}, args_of({}), {}, 0.01, 0.99});
+  cs.push_back({"aten.logit.default", {{F, {3, 5}}}, args_of({0.1}), {}, -0.5, 1.5});
+  cs.push_back({"aten.deg2rad.default", {{F, {3, 5}}}, args_of({}), {}, -400, 400});
+  cs.push_back({"aten.rad2deg.default", {{F, {3, 5}}}, args_of({}), {}, -7, 7, 1e-4});
+  cs.push_back({"aten.round.decimals", {{F, {4, 5}}}, args_of({}), {{"decimals", 2}}, -30, 30});
+  cs.push_back({"aten.round.decimals", {{F, {4, 5}}}, args_of({}), {{"decimals", -1}}, -300, 300});
+  cs.push_back({"aten.sinc.default", {{F, {3, 5}}}, args_of({}), {}, -2, 2});
+  cs.push_back({"aten.xlogy.Tensor", {{F, {3, 5}}, {F, {5}}}, args_of({}, 2), {}, 0, 3});
+  cs.push_back({"aten.xlogy.Tensor", {{I64, {3, 5}}, {F, {3, 5}}}, args_of({}, 2), {}, 0, 3});  // zeros in x
+  cs.push_back({"aten.xlogy.Scalar_Other", {{F, {3, 5}}}, args_of({2.5})});
+  cs.push_back({"aten.special_xlog1py.default", {{F, {3, 5}}, {F, {3, 5}}}, args_of({}, 2), {}, 0, 3});
+  cs.push_back({"aten.logaddexp.default", {{F, {3, 5}}, {F, {5}}}, args_of({}, 2), {}, -100, 100});
+}
+
 std::vector<OracleCase> cases() {
   std::vector<OracleCase> cs;
   // Binary ops over dtype pairs and broadcasts.
@@ -697,6 +771,7 @@ std::vector<OracleCase> cases() {
   // Issue 14: the attention-mask ops transformers' GPT-2 / Llama exports hold.
   mask_op_cases(cs);
   breadth_cases(cs);
+  structure_cases(cs);
   return cs;
 }
 

@@ -424,3 +424,39 @@ def test_bucketize_and_searchsorted_convert(right, device):
     x[0] = boundaries[:4]  # ties
     for got, want in zip(compiled(x, boundaries), Buckets()(x, boundaries)):
         assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+class _Idioms(torch.nn.Module):
+    """Real models' smaller idioms, each of which ran in PyTorch before: MoE routing masks
+    (one_hot), signal framing (Tensor.unfold), im2col / col2im (F.unfold / F.fold), a loss returned
+    beside the logits (cross_entropy with class weights and an ignored label), diagonals, scans and
+    pairwise distances."""
+
+    def forward(self, x, labels, routes, signal, points):
+        logits = x.flatten(1)[:, :5]
+        loss = torch.nn.functional.cross_entropy(logits, labels, weight=torch.arange(1.0, 6.0, device=x.device),
+                                                 ignore_index=2)
+        mask = torch.nn.functional.one_hot(routes, num_classes=4).permute(1, 0)
+        frames = signal.unfold(-1, 8, 4) * torch.hann_window(8, device=x.device)
+        cols = torch.nn.functional.unfold(x, 3, padding=1, stride=2)
+        back = torch.nn.functional.fold(cols, x.shape[-2:], 3, padding=1, stride=2)
+        square = x[0, 0, :4, :4]
+        diag = torch.diag_embed(square.diagonal(1)) + torch.trace(square)
+        scans = torch.cumprod(1 + x[:, 0, 0] / 8, -1) + torch.logcumsumexp(x[:, 0, 0], -1)
+        return loss, mask, frames, back, diag, scans, torch.cdist(points, points * 2)
+
+
+def test_idioms_convert_whole(device):
+    m = _Idioms()
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(2, 3, 7, 6, generator=g), torch.tensor([0, 2]), torch.tensor([3, 0, 1, 1, 2]),
+              torch.randn(2, 30, generator=g), torch.randn(2, 6, 3, generator=g))
+    inputs = tuple(t.to(device) for t in inputs)
+    compiled = kiln.compile(m, arg_inputs=inputs, min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    inputs = (torch.randn(2, 3, 7, 6, generator=g), torch.tensor([4, 1]), torch.tensor([0, 0, 3, 2, 1]),
+              torch.randn(2, 30, generator=g), torch.randn(2, 6, 3, generator=g))
+    inputs = tuple(t.to(device) for t in inputs)
+    for got, want in zip(compiled(*inputs), m(*inputs)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got, want)

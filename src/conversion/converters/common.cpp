@@ -46,6 +46,31 @@ ir::Argument node_arg(const ir::Node& node, const std::string& name) {
   return bound[name];
 }
 
+const ir::TensorMeta* arg_meta(const ir::Node& node, const std::string& name) {
+  const ir::Argument a = node_arg(node, name);
+  return a.is_node() && a.node()->meta.is_tensor() ? &a.node()->meta.tensor : nullptr;
+}
+
+std::optional<int64_t> static_size(const ir::Node& node, const std::string& name, int64_t dim) {
+  const ir::TensorMeta* m = arg_meta(node, name);
+  if (!m) return std::nullopt;
+  const int64_t rank = int64_t(m->rank());
+  if (dim < 0) dim += rank;
+  if (dim < 0 || dim >= rank || !m->sizes[size_t(dim)].is_constant()) return std::nullopt;
+  return m->sizes[size_t(dim)].value;
+}
+
+Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, const std::string& name,
+                         const DimExpr& rows, const DimExpr& cols) {
+  auto iota = [&](const DimExpr& n, const std::string& suffix) {
+    return impl::creation::arange(ctx, target, kAten, name + suffix, int64_t{0}, n, int64_t{1}, DataType::kInt64);
+  };
+  const DimExpr one(int64_t{1});
+  Tensor* row = impl::shuffle::reshape(ctx, target, kAten, name + "/rows_col", iota(rows, "/rows"), {rows, one});
+  Tensor* col = impl::shuffle::reshape(ctx, target, kAten, name + "/cols_row", iota(cols, "/cols"), {one, cols});
+  return impl::elementwise::sub(ctx, target, kAten, name + "/diagonal_of", col, row);
+}
+
 namespace {
 bool meta_ok(const ir::TensorMeta& m) { return has_engine_dtype(m.dtype); }
 bool value_ok(const ir::ValueMeta& m) {
@@ -121,6 +146,10 @@ void register_builtin_converters() {
     converters::register_einsum();
     converters::register_grid_sample();
     converters::register_roi_align();
+    converters::register_matrix();
+    converters::register_windows();
+    converters::register_scan();
+    converters::register_loss();
   });
 }
 

@@ -3,6 +3,7 @@
 // or the flag says otherwise.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,13 @@ ir::Argument node_arg(const ir::Node& node, const std::string& name);
 bool dtypes_supported(const ir::Node& node);
 // Only element 0 of a tuple-returning node is read (through getitem).
 bool only_output0_used(const ir::Node& node);
+// The metadata of the tensor a node argument names; nullptr when it is not a tensor node.
+const ir::TensorMeta* arg_meta(const ir::Node& node, const std::string& name);
+// That tensor's size along `dim` (negative counts from the end) when it is a known constant.
+std::optional<int64_t> static_size(const ir::Node& node, const std::string& name, int64_t dim);
+// [rows, cols] i64 of column index minus row index: the diagonals of a matrix (0 the main one).
+Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, const std::string& name,
+                         const DimExpr& rows, const DimExpr& cols);
 // The node's own output dtype / shape, from its metadata.
 DataType node_dtype(const ConversionContext& ctx);
 std::vector<DimExpr> node_shape(const ConversionContext& ctx);
@@ -78,5 +86,9 @@ void register_composite();
 void register_einsum();
 void register_grid_sample();
 void register_roi_align();
+void register_matrix();
+void register_windows();
+void register_scan();
+void register_loss();
 
 }  // namespace kiln::conversion::converters

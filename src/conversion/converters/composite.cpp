@@ -26,13 +26,7 @@ bool static_along(const ir::Node& n, const std::string& self_arg, const std::str
 Value triangle(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
                int64_t diagonal, bool upper) {
   const size_t r = x->rank();
-  const DimExpr rows_n = x->shape()[r - 2], cols_n = x->shape()[r - 1];
-  auto iota = [&](const DimExpr& n, const std::string& suffix) {
-    return impl::creation::arange(ctx, target, kAten, name + suffix, int64_t{0}, n, int64_t{1}, DataType::kInt64);
-  };
-  Tensor* rows = sh::reshape(ctx, target, kAten, name + "/rows_col", iota(rows_n, "/rows"), {rows_n, DimExpr(int64_t{1})});
-  Tensor* cols = sh::reshape(ctx, target, kAten, name + "/cols_row", iota(cols_n, "/cols"), {DimExpr(int64_t{1}), cols_n});
-  Tensor* diff = ew::sub(ctx, target, kAten, name + "/diff", cols, rows);
+  Tensor* diff = column_minus_row(ctx, target, name, x->shape()[r - 2], x->shape()[r - 1]);
   Tensor* keep = upper ? ew::ge(ctx, target, kAten, name + "/keep", diff, diagonal)
                        : ew::le(ctx, target, kAten, name + "/keep", diff, diagonal);
   Tensor* zero = ctx.constant(impl::scalar_weights(0, x->dtype(), r), name + "/zero");

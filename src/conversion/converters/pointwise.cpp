@@ -176,6 +176,109 @@ void register_pointwise() {
     Tensor* x = args.at(0).tensor();
     return ew::sub(ctx, target, kAten, name, x, impl::unary::unary(ctx, target, kAten, name + "/trunc", UnaryOp::kTrunc, x));
   });
+  // threshold(x, t, v): x where x > t, else v (NaN stays). hardshrink: x where |x| > lambda, else
+  // 0; softshrink: x moved lambda toward 0 where |x| > lambda, else 0.
+  add({"aten.threshold.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    Tensor* at_or_below = ew::le(ctx, target, kAten, name + "/at_or_below", x, a["threshold"]);
+    return impl::select::where(ctx, target, kAten, name, at_or_below,
+                               impl::get_tensor(ctx, a["value"], x->dtype(), 0, name + "/value"), x);
+  });
+  add({"aten.hardshrink.default", "aten.softshrink.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const double lambda = a.d("lambd");
+    Tensor* inside = ew::le(ctx, target, kAten, name + "/inside",
+                            impl::unary::unary(ctx, target, kAten, name + "/abs", UnaryOp::kAbs, x), lambda);
+    Tensor* kept = x;
+    if (target == "aten.softshrink.default")
+      kept = ew::sub(ctx, target, kAten, name + "/shrunk", x,
+                     ew::mul(ctx, target, kAten, name + "/toward", impl::unary::unary(ctx, target, kAten, name + "/sign",
+                                                                                     UnaryOp::kSign, x), lambda));
+    return impl::select::where(ctx, target, kAten, name, inside, ctx.constant(impl::scalar_weights(0, x->dtype()), name + "/zero"),
+                               kept);
+  });
+  // RReLU at inference: a leaky ReLU of the mean slope (lower + upper) / 2.
+  add({"aten.rrelu_with_noise.default", "aten.rrelu.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    return act::leaky_relu(ctx, target, kAten, name, a.tensor("self"), (a.d("lower") + a.d("upper")) / 2);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument training = node_arg(n, "training");
+        return training.is<bool>() && !training.as<bool>();
+      }, "training=False"});
+  // logit: log(p / (1 - p)), p clamped into [eps, 1 - eps] when eps is given.
+  add({"aten.logit.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* p = a.tensor("self");
+    if (!engine::is_floating(p->dtype())) p = impl::cast::to_dtype(ctx, target, kAten, name + "/float", p, DataType::kFloat32);
+    if (!a.none("eps")) p = act::clamp(ctx, target, kAten, name + "/clamp", p, a.d("eps"), 1.0 - a.d("eps"));
+    Tensor* odds = ew::div(ctx, target, kAten, name + "/odds", p, ew::sub(ctx, target, kAten, name + "/rest", 1.0, p));
+    return impl::unary::unary(ctx, target, kAten, name, UnaryOp::kLog, odds);
+  });
+  constexpr double kPi = 3.14159265358979323846;
+  add({"aten.deg2rad.default"}, KILN_CONVERTER { return ew::mul(ctx, target, kAten, name, args.at(0), kPi / 180.0); });
+  add({"aten.rad2deg.default"}, KILN_CONVERTER { return ew::mul(ctx, target, kAten, name, args.at(0), 180.0 / kPi); });
+  // round(x, decimals): to the nearest multiple of 10^-decimals, ties to even, computed as
+  // PyTorch does (scaled by the power of ten, rounded, scaled back).
+  add({"aten.round.decimals"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t decimals = a.i("decimals");
+    if (decimals == 0) return impl::unary::unary(ctx, target, kAten, name, UnaryOp::kRound, x);
+    const double ten = std::pow(10.0, double(std::abs(decimals)));
+    Tensor* scaled = decimals > 0 ? ew::mul(ctx, target, kAten, name + "/scale", x, ten)
+                                  : ew::div(ctx, target, kAten, name + "/scale", x, ten);
+    Tensor* r = impl::unary::unary(ctx, target, kAten, name + "/round", UnaryOp::kRound, scaled);
+    return decimals > 0 ? ew::div(ctx, target, kAten, name, r, ten) : ew::mul(ctx, target, kAten, name, r, ten);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        return m && ir::is_floating(m->dtype) && node_arg(n, "decimals").is<int64_t>();
+      }, "a floating input"});
+  // sinc(x) = sin(pi x) / (pi x), 1 at 0.
+  add({"aten.sinc.default"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    if (!engine::is_floating(x->dtype())) x = impl::cast::to_dtype(ctx, target, kAten, name + "/float", x, DataType::kFloat32);
+    Tensor* px = ew::mul(ctx, target, kAten, name + "/pi_x", x, kPi);
+    Tensor* ratio = ew::div(ctx, target, kAten, name + "/ratio",
+                            impl::unary::unary(ctx, target, kAten, name + "/sin", UnaryOp::kSin, px), px);
+    return impl::select::where(ctx, target, kAten, name, ew::eq(ctx, target, kAten, name + "/zero", x, 0.0),
+                               ctx.constant(impl::scalar_weights(1, x->dtype()), name + "/one"), ratio);
+  });
+  // xlogy(x, y) = x * log(y), 0 where x == 0 unless y is NaN; xlog1py with log1p(y).
+  auto xlog = [](UnaryOp log) {
+    return [log](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args, const Kwargs&,
+                 const std::string& name) -> Value {
+      const Value &x = args.at(0), &y = args.at(1);
+      const DataType real = engine::is_floating(x.tensor()->dtype()) ? x.tensor()->dtype() : DataType::kFloat32;
+      Tensor* logy = impl::unary::unary(ctx, target, kAten, name + "/log", log,
+                                        y.is_tensor() ? y.tensor() : impl::get_tensor(ctx, y, real, 0, name + "/y"));
+      Tensor* product = ew::mul(ctx, target, kAten, name + "/product", x, logy);
+      Tensor* zero_x = ew::logical_and(ctx, target, kAten, name + "/zero_x", ew::eq(ctx, target, kAten, name + "/x_zero", x, 0.0),
+                                       impl::unary::unary(ctx, target, kAten, name + "/y_number", UnaryOp::kNot,
+                                                          impl::unary::unary(ctx, target, kAten, name + "/y_nan", UnaryOp::kIsNan, logy)));
+      return impl::select::where(ctx, target, kAten, name, zero_x,
+                                 ctx.constant(impl::scalar_weights(0, product->dtype()), name + "/zero"), product);
+    };
+  };
+  add({"aten.xlogy.Tensor", "aten.xlogy.Scalar_Other"}, xlog(UnaryOp::kLog));
+  add({"aten.special_xlog1py.default"}, xlog(UnaryOp::kLog1p));
+  // logaddexp(a, b) = max + log1p(exp(-|a - b|)); max where the sides are equal (infinities).
+  add({"aten.logaddexp.default"}, KILN_CONVERTER {
+    Tensor* hi = ew::maximum(ctx, target, kAten, name + "/hi", args.at(0), args.at(1));
+    Tensor* lo = ew::minimum(ctx, target, kAten, name + "/lo", args.at(0), args.at(1));
+    Tensor* sum = ew::add(ctx, target, kAten, name + "/sum", hi,
+                          impl::unary::unary(ctx, target, kAten, name + "/log1p", UnaryOp::kLog1p,
+                                             impl::unary::unary(ctx, target, kAten, name + "/exp", UnaryOp::kExp,
+                                                                ew::sub(ctx, target, kAten, name + "/gap", lo, hi))));
+    Tensor* infinite = impl::unary::unary(ctx, target, kAten, name + "/infinite", UnaryOp::kIsInf, hi);
+    return impl::select::where(ctx, target, kAten, name,
+                               ew::logical_and(ctx, target, kAten, name + "/same_inf", infinite, ew::eq(ctx, target, kAten, name + "/equal", lo, hi)),
+                               Value(hi), Value(sum));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta *a = arg_meta(n, "self"), *b = arg_meta(n, "other");
+        return a && b && ir::is_floating(a->dtype) && ir::is_floating(b->dtype);
+      }, "floating operands"});
   add({"aten.hardtanh.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return act::clamp(ctx, target, kAten, name, a.tensor("self"), a["min_val"], a["max_val"]);

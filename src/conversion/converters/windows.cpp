@@ -1,0 +1,195 @@
+// Sliding windows as one gather with a constant index: Tensor.unfold (frames of a signal, local
+// windows), F.unfold (im2col) and its inverse F.fold (col2im, a scatter-add of the same index).
+// The index is computed here from static sizes, so no window is ever a separate copy. Also the
+// window functions signal code multiplies frames by (hann, hamming, blackman, bartlett), as
+// constants.
+#include <cmath>
+
+#include "conversion/converters/common.h"
+
+namespace kiln::conversion::converters {
+
+namespace {
+namespace sh = impl::shuffle;
+
+Tensor* index_constant(ConversionContext& ctx, const std::string& name, const std::vector<int64_t>& index) {
+  return ctx.constant(engine::Weights::copy_of(DataType::kInt64, {int64_t(index.size())}, index.data()), name + "/index");
+}
+
+// im2col / col2im's geometry: [N, C, H, W] padded to [Hp, Wp], windows of kh x kw taps.
+struct Windows2d {
+  int64_t kh, kw, dh, dw, ph, pw, sh, sw, height, width;
+  int64_t padded_h() const { return height + 2 * ph; }
+  int64_t padded_w() const { return width + 2 * pw; }
+  int64_t out_h() const { return (padded_h() - dh * (kh - 1) - 1) / sh + 1; }
+  int64_t out_w() const { return (padded_w() - dw * (kw - 1) - 1) / sw + 1; }
+  bool valid() const {
+    return kh > 0 && kw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0 && sh > 0 && sw > 0 &&
+           padded_h() >= dh * (kh - 1) + 1 && padded_w() >= dw * (kw - 1) + 1;
+  }
+  // For column (tap t = i*kw + j, window l = y*out_w + x), in PyTorch's [C*K, L] order: the flat
+  // position of its element in the padded [Hp*Wp] plane.
+  std::vector<int64_t> positions() const {
+    std::vector<int64_t> at;
+    at.reserve(size_t(kh * kw * out_h() * out_w()));
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j)
+        for (int64_t y = 0; y < out_h(); ++y)
+          for (int64_t x = 0; x < out_w(); ++x) at.push_back((y * sh + i * dh) * padded_w() + x * sw + j * dw);
+    return at;
+  }
+};
+
+std::optional<std::vector<int64_t>> pair_arg(const ir::Node& n, const std::string& name) {
+  const ir::Argument a = node_arg(n, name);
+  if (!a.is<ir::Argument::List>()) return std::nullopt;
+  std::vector<int64_t> v;
+  for (const ir::Argument& e : a.as<ir::Argument::List>()) {
+    if (!e.is<int64_t>()) return std::nullopt;
+    v.push_back(e.as<int64_t>());
+  }
+  if (v.size() != 2) return std::nullopt;
+  return v;
+}
+
+std::optional<Windows2d> windows_of(const ir::Node& n, int64_t height, int64_t width) {
+  const auto k = pair_arg(n, "kernel_size"), d = pair_arg(n, "dilation"), p = pair_arg(n, "padding"),
+             s = pair_arg(n, "stride");
+  if (!k || !d || !p || !s) return std::nullopt;
+  Windows2d w{(*k)[0], (*k)[1], (*d)[0], (*d)[1], (*p)[0], (*p)[1], (*s)[0], (*s)[1], height, width};
+  if (!w.valid()) return std::nullopt;
+  return w;
+}
+
+Windows2d windows_from(const Args& a, int64_t height, int64_t width) {
+  const auto k = a.ints("kernel_size"), d = a.ints("dilation"), p = a.ints("padding"), s = a.ints("stride");
+  return {k[0], k[1], d[0], d[1], p[0], p[1], s[0], s[1], height, width};
+}
+
+// torch.*_window(n, periodic): the symmetric window of n + 1 points without its last when
+// periodic (the default), in double, as a constant of the node's dtype.
+Tensor* window_function(ConversionContext& ctx, const std::string& target, const std::string& name, const Args& a,
+                        const std::string& kind) {
+  const int64_t n = a.i("window_length");
+  const bool periodic = a["periodic"].is_none() || a.b("periodic");
+  const double span = double(periodic ? n : n - 1);  // the symmetric window's length - 1
+  constexpr double kTwoPi = 6.283185307179586476925;
+  const double alpha = a["alpha"].is_none() ? 0.54 : a.d("alpha"), beta = a["beta"].is_none() ? 0.46 : a.d("beta");
+  std::vector<float> w(size_t(n), 1.0f);
+  for (int64_t i = 0; i < n && n > 1; ++i) {  // one point: [1], periodic or not, as PyTorch gives
+    const double phase = kTwoPi * double(i) / span;
+    const double v = kind == "hann"       ? 0.5 - 0.5 * std::cos(phase)
+                     : kind == "hamming"  ? alpha - beta * std::cos(phase)
+                     : kind == "blackman" ? 0.42 - 0.5 * std::cos(phase) + 0.08 * std::cos(2 * phase)
+                                          : 1.0 - std::abs(2.0 * double(i) / span - 1.0);  // bartlett
+    w[size_t(i)] = float(v);
+  }
+  Tensor* values = ctx.constant(engine::Weights::copy_of(DataType::kFloat32, {n}, w.data()), name + "/values");
+  return impl::cast::to_dtype(ctx, target, kAten, name, values, node_dtype(ctx));
+}
+
+}  // namespace
+
+void register_windows() {
+  for (const std::string kind : {"hann", "hamming", "blackman", "bartlett"}) {
+    std::vector<std::string> targets{"aten." + kind + "_window.default", "aten." + kind + "_window.periodic"};
+    if (kind == "hamming") targets.insert(targets.end(), {"aten.hamming_window.periodic_alpha", "aten.hamming_window.periodic_alpha_beta"});
+    add(targets, [kind](ConversionContext& ctx, const std::string& target, const std::vector<Value>& args,
+                        const Kwargs& kwargs, const std::string& name) -> Value {
+      return window_function(ctx, target, name, Args(target, args, kwargs), kind);
+    }, {[](const ir::Node& n, const CompilationSettings&) {
+          const ir::Argument length = node_arg(n, "window_length");
+          return length.is<int64_t>() && length.as<int64_t>() >= 1 && n.meta.is_tensor() && ir::is_floating(n.meta.tensor.dtype);
+        }, "a static length >= 1, a floating dtype"});
+  }
+  // Tensor.unfold(dim, size, step): windows of `size` every `step` along dim, as a new last dim.
+  add({"aten.unfold.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    if (x->rank() == 0) return sh::unsqueeze(ctx, target, kAten, name, x, 0);  // PyTorch: a 0-d tensor is one window
+    const int64_t d = impl::normalize_axis(a.i("dimension"), x->rank());
+    const int64_t n = *x->shape()[size_t(d)].constant(), size = a.i("size"), step = a.i("step");
+    const int64_t count = (n - size) / step + 1;
+    std::vector<int64_t> index;
+    for (int64_t l = 0; l < count; ++l)
+      for (int64_t j = 0; j < size; ++j) index.push_back(l * step + j);
+    Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", x, d, index_constant(ctx, name, index));
+    std::vector<DimExpr> split = taken->shape();
+    split[size_t(d)] = DimExpr(size);
+    split.insert(split.begin() + d, DimExpr(count));  // [.., count, size, ..]
+    Tensor* y = sh::reshape(ctx, target, kAten, d + 1 == int64_t(x->rank()) ? name : name + "/split", taken, split);
+    if (d + 1 == int64_t(x->rank())) return y;
+    std::vector<int64_t> perm;
+    for (int64_t i = 0; i < int64_t(split.size()); ++i)
+      if (i != d + 1) perm.push_back(i);
+    perm.push_back(d + 1);
+    return sh::permute(ctx, target, kAten, name, y, perm);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        const ir::Argument dim = node_arg(n, "dimension"), size = node_arg(n, "size"), step = node_arg(n, "step");
+        if (!m || !dim.is<int64_t>() || !size.is<int64_t>() || !step.is<int64_t>() || step.as<int64_t>() <= 0) return false;
+        if (m->rank() == 0) return size.as<int64_t>() <= 1;
+        const auto n_along = static_size(n, "self", dim.as<int64_t>());
+        return n_along && size.as<int64_t>() >= 0 && size.as<int64_t>() <= *n_along;
+      }, "static size along dim, 0 <= size <= it, step > 0"});
+  // F.unfold (im2col): [N, C, H, W] -> [N, C*kh*kw, L], the padded planes gathered at each tap
+  // of each window in one index_select.
+  add({"aten.im2col.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const bool batched = x->rank() == 4;
+    if (!batched) x = sh::unsqueeze(ctx, target, kAten, name + "/batch", x, 0);
+    const Windows2d w = windows_from(a, *x->shape()[2].constant(), *x->shape()[3].constant());
+    if (w.ph || w.pw) x = impl::pad::pad(ctx, target, kAten, name + "/pad", x, {w.pw, w.pw, w.ph, w.ph}, engine::PadMode::kConstant, 0);
+    const DimExpr batch = x->shape()[0], channels = x->shape()[1];
+    Tensor* planes = sh::reshape(ctx, target, kAten, name + "/planes", x, {batch, channels, DimExpr(w.padded_h() * w.padded_w())});
+    Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", planes, 2, index_constant(ctx, name, w.positions()));
+    const int64_t taps = w.kh * w.kw, count = w.out_h() * w.out_w();
+    std::vector<DimExpr> out{batch, channels * DimExpr(taps), DimExpr(count)};
+    if (!batched) out.erase(out.begin());
+    return sh::reshape(ctx, target, kAten, name, taken, out);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        if (!m || (m->rank() != 3 && m->rank() != 4)) return false;
+        const auto h = static_size(n, "self", -2), w = static_size(n, "self", -1);
+        return h && w && windows_of(n, *h, *w).has_value();
+      }, "static height and width, valid window sizes"});
+  // F.fold (col2im): each column's taps added back into the padded planes at the positions
+  // im2col takes them from (overlapping windows sum), then the padding cut off.
+  add({"aten.col2im.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* cols = a.tensor("self");
+    const bool batched = cols->rank() == 3;
+    if (!batched) cols = sh::unsqueeze(ctx, target, kAten, name + "/batch", cols, 0);
+    const std::vector<int64_t> size = a.ints("output_size");
+    const Windows2d w = windows_from(a, size[0], size[1]);
+    const int64_t taps = w.kh * w.kw, plane = w.padded_h() * w.padded_w();
+    const DimExpr batch = cols->shape()[0], channels = floor_div(cols->shape()[1], DimExpr(taps));
+    Tensor* source = sh::reshape(ctx, target, kAten, name + "/taps", cols, {batch, channels, DimExpr(taps * w.out_h() * w.out_w())});
+    const std::vector<int64_t> positions = w.positions();
+    std::vector<DimExpr> along{DimExpr(int64_t{1}), DimExpr(int64_t{1}), DimExpr(int64_t(positions.size()))};
+    Tensor* index = sh::expand(ctx, target, kAten, name + "/index_expand",
+                               sh::reshape(ctx, target, kAten, name + "/index_along", index_constant(ctx, name, positions), along),
+                               source->shape());
+    Tensor* zeros = impl::creation::full(ctx, target, kAten, name + "/zeros", {batch, channels, DimExpr(plane)}, 0.0, source->dtype());
+    Tensor* planes = impl::select::scatter(ctx, target, kAten, name + "/add", zeros, 2, index, Value(source),
+                                           engine::ScatterReduce::kAdd);
+    Tensor* y = sh::reshape(ctx, target, kAten, name + "/unflat", planes,
+                            {batch, channels, DimExpr(w.padded_h()), DimExpr(w.padded_w())});
+    if (w.ph || w.pw) {
+      y = impl::slice::slice_op(ctx, target, kAten, name + "/rows", y, 2, w.ph, w.ph + w.height, 1);
+      y = impl::slice::slice_op(ctx, target, kAten, batched ? name : name + "/cols", y, 3, w.pw, w.pw + w.width, 1);
+    }
+    if (!batched) y = sh::squeeze(ctx, target, kAten, name, y, {0});
+    return y;
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        const auto size = pair_arg(n, "output_size");
+        if (!m || (m->rank() != 2 && m->rank() != 3) || !size) return false;
+        const auto w = windows_of(n, (*size)[0], (*size)[1]);
+        const auto rows = static_size(n, "self", -2), count = static_size(n, "self", -1);
+        return w && rows && count && *rows % (w->kh * w->kw) == 0 && *count == w->out_h() * w->out_w();
+      }, "static sizes that match the windows"});
+}
+
+}  // namespace kiln::conversion::converters
