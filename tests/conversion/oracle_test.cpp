@@ -570,8 +570,39 @@ void structure_cases(std::vector<OracleCase>& cs) {
     cs.push_back({std::string("aten.") + kind + "_window.periodic", {}, window({Arg(int64_t{8}), false})});
     cs.push_back({std::string("aten.") + kind + "_window.periodic", {}, window({Arg(int64_t{1}), true})});
   }
+  cs.push_back({"aten.linspace.default", {}, window({-1.5, 2.25, Arg(int64_t{7})})});
+  cs.push_back({"aten.linspace.default", {}, window({Arg(int64_t{3}), Arg(int64_t{-4}), Arg(int64_t{10})})});
+  cs.push_back({"aten.linspace.default", {}, window({0.5, 9.0, Arg(int64_t{1})})});
   cs.push_back({"aten.hamming_window.periodic_alpha", {}, window({Arg(int64_t{6}), true, 0.6})});
   cs.push_back({"aten.hamming_window.periodic_alpha_beta", {}, window({Arg(int64_t{7}), false, 0.5, 0.4})});
+  // Order statistics (odd and even counts), NaN-skipping sums, counts, membership, running extremes.
+  cs.push_back({"aten.median.dim", {{F, {3, 7}}}, args_of({1})});
+  cs.push_back({"aten.median.dim", {{F, {4, 2, 3}}}, args_of({0, true})});
+  cs.push_back({"aten.median.default", {{F, {3, 5}}}, args_of({})});
+  cs.push_back({"aten.nanmedian.dim", {{F, {3, 6}}}, args_of({-1})});
+  cs.push_back({"aten.nanmedian.default", {{F, {2, 5}}}, args_of({})});
+  cs.push_back({"aten.kthvalue.default", {{F, {3, 7}}}, args_of({3, 1})});
+  cs.push_back({"aten.kthvalue.default", {{F, {5, 2}}}, args_of({5, 0, true})});
+  cs.push_back({"aten.nansum.default", {{F, {3, 7}}}, args_of({L{1}})});
+  cs.push_back({"aten.nansum.default", {{I64, {3, 4}}}, args_of({}), {}, -9, 9});
+  cs.push_back({"aten.count_nonzero.default", {{I64, {3, 7}}}, args_of({1}), {}, -2, 2});
+  cs.push_back({"aten.count_nonzero.dim_IntList", {{F, {3, 4, 2}}}, args_of({L{0, 2}}), {}, -1, 1});
+  cs.push_back({"aten.count_nonzero.default", {{B, {3, 4}}}, args_of({}), {}, 0, 2});
+  cs.push_back({"aten.isin.Tensor_Tensor", {{I64, {3, 5}}, {I64, {2, 2}}}, args_of({}, 2), {}, -4, 4});
+  cs.push_back({"aten.isin.Tensor_Tensor", {{I64, {6}}, {I64, {3}}}, args_of({}, 2), {{"invert", true}}, -4, 4});
+  cs.push_back({"aten.isin.Tensor_Scalar", {{I64, {6}}}, args_of({int64_t{2}}), {}, -4, 4});
+  cs.push_back({"aten.cummax.default", {{F, {3, 9}}}, args_of({1})});
+  cs.push_back({"aten.cummin.default", {{I64, {10, 2}}}, args_of({0}), {}, -3, 3});  // ties: the last index
+  cs.push_back({"aten.cummax.default", {{I32, {13}}}, args_of({0}), {}, -2, 2});
+  // nn.Bilinear's _trilinear, and weight normalization along either end.
+  cs.push_back({"aten._trilinear.default", {{F, {4, 3}}, {F, {5, 3, 6}}, {F, {4, 6}}},
+                args_of({L{1, 3}, L{0}, L{1, 2}, L{2, 3}}, 3)});
+  cs.push_back({"aten._weight_norm_interface.default", {{F, {6, 4, 3}}, {F, {6, 1, 1}}}, args_of({0}, 2)});
+  cs.push_back({"aten._weight_norm_interface.default", {{F, {6, 4}}, {F, {1, 4}}}, args_of({1}, 2)});
+  for (const char* shift : {"aten.__lshift__.Scalar", "aten.__rshift__.Scalar", "aten.bitwise_left_shift.Tensor_Scalar",
+                            "aten.bitwise_right_shift.Tensor_Scalar"})
+    cs.push_back({shift, {{I64, {3, 4}}}, args_of({int64_t{3}}), {}, -99, 99});
+  cs.push_back({"aten.__rshift__.Scalar", {{I32, {6}}}, args_of({int64_t{1}}), {}, -99, 99});
   // Pointwise.
   cs.push_back({"aten.threshold.default", {{F, {3, 5}}}, args_of({0.5, -2.0})});
   cs.push_back({"aten.hardshrink.default", {{F, {3, 5}}}, args_of({1.0})});

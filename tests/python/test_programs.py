@@ -460,3 +460,49 @@ def test_idioms_convert_whole(device):
     for got, want in zip(compiled(*inputs), m(*inputs)):
         assert got.dtype == want.dtype and got.shape == want.shape
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got, want)
+
+
+class _Orders(torch.nn.Module):
+    """Order statistics with their indices (NaN included), running extremes, and the layers that
+    reduce to small ops: nn.Bilinear, a weight-normalized convolution, integer shifts, isin."""
+
+    def __init__(self):
+        super().__init__()
+        self.bilinear = torch.nn.Bilinear(6, 5, 3)
+        self.conv = torch.nn.utils.weight_norm(torch.nn.Conv1d(6, 6, 3, padding=1, groups=2))
+
+    def forward(self, x, y, ids):
+        med = torch.median(x, -1)
+        nanmed = torch.nanmedian(x, 0)
+        kth = torch.kthvalue(x, 2, -1, keepdim=True)
+        run = torch.cummax(x, -1)
+        low = torch.cummin(ids, 0)
+        return (med.values, med.indices, nanmed.values, nanmed.indices, kth.values, kth.indices, run.values,
+                run.indices, low.values, low.indices, torch.nanmean(x, -1), torch.count_nonzero(ids, 0),
+                self.bilinear(x[:, :6], y), self.conv(x[None, :, :6].transpose(1, 2)),
+                (ids << 2) + (ids >> 1), torch.isin(ids, torch.tensor([1, -2], device=ids.device)))
+
+
+def test_order_statistics_and_small_layers_convert(device):
+    m = _Orders().to(device)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(4, 7, generator=g), torch.randn(4, 5, generator=g)
+    ids = torch.randint(-3, 3, (6, 4), generator=g)
+    compiled = kiln.compile(m, arg_inputs=(x.to(device), y.to(device), ids.to(device)), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    x[1, 3] = float("nan")  # median and cummax carry it on; nanmedian skips it
+    x[2, :] = float("nan")
+    x[0, 4] = x[0, 1]       # a tie
+    args = (x.to(device), y.to(device), ids.to(device))
+    with torch.no_grad():
+        got, want = compiled(*args), m(*args)
+    for i, (g_, w_) in enumerate(zip(got, want)):
+        assert g_.dtype == w_.dtype and g_.shape == w_.shape, i
+        if i in (1, 3, 5):  # among equal values (NaNs, ties) PyTorch's pick is its sort's: any such index is right
+            continue
+        assert torch.allclose(g_, w_, rtol=1e-5, atol=1e-5, equal_nan=True), (i, g_, w_)
+    x = args[0]
+    for values, indices, dim in ((got[0], got[1], -1), (got[2], got[3], 0), (got[4], got[5], -1)):
+        taken = x.gather(dim, indices if indices.dim() == 2 else indices.unsqueeze(dim))
+        assert torch.equal(taken.isnan(), (values if values.dim() == 2 else values.unsqueeze(dim)).isnan())
+        assert torch.allclose(taken, values if values.dim() == 2 else values.unsqueeze(dim), equal_nan=True)

@@ -150,6 +150,7 @@ void register_builtin_converters() {
     converters::register_windows();
     converters::register_scan();
     converters::register_loss();
+    converters::register_order();
   });
 }
 

@@ -90,5 +90,6 @@ void register_matrix();
 void register_windows();
 void register_scan();
 void register_loss();
+void register_order();
 
 }  // namespace kiln::conversion::converters

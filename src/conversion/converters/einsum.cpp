@@ -207,6 +207,40 @@ struct Builder {
   }
 };
 
+// The operands contracted as `e` says, left to right.
+Tensor* contract_operands(ConversionContext& ctx, const std::string& target, const std::string& name, const Equation& e,
+                          const std::vector<Tensor*>& operands) {
+  Builder b{ctx, target, name};
+  Term acc{operands[0], e.inputs[0]};
+  for (size_t i = 1; i < operands.size(); ++i) {
+    std::string later = e.output;  // what the operands after this one and the output still need
+    for (size_t j = i + 1; j < operands.size(); ++j) later += e.inputs[j];
+    acc = b.contract(acc, {operands[i], e.inputs[i]}, later);
+  }
+  acc = b.sum_out(acc, e.output);
+  std::vector<int64_t> perm;
+  for (char c : e.output) perm.push_back(int64_t(acc.subs.find(c)));
+  return sh::permute(ctx, target, kAten, name, acc.t, perm);
+}
+
+// _trilinear's operands live in one space of R dims: operand k lacks the dims in its expand list
+// (size 1 there), and the sumdim dims are summed out of the product. As an equation: one letter
+// per dim of that space.
+Equation trilinear_equation(size_t space, const std::vector<std::vector<int64_t>>& expands,
+                            const std::vector<int64_t>& sumdim) {
+  auto has = [](const std::vector<int64_t>& v, size_t d) { return std::find(v.begin(), v.end(), int64_t(d)) != v.end(); };
+  Equation e;
+  for (const auto& expand : expands) {
+    std::string subs;
+    for (size_t d = 0; d < space; ++d)
+      if (!has(expand, d)) subs += char('a' + d);
+    e.inputs.push_back(subs);
+  }
+  for (size_t d = 0; d < space; ++d)
+    if (!has(sumdim, d)) e.output += char('a' + d);
+  return e;
+}
+
 }  // namespace
 
 void register_einsum() {
@@ -215,18 +249,7 @@ void register_einsum() {
     const std::string& equation = a["equation"].str();
     const std::vector<Tensor*> operands = a.tensors("tensors");
     if (operands.empty()) throw ConversionError("einsum needs at least one operand");
-    const Equation e = parse(equation, operands);
-    Builder b{ctx, target, name};
-    Term acc{operands[0], e.inputs[0]};
-    for (size_t i = 1; i < operands.size(); ++i) {
-      std::string later = e.output;  // what the operands after this one and the output still need
-      for (size_t j = i + 1; j < operands.size(); ++j) later += e.inputs[j];
-      acc = b.contract(acc, {operands[i], e.inputs[i]}, later);
-    }
-    acc = b.sum_out(acc, e.output);
-    std::vector<int64_t> perm;
-    for (char c : e.output) perm.push_back(int64_t(acc.subs.find(c)));
-    return sh::permute(ctx, target, kAten, name, acc.t, perm);
+    return contract_operands(ctx, target, name, parse(equation, operands), operands);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::Argument eq = node_arg(n, "equation"), operands = node_arg(n, "tensors");
         if (!eq.is<std::string>() || malformed_equation(eq.as<std::string>()) || !operands.is<ir::Argument::List>())
@@ -235,6 +258,42 @@ void register_einsum() {
           if (!t.is_node() || !t.node()->meta.is_tensor() || !ir::is_floating(t.node()->meta.tensor.dtype)) return false;
         return dtypes_supported(n);
       }, "float operands; letters as subscripts, none repeated within one operand (no diagonals)"});
+  // torch._trilinear (what F.bilinear / nn.Bilinear trace to): three operands multiplied in one
+  // broadcast space and summed over sumdim, contracted pairwise like an einsum instead of
+  // forming the product (for nn.Bilinear, [N, out, in1, in2]).
+  add({"aten._trilinear.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const std::vector<Tensor*> operands{a.tensor("i1"), a.tensor("i2"), a.tensor("i3")};
+    const size_t space = operands[0]->rank() + a.ints("expand1").size();
+    return contract_operands(ctx, target, name,
+                             trilinear_equation(space, {a.ints("expand1"), a.ints("expand2"), a.ints("expand3")}, a.ints("sumdim")),
+                             operands);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        std::vector<std::vector<int64_t>> expands;
+        size_t space = 0;
+        for (const char* arg : {"i1", "i2", "i3"}) {
+          const ir::TensorMeta* m = arg_meta(n, arg);
+          if (!m || !ir::is_floating(m->dtype)) return false;
+          std::vector<int64_t> expand;
+          const ir::Argument list = node_arg(n, std::string("expand") + arg[1]);
+          if (!list.is<ir::Argument::List>()) return false;
+          for (const ir::Argument& d : list.as<ir::Argument::List>()) {
+            if (!d.is<int64_t>()) return false;
+            expand.push_back(d.as<int64_t>());
+          }
+          if (space == 0) space = m->rank() + expand.size();
+          if (m->rank() + expand.size() != space || space > 26) return false;
+          expands.push_back(expand);
+        }
+        // Every dim of the space is some operand's (a dim all three lack would be a size-1 output
+        // dim no equation can name).
+        for (size_t d = 0; d < space; ++d) {
+          bool held = false;
+          for (const auto& e : expands) held |= std::find(e.begin(), e.end(), int64_t(d)) == e.end();
+          if (!held) return false;
+        }
+        return node_arg(n, "sumdim").is<ir::Argument::List>();
+      }, "float operands, every dim held by one of them"});
 }
 
 }  // namespace kiln::conversion::converters

@@ -176,6 +176,20 @@ void register_pointwise() {
     Tensor* x = args.at(0).tensor();
     return ew::sub(ctx, target, kAten, name, x, impl::unary::unary(ctx, target, kAten, name + "/trunc", UnaryOp::kTrunc, x));
   });
+  // Integer shifts by a constant: x << k = x * 2^k (the same bits, wrapping), x >> k = floor(x / 2^k)
+  // (an arithmetic shift).
+  add({"aten.__lshift__.Scalar", "aten.bitwise_left_shift.Tensor_Scalar", "aten.__rshift__.Scalar",
+       "aten.bitwise_right_shift.Tensor_Scalar"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    const int64_t power = int64_t{1} << args.at(1).to_int();
+    const bool left = target.find("lshift") != std::string::npos || target.find("left") != std::string::npos;
+    return left ? ew::mul(ctx, target, kAten, name, x, power) : ew::floor_divide(ctx, target, kAten, name, x, power);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        const ir::Argument k = node_arg(n, "other");
+        return m && !ir::is_floating(m->dtype) && m->dtype != ir::ScalarType::Bool && k.is<int64_t>() &&
+               k.as<int64_t>() >= 0 && k.as<int64_t>() < 31;
+      }, "an integer tensor shifted by a constant in [0, 31)"});
   // threshold(x, t, v): x where x > t, else v (NaN stays). hardshrink: x where |x| > lambda, else
   // 0; softshrink: x moved lambda toward 0 where |x| > lambda, else 0.
   add({"aten.threshold.default"}, KILN_CONVERTER {

@@ -154,6 +154,22 @@ void register_reduce() {
     return p_norm(ctx, target, name, x, *p_of(node_arg(*ctx.current_node, "ord")), a.ints("dim"), a.b("keepdim"));
   }, {[](const ir::Node& n, const CompilationSettings&) { return p_ok(node_arg(n, "ord")); },
       "ord >= 0 or +-inf"});
+  // Weight normalization (weight_norm on wav2vec2's positional convolution, vocoders): v scaled
+  // to the norm g along dim, (v * g / |v|, |v|) with |v| over every other dim.
+  add({"aten._weight_norm_interface.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* v = a.tensor("v");
+    const int64_t dim = impl::normalize_axis(a.i("dim"), v->rank());
+    std::vector<int64_t> others;
+    for (int64_t d = 0; d < int64_t(v->rank()); ++d)
+      if (d != dim) others.push_back(d);
+    Tensor* norm = red::reduce(ctx, target, kAten, name + "/norm", ReduceOp::kNorm2, v, others, true);
+    Tensor* scale = impl::elementwise::div(ctx, target, kAten, name + "/scale", a["g"], norm);
+    return Value::List{impl::elementwise::mul(ctx, target, kAten, name, v, scale), norm};
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* v = arg_meta(n, "v");
+        return v && v->rank() >= 1 && node_arg(n, "dim").is<int64_t>();
+      }, "a static dim"});
   // torch.norm / F.normalize as PyTorch 1.13 traces them (2.x writes linalg_vector_norm).
   add({"aten.norm.ScalarOpt_dim"}, KILN_CONVERTER {
     Args a(target, args, kwargs);

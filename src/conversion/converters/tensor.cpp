@@ -440,6 +440,27 @@ void register_tensor() {
     const Value step = a.none("step") ? Value(int64_t{1}) : a["step"];
     return cr::arange(ctx, target, kAten, name, start, a["end"], step, node_dtype(ctx));
   });
+  // linspace between two numbers: `steps` points, computed in float as PyTorch does (from the
+  // start for the first half, back from the end for the rest), a constant of the node's dtype.
+  add({"aten.linspace.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const int64_t steps = a.i("steps");
+    const float start = float(a.d("start")), end = float(a.d("end"));
+    const float step = steps > 1 ? (end - start) / float(steps - 1) : 0.0f;
+    std::vector<float> v(static_cast<size_t>(steps));
+    for (int64_t i = 0; i < steps; ++i)
+      v[size_t(i)] = steps == 1 || i < steps / 2 ? start + step * float(i) : end - step * float(steps - 1 - i);
+    Tensor* values = ctx.constant(engine::Weights::copy_of(DataType::kFloat32, {steps}, v.data()), name + "/values");
+    return impl::cast::to_dtype(ctx, target, kAten, name, values, node_dtype(ctx));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        auto number = [&](const char* arg) {
+          const ir::Argument v = node_arg(n, arg);
+          return v.is<double>() || v.is<int64_t>();
+        };
+        const ir::Argument steps = node_arg(n, "steps");
+        return number("start") && number("end") && steps.is<int64_t>() && steps.as<int64_t>() >= 1 && n.meta.is_tensor() &&
+               ir::is_floating(n.meta.tensor.dtype);
+      }, "numbers for start and end, static steps >= 1, a floating dtype"});
 
   // ---- dtype conversions: the node's metadata says the result dtype ----
   add({"aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten.to.other",
