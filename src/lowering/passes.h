@@ -60,6 +60,13 @@ size_t unbroadcast_matmul_weights(ir::ExportedProgram& program);
 // still pass and get float64. Writes one warning line to `warn` (when given) if anything changed.
 size_t truncate_double(ir::ExportedProgram& program, std::ostream* warn = nullptr);
 
+// Complex values (complex64 / complex128) as real tensors with a trailing dim of 2, the layout
+// view_as_real gives: rotary embeddings written with complex numbers (view_as_complex, polar,
+// complex multiplies, view_as_real, the views between them, complex weights) become real ops.
+// All or nothing: where any complex value is a user input, an output or an op not covered, the
+// program is left as it is (PyTorch then runs those ops).
+size_t complex_as_real(ir::ExportedProgram& program);
+
 struct PassReport {
   std::string pass;
   size_t changes = 0;

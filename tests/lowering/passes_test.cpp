@@ -615,6 +615,61 @@ TEST(TruncateDouble, Float64ProgramComputesInFloat32WithBoundaryCasts) {
   EXPECT_TRUE(quiet.str().empty());
 }
 
+TEST(ComplexAsReal, RotaryEmbeddingBecomesRealOps) {
+  constexpr auto C = ir::ScalarType::ComplexFloat;
+  G g;
+  Node* w = g.weight("freqs", {4, 3, 2});  // f32 pairs stand in for a complex [4, 3] weight
+  g.p.weights["freqs"].meta = tensor({4, 3}, C).tensor;
+  g.p.weights["freqs"].meta.strides = {3, 1};
+  w->meta = tensor({4, 3}, C);
+  Node* x = g.input("x", {2, 4, 3, 2});
+  Node* z = g.call("z", "aten.view_as_complex.default", {x}, tensor({2, 4, 3}, C));
+  Node* f = g.call("f", "aten.slice.Tensor", {w, int64_t{-2}, int64_t{0}, int64_t{4}}, tensor({4, 3}, C));
+  Node* v = g.call("v", "aten.view.default", {f, Argument::List{int64_t{1}, int64_t{4}, int64_t{3}}}, tensor({1, 4, 3}, C));
+  Node* m = g.call("m", "aten.mul.Tensor", {z, v}, tensor({2, 4, 3}, C));
+  Node* t = g.call("t", "aten.transpose.int", {m, int64_t{-1}, int64_t{0}}, tensor({3, 4, 2}, C));
+  Node* r = g.call("r", "aten.view_as_real.default", {t}, tensor({3, 4, 2, 2}));
+  g.output({r});
+  EXPECT_GT(complex_as_real(g.p), 0u);
+  remove_noops(g.p);
+  g.p.graph.eliminate_dead_code();
+  g.p.graph.verify();
+  // Dims counted from the complex rank, sizes with the pair dim, the product written out.
+  EXPECT_TRUE(filecheck(g.p.graph.str(), R"(
+    CHECK:      %f : call_function[target=aten.slice.Tensor](args = (%freqs, 0, 0, 4, 1), kwargs = {})
+    CHECK-NEXT: %v : call_function[target=aten.view.default](args = (%f, [1, 4, 3, 2]), kwargs = {})
+    CHECK:      aten.select.int
+    CHECK:      aten.sub.Tensor
+    CHECK:      aten.stack.default
+    CHECK:      %t : call_function[target=aten.transpose.int](args = (%m_pair, 2, 0), kwargs = {})
+    CHECK-NEXT: return (%t,)
+  )")) << g.p.graph.str();
+  for (Node* n : g.p.graph.nodes())
+    if (n->meta.is_tensor()) EXPECT_NE(n->meta.tensor.dtype, C) << n->str();
+  EXPECT_EQ(g.p.weights.at("freqs").meta.dtype, ir::ScalarType::Float);
+  EXPECT_EQ(g.p.weights.at("freqs").meta.sizes.size(), 3u);
+}
+
+TEST(ComplexAsReal, ComplexInputsOutputsAndUnknownOpsLeaveTheProgramAlone) {
+  constexpr auto C = ir::ScalarType::ComplexFloat;
+  auto program = [&](int variant) {
+    auto g = std::make_unique<G>();
+    Node* x = g->input("x", {4, 2});
+    if (variant == 0) x->meta = tensor({4}, C);  // a complex input
+    Node* z = variant == 0 ? x : g->call("z", "aten.view_as_complex.default", {x}, tensor({4}, C));
+    Node* y = g->call("y", variant == 2 ? "aten.exp.default" : "aten.mul.Tensor",
+                      variant == 2 ? std::vector<Argument>{z} : std::vector<Argument>{z, z}, tensor({4}, C));
+    g->output({variant == 1 ? y : g->call("r", "aten.view_as_real.default", {y}, tensor({4, 2}))});
+    return g;
+  };
+  for (int variant : {0, 1, 2}) {  // complex input; complex output; exp of a complex (not covered)
+    auto g = program(variant);
+    const std::string before = g->p.graph.str();
+    EXPECT_EQ(complex_as_real(g->p), 0u) << variant;
+    EXPECT_EQ(g->p.graph.str(), before);
+  }
+}
+
 TEST(RunPasses, ReportsEveryPass) {
   G g;
   Node* x = g.input("x", {2});

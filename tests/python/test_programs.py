@@ -506,3 +506,58 @@ def test_order_statistics_and_small_layers_convert(device):
         taken = x.gather(dim, indices if indices.dim() == 2 else indices.unsqueeze(dim))
         assert torch.equal(taken.isnan(), (values if values.dim() == 2 else values.unsqueeze(dim)).isnan())
         assert torch.allclose(taken, values if values.dim() == 2 else values.unsqueeze(dim), equal_nan=True)
+
+
+def _rotary_frequencies(dim, end, dtype=torch.complex64):
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, dim, 2).float() / dim))
+    angles = torch.outer(torch.arange(end).float(), freqs)
+    return torch.polar(torch.ones_like(angles), angles).to(dtype)
+
+
+class _ComplexRotary(torch.nn.Module):
+    """Rotary embeddings as Meta's Llama writes them, with complex numbers: the frequencies a
+    complex buffer (or computed in forward with polar), queries viewed as complex pairs,
+    multiplied, viewed back; plus the other complex ops a model may touch."""
+
+    def __init__(self, buffer, dtype=torch.complex64):
+        super().__init__()
+        self.q = torch.nn.Linear(16, 16, bias=False)
+        self.buffer = buffer
+        if buffer:
+            self.register_buffer("freqs_cis", _rotary_frequencies(8, 32, dtype), persistent=False)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, 2, 8)
+        freqs = self.freqs_cis[:n] if self.buffer else _rotary_frequencies(8, n)
+        q_ = torch.view_as_complex(q.float().reshape(b, n, 2, 4, 2))
+        rotated = q_ * freqs.view(1, n, 1, 4)
+        out = torch.view_as_real(rotated).flatten(3).type_as(x)
+        extra = (rotated.conj() * 2).real + rotated.imag * rotated.abs() + rotated.angle()
+        return out, extra
+
+
+@pytest.mark.parametrize("buffer", [True, False])
+def test_complex_rotary_embeddings_convert(buffer, device):
+    m = _ComplexRotary(buffer).to(device)
+    x = torch.randn(2, 6, 16, device=device)
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    x = torch.randn(2, 6, 16, device=device)
+    with torch.no_grad():
+        for got, want in zip(compiled(x), m(x)):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_complex_output_runs_in_pytorch(device):
+    """A complex value the caller gets back cannot take the real layout: the complex part stays
+    with PyTorch, and the answer is still right."""
+    class ComplexOut(torch.nn.Module):
+        def forward(self, x):
+            return torch.view_as_complex(torch.relu(x).reshape(3, 2)) * 2
+
+    x = torch.randn(6, device=device)
+    compiled = kiln.compile(ComplexOut(), arg_inputs=(x,), min_block_size=1)
+    assert "aten.view_as_complex.default" in compiled.program.fallback_ops()
+    assert torch.equal(compiled(x), ComplexOut()(x))
