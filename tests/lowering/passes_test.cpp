@@ -677,7 +677,7 @@ TEST(RunPasses, ReportsEveryPass) {
   Node* r = g.call("relu", "aten.relu.default", {c}, tensor({2}));
   g.output({r});
   auto report = run_passes(g.p);
-  ASSERT_EQ(report.size(), 11u);  // the second remove_noops runs only after complex_as_real changed something
+  ASSERT_EQ(report.size(), 11u);  // (a second remove_noops follows complex_as_real only where it changed something)
   EXPECT_EQ(report[0].pass, "canonicalize_aliases");
   EXPECT_EQ(report[2].pass, "remove_noops");
   EXPECT_EQ(report[3].pass, "complex_as_real");
