@@ -72,21 +72,35 @@ Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, cons
 }
 
 namespace {
-bool meta_ok(const ir::TensorMeta& m) { return has_engine_dtype(m.dtype); }
-bool value_ok(const ir::ValueMeta& m) {
-  if (m.kind == ir::ValueMeta::Kind::Tensor) return meta_ok(m.tensor);
-  if (m.kind == ir::ValueMeta::Kind::Tuple || m.kind == ir::ValueMeta::Kind::TensorList)
-    for (const auto& t : m.tuple)
-      if (t && !meta_ok(*t)) return false;
-  return true;
+// The first dtype of the node's tensors (its own, then its inputs') the engine has none of.
+std::optional<ir::ScalarType> unsupported_dtype(const ir::Node& node) {
+  auto check = [](const ir::TensorMeta& m) { return has_engine_dtype(m.dtype) ? std::nullopt : std::optional(m.dtype); };
+  const ir::ValueMeta& own = node.meta;
+  if (own.kind == ir::ValueMeta::Kind::Tensor)
+    if (auto t = check(own.tensor)) return t;
+  if (own.kind == ir::ValueMeta::Kind::Tuple || own.kind == ir::ValueMeta::Kind::TensorList)
+    for (const auto& m : own.tuple)
+      if (m)
+        if (auto t = check(*m)) return t;
+  for (const ir::Node* in : node.inputs())
+    if (in->meta.is_tensor())
+      if (auto t = check(in->meta.tensor)) return t;
+  return std::nullopt;
 }
 }  // namespace
 
-bool dtypes_supported(const ir::Node& node) {
-  if (!value_ok(node.meta)) return false;
-  for (const ir::Node* in : node.inputs())
-    if (in->meta.is_tensor() && !meta_ok(in->meta.tensor)) return false;
-  return true;
+bool dtypes_supported(const ir::Node& node) { return !unsupported_dtype(node).has_value(); }
+
+// Built-in validators first check the dtypes, and say which one the engine lacks: the real cause,
+// where "validator X rejected" alone would blame X (the registry reports a built-in validator's
+// exception as its reason).
+static void require_engine_dtypes(const ir::Node& node) {
+  if (auto t = unsupported_dtype(node))
+    throw std::runtime_error(std::string("the engine has no ") + ir::to_string(*t) + " tensors" +
+                             (*t == ir::ScalarType::ComplexFloat || *t == ir::ScalarType::ComplexDouble
+                                  ? " (complex values convert only where every one of them is covered: no complex "
+                                    "program input or output)"
+                                  : ""));
 }
 
 bool only_output0_used(const ir::Node& node) {
@@ -113,10 +127,14 @@ void add(const std::vector<std::string>& targets, Fn fn, Reg reg) {
   CapabilityValidator v;
   if (reg.validator) {
     v = [inner = reg.validator](const ir::Node& n, const CompilationSettings& s) {
-      return dtypes_supported(n) && inner(n, s);
+      require_engine_dtypes(n);
+      return inner(n, s);
     };
   } else {
-    v = [](const ir::Node& n, const CompilationSettings&) { return dtypes_supported(n); };
+    v = [](const ir::Node& n, const CompilationSettings&) {
+      require_engine_dtypes(n);
+      return true;
+    };
   }
   const std::string vname = reg.validator_name.empty() ? "dtypes_supported" : reg.validator_name;
   for (const std::string& t : targets) {
