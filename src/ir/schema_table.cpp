@@ -679,6 +679,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "conj_physical(Tensor self) -> Tensor"},
     {"aten.resolve_conj.default",
      "resolve_conj(Tensor(a) self) -> Tensor(a)"},
+    {"aten.max_unpool2d.default",
+     "max_unpool2d(Tensor self, Tensor indices, SymInt[2] output_size) -> Tensor"},
     {"aten.bucketize.Tensor",
      "bucketize.Tensor(Tensor self, Tensor boundaries, *, bool out_int32=False, bool right=False) -> Tensor"},
     {"aten.searchsorted.Tensor",

@@ -562,3 +562,25 @@ def test_complex_output_runs_in_pytorch(device):
         compiled = kiln.compile(ComplexOut(), arg_inputs=(x,), min_block_size=1)
     assert "aten.view_as_complex.default" in compiled.program.fallback_ops()
     assert torch.equal(compiled(x), ComplexOut()(x))
+
+
+@pytest.mark.parametrize("options", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                     dict(kernel_size=3, stride=2, ceil_mode=True), dict(kernel_size=2, stride=1),
+                                     dict(kernel_size=2, dilation=2)])
+def test_max_pool_indices_and_unpool_convert(options, device):
+    """SegNet-style pooling that remembers where each maximum was and unpooling that puts it back."""
+    class PoolUnpool(torch.nn.Module):
+        def forward(self, x):
+            y, at = torch.nn.functional.max_pool2d(x, return_indices=True, **options)
+            if "dilation" in options:  # max_unpool2d has no dilation
+                return y, at
+            back = torch.nn.functional.max_unpool2d(y * 2, at, options["kernel_size"], options.get("stride"),
+                                                    options.get("padding", 0), output_size=x.shape[-2:])
+            return y, at, back
+
+    x = torch.randn(2, 3, 9, 8, device=device)
+    compiled = kiln.compile(PoolUnpool(), arg_inputs=(x,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    x = torch.randn(2, 3, 9, 8, device=device)
+    for got, want in zip(compiled(x), PoolUnpool()(x)):
+        assert got.dtype == want.dtype and torch.equal(got, want)

@@ -55,6 +55,11 @@ std::optional<int64_t> static_size(const ir::Node& node, const std::string& name
 // [rows, cols] i64 of column index minus row index: the diagonals of a matrix (0 the main one).
 Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, const std::string& name,
                          const DimExpr& rows, const DimExpr& cols);
+// A 2-d max pool's indices (flat positions in each input plane), beside its values `pooled`; x of
+// static height and width. Arguments as max_pool2d_with_indices takes them (windows.cpp).
+Tensor* max_pool2d_indices(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
+                           const std::vector<int64_t>& kernel, std::vector<int64_t> stride,
+                           const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, Tensor* pooled);
 // The node's own output dtype / shape, from its metadata.
 DataType node_dtype(const ConversionContext& ctx);
 std::vector<DimExpr> node_shape(const ConversionContext& ctx);

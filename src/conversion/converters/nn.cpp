@@ -352,12 +352,21 @@ void register_nn() {
     Args a(target, args, kwargs);
     Tensor* out = pool::max_poolNd(ctx, target, kAten, name, a.tensor("self"), a.ints("kernel_size"), a.ints("stride"),
                                    a.ints("padding"), a.ints("dilation"), a.b("ceil_mode"));
-    if (target.find("with_indices") != std::string::npos) return tuple_first(out, 2);
-    return out;
+    if (target.find("with_indices") == std::string::npos) return out;
+    if (only_output0_used(*ctx.current_node)) return tuple_first(out, 2);
+    return Value::List{out, max_pool2d_indices(ctx, target, name + "/indices", a.tensor("self"), a.ints("kernel_size"),
+                                               a.ints("stride"), a.ints("padding"), a.ints("dilation"), out)};
   };
   add({"aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default"}, max_pool);
-  add({"aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default"}, max_pool,
-      {output0_only(), "indices unused"});
+  add({"aten.max_pool3d_with_indices.default"}, max_pool, {output0_only(), "indices unused"});
+  // 2-d indices (for max_unpool2d) from a gather of the windows where the input's plane is static.
+  add({"aten.max_pool2d_with_indices.default"}, max_pool, {[](const ir::Node& n, const CompilationSettings&) {
+        if (only_output0_used(n)) return true;
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        return m && (m->rank() == 3 || m->rank() == 4) && static_size(n, "self", -1) && static_size(n, "self", -2) &&
+               n.meta.kind == ir::ValueMeta::Kind::Tuple && n.meta.tuple.size() == 2 && n.meta.tuple[0] &&
+               n.meta.tuple[0]->is_static();
+      }, "indices unused, or a 2-d input of static height and width"});
   add({"aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     const Value& div = a["divisor_override"];

@@ -3,7 +3,9 @@
 // The index is computed here from static sizes, so no window is ever a separate copy. Also the
 // window functions signal code multiplies frames by (hann, hamming, blackman, bartlett), as
 // constants.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "conversion/converters/common.h"
 
@@ -88,7 +90,59 @@ Tensor* window_function(ConversionContext& ctx, const std::string& target, const
   return impl::cast::to_dtype(ctx, target, kAten, name, values, node_dtype(ctx));
 }
 
+// Where each window of a 2-d max pool found its maximum, as PyTorch's indices: the flat position
+// h * W + w in the input plane. The windows' taps are gathered from a plane padded with -inf (and
+// on the far sides as ceil_mode needs), the first largest tap found by argmax, and its position
+// read from a constant table of every (tap, window).
+Tensor* max_pool2d_positions(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
+                             const Windows2d& w, int64_t out_h, int64_t out_w) {
+  const int64_t extra_h = std::max<int64_t>(0, (out_h - 1) * w.sh + w.dh * (w.kh - 1) + 1 - w.padded_h());
+  const int64_t extra_w = std::max<int64_t>(0, (out_w - 1) * w.sw + w.dw * (w.kw - 1) + 1 - w.padded_w());
+  const int64_t plane_w = w.padded_w() + extra_w, plane = (w.padded_h() + extra_h) * plane_w;
+  Tensor* padded = impl::pad::pad(ctx, target, kAten, name + "/pad", x, {w.pw, w.pw + extra_w, w.ph, w.ph + extra_h},
+                                  engine::PadMode::kConstant, -std::numeric_limits<double>::infinity());
+  const DimExpr batch = x->shape()[0], channels = x->shape()[1];
+  Tensor* planes = sh::reshape(ctx, target, kAten, name + "/planes", padded, {batch, channels, DimExpr(plane)});
+  std::vector<int64_t> taken, position;
+  const int64_t taps = w.kh * w.kw, count = out_h * out_w;
+  for (int64_t i = 0; i < w.kh; ++i)
+    for (int64_t j = 0; j < w.kw; ++j)
+      for (int64_t y = 0; y < out_h; ++y)
+        for (int64_t xo = 0; xo < out_w; ++xo) {
+          const int64_t row = y * w.sh + i * w.dh, col = xo * w.sw + j * w.dw;  // in the padded plane
+          taken.push_back(row * plane_w + col);
+          position.push_back((row - w.ph) * w.width + (col - w.pw));
+        }
+  Tensor* values = sh::reshape(ctx, target, kAten, name + "/taps",
+                               impl::select::index_select(ctx, target, kAten, name + "/taken", planes, 2, index_constant(ctx, name, taken)),
+                               {batch, channels, DimExpr(taps), DimExpr(count)});
+  Tensor* best = impl::reduce::arg(ctx, target, kAten, name + "/best", engine::ReduceOp::kArgMax, values, 2, true);
+  Tensor* table = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {1, 1, taps, count}, position.data()), name + "/positions");
+  table = sh::expand(ctx, target, kAten, name + "/positions_expand", table, {batch, channels, DimExpr(taps), DimExpr(count)});
+  Tensor* at = impl::select::gather(ctx, target, kAten, name + "/at", table, 2, best);
+  return sh::reshape(ctx, target, kAten, name, at, {batch, channels, DimExpr(out_h), DimExpr(out_w)});
+}
+
 }  // namespace
+
+Tensor* max_pool2d_indices(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
+                           const std::vector<int64_t>& kernel, std::vector<int64_t> stride,
+                           const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, Tensor* pooled) {
+  auto two = [](std::vector<int64_t> v, int64_t fallback) {
+    if (v.empty()) v = {fallback, fallback};
+    if (v.size() == 1) v.push_back(v[0]);
+    return v;
+  };
+  const std::vector<int64_t> k = two(kernel, 1), s = stride.empty() ? k : two(stride, 1), p = two(padding, 0),
+                             d = two(dilation, 1);
+  const bool batched = x->rank() == 4;
+  if (!batched) x = sh::unsqueeze(ctx, target, kAten, name + "/batch", x, 0);
+  const size_t r = pooled->rank();
+  const Windows2d w{k[0], k[1], d[0], d[1], p[0], p[1], s[0], s[1], *x->shape()[2].constant(), *x->shape()[3].constant()};
+  Tensor* at = max_pool2d_positions(ctx, target, batched ? name : name + "/batched", x, w, *pooled->shape()[r - 2].constant(),
+                                    *pooled->shape()[r - 1].constant());
+  return batched ? at : sh::squeeze(ctx, target, kAten, name, at, {0});
+}
 
 void register_windows() {
   for (const std::string kind : {"hann", "hamming", "blackman", "bartlett"}) {
@@ -190,6 +244,33 @@ void register_windows() {
         const auto rows = static_size(n, "self", -2), count = static_size(n, "self", -1);
         return w && rows && count && *rows % (w->kh * w->kw) == 0 && *count == w->out_h() * w->out_w();
       }, "static sizes that match the windows"});
+  // F.max_unpool2d: each value written at the input-plane position its max pool took it from,
+  // zeros elsewhere.
+  add({"aten.max_unpool2d.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const bool batched = x->rank() == 4;
+    if (!batched) x = sh::unsqueeze(ctx, target, kAten, name + "/batch", x, 0);
+    Tensor* at = a.tensor("indices");
+    if (!batched) at = sh::unsqueeze(ctx, target, kAten, name + "/batch_indices", at, 0);
+    const std::vector<int64_t> size = a.ints("output_size");
+    const DimExpr batch = x->shape()[0], channels = x->shape()[1];
+    const DimExpr count = x->shape()[2] * x->shape()[3];
+    Tensor* values = sh::reshape(ctx, target, kAten, name + "/values", x, {batch, channels, count});
+    at = sh::reshape(ctx, target, kAten, name + "/at", impl::cast::to_dtype(ctx, target, kAten, name + "/at_i64", at, DataType::kInt64),
+                     {batch, channels, count});
+    Tensor* zeros = impl::creation::full(ctx, target, kAten, name + "/zeros", {batch, channels, DimExpr(size[0] * size[1])}, 0.0,
+                                         x->dtype());
+    Tensor* planes = impl::select::scatter(ctx, target, kAten, name + "/placed", zeros, 2, at, Value(values),
+                                           engine::ScatterReduce::kNone);
+    std::vector<DimExpr> out{batch, channels, DimExpr(size[0]), DimExpr(size[1])};
+    if (!batched) out.erase(out.begin());
+    return sh::reshape(ctx, target, kAten, name, planes, out);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        const auto size = pair_arg(n, "output_size");
+        return m && (m->rank() == 3 || m->rank() == 4) && size && (*size)[0] > 0 && (*size)[1] > 0;
+      }, "2-d (batched or not), a static output size"});
 }
 
 }  // namespace kiln::conversion::converters
