@@ -584,3 +584,18 @@ def test_max_pool_indices_and_unpool_convert(options, device):
     x = torch.randn(2, 3, 9, 8, device=device)
     for got, want in zip(compiled(x), PoolUnpool()(x)):
         assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_repeat_interleave_with_output_size_converts(device):
+    """Repeats that are data (each token's count, as packed-sequence code has them) with the total
+    stated by output_size: the positions are computed per call, not frozen at the traced repeats."""
+    class Expand(torch.nn.Module):
+        def forward(self, x, repeats):
+            return x.repeat_interleave(repeats, dim=0, output_size=6) * 2
+
+    x = torch.randn(3, 4, device=device)
+    compiled = kiln.compile(Expand(), arg_inputs=(x, torch.tensor([1, 2, 3], device=device)), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for repeats in ([3, 0, 3], [0, 6, 0], [2, 2, 2]):
+        repeats = torch.tensor(repeats, device=device)
+        assert torch.equal(compiled(x, repeats), Expand()(x, repeats))

@@ -55,8 +55,8 @@ void register_composite() {
   });
   // repeat_interleave(repeats) -> the positions 0, 1, ... each repeats[i] times (PyTorch 1.13
   // writes x.repeat_interleave(2, dim) as this plus index_select). Its length is the sum of the
-  // repeats, data-dependent in general: converted only where the repeats come from constants
-  // alone, so the traced length holds for every call. Position j takes the count of cumulative
+  // repeats, data-dependent in general: converted where output_size= states it, or where the
+  // repeats come from constants alone, so the traced length holds for every call. Position j takes the count of cumulative
   // sums at or below it.
   add({"aten.repeat_interleave.Tensor"}, KILN_CONVERTER {
     Tensor* repeats = args.at(0).tensor();
@@ -76,6 +76,8 @@ void register_composite() {
                                 {1}, false);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         if (!n.meta.is_tensor() || n.meta.tensor.rank() != 1 || !n.meta.tensor.sizes[0].is_constant()) return false;
+        // The caller states the length (output_size=, as PyTorch lets it for a sync-free call).
+        if (node_arg(n, "output_size").is<int64_t>()) return true;
         // Computed from constants alone: no graph input among the repeats' ancestors.
         std::vector<const ir::Node*> todo{&n};
         std::set<const ir::Node*> seen;
@@ -87,7 +89,7 @@ void register_composite() {
           for (const ir::Node* in : m->inputs()) todo.push_back(in);
         }
         return true;
-      }, "repeats computed from constants"});
+      }, "output_size given, or repeats computed from constants"});
   // bucketize(x, boundaries) / searchsorted(sequence, x) over one sorted 1-d sequence: the count of
   // sequence values below x (left) or at or below it (right), from an [..., n] comparison summed.
   add({"aten.bucketize.Tensor", "aten.searchsorted.Tensor"}, KILN_CONVERTER {
