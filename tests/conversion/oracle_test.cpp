@@ -603,6 +603,29 @@ void structure_cases(std::vector<OracleCase>& cs) {
                             "aten.bitwise_right_shift.Tensor_Scalar"})
     cs.push_back({shift, {{I64, {3, 4}}}, args_of({int64_t{3}}), {}, -99, 99});
   cs.push_back({"aten.__rshift__.Scalar", {{I32, {6}}}, args_of({int64_t{1}}), {}, -99, 99});
+  // Factories, rotations, block matrices, flat and filled indexing, affine grids.
+  cs.push_back({"aten.eye.default", {}, window({Arg(int64_t{4})})});
+  cs.push_back({"aten.eye.m", {}, window({Arg(int64_t{3}), Arg(int64_t{5})}), {{"dtype", I64}}});
+  cs.push_back({"aten.tril_indices.default", {}, window({Arg(int64_t{4}), Arg(int64_t{3}), Arg(int64_t{-1})})});
+  cs.push_back({"aten.triu_indices.default", {}, window({Arg(int64_t{3}), Arg(int64_t{5}), Arg(int64_t{1})})});
+  for (int64_t k : {1, 2, 3, -1, 0})
+    cs.push_back({"aten.rot90.default", {{F, {2, 3, 4}}}, args_of({k, L{2, 0}})});
+  cs.push_back({"aten.block_diag.default", {{F, {2, 3}}, {F, {1, 1}}, {F, {2}}},
+                [](const Nodes& n) { return std::vector<Arg>{L{n[0], n[1], n[2]}}; }});
+  cs.push_back({"aten.take.default", {{F, {3, 4}}, {I64, {2, 2}}}, args_of({}, 2), {}, -3, 3, 1e-5, {{-3, 3}, {-12, 12}}});
+  cs.push_back({"aten.index_fill.int_Scalar", {{F, {3, 5}}, {I64, {3}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], 1, n[1], -2.5}; }, {}, -3, 3, 1e-5, {{-3, 3}, {-5, 5}}});
+  cs.push_back({"aten.index_fill.int_Tensor", {{I64, {4, 2}}, {I64, {2}}, {I64, {}}},
+                [](const Nodes& n) { return std::vector<Arg>{n[0], 0, n[1], n[2]}; }, {}, -3, 3, 1e-5,
+                {{-9, 9}, {0, 4}, {-9, 9}}});
+  cs.push_back({"aten.aminmax.default", {{F, {3, 5}}}, args_of({}), {{"dim", 1}, {"keepdim", true}}});
+  cs.push_back({"aten.aminmax.default", {{I64, {3, 5}}}, args_of({}), {}, -9, 9});
+  for (bool corners : {false, true})
+    cs.push_back({"aten.affine_grid_generator.default", {{F, {2, 2, 3}}}, args_of({L{2, 3, 4, 5}, corners}), {}, -1, 1});
+  cs.push_back({"aten.heaviside.default", {{F, {3, 5}}, {F, {5}}}, args_of({}, 2), {}, -2, 2});
+  cs.push_back({"aten.heaviside.default", {{I64, {3, 5}}, {I64, {}}}, args_of({}, 2), {}, -2, 2});  // zeros too
+  cs.push_back({"aten.fmax.default", {{F, {3, 5}}, {F, {5}}}, args_of({}, 2)});
+  cs.push_back({"aten.fmin.default", {{I64, {4}}, {I64, {4}}}, args_of({}, 2), {}, -9, 9});
   // Pointwise.
   cs.push_back({"aten.threshold.default", {{F, {3, 5}}}, args_of({0.5, -2.0})});
   cs.push_back({"aten.hardshrink.default", {{F, {3, 5}}}, args_of({1.0})});

@@ -599,3 +599,18 @@ def test_repeat_interleave_with_output_size_converts(device):
     for repeats in ([3, 0, 3], [0, 6, 0], [2, 2, 2]):
         repeats = torch.tensor(repeats, device=device)
         assert torch.equal(compiled(x, repeats), Expand()(x, repeats))
+
+
+def test_nan_aware_pointwise_ops_convert(device):
+    """fmax / fmin ignore a NaN on one side, heaviside keeps NaN and takes `values` at zero."""
+    class NanOps(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.fmax(a, b), torch.fmin(a, b), torch.heaviside(a, b)
+
+    nan = float("nan")
+    a = torch.tensor([1.0, nan, -2.0, nan, 0.0, -0.0], device=device)
+    b = torch.tensor([nan, 3.0, -1.0, nan, 0.5, 2.0], device=device)
+    compiled = kiln.compile(NanOps(), arg_inputs=(a, b), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for got, want in zip(compiled(a, b), NanOps()(a, b)):
+        assert torch.allclose(got, want, equal_nan=True), (got, want)

@@ -1,6 +1,7 @@
 // Ops PyTorch keeps whole in export graphs that the engine builds from simpler layers: repeat and
 // repeat_interleave, flip, triu/tril, pixel (un)shuffle and channel shuffle, addcmul/addcdiv, lerp,
 // logsumexp, glu, diff, nan_to_num, hypot, atan2.
+#include <algorithm>
 #include <limits>
 #include <set>
 
@@ -293,6 +294,100 @@ void register_composite() {
     return ew::mul(ctx, target, kAten, name, parts[0],
                    impl::activation::sigmoid(ctx, target, kAten, name + "/gate", parts[1]));
   }, {[](const ir::Node& n, const CompilationSettings&) { return static_along(n, "self", "dim"); }, "static dim"});
+  // rot90(k, dims): k quarter turns from dims[0] toward dims[1], as flips and a transpose.
+  add({"aten.rot90.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const std::vector<int64_t> dims = a.ints("dims");
+    const int64_t d0 = impl::normalize_axis(dims[0], x->rank()), d1 = impl::normalize_axis(dims[1], x->rank());
+    const int64_t k = ((a.i("k") % 4) + 4) % 4;
+    auto flip = [&](Tensor* t, std::vector<int64_t> along, const std::string& nm) {
+      engine::SliceParams p;  // reversed along each dim of `along`
+      for (size_t d = 0; d < t->rank(); ++d) {
+        const bool rev = std::find(along.begin(), along.end(), int64_t(d)) != along.end();
+        p.start.push_back(rev ? t->shape()[d] - DimExpr(int64_t{1}) : DimExpr(int64_t{0}));
+        p.size.push_back(t->shape()[d]);
+        p.stride.push_back(DimExpr(rev ? int64_t{-1} : int64_t{1}));
+      }
+      return ctx.net.add_slice(ctx.layer_name(nm), t, p)->output(0);
+    };
+    if (k == 0) return sh::reshape(ctx, target, kAten, name, x, x->shape());
+    if (k == 2) return flip(x, {d0, d1}, name);
+    if (k == 1) return sh::transpose(ctx, target, kAten, name, flip(x, {d1}, name + "/flip"), d0, d1);
+    return flip(sh::transpose(ctx, target, kAten, name + "/transpose", x, d0, d1), {d1}, name);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        const ir::Argument dims = node_arg(n, "dims"), k = node_arg(n, "k");
+        if (!m || !k.is<int64_t>() || !dims.is<ir::Argument::List>() || dims.as<ir::Argument::List>().size() != 2) return false;
+        const int64_t r = int64_t(m->rank());
+        const auto& l = dims.as<ir::Argument::List>();
+        if (!l[0].is<int64_t>() || !l[1].is<int64_t>()) return false;
+        const int64_t a = l[0].as<int64_t>(), b = l[1].as<int64_t>();
+        return a >= -r && a < r && b >= -r && b < r && (a + r) % r != (b + r) % r;
+      }, "two distinct dims"});
+  // block_diag: each matrix padded with zeros to its place in the total width, stacked by rows.
+  add({"aten.block_diag.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    std::vector<Tensor*> blocks = a.tensors("tensors");
+    const DataType out = node_dtype(ctx);
+    std::vector<std::pair<int64_t, int64_t>> sizes;  // rows, cols of each as a matrix
+    int64_t width = 0;
+    for (Tensor*& b : blocks) {
+      b = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", b, out);
+      if (b->rank() < 2) b = sh::reshape(ctx, target, kAten, name + "/matrix", b, {DimExpr(int64_t{1}), b->rank() ? b->shape()[0] : DimExpr(int64_t{1})});
+      sizes.emplace_back(*b->shape()[0].constant(), *b->shape()[1].constant());
+      width += sizes.back().second;
+    }
+    std::vector<Tensor*> rows;
+    int64_t left = 0;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const int64_t right = width - left - sizes[i].second;
+      rows.push_back(left || right ? impl::pad::pad(ctx, target, kAten, name + "/row", blocks[i], {left, right}, engine::PadMode::kConstant, 0)
+                                   : blocks[i]);
+      left += sizes[i].second;
+    }
+    return impl::cat::cat(ctx, target, kAten, name, rows, 0);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument list = node_arg(n, "tensors");
+        if (!list.is<ir::Argument::List>() || list.as<ir::Argument::List>().empty()) return false;
+        for (const ir::Argument& t : list.as<ir::Argument::List>()) {
+          if (!t.is_node() || !t.node()->meta.is_tensor()) return false;
+          const ir::TensorMeta& m = t.node()->meta.tensor;
+          if (m.rank() > 2 || !m.is_static()) return false;
+        }
+        return true;
+      }, "static matrices, vectors or scalars"});
+  // take: the flattened input indexed (negative indices from the end).
+  add({"aten.take.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", a.tensor("self"), {DimExpr(int64_t{-1})});
+    Tensor* index = a.tensor("index");
+    Tensor* picked = impl::select::index_select(ctx, target, kAten, name + "/picked", flat, 0,
+                                                sh::reshape(ctx, target, kAten, name + "/index", index, {DimExpr(int64_t{-1})}));
+    return sh::reshape(ctx, target, kAten, name, picked, index->shape());
+  });
+  // index_fill(dim, index, value): the slices along dim that index names set to value, through a
+  // mask of the positions index holds.
+  add({"aten.index_fill.int_Scalar", "aten.index_fill.int_Tensor"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t d = impl::normalize_axis(a.i("dim"), x->rank());
+    const DimExpr n = x->shape()[size_t(d)];
+    Tensor* index = sh::reshape(ctx, target, kAten, name + "/index", a.tensor("index"), {DimExpr(int64_t{-1})});
+    index = impl::cast::to_dtype(ctx, target, kAten, name + "/index_i64", index, DataType::kInt64);
+    index = ew::remainder(ctx, target, kAten, name + "/wrapped", index, Value(n));  // negative from the end
+    Tensor* positions = sh::unsqueeze(ctx, target, kAten, name + "/positions",
+                                      impl::creation::arange(ctx, target, kAten, name + "/iota", int64_t{0}, n, int64_t{1}, DataType::kInt64), 1);
+    Tensor* hit = impl::reduce::reduce(ctx, target, kAten, name + "/hit", engine::ReduceOp::kAny,
+                                       ew::eq(ctx, target, kAten, name + "/equal", positions, index), {1}, false);  // [n]
+    std::vector<DimExpr> along(x->rank(), DimExpr(int64_t{1}));
+    along[size_t(d)] = n;
+    Tensor* mask = sh::reshape(ctx, target, kAten, name + "/mask", hit, along);
+    Value value = a["value"];
+    value = value.is_tensor() ? Value(impl::cast::to_dtype(ctx, target, kAten, name + "/value", value.tensor(), x->dtype()))
+                              : Value(impl::get_tensor(ctx, value, x->dtype(), 0, name + "/value"));
+    return impl::select::where(ctx, target, kAten, name, mask, value, x);
+  });
   add({"aten.diff.default"}, KILN_CONVERTER {
     // torch.diff: cat(prepend, self, append) along dim, then n times x[1:] - x[:-1] (logical_xor
     // for bool, as PyTorch does). transformers' packed-sequence detection diffs position ids.

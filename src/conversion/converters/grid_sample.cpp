@@ -148,6 +148,32 @@ void register_grid_sample() {
     return sh::reshape(ctx, target, kAten, name, y, {in[0], in[1], out[1], out[2]});
   }, {[](const ir::Node& n, const CompilationSettings&) { return sampler_supported(n); },
       "4-d float input with static H and W; bilinear or nearest (not bicubic)"});
+  // F.affine_grid (4-d): the output's normalized pixel centres [x, y, 1] (the corners with
+  // align_corners) times each theta, [N, H, W, 2].
+  add({"aten.affine_grid_generator.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* theta = a.tensor("theta");
+    const std::vector<int64_t> size = a.ints("size");
+    const int64_t h = size[2], w = size[3];
+    const bool corners = a.b("align_corners");
+    auto coordinate = [corners](int64_t i, int64_t n) {
+      if (n <= 1) return 0.0f;
+      return corners ? -1.0f + 2.0f * float(i) / float(n - 1) : (2.0f * float(i) + 1.0f) / float(n) - 1.0f;
+    };
+    std::vector<float> base;
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) base.insert(base.end(), {coordinate(x, w), coordinate(y, h), 1.0f});
+    Tensor* points = ctx.constant(engine::Weights::copy_of(DataType::kFloat32, {1, h * w, 3}, base.data()), name + "/base");
+    points = impl::cast::to_dtype(ctx, target, kAten, name + "/base_cast", points, theta->dtype());
+    Tensor* grid = impl::matmul::matrix_multiply(ctx, target, kAten, name + "/grid", points, theta, false, true);  // [N, H*W, 2]
+    return impl::shuffle::reshape(ctx, target, kAten, name, grid, {theta->shape()[0], DimExpr(h), DimExpr(w), DimExpr(int64_t{2})});
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::Argument size = node_arg(n, "size");
+        const ir::TensorMeta* theta = arg_meta(n, "theta");
+        if (!theta || theta->rank() != 3 || !ir::is_floating(theta->dtype) || !size.is<ir::Argument::List>()) return false;
+        const auto& l = size.as<ir::Argument::List>();
+        return l.size() == 4 && l[2].is<int64_t>() && l[3].is<int64_t>();
+      }, "4-d size with static height and width"});
 }
 
 }  // namespace kiln::conversion::converters

@@ -103,6 +103,14 @@ void register_order() {
         const int64_t size = m->rank() == 0 ? 1 : *static_size(n, "self", dim_of(n));
         return k.as<int64_t>() >= 1 && k.as<int64_t>() <= size;
       }, "a static size along dim, 1 <= k <= it"});
+  add({"aten.aminmax.default"}, KILN_CONVERTER {  // (min, max) over dim, or over everything
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const std::vector<int64_t> dims = a.none("dim") ? std::vector<int64_t>{} : std::vector<int64_t>{a.i("dim")};
+    const bool keep = a.b("keepdim");
+    return Value::List{red::reduce(ctx, target, kAten, name + "/min", ReduceOp::kMin, x, dims, keep),
+                       red::reduce(ctx, target, kAten, name + "/max", ReduceOp::kMax, x, dims, keep)};
+  });
   // nansum / nanmean: NaN counted as 0 (and, for the mean, not counted).
   add({"aten.nansum.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);

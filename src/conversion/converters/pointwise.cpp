@@ -190,6 +190,30 @@ void register_pointwise() {
         return m && !ir::is_floating(m->dtype) && m->dtype != ir::ScalarType::Bool && k.is<int64_t>() &&
                k.as<int64_t>() >= 0 && k.as<int64_t>() < 31;
       }, "an integer tensor shifted by a constant in [0, 31)"});
+  // heaviside(x, values): `values` where x == 0, else 1 where x > 0 and 0 otherwise (NaN too, as
+  // PyTorch computes it).
+  add({"aten.heaviside.default"}, KILN_CONVERTER {
+    Tensor* x = args.at(0).tensor();
+    const DataType t = impl::promote(x->dtype(), args.at(1).tensor()->dtype());
+    Tensor* step = impl::cast::to_dtype(ctx, target, kAten, name + "/step", ew::gt(ctx, target, kAten, name + "/above", x, 0.0), t);
+    return impl::select::where(ctx, target, kAten, name, ew::eq(ctx, target, kAten, name + "/zero", x, 0.0),
+                               Value(impl::cast::to_dtype(ctx, target, kAten, name + "/values", args.at(1).tensor(), t)), Value(step));
+  });
+  // fmax / fmin: the larger / smaller, a NaN on one side ignored (NumPy's fmax).
+  add({"aten.fmax.default", "aten.fmin.default"}, KILN_CONVERTER {
+    const Value &a = args.at(0), &b = args.at(1);
+    const bool larger = target == "aten.fmax.default";
+    Tensor* m = larger ? ew::maximum(ctx, target, kAten, name + "/extreme", a, b) : ew::minimum(ctx, target, kAten, name + "/extreme", a, b);
+    if (!engine::is_floating(m->dtype())) return m;
+    auto nan = [&](const Value& v, const char* what) {
+      return impl::unary::unary(ctx, target, kAten, name + what, UnaryOp::kIsNan,
+                                impl::cast::to_dtype(ctx, target, kAten, name + what + "_cast", v.tensor(), m->dtype()));
+    };
+    Tensor* bv = impl::cast::to_dtype(ctx, target, kAten, name + "/b", b.tensor(), m->dtype());
+    Tensor* av = impl::cast::to_dtype(ctx, target, kAten, name + "/a", a.tensor(), m->dtype());
+    Tensor* without_a = impl::select::where(ctx, target, kAten, name + "/a_nan", nan(a, "/isnan_a"), Value(bv), Value(m));
+    return impl::select::where(ctx, target, kAten, name, nan(b, "/isnan_b"), Value(av), Value(without_a));
+  });
   // threshold(x, t, v): x where x > t, else v (NaN stays). hardshrink: x where |x| > lambda, else
   // 0; softshrink: x moved lambda toward 0 where |x| > lambda, else 0.
   add({"aten.threshold.default"}, KILN_CONVERTER {

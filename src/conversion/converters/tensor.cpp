@@ -440,6 +440,32 @@ void register_tensor() {
     const Value step = a.none("step") ? Value(int64_t{1}) : a["step"];
     return cr::arange(ctx, target, kAten, name, start, a["end"], step, node_dtype(ctx));
   });
+  // eye(n[, m]): where column == row, for sizes that may be symbolic.
+  add({"aten.eye.default", "aten.eye.m"}, KILN_CONVERTER {
+    const std::vector<DimExpr> shape = node_shape(ctx);
+    Tensor* on = impl::elementwise::eq(ctx, target, kAten, name + "/on", column_minus_row(ctx, target, name, shape[0], shape[1]),
+                                       int64_t{0});
+    return impl::cast::to_dtype(ctx, target, kAten, name, on, node_dtype(ctx));
+  });
+  // tril_indices / triu_indices(row, col, offset): the [2, count] coordinates of the kept
+  // triangle in row-major order, a constant.
+  add({"aten.tril_indices.default", "aten.triu_indices.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const int64_t rows = a.i("row"), cols = a.i("col"), offset = a.i("offset");
+    const bool lower = target == "aten.tril_indices.default";
+    std::vector<int64_t> r, c;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        if (lower ? j - i <= offset : j - i >= offset) r.push_back(i), c.push_back(j);
+    r.insert(r.end(), c.begin(), c.end());
+    Tensor* at = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {2, int64_t(c.size())}, r.data()), name + "/at");
+    return impl::cast::to_dtype(ctx, target, kAten, name, at, node_dtype(ctx));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        for (const char* arg : {"row", "col", "offset"})
+          if (!node_arg(n, arg).is<int64_t>()) return false;
+        return node_arg(n, "row").as<int64_t>() >= 0 && node_arg(n, "col").as<int64_t>() >= 0 && n.meta.is_tensor() &&
+               n.meta.tensor.static_numel().value_or(0) > 0;
+      }, "static sizes, a triangle that is not empty"});
   // linspace between two numbers: `steps` points, computed in float as PyTorch does (from the
   // start for the first half, back from the end for the rest), a constant of the node's dtype.
   add({"aten.linspace.default"}, KILN_CONVERTER {
