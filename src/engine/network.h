@@ -165,7 +165,8 @@ struct SliceParams { Shape start, size, stride; };
 #define KILN_GATHER_MODES(X) X(kAxis, "axis") X(kElements, "elements")
 KILN_ENUM(GatherMode, KILN_GATHER_MODES)
 struct GatherParams { GatherMode mode = GatherMode::kAxis; int64_t axis = 0; };  // inputs data, indices (i64/i32)
-#define KILN_SCATTER_REDUCES(X) X(kNone, "none") X(kAdd, "add")
+// kMax / kMin propagate NaN (torch.maximum's rule, scatter_reduce's amax / amin); kMul multiplies.
+#define KILN_SCATTER_REDUCES(X) X(kNone, "none") X(kAdd, "add") X(kMax, "max") X(kMin, "min") X(kMul, "mul")
 KILN_ENUM(ScatterReduce, KILN_SCATTER_REDUCES)
 // torch.scatter along `axis`: inputs data, indices (same rank), updates. kAxis mode (index_put on
 // one axis / index_copy): indices 1-D, updates shaped like data with `axis` replaced by len(indices).

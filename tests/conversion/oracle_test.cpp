@@ -752,12 +752,16 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.index_add.default", {{F, {2, 6, 3}}, {I64, {4}}, {F, {2, 4, 3}}},
                 [](const Nodes& n) { return std::vector<Arg>{n[0], 1, n[1], n[2]}; }, {}, -3, 3, 1e-5,
                 {{-3, 3}, {0, 6}, {-3, 3}}});
-  // scatter_reduce sum / mean, with and without self; indices in [0, 3) over 5 rows: repeats.
-  for (const char* reduce : {"sum", "mean"})
+  // scatter_reduce, every reduction, with and without self; indices in [0, 3) over 5 rows: repeats.
+  for (const char* reduce : {"sum", "mean", "amax", "amin", "prod"})
     for (bool include_self : {true, false})
       cs.push_back({"aten.scatter_reduce.two", {{F, {4, 3}}, {I64, {5, 3}}, {F, {5, 3}}},
                     [=](const Nodes& n) { return std::vector<Arg>{n[0], 0, n[1], n[2], Arg(reduce)}; },
                     {{"include_self", include_self}}, -3, 3, 1e-5, {{-3, 3}, {0, 3}, {-3, 3}}});
+  for (const char* reduce : {"amax", "amin", "prod"})  // integers, along dim 1
+    cs.push_back({"aten.scatter_reduce.two", {{I64, {3, 4}}, {I64, {3, 6}}, {I64, {3, 6}}},
+                  [=](const Nodes& n) { return std::vector<Arg>{n[0], 1, n[1], n[2], Arg(reduce)}; },
+                  {{"include_self", false}}, -3, 3, 1e-5, {{-9, 9}, {0, 4}, {-9, 9}}});
   cs.push_back({"aten.var_mean.correction", {{F, {3, 5, 4}}}, one({L{1}}), {{"correction", 0}, {"keepdim", true}}});
   cs.push_back({"aten.std_mean.correction", {{F, {3, 5}}}, one({L{-1}})});
   cs.push_back({"aten.nan_to_num.default", {{F, {3, 4}}}, one({1.0, 5.0, -5.0})});

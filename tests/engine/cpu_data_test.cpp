@@ -185,6 +185,32 @@ TEST(CpuScatter, ElementsAndAxisWithAdd) {
   expect_close(out[0], want, 1e-6, 1e-6, "index_add rows");
 }
 
+TEST(CpuScatter, MaxMinAndProductWithNaNAndIntegers) {
+  Host idx = host_of(DataType::kInt64, {2, 4}, {0, 1, 2, 0, 2, 2, 1, 1});
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kInt64})
+    for (ScatterReduce red : {ScatterReduce::kMax, ScatterReduce::kMin, ScatterReduce::kMul}) {
+      Host data = random_host(t, {3, 4}, 4), upd = random_host(t, {2, 4}, 5);
+      if (t == DataType::kFloat32) upd.set(5, std::nan(""));  // lands on row 2, column 1
+      auto make = [&](Network& net) {
+        auto* d = net.add_input("d", t, {3, 4});
+        auto* i = net.add_input("i", DataType::kInt64, {2, 4});
+        auto* u = net.add_input("u", t, {2, 4});
+        net.mark_output(net.add_scatter("s", d, i, u, ScatterParams{GatherMode::kElements, 0, red})->output(), "y");
+      };
+      auto out = run_both(make, {data, idx, upd});
+      auto want = data.values();
+      for (int64_t i = 0; i < 8; ++i) {
+        double& w = want[size_t(idx.geti(i) * 4 + i % 4)];
+        const double v = upd.get(i);
+        if (red == ScatterReduce::kMul) w *= v;
+        else if (std::isnan(v) || std::isnan(w)) w = std::nan("");
+        else w = red == ScatterReduce::kMax ? std::max(w, v) : std::min(w, v);
+      }
+      if (t == DataType::kFloat32) EXPECT_TRUE(std::isnan(want[2 * 4 + 1]));  // expect_close matches NaN to NaN
+      expect_close(out[0], want, t == DataType::kFloat16 ? 2e-3 : 1e-6, 1e-6, enum_name(red));
+    }
+}
+
 TEST(CpuPad, AllModes) {
   Host x = random_host(DataType::kFloat32, {2, 3, 4}, 1);
   for (PadMode mode : {PadMode::kConstant, PadMode::kReflect, PadMode::kReplicate, PadMode::kCircular}) {

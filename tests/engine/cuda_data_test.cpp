@@ -99,6 +99,25 @@ TEST(CudaData, GatherScatter) {
       n.mark_output(n.add_scatter("s", x[0], x[1], x[2], p)->output(), "y");
     }, {data, idx, upd});
   }
+  // max / min / mul through compare-and-swap loops: every dtype width, NaN in the updates, and 4096
+  // updates contending for 3 places.
+  for (ScatterReduce r : {ScatterReduce::kMax, ScatterReduce::kMin, ScatterReduce::kMul})
+    for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16, DataType::kInt32, DataType::kInt64}) {
+      Host d = random_host(t, {3, 5}, 95), u = random_host(t, {2, 5}, 96);
+      if (t == DataType::kFloat32) u.set(3, std::nan(""));
+      check(std::string("scatter ") + enum_name(r) + " " + to_string(t), [&](Network& n) {
+        std::vector<Tensor*> x{input(n, d, "d"), input(n, sidx, "i"), input(n, u, "u")};
+        n.mark_output(n.add_scatter("s", x[0], x[1], x[2], ScatterParams{GatherMode::kElements, 0, r})->output(), "y");
+      }, {d, sidx, u});
+      if (r == ScatterReduce::kMul) continue;
+      Host crowd = host_of(DataType::kInt64, {4096}, std::vector<double>(4096, 0));
+      for (int64_t i = 0; i < 4096; ++i) crowd.set(i, double(i % 3));
+      Host many = random_host(t, {4096}, 97), few = random_host(t, {3}, 98);
+      check(std::string("contended scatter ") + enum_name(r) + " " + to_string(t), [&](Network& n) {
+        std::vector<Tensor*> x{input(n, few, "d"), input(n, crowd, "i"), input(n, many, "u")};
+        n.mark_output(n.add_scatter("s", x[0], x[1], x[2], ScatterParams{GatherMode::kElements, 0, r})->output(), "y");
+      }, {few, crowd, many});
+    }
   Host rows = host_of(DataType::kInt64, {2}, {2, 0});
   Host upd2 = random_host(DataType::kFloat32, {2, 5}, 94);
   check("scatter axis", [&](Network& n) {

@@ -614,3 +614,29 @@ def test_nan_aware_pointwise_ops_convert(device):
     assert compiled.program.fallback_ops() == []
     for got, want in zip(compiled(a, b), NanOps()(a, b)):
         assert torch.allclose(got, want, equal_nan=True), (got, want)
+
+
+def test_graph_attention_aggregation_converts(device):
+    """A GAT layer's softmax over each node's incoming edges, as PyG computes it: the per-node
+    maximum (scatter_reduce amax), exponentials summed per node, the weighted messages summed; and
+    min / product aggregations beside it."""
+    class EdgeSoftmax(torch.nn.Module):
+        def forward(self, scores, messages, target):
+            nodes = torch.zeros(5, device=scores.device)
+            peak = nodes.scatter_reduce(0, target, scores, "amax", include_self=False)
+            weights = (scores - peak[target]).exp()
+            total = nodes.scatter_add(0, target, weights)
+            alpha = weights / total[target]
+            out = torch.zeros(5, 4, device=scores.device).index_add(0, target, messages * alpha[:, None])
+            low = nodes.scatter_reduce(0, target, scores, "amin", include_self=True)
+            prod = torch.ones(5, device=scores.device).scatter_reduce(0, target, scores.tanh(), "prod")
+            return out, low, prod
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.tensor([0, 1, 1, 2, 2, 2, 4, 0, 1], device=device)  # node 3 has no incoming edge
+    scores, messages = torch.randn(9, generator=g).to(device), torch.randn(9, 4, generator=g).to(device)
+    compiled = kiln.compile(EdgeSoftmax(), arg_inputs=(scores, messages, target), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    scores = torch.randn(9, generator=g).to(device)
+    for got, want in zip(compiled(scores, messages, target), EdgeSoftmax()(scores, messages, target)):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got, want)

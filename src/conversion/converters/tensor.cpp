@@ -373,25 +373,33 @@ void register_tensor() {
                index.node()->meta.tensor.rank() == 1 &&
                self.node()->meta.tensor.rank() == std::max<size_t>(source.node()->meta.tensor.rank(), 1);
       }, "1-d index, source of self's rank"});
-  // scatter_reduce with "sum" or "mean" (graph networks' aggregations): a scatter-add into self
-  // (or into self with the scattered positions zeroed, include_self=False), and for the mean a
-  // count scattered the same way to divide by. Positions nothing scatters to keep self.
+  // scatter_reduce (graph networks' aggregations: PyG's sum / mean / max / min, GAT's softmax over
+  // neighbours): sum, amax, amin and prod as a scatter with that reduction into self, or, with
+  // include_self=False, into self with the scattered positions first reset (to 0 for sums, 1 for
+  // products; for amax / amin to one of the scattered values, which the reduction then absorbs).
+  // The mean divides the sum by a count scattered the same way. Positions nothing scatters to keep
+  // self.
   add({"aten.scatter_reduce.two"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* self = a.tensor("self");
     Tensor* index = a.tensor("index");
     const int64_t dim = a.i("dim");
     const bool include_self = a.b("include_self");
-    auto zero_scattered = [&](Tensor* t, const std::string& what) {
-      return include_self ? t : se::scatter(ctx, target, kAten, name + what, t, dim, index, 0.0, engine::ScatterReduce::kNone);
+    const std::string reduce = a["reduce"].str();
+    using engine::ScatterReduce;
+    const ScatterReduce op = reduce == "amax" ? ScatterReduce::kMax : reduce == "amin" ? ScatterReduce::kMin
+                             : reduce == "prod" ? ScatterReduce::kMul : ScatterReduce::kAdd;
+    auto reset_scattered = [&](Tensor* t, const Value& to, const std::string& what) {
+      return include_self ? t : se::scatter(ctx, target, kAten, name + what, t, dim, index, to, ScatterReduce::kNone);
     };
-    const bool mean = a["reduce"].str() == "mean";
-    Tensor* sum = se::scatter(ctx, target, kAten, mean ? name + "/sum" : name, zero_scattered(self, "/cleared"), dim,
-                              index, a["src"], engine::ScatterReduce::kAdd);
+    const Value start = op == ScatterReduce::kMul ? Value(1.0) : op == ScatterReduce::kAdd ? Value(0.0) : a["src"];
+    const bool mean = reduce == "mean";
+    Tensor* sum = se::scatter(ctx, target, kAten, mean ? name + "/sum" : name, reset_scattered(self, start, "/cleared"), dim,
+                              index, a["src"], op);
     if (!mean) return sum;
     Tensor* ones = impl::creation::full(ctx, target, kAten, name + "/ones", self->shape(), 1.0, self->dtype());
-    Tensor* count = se::scatter(ctx, target, kAten, name + "/count", zero_scattered(ones, "/count_cleared"), dim, index,
-                                1.0, engine::ScatterReduce::kAdd);
+    Tensor* count = se::scatter(ctx, target, kAten, name + "/count", reset_scattered(ones, 0.0, "/count_cleared"), dim, index,
+                                1.0, ScatterReduce::kAdd);
     return impl::elementwise::div(ctx, target, kAten, name, sum, count);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::Argument reduce = node_arg(n, "reduce"), self = node_arg(n, "self"), index = node_arg(n, "index"),
@@ -405,8 +413,9 @@ void register_tensor() {
         for (size_t d = 0; d < im.rank(); ++d)
           if (!(im.sizes[d].is_constant() && sm.sizes[d].is_constant() && im.sizes[d].value == sm.sizes[d].value))
             return false;
-        return r == "sum" || (r == "mean" && ir::is_floating(self.node()->meta.tensor.dtype));
-      }, "sum, or mean of floats; index shaped like src"});
+        return r == "sum" || r == "amax" || r == "amin" || r == "prod" ||
+               (r == "mean" && ir::is_floating(self.node()->meta.tensor.dtype));
+      }, "sum, amax, amin, prod, or mean of floats; index shaped like src"});
   add({"aten.scatter_add.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return se::scatter(ctx, target, kAten, name, a.tensor("self"), a.i("dim"), a.tensor("index"), a["src"],

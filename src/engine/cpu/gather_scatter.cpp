@@ -1,5 +1,6 @@
 // Gather (index_select / embedding along an axis, and torch.gather element-wise) and scatter
-// (torch.scatter / scatter_add element-wise, and index_copy / index_put along one axis).
+// (torch.scatter / scatter_add / scatter_reduce element-wise, and index_copy / index_put along one
+// axis).
 // Indices are i64 or i32; negative ones count from the end; out-of-range ones are an error
 // naming the layer. Rows of the trailing dims move with memcpy where the layout allows.
 #include <atomic>
@@ -26,9 +27,9 @@ void check_index_dtype(const Layer& layer, const TensorView& idx) {
   fail_shape(layer, "index out of range for a dimension of size " + std::to_string(limit));
 }
 
-// dst[i] (+)= src[j] for one element of dtype `t`.
-void put(DataType t, void* dst, int64_t i, const void* src, int64_t j, bool add) {
-  if (!add) {
+// dst[i] = src[j], or dst[i] combined with src[j] by `reduce`, for one element of dtype `t`.
+void put(DataType t, void* dst, int64_t i, const void* src, int64_t j, ScatterReduce reduce) {
+  if (reduce == ScatterReduce::kNone) {
     const size_t es = element_size(t);
     std::memcpy(static_cast<uint8_t*>(dst) + i * es, static_cast<const uint8_t*>(src) + j * es, es);
     return;
@@ -38,8 +39,18 @@ void put(DataType t, void* dst, int64_t i, const void* src, int64_t j, bool add)
     using C = compute_t<T>;
     T* d = static_cast<T*>(dst);
     const T* s = static_cast<const T*>(src);
-    if constexpr (std::is_same_v<T, bool>) d[i] = d[i] || s[j];
-    else d[i] = T(C(C(d[i]) + C(s[j])));
+    if constexpr (std::is_same_v<T, bool>) {
+      d[i] = reduce == ScatterReduce::kAdd || reduce == ScatterReduce::kMax ? (d[i] || s[j]) : (d[i] && s[j]);
+    } else {
+      const C a = C(d[i]), b = C(s[j]);
+      switch (reduce) {
+        case ScatterReduce::kAdd: d[i] = T(C(a + b)); break;
+        case ScatterReduce::kMul: d[i] = T(C(a * b)); break;
+        case ScatterReduce::kMax: d[i] = b != b ? s[j] : (a < b ? s[j] : d[i]); break;  // NaN wins either side
+        case ScatterReduce::kMin: d[i] = b != b ? s[j] : (b < a ? s[j] : d[i]); break;
+        default: break;
+      }
+    }
   });
 }
 
@@ -98,7 +109,6 @@ void run(const ScatterParams& p, LayerCall& call) {
   const int64_t rank = int64_t(data.dims.size());
   const int64_t axis = canonical_axis(layer, p.axis, rank);
   if (out.data != data.data) std::memcpy(out.data, data.data, data.nbytes());
-  const bool add = p.reduce == ScatterReduce::kAdd;
   const int64_t D = data.dims[axis];
   const size_t es = element_size(data.dtype);
 
@@ -113,11 +123,11 @@ void run(const ScatterParams& p, LayerCall& call) {
       if (j < 0) out_of_range(layer, D);
       for (int64_t pi = 0; pi < pre; ++pi) {
         const int64_t o = (pi * D + j) * post, s = (pi * I + i) * post;
-        if (!add) {
+        if (p.reduce == ScatterReduce::kNone) {
           std::memcpy(static_cast<uint8_t*>(out.data) + size_t(o) * es,
                       static_cast<const uint8_t*>(upd.data) + size_t(s) * es, size_t(post) * es);
         } else {
-          for (int64_t q = 0; q < post; ++q) put(data.dtype, out.data, o + q, upd.data, s + q, true);
+          for (int64_t q = 0; q < post; ++q) put(data.dtype, out.data, o + q, upd.data, s + q, p.reduce);
         }
       }
     }
@@ -137,7 +147,7 @@ void run(const ScatterParams& p, LayerCall& call) {
     }
     const int64_t j = index_at(idx, i, D);
     if (j < 0) out_of_range(layer, D);
-    put(data.dtype, out.data, off + j * os[axis], upd.data, uoff, add);
+    put(data.dtype, out.data, off + j * os[axis], upd.data, uoff, p.reduce);
   }
 }
 

@@ -295,21 +295,77 @@ template <class T> __device__ __forceinline__ void atomic_add(T* p, T v) { atomi
 template <> __device__ __forceinline__ void atomic_add<int64_t>(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
-template <class T> __device__ __forceinline__ void scatter_store(T* p, T v, bool add) {
-  if (!add) {
-    *p = v;
-  } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16> ||
-                       std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
-    atomic_add(p, v);
+// a combined with b by `op` (kAdd, kMax, kMin, kMul) in T's compute type; max / min let a NaN
+// on either side win, as torch.maximum does.
+template <class T> __device__ __forceinline__ T combine(T a, T b, ScatterReduce op) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return op == ScatterReduce::kAdd || op == ScatterReduce::kMax ? (a || b) : (a && b);
+  } else if constexpr (is_float_storage_v<T>) {
+    const float x = to_float(a), y = to_float(b);
+    switch (op) {
+      case ScatterReduce::kAdd: return from_float<T>(x + y);
+      case ScatterReduce::kMul: return from_float<T>(x * y);
+      case ScatterReduce::kMax: return (y != y || x < y) ? b : a;
+      default: return (y != y || y < x) ? b : a;
+    }
   } else {
-    *p = T(*p + v);  // narrow integer types: no atomics; duplicates race (documented)
+    switch (op) {
+      case ScatterReduce::kAdd: return T(a + b);
+      case ScatterReduce::kMul: return T(a * b);
+      case ScatterReduce::kMax: return a < b ? b : a;
+      default: return b < a ? b : a;
+    }
   }
+}
+
+// *p = combine(*p, v) atomically: a compare-and-swap loop on the element's bits (2, 4 or 8 bytes;
+// 16-bit CAS needs sm_70, which kiln's CUDA backend requires anyway). Narrower types have no
+// atomics: duplicate indices then race (documented).
+template <class T> __device__ __forceinline__ void atomic_combine(T* p, T v, ScatterReduce op) {
+  using Bits = std::conditional_t<sizeof(T) == 8, unsigned long long,
+                                  std::conditional_t<sizeof(T) == 4, unsigned int, unsigned short>>;
+  if constexpr (sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8) {
+    Bits* word = reinterpret_cast<Bits*>(p);
+    Bits old = *word, assumed;
+    do {
+      assumed = old;
+      T current;
+      memcpy(&current, &assumed, sizeof(T));
+      const T next = combine(current, v, op);
+      Bits next_bits;
+      memcpy(&next_bits, &next, sizeof(T));
+      if (next_bits == assumed) return;  // nothing to change (also ends the loop on a NaN kept)
+      old = atomicCAS(word, assumed, next_bits);
+    } while (assumed != old);
+  } else {
+    *p = combine(*p, v, op);
+  }
+}
+
+template <class T>
+inline constexpr bool has_atomic_add_v = std::is_same_v<T, float> || std::is_same_v<T, __half> ||
+                                         std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, int32_t> ||
+                                         std::is_same_v<T, int64_t>;
+
+template <class T> __device__ __forceinline__ void scatter_store(T* p, T v, ScatterReduce op) {
+  if (op == ScatterReduce::kNone) {
+    *p = v;
+    return;
+  }
+  if constexpr (has_atomic_add_v<T>) {
+    if (op == ScatterReduce::kAdd) {
+      atomic_add(p, v);
+      return;
+    }
+  }
+  atomic_combine(p, v, op);
 }
 
 // Element mode: iterate over the indices' shape `id`; updates have strides `us`, out strides `os`.
 template <class T, class I>
 __global__ void scatter_elements_kernel(T* __restrict__ out, const I* __restrict__ idx, const T* __restrict__ upd,
-                                        int64_t n, Dims id, Strides us, Strides os, int axis, int64_t axis_len, bool add) {
+                                        int64_t n, Dims id, Strides us, Strides os, int axis, int64_t axis_len,
+                                        ScatterReduce op) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t rem = i, uo = 0, oo = 0;
     for (int d = id.rank - 1; d >= 0; --d) {
@@ -318,17 +374,17 @@ __global__ void scatter_elements_kernel(T* __restrict__ out, const I* __restrict
       uo += c * us.s[d];
       oo += (d == axis ? wrap_index(idx[i], axis_len) : c) * os.s[d];
     }
-    scatter_store(out + oo, upd[uo], add);
+    scatter_store(out + oo, upd[uo], op);
   }
 }
 // Axis mode: updates [outer, L, inner] go to out[outer, idx[j], inner].
 template <class T, class I>
 __global__ void scatter_axis_kernel(T* __restrict__ out, const I* __restrict__ idx, const T* __restrict__ upd, int64_t n,
-                                    int64_t L, int64_t axis_len, int64_t inner, bool add) {
+                                    int64_t L, int64_t axis_len, int64_t inner, ScatterReduce op) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t q = i % inner, r = i / inner;
     int64_t j = r % L, pidx = r / L;
-    scatter_store(out + (pidx * axis_len + wrap_index(idx[j], axis_len)) * inner + q, upd[i], add);
+    scatter_store(out + (pidx * axis_len + wrap_index(idx[j], axis_len)) * inner + q, upd[i], op);
   }
 }
 }  // namespace
@@ -342,7 +398,6 @@ void run_scatter(Context& ctx, const ScatterParams& p, LayerCall& call) {
   const int64_t rank = int64_t(data.dims.size());
   const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t axis_len = data.dims.at(axis);
-  const bool add = p.reduce == ScatterReduce::kAdd;
   const int64_t n = p.mode == GatherMode::kAxis ? upd.numel() : idx.numel();
   if (n == 0 || axis_len == 0) return;
   dispatch_index(idx.dtype, call.layer, [&](auto it) {
@@ -352,12 +407,12 @@ void run_scatter(Context& ctx, const ScatterParams& p, LayerCall& call) {
       if (p.mode == GatherMode::kAxis) {
         scatter_axis_kernel<T, I><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(
             static_cast<T*>(y.data), static_cast<const I*>(idx.data), static_cast<const T*>(upd.data), n, idx.numel(),
-            axis_len, product(data.dims, axis + 1), add);
+            axis_len, product(data.dims, axis + 1), p.reduce);
       } else {
         scatter_elements_kernel<T, I><<<grid_for(ctx, n, kThreads), kThreads, 0, ctx.stream>>>(
             static_cast<T*>(y.data), static_cast<const I*>(idx.data), static_cast<const T*>(upd.data), n,
             make_dims(idx.dims), make_strides(contiguous(upd.dims)), make_strides(contiguous(data.dims)), int(axis),
-            axis_len, add);
+            axis_len, p.reduce);
       }
     });
   });
