@@ -3,6 +3,10 @@
 // Llama and its descendants: view_as_complex, polar, a complex multiply, view_as_real) convert
 // like any real code. The engine has no complex dtype.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
 #include <set>
 
 #include "ir/schema.h"
@@ -60,6 +64,34 @@ const std::set<std::string>& to_real_ops() {
   return ops;
 }
 
+bool is_fft(const std::string& target) {
+  return target == "aten._fft_r2c.default" || target == "aten._fft_c2r.default" || target == "aten._fft_c2c.default";
+}
+
+// The transform's length N along its one dim (the real side's size: r2c's input, c2r's output),
+// when that dim is a single static one and the normalization is PyTorch's 0, 1 or 2.
+std::optional<int64_t> fft_length(const ir::Node& n) {
+  const ir::OpSchema* schema = ir::find_schema(n.target);
+  if (!schema || n.inputs().empty() || !n.meta.is_tensor()) return std::nullopt;
+  const ir::BoundArgs a(n, *schema);
+  const ir::Argument& dims = a["dim"];
+  const ir::Argument& norm = a["normalization"];
+  if (!dims.is_list() || dims.list().size() != 1 || !dims.list()[0].is<int64_t>() || !norm.is<int64_t>() ||
+      norm.as<int64_t>() < 0 || norm.as<int64_t>() > 2)
+    return std::nullopt;
+  const ir::TensorMeta& real = n.target == "aten._fft_c2r.default" ? n.meta.tensor : n.inputs()[0]->meta.tensor;
+  const ir::TensorMeta& complex = n.target == "aten._fft_c2r.default" ? n.inputs()[0]->meta.tensor : n.meta.tensor;
+  int64_t d = dims.list()[0].as<int64_t>();
+  if (d < 0) d += int64_t(real.rank());
+  if (d < 0 || d >= int64_t(real.rank()) || !real.sizes[size_t(d)].is_constant() ||
+      !complex.sizes[size_t(d)].is_constant() || real.sizes[size_t(d)].value < 1)
+    return std::nullopt;
+  int64_t symbolic = 0;  // the views around the multiply name at most one size by -1
+  for (const ir::SymInt& s : real.sizes) symbolic += !s.is_constant();
+  if (symbolic > 1) return std::nullopt;
+  return real.sizes[size_t(d)].value;
+}
+
 // Whether every complex value can take the real layout: made by the ops above (or a complex
 // weight), read only by them, never a user input or a program output, and every op left as is
 // (layout ops) with only complex tensor inputs apart from its non-tensor arguments.
@@ -76,17 +108,19 @@ bool rewritable(const ir::ExportedProgram& program) {
       continue;
     }
     if (!ir::find_schema(n->target)) return false;
+    if (is_fft(n->target) && !fft_length(*n)) return false;
     if (makes && !reads) {
-      if (n->target != "aten.view_as_complex.default" && n->target != "aten.polar.default" && n->target != "aten.complex.default")
+      if (n->target != "aten.view_as_complex.default" && n->target != "aten.polar.default" &&
+          n->target != "aten.complex.default" && n->target != "aten._fft_r2c.default")
         return false;
     } else if (!makes) {
-      if (!to_real_ops().count(n->target)) return false;
+      if (!to_real_ops().count(n->target) && n->target != "aten._fft_c2r.default") return false;
     } else if (layout_ops().count(n->target)) {
       for (const ir::Node* in : n->inputs())
         if (in->meta.is_tensor() && !is_complex(in->meta)) return false;  // complex + real, ...
       if (n->target == "aten._to_copy.default" && n->inputs().at(0)->meta.tensor.dtype != n->meta.tensor.dtype) return false;
       if ((n->target == "aten.add.Tensor" || n->target == "aten.sub.Tensor") && n->kwarg("alpha")) return false;
-    } else if (!complex_ops().count(n->target)) {
+    } else if (!complex_ops().count(n->target) && n->target != "aten._fft_c2c.default") {
       return false;
     }
   }
@@ -94,6 +128,7 @@ bool rewritable(const ir::ExportedProgram& program) {
 }
 
 struct Rewriter {
+  ir::ExportedProgram& program;
   ir::Graph& g;
 
   ir::Node* op(ir::Node* before, const std::string& name, const std::string& target, std::vector<ir::Argument> args,
@@ -134,6 +169,129 @@ struct Rewriter {
   // the real tensors they view (remove_noops drops the alias afterwards).
   ir::Node* alias(ir::Node* n, ir::Node* of, ir::TensorMeta meta) {
     return op(n, n->name + "_layout", "aten.alias.default", {of}, std::move(meta));
+  }
+
+  // A new program weight of `values` (as `dtype`, Float or Double) and the get_attr that reads it.
+  ir::Node* constant(ir::Node* before, const std::string& what, ir::ScalarType dtype, std::vector<int64_t> sizes,
+                     const std::vector<double>& values) {
+    auto bytes = std::make_shared<std::vector<uint8_t>>(values.size() * ir::element_size(dtype));
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (dtype == ir::ScalarType::Double) std::memcpy(bytes->data() + i * 8, &values[i], 8);
+      else {
+        const float f = float(values[i]);
+        std::memcpy(bytes->data() + i * 4, &f, 4);
+      }
+    }
+    auto storage = std::make_shared<ir::Storage>();
+    storage->data = bytes->data();
+    storage->size = bytes->size();
+    storage->owner = bytes;
+    ir::Weight w;
+    w.name = before->name + "_" + what;
+    while (program.weights.count(w.name)) w.name += "_";
+    w.kind = ir::Weight::Kind::Constant;
+    w.meta.dtype = dtype;
+    int64_t stride = 1;
+    for (size_t d = sizes.size(); d-- > 0;) {
+      w.meta.strides.insert(w.meta.strides.begin(), ir::SymInt(stride));
+      stride *= sizes[d];
+    }
+    for (int64_t s : sizes) w.meta.sizes.push_back(ir::SymInt(s));
+    w.storage = storage;
+    program.weights[w.name] = w;
+    ir::Node* n = g.create(ir::NodeKind::GetAttr, w.name, w.name, {}, {}, before);
+    n->meta = ir::ValueMeta::of_tensor(w.meta);
+    return n;
+  }
+  // x with dims a and b swapped (nothing when they are the same).
+  ir::Node* swap(ir::Node* before, ir::Node* x, int64_t a, int64_t b, const std::string& what) {
+    if (a == b) return x;
+    ir::TensorMeta m = x->meta.tensor;
+    std::swap(m.sizes[size_t(a)], m.sizes[size_t(b)]);
+    m.strides.clear();
+    return op(before, before->name + what, "aten.transpose.int", {x, a, b}, m);
+  }
+  ir::Node* reshaped(ir::Node* before, ir::Node* x, std::vector<ir::SymInt> sizes, const std::string& what) {
+    ir::TensorMeta m = x->meta.tensor;
+    m.sizes = sizes;
+    m.strides.clear();
+    ir::Argument::List l;
+    for (const ir::SymInt& s : sizes) l.push_back(s.is_constant() ? ir::Argument(s.value) : ir::Argument(int64_t{-1}));
+    return op(before, before->name + what, "aten.view.default", {x, l}, m);
+  }
+  ir::Node* times(ir::Node* before, ir::Node* x, ir::Node* w, const std::string& what) {
+    ir::TensorMeta m = x->meta.tensor;
+    m.sizes.back() = w->meta.tensor.sizes.back();
+    m.strides.clear();
+    return op(before, before->name + what, "aten.matmul.default", {x, w}, m);
+  }
+
+  // The discrete Fourier transforms as matrix multiplies by their constant matrices (O(N^2) per
+  // transform: spectrogram frames and short signals, not long FFTs), on the real layout:
+  //   r2c: x [.., N] @ [N, 2K] -> [.., K, 2], X_k = s * sum_n x_n e^{-2 pi i kn/N}, K = N/2 + 1 (onesided) or N;
+  //   c2r: [.., K, 2] -> [.., 2K] @ [2K, N], x_n = s * sum_k w_k Re(X_k e^{2 pi i kn/N}), the onesided
+  //        spectrum's Hermitian half counted twice (w_k = 2 but for k = 0 and N/2) and entries past
+  //        N/2 + 1 ignored, as PyTorch's irfft does;
+  //   c2c: [.., N, 2] -> [.., 2N] @ [2N, 2N], forward or inverse.
+  // s is 1, 1/sqrt(N) or 1/N (normalization 0, 1, 2). The transformed dim moves last and back.
+  ir::Node* rewrite_fft(ir::Node* n, const ir::BoundArgs& a) {
+    constexpr double kTwoPi = 6.283185307179586476925;
+    const int64_t N = *fft_length(*n);
+    const int64_t norm = a["normalization"].as<int64_t>();
+    const double scale = norm == 0 ? 1.0 : norm == 1 ? 1.0 / std::sqrt(double(N)) : 1.0 / double(N);
+    ir::Node* x = a["self"].node();
+    const std::string& t = n->target;
+    const bool from_real = t == "aten._fft_r2c.default";
+    const int64_t rank = int64_t(x->meta.tensor.rank()) - (from_real ? 0 : 1);  // of the logical (complex or real) value
+    int64_t d = a["dim"].list()[0].as<int64_t>();
+    if (d < 0) d += rank;
+    ir::Node* last = swap(n, x, d, rank - 1, "_dim_last");
+    std::vector<ir::SymInt> sizes = last->meta.tensor.sizes;
+    const ir::ScalarType real = x->meta.tensor.dtype;  // the real input's, or the real layout's
+    std::vector<double> w;
+    ir::Node* y = nullptr;
+    if (from_real) {
+      const int64_t K = a["onesided"].as<bool>() ? N / 2 + 1 : N;
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t k = 0; k < K; ++k) {
+          const double phase = kTwoPi * double((i * k) % N) / double(N);
+          w.push_back(scale * std::cos(phase));
+          w.push_back(-scale * std::sin(phase));
+        }
+      y = times(n, last, constant(n, "dft", real, {N, 2 * K}, w), "_dft");
+      sizes.back() = ir::SymInt(K);
+      sizes.push_back(ir::SymInt(2));
+      y = reshaped(n, y, sizes, "_pairs");
+      return swap(n, y, d, rank - 1, "_dim_back");
+    }
+    const int64_t K = last->meta.tensor.sizes[size_t(rank - 1)].value;  // static: fft_length checked it
+    std::vector<ir::SymInt> flat(sizes.begin(), sizes.end() - 2);
+    flat.push_back(ir::SymInt(2 * K));
+    ir::Node* pairs = reshaped(n, last, flat, "_flat");
+    if (t == "aten._fft_c2r.default") {
+      for (int64_t k = 0; k < K; ++k) {
+        const double weight = k > N / 2 ? 0.0 : (k == 0 || 2 * k == N) ? 1.0 : 2.0;
+        for (const bool imaginary : {false, true})
+          for (int64_t i = 0; i < N; ++i) {
+            const double phase = kTwoPi * double((i * k) % N) / double(N);
+            w.push_back(scale * weight * (imaginary ? -std::sin(phase) : std::cos(phase)));
+          }
+      }
+      y = times(n, pairs, constant(n, "idft", real, {2 * K, N}, w), "_idft");
+      return swap(n, y, d, rank - 1, "_dim_back");
+    }
+    const double sign = a["forward"].as<bool>() ? -1.0 : 1.0;
+    w.assign(size_t(4 * N * N), 0.0);
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t k = 0; k < N; ++k) {
+        const double phase = kTwoPi * double((i * k) % N) / double(N);
+        const double c = scale * std::cos(phase), s = scale * sign * std::sin(phase);
+        w[size_t((2 * i) * 2 * N + 2 * k)] = c, w[size_t((2 * i + 1) * 2 * N + 2 * k)] = -s;
+        w[size_t((2 * i) * 2 * N + 2 * k + 1)] = s, w[size_t((2 * i + 1) * 2 * N + 2 * k + 1)] = c;
+      }
+    y = times(n, pairs, constant(n, "dft", real, {2 * N, 2 * N}, w), "_dft");
+    y = reshaped(n, y, sizes, "_pairs");
+    return swap(n, y, d, rank - 1, "_dim_back");
   }
 
   // A complex op rewritten on real layouts; its inputs are rewritten already.
@@ -259,7 +417,7 @@ size_t complex_as_real(ir::ExportedProgram& program) {
     w.storage_offset *= 2;
     ++changed;
   }
-  Rewriter r{program.graph, {}};
+  Rewriter r{program, program.graph, {}};
   for (ir::Node* n : program.graph.nodes()) {
     const bool makes = is_complex(n->meta);
     if (n->kind == ir::NodeKind::GetAttr) {
@@ -272,7 +430,8 @@ size_t complex_as_real(ir::ExportedProgram& program) {
     const ir::BoundArgs a(*n, *ir::find_schema(n->target));
     ++changed;
     ir::Node* result = n;
-    if (!makes) result = r.rewrite_to_real(n, a);
+    if (is_fft(n->target)) result = r.rewrite_fft(n, a);
+    else if (!makes) result = r.rewrite_to_real(n, a);
     else if (layout_ops().count(n->target)) r.rewrite_layout(n, a);
     else result = r.rewrite_complex(n, a);
     if (result != n) {

@@ -352,16 +352,40 @@ TEST_F(ConverterTest, Pooling) {
   expect_close(out[3].second, wmax);
 }
 
-TEST_F(ConverterTest, MaxPoolIndicesUsedFallsBack) {
+TEST_F(ConverterTest, MaxPoolIndicesConvertIn2dAndFallBackIn3d) {
   Case c;
-  ir::Node* ix = c.input("x", random_array(F, {1, 2, 4, 4}, 31));
+  HostArray x = random_array(F, {1, 2, 4, 4}, 31);
+  ir::Node* ix = c.input("x", x);
   ir::ValueMeta tup;
   tup.kind = ir::ValueMeta::Kind::Tuple;
   tup.tuple = {testing::meta(F, {1, 2, 2, 2}), testing::meta(I64, {1, 2, 2, 2})};
   ir::Node* mpi = c.call("aten.max_pool2d_with_indices.default", {ix, L{2, 2}, L{2, 2}}, {}, tup);
   ir::Node* g1 = c.call("getitem", {mpi, 1}, {}, I64, {1, 2, 2, 2});
-  EXPECT_EQ(ConverterRegistry::global().lookup(*mpi, c.settings).verdict, Verdict::kValidatorRejected);
-  EXPECT_NE(ConverterRegistry::global().lookup(*g1, c.settings).verdict, Verdict::kConvertible);
+  ASSERT_EQ(ConverterRegistry::global().lookup(*mpi, c.settings).verdict, Verdict::kConvertible);
+  auto out = c.run({g1});
+  std::vector<double> want;  // the flat position of each 2x2 window's maximum in its 4x4 plane
+  for (int ch = 0; ch < 2; ++ch)
+    for (int y = 0; y < 2; ++y)
+      for (int xo = 0; xo < 2; ++xo) {
+        int best = -1;
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) {
+            const int at = (2 * y + i) * 4 + 2 * xo + j;
+            if (best < 0 || x.values[size_t(ch * 16 + at)] > x.values[size_t(ch * 16 + best)]) best = at;
+          }
+        want.push_back(best);
+      }
+  testing::expect_close(out[0].second, want, 0, 0, "max pool indices");
+
+  Case c3;
+  ir::Node* i3 = c3.input("x", random_array(F, {1, 2, 4, 4, 4}, 32));
+  ir::ValueMeta tup3;
+  tup3.kind = ir::ValueMeta::Kind::Tuple;
+  tup3.tuple = {testing::meta(F, {1, 2, 2, 2, 2}), testing::meta(I64, {1, 2, 2, 2, 2})};
+  ir::Node* m3 = c3.call("aten.max_pool3d_with_indices.default", {i3, L{2, 2, 2}, L{2, 2, 2}}, {}, tup3);
+  ir::Node* g3 = c3.call("getitem", {m3, 1}, {}, I64, {1, 2, 2, 2, 2});
+  EXPECT_EQ(ConverterRegistry::global().lookup(*m3, c3.settings).verdict, Verdict::kValidatorRejected);
+  EXPECT_NE(ConverterRegistry::global().lookup(*g3, c3.settings).verdict, Verdict::kConvertible);
 }
 
 // ---- normalization and softmax -----------------------------------------------------------------

@@ -640,3 +640,34 @@ def test_graph_attention_aggregation_converts(device):
     scores = torch.randn(9, generator=g).to(device)
     for got, want in zip(compiled(scores, messages, target), EdgeSoftmax()(scores, messages, target)):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got, want)
+
+
+class _Spectra(torch.nn.Module):
+    """Audio front ends inside a model: a power spectrogram (torch.stft: reflect padding, frames cut
+    with as_strided, a window, the real FFT), rfft / irfft round trips, and a complex FFT; the
+    transforms become multiplies by their constant DFT matrices."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(16), persistent=False)
+
+    def forward(self, signal):
+        spec = torch.stft(signal, 16, hop_length=4, window=self.window, return_complex=True)
+        power = spec.abs().pow(2)
+        half = torch.fft.rfft(signal, norm="ortho")
+        back = torch.fft.irfft(half * 2, n=signal.shape[-1], norm="ortho")
+        odd = torch.fft.irfft(torch.fft.rfft(signal[:, :15]), n=15)
+        full = torch.fft.fft(torch.view_as_complex(signal[:, :24].reshape(2, 12, 2)), dim=-1)
+        return power, half.abs(), back, odd, torch.view_as_real(torch.fft.ifft(full))
+
+
+def test_spectrograms_and_ffts_convert(device):
+    m = _Spectra().to(device)
+    signal = torch.randn(2, 64, device=device)
+    compiled = kiln.compile(m, arg_inputs=(signal,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    signal = torch.randn(2, 64, device=device)
+    with torch.no_grad():
+        for got, want in zip(compiled(signal), m(signal)):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()

@@ -15,12 +15,8 @@ namespace sh = impl::shuffle;
 using engine::UnaryOp;
 
 bool static_along(const ir::Node& n, const std::string& self_arg, const std::string& dim_arg) {
-  ir::Argument self = node_arg(n, self_arg), dim = node_arg(n, dim_arg);
-  if (!self.is_node() || !self.node()->meta.is_tensor() || !dim.is<int64_t>()) return false;
-  const auto& m = self.node()->meta.tensor;
-  int64_t d = dim.as<int64_t>();
-  if (d < 0) d += static_cast<int64_t>(m.rank());
-  return d >= 0 && d < static_cast<int64_t>(m.rank()) && m.sizes[d].is_constant();
+  const ir::Argument dim = node_arg(n, dim_arg);
+  return dim.is<int64_t>() && static_size(n, self_arg, dim.as<int64_t>()).has_value();
 }
 
 // triu / tril: keep x where (col - row) compares to `diagonal`, zero elsewhere.

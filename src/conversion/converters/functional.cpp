@@ -1,6 +1,6 @@
 // What functionalization leaves of in-place and view mutations (slice_scatter, select_scatter,
-// copy, fill), plus roll and reshape-like as_strided. Each rebuilds the result from slices and
-// concatenation, so it needs static sizes along the axis it touches (validators check).
+// copy, fill), plus roll and as_strided. Each rebuilds the result from slices and concatenation
+// (as_strided: a gather), so it needs static sizes along the axis it touches (validators check).
 #include <algorithm>
 #include <optional>
 
@@ -15,17 +15,6 @@ namespace sl = impl::slice;
 std::optional<int64_t> static_int(const ir::Argument& a) {
   if (a.is<int64_t>()) return a.as<int64_t>();
   return std::nullopt;
-}
-
-// The input's size along `dim_arg`, when static.
-std::optional<int64_t> static_dim(const ir::Node& n, const std::string& self_arg, int64_t dim) {
-  ir::Argument self = node_arg(n, self_arg);
-  if (!self.is_node() || !self.node()->meta.is_tensor()) return std::nullopt;
-  const auto& m = self.node()->meta.tensor;
-  const int64_t r = static_cast<int64_t>(m.rank());
-  if (dim < 0) dim += r;
-  if (dim < 0 || dim >= r || !m.sizes[dim].is_constant()) return std::nullopt;
-  return m.sizes[dim].value;
 }
 
 // PyTorch's clamp of a slice bound into [0, n].
@@ -81,7 +70,7 @@ void register_functional() {
         auto dim = static_int(node_arg(n, "dim"));
         auto step = static_int(node_arg(n, "step"));
         ir::Argument s = node_arg(n, "start"), e = node_arg(n, "end");
-        return dim && step == std::optional<int64_t>(1) && static_dim(n, "self", *dim) &&
+        return dim && step == std::optional<int64_t>(1) && static_size(n, "self", *dim) &&
                (s.is_none() || s.is<int64_t>()) && (e.is_none() || e.is<int64_t>());
       }, "step 1, static bounds and dim size"});
   add({"aten.select_scatter.default"}, KILN_CONVERTER {
@@ -95,7 +84,7 @@ void register_functional() {
     return replace_range(ctx, target, name, self, src, dim, i, i + 1);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         auto dim = static_int(node_arg(n, "dim"));
-        return dim && static_int(node_arg(n, "index")) && static_dim(n, "self", *dim);
+        return dim && static_int(node_arg(n, "index")) && static_size(n, "self", *dim);
       }, "static index and dim size"});
   add({"aten.copy.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
@@ -145,26 +134,56 @@ void register_functional() {
           if (!e.is<int64_t>()) return false;
         return true;
       }, "static shape and shifts"});
-  // as_strided that only re-states a contiguous layout (what decompositions of views leave): a reshape.
+  // as_strided of a contiguous input: a reshape where it only re-states a contiguous layout (what
+  // decompositions of views leave); otherwise (overlapping frames, as torch.stft cuts them) a gather
+  // of the flat positions offset + sum(index_d * stride_d), computed here from the static sizes.
   add({"aten.as_strided.default"}, KILN_CONVERTER {
-    return sh::reshape(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_dims());
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const std::vector<int64_t> size = a.ints("size"), stride = a.ints("stride");
+    const int64_t offset = a.none("storage_offset") ? 0 : a.i("storage_offset");
+    std::vector<int64_t> positions{offset};
+    bool contiguous = offset == 0;
+    int64_t expected = 1;
+    for (size_t d = size.size(); d-- > 0;) {
+      contiguous &= size[d] == 1 || stride[d] == expected;
+      expected *= size[d];
+    }
+    if (contiguous && x->rank() && expected == *impl::shape::numel(x).constant())
+      return sh::reshape(ctx, target, kAten, name, x, a.dims("size"));
+    for (size_t d = 0; d < size.size(); ++d) {  // row-major over the result's dims
+      std::vector<int64_t> next;
+      next.reserve(positions.size() * size_t(size[d]));
+      for (int64_t p : positions)
+        for (int64_t i = 0; i < size[d]; ++i) next.push_back(p + i * stride[d]);
+      positions = std::move(next);
+    }
+    Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {DimExpr(int64_t{-1})});
+    Tensor* index = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {int64_t(positions.size())}, positions.data()),
+                                 name + "/positions");
+    Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", flat, 0, index);
+    return sh::reshape(ctx, target, kAten, name, taken, a.dims("size"));
   }, {[](const ir::Node& n, const CompilationSettings&) {
         ir::Argument self = node_arg(n, "self"), off = node_arg(n, "storage_offset");
         if (!self.is_node() || !self.node()->meta.is_tensor() || !n.meta.is_tensor()) return false;
         const auto& in = self.node()->meta.tensor;
-        ir::TensorMeta out = n.meta.tensor;
-        out.strides.clear();
         ir::Argument size = node_arg(n, "size"), stride = node_arg(n, "stride");
         if (!size.is_list() || !stride.is_list() || size.list().size() != stride.list().size()) return false;
+        if (!(off.is_none() || off.is<int64_t>()) || !in.is_static() || !contiguous_strides(in) ||
+            !in.storage_offset.is_constant() || in.storage_offset.value != 0)
+          return false;
+        // Every position inside the input (its own elements, not the rest of a storage it may view).
+        int64_t last = off.is<int64_t>() ? off.as<int64_t>() : 0, count = 1;
         for (size_t i = 0; i < size.list().size(); ++i) {
           if (!size.list()[i].is<int64_t>() || !stride.list()[i].is<int64_t>()) return false;
-          out.strides.push_back(stride.list()[i].as<int64_t>());
+          const int64_t s = size.list()[i].as<int64_t>(), st = stride.list()[i].as<int64_t>();
+          if (s < 0 || st < 0) return false;
+          if (s == 0) return false;  // an empty view: nothing to gather
+          last += (s - 1) * st;
+          count *= s;
         }
-        const bool zero_offset = off.is_none() || (off.is<int64_t>() && off.as<int64_t>() == 0);
-        return zero_offset && in.is_static() && out.is_static() && contiguous_strides(in) &&
-               contiguous_strides(out) && in.static_numel() == out.static_numel() &&
-               in.storage_offset.is_constant() && in.storage_offset.value == 0;
-      }, "contiguous re-layout, offset 0"});
+        return last >= 0 && last < in.static_numel().value_or(0) && count <= (int64_t{1} << 26);
+      }, "a contiguous static input, every position inside it"});
 }
 
 }  // namespace kiln::conversion::converters
