@@ -1,6 +1,7 @@
 // Argument access, validator helpers, registration and register_builtin_converters().
 #include "conversion/converters/common.h"
 
+#include <climits>
 #include <mutex>
 
 namespace kiln::conversion {
@@ -69,6 +70,16 @@ Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, cons
   Tensor* row = impl::shuffle::reshape(ctx, target, kAten, name + "/rows_col", iota(rows, "/rows"), {rows, one});
   Tensor* col = impl::shuffle::reshape(ctx, target, kAten, name + "/cols_row", iota(cols, "/cols"), {one, cols});
   return impl::elementwise::sub(ctx, target, kAten, name + "/diagonal_of", col, row);
+}
+
+Tensor* positions_constant(ConversionContext& ctx, const std::string& name, const std::vector<int64_t>& positions,
+                           std::vector<int64_t> dims) {
+  if (dims.empty()) dims = {int64_t(positions.size())};
+  bool narrow = true;
+  for (int64_t p : positions) narrow &= p >= INT32_MIN && p <= INT32_MAX;
+  if (!narrow) return ctx.constant(engine::Weights::copy_of(DataType::kInt64, dims, positions.data()), name);
+  const std::vector<int32_t> small(positions.begin(), positions.end());
+  return ctx.constant(engine::Weights::copy_of(DataType::kInt32, dims, small.data()), name);
 }
 
 namespace {

@@ -60,6 +60,12 @@ Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, cons
 Tensor* max_pool2d_indices(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
                            const std::vector<int64_t>& kernel, std::vector<int64_t> stride,
                            const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, Tensor* pooled);
+// Constant positions for a gather or scatter (`dims`: their shape, [n] when empty), stored as i32
+// where every one fits (half the bytes of i64; both backends index with either).
+Tensor* positions_constant(ConversionContext& ctx, const std::string& name, const std::vector<int64_t>& positions,
+                           std::vector<int64_t> dims = {});
+// The most positions a converter computes into one such constant (16 Mi: 64 MiB as i32).
+constexpr int64_t kMaxConstantPositions = int64_t{1} << 24;
 // The node's own output dtype / shape, from its metadata.
 DataType node_dtype(const ConversionContext& ctx);
 std::vector<DimExpr> node_shape(const ConversionContext& ctx);

@@ -159,8 +159,7 @@ void register_functional() {
       positions = std::move(next);
     }
     Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {DimExpr(int64_t{-1})});
-    Tensor* index = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {int64_t(positions.size())}, positions.data()),
-                                 name + "/positions");
+    Tensor* index = positions_constant(ctx, name + "/positions", positions);
     Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", flat, 0, index);
     return sh::reshape(ctx, target, kAten, name, taken, a.dims("size"));
   }, {[](const ir::Node& n, const CompilationSettings&) {
@@ -182,7 +181,7 @@ void register_functional() {
           last += (s - 1) * st;
           count *= s;
         }
-        return last >= 0 && last < in.static_numel().value_or(0) && count <= (int64_t{1} << 26);
+        return last >= 0 && last < in.static_numel().value_or(0) && count <= kMaxConstantPositions;
       }, "a contiguous static input, every position inside it"});
 }
 

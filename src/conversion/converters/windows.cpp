@@ -15,7 +15,7 @@ namespace {
 namespace sh = impl::shuffle;
 
 Tensor* index_constant(ConversionContext& ctx, const std::string& name, const std::vector<int64_t>& index) {
-  return ctx.constant(engine::Weights::copy_of(DataType::kInt64, {int64_t(index.size())}, index.data()), name + "/index");
+  return positions_constant(ctx, name + "/index", index);
 }
 
 // im2col / col2im's geometry: [N, C, H, W] padded to [Hp, Wp], windows of kh x kw taps.
@@ -27,7 +27,8 @@ struct Windows2d {
   int64_t out_w() const { return (padded_w() - dw * (kw - 1) - 1) / sw + 1; }
   bool valid() const {
     return kh > 0 && kw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0 && sh > 0 && sw > 0 &&
-           padded_h() >= dh * (kh - 1) + 1 && padded_w() >= dw * (kw - 1) + 1;
+           padded_h() >= dh * (kh - 1) + 1 && padded_w() >= dw * (kw - 1) + 1 &&
+           kh * kw * out_h() * out_w() <= kMaxConstantPositions;
   }
   // For column (tap t = i*kw + j, window l = y*out_w + x), in PyTorch's [C*K, L] order: the flat
   // position of its element in the padded [Hp*Wp] plane.
@@ -184,7 +185,8 @@ void register_windows() {
         if (!m || !dim.is<int64_t>() || !size.is<int64_t>() || !step.is<int64_t>() || step.as<int64_t>() <= 0) return false;
         if (m->rank() == 0) return size.as<int64_t>() <= 1;
         const auto n_along = static_size(n, "self", dim.as<int64_t>());
-        return n_along && size.as<int64_t>() >= 0 && size.as<int64_t>() <= *n_along;
+        return n_along && size.as<int64_t>() >= 0 && size.as<int64_t>() <= *n_along &&
+               ((*n_along - size.as<int64_t>()) / step.as<int64_t>() + 1) * size.as<int64_t>() <= kMaxConstantPositions;
       }, "static size along dim, 0 <= size <= it, step > 0"});
   // F.unfold (im2col): [N, C, H, W] -> [N, C*kh*kw, L], the padded planes gathered at each tap
   // of each window in one index_select.
