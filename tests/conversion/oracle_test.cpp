@@ -626,6 +626,15 @@ void structure_cases(std::vector<OracleCase>& cs) {
   cs.push_back({"aten.heaviside.default", {{I64, {3, 5}}, {I64, {}}}, args_of({}, 2), {}, -2, 2});  // zeros too
   cs.push_back({"aten.fmax.default", {{F, {3, 5}}, {F, {5}}}, args_of({}, 2)});
   cs.push_back({"aten.fmin.default", {{I64, {4}}, {I64, {4}}}, args_of({}, 2), {}, -9, 9});
+  // Antialiased resizing: shrinking and growing, corners aligned or not, sizes and scale factors.
+  for (const char* mode : {"bilinear", "bicubic"}) {
+    const std::string vec = std::string("aten._upsample_") + mode + "2d_aa.vec";
+    const std::string plain = std::string("aten._upsample_") + mode + "2d_aa.default";
+    cs.push_back({vec, {{F, {1, 2, 16, 20}}}, args_of({L{5, 7}, false, Arg()})});
+    cs.push_back({vec, {{F, {2, 1, 8, 8}}}, args_of({L{13, 11}, true, Arg()})});
+    cs.push_back({vec, {{F, {1, 2, 9, 12}}}, args_of({Arg(), false, L{0.5, 0.75}})});
+    cs.push_back({plain, {{F, {1, 2, 10, 9}}}, args_of({L{4, 6}, false})});
+  }
   // Pointwise.
   cs.push_back({"aten.threshold.default", {{F, {3, 5}}}, args_of({0.5, -2.0})});
   cs.push_back({"aten.hardshrink.default", {{F, {3, 5}}}, args_of({1.0})});

@@ -671,3 +671,31 @@ def test_spectrograms_and_ffts_convert(device):
         for got, want in zip(compiled(signal), m(signal)):
             assert got.dtype == want.dtype and got.shape == want.shape
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
+
+
+def test_preprocessing_with_antialiased_resize_converts(device):
+    """A deployed pipeline with torchvision's tensor transforms inside the model: an antialiased
+    resize (bilinear and bicubic) and a crop, then a normalization, before the network.
+    (torchvision's Normalize checks its std's values in Python, which PyTorch 1.13 cannot trace.)"""
+    from torchvision import transforms
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self, mode):
+            super().__init__()
+            self.resize = transforms.Resize(24, interpolation=mode, antialias=True)
+            self.crop = transforms.CenterCrop(20)
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1))
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, image):
+            return self.conv((self.crop(self.resize(image)) - self.mean) / self.std)
+
+    for mode in (transforms.InterpolationMode.BILINEAR, transforms.InterpolationMode.BICUBIC):
+        m = Pipeline(mode).to(device).eval()
+        image = torch.rand(2, 3, 61, 47, device=device)
+        compiled = kiln.compile(m, arg_inputs=(image,), min_block_size=1)
+        assert compiled.program.fallback_ops() == []
+        image = torch.rand(2, 3, 61, 47, device=device)
+        with torch.no_grad():
+            assert torch.allclose(compiled(image), m(image), rtol=1e-4, atol=1e-5)

@@ -3,6 +3,11 @@
 // PyTorch does), and each of the 1 (nearest) or 4 (bilinear) neighbouring pixels is gathered
 // from the input flattened over H*W and weighted, a neighbour outside the image weighing 0.
 // Spatial transformers, optical-flow warps and deformable sampling run this way in one segment.
+// Also F.affine_grid, and antialiased resizing (torchvision's Resize) as two constant matrices.
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
 #include "conversion/converters/common.h"
 
 namespace kiln::conversion::converters {
@@ -94,6 +99,37 @@ bool sampler_supported(const ir::Node& n) {
          padding >= 0 && padding <= int64_t(Padding::kReflection);
 }
 
+// The [out, in] matrix of an antialiased resize along one dim (PyTorch's separable filter: each
+// output pixel averages the inputs under a triangle (bilinear) or cubic (bicubic, a = -0.5) filter
+// stretched by the scale when shrinking, the weights normalized to 1).
+std::vector<float> antialias_matrix(int64_t in, int64_t out, bool align_corners, std::optional<double> scale_factor,
+                                    bool bicubic) {
+  double scale = align_corners ? (out > 1 ? double(in - 1) / double(out - 1) : 0.0)
+                               : (scale_factor ? 1.0 / *scale_factor : double(in) / double(out));
+  const double taps = bicubic ? 4.0 : 2.0;
+  const double support = scale >= 1.0 ? taps * 0.5 * scale : taps * 0.5;
+  const double invscale = scale >= 1.0 ? 1.0 / scale : 1.0;
+  auto filter = [bicubic](double x) {
+    x = std::abs(x);
+    if (!bicubic) return std::max(0.0, 1.0 - x);
+    constexpr double a = -0.5;
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+    return 0.0;
+  };
+  std::vector<float> m(size_t(out * in), 0.0f);
+  for (int64_t i = 0; i < out; ++i) {
+    const double center = scale * (double(i) + 0.5);
+    const int64_t first = std::max<int64_t>(int64_t(center - support + 0.5), 0);
+    const int64_t count = std::min<int64_t>(int64_t(center + support + 0.5), in) - first;
+    std::vector<double> w;
+    double total = 0;
+    for (int64_t j = 0; j < count; ++j) total += w.emplace_back(filter((double(j + first) - center + 0.5) * invscale));
+    for (int64_t j = 0; j < count; ++j) m[size_t(i * in + first + j)] = float(total != 0 ? w[size_t(j)] / total : w[size_t(j)]);
+  }
+  return m;
+}
+
 }  // namespace
 
 void register_grid_sample() {
@@ -174,6 +210,40 @@ void register_grid_sample() {
         const auto& l = size.as<ir::Argument::List>();
         return l.size() == 4 && l[2].is<int64_t>() && l[3].is<int64_t>();
       }, "4-d size with static height and width"});
+  // Antialiased bilinear / bicubic resizing (torchvision's Resize(antialias=True) on tensors): the
+  // rows and the columns each multiplied by their constant resampling matrix, x @ Aw^T then Ah @ that.
+  add({"aten._upsample_bilinear2d_aa.vec", "aten._upsample_bilinear2d_aa.default", "aten._upsample_bicubic2d_aa.vec",
+       "aten._upsample_bicubic2d_aa.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    const bool vec = target.find(".vec") != std::string::npos, bicubic = target.find("bicubic") != std::string::npos;
+    Tensor* x = vec ? a.tensor("input") : a.tensor("self");
+    const std::vector<DimExpr> out = node_shape(ctx);
+    const int64_t h = *x->shape()[2].constant(), w = *x->shape()[3].constant();
+    const int64_t oh = *out[2].constant(), ow = *out[3].constant();
+    std::optional<double> sh_, sw_;  // scale factors given, which PyTorch uses instead of the size ratio
+    if (vec && !a.none("scale_factors")) {
+      std::vector<double> f;
+      for (const Value& v : a["scale_factors"].list()) f.push_back(v.to_double());
+      sh_ = f.at(0), sw_ = f.at(f.size() > 1 ? 1 : 0);
+    } else if (!vec) {
+      if (!a.none("scales_h")) sh_ = a.d("scales_h");
+      if (!a.none("scales_w")) sw_ = a.d("scales_w");
+    }
+    const bool corners = a.b("align_corners");
+    auto matrix = [&](int64_t in, int64_t n, std::optional<double> f, const char* what) {
+      const std::vector<float> m = antialias_matrix(in, n, corners, f, bicubic);
+      Tensor* c = ctx.constant(engine::Weights::copy_of(DataType::kFloat32, {n, in}, m.data()), name + what);
+      return impl::cast::to_dtype(ctx, target, kAten, name + what + "_cast", c, x->dtype());
+    };
+    Tensor* cols = impl::matmul::matrix_multiply(ctx, target, kAten, name + "/cols", x, matrix(w, ow, sw_, "/aw"), false, true);
+    return impl::matmul::matrix_multiply(ctx, target, kAten, name, matrix(h, oh, sh_, "/ah"), cols);
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const bool vec = n.target.find(".vec") != std::string::npos;
+        const ir::TensorMeta* m = arg_meta(n, vec ? "input" : "self");
+        return m && m->rank() == 4 && ir::is_floating(m->dtype) && static_size(n, vec ? "input" : "self", 2) &&
+               static_size(n, vec ? "input" : "self", 3) && n.meta.is_tensor() && n.meta.tensor.is_static() &&
+               n.meta.tensor.static_numel().value_or(0) > 0;
+      }, "4-d floats of static height and width"});
 }
 
 }  // namespace kiln::conversion::converters
