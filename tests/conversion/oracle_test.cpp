@@ -805,12 +805,12 @@ std::vector<OracleCase> cases() {
   cs.push_back({"aten.movedim.intlist", {{F, {2, 3, 4, 5}}}, one({L{0, 1}, L{3, 0}})});
   cs.push_back({"aten.zero.default", {{F, {3, 4}}}, one()});
   cs.back().reference = "aten.zeros_like.default";
-  // grid_sample: bilinear and nearest, each padding mode, both corner conventions; the grid
+  // grid_sample: bilinear, nearest and bicubic, each padding mode, both corner conventions; the grid
   // reaches past the image ([-1.3, 1.3]) so that out-of-range taps, borders and reflections count.
   auto sampler = [](int64_t mode, int64_t padding, bool align) {
     return [=](const Nodes& n) { return std::vector<Arg>{n[0], n[1], mode, padding, align}; };
   };
-  for (int64_t mode : {0, 1})
+  for (int64_t mode : {0, 1, 2})  // bilinear, nearest, bicubic
     for (int64_t padding : {0, 1, 2})
       for (bool align : {false, true})
         cs.push_back({"aten.grid_sampler_2d.default", {{F, {2, 3, 5, 7}}, {F, {2, 4, 6, 2}}}, sampler(mode, padding, align),

@@ -1,7 +1,8 @@
 // F.grid_sample (aten.grid_sampler_2d, and aten.grid_sampler on 4-d inputs) as gathers: the grid's
 // normalized coordinates become pixel coordinates (padding modes applied to the coordinates, as
 // PyTorch does), and each of the 1 (nearest) or 4 (bilinear) neighbouring pixels is gathered
-// from the input flattened over H*W and weighted, a neighbour outside the image weighing 0.
+// from the input flattened over H*W and weighted (bicubic: 16 neighbours), a neighbour outside the
+// image weighing 0.
 // Spatial transformers, optical-flow warps and deformable sampling run this way in one segment.
 // Also F.affine_grid, and antialiased resizing (torchvision's Resize) as two constant matrices.
 #include <algorithm>
@@ -51,12 +52,19 @@ struct Sampler {
   }
 
   // Normalized [-1, 1] grid coordinates to pixel coordinates along an axis of `size` pixels.
+  Tensor* unnormalized(const std::string& axis, Tensor* g, int64_t size) {
+    return align_corners ? f(ew::mul, axis + "_scale", f(ew::add, axis + "_shift", g, 1.0), (size - 1) / 2.0)
+                         : f(ew::div, axis + "_scale",
+                             f(ew::sub, axis + "_px", f(ew::mul, axis + "_size",
+                                                       f(ew::add, axis + "_shift", g, 1.0), double(size)), 1.0),
+                             2.0);
+  }
   Tensor* source_coordinate(const std::string& axis, Tensor* g, int64_t size) {
-    Tensor* x = align_corners ? f(ew::mul, axis + "_scale", f(ew::add, axis + "_shift", g, 1.0), (size - 1) / 2.0)
-                              : f(ew::div, axis + "_scale",
-                                  f(ew::sub, axis + "_px", f(ew::mul, axis + "_size",
-                                                            f(ew::add, axis + "_shift", g, 1.0), double(size)), 1.0),
-                                  2.0);
+    return padded(axis, unnormalized(axis, g, size), size);
+  }
+  // A pixel coordinate moved by the padding mode (border: clipped; reflection: reflected, then
+  // clipped); zeros padding leaves it, and taps outside then weigh 0.
+  Tensor* padded(const std::string& axis, Tensor* x, int64_t size) {
     if (padding == Padding::kBorder) return clip(axis + "_border", x, double(size - 1));
     if (padding == Padding::kReflection) {
       x = align_corners ? reflect(axis, x, 0, 2 * (size - 1)) : reflect(axis, x, -1, 2 * size - 1);
@@ -95,7 +103,7 @@ bool sampler_supported(const ir::Node& n) {
   const auto& m = in.node()->meta.tensor;
   const int64_t interpolation = mode.as<int64_t>(), padding = pad.as<int64_t>();
   return m.rank() == 4 && m.sizes[2].is_constant() && m.sizes[3].is_constant() && ir::is_floating(m.dtype) &&
-         (interpolation == int64_t(Interpolation::kBilinear) || interpolation == int64_t(Interpolation::kNearest)) &&
+         interpolation >= int64_t(Interpolation::kBilinear) && interpolation <= int64_t(Interpolation::kBicubic) &&
          padding >= 0 && padding <= int64_t(Padding::kReflection);
 }
 
@@ -152,24 +160,60 @@ void register_grid_sample() {
       Tensor* gx = impl::select::select(ctx, target, kAten, name + "/gx", g, 3, int64_t{0});
       Tensor* gy = impl::select::select(ctx, target, kAten, name + "/gy", g, 3, int64_t{1});
       out = gx->shape();
-      Tensor* ix = s.source_coordinate("x", gx, w);
-      Tensor* iy = s.source_coordinate("y", gy, h);
-      if (Interpolation(a.i("interpolation_mode")) == Interpolation::kNearest) {
-        taps.push_back(s.tap("nearest", in, s.unary(engine::UnaryOp::kRound, "rx", ix),
-                             s.unary(engine::UnaryOp::kRound, "ry", iy), 1.0, h, w));
-      } else {
+      const Interpolation mode = Interpolation(a.i("interpolation_mode"));
+      if (mode == Interpolation::kBicubic) {
+        // 4 x 4 taps around floor(x, y), each weighted by cubic convolution (a = -0.75) of its
+        // distance, each tap's coordinates moved by the padding mode on their own (PyTorch's
+        // get_value_bounded).
+        Tensor* ix = s.unnormalized("x", gx, w);
+        Tensor* iy = s.unnormalized("y", gy, h);
         Tensor* x0 = s.unary(engine::UnaryOp::kFloor, "x0", ix);
         Tensor* y0 = s.unary(engine::UnaryOp::kFloor, "y0", iy);
-        Tensor* x1 = s.f(ew::add, "x1", x0, 1.0);
-        Tensor* y1 = s.f(ew::add, "y1", y0, 1.0);
-        Tensor* fx = s.f(ew::sub, "fx", ix, x0);  // weight of the right column
-        Tensor* fy = s.f(ew::sub, "fy", iy, y0);
-        Tensor* gx0 = s.f(ew::sub, "fx_left", 1.0, fx);
-        Tensor* gy0 = s.f(ew::sub, "fy_top", 1.0, fy);
-        taps.push_back(s.tap("nw", in, x0, y0, s.f(ew::mul, "w_nw", gx0, gy0), h, w));
-        taps.push_back(s.tap("ne", in, x1, y0, s.f(ew::mul, "w_ne", fx, gy0), h, w));
-        taps.push_back(s.tap("sw", in, x0, y1, s.f(ew::mul, "w_sw", gx0, fy), h, w));
-        taps.push_back(s.tap("se", in, x1, y1, s.f(ew::mul, "w_se", fx, fy), h, w));
+        auto cubic_weights = [&](Tensor* t, const std::string& axis) {  // for offsets -1, 0, 1, 2
+          constexpr double A = -0.75;
+          auto near = [&](Tensor* d, const std::string& what) {  // ((A + 2) d - (A + 3)) d^2 + 1, |d| <= 1
+            Tensor* d2 = s.f(ew::mul, what + "_d2", d, d);
+            return s.f(ew::add, what, s.f(ew::mul, what + "_poly", s.f(ew::sub, what + "_lin", s.f(ew::mul, what + "_a", d, A + 2), A + 3), d2), 1.0);
+          };
+          auto far = [&](Tensor* d, const std::string& what) {  // ((A d - 5A) d + 8A) d - 4A, 1 <= |d| <= 2
+            Tensor* q = s.f(ew::sub, what + "_q", s.f(ew::mul, what + "_ad", d, A), 5 * A);
+            Tensor* c = s.f(ew::add, what + "_c", s.f(ew::mul, what + "_qd", q, d), 8 * A);
+            return s.f(ew::sub, what, s.f(ew::mul, what + "_cd", c, d), 4 * A);
+          };
+          Tensor* rest = s.f(ew::sub, axis + "_rest", 1.0, t);
+          return std::vector<Tensor*>{far(s.f(ew::add, axis + "_t1", t, 1.0), axis + "_w0"), near(t, axis + "_w1"),
+                                      near(rest, axis + "_w2"), far(s.f(ew::add, axis + "_r1", rest, 1.0), axis + "_w3")};
+        };
+        const std::vector<Tensor*> wx = cubic_weights(s.f(ew::sub, "tx", ix, x0), "cx");
+        const std::vector<Tensor*> wy = cubic_weights(s.f(ew::sub, "ty", iy, y0), "cy");
+        for (int i = 0; i < 4; ++i) {
+          Tensor* cy = s.padded("ty" + std::to_string(i), s.f(ew::add, "ty_at" + std::to_string(i), y0, double(i - 1)), h);
+          for (int j = 0; j < 4; ++j) {
+            const std::string tag = "c" + std::to_string(i) + std::to_string(j);
+            Tensor* cx = s.padded("tx" + tag, s.f(ew::add, "tx_at" + tag, x0, double(j - 1)), w);
+            taps.push_back(s.tap(tag, in, cx, cy, s.f(ew::mul, tag + "_w", wx[size_t(j)], wy[size_t(i)]), h, w));
+          }
+        }
+      } else {
+        Tensor* ix = s.source_coordinate("x", gx, w);
+        Tensor* iy = s.source_coordinate("y", gy, h);
+        if (mode == Interpolation::kNearest) {
+          taps.push_back(s.tap("nearest", in, s.unary(engine::UnaryOp::kRound, "rx", ix),
+                               s.unary(engine::UnaryOp::kRound, "ry", iy), 1.0, h, w));
+        } else {
+          Tensor* x0 = s.unary(engine::UnaryOp::kFloor, "x0", ix);
+          Tensor* y0 = s.unary(engine::UnaryOp::kFloor, "y0", iy);
+          Tensor* x1 = s.f(ew::add, "x1", x0, 1.0);
+          Tensor* y1 = s.f(ew::add, "y1", y0, 1.0);
+          Tensor* fx = s.f(ew::sub, "fx", ix, x0);  // weight of the right column
+          Tensor* fy = s.f(ew::sub, "fy", iy, y0);
+          Tensor* gx0 = s.f(ew::sub, "fx_left", 1.0, fx);
+          Tensor* gy0 = s.f(ew::sub, "fy_top", 1.0, fy);
+          taps.push_back(s.tap("nw", in, x0, y0, s.f(ew::mul, "w_nw", gx0, gy0), h, w));
+          taps.push_back(s.tap("ne", in, x1, y0, s.f(ew::mul, "w_ne", fx, gy0), h, w));
+          taps.push_back(s.tap("sw", in, x0, y1, s.f(ew::mul, "w_sw", gx0, fy), h, w));
+          taps.push_back(s.tap("se", in, x1, y1, s.f(ew::mul, "w_se", fx, fy), h, w));
+        }
       }
     }
     Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {in[0], in[1], in[2] * in[3]});
@@ -183,7 +227,7 @@ void register_grid_sample() {
     if (y->dtype() != x->dtype()) y = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", y, x->dtype());
     return sh::reshape(ctx, target, kAten, name, y, {in[0], in[1], out[1], out[2]});
   }, {[](const ir::Node& n, const CompilationSettings&) { return sampler_supported(n); },
-      "4-d float input with static H and W; bilinear or nearest (not bicubic)"});
+      "4-d float input with static H and W"});
   // F.affine_grid (4-d): the output's normalized pixel centres [x, y, 1] (the corners with
   // align_corners) times each theta, [N, H, W, 2].
   add({"aten.affine_grid_generator.default"}, KILN_CONVERTER {
