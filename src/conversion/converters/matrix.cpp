@@ -175,18 +175,7 @@ void register_matrix() {
     }
     Tensor* diff = ew::sub(ctx, target, kAten, name + "/diff", sh::unsqueeze(ctx, target, kAten, name + "/x_rows", x, -2),
                            sh::unsqueeze(ctx, target, kAten, name + "/y_rows", y, -3));  // [.., P, R, M]
-    Tensor* mag = impl::unary::unary(ctx, target, kAten, name + "/abs", UnaryOp::kAbs, diff);
-    if (p == 0.0)
-      return red::reduce(ctx, target, kAten, name, ReduceOp::kSum,
-                         impl::cast::to_dtype(ctx, target, kAten, name + "/nonzero",
-                                              ew::ne(ctx, target, kAten, name + "/ne", mag, 0.0), x->dtype()),
-                         {-1}, false);
-    if (std::isinf(p)) return red::reduce(ctx, target, kAten, name, ReduceOp::kMax, mag, {-1}, false);
-    if (p == 1.0) return red::reduce(ctx, target, kAten, name, ReduceOp::kSum, mag, {-1}, false);
-    if (p == 2.0) return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, diff, {-1}, false);
-    Tensor* sum = red::reduce(ctx, target, kAten, name + "/sum", ReduceOp::kSum, ew::pow(ctx, target, kAten, name + "/pow", mag, p),
-                              {-1}, false);
-    return ew::pow(ctx, target, kAten, name, sum, 1.0 / p);
+    return red::p_norm(ctx, target, kAten, name, diff, p, {-1}, false);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::Argument p = node_arg(n, "p");
         const double v = p.is<double>() ? p.as<double>() : p.is<int64_t>() ? double(p.as<int64_t>()) : -1.0;

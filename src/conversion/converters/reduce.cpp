@@ -108,26 +108,6 @@ void register_reduce() {
       {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
   add({"aten.std.correction", "aten.std.dim", "aten.std.default"}, var(true),
       {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
-  // Vector p-norms over dims: 2 (the engine's norm reduction), 1 (sum of |x|), +-inf (max / min
-  // of |x|), 0 (count of nonzeros), any other p > 0 as sum(|x|^p)^(1/p).
-  static const auto p_norm = [](ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
-                                double p, const std::vector<int64_t>& dims, bool keepdim) -> Tensor* {
-    namespace ew = impl::elementwise;
-    using engine::UnaryOp;
-    if (p == 2.0) return red::reduce(ctx, target, kAten, name, ReduceOp::kNorm2, x, dims, keepdim);
-    if (p == 0.0)
-      return red::reduce(ctx, target, kAten, name, ReduceOp::kSum,
-                         impl::cast::to_dtype(ctx, target, kAten, name + "/nonzero",
-                                              ew::ne(ctx, target, kAten, name + "/ne", x, 0.0), x->dtype()),
-                         dims, keepdim);
-    Tensor* mag = impl::unary::unary(ctx, target, kAten, name + "/abs", UnaryOp::kAbs, x);
-    if (std::isinf(p))
-      return red::reduce(ctx, target, kAten, name, p > 0 ? ReduceOp::kMax : ReduceOp::kMin, mag, dims, keepdim);
-    if (p == 1.0) return red::reduce(ctx, target, kAten, name, ReduceOp::kSum, mag, dims, keepdim);
-    Tensor* sum = red::reduce(ctx, target, kAten, name + "/sum", ReduceOp::kSum,
-                              ew::pow(ctx, target, kAten, name + "/pow", mag, p), dims, keepdim);
-    return ew::pow(ctx, target, kAten, name, sum, 1.0 / p);
-  };
   static const auto p_of = [](const ir::Argument& a) -> std::optional<double> {
     if (a.is_none()) return 2.0;
     if (a.is<double>()) return a.as<double>();
@@ -151,7 +131,7 @@ void register_reduce() {
   add({"aten.linalg_vector_norm.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = with_dtype(ctx, a, target, name, a.tensor("self"));
-    return p_norm(ctx, target, name, x, *p_of(node_arg(*ctx.current_node, "ord")), a.ints("dim"), a.b("keepdim"));
+    return red::p_norm(ctx, target, kAten, name, x, *p_of(node_arg(*ctx.current_node, "ord")), a.ints("dim"), a.b("keepdim"));
   }, {[](const ir::Node& n, const CompilationSettings&) { return p_ok(node_arg(n, "ord")); },
       "ord >= 0 or +-inf"});
   // Weight normalization (weight_norm on wav2vec2's positional convolution, vocoders): v scaled
@@ -173,7 +153,7 @@ void register_reduce() {
   // torch.norm / F.normalize as PyTorch 1.13 traces them (2.x writes linalg_vector_norm).
   add({"aten.norm.ScalarOpt_dim"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
-    return p_norm(ctx, target, name, a.tensor("self"), *p_of(node_arg(*ctx.current_node, "p")), a.ints("dim"),
+    return red::p_norm(ctx, target, kAten, name, a.tensor("self"), *p_of(node_arg(*ctx.current_node, "p")), a.ints("dim"),
                   a.b("keepdim"));
   }, {[](const ir::Node& n, const CompilationSettings&) { return p_ok(node_arg(n, "p")); }, "p >= 0 or +-inf"});
   add({"aten.cumsum.default"}, KILN_CONVERTER {

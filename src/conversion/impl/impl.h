@@ -144,6 +144,10 @@ Tensor* arg(ConversionContext& ctx, const Target& target, SourceIR source_ir, co
             engine::ReduceOp op, Tensor* input, std::optional<int64_t> dim, bool keepdim);
 Tensor* cumsum(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name,
                Tensor* input, int64_t dim);
+// Vector p-norms over dims: 2 (the engine's norm reduction), 1 (sum of |x|), +-inf (max / min of
+// |x|), 0 (count of nonzeros), any other p > 0 as sum(|x|^p)^(1/p).
+Tensor* p_norm(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name, Tensor* x,
+               double p, const std::vector<int64_t>& dims, bool keepdim);
 }  // namespace reduce
 
 namespace shape {

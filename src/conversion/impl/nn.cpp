@@ -1,5 +1,6 @@
 // matmul, convolution, pooling, normalization, softmax and reduction helpers.
 #include <algorithm>
+#include <cmath>
 
 #include "conversion/impl/impl.h"
 
@@ -294,6 +295,23 @@ Tensor* cumsum(ConversionContext& ctx, const Target& target, SourceIR source_ir,
   engine::CumSumParams p;
   p.axis = normalize_axis(dim, input->rank());
   return ctx.net.add_cumsum(ctx.layer_name(name), input, p)->output(0);
+}
+
+Tensor* p_norm(ConversionContext& ctx, const Target& target, SourceIR source_ir, const std::string& name, Tensor* x,
+               double p, const std::vector<int64_t>& dims, bool keepdim) {
+  using engine::ReduceOp;
+  if (p == 2.0) return reduce(ctx, target, source_ir, name, ReduceOp::kNorm2, x, dims, keepdim);
+  if (p == 0.0)
+    return reduce(ctx, target, source_ir, name, ReduceOp::kSum,
+                  cast::to_dtype(ctx, target, source_ir, name + "/nonzero",
+                                 elementwise::ne(ctx, target, source_ir, name + "/ne", x, 0.0), x->dtype()),
+                  dims, keepdim);
+  Tensor* mag = unary::unary(ctx, target, source_ir, name + "/abs", engine::UnaryOp::kAbs, x);
+  if (std::isinf(p)) return reduce(ctx, target, source_ir, name, p > 0 ? ReduceOp::kMax : ReduceOp::kMin, mag, dims, keepdim);
+  if (p == 1.0) return reduce(ctx, target, source_ir, name, ReduceOp::kSum, mag, dims, keepdim);
+  Tensor* sum = reduce(ctx, target, source_ir, name + "/sum", ReduceOp::kSum,
+                       elementwise::pow(ctx, target, source_ir, name + "/pow", mag, p), dims, keepdim);
+  return elementwise::pow(ctx, target, source_ir, name, sum, 1.0 / p);
 }
 
 }  // namespace reduce
