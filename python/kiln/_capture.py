@@ -209,20 +209,66 @@ def _sym_expr(s):
     return None
 
 
-class _TraceableOneHot(torch.overrides.TorchFunctionMode):
-    """F.one_hot(x, num_classes) traced as `x.unsqueeze(-1) == arange(num_classes)`: PyTorch 1.13's
-    one_hot reads its input's values to check them, which stops make_fx (MoE routers call it).
-    The result is the same for every valid input; a class out of range gives a zero row where
-    PyTorch raises, as torch.export's trace on 2.x does too. Without num_classes the size depends
-    on the values, and the call is left to fail with PyTorch's data-dependent error."""
+def _one_hot(x, num_classes=-1):
+    """F.one_hot(x, num_classes) as `x.unsqueeze(-1) == arange(num_classes)`. PyTorch 1.13's one_hot
+    reads its input's values to check them (MoE routers call it). The result is the same for every
+    valid input; a class out of range gives a zero row where PyTorch raises, as torch.export's trace
+    on 2.x does too. Without num_classes the size depends on the values: None, left to PyTorch."""
+    if not isinstance(num_classes, int) or num_classes < 0:
+        return None
+    return (x.unsqueeze(-1) == torch.arange(num_classes, device=x.device)).to(torch.int64)
+
+
+def _quantile(input, q, dim=None, keepdim=False, *, interpolation="linear", out=None):
+    """torch.quantile at one float q as PyTorch computes it, from the sorted values at the two
+    places around q * (n - 1); NaN where a slice holds NaN. 1.13's quantile checks q's range on
+    a tensor, which stops make_fx. A tensor of q's: None, left to PyTorch."""
+    if out is not None or not isinstance(q, float) or not 0 <= q <= 1 or interpolation not in (
+            "linear", "lower", "higher", "midpoint", "nearest"):
+        return None
+    x = input.reshape(-1) if dim is None else input
+    d = 0 if dim is None else dim
+    n = x.shape[d]
+    if not isinstance(n, int) or n == 0:
+        return None
+    rank = q * (n - 1)
+    below, above = math.floor(rank), math.ceil(rank)
+    ordered = x.sort(d).values
+    if interpolation == "nearest":
+        below = above = round(rank)  # half to even, as torch.round
+    low = ordered.narrow(d, below, 1)
+    high = ordered.narrow(d, above, 1)
+    if interpolation in ("lower", "nearest"):
+        y = low
+    elif interpolation == "higher":
+        y = high
+    else:
+        y = torch.lerp(low, high, 0.5 if interpolation == "midpoint" and above > below else rank - below)
+    y = torch.where(x.isnan().any(d, keepdim=True), torch.full_like(y, float("nan")), y)
+    if dim is None:
+        return y.reshape([1] * input.dim()) if keepdim else y.reshape(())
+    return y if keepdim else y.squeeze(d)
+
+
+class _TraceableCalls(torch.overrides.TorchFunctionMode):
+    """Calls PyTorch 1.13 cannot trace with make_fx, written in traceable ops while capture runs
+    (one_hot, quantile); each returns None where it does not apply, and the call then runs as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.rewrites = {torch.nn.functional.one_hot: _one_hot, torch.quantile: _quantile,
+                         torch.Tensor.quantile: _quantile}
+        one_hot = getattr(torch._C._nn, "one_hot", None)
+        if one_hot is not None:
+            self.rewrites[one_hot] = _one_hot
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.nn.functional.one_hot or func is getattr(torch._C._nn, "one_hot", None):
-            classes = args[1] if len(args) > 1 else kwargs.get("num_classes", -1)
-            if isinstance(classes, int) and classes >= 0:
-                x = args[0]
-                return (x.unsqueeze(-1) == torch.arange(classes, device=x.device)).to(torch.int64)
+        rewrite = self.rewrites.get(func)
+        if rewrite is not None:
+            result = rewrite(*args, **kwargs)
+            if result is not None:
+                return result
         return func(*args, **kwargs)
 
 
@@ -260,7 +306,7 @@ def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
     # the tensor itself, in a weak map keyed by the tracer that the proxy keeps alive: tracing the
     # user's parameters and inputs would keep every trace for as long as they live (~40 KiB per
     # compile of a small MLP). Detached aliases share the data and die with the trace.
-    with torch.no_grad(), _TraceableOneHot():
+    with torch.no_grad(), _TraceableCalls():
         gm = make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(
             [w.detach() for w in state.values()], [e.detach() for e in examples])
     _functional_inplace(gm.graph)

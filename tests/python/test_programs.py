@@ -699,3 +699,24 @@ def test_preprocessing_with_antialiased_resize_converts(device):
         image = torch.rand(2, 3, 61, 47, device=device)
         with torch.no_grad():
             assert torch.allclose(compiled(image), m(image), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(hasattr(torch, "export"), reason="PyTorch 1.13's make_fx capture; torch.export traces these itself")
+def test_calls_make_fx_cannot_trace_are_rewritten(device):
+    """one_hot and quantile read values in PyTorch 1.13's implementations (range checks), which
+    stops make_fx; capture writes them in traceable ops. A NaN in a slice gives NaN, as PyTorch."""
+    class Calls(torch.nn.Module):
+        def forward(self, x, routes):
+            mask = torch.nn.functional.one_hot(routes, num_classes=4)
+            return (mask, torch.quantile(x, 0.3), x.quantile(0.75, dim=1, keepdim=True),
+                    torch.quantile(x, 0.5, dim=0, interpolation="nearest"),
+                    torch.quantile(x, 0.4, dim=-1, interpolation="midpoint"))
+
+    x, routes = torch.randn(3, 7, device=device), torch.tensor([3, 0, 2], device=device)
+    compiled = kiln.compile(Calls(), arg_inputs=(x, routes), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    x = torch.randn(3, 7, device=device)
+    x[1, 2] = float("nan")
+    for got, want in zip(compiled(x, routes), Calls()(x, routes)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert torch.allclose(got, want, equal_nan=True), (got, want)
