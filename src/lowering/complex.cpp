@@ -89,7 +89,11 @@ std::optional<int64_t> fft_length(const ir::Node& n) {
   int64_t symbolic = 0;  // the views around the multiply name at most one size by -1
   for (const ir::SymInt& s : real.sizes) symbolic += !s.is_constant();
   if (symbolic > 1) return std::nullopt;
-  return real.sizes[size_t(d)].value;
+  // The DFT matrix has (2N)^2 entries at most (c2c): past 8 Mi (32 MiB in f32, a length of 1448)
+  // the transform stays an FFT in PyTorch rather than a large constant and an N^2 multiply.
+  const int64_t n_real = real.sizes[size_t(d)].value, n_complex = complex.sizes[size_t(d)].value;
+  if (2 * n_real * 2 * n_complex > (int64_t{1} << 23)) return std::nullopt;
+  return n_real;
 }
 
 // Whether every complex value can take the real layout: made by the ops above (or a complex

@@ -720,3 +720,17 @@ def test_calls_make_fx_cannot_trace_are_rewritten(device):
     for got, want in zip(compiled(x, routes), Calls()(x, routes)):
         assert got.dtype == want.dtype and got.shape == want.shape
         assert torch.allclose(got, want, equal_nan=True), (got, want)
+
+
+def test_a_long_fft_stays_in_pytorch(device):
+    """A transform whose DFT matrix would be large (a second of 16 kHz audio: 16000 x 16002) is
+    left to PyTorch's FFT rather than made a 1 GB constant; the answer is still right."""
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs() * 2
+
+    x = torch.randn(2, 16000, device=device)
+    with pytest.warns(UserWarning, match="accelerated little"):
+        compiled = kiln.compile(Spectrum(), arg_inputs=(x,), min_block_size=1)
+    assert "aten._fft_r2c.default" in compiled.program.fallback_ops()
+    assert torch.allclose(compiled(x), Spectrum()(x), rtol=1e-4, atol=1e-3)
