@@ -180,8 +180,17 @@ void register_matrix() {
         const ir::Argument p = node_arg(n, "p");
         const double v = p.is<double>() ? p.as<double>() : p.is<int64_t>() ? double(p.as<int64_t>()) : -1.0;
         const ir::TensorMeta *x = arg_meta(n, "x1"), *y = arg_meta(n, "x2");
-        return (v >= 0 || std::isinf(v)) && x && y && x->rank() >= 2 && x->rank() == y->rank();
-      }, "p >= 0 or inf, operands of one rank"});
+        if (!(v >= 0 || std::isinf(v)) || !x || !y || x->rank() < 2 || x->rank() != y->rank()) return false;
+        // Where the converter does not multiply matrices it forms the differences, [.., P, R, M]: bounded.
+        const ir::Argument mode = node_arg(n, "compute_mode");
+        const int64_t m_mode = mode.is<int64_t>() ? mode.as<int64_t>() : 0;
+        const bool many = !n.meta.is_tensor() || !n.meta.tensor.is_static() ||
+                          n.meta.tensor.sizes[n.meta.tensor.rank() - 2].value > 25 || n.meta.tensor.sizes.back().value > 25;
+        if (v == 2.0 && (m_mode == 1 || (m_mode == 0 && many))) return true;
+        const auto out = n.meta.is_tensor() ? n.meta.tensor.static_numel() : std::nullopt;
+        const auto m = static_size(n, "x1", -1);
+        return out && m && *out * *m <= (int64_t{1} << 26);
+      }, "p >= 0 or inf, operands of one rank, differences of at most 64 Mi elements"});
 }
 
 }  // namespace kiln::conversion::converters

@@ -149,9 +149,11 @@ void register_order() {
     return invert ? impl::unary::unary(ctx, target, kAten, name, UnaryOp::kNot, any) : any;
   }, {[](const ir::Node& n, const CompilationSettings&) {
         if (n.target == "aten.isin.Tensor_Scalar") return arg_meta(n, "elements") != nullptr;
-        const ir::TensorMeta* tests = arg_meta(n, "test_elements");
-        return arg_meta(n, "elements") && tests && tests->static_numel().has_value();
-      }, "a static number of test elements"});
+        const ir::TensorMeta *tests = arg_meta(n, "test_elements"), *elements = arg_meta(n, "elements");
+        if (!elements || !tests || !tests->static_numel()) return false;
+        const auto count = elements->static_numel();  // the comparisons formed: elements x tests
+        return !count || *count * *tests->static_numel() <= (int64_t{1} << 26);
+      }, "a static number of test elements, at most 64 Mi comparisons"});
 }
 
 }  // namespace kiln::conversion::converters
