@@ -786,6 +786,28 @@ TEST_F(ConverterTest, SymbolicSizesFlowIntoViews) {
   expect_close(out[0].second, map(x.values, [](double t) { return std::max(t, 0.0); }));
 }
 
+TEST_F(ConverterTest, UnfoldOverADynamicLengthComputesItsPositionsPerCall) {
+  // Frames of 8 every 3 along a length s0 (a signal of any duration): floor((s0 - 8) / 3) + 1 windows.
+  Case c;
+  using E = ir::SymExpr;
+  ir::SymInt s0(E::symbol("s0"));
+  HostArray x = random_array(F, {2, 23}, 142);
+  ir::Node* ix = c.input("x", x, {2, s0});
+  ir::SymInt windows(E::make(E::Op::Add, {E::make(E::Op::FloorDiv, {E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)}),
+                                                                      E::integer(3)}),
+                                          E::integer(1)}));
+  ir::Node* u = c.call("aten.unfold.default", {ix, -1, 8, 3}, {}, F, {2, windows, 8});
+  auto seg = c.convert({u});
+  EXPECT_EQ(seg.network->input_symbols(), std::vector<std::string>{"s0"});
+  auto out = c.run({u});
+  ASSERT_EQ(out[0].first, (std::vector<int64_t>{2, 6, 8}));
+  std::vector<double> want;
+  for (int b = 0; b < 2; ++b)
+    for (int w = 0; w < 6; ++w)
+      for (int j = 0; j < 8; ++j) want.push_back(x.values[size_t(b * 23 + w * 3 + j)]);
+  expect_close(out[0].second, want);
+}
+
 TEST_F(ConverterTest, FoldedTransposedWeightConvertsCorrectly) {
   // lowering turns t(weight) into a strided weight view; ctx.weight() must gather it.
   Case c;

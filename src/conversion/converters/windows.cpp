@@ -163,15 +163,30 @@ void register_windows() {
     Tensor* x = a.tensor("self");
     if (x->rank() == 0) return sh::unsqueeze(ctx, target, kAten, name, x, 0);  // PyTorch: a 0-d tensor is one window
     const int64_t d = impl::normalize_axis(a.i("dimension"), x->rank());
-    const int64_t n = *x->shape()[size_t(d)].constant(), size = a.i("size"), step = a.i("step");
-    const int64_t count = (n - size) / step + 1;
-    std::vector<int64_t> index;
-    for (int64_t l = 0; l < count; ++l)
-      for (int64_t j = 0; j < size; ++j) index.push_back(l * step + j);
-    Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", x, d, index_constant(ctx, name, index));
+    const int64_t size = a.i("size"), step = a.i("step");
+    const DimExpr n = x->shape()[size_t(d)];
+    const DimExpr count = floor_div(n - DimExpr(size), DimExpr(step)) + DimExpr(int64_t{1});
+    Tensor* index = nullptr;
+    if (auto windows = count.constant()) {  // a static length: the positions as a constant
+      std::vector<int64_t> at;
+      for (int64_t l = 0; l < *windows; ++l)
+        for (int64_t j = 0; j < size; ++j) at.push_back(l * step + j);
+      index = index_constant(ctx, name, at);
+    } else {  // a dynamic length (a signal of any duration): window starts plus offsets, per call
+      namespace ew = impl::elementwise;
+      auto iota = [&](const DimExpr& end, const std::string& what) {
+        return impl::creation::arange(ctx, target, kAten, name + what, int64_t{0}, end, int64_t{1}, DataType::kInt64);
+      };
+      Tensor* starts = sh::reshape(ctx, target, kAten, name + "/starts", ew::mul(ctx, target, kAten, name + "/stride", iota(count, "/windows"), step),
+                                   {count, DimExpr(int64_t{1})});
+      Tensor* offsets = sh::reshape(ctx, target, kAten, name + "/offsets", iota(DimExpr(size), "/taps"), {DimExpr(int64_t{1}), DimExpr(size)});
+      index = sh::reshape(ctx, target, kAten, name + "/index", ew::add(ctx, target, kAten, name + "/at", starts, offsets),
+                          {count * DimExpr(size)});
+    }
+    Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", x, d, index);
     std::vector<DimExpr> split = taken->shape();
     split[size_t(d)] = DimExpr(size);
-    split.insert(split.begin() + d, DimExpr(count));  // [.., count, size, ..]
+    split.insert(split.begin() + d, count);  // [.., count, size, ..]
     Tensor* y = sh::reshape(ctx, target, kAten, d + 1 == int64_t(x->rank()) ? name : name + "/split", taken, split);
     if (d + 1 == int64_t(x->rank())) return y;
     std::vector<int64_t> perm;
@@ -184,10 +199,13 @@ void register_windows() {
         const ir::Argument dim = node_arg(n, "dimension"), size = node_arg(n, "size"), step = node_arg(n, "step");
         if (!m || !dim.is<int64_t>() || !size.is<int64_t>() || !step.is<int64_t>() || step.as<int64_t>() <= 0) return false;
         if (m->rank() == 0) return size.as<int64_t>() <= 1;
-        const auto n_along = static_size(n, "self", dim.as<int64_t>());
-        return n_along && size.as<int64_t>() >= 0 && size.as<int64_t>() <= *n_along &&
+        const int64_t r = int64_t(m->rank()), d = dim.as<int64_t>() < 0 ? dim.as<int64_t>() + r : dim.as<int64_t>();
+        if (d < 0 || d >= r || size.as<int64_t>() < 1) return false;
+        const auto n_along = static_size(n, "self", d);
+        if (!n_along) return true;  // dynamic: positions computed per call (the caller's length must hold a window)
+        return size.as<int64_t>() <= *n_along &&
                ((*n_along - size.as<int64_t>()) / step.as<int64_t>() + 1) * size.as<int64_t>() <= kMaxConstantPositions;
-      }, "static size along dim, 0 <= size <= it, step > 0"});
+      }, "1 <= size <= the dim's size, step > 0"});
   // F.unfold (im2col): [N, C, H, W] -> [N, C*kh*kw, L], the padded planes gathered at each tap
   // of each window in one index_select.
   add({"aten.im2col.default"}, KILN_CONVERTER {
