@@ -210,9 +210,11 @@ Capability ConverterRegistry::lookup(const ir::Node& node, const CompilationSett
     return cap;
   }
   std::vector<const ConverterSpec*> cands = candidates(node.target);
+  const auto why_left = node.metadata.find(ir::kUnconvertedReason);  // a lowering pass's own reason
+  const std::string left = why_left == node.metadata.end() ? "" : " (" + why_left->second + ")";
   if (cands.empty()) {
     cap.verdict = Verdict::kNoConverter;
-    cap.reason = "no converter for " + node.target;
+    cap.reason = "no converter for " + node.target + left;
     return cap;
   }
   const bool dynamic = node_has_dynamic_shape(node);
@@ -250,7 +252,7 @@ Capability ConverterRegistry::lookup(const ir::Node& node, const CompilationSett
   cap.verdict = any_validator_passed ? Verdict::kDynamicShape : Verdict::kValidatorRejected;
   std::string reason;
   for (size_t i = 0; i < rejections.size(); ++i) reason += (i ? "; " : "") + rejections[i];
-  cap.reason = reason;
+  cap.reason = reason + left;
   return cap;
 }
 

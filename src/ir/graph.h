@@ -50,6 +50,9 @@ struct Argument {
 };
 
 enum class NodeKind : uint8_t { Placeholder, GetAttr, CallFunction, Output };
+// The Node::metadata key where a lowering pass that leaves a node to PyTorch says why (for
+// example complex_as_real); the converter registry adds it to the node's fallback reason.
+inline constexpr const char* kUnconvertedReason = "kiln_unconverted_reason";
 const char* to_string(NodeKind k);
 
 // What a node's value is. A tuple-returning op has `tuple` metas (one per element, nullopt for

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <string>
 
 #include "ir/schema.h"
 #include "lowering/passes.h"
@@ -99,36 +100,60 @@ std::optional<int64_t> fft_length(const ir::Node& n) {
 // Whether every complex value can take the real layout: made by the ops above (or a complex
 // weight), read only by them, never a user input or a program output, and every op left as is
 // (layout ops) with only complex tensor inputs apart from its non-tensor arguments.
-bool rewritable(const ir::ExportedProgram& program) {
+std::optional<std::string> unrewritable(const ir::ExportedProgram& program) {
   for (ir::Node* n : program.graph.nodes()) {
     const bool makes = is_complex(n->meta);
     bool reads = false;
     for (const ir::Node* in : n->inputs()) reads |= is_complex(in->meta);
     if (!makes && !reads) continue;
-    if (n->kind == ir::NodeKind::Placeholder || n->kind == ir::NodeKind::Output) return false;
+    if (n->kind == ir::NodeKind::Placeholder) return "%" + n->name + " is a complex program input";
+    if (n->kind == ir::NodeKind::Output) return "the program returns a complex value";
     if (n->kind == ir::NodeKind::GetAttr) {
       const auto w = program.weights.find(n->target);
-      if (w == program.weights.end() || !w->second.meta.is_static()) return false;
+      if (w == program.weights.end() || !w->second.meta.is_static()) return "complex weight " + n->target + " has no static shape";
       continue;
     }
-    if (!ir::find_schema(n->target)) return false;
-    if (is_fft(n->target) && !fft_length(*n)) return false;
+    const std::string uncovered = n->target + " on complex values is not covered";
+    if (!ir::find_schema(n->target)) return uncovered;
+    if (is_fft(n->target) && !fft_length(*n))
+      return "%" + n->name + " is an FFT over several dims, of a dynamic length, or past 8 Mi DFT entries";
     if (makes && !reads) {
       if (n->target != "aten.view_as_complex.default" && n->target != "aten.polar.default" &&
           n->target != "aten.complex.default" && n->target != "aten._fft_r2c.default")
-        return false;
+        return uncovered;
+      if (n->target == "aten.complex.default") {  // stacked into pairs: the parts of one shape
+        const auto parts = n->inputs();
+        if (parts.size() != 2 || !parts[0]->meta.is_tensor() || !parts[1]->meta.is_tensor() ||
+            parts[0]->meta.tensor.sizes != parts[1]->meta.tensor.sizes)
+          return "torch.complex of parts of different shapes is not covered";
+      }
     } else if (!makes) {
-      if (!to_real_ops().count(n->target) && n->target != "aten._fft_c2r.default") return false;
+      if (!to_real_ops().count(n->target) && n->target != "aten._fft_c2r.default") return uncovered;
     } else if (layout_ops().count(n->target)) {
       for (const ir::Node* in : n->inputs())
-        if (in->meta.is_tensor() && !is_complex(in->meta)) return false;  // complex + real, ...
-      if (n->target == "aten._to_copy.default" && n->inputs().at(0)->meta.tensor.dtype != n->meta.tensor.dtype) return false;
-      if ((n->target == "aten.add.Tensor" || n->target == "aten.sub.Tensor") && n->kwarg("alpha")) return false;
+        if (in->meta.is_tensor() && !is_complex(in->meta)) return n->target + " of a complex and a real tensor is not covered";
+      if (n->target == "aten._to_copy.default" && n->inputs().at(0)->meta.tensor.dtype != n->meta.tensor.dtype)
+        return "a complex dtype conversion is not covered";
+      if (n->target == "aten.add.Tensor" || n->target == "aten.sub.Tensor") {
+        if (n->kwarg("alpha")) return n->target + " with alpha on complex values is not covered";
+        // z + 1 adds to the real part alone; the layout op would add to both.
+        if (n->args.size() < 2 || !n->args[1].is_node()) return n->target + " of a complex value and a number is not covered";
+      }
     } else if (!complex_ops().count(n->target) && n->target != "aten._fft_c2c.default") {
-      return false;
+      return uncovered;
     }
   }
-  return true;
+  return std::nullopt;
+}
+
+// Every node that makes or reads a complex value, told why they stay in PyTorch (the registry
+// adds it to the node's fallback reason).
+void mark_unconverted(ir::ExportedProgram& program, const std::string& why) {
+  for (ir::Node* n : program.graph.nodes()) {
+    bool touches = is_complex(n->meta);
+    for (const ir::Node* in : n->inputs()) touches |= is_complex(in->meta);
+    if (touches && n->kind == ir::NodeKind::CallFunction) n->metadata[ir::kUnconvertedReason] = "complex values stay in PyTorch: " + why;
+  }
 }
 
 struct Rewriter {
@@ -178,6 +203,7 @@ struct Rewriter {
   // A new program weight of `values` (as `dtype`, Float or Double) and the get_attr that reads it.
   ir::Node* constant(ir::Node* before, const std::string& what, ir::ScalarType dtype, std::vector<int64_t> sizes,
                      const std::vector<double>& values) {
+    if (dtype != ir::ScalarType::Double) dtype = ir::ScalarType::Float;
     auto bytes = std::make_shared<std::vector<uint8_t>>(values.size() * ir::element_size(dtype));
     for (size_t i = 0; i < values.size(); ++i) {
       if (dtype == ir::ScalarType::Double) std::memcpy(bytes->data() + i * 8, &values[i], 8);
@@ -221,7 +247,7 @@ struct Rewriter {
     m.strides.clear();
     ir::Argument::List l;
     for (const ir::SymInt& s : sizes) l.push_back(s.is_constant() ? ir::Argument(s.value) : ir::Argument(int64_t{-1}));
-    return op(before, before->name + what, "aten.view.default", {x, l}, m);
+    return op(before, before->name + what, "aten.reshape.default", {x, l}, m);
   }
   ir::Node* times(ir::Node* before, ir::Node* x, ir::Node* w, const std::string& what) {
     ir::TensorMeta m = x->meta.tensor;
@@ -240,15 +266,16 @@ struct Rewriter {
   // s is 1, 1/sqrt(N) or 1/N (normalization 0, 1, 2). The transformed dim moves last and back.
   ir::Node* rewrite_fft(ir::Node* n, const ir::BoundArgs& a) {
     constexpr double kTwoPi = 6.283185307179586476925;
-    const int64_t N = *fft_length(*n);
-    const int64_t norm = a["normalization"].as<int64_t>();
-    const double scale = norm == 0 ? 1.0 : norm == 1 ? 1.0 / std::sqrt(double(N)) : 1.0 / double(N);
     ir::Node* x = a["self"].node();
     const std::string& t = n->target;
     const bool from_real = t == "aten._fft_r2c.default";
     const int64_t rank = int64_t(x->meta.tensor.rank()) - (from_real ? 0 : 1);  // of the logical (complex or real) value
     int64_t d = a["dim"].list()[0].as<int64_t>();
     if (d < 0) d += rank;
+    // N, the real side's length: r2c's input; c2r's output; c2c's either (n's own meta, still complex).
+    const int64_t N = from_real ? x->meta.tensor.sizes[size_t(d)].value : n->meta.tensor.sizes[size_t(d)].value;
+    const int64_t norm = a["normalization"].as<int64_t>();
+    const double scale = norm == 0 ? 1.0 : norm == 1 ? 1.0 / std::sqrt(double(N)) : 1.0 / double(N);
     ir::Node* last = swap(n, x, d, rank - 1, "_dim_last");
     std::vector<ir::SymInt> sizes = last->meta.tensor.sizes;
     const ir::ScalarType real = x->meta.tensor.dtype;  // the real input's, or the real layout's
@@ -393,7 +420,7 @@ struct Rewriter {
     } else if (t == "aten._to_copy.default") {
       std::vector<std::pair<std::string, ir::Argument>> kw;
       for (auto [k, v] : a.keyword())
-        if (k == "dtype") kw.emplace_back(k, ir::Argument(real_of(v.as<ir::ScalarType>())));
+        if (k == "dtype" && v.is<ir::ScalarType>()) kw.emplace_back(k, ir::Argument(real_of(v.as<ir::ScalarType>())));
         else kw.emplace_back(k, v);
       g.set_kwargs(n, kw);
       g.set_args(n, args);
@@ -413,7 +440,11 @@ struct Rewriter {
 size_t complex_as_real(ir::ExportedProgram& program) {
   bool any = false;
   for (const ir::Node* n : program.graph.nodes()) any |= is_complex(n->meta);
-  if (!any || !rewritable(program)) return 0;
+  if (!any) return 0;
+  if (const auto why = unrewritable(program)) {
+    mark_unconverted(program, *why);
+    return 0;
+  }
   size_t changed = 0;
   for (auto& [name, w] : program.weights) {  // the same bytes, read as pairs of reals
     if (!is_complex(w.meta.dtype)) continue;

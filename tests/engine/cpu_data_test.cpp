@@ -187,7 +187,7 @@ TEST(CpuScatter, ElementsAndAxisWithAdd) {
 
 TEST(CpuScatter, MaxMinAndProductWithNaNAndIntegers) {
   Host idx = host_of(DataType::kInt64, {2, 4}, {0, 1, 2, 0, 2, 2, 1, 1});
-  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kInt64})
+  for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kInt64, DataType::kInt8})
     for (ScatterReduce red : {ScatterReduce::kMax, ScatterReduce::kMin, ScatterReduce::kMul}) {
       Host data = random_host(t, {3, 4}, 4), upd = random_host(t, {2, 4}, 5);
       if (t == DataType::kFloat32) upd.set(5, std::nan(""));  // lands on row 2, column 1

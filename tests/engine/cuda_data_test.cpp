@@ -99,10 +99,11 @@ TEST(CudaData, GatherScatter) {
       n.mark_output(n.add_scatter("s", x[0], x[1], x[2], p)->output(), "y");
     }, {data, idx, upd});
   }
-  // max / min / mul through compare-and-swap loops: every dtype width, NaN in the updates, and 4096
-  // updates contending for 3 places.
+  // max / min / mul through compare-and-swap loops: every dtype width (1-byte ones through their
+  // 32-bit word), NaN in the updates, and 4096 updates contending for 3 places.
   for (ScatterReduce r : {ScatterReduce::kMax, ScatterReduce::kMin, ScatterReduce::kMul})
-    for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16, DataType::kInt32, DataType::kInt64}) {
+    for (DataType t : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16, DataType::kInt32, DataType::kInt64,
+                       DataType::kInt8, DataType::kUInt8, DataType::kBool}) {
       Host d = random_host(t, {3, 5}, 95), u = random_host(t, {2, 5}, 96);
       if (t == DataType::kFloat32) u.set(3, std::nan(""));
       check(std::string("scatter ") + enum_name(r) + " " + to_string(t), [&](Network& n) {

@@ -550,18 +550,47 @@ def test_complex_rotary_embeddings_convert(buffer, device):
             assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_complex_output_runs_in_pytorch(device):
-    """A complex value the caller gets back cannot take the real layout: the complex part stays
-    with PyTorch, and the answer is still right."""
-    class ComplexOut(torch.nn.Module):
-        def forward(self, x):
-            return torch.view_as_complex(torch.relu(x).reshape(3, 2)) * 2
+class _ComplexOut(torch.nn.Module):
+    def forward(self, x):
+        return torch.view_as_complex(torch.relu(x).reshape(3, 2)) * 2
 
-    x = torch.randn(6, device=device)
-    with pytest.warns(UserWarning, match="the engine has no complex64 tensors"):  # the reason, named
-        compiled = kiln.compile(ComplexOut(), arg_inputs=(x,), min_block_size=1)
-    assert "aten.view_as_complex.default" in compiled.program.fallback_ops()
-    assert torch.equal(compiled(x), ComplexOut()(x))
+
+class _ComplexPlusNumber(torch.nn.Module):
+    def forward(self, x):  # z + 1 adds to the real part only
+        return torch.view_as_real(torch.view_as_complex(x.reshape(3, 2)) + 1)
+
+
+class _ComplexOfBroadcastParts(torch.nn.Module):
+    def forward(self, x):
+        return torch.view_as_real(torch.complex(x[:, :1], x[0]))
+
+
+@pytest.mark.parametrize("model, why", [(_ComplexOut, "the program returns a complex value"),
+                                        (_ComplexPlusNumber, "of a complex value and a number is not covered"),
+                                        (_ComplexOfBroadcastParts, "parts of different shapes is not covered")])
+def test_uncovered_complex_values_run_in_pytorch(model, why, device):
+    """Where a complex value cannot take the real layout (returned to the caller; an op the
+    rewrite does not cover), the complex part stays with PyTorch, the warning says why, and the
+    answer is still right."""
+    x = torch.randn(6, device=device).reshape(3, 2)
+    with pytest.warns(UserWarning, match="complex values stay in PyTorch: .*" + why):
+        compiled = kiln.compile(model(), arg_inputs=(x,), min_block_size=1)
+    assert any("complex" in op or op.startswith("aten.view_as") for op in compiled.program.fallback_ops())
+    assert torch.equal(compiled(x), model()(x))
+
+
+def test_max_pool_indices_of_windows_of_minus_infinity(device):
+    """A window whose inputs are all -inf ties with its padding: the index is still the window's
+    first position inside the input, as PyTorch gives."""
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.max_pool2d(x, 2, 2, 1, return_indices=True)[1]
+
+    x = torch.randn(1, 2, 3, 3, device=device)
+    compiled = kiln.compile(Pool(), arg_inputs=(x,), min_block_size=1)
+    x[0, 0] = float("-inf")
+    x[0, 1, 1:, 1:] = float("-inf")
+    assert torch.equal(compiled(x), Pool()(x))
 
 
 @pytest.mark.parametrize("options", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),

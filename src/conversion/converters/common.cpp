@@ -107,11 +107,7 @@ bool dtypes_supported(const ir::Node& node) { return !unsupported_dtype(node).ha
 // exception as its reason).
 static void require_engine_dtypes(const ir::Node& node) {
   if (auto t = unsupported_dtype(node))
-    throw std::runtime_error(std::string("the engine has no ") + ir::to_string(*t) + " tensors" +
-                             (*t == ir::ScalarType::ComplexFloat || *t == ir::ScalarType::ComplexDouble
-                                  ? " (complex values convert only where every one of them is covered: no complex "
-                                    "program input or output)"
-                                  : ""));
+    throw std::runtime_error(std::string("the engine has no ") + ir::to_string(*t) + " tensors");
 }
 
 bool only_output0_used(const ir::Node& node) {

@@ -120,7 +120,20 @@ Tensor* max_pool2d_positions(ConversionContext& ctx, const std::string& target, 
   Tensor* best = impl::reduce::arg(ctx, target, kAten, name + "/best", engine::ReduceOp::kArgMax, values, 2, true);
   Tensor* table = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {1, 1, taps, count}, position.data()), name + "/positions");
   table = sh::expand(ctx, target, kAten, name + "/positions_expand", table, {batch, channels, DimExpr(taps), DimExpr(count)});
-  Tensor* at = impl::select::gather(ctx, target, kAten, name + "/at", table, 2, best);
+  Tensor* at = sh::reshape(ctx, target, kAten, name + "/at_flat", impl::select::gather(ctx, target, kAten, name + "/at", table, 2, best),
+                           {batch, channels, DimExpr(count)});
+  // A window whose every input is -inf ties with its padding, and argmax may pick a padding tap:
+  // PyTorch then gives the window's first position inside the input.
+  std::vector<int64_t> first(static_cast<size_t>(count), -1);
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t l = 0; l < count; ++l) {
+      const int64_t row = (l / out_w) * w.sh + (t / w.kw) * w.dh - w.ph, col = (l % out_w) * w.sw + (t % w.kw) * w.dw - w.pw;
+      if (first[size_t(l)] < 0 && row >= 0 && row < w.height && col >= 0 && col < w.width) first[size_t(l)] = row * w.width + col;
+    }
+  Tensor* lowest = impl::reduce::reduce(ctx, target, kAten, name + "/peak", engine::ReduceOp::kMax, values, {2}, false);
+  Tensor* all_inf = impl::elementwise::eq(ctx, target, kAten, name + "/all_inf", lowest, -std::numeric_limits<double>::infinity());
+  at = impl::select::where(ctx, target, kAten, name + "/first_inside", all_inf,
+                           ctx.constant(engine::Weights::copy_of(DataType::kInt64, {1, 1, count}, first.data()), name + "/first"), at);
   return sh::reshape(ctx, target, kAten, name, at, {batch, channels, DimExpr(out_h), DimExpr(out_w)});
 }
 
@@ -198,7 +211,7 @@ void register_windows() {
         const ir::TensorMeta* m = arg_meta(n, "self");
         const ir::Argument dim = node_arg(n, "dimension"), size = node_arg(n, "size"), step = node_arg(n, "step");
         if (!m || !dim.is<int64_t>() || !size.is<int64_t>() || !step.is<int64_t>() || step.as<int64_t>() <= 0) return false;
-        if (m->rank() == 0) return size.as<int64_t>() <= 1;
+        if (m->rank() == 0) return size.as<int64_t>() == 1;  // one window of the value (size 0: an empty result)
         const int64_t r = int64_t(m->rank()), d = dim.as<int64_t>() < 0 ? dim.as<int64_t>() + r : dim.as<int64_t>();
         if (d < 0 || d >= r || size.as<int64_t>() < 1) return false;
         const auto n_along = static_size(n, "self", d);

@@ -319,12 +319,28 @@ template <class T> __device__ __forceinline__ T combine(T a, T b, ScatterReduce 
 }
 
 // *p = combine(*p, v) atomically: a compare-and-swap loop on the element's bits (2, 4 or 8 bytes;
-// 16-bit CAS needs sm_70, which kiln's CUDA backend requires anyway). Narrower types have no
-// atomics: duplicate indices then race (documented).
+// 16-bit CAS needs sm_70, which kiln's CUDA backend requires anyway), or on the aligned 32-bit word
+// that holds a 1-byte element (int8, uint8, bool).
 template <class T> __device__ __forceinline__ void atomic_combine(T* p, T v, ScatterReduce op) {
-  using Bits = std::conditional_t<sizeof(T) == 8, unsigned long long,
-                                  std::conditional_t<sizeof(T) == 4, unsigned int, unsigned short>>;
-  if constexpr (sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8) {
+  if constexpr (sizeof(T) == 1) {
+    const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+    unsigned int* word = reinterpret_cast<unsigned int*>(address & ~uintptr_t{3});
+    const unsigned int shift = unsigned(address & 3) * 8;
+    unsigned int old = *word, assumed;
+    do {
+      assumed = old;
+      const unsigned char byte = (assumed >> shift) & 0xffu;
+      T current;
+      memcpy(&current, &byte, 1);
+      const T next = combine(current, v, op);
+      unsigned char next_byte;
+      memcpy(&next_byte, &next, 1);
+      if (next_byte == byte) return;
+      old = atomicCAS(word, assumed, (assumed & ~(0xffu << shift)) | (unsigned(next_byte) << shift));
+    } while (assumed != old);
+  } else {
+    using Bits = std::conditional_t<sizeof(T) == 8, unsigned long long,
+                                    std::conditional_t<sizeof(T) == 4, unsigned int, unsigned short>>;
     Bits* word = reinterpret_cast<Bits*>(p);
     Bits old = *word, assumed;
     do {
@@ -337,8 +353,6 @@ template <class T> __device__ __forceinline__ void atomic_combine(T* p, T v, Sca
       if (next_bits == assumed) return;  // nothing to change (also ends the loop on a NaN kept)
       old = atomicCAS(word, assumed, next_bits);
     } while (assumed != old);
-  } else {
-    *p = combine(*p, v, op);
   }
 }
 
