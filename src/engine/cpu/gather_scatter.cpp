@@ -73,6 +73,30 @@ void run(const GatherParams& p, LayerCall& call) {
   if (p.mode == GatherMode::kAxis) {
     const int64_t pre = product(data.dims, 0, size_t(axis)), post = product(data.dims, size_t(axis) + 1);
     const int64_t I = idx.numel();
+    if (post == 1) {  // single elements (a flat gather: windows, strided views): typed copies, in ranges
+      auto by_size = [&](auto tag) {
+        using U = decltype(tag);
+        const U* s = reinterpret_cast<const U*>(src);
+        U* d = reinterpret_cast<U*>(dst);
+        parallel_ranges(pre * I, pre * I > kParallelGrain, [&](int64_t lo, int64_t hi) {
+          int64_t pi = lo / I, i = lo - pi * I;  // stepped, not divided, per element
+          for (int64_t u = lo; u < hi; ++u) {
+            const int64_t j = index_at(idx, i, D);
+            if (j < 0) { bad = true; return; }
+            d[u] = s[pi * D + j];
+            if (++i == I) i = 0, ++pi;
+          }
+        });
+      };
+      switch (es) {
+        case 1: by_size(uint8_t{}); break;
+        case 2: by_size(uint16_t{}); break;
+        case 4: by_size(uint32_t{}); break;
+        default: by_size(uint64_t{}); break;
+      }
+      if (bad) out_of_range(layer, D);
+      return;
+    }
     parallel_for(pre * I, pre * I * post > kParallelGrain, [&](int64_t u) {
       const int64_t pi = u / I, i = u % I;
       const int64_t j = index_at(idx, i, D);

@@ -145,9 +145,18 @@ void run(const PadParams& p, LayerCall& call) {
       off += s * cs[d];
     }
     uint8_t* o = dst + size_t(row * inner) * es;
-    for (int64_t k = 0; k < inner; ++k) {
+    int64_t k = 0;
+    while (k < inner) {
       const int64_t s = r ? map[r - 1][size_t(k)] : 0;
-      std::memcpy(o + k * es, (outside || s < 0) ? value : src + size_t(off + s) * es, es);
+      if (!outside && s >= 0) {  // a run of consecutive sources (the row's interior): one copy
+        int64_t end = k + 1;
+        while (end < inner && r && map[r - 1][size_t(end)] == s + (end - k)) ++end;
+        std::memcpy(o + k * es, src + size_t(off + s) * es, size_t(end - k) * es);
+        k = end;
+        continue;
+      }
+      std::memcpy(o + k * es, value, es);
+      ++k;
     }
   });
 }

@@ -104,6 +104,30 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
   using Acc = std::conditional_t<fl, double, int64_t>;
   if (fl && inner > 1 && R > 0 && (p.op == ReduceOp::kSum || p.op == ReduceOp::kMean))
     return sum_rows(p, x, outer, R, inner, out);
+  if constexpr (std::is_same_v<T, float>) {
+    // Many short float rows (a complex value's magnitude over its pair, a norm per vector): each
+    // row's result as the general loop computes it (double accumulators), without its per-row
+    // dispatch and store conversion.
+    if (inner == 1 && R > 0 && R <= 64 && out.dtype == DataType::kFloat32 &&
+        (p.op == ReduceOp::kNorm2 || p.op == ReduceOp::kSum || p.op == ReduceOp::kMean)) {
+      float* y = out.as<float>();
+      const ReduceOp op = p.op;
+      parallel_ranges(outer, outer * R > kParallelGrain, [&](int64_t lo, int64_t hi) {
+        for (int64_t o = lo; o < hi; ++o) {
+          const float* row = x + o * R;
+          double acc = 0;
+          if (op == ReduceOp::kNorm2) {
+            for (int64_t r = 0; r < R; ++r) acc += double(row[r]) * double(row[r]);
+            y[o] = float(std::sqrt(acc));
+          } else {
+            for (int64_t r = 0; r < R; ++r) acc += double(row[r]);
+            y[o] = float(op == ReduceOp::kMean ? acc / double(R) : acc);
+          }
+        }
+      });
+      return;
+    }
+  }
   const int64_t chunk = 256, chunks = (inner + chunk - 1) / chunk;
   const ReduceOp op = p.op;
   parallel_for(outer * chunks, outer * R * inner > kParallelGrain, [&](int64_t u) {
