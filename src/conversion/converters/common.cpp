@@ -82,6 +82,25 @@ Tensor* positions_constant(ConversionContext& ctx, const std::string& name, cons
   return ctx.constant(engine::Weights::copy_of(DataType::kInt32, dims, small.data()), name);
 }
 
+Tensor* weighted_taps(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x, int64_t dim,
+                      const std::vector<std::vector<int64_t>>& index, const std::vector<std::vector<float>>& weight) {
+  const int64_t n = int64_t(index.at(0).size());
+  std::vector<int64_t> along(x->rank(), 1);
+  along[size_t(dim)] = n;
+  Tensor* sum = nullptr;
+  for (size_t k = 0; k < index.size(); ++k) {
+    const std::string tap = name + "/tap" + std::to_string(k);
+    Tensor* w = impl::cast::to_dtype(ctx, target, kAten, tap + "/weight_cast",
+                                     ctx.constant(engine::Weights::copy_of(DataType::kFloat32, along, weight[k].data()), tap + "/weight"),
+                                     x->dtype());
+    Tensor* term = impl::elementwise::mul(
+        ctx, target, kAten, index.size() == 1 ? name : tap + "/weighted",
+        impl::select::index_select(ctx, target, kAten, tap + "/taps", x, dim, positions_constant(ctx, tap + "/index", index[k])), w);
+    sum = sum ? impl::elementwise::add(ctx, target, kAten, k + 1 == index.size() ? name : tap + "/sum", sum, term) : term;
+  }
+  return sum;
+}
+
 namespace {
 // The first dtype of the node's tensors (its own, then its inputs') the engine has none of.
 std::optional<ir::ScalarType> unsupported_dtype(const ir::Node& node) {

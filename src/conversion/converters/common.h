@@ -66,6 +66,11 @@ Tensor* positions_constant(ConversionContext& ctx, const std::string& name, cons
                            std::vector<int64_t> dims = {});
 // The most positions a converter computes into one such constant (16 Mi: 64 MiB as i32).
 constexpr int64_t kMaxConstantPositions = int64_t{1} << 24;
+// A separable resampling along `dim` of x: output position o is sum_k weight[k][o] * x[index[k][o]]
+// (index_selects of x weighted by per-position constants; bicubic and antialiased resizes). The
+// last layer is named `name`.
+Tensor* weighted_taps(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x, int64_t dim,
+                      const std::vector<std::vector<int64_t>>& index, const std::vector<std::vector<float>>& weight);
 // The node's own output dtype / shape, from its metadata.
 DataType node_dtype(const ConversionContext& ctx);
 std::vector<DimExpr> node_shape(const ConversionContext& ctx);

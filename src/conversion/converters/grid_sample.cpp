@@ -4,7 +4,7 @@
 // from the input flattened over H*W and weighted (bicubic: 16 neighbours), a neighbour outside the
 // image weighing 0.
 // Spatial transformers, optical-flow warps and deformable sampling run this way in one segment.
-// Also F.affine_grid, and antialiased resizing (torchvision's Resize) as two constant matrices.
+// Also F.affine_grid, and antialiased resizing (torchvision's Resize) as separable taps.
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -107,11 +107,16 @@ bool sampler_supported(const ir::Node& n) {
          padding >= 0 && padding <= int64_t(Padding::kReflection);
 }
 
-// The [out, in] matrix of an antialiased resize along one dim (PyTorch's separable filter: each
-// output pixel averages the inputs under a triangle (bilinear) or cubic (bicubic, a = -0.5) filter
-// stretched by the scale when shrinking, the weights normalized to 1).
-std::vector<float> antialias_matrix(int64_t in, int64_t out, bool align_corners, std::optional<double> scale_factor,
-                                    bool bicubic) {
+// The taps of an antialiased resize along one dim (PyTorch's separable filter: each output pixel
+// averages the inputs under a triangle (bilinear) or cubic (bicubic, a = -0.5) filter stretched by
+// the scale when shrinking, the weights normalized to 1): index[k][o] and weight[k][o] for as many
+// taps as the widest output needs, the narrower ones padded with weight 0.
+struct AntialiasTaps {
+  std::vector<std::vector<int64_t>> index;
+  std::vector<std::vector<float>> weight;
+};
+AntialiasTaps antialias_taps(int64_t in, int64_t out, bool align_corners, std::optional<double> scale_factor,
+                             bool bicubic) {
   double scale = align_corners ? (out > 1 ? double(in - 1) / double(out - 1) : 0.0)
                                : (scale_factor ? 1.0 / *scale_factor : double(in) / double(out));
   const double taps = bicubic ? 4.0 : 2.0;
@@ -125,17 +130,29 @@ std::vector<float> antialias_matrix(int64_t in, int64_t out, bool align_corners,
     if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
     return 0.0;
   };
-  std::vector<float> m(size_t(out * in), 0.0f);
+  std::vector<int64_t> firsts(static_cast<size_t>(out));
+  std::vector<std::vector<double>> rows(static_cast<size_t>(out));
+  size_t widest = 1;
   for (int64_t i = 0; i < out; ++i) {
     const double center = scale * (double(i) + 0.5);
     const int64_t first = std::max<int64_t>(int64_t(center - support + 0.5), 0);
     const int64_t count = std::min<int64_t>(int64_t(center + support + 0.5), in) - first;
-    std::vector<double> w;
+    std::vector<double>& w = rows[size_t(i)];
     double total = 0;
     for (int64_t j = 0; j < count; ++j) total += w.emplace_back(filter((double(j + first) - center + 0.5) * invscale));
-    for (int64_t j = 0; j < count; ++j) m[size_t(i * in + first + j)] = float(total != 0 ? w[size_t(j)] / total : w[size_t(j)]);
+    if (total != 0)
+      for (double& v : w) v /= total;
+    firsts[size_t(i)] = first;
+    widest = std::max(widest, w.size());
   }
-  return m;
+  AntialiasTaps t{std::vector<std::vector<int64_t>>(widest, std::vector<int64_t>(size_t(out))),
+                  std::vector<std::vector<float>>(widest, std::vector<float>(size_t(out), 0.0f))};
+  for (int64_t i = 0; i < out; ++i)
+    for (size_t k = 0; k < widest; ++k) {
+      t.index[k][size_t(i)] = std::min<int64_t>(firsts[size_t(i)] + int64_t(k), in - 1);
+      if (k < rows[size_t(i)].size()) t.weight[k][size_t(i)] = float(rows[size_t(i)][k]);
+    }
+  return t;
 }
 
 }  // namespace
@@ -255,7 +272,8 @@ void register_grid_sample() {
         return l.size() == 4 && l[2].is<int64_t>() && l[3].is<int64_t>();
       }, "4-d size with static height and width"});
   // Antialiased bilinear / bicubic resizing (torchvision's Resize(antialias=True) on tensors): the
-  // rows and the columns each multiplied by their constant resampling matrix, x @ Aw^T then Ah @ that.
+  // rows and then the columns resampled by their taps (as many as the filter's support covers:
+  // memory-bound gathers, not a dense matrix of mostly zeros).
   add({"aten._upsample_bilinear2d_aa.vec", "aten._upsample_bilinear2d_aa.default", "aten._upsample_bicubic2d_aa.vec",
        "aten._upsample_bicubic2d_aa.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
@@ -274,13 +292,9 @@ void register_grid_sample() {
       if (!a.none("scales_w")) sw_ = a.d("scales_w");
     }
     const bool corners = a.b("align_corners");
-    auto matrix = [&](int64_t in, int64_t n, std::optional<double> f, const char* what) {
-      const std::vector<float> m = antialias_matrix(in, n, corners, f, bicubic);
-      Tensor* c = ctx.constant(engine::Weights::copy_of(DataType::kFloat32, {n, in}, m.data()), name + what);
-      return impl::cast::to_dtype(ctx, target, kAten, name + what + "_cast", c, x->dtype());
-    };
-    Tensor* cols = impl::matmul::matrix_multiply(ctx, target, kAten, name + "/cols", x, matrix(w, ow, sw_, "/aw"), false, true);
-    return impl::matmul::matrix_multiply(ctx, target, kAten, name, matrix(h, oh, sh_, "/ah"), cols);
+    const AntialiasTaps rows = antialias_taps(h, oh, corners, sh_, bicubic), cols = antialias_taps(w, ow, corners, sw_, bicubic);
+    Tensor* y = weighted_taps(ctx, target, name + "/rows", x, 2, rows.index, rows.weight);
+    return weighted_taps(ctx, target, name, y, 3, cols.index, cols.weight);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const bool vec = n.target.find(".vec") != std::string::npos;
         const ir::TensorMeta* m = arg_meta(n, vec ? "input" : "self");

@@ -552,24 +552,7 @@ void register_nn() {
           weights[size_t(k)][size_t(o)] = float(w[k]);
         }
       }
-      std::vector<int64_t> along(y->rank(), 1);
-      along[dim] = n;
-      const std::string at = name + (i ? "/w" : "/h");
-      Tensor* sum = nullptr;
-      for (size_t k = 0; k < 4; ++k) {
-        const std::string tap = at + std::to_string(k);
-        Tensor* index = ctx.constant(engine::Weights::copy_of(DataType::kInt64, {n}, taps[k].data()), tap + "/index");
-        Tensor* weight = impl::cast::to_dtype(
-            ctx, target, kAten, tap + "/weight_cast",
-            ctx.constant(engine::Weights::copy_of(DataType::kFloat32, along, weights[k].data()), tap + "/weight"),
-            y->dtype());
-        Tensor* term = impl::elementwise::mul(
-            ctx, target, kAten, tap + "/weighted",
-            impl::select::index_select(ctx, target, kAten, tap + "/taps", y, int64_t(dim), index), weight);
-        const bool last = i == 1 && k == 3;
-        sum = sum ? impl::elementwise::add(ctx, target, kAten, last ? name : tap + "/sum", sum, term) : term;
-      }
-      y = sum;
+      y = weighted_taps(ctx, target, i == 1 ? name : name + "/h", y, int64_t(dim), taps, weights);
     }
     return y;
   }, {[](const ir::Node& n, const CompilationSettings&) {
