@@ -69,7 +69,8 @@ KILN_ENUM(BinaryOp, KILN_BINARY_OPS)
   X(kRsqrt, "rsqrt") X(kAbs, "abs") X(kNeg, "neg") X(kSin, "sin") X(kCos, "cos") X(kTan, "tan")              \
   X(kAsin, "asin") X(kAcos, "acos") X(kAtan, "atan") X(kSinh, "sinh") X(kCosh, "cosh") X(kTanh, "tanh")      \
   X(kErf, "erf") X(kFloor, "floor") X(kCeil, "ceil") X(kRound, "round") X(kTrunc, "trunc") X(kSign, "sign") \
-  X(kReciprocal, "reciprocal") X(kNot, "not") X(kIsNan, "isnan") X(kIsInf, "isinf") X(kBitNot, "bitnot")
+  X(kReciprocal, "reciprocal") X(kNot, "not") X(kIsNan, "isnan") X(kIsInf, "isinf") X(kBitNot, "bitnot")      \
+  X(kLgamma, "lgamma") X(kDigamma, "digamma") X(kErfinv, "erfinv")
 KILN_ENUM(UnaryOp, KILN_UNARY_OPS)
 // Parameters (ActivationParams): kLeakyRelu alpha = slope; kElu alpha; kSoftplus alpha = beta,
 // beta = threshold; kClip alpha = min, beta = max.

@@ -635,6 +635,11 @@ void structure_cases(std::vector<OracleCase>& cs) {
     cs.push_back({vec, {{F, {1, 2, 9, 12}}}, args_of({Arg(), false, L{0.5, 0.75}})});
     cs.push_back({plain, {{F, {1, 2, 10, 9}}}, args_of({L{4, 6}, false})});
   }
+  // Special functions: lgamma and digamma across the poles' neighbourhood and far out, erfinv in (-1, 1).
+  cs.push_back({"aten.lgamma.default", {{F, {4, 25}}}, args_of({}), {}, -4.9, 30, 1e-4});
+  cs.push_back({"aten.digamma.default", {{F, {4, 25}}}, args_of({}), {}, -4.9, 30, 1e-4});
+  cs.push_back({"aten.digamma.default", {{I64, {3, 4}}}, args_of({}), {}, 1, 9, 1e-5});
+  cs.push_back({"aten.erfinv.default", {{F, {4, 25}}}, args_of({}), {}, -0.999, 0.999, 1e-5});
   // Pointwise.
   cs.push_back({"aten.threshold.default", {{F, {3, 5}}}, args_of({0.5, -2.0})});
   cs.push_back({"aten.hardshrink.default", {{F, {3, 5}}}, args_of({1.0})});

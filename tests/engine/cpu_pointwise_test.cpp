@@ -160,6 +160,16 @@ double ref_unary(UnaryOp op, double x) {
     case UnaryOp::kCosh: return std::cosh(x);
     case UnaryOp::kTanh: return std::tanh(x);
     case UnaryOp::kErf: return std::erf(x);
+    case UnaryOp::kLgamma: return std::lgamma(x);
+    case UnaryOp::kDigamma: {  // lgamma's derivative, by central differences (independent of the kernel's series)
+      const double h = 1e-5 * std::max(1.0, std::fabs(x));
+      return (std::lgamma(x + h) - std::lgamma(x - h)) / (2 * h);
+    }
+    case UnaryOp::kErfinv: {  // the erf inverse by bisection
+      double lo = -6, hi = 6;
+      for (int i = 0; i < 200; ++i) (std::erf((lo + hi) / 2) < x ? lo : hi) = (lo + hi) / 2;
+      return (lo + hi) / 2;
+    }
     case UnaryOp::kFloor: return std::floor(x);
     case UnaryOp::kCeil: return std::ceil(x);
     case UnaryOp::kRound: { double r = std::round(x); if (std::fabs(x - std::trunc(x)) == 0.5) r = 2 * std::round(x / 2); return r; }
@@ -191,6 +201,8 @@ TEST(CpuUnary, EveryOpAndDtype) {
     if (op == UnaryOp::kLog || op == UnaryOp::kLog2 || op == UnaryOp::kSqrt || op == UnaryOp::kRsqrt) lo = 0.125;
     if (op == UnaryOp::kAsin || op == UnaryOp::kAcos) lo = -1, hi = 1;
     if (op == UnaryOp::kLog1p) lo = -0.5;
+    if (op == UnaryOp::kErfinv) lo = -0.99, hi = 0.99;
+    if (op == UnaryOp::kLgamma || op == UnaryOp::kDigamma) lo = 0.05, hi = 12;  // negatives: the oracle's cases
     for (DataType t : types)
       for (auto dims : std::vector<std::vector<int64_t>>{{3, 7}, {0}, {}, {50000}}) {
         if (dims == std::vector<int64_t>{50000} && t != DataType::kFloat32) continue;

@@ -116,7 +116,8 @@ void register_pointwise() {
       {"floor", UnaryOp::kFloor}, {"ceil", UnaryOp::kCeil},       {"round", UnaryOp::kRound},
       {"trunc", UnaryOp::kTrunc}, {"sign", UnaryOp::kSign},       {"reciprocal", UnaryOp::kReciprocal},
       {"logical_not", UnaryOp::kNot}, {"isnan", UnaryOp::kIsNan}, {"isinf", UnaryOp::kIsInf},
-      {"bitwise_not", UnaryOp::kBitNot},
+      {"bitwise_not", UnaryOp::kBitNot}, {"lgamma", UnaryOp::kLgamma}, {"digamma", UnaryOp::kDigamma},
+      {"erfinv", UnaryOp::kErfinv},
   };
   for (const auto& [op, u] : unaries) unary(op, u);
   add({"aten.log10.default"}, KILN_CONVERTER {

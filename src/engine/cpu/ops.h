@@ -154,6 +154,36 @@ inline bool binary_pred(BinaryOp op, C a, C b) {
   }
 }
 
+// The special functions the C++ library lacks, in double. digamma: the recurrence
+// psi(x) = psi(x + 1) - 1/x up to x >= 6, then the asymptotic series
+// ln x - 1/(2x) - sum B_2k / (2k x^2k); negative x by the reflection psi(1 - x) - pi / tan(pi x).
+// Poles (0 and the negative integers): -inf at -0 / +0 as PyTorch gives (copysign), NaN below.
+inline double digamma(double x) {
+  constexpr double kPi = 3.14159265358979323846;
+  if (x == 0) return std::copysign(INFINITY, -x);
+  if (x < 0) {
+    if (x == std::trunc(x)) return NAN;
+    return digamma(1 - x) - kPi / std::tan(kPi * x);
+  }
+  double shift = 0;
+  while (x < 6) shift -= 1 / x, x += 1;
+  const double z = 1 / (x * x);
+  // B_2k / (2k): 1/12, -1/120, 1/252, -1/240, 1/132, -691/32760, 1/12
+  const double series = z * (1.0 / 12 - z * (1.0 / 120 - z * (1.0 / 252 - z * (1.0 / 240 - z * (1.0 / 132 - z * (691.0 / 32760 - z / 12))))));
+  return shift + std::log(x) - 0.5 / x - series;
+}
+// erfinv: Winitzki's closed-form estimate, then Newton steps on erf (quadratic convergence: three
+// take it to double precision); +-1 give +-inf, |y| > 1 NaN.
+inline double erfinv(double y) {
+  if (std::isnan(y) || y < -1 || y > 1) return NAN;
+  if (y == 1 || y == -1) return std::copysign(INFINITY, y);
+  constexpr double kPi = 3.14159265358979323846, a = 0.147;
+  const double l = std::log1p(-y * y), t = 2 / (kPi * a) + l / 2;
+  double x = std::copysign(std::sqrt(std::sqrt(t * t - l / a) - t), y);
+  for (int i = 0; i < 3; ++i) x -= (std::erf(x) - y) / (2 / std::sqrt(kPi) * std::exp(-x * x));
+  return x;
+}
+
 template <class C>
 inline C unary_arith(UnaryOp op, C x) {
   if constexpr (std::is_floating_point_v<C>) {
@@ -177,6 +207,12 @@ inline C unary_arith(UnaryOp op, C x) {
       case UnaryOp::kCosh: return std::cosh(x);
       case UnaryOp::kTanh: return std::tanh(x);
       case UnaryOp::kErf: return std::erf(x);
+      case UnaryOp::kLgamma: {
+        int sign = 0;  // lgamma_r: std::lgamma writes the global signgam, a race between threads
+        return C(::lgamma_r(double(x), &sign));
+      }
+      case UnaryOp::kDigamma: return C(digamma(double(x)));
+      case UnaryOp::kErfinv: return C(erfinv(double(x)));
       case UnaryOp::kFloor: return std::floor(x);
       case UnaryOp::kCeil: return std::ceil(x);
       case UnaryOp::kRound: return std::nearbyint(x);  // default rounding mode: half to even

@@ -71,6 +71,22 @@ template <class T> __device__ __forceinline__ T kf2i(float x, double lo, double 
 }
 __device__ __forceinline__ long long kclamp(long long x, long long n) { return x < 0 ? 0 : (x >= n ? n - 1 : x); }
 template <class T> __device__ __forceinline__ T ksign(T x) { return T((T(0) < x) - (x < T(0))); }
+// digamma (CUDA has none): psi(x) = psi(x + 1) - 1/x up to x >= 6, the asymptotic series there,
+// the reflection below 0 (as the CPU backend computes it).
+__device__ __forceinline__ float kdigamma(float x) {
+  if (x == 0.f) return copysignf(__int_as_float(0x7f800000), -x);
+  float reflected = 0.f;
+  if (x < 0.f) {
+    if (x == truncf(x)) return __int_as_float(0x7fc00000);
+    reflected = -3.14159265358979f / tanf(3.14159265358979f * x);
+    x = 1.f - x;
+  }
+  float shift = 0.f;
+  while (x < 6.f) { shift -= 1.f / x; x += 1.f; }
+  const float z = 1.f / (x * x);
+  const float series = z * (1.f / 12 - z * (1.f / 120 - z * (1.f / 252 - z * (1.f / 240 - z * (1.f / 132)))));
+  return reflected + shift + logf(x) - 0.5f / x - series;
+}
 // kiln_vec's 8 neighbouring elements: one to four 16-byte accesses (8 bytes for 1-byte types),
 // or one element repeated where the input is broadcast along the innermost dim.
 struct alignas(16) KVec16 { unsigned int x, y, z, w; };
@@ -252,6 +268,9 @@ std::string unary_expr(UnaryOp op, const std::string& x, DataType t) {
     case UnaryOp::kCosh: return fn("coshf", "cosh");
     case UnaryOp::kTanh: return fn("tanhf", "tanh");
     case UnaryOp::kErf: return fn("erff", "erf");
+    case UnaryOp::kLgamma: return fn("lgammaf", "lgamma");
+    case UnaryOp::kErfinv: return fn("erfinvf", "erfinv");
+    case UnaryOp::kDigamma: return f ? "kdigamma(" + x + ")" : "(" + T + ")kdigamma((float)" + x + ")";
     case UnaryOp::kFloor: return f ? "floorf(" + x + ")" : x;
     case UnaryOp::kCeil: return f ? "ceilf(" + x + ")" : x;
     case UnaryOp::kRound: return f ? "rintf(" + x + ")" : x;
