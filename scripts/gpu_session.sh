@@ -15,8 +15,10 @@
 # Writes $OUT/suite_KofN.json (raw results; bench/merge_results.py makes one table of all parts) and
 # suite_KofN.err (progress); the part's table goes to stdout. Stage `trace`: bench/kernel_trace.py with
 # TRACE_ARGS (default "--models llama --batch 8 --compare tc") into $OUT/trace.txt.
-# TARGETS="kiln _kiln" builds only the CLI and the Python module (what the suite, buildtime, trace and
-# py stages run), not the C++ test binaries: a shorter build where the call runs no ctest.
+# Stage `frontends`: bench/frontends.py on CUDA (a log-mel spectrogram, an antialiased preprocessing
+# pipeline) with FRONTENDS_ARGS.
+# TARGETS="kiln _kiln" builds only the CLI and the Python module (what the suite, buildtime, trace,
+# frontends and py stages run), not the C++ test binaries: a shorter build where the call runs no ctest.
 # Build first, in a call of its own:
 #   STAGES=build bash scripts/gpu_session.sh;  then per call: STAGES=suite SUITE_PART=1/6 bash scripts/gpu_session.sh
 set -uo pipefail
@@ -78,6 +80,12 @@ if has trace; then  # which kernels a model spends its time in, kiln beside torc
   PYTHONPATH=build-gpu/python timeout ${TRACE_TIMEOUT:-200} python3 bench/kernel_trace.py \
     ${TRACE_ARGS:---models llama --batch 8 --compare tc} > "$out/trace.txt" 2>&1
   grep -viE "warn" "$out/trace.txt" | tail -${TRACE_LINES:-80}
+fi
+if has frontends; then  # spectrogram and preprocessing front ends, kiln beside eager (bench/frontends.py)
+  stamp frontends
+  PYTHONPATH=build-gpu/python timeout ${FRONTENDS_TIMEOUT:-150} python3 bench/frontends.py --device cuda \
+    ${FRONTENDS_ARGS:-} 2> "$out/frontends.err"
+  tail -3 "$out/frontends.err"
 fi
 if has suite; then
   # A snapshot without git history (git archive) names its commit in .commit.
