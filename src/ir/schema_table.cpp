@@ -725,6 +725,8 @@ extern const SchemaEntry kSchemaTable[] = {
      "lgamma(Tensor self) -> Tensor"},
     {"aten.digamma.default",
      "digamma(Tensor self) -> Tensor"},
+    {"aten._pdist_forward.default",
+     "_pdist_forward(Tensor self, float p=2.) -> Tensor"},
     {"aten.bucketize.Tensor",
      "bucketize.Tensor(Tensor self, Tensor boundaries, *, bool out_int32=False, bool right=False) -> Tensor"},
     {"aten.searchsorted.Tensor",

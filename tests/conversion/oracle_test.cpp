@@ -538,6 +538,8 @@ void structure_cases(std::vector<OracleCase>& cs) {
     cs.push_back({"aten._cdist_forward.default", {{F, {2, 4, 3}}, {F, {2, 5, 3}}}, args_of({p, Arg()}, 2), {}, -3, 3, 1e-4});
   cs.push_back({"aten._cdist_forward.default", {{F, {30, 8}}, {F, {7, 8}}}, args_of({2.0, Arg()}, 2), {}, -3, 3, 1e-4});
   cs.push_back({"aten._cdist_forward.default", {{F, {6, 8}}, {F, {7, 8}}}, args_of({2.0, 1}, 2), {}, -3, 3, 1e-4});
+  for (double p : {0.0, 1.0, 2.0, 3.0, std::numeric_limits<double>::infinity()})
+    cs.push_back({"aten._pdist_forward.default", {{F, {5, 3}}}, args_of({p}), {}, -3, 3, 1e-4});
   // Windows: padding, dilation and stride; unbatched; overlapping folds sum.
   cs.push_back({"aten.im2col.default", {{F, {2, 3, 6, 7}}}, args_of({L{3, 2}, L{1, 2}, L{1, 0}, L{2, 1}})});
   cs.push_back({"aten.im2col.default", {{F, {2, 5, 5}}}, args_of({L{2, 2}, L{1, 1}, L{0, 0}, L{2, 2}})});

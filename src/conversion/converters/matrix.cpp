@@ -1,5 +1,5 @@
 // Ops on the diagonals and rows of matrices, built from views, comparisons and reductions:
-// diagonal, diag_embed, diag, trace, linalg_cross and cdist.
+// diagonal, diag_embed, diag, trace, linalg_cross, cdist and pdist.
 #include <algorithm>
 #include <cmath>
 
@@ -191,6 +191,28 @@ void register_matrix() {
         const auto m = static_size(n, "x1", -1);
         return out && m && *out * *m <= (int64_t{1} << 26);
       }, "p >= 0 or inf, operands of one rank, differences of at most 64 Mi elements"});
+  // F.pdist of the rows of [n, m]: the p-distances of the pairs i < j in row-major order, from the
+  // [n, n] table of differences' norms and a constant list of its upper triangle's positions.
+  add({"aten._pdist_forward.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* x = a.tensor("self");
+    const int64_t n = *x->shape()[0].constant();
+    Tensor* diff = ew::sub(ctx, target, kAten, name + "/diff", sh::unsqueeze(ctx, target, kAten, name + "/rows", x, 1),
+                           sh::unsqueeze(ctx, target, kAten, name + "/cols", x, 0));  // [n, n, m]
+    Tensor* table = red::p_norm(ctx, target, kAten, name + "/table", diff, a.d("p"), {-1}, false);
+    std::vector<int64_t> pairs;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) pairs.push_back(i * n + j);
+    return impl::select::index_select(ctx, target, kAten, name, sh::reshape(ctx, target, kAten, name + "/flat", table, {DimExpr(n * n)}),
+                                      0, positions_constant(ctx, name + "/pairs", pairs));
+  }, {[](const ir::Node& n, const CompilationSettings&) {
+        const ir::TensorMeta* m = arg_meta(n, "self");
+        const ir::Argument p = node_arg(n, "p");
+        const double v = p.is<double>() ? p.as<double>() : p.is<int64_t>() ? double(p.as<int64_t>()) : -1.0;
+        if (!m || m->rank() != 2 || !m->is_static() || !(v >= 0 || std::isinf(v))) return false;
+        const int64_t rows = m->sizes[0].value, cols = m->sizes[1].value;
+        return rows >= 2 && rows * rows * std::max<int64_t>(cols, 1) <= (int64_t{1} << 26);
+      }, "a static [n >= 2, m] input, p >= 0 or inf, n*n*m at most 64 Mi"});
 }
 
 }  // namespace kiln::conversion::converters
