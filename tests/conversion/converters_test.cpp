@@ -808,6 +808,40 @@ TEST_F(ConverterTest, UnfoldOverADynamicLengthComputesItsPositionsPerCall) {
   expect_close(out[0].second, want);
 }
 
+TEST_F(ConverterTest, AsStridedOverADynamicLengthGathersPerCall) {
+  // torch.stft's frames of a signal of any length n (s0): as_strided(x [2, n], [2, frames, 8],
+  // [n, 3, 1]), frames = floor((n - 8) / 3) + 1, the batch stride itself symbolic.
+  Case c;
+  using E = ir::SymExpr;
+  ir::SymInt s0(E::symbol("s0"));
+  HostArray x = random_array(F, {2, 23}, 143);
+  ir::Node* ix = c.input("x", x, {2, s0});
+  ix->meta.tensor.strides = {s0, 1};
+  ir::SymInt frames(E::make(E::Op::Add, {E::make(E::Op::FloorDiv, {E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)}),
+                                                                     E::integer(3)}),
+                                         E::integer(1)}));
+  auto sym = [&](ir::SymInt v, std::vector<ir::Argument> args, const std::string& target) {
+    ir::Node* n = c.call(target, std::move(args), {}, ir::ValueMeta{});
+    n->meta.kind = ir::ValueMeta::Kind::SymInt;
+    n->meta.sym = v;
+    return n;
+  };
+  ir::Node* len = sym(s0, {ix, 1}, "aten.sym_size.int");
+  ir::Node* less = sym(ir::SymInt(E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)})), {len, 8}, "_operator.sub");
+  ir::Node* div = sym(ir::SymInt(E::make(E::Op::FloorDiv, {E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)}),
+                                                          E::integer(3)})),
+                      {less, 3}, "_operator.floordiv");
+  ir::Node* count = sym(frames, {div, 1}, "_operator.add");
+  ir::Node* st = c.call("aten.as_strided.default", {ix, L{2, count, 8}, L{len, 3, 1}}, {}, F, {2, frames, 8});
+  auto out = c.run({st});
+  ASSERT_EQ(out[0].first, (std::vector<int64_t>{2, 6, 8}));
+  std::vector<double> want;
+  for (int b = 0; b < 2; ++b)
+    for (int w = 0; w < 6; ++w)
+      for (int j = 0; j < 8; ++j) want.push_back(x.values[size_t(b * 23 + w * 3 + j)]);
+  expect_close(out[0].second, want);
+}
+
 TEST_F(ConverterTest, FoldedTransposedWeightConvertsCorrectly) {
   // lowering turns t(weight) into a strided weight view; ctx.weight() must gather it.
   Case c;

@@ -56,6 +56,21 @@ bool contiguous_strides(const ir::TensorMeta& m) {
   return true;
 }
 
+// Row-major strides, where one size may be symbolic: each stride equals the product of the sizes
+// after it (compared as expressions; a product of a symbol with anything else is not followed).
+bool contiguous_layout(const ir::TensorMeta& m) {
+  if (m.strides.empty()) return true;
+  ir::SymInt expected(int64_t{1});
+  for (size_t d = m.sizes.size(); d-- > 0;) {
+    const ir::SymInt& size = m.sizes[d];
+    if (!(size.is_constant() && size.value == 1) && !(m.strides[d] == expected)) return false;
+    if (size.is_constant() && expected.is_constant()) expected = ir::SymInt(expected.value * size.value);
+    else if (expected.is_constant() && expected.value == 1) expected = size;
+    else if (!(size.is_constant() && size.value == 1)) expected = ir::SymInt(int64_t{-1});  // not followed: fails later dims
+  }
+  return true;
+}
+
 }  // namespace
 
 void register_functional() {
@@ -140,6 +155,36 @@ void register_functional() {
   add({"aten.as_strided.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = a.tensor("self");
+    const std::vector<DimExpr> sizes = a.dims("size");
+    bool symbolic = false;
+    for (const DimExpr& d : sizes) symbolic |= !d.is_constant();
+    for (const DimExpr& d : a.dims("stride")) symbolic |= !d.is_constant();
+    if (symbolic) {
+      // Sizes known only per call (frames of a signal of any length): the positions summed from
+      // one arange per dim, broadcast together, each scaled by its stride. The gather checks each
+      // position against the input at run time.
+      namespace ew = impl::elementwise;
+      const std::vector<DimExpr> stride = a.dims("stride");
+      Tensor* at = impl::creation::full(ctx, target, kAten, name + "/offset", std::vector<DimExpr>(sizes.size(), DimExpr(int64_t{1})),
+                                        double(a.none("storage_offset") ? 0 : a.i("storage_offset")), DataType::kInt64);
+      for (size_t d = 0; d < sizes.size(); ++d) {
+        std::vector<DimExpr> along(sizes.size(), DimExpr(int64_t{1}));
+        along[d] = sizes[d];
+        Tensor* steps = impl::creation::arange(ctx, target, kAten, name + "/steps" + std::to_string(d), int64_t{0}, sizes[d],
+                                               int64_t{1}, DataType::kInt64);
+        const Value step = stride[d].is_constant() ? Value(*stride[d].constant())
+                                                   : Value(impl::symbolic_scalar(ctx, stride[d], name + "/stride_of" + std::to_string(d)));
+        at = ew::add(ctx, target, kAten, name + "/at" + std::to_string(d), at,
+                     sh::reshape(ctx, target, kAten, name + "/along" + std::to_string(d),
+                                 ew::mul(ctx, target, kAten, name + "/stride" + std::to_string(d), steps, step), along));
+      }
+      DimExpr count(int64_t{1});
+      for (const DimExpr& d : sizes) count = count * d;
+      Tensor* flat = sh::reshape(ctx, target, kAten, name + "/flat", x, {DimExpr(int64_t{-1})});
+      Tensor* taken = impl::select::index_select(ctx, target, kAten, name + "/taken", flat, 0,
+                                                 sh::reshape(ctx, target, kAten, name + "/positions", at, {count}));
+      return sh::reshape(ctx, target, kAten, name, taken, sizes);
+    }
     const std::vector<int64_t> size = a.ints("size"), stride = a.ints("stride");
     const int64_t offset = a.none("storage_offset") ? 0 : a.i("storage_offset");
     std::vector<int64_t> positions{offset};
@@ -168,9 +213,16 @@ void register_functional() {
         const auto& in = self.node()->meta.tensor;
         ir::Argument size = node_arg(n, "size"), stride = node_arg(n, "stride");
         if (!size.is_list() || !stride.is_list() || size.list().size() != stride.list().size()) return false;
-        if (!(off.is_none() || off.is<int64_t>()) || !in.is_static() || !contiguous_strides(in) ||
-            !in.storage_offset.is_constant() || in.storage_offset.value != 0)
+        if (!(off.is_none() || off.is<int64_t>()) || !in.storage_offset.is_constant() || in.storage_offset.value != 0)
           return false;
+        bool symbolic = false;  // sizes known per call: positions computed then, and checked by the gather
+        for (size_t i = 0; i < size.list().size(); ++i) {
+          const ir::Argument &sz = size.list()[i], &st = stride.list()[i];
+          if (!(st.is_node() || (st.is<int64_t>() && st.as<int64_t>() >= 0)) || !(sz.is_node() || sz.is<int64_t>())) return false;
+          symbolic |= sz.is_node() || st.is_node();
+        }
+        if (symbolic) return contiguous_layout(in);
+        if (!in.is_static() || !contiguous_strides(in)) return false;
         // Every position inside the input (its own elements, not the rest of a storage it may view).
         int64_t last = off.is<int64_t>() ? off.as<int64_t>() : 0, count = 1;
         for (size_t i = 0; i < size.list().size(); ++i) {
