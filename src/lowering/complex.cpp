@@ -90,10 +90,11 @@ std::optional<int64_t> fft_length(const ir::Node& n) {
   int64_t symbolic = 0;  // the views around the multiply name at most one size by -1
   for (const ir::SymInt& s : real.sizes) symbolic += !s.is_constant();
   if (symbolic > 1) return std::nullopt;
-  // The DFT matrix has (2N)^2 entries at most (c2c): past 8 Mi (32 MiB in f32, a length of 1448)
-  // the transform stays an FFT in PyTorch rather than a large constant and an N^2 multiply.
+  // The DFT matrix has (2N)^2 entries at most (c2c): past 16 Mi (64 MiB in f32; a complex length
+  // of 2048, a real one of 2895: librosa's default 2048-point frames fit) the transform stays an FFT
+  // in PyTorch rather than a large constant and an N^2 multiply.
   const int64_t n_real = real.sizes[size_t(d)].value, n_complex = complex.sizes[size_t(d)].value;
-  if (2 * n_real * 2 * n_complex > (int64_t{1} << 23)) return std::nullopt;
+  if (2 * n_real * 2 * n_complex > (int64_t{1} << 24)) return std::nullopt;
   return n_real;
 }
 
@@ -116,7 +117,7 @@ std::optional<std::string> unrewritable(const ir::ExportedProgram& program) {
     const std::string uncovered = n->target + " on complex values is not covered";
     if (!ir::find_schema(n->target)) return uncovered;
     if (is_fft(n->target) && !fft_length(*n))
-      return "%" + n->name + " is an FFT over several dims, of a dynamic length, or past 8 Mi DFT entries";
+      return "%" + n->name + " is an FFT over several dims, of a dynamic length, or past 16 Mi DFT entries";
     if (makes && !reads) {
       if (n->target != "aten.view_as_complex.default" && n->target != "aten.polar.default" &&
           n->target != "aten.complex.default" && n->target != "aten._fft_r2c.default")
