@@ -19,6 +19,11 @@ namespace {
 
 bool is_complex(ir::ScalarType t) { return t == ir::ScalarType::ComplexFloat || t == ir::ScalarType::ComplexDouble; }
 bool is_complex(const ir::ValueMeta& m) { return m.is_tensor() && is_complex(m.tensor.dtype); }
+bool reads_complex(const ir::Node& n) {
+  for (const ir::Node* in : n.inputs())
+    if (is_complex(in->meta)) return true;
+  return false;
+}
 ir::ScalarType real_of(ir::ScalarType t) {
   return t == ir::ScalarType::ComplexDouble ? ir::ScalarType::Double : ir::ScalarType::Float;
 }
@@ -104,8 +109,7 @@ std::optional<int64_t> fft_length(const ir::Node& n) {
 std::optional<std::string> unrewritable(const ir::ExportedProgram& program) {
   for (ir::Node* n : program.graph.nodes()) {
     const bool makes = is_complex(n->meta);
-    bool reads = false;
-    for (const ir::Node* in : n->inputs()) reads |= is_complex(in->meta);
+    const bool reads = reads_complex(*n);
     if (!makes && !reads) continue;
     if (n->kind == ir::NodeKind::Placeholder) return "%" + n->name + " is a complex program input";
     if (n->kind == ir::NodeKind::Output) return "the program returns a complex value";
@@ -151,9 +155,8 @@ std::optional<std::string> unrewritable(const ir::ExportedProgram& program) {
 // adds it to the node's fallback reason).
 void mark_unconverted(ir::ExportedProgram& program, const std::string& why) {
   for (ir::Node* n : program.graph.nodes()) {
-    bool touches = is_complex(n->meta);
-    for (const ir::Node* in : n->inputs()) touches |= is_complex(in->meta);
-    if (touches && n->kind == ir::NodeKind::CallFunction) n->metadata[ir::kUnconvertedReason] = "complex values stay in PyTorch: " + why;
+    if ((is_complex(n->meta) || reads_complex(*n)) && n->kind == ir::NodeKind::CallFunction)
+      n->metadata[ir::kUnconvertedReason] = "complex values stay in PyTorch: " + why;
   }
 }
 

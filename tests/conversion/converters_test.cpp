@@ -786,6 +786,22 @@ TEST_F(ConverterTest, SymbolicSizesFlowIntoViews) {
   expect_close(out[0].second, map(x.values, [](double t) { return std::max(t, 0.0); }));
 }
 
+// Frames of 8 every 3 along a length s0: floor((s0 - 8) / 3) + 1 of them; and the frames of a
+// [2, 23] array's rows (6 each), row-major.
+ir::SymInt frames_of_8_every_3() {
+  using E = ir::SymExpr;
+  return ir::SymInt(E::make(E::Op::Add, {E::make(E::Op::FloorDiv, {E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)}),
+                                                                     E::integer(3)}),
+                                         E::integer(1)}));
+}
+std::vector<double> frames_of_8_every_3(const HostArray& x) {
+  std::vector<double> frames;
+  for (int b = 0; b < 2; ++b)
+    for (int w = 0; w < 6; ++w)
+      for (int j = 0; j < 8; ++j) frames.push_back(x.values[size_t(b * 23 + w * 3 + j)]);
+  return frames;
+}
+
 TEST_F(ConverterTest, UnfoldOverADynamicLengthComputesItsPositionsPerCall) {
   // Frames of 8 every 3 along a length s0 (a signal of any duration): floor((s0 - 8) / 3) + 1 windows.
   Case c;
@@ -793,19 +809,13 @@ TEST_F(ConverterTest, UnfoldOverADynamicLengthComputesItsPositionsPerCall) {
   ir::SymInt s0(E::symbol("s0"));
   HostArray x = random_array(F, {2, 23}, 142);
   ir::Node* ix = c.input("x", x, {2, s0});
-  ir::SymInt windows(E::make(E::Op::Add, {E::make(E::Op::FloorDiv, {E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)}),
-                                                                      E::integer(3)}),
-                                          E::integer(1)}));
+  const ir::SymInt windows = frames_of_8_every_3();
   ir::Node* u = c.call("aten.unfold.default", {ix, -1, 8, 3}, {}, F, {2, windows, 8});
   auto seg = c.convert({u});
   EXPECT_EQ(seg.network->input_symbols(), std::vector<std::string>{"s0"});
   auto out = c.run({u});
   ASSERT_EQ(out[0].first, (std::vector<int64_t>{2, 6, 8}));
-  std::vector<double> want;
-  for (int b = 0; b < 2; ++b)
-    for (int w = 0; w < 6; ++w)
-      for (int j = 0; j < 8; ++j) want.push_back(x.values[size_t(b * 23 + w * 3 + j)]);
-  expect_close(out[0].second, want);
+  expect_close(out[0].second, frames_of_8_every_3(x));
 }
 
 TEST_F(ConverterTest, AsStridedOverADynamicLengthGathersPerCall) {
@@ -817,9 +827,7 @@ TEST_F(ConverterTest, AsStridedOverADynamicLengthGathersPerCall) {
   HostArray x = random_array(F, {2, 23}, 143);
   ir::Node* ix = c.input("x", x, {2, s0});
   ix->meta.tensor.strides = {s0, 1};
-  ir::SymInt frames(E::make(E::Op::Add, {E::make(E::Op::FloorDiv, {E::make(E::Op::Add, {E::symbol("s0"), E::integer(-8)}),
-                                                                     E::integer(3)}),
-                                         E::integer(1)}));
+  const ir::SymInt frames = frames_of_8_every_3();
   auto sym = [&](ir::SymInt v, std::vector<ir::Argument> args, const std::string& target) {
     ir::Node* n = c.call(target, std::move(args), {}, ir::ValueMeta{});
     n->meta.kind = ir::ValueMeta::Kind::SymInt;
@@ -835,11 +843,7 @@ TEST_F(ConverterTest, AsStridedOverADynamicLengthGathersPerCall) {
   ir::Node* st = c.call("aten.as_strided.default", {ix, L{2, count, 8}, L{len, 3, 1}}, {}, F, {2, frames, 8});
   auto out = c.run({st});
   ASSERT_EQ(out[0].first, (std::vector<int64_t>{2, 6, 8}));
-  std::vector<double> want;
-  for (int b = 0; b < 2; ++b)
-    for (int w = 0; w < 6; ++w)
-      for (int j = 0; j < 8; ++j) want.push_back(x.values[size_t(b * 23 + w * 3 + j)]);
-  expect_close(out[0].second, want);
+  expect_close(out[0].second, frames_of_8_every_3(x));
 }
 
 TEST_F(ConverterTest, FoldedTransposedWeightConvertsCorrectly) {

@@ -47,6 +47,28 @@ ir::Argument node_arg(const ir::Node& node, const std::string& name) {
   return bound[name];
 }
 
+std::optional<int64_t> int_arg(const ir::Argument& a) {
+  if (a.is<int64_t>()) return a.as<int64_t>();
+  return std::nullopt;
+}
+
+std::optional<double> number_arg(const ir::Argument& a) {
+  if (a.is<double>()) return a.as<double>();
+  if (a.is<int64_t>()) return double(a.as<int64_t>());
+  return std::nullopt;
+}
+
+std::optional<std::vector<int64_t>> ints_arg(const ir::Argument& a, std::optional<size_t> size) {
+  if (!a.is<ir::Argument::List>()) return std::nullopt;
+  std::vector<int64_t> v;
+  for (const ir::Argument& e : a.as<ir::Argument::List>()) {
+    if (!e.is<int64_t>()) return std::nullopt;
+    v.push_back(e.as<int64_t>());
+  }
+  if (size && v.size() != *size) return std::nullopt;
+  return v;
+}
+
 const ir::TensorMeta* arg_meta(const ir::Node& node, const std::string& name) {
   const ir::Argument a = node_arg(node, name);
   return a.is_node() && a.node()->meta.is_tensor() ? &a.node()->meta.tensor : nullptr;

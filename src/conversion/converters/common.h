@@ -48,6 +48,11 @@ ir::Argument node_arg(const ir::Node& node, const std::string& name);
 bool dtypes_supported(const ir::Node& node);
 // Only element 0 of a tuple-returning node is read (through getitem).
 bool only_output0_used(const ir::Node& node);
+// A validator's view of a literal argument: an int; a number (int or float); a list of ints
+// (`size` elements when given). nullopt for anything else (a symbolic size, None, a tensor).
+std::optional<int64_t> int_arg(const ir::Argument& a);
+std::optional<double> number_arg(const ir::Argument& a);
+std::optional<std::vector<int64_t>> ints_arg(const ir::Argument& a, std::optional<size_t> size = std::nullopt);
 // The metadata of the tensor a node argument names; nullptr when it is not a tensor node.
 const ir::TensorMeta* arg_meta(const ir::Node& node, const std::string& name);
 // That tensor's size along `dim` (negative counts from the end) when it is a known constant.

@@ -313,12 +313,9 @@ void register_composite() {
     return flip(sh::transpose(ctx, target, kAten, name + "/transpose", x, d0, d1), {d1}, name);
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::TensorMeta* m = arg_meta(n, "self");
-        const ir::Argument dims = node_arg(n, "dims"), k = node_arg(n, "k");
-        if (!m || !k.is<int64_t>() || !dims.is<ir::Argument::List>() || dims.as<ir::Argument::List>().size() != 2) return false;
-        const int64_t r = int64_t(m->rank());
-        const auto& l = dims.as<ir::Argument::List>();
-        if (!l[0].is<int64_t>() || !l[1].is<int64_t>()) return false;
-        const int64_t a = l[0].as<int64_t>(), b = l[1].as<int64_t>();
+        const auto dims = ints_arg(node_arg(n, "dims"), 2);
+        if (!m || !int_arg(node_arg(n, "k")) || !dims) return false;
+        const int64_t r = int64_t(m->rank()), a = (*dims)[0], b = (*dims)[1];
         return a >= -r && a < r && b >= -r && b < r && (a + r) % r != (b + r) % r;
       }, "two distinct dims"});
   // block_diag: each matrix padded with zeros to its place in the total width, stacked by rows.

@@ -274,16 +274,11 @@ void register_einsum() {
         for (const char* arg : {"i1", "i2", "i3"}) {
           const ir::TensorMeta* m = arg_meta(n, arg);
           if (!m || !ir::is_floating(m->dtype)) return false;
-          std::vector<int64_t> expand;
-          const ir::Argument list = node_arg(n, std::string("expand") + arg[1]);
-          if (!list.is<ir::Argument::List>()) return false;
-          for (const ir::Argument& d : list.as<ir::Argument::List>()) {
-            if (!d.is<int64_t>()) return false;
-            expand.push_back(d.as<int64_t>());
-          }
-          if (space == 0) space = m->rank() + expand.size();
-          if (m->rank() + expand.size() != space || space > 26) return false;
-          expands.push_back(expand);
+          const auto expand = ints_arg(node_arg(n, std::string("expand") + arg[1]));
+          if (!expand) return false;
+          if (space == 0) space = m->rank() + expand->size();
+          if (m->rank() + expand->size() != space || space > 26) return false;
+          expands.push_back(*expand);
         }
         // Every dim of the space is some operand's (a dim all three lack would be a size-1 output
         // dim no equation can name).

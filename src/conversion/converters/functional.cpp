@@ -12,11 +12,6 @@ namespace {
 namespace sh = impl::shuffle;
 namespace sl = impl::slice;
 
-std::optional<int64_t> static_int(const ir::Argument& a) {
-  if (a.is<int64_t>()) return a.as<int64_t>();
-  return std::nullopt;
-}
-
 // PyTorch's clamp of a slice bound into [0, n].
 int64_t clamp_bound(const Value& v, int64_t n, int64_t fallback) {
   if (v.is_none()) return fallback;
@@ -82,8 +77,8 @@ void register_functional() {
     const int64_t s = clamp_bound(a["start"], n, 0), e = std::max(s, clamp_bound(a["end"], n, n));
     return replace_range(ctx, target, name, self, a.tensor("src"), dim, s, e);
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        auto dim = static_int(node_arg(n, "dim"));
-        auto step = static_int(node_arg(n, "step"));
+        auto dim = int_arg(node_arg(n, "dim"));
+        auto step = int_arg(node_arg(n, "step"));
         ir::Argument s = node_arg(n, "start"), e = node_arg(n, "end");
         return dim && step == std::optional<int64_t>(1) && static_size(n, "self", *dim) &&
                (s.is_none() || s.is<int64_t>()) && (e.is_none() || e.is<int64_t>());
@@ -98,8 +93,8 @@ void register_functional() {
     Tensor* src = sh::unsqueeze(ctx, target, kAten, name + "/unsqueeze", a.tensor("src"), dim);
     return replace_range(ctx, target, name, self, src, dim, i, i + 1);
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        auto dim = static_int(node_arg(n, "dim"));
-        return dim && static_int(node_arg(n, "index")) && static_size(n, "self", *dim);
+        auto dim = int_arg(node_arg(n, "dim"));
+        return dim && int_arg(node_arg(n, "index")) && static_size(n, "self", *dim);
       }, "static index and dim size"});
   add({"aten.copy.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);

@@ -83,10 +83,8 @@ bool embed_ok(const ir::Node& n, int64_t dim1, int64_t dim2) {
   return dim1 >= -r && dim1 < r && dim2 >= -r && dim2 < r && (dim1 + r) % r != (dim2 + r) % r;
 }
 
-int64_t int_arg(const ir::Node& n, const std::string& name) {
-  const ir::Argument a = node_arg(n, name);
-  return a.is<int64_t>() ? a.as<int64_t>() : 0;
-}
+// The int argument `name` of n; 0 (the schemas' default) where it is not an int literal.
+int64_t int_or_zero(const ir::Node& n, const std::string& name) { return int_arg(node_arg(n, name)).value_or(0); }
 
 }  // namespace
 
@@ -95,12 +93,12 @@ void register_matrix() {
     Args a(target, args, kwargs);
     return diagonal(ctx, target, name, a.tensor("self"), a.i("offset"), a.i("dim1"), a.i("dim2"));
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        return diagonal_ok(n, int_arg(n, "offset"), int_arg(n, "dim1"), int_arg(n, "dim2"));
+        return diagonal_ok(n, int_or_zero(n, "offset"), int_or_zero(n, "dim1"), int_or_zero(n, "dim2"));
       }, "static sizes along dim1 and dim2, a diagonal that is not empty"});
   add({"aten.diag_embed.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return diag_embed(ctx, target, name, a.tensor("self"), a.i("offset"), a.i("dim1"), a.i("dim2"));
-  }, {[](const ir::Node& n, const CompilationSettings&) { return embed_ok(n, int_arg(n, "dim1"), int_arg(n, "dim2")); },
+  }, {[](const ir::Node& n, const CompilationSettings&) { return embed_ok(n, int_or_zero(n, "dim1"), int_or_zero(n, "dim2")); },
       "a static last dim, dim1 != dim2"});
   // torch.diag: a vector's diagonal matrix, or a matrix's diagonal.
   add({"aten.diag.default"}, KILN_CONVERTER {
@@ -111,7 +109,7 @@ void register_matrix() {
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::TensorMeta* m = arg_meta(n, "self");
         if (!m) return false;
-        return m->rank() == 1 ? embed_ok(n, 0, 1) : m->rank() == 2 && diagonal_ok(n, int_arg(n, "diagonal"), 0, 1);
+        return m->rank() == 1 ? embed_ok(n, 0, 1) : m->rank() == 2 && diagonal_ok(n, int_or_zero(n, "diagonal"), 0, 1);
       }, "a vector or matrix of static size"});
   add({"aten.trace.default"}, KILN_CONVERTER {  // the main diagonal's sum (integers in i64)
     Tensor* d = diagonal(ctx, target, name + "/diagonal", args.at(0).tensor(), 0, 0, 1);
@@ -177,8 +175,7 @@ void register_matrix() {
                            sh::unsqueeze(ctx, target, kAten, name + "/y_rows", y, -3));  // [.., P, R, M]
     return red::p_norm(ctx, target, kAten, name, diff, p, {-1}, false);
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        const ir::Argument p = node_arg(n, "p");
-        const double v = p.is<double>() ? p.as<double>() : p.is<int64_t>() ? double(p.as<int64_t>()) : -1.0;
+        const double v = number_arg(node_arg(n, "p")).value_or(-1.0);
         const ir::TensorMeta *x = arg_meta(n, "x1"), *y = arg_meta(n, "x2");
         if (!(v >= 0 || std::isinf(v)) || !x || !y || x->rank() < 2 || x->rank() != y->rank()) return false;
         // Where the converter does not multiply matrices it forms the differences, [.., P, R, M]: bounded.
@@ -207,8 +204,7 @@ void register_matrix() {
                                       0, positions_constant(ctx, name + "/pairs", pairs));
   }, {[](const ir::Node& n, const CompilationSettings&) {
         const ir::TensorMeta* m = arg_meta(n, "self");
-        const ir::Argument p = node_arg(n, "p");
-        const double v = p.is<double>() ? p.as<double>() : p.is<int64_t>() ? double(p.as<int64_t>()) : -1.0;
+        const double v = number_arg(node_arg(n, "p")).value_or(-1.0);
         if (!m || m->rank() != 2 || !m->is_static() || !(v >= 0 || std::isinf(v))) return false;
         const int64_t rows = m->sizes[0].value, cols = m->sizes[1].value;
         return rows >= 2 && rows * rows * std::max<int64_t>(cols, 1) <= (int64_t{1} << 26);

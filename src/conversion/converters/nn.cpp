@@ -367,12 +367,11 @@ void register_nn() {
             n.meta.kind != ir::ValueMeta::Kind::Tuple || n.meta.tuple.size() != 2 || !n.meta.tuple[0] ||
             !n.meta.tuple[0]->is_static())
           return false;
-        const ir::Argument kernel = node_arg(n, "kernel_size");  // one position per tap per window
+        const auto kernel = ints_arg(node_arg(n, "kernel_size"));  // one position per tap per window
+        if (!kernel || kernel->empty() || kernel->size() > 2) return false;
         const auto& out = n.meta.tuple[0]->sizes;
-        int64_t positions = out[out.size() - 1].value * out[out.size() - 2].value;
-        if (!kernel.is<ir::Argument::List>()) return false;
-        for (const ir::Argument& k : kernel.as<ir::Argument::List>()) positions *= k.is<int64_t>() ? k.as<int64_t>() : 0;
-        if (kernel.as<ir::Argument::List>().size() == 1) positions *= kernel.as<ir::Argument::List>()[0].as<int64_t>();
+        const int64_t taps = kernel->front() * kernel->back();  // one int stands for both dims
+        const int64_t positions = out[out.size() - 1].value * out[out.size() - 2].value * taps;
         return positions > 0 && positions <= kMaxConstantPositions;
       }, "indices unused, or a 2-d input of static height and width"});
   add({"aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"}, KILN_CONVERTER {

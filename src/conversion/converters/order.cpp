@@ -63,10 +63,7 @@ bool sortable(const ir::Node& n, int64_t dim) {
   return m && (m->rank() == 0 || static_size(n, "self", dim).has_value());
 }
 
-int64_t dim_of(const ir::Node& n) {
-  const ir::Argument d = node_arg(n, "dim");
-  return d.is<int64_t>() ? d.as<int64_t>() : -1;
-}
+int64_t dim_of(const ir::Node& n) { return int_arg(node_arg(n, "dim")).value_or(-1); }
 
 }  // namespace
 

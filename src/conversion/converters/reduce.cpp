@@ -109,10 +109,7 @@ void register_reduce() {
   add({"aten.std.correction", "aten.std.dim", "aten.std.default"}, var(true),
       {[](const ir::Node& n, const CompilationSettings&) { return correction_ok(n); }, "known schema"});
   static const auto p_of = [](const ir::Argument& a) -> std::optional<double> {
-    if (a.is_none()) return 2.0;
-    if (a.is<double>()) return a.as<double>();
-    if (a.is<int64_t>()) return double(a.as<int64_t>());
-    return std::nullopt;
+    return a.is_none() ? std::optional<double>(2.0) : number_arg(a);
   };
   static const auto p_ok = [](const ir::Argument& a) {
     const std::optional<double> p = p_of(a);

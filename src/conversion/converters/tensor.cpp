@@ -488,12 +488,9 @@ void register_tensor() {
     Tensor* values = ctx.constant(engine::Weights::copy_of(DataType::kFloat32, {steps}, v.data()), name + "/values");
     return impl::cast::to_dtype(ctx, target, kAten, name, values, node_dtype(ctx));
   }, {[](const ir::Node& n, const CompilationSettings&) {
-        auto number = [&](const char* arg) {
-          const ir::Argument v = node_arg(n, arg);
-          return v.is<double>() || v.is<int64_t>();
-        };
         const ir::Argument steps = node_arg(n, "steps");
-        return number("start") && number("end") && steps.is<int64_t>() && steps.as<int64_t>() >= 1 && n.meta.is_tensor() &&
+        return number_arg(node_arg(n, "start")) && number_arg(node_arg(n, "end")) && steps.is<int64_t>() &&
+               steps.as<int64_t>() >= 1 && n.meta.is_tensor() &&
                ir::is_floating(n.meta.tensor.dtype);
       }, "numbers for start and end, static steps >= 1, a floating dtype"});
 

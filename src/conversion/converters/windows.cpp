@@ -44,15 +44,7 @@ struct Windows2d {
 };
 
 std::optional<std::vector<int64_t>> pair_arg(const ir::Node& n, const std::string& name) {
-  const ir::Argument a = node_arg(n, name);
-  if (!a.is<ir::Argument::List>()) return std::nullopt;
-  std::vector<int64_t> v;
-  for (const ir::Argument& e : a.as<ir::Argument::List>()) {
-    if (!e.is<int64_t>()) return std::nullopt;
-    v.push_back(e.as<int64_t>());
-  }
-  if (v.size() != 2) return std::nullopt;
-  return v;
+  return ints_arg(node_arg(n, name), 2);
 }
 
 std::optional<Windows2d> windows_of(const ir::Node& n, int64_t height, int64_t width) {
@@ -142,13 +134,9 @@ Tensor* max_pool2d_positions(ConversionContext& ctx, const std::string& target, 
 Tensor* max_pool2d_indices(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
                            const std::vector<int64_t>& kernel, std::vector<int64_t> stride,
                            const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, Tensor* pooled) {
-  auto two = [](std::vector<int64_t> v, int64_t fallback) {
-    if (v.empty()) v = {fallback, fallback};
-    if (v.size() == 1) v.push_back(v[0]);
-    return v;
-  };
-  const std::vector<int64_t> k = two(kernel, 1), s = stride.empty() ? k : two(stride, 1), p = two(padding, 0),
-                             d = two(dilation, 1);
+  const std::vector<int64_t> k = impl::per_dim(kernel, 2, 1, "kernel_size"),
+                             s = stride.empty() ? k : impl::per_dim(stride, 2, 1, "stride"),
+                             p = impl::per_dim(padding, 2, 0, "padding"), d = impl::per_dim(dilation, 2, 1, "dilation");
   const bool batched = x->rank() == 4;
   if (!batched) x = sh::unsqueeze(ctx, target, kAten, name + "/batch", x, 0);
   const size_t r = pooled->rank();

@@ -34,6 +34,9 @@ Tensor* get_tensor(ConversionContext& ctx, const Value& v, DataType dtype, size_
 // Leading 1s so both operands have the same rank (the engine broadcasts equal ranks).
 Tensor* broadcast_rank(ConversionContext& ctx, Tensor* t, size_t rank, const std::string& name);
 std::vector<int64_t> static_dims(const Tensor* t, const std::string& what);  // throws when symbolic
+// A pooling or convolution argument with one value per spatial dim: PyTorch lets one int stand for
+// every dim, and an empty list means `fill` (throws naming `what` on another count).
+std::vector<int64_t> per_dim(std::vector<int64_t> v, size_t n, int64_t fill, const std::string& what);
 // A symbolic int (a size, >= 0) as a 0-d i64 tensor computed at run time.
 Tensor* symbolic_scalar(ConversionContext& ctx, const DimExpr& n, const std::string& name);
 

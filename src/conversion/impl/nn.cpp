@@ -6,8 +6,6 @@
 
 namespace kiln::conversion::impl {
 
-namespace {
-// PyTorch lets one int stand for every spatial dim.
 std::vector<int64_t> per_dim(std::vector<int64_t> v, size_t n, int64_t fill, const std::string& what) {
   if (v.empty()) return std::vector<int64_t>(n, fill);
   if (v.size() == 1 && n > 1) return std::vector<int64_t>(n, v[0]);
@@ -15,7 +13,6 @@ std::vector<int64_t> per_dim(std::vector<int64_t> v, size_t n, int64_t fill, con
     throw ConversionError(what + " has " + std::to_string(v.size()) + " values for " + std::to_string(n) + " spatial dims");
   return v;
 }
-}  // namespace
 
 // ---- matmul ---------------------------------------------------------------------------------------
 
