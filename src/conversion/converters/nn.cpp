@@ -364,12 +364,15 @@ void register_nn() {
         if (only_output0_used(n)) return true;
         const ir::TensorMeta* m = arg_meta(n, "self");
         if (!m || (m->rank() != 3 && m->rank() != 4) || !static_size(n, "self", -1) || !static_size(n, "self", -2) ||
-            n.meta.kind != ir::ValueMeta::Kind::Tuple || n.meta.tuple.size() != 2 || !n.meta.tuple[0] ||
-            !n.meta.tuple[0]->is_static())
+            n.meta.kind != ir::ValueMeta::Kind::Tuple || n.meta.tuple.size() != 2)
           return false;
+        // The output's size from whichever element capture described (values and indices share it;
+        // an element nothing reads may have no metadata).
+        const std::optional<ir::TensorMeta>& pooled = n.meta.tuple[0] ? n.meta.tuple[0] : n.meta.tuple[1];
+        if (!pooled || !pooled->is_static()) return false;
         const auto kernel = ints_arg(node_arg(n, "kernel_size"));  // one position per tap per window
         if (!kernel || kernel->empty() || kernel->size() > 2) return false;
-        const auto& out = n.meta.tuple[0]->sizes;
+        const auto& out = pooled->sizes;
         const int64_t taps = kernel->front() * kernel->back();  // one int stands for both dims
         const int64_t positions = out[out.size() - 1].value * out[out.size() - 2].value * taps;
         return positions > 0 && positions <= kMaxConstantPositions;
