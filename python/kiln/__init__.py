@@ -267,8 +267,16 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
         warnings.warn("kiln.compile: float64 module or inputs: computed in float32 (truncate_double); "
                       "inputs and outputs stay float64", stacklevel=2)
 
+    to_torch = set(settings.torch_executed_ops)
+
+    def converts(node):
+        # An op the user gave to PyTorch (torch_executed_ops) stays whole: decomposed, its parts
+        # would be converted against the user's wish.
+        return (node.target in to_torch
+                or _kiln.lookup(node, settings)[0] == _kiln.Verdict.CONVERTIBLE)
+
     with torch.no_grad():
-        cap = capture(module, arg_inputs, kwarg_inputs, dev)
+        cap = capture(module, arg_inputs, kwarg_inputs, dev, converts)
     if dryrun:
         print(_kiln.dry_run(cap.program, settings, cap.dynamic))
         return module

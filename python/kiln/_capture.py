@@ -371,26 +371,36 @@ def _shape_env(s):
     return s.get_pyobj().shape_env if hasattr(s, "get_pyobj") else s.node.shape_env
 
 
-def _decomposition_table():
-    """Core ATen's table less the ops kiln converts whole. Decomposed on a CUDA machine,
-    scaled_dot_product_attention becomes a backend kernel or, for fp16 with a mask, attention
-    written out in fp32 (casts around every step, no fused attention); linear over a transposed
-    activation (nn.MultiheadAttention's packed projection) becomes a bmm over copies of its weight.
-    None where PyTorch has no editable table (< 2.6): everything is decomposed."""
+def _decomposition_table(decompose=frozenset()):
+    """Core ATen's table less the ops kiln's registry converts whole, and the names of the ops so
+    kept. A decomposed op reaches kiln as several smaller ones: silu as a sigmoid and a multiply,
+    which no longer fuse into a convolution's epilogue; hardswish, gelu or group_norm as a dozen
+    pointwise steps; scaled_dot_product_attention, on a CUDA machine, as a backend kernel or attention
+    written out in fp32; linear over a transposed activation as a bmm over copies of its weight. A
+    converter registered from Python for such an op is what the user wants called. The ops in
+    `decompose` (kept whole before, then refused by their converter) are decomposed after all.
+    (None, empty) where PyTorch has no editable table (< 2.6): everything is decomposed."""
     if not hasattr(torch.export, "default_decompositions"):
-        return None
+        return None, frozenset()
     table = torch.export.default_decompositions()
-    for op in (torch.ops.aten.scaled_dot_product_attention.default, torch.ops.aten.linear.default):
-        try:
+    kept = set()
+    for op in list(table.keys()):
+        name = target_name(op)
+        if name not in decompose and _kiln.converters(name):
             del table[op]
-        except KeyError:
-            pass
-    return table
+            kept.add(name)
+    return table, frozenset(kept)
 
 
-def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
-    """PyTorch >= 2.1: torch.export, with torch.export.Dim for the dims kiln.Input marks dynamic,
-    decomposed to core ATen."""
+def _refused_whole(program, kept, converts):
+    """The ops kept whole (not decomposed) that `converts` says would not convert in this program:
+    decomposed, their parts may."""
+    return {node.target for node in program.nodes()
+            if node.kind == "call_function" and node.target in kept and not converts(node)}
+
+
+def _export(module, args, kwargs, flat, tensor_leaf, specs):
+    """PyTorch >= 2.1: torch.export, with torch.export.Dim for the dims kiln.Input marks dynamic."""
     dims_of = []
     k = 0
     for leaf, is_t in zip(flat, tensor_leaf):
@@ -407,9 +417,15 @@ def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
         dynamic_shapes = pytree.tree_unflatten(dims_of, pytree.tree_flatten((tuple(args), kwargs))[1])
         if not kwargs:
             dynamic_shapes = dynamic_shapes[0]
-    ep = torch.export.export(module, tuple(args), kwargs or None, dynamic_shapes=dynamic_shapes)
-    table = _decomposition_table()
-    ep = ep.run_decompositions(table) if table is not None else ep.run_decompositions()
+    return torch.export.export(module, tuple(args), kwargs or None, dynamic_shapes=dynamic_shapes)
+
+
+def _decomposed(exported, specs, decompose=frozenset()):
+    """An exported program decomposed to core ATen, less the ops kiln converts whole (and with those
+    of `decompose` decomposed), as make_fx's trace is returned: the graph, its user inputs, weights,
+    output spec, symbols, state and user outputs; and the names of the ops kept whole."""
+    table, kept = _decomposition_table(decompose)
+    ep = exported.run_decompositions(table) if table is not None else exported.run_decompositions()
     gm = ep.graph_module
     sig = ep.graph_signature
     by_name = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
@@ -445,7 +461,7 @@ def _trace_export(module, args, kwargs, flat, tensor_leaf, specs):
     except AttributeError:
         out_spec = ep.module_call_graph[0].signature.out_spec
     user_outputs = [i for i, s in enumerate(sig.output_specs) if s.kind.name == "USER_OUTPUT"]
-    return gm, user, weight_of, out_spec, _Symbols(keep, {}), state, user_outputs
+    return (gm, user, weight_of, out_spec, _Symbols(keep, {}), state, user_outputs), kept
 
 
 # ---- symbol ranges -------------------------------------------------------------------------------
@@ -560,11 +576,13 @@ def _arg(a, names):
     return mapped
 
 
-def capture(module, arg_inputs, kwarg_inputs, device):
-    """Traces `module` on its example inputs (tensors or kiln.Input) and builds the IR program."""
+def capture(module, arg_inputs, kwarg_inputs, device, converts=None):
+    """Traces `module` on its example inputs (tensors or kiln.Input) and builds the IR program.
+    `converts(ir_node)`: whether the registry converts an op node as it stands (the compile's
+    settings decide); an op kept whole for kiln that it would not convert is decomposed instead."""
     sources_before = set(fx_sources())
     try:
-        return _capture(module, arg_inputs, kwarg_inputs, device)
+        return _capture(module, arg_inputs, kwarg_inputs, device, converts)
     finally:
         if not _has_export():
             _release_shape_env_caches()
@@ -590,7 +608,7 @@ def _release_shape_env_caches():
             clear()
 
 
-def _capture(module, arg_inputs, kwarg_inputs, device):
+def _capture(module, arg_inputs, kwarg_inputs, device, converts):
     kwarg_inputs = dict(kwarg_inputs or {})
     flat_specs, in_spec = pytree.tree_flatten((tuple(arg_inputs), kwarg_inputs))
     tensor_leaf = [isinstance(v, (torch.Tensor, Input)) for v in flat_specs]
@@ -603,11 +621,13 @@ def _capture(module, arg_inputs, kwarg_inputs, device):
     flat = [v.example(device, taken) if isinstance(v, Input) else v for v in flat_specs]
     args, kwargs = pytree.tree_unflatten(flat, in_spec)
 
-    user_outputs = None
+    user_outputs = exported = None
+    kept = frozenset()
     try:
         if _has_export():
-            gm, user, weight_of, out_spec, sym, state, user_outputs = _trace_export(
-                module, args, kwargs, flat, tensor_leaf, specs)
+            exported = _export(module, args, kwargs, flat, tensor_leaf, specs)
+            traced, kept = _decomposed(exported, specs)
+            gm, user, weight_of, out_spec, sym, state, user_outputs = traced
         else:
             gm, user, weight_of, out_spec, sym, state = _trace_make_fx(
                 module, flat, tensor_leaf, in_spec, specs, device)
@@ -623,6 +643,14 @@ def _capture(module, arg_inputs, kwarg_inputs, device):
     else:
         forward_names = [None] * len(user)
     program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs)
+    refused = _refused_whole(program, kept, converts) if kept and converts is not None else set()
+    if refused:
+        try:
+            traced, _ = _decomposed(exported, specs, frozenset(refused))
+        except Exception as e:  # noqa: BLE001 - as the first decomposition's errors
+            raise _capture_error(module, e) from e
+        gm, user, weight_of, out_spec, sym, state, user_outputs = traced
+        program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs)
     # Parameters and persistent buffers (what a state dict holds) can be refitted; the traced values of
     # the rest (non-persistent buffers, constants the export lifted) stay, kept here.
     in_state_dict = set(module.state_dict()) if isinstance(module, torch.nn.Module) else set()
