@@ -384,7 +384,10 @@ def _decomposition_table(decompose=frozenset()):
         return None, frozenset()
     table = torch.export.default_decompositions()
     kept = set()
-    for op in list(table.keys()):
+    for op in list(table.keys()):  # keys(): the table holds its entries apart from the dict's own
+        schema = getattr(op, "_schema", None)
+        if schema is None or schema.is_mutable:  # in-place and out= forms: functionalized as before
+            continue
         name = target_name(op)
         if name not in decompose and _kiln.converters(name):
             del table[op]
