@@ -1,5 +1,6 @@
 // Views and reshapes, slicing, indexing, concatenation, creation, casts, no-ops, getitem and
 // symbolic-int arithmetic.
+#include <algorithm>
 #include <optional>
 
 #include "conversion/converters/common.h"
@@ -59,6 +60,45 @@ std::optional<std::vector<int64_t>> split_sizes(const ir::Node& n) {
   return out;
 }
 
+// A reshape of a tensor with a data-dependent size (nonzero's count) to sizes the trace recorded as
+// numbers: PyTorch 1.13's make_fx records x[mask].reshape(-1, d) as a reshape to the traced count.
+// Where one target dim alone is left once the dims both shapes share are matched from either end,
+// that dim is the data-dependent one and takes the input's size; otherwise the sizes stay as
+// traced, and the runtime refuses a call whose count differs.
+std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, const Tensor* x,
+                                              std::vector<DimExpr> target) {
+  const engine::Shape& in = x->shape();
+  std::vector<std::string> symbols;
+  for (const DimExpr& d : in) d.collect_symbols(symbols);
+  const std::vector<std::string> bound = ctx.net.input_symbols();
+  const bool data_dependent = std::any_of(symbols.begin(), symbols.end(), [&](const std::string& s) {
+    return std::find(bound.begin(), bound.end(), s) == bound.end();
+  });
+  if (!data_dependent) return target;
+  for (const DimExpr& d : target)
+    if (!d.constant() || *d.constant() < 0) return target;  // symbolic or -1: shape inference's job
+  auto same = [](const DimExpr& a, const DimExpr& b) { return a.constant() && b.constant() && *a.constant() == *b.constant(); };
+  size_t in_end = in.size(), t_end = target.size(), in_begin = 0, t_begin = 0;
+  while (in_end > 0 && t_end > 0 && same(in[in_end - 1], target[t_end - 1])) --in_end, --t_end;
+  while (in_begin < in_end && t_begin < t_end && same(in[in_begin], target[t_begin])) ++in_begin, ++t_begin;
+  if (t_end - t_begin != 1 || in_begin == in_end) return target;
+  // The dims taken held the traced number: the trace's sizes of the input agree.
+  if (ctx.current_node && !ctx.current_node->args.empty() && ctx.current_node->args[0].is_node()) {
+    const ir::ValueMeta& m = ctx.current_node->args[0].node()->meta;
+    if (!m.is_tensor() || m.tensor.rank() != in.size()) return target;
+    int64_t traced = 1;
+    for (size_t i = in_begin; i < in_end; ++i) {
+      if (!m.tensor.sizes[i].is_constant()) return target;
+      traced *= m.tensor.sizes[i].value;
+    }
+    if (traced != *target[t_begin].constant()) return target;
+  }
+  DimExpr size(1);
+  for (size_t i = in_begin; i < in_end; ++i) size = size * in[i];
+  target[t_begin] = size;
+  return target;
+}
+
 Fn identity() {
   return KILN_CONVERTER { return args.at(0); };
 }
@@ -73,7 +113,8 @@ Fn sym_binary(DimExpr (*f)(const DimExpr&, const DimExpr&)) {
 void register_tensor() {
   // ---- reshapes and views ----
   add({"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}, KILN_CONVERTER {
-    return sh::reshape(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_dims());
+    Tensor* x = args.at(0).tensor();
+    return sh::reshape(ctx, target, kAten, name, x, with_data_dependent_size(ctx, x, args.at(1).to_dims()));
   });
   add({"aten.view_as.default", "aten.reshape_as.default"}, KILN_CONVERTER {
     return sh::reshape(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).tensor()->shape());
