@@ -276,7 +276,7 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
                 or _kiln.lookup(node, settings)[0] == _kiln.Verdict.CONVERTIBLE)
 
     with torch.no_grad():
-        cap = capture(module, arg_inputs, kwarg_inputs, dev, converts)
+        cap = capture(module, arg_inputs, kwarg_inputs, dev, converts, to_torch)
     if dryrun:
         print(_kiln.dry_run(cap.program, settings, cap.dynamic))
         return module

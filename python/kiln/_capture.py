@@ -371,6 +371,11 @@ def _shape_env(s):
     return s.get_pyobj().shape_env if hasattr(s, "get_pyobj") else s.node.shape_env
 
 
+# Kept whole in every case: fused attention and linear (decomposed on a CUDA machine, attention
+# becomes a backend kernel or fp32 steps, linear over a transposed activation a bmm over copies).
+_ALWAYS_WHOLE = ("aten.scaled_dot_product_attention.default", "aten.linear.default")
+
+
 def _decomposition_table(decompose=frozenset()):
     """Core ATen's table less the ops kiln's registry converts whole, and the names of the ops so
     kept. A decomposed op reaches kiln as several smaller ones: silu as a sigmoid and a multiply,
@@ -378,8 +383,9 @@ def _decomposition_table(decompose=frozenset()):
     pointwise steps; scaled_dot_product_attention, on a CUDA machine, as a backend kernel or attention
     written out in fp32; linear over a transposed activation as a bmm over copies of its weight. A
     converter registered from Python for such an op is what the user wants called. The ops in
-    `decompose` (kept whole before, then refused by their converter) are decomposed after all.
-    (None, empty) where PyTorch has no editable table (< 2.6): everything is decomposed."""
+    `decompose` (kept whole before, then refused by their converter) are decomposed after all;
+    decompose=None keeps only _ALWAYS_WHOLE. (None, empty) where PyTorch has no editable table
+    (< 2.6): everything is decomposed."""
     if not hasattr(torch.export, "default_decompositions"):
         return None, frozenset()
     table = torch.export.default_decompositions()
@@ -389,7 +395,8 @@ def _decomposition_table(decompose=frozenset()):
         if schema is None or schema.is_mutable:  # in-place and out= forms: functionalized as before
             continue
         name = target_name(op)
-        if name not in decompose and _kiln.converters(name):
+        whole = name in _ALWAYS_WHOLE if decompose is None else name not in decompose and _kiln.converters(name)
+        if whole:
             del table[op]
             kept.add(name)
     return table, frozenset(kept)
@@ -428,7 +435,16 @@ def _decomposed(exported, specs, decompose=frozenset()):
     of `decompose` decomposed), as make_fx's trace is returned: the graph, its user inputs, weights,
     output spec, symbols, state and user outputs; and the names of the ops kept whole."""
     table, kept = _decomposition_table(decompose)
-    ep = exported.run_decompositions(table) if table is not None else exported.run_decompositions()
+    if table is None:
+        ep = exported.run_decompositions()
+    else:
+        try:
+            ep = exported.run_decompositions(table)
+        except Exception:  # noqa: BLE001 - an op kept whole that PyTorch cannot keep: as before
+            if decompose is None:
+                raise
+            table, kept = _decomposition_table(None)
+            ep = exported.run_decompositions(table)
     gm = ep.graph_module
     sig = ep.graph_signature
     by_name = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
@@ -579,13 +595,15 @@ def _arg(a, names):
     return mapped
 
 
-def capture(module, arg_inputs, kwarg_inputs, device, converts=None):
+def capture(module, arg_inputs, kwarg_inputs, device, converts=None, torch_ops=frozenset()):
     """Traces `module` on its example inputs (tensors or kiln.Input) and builds the IR program.
     `converts(ir_node)`: whether the registry converts an op node as it stands (the compile's
-    settings decide); an op kept whole for kiln that it would not convert is decomposed instead."""
+    settings decide); an op kept whole for kiln that it would not convert is decomposed instead.
+    `torch_ops`: the ops the user gave to PyTorch; where one is a piece of an op kept whole
+    (sigmoid of silu), the ops kept whole are decomposed so that it exists."""
     sources_before = set(fx_sources())
     try:
-        return _capture(module, arg_inputs, kwarg_inputs, device, converts)
+        return _capture(module, arg_inputs, kwarg_inputs, device, converts, frozenset(torch_ops))
     finally:
         if not _has_export():
             _release_shape_env_caches()
@@ -611,7 +629,7 @@ def _release_shape_env_caches():
             clear()
 
 
-def _capture(module, arg_inputs, kwarg_inputs, device, converts):
+def _capture(module, arg_inputs, kwarg_inputs, device, converts, torch_ops):
     kwarg_inputs = dict(kwarg_inputs or {})
     flat_specs, in_spec = pytree.tree_flatten((tuple(arg_inputs), kwarg_inputs))
     tensor_leaf = [isinstance(v, (torch.Tensor, Input)) for v in flat_specs]
@@ -646,10 +664,15 @@ def _capture(module, arg_inputs, kwarg_inputs, device, converts):
     else:
         forward_names = [None] * len(user)
     program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs)
-    refused = _refused_whole(program, kept, converts) if kept and converts is not None else set()
-    if refused:
+    decompose = set()
+    if kept:
+        if converts is not None:
+            decompose |= _refused_whole(program, kept, converts)
+        if torch_ops - {n.target for n in program.nodes()}:
+            decompose |= kept - torch_ops
+    if decompose:
         try:
-            traced, _ = _decomposed(exported, specs, frozenset(refused))
+            traced, _ = _decomposed(exported, specs, frozenset(decompose))
         except Exception as e:  # noqa: BLE001 - as the first decomposition's errors
             raise _capture_error(module, e) from e
         gm, user, weight_of, out_spec, sym, state, user_outputs = traced

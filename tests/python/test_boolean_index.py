@@ -96,21 +96,42 @@ def test_mixture_of_experts_routing_converts_whole_and_follows_the_counts(device
         torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
 
 
+def test_mixture_of_experts_traced_with_one_token_per_expert_follows_the_routing(device):
+    """Each expert traced with one token: the traced reshape [1, 16] could hold the count in either
+    dim; it is the one where -1 was written (the one aligned with the count's own dim)."""
+    torch.manual_seed(0)
+    m = SparseMoE().to(device).eval()
+    with torch.no_grad():  # token 0 prefers experts 0 and 1, token 1 experts 2 and 3
+        m.gate.weight.copy_(torch.tensor([[4.0], [3.0], [-3.0], [-4.0]]).repeat(1, 16) / 16)
+    x = torch.cat([torch.ones(1, 1, 16), -torch.ones(1, 1, 16)], 1).to(device)
+    compiled = kiln.compile(m, arg_inputs=(x,), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
+    for signs in ([1, 1], [-1, -1], [-1, 1]):  # both tokens to the same experts: counts 2 and 0
+        y = torch.cat([s * torch.ones(1, 1, 16) for s in signs], 1).to(device) * torch.rand(1, 2, 16).to(device)
+        torch.testing.assert_close(compiled(y), m(y), rtol=1e-5, atol=1e-5)
+
+
 class FixedRows(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.randn(3, 4))
+
     def forward(self, x, m):
-        return x[m > 0].reshape(2, 6) * 2  # a size that holds only for the traced count
+        return x[m > 0] * self.scale  # rows that broadcast only for the traced count
 
 
-def test_a_reshape_that_holds_only_for_the_traced_count_raises_on_another(device):
+def test_sizes_that_hold_only_for_the_traced_count_raise_on_another(device):
     x = torch.randn(5, 4, device=device)
     traced = torch.tensor([1, 0, 1, 1, 0], device=device)
+    m = FixedRows().to(device)
     try:
-        compiled = kiln.compile(FixedRows(), arg_inputs=(x, traced), min_block_size=1)
+        compiled = kiln.compile(m, arg_inputs=(x, traced), min_block_size=1)
     except kiln.CaptureError:
-        # torch.export records the count as a symbol and may refuse the reshape outright: also not
-        # a silent wrong answer. make_fx (PyTorch 1.13) records the traced numbers: kiln must check.
+        # torch.export records the count as a symbol and refuses to broadcast it against 3: also
+        # not a silent wrong answer. make_fx (PyTorch 1.13) records the traced numbers: kiln checks.
         assert hasattr(torch, "export")
         return
-    torch.testing.assert_close(compiled(x, traced), FixedRows()(x, traced))
-    with pytest.raises(Exception, match="reshape"):
+    torch.testing.assert_close(compiled(x, traced), m(x, traced))
+    with pytest.raises(kiln.ShapeError, match="broadcast"):
         compiled(x, torch.tensor([1, 1, 1, 1, 0], device=device))

@@ -62,9 +62,11 @@ std::optional<std::vector<int64_t>> split_sizes(const ir::Node& n) {
 
 // A reshape of a tensor with a data-dependent size (nonzero's count) to sizes the trace recorded as
 // numbers: PyTorch 1.13's make_fx records x[mask].reshape(-1, d) as a reshape to the traced count.
-// Where one target dim alone is left once the dims both shapes share are matched from either end,
-// that dim is the data-dependent one and takes the input's size; otherwise the sizes stay as
-// traced, and the runtime refuses a call whose count differs.
+// The target dim that holds the count is one whose fellow target dims divide the input's constant
+// dims (so it can take the count times what is left). Where several can, the one aligned with the
+// input's data-dependent dims (the same constant extents before and after it: reshape(-1, d),
+// flatten) is taken, as -1 is written there in practice; where that does not single one out, the
+// sizes stay as traced and the runtime refuses a call whose count differs (a ShapeError).
 std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, const Tensor* x,
                                               std::vector<DimExpr> target) {
   const engine::Shape& in = x->shape();
@@ -74,28 +76,56 @@ std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, cons
   const bool data_dependent = std::any_of(symbols.begin(), symbols.end(), [&](const std::string& s) {
     return std::find(bound.begin(), bound.end(), s) == bound.end();
   });
-  if (!data_dependent) return target;
+  if (!data_dependent || !ctx.current_node || ctx.current_node->args.empty() || !ctx.current_node->args[0].is_node())
+    return target;
   for (const DimExpr& d : target)
-    if (!d.constant() || *d.constant() < 0) return target;  // symbolic or -1: shape inference's job
-  auto same = [](const DimExpr& a, const DimExpr& b) { return a.constant() && b.constant() && *a.constant() == *b.constant(); };
-  size_t in_end = in.size(), t_end = target.size(), in_begin = 0, t_begin = 0;
-  while (in_end > 0 && t_end > 0 && same(in[in_end - 1], target[t_end - 1])) --in_end, --t_end;
-  while (in_begin < in_end && t_begin < t_end && same(in[in_begin], target[t_begin])) ++in_begin, ++t_begin;
-  if (t_end - t_begin != 1 || in_begin == in_end) return target;
-  // The dims taken held the traced number: the trace's sizes of the input agree.
-  if (ctx.current_node && !ctx.current_node->args.empty() && ctx.current_node->args[0].is_node()) {
-    const ir::ValueMeta& m = ctx.current_node->args[0].node()->meta;
-    if (!m.is_tensor() || m.tensor.rank() != in.size()) return target;
-    int64_t traced = 1;
-    for (size_t i = in_begin; i < in_end; ++i) {
-      if (!m.tensor.sizes[i].is_constant()) return target;
-      traced *= m.tensor.sizes[i].value;
+    if (!d.constant() || *d.constant() <= 0) return target;  // symbolic, -1 or empty: shape inference's job
+  // The input's constant extent, and before / after its first / last symbolic dim; its traced numel.
+  const ir::ValueMeta& m = ctx.current_node->args[0].node()->meta;
+  if (!m.is_tensor() || m.tensor.rank() != in.size()) return target;
+  int64_t constant = 1, before = 1, after = 1, traced = 1;
+  size_t first = in.size(), last = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (!m.tensor.sizes[i].is_constant()) return target;
+    traced *= m.tensor.sizes[i].value;
+    if (auto c = in[i].constant()) {
+      if (*c <= 0) return target;
+      constant *= *c;
+    } else {
+      first = std::min(first, i);
+      last = i;
     }
-    if (traced != *target[t_begin].constant()) return target;
   }
-  DimExpr size(1);
-  for (size_t i = in_begin; i < in_end; ++i) size = size * in[i];
-  target[t_begin] = size;
+  if (first == in.size()) return target;
+  for (size_t i = 0; i < first; ++i) before *= *in[i].constant();
+  for (size_t i = last + 1; i < in.size(); ++i) after *= *in[i].constant();
+  int64_t target_numel = 1;
+  for (const DimExpr& d : target) target_numel *= *d.constant();
+  if (target_numel != traced) return target;  // not the traced reshape: leave it to the checks
+  std::vector<size_t> fits, aligned;
+  for (size_t i = 0; i < target.size(); ++i) {
+    int64_t others = 1, left = 1;
+    for (size_t j = 0; j < target.size(); ++j) {
+      if (j != i) others *= *target[j].constant();
+      if (j < i) left *= *target[j].constant();
+    }
+    if (constant % others != 0) continue;
+    fits.push_back(i);
+    if (left == before && others / left == after) aligned.push_back(i);
+  }
+  size_t at;
+  if (fits.size() == 1) at = fits[0];
+  else if (aligned.size() == 1) at = aligned[0];
+  else return target;
+  DimExpr size(constant / [&] {
+    int64_t others = 1;
+    for (size_t j = 0; j < target.size(); ++j)
+      if (j != at) others *= *target[j].constant();
+    return others;
+  }());
+  for (const DimExpr& d : in)
+    if (!d.constant()) size = size * d;
+  target[at] = size;
   return target;
 }
 
