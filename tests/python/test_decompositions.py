@@ -108,3 +108,24 @@ def test_torch_executed_op_inside_a_kept_op_is_reached(device):
     compiled = kiln.compile(m, arg_inputs=x, min_block_size=1, torch_executed_ops={"aten.sigmoid.default"})
     assert "aten.sigmoid.default" in compiled.program.fallback_ops()
     torch.testing.assert_close(compiled(*x), m(*x), rtol=1e-4, atol=1e-4)
+
+
+def test_table_keeps_converted_pure_ops_only(monkeypatch):
+    """The table's filtering, on any PyTorch (a stand-in for torch.export's table): ops with a
+    converter are left out (kept whole) unless asked to decompose; in-place and out= overloads and
+    ops without a converter stay in; decompose=None keeps attention and linear only."""
+    import types
+    from kiln import _capture
+    ops = [torch.ops.aten.silu.default, torch.ops.aten.silu_.default, torch.ops.aten.silu.out,
+           torch.ops.aten.hardswish.default, torch.ops.aten.linear.default, torch.ops.aten.addcmul.default]
+    fake_export = types.SimpleNamespace(default_decompositions=lambda: {op: (lambda *a: None) for op in ops})
+    monkeypatch.setattr(torch, "export", fake_export, raising=False)
+    has = lambda name: bool(kiln.conversion.converters(name))  # noqa: E731
+    table, kept = _capture._decomposition_table()
+    assert "aten.silu.default" in kept and "aten.hardswish.default" in kept and "aten.linear.default" in kept
+    assert torch.ops.aten.silu_.default in table and torch.ops.aten.silu.out in table
+    assert (torch.ops.aten.addcmul.default in table) == (not has("aten.addcmul.default"))
+    table, kept = _capture._decomposition_table(frozenset({"aten.silu.default"}))
+    assert "aten.silu.default" not in kept and torch.ops.aten.silu.default in table
+    table, kept = _capture._decomposition_table(None)
+    assert kept == {"aten.linear.default"} and torch.ops.aten.silu.default in table
