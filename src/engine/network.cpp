@@ -133,7 +133,7 @@ std::string describe(const LayerParams& params) {
         } else if constexpr (std::is_same_v<P, FillParams>) {
           o << (p.op == FillOp::kConstant ? "constant " : "arange ") << to_string(p.dtype) << to_string(p.dims);
         } else if constexpr (std::is_same_v<P, TopKParams>) {
-          o << "k=" << p.k << " axis=" << p.axis;
+          o << (p.k == TopKParams::kWholeAxis ? std::string("k=all") : "k=" + std::to_string(p.k)) << " axis=" << p.axis;
         } else if constexpr (std::is_same_v<P, NonZeroParams>) {
           o << p.count_symbol;
         } else if constexpr (std::is_same_v<P, AttentionParams>) {

@@ -209,7 +209,15 @@ struct ResizeParams {
   bool align_corners = false;
 };
 struct CumSumParams { int64_t axis = 0; bool exclusive = false; bool reverse = false; };
-struct TopKParams { int64_t axis = -1; int64_t k = 1; bool largest = true; bool sorted = true; };  // outputs values, indices (i64)
+// Outputs values, indices (i64). k = kWholeAxis sorts the whole axis, whatever its size (a
+// data-dependent one: the scores kept above a threshold, sorted).
+struct TopKParams {
+  static constexpr int64_t kWholeAxis = -1;
+  int64_t axis = -1;
+  int64_t k = 1;
+  bool largest = true;
+  bool sorted = true;
+};
 struct IdentityParams {};
 // Output [count, rank] i64 where `count` is a data-dependent symbol bound at run time.
 struct NonZeroParams { std::string count_symbol; };

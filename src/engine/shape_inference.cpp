@@ -729,8 +729,8 @@ std::vector<InferredOutput> infer_outputs(const std::string& layer_name, const s
           c.numeric(0);
           Shape s = inputs[0]->shape();
           p.axis = c.axis(p.axis, s.size());
-          if (p.k < 0) c.fail("k is negative");
-          if (!s.empty()) {
+          if (p.k < 0 && p.k != TopKParams::kWholeAxis) c.fail("k is negative");
+          if (!s.empty() && p.k != TopKParams::kWholeAxis) {
             if (auto n = s[p.axis].constant(); n && p.k > *n)
               c.fail("k = " + std::to_string(p.k) + " exceeds the axis size " + std::to_string(*n));
             s[p.axis] = p.k;

@@ -291,17 +291,18 @@ TEST(CpuCumSum, AxisExclusiveReverse) {
         }
 }
 
-TEST(CpuTopK, LargestSmallestAxes) {
+TEST(CpuTopK, LargestSmallestAxes) {  // and k = kWholeAxis: a full sort of the axis
   for (DataType t : {DataType::kFloat32, DataType::kBFloat16, DataType::kInt64})
     for (int64_t axis : {0, 1})
-      for (bool largest : {true, false}) {
+      for (bool largest : {true, false})
+        for (int64_t k : {int64_t{3}, TopKParams::kWholeAxis}) {
         std::vector<int64_t> dims{6, 7};
         Host x(t, dims);
         // distinct values so the order is unique
         std::vector<int64_t> perm(42);
         for (int64_t i = 0; i < 42; ++i) perm[size_t(i)] = (i * 17) % 42;
         for (int64_t i = 0; i < 42; ++i) x.set(i, double(perm[size_t(i)]) - 20);
-        TopKParams p{axis, 3, largest, true};
+        TopKParams p{axis, k, largest, true};
         auto make = [&](Network& net) {
           auto* in = net.add_input("x", t, shape_of(dims));
           Layer* l = net.add_topk("tk", in, p);
@@ -310,7 +311,7 @@ TEST(CpuTopK, LargestSmallestAxes) {
         };
         auto out = run_both(make, {x});
         auto od = dims;
-        od[axis] = 3;
+        od[axis] = k == TopKParams::kWholeAxis ? dims[axis] : k;
         ASSERT_EQ(out[0].dims, od);
         std::vector<double> wv, wi;
         for (int64_t i = 0; i < out[0].numel(); ++i) {
@@ -327,7 +328,7 @@ TEST(CpuTopK, LargestSmallestAxes) {
         }
         expect_close(out[0], wv, 0, 0, "topk values");
         expect_close(out[1], wi, 0, 0, "topk indices");
-      }
+        }
 }
 
 }  // namespace

@@ -200,6 +200,13 @@ TEST(CudaData, CumsumTopkNonzero) {
     n.mark_output(l->output(0), "v");
     n.mark_output(l->output(1), "i");
   }, {z});
+  check("topk whole axis", [&](Network& n) {  // a full sort, as sort / argsort of any length
+    TopKParams p;
+    p.axis = 2; p.k = TopKParams::kWholeAxis; p.largest = false;
+    Layer* l = n.add_topk("t", input(n, z, "x"), p);
+    n.mark_output(l->output(0), "v");
+    n.mark_output(l->output(1), "i");
+  }, {z});
   Host big = random_host(DataType::kInt32, {3, 5000}, 114);
   check("nonzero", [&](Network& n) {
     n.mark_output(n.add_nonzero("nz", input(n, z, "x"))->output(), "y");

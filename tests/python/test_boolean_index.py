@@ -135,3 +135,50 @@ def test_sizes_that_hold_only_for_the_traced_count_raise_on_another(device):
     torch.testing.assert_close(compiled(x, traced), m(x, traced))
     with pytest.raises(kiln.ShapeError, match="broadcast"):
         compiled(x, torch.tensor([1, 1, 1, 1, 0], device=device))
+
+
+class MaskedAssign(torch.nn.Module):
+    """Masked assignment: a scalar, one value per true, and an accumulation."""
+
+    def forward(self, x, m):
+        y = x.clone()
+        y[m > 0] = 0.0
+        z = x.clone()
+        z[m < 0] = x[m < 0] * 2
+        w = x.index_put((m > 0.5,), torch.ones((), device=x.device), accumulate=True)
+        return y, z, w
+
+
+def test_masked_assignment_converts_whole(device):
+    g = torch.Generator().manual_seed(3)
+    x, m = torch.randn(4, 5, generator=g).to(device), torch.randn(4, 5, generator=g).to(device)
+    compiled = kiln.compile(MaskedAssign(), arg_inputs=(x, m), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for _ in range(3):
+        x, m = torch.randn(4, 5, generator=g).to(device), torch.randn(4, 5, generator=g).to(device)
+        for got, want in zip(compiled(x, m), MaskedAssign()(x, m)):
+            torch.testing.assert_close(got, want)
+
+
+class KeptAndSorted(torch.nn.Module):
+    """Detection post-processing: the boxes above a threshold, in descending order of score."""
+
+    def forward(self, boxes, scores):
+        keep = scores > 0.3
+        s, b = scores[keep], boxes[keep]
+        order = s.argsort(descending=True)
+        return b[order], s.sort(descending=True)[0]
+
+
+def test_scores_kept_then_sorted_follow_the_count(device):
+    g = torch.Generator().manual_seed(4)
+    make = lambda: (torch.rand(12, 4, generator=g).to(device), torch.rand(12, generator=g).to(device))  # noqa: E731
+    compiled = kiln.compile(KeptAndSorted(), arg_inputs=make(), min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    counts = set()
+    for _ in range(5):
+        boxes, scores = make()
+        counts.add(int((scores > 0.3).sum()))
+        for got, want in zip(compiled(boxes, scores), KeptAndSorted()(boxes, scores)):
+            torch.testing.assert_close(got, want)
+    assert len(counts) > 1

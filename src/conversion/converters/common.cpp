@@ -83,6 +83,17 @@ std::optional<int64_t> static_size(const ir::Node& node, const std::string& name
   return m->sizes[size_t(dim)].value;
 }
 
+int64_t known_extent(const DimExpr& size, const std::string& what) {
+  if (auto n = size.constant()) return *n;
+  throw ConversionError(what + " needs a static size, and this one (" + size.str() +
+                        ") is only known when the program runs: it depends on the data (a count such as "
+                        "x[mask]'s rows) or on a dynamic input dim");
+}
+
+int64_t known_extent(const Tensor* x, int64_t axis, const std::string& what) {
+  return known_extent(x->shape().at(size_t(axis)), what + " (dim " + std::to_string(axis) + ")");
+}
+
 Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, const std::string& name,
                          const DimExpr& rows, const DimExpr& cols) {
   auto iota = [&](const DimExpr& n, const std::string& suffix) {

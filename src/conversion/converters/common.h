@@ -57,6 +57,11 @@ std::optional<std::vector<int64_t>> ints_arg(const ir::Argument& a, std::optiona
 const ir::TensorMeta* arg_meta(const ir::Node& node, const std::string& name);
 // That tensor's size along `dim` (negative counts from the end) when it is a known constant.
 std::optional<int64_t> static_size(const ir::Node& node, const std::string& name, int64_t dim);
+// A converter's read of a size its validator found static in the trace. The engine may know it
+// as data-dependent where PyTorch 1.13's trace recorded a number (the rows of x[mask]): that is a
+// ConversionError naming what needed the size, never a read of an empty value.
+int64_t known_extent(const DimExpr& size, const std::string& what);
+int64_t known_extent(const Tensor* x, int64_t axis, const std::string& what);
 // [rows, cols] i64 of column index minus row index: the diagonals of a matrix (0 the main one).
 Tensor* column_minus_row(ConversionContext& ctx, const std::string& target, const std::string& name,
                          const DimExpr& rows, const DimExpr& cols);

@@ -285,7 +285,7 @@ void register_composite() {
   add({"aten.glu.default"}, KILN_CONVERTER {  // a * sigmoid(b), halves along dim
     Tensor* x = args.at(0).tensor();
     const int64_t d = impl::normalize_axis(args.at(1).to_int(), x->rank());
-    const int64_t half = *x->shape()[d].constant() / 2;
+    const int64_t half = known_extent(x, int64_t(d), "glu") / 2;
     auto parts = impl::slice::split(ctx, target, kAten, name + "/split", x, {half, half}, d);
     return ew::mul(ctx, target, kAten, name, parts[0],
                    impl::activation::sigmoid(ctx, target, kAten, name + "/gate", parts[1]));
@@ -328,7 +328,7 @@ void register_composite() {
     for (Tensor*& b : blocks) {
       b = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", b, out);
       if (b->rank() < 2) b = sh::reshape(ctx, target, kAten, name + "/matrix", b, {DimExpr(int64_t{1}), b->rank() ? b->shape()[0] : DimExpr(int64_t{1})});
-      sizes.emplace_back(*b->shape()[0].constant(), *b->shape()[1].constant());
+      sizes.emplace_back(known_extent(b, 0, "block_diag"), known_extent(b, 1, "block_diag"));
       width += sizes.back().second;
     }
     std::vector<Tensor*> rows;

@@ -24,7 +24,7 @@ int64_t clamp_bound(const Value& v, int64_t n, int64_t fallback) {
 Tensor* replace_range(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* self,
                       Tensor* src, int64_t dim, int64_t start, int64_t end) {
   const int64_t axis = impl::normalize_axis(dim, self->rank());
-  const int64_t n = *self->shape()[axis].constant();
+  const int64_t n = known_extent(self, axis, "slice/select scatter");
   src = impl::cast::to_dtype(ctx, target, kAten, name + "/cast", src, self->dtype());
   std::vector<Tensor*> parts;
   if (start > 0) parts.push_back(sl::slice_op(ctx, target, kAten, name + "/before", self, axis, int64_t{0}, start, 1));
@@ -73,7 +73,7 @@ void register_functional() {
     Args a(target, args, kwargs);
     Tensor* self = a.tensor("self");
     const int64_t dim = impl::normalize_axis(a.i("dim"), self->rank());
-    const int64_t n = *self->shape()[dim].constant();
+    const int64_t n = known_extent(self, dim, "slice_scatter");
     const int64_t s = clamp_bound(a["start"], n, 0), e = std::max(s, clamp_bound(a["end"], n, n));
     return replace_range(ctx, target, name, self, a.tensor("src"), dim, s, e);
   }, {[](const ir::Node& n, const CompilationSettings&) {
@@ -87,7 +87,7 @@ void register_functional() {
     Args a(target, args, kwargs);
     Tensor* self = a.tensor("self");
     const int64_t dim = impl::normalize_axis(a.i("dim"), self->rank());
-    const int64_t n = *self->shape()[dim].constant();
+    const int64_t n = known_extent(self, dim, "select_scatter");
     int64_t i = a.i("index");
     if (i < 0) i += n;
     Tensor* src = sh::unsqueeze(ctx, target, kAten, name + "/unsqueeze", a.tensor("src"), dim);

@@ -280,8 +280,8 @@ void register_grid_sample() {
     const bool vec = target.find(".vec") != std::string::npos, bicubic = target.find("bicubic") != std::string::npos;
     Tensor* x = vec ? a.tensor("input") : a.tensor("self");
     const std::vector<DimExpr> out = node_shape(ctx);
-    const int64_t h = *x->shape()[2].constant(), w = *x->shape()[3].constant();
-    const int64_t oh = *out[2].constant(), ow = *out[3].constant();
+    const int64_t h = known_extent(x, 2, "antialiased resize"), w = known_extent(x, 3, "antialiased resize");
+    const int64_t oh = known_extent(out[2], "antialiased resize"), ow = known_extent(out[3], "antialiased resize");
     std::optional<double> sh_, sw_;  // scale factors given, which PyTorch uses instead of the size ratio
     if (vec && !a.none("scale_factors")) {
       std::vector<double> f;

@@ -29,7 +29,7 @@ Tensor* diagonal(ConversionContext& ctx, const std::string& target, const std::s
   for (int64_t d = 0; d < int64_t(r); ++d)
     if (d != d1 && d != d2) perm.push_back(d);
   perm.insert(perm.end(), {d1, d2});
-  const int64_t n = *x->shape()[size_t(d1)].constant(), m = *x->shape()[size_t(d2)].constant();
+  const int64_t n = known_extent(x, d1, "diagonal"), m = known_extent(x, d2, "diagonal");
   const int64_t length = diagonal_length(n, m, offset);
   bool moved = false;
   for (size_t i = 0; i < r; ++i) moved |= perm[i] != int64_t(i);
@@ -50,7 +50,7 @@ Tensor* diag_embed(ConversionContext& ctx, const std::string& target, const std:
                    int64_t offset, int64_t dim1, int64_t dim2) {
   const size_t r = x->rank() + 1;  // the result's rank
   const int64_t d1 = impl::normalize_axis(dim1, r, "dim1"), d2 = impl::normalize_axis(dim2, r, "dim2");
-  const int64_t n = *x->shape().back().constant(), size = n + std::abs(offset);
+  const int64_t n = known_extent(x->shape().back(), "diag_embed"), size = n + std::abs(offset);
   if (offset != 0) x = impl::pad::pad(ctx, target, kAten, name + "/pad", x, {0, std::abs(offset)}, engine::PadMode::kConstant, 0);
   Tensor* along = sh::unsqueeze(ctx, target, kAten, name + "/along", x, offset >= 0 ? -1 : -2);  // [..., N, 1] or [..., 1, N]
   Tensor* on = ew::eq(ctx, target, kAten, name + "/on", column_minus_row(ctx, target, name, DimExpr(size), DimExpr(size)), offset);
@@ -193,7 +193,7 @@ void register_matrix() {
   add({"aten._pdist_forward.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = a.tensor("self");
-    const int64_t n = *x->shape()[0].constant();
+    const int64_t n = known_extent(x, 0, "diag");
     Tensor* diff = ew::sub(ctx, target, kAten, name + "/diff", sh::unsqueeze(ctx, target, kAten, name + "/rows", x, 1),
                            sh::unsqueeze(ctx, target, kAten, name + "/cols", x, 0));  // [n, n, m]
     Tensor* table = red::p_norm(ctx, target, kAten, name + "/table", diff, a.d("p"), {-1}, false);

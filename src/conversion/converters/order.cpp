@@ -26,7 +26,7 @@ enum class Statistic { kMedian, kNanMedian, kKth };
 // propagates NaN through); the lower median of the numbers (nanmedian; NaN when all are NaN).
 Value::List order_statistic(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
                             int64_t axis, Statistic statistic, int64_t k, bool keepdim) {
-  const int64_t n = *x->shape()[size_t(axis)].constant();
+  const int64_t n = known_extent(x, axis, "median / kthvalue");
   engine::TopKParams p;
   p.axis = axis, p.k = n, p.largest = false, p.sorted = true;
   engine::Layer* sorted = ctx.net.add_topk(ctx.layer_name(name + "/sort"), x, p);

@@ -15,7 +15,7 @@ engine::Layer* full_sort(ConversionContext& ctx, const std::string& name, Args& 
   Tensor* x = a.tensor("self");
   engine::TopKParams p;
   p.axis = impl::normalize_axis(a.i("dim"), x->rank());
-  p.k = *x->shape()[size_t(p.axis)].constant();
+  p.k = engine::TopKParams::kWholeAxis;  // the axis may be a data-dependent count
   p.largest = a.b("descending");
   p.sorted = true;
   return ctx.net.add_topk(ctx.layer_name(name), x, p);
@@ -168,24 +168,24 @@ void register_reduce() {
     engine::Layer* l = ctx.net.add_topk(ctx.layer_name(name), x, p);
     return Value::List{l->output(0), l->output(1)};
   }, {[](const ir::Node& n, const CompilationSettings&) { return node_arg(n, "k").is<int64_t>(); }, "static k"});
-  const Reg sorted_dim_is_static = {[](const ir::Node& n, const CompilationSettings&) {
+  const Reg sorted_dim = {[](const ir::Node& n, const CompilationSettings&) {
     ir::Argument self = node_arg(n, "self"), dim = node_arg(n, "dim");
     if (!self.is_node() || !self.node()->meta.is_tensor()) return false;
     const auto& t = self.node()->meta.tensor;
     if (t.rank() == 0) return false;
     const int64_t r = int64_t(t.rank()), given = dim.is<int64_t>() ? dim.as<int64_t>() : -1;
     const int64_t d = given < 0 ? given + r : given;
-    return d >= 0 && d < r && t.sizes[size_t(d)].is_constant();
-  }, "a static size along the sorted dim"};
+    return d >= 0 && d < r;
+  }, "a tensor of rank >= 1 and a dim in range", /*dynamic=*/true};
   add({"aten.sort.default", "aten.sort.stable"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     engine::Layer* l = full_sort(ctx, name, a);
     return Value::List{l->output(0), l->output(1)};
-  }, sorted_dim_is_static);
+  }, sorted_dim);
   add({"aten.argsort.default", "aten.argsort.stable"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     return full_sort(ctx, name, a)->output(1);
-  }, sorted_dim_is_static);
+  }, sorted_dim);
   add({"aten.nonzero.default"}, KILN_CONVERTER {
     return ctx.net.add_nonzero(ctx.layer_name(name), args.at(0).tensor())->output(0);
   }, {{}, "", true, /*output_allocator=*/true});
@@ -203,7 +203,7 @@ void register_reduce() {
       Tensor* x = a.tensor("self");
       DimExpr n(int64_t{1});
       for (const DimExpr& d : x->shape()) n = n * d;
-      const int64_t count = *n.constant();  // static: the validator's condition
+      const int64_t count = known_extent(n, "unique");  // the validator's condition on the trace
       Tensor* values = sh::reshape(ctx, target, kAten, name + "/flat", x, {n});
       Tensor* order = nullptr;  // sorted position -> flat position
       if (sort_first) {

@@ -21,7 +21,7 @@ using Combine = std::function<Tensor*(Tensor* later, Tensor* earlier, const std:
 // dtype, no identity value needed) the first element does, which an idempotent combine absorbs.
 Tensor* log_step_scan(ConversionContext& ctx, const std::string& target, const std::string& name, Tensor* x,
                       int64_t axis, std::optional<double> identity, const Combine& combine) {
-  const int64_t n = *x->shape()[size_t(axis)].constant();
+  const int64_t n = known_extent(x, axis, "scan");
   const size_t r = x->rank();
   int64_t step = 1;
   for (int round = 0; step < n; ++round, step *= 2) {

@@ -307,6 +307,27 @@ void register_tensor() {
   add({"aten.index.Tensor", "aten._unsafe_index.Tensor"}, KILN_CONVERTER {
     return se::index(ctx, target, kAten, name, args.at(0).tensor(), index_list(args.at(1)));
   }, integer_indices);
+  // One boolean index covering k dims of self at its place (after leading Nones), as PyTorch requires.
+  const Reg one_mask = {[](const ir::Node& n, const CompilationSettings&) {
+      ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
+      if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;
+      const ir::TensorMeta& x = self.node()->meta.tensor;
+      size_t at = 0, masks = 0, mask_rank = 0;
+      for (size_t i = 0; i < l.list().size(); ++i) {
+        const ir::Argument& e = l.list()[i];
+        if (e.is_none()) continue;
+        if (!e.is_node() || !e.node()->meta.is_tensor() || e.node()->meta.tensor.dtype != ir::ScalarType::Bool)
+          return false;
+        at = i, mask_rank = e.node()->meta.tensor.rank(), ++masks;
+      }
+      // PyTorch requires the mask's dims to be self's dims at that place (no broadcasting).
+      if (masks != 1 || mask_rank == 0 || at + mask_rank > x.rank()) return false;
+      const ir::TensorMeta& m = l.list()[at].node()->meta.tensor;
+      for (size_t d = 0; d < mask_rank; ++d)
+        if (m.sizes[d].is_constant() && x.sizes[at + d].is_constant() && m.sizes[d].value != x.sizes[at + d].value)
+          return false;
+      return true;
+    }, "one boolean mask index", true, /*output_allocator=*/true};
   // self[mask] (detectors' boxes[keep], scores[scores > t]): one boolean index covering k dims of
   // self, after leading Nones (self[:, mask]). Those k dims collapse into one of the data-dependent
   // count of trues: the flat mask's nonzero positions select rows of self with the k dims flattened
@@ -328,39 +349,13 @@ void register_tensor() {
     Tensor* flat_mask = sh::reshape(ctx, target, kAten, name + "/mask_flat", mask, {covered});
     return se::index_select(ctx, target, kAten, name, flat_self, int64_t(at),
                             se::true_positions(ctx, target, kAten, name + "/index", flat_mask));
-  }, {[](const ir::Node& n, const CompilationSettings&) {
-        ir::Argument self = node_arg(n, "self"), l = node_arg(n, "indices");
-        if (!l.is_list() || !self.is_node() || !self.node()->meta.is_tensor()) return false;
-        const ir::TensorMeta& x = self.node()->meta.tensor;
-        size_t at = 0, masks = 0, mask_rank = 0;
-        for (size_t i = 0; i < l.list().size(); ++i) {
-          const ir::Argument& e = l.list()[i];
-          if (e.is_none()) continue;
-          if (!e.is_node() || !e.node()->meta.is_tensor() || e.node()->meta.tensor.dtype != ir::ScalarType::Bool)
-            return false;
-          at = i, mask_rank = e.node()->meta.tensor.rank(), ++masks;
-        }
-        // PyTorch requires the mask's dims to be self's dims at that place (no broadcasting).
-        if (masks != 1 || mask_rank == 0 || at + mask_rank > x.rank()) return false;
-        const ir::TensorMeta& m = l.list()[at].node()->meta.tensor;
-        for (size_t d = 0; d < mask_rank; ++d)
-          if (m.sizes[d].is_constant() && x.sizes[at + d].is_constant() && m.sizes[d].value != x.sizes[at + d].value)
-            return false;
-        return true;
-      }, "one boolean mask index", true, /*output_allocator=*/true});
+  }, one_mask);
   // self[indices] = values (or += with accumulate): the flat positions the same indexing selects
   // from an iota shaped like self, then one scatter into the flattened self. Repeated positions
   // take the sum with accumulate, else one of the values (PyTorch leaves which one unspecified).
-  add({"aten.index_put.default", "aten._unsafe_index_put.default"}, KILN_CONVERTER {
-    Args a(target, args, kwargs);
-    Tensor* self = a.tensor("self");
+  static const auto put_at = [](ConversionContext& ctx, const std::string& target, const std::string& name,
+                                Args& a, Tensor* self, Tensor* where, const DimExpr& n) -> Value {
     const std::vector<DimExpr> shape = self->shape();
-    DimExpr n(int64_t{1});
-    for (const DimExpr& d : shape) n = n * d;
-    Tensor* iota = impl::creation::arange(ctx, target, kAten, name + "/iota", int64_t{0}, n, int64_t{1},
-                                          DataType::kInt64);
-    iota = sh::reshape(ctx, target, kAten, name + "/positions", iota, shape);
-    Tensor* where = se::index(ctx, target, kAten, name + "/selected", iota, index_list(a["indices"]));
     Tensor* values = a.tensor("values");
     if (values->dtype() != self->dtype()) values = impl::cast::to_dtype(ctx, target, kAten, name + "/values", values, self->dtype());
     values = sh::expand(ctx, target, kAten, name + "/values_expanded", values, where->shape());
@@ -375,7 +370,46 @@ void register_tensor() {
     Tensor* out = se::scatter(ctx, target, kAten, name + "/scatter", flat_self, 0, flat_where, Value(flat_values),
                               a.b("accumulate") ? engine::ScatterReduce::kAdd : engine::ScatterReduce::kNone);
     return sh::reshape(ctx, target, kAten, name, out, shape);
+  };
+  static const auto iota_like = [](ConversionContext& ctx, const std::string& target, const std::string& name,
+                                   const std::vector<DimExpr>& shape, DimExpr* n) {
+    *n = DimExpr(int64_t{1});
+    for (const DimExpr& d : shape) *n = *n * d;
+    Tensor* iota = impl::creation::arange(ctx, target, kAten, name + "/iota", int64_t{0}, *n, int64_t{1},
+                                          DataType::kInt64);
+    return sh::reshape(ctx, target, kAten, name + "/positions", iota, shape);
+  };
+  add({"aten.index_put.default", "aten._unsafe_index_put.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    DimExpr n;
+    Tensor* iota = iota_like(ctx, target, name, self->shape(), &n);
+    return put_at(ctx, target, name, a, self, se::index(ctx, target, kAten, name + "/selected", iota,
+                                                        index_list(a["indices"])), n);
   }, integer_indices);
+  // self[mask] = values (masked assignment, x[x < 0] = 0; += with accumulate): the positions of the
+  // mask's trues (a data-dependent count) select from the iota as self[mask] would, and the values
+  // (a scalar, a row, or one per true) scatter there.
+  add({"aten.index_put.default"}, KILN_CONVERTER {
+    Args a(target, args, kwargs);
+    Tensor* self = a.tensor("self");
+    const std::vector<Tensor*> indices = index_list(a["indices"]);
+    size_t at = 0;
+    while (!indices[at]) ++at;
+    const std::vector<DimExpr> shape = self->shape();
+    const size_t end = at + indices[at]->rank();
+    std::vector<DimExpr> flat(shape.begin(), shape.begin() + std::ptrdiff_t(at));
+    DimExpr covered(int64_t{1});
+    for (size_t d = at; d < end; ++d) covered = covered * shape[d];
+    flat.push_back(covered);
+    flat.insert(flat.end(), shape.begin() + std::ptrdiff_t(end), shape.end());
+    DimExpr n;
+    Tensor* iota = sh::reshape(ctx, target, kAten, name + "/iota_flat", iota_like(ctx, target, name, shape, &n), flat);
+    Tensor* mask = sh::reshape(ctx, target, kAten, name + "/mask_flat", indices[at], {covered});
+    Tensor* where = se::index_select(ctx, target, kAten, name + "/selected", iota, int64_t(at),
+                                     se::true_positions(ctx, target, kAten, name + "/trues", mask));
+    return put_at(ctx, target, name, a, self, where, n);
+  }, one_mask);
   // self with its masked positions taking source's elements in order (LLaVA-style models put
   // image features among token embeddings so): position i reads source[count of trues before i],
   // static shapes throughout. Too few source elements is an error at run time, as in PyTorch.

@@ -140,9 +140,9 @@ Tensor* max_pool2d_indices(ConversionContext& ctx, const std::string& target, co
   const bool batched = x->rank() == 4;
   if (!batched) x = sh::unsqueeze(ctx, target, kAten, name + "/batch", x, 0);
   const size_t r = pooled->rank();
-  const Windows2d w{k[0], k[1], d[0], d[1], p[0], p[1], s[0], s[1], *x->shape()[2].constant(), *x->shape()[3].constant()};
-  Tensor* at = max_pool2d_positions(ctx, target, batched ? name : name + "/batched", x, w, *pooled->shape()[r - 2].constant(),
-                                    *pooled->shape()[r - 1].constant());
+  const Windows2d w{k[0], k[1], d[0], d[1], p[0], p[1], s[0], s[1], known_extent(x, 2, "max_pool2d indices"), known_extent(x, 3, "max_pool2d indices")};
+  Tensor* at = max_pool2d_positions(ctx, target, batched ? name : name + "/batched", x, w, known_extent(pooled, int64_t(r) - 2, "max_pool2d indices"),
+                                    known_extent(pooled, int64_t(r) - 1, "max_pool2d indices"));
   return batched ? at : sh::squeeze(ctx, target, kAten, name, at, {0});
 }
 
@@ -214,7 +214,7 @@ void register_windows() {
     Tensor* x = a.tensor("self");
     const bool batched = x->rank() == 4;
     if (!batched) x = sh::unsqueeze(ctx, target, kAten, name + "/batch", x, 0);
-    const Windows2d w = windows_from(a, *x->shape()[2].constant(), *x->shape()[3].constant());
+    const Windows2d w = windows_from(a, known_extent(x, 2, "unfold"), known_extent(x, 3, "unfold"));
     if (w.ph || w.pw) x = impl::pad::pad(ctx, target, kAten, name + "/pad", x, {w.pw, w.pw, w.ph, w.ph}, engine::PadMode::kConstant, 0);
     const DimExpr batch = x->shape()[0], channels = x->shape()[1];
     Tensor* planes = sh::reshape(ctx, target, kAten, name + "/planes", x, {batch, channels, DimExpr(w.padded_h() * w.padded_w())});

@@ -294,7 +294,7 @@ void run(const TopKParams& p, LayerCall& call) {
   const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t L = rank ? x.dims[axis] : 1, outer = rank ? product(x.dims, 0, size_t(axis)) : 1;
   const int64_t inner = rank ? product(x.dims, size_t(axis) + 1) : 1;
-  const int64_t k = p.k;
+  const int64_t k = p.k == TopKParams::kWholeAxis ? L : p.k;
   if (k < 0 || k > L) fail_shape(call.layer, "k = " + std::to_string(k) + " exceeds the axis size " + std::to_string(L));
   if (indices.dtype != DataType::kInt64) fail(call.layer, "topk indices are i64");
   dispatch_dtype(x.dtype, [&](auto tag) {

@@ -219,7 +219,8 @@ void run_topk(Context& ctx, const TopKParams& p, LayerCall& call) {
   const int64_t rank = int64_t(x.dims.size());
   const int64_t axis = canonical_axis(call.layer, p.axis, rank);
   const int64_t L = x.dims.at(axis), inner = product(x.dims, axis + 1), rows = product(x.dims, 0, axis) * inner;
-  const int64_t k = vals.dims.at(axis);
+  const int64_t k = vals.dims.at(axis);  // the whole axis for TopKParams::kWholeAxis
+  if (k > L) throw ShapeError(call.layer.label() + ": k = " + std::to_string(k) + " exceeds the axis size " + std::to_string(L));
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(rows, int64_t(ctx.sm_count) * 16));
   dispatch_all(x.dtype, [&](auto t) {
     using T = decltype(t);
