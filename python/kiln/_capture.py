@@ -677,6 +677,11 @@ def _capture(module, arg_inputs, kwarg_inputs, device, converts, torch_ops):
             raise _capture_error(module, e) from e
         gm, user, weight_of, out_spec, sym, state, user_outputs = traced
         program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs)
+    if exported is None and converts is not None:
+        counts = _data_dependent_fallbacks(gm, program, converts, sym)
+        if counts:
+            program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs,
+                                                      counts)
     # Parameters and persistent buffers (what a state dict holds) can be refitted; the traced values of
     # the rest (non-persistent buffers, constants the export lifted) stay, kept here.
     in_state_dict = set(module.state_dict()) if isinstance(module, torch.nn.Module) else set()
@@ -685,7 +690,8 @@ def _capture(module, arg_inputs, kwarg_inputs, device, converts, torch_ops):
     fixed = {name: t for name, t in state.items() if name not in refittable}
 
     def rebuild(new_state):
-        return _build_ir(gm, user, weight_of, {**fixed, **new_state}, sym, forward_names, user_outputs)[0]
+        return _build_ir(gm, user, weight_of, {**fixed, **new_state}, sym, forward_names, user_outputs,
+                         counts if exported is None and converts is not None else None)[0]
 
     dynamic = []
     for name, spec in zip(input_names, specs):
@@ -697,9 +703,52 @@ def _capture(module, arg_inputs, kwarg_inputs, device, converts, torch_ops):
                     refittable)
 
 
-def _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs):
+# Ops whose output's first dim is a count that depends on the values, and the most it can be, from
+# the traced input metas: make_fx (PyTorch 1.13) records the traced count as a number.
+def _numel_of(arg):
+    meta = arg.meta.get("tensor_meta") if isinstance(arg, torch.fx.Node) else None
+    return math.prod(int(d) for d in meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _rows_of(arg):
+    meta = arg.meta.get("tensor_meta") if isinstance(arg, torch.fx.Node) else None
+    return int(meta.shape[0]) if meta is not None and len(getattr(meta, "shape", ())) else None
+
+
+_DATA_DEPENDENT_COUNTS = {
+    "torchvision.nms.default": lambda node: _rows_of(node.args[0]),
+    "aten.nonzero.default": lambda node: _numel_of(node.args[0]),
+    "aten.masked_select.default": lambda node: max(filter(None, (_numel_of(a) for a in node.args[:2])), default=None),
+}
+
+
+def _data_dependent_fallbacks(gm, program, converts, sym):
+    """PyTorch 1.13's trace: the data-dependent ops that will run in PyTorch (no converter takes them:
+    torchvision's nms), whose outputs' counts the trace froze at their traced values. A segment
+    after one would be built for that count and refuse the next input's; each count becomes a
+    symbol of range [0, the most it can be] instead, as torch.export's unbacked sizes are.
+    {fx node name: symbol}; the ranges go into `sym`."""
+    counts = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        bound = _DATA_DEPENDENT_COUNTS.get(target_name(node.target))
+        ir_node = program.find(node.name) if bound else None
+        if ir_node is None or converts(ir_node):
+            continue
+        most = bound(node)
+        if most is None:
+            continue
+        name = f"count_{len(counts)}_{node.name}"
+        counts[node.name] = name
+        sym.ranges[name] = (0, most)
+    return counts
+
+
+def _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs, counts=None):
     """The IR program of a traced graph whose parameter placeholders read `state` (state-dict name ->
-    tensor). Returns it with the IR names of the user inputs and the weights it views."""
+    tensor). Returns it with the IR names of the user inputs and the weights it views. `counts`:
+    {fx node name: symbol} for outputs whose first dim is a data-dependent count."""
     b = _kiln.ProgramBuilder()
     names = {}
     user_index = {ph.name: i for i, ph in enumerate(user)}
@@ -725,6 +774,9 @@ def _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs):
             names[node.name] = _add_weight(b, node.name, node.target, tensor, "constant", weights)
         elif node.op == "call_function":
             meta = _meta_of(node, sym)
+            if counts and node.name in counts and meta and meta[0] == "tensor" and meta[1][1]:
+                dtype, sizes, strides, dev = meta[1]
+                meta = ("tensor", (dtype, [counts[node.name]] + list(sizes[1:]), strides, dev))
             target, args = node.target, tuple(node.args)
             if target is getattr(torch.ops.aten, "_reshape_alias").default:
                 # 1.13's make_fx records reshape of a contiguous tensor as _reshape_alias(x, size, stride).

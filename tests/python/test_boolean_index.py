@@ -182,3 +182,32 @@ def test_scores_kept_then_sorted_follow_the_count(device):
         for got, want in zip(compiled(boxes, scores), KeptAndSorted()(boxes, scores)):
             torch.testing.assert_close(got, want)
     assert len(counts) > 1
+
+
+class KeptByNms(torch.nn.Module):
+    """torchvision's nms (run by PyTorch: no converter) feeding the rest: its count of kept boxes
+    flows into the segment after it as a size of its own, not the traced one."""
+
+    def forward(self, boxes, scores):
+        import torchvision
+        keep = torchvision.ops.nms(boxes, scores, 0.5)
+        return boxes[keep] * 2, scores[keep].sigmoid()
+
+
+def test_nms_in_pytorch_feeds_a_segment_of_any_count(device):
+    torchvision = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(5)
+
+    def make():
+        xy = torch.rand(16, 2, generator=g) * 40
+        return torch.cat([xy, xy + torch.rand(16, 2, generator=g) * 30 + 1], 1).to(device), torch.rand(16, generator=g).to(device)
+
+    compiled = kiln.compile(KeptByNms(), arg_inputs=make(), min_block_size=1)
+    assert compiled.program.fallback_ops() == ["torchvision.nms.default"] and len(compiled.program.segments) == 1
+    kept = set()
+    for _ in range(6):
+        boxes, scores = make()
+        kept.add(len(torchvision.ops.nms(boxes, scores, 0.5)))
+        for got, want in zip(compiled(boxes, scores), KeptByNms()(boxes, scores)):
+            torch.testing.assert_close(got, want)
+    assert len(kept) > 1
