@@ -18,7 +18,7 @@ done
 export PYTHONPATH=build-gpu/python
 t=$(( $(left) - ${RESERVE:-170} ))
 if (( t > 30 )); then
-  KILN_CRASH_TRACE=1 timeout $t python3 -X faulthandler -m pytest -q -rf ${PYTEST_ARGS:-} tests/python > "$out/pytest.log" 2>&1
+  KILN_CRASH_TRACE=1 timeout $t python3 -X faulthandler -m pytest -q -rf ${PYTEST_ARGS:-tests/python} > "$out/pytest.log" 2>&1
   echo "pytest rc $? at ${SECONDS}s"; grep -E "passed|failed|^FAILED|^ERROR" "$out/pytest.log" | tail -25
 fi
 t=$(( $(left) - 80 ))
