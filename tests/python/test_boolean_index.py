@@ -211,3 +211,21 @@ def test_nms_in_pytorch_feeds_a_segment_of_any_count(device):
         for got, want in zip(compiled(boxes, scores), KeptByNms()(boxes, scores)):
             torch.testing.assert_close(got, want)
     assert len(kept) > 1
+
+
+class NormalizedRows(torch.nn.Module):
+    """F.normalize of the kept rows: PyTorch 1.13 traces its expand of the norms to the kept rows'
+    traced shape, which must follow the count (it broadcast one row to the traced count before)."""
+
+    def forward(self, x, m):
+        return torch.nn.functional.normalize(x[m > 0], dim=-1) @ x.t()
+
+
+def test_an_expand_to_the_traced_count_follows_the_count(device):
+    x = torch.randn(6, 4, device=device)
+    compiled = kiln.compile(NormalizedRows(), arg_inputs=(x, torch.tensor([1., 1, 1, 1, 0, 0], device=device)),
+                            min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for kept in ([1., 0, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 0, 1]):
+        m = torch.tensor(kept, device=device)
+        torch.testing.assert_close(compiled(x, m), NormalizedRows()(x, m))

@@ -67,27 +67,40 @@ std::optional<std::vector<int64_t>> split_sizes(const ir::Node& n) {
 // input's data-dependent dims (the same constant extents before and after it: reshape(-1, d),
 // flatten) is taken, as -1 is written there in practice; where that does not single one out, the
 // sizes stay as traced and the runtime refuses a call whose count differs (a ShapeError).
+// Whether a size uses a data-dependent symbol (one no network input binds: a nonzero's count).
+bool data_dependent(const ConversionContext& ctx, const DimExpr& d) {
+  std::vector<std::string> symbols;
+  d.collect_symbols(symbols);
+  const std::vector<std::string> bound = ctx.net.input_symbols();
+  return std::any_of(symbols.begin(), symbols.end(), [&](const std::string& s) {
+    return std::find(bound.begin(), bound.end(), s) == bound.end();
+  });
+}
+
+// The trace's metadata of the converted node's first argument, where its sizes are the traced
+// numbers (PyTorch 1.13) for each of `rank` dims; else null.
+const ir::TensorMeta* traced_input(const ConversionContext& ctx, size_t rank) {
+  if (!ctx.current_node || ctx.current_node->args.empty() || !ctx.current_node->args[0].is_node()) return nullptr;
+  const ir::ValueMeta& m = ctx.current_node->args[0].node()->meta;
+  if (!m.is_tensor() || m.tensor.rank() != rank) return nullptr;
+  for (const ir::SymInt& s : m.tensor.sizes)
+    if (!s.is_constant()) return nullptr;
+  return &m.tensor;
+}
+
 std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, const Tensor* x,
                                               std::vector<DimExpr> target) {
   const engine::Shape& in = x->shape();
-  std::vector<std::string> symbols;
-  for (const DimExpr& d : in) d.collect_symbols(symbols);
-  const std::vector<std::string> bound = ctx.net.input_symbols();
-  const bool data_dependent = std::any_of(symbols.begin(), symbols.end(), [&](const std::string& s) {
-    return std::find(bound.begin(), bound.end(), s) == bound.end();
-  });
-  if (!data_dependent || !ctx.current_node || ctx.current_node->args.empty() || !ctx.current_node->args[0].is_node())
-    return target;
+  if (!std::any_of(in.begin(), in.end(), [&](const DimExpr& d) { return data_dependent(ctx, d); })) return target;
+  const ir::TensorMeta* traced_meta = traced_input(ctx, in.size());
+  if (!traced_meta) return target;
   for (const DimExpr& d : target)
     if (!d.constant() || *d.constant() <= 0) return target;  // symbolic, -1 or empty: shape inference's job
   // The input's constant extent, and before / after its first / last symbolic dim; its traced numel.
-  const ir::ValueMeta& m = ctx.current_node->args[0].node()->meta;
-  if (!m.is_tensor() || m.tensor.rank() != in.size()) return target;
   int64_t constant = 1, before = 1, after = 1, traced = 1;
   size_t first = in.size(), last = 0;
   for (size_t i = 0; i < in.size(); ++i) {
-    if (!m.tensor.sizes[i].is_constant()) return target;
-    traced *= m.tensor.sizes[i].value;
+    traced *= traced_meta->sizes[i].value;
     if (auto c = in[i].constant()) {
       if (*c <= 0) return target;
       constant *= *c;
@@ -126,6 +139,25 @@ std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, cons
   for (const DimExpr& d : in)
     if (!d.constant()) size = size * d;
   target[at] = size;
+  return target;
+}
+
+// An expand of a tensor with a data-dependent size to sizes the trace recorded as numbers (1.13's
+// F.normalize of x[mask] expands the norms to x[mask]'s traced shape): a target dim equal to the
+// traced size of a data-dependent input dim keeps that dim (as -1 would); a real broadcast (from a
+// traced 1) stays, and the runtime refuses a count it does not fit.
+std::vector<DimExpr> expand_with_data_dependent_sizes(const ConversionContext& ctx, const Tensor* x,
+                                                      std::vector<DimExpr> target) {
+  const engine::Shape& in = x->shape();
+  if (target.size() < in.size()) return target;
+  const ir::TensorMeta* traced_meta = traced_input(ctx, in.size());
+  if (!traced_meta) return target;
+  const size_t lead = target.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) {
+    const auto t = target[lead + i].constant();
+    if (t && *t >= 0 && *t == traced_meta->sizes[i].value && !in[i].constant() && data_dependent(ctx, in[i]))
+      target[lead + i] = in[i];
+  }
   return target;
 }
 
@@ -184,7 +216,8 @@ void register_tensor() {
     return sh::transpose(ctx, target, kAten, name, args.at(0).tensor(), 0, 1);
   });
   add({"aten.expand.default"}, KILN_CONVERTER {
-    return sh::expand(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).to_dims());
+    Tensor* x = args.at(0).tensor();
+    return sh::expand(ctx, target, kAten, name, x, expand_with_data_dependent_sizes(ctx, x, args.at(1).to_dims()));
   });
   add({"aten.expand_as.default"}, KILN_CONVERTER {
     return sh::expand(ctx, target, kAten, name, args.at(0).tensor(), args.at(1).tensor()->shape());
