@@ -715,6 +715,7 @@ def _rows_of(arg):
     return int(meta.shape[0]) if meta is not None and len(getattr(meta, "shape", ())) else None
 
 
+_UNBOUNDED_COUNT = 1 << 20  # program/compile.cpp's kUnboundedMax
 _DATA_DEPENDENT_COUNTS = {
     "torchvision.nms.default": lambda node: _rows_of(node.args[0]),
     "aten.nonzero.default": lambda node: _numel_of(node.args[0]),
@@ -726,7 +727,7 @@ def _data_dependent_fallbacks(gm, program, converts, sym):
     """PyTorch 1.13's trace: the data-dependent ops that will run in PyTorch (no converter takes them:
     torchvision's nms), whose outputs' counts the trace froze at their traced values. A segment
     after one would be built for that count and refuse the next input's; each count becomes a
-    symbol of range [0, the most it can be] instead, as torch.export's unbacked sizes are.
+    symbol of range [0, at least the most it can be] instead, as torch.export's unbacked sizes are.
     {fx node name: symbol}; the ranges go into `sym`."""
     counts = {}
     for node in gm.graph.nodes:
@@ -741,7 +742,9 @@ def _data_dependent_fallbacks(gm, program, converts, sym):
             continue
         name = f"count_{len(counts)}_{node.name}"
         counts[node.name] = name
-        sym.ranges[name] = (0, most)
+        # The input's traced size may itself be a count (nms over boxes[keep]): the bound is at
+        # least what the compiler gives any unbounded size.
+        sym.ranges[name] = (0, max(most, _UNBOUNDED_COUNT))
     return counts
 
 

@@ -93,8 +93,9 @@ void lower(ir::ExportedProgram& ep, std::ostream* log) {
 
 // The ranges every symbol gets in the builder profile: the export's range constraints, narrowed by
 // --dynamic. An unbounded max is capped so memory planning stays finite.
+constexpr int64_t kUnboundedMax = int64_t{1} << 20;
+
 std::map<std::string, engine::SymbolRange> symbol_ranges(const ir::ExportedProgram& ep, const std::vector<DynamicSpec>& dyn) {
-  constexpr int64_t kUnboundedMax = int64_t{1} << 20;
   std::map<std::string, engine::SymbolRange> ranges;
   for (const auto& [sym, r] : ep.ranges) {
     engine::SymbolRange s;
@@ -168,7 +169,10 @@ class Compiler {
     prog.device_ = opts_.settings.device;
     prog.ranges_ = symbol_ranges(ep_, opts_.dynamic);
     build_graph(prog, part);
-    for (const auto& seg : part.segments) prog.segments_.push_back(build_segment(prog, seg));
+    for (const auto& seg : part.segments) {
+      prog.segments_.push_back(build_segment(prog, seg));
+      give_counts_symbols(prog);
+    }
     for (const auto& item : part.order) {
       Step s;
       if (item.kind == partition::Item::Kind::kSegment) {
@@ -325,6 +329,7 @@ class Compiler {
         throw std::runtime_error(acc.name + ": symbol " + sym + " has no range in the exported program");
       cfg.profile[sym] = it->second;
     }
+    note_counts(*cs.network);
     StageTimer t(opts_.log, "build " + acc.name + " (" + std::to_string(cs.network->layers().size()) + " layers)");
     acc.plan = engine::build(std::move(*cs.network), cfg);
     if (std::vector<std::string> unbound = acc.plan.unbound_symbols(); !unbound.empty())
@@ -332,9 +337,43 @@ class Compiler {
     return acc;
   }
 
+  // A segment output whose size the plan computes from the data (a nonzero's count) where the
+  // program's metadata holds a number: PyTorch 1.13's trace records the traced count. A later
+  // segment reading it would be built for that number and refuse the next call's count.
+  void note_counts(const engine::Network& net) {
+    const std::vector<std::string> bound = net.input_symbols();
+    for (const auto& [name, t] : net.outputs()) {
+      ir::Node* n = ep_.graph.find(name);  // a tensor output is named as its node
+      if (!n || !n->meta.is_tensor() || n->meta.tensor.sizes.size() != t->shape().size()) continue;
+      for (size_t d = 0; d < t->shape().size(); ++d) {
+        if (!n->meta.tensor.sizes[d].is_constant()) continue;
+        std::vector<std::string> syms;
+        t->shape()[d].collect_symbols(syms);
+        if (std::any_of(syms.begin(), syms.end(),
+                        [&](const std::string& x) { return std::find(bound.begin(), bound.end(), x) == bound.end(); }))
+          counts_.push_back({n, d});
+      }
+    }
+  }
+  // ... each such size becomes a symbol of its own, of range [0, kUnboundedMax] (the traced count
+  // as the size to build for), in the program's metadata, so later segments take it as an input
+  // dim bound at run time, as torch.export's unbacked sizes are.
+  void give_counts_symbols(CompiledProgram& prog) {
+    for (const auto& [n, d] : counts_) {
+      const std::string sym = "count_" + n->name + "_" + std::to_string(d);
+      const int64_t traced = n->meta.tensor.sizes[d].value;
+      n->meta.tensor.sizes[d] = ir::SymInt(ir::SymExpr::symbol(sym));
+      n->meta.tensor.strides.clear();  // computed from the traced count
+      if (auto it = clones_.find(n); it != clones_.end()) it->second->meta = n->meta;
+      prog.ranges_[sym] = engine::SymbolRange{0, std::clamp<int64_t>(traced, 0, kUnboundedMax), kUnboundedMax};
+    }
+    counts_.clear();
+  }
+
   ir::ExportedProgram& ep_;
   const CompileOptions& opts_;
   std::map<const ir::Node*, ir::Node*> clones_;
+  std::vector<std::pair<ir::Node*, size_t>> counts_;
 };
 
 namespace {

@@ -229,3 +229,41 @@ def test_an_expand_to_the_traced_count_follows_the_count(device):
     for kept in ([1., 0, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 0, 1]):
         m = torch.tensor(kept, device=device)
         torch.testing.assert_close(compiled(x, m), NormalizedRows()(x, m))
+
+
+class Postprocess(torch.nn.Module):
+    """A detector's post-processing from torchvision's box ops: a score threshold, a sort, clipping,
+    small boxes removed, nms (in PyTorch) and the kept boxes' overlaps. Two segments around nms; the
+    counts made in the first reach the second as sizes of their own."""
+
+    def forward(self, boxes, scores):
+        from torchvision.ops import boxes as box_ops
+        keep = scores > 0.2
+        boxes, scores = boxes[keep], scores[keep]
+        scores, order = scores.sort(descending=True)
+        boxes = box_ops.clip_boxes_to_image(boxes[order], (64, 64))
+        keep = box_ops.remove_small_boxes(boxes, 2.0)
+        boxes, scores = boxes[keep], scores[keep]
+        keep = box_ops.nms(boxes, scores, 0.5)
+        return boxes[keep], scores[keep], box_ops.box_iou(boxes[keep], boxes[keep]).sum(-1)
+
+
+def test_detection_postprocessing_follows_every_count(device):
+    pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(6)
+
+    def make():
+        xy = torch.rand(40, 2, generator=g) * 70 - 5
+        return (torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 20], 1).to(device),
+                torch.rand(40, generator=g).to(device))
+
+    compiled = kiln.compile(Postprocess(), arg_inputs=make(), min_block_size=1)
+    assert compiled.program.fallback_ops() == ["torchvision.nms.default"]
+    kept = set()
+    for _ in range(5):
+        boxes, scores = make()
+        want = Postprocess()(boxes, scores)
+        kept.add(len(want[0]))
+        for got, w in zip(compiled(boxes, scores), want):
+            torch.testing.assert_close(got, w)
+    assert len(kept) > 1
