@@ -267,3 +267,21 @@ def test_detection_postprocessing_follows_every_count(device):
         for got, w in zip(compiled(boxes, scores), want):
             torch.testing.assert_close(got, w)
     assert len(kept) > 1
+
+
+class FlattenKept(torch.nn.Module):
+    """x[mask].view(x[mask].size(0), -1): 1.13 records the count as a number beside the -1."""
+
+    def forward(self, x, m):
+        kept = x[m > 0]
+        return kept.view(kept.size(0), -1) * 2
+
+
+def test_a_view_of_the_count_beside_minus_one_follows_the_count(device):
+    x = torch.randn(6, 2, 2, device=device)
+    compiled = kiln.compile(FlattenKept(), arg_inputs=(x, torch.tensor([1., 1, 1, 0, 0, 0], device=device)),
+                            min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for kept in ([1., 0, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 1, 1]):
+        m = torch.tensor(kept, device=device)
+        torch.testing.assert_close(compiled(x, m), FlattenKept()(x, m))

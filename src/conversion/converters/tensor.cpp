@@ -94,27 +94,42 @@ std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, cons
   if (!std::any_of(in.begin(), in.end(), [&](const DimExpr& d) { return data_dependent(ctx, d); })) return target;
   const ir::TensorMeta* traced_meta = traced_input(ctx, in.size());
   if (!traced_meta) return target;
-  for (const DimExpr& d : target)
-    if (!d.constant() || *d.constant() <= 0) return target;  // symbolic, -1 or empty: shape inference's job
+  // A -1 takes its traced value first: x[mask].view(x[mask].size(0), -1) records the count as a
+  // number beside the -1, which shape inference would otherwise divide the count by.
+  const std::vector<DimExpr> original = target;
+  std::optional<size_t> minus;
+  int64_t known = 1;
+  for (size_t i = 0; i < target.size(); ++i) {
+    const auto c = target[i].constant();
+    if (!c || *c == 0 || *c < -1 || (*c == -1 && minus)) return original;  // symbolic, empty: shape inference's
+    if (*c == -1) minus = i;
+    else known *= *c;
+  }
+  if (minus) {
+    int64_t numel = 1;
+    for (const ir::SymInt& d : traced_meta->sizes) numel *= d.value;
+    if (numel % known != 0) return original;
+    target[*minus] = DimExpr(numel / known);
+  }
   // The input's constant extent, and before / after its first / last symbolic dim; its traced numel.
   int64_t constant = 1, before = 1, after = 1, traced = 1;
   size_t first = in.size(), last = 0;
   for (size_t i = 0; i < in.size(); ++i) {
     traced *= traced_meta->sizes[i].value;
     if (auto c = in[i].constant()) {
-      if (*c <= 0) return target;
+      if (*c <= 0) return original;
       constant *= *c;
     } else {
       first = std::min(first, i);
       last = i;
     }
   }
-  if (first == in.size()) return target;
+  if (first == in.size()) return original;
   for (size_t i = 0; i < first; ++i) before *= *in[i].constant();
   for (size_t i = last + 1; i < in.size(); ++i) after *= *in[i].constant();
   int64_t target_numel = 1;
   for (const DimExpr& d : target) target_numel *= *d.constant();
-  if (target_numel != traced) return target;  // not the traced reshape: leave it to the checks
+  if (target_numel != traced) return original;  // not the traced reshape: leave it to the checks
   std::vector<size_t> fits, aligned;
   for (size_t i = 0; i < target.size(); ++i) {
     int64_t others = 1, left = 1;
@@ -129,7 +144,7 @@ std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, cons
   size_t at;
   if (fits.size() == 1) at = fits[0];
   else if (aligned.size() == 1) at = aligned[0];
-  else return target;
+  else return original;
   DimExpr size(constant / [&] {
     int64_t others = 1;
     for (size_t j = 0; j < target.size(); ++j)
