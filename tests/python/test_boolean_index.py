@@ -285,3 +285,22 @@ def test_a_view_of_the_count_beside_minus_one_follows_the_count(device):
     for kept in ([1., 0, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 1, 1]):
         m = torch.tensor(kept, device=device)
         torch.testing.assert_close(compiled(x, m), FlattenKept()(x, m))
+
+
+class ChunkKept(torch.nn.Module):
+    """x[mask].chunk(2): PyTorch 1.13 records it as split(ceil(traced count / 2))."""
+
+    def forward(self, x, m):
+        first, second = x[m > 0].chunk(2, 0)
+        return first.sum(0), second.sum(0)
+
+
+def test_chunks_of_the_count_follow_the_count(device):
+    x = torch.randn(6, 2, device=device)
+    compiled = kiln.compile(ChunkKept(), arg_inputs=(x, torch.tensor([1., 1, 1, 1, 0, 0], device=device)),
+                            min_block_size=1)
+    assert compiled.program.fallback_ops() == []
+    for kept in ([1., 1, 1, 1, 1, 1], [1., 1, 0, 0, 0, 0], [0., 1, 1, 0, 1, 1]):
+        m = torch.tensor(kept, device=device)
+        for got, want in zip(compiled(x, m), ChunkKept()(x, m)):
+            torch.testing.assert_close(got, want)

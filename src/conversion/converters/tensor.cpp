@@ -291,7 +291,27 @@ void register_tensor() {
     Args a(target, args, kwargs);
     std::optional<std::vector<int64_t>> sizes = split_sizes(*ctx.current_node);
     if (!sizes) throw ConversionError("split sizes that are not static");
-    return list_of(sl::split(ctx, target, kAten, name, a.tensor("self"), *sizes, a.i("dim")));
+    Tensor* x = a.tensor("self");
+    const int64_t dim = impl::normalize_axis(a.i("dim"), x->rank());
+    const DimExpr n = x->shape()[size_t(dim)];
+    if (n.constant()) return list_of(sl::split(ctx, target, kAten, name, x, *sizes, dim));
+    // A data-dependent count the trace recorded as a number. PyTorch 1.13 records x[mask].chunk(k)
+    // as split(split_size = ceil(traced count / k)); with as many pieces as traced for every
+    // count, the pieces are chunks: ceil(n / pieces) each, the last ones shorter. Given sizes keep
+    // theirs and the last piece takes the rest, as it must for any count PyTorch accepts.
+    std::vector<Tensor*> out;
+    const std::string& op = ctx.current_node->target;
+    const bool chunk = op == "aten.chunk.default", by_size = op == "aten.split.Tensor";
+    const DimExpr piece = chunk || by_size ? ceil_div(n, DimExpr(int64_t(sizes->size()))) : DimExpr(0);
+    DimExpr start(int64_t{0});
+    for (size_t i = 0; i < sizes->size(); ++i) {
+      const DimExpr begin = chunk || by_size ? min(piece * DimExpr(int64_t(i)), n) : start;
+      const DimExpr end = chunk || by_size ? min(piece * DimExpr(int64_t(i + 1)), n)
+                          : i + 1 == sizes->size() ? n : start + DimExpr((*sizes)[i]);
+      out.push_back(sl::slice_op(ctx, target, kAten, name + "/" + std::to_string(i), x, dim, Value(begin), Value(end), 1));
+      start = end;
+    }
+    return list_of(out);
   }, {[](const ir::Node& n, const CompilationSettings&) { return split_sizes(n).has_value(); },
       "static size along the split dim"});
   add({"aten.unbind.int"}, KILN_CONVERTER {
