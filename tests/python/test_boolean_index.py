@@ -221,15 +221,6 @@ class NormalizedRows(torch.nn.Module):
         return torch.nn.functional.normalize(x[m > 0], dim=-1) @ x.t()
 
 
-def test_an_expand_to_the_traced_count_follows_the_count(device):
-    x = torch.randn(6, 4, device=device)
-    compiled = kiln.compile(NormalizedRows(), arg_inputs=(x, torch.tensor([1., 1, 1, 1, 0, 0], device=device)),
-                            min_block_size=1)
-    assert compiled.program.fallback_ops() == []
-    for kept in ([1., 0, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 0, 1]):
-        m = torch.tensor(kept, device=device)
-        torch.testing.assert_close(compiled(x, m), NormalizedRows()(x, m))
-
 
 class Postprocess(torch.nn.Module):
     """A detector's post-processing from torchvision's box ops: a score threshold, a sort, clipping,
@@ -277,15 +268,6 @@ class FlattenKept(torch.nn.Module):
         return kept.view(kept.size(0), -1) * 2
 
 
-def test_a_view_of_the_count_beside_minus_one_follows_the_count(device):
-    x = torch.randn(6, 2, 2, device=device)
-    compiled = kiln.compile(FlattenKept(), arg_inputs=(x, torch.tensor([1., 1, 1, 0, 0, 0], device=device)),
-                            min_block_size=1)
-    assert compiled.program.fallback_ops() == []
-    for kept in ([1., 0, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 1, 1]):
-        m = torch.tensor(kept, device=device)
-        torch.testing.assert_close(compiled(x, m), FlattenKept()(x, m))
-
 
 class ChunkKept(torch.nn.Module):
     """x[mask].chunk(2): PyTorch 1.13 records it as split(ceil(traced count / 2))."""
@@ -295,12 +277,19 @@ class ChunkKept(torch.nn.Module):
         return first.sum(0), second.sum(0)
 
 
-def test_chunks_of_the_count_follow_the_count(device):
-    x = torch.randn(6, 2, device=device)
-    compiled = kiln.compile(ChunkKept(), arg_inputs=(x, torch.tensor([1., 1, 1, 1, 0, 0], device=device)),
+@pytest.mark.parametrize("module, shape", [(NormalizedRows, (6, 4)), (FlattenKept, (6, 2, 2)), (ChunkKept, (6, 2))],
+                         ids=["expand", "view_beside_minus_one", "chunk"])
+def test_sizes_traced_from_the_count_follow_the_count(device, module, shape):
+    """Sizes PyTorch 1.13's trace records from a data-dependent count (an expand to it, a view of it
+    beside -1, chunks of it) follow the count of each call, from one kept row to all."""
+    x = torch.randn(*shape, device=device)
+    compiled = kiln.compile(module(), arg_inputs=(x, torch.tensor([1., 1, 1, 1, 0, 0], device=device)),
                             min_block_size=1)
     assert compiled.program.fallback_ops() == []
-    for kept in ([1., 1, 1, 1, 1, 1], [1., 1, 0, 0, 0, 0], [0., 1, 1, 0, 1, 1]):
+    for kept in ([1., 1, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 1, 1], [1., 0, 0, 0, 0, 0]):
         m = torch.tensor(kept, device=device)
-        for got, want in zip(compiled(x, m), ChunkKept()(x, m)):
-            torch.testing.assert_close(got, want)
+        if module is ChunkKept and sum(kept) < 2:
+            continue  # one row makes one chunk: the module's own unpacking fails in PyTorch
+        got, want = compiled(x, m), module()(x, m)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            torch.testing.assert_close(g, w)
