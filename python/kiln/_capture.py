@@ -677,6 +677,7 @@ def _capture(module, arg_inputs, kwarg_inputs, device, converts, torch_ops):
             raise _capture_error(module, e) from e
         gm, user, weight_of, out_spec, sym, state, user_outputs = traced
         program, input_names, weights = _build_ir(gm, user, weight_of, state, sym, forward_names, user_outputs)
+    counts = None
     if exported is None and converts is not None:
         counts = _data_dependent_fallbacks(gm, program, converts, sym)
         if counts:
@@ -690,8 +691,7 @@ def _capture(module, arg_inputs, kwarg_inputs, device, converts, torch_ops):
     fixed = {name: t for name, t in state.items() if name not in refittable}
 
     def rebuild(new_state):
-        return _build_ir(gm, user, weight_of, {**fixed, **new_state}, sym, forward_names, user_outputs,
-                         counts if exported is None and converts is not None else None)[0]
+        return _build_ir(gm, user, weight_of, {**fixed, **new_state}, sym, forward_names, user_outputs, counts)[0]
 
     dynamic = []
     for name, spec in zip(input_names, specs):

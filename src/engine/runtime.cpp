@@ -402,8 +402,9 @@ struct ExecutionContext::Impl {
       }
       // Also where only an input is data-dependent: a size traced as a number (PyTorch 1.13 records
       // x[mask].reshape(-1, d) as a reshape to the traced count) must fail, not read past the rows.
-      bool dependent_input = false;
-      for (const Tensor* t : l.inputs()) dependent_input = dependent_input || !st.dims[t->id()];
+      bool dependent_input = false;  // (none in a fully static state: no loop on its hot path)
+      if (!st.fully_static)
+        for (const Tensor* t : l.inputs()) dependent_input = dependent_input || !st.dims[t->id()];
       if ((lazy || dependent_input) && !pending.empty() && !pending[0]) {
         std::vector<std::vector<int64_t>> in_dims;
         for (const TensorView& v : ins) in_dims.push_back(v.dims);

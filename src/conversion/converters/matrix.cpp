@@ -193,7 +193,7 @@ void register_matrix() {
   add({"aten._pdist_forward.default"}, KILN_CONVERTER {
     Args a(target, args, kwargs);
     Tensor* x = a.tensor("self");
-    const int64_t n = known_extent(x, 0, "diag");
+    const int64_t n = known_extent(x, 0, "pdist");
     Tensor* diff = ew::sub(ctx, target, kAten, name + "/diff", sh::unsqueeze(ctx, target, kAten, name + "/rows", x, 1),
                            sh::unsqueeze(ctx, target, kAten, name + "/cols", x, 0));  // [n, n, m]
     Tensor* table = red::p_norm(ctx, target, kAten, name + "/table", diff, a.d("p"), {-1}, false);

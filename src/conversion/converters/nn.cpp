@@ -540,7 +540,7 @@ void register_nn() {
     Tensor* y = x;
     for (size_t i = 0; i < 2; ++i) {
       const size_t dim = 2 + i;
-      const int64_t in = known_extent(y, int64_t(dim), "adaptive pooling"), n = out[i];
+      const int64_t in = known_extent(y, int64_t(dim), "bicubic upsampling"), n = out[i];
       const double step = align ? (n > 1 ? double(in - 1) / double(n - 1) : 0.0)
                                 : (scales[i] > 0 ? 1.0 / scales[i] : double(in) / double(n));
       std::vector<std::vector<int64_t>> taps(4, std::vector<int64_t>(size_t(n)));

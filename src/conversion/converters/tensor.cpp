@@ -60,13 +60,6 @@ std::optional<std::vector<int64_t>> split_sizes(const ir::Node& n) {
   return out;
 }
 
-// A reshape of a tensor with a data-dependent size (nonzero's count) to sizes the trace recorded as
-// numbers: PyTorch 1.13's make_fx records x[mask].reshape(-1, d) as a reshape to the traced count.
-// The target dim that holds the count is one whose fellow target dims divide the input's constant
-// dims (so it can take the count times what is left). Where several can, the one aligned with the
-// input's data-dependent dims (the same constant extents before and after it: reshape(-1, d),
-// flatten) is taken, as -1 is written there in practice; where that does not single one out, the
-// sizes stay as traced and the runtime refuses a call whose count differs (a ShapeError).
 // Whether a size uses a data-dependent symbol (one no network input binds: a nonzero's count).
 bool data_dependent(const ConversionContext& ctx, const DimExpr& d) {
   std::vector<std::string> symbols;
@@ -88,6 +81,13 @@ const ir::TensorMeta* traced_input(const ConversionContext& ctx, size_t rank) {
   return &m.tensor;
 }
 
+// A reshape of a tensor with a data-dependent size (nonzero's count) to sizes the trace recorded as
+// numbers: PyTorch 1.13's make_fx records x[mask].reshape(-1, d) as a reshape to the traced count.
+// The target dim that holds the count is one whose fellow target dims divide the input's constant
+// dims (so it can take the count times what is left). Where several can, the one aligned with the
+// input's data-dependent dims (the same constant extents before and after it: reshape(-1, d),
+// flatten) is taken, as -1 is written there in practice; where that does not single one out, the
+// sizes stay as traced and the runtime refuses a call whose count differs (a ShapeError).
 std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, const Tensor* x,
                                               std::vector<DimExpr> target) {
   const engine::Shape& in = x->shape();
@@ -105,17 +105,16 @@ std::vector<DimExpr> with_data_dependent_size(const ConversionContext& ctx, cons
     if (*c == -1) minus = i;
     else known *= *c;
   }
+  int64_t traced = 1;  // the input's traced numel
+  for (const ir::SymInt& d : traced_meta->sizes) traced *= d.value;
   if (minus) {
-    int64_t numel = 1;
-    for (const ir::SymInt& d : traced_meta->sizes) numel *= d.value;
-    if (numel % known != 0) return original;
-    target[*minus] = DimExpr(numel / known);
+    if (traced % known != 0) return original;
+    target[*minus] = DimExpr(traced / known);
   }
-  // The input's constant extent, and before / after its first / last symbolic dim; its traced numel.
-  int64_t constant = 1, before = 1, after = 1, traced = 1;
+  // The input's constant extent, and before / after its first / last symbolic dim.
+  int64_t constant = 1, before = 1, after = 1;
   size_t first = in.size(), last = 0;
   for (size_t i = 0; i < in.size(); ++i) {
-    traced *= traced_meta->sizes[i].value;
     if (auto c = in[i].constant()) {
       if (*c <= 0) return original;
       constant *= *c;
@@ -174,6 +173,17 @@ std::vector<DimExpr> expand_with_data_dependent_sizes(const ConversionContext& c
       target[lead + i] = in[i];
   }
   return target;
+}
+
+// `shape` with the k dims a boolean mask covers from `at` flattened into one (`covered` elements):
+// self[mask] selects rows along that dim.
+std::vector<DimExpr> mask_dims_flattened(const std::vector<DimExpr>& shape, size_t at, size_t k, DimExpr* covered) {
+  std::vector<DimExpr> flat(shape.begin(), shape.begin() + std::ptrdiff_t(at));
+  *covered = DimExpr(int64_t{1});
+  for (size_t d = at; d < at + k; ++d) *covered = *covered * shape[d];
+  flat.push_back(*covered);
+  flat.insert(flat.end(), shape.begin() + std::ptrdiff_t(at + k), shape.end());
+  return flat;
 }
 
 Fn identity() {
@@ -301,12 +311,12 @@ void register_tensor() {
     // theirs and the last piece takes the rest, as it must for any count PyTorch accepts.
     std::vector<Tensor*> out;
     const std::string& op = ctx.current_node->target;
-    const bool chunk = op == "aten.chunk.default", by_size = op == "aten.split.Tensor";
-    const DimExpr piece = chunk || by_size ? ceil_div(n, DimExpr(int64_t(sizes->size()))) : DimExpr(0);
+    const bool even = op == "aten.chunk.default" || op == "aten.split.Tensor";  // not given sizes
+    const DimExpr piece = even ? ceil_div(n, DimExpr(int64_t(sizes->size()))) : DimExpr(0);
     DimExpr start(int64_t{0});
     for (size_t i = 0; i < sizes->size(); ++i) {
-      const DimExpr begin = chunk || by_size ? min(piece * DimExpr(int64_t(i)), n) : start;
-      const DimExpr end = chunk || by_size ? min(piece * DimExpr(int64_t(i + 1)), n)
+      const DimExpr begin = even ? min(piece * DimExpr(int64_t(i)), n) : start;
+      const DimExpr end = even ? min(piece * DimExpr(int64_t(i + 1)), n)
                           : i + 1 == sizes->size() ? n : start + DimExpr((*sizes)[i]);
       out.push_back(sl::slice_op(ctx, target, kAten, name + "/" + std::to_string(i), x, dim, Value(begin), Value(end), 1));
       start = end;
@@ -406,13 +416,8 @@ void register_tensor() {
     size_t at = 0;
     while (!indices[at]) ++at;
     Tensor* mask = indices[at];
-    const std::vector<DimExpr> shape = self->shape();
-    const size_t k = mask->rank(), end = at + k;
-    std::vector<DimExpr> flat(shape.begin(), shape.begin() + std::ptrdiff_t(at));
-    DimExpr covered(int64_t{1});
-    for (size_t d = at; d < end; ++d) covered = covered * shape[d];
-    flat.push_back(covered);
-    flat.insert(flat.end(), shape.begin() + std::ptrdiff_t(end), shape.end());
+    DimExpr covered;
+    const std::vector<DimExpr> flat = mask_dims_flattened(self->shape(), at, mask->rank(), &covered);
     Tensor* flat_self = sh::reshape(ctx, target, kAten, name + "/self_flat", self, flat);
     Tensor* flat_mask = sh::reshape(ctx, target, kAten, name + "/mask_flat", mask, {covered});
     return se::index_select(ctx, target, kAten, name, flat_self, int64_t(at),
@@ -465,12 +470,8 @@ void register_tensor() {
     size_t at = 0;
     while (!indices[at]) ++at;
     const std::vector<DimExpr> shape = self->shape();
-    const size_t end = at + indices[at]->rank();
-    std::vector<DimExpr> flat(shape.begin(), shape.begin() + std::ptrdiff_t(at));
-    DimExpr covered(int64_t{1});
-    for (size_t d = at; d < end; ++d) covered = covered * shape[d];
-    flat.push_back(covered);
-    flat.insert(flat.end(), shape.begin() + std::ptrdiff_t(end), shape.end());
+    DimExpr covered;
+    const std::vector<DimExpr> flat = mask_dims_flattened(shape, at, indices[at]->rank(), &covered);
     DimExpr n;
     Tensor* iota = sh::reshape(ctx, target, kAten, name + "/iota_flat", iota_like(ctx, target, name, shape, &n), flat);
     Tensor* mask = sh::reshape(ctx, target, kAten, name + "/mask_flat", indices[at], {covered});
