@@ -16,7 +16,8 @@
 # suite_KofN.err (progress); the part's table goes to stdout. Stage `trace`: bench/kernel_trace.py with
 # TRACE_ARGS (default "--models llama --batch 8 --compare tc") into $OUT/trace.txt.
 # Stage `frontends`: bench/frontends.py on CUDA (a log-mel spectrogram, an antialiased preprocessing
-# pipeline) with FRONTENDS_ARGS.
+# pipeline) with FRONTENDS_ARGS. Stage `roofline`: bench/kernel_roofline.py (ROOFLINE_ARGS), one-op
+# modules against the copy bandwidth and matrix rate measured in the same run.
 # TARGETS="kiln _kiln" builds only the CLI and the Python module (what the suite, buildtime, trace,
 # frontends and py stages run), not the C++ test binaries: a shorter build where the call runs no ctest.
 # Build first, in a call of its own:
@@ -80,6 +81,12 @@ if has trace; then  # which kernels a model spends its time in, kiln beside torc
   PYTHONPATH=build-gpu/python timeout ${TRACE_TIMEOUT:-200} python3 bench/kernel_trace.py \
     ${TRACE_ARGS:---models llama --batch 8 --compare tc} > "$out/trace.txt" 2>&1
   grep -viE "warn" "$out/trace.txt" | tail -${TRACE_LINES:-80}
+fi
+if has roofline; then  # kiln's kernels against the card's measured copy bandwidth and matrix rate
+  stamp roofline
+  PYTHONPATH=build-gpu/python timeout ${ROOFLINE_TIMEOUT:-240} python3 bench/kernel_roofline.py \
+    --deadline $(( ${ROOFLINE_TIMEOUT:-240} - 40 )) ${ROOFLINE_ARGS:-} > "$out/roofline.md" 2> "$out/roofline.err"
+  cat "$out/roofline.md"; tail -3 "$out/roofline.err"
 fi
 if has frontends; then  # spectrogram and preprocessing front ends, kiln beside eager (bench/frontends.py)
   stamp frontends
