@@ -53,7 +53,12 @@ size_t planned_arena_bytes(const Network& net, const std::map<int, Lifetime>& li
     for (const DimExpr& d : t->shape()) n *= std::max<int64_t>(d.evaluate(values), 0);
     reqs.push_back({static_cast<size_t>(n) * element_size(t->dtype()), it->second.first, it->second.last});
   }
-  return plan_arena(reqs).total_bytes;
+  const size_t total = plan_arena(reqs, arena_search_for(net)).total_bytes;
+  if (detail::debug_logging()) {
+    detail::log_debug("arena: " + std::to_string(total >> 10) + " KiB for " + std::to_string(reqs.size()) +
+                      " buffers; the most alive at one step: " + std::to_string(peak_live_bytes(reqs) >> 10) + " KiB");
+  }
+  return total;
 }
 
 Plan build(Network&& input, const BuilderConfig& config) {

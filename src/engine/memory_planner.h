@@ -1,5 +1,7 @@
-// Offsets of buffers with known lifetimes in one arena: greedy by size, best fit among the gaps
-// left by buffers whose lifetimes overlap. Used by the builder (report at opt shapes) and by the
+// Offsets of buffers with known lifetimes in one arena: greedy placement, best fit among the gaps
+// left by buffers whose lifetimes overlap, largest first or (ArenaSearch::kThorough) from the best
+// of a few orders, then a bounded search over the order while the arena is larger than the most
+// bytes alive at one step. Used by the builder (report at opt shapes) and by the
 // runtime (per input shape).
 #pragma once
 
@@ -21,6 +23,19 @@ struct ArenaPlan {
 
 constexpr size_t kArenaAlignment = 64;
 
-ArenaPlan plan_arena(const std::vector<BufferRequest>& requests);
+class Network;
+
+// How hard to pack. kThorough costs up to tens of milliseconds on thousands of buffers, paid once
+// for a network of one shape; kQuick (largest first alone) is for networks planned again at each
+// new input shape, where that cost would land on a user's call.
+enum class ArenaSearch { kQuick, kThorough };
+
+ArenaPlan plan_arena(const std::vector<BufferRequest>& requests, ArenaSearch search = ArenaSearch::kThorough);
+
+// kThorough for a network whose inputs have one shape, kQuick otherwise.
+ArenaSearch arena_search_for(const Network& net);
+
+// The most bytes (aligned) alive at one step: no placement needs less.
+size_t peak_live_bytes(const std::vector<BufferRequest>& requests);
 
 }  // namespace kiln::engine

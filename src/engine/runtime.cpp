@@ -270,7 +270,7 @@ struct ExecutionContext::Impl {
         req_tensor.push_back(-static_cast<int>(li) - 1);
       }
     }
-    ArenaPlan ap = plan_arena(reqs);
+    ArenaPlan ap = plan_arena(reqs, arena_search_for(net));
     for (size_t r = 0; r < reqs.size(); ++r) {
       if (req_tensor[r] >= 0) st.offsets[req_tensor[r]] = ap.offsets[r];
       else st.ws_offsets[-req_tensor[r] - 1] = ap.offsets[r];
