@@ -110,8 +110,7 @@ Plan build(Network&& input, const BuilderConfig& config) {
   impl.profile = config.profile;
   impl.workspace_limit = config.workspace_limit;
   impl.build_log = std::move(log);
-  const bool in_place_residuals = config.device == DeviceKind::kCPU;
-  compute_buffer_plan(net, in_place_residuals, &impl.lifetimes, &impl.aliases);
+  compute_buffer_plan(net, config.device, &impl.lifetimes, &impl.aliases);
   SymbolValues opt;
   for (auto& [s, r] : config.profile) opt[s] = r.opt;
   impl.memory.peak_activation_bytes = planned_arena_bytes(net, impl.lifetimes, opt);

@@ -169,10 +169,26 @@ int root_of(const std::map<int, int>& alias, int id) {
   return it == alias.end() ? id : it->second;
 }
 
-// The residual input of a convolution whose output may take its buffer (compute_buffer_plan), or null.
-const Tensor* in_place_residual(const Layer& l) {
+// The residual input whose buffer the layer's output may take on `device`, or null: where the
+// backend's kernel reads each residual element before it writes that element of the output.
+// - CPU convolutions (oneDNN's sum post-op adds what the output holds; kiln's own kernel keeps a
+//   copy when the two share memory). Its matmuls write the product before adding: never.
+// - CUDA matmuls (cuBLASLt's D = A·B + C takes C == D) and 1×1 channels-last convolutions, which
+//   run as those matmuls. Its other convolutions write the output before an epilogue adds the
+//   residual: never.
+const Tensor* in_place_residual(const Layer& l, DeviceKind device) {
   const auto* cp = l.as<ConvolutionParams>();
-  if (!cp || !cp->has_residual || l.outputs().size() != 1 || l.inputs().size() < 3) return nullptr;
+  const auto* mp = l.as<MatMulParams>();
+  if (l.outputs().size() != 1 || l.inputs().size() < 3) return nullptr;
+  if (device == DeviceKind::kCPU && !(cp && cp->has_residual)) return nullptr;
+  if (device == DeviceKind::kCUDA) {
+    const Shape& w = cp ? l.inputs()[1]->shape() : Shape{};
+    const bool rows_conv = cp && cp->has_residual && cp->channels_last && !cp->transposed && cp->groups == 1 &&
+                           w.size() == 4 && w[1].constant() == 1 && w[2].constant() == 1 &&
+                           std::all_of(cp->stride.begin(), cp->stride.end(), [](int64_t s) { return s == 1; }) &&
+                           std::all_of(cp->padding.begin(), cp->padding.end(), [](int64_t s) { return s == 0; });
+    if (!rows_conv && !(mp && mp->has_residual)) return nullptr;
+  }
   const Tensor* residual = l.inputs().back();
   const Tensor* out = l.output();
   if (residual->dtype() != out->dtype() || residual->shape().size() != out->shape().size()) return nullptr;
@@ -216,16 +232,15 @@ void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<in
   }
 }
 
-// Both passes: the aliases of data-free layers first, then (in_place_residuals) the convolutions
-// whose residual dies with them, by the lifetimes of the first pass.
-void plan_all(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* life, std::map<int, int>* alias) {
+// Both passes: the aliases of data-free layers first, then the layers whose residual dies with them
+// (in_place_residual), by the lifetimes of the first pass.
+void plan_all(const Network& net, DeviceKind device, std::map<int, Lifetime>* life, std::map<int, int>* alias) {
   plan_buffers(net, life, alias);
-  if (!in_place_residuals) return;
   auto root = [&](int id) { return root_of(*alias, id); };
   std::set<int> in_place;
   auto layers = net.layers();
   for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
-    const Tensor* residual = in_place_residual(*layers[i]);
+    const Tensor* residual = in_place_residual(*layers[i], device);
     if (!residual || !life->count(layers[i]->output()->id())) continue;
     const int r = root(residual->id());
     auto it = life->find(r);
@@ -244,11 +259,11 @@ void plan_all(const Network& net, bool in_place_residuals, std::map<int, Lifetim
 
 }  // namespace
 
-void compute_buffer_plan(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* lifetimes,
+void compute_buffer_plan(const Network& net, DeviceKind device, std::map<int, Lifetime>* lifetimes,
                          std::map<int, int>* aliases) {
   lifetimes->clear();
   aliases->clear();
-  plan_all(net, in_place_residuals, lifetimes, aliases);
+  plan_all(net, device, lifetimes, aliases);
 }
 
 }  // namespace kiln::engine

@@ -416,7 +416,7 @@ Plan Plan::load(std::shared_ptr<const uint8_t> owner, const uint8_t* data, size_
   } catch (const std::exception& e) {
     throw PlanError("plan: " + where + ": " + e.what());
   }
-  compute_buffer_plan(net, impl.device == DeviceKind::kCPU, &impl.lifetimes, &impl.aliases);
+  compute_buffer_plan(net, impl.device, &impl.lifetimes, &impl.aliases);
   return plan;
 }
 

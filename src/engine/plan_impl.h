@@ -40,11 +40,11 @@ struct Plan::Impl {
 //   permutations, or an Identity of an arena tensor is that tensor's buffer seen with other dims),
 //   each mapped to the arena tensor it aliases (chains resolved); they get no buffer of their own,
 //   the aliased buffer stays alive through their uses, and the runtime skips those layers.
-// With `in_place_residuals` (the CPU backend, whose convolutions add a residual their output holds,
-// oneDNN's sum post-op) a convolution's output also takes its residual's buffer where that is the
-// residual's last use, no other input of the convolution shares it, and both have the same type
-// and shape; those layers still run.
-void compute_buffer_plan(const Network& net, bool in_place_residuals, std::map<int, Lifetime>* lifetimes,
+// The output of a layer whose kernel on `device` reads each residual element before writing that
+// output element (CPU convolutions; CUDA matmuls and 1×1 channels-last convolutions) also takes
+// its residual's buffer where that is the residual's last use, no other input of the layer shares
+// it, and both have the same type and shape; those layers still run.
+void compute_buffer_plan(const Network& net, DeviceKind device, std::map<int, Lifetime>* lifetimes,
                          std::map<int, int>* aliases);
 
 // Arena size for these symbol values (builder.cpp).

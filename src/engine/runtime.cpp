@@ -126,8 +126,8 @@ struct ExecutionContext::Impl {
   std::map<std::string, TensorView> user_outputs;
   std::map<std::string, int> capture_runs;
   std::unique_ptr<detail::LayerProfile> profile;  // KILN_PROFILE=1 only
-  // The plan's buffer plan; or, for a CPU plan run on another backend (whose convolutions do not add
-  // a residual their output holds), one made again without the CPU's in-place residuals.
+  // The plan's buffer plan; or, for a plan run on another backend than it was built for, one made
+  // again with that backend's in-place residuals (each backend's kernels allow their own).
   const std::map<int, Lifetime>* lifetimes = nullptr;
   const std::map<int, int>* aliases = nullptr;
   std::map<int, Lifetime> own_lifetimes;
@@ -136,8 +136,8 @@ struct ExecutionContext::Impl {
   Impl(const Plan& p, std::shared_ptr<Backend> b) : plan(p), net(p.network()), backend(std::move(b)) {
     lifetimes = &p.impl().lifetimes;
     aliases = &p.impl().aliases;
-    if (p.device() == DeviceKind::kCPU && backend->kind() != DeviceKind::kCPU) {
-      compute_buffer_plan(net, false, &own_lifetimes, &own_aliases);
+    if (p.device() != backend->kind()) {
+      compute_buffer_plan(net, backend->kind(), &own_lifetimes, &own_aliases);
       lifetimes = &own_lifetimes;
       aliases = &own_aliases;
     }

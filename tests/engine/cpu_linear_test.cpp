@@ -280,7 +280,7 @@ std::vector<double> ref_conv(const Conv& c, const Host& x, const Host& w, const 
 
 // The memory plan of a CPU network gives a convolution's output its residual's buffer where the
 // residual dies there (oneDNN adds it with a sum post-op, in place): not where the residual is
-// read later, or is the convolution's own input, or for a CUDA plan.
+// read later, or is the convolution's own input, or for a CUDA plan of a 3x3 convolution.
 TEST(CpuConvolution, ResidualBufferTakenInPlace) {
   Host w = random_host(DataType::kFloat32, {8, 8, 3, 3}, 95, -0.3, 0.3);
   const ConvolutionParams plain = conv2d_params(1, 1, 1, 1, false, false, false, std::nullopt);
@@ -304,9 +304,9 @@ TEST(CpuConvolution, ResidualBufferTakenInPlace) {
     if (shape == kReadLater) net.mark_output(net.add_elementwise("later", a, y, BinaryOp::kAdd)->output(), "z");
     std::map<int, int> cpu, cuda;
     std::map<int, Lifetime> life, cuda_life;
-    compute_buffer_plan(net, true, &life, &cpu);
-    compute_buffer_plan(net, false, &cuda_life, &cuda);
-    EXPECT_FALSE(cuda.count(y->id())) << "a CUDA plan";
+    compute_buffer_plan(net, DeviceKind::kCPU, &life, &cpu);
+    compute_buffer_plan(net, DeviceKind::kCUDA, &cuda_life, &cuda);
+    EXPECT_FALSE(cuda.count(y->id())) << "a CUDA plan (a 3x3 convolution writes before its epilogue)";
     if (shape == kDies) {
       ASSERT_TRUE(cpu.count(y->id()));
       EXPECT_EQ(cpu.at(y->id()), a->id());

@@ -1,9 +1,12 @@
 // CUDA backend vs CPU backend: data movement and order-dependent layers (shuffle, concat, slice,
 // gather, scatter, pad, resize, fill, shape, cumsum, top-k, nonzero, identity, plugin), and the
 // whole pipeline on CUDA with graph capture / replay.
+#include <set>
+
 #include "cuda_test_util.h"
 
 #include "engine/builder.h"
+#include "engine/plan_impl.h"
 #include "engine/runtime.h"
 
 namespace kiln::engine::cputest {
@@ -293,6 +296,53 @@ TEST(CudaPipeline, WorkspaceLimitBindsTheChosenAlgorithms) {
     both.run_and_compare(random_host(DataType::kFloat32, {8, 32, 28, 28}, 153), 3e-2,
                          "workspace limit " + std::to_string(limit));
     if (limit == 0) EXPECT_EQ(both.gpu.backend().scratch_bytes(), 0u) << "an algorithm with scratch memory ran";
+  }
+}
+
+// The CUDA memory plan gives a residual's buffer to the output of the layer where it dies when the
+// layer's kernel reads each residual element before writing it: a matmul (cuBLASLt's C == D) and a
+// 1x1 channels-last convolution (the same matmul over rows of channels). Results match the CPU's,
+// and the plan holds those aliases (the 3x3 convolution's residual stays out of place; the layers
+// that only reshape alias their input as always).
+TEST(CudaPipeline, ResidualOutputsTakeTheResidualsBuffer) {
+  REQUIRE_GPU_RUN();
+  auto make = [](Network& n) {
+    Tensor* x = n.add_input("x", DataType::kFloat32, Shape{2, 16, 8, 8});
+    auto w = [&](std::vector<int64_t> dims, uint64_t seed) { return constant(n, random_host(DataType::kFloat32, dims, seed, -0.2, 0.2), "w" + std::to_string(seed)); };
+    ConvolutionParams three;
+    three.padding = {1, 1};
+    three.activation = ActivationParams{ActivationOp::kRelu};
+    Tensor* a = n.add_convolution("c1", x, w({16, 16, 3, 3}, 161), nullptr, three)->output();
+    Tensor* b = n.add_convolution("c2", a, w({16, 16, 3, 3}, 162), nullptr, three)->output();
+    ConvolutionParams one;
+    one.has_residual = true;
+    one.activation = ActivationParams{ActivationOp::kRelu};
+    Tensor* c = n.add_layer("c3", {b, w({16, 16, 1, 1}, 163), a}, one)->output();  // a dies here
+    three.has_residual = true;
+    Tensor* d = n.add_layer("c4", {c, w({16, 16, 3, 3}, 164), b}, three)->output();  // b dies here
+    ShuffleParams flat;
+    flat.reshape = Shape{32, 64};
+    Tensor* h = n.add_matmul("m1", n.add_shuffle("flat", d, flat)->output(), w({64, 64}, 165))->output();
+    Tensor* k = n.add_matmul("m2", h, w({64, 64}, 166))->output();
+    MatMulParams with_residual;
+    with_residual.has_residual = true;
+    n.mark_output(n.add_layer("m3", {k, w({64, 64}, 167), h}, with_residual)->output(), "y");  // h dies here
+  };
+  for (Precision precision : {Precision::kFP32, Precision::kFP16}) {
+    BuilderConfig cfg;
+    cfg.precision = precision;
+    CpuAndCuda both(make, cfg);
+    std::set<std::string> in_place;  // layers (their names before the builder's suffixes) writing over an input
+    for (const Layer* l : both.gpu_plan.network().layers())
+      if (!l->outputs().empty() && both.gpu_plan.impl().aliases.count(l->output()->id()))
+        in_place.insert(l->name().substr(0, 2));
+    // fp16 runs convolutions channels last, where the 1x1 is a matmul over rows; fp32 keeps NCHW.
+    EXPECT_EQ(in_place.count("c3"), precision == Precision::kFP16 ? 1u : 0u) << "the 1x1 convolution";
+    EXPECT_TRUE(in_place.count("m3")) << "the matmul's output in its residual's buffer";
+    EXPECT_FALSE(in_place.count("c4")) << "a 3x3 convolution writes before its epilogue reads the residual";
+    for (uint64_t seed : {168, 169})  // twice: the second run reads buffers the first one left
+      both.run_and_compare(random_host(DataType::kFloat32, {2, 16, 8, 8}, seed), precision == Precision::kFP32 ? 1e-3 : 3e-2,
+                           std::string("residual in place, ") + to_string(precision));
   }
 }
 

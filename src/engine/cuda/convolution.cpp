@@ -617,14 +617,20 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
   const bool kiln_candidate = x.numel() > 0 && !cudnn_tactic && depthwise_supported(p, x, w, y);
   if (tactic != Tactic::kAuto && !cudnn_tactic && !kiln_candidate)
     fail(call.layer, "KILN_CONV_TACTIC=kiln: kiln has no kernel of its own for this convolution");
-  if (x.numel() == 0) {
-    KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
+  // The memory plan gives a 1×1 channels-last convolution's output its residual's buffer where the
+  // residual dies here (compute_buffer_plan): y already holds the residual, and the sum is y += conv.
+  const bool residual_in_output = residual && residual->data == y.data;
+  if (x.numel() == 0) {  // no input channels: the convolution is zeros
+    if (!residual_in_output) KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
     if (bias || residual || p.activation) {
       const TensorView cb = bias ? channel_bias(p, y, *bias) : TensorView{};
-      apply_epilogue(ctx, y, bias ? &cb : nullptr, p.activation, residual);
+      apply_epilogue(ctx, y, bias ? &cb : nullptr, p.activation, residual_in_output ? nullptr : residual);
     }
     return;
   }
+  // Every other path writes y before its epilogue reads the residual.
+  if (residual_in_output)
+    fail(call.layer, "the output shares the residual's buffer, which only a 1x1 channels-last convolution allows");
   ConvPlan& cp = plan_for(ctx, call.layer, p, x, w, y, bias, residual, kiln_candidate, tactic);
   switch (cp.choice) {
     case ConvPlan::Choice::kKiln:  // bias, residual and activation fused in its store
