@@ -81,6 +81,28 @@ TEST(VecMath, SoftmaxPiecesOnEveryRowLength) {
   }
 }
 
+// Row sums over every length around the block and vector widths: within 16 float ulps of the
+// magnitudes summed (each lane adds 16 values of a 256-element block in float), against double sums;
+// inf and NaN carried as a plain sum carries them.
+TEST(VecMath, RowSumsAreCloseToDoubleSums) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> d(-2.f, 3.f);
+  for (int64_t n : {0, 1, 15, 16, 17, 255, 256, 257, 1000, 4096, 100003}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = d(rng);
+    double want = 0, want_sq = 0, magnitude = 0;
+    for (float v : x) want += v, want_sq += double(v) * v, magnitude += std::abs(v);
+    const double tol = 16 * std::numeric_limits<float>::epsilon() * (magnitude + 1);  // 16 lanes' adds a block
+    EXPECT_NEAR(vec::sum(x.data(), n), want, tol) << n;
+    EXPECT_NEAR(vec::sum_squares(x.data(), n), want_sq, 9 * tol) << n;
+  }
+  std::vector<float> x(300, 1.f);
+  x[200] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(vec::sum(x.data(), 300), std::numeric_limits<double>::infinity());
+  x[10] = std::nanf("");
+  EXPECT_TRUE(std::isnan(vec::sum(x.data(), 300)));
+}
+
 TEST(VecMath, MaxIgnoresNaN) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> x(40, 1.0f);

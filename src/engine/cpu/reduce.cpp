@@ -1,6 +1,7 @@
 // Reductions over any set of axes. The input is viewed as [outer, R, inner] when the reduced axes
 // are adjacent; any other set is first permuted into [kept..., reduced...] (inner = 1). Floats
-// accumulate in double, integers in int64; max/min propagate NaN; argmax/argmin return the first
+// accumulate in double (sums over contiguous fp32 rows longer than 64: float vector lanes over
+// blocks of 256, each block's sum added in double), integers in int64; max/min propagate NaN; argmax/argmin return the first
 // occurrence (NaN counts as the largest, as in PyTorch); var divides by R - correction.
 // Work is split over the worker threads as (outer, chunk of inner) units.
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/vec_math.h"
 
 namespace kiln::engine::cpu {
 namespace {
@@ -105,10 +107,11 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
   if (fl && inner > 1 && R > 0 && (p.op == ReduceOp::kSum || p.op == ReduceOp::kMean))
     return sum_rows(p, x, outer, R, inner, out);
   if constexpr (std::is_same_v<T, float>) {
-    // Many short float rows (a complex value's magnitude over its pair, a norm per vector): each
-    // row's result as the general loop computes it (double accumulators), without its per-row
-    // dispatch and store conversion.
-    if (inner == 1 && R > 0 && R <= 64 && out.dtype == DataType::kFloat32 &&
+    // Contiguous float rows: many short ones (a complex value's magnitude over its pair, a norm per
+    // vector) each summed in double, as the general loop does, without its per-row dispatch and
+    // store conversion; longer ones (sum(-1), RMSNorm's mean of squares) in float vector lanes
+    // over short blocks added in double (vec::sum), several times the general loop's speed.
+    if (inner == 1 && R > 0 && out.dtype == DataType::kFloat32 &&
         (p.op == ReduceOp::kNorm2 || p.op == ReduceOp::kSum || p.op == ReduceOp::kMean)) {
       float* y = out.as<float>();
       const ReduceOp op = p.op;
@@ -116,13 +119,14 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
         for (int64_t o = lo; o < hi; ++o) {
           const float* row = x + o * R;
           double acc = 0;
-          if (op == ReduceOp::kNorm2) {
+          if (R > 64) {
+            acc = op == ReduceOp::kNorm2 ? vec::sum_squares(row, R) : vec::sum(row, R);
+          } else if (op == ReduceOp::kNorm2) {
             for (int64_t r = 0; r < R; ++r) acc += double(row[r]) * double(row[r]);
-            y[o] = float(std::sqrt(acc));
           } else {
             for (int64_t r = 0; r < R; ++r) acc += double(row[r]);
-            y[o] = float(op == ReduceOp::kMean ? acc / double(R) : acc);
           }
+          y[o] = float(op == ReduceOp::kNorm2 ? std::sqrt(acc) : op == ReduceOp::kMean ? acc / double(R) : acc);
         }
       });
       return;

@@ -60,6 +60,35 @@ KILN_VECTOR_CLONES float max(const float* x, int64_t n) {
   return m;
 }
 
+// Blocks of kSumBlock summed in float vector lanes, the blocks' sums added in double: a float sum's
+// rounding grows with its length, so each stays short, and the double total keeps what the blocks
+// give (within a few float ulps of a double sum of the whole row).
+constexpr int64_t kSumBlock = 256;
+
+KILN_VECTOR_CLONES double sum(const float* x, int64_t n) {
+  double total = 0;
+  for (int64_t b = 0; b < n; b += kSumBlock) {
+    const int64_t m = std::min(kSumBlock, n - b);
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < m; ++i) s += x[b + i];
+    total += double(s);
+  }
+  return total;
+}
+
+KILN_VECTOR_CLONES double sum_squares(const float* x, int64_t n) {
+  double total = 0;
+  for (int64_t b = 0; b < n; b += kSumBlock) {
+    const int64_t m = std::min(kSumBlock, n - b);
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < m; ++i) s += x[b + i] * x[b + i];
+    total += double(s);
+  }
+  return total;
+}
+
 KILN_VECTOR_CLONES float exp_shifted_sum(const float* x, float* y, int64_t n, float shift) {
   float s = 0;
 #pragma omp simd reduction(+ : s)

@@ -16,6 +16,10 @@ void exp(const float* x, float* y, int64_t n);
 float max(const float* x, int64_t n);
 // y[i] = e^(x[i] - shift); returns the sum of the y (float accumulation in vector lanes).
 float exp_shifted_sum(const float* x, float* y, int64_t n, float shift);
+// The sum of the x (and of their squares): float vector lanes over blocks of 256, the blocks added
+// in double.
+double sum(const float* x, int64_t n);
+double sum_squares(const float* x, int64_t n);
 // y[i] *= a.
 void scale(float* y, int64_t n, float a);
 // y[i] = x[i] - shift (log-softmax's last step).
