@@ -89,6 +89,38 @@ KILN_VECTOR_CLONES double sum_squares(const float* x, int64_t n) {
   return total;
 }
 
+KILN_VECTOR_CLONES double sum_squared_deviations(const float* x, int64_t n, float mean) {
+  double total = 0;
+  for (int64_t b = 0; b < n; b += kSumBlock) {
+    const int64_t m = std::min(kSumBlock, n - b);
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < m; ++i) {
+      const float d = x[b + i] - mean;
+      s += d * d;
+    }
+    total += double(s);
+  }
+  return total;
+}
+
+KILN_VECTOR_CLONES void normalize(const float* x, float* y, int64_t n, float mean, float inv, const float* scale,
+                                  const float* bias) {
+  if (scale && bias) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * inv * scale[i] + bias[i];
+  } else if (scale) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * inv * scale[i];
+  } else if (bias) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * inv + bias[i];
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * inv;
+  }
+}
+
 KILN_VECTOR_CLONES float exp_shifted_sum(const float* x, float* y, int64_t n, float shift) {
   float s = 0;
 #pragma omp simd reduction(+ : s)

@@ -20,6 +20,11 @@ float exp_shifted_sum(const float* x, float* y, int64_t n, float shift);
 // in double.
 double sum(const float* x, int64_t n);
 double sum_squares(const float* x, int64_t n);
+// The sum of (x[i] - mean)², blocked as sum (a layer norm's variance).
+double sum_squared_deviations(const float* x, int64_t n, float mean);
+// y[i] = (x[i] - mean) * inv * scale[i] + bias[i] in float; scale and bias may be null (x and y may
+// be the same).
+void normalize(const float* x, float* y, int64_t n, float mean, float inv, const float* scale, const float* bias);
 // y[i] *= a.
 void scale(float* y, int64_t n, float a);
 // y[i] = x[i] - shift (log-softmax's last step).
