@@ -53,6 +53,16 @@ KILN_VECTOR_CLONES void exp(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = exp_one(x[i]);
 }
 
+KILN_VECTOR_CLONES void sigmoid(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + exp_one(-x[i]));
+}
+
+KILN_VECTOR_CLONES void silu(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + exp_one(-x[i]));
+}
+
 KILN_VECTOR_CLONES float max(const float* x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)

@@ -12,6 +12,10 @@ namespace kiln::engine::cpu::vec {
 // below that range (denormals flushed; exp(-inf) = 0, as masked softmax entries need), +inf above,
 // NaN for NaN.
 void exp(const float* x, float* y, int64_t n);
+// y[i] = 1 / (1 + e^-x[i]) and x[i] / (1 + e^-x[i]) through exp above (x and y may be the same):
+// within a few ulp of the same formulas through std::exp; 0 (or -0) where e^-x overflows, NaN for NaN.
+void sigmoid(const float* x, float* y, int64_t n);
+void silu(const float* x, float* y, int64_t n);
 // The largest element (NaNs ignored; -inf for an empty or all-NaN row).
 float max(const float* x, int64_t n);
 // y[i] = e^(x[i] - shift); returns the sum of the y (float accumulation in vector lanes).
