@@ -69,6 +69,7 @@ def cases(scale):
     mem("gelu(x*s+b)", f"{rows}x{cols}, per-column s, b",
         Fn(lambda x, s, b: F.gelu(x * s + b), torch.rand(cols) + 0.5, torch.randn(cols)), [(rows, cols)],
         extra_elems=big)
+    mem("silu", f"{rows}x{cols}", Fn(F.silu), [(rows, cols)], extra_elems=big)
     # Data movement alone is a view PyTorch does for free, so each is measured as a consumer sees it:
     # folded into the loads of the pointwise op after it.
     mem("permute 0213 + 1", f"{rows // 16}x128x16x{cols // 128}",
