@@ -92,7 +92,7 @@ std::vector<std::vector<size_t>> placement_orders(const std::vector<BufferReques
   // busiest step's unplaced ones.
   std::map<int, size_t> live_at;
   for (const BufferRequest& r : requests)
-    for (int s = r.first; s <= r.last; ++s) live_at[s] += r.bytes;
+    for (int64_t s = r.first; s <= r.last; ++s) live_at[int(s)] += r.bytes;
   std::vector<std::pair<size_t, int>> steps;
   for (const auto& [step, bytes] : live_at) steps.push_back({bytes, step});
   std::stable_sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
@@ -104,6 +104,8 @@ std::vector<std::vector<size_t>> placement_orders(const std::vector<BufferReques
         taken[idx] = true;
         breadth.push_back(idx);
       }
+  for (size_t idx : by_size)  // alive at no step (first > last): still placed, so every order is a permutation
+    if (!taken[idx]) breadth.push_back(idx);
   orders.push_back(std::move(breadth));
   return orders;
 }
@@ -180,6 +182,7 @@ const Tensor* in_place_residual(const Layer& l, DeviceKind device) {
   const auto* cp = l.as<ConvolutionParams>();
   const auto* mp = l.as<MatMulParams>();
   if (l.outputs().size() != 1 || l.inputs().size() < 3) return nullptr;
+  if (device != DeviceKind::kCPU && device != DeviceKind::kCUDA) return nullptr;  // a backend's own rule, or none
   if (device == DeviceKind::kCPU && !(cp && cp->has_residual)) return nullptr;
   if (device == DeviceKind::kCUDA) {
     const Shape& w = cp ? l.inputs()[1]->shape() : Shape{};

@@ -63,6 +63,11 @@ TEST(MemoryPlanner, EmptyAndSingle) {
   const ArenaPlan one = plan_arena({{100, 0, 0}});
   EXPECT_EQ(one.offsets.at(0), 0u);
   EXPECT_EQ(one.total_bytes, 128u);  // aligned up to kArenaAlignment
+  // A request alive at no step (first > last) is still given an offset, and the search stays in bounds.
+  const std::vector<BufferRequest> odd = {{100, 5, 2}, {200, 0, 9}, {300, 3, 4}, {300, 5, 6}, {50, 1, 1}};
+  const ArenaPlan plan = plan_arena(odd);
+  ASSERT_EQ(plan.offsets.size(), odd.size());
+  EXPECT_GE(plan.total_bytes, peak_live_bytes(odd));
 }
 
 }  // namespace

@@ -109,21 +109,26 @@ TEST(VecMath, SoftmaxPiecesOnEveryRowLength) {
   }
 }
 
-// Row sums over every length around the block and vector widths: within 16 float ulps of the
-// magnitudes summed (each lane adds 16 values of a 256-element block in float), against double sums;
-// inf and NaN carried as a plain sum carries them.
-TEST(VecMath, RowSumsAreCloseToDoubleSums) {
+// Row sums over every length around the vector widths, against sums in double: equal up to the
+// order of the additions; squares of floats near the ends of the range neither overflow nor vanish
+// (the elements are widened first); inf and NaN carried as a plain sum carries them.
+TEST(VecMath, RowSumsAreDoubleSums) {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> d(-2.f, 3.f);
-  for (int64_t n : {0, 1, 15, 16, 17, 255, 256, 257, 1000, 4096, 100003}) {
+  for (int64_t n : {0, 1, 7, 8, 9, 15, 16, 17, 255, 256, 257, 1000, 4096, 100003}) {
     std::vector<float> x(static_cast<size_t>(n));
     for (float& v : x) v = d(rng);
-    double want = 0, want_sq = 0, magnitude = 0;
-    for (float v : x) want += v, want_sq += double(v) * v, magnitude += std::abs(v);
-    const double tol = 16 * std::numeric_limits<float>::epsilon() * (magnitude + 1);  // 16 lanes' adds a block
-    EXPECT_NEAR(vec::sum(x.data(), n), want, tol) << n;
-    EXPECT_NEAR(vec::sum_squares(x.data(), n), want_sq, 9 * tol) << n;
+    double want = 0, want_sq = 0, want_dev = 0, magnitude = 0;
+    for (float v : x) want += v, want_sq += double(v) * v, want_dev += (v - 0.5) * (v - 0.5), magnitude += std::abs(v);
+    const double rel = 1e-11;  // n ulps of double for the longest row: another order of additions
+    EXPECT_NEAR(vec::sum(x.data(), n), want, rel * (magnitude + 1)) << n;
+    EXPECT_NEAR(vec::sum_squares(x.data(), n), want_sq, rel * (want_sq + 1)) << n;
+    EXPECT_NEAR(vec::sum_squared_deviations(x.data(), n, 0.5), want_dev, rel * (want_dev + 1)) << n;
   }
+  std::vector<float> big(128, 3e38f), tiny(100, 1e-23f);
+  EXPECT_DOUBLE_EQ(vec::sum(big.data(), 128), 128 * double(3e38f));
+  EXPECT_DOUBLE_EQ(vec::sum_squares(big.data(), 128), 128 * double(3e38f) * double(3e38f));
+  EXPECT_DOUBLE_EQ(vec::sum_squares(tiny.data(), 100), 100 * double(1e-23f) * double(1e-23f));
   std::vector<float> x(300, 1.f);
   x[200] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(vec::sum(x.data(), 300), std::numeric_limits<double>::infinity());

@@ -1,7 +1,7 @@
 // Reductions over any set of axes. The input is viewed as [outer, R, inner] when the reduced axes
 // are adjacent; any other set is first permuted into [kept..., reduced...] (inner = 1). Floats
-// accumulate in double (sums over contiguous fp32 rows longer than 64: float vector lanes over
-// blocks of 256, each block's sum added in double), integers in int64; max/min propagate NaN; argmax/argmin return the first
+// accumulate in double (over contiguous fp32 rows longer than 64 in double vector lanes), integers
+// in int64; max/min propagate NaN; argmax/argmin return the first
 // occurrence (NaN counts as the largest, as in PyTorch); var divides by R - correction.
 // Work is split over the worker threads as (outer, chunk of inner) units.
 #include <algorithm>
@@ -109,8 +109,8 @@ void reduce_typed(const ReduceParams& p, const T* x, int64_t outer, int64_t R, i
   if constexpr (std::is_same_v<T, float>) {
     // Contiguous float rows: many short ones (a complex value's magnitude over its pair, a norm per
     // vector) each summed in double, as the general loop does, without its per-row dispatch and
-    // store conversion; longer ones (sum(-1), RMSNorm's mean of squares) in float vector lanes
-    // over short blocks added in double (vec::sum), several times the general loop's speed.
+    // store conversion; longer ones (sum(-1), RMSNorm's mean of squares) in double vector lanes
+    // (vec::sum), several times the general loop's speed.
     if (inner == 1 && R > 0 && out.dtype == DataType::kFloat32 &&
         (p.op == ReduceOp::kNorm2 || p.op == ReduceOp::kSum || p.op == ReduceOp::kMean)) {
       float* y = out.as<float>();

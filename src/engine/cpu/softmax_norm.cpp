@@ -1,7 +1,7 @@
 // Softmax / log-softmax along one axis (contiguous rows through the vectorized kernels of
 // vec_math.h, fp32 sums in vector lanes; strided ones with double sums) and the normalizations
 // (layer, batch for inference, group), in fp32 with double accumulators for the statistics (layer and
-// group norms: float vector lanes over blocks added in double), in PyTorch's form:
+// group norms: in double vector lanes), in PyTorch's form:
 // biased variance, y = (x - mean) / sqrt(var + eps) * scale + bias. Rows are spread over the worker threads.
 #include <algorithm>
 #include <cmath>
@@ -111,10 +111,10 @@ void run(const NormalizationParams& p, LayerCall& call) {
   parallel_for(rows, rows * len > kParallelGrain / 4, [&](int64_t r) {
     const float* xs = fx.ptr + r * len;
     float* ys = fy.ptr + r * len;
-    // Statistics in float vector lanes over short blocks added in double (vec::sum), two passes
-    // (the mean, then the squared deviations from it); the affine step in float, as PyTorch's.
+    // Statistics in double vector lanes (vec::sum), two passes (the mean, then the squared
+    // deviations from it); the affine step in float, as PyTorch's.
     const double mean = len ? vec::sum(xs, len) / double(len) : 0.0;
-    const double v = vec::sum_squared_deviations(xs, len, float(mean));
+    const double v = vec::sum_squared_deviations(xs, len, mean);
     const double inv = 1.0 / std::sqrt((len ? v / double(len) : 0.0) + eps);
     if (p.kind == NormKind::kLayer) {
       vec::normalize(xs, ys, len, float(mean), float(inv), scale.ptr, bias.ptr);

@@ -20,12 +20,12 @@ void silu(const float* x, float* y, int64_t n);
 float max(const float* x, int64_t n);
 // y[i] = e^(x[i] - shift); returns the sum of the y (float accumulation in vector lanes).
 float exp_shifted_sum(const float* x, float* y, int64_t n, float shift);
-// The sum of the x (and of their squares): float vector lanes over blocks of 256, the blocks added
-// in double.
+// The sum of the x (and of their squares) in double vector lanes: a double sum's result up to the
+// order of its additions.
 double sum(const float* x, int64_t n);
 double sum_squares(const float* x, int64_t n);
-// The sum of (x[i] - mean)², blocked as sum (a layer norm's variance).
-double sum_squared_deviations(const float* x, int64_t n, float mean);
+// The sum of (x[i] - mean)² in double lanes (a layer norm's variance).
+double sum_squared_deviations(const float* x, int64_t n, double mean);
 // y[i] = (x[i] - mean) * inv * scale[i] + bias[i] in float; scale and bias may be null (x and y may
 // be the same).
 void normalize(const float* x, float* y, int64_t n, float mean, float inv, const float* scale, const float* bias);
