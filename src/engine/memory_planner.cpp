@@ -145,6 +145,8 @@ ArenaPlan plan_arena(const std::vector<BufferRequest>& requests, ArenaSearch sea
 }
 
 ArenaSearch arena_search_for(const Network& net) {
+  // KILN_ARENA_SEARCH=0: largest-first alone for every network (to compare plans).
+  if (!detail::env_flag("KILN_ARENA_SEARCH", true)) return ArenaSearch::kQuick;
   return net.input_symbols().empty() ? ArenaSearch::kThorough : ArenaSearch::kQuick;
 }
 
