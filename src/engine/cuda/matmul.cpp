@@ -83,6 +83,9 @@ std::string cache_key_of(const GemmKey& k) {
   s << "gemm " << int(k.dtype) << (k.ta ? 'T' : 'N') << (k.tb ? 'T' : 'N') << ' ' << k.m << 'x' << k.n << 'x' << k.k
     << " b" << k.batch << " s" << k.stride_a << ',' << k.stride_b << ',' << k.stride_c << " e" << k.epilogue;
   if (size_t(k.workspace_limit) < Context::kLtWorkspaceLimit) s << " w" << k.workspace_limit;
+  // 16-bit outputs: chosen among algorithms whose split-K partials stay in fp32 (records timed
+  // before that rule have no mark and are not read).
+  if (k.dtype != DataType::kFloat32) s << " rc";
   return s.str();
 }
 
@@ -189,6 +192,13 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
         cublasLtMatmulPreference_t pref;
         lt_check(cublasLtMatmulPreferenceCreate(&pref), "pref");
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        if (dt != DataType::kFloat32) {
+          // Split-K partial sums only in the compute type (fp32): the in-place and output-type
+          // reductions keep them in fp16/bf16, rounding every partial to 8 (bf16) or 11 bits.
+          const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;  // and NONE, which no mask excludes
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions,
+                                               sizeof reductions);
+        }
         st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ctx.lt_handle), ng->op, ng->a, ng->b, ng->c,
                                             ng->c, pref, kCandidates, res, &found);
         cublasLtMatmulPreferenceDestroy(pref);
