@@ -83,6 +83,35 @@ TEST(VecMath, SigmoidAndSiluMatchTheScalarFormulas) {
   EXPECT_TRUE(std::isnan(out[0]));
 }
 
+// erf within 3 ulp of the exact value (double erf) over the whole float range, on both sides of
+// the switch between its two forms, with the edges; GELU through it within the rounding of its own
+// float formula (1 + erf cancels for negative x, as PyTorch's float computation does).
+TEST(VecMath, ErfAndGeluMatchTheExactValues) {
+  std::vector<float> x;
+  for (float v = -6.0f; v < 6.0f; v += 0.000731f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-6f, 0.921875f, -0.921875f, 0.9218751f, 3.999f, 4.0f, 50.0f})
+    x.push_back(v);
+  std::vector<float> got(x.size()), gelu(x.size());
+  vec::erf(x.data(), got.data(), int64_t(x.size()));
+  vec::gelu_erf(x.data(), gelu.data(), int64_t(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float want = float(std::erf(double(x[i])));
+    if (want != 0) {
+      EXPECT_LE(ulps(got[i], want), 3) << "erf(" << x[i] << ") = " << got[i] << ", want " << want;
+    } else {
+      EXPECT_EQ(got[i], 0.0f) << x[i];
+    }
+    const double exact = 0.5 * double(x[i]) * (1.0 + std::erf(double(x[i]) / std::sqrt(2.0)));
+    EXPECT_NEAR(gelu[i], exact, 4e-7 * std::max(1.0, std::abs(double(x[i])))) << "gelu(" << x[i] << ")";
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  float edge[3] = {std::numeric_limits<float>::quiet_NaN(), inf, -inf}, out[3];
+  vec::erf(edge, out, 3);
+  EXPECT_TRUE(std::isnan(out[0]));
+  EXPECT_EQ(out[1], 1.0f);
+  EXPECT_EQ(out[2], -1.0f);
+}
+
 TEST(VecMath, SoftmaxPiecesOnEveryRowLength) {
   std::mt19937 rng(3);
   std::normal_distribution<float> dist(0.0f, 4.0f);

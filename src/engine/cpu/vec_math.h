@@ -15,6 +15,10 @@ void exp(const float* x, float* y, int64_t n);
 // y[i] = 1 / (1 + e^-x[i]) and x[i] / (1 + e^-x[i]) through exp above (x and y may be the same):
 // within a few ulp of the same formulas through std::exp; 0 (or -0) where e^-x overflows, NaN for NaN.
 void sigmoid(const float* x, float* y, int64_t n);
+// erf within 3 float ulp, and GELU's erf form 0.5·x·(1 + erf(x/√2)) through it (x and y may be
+// the same); NaN for NaN.
+void erf(const float* x, float* y, int64_t n);
+void gelu_erf(const float* x, float* y, int64_t n);
 void silu(const float* x, float* y, int64_t n);
 // The largest element (NaNs ignored; -inf for an empty or all-NaN row).
 float max(const float* x, int64_t n);
