@@ -112,6 +112,34 @@ TEST(VecMath, ErfAndGeluMatchTheExactValues) {
   EXPECT_EQ(out[2], -1.0f);
 }
 
+// tanh within 4 ulp of the exact value over the range, on both sides of its switch, with the
+// edges; tanh-GELU within the rounding of its float formula.
+TEST(VecMath, TanhAndTanhGeluMatchTheExactValues) {
+  std::vector<float> x;
+  for (float v = -12.0f; v < 12.0f; v += 0.000917f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-6f, 0.625f, -0.625f, 0.6250001f, 44.0f, 100.0f}) x.push_back(v);
+  std::vector<float> got(x.size()), gelu(x.size());
+  vec::tanh(x.data(), got.data(), int64_t(x.size()));
+  vec::gelu_tanh(x.data(), gelu.data(), int64_t(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const float want = float(std::tanh(v));
+    if (want != 0) {
+      EXPECT_LE(ulps(got[i], want), 4) << "tanh(" << x[i] << ") = " << got[i] << ", want " << want;
+    } else {
+      EXPECT_EQ(got[i], 0.0f) << x[i];
+    }
+    const double exact = 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    EXPECT_NEAR(gelu[i], exact, 4e-7 * std::max(1.0, std::abs(v))) << "gelu_tanh(" << x[i] << ")";
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  float edge[3] = {std::numeric_limits<float>::quiet_NaN(), inf, -inf}, out[3];
+  vec::tanh(edge, out, 3);
+  EXPECT_TRUE(std::isnan(out[0]));
+  EXPECT_EQ(out[1], 1.0f);
+  EXPECT_EQ(out[2], -1.0f);
+}
+
 TEST(VecMath, SoftmaxPiecesOnEveryRowLength) {
   std::mt19937 rng(3);
   std::normal_distribution<float> dist(0.0f, 4.0f);

@@ -289,14 +289,16 @@ inline C activation(const ActivationParams& p, C x) {
 }
 
 // y = act(x) over n floats: vectorized for the piecewise-linear activations (vec::piecewise, the
-// same bits), for sigmoid and SiLU (vec::exp's e^x, within a few ulp of std::exp's) and erf-GELU
-// (vec::erf, within 3 ulp), the scalar definition above for the others.
+// same bits), for sigmoid and SiLU (vec::exp's e^x, within a few ulp of std::exp's), tanh and both
+// GELUs (vec::erf within 3 ulp, vec::tanh within 4), the scalar definition above for the others.
 inline void activation_rows(const ActivationParams& p, const float* x, float* y, int64_t n) {
   using vec::Piecewise;
   const float alpha = float(p.alpha), beta = float(p.beta);
   switch (p.op) {
     case ActivationOp::kSigmoid: return vec::sigmoid(x, y, n);
     case ActivationOp::kGeluErf: return vec::gelu_erf(x, y, n);
+    case ActivationOp::kTanh: return vec::tanh(x, y, n);
+    case ActivationOp::kGeluTanh: return vec::gelu_tanh(x, y, n);
     case ActivationOp::kSilu: return vec::silu(x, y, n);
     case ActivationOp::kRelu: return vec::piecewise(Piecewise::kRelu, x, y, n, alpha, beta);
     case ActivationOp::kLeakyRelu: return vec::piecewise(Piecewise::kLeakyRelu, x, y, n, alpha, beta);

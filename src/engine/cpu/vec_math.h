@@ -19,6 +19,10 @@ void sigmoid(const float* x, float* y, int64_t n);
 // the same); NaN for NaN.
 void erf(const float* x, float* y, int64_t n);
 void gelu_erf(const float* x, float* y, int64_t n);
+// tanh within 4 float ulp, and GELU's tanh form 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) through
+// it (x and y may be the same); NaN for NaN.
+void tanh(const float* x, float* y, int64_t n);
+void gelu_tanh(const float* x, float* y, int64_t n);
 void silu(const float* x, float* y, int64_t n);
 // The largest element (NaNs ignored; -inf for an empty or all-NaN row).
 float max(const float* x, int64_t n);
