@@ -2,6 +2,8 @@
 // large. Floats compute in fp32; integer unary ops natively (transcendental ones through double);
 // not/isnan/isinf write bool. Activations accept integers only for clip and relu (clamp), as
 // PyTorch does.
+#include <algorithm>
+
 #include "engine/cpu/common.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/onednn.h"
@@ -70,7 +72,16 @@ void run(const ActivationParams& p, LayerCall& call) {
       parallel_ranges(n, n > kParallelGrain / 8,
                       [&](int64_t lo, int64_t hi) { activation_rows(p, src + lo, dst + lo, hi - lo); });
     } else if constexpr (is_float_v<T>) {
-      parallel_for(n, n > kParallelGrain / 8, [&](int64_t i) { dst[i] = T(activation<float>(p, float(src[i]))); });
+      // fp16/bf16 through float rows, as the fused pointwise programs compute them (the same bits).
+      parallel_ranges(n, n > kParallelGrain / 8, [&](int64_t lo, int64_t hi) {
+        float row[256];
+        for (int64_t b = lo; b < hi; b += 256) {
+          const int64_t m = std::min<int64_t>(256, hi - b);
+          for (int64_t i = 0; i < m; ++i) row[i] = float(src[b + i]);
+          activation_rows(p, row, row, m);
+          for (int64_t i = 0; i < m; ++i) dst[b + i] = T(row[i]);
+        }
+      });
     } else if constexpr (!std::is_same_v<T, bool>) {
       if (p.op == ActivationOp::kClip) {
         const double lo = p.alpha, hi = p.beta;

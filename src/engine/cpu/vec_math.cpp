@@ -51,15 +51,16 @@ inline float exp_one(float x) {
 // erf(x) within 3 float ulp of the exact value (checked over the whole range, VecMath tests):
 // |x| <= 0.921875 as x·P(x²); above, 1 - e^(-x²)·Q(|x|) with the sign of x, and 1 from 4 on (where
 // erf rounds to 1 in float). P and Q are least-squares fits of erf(x)/x and erfc(x)·e^(x²), made
-// for kiln (degree 5 in x², degree 8 in x), evaluated by Horner in float. NaN gives NaN.
+// for kiln (degree 5 in x² with its constant term fixed at 2/√π, degree 8 in x), evaluated by
+// Horner in float. NaN gives NaN.
 inline float erf_one(float x) {
   const float ax = std::fabs(x), t = x * x;
-  float p = -6.024533649906516e-4f;
-  p = p * t + 5.00088045373559e-3f;
-  p = p * t - 2.677294611930847e-2f;
-  p = p * t + 1.1282038688659668e-1f;
-  p = p * t - 3.761252462863922e-1f;
-  p = p * t + 1.1283791065216064f;
+  float p = -6.180864293128252e-4f;
+  p = p * t + 5.037300754338503e-3f;
+  p = p * t - 2.6803718879818916e-2f;
+  p = p * t + 1.1283170431852341e-1f;
+  p = p * t - 3.761269152164459e-1f;
+  p = p * t + 1.128379225730896f;  // 2/√π in float: erf(x) ≈ this·x for tiny x
   const float small = x * p;
   float q = 1.226100284839049e-4f;
   q = q * ax - 2.14781379327178e-3f;
