@@ -7,6 +7,7 @@
 #include <new>
 
 #include "engine/cpu/cpu_kernels.h"
+#include "engine/cpu/parallel.h"
 
 namespace kiln::engine {
 
@@ -55,7 +56,19 @@ class CpuBackend final : public Backend {
   void copy(void* dst, DeviceKind dst_kind, const void* src, DeviceKind src_kind, size_t bytes) override {
     if (dst_kind != DeviceKind::kCPU || src_kind != DeviceKind::kCPU)
       throw NetworkError("the CPU backend cannot copy to or from CUDA memory");
-    if (bytes) std::memmove(dst, src, bytes);
+    if (!bytes) return;
+    // Large copies (a model's outputs into the caller's fresh tensors, inputs into the arena) over
+    // the worker threads: the first touch of a fresh allocation's pages costs as much as the copy.
+    const auto* s = static_cast<const char*>(src);
+    auto* d = static_cast<char*>(dst);
+    constexpr size_t kParallelCopy = size_t(1) << 20;
+    if (bytes < kParallelCopy || (d < s + bytes && s < d + bytes)) return void(std::memmove(dst, src, bytes));
+    constexpr int64_t kBlock = 64 << 10;
+    const int64_t blocks = int64_t((bytes + kBlock - 1) / kBlock);
+    cpu::parallel_ranges(blocks, true, [&](int64_t lo, int64_t hi) {
+      const size_t begin = size_t(lo) * kBlock, end = std::min(bytes, size_t(hi) * kBlock);
+      std::memcpy(d + begin, s + begin, end - begin);
+    });
   }
   size_t workspace_bytes(const Layer& layer, const std::vector<TensorView>& inputs) override {
     return cpu::workspace_bytes(layer, inputs);

@@ -2,6 +2,8 @@
 // output allocation, strided inputs, output buffers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "runtime_test_util.h"
 
 namespace kiln::engine {
@@ -203,6 +205,20 @@ TEST(RuntimeBackend, CudaFactoryWithoutCuda) {
 #else
   GTEST_SKIP() << "built with CUDA";
 #endif
+}
+
+// The CPU backend's copy: large copies split over the worker threads land every byte (an odd size,
+// not a multiple of the split), and overlapping ranges still move as memmove does.
+TEST(RuntimeBackend, CpuCopyLargeAndOverlapping) {
+  auto cpu = make_cpu_backend();
+  const size_t n = (size_t(3) << 20) + 12345;
+  std::vector<unsigned char> src(n), dst(n, 0);
+  for (size_t i = 0; i < n; ++i) src[i] = static_cast<unsigned char>(i * 2654435761u >> 13);
+  cpu->copy(dst.data(), DeviceKind::kCPU, src.data(), DeviceKind::kCPU, n);
+  EXPECT_EQ(dst, src);
+  std::vector<unsigned char> want(src.begin(), src.end() - 1000);
+  cpu->copy(src.data() + 1000, DeviceKind::kCPU, src.data(), DeviceKind::kCPU, n - 1000);  // overlapping
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), src.begin() + 1000));
 }
 
 TEST(RuntimeBackend, EmptyBatch) {
