@@ -4,6 +4,7 @@ torch.export where it exists (PyTorch >= 2.1), make_fx on older PyTorch (Debian'
 way the FX graph is translated node by node through `_kiln.ProgramBuilder`; weights are handed
 over as pointers into torch tensors that the IR keeps alive (no copies, no files).
 """
+import contextlib
 import inspect
 import math
 import operator
@@ -306,9 +307,20 @@ def _trace_make_fx(module, flat, tensor_leaf, in_spec, specs, device):
     # the tensor itself, in a weak map keyed by the tracer that the proxy keeps alive: tracing the
     # user's parameters and inputs would keep every trace for as long as they live (~40 KiB per
     # compile of a small MLP). Detached aliases share the data and die with the trace.
-    with torch.no_grad(), _TraceableCalls():
-        gm = make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(
-            [w.detach() for w in state.values()], [e.detach() for e in examples])
+    def trace(rewrites):
+        out_spec.clear()
+        with torch.no_grad(), (_TraceableCalls() if rewrites else contextlib.nullcontext()):
+            return make_fx(traced_fn, tracing_mode="symbolic" if dynamic else "real")(
+                [w.detach() for w in state.values()], [e.detach() for e in examples])
+
+    # The rewrites of one_hot / quantile run as a TorchFunctionMode, and any such mode turns off
+    # PyTorch's fast paths (nn.MultiheadAttention's and TransformerEncoderLayer's fused attention,
+    # which kiln converts whole; without it a ViT-S ran 1.7x slower): so only when tracing without
+    # them failed (those calls read values while tracing, which fails loudly, never silently).
+    try:
+        gm = trace(rewrites=False)
+    except Exception:
+        gm = trace(rewrites=True)
     _functional_inplace(gm.graph)
     gm.graph.eliminate_dead_code()
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

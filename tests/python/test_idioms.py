@@ -335,6 +335,24 @@ def test_calls_make_fx_cannot_trace_are_rewritten(device):
         assert torch.allclose(got, want, equal_nan=True), (got, want)
 
 
+def test_transformer_attention_is_captured_whole(device):
+    """nn.TransformerEncoderLayer's self-attention reaches kiln as fused ops (PyTorch 1.13's fast
+    path, the whole layer as one; 2.x's scaled_dot_product_attention), not as batched matmuls:
+    capture's rewrites of one_hot / quantile, a TorchFunctionMode that turns the fast path off,
+    apply only where tracing without them fails (a ViT-S ran 1.7x slower on the CPU with them on)."""
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, batch_first=True).to(device).eval()
+    x = torch.randn(2, 10, 64, device=device)
+    with torch.no_grad():
+        compiled = kiln.compile(layer, arg_inputs=(x,), min_block_size=1)
+        targets = [n.target for n in compiled.program.graph_nodes()]
+        assert not any("bmm" in t for t in targets), targets
+        fused = ("_transformer_encoder_layer_fwd", "multi_head_attention", "scaled_dot_product")
+        assert any(f in t for t in targets for f in fused), targets
+        assert compiled.program.fallback_ops() == []
+        x = torch.randn(2, 10, 64, device=device)
+        assert torch.allclose(compiled(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
 def test_a_long_fft_stays_in_pytorch(device):
     """A transform whose DFT matrix would be large (a second of 16 kHz audio: 16000 x 16002) is
     left to PyTorch's FFT rather than made a 1 GB constant; the answer is still right."""
