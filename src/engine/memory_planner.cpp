@@ -12,7 +12,10 @@
 namespace kiln::engine {
 
 namespace {
-size_t align_up(size_t n) { return (n + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
+// The bytes a request takes in the arena: at least one, rounded up to the alignment.
+size_t arena_bytes_of(const BufferRequest& r) {
+  return (std::max<size_t>(r.bytes, 1) + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+}
 
 // Places the buffers in the given order, each at the smallest gap that holds it among the buffers
 // already placed whose lifetimes overlap its own (after the last of them when none does).
@@ -27,7 +30,7 @@ ArenaPlan place_in_order(const std::vector<BufferRequest>& requests, const std::
   std::vector<Placed> live;
   for (size_t idx : order) {
     const BufferRequest& r = requests[idx];
-    size_t bytes = align_up(std::max<size_t>(r.bytes, 1));
+    const size_t bytes = arena_bytes_of(r);
     live.clear();
     for (const Placed& p : placed)
       if (p.first <= r.last && r.first <= p.last) live.push_back(p);
@@ -56,8 +59,9 @@ ArenaPlan place_in_order(const std::vector<BufferRequest>& requests, const std::
 size_t peak_live_bytes(const std::vector<BufferRequest>& requests) {
   std::map<int, int64_t> delta;
   for (const BufferRequest& r : requests) {
-    delta[r.first] += static_cast<int64_t>(align_up(std::max<size_t>(r.bytes, 1)));
-    delta[r.last + 1] -= static_cast<int64_t>(align_up(std::max<size_t>(r.bytes, 1)));
+    const auto bytes = static_cast<int64_t>(arena_bytes_of(r));
+    delta[r.first] += bytes;
+    delta[r.last + 1] -= bytes;
   }
   int64_t live = 0, peak = 0;
   for (const auto& [step, d] : delta) peak = std::max(peak, live += d);

@@ -17,6 +17,14 @@
 namespace kiln::engine::cpu::vec {
 namespace {
 
+// c[0]·x^(N-1) + ... + c[N-1] by Horner's rule in float (coefficients from the highest power).
+template <size_t N>
+[[gnu::always_inline]] inline float horner(float x, const float (&c)[N]) {
+  float p = c[0];
+  for (size_t i = 1; i < N; ++i) p = p * x + c[i];
+  return p;
+}
+
 // e^x = 2^n e^r with n = round(x log2 e) and |r| <= ln2/2 (Cody-Waite split of ln 2), e^r by its
 // Taylor polynomial to r^7 (truncation below 2e-8 relative), 2^n built in the exponent bits.
 // Results that would be denormal floats (x below about -87.34) are flushed to 0.
@@ -28,14 +36,7 @@ inline float exp_one(float x) {
   const float t = xc * kLog2e + kRound;
   const float n = t - kRound;
   const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const float p = horner(r, {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f});
   // 2^n as 2^a 2^b, a + b = n: n reaches 128 near the top of the range, where 2^n alone is no float.
   // (A NaN x gives a NaN n, whose conversion to int is undefined: 0 instead; p carries the NaN.)
   const int32_t ni = int32_t(n == n ? n : 0.0f), a = ni >> 1, b = ni - a;
@@ -55,40 +56,24 @@ inline float exp_one(float x) {
 // Horner in float. NaN gives NaN.
 inline float erf_one(float x) {
   const float ax = std::fabs(x), t = x * x;
-  float p = -6.180864293128252e-4f;
-  p = p * t + 5.037300754338503e-3f;
-  p = p * t - 2.6803718879818916e-2f;
-  p = p * t + 1.1283170431852341e-1f;
-  p = p * t - 3.761269152164459e-1f;
-  p = p * t + 1.128379225730896f;  // 2/√π in float: erf(x) ≈ this·x for tiny x
-  const float small = x * p;
-  float q = 1.226100284839049e-4f;
-  q = q * ax - 2.14781379327178e-3f;
-  q = q * ax + 1.681358739733696e-2f;
-  q = q * ax - 7.816743105649948e-2f;
-  q = q * ax + 2.4240313470363617e-1f;
-  q = q * ax - 5.350728034973145e-1f;
-  q = q * ax + 8.763126730918884e-1f;
-  q = q * ax - 1.086222529411316f;
-  q = q * ax + 9.935421347618103e-1f;
+  // The last coefficient of P is 2/√π in float: erf(x) ≈ that·x for tiny x.
+  const float small = x * horner(t, {-6.180864293128252e-4f, 5.037300754338503e-3f, -2.6803718879818916e-2f,
+                                     1.1283170431852341e-1f, -3.761269152164459e-1f, 1.128379225730896f});
+  const float q = horner(ax, {1.226100284839049e-4f, -2.14781379327178e-3f, 1.681358739733696e-2f,
+                              -7.816743105649948e-2f, 2.4240313470363617e-1f, -5.350728034973145e-1f,
+                              8.763126730918884e-1f, -1.086222529411316f, 9.935421347618103e-1f});
   float large = 1.0f - exp_one(-t) * q;
   large = ax >= 4.0f ? 1.0f : large;
   large = std::copysign(large, x);
   return ax <= 0.921875f ? small : large;
 }
 
-
 // tanh(x) within 4 float ulp: |x| <= 0.625 as x·P(x²) (a least-squares fit made for kiln, degree 5
 // in x²), above as 1 - 2/(e^(2|x|) + 1) with the sign of x (1 where e^(2|x|) overflows). NaN gives NaN.
 inline float tanh_one(float x) {
   const float ax = std::fabs(x), t = x * x;
-  float p = -5.69737097248435e-3f;
-  p = p * t + 2.0630160346627235e-2f;
-  p = p * t - 5.373581498861313e-2f;
-  p = p * t + 1.333136409521103e-1f;
-  p = p * t - 3.3333274722099304e-1f;
-  p = p * t + 1.0f;
-  const float small = x * p;
+  const float small = x * horner(t, {-5.69737097248435e-3f, 2.0630160346627235e-2f, -5.373581498861313e-2f,
+                                     1.333136409521103e-1f, -3.3333274722099304e-1f, 1.0f});
   const float large = std::copysign(1.0f - 2.0f / (exp_one(2.0f * ax) + 1.0f), x);
   return ax <= 0.625f ? small : large;
 }
