@@ -148,6 +148,12 @@ ArenaPlan plan_arena(const std::vector<BufferRequest>& requests, ArenaSearch sea
   return best;
 }
 
+bool is_pointwise_channels_last(const ConvolutionParams& p, const std::vector<int64_t>& w) {
+  auto all = [](const std::vector<int64_t>& v, int64_t x) { return std::all_of(v.begin(), v.end(), [x](int64_t e) { return e == x; }); };
+  return p.channels_last && !p.transposed && p.groups == 1 && w.size() == 4 && w[1] == 1 && w[2] == 1 &&
+         all(p.stride, 1) && all(p.padding, 0);
+}
+
 ArenaSearch arena_search_for(const Network& net) {
   // KILN_ARENA_SEARCH=0: largest-first alone for every network (to compare plans).
   if (!detail::env_flag("KILN_ARENA_SEARCH", true)) return ArenaSearch::kQuick;
@@ -194,11 +200,12 @@ const Tensor* in_place_residual(const Layer& l, DeviceKind device) {
   if (device == DeviceKind::kCPU && !(cp && cp->has_residual)) return nullptr;
   if (device == DeviceKind::kCUDA) {
     if (!detail::env_flag("KILN_CUDA_IN_PLACE_RESIDUALS", false)) return nullptr;
-    const Shape& w = cp ? l.inputs()[1]->shape() : Shape{};
-    const bool rows_conv = cp && cp->has_residual && cp->channels_last && !cp->transposed && cp->groups == 1 &&
-                           w.size() == 4 && w[1].constant() == 1 && w[2].constant() == 1 &&
-                           std::all_of(cp->stride.begin(), cp->stride.end(), [](int64_t s) { return s == 1; }) &&
-                           std::all_of(cp->padding.begin(), cp->padding.end(), [](int64_t s) { return s == 0; });
+    bool rows_conv = false;
+    if (cp && cp->has_residual) {
+      std::vector<int64_t> w;  // the weight's dims, where all are known
+      for (const DimExpr& d : l.inputs()[1]->shape()) w.push_back(d.constant().value_or(-1));
+      rows_conv = is_pointwise_channels_last(*cp, w);
+    }
     if (!rows_conv && !(mp && mp->has_residual)) return nullptr;
   }
   const Tensor* residual = l.inputs().back();

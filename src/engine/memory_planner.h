@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace kiln::engine {
@@ -24,6 +25,12 @@ struct ArenaPlan {
 constexpr size_t kArenaAlignment = 64;
 
 class Network;
+struct ConvolutionParams;
+
+// A 2-d 1x1 channels-last convolution with unit strides, no padding and one group (weights
+// [K, 1, 1, C]): the CUDA backend runs it as a matmul over rows of channels, which is why its output
+// may take its residual's buffer there. The backend and the planner ask this one rule.
+bool is_pointwise_channels_last(const ConvolutionParams& p, const std::vector<int64_t>& weight_dims);
 
 // How hard to pack. kThorough costs up to tens of milliseconds on thousands of buffers, paid once
 // for a network of one shape; kQuick (largest first alone) is for networks planned again at each

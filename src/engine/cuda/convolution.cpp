@@ -15,6 +15,7 @@
 // (the fused graph wherever the epilogue can fuse) forces one (tests, and users comparing them);
 // KILN_LOG=debug prints every candidate's time.
 #include "engine/cuda/internal.h"
+#include "engine/memory_planner.h"
 #include "engine/network_internal.h"
 
 #ifdef KILN_HAS_CUDNN
@@ -575,18 +576,6 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
   return *slot;
 }
 
-// A 2-d 1x1 convolution in NHWC with unit strides, no padding, one group (weights KRSC [K,1,1,C]).
-bool is_pointwise_nhwc(const ConvolutionParams& p, const TensorView& w) {
-  if (!p.channels_last || p.transposed || p.groups != 1 || w.dims.size() != 4 || w.dims[1] != 1 || w.dims[2] != 1)
-    return false;
-  auto all = [](const std::vector<int64_t>& v, int64_t x) {
-    for (int64_t e : v)
-      if (e != x) return false;
-    return true;
-  };
-  return all(p.stride, 1) && all(p.padding, 0);
-}
-
 }  // namespace
 
 void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) {
@@ -605,7 +594,7 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
   dnn_check(cudnnSetStream(ctx.conv->handle, ctx.stream), "set stream");
   const TensorView* bias = p.has_bias ? &call.inputs.at(2) : nullptr;
   const TensorView* residual = residual_of(call, p.has_residual, y);
-  if (is_pointwise_nhwc(p, w) && x.numel() > 0) {
+  if (is_pointwise_channels_last(p, w.dims) && x.numel() > 0) {
     // A 1x1 convolution in NHWC is a matmul over rows of channels: cuBLASLt, bias, residual and relu fused.
     const int64_t rows = x.dims[0] * x.dims[1] * x.dims[2], channels = x.dims[3], filters = w.dims[0];
     run_linear_rows(ctx, rows, filters, channels, x, w, bias, p.activation, y, residual);
@@ -617,19 +606,14 @@ void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call) 
   const bool kiln_candidate = x.numel() > 0 && !cudnn_tactic && depthwise_supported(p, x, w, y);
   if (tactic != Tactic::kAuto && !cudnn_tactic && !kiln_candidate)
     fail(call.layer, "KILN_CONV_TACTIC=kiln: kiln has no kernel of its own for this convolution");
-  // The memory plan gives a 1×1 channels-last convolution's output its residual's buffer where the
-  // residual dies here (compute_buffer_plan): y already holds the residual, and the sum is y += conv.
-  const bool residual_in_output = residual && residual->data == y.data;
   if (x.numel() == 0) {  // no input channels: the convolution is zeros
-    if (!residual_in_output) KILN_CUDA_CHECK(cudaMemsetAsync(y.data, 0, y.nbytes(), ctx.stream));
-    if (bias || residual || p.activation) {
-      const TensorView cb = bias ? channel_bias(p, y, *bias) : TensorView{};
-      apply_epilogue(ctx, y, bias ? &cb : nullptr, p.activation, residual_in_output ? nullptr : residual);
-    }
+    const TensorView cb = bias ? channel_bias(p, y, *bias) : TensorView{};
+    apply_epilogue_to_zeros(ctx, y, bias ? &cb : nullptr, p.activation, residual);
     return;
   }
-  // Every other path writes y before its epilogue reads the residual.
-  if (residual_in_output)
+  // Every other path writes y before its epilogue reads the residual (the memory plan gives only a
+  // 1x1 channels-last convolution its residual's buffer, compute_buffer_plan).
+  if (residual && residual->data == y.data)
     fail(call.layer, "the output shares the residual's buffer, which only a 1x1 channels-last convolution allows");
   ConvPlan& cp = plan_for(ctx, call.layer, p, x, w, y, bias, residual, kiln_candidate, tactic);
   switch (cp.choice) {

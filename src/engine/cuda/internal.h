@@ -108,6 +108,10 @@ void launch_program(Context& ctx, const FusedPointwiseParams& prog, const std::v
 // optional).
 void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
                     const std::optional<ActivationParams>& act, const TensorView* residual = nullptr);
+// out = act(0 + bias + residual): the epilogue of an empty product (K = 0, no input channels). out
+// may already hold the residual (the memory plan gave it the residual's buffer): then it is kept.
+void apply_epilogue_to_zeros(Context& ctx, const TensorView& out, const TensorView* bias,
+                             const std::optional<ActivationParams>& act, const TensorView* residual);
 
 void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call);               // matmul.cpp
 // y[M, N] = act(x[M, K] · w[N, K]ᵀ + bias[N] + residual[M, N]), row-major, bias, residual and act

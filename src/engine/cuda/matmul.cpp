@@ -320,10 +320,8 @@ void run_matmul(Context& ctx, const MatMulParams& p, LayerCall& call) {
   const void* bias_ptr = bias_fused ? bias->data : nullptr;
   const TensorView* residual = residual_of(call, p.has_residual, Y);
   const char* res = residual ? static_cast<const char*>(residual->data) : nullptr;
-  if (K == 0) {  // the product is zeros; the output may already hold the residual (compute_buffer_plan)
-    const bool residual_in_output = residual && residual->data == Y.data;
-    if (!residual_in_output) KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), ctx.stream));
-    apply_epilogue(ctx, Y, bias, p.activation, residual_in_output ? nullptr : residual);
+  if (K == 0) {  // the product is zeros
+    apply_epilogue_to_zeros(ctx, Y, bias, p.activation, residual);
     return;
   }
 

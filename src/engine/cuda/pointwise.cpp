@@ -315,6 +315,13 @@ void apply_epilogue(Context& ctx, const TensorView& out, const TensorView* bias,
   launch_program(ctx, epilogue_program(out.dtype, bias, act, residual), ins, {out});
 }
 
+void apply_epilogue_to_zeros(Context& ctx, const TensorView& out, const TensorView* bias,
+                             const std::optional<ActivationParams>& act, const TensorView* residual) {
+  const bool residual_in_output = residual && residual->data == out.data;  // compute_buffer_plan
+  if (!residual_in_output) KILN_CUDA_CHECK(cudaMemsetAsync(out.data, 0, out.nbytes(), ctx.stream));
+  apply_epilogue(ctx, out, bias, act, residual_in_output ? nullptr : residual);
+}
+
 }  // namespace kiln::engine::cuda
 
 namespace kiln::engine {
