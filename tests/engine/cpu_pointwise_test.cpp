@@ -1,8 +1,12 @@
 // CPU kernels of the pointwise family against float64 references: elementwise binary ops (every
 // op, every meaningful dtype, broadcasting, empty and large tensors, dynamic dims), unary ops,
 // activations, select, cast and the builder's fused pointwise programs.
+#include <cstring>
+
 #include "cpu_test_util.h"
 #include "engine/cpu/kernels.h"
+#include "engine/half.h"
+#include "engine/cpu/ops.h"
 
 namespace kiln::engine::cputest {
 namespace {
@@ -216,6 +220,33 @@ TEST(CpuUnary, EveryOpAndDtype) {
         double tol = tolerance(out[0].dtype) * 2;
         expect_close(out[0], want, tol, tol, std::string(to_string(op)) + " " + to_string(t));
       }
+  }
+}
+
+// An fp16 activation layer gives the bits the fused pointwise programs give (activation_rows in
+// float, then rounded), on every finite fp16 value: the two once differed by an fp16 ulp on GELU.
+TEST(CpuActivation, Fp16LayerMatchesTheFloatRows) {
+  std::vector<uint16_t> bits;
+  for (uint32_t b = 0; b < 65536; ++b)
+    if (std::isfinite(f16_bits_to_float(uint16_t(b)))) bits.push_back(uint16_t(b));
+  const int64_t n = int64_t(bits.size());
+  Host x(DataType::kFloat16, {n});
+  std::memcpy(x.bytes.data(), bits.data(), bits.size() * 2);
+  for (ActivationOp op : {ActivationOp::kGeluErf, ActivationOp::kGeluTanh, ActivationOp::kTanh, ActivationOp::kSigmoid,
+                          ActivationOp::kSilu}) {
+    Network net;
+    net.mark_output(net.add_activation("act", net.add_input("x", DataType::kFloat16, Shape{n}), op)->output(), "y");
+    const Host got = run_direct(net, {x})[0];
+    std::vector<float> row(bits.size());
+    for (size_t i = 0; i < bits.size(); ++i) row[i] = f16_bits_to_float(bits[i]);
+    cpu::activation_rows(ActivationParams{op}, row.data(), row.data(), n);
+    int mismatches = 0;
+    for (size_t i = 0; i < bits.size(); ++i) {
+      uint16_t g;
+      std::memcpy(&g, got.bytes.data() + 2 * i, 2);
+      mismatches += g != float_to_f16_bits(row[i]);
+    }
+    EXPECT_EQ(mismatches, 0) << to_string(op);
   }
 }
 
