@@ -351,6 +351,7 @@ AttentionPlan& choose(Context& ctx, AttentionCache& ac, const Layer& layer, cons
     }
   } else if (graph) {
     // kiln's kernel is the reference and the time to beat; every cuDNN plan must match its output.
+    const StackReservationScope stack_scope("attention " + layer.name());
     DeviceBuffer reference(call.out_bytes), scratch(call.out_bytes);
     run_kiln(reference.p);
     float best_ms = time_launches_ms(ctx, [&] { run_kiln(scratch.p); });

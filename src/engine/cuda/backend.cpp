@@ -92,6 +92,37 @@ float time_launches_ms(Context& ctx, const std::function<void()>& launch) {
   return time_launches_ms(ctx, launch, std::numeric_limits<float>::infinity());
 }
 
+StackReservationScope::StackReservationScope(std::string what) : what_(std::move(what)) {
+  size_t total = 0;
+  if (cudaDeviceGetLimit(&limit_, cudaLimitStackSize) != cudaSuccess ||
+      cudaMemGetInfo(&free_at_start_, &total) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so the next check does not blame its own call
+    limit_ = 0;
+  }
+}
+
+StackReservationScope::~StackReservationScope() {
+  if (limit_ == 0) return;
+  // Set back whether or not the reported limit moved: the driver's automatic growth is not
+  // documented to show in cudaDeviceGetLimit, and setting the limit is what releases the memory.
+  // It waits for the device to go idle, once per search, at build time.
+  size_t free_before = 0, free_after = 0, total = 0;
+  const bool log = detail::debug_logging();
+  if (log) cudaMemGetInfo(&free_before, &total);
+  if (cudaDeviceSetLimit(cudaLimitStackSize, limit_) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  if (!log) return;
+  cudaMemGetInfo(&free_after, &total);
+  auto mib = [](double bytes) { return std::to_string(int64_t(bytes / (1 << 20))); };
+  const double released = double(free_after) - double(free_before);
+  const double kept = double(free_at_start_) - double(free_after);
+  if (released >= (1 << 20) || kept >= (1 << 20))
+    detail::log_debug(what_ + ": resetting the per-thread stack released " + mib(released) +
+                      " MiB of local memory; the search kept " + mib(kept) + " MiB");
+}
+
 namespace {
 std::atomic<uint64_t> graph_captures{0};
 }  // namespace

@@ -386,6 +386,7 @@ ConvPlan& plan_for(Context& ctx, const Layer& layer, const ConvolutionParams& p,
     }
   }
   const bool has_epilogue = bias || residual || p.activation;
+  const StackReservationScope stack_scope("convolution " + layer.name());
   void* ws = nullptr;
   KILN_CUDA_CHECK(cudaMalloc(&ws, std::max<size_t>(search_ws, 256)));
   void* scratch_out = nullptr;

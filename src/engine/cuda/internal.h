@@ -175,6 +175,25 @@ float time_launches_ms(Context& ctx, const std::function<void()>& launch);
 // Same, but gives up after one timed run when that run already takes more than `give_up_ms`
 // (a candidate far slower than the best so far is not worth ten more runs); returns that run's time.
 float time_launches_ms(Context& ctx, const std::function<void()>& launch, float give_up_ms);
+// Around a tactic search: the per-thread stack limit as the search found it, set back when the
+// search ends. The driver grows the local memory it reserves (stack bytes per thread times every
+// thread the GPU can hold: 132 SMs x 2048 threads on an H200) to fit the largest stack any
+// launched kernel needs, and keeps it for the life of the process. One candidate engine that
+// spills 3 KiB per thread and loses its timing would hold ~900 MiB of device memory that no plan
+// uses (regnet's stride-2 1x1 convolutions on cuDNN's graph engines). Setting the limit frees
+// that reservation; a chosen kernel that needs more grows it again at its own launch.
+class StackReservationScope {
+ public:
+  explicit StackReservationScope(std::string what);
+  ~StackReservationScope();
+  StackReservationScope(const StackReservationScope&) = delete;
+  StackReservationScope& operator=(const StackReservationScope&) = delete;
+
+ private:
+  std::string what_;
+  size_t limit_ = 0;    // bytes per thread when the search began; 0: unknown, nothing to restore
+  size_t free_at_start_ = 0;
+};
 // Queues a one-thread kernel that keeps the stream busy for `microseconds` (verify.cu).
 void hold_stream(Context& ctx, double microseconds);
 // max |got - want| / max |want| over n elements of dtype t (float types; synchronises the stream):

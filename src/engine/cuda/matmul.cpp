@@ -212,6 +212,7 @@ void gemm(Context& ctx, DataType dt, bool ta, bool tb, int64_t M, int64_t N, int
         ng->workspace = res[0].workspaceSize;
         ng->has_algo = true;
         if (found > 1 && !capturing && timing) {
+          const StackReservationScope stack_scope("cuBLASLt " + std::to_string(M) + 'x' + std::to_string(N) + 'x' + std::to_string(K));
           if (bias)
             lt_check(cublasLtMatmulDescSetAttribute(ng->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "bias");
           // Timed into a scratch output: the real one may share memory with the inputs' buffers.
