@@ -23,8 +23,8 @@ if [[ -n "${PROBE:-regnet-y-800mf}" ]]; then
 fi
 t=$(( $(left) - ${RESERVE:-200} ))
 if (( t > 30 )) && [[ -n "${PYTEST_ARGS:-}" ]]; then
-  timeout $t python3 -m pytest -q -x -rf $PYTEST_ARGS > "$out/pytest.log" 2>&1
-  echo "pytest rc $? at ${SECONDS}s"; grep -E "Error|error|assert|passed|failed|^FAILED" "$out/pytest.log" | head -30
+  timeout $t python3 -m pytest -q -rf --tb=short $PYTEST_ARGS > "$out/pytest.log" 2>&1
+  echo "pytest rc $? at ${SECONDS}s"; grep -E "^E |^tests.*Error|passed|failed|^FAILED" "$out/pytest.log" | head -40
 fi
 if (( $(left) > 60 )); then
   timeout $(( $(left) - 10 )) bash scripts/gpu_inplace_check.sh 2>&1 | grep -v "^build"
