@@ -283,8 +283,14 @@ def test_sizes_traced_from_the_count_follow_the_count(device, module, shape):
     """Sizes PyTorch 1.13's trace records from a data-dependent count (an expand to it, a view of it
     beside -1, chunks of it) follow the count of each call, from one kept row to all."""
     x = torch.randn(*shape, device=device)
-    compiled = kiln.compile(module(), arg_inputs=(x, torch.tensor([1., 1, 1, 1, 0, 0], device=device)),
-                            min_block_size=1)
+    m = torch.tensor([1., 1, 1, 1, 0, 0], device=device)
+    if module is ChunkKept and hasattr(torch, "export"):
+        # torch.export cannot chunk a data-dependent size (it guards on (u0 + 1) // 2 == 0): kiln
+        # says so at the user's line instead of freezing the traced count.
+        with pytest.raises(kiln.CaptureError, match="chunk"):
+            kiln.compile(module(), arg_inputs=(x, m), min_block_size=1)
+        return
+    compiled = kiln.compile(module(), arg_inputs=(x, m), min_block_size=1)
     assert compiled.program.fallback_ops() == []
     for kept in ([1., 1, 0, 0, 0, 0], [1., 1, 1, 1, 1, 1], [0., 1, 0, 1, 1, 1], [1., 0, 0, 0, 0, 0]):
         m = torch.tensor(kept, device=device)
