@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call for what the last GPU runs left unexplained, each step time-boxed (CALL_LIMIT,
-# default 585 s): build the CLI and the Python module; the bf16 fixtures under the three plans of
-# gpu_inplace_check.sh; the 2.11 pytest files in PYTEST_ARGS; regnet's device memory
-# (bench/memory_probe.py with KILN_LOG=debug, the stack-reset lines kept). Outputs under $OUT.
+# default 585 s): build the CLI and the Python module; a model's device memory (PROBE, PROBE_BATCH:
+# bench/memory_probe.py with KILN_LOG=debug, the stack-reset lines kept); the pytest files in
+# PYTEST_ARGS; with INPLACE=1 the bf16 fixtures under the three plans of gpu_inplace_check.sh;
+# suite rows for SUITE_MODELS (bench/gpu_compare.py, both entry paths) in the time left. Outputs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp}
@@ -26,7 +27,14 @@ if (( t > 30 )) && [[ -n "${PYTEST_ARGS:-}" ]]; then
   timeout $t python3 -m pytest -q -rf --tb=short $PYTEST_ARGS > "$out/pytest.log" 2>&1
   echo "pytest rc $? at ${SECONDS}s"; grep -E "^E |^tests.*Error|passed|failed|^FAILED" "$out/pytest.log" | head -40
 fi
-if (( $(left) > 60 )); then
+if [[ -n "${INPLACE:-}" ]] && (( $(left) > 60 )); then  # INPLACE=1: the bf16 fixtures under three plans
   timeout $(( $(left) - 10 )) bash scripts/gpu_inplace_check.sh 2>&1 | grep -v "^build"
+fi
+t=$(( $(left) - 5 ))
+if [[ -n "${SUITE_MODELS:-}" ]] && (( t > 60 )); then  # suite rows (both entry paths) in the time left
+  KILN_COMMIT=${KILN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || cat .commit 2>/dev/null)} \
+  timeout $t python3 bench/gpu_compare.py --kiln-bin build-gpu/bin/kiln --models "$SUITE_MODELS" --paths py,cli \
+    --rounds ${SUITE_ROUNDS:-2} --deadline $(( t - 10 )) --json "$out/suite.json" > "$out/suite.md" 2> "$out/suite.err"
+  echo "suite rc $? at ${SECONDS}s"; grep -E "^\||^- " "$out/suite.md"; grep -E "^\[suite\]|FAILED" "$out/suite.err" | tail -8
 fi
 echo "total ${SECONDS}s"
