@@ -356,7 +356,7 @@ def _memory_mark():
     return free, reserved, alloc
 
 
-def _process_mb(mark):
+def _process_mb(mark, graph_pools=False):
     """Device memory a method took since `mark`, seen the same way for kiln and torch.compile: what left
     the device's free memory outside PyTorch's allocator (library handles and workspaces, loaded kernels,
     CUDA graphs, kiln's plans), plus the peak PyTorch's allocator handed out (its caching slack left out)."""
@@ -364,12 +364,12 @@ def _process_mb(mark):
     _sync()
     free1, res1 = _free_and_reserved()
     seen = (free0 - free1) - (res1 - res0) + (_peak() - alloc0)
-    if not _cuda():
+    if not (graph_pools and _cuda()):
         return seen / 2**20
-    # Once a CUDA graph is recorded, PyTorch's allocator counts its private pool as reserved, not
-    # allocated (pytorch/pytorch#121932), so `seen` misses what torch.compile's reduce-overhead
-    # graphs hold (MobileNetV3-Large b32: 29 MiB of activations, below its one 49 MiB tensor). What
-    # the process still holds once the cache is released is a floor that counts those pools.
+    # graph_pools (torch.compile's CUDA graph modes): once a graph is recorded, PyTorch's allocator
+    # counts its private pool as reserved, not allocated (pytorch/pytorch#121932), so `seen` misses
+    # what those graphs hold (MobileNetV3-Large b32: 29 MiB of activations, below its one 49 MiB
+    # tensor). What the process still holds once the cache is released is a floor that counts them.
     _empty_cache()
     _sync()
     held = free0 - torch.cuda.mem_get_info()[0]
@@ -732,7 +732,7 @@ def torch_compile(row, model, inputs, mode, batch, progress):
         _sync()
     row["mem_mb"][key] = row["mem_mb"]["weights"] + (_peak() - alloc0) / 2**20
     # The weights are the eager module's, allocated before the mark; kiln's plan holds its own copy.
-    row["mem_mb"][f"{key}_measured"] = row["mem_mb"]["weights"] + _process_mb(mark)
+    row["mem_mb"][f"{key}_measured"] = row["mem_mb"]["weights"] + _process_mb(mark, graph_pools=mode != "default")
     progress(batch, f"torch.compile {mode}", row["compile_s"][key])
     return fn
 

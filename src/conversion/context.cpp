@@ -24,6 +24,16 @@ const char* to_string(SourceIR s) {
 ConversionContext::ConversionContext(engine::Network& n, const CompilationSettings& s, const ir::ExportedProgram* p)
     : net(n), settings(s), program(p) {}
 
+engine::DimExpr ConversionContext::with_bound_sizes(const engine::DimExpr& e) const {
+  using Op = engine::DimExpr::Op;
+  if (data_dependent_sizes.empty() || e.is_constant()) return e;
+  if (e.op() == Op::Sym) {
+    auto it = data_dependent_sizes.find(e.symbol_name());
+    return it == data_dependent_sizes.end() ? e : it->second;
+  }
+  return engine::DimExpr::binary(e.op(), with_bound_sizes(e.lhs()), with_bound_sizes(e.rhs()));
+}
+
 std::string ConversionContext::layer_name(const std::string& suffix) const {
   if (!current_node) return suffix;
   const std::string& node = current_node->name;

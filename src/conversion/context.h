@@ -40,6 +40,14 @@ class ConversionContext {
   engine::Tensor* to_tensor(const Value& v, const engine::Tensor* like, const std::string& name);
   // Layer names unique and traceable to their node: "<node>/<suffix>".
   std::string layer_name(const std::string& suffix) const;
+
+  // torch.export names a data-dependent size with an unbacked symbol of its own (u0, a nonzero's
+  // count), and the converter that makes that size names it with the engine's count symbol. The
+  // driver binds the first (convert.cpp) to the converted result's dim; sizes read from the export
+  // afterwards (symbolic arguments, the node's metadata in node_shape) go through with_bound_sizes
+  // and mean the count the plan computes, not a symbol nothing in the plan binds.
+  std::map<std::string, engine::DimExpr> data_dependent_sizes;
+  engine::DimExpr with_bound_sizes(const engine::DimExpr& e) const;
 };
 
 }  // namespace kiln::conversion

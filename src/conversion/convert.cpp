@@ -121,34 +121,20 @@ struct Driver {
   ConvertedSegment seg;
   std::unique_ptr<ConversionContext> ctx;
 
-  // torch.export names a data-dependent size with an unbacked symbol of its own (u0, a nonzero's
-  // count), and the converter that makes that size names it with the engine's count symbol. The
-  // first converted result with a bare unbound symbol at a dim binds the export's symbol to that
-  // dim, so a symbolic argument read later (x[mask].size(0), an expand or a view to it) means the
-  // engine's count, which the plan computes, not a symbol nothing in the plan binds.
-  std::map<std::string, engine::DimExpr> data_dependent_sizes;
-
-  engine::DimExpr with_bound_sizes(const engine::DimExpr& e) const {
-    using Op = engine::DimExpr::Op;
-    if (data_dependent_sizes.empty() || e.is_constant()) return e;
-    if (e.op() == Op::Sym) {
-      auto it = data_dependent_sizes.find(e.symbol_name());
-      return it == data_dependent_sizes.end() ? e : it->second;
-    }
-    return engine::DimExpr::binary(e.op(), with_bound_sizes(e.lhs()), with_bound_sizes(e.rhs()));
-  }
-
+  // The export's unbacked symbols at the dims of a converted result, bound to the engine's dims
+  // (ConversionContext::data_dependent_sizes): the first result with a bare symbol no network
+  // input binds is the op that computes that size.
   void bind_data_dependent_sizes(const ir::TensorMeta& meta, const engine::Tensor* t) {
     if (t->rank() != meta.rank()) return;
     std::vector<std::string> bound;
     for (size_t d = 0; d < meta.rank(); ++d) {
       const ir::SymInt& s = meta.sizes[d];
-      if (s.is_constant() || !s.expr->is_symbol() || data_dependent_sizes.count(s.expr->name())) continue;
+      if (s.is_constant() || !s.expr->is_symbol() || ctx->data_dependent_sizes.count(s.expr->name())) continue;
       const engine::DimExpr& got = t->shape()[d];
       if (got.op() == engine::DimExpr::Op::Sym && got.symbol_name() == s.expr->name()) continue;
       if (bound.empty()) bound = ctx->net.input_symbols();
       if (std::find(bound.begin(), bound.end(), s.expr->name()) != bound.end()) continue;
-      data_dependent_sizes.emplace(s.expr->name(), got);
+      ctx->data_dependent_sizes.emplace(s.expr->name(), got);
     }
   }
 
@@ -156,7 +142,7 @@ struct Driver {
     auto it = seg.values.find(n);
     if (it == seg.values.end())
       throw ConversionError("value %" + n->name + " is neither a segment input nor converted before its use");
-    if (it->second.is<engine::DimExpr>()) return with_bound_sizes(std::get<engine::DimExpr>(it->second.v));
+    if (it->second.is<engine::DimExpr>()) return ctx->with_bound_sizes(std::get<engine::DimExpr>(it->second.v));
     return it->second;
   }
 

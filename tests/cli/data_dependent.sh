@@ -12,9 +12,9 @@ kiln=$1
 data=$2
 source "$(dirname "$0")/common.bash"
 fail=0
-"$py" - "$data/mlp_dyn/core_aten.pt2" "$work/nz.pt2" "$work/x.npy" <<'PY' || { echo "FAIL: could not write the .pt2"; exit 1; }
-import json, sys, zipfile, numpy as np
-src, dst, xpath = sys.argv[1:4]
+"$py" - "$data/mlp_dyn/core_aten.pt2" "$work/nz.pt2" "$work/x.npy" "$work/nz_full.pt2" <<'PY' || { echo "FAIL: could not write the .pt2"; exit 1; }
+import copy, json, sys, zipfile, numpy as np
+src, dst, xpath, dst_full = sys.argv[1:5]
 z = zipfile.ZipFile(src)
 entry = next(i.filename for i in z.infolist() if i.filename.endswith("models/model.json"))
 m = json.loads(z.read(entry))
@@ -50,14 +50,30 @@ sig["input_specs"] = [{"user_input": {"arg": T("x")}}]
 sig["output_specs"] = [{"user_output": {"arg": T("mul")}}]
 m["graph_module"]["module_call_graph"] = []
 m["range_constraints"] = {"u0": {"min_val": 0, "max_val": 9223372036854775806}}
-out = zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED)
-for i in z.infolist():
-    if "data/weights/weight_" in i.filename: continue
-    d = z.read(i.filename)
-    if i.filename == entry: d = json.dumps(m).encode()
-    if i.filename.endswith("model_weights_config.json"): d = b'{"config": {}}'
-    out.writestr(i.filename, d)
-out.close()
+def write(path, model):
+    out = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED)
+    for i in z.infolist():
+        if "data/weights/weight_" in i.filename: continue
+        d = z.read(i.filename)
+        if i.filename == entry: d = json.dumps(model).encode()
+        if i.filename.endswith("model_weights_config.json"): d = b'{"config": {}}'
+        out.writestr(i.filename, d)
+    out.close()
+write(dst, m)
+# The count read by a creation op: (nonzero + ones([count, 2])).sum(0), the shape of full taken from
+# the node's metadata [u0, 2] (zeros_like(x[mask]) and new_zeros(count, ...) take this path).
+mf = copy.deepcopy(m)
+gf = mf["graph_module"]["graph"]
+gf["nodes"] = gf["nodes"][:3] + [
+    node("full.default", "full", [("size", {"as_sym_ints": [{"as_name": "sym_size_int"}, I(2)]}),
+                                  ("fill_value", {"as_float": 1.0}), ("dtype", {"as_scalar_type": 7})], [T("full")]),
+    node("add.Tensor", "add", [("self", T("_to_copy")), ("other", T("full"))], [T("add")]),
+    node("sum.dim_IntList", "sum_2", [("self", T("add")), ("dim", {"as_ints": [0]})], [T("sum_2")]),
+]
+gf["outputs"] = [T("sum_2")]
+gf["tensor_values"].update({"full": tm(7, [u0, I(2)]), "add": tm(7, [u0, I(2)]), "sum_2": tm(7, [I(2)])})
+mf["graph_module"]["signature"]["output_specs"] = [{"user_output": {"arg": T("sum_2")}}]
+write(dst_full, mf)
 np.save(xpath, np.array([[1, 0, 2], [0, 0, 3], [4, 0, 0], [0, 5, 0]], np.float32))
 PY
 
@@ -82,14 +98,17 @@ for opts in "--min-block-size 1" "--min-block-size 5" "--min-block-size 1 --torc
     echo "FAIL $opts: got $("$py" -c "import numpy as np; print(np.load('$work/o/output_0.npy'))")"; fail=1
   fi
 done
-# The export's u0 is the count the converted nonzero computes: the whole program is one segment,
-# also under require_full_compilation, and reads the count the plan computed.
-rm -rf "$work/o"
-if "$kiln" compile "$work/nz.pt2" -o "$work/nz.kiln" --min-block-size 1 --require-full-compilation >"$work/out" 2>"$work/err" &&
-   "$kiln" run "$work/nz.kiln" --input "$work/x.npy" --output-dir "$work/o" >/dev/null 2>>"$work/err" &&
-   "$py" -c "import numpy as np, sys; sys.exit(0 if np.load('$work/o/output_0.npy').tolist() == [30.0, 25.0] else 1)"; then
-  echo "ok   --require-full-compilation: one segment"
-else
-  echo "FAIL require-full-compilation: $(grep error "$work/err")"; fail=1
-fi
+# The export's u0 is the count the converted nonzero computes: each program is one segment, also
+# under require_full_compilation, and reads the count the plan computed.
+for case in "nz 30.0 25.0" "nz_full 11.0 10.0"; do
+  read -r prog a b <<< "$case"
+  rm -rf "$work/o"
+  if "$kiln" compile "$work/$prog.pt2" -o "$work/$prog.kiln" --min-block-size 1 --require-full-compilation >"$work/out" 2>"$work/err" &&
+     "$kiln" run "$work/$prog.kiln" --input "$work/x.npy" --output-dir "$work/o" >/dev/null 2>>"$work/err" &&
+     "$py" -c "import numpy as np, sys; sys.exit(0 if np.load('$work/o/output_0.npy').tolist() == [$a, $b] else 1)"; then
+    echo "ok   $prog --require-full-compilation: one segment, [$a, $b]"
+  else
+    echo "FAIL $prog require-full-compilation: $(grep error "$work/err")"; fail=1
+  fi
+done
 exit $fail

@@ -179,7 +179,9 @@ DataType node_dtype(const ConversionContext& ctx) {
 std::vector<DimExpr> node_shape(const ConversionContext& ctx) {
   if (!ctx.current_node || !ctx.current_node->meta.is_tensor())
     throw ConversionError("converter needs the node's tensor metadata");
-  return to_shape(ctx.current_node->meta.tensor);
+  std::vector<DimExpr> shape = to_shape(ctx.current_node->meta.tensor);
+  for (DimExpr& d : shape) d = ctx.with_bound_sizes(d);  // zeros_like(x[mask]): the plan's count
+  return shape;
 }
 
 void add(const std::vector<std::string>& targets, Fn fn, Reg reg) {
