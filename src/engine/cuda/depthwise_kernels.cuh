@@ -1,25 +1,12 @@
-// Depthwise 2-d convolution of channels-last data ([N, H, W, C] in and out, one filter per channel,
-// weights [C, kh, kw, 1]) with bias, residual and activation applied before the single store.
-//
-// Why kiln has its own: cuDNN's legacy API runs depthwise convolutions (ConvNeXt's 7x7,
-// MobileNet's and EfficientNet's 3x3/5x5) through generic grouped kernels that, measured on the
-// H200, spend 10-50x the time the data movement needs. A depthwise convolution is memory-bound
-// (kh*kw multiply-adds per element loaded), so the kernel is built around loads:
-//  - each thread owns VEC neighbouring channels (16-byte loads when C % 8 == 0) of TW
-//    neighbouring output pixels along a row, so a warp reads whole 16-byte-aligned channel rows;
-//  - with unit dilation the TW outputs share input columns: each input vector of a filter row is
-//    loaded once and feeds every output it touches (TW + kw - 1 loads per row instead of TW*kw);
-//  - the block's filters (fp32) sit in shared memory, read as broadcasts.
-// Which of this kernel and cuDNN runs is decided per shape by timing both (convolution.cpp).
+// The depthwise kernels' templates and their typed launchers, included by depthwise_rows_*.cu (one
+// per storage type) and depthwise_tiled_*.cu (one per filter size), which instantiate them in
+// parallel translation units (depthwise.cpp says why kiln has its own kernels and how they load).
+#pragma once
+
+#include "engine/cuda/depthwise_launch.h"
 #include "engine/cuda/device.cuh"
 
-namespace kiln::engine::cuda {
-namespace {
-
-struct DwGeom {
-  int N, H, W, C, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW;
-  int tiles_w;  // ceil(OW / TW)
-};
+namespace kiln::engine::cuda::dw {
 
 template <class T, int VEC>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[VEC]) {
@@ -317,43 +304,9 @@ __global__ void __launch_bounds__(256) depthwise_nhwc_tiled(const T* __restrict_
   }
 }
 
-constexpr int kTileW = 4;
-
-}  // namespace
-
-bool depthwise_tiled(const ConvolutionParams& p, const TensorView& x, const TensorView& w) {
-  return depthwise_unrolled(p, w) && x.dims.size() == 4 && x.dims[3] % 4 == 0 &&
-         (x.dtype == DataType::kFloat16 || x.dtype == DataType::kBFloat16);
-}
-
-bool depthwise_unrolled(const ConvolutionParams& p, const TensorView& w) {
-  auto all = [](const std::vector<int64_t>& v, int64_t want) {
-    for (int64_t e : v)
-      if (e != want) return false;
-    return true;
-  };
-  const bool square_stride = p.stride.size() < 2 || p.stride[0] == p.stride[1];
-  const int64_t s = p.stride.empty() ? 1 : p.stride[0];
-  return all(p.dilation, 1) && square_stride && (s == 1 || s == 2) && w.dims[1] == w.dims[2] &&
-         (w.dims[2] == 3 || w.dims[2] == 5 || w.dims[2] == 7);
-}
-
-bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y) {
-  if (!p.channels_last || p.transposed || x.dims.size() != 4 || w.dims.size() != 4 || !is_floating(x.dtype))
-    return false;
-  const int64_t C = x.dims[3];
-  if (p.groups != C || w.dims[0] != C || w.dims[3] != 1 || y.dims[3] != C) return false;
-  if (!x.is_contiguous() || !y.is_contiguous()) return false;
-  // 32-bit pixel indices and the filters of one block in 48 KiB of shared memory.
-  if (x.numel() >= (int64_t(1) << 31) || y.numel() >= (int64_t(1) << 31)) return false;
-  return w.dims[1] * w.dims[2] <= 81;
-}
-
-namespace {
-
-void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorView& x, const TensorView& w,
-               const TensorView* bias, const TensorView* residual, const TensorView& y, DepthwiseKernel kernel,
-               int act, float alpha, float beta) {
+template <class T, int K>
+void tiled(const Launch& a, DepthwiseKernel kernel) {
+  const DwGeom& g = a.g;
   const int rows = kernel == DepthwiseKernel::kTiled ? 4 : kernel == DepthwiseKernel::kTiledShort ? 2 : 1;
   const int cols = kernel == DepthwiseKernel::kTiledPixel ? 1 : kernel == DepthwiseKernel::kTiledPair ? 2 : 4;
   const int groups = g.C / 4;
@@ -362,111 +315,77 @@ void run_tiled(Context& ctx, const Layer& layer, const DwGeom& g, const TensorVi
   const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * 4 * sizeof(float);
   const int64_t tiles = int64_t(g.N) * ceil_div(g.OH, rows) * ceil_div(g.OW, cols);
   const dim3 block{unsigned(gx), unsigned(gy)};
-  const dim3 grid{unsigned(std::min<int64_t>(ceil_div(tiles, gy), int64_t(ctx.sm_count) * 32)),
+  const dim3 grid{unsigned(std::min<int64_t>(ceil_div(tiles, gy), int64_t(a.sm_count) * 32)),
                   unsigned(ceil_div(groups, gx))};
-  auto typed = [&](auto t) {
-    using T = decltype(t);
-    const T* xp = static_cast<const T*>(x.data);
-    const T* wp = static_cast<const T*>(w.data);
-    const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
-    const T* rp = residual ? static_cast<const T*>(residual->data) : nullptr;
-    T* yp = static_cast<T*>(y.data);
-    auto run = [&](auto k_tag, auto s_tag) {
-      constexpr int K = decltype(k_tag)::value, S = decltype(s_tag)::value;
-      switch (kernel) {
-        case DepthwiseKernel::kTiled:
-          depthwise_nhwc_tiled<T, K, S, 4, 4><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-          break;
-        case DepthwiseKernel::kTiledShort:
-          depthwise_nhwc_tiled<T, K, S, 2, 4><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-          break;
-        case DepthwiseKernel::kTiledPair:
-          depthwise_nhwc_tiled<T, K, S, 1, 2><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-          break;
-        default:
-          depthwise_nhwc_tiled<T, K, S, 1, 1><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-      }
-    };
-    auto with_stride = [&](auto k_tag) {
-      if (g.SW == 1) run(k_tag, std::integral_constant<int, 1>{});
-      else run(k_tag, std::integral_constant<int, 2>{});
-    };
-    if (g.KW == 3) with_stride(std::integral_constant<int, 3>{});
-    else if (g.KW == 5) with_stride(std::integral_constant<int, 5>{});
-    else with_stride(std::integral_constant<int, 7>{});
-  };
-  if (x.dtype == DataType::kFloat16) typed(__half{});
-  else if (x.dtype == DataType::kBFloat16) typed(__nv_bfloat16{});
-  else fail(layer, "the tiled depthwise kernel takes fp16 or bf16");
-  KILN_CUDA_LAUNCH_CHECK();
-}
-
-}  // namespace
-
-void run_depthwise(Context& ctx, const Layer& layer, const ConvolutionParams& p, const TensorView& x,
-                   const TensorView& w, const TensorView* bias, const TensorView* residual, const TensorView& y,
-                   DepthwiseKernel kernel) {
-  DwGeom g{};
-  g.N = int(x.dims[0]), g.H = int(x.dims[1]), g.W = int(x.dims[2]), g.C = int(x.dims[3]);
-  g.OH = int(y.dims[1]), g.OW = int(y.dims[2]);
-  g.KH = int(w.dims[1]), g.KW = int(w.dims[2]);
-  auto at = [](const std::vector<int64_t>& v, size_t i, int64_t dflt) { return int(i < v.size() ? v[i] : dflt); };
-  g.SH = at(p.stride, 0, 1), g.SW = at(p.stride, p.stride.size() > 1 ? 1 : 0, 1);
-  g.PH = at(p.padding, 0, 0), g.PW = at(p.padding, p.padding.size() > 1 ? 1 : 0, 0);
-  g.DH = at(p.dilation, 0, 1), g.DW = at(p.dilation, p.dilation.size() > 1 ? 1 : 0, 1);
-  g.tiles_w = int(ceil_div(g.OW, kTileW));
-  const int act = p.activation ? int(p.activation->op) : -1;
-  const float alpha = p.activation ? float(p.activation->alpha) : 0.f;
-  const float beta = p.activation ? float(p.activation->beta) : 0.f;
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  const bool vec8 = g.C % 8 == 0 && aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
-  const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
-  const bool tiled_kernel = kernel != DepthwiseKernel::kGeneric && kernel != DepthwiseKernel::kUnrolled;
-  if (tiled_kernel && depthwise_tiled(p, x, w)) {
-    const bool aligned_all = aligned(x.data) && aligned(y.data) && (!residual || aligned(residual->data));
-    if (aligned_all) {
-      run_tiled(ctx, layer, g, x, w, bias, residual, y, kernel, act, alpha, beta);
-      return;
+  const T* xp = static_cast<const T*>(a.x);
+  const T* wp = static_cast<const T*>(a.w);
+  const T* bp = static_cast<const T*>(a.bias);
+  const T* rp = static_cast<const T*>(a.residual);
+  T* yp = static_cast<T*>(a.y);
+  auto run = [&](auto s_tag) {
+    constexpr int S = decltype(s_tag)::value;
+    switch (kernel) {
+      case DepthwiseKernel::kTiled:
+        depthwise_nhwc_tiled<T, K, S, 4, 4><<<grid, block, smem, a.stream>>>(xp, wp, bp, rp, yp, g, a.act, a.alpha, a.beta);
+        break;
+      case DepthwiseKernel::kTiledShort:
+        depthwise_nhwc_tiled<T, K, S, 2, 4><<<grid, block, smem, a.stream>>>(xp, wp, bp, rp, yp, g, a.act, a.alpha, a.beta);
+        break;
+      case DepthwiseKernel::kTiledPair:
+        depthwise_nhwc_tiled<T, K, S, 1, 2><<<grid, block, smem, a.stream>>>(xp, wp, bp, rp, yp, g, a.act, a.alpha, a.beta);
+        break;
+      default:
+        depthwise_nhwc_tiled<T, K, S, 1, 1><<<grid, block, smem, a.stream>>>(xp, wp, bp, rp, yp, g, a.act, a.alpha, a.beta);
     }
-  }
-  const bool allow_unrolled = kernel != DepthwiseKernel::kGeneric;
-  dispatch_float(x.dtype, layer, [&](auto t) {
-    using T = decltype(t);
-    auto launch = [&](auto vec_tag) {
-      constexpr int VEC = decltype(vec_tag)::value;
-      const int groups = int(ceil_div(g.C, VEC));
-      const int gx = std::min(groups, VEC == 8 ? 16 : 32);  // channel groups per block
-      const int gy = std::max(1, 256 / gx);                  // pixel tiles per block
-      const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * VEC * sizeof(float);
-      const dim3 block{unsigned(gx), unsigned(gy)};
-      const int64_t want = ceil_div(tiles, gy);
-      const dim3 grid{unsigned(std::min<int64_t>(want, int64_t(ctx.sm_count) * 32)), unsigned(ceil_div(groups, gx))};
-      const T* xp = static_cast<const T*>(x.data);
-      const T* wp = static_cast<const T*>(w.data);
-      const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
-      const T* rp = residual ? static_cast<const T*>(residual->data) : nullptr;
-      T* yp = static_cast<T*>(y.data);
-      // The unrolled kernel for its shapes (the square filters of the common networks, the
-      // stride the same both ways), the generic one for the rest.
-      bool fixed = allow_unrolled && g.DH == 1 && g.DW == 1 && g.SH == g.SW && (g.SW == 1 || g.SW == 2);
-      auto run_fixed = [&](auto kw_tag, auto sw_tag) {
-        constexpr int KW = decltype(kw_tag)::value, SW = decltype(sw_tag)::value;
-        depthwise_nhwc_fixed<T, VEC, kTileW, KW, SW>
-            <<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-      };
-      auto with_stride = [&](auto kw_tag) {
-        if (g.SW == 1) run_fixed(kw_tag, std::integral_constant<int, 1>{});
-        else run_fixed(kw_tag, std::integral_constant<int, 2>{});
-      };
-      if (fixed && g.KW == 3) with_stride(std::integral_constant<int, 3>{});
-      else if (fixed && g.KW == 5) with_stride(std::integral_constant<int, 5>{});
-      else if (fixed && g.KW == 7) with_stride(std::integral_constant<int, 7>{});
-      else depthwise_nhwc<T, VEC, kTileW><<<grid, block, smem, ctx.stream>>>(xp, wp, bp, rp, yp, g, act, alpha, beta);
-    };
-    if (vec8) launch(std::integral_constant<int, 8>{});
-    else launch(std::integral_constant<int, 1>{});
-  });
-  KILN_CUDA_LAUNCH_CHECK();
+  };
+  if (g.SW == 1) run(std::integral_constant<int, 1>{});
+  else run(std::integral_constant<int, 2>{});
 }
 
-}  // namespace kiln::engine::cuda
+// The tiled kernels of one filter size K, for fp16 and bf16 storage.
+template <int K>
+void tiled_by_type(const Launch& a, DataType dtype, DepthwiseKernel kernel) {
+  if (dtype == DataType::kFloat16) tiled<__half, K>(a, kernel);
+  else tiled<__nv_bfloat16, K>(a, kernel);
+}
+
+template <class T>
+void rows(const Launch& a, bool vec8, bool unrolled) {
+  const DwGeom& g = a.g;
+  const int64_t tiles = int64_t(g.N) * g.OH * g.tiles_w;
+  auto launch = [&](auto vec_tag) {
+    constexpr int VEC = decltype(vec_tag)::value;
+    const int groups = int(ceil_div(g.C, VEC));
+    const int gx = std::min(groups, VEC == 8 ? 16 : 32);  // channel groups per block
+    const int gy = std::max(1, 256 / gx);                  // pixel tiles per block
+    const size_t smem = (size_t(g.KH) * g.KW + 1) * size_t(gx) * VEC * sizeof(float);
+    const dim3 block{unsigned(gx), unsigned(gy)};
+    const int64_t want = ceil_div(tiles, gy);
+    const dim3 grid{unsigned(std::min<int64_t>(want, int64_t(a.sm_count) * 32)), unsigned(ceil_div(groups, gx))};
+    const T* xp = static_cast<const T*>(a.x);
+    const T* wp = static_cast<const T*>(a.w);
+    const T* bp = static_cast<const T*>(a.bias);
+    const T* rp = static_cast<const T*>(a.residual);
+    T* yp = static_cast<T*>(a.y);
+    // The unrolled kernel for its shapes (the square filters of the common networks, the
+    // stride the same both ways), the generic one for the rest.
+    const bool fixed = unrolled && g.DH == 1 && g.DW == 1 && g.SH == g.SW && (g.SW == 1 || g.SW == 2);
+    auto run_fixed = [&](auto kw_tag, auto sw_tag) {
+      constexpr int KW = decltype(kw_tag)::value, SW = decltype(sw_tag)::value;
+      depthwise_nhwc_fixed<T, VEC, kTileW, KW, SW>
+          <<<grid, block, smem, a.stream>>>(xp, wp, bp, rp, yp, g, a.act, a.alpha, a.beta);
+    };
+    auto with_stride = [&](auto kw_tag) {
+      if (g.SW == 1) run_fixed(kw_tag, std::integral_constant<int, 1>{});
+      else run_fixed(kw_tag, std::integral_constant<int, 2>{});
+    };
+    if (fixed && g.KW == 3) with_stride(std::integral_constant<int, 3>{});
+    else if (fixed && g.KW == 5) with_stride(std::integral_constant<int, 5>{});
+    else if (fixed && g.KW == 7) with_stride(std::integral_constant<int, 7>{});
+    else depthwise_nhwc<T, VEC, kTileW><<<grid, block, smem, a.stream>>>(xp, wp, bp, rp, yp, g, a.act, a.alpha, a.beta);
+  };
+  if (vec8) launch(std::integral_constant<int, 8>{});
+  else launch(std::integral_constant<int, 1>{});
+}
+
+}  // namespace kiln::engine::cuda::dw

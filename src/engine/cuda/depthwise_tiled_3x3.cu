@@ -1,0 +1,8 @@
+// The tiled depthwise kernels of 3x3 filters, fp16 and bf16 (depthwise_kernels.cuh).
+#include "engine/cuda/depthwise_kernels.cuh"
+
+namespace kiln::engine::cuda::dw {
+
+void tiled_3x3(const Launch& a, DataType dtype, DepthwiseKernel kernel) { tiled_by_type<3>(a, dtype, kernel); }
+
+}  // namespace kiln::engine::cuda::dw
