@@ -5,7 +5,7 @@
 //   residual and activation; transposed convolution is backward-data of the convolution it inverts;
 // - for fp16/bf16 forward convolutions, the engines cuDNN's graph API ranks (cudnn_graph.h), for
 //   the convolution alone and for the convolution fused with its bias, residual and activation;
-// - in NHWC, kiln's depthwise kernels (depthwise.cu: 4x4 to 1x1 output tiles per thread, one output
+// - in NHWC, kiln's depthwise kernels (depthwise.cpp: 4x4 to 1x1 output tiles per thread, one output
 //   row per thread, generic), epilogue fused in their store.
 // fp32 runs in true fp32 (FMA math, no TF32); fp16/bf16 use the tensor cores with fp32
 // accumulation. 1-d convolutions run as 2-d with a unit height. 1x1 convolutions in NHWC
@@ -53,7 +53,7 @@ struct ConvPlan {
   // kGraph (the convolution alone) or kGraphFused (with bias, residual and activation).
   std::unique_ptr<dnn::ConvGraph> graph;
   dnn::ConvGraphPlan graph_plan;
-  // kKiln: which of kiln's depthwise kernels (depthwise.cu), bias, residual and activation fused.
+  // kKiln: which of kiln's depthwise kernels (depthwise.cpp), bias, residual and activation fused.
   DepthwiseKernel kiln_kernel = DepthwiseKernel::kTiled;
   ~ConvPlan() {
     if (x) cudnnDestroyTensorDescriptor(x);

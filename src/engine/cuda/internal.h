@@ -121,7 +121,7 @@ void run_linear_rows(Context& ctx, int64_t M, int64_t N, int64_t K, const Tensor
                      const TensorView* bias, const std::optional<ActivationParams>& act, const TensorView& y,
                      const TensorView* residual = nullptr);
 void run_convolution(Context& ctx, const ConvolutionParams& p, LayerCall& call);     // convolution.cpp
-// depthwise.cu: kiln's NHWC depthwise convolution (bias, residual, activation fused), and whether
+// depthwise.cpp: kiln's NHWC depthwise convolution (bias, residual, activation fused), and whether
 // it can run a given convolution.
 bool depthwise_supported(const ConvolutionParams& p, const TensorView& x, const TensorView& w, const TensorView& y);
 // Kernels: a generic one for any shape; for 3x3/5x5/7x7 filters with stride 1 or 2
