@@ -5,7 +5,8 @@
 #               those fixtures beside the build, into $OUT/fixtures.tar.gz)
 #   PROBE       model names: bench/memory_probe.py at PROBE_BATCH (default 1) with KILN_LOG=debug
 #   PYTEST_ARGS the Python tests on CUDA (default tests/python; empty skips), RESERVE s kept for the rest
-#   INPLACE=1   the bf16 fixtures under three plans (gpu_inplace_check.sh)
+#   INPLACE=1   the bf16 fixtures under three plans (gpu_inplace_check.sh); INPLACE_BISECT=model: the
+#               first block where the in-place residual rule changes that model's bf16 result
 #   ROOFLINE=s  bench/kernel_roofline.py (ROOFLINE_ARGS) for that long
 #   BUILDTIME_ARGS  bench/build_time.py (default resnet50,efficientnet_b0 at b32; empty skips)
 #   SUITE_MODELS    suite rows through both entry paths (SUITE_BATCHES, default both; SUITE_ROUNDS, default 2)
@@ -37,6 +38,9 @@ if (( t > 30 )) && [[ "${PYTEST_ARGS-x}" != "" ]]; then
 fi
 if [[ -n "${INPLACE:-}" ]] && (( $(left) > 60 )); then
   timeout $(( $(left) - 10 )) bash scripts/gpu_inplace_check.sh 2>&1 | grep -v "^build"
+fi
+if [[ -n "${INPLACE_BISECT:-}" ]] && (( $(left) > 60 )); then
+  timeout $(( $(left) - 10 )) python3 bench/inplace_bisect.py --model "$INPLACE_BISECT" --dtype bf16 2>&1 | grep -v Warning
 fi
 if [[ -n "${ROOFLINE:-}" ]]; then
   t=$(( $(left) < ROOFLINE ? $(left) : ROOFLINE ))
