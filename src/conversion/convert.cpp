@@ -126,14 +126,12 @@ struct Driver {
   // input binds is the op that computes that size.
   void bind_data_dependent_sizes(const ir::TensorMeta& meta, const engine::Tensor* t) {
     if (t->rank() != meta.rank()) return;
-    std::vector<std::string> bound;
     for (size_t d = 0; d < meta.rank(); ++d) {
       const ir::SymInt& s = meta.sizes[d];
       if (s.is_constant() || !s.expr->is_symbol() || ctx->data_dependent_sizes.count(s.expr->name())) continue;
       const engine::DimExpr& got = t->shape()[d];
       if (got.op() == engine::DimExpr::Op::Sym && got.symbol_name() == s.expr->name()) continue;
-      if (bound.empty()) bound = ctx->net.input_symbols();
-      if (std::find(bound.begin(), bound.end(), s.expr->name()) != bound.end()) continue;
+      if (ctx->net.input_bound(engine::DimExpr::symbol(s.expr->name()))) continue;
       ctx->data_dependent_sizes.emplace(s.expr->name(), got);
     }
   }

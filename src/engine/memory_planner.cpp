@@ -162,15 +162,6 @@ ArenaSearch arena_search_for(const Network& net) {
 
 namespace {
 
-bool input_bound(const Network& net, const Shape& s) {
-  const std::vector<std::string> known = net.input_symbols();
-  std::vector<std::string> syms;
-  for (const DimExpr& d : s) d.collect_symbols(syms);
-  for (const std::string& x : syms)
-    if (std::find(known.begin(), known.end(), x) == known.end()) return false;
-  return true;
-}
-
 bool moves_no_data(const Layer& l) {
   if (l.as<IdentityParams>()) return true;
   const auto* p = l.as<ShuffleParams>();
@@ -230,7 +221,7 @@ void plan_buffers(const Network& net, std::map<int, Lifetime>* life, std::map<in
     }
     if (l->as<ConstantParams>()) continue;
     for (const Tensor* t : l->outputs()) {
-      if (!input_bound(net, t->shape())) continue;
+      if (!net.input_bound(t->shape())) continue;
       if (moves_no_data(*l) && life->count(root(l->inputs()[0]->id())) &&
           t->dtype() == l->inputs()[0]->dtype()) {
         (*alias)[t->id()] = root(l->inputs()[0]->id());

@@ -391,6 +391,17 @@ std::vector<std::string> Network::input_symbols() const {
   return r;
 }
 
+bool Network::input_bound(const Shape& s) const {
+  std::vector<std::string> syms;
+  for (const DimExpr& d : s) d.collect_symbols(syms);
+  if (syms.empty()) return true;
+  const std::vector<std::string> known = input_symbols();
+  return std::all_of(syms.begin(), syms.end(),
+                     [&](const std::string& x) { return std::find(known.begin(), known.end(), x) != known.end(); });
+}
+
+bool Network::input_bound(const DimExpr& d) const { return input_bound(Shape{d}); }
+
 int Network::tensor_id_bound() const { return impl_->next_tensor_id; }
 
 void Network::verify() const {

@@ -442,6 +442,10 @@ class Network {
   std::vector<Tensor*> tensors() const;
   // Every symbol the input shapes use, in first-seen order.
   std::vector<std::string> input_symbols() const;
+  // Whether the input shapes bind every symbol of `d` (of every dim of `s`). Where not, the size is
+  // data-dependent: a count a layer computes when the plan runs (a nonzero's rows).
+  bool input_bound(const DimExpr& d) const;
+  bool input_bound(const Shape& s) const;
 
   // Structural checks: each tensor produced once, before use; outputs marked. Throws NetworkError.
   void verify() const;

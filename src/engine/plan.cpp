@@ -57,13 +57,9 @@ DeviceKind Plan::device() const { return impl_->device; }
 const MemoryReport& Plan::memory() const { return impl_->memory; }
 
 bool Plan::requires_output_allocator() const {
-  std::vector<std::string> known = impl_->network->input_symbols();
-  for (Tensor* t : impl_->network->tensors()) {
-    std::vector<std::string> syms;
-    for (const DimExpr& d : t->shape()) d.collect_symbols(syms);
-    for (const std::string& s : syms)
-      if (std::find(known.begin(), known.end(), s) == known.end()) return true;
-  }
+  const Network& net = *impl_->network;
+  for (Tensor* t : net.tensors())
+    if (!net.input_bound(t->shape())) return true;
   return false;
 }
 

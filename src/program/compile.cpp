@@ -341,18 +341,11 @@ class Compiler {
   // program's metadata holds a number: PyTorch 1.13's trace records the traced count. A later
   // segment reading it would be built for that number and refuse the next call's count.
   void note_counts(const engine::Network& net) {
-    const std::vector<std::string> bound = net.input_symbols();
     for (const auto& [name, t] : net.outputs()) {
       ir::Node* n = ep_.graph.find(name);  // a tensor output is named as its node
       if (!n || !n->meta.is_tensor() || n->meta.tensor.sizes.size() != t->shape().size()) continue;
-      for (size_t d = 0; d < t->shape().size(); ++d) {
-        if (!n->meta.tensor.sizes[d].is_constant()) continue;
-        std::vector<std::string> syms;
-        t->shape()[d].collect_symbols(syms);
-        if (std::any_of(syms.begin(), syms.end(),
-                        [&](const std::string& x) { return std::find(bound.begin(), bound.end(), x) == bound.end(); }))
-          counts_.push_back({n, d});
-      }
+      for (size_t d = 0; d < t->shape().size(); ++d)
+        if (n->meta.tensor.sizes[d].is_constant() && !net.input_bound(t->shape()[d])) counts_.push_back({n, d});
     }
   }
   // ... each such size becomes a symbol of its own, of range [0, kUnboundedMax] (the traced count

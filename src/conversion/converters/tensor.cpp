@@ -61,14 +61,7 @@ std::optional<std::vector<int64_t>> split_sizes(const ir::Node& n) {
 }
 
 // Whether a size uses a data-dependent symbol (one no network input binds: a nonzero's count).
-bool data_dependent(const ConversionContext& ctx, const DimExpr& d) {
-  std::vector<std::string> symbols;
-  d.collect_symbols(symbols);
-  const std::vector<std::string> bound = ctx.net.input_symbols();
-  return std::any_of(symbols.begin(), symbols.end(), [&](const std::string& s) {
-    return std::find(bound.begin(), bound.end(), s) == bound.end();
-  });
-}
+bool data_dependent(const ConversionContext& ctx, const DimExpr& d) { return !ctx.net.input_bound(d); }
 
 // The trace's metadata of the converted node's first argument, where its sizes are the traced
 // numbers (PyTorch 1.13) for each of `rank` dims; else null.
