@@ -9,6 +9,7 @@ Converters: kiln.conversion (the seed's decorator, registry and impl helpers).
 import inspect
 import os
 import sys
+import time
 import warnings
 from collections.abc import Mapping
 
@@ -275,8 +276,11 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
         return (node.target in to_torch
                 or _kiln.lookup(node, settings)[0] == _kiln.Verdict.CONVERTIBLE)
 
+    started = time.perf_counter()
     with torch.no_grad():
         cap = capture(module, arg_inputs, kwarg_inputs, dev, converts, to_torch)
+    if verbose:
+        print(f"kiln.compile: captured in {time.perf_counter() - started:.3f} s", file=sys.stderr)
     if dryrun:
         print(_kiln.dry_run(cap.program, settings, cap.dynamic))
         return module
@@ -285,9 +289,11 @@ def compile(module, arg_inputs=(), kwarg_inputs=None, *, inputs=None, min_block_
         cache = _cache.EngineCache(engine_cache_dir, engine_cache_size)
         key = _cache.key_of(cap, settings, dev)
         if reuse_cached_engines:
+            looked_up = time.perf_counter()
             program = cache.load(key)
             if program is not None and verbose:
-                print(f"kiln.compile: loaded from the engine cache ({key[:16]})", file=sys.stderr)
+                print(f"kiln.compile: loaded from the engine cache ({key[:16]}) in "
+                      f"{time.perf_counter() - looked_up:.3f} s", file=sys.stderr)
     if program is None:
         program = _kiln.compile_program(cap.program, settings, cap.dynamic, verbose)
         report = _acceleration_report(program, settings)

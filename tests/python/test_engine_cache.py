@@ -122,3 +122,14 @@ def test_an_unwritable_cache_warns_and_still_compiles(tmp_path):
         compiled = compile_cached(model(), blocker / "engines")
     with torch.no_grad():
         assert torch.allclose(compiled(X), model()(X), atol=1e-5)
+
+def test_verbose_reports_the_capture_and_the_load(tmp_path, capfd):
+    """verbose=True says how long the trace took (every compile pays it, a hit too) and how long
+    loading the stored program took: the split bench/build_time.py reads."""
+    compile_cached(model(), tmp_path, verbose=True)
+    first = capfd.readouterr().err
+    assert "kiln.compile: captured in" in first and "loaded from the engine cache" not in first
+    compile_cached(model(), tmp_path, verbose=True)
+    second = capfd.readouterr().err
+    assert "kiln.compile: captured in" in second
+    assert "kiln.compile: loaded from the engine cache (" in second and ") in " in second
