@@ -19,6 +19,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 STAGES=build BUILD_TYPE=Release TARGETS="kiln _kiln" bash scripts/gpu_session.sh > "$out/build.txt" 2>&1
 echo "build done at ${SECONDS}s: $(ls build-gpu/bin/kiln build-gpu/python/kiln/_kiln*.so 2>&1 | tr '\n' ' ')"
 grep -E "error|FAILED" "$out/build.txt" | head -5; [[ -f "$out/fixtures.log" ]] && tail -3 "$out/fixtures.log"
+# The build's longest steps (what bounds it on 16 cores).
+awk 'NR>1 {print $2-$1, $4}' build-gpu/.ninja_log 2>/dev/null | sort -rn | head -4 | awk '{printf "  %.0f s %s\n", $1/1000, $2}'
 for pkg in cudnn cublas cuda_nvrtc cuda_runtime; do
   d=$(python3 -c "import nvidia.$pkg; print(list(nvidia.$pkg.__path__)[0])" 2>/dev/null || true)
   [[ -n "$d" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$d/lib"
