@@ -220,6 +220,20 @@ TEST(NetworkStructure, PrintVerifyAndRewrites) {
   EXPECT_EQ(net.input_symbols(), std::vector<std::string>{"s0"});
 }
 
+TEST(NetworkStructure, InputBoundSizes) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFloat32, {S("s0"), 8});
+  Layer* nz = net.add_nonzero("nz", x);  // rows: a count the layer computes when the plan runs
+  const DimExpr count = nz->output()->shape()[0];
+  EXPECT_TRUE(net.input_bound(DimExpr(int64_t{8})));
+  EXPECT_TRUE(net.input_bound(S("s0") * 2 + 1));
+  EXPECT_FALSE(net.input_bound(count));
+  EXPECT_FALSE(net.input_bound(S("s0") + count));
+  EXPECT_TRUE(net.input_bound(x->shape()));
+  EXPECT_FALSE(net.input_bound(nz->output()->shape()));
+  EXPECT_TRUE(net.input_bound(Shape{}));
+}
+
 TEST(NetworkPlugins, RegistryAndInference) {
   PluginKernel k;
   k.infer = [](const std::vector<const Tensor*>& in, const std::string& attrs) {
