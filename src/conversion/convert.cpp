@@ -3,8 +3,6 @@
 // nodes, binds arguments to the op schema, and makes the result match the node's metadata.
 #include "conversion/convert.h"
 
-#include <algorithm>
-#include <map>
 #include <set>
 
 #include "ir/schema.h"

@@ -93,12 +93,13 @@ float time_launches_ms(Context& ctx, const std::function<void()>& launch) {
 }
 
 StackReservationScope::StackReservationScope(std::string what) : what_(std::move(what)) {
-  size_t total = 0;
-  if (cudaDeviceGetLimit(&limit_, cudaLimitStackSize) != cudaSuccess ||
-      cudaMemGetInfo(&free_at_start_, &total) != cudaSuccess) {
+  if (cudaDeviceGetLimit(&limit_, cudaLimitStackSize) != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it so the next check does not blame its own call
     limit_ = 0;
+    return;
   }
+  size_t total = 0;  // the free memory only feeds KILN_LOG=debug's report
+  if (detail::debug_logging() && cudaMemGetInfo(&free_at_start_, &total) != cudaSuccess) cudaGetLastError();
 }
 
 StackReservationScope::~StackReservationScope() {
